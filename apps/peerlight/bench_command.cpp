@@ -1,0 +1,10 @@
+#include "apps/peerlight/commands.h"
+
+namespace pl::app {
+
+void addBenchCommand(CLI::App& app) {
+  // TODO: implemented by the owner of this command.
+  (void)app;
+}
+
+}  // namespace pl::app

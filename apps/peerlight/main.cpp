@@ -1,0 +1,22 @@
+// peerlight: peer-to-peer cluster path tracer. Subcommands are in *_command.cpp.
+
+#include <csignal>
+#include <cstdio>
+
+#include "apps/peerlight/commands.h"
+#include "apps/peerlight/version.h"
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"peerlight: peer-to-peer cluster path tracer"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", PEERLIGHT_VERSION_STRING);
+  app.add_subcommand("version", "Print the version")->callback([] {
+    std::printf("peerlight %s\n", PEERLIGHT_VERSION_STRING);
+  });
+  pl::app::addRenderCommand(app);
+  pl::app::addBenchCommand(app);
+  pl::app::addDevicesCommand(app);
+  CLI11_PARSE(app, argc, argv);
+  return 0;
+}

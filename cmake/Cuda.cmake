@@ -1,0 +1,23 @@
+# Decides whether the gpu/ target is built. PEERLIGHT_CUDA=AUTO builds it whenever nvcc is
+# found (PATH or /usr/local/cuda); ON requires it; OFF never builds it.
+set(PEERLIGHT_HAVE_CUDA OFF)
+if(NOT PEERLIGHT_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER)
+    find_program(PEERLIGHT_NVCC nvcc HINTS /usr/local/cuda/bin)
+    if(PEERLIGHT_NVCC)
+      set(CMAKE_CUDA_COMPILER ${PEERLIGHT_NVCC})
+    endif()
+  endif()
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT CMAKE_CUDA_ARCHITECTURES)
+      # Turing through Hopper as real code, plus PTX for newer GPUs to JIT.
+      set(CMAKE_CUDA_ARCHITECTURES 75-real 80-real 86-real 89-real 90)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(PEERLIGHT_HAVE_CUDA ON)
+  elseif(PEERLIGHT_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "PEERLIGHT_CUDA=ON but nvcc was not found")
+  endif()
+endif()
+message(STATUS "peerlight: CUDA device ${PEERLIGHT_HAVE_CUDA}")

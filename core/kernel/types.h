@@ -1,0 +1,96 @@
+#pragma once
+// Element types of the RenderData arrays (see render_data_arrays.h). All trivially copyable,
+// fixed layout, 4-byte aligned fields only: the same bytes are hashed, sent over the network,
+// uploaded to the GPU and read by the CPU kernel.
+
+#include "core/kernel/math.h"
+
+namespace pl::kernel {
+
+// One world-space triangle: three indices into the per-vertex arrays and a material index.
+struct Triangle {
+  uint32_t v0, v1, v2;
+  uint32_t material;
+};
+
+enum AlphaMode : uint32_t { kAlphaOpaque = 0, kAlphaMask = 1, kAlphaBlend = 2 };
+enum TextureWrap : uint32_t { kWrapRepeat = 0, kWrapClamp = 1, kWrapMirror = 2 };
+enum TextureFilter : uint32_t { kFilterNearest = 0, kFilterLinear = 1 };
+
+constexpr int32_t kNoTexture = -1;
+
+// glTF 2.0 metallic-roughness material. Texture indices point into RenderData::textures
+// (kNoTexture when absent); all use UV set 0.
+struct Material {
+  Vec4f baseColorFactor;     // linear RGBA
+  Vec3f emission;            // emissiveFactor * KHR_materials_emissive_strength (radiance)
+  float metallicFactor;
+  float roughnessFactor;
+  float normalScale;
+  float alphaCutoff;         // for kAlphaMask
+  float ior;                 // 1.5 unless KHR_materials_ior
+  uint32_t alphaMode;        // AlphaMode
+  uint32_t doubleSided;      // 0 or 1; single-sided emitters emit from the front face only
+  int32_t baseColorTexture;  // sRGB
+  int32_t metallicRoughnessTexture;  // linear; roughness in G, metallic in B
+  int32_t normalTexture;     // linear, tangent space
+  int32_t emissiveTexture;   // sRGB
+};
+
+// A texture's header. Its texels are RenderData::texels[texelOffset .. +width*height),
+// row-major, top row first (as in the image file), RGBA 8 bits each, not yet linearized:
+// sRGB decoding happens on lookup, depending on the material slot.
+struct Texture {
+  uint32_t width, height;
+  uint32_t texelOffset;  // in texels, into RenderData::texels
+  uint32_t wrapS, wrapT; // TextureWrap
+  uint32_t filter;       // TextureFilter (magnification; minification uses the same)
+};
+
+struct Rgba8 {
+  uint8_t r, g, b, a;
+};
+
+enum LightType : uint32_t { kLightPoint = 0, kLightSpot = 1, kLightDirectional = 2 };
+
+// KHR_lights_punctual light, in world space. intensity is color * intensity in the units of
+// the extension (candela for point/spot, lux for directional), used as radiometric values.
+struct PunctualLight {
+  uint32_t type;        // LightType
+  Vec3f position;
+  Vec3f direction;      // unit, the direction the light points to (spot, directional)
+  Vec3f intensity;
+  float range;          // 0 = infinite
+  float cosInnerCone;   // spot only
+  float cosOuterCone;   // spot only
+};
+
+enum CameraType : uint32_t { kCameraPerspective = 0, kCameraOrthographic = 1 };
+
+// The camera and the image it makes. Raster (0,0) is the top-left pixel corner.
+struct Camera {
+  uint32_t type;   // CameraType
+  uint32_t width, height;
+  Vec3f position;
+  Vec3f right;     // unit, image +x
+  Vec3f up;        // unit, image +y (raster y grows downwards)
+  Vec3f forward;   // unit, view direction
+  float tanHalfFovY;  // perspective
+  float orthoHalfHeight;  // orthographic (ymag)
+};
+
+// Scalars that describe the whole scene. Exactly one element in RenderData::globals.
+struct SceneGlobals {
+  Vec3f boundsMin, boundsMax;  // of all triangles and punctual lights
+  // Environment: radiance = envScale * (envWidth ? texel lookup : 1). envWidth == 0 means a
+  // constant environment of radiance envScale.
+  Vec3f envScale;
+  uint32_t envWidth, envHeight;  // equirectangular map, envTexels has width*height entries
+  float envIntegral;             // sum of the env sampling weights (0: do not sample env)
+  float emissiveTotalPower;      // sum of the emissive triangle weights (0: none)
+  uint32_t maxDepth;             // maximum path length in bounces
+  uint32_t seed;                 // scene seed for the sampler
+  uint32_t hasAlpha;             // any material with alpha mask or blend
+};
+
+}  // namespace pl::kernel

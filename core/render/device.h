@@ -1,0 +1,39 @@
+#pragma once
+// Device: something that renders WorkUnits of one loaded RenderData (the CPU device, one CUDA
+// GPU). Devices are used from one thread at a time; render() blocks until done and may use
+// many threads internally.
+//
+// Errors are sticky (as in Cycles): once a device reports a device error (not a bad work
+// unit), failed() is true and the caller gives it no more work.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/render/work_unit.h"
+#include "core/scene/render_data.h"
+#include "core/util/status.h"
+
+namespace pl {
+
+struct DeviceInfo {
+  std::string kind;   // "cpu" or "cuda"
+  std::string name;   // CPU model or GPU name
+  uint64_t memoryBytes = 0;
+  uint32_t threads = 0;  // CPU threads used (cpu)
+  int computeMajor = 0, computeMinor = 0;  // (cuda)
+  int ordinal = 0;       // GPU index (cuda)
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual DeviceInfo info() const = 0;
+  // Takes shared ownership of validated data and builds what the device needs (BVH, upload).
+  virtual Status load(std::shared_ptr<const RenderData> data) = 0;
+  // Renders one unit of the loaded data.
+  virtual Result<TileResult> render(const WorkUnit& unit) = 0;
+  virtual bool failed() const { return false; }
+};
+
+}  // namespace pl

@@ -1,0 +1,35 @@
+#pragma once
+// Film: the image being assembled from TileResults. Merging is exact integer addition, so the
+// result does not depend on how the samples were split or in which order results arrive.
+// The film does not deduplicate: the scheduler adds each (tile, sample range) exactly once.
+
+#include <cstdint>
+#include <vector>
+
+#include "core/render/work_unit.h"
+#include "core/util/status.h"
+
+namespace pl {
+
+class Film {
+ public:
+  Film(uint32_t width, uint32_t height, uint32_t samplesPerPixel);
+
+  // Adds a result. Fails (and changes nothing) if its tile lies outside the film, its sums
+  // have the wrong length, or its sample count does not match this film.
+  Status add(const TileResult& result);
+
+  uint32_t width() const { return width_; }
+  uint32_t height() const { return height_; }
+  uint32_t samplesPerPixel() const { return spp_; }
+  const std::vector<int64_t>& sums() const { return sums_; }
+
+  // Linear RGB, 3 floats per pixel, row-major, top row first: sums / samplesPerPixel.
+  std::vector<float> linearRgb() const;
+
+ private:
+  uint32_t width_, height_, spp_;
+  std::vector<int64_t> sums_;  // 3 per pixel
+};
+
+}  // namespace pl
