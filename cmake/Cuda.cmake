@@ -21,3 +21,25 @@ if(NOT PEERLIGHT_CUDA STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "peerlight: CUDA device ${PEERLIGHT_HAVE_CUDA}")
+
+if(PEERLIGHT_HAVE_CUDA)
+  # The root CMakeLists.txt adds GCC flags with add_compile_options(), which would reach nvcc
+  # too (and nvcc rejects -ffp-contract=off). From here on, give them to C/C++ sources only,
+  # and give CUDA sources the equivalent: no FMA contraction in device code (--fmad=false,
+  # so that GPU arithmetic follows the CPU's rounding as closely as it can), and the same
+  # host flags for the host half of .cu files.
+  get_property(_pl_options DIRECTORY PROPERTY COMPILE_OPTIONS)
+  set(_pl_wrapped)
+  foreach(_pl_option IN LISTS _pl_options)
+    if(_pl_option MATCHES "^\\$<")
+      list(APPEND _pl_wrapped "${_pl_option}")  # already a generator expression
+    else()
+      list(APPEND _pl_wrapped "$<$<COMPILE_LANGUAGE:C,CXX>:${_pl_option}>")
+    endif()
+  endforeach()
+  set_property(DIRECTORY PROPERTY COMPILE_OPTIONS ${_pl_wrapped})
+  add_compile_options(
+    "$<$<COMPILE_LANGUAGE:CUDA>:--fmad=false;-Xcompiler=-ffp-contract=off,-fno-fast-math>")
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+endif()

@@ -17,6 +17,14 @@ int main(int argc, char** argv) {
   pl::app::addRenderCommand(app);
   pl::app::addBenchCommand(app);
   pl::app::addDevicesCommand(app);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Subcommands end with CLI::RuntimeError(status) after printing their own message; any
+    // other parse error (bad arguments) exits with status 2, like other Unix tools.
+    const int status = app.exit(e);
+    if (dynamic_cast<const CLI::RuntimeError*>(&e) != nullptr || status == 0) return status;
+    return 2;
+  }
   return 0;
 }

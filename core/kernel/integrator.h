@@ -3,8 +3,6 @@
 // importance sampling over emissive triangles, punctual lights and the environment. Shared by
 // the CPU and GPU devices; templated on the Tracer (see scene_view.h).
 //
-// OWNER: kernel work (to be implemented). Contract:
-//
 //   template <class Tracer>
 //   PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer,
 //                                    uint32_t px, uint32_t py, uint32_t sampleIndex,
@@ -13,7 +11,8 @@
 // returns the radiance estimate of sample `sampleIndex` of pixel (px, py) (camera ray through
 // a 1-pixel box filter). The result depends only on (scene, px, py, sampleIndex): the random
 // numbers are a pure function of (globals.seed, pixel, sampleIndex, dimension).
-// *raysTraced is incremented by the number of rays cast (for Mrays/s statistics).
+// *raysTraced is incremented by the number of rays cast (for Mrays/s statistics). A sample
+// whose estimate is not finite returns 0 (black) rather than poisoning the pixel.
 //
 //   template <class Tracer>
 //   PL_HOST_DEVICE void renderPixel(const SceneView& scene, const Tracer& tracer,
@@ -21,6 +20,248 @@
 //                                   uint32_t sampleEnd, int64_t sums[3], uint32_t* raysTraced);
 //
 // adds toFixed() of each sample's R, G, B to sums (fixed_point.h).
+//
+// Path length: globals.maxDepth is the maximum number of scattering events on a path.
+// 0 shows only what the camera sees directly (emitters, environment), 1 is direct lighting,
+// and so on; Blender Cycles' "max bounces = N" corresponds to maxDepth = N + 1.
+//
+// Alpha: MASK surfaces below the cutoff and BLEND surfaces (stochastically, with probability
+// 1 - alpha from a hash of (seed, pixel, sample, bounce, hit count)) are passed through by
+// camera and bounce rays. Shadow rays, when globals.hasAlpha, walk through cut-out surfaces
+// with a loop of intersect() calls and are attenuated by (1 - alpha) at BLEND surfaces.
+//
+// Random dimensions: pair 0 is the position in the pixel; each bounce then takes 4 pairs
+// (light selection + Russian roulette, light position, BSDF direction, BSDF lobe), always,
+// whatever branch is taken, so that dimension k means the same thing across samples.
 
+#include "core/kernel/bsdf.h"
+#include "core/kernel/camera.h"
 #include "core/kernel/fixed_point.h"
+#include "core/kernel/lights.h"
+#include "core/kernel/sampler.h"
 #include "core/kernel/scene_view.h"
+#include "core/kernel/surface.h"
+
+namespace pl::kernel {
+
+constexpr uint32_t kMaxPassThrough = 64;   // alpha-cut surfaces one ray may cross
+constexpr uint32_t kRussianRouletteDepth = 3;
+
+PL_HOST_DEVICE PL_INLINE float powerHeuristic(float pdfA, float pdfB) {
+  const float a = pdfA * pdfA, b = pdfB * pdfB;
+  if (!(a + b > 0.0f)) return 0.0f;
+  // Very large pdfs (near-specular lobes) would overflow the squares.
+  if (a > 1.0e30f || b > 1.0e30f) return pdfA >= pdfB ? 1.0f : 0.0f;
+  return a / (a + b);
+}
+
+enum class TraceResult { kHit, kMiss, kAbsorbed };
+
+// Finds the first surface along `ray` that stops it, passing through alpha cut-outs.
+template <class Tracer>
+PL_HOST_DEVICE PL_INLINE TraceResult traceSurface(const SceneView& scene, const Tracer& tracer,
+                                                  Ray ray, uint32_t key, uint32_t sampleIndex,
+                                                  uint32_t depth, Hit* hit, SurfacePoint* sp,
+                                                  uint32_t* raysTraced) {
+  for (uint32_t crossing = 0; crossing < kMaxPassThrough; ++crossing) {
+    *hit = tracer.intersect(ray, 0.0f, kInfinity);
+    ++*raysTraced;
+    if (hit->prim == kNoHit) return TraceResult::kMiss;
+    *sp = surfaceAt(scene, hit->prim, hit->u, hit->v);
+    const Material& m = scene.materials[sp->material];
+    if (m.alphaMode == kAlphaOpaque) return TraceResult::kHit;
+    const float coverage = materialCoverage(scene, m, sp->uv);
+    if (m.alphaMode == kAlphaMask) {
+      if (coverage > 0.0f) return TraceResult::kHit;
+    } else if (coverage >= 1.0f ||
+               hashToUnitFloat(key, sampleIndex, depth, crossing, 0x5a17b1e7u) < coverage) {
+      return TraceResult::kHit;
+    }
+    ray.origin = offsetRayOrigin(sp->p, dot(ray.direction, sp->ng) > 0.0f ? sp->ng : -sp->ng);
+  }
+  return TraceResult::kAbsorbed;
+}
+
+// Transmittance from `origin` to the light sample (1 unoccluded, 0 blocked, in between
+// through BLEND surfaces).
+template <class Tracer>
+PL_HOST_DEVICE PL_INLINE Vec3f shadowTransmittance(const SceneView& scene, const Tracer& tracer,
+                                                   Vec3f origin, const LightSample& ls,
+                                                   uint32_t* raysTraced) {
+  Ray ray;
+  ray.origin = origin;
+  float tMax = kInfinity;
+  if (ls.distant) {
+    ray.direction = ls.wi;
+  } else {
+    const Vec3f d = ls.target - origin;
+    tMax = length(d);
+    if (!(tMax > 0.0f)) return vec3(0.0f);
+    ray.direction = d * (1.0f / tMax);
+  }
+  if (!scene.global().hasAlpha) {
+    ++*raysTraced;
+    return tracer.occluded(ray, 0.0f, tMax) ? vec3(0.0f) : vec3(1.0f);
+  }
+  float transmittance = 1.0f;
+  for (uint32_t crossing = 0; crossing < kMaxPassThrough; ++crossing) {
+    const Hit hit = tracer.intersect(ray, 0.0f, tMax);
+    ++*raysTraced;
+    if (hit.prim == kNoHit) return vec3(transmittance);
+    const SurfacePoint s = surfaceAt(scene, hit.prim, hit.u, hit.v);
+    const Material& m = scene.materials[s.material];
+    if (m.alphaMode == kAlphaOpaque) return vec3(0.0f);
+    const float coverage = materialCoverage(scene, m, s.uv);
+    transmittance *= 1.0f - coverage;
+    if (!(transmittance > 0.0f)) return vec3(0.0f);
+    ray.origin = offsetRayOrigin(s.p, dot(ray.direction, s.ng) > 0.0f ? s.ng : -s.ng);
+    if (!ls.distant) {
+      tMax = dot(ls.target - ray.origin, ray.direction);
+      if (!(tMax > 0.0f)) return vec3(transmittance);
+    }
+  }
+  return vec3(0.0f);
+}
+
+// The shading normal at a surface point on the viewer's side (wo), normal-mapped when the
+// material has a normal texture and a tangent is known. front: whether wo sees the front face.
+PL_HOST_DEVICE PL_INLINE Vec3f shadingNormal(const SceneView& scene, const Material& m,
+                                             const SurfacePoint& sp, bool front, Vec3f ngFacing,
+                                             Vec3f wo) {
+  Vec3f n = sp.ns;
+  if (m.normalTexture != kNoTexture && sp.tangent.w != 0.0f) {
+    const Vec3f t0 = xyz(sp.tangent);
+    const Vec3f t = normalize(t0 - n * dot(n, t0));
+    if (lengthSquared(t) > 0.0f) {
+      const Vec3f b = cross(n, t) * sp.tangent.w;
+      const Vec4f c = sampleTexture(scene, m.normalTexture, sp.uv, false);
+      const float x = (2.0f * c.x - 1.0f) * m.normalScale;
+      const float y = (2.0f * c.y - 1.0f) * m.normalScale;
+      const float z = 2.0f * c.z - 1.0f;
+      const Vec3f mapped = normalize(t * x + b * y + n * z);
+      if (lengthSquared(mapped) > 0.0f && isFinite(mapped)) n = mapped;
+    }
+  }
+  if (!front) n = -n;
+  // A shading normal facing away from the viewer has no sensible BRDF: use the geometry.
+  if (!(dot(n, wo) > 0.0f) || !(dot(n, ngFacing) > 0.0f)) n = ngFacing;
+  return n;
+}
+
+template <class Tracer>
+PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, uint32_t px,
+                                 uint32_t py, uint32_t sampleIndex, uint32_t* raysTraced) {
+  const SceneGlobals& g = scene.global();
+  Sampler sampler = makeSampler(g.seed, px, py, sampleIndex);
+  const Vec2f pixel = sampler.get2D();
+  Ray ray = generateCameraRay(scene.cam(), static_cast<float>(px) + pixel.x,
+                              static_cast<float>(py) + pixel.y);
+  const LightSelection selection = lightSelection(scene);
+
+  Vec3f radiance = vec3(0.0f);
+  Vec3f beta = vec3(1.0f);
+  float prevBsdfPdf = 0.0f;
+  bool prevFromCamera = true;  // emission is seen without MIS
+  Vec3f prevP = ray.origin;
+
+  for (uint32_t depth = 0;; ++depth) {
+    Hit hit;
+    SurfacePoint sp;
+    const TraceResult tr =
+        traceSurface(scene, tracer, ray, sampler.key, sampleIndex, depth, &hit, &sp, raysTraced);
+    if (tr == TraceResult::kAbsorbed) break;
+    if (tr == TraceResult::kMiss) {
+      const Vec3f le = envRadiance(scene, ray.direction, prevFromCamera);
+      float w = 1.0f;
+      if (!prevFromCamera && selection.pEnv > 0.0f)
+        w = powerHeuristic(prevBsdfPdf, selection.pEnv * envDirectionPdf(scene, ray.direction));
+      radiance += beta * le * w;
+      break;
+    }
+
+    const Material& m = scene.materials[sp.material];
+    const Vec3f wo = -ray.direction;
+    const bool front = dot(sp.ng, wo) > 0.0f;
+    const Vec3f ng = front ? sp.ng : -sp.ng;
+
+    // Emission from the surface hit.
+    const Vec3f le = emittedRadiance(scene, m, sp, wo);
+    if (!isBlack(le)) {
+      float w = 1.0f;
+      if (!prevFromCamera && selection.pEmissive > 0.0f) {
+        const float pTri = emissiveTriangleProbability(scene, hit.prim);
+        const float lightPdf =
+            selection.pEmissive * emissiveSolidAnglePdf(pTri, sp.area, prevP, sp.p, sp.ng);
+        w = powerHeuristic(prevBsdfPdf, lightPdf);
+      }
+      radiance += beta * le * w;
+    }
+    if (depth >= g.maxDepth) break;
+
+    // The BRDF here.
+    Vec3f baseColor = xyz(m.baseColorFactor);
+    if (m.baseColorTexture != kNoTexture)
+      baseColor *= xyz(sampleTexture(scene, m.baseColorTexture, sp.uv, true));
+    float metallic = m.metallicFactor, roughness = m.roughnessFactor;
+    if (m.metallicRoughnessTexture != kNoTexture) {
+      const Vec4f mr = sampleTexture(scene, m.metallicRoughnessTexture, sp.uv, false);
+      roughness *= mr.y;
+      metallic *= mr.z;
+    }
+    const Vec3f ns = shadingNormal(scene, m, sp, front, ng, wo);
+    const GltfBsdf bsdf = makeGltfBsdf(frameFromNormal(ns), ng, baseColor, metallic, roughness,
+                                       m.ior);
+    const Vec3f origin = offsetRayOrigin(sp.p, ng);
+
+    const Vec2f uSelectRr = sampler.get2D();
+    const Vec2f uLight = sampler.get2D();
+    const Vec2f uBsdf = sampler.get2D();
+    const float uLobe = sampler.get1D();
+
+    // Next-event estimation.
+    LightSample ls;
+    if (sampleLight(scene, selection, sp.p, uSelectRr.x, uLight, &ls)) {
+      float bsdfPdf;
+      const Vec3f f = evalGltfBsdf(bsdf, wo, ls.wi, &bsdfPdf);
+      if (!isBlack(f)) {
+        const Vec3f tr = shadowTransmittance(scene, tracer, origin, ls, raysTraced);
+        if (!isBlack(tr)) {
+          const float w = ls.delta ? 1.0f : powerHeuristic(ls.pdf, bsdfPdf);
+          radiance += beta * f * ls.radiance * tr * (w / ls.pdf);
+        }
+      }
+    }
+
+    // Continue the path.
+    BsdfSample bs;
+    if (!sampleGltfBsdf(bsdf, wo, uLobe, uBsdf, &bs)) break;
+    beta *= bs.weight;
+    if (depth + 1 >= kRussianRouletteDepth) {
+      const float survive = minf(1.0f, maxComponent(beta));
+      if (!(uSelectRr.y < survive)) break;
+      beta *= 1.0f / survive;
+    }
+    if (!isFinite(beta)) break;
+    prevBsdfPdf = bs.pdf;
+    prevFromCamera = false;
+    prevP = sp.p;
+    ray.origin = origin;
+    ray.direction = bs.wi;
+  }
+  if (!isFinite(radiance)) return vec3(0.0f);
+  return max(radiance, vec3(0.0f));
+}
+
+template <class Tracer>
+PL_HOST_DEVICE void renderPixel(const SceneView& scene, const Tracer& tracer, uint32_t px,
+                                uint32_t py, uint32_t sampleBegin, uint32_t sampleEnd,
+                                int64_t sums[3], uint32_t* raysTraced) {
+  for (uint32_t s = sampleBegin; s < sampleEnd; ++s) {
+    const Vec3f c = samplePixel(scene, tracer, px, py, s, raysTraced);
+    sums[0] += toFixed(c.x);
+    sums[1] += toFixed(c.y);
+    sums[2] += toFixed(c.z);
+  }
+}
+
+}  // namespace pl::kernel

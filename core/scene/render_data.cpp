@@ -87,6 +87,7 @@ std::array<Hash128, kRenderDataArrayCount> RenderData::arrayHashes() const {
 std::vector<uint8_t> serialize(const RenderData& data) {
   std::vector<uint8_t> out;
   auto put = [&out](const void* p, size_t n) {
+    if (n == 0) return;
     const uint8_t* b = static_cast<const uint8_t*>(p);
     out.insert(out.end(), b, b + n);
   };
@@ -107,6 +108,7 @@ Result<RenderData> deserialize(const uint8_t* bytes, size_t size) {
   size_t pos = 0;
   auto take = [&](void* dst, size_t n) {
     if (size - pos < n) return false;
+    if (n == 0) return true;  // dst may be null (an empty vector): memcpy forbids that
     std::memcpy(dst, bytes + pos, n);
     pos += n;
     return true;

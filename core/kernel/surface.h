@@ -1,0 +1,121 @@
+#pragma once
+// Surface points: reconstructing a hit (position, normals, UV, tangent, material) from a
+// Tracer's Hit, material alpha coverage, surface emission, and robust ray origins.
+//
+// Barycentrics follow Embree: p = (1 - u - v) p0 + u p1 + v p2. The geometric normal is
+// normalize(cross(p1 - p0, p2 - p0)); its side is the triangle's front face (glTF's
+// counter-clockwise winding). Per-vertex arrays (normals, uvs, tangents) may be shorter than
+// positions (absent attributes); then the geometric normal, UV (0, 0) and no tangent are used.
+
+#include "core/kernel/scene_view.h"
+#include "core/kernel/texture.h"
+
+namespace pl::kernel {
+
+struct SurfacePoint {
+  Vec3f p;
+  Vec3f ng;        // unit, front face side (not oriented towards the viewer)
+  Vec3f ns;        // unit interpolated vertex normal (ng when absent), not normal-mapped
+  Vec2f uv;
+  Vec4f tangent;   // xyz + handedness w; w == 0 when there is no tangent
+  float area;      // of the triangle
+  uint32_t material;
+};
+
+PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t prim, float u,
+                                                float v) {
+  const Triangle& tri = scene.triangles[prim];
+  const Vec3f p0 = scene.positions[tri.v0];
+  const Vec3f p1 = scene.positions[tri.v1];
+  const Vec3f p2 = scene.positions[tri.v2];
+  const float w = 1.0f - u - v;
+  SurfacePoint s;
+  const Vec3f e1 = p1 - p0, e2 = p2 - p0;
+  s.p = p0 + e1 * u + e2 * v;
+  const Vec3f c = cross(e1, e2);
+  const float cLen = length(c);
+  s.area = 0.5f * cLen;
+  s.ng = cLen > 0.0f ? c * (1.0f / cLen) : vec3(0.0f, 0.0f, 1.0f);
+  s.material = tri.material;
+  const uint32_t maxV = tri.v0 > tri.v1 ? (tri.v0 > tri.v2 ? tri.v0 : tri.v2)
+                                        : (tri.v1 > tri.v2 ? tri.v1 : tri.v2);
+  s.ns = s.ng;
+  if (maxV < scene.normalsCount) {
+    const Vec3f n = scene.normals[tri.v0] * w + scene.normals[tri.v1] * u +
+                    scene.normals[tri.v2] * v;
+    const float nLen = length(n);
+    if (nLen > 0.0f && isFinite(n)) s.ns = n * (1.0f / nLen);
+  }
+  s.uv = {0.0f, 0.0f};
+  if (maxV < scene.uvsCount)
+    s.uv = scene.uvs[tri.v0] * w + scene.uvs[tri.v1] * u + scene.uvs[tri.v2] * v;
+  s.tangent = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (maxV < scene.tangentsCount) {
+    const Vec4f t0 = scene.tangents[tri.v0], t1 = scene.tangents[tri.v1],
+                t2 = scene.tangents[tri.v2];
+    s.tangent = {t0.x * w + t1.x * u + t2.x * v, t0.y * w + t1.y * u + t2.y * v,
+                 t0.z * w + t1.z * u + t2.z * v, t0.w < 0.0f ? -1.0f : 1.0f};
+  } else if (maxV < scene.uvsCount) {
+    // No tangents given: derive one from the UV parameterization of this triangle.
+    const Vec2f d1 = scene.uvs[tri.v1] - scene.uvs[tri.v0];
+    const Vec2f d2 = scene.uvs[tri.v2] - scene.uvs[tri.v0];
+    const float det = d1.x * d2.y - d1.y * d2.x;
+    if (det != 0.0f) {
+      const float r = 1.0f / det;
+      const Vec3f t = (e1 * d2.y - e2 * d1.y) * r;
+      const Vec3f b = (e2 * d1.x - e1 * d2.x) * r;
+      const float handed = dot(cross(s.ns, t), b) < 0.0f ? -1.0f : 1.0f;
+      if (isFinite(t)) s.tangent = {t.x, t.y, t.z, handed};
+    }
+  }
+  return s;
+}
+
+// Alpha = baseColorFactor.a * base colour texture alpha.
+PL_HOST_DEVICE PL_INLINE float materialAlpha(const SceneView& scene, const Material& m,
+                                             Vec2f uv) {
+  float a = m.baseColorFactor.w;
+  if (m.baseColorTexture != kNoTexture) a *= sampleTexture(scene, m.baseColorTexture, uv, true).w;
+  return a;
+}
+
+// Fraction of light the surface stops at this point: 1 for opaque, 0 or 1 for alpha mask
+// (alpha < cutoff is cut out), alpha for blend (used as a probability or a weight).
+PL_HOST_DEVICE PL_INLINE float materialCoverage(const SceneView& scene, const Material& m,
+                                                Vec2f uv) {
+  if (m.alphaMode == kAlphaOpaque) return 1.0f;
+  const float a = materialAlpha(scene, m, uv);
+  if (m.alphaMode == kAlphaMask) return a < m.alphaCutoff ? 0.0f : 1.0f;
+  return clampf(a, 0.0f, 1.0f);
+}
+
+// Radiance emitted at a surface point towards a direction w (unit, away from the surface):
+// emission * emissive texture (sRGB); single-sided materials emit from the front face only.
+PL_HOST_DEVICE PL_INLINE Vec3f emittedRadiance(const SceneView& scene, const Material& m,
+                                               const SurfacePoint& s, Vec3f w) {
+  if (isBlack(m.emission)) return vec3(0.0f);
+  if (!m.doubleSided && !(dot(s.ng, w) > 0.0f)) return vec3(0.0f);
+  Vec3f e = m.emission;
+  if (m.emissiveTexture != kNoTexture)
+    e *= xyz(sampleTexture(scene, m.emissiveTexture, s.uv, true));
+  return e;
+}
+
+// Wächter & Binder 2019, "A Fast and Robust Method for Avoiding Self-Intersection" (Ray
+// Tracing Gems ch. 6): moves p off the surface along n (unit, pointing to the side the new
+// ray leaves to) by a few ulps in integer space, or by a fixed small amount near the origin.
+// Rays spawned from the result use tMin = 0.
+PL_HOST_DEVICE PL_INLINE float offsetFloat(float p, float n) {
+  constexpr float kOrigin = 1.0f / 32.0f;
+  constexpr float kFloatScale = 1.0f / 65536.0f;
+  constexpr float kIntScale = 256.0f;
+  const int32_t of = static_cast<int32_t>(kIntScale * n);
+  // Unsigned wrap-around addition on the bit pattern (no signed overflow).
+  const float pi = bitsFloat(floatBits(p) + static_cast<uint32_t>(p < 0.0f ? -of : of));
+  return fabsf(p) < kOrigin ? p + kFloatScale * n : pi;
+}
+PL_HOST_DEVICE PL_INLINE Vec3f offsetRayOrigin(Vec3f p, Vec3f n) {
+  return {offsetFloat(p.x, n.x), offsetFloat(p.y, n.y), offsetFloat(p.z, n.z)};
+}
+
+}  // namespace pl::kernel

@@ -1,0 +1,256 @@
+#include "core/render/bvh_builder.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "core/util/check.h"
+
+namespace pl {
+
+namespace {
+
+using kernel::Vec3f;
+
+constexpr uint32_t kMaxBins = 64;
+
+struct Aabb {
+  Vec3f lo{kernel::kInfinity, kernel::kInfinity, kernel::kInfinity};
+  Vec3f hi{-kernel::kInfinity, -kernel::kInfinity, -kernel::kInfinity};
+
+  void grow(Vec3f p) {
+    lo = kernel::min(lo, p);
+    hi = kernel::max(hi, p);
+  }
+  void grow(const Aabb& b) {
+    lo = kernel::min(lo, b.lo);
+    hi = kernel::max(hi, b.hi);
+  }
+  bool empty() const { return lo.x > hi.x; }
+  float halfArea() const {
+    if (empty()) return 0.0f;
+    Vec3f d = hi - lo;
+    return d.x * d.y + d.y * d.z + d.z * d.x;
+  }
+};
+
+float axisOf(Vec3f v, int axis) { return axis == 0 ? v.x : (axis == 1 ? v.y : v.z); }
+
+// Number of halvings that bring `count` primitives down to leaves of at most maxLeaf.
+uint32_t halvingsNeeded(uint32_t count, uint32_t maxLeaf) {
+  uint32_t n = 0;
+  uint64_t capacity = maxLeaf;
+  while (capacity < count) {
+    capacity *= 2;
+    ++n;
+  }
+  return n;
+}
+
+// A triangle during the build: its bounds and index. The builder partitions an array of
+// these in place, so every pass over a node's range reads memory sequentially.
+struct PrimRef {
+  Vec3f lo;
+  uint32_t index;
+  Vec3f hi;
+  uint32_t pad;
+  Vec3f centroid() const { return (lo + hi) * 0.5f; }
+};
+
+struct Bin {
+  Aabb bounds;
+  uint32_t count = 0;
+};
+
+class Builder {
+ public:
+  Builder(const std::vector<Vec3f>& positions, const std::vector<kernel::Triangle>& triangles,
+          const BvhBuildOptions& options)
+      : options_(options), triangleCount_(triangles.size()) {
+    PL_CHECK(options_.binCount >= 2 && options_.binCount <= kMaxBins);
+    PL_CHECK(options_.maxLeafSize >= 1 && options_.maxLeafSize <= 255);
+    PL_CHECK(triangles.size() < (size_t(1) << 32));
+    refs_.reserve(triangles.size());
+    for (size_t i = 0; i < triangles.size(); ++i) {
+      const kernel::Triangle& t = triangles[i];
+      PL_CHECK(t.v0 < positions.size() && t.v1 < positions.size() && t.v2 < positions.size());
+      Vec3f p0 = positions[t.v0], p1 = positions[t.v1], p2 = positions[t.v2];
+      if (isDegenerateTriangle(p0, p1, p2)) continue;
+      PrimRef r;
+      r.lo = kernel::min(p0, kernel::min(p1, p2));
+      r.hi = kernel::max(p0, kernel::max(p1, p2));
+      r.index = static_cast<uint32_t>(i);
+      r.pad = 0;
+      refs_.push_back(r);
+    }
+  }
+
+  Bvh build() {
+    Bvh bvh;
+    uint32_t n = static_cast<uint32_t>(refs_.size());
+    bvh.degenerateCount = static_cast<uint32_t>(triangleCount_ - n);
+    bvh.nodes.reserve(n > 0 ? 2 * ((n + options_.maxLeafSize - 1) / options_.maxLeafSize) : 1);
+    bvh.nodes.push_back({});
+    out_ = &bvh;
+    buildNode(0, 0, n, 0);
+    out_ = nullptr;
+    bvh.primIndices.resize(n);
+    for (uint32_t i = 0; i < n; ++i) bvh.primIndices[i] = refs_[i].index;
+    return bvh;
+  }
+
+ private:
+  void makeLeaf(uint32_t nodeIndex, const Aabb& bounds, uint32_t begin, uint32_t end,
+                uint32_t depth) {
+    kernel::BvhNode& node = out_->nodes[nodeIndex];
+    node.boundsMin = bounds.lo;
+    node.boundsMax = bounds.hi;
+    node.first = begin;
+    node.count = end - begin;
+    out_->depth = std::max(out_->depth, depth + 1);
+    out_->leafCount += 1;
+    out_->maxLeafSize = std::max(out_->maxLeafSize, end - begin);
+  }
+
+  // Builds the subtree over refs_[begin, end) into nodes[nodeIndex].
+  void buildNode(uint32_t nodeIndex, uint32_t begin, uint32_t end, uint32_t depth) {
+    PrimRef* refs = refs_.data();
+    uint32_t count = end - begin;
+    Aabb bounds, centroidBounds;
+    for (uint32_t i = begin; i < end; ++i) {
+      bounds.grow(refs[i].lo);
+      bounds.grow(refs[i].hi);
+      centroidBounds.grow(refs[i].centroid());
+    }
+    if (count <= 1) {
+      makeLeaf(nodeIndex, bounds, begin, end, depth);
+      return;
+    }
+
+    uint32_t mid = begin;
+    // Close to the depth limit, fall back to median splits, which halve the count per level
+    // and so always end in leaves of at most maxLeafSize before kBvhMaxDepth.
+    bool balanced =
+        depth + halvingsNeeded(count, options_.maxLeafSize) + 2 >= kernel::kBvhMaxDepth;
+    Vec3f extent = centroidBounds.hi - centroidBounds.lo;
+    bool splittable = extent.x > 0.0f || extent.y > 0.0f || extent.z > 0.0f;
+    if (!balanced && splittable) {
+      const uint32_t binCount = options_.binCount;
+      // Bin all three axes in one pass. scale == 0 puts everything in bin 0 (flat axis).
+      float scale[3];
+      for (int axis = 0; axis < 3; ++axis) {
+        float ext = axisOf(extent, axis);
+        scale[axis] = ext > 0.0f ? float(binCount) * (1.0f - 1e-6f) / ext : 0.0f;
+      }
+      std::array<std::array<Bin, kMaxBins>, 3> bins{};
+      for (uint32_t i = begin; i < end; ++i) {
+        Vec3f c = refs[i].centroid();
+        Aabb b{refs[i].lo, refs[i].hi};
+        for (int axis = 0; axis < 3; ++axis) {
+          Bin& bin = bins[axis][binIndex(axisOf(c, axis), axisOf(centroidBounds.lo, axis),
+                                         scale[axis], binCount)];
+          bin.bounds.grow(b);
+          bin.count += 1;
+        }
+      }
+      float bestCost = kernel::kInfinity;
+      int bestAxis = -1;
+      uint32_t bestBin = 0;
+      float parentArea = bounds.halfArea();
+      float invParentArea = parentArea > 0.0f ? 1.0f / parentArea : 0.0f;
+      for (int axis = 0; axis < 3; ++axis) {
+        if (scale[axis] == 0.0f) continue;
+        // rightCost[b]: half area * count of bins (b, binCount).
+        std::array<float, kMaxBins> rightCost{};
+        Aabb acc;
+        uint32_t accCount = 0;
+        for (uint32_t b = binCount - 1; b > 0; --b) {
+          acc.grow(bins[axis][b].bounds);
+          accCount += bins[axis][b].count;
+          rightCost[b - 1] = acc.halfArea() * float(accCount);
+        }
+        acc = Aabb();
+        accCount = 0;
+        for (uint32_t b = 0; b + 1 < binCount; ++b) {
+          acc.grow(bins[axis][b].bounds);
+          accCount += bins[axis][b].count;
+          if (accCount == 0 || accCount == count) continue;
+          float cost = options_.traversalCost +
+                       (acc.halfArea() * float(accCount) + rightCost[b]) * invParentArea;
+          if (cost < bestCost) {
+            bestCost = cost;
+            bestAxis = axis;
+            bestBin = b;
+          }
+        }
+      }
+      if (bestAxis >= 0) {
+        if (count <= options_.maxLeafSize && float(count) <= bestCost) {
+          makeLeaf(nodeIndex, bounds, begin, end, depth);
+          return;
+        }
+        float lo = axisOf(centroidBounds.lo, bestAxis);
+        float s = scale[bestAxis];
+        PrimRef* split = std::partition(refs + begin, refs + end, [&](const PrimRef& r) {
+          return binIndex(axisOf(r.centroid(), bestAxis), lo, s, binCount) <= bestBin;
+        });
+        mid = static_cast<uint32_t>(split - refs);
+      }
+    }
+    if (mid == begin || mid == end) {
+      if (count <= options_.maxLeafSize) {
+        makeLeaf(nodeIndex, bounds, begin, end, depth);
+        return;
+      }
+      // Median split along the widest centroid axis (by position when all centroids
+      // coincide). Ties are broken by triangle index, so the tree is deterministic.
+      mid = begin + count / 2;
+      int axis = extent.x >= extent.y ? (extent.x >= extent.z ? 0 : 2)
+                                      : (extent.y >= extent.z ? 1 : 2);
+      std::nth_element(refs + begin, refs + mid, refs + end,
+                       [&](const PrimRef& a, const PrimRef& b) {
+                         float ca = axisOf(a.centroid(), axis), cb = axisOf(b.centroid(), axis);
+                         return ca < cb || (ca == cb && a.index < b.index);
+                       });
+    }
+
+    uint32_t left = static_cast<uint32_t>(out_->nodes.size());
+    out_->nodes.push_back({});
+    out_->nodes.push_back({});
+    kernel::BvhNode& node = out_->nodes[nodeIndex];
+    node.boundsMin = bounds.lo;
+    node.boundsMax = bounds.hi;
+    node.first = left;
+    node.count = 0;
+    buildNode(left, begin, mid, depth + 1);
+    buildNode(left + 1, mid, end, depth + 1);
+  }
+
+  static uint32_t binIndex(float c, float lo, float scale, uint32_t binCount) {
+    float f = (c - lo) * scale;
+    if (!(f > 0.0f)) return 0;
+    uint32_t b = static_cast<uint32_t>(f);
+    return b < binCount ? b : binCount - 1;
+  }
+
+  BvhBuildOptions options_;
+  size_t triangleCount_;
+  std::vector<PrimRef> refs_;  // non-degenerate triangles; partitioned during the build
+  Bvh* out_ = nullptr;
+};
+
+}  // namespace
+
+bool isDegenerateTriangle(kernel::Vec3f p0, kernel::Vec3f p1, kernel::Vec3f p2) {
+  for (Vec3f p : {p0, p1, p2})
+    if (!std::isfinite(p.x) || !std::isfinite(p.y) || !std::isfinite(p.z)) return true;
+  Vec3f n = kernel::cross(p1 - p0, p2 - p0);
+  return n.x == 0.0f && n.y == 0.0f && n.z == 0.0f;
+}
+
+Bvh buildBvh(const std::vector<kernel::Vec3f>& positions,
+             const std::vector<kernel::Triangle>& triangles, const BvhBuildOptions& options) {
+  return Builder(positions, triangles, options).build();
+}
+
+}  // namespace pl

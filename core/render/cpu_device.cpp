@@ -1,0 +1,104 @@
+#include "core/render/cpu_device.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+
+#include "core/kernel/integrator.h"
+
+namespace pl {
+
+namespace {
+// Pixels are handed to threads in blocks of this size: small enough to balance 2..64 threads
+// over a 64x64 tile, large enough that the atomic counter costs nothing.
+constexpr uint32_t kBlockSize = 8;
+}  // namespace
+
+std::string cpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon == std::string::npos) break;
+      size_t begin = line.find_first_not_of(" \t", colon + 1);
+      return begin == std::string::npos ? std::string("unknown CPU") : line.substr(begin);
+    }
+  }
+  return "unknown CPU";
+}
+
+CpuDevice::CpuDevice(uint32_t threads) : pool_(threads) {}
+
+CpuDevice::~CpuDevice() = default;
+
+DeviceInfo CpuDevice::info() const {
+  DeviceInfo info;
+  info.kind = "cpu";
+  info.name = cpuModelName();
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long pageSize = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && pageSize > 0) info.memoryBytes = uint64_t(pages) * uint64_t(pageSize);
+  info.threads = pool_.threadCount();
+  return info;
+}
+
+Status CpuDevice::load(std::shared_ptr<const RenderData> data) {
+  if (!data) return Error{"cpu device: no render data given"};
+  if (Status s = data->validate(); !s.ok())
+    return Error{"cpu device: invalid render data: " + s.error().message};
+  auto embree = EmbreeScene::build(*data, pool_.threadCount());
+  if (!embree.ok()) return Error{"cpu device: " + embree.error().message};
+  // Release the old scene before the data it points into.
+  embree_ = std::move(embree).value();
+  data_ = std::move(data);
+  return Status();
+}
+
+Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
+  if (failed_) return Error{"cpu device: failed earlier; no more work"};
+  if (!data_) return Error{"cpu device: render(" + unit.describe() + ") before load()"};
+  const kernel::Camera& camera = data_->camera[0];
+  if (Status s = unit.validate(camera.width, camera.height); !s.ok())
+    return Error{"cpu device: " + s.error().message};
+
+  TileResult result;
+  result.unit = unit;
+  result.sums.assign(unit.tile.pixelCount() * 3, 0);
+
+  const kernel::SceneView view = data_->view();
+  const EmbreeTracer tracer = embree_->tracer();
+  const uint32_t blocksX = (unit.tile.width + kBlockSize - 1) / kBlockSize;
+  const uint32_t blocksY = (unit.tile.height + kBlockSize - 1) / kBlockSize;
+  std::atomic<uint64_t> rays{0};
+  int64_t* sums = result.sums.data();
+
+  pool_.parallelFor(blocksX * blocksY, [&](uint32_t block, uint32_t) {
+    const uint32_t bx = (block % blocksX) * kBlockSize;
+    const uint32_t by = (block / blocksX) * kBlockSize;
+    const uint32_t xEnd = std::min(bx + kBlockSize, unit.tile.width);
+    const uint32_t yEnd = std::min(by + kBlockSize, unit.tile.height);
+    uint64_t blockRays = 0;
+    for (uint32_t y = by; y < yEnd; ++y) {
+      for (uint32_t x = bx; x < xEnd; ++x) {
+        uint32_t pixelRays = 0;
+        int64_t* out = sums + (size_t(y) * unit.tile.width + x) * 3;
+        kernel::renderPixel(view, tracer, unit.tile.x + x, unit.tile.y + y, unit.sampleBegin,
+                            unit.sampleEnd, out, &pixelRays);
+        blockRays += pixelRays;
+      }
+    }
+    rays.fetch_add(blockRays, std::memory_order_relaxed);
+  });
+  result.raysTraced = rays.load();
+
+  if (Status s = embree_->takeError(); !s.ok()) {
+    failed_ = true;
+    return Error{"cpu device: " + s.error().message};
+  }
+  return result;
+}
+
+}  // namespace pl

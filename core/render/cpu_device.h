@@ -1,0 +1,47 @@
+#pragma once
+// CpuDevice: renders WorkUnits on this machine's CPU cores with the shared kernel
+// (kernel::renderPixel) over Embree.
+//
+// Threads: like every Device, used from one thread at a time; render() blocks and spreads the
+// unit's pixels over a persistent pool of `threads` threads (the caller's thread included).
+
+#include <memory>
+
+#include "core/render/device.h"
+#include "core/render/embree_tracer.h"
+#include "core/render/thread_pool.h"
+
+namespace pl {
+
+class CpuDevice : public Device {
+ public:
+  // threads == 0: one per hardware thread.
+  explicit CpuDevice(uint32_t threads = 0);
+  ~CpuDevice() override;
+
+  DeviceInfo info() const override;
+  // Validates the data and builds the Embree scene. On failure the previous data (if any)
+  // stays loaded.
+  Status load(std::shared_ptr<const RenderData> data) override;
+  // Fails with a message naming the unit when it does not fit the loaded camera's image, or
+  // when nothing is loaded; the device keeps working afterwards. An Embree error makes the
+  // device failed() for good.
+  Result<TileResult> render(const WorkUnit& unit) override;
+  bool failed() const override { return failed_; }
+
+  // For benchmarks and tests: the loaded data and its Embree scene (null before load()).
+  const RenderData* data() const { return data_.get(); }
+  const EmbreeScene* embreeScene() const { return embree_.get(); }
+  ThreadPool& threadPool() { return pool_; }
+
+ private:
+  ThreadPool pool_;
+  std::shared_ptr<const RenderData> data_;
+  std::unique_ptr<EmbreeScene> embree_;  // built over *data_
+  bool failed_ = false;
+};
+
+// "model name" from /proc/cpuinfo ("unknown CPU" when absent).
+std::string cpuModelName();
+
+}  // namespace pl

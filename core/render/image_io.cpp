@@ -1,0 +1,132 @@
+#include "core/render/image_io.h"
+
+#include <stb/stb_image_write.h>
+
+#include <OpenEXR/ImfChannelList.h>
+#include <OpenEXR/ImfFrameBuffer.h>
+#include <OpenEXR/ImfHeader.h>
+#include <OpenEXR/ImfInputFile.h>
+#include <OpenEXR/ImfOutputFile.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+
+#include "core/scene/render_data.h"
+
+namespace pl {
+
+namespace {
+
+bool endsWith(const std::string& s, const char* suffix) {
+  std::string lower = s;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  size_t n = std::char_traits<char>::length(suffix);
+  return lower.size() >= n && lower.compare(lower.size() - n, n, suffix) == 0;
+}
+
+Status checkBuffer(const std::string& path, uint32_t width, uint32_t height,
+                   const std::vector<float>& rgb) {
+  if (width == 0 || height == 0 || width > kMaxImageDimension || height > kMaxImageDimension)
+    return Error{path + ": bad image size " + std::to_string(width) + "x" +
+                 std::to_string(height)};
+  if (rgb.size() != size_t(width) * height * 3)
+    return Error{path + ": pixel buffer holds " + std::to_string(rgb.size()) +
+                 " floats, expected " + std::to_string(size_t(width) * height * 3)};
+  return Status();
+}
+
+}  // namespace
+
+float linearToSrgb(float v) {
+  if (!(v > 0.0f)) return 0.0f;  // also NaN
+  if (v >= 1.0f) return 1.0f;
+  if (v <= 0.0031308f) return 12.92f * v;
+  return 1.055f * std::pow(v, 1.0f / 2.4f) - 0.055f;
+}
+
+uint8_t linearToSrgb8(float linear, float exposure) {
+  float v = exposure == 0.0f ? linear : linear * std::exp2(exposure);
+  float s = linearToSrgb(v) * 255.0f;
+  return static_cast<uint8_t>(std::min(255.0f, std::floor(s + 0.5f)));
+}
+
+Status writePng(const std::string& path, uint32_t width, uint32_t height,
+                const std::vector<float>& rgb, float exposure) {
+  if (Status s = checkBuffer(path, width, height, rgb); !s.ok()) return s;
+  std::vector<uint8_t> bytes(rgb.size());
+  for (size_t i = 0; i < rgb.size(); ++i) bytes[i] = linearToSrgb8(rgb[i], exposure);
+  if (!stbi_write_png(path.c_str(), int(width), int(height), 3, bytes.data(), int(width) * 3))
+    return Error{path + ": cannot write PNG"};
+  return Status();
+}
+
+Status writeExr(const std::string& path, uint32_t width, uint32_t height,
+                const std::vector<float>& rgb) {
+  if (Status s = checkBuffer(path, width, height, rgb); !s.ok()) return s;
+  try {
+    Imf::Header header{int(width), int(height)};
+    header.compression() = Imf::ZIP_COMPRESSION;
+    const char* names[3] = {"R", "G", "B"};
+    for (const char* name : names) header.channels().insert(name, Imf::Channel(Imf::FLOAT));
+    Imf::OutputFile file(path.c_str(), header);
+    Imf::FrameBuffer frame;
+    char* base = reinterpret_cast<char*>(const_cast<float*>(rgb.data()));
+    for (int c = 0; c < 3; ++c) {
+      frame.insert(names[c], Imf::Slice(Imf::FLOAT, base + c * sizeof(float), 3 * sizeof(float),
+                                        size_t(width) * 3 * sizeof(float)));
+    }
+    file.setFrameBuffer(frame);
+    file.writePixels(int(height));
+  } catch (const std::exception& e) {
+    return Error{path + ": cannot write EXR: " + e.what()};
+  }
+  return Status();
+}
+
+bool isSupportedImagePath(const std::string& path) {
+  return endsWith(path, ".png") || endsWith(path, ".exr");
+}
+
+Status writeImage(const std::string& path, uint32_t width, uint32_t height,
+                  const std::vector<float>& rgb, float exposure) {
+  if (endsWith(path, ".png")) return writePng(path, width, height, rgb, exposure);
+  if (endsWith(path, ".exr")) return writeExr(path, width, height, rgb);
+  return Error{path + ": unknown image format (use .png or .exr)"};
+}
+
+Result<ImageRgb> readExr(const std::string& path) {
+  try {
+    Imf::InputFile file(path.c_str());
+    const Imath::Box2i window = file.header().dataWindow();
+    const int64_t width = int64_t(window.max.x) - window.min.x + 1;
+    const int64_t height = int64_t(window.max.y) - window.min.y + 1;
+    if (width <= 0 || height <= 0 || width > kMaxImageDimension || height > kMaxImageDimension)
+      return Error{path + ": bad EXR data window " + std::to_string(width) + "x" +
+                   std::to_string(height)};
+    const Imf::ChannelList& channels = file.header().channels();
+    const char* names[3] = {"R", "G", "B"};
+    for (const char* name : names) {
+      if (!channels.findChannel(name))
+        return Error{path + ": EXR has no " + std::string(name) + " channel"};
+    }
+    ImageRgb image;
+    image.width = uint32_t(width);
+    image.height = uint32_t(height);
+    image.rgb.assign(size_t(width) * size_t(height) * 3, 0.0f);
+    Imf::FrameBuffer frame;
+    char* base = reinterpret_cast<char*>(image.rgb.data());
+    for (int c = 0; c < 3; ++c) {
+      frame.insert(names[c], Imf::Slice::Make(Imf::FLOAT, base + c * sizeof(float), window,
+                                              3 * sizeof(float), size_t(width) * 3 * sizeof(float)));
+    }
+    file.setFrameBuffer(frame);
+    file.readPixels(window.min.y, window.max.y);
+    return image;
+  } catch (const std::exception& e) {
+    return Error{path + ": cannot read EXR: " + e.what()};
+  }
+}
+
+}  // namespace pl

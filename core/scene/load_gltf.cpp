@@ -1,0 +1,923 @@
+// glTF 2.0 loader (.gltf and .glb) on top of tinygltf. tinygltf parses the JSON and loads
+// buffers and images; every index, range and count it leaves unchecked is checked here before
+// use, and the file's bytes are pre-checked (GLB framing, JSON syntax and nesting, buffer
+// files) so that tinygltf only sees well-formed input.
+
+#include <tiny_gltf.h>
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <sys/stat.h>
+
+#include "core/scene/load.h"
+#include "core/scene/load_internal.h"
+
+namespace pl::detail {
+namespace {
+
+using kernel::Vec2f;
+using kernel::Vec3f;
+using kernel::Vec4f;
+
+constexpr uint32_t kMaxJsonDepth = 256;
+constexpr uint64_t kMaxNodeVisits = 1u << 20;
+constexpr uint32_t kMaxNodeDepth = 1024;
+constexpr uint64_t kMaxZeroAccessorCount = uint64_t(1) << 24;
+
+// Column-major 4x4 matrix, as glTF stores them.
+struct Mat4 {
+  std::array<double, 16> m;  // m[col * 4 + row]
+  static Mat4 identity() {
+    Mat4 r{};
+    r.m[0] = r.m[5] = r.m[10] = r.m[15] = 1.0;
+    return r;
+  }
+  double at(int row, int col) const { return m[col * 4 + row]; }
+  Mat4 operator*(const Mat4& b) const {
+    Mat4 r{};
+    for (int c = 0; c < 4; ++c)
+      for (int rr = 0; rr < 4; ++rr) {
+        double s = 0;
+        for (int k = 0; k < 4; ++k) s += at(rr, k) * b.at(k, c);
+        r.m[c * 4 + rr] = s;
+      }
+    return r;
+  }
+  Vec3f point(Vec3f p) const {
+    return {float(at(0, 0) * p.x + at(0, 1) * p.y + at(0, 2) * p.z + at(0, 3)),
+            float(at(1, 0) * p.x + at(1, 1) * p.y + at(1, 2) * p.z + at(1, 3)),
+            float(at(2, 0) * p.x + at(2, 1) * p.y + at(2, 2) * p.z + at(2, 3))};
+  }
+  Vec3f vector(Vec3f v) const {
+    return {float(at(0, 0) * v.x + at(0, 1) * v.y + at(0, 2) * v.z),
+            float(at(1, 0) * v.x + at(1, 1) * v.y + at(1, 2) * v.z),
+            float(at(2, 0) * v.x + at(2, 1) * v.y + at(2, 2) * v.z)};
+  }
+  double det3() const {
+    return at(0, 0) * (at(1, 1) * at(2, 2) - at(1, 2) * at(2, 1)) -
+           at(0, 1) * (at(1, 0) * at(2, 2) - at(1, 2) * at(2, 0)) +
+           at(0, 2) * (at(1, 0) * at(2, 1) - at(1, 1) * at(2, 0));
+  }
+  // Inverse transpose of the upper 3x3 (cofactor matrix; the 1/det scale does not matter
+  // for normals, but its sign does).
+  Mat4 normalMatrix() const {
+    Mat4 r = identity();
+    auto a = [this](int i, int j) { return at(i, j); };
+    double cof[3][3] = {
+        {a(1, 1) * a(2, 2) - a(1, 2) * a(2, 1), a(1, 2) * a(2, 0) - a(1, 0) * a(2, 2),
+         a(1, 0) * a(2, 1) - a(1, 1) * a(2, 0)},
+        {a(0, 2) * a(2, 1) - a(0, 1) * a(2, 2), a(0, 0) * a(2, 2) - a(0, 2) * a(2, 0),
+         a(0, 1) * a(2, 0) - a(0, 0) * a(2, 1)},
+        {a(0, 1) * a(1, 2) - a(0, 2) * a(1, 1), a(0, 2) * a(1, 0) - a(0, 0) * a(1, 2),
+         a(0, 0) * a(1, 1) - a(0, 1) * a(1, 0)}};
+    double s = det3() < 0 ? -1.0 : 1.0;
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) r.m[j * 4 + i] = cof[i][j] * s;
+    return r;
+  }
+};
+
+bool finite(Vec3f v) { return std::isfinite(v.x) && std::isfinite(v.y) && std::isfinite(v.z); }
+
+std::string joinLines(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  for (char& c : s)
+    if (c == '\n') c = ';';
+  return s;
+}
+
+uint32_t read32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// GLB framing: header, JSON chunk, optional BIN chunk, all within the file.
+Status checkGlb(const std::string& path, const std::vector<uint8_t>& b) {
+  if (b.size() < 12) return Error{path + ": truncated .glb (" + std::to_string(b.size()) +
+                                  " bytes, shorter than the 12-byte header)"};
+  if (std::memcmp(b.data(), "glTF", 4) != 0) return Error{path + ": not a .glb file (bad magic)"};
+  uint32_t version = read32(b.data() + 4), length = read32(b.data() + 8);
+  if (version != 2)
+    return Error{path + ": .glb version " + std::to_string(version) + " (only 2 is supported)"};
+  if (length > b.size())
+    return Error{path + ": truncated .glb (header says " + std::to_string(length) +
+                 " bytes, the file has " + std::to_string(b.size()) + ")"};
+  if (length < 20) return Error{path + ": truncated .glb (no JSON chunk)"};
+  uint64_t pos = 12;
+  for (int chunk = 0; pos < length; ++chunk) {
+    if (length - pos < 8)
+      return Error{path + ": truncated .glb (chunk " + std::to_string(chunk) + " header)"};
+    uint32_t chunkLength = read32(b.data() + pos), type = read32(b.data() + pos + 4);
+    if (chunk == 0 && type != 0x4E4F534Au)
+      return Error{path + ": .glb does not start with a JSON chunk"};
+    if (uint64_t(chunkLength) > length - pos - 8)
+      return Error{path + ": truncated .glb (chunk " + std::to_string(chunk) + " declares " +
+                   std::to_string(chunkLength) + " bytes, only " +
+                   std::to_string(length - pos - 8) + " remain)"};
+    pos += 8 + uint64_t(chunkLength);
+  }
+  return Status();
+}
+
+// JSON syntax and nesting depth, before tinygltf sees it (deep nesting would exhaust the
+// stack in recursive code).
+Status checkJson(const std::string& path, const char* text, size_t size,
+                 nlohmann::json* parsed) {
+  if (size == 0) return Error{path + ": empty JSON"};
+  uint32_t depth = 0;
+  bool inString = false;
+  for (size_t i = 0; i < size; ++i) {
+    char c = text[i];
+    if (inString) {
+      if (c == '\\') ++i;
+      else if (c == '"') inString = false;
+    } else if (c == '"') {
+      inString = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxJsonDepth)
+        return Error{path + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth)};
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  try {
+    *parsed = nlohmann::json::parse(text, text + size);
+  } catch (const nlohmann::json::exception& e) {
+    return Error{path + ": broken JSON (" + e.what() + ")"};
+  }
+  if (!parsed->is_object()) return Error{path + ": the JSON root is not an object"};
+  return Status();
+}
+
+// %XX escapes in a URI, as tinygltf decodes them.
+std::string urlDecode(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto hex = [](char c) {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += char(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Buffers that name external files: the file must exist and be large enough.
+Status checkBufferFiles(const std::string& path, const nlohmann::json& root) {
+  auto it = root.find("buffers");
+  if (it == root.end()) return Status();
+  if (!it->is_array()) return Error{path + ": 'buffers' is not an array"};
+  for (size_t i = 0; i < it->size(); ++i) {
+    const nlohmann::json& b = (*it)[i];
+    if (!b.is_object()) return Error{path + ": buffer " + std::to_string(i) + " is not an object"};
+    auto uri = b.find("uri");
+    if (uri == b.end() || !uri->is_string()) continue;
+    std::string u = uri->get<std::string>();
+    if (u.rfind("data:", 0) == 0) continue;
+    std::string file = directoryOf(path) + urlDecode(u);
+    struct stat st;
+    if (::stat(file.c_str(), &st) != 0)
+      return Error{path + ": buffer " + std::to_string(i) + " file '" + u + "' not found"};
+    auto len = b.find("byteLength");
+    if (len != b.end() && len->is_number_unsigned() &&
+        uint64_t(st.st_size) < len->get<uint64_t>())
+      return Error{path + ": buffer " + std::to_string(i) + " file '" + u + "' has " +
+                   std::to_string(st.st_size) + " bytes, fewer than its byteLength " +
+                   std::to_string(len->get<uint64_t>())};
+  }
+  return Status();
+}
+
+// Image decoding for tinygltf: bounded sizes, and failures recorded rather than fatal (an
+// image that no material uses may be undecodable without harm).
+struct ImageContext {
+  const tinygltf::Model* model = nullptr;
+  std::map<int, std::string> failures;  // image index -> why
+  uint64_t texelBudget = kMaxSceneTexels;
+};
+
+bool loadImage(tinygltf::Image* image, const int index, std::string* err, std::string* warn,
+               int, int, const unsigned char* bytes, int size, void* user) {
+  auto* ctx = static_cast<ImageContext*>(user);
+  if (image->bufferView >= 0) {
+    // tinygltf computed `bytes` from the bufferView without checking its range.
+    const tinygltf::BufferView& view = ctx->model->bufferViews[size_t(image->bufferView)];
+    const tinygltf::Buffer& buffer = ctx->model->buffers[size_t(view.buffer)];
+    if (view.byteOffset > buffer.data.size() ||
+        view.byteLength > buffer.data.size() - view.byteOffset) {
+      ctx->failures[index] = "its bufferView " + std::to_string(image->bufferView) +
+                             " reads past the end of buffer " + std::to_string(view.buffer);
+      return true;
+    }
+  }
+  if (size <= 0) {
+    ctx->failures[index] = "no image data";
+    return true;
+  }
+  auto decoded = decodeImage(bytes, size_t(size), &ctx->texelBudget);
+  if (!decoded.ok()) {
+    ctx->failures[index] = decoded.error().message;
+    return true;
+  }
+  image->width = int(decoded->width);
+  image->height = int(decoded->height);
+  image->component = 4;
+  image->bits = 8;
+  image->pixel_type = TINYGLTF_COMPONENT_TYPE_UNSIGNED_BYTE;
+  image->image.resize(decoded->texels.size() * 4);
+  std::memcpy(image->image.data(), decoded->texels.data(), image->image.size());
+  return true;
+}
+
+double numberMember(const tinygltf::Value& v, const char* key, double fallback) {
+  if (!v.IsObject() || !v.Has(key)) return fallback;
+  const tinygltf::Value& n = v.Get(key);
+  return n.IsNumber() ? n.GetNumberAsDouble() : fallback;
+}
+
+const tinygltf::Value* extension(const tinygltf::ExtensionMap& map, const char* name) {
+  auto it = map.find(name);
+  return it == map.end() ? nullptr : &it->second;
+}
+
+class GltfLoader {
+ public:
+  GltfLoader(const std::string& path, const tinygltf::Model& model,
+             const ImageContext& images)
+      : path_(path), model_(model), images_(images) {}
+
+  Result<Scene> load();
+
+ private:
+  Error fail(const std::string& what) const { return Error{path_ + ": " + what}; }
+
+  Status checkExtensions();
+  Status convertMaterials();
+  Result<int32_t> texture(int gltfTexture, const std::string& where);
+  Status visit(int node, const Mat4& parent, uint32_t depth);
+  Status addPrimitive(int mesh, int primitive, const Mat4& world);
+  Status addLight(int light, const Mat4& world);
+  Status addCamera(int camera, const Mat4& world, const std::string& nodeName);
+
+  struct View {
+    const uint8_t* data;  // first element
+    uint64_t count, stride;
+    int componentType, components;
+    bool normalized;
+  };
+  Result<View> accessorView(int accessor, const std::string& use);
+  Result<std::vector<float>> readFloats(int accessor, int components, const std::string& use);
+  Result<std::vector<uint32_t>> readIndices(int accessor, uint64_t vertexCount);
+
+  const std::string& path_;
+  const tinygltf::Model& model_;
+  const ImageContext& images_;
+  Scene scene_;
+  std::map<int, int32_t> textureMap_;  // glTF texture -> Scene texture
+  int32_t defaultMaterial_ = -1;
+  uint64_t triangles_ = 0, vertices_ = 0, visits_ = 0;
+  std::vector<bool> onPath_;
+};
+
+Status GltfLoader::checkExtensions() {
+  static const char* kSupported[] = {"KHR_lights_punctual", "KHR_materials_emissive_strength",
+                                     "KHR_materials_ior", "KHR_mesh_quantization"};
+  for (const std::string& e : model_.extensionsRequired) {
+    bool ok = false;
+    for (const char* s : kSupported) ok |= e == s;
+    if (!ok) return fail("requires extension " + e + ", which is not supported");
+  }
+  return Status();
+}
+
+Result<int32_t> GltfLoader::texture(int t, const std::string& where) {
+  if (t < 0) return kernel::kNoTexture;
+  if (size_t(t) >= model_.textures.size())
+    return fail(where + " refers to texture " + std::to_string(t) + " of " +
+                std::to_string(model_.textures.size()));
+  auto found = textureMap_.find(t);
+  if (found != textureMap_.end()) return found->second;
+  const tinygltf::Texture& gt = model_.textures[size_t(t)];
+  if (gt.source < 0) {
+    scene_.warnings.push_back("texture " + std::to_string(t) +
+                              " has no image source that can be decoded; ignored");
+    textureMap_[t] = kernel::kNoTexture;
+    return kernel::kNoTexture;
+  }
+  if (size_t(gt.source) >= model_.images.size())
+    return fail("texture " + std::to_string(t) + " refers to image " +
+                std::to_string(gt.source) + " of " + std::to_string(model_.images.size()));
+  const tinygltf::Image& image = model_.images[size_t(gt.source)];
+  std::string imageName = "image " + std::to_string(gt.source) +
+                          (image.uri.empty() ? "" : " ('" + image.uri + "')");
+  auto failure = images_.failures.find(gt.source);
+  if (failure != images_.failures.end()) return fail(imageName + ": " + failure->second);
+  if (image.image.empty() || image.width <= 0 || image.height <= 0 || image.component != 4 ||
+      image.bits != 8 ||
+      image.image.size() != size_t(image.width) * size_t(image.height) * 4)
+    return fail(imageName + " could not be loaded");
+  SceneTexture st;
+  st.name = image.name.empty() ? image.uri : image.name;
+  st.width = uint32_t(image.width);
+  st.height = uint32_t(image.height);
+  st.texels.resize(size_t(st.width) * st.height);
+  std::memcpy(st.texels.data(), image.image.data(), image.image.size());
+  if (gt.sampler >= 0) {
+    if (size_t(gt.sampler) >= model_.samplers.size())
+      return fail("texture " + std::to_string(t) + " refers to sampler " +
+                  std::to_string(gt.sampler) + " of " + std::to_string(model_.samplers.size()));
+    const tinygltf::Sampler& s = model_.samplers[size_t(gt.sampler)];
+    auto wrap = [](int w) -> uint32_t {
+      if (w == TINYGLTF_TEXTURE_WRAP_CLAMP_TO_EDGE) return kernel::kWrapClamp;
+      if (w == TINYGLTF_TEXTURE_WRAP_MIRRORED_REPEAT) return kernel::kWrapMirror;
+      return kernel::kWrapRepeat;
+    };
+    st.wrapS = wrap(s.wrapS);
+    st.wrapT = wrap(s.wrapT);
+    st.filter = s.magFilter == TINYGLTF_TEXTURE_FILTER_NEAREST ? kernel::kFilterNearest
+                                                               : kernel::kFilterLinear;
+  }
+  int32_t index = int32_t(scene_.textures.size());
+  scene_.textures.push_back(std::move(st));
+  textureMap_[t] = index;
+  return index;
+}
+
+Status GltfLoader::convertMaterials() {
+  for (size_t i = 0; i < model_.materials.size(); ++i) {
+    const tinygltf::Material& gm = model_.materials[i];
+    const tinygltf::PbrMetallicRoughness& pbr = gm.pbrMetallicRoughness;
+    std::string where = "material " + std::to_string(i);
+    kernel::Material m = defaultMaterial();
+    if (pbr.baseColorFactor.size() != 4) return fail(where + ": baseColorFactor needs 4 numbers");
+    if (!gm.emissiveFactor.empty() && gm.emissiveFactor.size() != 3)
+      return fail(where + ": emissiveFactor needs 3 numbers");
+    m.baseColorFactor = {float(pbr.baseColorFactor[0]), float(pbr.baseColorFactor[1]),
+                         float(pbr.baseColorFactor[2]), float(pbr.baseColorFactor[3])};
+    m.metallicFactor = float(pbr.metallicFactor);
+    m.roughnessFactor = float(pbr.roughnessFactor);
+    double strength = 1.0;
+    if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_emissive_strength"))
+      strength = numberMember(*e, "emissiveStrength", 1.0);
+    if (gm.emissiveFactor.size() == 3)
+      m.emission = {float(gm.emissiveFactor[0] * strength),
+                    float(gm.emissiveFactor[1] * strength),
+                    float(gm.emissiveFactor[2] * strength)};
+    if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_ior"))
+      m.ior = float(numberMember(*e, "ior", 1.5));
+    m.normalScale = float(gm.normalTexture.scale);
+    m.alphaCutoff = float(gm.alphaCutoff);
+    if (gm.alphaMode == "MASK") m.alphaMode = kernel::kAlphaMask;
+    else if (gm.alphaMode == "BLEND") m.alphaMode = kernel::kAlphaBlend;
+    else if (gm.alphaMode == "OPAQUE" || gm.alphaMode.empty()) m.alphaMode = kernel::kAlphaOpaque;
+    else return fail(where + ": unknown alphaMode '" + gm.alphaMode + "'");
+    m.doubleSided = gm.doubleSided ? 1u : 0u;
+    bool finiteValues = std::isfinite(m.baseColorFactor.x) && std::isfinite(m.baseColorFactor.y) &&
+                        std::isfinite(m.baseColorFactor.z) && std::isfinite(m.baseColorFactor.w) &&
+                        finite(m.emission) && std::isfinite(m.metallicFactor) &&
+                        std::isfinite(m.roughnessFactor) && std::isfinite(m.normalScale) &&
+                        std::isfinite(m.alphaCutoff) && std::isfinite(m.ior);
+    if (!finiteValues) return fail(where + " has non-finite factors");
+
+    struct Slot {
+      int index, texCoord;
+      const char* name;
+      int32_t* out;
+    };
+    Slot slots[] = {
+        {pbr.baseColorTexture.index, pbr.baseColorTexture.texCoord, "baseColorTexture",
+         &m.baseColorTexture},
+        {pbr.metallicRoughnessTexture.index, pbr.metallicRoughnessTexture.texCoord,
+         "metallicRoughnessTexture", &m.metallicRoughnessTexture},
+        {gm.normalTexture.index, gm.normalTexture.texCoord, "normalTexture", &m.normalTexture},
+        {gm.emissiveTexture.index, gm.emissiveTexture.texCoord, "emissiveTexture",
+         &m.emissiveTexture},
+    };
+    for (const Slot& s : slots) {
+      auto t = texture(s.index, where + " " + s.name);
+      if (!t.ok()) return t.error();
+      *s.out = *t;
+      if (s.index >= 0 && s.texCoord != 0)
+        scene_.warnings.push_back(where + " " + s.name + " uses TEXCOORD_" +
+                                  std::to_string(s.texCoord) + "; TEXCOORD_0 is used instead");
+    }
+    scene_.materials.push_back(m);
+    scene_.materialNames.push_back(gm.name);
+  }
+  return Status();
+}
+
+int componentSize(int type) {
+  switch (type) {
+    case TINYGLTF_COMPONENT_TYPE_BYTE:
+    case TINYGLTF_COMPONENT_TYPE_UNSIGNED_BYTE:
+      return 1;
+    case TINYGLTF_COMPONENT_TYPE_SHORT:
+    case TINYGLTF_COMPONENT_TYPE_UNSIGNED_SHORT:
+      return 2;
+    case TINYGLTF_COMPONENT_TYPE_INT:
+    case TINYGLTF_COMPONENT_TYPE_UNSIGNED_INT:
+    case TINYGLTF_COMPONENT_TYPE_FLOAT:
+      return 4;
+    default:
+      return 0;
+  }
+}
+
+int componentCount(int type) {
+  switch (type) {
+    case TINYGLTF_TYPE_SCALAR:
+      return 1;
+    case TINYGLTF_TYPE_VEC2:
+      return 2;
+    case TINYGLTF_TYPE_VEC3:
+      return 3;
+    case TINYGLTF_TYPE_VEC4:
+    case TINYGLTF_TYPE_MAT2:
+      return 4;
+    case TINYGLTF_TYPE_MAT3:
+      return 9;
+    case TINYGLTF_TYPE_MAT4:
+      return 16;
+    default:
+      return 0;
+  }
+}
+
+Result<GltfLoader::View> GltfLoader::accessorView(int a, const std::string& use) {
+  if (a < 0 || size_t(a) >= model_.accessors.size())
+    return fail(use + " refers to accessor " + std::to_string(a) + " of " +
+                std::to_string(model_.accessors.size()));
+  const tinygltf::Accessor& acc = model_.accessors[size_t(a)];
+  std::string name = "accessor " + std::to_string(a);
+  if (acc.sparse.isSparse) return fail(name + " is sparse, which is not supported");
+  int cs = componentSize(acc.componentType), cc = componentCount(acc.type);
+  if (cs == 0) return fail(name + " has unknown componentType " + std::to_string(acc.componentType));
+  if (cc == 0) return fail(name + " has an unknown type");
+  if (acc.count > kMaxSceneTriangles * 3)
+    return fail(name + " declares an absurd count " + std::to_string(acc.count));
+  View v{nullptr, acc.count, uint64_t(cs) * cc, acc.componentType, cc, acc.normalized};
+  const uint64_t elementSize = uint64_t(cs) * cc;
+  if (acc.bufferView < 0) {
+    // All zeros (glTF 2.0 3.6.2.1), backed by no data: bound it separately.
+    if (acc.count > kMaxZeroAccessorCount)
+      return fail(name + " has no bufferView and declares an absurd count " +
+                  std::to_string(acc.count));
+    return v;
+  }
+  if (size_t(acc.bufferView) >= model_.bufferViews.size())
+    return fail(name + " refers to bufferView " + std::to_string(acc.bufferView) + " of " +
+                std::to_string(model_.bufferViews.size()));
+  const tinygltf::BufferView& view = model_.bufferViews[size_t(acc.bufferView)];
+  std::string viewName = "bufferView " + std::to_string(acc.bufferView);
+  if (view.buffer < 0 || size_t(view.buffer) >= model_.buffers.size())
+    return fail(viewName + " refers to buffer " + std::to_string(view.buffer) + " of " +
+                std::to_string(model_.buffers.size()));
+  const tinygltf::Buffer& buffer = model_.buffers[size_t(view.buffer)];
+  if (view.byteOffset > buffer.data.size() ||
+      view.byteLength > buffer.data.size() - view.byteOffset)
+    return fail(viewName + " reads past the end of buffer " + std::to_string(view.buffer));
+  uint64_t stride = view.byteStride ? uint64_t(view.byteStride) : elementSize;
+  if (stride < elementSize)
+    return fail(viewName + " has byteStride " + std::to_string(stride) + ", smaller than the " +
+                std::to_string(elementSize) + "-byte elements of " + name);
+  if (acc.count > 0) {
+    uint64_t end = uint64_t(acc.byteOffset) + stride * (acc.count - 1) + elementSize;
+    if (acc.byteOffset > view.byteLength || end > view.byteLength)
+      return fail(name + " reads past the end of buffer " + std::to_string(view.buffer) +
+                  " (its bufferView " + std::to_string(acc.bufferView) + " has " +
+                  std::to_string(view.byteLength) + " bytes)");
+    v.data = buffer.data.data() + view.byteOffset + acc.byteOffset;
+  }
+  v.stride = stride;
+  return v;
+}
+
+float readComponent(const uint8_t* p, int type, bool normalized) {
+  switch (type) {
+    case TINYGLTF_COMPONENT_TYPE_FLOAT: {
+      float f;
+      std::memcpy(&f, p, 4);
+      return f;
+    }
+    case TINYGLTF_COMPONENT_TYPE_BYTE: {
+      float f = float(int8_t(*p));
+      return normalized ? std::fmax(f / 127.0f, -1.0f) : f;
+    }
+    case TINYGLTF_COMPONENT_TYPE_UNSIGNED_BYTE:
+      return normalized ? float(*p) / 255.0f : float(*p);
+    case TINYGLTF_COMPONENT_TYPE_SHORT: {
+      int16_t s;
+      std::memcpy(&s, p, 2);
+      return normalized ? std::fmax(float(s) / 32767.0f, -1.0f) : float(s);
+    }
+    case TINYGLTF_COMPONENT_TYPE_UNSIGNED_SHORT: {
+      uint16_t s;
+      std::memcpy(&s, p, 2);
+      return normalized ? float(s) / 65535.0f : float(s);
+    }
+    case TINYGLTF_COMPONENT_TYPE_INT: {
+      int32_t s;
+      std::memcpy(&s, p, 4);
+      return float(s);
+    }
+    case TINYGLTF_COMPONENT_TYPE_UNSIGNED_INT: {
+      uint32_t s;
+      std::memcpy(&s, p, 4);
+      return float(s);
+    }
+  }
+  return 0.0f;
+}
+
+Result<std::vector<float>> GltfLoader::readFloats(int a, int components, const std::string& use) {
+  auto v = accessorView(a, use);
+  if (!v.ok()) return v.error();
+  if (v->components != components)
+    return fail(use + " (accessor " + std::to_string(a) + ") has " +
+                std::to_string(v->components) + " components, expected " +
+                std::to_string(components));
+  std::vector<float> out(v->count * uint64_t(components), 0.0f);
+  if (!v->data) return out;
+  const int cs = componentSize(v->componentType);
+  for (uint64_t i = 0; i < v->count; ++i) {
+    const uint8_t* e = v->data + i * v->stride;
+    for (int c = 0; c < components; ++c) {
+      float f = readComponent(e + c * cs, v->componentType, v->normalized);
+      if (!std::isfinite(f))
+        return fail("accessor " + std::to_string(a) + " contains a non-finite value");
+      out[i * components + c] = f;
+    }
+  }
+  return out;
+}
+
+Result<std::vector<uint32_t>> GltfLoader::readIndices(int a, uint64_t vertexCount) {
+  auto v = accessorView(a, "indices");
+  if (!v.ok()) return v.error();
+  std::string name = "accessor " + std::to_string(a);
+  if (v->components != 1) return fail(name + " (indices) is not SCALAR");
+  if (v->componentType != TINYGLTF_COMPONENT_TYPE_UNSIGNED_BYTE &&
+      v->componentType != TINYGLTF_COMPONENT_TYPE_UNSIGNED_SHORT &&
+      v->componentType != TINYGLTF_COMPONENT_TYPE_UNSIGNED_INT)
+    return fail(name + " (indices) must be unsigned byte, short or int");
+  std::vector<uint32_t> out(v->count, 0);
+  if (!v->data) return out;
+  for (uint64_t i = 0; i < v->count; ++i) {
+    const uint8_t* e = v->data + i * v->stride;
+    uint32_t idx;
+    if (v->componentType == TINYGLTF_COMPONENT_TYPE_UNSIGNED_BYTE) {
+      idx = *e;
+    } else if (v->componentType == TINYGLTF_COMPONENT_TYPE_UNSIGNED_SHORT) {
+      uint16_t s;
+      std::memcpy(&s, e, 2);
+      idx = s;
+    } else {
+      std::memcpy(&idx, e, 4);
+    }
+    if (idx >= vertexCount)
+      return fail(name + " (indices) has index " + std::to_string(idx) + " at position " +
+                  std::to_string(i) + ", beyond the " + std::to_string(vertexCount) +
+                  " vertices");
+    out[i] = idx;
+  }
+  return out;
+}
+
+Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
+  const tinygltf::Primitive& prim = model_.meshes[size_t(meshIndex)].primitives[size_t(p)];
+  std::string where = "mesh " + std::to_string(meshIndex) + " primitive " + std::to_string(p);
+  if (prim.mode != TINYGLTF_MODE_TRIANGLES && prim.mode != -1) {
+    scene_.warnings.push_back(where + ": mode " + std::to_string(prim.mode) +
+                              " is not triangles; skipped");
+    return Status();
+  }
+  auto attribute = [&prim](const char* name) {
+    auto it = prim.attributes.find(name);
+    return it == prim.attributes.end() ? -1 : it->second;
+  };
+  int posAcc = attribute("POSITION");
+  if (posAcc < 0) {
+    scene_.warnings.push_back(where + " has no POSITION; skipped");
+    return Status();
+  }
+  // Bound the totals (over all instances) before allocating anything for this one.
+  auto posView = accessorView(posAcc, where + " POSITION");
+  if (!posView.ok()) return posView.error();
+  uint64_t indexCount = posView->count;
+  if (prim.indices >= 0) {
+    auto indexView = accessorView(prim.indices, where + " indices");
+    if (!indexView.ok()) return indexView.error();
+    indexCount = indexView->count;
+  }
+  vertices_ += posView->count;
+  triangles_ += indexCount / 3;
+  if (triangles_ > kMaxSceneTriangles)
+    return fail("more than " + std::to_string(kMaxSceneTriangles) +
+                " triangles after instancing");
+  if (vertices_ > kMaxSceneVertices)
+    return fail("more than " + std::to_string(kMaxSceneVertices) + " vertices after instancing");
+
+  auto pos = readFloats(posAcc, 3, where + " POSITION");
+  if (!pos.ok()) return pos.error();
+  const uint64_t vertexCount = pos->size() / 3;
+
+  Mesh mesh;
+  mesh.name = model_.meshes[size_t(meshIndex)].name;
+  if (prim.indices >= 0) {
+    auto idx = readIndices(prim.indices, vertexCount);
+    if (!idx.ok()) return idx.error();
+    mesh.indices = std::move(*idx);
+  } else {
+    mesh.indices.resize(vertexCount);
+    for (uint64_t i = 0; i < vertexCount; ++i) mesh.indices[i] = uint32_t(i);
+  }
+  if (mesh.indices.size() % 3 != 0) {
+    scene_.warnings.push_back(where + ": " + std::to_string(mesh.indices.size()) +
+                              " indices is not a multiple of 3; the rest is dropped");
+    mesh.indices.resize(mesh.indices.size() / 3 * 3);
+  }
+
+  if (prim.material >= 0 && size_t(prim.material) >= model_.materials.size())
+    return fail(where + " refers to material " + std::to_string(prim.material) + " of " +
+                std::to_string(model_.materials.size()));
+  if (prim.material >= 0) {
+    mesh.material = uint32_t(prim.material);
+  } else {
+    if (defaultMaterial_ < 0) {
+      defaultMaterial_ = int32_t(scene_.materials.size());
+      scene_.materials.push_back(defaultMaterial());
+      scene_.materialNames.push_back("default");
+    }
+    mesh.material = uint32_t(defaultMaterial_);
+  }
+
+  const bool flip = world.det3() < 0.0;
+  const Mat4 normalMatrix = world.normalMatrix();
+  mesh.positions.resize(vertexCount);
+  for (uint64_t i = 0; i < vertexCount; ++i) {
+    Vec3f p3 = world.point({(*pos)[i * 3], (*pos)[i * 3 + 1], (*pos)[i * 3 + 2]});
+    if (!finite(p3)) return fail(where + ": a vertex is not finite after its node transform");
+    mesh.positions[i] = p3;
+  }
+  if (flip)
+    for (size_t i = 0; i < mesh.indices.size(); i += 3) std::swap(mesh.indices[i + 1], mesh.indices[i + 2]);
+
+  auto readAttribute = [&](const char* name, int components) -> Result<std::vector<float>> {
+    int acc = attribute(name);
+    if (acc < 0) return std::vector<float>();
+    auto values = readFloats(acc, components, where + " " + name);
+    if (!values.ok()) return values.error();
+    if (values->size() / components != vertexCount)
+      return fail(where + ": " + name + " has " + std::to_string(values->size() / components) +
+                  " entries for " + std::to_string(vertexCount) + " positions");
+    return values;
+  };
+  auto normals = readAttribute("NORMAL", 3);
+  if (!normals.ok()) return normals.error();
+  auto uvs = readAttribute("TEXCOORD_0", 2);
+  if (!uvs.ok()) return uvs.error();
+  auto tangents = readAttribute("TANGENT", 4);
+  if (!tangents.ok()) return tangents.error();
+
+  generateNormals(mesh);  // the fallback for absent or degenerate normals
+  if (!normals->empty()) {
+    for (uint64_t i = 0; i < vertexCount; ++i) {
+      Vec3f n = normalMatrix.vector({(*normals)[i * 3], (*normals)[i * 3 + 1], (*normals)[i * 3 + 2]});
+      float len = kernel::length(n);
+      if (len > 0.0f && std::isfinite(len)) mesh.normals[i] = n / len;
+    }
+  }
+  mesh.uvs.assign(vertexCount, Vec2f{0, 0});
+  for (uint64_t i = 0; i < uvs->size() / 2; ++i) mesh.uvs[i] = {(*uvs)[i * 2], (*uvs)[i * 2 + 1]};
+  generateTangents(mesh);
+  if (!tangents->empty()) {
+    for (uint64_t i = 0; i < vertexCount; ++i) {
+      Vec3f t = world.vector({(*tangents)[i * 4], (*tangents)[i * 4 + 1], (*tangents)[i * 4 + 2]});
+      float w = (*tangents)[i * 4 + 3] < 0.0f ? -1.0f : 1.0f;
+      Vec3f n = mesh.normals[i];
+      t = t - n * kernel::dot(n, t);
+      float len = kernel::length(t);
+      if (len > 1e-20f && std::isfinite(len)) {
+        t = t / len;
+        mesh.tangents[i] = {t.x, t.y, t.z, flip ? -w : w};
+      }
+    }
+  }
+  scene_.meshes.push_back(std::move(mesh));
+  return Status();
+}
+
+Status GltfLoader::addLight(int l, const Mat4& world) {
+  if (l < 0 || size_t(l) >= model_.lights.size())
+    return fail("a node refers to light " + std::to_string(l) + " of " +
+                std::to_string(model_.lights.size()));
+  const tinygltf::Light& gl = model_.lights[size_t(l)];
+  std::string where = "light " + std::to_string(l);
+  kernel::PunctualLight light{};
+  if (gl.type == "point") light.type = kernel::kLightPoint;
+  else if (gl.type == "spot") light.type = kernel::kLightSpot;
+  else if (gl.type == "directional") light.type = kernel::kLightDirectional;
+  else return fail(where + " has unknown type '" + gl.type + "'");
+  Vec3f color{1, 1, 1};
+  if (gl.color.size() == 3) color = {float(gl.color[0]), float(gl.color[1]), float(gl.color[2])};
+  else if (!gl.color.empty()) return fail(where + ": color needs 3 numbers");
+  light.intensity = color * float(gl.intensity);
+  light.position = world.point({0, 0, 0});
+  light.direction = kernel::normalize(world.vector({0, 0, -1}));
+  light.range = float(gl.range);
+  light.cosInnerCone = float(std::cos(gl.spot.innerConeAngle));
+  light.cosOuterCone = float(std::cos(gl.spot.outerConeAngle));
+  if (!finite(light.intensity) || !finite(light.position) || !finite(light.direction) ||
+      !std::isfinite(light.range) || kernel::length(light.direction) == 0.0f)
+    return fail(where + " has non-finite values or a degenerate node transform");
+  scene_.lights.push_back(light);
+  return Status();
+}
+
+Status GltfLoader::addCamera(int c, const Mat4& world, const std::string& nodeName) {
+  if (c < 0 || size_t(c) >= model_.cameras.size())
+    return fail("a node refers to camera " + std::to_string(c) + " of " +
+                std::to_string(model_.cameras.size()));
+  const tinygltf::Camera& gc = model_.cameras[size_t(c)];
+  std::string where = "camera " + std::to_string(c);
+  SceneCamera cam;
+  cam.name = !gc.name.empty() ? gc.name : nodeName;
+  if (gc.type == "perspective") {
+    cam.type = kernel::kCameraPerspective;
+    cam.yfov = float(gc.perspective.yfov);
+    if (!(cam.yfov > 0.0f && cam.yfov < 3.14159f))
+      return fail(where + ": yfov " + std::to_string(gc.perspective.yfov) +
+                  " is not in (0, pi)");
+  } else if (gc.type == "orthographic") {
+    cam.type = kernel::kCameraOrthographic;
+    cam.ymag = std::fabs(float(gc.orthographic.ymag));
+    if (!(cam.ymag > 0.0f) || !std::isfinite(cam.ymag))
+      return fail(where + ": ymag must be non-zero");
+  } else {
+    return fail(where + " has unknown type '" + gc.type + "'");
+  }
+  cam.position = world.point({0, 0, 0});
+  Vec3f forward = kernel::normalize(world.vector({0, 0, -1}));
+  Vec3f up = world.vector({0, 1, 0});
+  Vec3f right = kernel::normalize(kernel::cross(forward, up));
+  up = kernel::cross(right, forward);
+  if (!finite(cam.position) || !finite(forward) || !finite(up) || kernel::length(up) < 0.5f)
+    return fail(where + " has a degenerate node transform");
+  cam.forward = forward;
+  cam.up = kernel::normalize(up);
+  scene_.cameras.push_back(cam);
+  return Status();
+}
+
+Status GltfLoader::visit(int n, const Mat4& parent, uint32_t depth) {
+  if (n < 0 || size_t(n) >= model_.nodes.size())
+    return fail("node " + std::to_string(n) + " does not exist (" +
+                std::to_string(model_.nodes.size()) + " nodes)");
+  if (depth > kMaxNodeDepth) return fail("node hierarchy deeper than " + std::to_string(kMaxNodeDepth));
+  if (onPath_[size_t(n)]) return fail("node " + std::to_string(n) + " is its own ancestor");
+  if (++visits_ > kMaxNodeVisits)
+    return fail("more than " + std::to_string(kMaxNodeVisits) + " node instances");
+  const tinygltf::Node& node = model_.nodes[size_t(n)];
+  std::string where = "node " + std::to_string(n);
+  Mat4 local = Mat4::identity();
+  if (!node.matrix.empty()) {
+    if (node.matrix.size() != 16) return fail(where + ": matrix needs 16 numbers");
+    for (int i = 0; i < 16; ++i) local.m[i] = node.matrix[size_t(i)];
+  } else {
+    Mat4 t = Mat4::identity(), r = Mat4::identity(), s = Mat4::identity();
+    if (!node.translation.empty()) {
+      if (node.translation.size() != 3) return fail(where + ": translation needs 3 numbers");
+      t.m[12] = node.translation[0];
+      t.m[13] = node.translation[1];
+      t.m[14] = node.translation[2];
+    }
+    if (!node.rotation.empty()) {
+      if (node.rotation.size() != 4) return fail(where + ": rotation needs 4 numbers");
+      double x = node.rotation[0], y = node.rotation[1], z = node.rotation[2],
+             w = node.rotation[3];
+      double len = std::sqrt(x * x + y * y + z * z + w * w);
+      if (!(len > 0.0) || !std::isfinite(len)) return fail(where + ": rotation is not a quaternion");
+      x /= len, y /= len, z /= len, w /= len;
+      r.m[0] = 1 - 2 * (y * y + z * z);
+      r.m[1] = 2 * (x * y + z * w);
+      r.m[2] = 2 * (x * z - y * w);
+      r.m[4] = 2 * (x * y - z * w);
+      r.m[5] = 1 - 2 * (x * x + z * z);
+      r.m[6] = 2 * (y * z + x * w);
+      r.m[8] = 2 * (x * z + y * w);
+      r.m[9] = 2 * (y * z - x * w);
+      r.m[10] = 1 - 2 * (x * x + y * y);
+    }
+    if (!node.scale.empty()) {
+      if (node.scale.size() != 3) return fail(where + ": scale needs 3 numbers");
+      s.m[0] = node.scale[0];
+      s.m[5] = node.scale[1];
+      s.m[10] = node.scale[2];
+    }
+    local = t * r * s;
+  }
+  for (double v : local.m)
+    if (!std::isfinite(v)) return fail(where + " has a non-finite transform");
+  Mat4 world = parent * local;
+
+  if (node.mesh >= 0) {
+    if (size_t(node.mesh) >= model_.meshes.size())
+      return fail(where + " refers to mesh " + std::to_string(node.mesh) + " of " +
+                  std::to_string(model_.meshes.size()));
+    for (size_t p = 0; p < model_.meshes[size_t(node.mesh)].primitives.size(); ++p)
+      if (Status s = addPrimitive(node.mesh, int(p), world); !s.ok()) return s;
+  }
+  if (node.camera >= 0)
+    if (Status s = addCamera(node.camera, world, node.name); !s.ok()) return s;
+  if (const tinygltf::Value* e = extension(node.extensions, "KHR_lights_punctual")) {
+    double l = numberMember(*e, "light", -1.0);
+    if (!(l >= 0.0 && l < 2147483647.0))
+      return fail(where + " has a KHR_lights_punctual entry without a valid light index");
+    if (Status s = addLight(int(l), world); !s.ok()) return s;
+  }
+  onPath_[size_t(n)] = true;
+  for (int child : node.children)
+    if (Status s = visit(child, world, depth + 1); !s.ok()) return s;
+  onPath_[size_t(n)] = false;
+  return Status();
+}
+
+Result<Scene> GltfLoader::load() {
+  scene_.path = path_;
+  if (Status s = checkExtensions(); !s.ok()) return s.error();
+  if (Status s = convertMaterials(); !s.ok()) return s.error();
+  onPath_.assign(model_.nodes.size(), false);
+  std::vector<int> roots;
+  int sceneIndex = model_.defaultScene >= 0 ? model_.defaultScene : 0;
+  if (!model_.scenes.empty()) {
+    if (size_t(sceneIndex) >= model_.scenes.size())
+      return fail("default scene " + std::to_string(sceneIndex) + " does not exist");
+    roots = model_.scenes[size_t(sceneIndex)].nodes;
+  } else {
+    // No scenes: every node that is nobody's child.
+    std::vector<bool> isChild(model_.nodes.size(), false);
+    for (const tinygltf::Node& node : model_.nodes)
+      for (int c : node.children)
+        if (c >= 0 && size_t(c) < isChild.size()) isChild[size_t(c)] = true;
+    for (size_t i = 0; i < model_.nodes.size(); ++i)
+      if (!isChild[i]) roots.push_back(int(i));
+  }
+  for (int root : roots)
+    if (Status s = visit(root, Mat4::identity(), 0); !s.ok()) return s.error();
+  scene_.computeBounds();
+  return std::move(scene_);
+}
+
+}  // namespace
+
+Result<Scene> loadGltf(const std::string& path, bool binary) {
+  auto bytes = readFile(path, kMaxSceneFileBytes);
+  if (!bytes.ok()) return bytes.error();
+  const std::vector<uint8_t>& b = *bytes;
+  if (b.empty()) return Error{path + ": empty file"};
+  if (b.size() >= 0xffffffffu) return Error{path + ": file larger than 4 GiB"};
+  const char* json = reinterpret_cast<const char*>(b.data());
+  size_t jsonSize = b.size();
+  if (binary) {
+    if (Status s = checkGlb(path, b); !s.ok()) return s.error();
+    json = reinterpret_cast<const char*>(b.data() + 20);
+    jsonSize = read32(b.data() + 12);
+  }
+  nlohmann::json root;
+  if (Status s = checkJson(path, json, jsonSize, &root); !s.ok()) return s.error();
+  if (Status s = checkBufferFiles(path, root); !s.ok()) return s.error();
+  root = nlohmann::json();
+
+  tinygltf::TinyGLTF loader;
+  tinygltf::Model model;
+  ImageContext images;
+  images.model = &model;
+  loader.SetImageLoader(&loadImage, &images);
+  std::string err, warn;
+  std::string baseDir = directoryOf(path);
+  if (baseDir.empty()) baseDir = "./";
+  bool ok = binary ? loader.LoadBinaryFromMemory(&model, &err, &warn, b.data(),
+                                                 unsigned(b.size()), baseDir)
+                   : loader.LoadASCIIFromString(&model, &err, &warn, json, unsigned(jsonSize),
+                                                baseDir);
+  if (!ok) return Error{path + ": " + (err.empty() ? "not a valid glTF file" : joinLines(err))};
+  GltfLoader gltf(path, model, images);
+  auto scene = gltf.load();
+  if (scene.ok() && !warn.empty()) scene->warnings.push_back(joinLines(warn));
+  return scene;
+}
+
+}  // namespace pl::detail
