@@ -40,6 +40,8 @@ if(PEERLIGHT_HAVE_CUDA)
   set_property(DIRECTORY PROPERTY COMPILE_OPTIONS ${_pl_wrapped})
   add_compile_options(
     "$<$<COMPILE_LANGUAGE:CUDA>:--fmad=false;-Xcompiler=-ffp-contract=off,-fno-fast-math>")
+  # Kernel headers are C++17 (docs/DESIGN.md section 8); CMake 3.25 also knows no C++20 flag
+  # for nvcc.
   set(CMAKE_CUDA_STANDARD 17)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 endif()

@@ -83,9 +83,8 @@ Result<kernel::Camera> chooseCamera(const Scene& scene, const CompileOptions& o)
     cam.forward = kernel::normalize(chosen->forward);
     cam.right = kernel::normalize(kernel::cross(cam.forward, chosen->up));
     cam.up = kernel::cross(cam.right, cam.forward);
-    cam.tanHalfFovY = chosen->type == kernel::kCameraPerspective
-                          ? std::tan(chosen->yfov * 0.5f)
-                          : 0.0f;
+    cam.tanHalfFovY =
+        chosen->type == kernel::kCameraPerspective ? std::tan(chosen->yfov * 0.5f) : 0.0f;
     cam.orthoHalfHeight = chosen->type == kernel::kCameraOrthographic ? chosen->ymag : 0.0f;
     return cam;
   }
@@ -149,8 +148,9 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
   if (options.envColor && !(kernel::isFinite(*options.envColor) && options.envColor->x >= 0 &&
                             options.envColor->y >= 0 && options.envColor->z >= 0))
     return Error{"environment colour must be finite and not negative"};
-  if (environment && (environment->width == 0 || environment->height == 0 ||
-                      environment->texels.size() != size_t(environment->width) * environment->height))
+  if (environment &&
+      (environment->width == 0 || environment->height == 0 ||
+       environment->texels.size() != size_t(environment->width) * environment->height))
     return Error{"environment map has an inconsistent size"};
 
   RenderData rd;
@@ -178,8 +178,8 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     rd.uvs.insert(rd.uvs.end(), m.uvs.begin(), m.uvs.end());
     rd.tangents.insert(rd.tangents.end(), m.tangents.begin(), m.tangents.end());
     for (size_t i = 0; i + 2 < m.indices.size(); i += 3)
-      rd.triangles.push_back({base + m.indices[i], base + m.indices[i + 1],
-                              base + m.indices[i + 2], m.material});
+      rd.triangles.push_back(
+          {base + m.indices[i], base + m.indices[i + 1], base + m.indices[i + 2], m.material});
   }
 
   // Materials and textures.
@@ -250,9 +250,12 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     if (options.envColor) g.envScale = *options.envColor;
   } else {
     Vec3f colour;
-    if (options.envColor) colour = *options.envColor;
-    else if (!rd.emissiveTriangles.empty() || !rd.lights.empty()) colour = {0, 0, 0};
-    else colour = {1, 1, 1};
+    if (options.envColor)
+      colour = *options.envColor;
+    else if (!rd.emissiveTriangles.empty() || !rd.lights.empty())
+      colour = {0, 0, 0};
+    else
+      colour = {1, 1, 1};
     g.envScale = colour;
     g.envWidth = g.envHeight = 0;
     g.envIntegral = kernel::isBlack(colour) ? 0.0f : 1.0f;

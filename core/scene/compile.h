@@ -20,7 +20,8 @@ struct CompileOptions {
   // or, when it has none, one that looks at the bounds' centre from +Z and frames the
   // bounding sphere with a 40 degree field of view.
   std::string camera;
-  std::string envFile;  // .hdr/.exr equirectangular map, or empty; envColor, if also given, scales it
+  std::string
+      envFile;  // .hdr/.exr equirectangular map, or empty; envColor, if also given, scales it
   // Constant environment radiance. When neither envFile nor envColor is given: black when
   // the scene has emissive triangles or punctual lights, else uniform white 1.0.
   std::optional<kernel::Vec3f> envColor;

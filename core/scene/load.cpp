@@ -2,12 +2,12 @@
 
 #include "core/scene/load.h"
 
-#include <stb/stb_image.h>
-
 #include <OpenEXR/ImfChannelList.h>
 #include <OpenEXR/ImfFrameBuffer.h>
 #include <OpenEXR/ImfHeader.h>
 #include <OpenEXR/ImfInputFile.h>
+#include <stb/stb_image.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
@@ -16,7 +16,6 @@
 #include <cstring>
 #include <exception>
 #include <memory>
-#include <sys/stat.h>
 
 #include "core/scene/load_internal.h"
 #include "core/util/log.h"
@@ -57,8 +56,7 @@ Result<SceneTexture> decodeImage(const uint8_t* bytes, size_t size, uint64_t* te
     const char* why = stbi_failure_reason();
     return Error{std::string("cannot decode image (") + (why ? why : "unknown format") + ")"};
   }
-  if (w <= 0 || h <= 0 || uint32_t(w) > kMaxTextureDimension ||
-      uint32_t(h) > kMaxTextureDimension)
+  if (w <= 0 || h <= 0 || uint32_t(w) > kMaxTextureDimension || uint32_t(h) > kMaxTextureDimension)
     return Error{"image of " + std::to_string(w) + "x" + std::to_string(h) +
                  " pixels is larger than the limit of " + std::to_string(kMaxTextureDimension) +
                  " on a side"};
@@ -147,14 +145,12 @@ Result<EnvironmentMap> loadExr(const std::string& path) {
     int64_t w = int64_t(dw.max.x) - dw.min.x + 1;
     int64_t h = int64_t(dw.max.y) - dw.min.y + 1;
     if (w <= 0 || h <= 0 || w > kMaxEnvironmentDimension || h > kMaxEnvironmentDimension)
-      return Error{path + ": environment map of " + std::to_string(w) + "x" +
-                   std::to_string(h) + " pixels is beyond the limit of " +
-                   std::to_string(kMaxEnvironmentDimension)};
+      return Error{path + ": environment map of " + std::to_string(w) + "x" + std::to_string(h) +
+                   " pixels is beyond the limit of " + std::to_string(kMaxEnvironmentDimension)};
     const Imf::ChannelList& channels = header.channels();
     bool rgb = channels.findChannel("R") && channels.findChannel("G") && channels.findChannel("B");
     bool luminance = channels.findChannel("Y") != nullptr;
-    if (!rgb && !luminance)
-      return Error{path + ": EXR has neither R, G, B nor Y channels"};
+    if (!rgb && !luminance) return Error{path + ": EXR has neither R, G, B nor Y channels"};
     EnvironmentMap env;
     env.width = uint32_t(w);
     env.height = uint32_t(h);
@@ -186,11 +182,10 @@ Result<Scene> loadScene(const std::string& path) {
   std::string ext = lowerExtension(path);
   try {
     if (ext == ".gltf" || ext == ".glb" || ext == ".obj") {
-      Result<Scene> scene = ext == ".obj" ? detail::loadObj(path)
-                                          : detail::loadGltf(path, ext == ".glb");
+      Result<Scene> scene =
+          ext == ".obj" ? detail::loadObj(path) : detail::loadGltf(path, ext == ".glb");
       if (scene.ok())
-        for (const std::string& w : scene->warnings)
-          PL_LOG_WARN("%s: %s", path.c_str(), w.c_str());
+        for (const std::string& w : scene->warnings) PL_LOG_WARN("%s: %s", path.c_str(), w.c_str());
       return scene;
     }
   } catch (const std::bad_alloc&) {

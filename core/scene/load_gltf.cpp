@@ -3,15 +3,14 @@
 // use, and the file's bytes are pre-checked (GLB framing, JSON syntax and nesting, buffer
 // files) so that tinygltf only sees well-formed input.
 
+#include <sys/stat.h>
 #include <tiny_gltf.h>
-
-#include <nlohmann/json.hpp>
 
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <map>
-#include <sys/stat.h>
+#include <nlohmann/json.hpp>
 
 #include "core/scene/load.h"
 #include "core/scene/load_internal.h"
@@ -98,8 +97,9 @@ uint32_t read32(const uint8_t* p) {
 
 // GLB framing: header, JSON chunk, optional BIN chunk, all within the file.
 Status checkGlb(const std::string& path, const std::vector<uint8_t>& b) {
-  if (b.size() < 12) return Error{path + ": truncated .glb (" + std::to_string(b.size()) +
-                                  " bytes, shorter than the 12-byte header)"};
+  if (b.size() < 12)
+    return Error{path + ": truncated .glb (" + std::to_string(b.size()) +
+                 " bytes, shorter than the 12-byte header)"};
   if (std::memcmp(b.data(), "glTF", 4) != 0) return Error{path + ": not a .glb file (bad magic)"};
   uint32_t version = read32(b.data() + 4), length = read32(b.data() + 8);
   if (version != 2)
@@ -126,16 +126,17 @@ Status checkGlb(const std::string& path, const std::vector<uint8_t>& b) {
 
 // JSON syntax and nesting depth, before tinygltf sees it (deep nesting would exhaust the
 // stack in recursive code).
-Status checkJson(const std::string& path, const char* text, size_t size,
-                 nlohmann::json* parsed) {
+Status checkJson(const std::string& path, const char* text, size_t size, nlohmann::json* parsed) {
   if (size == 0) return Error{path + ": empty JSON"};
   uint32_t depth = 0;
   bool inString = false;
   for (size_t i = 0; i < size; ++i) {
     char c = text[i];
     if (inString) {
-      if (c == '\\') ++i;
-      else if (c == '"') inString = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        inString = false;
     } else if (c == '"') {
       inString = true;
     } else if (c == '{' || c == '[') {
@@ -191,8 +192,7 @@ Status checkBufferFiles(const std::string& path, const nlohmann::json& root) {
     if (::stat(file.c_str(), &st) != 0)
       return Error{path + ": buffer " + std::to_string(i) + " file '" + u + "' not found"};
     auto len = b.find("byteLength");
-    if (len != b.end() && len->is_number_unsigned() &&
-        uint64_t(st.st_size) < len->get<uint64_t>())
+    if (len != b.end() && len->is_number_unsigned() && uint64_t(st.st_size) < len->get<uint64_t>())
       return Error{path + ": buffer " + std::to_string(i) + " file '" + u + "' has " +
                    std::to_string(st.st_size) + " bytes, fewer than its byteLength " +
                    std::to_string(len->get<uint64_t>())};
@@ -208,8 +208,8 @@ struct ImageContext {
   uint64_t texelBudget = kMaxSceneTexels;
 };
 
-bool loadImage(tinygltf::Image* image, const int index, std::string* err, std::string* warn,
-               int, int, const unsigned char* bytes, int size, void* user) {
+bool loadImage(tinygltf::Image* image, const int index, std::string* err, std::string* warn, int,
+               int, const unsigned char* bytes, int size, void* user) {
   auto* ctx = static_cast<ImageContext*>(user);
   if (image->bufferView >= 0) {
     // tinygltf computed `bytes` from the bufferView without checking its range.
@@ -254,8 +254,7 @@ const tinygltf::Value* extension(const tinygltf::ExtensionMap& map, const char* 
 
 class GltfLoader {
  public:
-  GltfLoader(const std::string& path, const tinygltf::Model& model,
-             const ImageContext& images)
+  GltfLoader(const std::string& path, const tinygltf::Model& model, const ImageContext& images)
       : path_(path), model_(model), images_(images) {}
 
   Result<Scene> load();
@@ -317,16 +316,15 @@ Result<int32_t> GltfLoader::texture(int t, const std::string& where) {
     return kernel::kNoTexture;
   }
   if (size_t(gt.source) >= model_.images.size())
-    return fail("texture " + std::to_string(t) + " refers to image " +
-                std::to_string(gt.source) + " of " + std::to_string(model_.images.size()));
+    return fail("texture " + std::to_string(t) + " refers to image " + std::to_string(gt.source) +
+                " of " + std::to_string(model_.images.size()));
   const tinygltf::Image& image = model_.images[size_t(gt.source)];
-  std::string imageName = "image " + std::to_string(gt.source) +
-                          (image.uri.empty() ? "" : " ('" + image.uri + "')");
+  std::string imageName =
+      "image " + std::to_string(gt.source) + (image.uri.empty() ? "" : " ('" + image.uri + "')");
   auto failure = images_.failures.find(gt.source);
   if (failure != images_.failures.end()) return fail(imageName + ": " + failure->second);
   if (image.image.empty() || image.width <= 0 || image.height <= 0 || image.component != 4 ||
-      image.bits != 8 ||
-      image.image.size() != size_t(image.width) * size_t(image.height) * 4)
+      image.bits != 8 || image.image.size() != size_t(image.width) * size_t(image.height) * 4)
     return fail(imageName + " could not be loaded");
   SceneTexture st;
   st.name = image.name.empty() ? image.uri : image.name;
@@ -372,17 +370,20 @@ Status GltfLoader::convertMaterials() {
     if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_emissive_strength"))
       strength = numberMember(*e, "emissiveStrength", 1.0);
     if (gm.emissiveFactor.size() == 3)
-      m.emission = {float(gm.emissiveFactor[0] * strength),
-                    float(gm.emissiveFactor[1] * strength),
+      m.emission = {float(gm.emissiveFactor[0] * strength), float(gm.emissiveFactor[1] * strength),
                     float(gm.emissiveFactor[2] * strength)};
     if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_ior"))
       m.ior = float(numberMember(*e, "ior", 1.5));
     m.normalScale = float(gm.normalTexture.scale);
     m.alphaCutoff = float(gm.alphaCutoff);
-    if (gm.alphaMode == "MASK") m.alphaMode = kernel::kAlphaMask;
-    else if (gm.alphaMode == "BLEND") m.alphaMode = kernel::kAlphaBlend;
-    else if (gm.alphaMode == "OPAQUE" || gm.alphaMode.empty()) m.alphaMode = kernel::kAlphaOpaque;
-    else return fail(where + ": unknown alphaMode '" + gm.alphaMode + "'");
+    if (gm.alphaMode == "MASK")
+      m.alphaMode = kernel::kAlphaMask;
+    else if (gm.alphaMode == "BLEND")
+      m.alphaMode = kernel::kAlphaBlend;
+    else if (gm.alphaMode == "OPAQUE" || gm.alphaMode.empty())
+      m.alphaMode = kernel::kAlphaOpaque;
+    else
+      return fail(where + ": unknown alphaMode '" + gm.alphaMode + "'");
     m.doubleSided = gm.doubleSided ? 1u : 0u;
     bool finiteValues = std::isfinite(m.baseColorFactor.x) && std::isfinite(m.baseColorFactor.y) &&
                         std::isfinite(m.baseColorFactor.z) && std::isfinite(m.baseColorFactor.w) &&
@@ -464,7 +465,8 @@ Result<GltfLoader::View> GltfLoader::accessorView(int a, const std::string& use)
   std::string name = "accessor " + std::to_string(a);
   if (acc.sparse.isSparse) return fail(name + " is sparse, which is not supported");
   int cs = componentSize(acc.componentType), cc = componentCount(acc.type);
-  if (cs == 0) return fail(name + " has unknown componentType " + std::to_string(acc.componentType));
+  if (cs == 0)
+    return fail(name + " has unknown componentType " + std::to_string(acc.componentType));
   if (cc == 0) return fail(name + " has an unknown type");
   if (acc.count > kMaxSceneTriangles * 3)
     return fail(name + " declares an absurd count " + std::to_string(acc.count));
@@ -546,9 +548,8 @@ Result<std::vector<float>> GltfLoader::readFloats(int a, int components, const s
   auto v = accessorView(a, use);
   if (!v.ok()) return v.error();
   if (v->components != components)
-    return fail(use + " (accessor " + std::to_string(a) + ") has " +
-                std::to_string(v->components) + " components, expected " +
-                std::to_string(components));
+    return fail(use + " (accessor " + std::to_string(a) + ") has " + std::to_string(v->components) +
+                " components, expected " + std::to_string(components));
   std::vector<float> out(v->count * uint64_t(components), 0.0f);
   if (!v->data) return out;
   const int cs = componentSize(v->componentType);
@@ -589,8 +590,7 @@ Result<std::vector<uint32_t>> GltfLoader::readIndices(int a, uint64_t vertexCoun
     }
     if (idx >= vertexCount)
       return fail(name + " (indices) has index " + std::to_string(idx) + " at position " +
-                  std::to_string(i) + ", beyond the " + std::to_string(vertexCount) +
-                  " vertices");
+                  std::to_string(i) + ", beyond the " + std::to_string(vertexCount) + " vertices");
     out[i] = idx;
   }
   return out;
@@ -625,8 +625,7 @@ Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
   vertices_ += posView->count;
   triangles_ += indexCount / 3;
   if (triangles_ > kMaxSceneTriangles)
-    return fail("more than " + std::to_string(kMaxSceneTriangles) +
-                " triangles after instancing");
+    return fail("more than " + std::to_string(kMaxSceneTriangles) + " triangles after instancing");
   if (vertices_ > kMaxSceneVertices)
     return fail("more than " + std::to_string(kMaxSceneVertices) + " vertices after instancing");
 
@@ -673,7 +672,8 @@ Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
     mesh.positions[i] = p3;
   }
   if (flip)
-    for (size_t i = 0; i < mesh.indices.size(); i += 3) std::swap(mesh.indices[i + 1], mesh.indices[i + 2]);
+    for (size_t i = 0; i < mesh.indices.size(); i += 3)
+      std::swap(mesh.indices[i + 1], mesh.indices[i + 2]);
 
   auto readAttribute = [&](const char* name, int components) -> Result<std::vector<float>> {
     int acc = attribute(name);
@@ -695,7 +695,8 @@ Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
   generateNormals(mesh);  // the fallback for absent or degenerate normals
   if (!normals->empty()) {
     for (uint64_t i = 0; i < vertexCount; ++i) {
-      Vec3f n = normalMatrix.vector({(*normals)[i * 3], (*normals)[i * 3 + 1], (*normals)[i * 3 + 2]});
+      Vec3f n =
+          normalMatrix.vector({(*normals)[i * 3], (*normals)[i * 3 + 1], (*normals)[i * 3 + 2]});
       float len = kernel::length(n);
       if (len > 0.0f && std::isfinite(len)) mesh.normals[i] = n / len;
     }
@@ -727,13 +728,19 @@ Status GltfLoader::addLight(int l, const Mat4& world) {
   const tinygltf::Light& gl = model_.lights[size_t(l)];
   std::string where = "light " + std::to_string(l);
   kernel::PunctualLight light{};
-  if (gl.type == "point") light.type = kernel::kLightPoint;
-  else if (gl.type == "spot") light.type = kernel::kLightSpot;
-  else if (gl.type == "directional") light.type = kernel::kLightDirectional;
-  else return fail(where + " has unknown type '" + gl.type + "'");
+  if (gl.type == "point")
+    light.type = kernel::kLightPoint;
+  else if (gl.type == "spot")
+    light.type = kernel::kLightSpot;
+  else if (gl.type == "directional")
+    light.type = kernel::kLightDirectional;
+  else
+    return fail(where + " has unknown type '" + gl.type + "'");
   Vec3f color{1, 1, 1};
-  if (gl.color.size() == 3) color = {float(gl.color[0]), float(gl.color[1]), float(gl.color[2])};
-  else if (!gl.color.empty()) return fail(where + ": color needs 3 numbers");
+  if (gl.color.size() == 3)
+    color = {float(gl.color[0]), float(gl.color[1]), float(gl.color[2])};
+  else if (!gl.color.empty())
+    return fail(where + ": color needs 3 numbers");
   light.intensity = color * float(gl.intensity);
   light.position = world.point({0, 0, 0});
   light.direction = kernel::normalize(world.vector({0, 0, -1}));
@@ -759,8 +766,7 @@ Status GltfLoader::addCamera(int c, const Mat4& world, const std::string& nodeNa
     cam.type = kernel::kCameraPerspective;
     cam.yfov = float(gc.perspective.yfov);
     if (!(cam.yfov > 0.0f && cam.yfov < 3.14159f))
-      return fail(where + ": yfov " + std::to_string(gc.perspective.yfov) +
-                  " is not in (0, pi)");
+      return fail(where + ": yfov " + std::to_string(gc.perspective.yfov) + " is not in (0, pi)");
   } else if (gc.type == "orthographic") {
     cam.type = kernel::kCameraOrthographic;
     cam.ymag = std::fabs(float(gc.orthographic.ymag));
@@ -786,7 +792,8 @@ Status GltfLoader::visit(int n, const Mat4& parent, uint32_t depth) {
   if (n < 0 || size_t(n) >= model_.nodes.size())
     return fail("node " + std::to_string(n) + " does not exist (" +
                 std::to_string(model_.nodes.size()) + " nodes)");
-  if (depth > kMaxNodeDepth) return fail("node hierarchy deeper than " + std::to_string(kMaxNodeDepth));
+  if (depth > kMaxNodeDepth)
+    return fail("node hierarchy deeper than " + std::to_string(kMaxNodeDepth));
   if (onPath_[size_t(n)]) return fail("node " + std::to_string(n) + " is its own ancestor");
   if (++visits_ > kMaxNodeVisits)
     return fail("more than " + std::to_string(kMaxNodeVisits) + " node instances");
@@ -806,10 +813,10 @@ Status GltfLoader::visit(int n, const Mat4& parent, uint32_t depth) {
     }
     if (!node.rotation.empty()) {
       if (node.rotation.size() != 4) return fail(where + ": rotation needs 4 numbers");
-      double x = node.rotation[0], y = node.rotation[1], z = node.rotation[2],
-             w = node.rotation[3];
+      double x = node.rotation[0], y = node.rotation[1], z = node.rotation[2], w = node.rotation[3];
       double len = std::sqrt(x * x + y * y + z * z + w * w);
-      if (!(len > 0.0) || !std::isfinite(len)) return fail(where + ": rotation is not a quaternion");
+      if (!(len > 0.0) || !std::isfinite(len))
+        return fail(where + ": rotation is not a quaternion");
       x /= len, y /= len, z /= len, w /= len;
       r.m[0] = 1 - 2 * (y * y + z * z);
       r.m[1] = 2 * (x * y + z * w);
@@ -909,10 +916,10 @@ Result<Scene> loadGltf(const std::string& path, bool binary) {
   std::string err, warn;
   std::string baseDir = directoryOf(path);
   if (baseDir.empty()) baseDir = "./";
-  bool ok = binary ? loader.LoadBinaryFromMemory(&model, &err, &warn, b.data(),
-                                                 unsigned(b.size()), baseDir)
-                   : loader.LoadASCIIFromString(&model, &err, &warn, json, unsigned(jsonSize),
-                                                baseDir);
+  bool ok =
+      binary
+          ? loader.LoadBinaryFromMemory(&model, &err, &warn, b.data(), unsigned(b.size()), baseDir)
+          : loader.LoadASCIIFromString(&model, &err, &warn, json, unsigned(jsonSize), baseDir);
   if (!ok) return Error{path + ": " + (err.empty() ? "not a valid glTF file" : joinLines(err))};
   GltfLoader gltf(path, model, images);
   auto scene = gltf.load();

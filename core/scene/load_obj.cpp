@@ -73,8 +73,9 @@ Result<Scene> loadObj(const std::string& path) {
   config.vertex_color = false;
   tinyobj::ObjReader reader;
   if (!reader.ParseFromFile(path, config))
-    return Error{path + ": " + (reader.Error().empty() ? std::string("cannot parse OBJ")
-                                                       : joinLines(reader.Error()))};
+    return Error{
+        path + ": " +
+        (reader.Error().empty() ? std::string("cannot parse OBJ") : joinLines(reader.Error()))};
   const tinyobj::attrib_t& attrib = reader.GetAttrib();
   const std::vector<tinyobj::shape_t>& shapes = reader.GetShapes();
   const std::vector<tinyobj::material_t>& objMaterials = reader.GetMaterials();
@@ -86,8 +87,7 @@ Result<Scene> loadObj(const std::string& path) {
   // Materials.
   std::map<std::string, int32_t> textureCache;
   uint64_t texelBudget = kMaxSceneTexels;
-  auto loadTexture = [&](const std::string& name, const std::string& material)
-      -> Result<int32_t> {
+  auto loadTexture = [&](const std::string& name, const std::string& material) -> Result<int32_t> {
     auto found = textureCache.find(name);
     if (found != textureCache.end()) return found->second;
     std::string file = directoryOf(path) + name;
@@ -96,8 +96,8 @@ Result<Scene> loadObj(const std::string& path) {
       return Error{path + ": material '" + material + "' texture '" + name + "' not found"};
     auto image = decodeImage(data->data(), data->size(), &texelBudget);
     if (!image.ok())
-      return Error{path + ": material '" + material + "' texture '" + name + "': " +
-                   image.error().message};
+      return Error{path + ": material '" + material + "' texture '" + name +
+                   "': " + image.error().message};
     image->name = name;
     int32_t index = int32_t(scene.textures.size());
     scene.textures.push_back(std::move(*image));
@@ -189,12 +189,13 @@ Result<Scene> loadObj(const std::string& path) {
         auto [it, inserted] = vertexMap.emplace(key, uint32_t(mesh.positions.size()));
         if (inserted) {
           const size_t v = size_t(idx.vertex_index) * 3;
-          mesh.positions.push_back(
-              {float(attrib.vertices[v]), float(attrib.vertices[v + 1]), float(attrib.vertices[v + 2])});
+          mesh.positions.push_back({float(attrib.vertices[v]), float(attrib.vertices[v + 1]),
+                                    float(attrib.vertices[v + 2])});
           Vec3f n{0, 0, 0};
           if (idx.normal_index >= 0) {
             const size_t i = size_t(idx.normal_index) * 3;
-            n = {float(attrib.normals[i]), float(attrib.normals[i + 1]), float(attrib.normals[i + 2])};
+            n = {float(attrib.normals[i]), float(attrib.normals[i + 1]),
+                 float(attrib.normals[i + 2])};
           }
           mesh.normals.push_back(n);
           withNormal.push_back(idx.normal_index >= 0);
@@ -226,7 +227,8 @@ Result<Scene> loadObj(const std::string& path) {
       const std::vector<bool>& withNormal = hasNormal[material];
       for (size_t i = 0; i < fileNormals.size(); ++i) {
         float len = kernel::length(fileNormals[i]);
-        if (withNormal[i] && len > 0.0f && std::isfinite(len)) mesh.normals[i] = fileNormals[i] / len;
+        if (withNormal[i] && len > 0.0f && std::isfinite(len))
+          mesh.normals[i] = fileNormals[i] / len;
       }
       generateTangents(mesh);
       scene.meshes.push_back(std::move(mesh));

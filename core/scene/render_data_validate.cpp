@@ -30,8 +30,7 @@ Status checkCdf(const float* cdf, size_t n, const std::string& name) {
   for (size_t i = 0; i < n; ++i) {
     float c = cdf[i];
     if (!finite(c) || c < previous || c > 1.0f)
-      return invalid(name + " is not a non-decreasing CDF in [0, 1] at entry " +
-                     std::to_string(i));
+      return invalid(name + " is not a non-decreasing CDF in [0, 1] at entry " + std::to_string(i));
     previous = c;
   }
   if (n > 0 && cdf[n - 1] != 1.0f) return invalid(name + " does not end at 1");
@@ -45,14 +44,12 @@ Status RenderData::validate() const {
   if (camera.size() != 1)
     return invalid("expected exactly one camera, found " + std::to_string(camera.size()));
   if (globals.size() != 1)
-    return invalid("expected exactly one globals entry, found " +
-                   std::to_string(globals.size()));
+    return invalid("expected exactly one globals entry, found " + std::to_string(globals.size()));
   const kernel::Camera& cam = camera[0];
   if (cam.width == 0 || cam.height == 0 || cam.width > kMaxImageDimension ||
       cam.height > kMaxImageDimension)
-    return invalid("image size " + std::to_string(cam.width) + "x" +
-                   std::to_string(cam.height) + " is not within 1.." +
-                   std::to_string(kMaxImageDimension));
+    return invalid("image size " + std::to_string(cam.width) + "x" + std::to_string(cam.height) +
+                   " is not within 1.." + std::to_string(kMaxImageDimension));
   if (cam.type != kernel::kCameraPerspective && cam.type != kernel::kCameraOrthographic)
     return invalid("camera has unknown type " + std::to_string(cam.type));
   if (!finite(cam.position) || !finite(cam.right) || !finite(cam.up) || !finite(cam.forward) ||
@@ -65,10 +62,10 @@ Status RenderData::validate() const {
 
   // The kernel indexes with uint32_t.
   const uint64_t kMaxCount = 0xffffffffu;
-#define PL_RD_COUNT(Type, name)                                                         \
-  if (name.size() >= kMaxCount)                                                         \
-    return invalid(std::string(#name) + " has too many elements (" +                   \
-                   std::to_string(name.size()) + ")");
+#define PL_RD_COUNT(Type, name)                                                                    \
+  if (name.size() >= kMaxCount)                                                                    \
+    return invalid(std::string(#name) + " has too many elements (" + std::to_string(name.size()) + \
+                   ")");
   PL_RENDER_DATA_ARRAYS(PL_RD_COUNT)
 #undef PL_RD_COUNT
 
@@ -78,10 +75,9 @@ Status RenderData::validate() const {
   const size_t vertexCount = positions.size();
   auto perVertex = [vertexCount](size_t n) { return n == 0 || n == vertexCount; };
   if (!perVertex(normals.size()) || !perVertex(uvs.size()) || !perVertex(tangents.size()))
-    return invalid("per-vertex arrays differ in length: positions " +
-                   std::to_string(vertexCount) + ", normals " + std::to_string(normals.size()) +
-                   ", uvs " + std::to_string(uvs.size()) + ", tangents " +
-                   std::to_string(tangents.size()));
+    return invalid("per-vertex arrays differ in length: positions " + std::to_string(vertexCount) +
+                   ", normals " + std::to_string(normals.size()) + ", uvs " +
+                   std::to_string(uvs.size()) + ", tangents " + std::to_string(tangents.size()));
   for (size_t i = 0; i < vertexCount; ++i)
     if (!finite(positions[i])) return invalid(at("positions", i) + " is not finite");
 
@@ -91,8 +87,8 @@ Status RenderData::validate() const {
       return invalid(at("triangles", i) + " has a vertex index beyond the " +
                      std::to_string(vertexCount) + " vertices");
     if (t.material >= materials.size())
-      return invalid(at("triangles", i) + " has material " + std::to_string(t.material) +
-                     " of " + std::to_string(materials.size()));
+      return invalid(at("triangles", i) + " has material " + std::to_string(t.material) + " of " +
+                     std::to_string(materials.size()));
   }
 
   for (size_t i = 0; i < materials.size(); ++i) {
@@ -100,19 +96,17 @@ Status RenderData::validate() const {
     const size_t n = textures.size();
     if (!validTexture(m.baseColorTexture, n) || !validTexture(m.metallicRoughnessTexture, n) ||
         !validTexture(m.normalTexture, n) || !validTexture(m.emissiveTexture, n))
-      return invalid(at("materials", i) + " refers to a texture beyond the " +
-                     std::to_string(n) + " textures");
+      return invalid(at("materials", i) + " refers to a texture beyond the " + std::to_string(n) +
+                     " textures");
     if (m.alphaMode > kernel::kAlphaBlend)
-      return invalid(at("materials", i) + " has unknown alpha mode " +
-                     std::to_string(m.alphaMode));
+      return invalid(at("materials", i) + " has unknown alpha mode " + std::to_string(m.alphaMode));
     if (!finite(m.emission) || !finite(m.ior) || !finite(m.alphaCutoff))
       return invalid(at("materials", i) + " has non-finite values");
   }
 
   for (size_t i = 0; i < textures.size(); ++i) {
     const kernel::Texture& t = textures[i];
-    if (t.width == 0 || t.height == 0)
-      return invalid(at("textures", i) + " has an empty image");
+    if (t.width == 0 || t.height == 0) return invalid(at("textures", i) + " has an empty image");
     uint64_t count = uint64_t(t.width) * t.height;
     if (uint64_t(t.texelOffset) + count > texels.size())
       return invalid(at("textures", i) + " reads past the end of the " +
@@ -124,15 +118,13 @@ Status RenderData::validate() const {
 
   // Emissive triangles and their CDF.
   if (emissiveCdf.size() != emissiveTriangles.size())
-    return invalid("emissiveCdf has " + std::to_string(emissiveCdf.size()) +
-                   " entries for " + std::to_string(emissiveTriangles.size()) +
-                   " emissive triangles");
+    return invalid("emissiveCdf has " + std::to_string(emissiveCdf.size()) + " entries for " +
+                   std::to_string(emissiveTriangles.size()) + " emissive triangles");
   for (size_t i = 0; i < emissiveTriangles.size(); ++i)
     if (emissiveTriangles[i] >= triangles.size())
       return invalid(at("emissiveTriangles", i) + " is beyond the " +
                      std::to_string(triangles.size()) + " triangles");
-  if (Status s = checkCdf(emissiveCdf.data(), emissiveCdf.size(), "emissiveCdf"); !s.ok())
-    return s;
+  if (Status s = checkCdf(emissiveCdf.data(), emissiveCdf.size(), "emissiveCdf"); !s.ok()) return s;
 
   for (size_t i = 0; i < lights.size(); ++i) {
     const kernel::PunctualLight& l = lights[i];
@@ -166,8 +158,7 @@ Status RenderData::validate() const {
                         "envConditionalCdf row " + std::to_string(y));
     if (!s.ok()) return s;
   }
-  if (Status s = checkCdf(envMarginalCdf.data(), envMarginalCdf.size(), "envMarginalCdf");
-      !s.ok())
+  if (Status s = checkCdf(envMarginalCdf.data(), envMarginalCdf.size(), "envMarginalCdf"); !s.ok())
     return s;
   return Status();
 }

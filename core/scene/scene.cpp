@@ -52,8 +52,8 @@ void generateNormals(Mesh& mesh) {
   for (size_t i = 0; i + 2 < mesh.indices.size(); i += 3) {
     uint32_t a = mesh.indices[i], b = mesh.indices[i + 1], c = mesh.indices[i + 2];
     // The cross product's length is twice the area: area weighting for free.
-    Vec3f n = kernel::cross(mesh.positions[b] - mesh.positions[a],
-                            mesh.positions[c] - mesh.positions[a]);
+    Vec3f n =
+        kernel::cross(mesh.positions[b] - mesh.positions[a], mesh.positions[c] - mesh.positions[a]);
     sum[a] += n;
     sum[b] += n;
     sum[c] += n;

@@ -21,11 +21,11 @@ namespace pl {
 struct Mesh {
   std::string name;
   std::vector<kernel::Vec3f> positions;
-  std::vector<kernel::Vec3f> normals;  // unit
-  std::vector<kernel::Vec2f> uvs;      // UV set 0
-  std::vector<kernel::Vec4f> tangents; // unit xyz, w = +1 or -1 (bitangent sign)
-  std::vector<uint32_t> indices;       // 3 per triangle, each < positions.size()
-  uint32_t material = 0;               // index into Scene::materials
+  std::vector<kernel::Vec3f> normals;   // unit
+  std::vector<kernel::Vec2f> uvs;       // UV set 0
+  std::vector<kernel::Vec4f> tangents;  // unit xyz, w = +1 or -1 (bitangent sign)
+  std::vector<uint32_t> indices;        // 3 per triangle, each < positions.size()
+  uint32_t material = 0;                // index into Scene::materials
 };
 
 // A decoded texture image: RGBA 8 bits per channel, row-major, top row of the image file
@@ -33,9 +33,9 @@ struct Mesh {
 struct SceneTexture {
   std::string name;
   uint32_t width = 0, height = 0;
-  std::vector<kernel::Rgba8> texels;  // width * height
+  std::vector<kernel::Rgba8> texels;                                  // width * height
   uint32_t wrapS = kernel::kWrapRepeat, wrapT = kernel::kWrapRepeat;  // kernel::TextureWrap
-  uint32_t filter = kernel::kFilterLinear;                           // kernel::TextureFilter
+  uint32_t filter = kernel::kFilterLinear;                            // kernel::TextureFilter
 };
 
 // A camera with its world transform. The camera looks down its local -Z with +Y up.

@@ -1,12 +1,12 @@
 // compile(): emissive CDF, camera choice and framing, environment tables, defaults.
 
+#include "core/scene/compile.h"
+
+#include <OpenEXR/ImfRgbaFile.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include <OpenEXR/ImfRgbaFile.h>
-
-#include "core/scene/compile.h"
 #include "tests/core/scene/test_files.h"
 
 namespace pl {

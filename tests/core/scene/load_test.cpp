@@ -2,11 +2,12 @@
 // and Sponza in the shared data folder (skipped when it is missing). Triangle counts are those
 // of /work/shared/scenes/README.md.
 
+#include "core/scene/load.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "core/scene/load.h"
 #include "tests/core/scene/test_files.h"
 
 namespace pl {
@@ -88,8 +89,8 @@ TEST(LoadScene, OwnCornellBox) {
 
 TEST(LoadScene, Box) {
   REQUIRE_SHARED("scenes/khronos-gltf/Box/glTF/Box.gltf");
-  for (const char* f : {"scenes/khronos-gltf/Box/glTF/Box.gltf",
-                        "scenes/khronos-gltf/Box/glTF-Binary/Box.glb"}) {
+  for (const char* f :
+       {"scenes/khronos-gltf/Box/glTF/Box.gltf", "scenes/khronos-gltf/Box/glTF-Binary/Box.glb"}) {
     SCOPED_TRACE(f);
     Scene s = loadOk(shared(f));
     expectCounts(s, {12, 1, 0, 0, 0});
@@ -106,8 +107,7 @@ TEST(LoadScene, Duck) {
     Scene s = loadOk(shared(f));
     expectCounts(s, {4212, 1, 1, 1, 0});
     // The mesh spans about 165 units; its node scales it by 0.01.
-    expectBounds(s, {-0.692985f, 0.0992937f, -0.613282f}, {0.961799f, 1.6397f, 0.539252f},
-                 1e-4f);
+    expectBounds(s, {-0.692985f, 0.0992937f, -0.613282f}, {0.961799f, 1.6397f, 0.539252f}, 1e-4f);
     ASSERT_EQ(s.textures.size(), 1u);
     EXPECT_EQ(s.textures[0].width, 512u);
     EXPECT_EQ(s.textures[0].height, 512u);
@@ -179,8 +179,8 @@ TEST(LoadScene, LightsPunctualLamp) {
 
 TEST(LoadScene, EmissiveStrengthTest) {
   REQUIRE_SHARED("scenes/khronos-gltf/EmissiveStrengthTest/glTF/EmissiveStrengthTest.gltf");
-  Scene s = loadOk(
-      shared("scenes/khronos-gltf/EmissiveStrengthTest/glTF/EmissiveStrengthTest.gltf"));
+  Scene s =
+      loadOk(shared("scenes/khronos-gltf/EmissiveStrengthTest/glTF/EmissiveStrengthTest.gltf"));
   EXPECT_EQ(s.triangleCount(), 90u);
   // Emission above 1 can only come from KHR_materials_emissive_strength.
   float strongest = 0.0f;

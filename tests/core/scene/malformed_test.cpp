@@ -116,7 +116,8 @@ TEST(Malformed, IndexBeyondVertices) {
   TempDir dir;
   TriangleGltf g;
   g.positionCount = "2";  // indices refer to vertex 2 of 2
-  expectError(dir.write("index.gltf", g.json()), {"accessor 1", "index 2", "beyond the 2 vertices"});
+  expectError(dir.write("index.gltf", g.json()),
+              {"accessor 1", "index 2", "beyond the 2 vertices"});
 }
 
 TEST(Malformed, BadReferences) {
@@ -150,17 +151,18 @@ TEST(Malformed, UnsupportedFeatures) {
   expectError(dir.write("sparse.gltf", sparse.json()), {"accessor 0 is sparse"});
 
   TriangleGltf draco;
-  draco.topLevelExtra = "\"extensionsRequired\": [\"KHR_draco_mesh_compression\"],"
-                        "\"extensionsUsed\": [\"KHR_draco_mesh_compression\"],";
+  draco.topLevelExtra =
+      "\"extensionsRequired\": [\"KHR_draco_mesh_compression\"],"
+      "\"extensionsUsed\": [\"KHR_draco_mesh_compression\"],";
   expectError(dir.write("draco.gltf", draco.json()),
               {"requires extension KHR_draco_mesh_compression"});
 }
 
 TEST(Malformed, OversizedImage) {
   // A PNG whose header claims 20000 x 10 pixels: refused before decoding.
-  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13,
-                              'I', 'H', 'D', 'R', 0, 0, 0x4e, 0x20, 0, 0, 0, 10,
-                              8, 6, 0, 0, 0, 0, 0, 0, 0};
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0,    0, 0,
+                              13,   'I', 'H', 'D', 'R',  0,    0,    0x4e, 0x20, 0, 0,
+                              0,    10,  8,   6,   0,    0,    0,    0,    0,    0, 0};
   TempDir dir;
   dir.write("huge.png", png);
   TriangleGltf g;
@@ -168,15 +170,16 @@ TEST(Malformed, OversizedImage) {
   g.topLevelExtra =
       "\"materials\": [{\"pbrMetallicRoughness\": {\"baseColorTexture\": {\"index\": 0}}}],"
       "\"textures\": [{\"source\": 0}], \"images\": [{\"uri\": \"huge.png\"}],";
-  expectError(dir.write("huge.gltf", g.json()), {"image 0", "huge.png", "20000x10", "larger than the limit"});
+  expectError(dir.write("huge.gltf", g.json()),
+              {"image 0", "huge.png", "20000x10", "larger than the limit"});
 }
 
 TEST(Malformed, DecodedImagesAreBoundedInTotal) {
   // One small file that declares a 16384 x 16384 image (2^28 texels, allowed alone), named by
   // five images: the fifth would pass the 2^30-texel budget and is refused before decoding.
-  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13,
-                              'I', 'H', 'D', 'R', 0, 0, 0x40, 0, 0, 0, 0x40, 0,
-                              8, 6, 0, 0, 0, 0, 0, 0, 0};
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0,
+                              13,   'I', 'H', 'D', 'R',  0,    0,    0x40, 0, 0, 0,
+                              0x40, 0,   8,   6,   0,    0,    0,    0,    0, 0, 0};
   TempDir dir;
   dir.write("big.png", png);
   TriangleGltf g;
@@ -185,7 +188,8 @@ TEST(Malformed, DecodedImagesAreBoundedInTotal) {
   for (int i = 0; i < 5; ++i) images += std::string(i ? "," : "") + "{\"uri\": \"big.png\"}";
   g.topLevelExtra =
       "\"materials\": [{\"pbrMetallicRoughness\": {\"baseColorTexture\": {\"index\": 0}}}],"
-      "\"textures\": [{\"source\": 4}], \"images\": [" + images + "],";
+      "\"textures\": [{\"source\": 4}], \"images\": [" +
+      images + "],";
   expectError(dir.write("many.gltf", g.json()), {"image 4", "texels in all images"});
 }
 
@@ -195,9 +199,9 @@ TEST(Malformed, ObjBadIndices) {
               {"refers to vertex 9 of 3"});
   expectError(dir.write("neg.obj", std::string("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 -7\n")),
               {"vertex"});
-  expectError(dir.write("vn.obj",
-                        std::string("v 0 0 0\nv 1 0 0\nv 0 1 0\nvn 0 0 1\nf 1//1 2//1 3//4\n")),
-              {"refers to normal 4 of 1"});
+  expectError(
+      dir.write("vn.obj", std::string("v 0 0 0\nv 1 0 0\nv 0 1 0\nvn 0 0 1\nf 1//1 2//1 3//4\n")),
+      {"refers to normal 4 of 1"});
 }
 
 TEST(Malformed, ObjQuadIsFanTriangulated) {
@@ -215,14 +219,15 @@ TEST(Malformed, ObjQuadIsFanTriangulated) {
 TEST(Malformed, ObjMaterialsAndTexture) {
   TempDir dir;
   // A 2 x 1 top-left-origin 32-bit TGA: red, then green (stored BGRA).
-  std::vector<uint8_t> tga = {0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 32, 0x28,
-                              0, 0, 255, 255, 0, 255, 0, 255};
+  std::vector<uint8_t> tga = {0, 0, 2, 0,  0,    0, 0, 0,   0,   0, 0,   0, 2,
+                              0, 1, 0, 32, 0x28, 0, 0, 255, 255, 0, 255, 0, 255};
   dir.write("tex.tga", tga);
   dir.write("m.mtl", std::string("newmtl paint\nKd 0.5 0.25 1\nKs 0.04 0.04 0.04\nNs 98\n"
                                  "map_Kd tex.tga\nnewmtl lamp\nKe 3 2 1\n"));
-  auto s = loadScene(dir.write("m.obj", std::string(
-      "mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
-      "usemtl paint\nf 1/1 2/2 3/3\nusemtl lamp\nf 1 3 2\nusemtl missing\nf 1 2 3\n")));
+  auto s = loadScene(dir.write(
+      "m.obj",
+      std::string("mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
+                  "usemtl paint\nf 1/1 2/2 3/3\nusemtl lamp\nf 1 3 2\nusemtl missing\nf 1 2 3\n")));
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_EQ(s->textures.size(), 1u);
   const SceneTexture& t = s->textures[0];
@@ -315,8 +320,9 @@ TEST(Transforms, SpotLightOnRotatedNode) {
       " {\"lights\": [{\"type\": \"spot\", \"color\": [1, 0.5, 0.25], \"intensity\": 10,"
       " \"spot\": {\"innerConeAngle\": 0.2, \"outerConeAngle\": 0.5}}]}},";
   // -90 degrees about X: the light's local -Z turns to world -Y.
-  g.nodeExtra = "\"translation\": [1, 2, 3], \"rotation\": [-0.70710678, 0, 0, 0.70710678],"
-                " \"extensions\": {\"KHR_lights_punctual\": {\"light\": 0}},";
+  g.nodeExtra =
+      "\"translation\": [1, 2, 3], \"rotation\": [-0.70710678, 0, 0, 0.70710678],"
+      " \"extensions\": {\"KHR_lights_punctual\": {\"light\": 0}},";
   auto s = loadScene(dir.write("spot.gltf", g.json()));
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_EQ(s->lights.size(), 1u);
@@ -358,8 +364,9 @@ TEST(Transforms, NormalizedUbyteTexcoords) {
   json.replace(json.find("\"bufferView\": 1"), 15, "\"bufferView\": 2");
   json.replace(json.find("\"bufferView\": 0"), 15, "\"bufferView\": 1");
   size_t end = json.find("], \"bufferViews\"");
-  json.insert(end, ", {\"bufferView\": 0, \"componentType\": 5121, \"normalized\": true, "
-                   "\"count\": 3, \"type\": \"VEC2\"}");
+  json.insert(end,
+              ", {\"bufferView\": 0, \"componentType\": 5121, \"normalized\": true, "
+              "\"count\": 3, \"type\": \"VEC2\"}");
   auto s = loadScene(dir.write("uv.gltf", json));
   ASSERT_TRUE(s.ok()) << s.error().message;
   const Mesh& m = s->meshes[0];

@@ -1,5 +1,7 @@
 // RenderData serialization round trip, rejection of corrupt data, and validate().
 
+#include "core/scene/render_data.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +9,6 @@
 #include <limits>
 
 #include "core/scene/compile.h"
-#include "core/scene/render_data.h"
 
 namespace pl {
 namespace {
@@ -50,8 +51,8 @@ TEST(RenderData, HashesChangeWithContent) {
 
 TEST(RenderData, TruncatedDataRejected) {
   std::vector<uint8_t> bytes = serialize(cornellBox());
-  for (size_t keep : {size_t(0), size_t(7), size_t(12), size_t(20), bytes.size() / 2,
-                      bytes.size() - 1}) {
+  for (size_t keep :
+       {size_t(0), size_t(7), size_t(12), size_t(20), bytes.size() / 2, bytes.size() - 1}) {
     auto r = deserialize(bytes.data(), keep);
     EXPECT_FALSE(r.ok()) << "accepted " << keep << " of " << bytes.size() << " bytes";
     if (!r.ok()) {
@@ -111,7 +112,8 @@ TEST(RenderData, ValidateCatchesBrokenReferences) {
       {"emissiveTriangles[0] is beyond", [](RenderData& d) { d.emissiveTriangles[0] = 1000; }},
       {"emissiveCdf has", [](RenderData& d) { d.emissiveCdf.pop_back(); }},
       {"emissiveCdf does not end at 1", [](RenderData& d) { d.emissiveCdf.back() = 0.75f; }},
-      {"environment arrays", [](RenderData& d) { d.globals[0].envWidth = d.globals[0].envHeight = 2; }},
+      {"environment arrays",
+       [](RenderData& d) { d.globals[0].envWidth = d.globals[0].envHeight = 2; }},
       {"textures[0] reads past the end",
        [](RenderData& d) {
          d.textures.push_back({4, 4, 0, 0, 0, 0});

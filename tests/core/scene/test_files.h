@@ -85,16 +85,16 @@ struct TriangleGltf {
   uint64_t bufferByteLength = 44;
   std::string positionCount = "3";
   std::string indexCount = "3";
-  std::string materialField;     // e.g. "\"material\": 0,"
-  std::string nodeExtra;         // e.g. "\"children\": [0],"
-  std::string topLevelExtra;     // e.g. "\"materials\": [...],"
-  std::string positionExtra;     // extra members of accessor 0
+  std::string materialField;  // e.g. "\"material\": 0,"
+  std::string nodeExtra;      // e.g. "\"children\": [0],"
+  std::string topLevelExtra;  // e.g. "\"materials\": [...],"
+  std::string positionExtra;  // extra members of accessor 0
   std::string json() const {
     std::string uri = bufferUri.empty()
                           ? "data:application/octet-stream;base64," + base64(triangleBuffer())
                           : bufferUri;
-    return std::string("{\"asset\": {\"version\": \"2.0\"}, \"scene\": 0,") +
-           topLevelExtra + "\"scenes\": [{\"nodes\": [0]}], \"nodes\": [{" + nodeExtra +
+    return std::string("{\"asset\": {\"version\": \"2.0\"}, \"scene\": 0,") + topLevelExtra +
+           "\"scenes\": [{\"nodes\": [0]}], \"nodes\": [{" + nodeExtra +
            "\"mesh\": 0}], \"meshes\": [{\"primitives\": [{" + materialField +
            "\"attributes\": {\"POSITION\": 0}, \"indices\": 1}]}], \"accessors\": [" +
            "{\"bufferView\": 0, \"componentType\": 5126, \"count\": " + positionCount +
@@ -103,8 +103,7 @@ struct TriangleGltf {
            ", \"type\": \"SCALAR\"}], \"bufferViews\": [" +
            "{\"buffer\": 0, \"byteOffset\": 0, \"byteLength\": 36}," +
            "{\"buffer\": 0, \"byteOffset\": 36, \"byteLength\": 6}], \"buffers\": [" +
-           "{\"byteLength\": " + std::to_string(bufferByteLength) + ", \"uri\": \"" + uri +
-           "\"}]}";
+           "{\"byteLength\": " + std::to_string(bufferByteLength) + ", \"uri\": \"" + uri + "\"}]}";
   }
 };
 
