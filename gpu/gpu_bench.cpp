@@ -3,7 +3,11 @@
 // devices can be seen to agree. Used by tests/gpu/check.sh.
 //
 //   peerlight-gpu-bench SCENE [--size WxH] [--spp N] [--pass N] [--tile N]
-//                             [--device cpu|cuda|all] [--threads N]
+//                             [--device cpu|cuda|all] [--threads N] [--env R,G,B]
+//
+// --pass and --tile cut the image into work units as `peerlight render` does (0, the
+// default: the whole image and all samples in one unit, which is what a GPU likes best).
+// --env sets a constant white/coloured environment (CompileOptions::envColor).
 //
 // Exit status: 0 on success; 1 on a render or load error; 2 on bad arguments; 3 when
 // --device cuda was asked for and no CUDA GPU was found.
@@ -34,12 +38,15 @@ struct Args {
   uint32_t tile = 0;  // 0: the whole image as one tile
   uint32_t threads = 0;
   std::string device = "all";
+  bool hasEnv = false;
+  float env[3] = {0, 0, 0};
 };
 
 int usage(const char* msg) {
   std::fprintf(stderr,
                "peerlight-gpu-bench: %s\nusage: peerlight-gpu-bench SCENE [--size WxH] "
-               "[--spp N] [--pass N] [--tile N] [--device cpu|cuda|all] [--threads N]\n",
+               "[--spp N] [--pass N] [--tile N] [--device cpu|cuda|all] [--threads N] "
+               "[--env R,G,B]\n",
                msg);
   return 2;
 }
@@ -113,6 +120,12 @@ int main(int argc, char** argv) {
                       : a == "--tile" ? &args.tile
                                       : &args.threads;
       if (!v || !parseUint(v, dst)) return usage((a + " wants a number").c_str());
+    } else if (a == "--env") {
+      const char* v = next();
+      if (!v || std::sscanf(v, "%f,%f,%f", &args.env[0], &args.env[1], &args.env[2]) != 3 ||
+          !(args.env[0] >= 0 && args.env[1] >= 0 && args.env[2] >= 0))
+        return usage("--env wants R,G,B (>= 0)");
+      args.hasEnv = true;
     } else if (a == "--device") {
       const char* v = next();
       if (!v || (std::strcmp(v, "cpu") && std::strcmp(v, "cuda") && std::strcmp(v, "all")))
@@ -132,6 +145,7 @@ int main(int argc, char** argv) {
   pl::CompileOptions options;
   options.width = args.width;
   options.height = args.height;
+  if (args.hasEnv) options.envColor = pl::kernel::Vec3f{args.env[0], args.env[1], args.env[2]};
   auto t0 = std::chrono::steady_clock::now();
   pl::Result<pl::RenderData> compiled = pl::loadAndCompile(args.scene, options);
   if (!compiled.ok()) {

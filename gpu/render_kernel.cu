@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(kRenderBlockSize) renderKernel(const RenderLau
     }
   }
   // One atomic per warp for the ray count (every lane takes part in the shuffle).
-  for (int offset = 16; offset > 0; offset /= 2) rays += __shfl_down_sync(0xffffffffu, rays, offset);
+  for (int offset = 16; offset > 0; offset /= 2)
+    rays += __shfl_down_sync(0xffffffffu, rays, offset);
   if ((threadIdx.x & 31) == 0 && rays != 0) atomicAdd(p.raysTraced, rays);
 }
 

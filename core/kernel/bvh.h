@@ -38,13 +38,13 @@ struct BvhRay {
   float sx, sy, sz;     // shear constants
 };
 
-PL_HOST_DEVICE PL_INLINE float vecAxis(Vec3f v, uint32_t axis) {
+PL_HOST_DEVICE PL_INLINE float bvhAxis(Vec3f v, uint32_t axis) {
   return axis == 0 ? v.x : (axis == 1 ? v.y : v.z);
 }
 
-PL_HOST_DEVICE PL_INLINE float absf(float x) { return x < 0.0f ? -x : x; }
+PL_HOST_DEVICE PL_INLINE float bvhAbs(float x) { return x < 0.0f ? -x : x; }
 
-PL_HOST_DEVICE PL_INLINE float safeInverse(float d) {
+PL_HOST_DEVICE PL_INLINE float bvhSafeInverse(float d) {
   if (d == 0.0f) return copysignf(kInfinity, d);
   float inv = 1.0f / d;
   // Denormal directions overflow to inf; clamp so that 0 * inv stays 0.
@@ -55,12 +55,12 @@ PL_HOST_DEVICE PL_INLINE BvhRay makeBvhRay(const Ray& ray) {
   BvhRay r;
   r.origin = ray.origin;
   Vec3f d = ray.direction;
-  r.invDir = {safeInverse(d.x), safeInverse(d.y), safeInverse(d.z)};
-  float ax = absf(d.x), ay = absf(d.y), az = absf(d.z);
+  r.invDir = {bvhSafeInverse(d.x), bvhSafeInverse(d.y), bvhSafeInverse(d.z)};
+  float ax = bvhAbs(d.x), ay = bvhAbs(d.y), az = bvhAbs(d.z);
   uint32_t kz = (ax > ay) ? (ax > az ? 0u : 2u) : (ay > az ? 1u : 2u);
   uint32_t kx = kz == 2 ? 0u : kz + 1;
   uint32_t ky = kx == 2 ? 0u : kx + 1;
-  float dz = vecAxis(d, kz);
+  float dz = bvhAxis(d, kz);
   if (dz < 0.0f) {  // keep the winding of the projected triangle
     uint32_t t = kx;
     kx = ky;
@@ -69,8 +69,8 @@ PL_HOST_DEVICE PL_INLINE BvhRay makeBvhRay(const Ray& ray) {
   r.kx = kx;
   r.ky = ky;
   r.kz = kz;
-  r.sx = vecAxis(d, kx) / dz;
-  r.sy = vecAxis(d, ky) / dz;
+  r.sx = bvhAxis(d, kx) / dz;
+  r.sy = bvhAxis(d, ky) / dz;
   r.sz = 1.0f / dz;
   return r;
 }
@@ -98,10 +98,10 @@ PL_HOST_DEVICE PL_INLINE bool intersectTriangle(const BvhRay& r, Vec3f p0, Vec3f
                                                 float tMin, float tMax, float* tOut,
                                                 float* uOut, float* vOut) {
   Vec3f a = p0 - r.origin, b = p1 - r.origin, c = p2 - r.origin;
-  float az = vecAxis(a, r.kz), bz = vecAxis(b, r.kz), cz = vecAxis(c, r.kz);
-  float ax = vecAxis(a, r.kx) - r.sx * az, ay = vecAxis(a, r.ky) - r.sy * az;
-  float bx = vecAxis(b, r.kx) - r.sx * bz, by = vecAxis(b, r.ky) - r.sy * bz;
-  float cx = vecAxis(c, r.kx) - r.sx * cz, cy = vecAxis(c, r.ky) - r.sy * cz;
+  float az = bvhAxis(a, r.kz), bz = bvhAxis(b, r.kz), cz = bvhAxis(c, r.kz);
+  float ax = bvhAxis(a, r.kx) - r.sx * az, ay = bvhAxis(a, r.ky) - r.sy * az;
+  float bx = bvhAxis(b, r.kx) - r.sx * bz, by = bvhAxis(b, r.ky) - r.sy * bz;
+  float cx = bvhAxis(c, r.kx) - r.sx * cz, cy = bvhAxis(c, r.ky) - r.sy * cz;
   float e0 = cx * by - cy * bx;  // weight of p0
   float e1 = ax * cy - ay * cx;  // weight of p1
   float e2 = bx * ay - by * ax;  // weight of p2

@@ -13,8 +13,13 @@
 #include <vector>
 
 #include "core/kernel/bvh.h"
+#include "core/kernel/integrator.h"
 #include "core/render/bvh_builder.h"
+#include "core/render/cpu_device.h"
+#include "core/render/embree_tracer.h"
+#include "core/scene/compile.h"
 #include "core/scene/load.h"
+#include "tests/gpu/block_compare.h"
 
 namespace pl {
 namespace {
@@ -380,7 +385,8 @@ TEST(Bvh, CoincidentAndDegenerateTriangles) {
   TestMesh mesh;
   for (int i = 0; i < 500; ++i) mesh.addTriangle({-1, -1, 0}, {1, -1, 0}, {0, 2, 0});
   for (int i = 0; i < 100; ++i) mesh.addTriangle({0, 0, 1}, {0, 0, 1}, {0, 0, 1});
-  for (int i = 0; i < 100; ++i) mesh.addTriangle({0, 0, float(i)}, {0, 0, float(i) + 1}, {0, 0, float(i) + 2});
+  for (int i = 0; i < 100; ++i)
+    mesh.addTriangle({0, 0, float(i)}, {0, 0, float(i) + 1}, {0, 0, float(i) + 2});
   buildAndCheck(mesh, 500);
 }
 
@@ -413,6 +419,13 @@ TestMesh meshFromFile(const std::string& path) {
   return mesh;
 }
 
+std::string cornellBoxPath() {
+  std::string own = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
+  std::string shared =
+      std::string(PEERLIGHT_SHARED_DIR) + "/scenes/cornell-box/gltf-derived/cornell_box.gltf";
+  return std::filesystem::exists(own) ? own : shared;
+}
+
 void checkFile(const std::string& path, uint32_t rayCount) {
   if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is missing";
   TestMesh mesh = meshFromFile(path);
@@ -426,12 +439,7 @@ void checkFile(const std::string& path, uint32_t rayCount) {
   checkTraversal(mesh, bvh, rayCount, 99);
 }
 
-TEST(BvhScenes, CornellBox) {
-  std::string own = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
-  std::string shared =
-      std::string(PEERLIGHT_SHARED_DIR) + "/scenes/cornell-box/gltf-derived/cornell_box.gltf";
-  checkFile(std::filesystem::exists(own) ? own : shared, 4000);
-}
+TEST(BvhScenes, CornellBox) { checkFile(cornellBoxPath(), 4000); }
 
 TEST(BvhScenes, Duck) {
   checkFile(std::string(PEERLIGHT_SHARED_DIR) + "/scenes/khronos-gltf/Duck/glTF/Duck.gltf",
@@ -442,6 +450,99 @@ TEST(BvhScenes, StanfordBunny) {
   // ~70k triangles: brute force is the slow part, so few rays.
   checkFile(std::string(PEERLIGHT_SHARED_DIR) + "/scenes/stanford-bunny/stanford-bunny.obj",
             300);
+}
+
+
+// The BVH and Embree see the same triangles: on random rays they report the same closest
+// triangle (up to ties on shared edges) at nearly the same distance.
+void checkAgainstEmbree(const std::string& path, uint32_t rayCount) {
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is missing";
+  CompileOptions options;
+  options.width = options.height = 64;
+  Result<RenderData> data = loadAndCompile(path, options);
+  ASSERT_TRUE(data.ok()) << data.error().message;
+  Bvh bvh = buildBvh(data->positions, data->triangles);
+  kernel::BvhTracer tracer = bvh.tracer(*data);
+  Result<std::unique_ptr<EmbreeScene>> embree = EmbreeScene::build(*data, 1);
+  ASSERT_TRUE(embree.ok()) << embree.error().message;
+  EmbreeTracer reference = (*embree)->tracer();
+
+  std::mt19937 rng(11);
+  Vec3f lo = data->globals[0].boundsMin, hi = data->globals[0].boundsMax;
+  uint32_t hits = 0, disagreements = 0;
+  for (uint32_t i = 0; i < rayCount; ++i) {
+    Ray ray{randomIn(rng, lo, hi), randomDirection(rng)};
+    Hit e = reference.intersect(ray, 0.0f, kernel::kInfinity);
+    Hit b = tracer.intersect(ray, 0.0f, kernel::kInfinity);
+    if (e.prim != kernel::kNoHit) ++hits;
+    bool agree = e.prim == b.prim;
+    if (e.prim != kernel::kNoHit && b.prim != kernel::kNoHit)
+      agree = std::fabs(e.t - b.t) <= 1e-4f * std::max(1.0f, e.t) &&
+              (e.prim == b.prim || std::fabs(e.t - b.t) <= 1e-5f * std::max(1.0f, e.t));
+    if (agree && e.prim == b.prim && e.prim != kernel::kNoHit) {
+      EXPECT_NEAR(e.u, b.u, 1e-3f) << "ray " << i;
+      EXPECT_NEAR(e.v, b.v, 1e-3f) << "ray " << i;
+    }
+    if (agree) {
+      EXPECT_EQ(reference.occluded(ray, 0.0f, kernel::kInfinity),
+                tracer.occluded(ray, 0.0f, kernel::kInfinity))
+          << "ray " << i;
+    }
+    if (!agree) ++disagreements;
+  }
+  std::printf("  %u rays, %u hits, %u disagreements with Embree\n", rayCount, hits,
+              disagreements);
+  EXPECT_GT(hits, rayCount / 4);
+  // Rays grazing an edge may go either way in two different triangle tests.
+  EXPECT_LE(disagreements, rayCount / 1000 + 1);
+}
+
+TEST(BvhScenes, AgreesWithEmbreeCornellBox) { checkAgainstEmbree(cornellBoxPath(), 20000); }
+
+TEST(BvhScenes, AgreesWithEmbreeDuck) {
+  checkAgainstEmbree(
+      std::string(PEERLIGHT_SHARED_DIR) + "/scenes/khronos-gltf/Duck/glTF/Duck.gltf", 20000);
+}
+
+// What the CUDA device computes, but on the host: kernel::renderPixel over the BvhTracer,
+// compared with the CPU device (Embree) within noise (tests/gpu/block_compare.h). Catches a
+// BVH that disagrees with the integrator's Tracer contract (prim, barycentrics, t interval)
+// on machines without a GPU.
+TEST(BvhScenes, HostRenderMatchesCpuDevice) {
+  constexpr uint32_t kSize = 64, kHalf = 32;
+  CompileOptions options;
+  options.width = options.height = kSize;
+  Result<RenderData> compiled = loadAndCompile(cornellBoxPath(), options);
+  ASSERT_TRUE(compiled.ok()) << compiled.error().message;
+  auto data = std::make_shared<const RenderData>(std::move(compiled).value());
+  Bvh bvh = buildBvh(data->positions, data->triangles);
+  kernel::BvhTracer tracer = bvh.tracer(*data);
+  kernel::SceneView view = data->view();
+
+  std::vector<int64_t> bvhHalves[2], cpuHalves[2];
+  CpuDevice cpu(2);
+  ASSERT_TRUE(cpu.load(data).ok());
+  for (uint32_t h = 0; h < 2; ++h) {
+    bvhHalves[h].assign(size_t(kSize) * kSize * 3, 0);
+    for (uint32_t y = 0; y < kSize; ++y) {
+      for (uint32_t x = 0; x < kSize; ++x) {
+        uint32_t rays = 0;
+        kernel::renderPixel(view, tracer, x, y, h * kHalf, (h + 1) * kHalf,
+                            &bvhHalves[h][(size_t(y) * kSize + x) * 3], &rays);
+      }
+    }
+    Result<TileResult> r =
+        cpu.render(WorkUnit{Rect{0, 0, kSize, kSize}, h * kHalf, (h + 1) * kHalf, 2 * kHalf});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    cpuHalves[h] = r->sums;
+  }
+  test::BlockComparison cmp = test::compareBlocks(kSize, kSize, 16, kHalf, bvhHalves[0],
+                                                  bvhHalves[1], cpuHalves[0], cpuHalves[1], 4.0);
+  std::printf("  mean %.5f (BVH) vs %.5f (Embree), max |z| %.2f over %u block-channels\n",
+              cmp.meanA, cmp.meanB, cmp.maxZ, cmp.tests);
+  EXPECT_GT(cmp.meanA, 0.01);
+  EXPECT_LT(cmp.maxZ, 6.0) << cmp.worst;
+  EXPECT_LE(cmp.overSoft, cmp.tests / 50 + 1) << cmp.worst;
 }
 
 }  // namespace

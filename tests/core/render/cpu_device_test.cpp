@@ -30,7 +30,9 @@ Film renderUnits(CpuDevice& device, const std::vector<WorkUnit>& units) {
   for (const WorkUnit& unit : units) {
     Result<TileResult> result = device.render(unit);
     EXPECT_TRUE(result.ok()) << result.error().message;
-    if (result.ok()) EXPECT_TRUE(film.add(*result).ok());
+    if (result.ok()) {
+      EXPECT_TRUE(film.add(*result).ok());
+    }
   }
   return film;
 }

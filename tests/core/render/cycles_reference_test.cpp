@@ -36,20 +36,16 @@ namespace {
 constexpr uint32_t kBlocks = 32;  // per side
 #if PL_CYCLES_FULL
 constexpr uint32_t kSize = 512, kSpp = 1024;
+#define PL_CYCLES_TEST_NAME CornellBox512At1024Spp
 #else
 constexpr uint32_t kSize = 256, kSpp = 256;
+#define PL_CYCLES_TEST_NAME CornellBox256At256Spp
 #endif
-// Bounds. Noise is small next to them: two 256x256 256 spp renders with different seeds differ
-// by 0.6% relative RMS (so one has about 0.4%). What remains is the difference between the
-// BRDFs: the kernel weights diffuse and specular by Schlick Fresnel at |wo.h|, as the glTF
-// specification says, while the reference weights them at the shading normal (an
-// approximation its README documents). On this scene that makes vertical walls lit at grazing
-// angles about 8% darker and the floor and the box top about 10% brighter than Cycles: 5.7%
-// relative RMS (measured, 256x256 at 256 spp), while the image means agree within 0.6%. With
-// the kernel's Fresnel switched to the shading normal for an experiment, the relative RMS fell
-// to 2.3%. So the RMS bound is 7%, above the BRDF difference and far below what a broken
-// camera, light sampling or missing bounce gives; the mean bound stays at 1.5%.
-constexpr double kMaxRelativeRms = 0.07, kMaxMeanError = 0.015;
+// Bounds, as the issue sets them. Noise is small next to them: two 256x256 256 spp renders
+// with different seeds differ by 0.6% relative RMS (so one has about 0.4%). The BRDF weights
+// diffuse and specular by Fresnel at the shading normal, as the reference does (see
+// core/kernel/bsdf.h for why); with the specification's |wo.h| weighting this metric was 5.7%.
+constexpr double kMaxRelativeRms = 0.03, kMaxMeanError = 0.015;
 
 // Mean R, G, B of each of kBlocks x kBlocks blocks of a square image.
 std::vector<double> blockMeans(const std::vector<float>& rgb, uint32_t size) {
@@ -63,7 +59,7 @@ std::vector<double> blockMeans(const std::vector<float>& rgb, uint32_t size) {
   return out;
 }
 
-TEST(CyclesReferenceTest, CornellBoxMatchesCycles) {
+TEST(CyclesReferenceTest, PL_CYCLES_TEST_NAME) {
   const std::string shared = PEERLIGHT_SHARED_DIR;
   const std::string scene = shared + "/scenes/cornell-box/gltf-derived/cornell_box.gltf";
   const std::string reference = shared + "/reference/cornell_box_1024spp.exr";
@@ -78,7 +74,9 @@ TEST(CyclesReferenceTest, CornellBoxMatchesCycles) {
   CompileOptions options;
   options.width = options.height = kSize;
   options.envColor = kernel::Vec3f{0, 0, 0};
-  options.maxDepth = 16;
+  // Cycles counts bounces after the first hit (0 = direct light only); maxDepth counts
+  // scattering events (1 = direct light only).
+  options.maxDepth = 17;
   Result<RenderData> data = loadAndCompile(scene, options);
   ASSERT_TRUE(data.ok()) << data.error().message;
   CpuDevice device(0);

@@ -1,0 +1,336 @@
+#include "core/cluster/scheduler.h"
+
+#include <algorithm>
+
+#include "core/scene/render_data.h"
+
+namespace pl {
+
+namespace {
+
+uint64_t workOf(const WorkUnit& unit) { return unit.tile.pixelCount() * unit.sampleCount(); }
+
+}  // namespace
+
+Status Scheduler::validateFrame(const FrameSpec& frame) {
+  if (frame.width == 0 || frame.height == 0 || frame.width > kMaxImageDimension ||
+      frame.height > kMaxImageDimension)
+    return Error{"frame: image size " + std::to_string(frame.width) + "x" +
+                 std::to_string(frame.height) + " outside 1.." +
+                 std::to_string(kMaxImageDimension)};
+  if (frame.spp == 0) return Error{"frame: 0 samples per pixel"};
+  if (frame.tileSize == 0) return Error{"frame: tile size 0"};
+  return Status();
+}
+
+Scheduler::Scheduler(const FrameSpec& frame, const SchedulerOptions& options)
+    : frame_(frame), options_(options) {
+  Status valid = validateFrame(frame);
+  PL_CHECK_MSG(valid.ok(), "%s", valid.ok() ? "" : valid.error().message.c_str());
+  options_.firstPassSamples = std::max<uint32_t>(1, options_.firstPassSamples);
+  options_.defaultMaxInFlight = std::max<uint32_t>(1, options_.defaultMaxInFlight);
+  options_.maxCopies = std::max<uint32_t>(1, options_.maxCopies);
+  options_.initialUnitWork = std::max<uint64_t>(1, options_.initialUnitWork);
+  options_.maxUnitPixels = std::max<uint64_t>(1, options_.maxUnitPixels);
+  options_.growthFactor = std::max(1.0, options_.growthFactor);
+  options_.rateSmoothing = std::clamp(options_.rateSmoothing, 0.01, 1.0);
+
+  totalWork_ = uint64_t(frame.width) * frame.height * frame.spp;
+  tilesX_ = (frame.width + frame.tileSize - 1) / frame.tileSize;
+  tilesY_ = (frame.height + frame.tileSize - 1) / frame.tileSize;
+  for (uint32_t end = 0; end < frame.spp; ++passCount_) end = passRange(passCount_).second;
+  tileSample_ = 0;
+}
+
+std::pair<uint32_t, uint32_t> Scheduler::passRange(uint32_t pass) const {
+  const uint64_t f = options_.firstPassSamples;
+  if (pass == 0) return {0, uint32_t(std::min<uint64_t>(f, frame_.spp))};
+  // Pass k >= 1 covers [f * 2^(k-1), f * 2^k): each pass doubles the samples so far.
+  const uint64_t begin = pass > 40 ? frame_.spp : std::min<uint64_t>(f << (pass - 1), frame_.spp);
+  const uint64_t end = pass > 40 ? frame_.spp : std::min<uint64_t>(f << pass, frame_.spp);
+  return {uint32_t(begin), uint32_t(end)};
+}
+
+Rect Scheduler::tileRect(uint32_t tileX, uint32_t tileY) const {
+  const uint32_t x = tileX * frame_.tileSize, y = tileY * frame_.tileSize;
+  return Rect{x, y, std::min(frame_.tileSize, frame_.width - x),
+              std::min(frame_.tileSize, frame_.height - y)};
+}
+
+void Scheduler::addDevice(DeviceId id, SchedulerTime now, uint32_t maxInFlight) {
+  DeviceState& d = device(id, now);
+  if (maxInFlight > 0) d.maxInFlight = maxInFlight;
+}
+
+void Scheduler::setMaxInFlight(DeviceId id, uint32_t maxInFlight) {
+  auto it = devices_.find(id);
+  if (it != devices_.end()) it->second.maxInFlight = std::max<uint32_t>(1, maxInFlight);
+}
+
+Scheduler::DeviceState& Scheduler::device(DeviceId id, SchedulerTime now) {
+  auto [it, inserted] = devices_.try_emplace(id);
+  if (inserted) it->second.maxInFlight = options_.defaultMaxInFlight;
+  return it->second;
+}
+
+uint64_t Scheduler::budgetFor(const DeviceState& d) const {
+  if (d.rate <= 0) return options_.initialUnitWork;
+  const double wanted = d.rate * options_.targetUnitMs / 1000.0;
+  const double cap = std::max(double(options_.initialUnitWork),
+                              double(d.largestCompleted) * options_.growthFactor);
+  return uint64_t(std::clamp(wanted, 1.0, cap));
+}
+
+uint64_t Scheduler::newPiece(const WorkUnit& unit) {
+  const uint64_t id = nextPieceId_++;
+  pieces_.emplace(id, Piece{unit});
+  return id;
+}
+
+void Scheduler::advanceTile() {
+  if (++tile_ < tilesX_ * tilesY_) {
+    tileSample_ = passRange(pass_).first;
+    return;
+  }
+  tile_ = 0;
+  ++pass_;
+  tileSample_ = pass_ < passCount_ ? passRange(pass_).first : frame_.spp;
+}
+
+std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
+  if (pass_ >= passCount_) return std::nullopt;
+  const auto [p0, p1] = passRange(pass_);
+  const uint32_t tx = tile_ % tilesX_, ty = tile_ / tilesX_;
+  const Rect first = tileRect(tx, ty);
+  const uint64_t firstPixels = first.pixelCount();
+  WorkUnit unit{first, tileSample_, p1, frame_.spp};
+
+  if (tileSample_ > p0 || firstPixels * (p1 - p0) > budget) {
+    // One tile and part (or the rest) of the pass's samples.
+    const uint32_t n =
+        uint32_t(std::clamp<uint64_t>(budget / firstPixels, 1, p1 - tileSample_));
+    unit.sampleEnd = tileSample_ + n;
+    tileSample_ += n;
+    if (tileSample_ == p1) advanceTile();
+    return newPiece(unit);
+  }
+
+  // Whole tiles of this pass: a run along the tile row while the budget allows...
+  const uint64_t samples = p1 - p0;
+  uint64_t work = firstPixels * samples;
+  uint32_t count = 1;
+  while (tx + count < tilesX_) {
+    const uint64_t pixels = tileRect(tx + count, ty).pixelCount();
+    if (work + pixels * samples > budget ||
+        unit.tile.pixelCount() + pixels > options_.maxUnitPixels)
+      break;
+    unit.tile.width += tileRect(tx + count, ty).width;
+    work += pixels * samples;
+    ++count;
+  }
+  uint32_t tiles = count;
+  // ...and, when that run is a whole tile row, more whole rows below it.
+  if (tx == 0 && count == tilesX_) {
+    for (uint32_t row = ty + 1; row < tilesY_; ++row) {
+      const uint64_t pixels = uint64_t(frame_.width) * tileRect(0, row).height;
+      if (work + pixels * samples > budget ||
+          unit.tile.pixelCount() + pixels > options_.maxUnitPixels)
+        break;
+      unit.tile.height += tileRect(0, row).height;
+      work += pixels * samples;
+      tiles += tilesX_;
+    }
+  }
+  for (uint32_t i = 0; i < tiles; ++i) advanceTile();
+  return newPiece(unit);
+}
+
+std::optional<uint64_t> Scheduler::takeRequeued(uint64_t budget) {
+  if (requeued_.empty()) return std::nullopt;
+  const uint64_t pixelBudget = std::min(budget, options_.maxUnitPixels);
+  // Split the front piece until its first part fits the budget: rows (or columns) while one
+  // sample of it is too much, then samples.
+  for (;;) {
+    const WorkUnit u = pieces_.at(requeued_.front()).unit;
+    const uint64_t pixels = u.tile.pixelCount();
+    if (workOf(u) <= budget && pixels <= options_.maxUnitPixels) break;
+    WorkUnit a = u, b = u;
+    if (pixels > pixelBudget) {
+      if (u.tile.height > 1) {
+        const uint32_t rows =
+            uint32_t(std::clamp<uint64_t>(pixelBudget / u.tile.width, 1, u.tile.height - 1));
+        a.tile.height = rows;
+        b.tile.y += rows;
+        b.tile.height -= rows;
+      } else if (u.tile.width > 1) {
+        const uint32_t cols =
+            uint32_t(std::clamp<uint64_t>(pixelBudget, 1, u.tile.width - 1));
+        a.tile.width = cols;
+        b.tile.x += cols;
+        b.tile.width -= cols;
+      } else {
+        break;  // one pixel
+      }
+    } else {
+      if (u.sampleCount() == 1) break;
+      const uint32_t n =
+          uint32_t(std::clamp<uint64_t>(budget / pixels, 1, u.sampleCount() - 1));
+      a.sampleEnd = u.sampleBegin + n;
+      b.sampleBegin = u.sampleBegin + n;
+    }
+    pieces_.erase(requeued_.front());
+    requeued_.pop_front();
+    requeued_.push_front(newPiece(b));
+    requeued_.push_front(newPiece(a));
+  }
+  const uint64_t id = requeued_.front();
+  requeued_.pop_front();
+  return id;
+}
+
+std::optional<uint64_t> Scheduler::pickDuplicate(const DeviceState& d) const {
+  std::optional<uint64_t> best;
+  SchedulerTime bestTime{};
+  for (const auto& [id, piece] : pieces_) {
+    if (piece.accepted || piece.copies == 0 || piece.copies >= options_.maxCopies) continue;
+    const bool held = std::any_of(d.inFlight.begin(), d.inFlight.end(),
+                                  [&, id = id](const Copy& c) { return c.piece == id; });
+    if (held) continue;
+    if (!best || piece.firstIssued < bestTime) {
+      best = id;
+      bestTime = piece.firstIssued;
+    }
+  }
+  return best;
+}
+
+std::optional<WorkUnit> Scheduler::nextUnit(DeviceId id, SchedulerTime now) {
+  DeviceState& d = device(id, now);
+  if (d.inFlight.size() >= d.maxInFlight) return std::nullopt;
+  const uint64_t budget = budgetFor(d);
+  std::optional<uint64_t> pieceId;
+  bool duplicate = false;
+  if (!requeued_.empty()) {
+    pieceId = takeRequeued(budget);
+  } else if (pass_ < passCount_) {
+    pieceId = cutNewWork(budget);
+  } else if (d.inFlight.empty()) {
+    pieceId = pickDuplicate(d);
+    duplicate = true;
+  }
+  if (!pieceId) return std::nullopt;
+
+  Piece& piece = pieces_.at(*pieceId);
+  PL_CHECK(!piece.accepted);
+  if (piece.copies++ == 0) piece.firstIssued = now;
+  d.inFlight.push_back(Copy{*pieceId, piece.unit, now});
+  ++stats_.issuedUnits;
+  if (duplicate) ++stats_.duplicateUnits;
+  return piece.unit;
+}
+
+void Scheduler::release(uint64_t pieceId) {
+  auto it = pieces_.find(pieceId);
+  PL_CHECK(it != pieces_.end() && it->second.copies > 0);
+  if (--it->second.copies > 0) return;
+  if (it->second.accepted) {
+    pieces_.erase(it);
+  } else {
+    requeued_.push_back(pieceId);
+    ++stats_.requeuedUnits;
+  }
+}
+
+bool Scheduler::complete(DeviceId id, const WorkUnit& unit, SchedulerTime now) {
+  auto dit = devices_.find(id);
+  if (dit == devices_.end()) {
+    ++stats_.rejectedResults;
+    return false;
+  }
+  DeviceState& d = dit->second;
+  auto cit = std::find_if(d.inFlight.begin(), d.inFlight.end(),
+                          [&](const Copy& c) { return c.unit == unit; });
+  if (cit == d.inFlight.end()) {
+    ++stats_.rejectedResults;
+    return false;
+  }
+  const Copy copy = *cit;
+  d.inFlight.erase(cit);
+
+  // Rate: the device works through its units in order, so this one started when it was
+  // issued or when the previous one finished, whichever came later.
+  const SchedulerTime start =
+      d.hasCompleted ? std::max(copy.issued, d.lastCompletion) : copy.issued;
+  const double seconds =
+      std::max(1e-3, std::chrono::duration<double>(now - start).count());
+  const uint64_t work = workOf(unit);
+  const double measured = double(work) / seconds;
+  d.rate = d.rate <= 0 ? measured
+                       : d.rate + options_.rateSmoothing * (measured - d.rate);
+  d.largestCompleted = std::max(d.largestCompleted, work);
+  d.lastCompletion = now;
+  d.hasCompleted = true;
+
+  auto pit = pieces_.find(copy.piece);
+  PL_CHECK(pit != pieces_.end() && pit->second.copies > 0);
+  Piece& piece = pit->second;
+  --piece.copies;
+  const bool accept = !piece.accepted;
+  if (accept) {
+    piece.accepted = true;
+    acceptedWork_ += work;
+    PL_CHECK(acceptedWork_ <= totalWork_);
+    ++stats_.acceptedUnits;
+  } else {
+    ++stats_.rejectedResults;
+  }
+  if (piece.copies == 0) pieces_.erase(pit);
+  return accept;
+}
+
+bool Scheduler::unitFailed(DeviceId id, const WorkUnit& unit, SchedulerTime now) {
+  auto dit = devices_.find(id);
+  if (dit == devices_.end()) return false;
+  auto& inFlight = dit->second.inFlight;
+  auto cit = std::find_if(inFlight.begin(), inFlight.end(),
+                          [&](const Copy& c) { return c.unit == unit; });
+  if (cit == inFlight.end()) return false;
+  const uint64_t pieceId = cit->piece;
+  inFlight.erase(cit);
+  release(pieceId);
+  return true;
+}
+
+void Scheduler::deviceLost(DeviceId id, SchedulerTime now) {
+  auto dit = devices_.find(id);
+  if (dit == devices_.end()) return;
+  const std::vector<Copy> copies = std::move(dit->second.inFlight);
+  devices_.erase(dit);
+  for (const Copy& copy : copies) release(copy.piece);
+}
+
+std::vector<WorkUnit> Scheduler::redundantUnits(DeviceId id) const {
+  std::vector<WorkUnit> out;
+  auto dit = devices_.find(id);
+  if (dit == devices_.end()) return out;
+  for (const Copy& copy : dit->second.inFlight)
+    if (pieces_.at(copy.piece).accepted) out.push_back(copy.unit);
+  return out;
+}
+
+uint32_t Scheduler::inFlight(DeviceId id) const {
+  auto it = devices_.find(id);
+  return it == devices_.end() ? 0 : uint32_t(it->second.inFlight.size());
+}
+
+double Scheduler::rate(DeviceId id) const {
+  auto it = devices_.find(id);
+  return it == devices_.end() ? 0 : it->second.rate;
+}
+
+uint64_t Scheduler::unitBudget(DeviceId id) const {
+  auto it = devices_.find(id);
+  return it == devices_.end() ? 0 : budgetFor(it->second);
+}
+
+}  // namespace pl

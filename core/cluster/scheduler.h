@@ -1,0 +1,185 @@
+#pragma once
+// Scheduler: hands out the WorkUnits of one frame to devices and decides which results go
+// into the film. Pure logic: no sockets, no threads, no clock of its own (`now` is passed in).
+// Not thread-safe; the transport calls it from its event loop thread.
+//
+// The frame is cut into square tiles and progressive passes: pass 0 gives every tile samples
+// [0, firstPassSamples), and each later pass doubles the samples so far ([f, 2f), [2f, 4f),
+// ...; the last pass ends at spp). Every unit of pass k is handed out before any of pass k+1,
+// so the image refines evenly over the whole frame.
+//
+// Units are sized to each device: the scheduler measures each device's rate (pixel samples
+// per second) from its completed units and aims for targetUnitMs per unit, by merging
+// neighbouring tiles of a pass (a row run, or whole tile rows) or by giving a tile only part
+// of the pass's samples. A new device starts with a small unit, and units grow by at most
+// growthFactor per completed unit (slow start), so one noisy measurement cannot hand a slow
+// device half the frame.
+//
+// Invariant: the units whose results complete() accepts tile the domain
+// [0, width) x [0, height) x [0, spp) exactly once. Ranges are split freely (a lost unit may be
+// re-issued in pieces); the film's fixed-point sums make any split give the same image.
+//
+// Failures are events: deviceLost() requeues the device's in-flight units ahead of new work.
+// At the end of the frame, a device with nothing in flight gets a copy of the oldest unit in
+// flight elsewhere (a speculative duplicate); the first result of a unit wins and later copies
+// are rejected.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/render/work_unit.h"
+#include "core/util/status.h"
+
+namespace pl {
+
+// Opaque identity of one rendering device (a GPU or a node's CPU) chosen by the caller.
+enum class DeviceId : uint64_t {};
+
+using SchedulerClock = std::chrono::steady_clock;
+using SchedulerTime = SchedulerClock::time_point;
+
+struct FrameSpec {
+  uint32_t width = 0, height = 0;  // pixels, 1 .. kMaxImageDimension
+  uint32_t spp = 0;                // samples per pixel, >= 1
+  uint32_t tileSize = 64;          // pixels, square tiles clipped at the image border
+};
+
+struct SchedulerOptions {
+  uint32_t firstPassSamples = 4;   // samples per pixel of pass 0
+  double targetUnitMs = 300;       // aimed-for render time of one unit on its device
+  // Pixel samples of a device's first unit, before anything is known about it. Units never
+  // get smaller than one tile x one sample (new work) or one pixel x one sample (requeued).
+  uint64_t initialUnitWork = 64 * 64 * 4;
+  // A unit is at most growthFactor times the largest unit the device has completed.
+  double growthFactor = 4;
+  uint64_t maxUnitPixels = uint64_t(1) << 20;  // bounds a TileResult to 24 MiB of sums
+  uint32_t defaultMaxInFlight = 2;  // units a device holds at once (pipelining)
+  uint32_t maxCopies = 2;           // copies of one unit in flight at once (1 = no duplicates)
+  double rateSmoothing = 0.5;       // weight of the newest rate measurement (EWMA)
+};
+
+struct SchedulerStats {
+  uint64_t issuedUnits = 0;      // copies handed out, duplicates included
+  uint64_t duplicateUnits = 0;   // speculative copies handed out
+  uint64_t acceptedUnits = 0;
+  uint64_t rejectedResults = 0;  // complete() calls that returned false
+  uint64_t requeuedUnits = 0;    // units put back after a loss or failure
+};
+
+class Scheduler {
+ public:
+  // The frame must be valid (checked: width, height, spp, tileSize >= 1, size within
+  // kMaxImageDimension); see validateFrame() for input from a user or a peer.
+  Scheduler(const FrameSpec& frame, const SchedulerOptions& options = {});
+
+  static Status validateFrame(const FrameSpec& frame);
+
+  // Registers a device (nextUnit() also does, with the defaults). A device that joins
+  // mid-frame gets work on its next request. maxInFlight >= 1.
+  void addDevice(DeviceId device, SchedulerTime now, uint32_t maxInFlight = 0);
+  // How many units this device should hold at once (>= 1). Lowering it takes nothing back.
+  void setMaxInFlight(DeviceId device, uint32_t maxInFlight);
+
+  // The next unit for this device, or nothing when it already holds maxInFlight units, or
+  // when nothing is left for it (the frame is done, or the remaining work is in flight and
+  // either the device still has units of its own or every such unit has maxCopies copies).
+  // Order: requeued units first, then new work, then speculative duplicates.
+  std::optional<WorkUnit> nextUnit(DeviceId device, SchedulerTime now);
+
+  // A result for `unit` arrived from `device`. True exactly when this result is to be merged
+  // into the film: the first result of a unit that the device was given and still holds.
+  // False for later duplicates, for units the device does not hold (never given, already
+  // completed, or requeued when the device was declared lost), and for unknown devices.
+  // Every result (accepted or not) updates the device's measured rate.
+  bool complete(DeviceId device, const WorkUnit& unit, SchedulerTime now);
+
+  // The device could not render `unit` (or the caller cancelled a redundant copy): it is
+  // taken back and, when no other copy is in flight and no result was accepted, requeued.
+  // False when the device did not hold it.
+  bool unitFailed(DeviceId device, const WorkUnit& unit, SchedulerTime now);
+
+  // The device is gone: all its in-flight units are requeued at once (ahead of new work),
+  // except those already accepted or still in flight elsewhere, and the device is forgotten
+  // (a later nextUnit() with the same id starts it afresh).
+  void deviceLost(DeviceId device, SchedulerTime now);
+
+  // Every pixel sample of the frame has been accepted exactly once.
+  bool done() const { return acceptedWork_ == totalWork_; }
+
+  // Copies this device holds whose unit already has an accepted result (duplicates that
+  // lost the race): the caller may cancel them and report unitFailed().
+  std::vector<WorkUnit> redundantUnits(DeviceId device) const;
+
+  const FrameSpec& frame() const { return frame_; }
+  uint64_t totalWork() const { return totalWork_; }        // width * height * spp
+  uint64_t acceptedWork() const { return acceptedWork_; }  // pixel samples accepted
+  uint32_t passCount() const { return passCount_; }
+  // [begin, end) samples of pass `pass` (< passCount()).
+  std::pair<uint32_t, uint32_t> passRange(uint32_t pass) const;
+  // The pass new work is being cut from (passCount() once all new work is handed out).
+  uint32_t currentPass() const { return pass_; }
+  const SchedulerStats& stats() const { return stats_; }
+
+  // Per device: units held now, measured rate (pixel samples per second; 0 = not measured
+  // yet) and the size in pixel samples of the next unit it would get. 0 for unknown devices.
+  uint32_t inFlight(DeviceId device) const;
+  double rate(DeviceId device) const;
+  uint64_t unitBudget(DeviceId device) const;
+
+ private:
+  struct Piece {  // one (rect, sample range) of the partition; the result is accepted once
+    WorkUnit unit;
+    bool accepted = false;
+    uint32_t copies = 0;  // copies in flight
+    SchedulerTime firstIssued{};
+  };
+  struct Copy {
+    uint64_t piece;
+    WorkUnit unit;
+    SchedulerTime issued;
+  };
+  struct DeviceState {
+    uint32_t maxInFlight = 1;
+    std::vector<Copy> inFlight;  // in issue order
+    double rate = 0;             // pixel samples per second, 0 = unknown
+    uint64_t largestCompleted = 0;
+    SchedulerTime lastCompletion{};
+    bool hasCompleted = false;
+  };
+
+  DeviceState& device(DeviceId id, SchedulerTime now);
+  uint64_t budgetFor(const DeviceState& d) const;
+  std::optional<uint64_t> takeRequeued(uint64_t budget);
+  std::optional<uint64_t> cutNewWork(uint64_t budget);
+  std::optional<uint64_t> pickDuplicate(const DeviceState& d) const;
+  uint64_t newPiece(const WorkUnit& unit);
+  void release(uint64_t piece);  // one copy gone; requeue or forget the piece
+  Rect tileRect(uint32_t tileX, uint32_t tileY) const;
+  void advanceTile();
+
+  FrameSpec frame_;
+  SchedulerOptions options_;
+  uint64_t totalWork_ = 0;
+  uint64_t acceptedWork_ = 0;
+  uint32_t tilesX_ = 0, tilesY_ = 0;
+  uint32_t passCount_ = 0;
+
+  // New work cursor: pass, tile (row-major) and the next sample of that tile in the pass.
+  uint32_t pass_ = 0;
+  uint32_t tile_ = 0;
+  uint32_t tileSample_ = 0;
+
+  uint64_t nextPieceId_ = 0;
+  std::map<uint64_t, Piece> pieces_;  // pieces requeued or in flight (or accepted, in flight)
+  std::deque<uint64_t> requeued_;     // pieces with no copy in flight, oldest first
+  std::unordered_map<DeviceId, DeviceState> devices_;
+  SchedulerStats stats_;
+};
+
+}  // namespace pl

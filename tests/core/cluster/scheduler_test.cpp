@@ -1,0 +1,488 @@
+#include "core/cluster/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
+
+#include "core/render/film.h"
+
+namespace pl {
+namespace {
+
+using std::chrono::milliseconds;
+
+SchedulerTime at(int64_t ms) { return SchedulerTime{} + milliseconds(ms); }
+uint64_t work(const WorkUnit& u) { return u.tile.pixelCount() * u.sampleCount(); }
+constexpr DeviceId kA{1}, kB{2}, kC{3};
+
+// Every (pixel, sample) of the frame, counted as results are accepted.
+class Coverage {
+ public:
+  explicit Coverage(const FrameSpec& f)
+      : f_(f), count_(size_t(f.width) * f.height * f.spp, 0) {}
+  void add(const WorkUnit& u) {
+    for (uint32_t y = u.tile.y; y < u.tile.y + u.tile.height; ++y)
+      for (uint32_t x = u.tile.x; x < u.tile.x + u.tile.width; ++x)
+        for (uint32_t s = u.sampleBegin; s < u.sampleEnd; ++s)
+          ++count_[(size_t(y) * f_.width + x) * f_.spp + s];
+  }
+  // Number of (pixel, sample) entries not covered exactly once.
+  size_t wrong() const {
+    return size_t(std::count_if(count_.begin(), count_.end(), [](uint8_t c) { return c != 1; }));
+  }
+
+ private:
+  FrameSpec f_;
+  std::vector<uint8_t> count_;
+};
+
+// A synthetic result whose sums identify the samples: R counts them, G sums their indices,
+// B sums their squares. A film that sums to spp, sum(s), sum(s^2) per pixel got each sample
+// of each pixel once (overlaps and gaps cannot cancel in all three).
+TileResult syntheticResult(const WorkUnit& u) {
+  TileResult r;
+  r.unit = u;
+  int64_t count = 0, sum = 0, squares = 0;
+  for (int64_t s = u.sampleBegin; s < u.sampleEnd; ++s) {
+    ++count;
+    sum += s;
+    squares += s * s;
+  }
+  r.sums.reserve(u.tile.pixelCount() * 3);
+  for (uint64_t i = 0; i < u.tile.pixelCount(); ++i) {
+    r.sums.push_back(count);
+    r.sums.push_back(sum);
+    r.sums.push_back(squares);
+  }
+  return r;
+}
+
+void expectFilmComplete(const Film& film) {
+  int64_t sum = 0, squares = 0;
+  for (int64_t s = 0; s < film.samplesPerPixel(); ++s) {
+    sum += s;
+    squares += s * s;
+  }
+  size_t bad = 0;
+  for (size_t i = 0; i < film.sums().size(); i += 3)
+    bad += film.sums()[i] != film.samplesPerPixel() || film.sums()[i + 1] != sum ||
+           film.sums()[i + 2] != squares;
+  EXPECT_EQ(bad, 0u) << "pixels not covered by exactly samples [0, spp)";
+}
+
+TEST(SchedulerTest, ValidatesFrame) {
+  EXPECT_FALSE(Scheduler::validateFrame({0, 10, 4, 8}).ok());
+  EXPECT_FALSE(Scheduler::validateFrame({10, 10, 0, 8}).ok());
+  EXPECT_FALSE(Scheduler::validateFrame({10, 10, 4, 0}).ok());
+  EXPECT_FALSE(Scheduler::validateFrame({40000, 10, 4, 8}).ok());
+  EXPECT_TRUE(Scheduler::validateFrame({10, 10, 4, 8}).ok());
+}
+
+TEST(SchedulerTest, PassesDoubleTheSamplesSoFar) {
+  Scheduler s({64, 64, 100, 16}, {.firstPassSamples = 4});
+  ASSERT_EQ(s.passCount(), 6u);
+  EXPECT_EQ(s.passRange(0), std::make_pair(0u, 4u));
+  EXPECT_EQ(s.passRange(1), std::make_pair(4u, 8u));
+  EXPECT_EQ(s.passRange(2), std::make_pair(8u, 16u));
+  EXPECT_EQ(s.passRange(4), std::make_pair(32u, 64u));
+  EXPECT_EQ(s.passRange(5), std::make_pair(64u, 100u));
+  Scheduler one({8, 8, 3, 8}, {.firstPassSamples = 4});
+  EXPECT_EQ(one.passCount(), 1u);
+  EXPECT_EQ(one.passRange(0), std::make_pair(0u, 3u));
+}
+
+// One device, units completed at once: every unit of pass k comes before any of pass k+1 and
+// stays within its pass, and pass 0 covers every pixel.
+TEST(SchedulerTest, ProgressivePassesCoverTheImageInOrder) {
+  const FrameSpec f{100, 70, 64, 16};
+  Scheduler s(f, {.firstPassSamples = 2, .initialUnitWork = 16 * 16 * 2});
+  Coverage coverage(f);
+  uint32_t lastPass = 0;
+  int64_t t = 0;
+  std::vector<uint8_t> pass0(100 * 70, 0);
+  while (!s.done()) {
+    std::optional<WorkUnit> u = s.nextUnit(kA, at(t));
+    ASSERT_TRUE(u);
+    uint32_t pass = 0;
+    while (s.passRange(pass).second <= u->sampleBegin) ++pass;
+    EXPECT_GE(pass, lastPass) << u->describe();
+    EXPECT_LE(u->sampleEnd, s.passRange(pass).second) << "unit spans passes: " << u->describe();
+    lastPass = pass;
+    if (pass == 0) {
+      for (uint32_t y = u->tile.y; y < u->tile.y + u->tile.height; ++y)
+        for (uint32_t x = u->tile.x; x < u->tile.x + u->tile.width; ++x) pass0[y * 100 + x] = 1;
+    } else {
+      EXPECT_EQ(std::count(pass0.begin(), pass0.end(), 0), 0) << "pass 1 before pass 0 ended";
+    }
+    t += 10;
+    ASSERT_TRUE(s.complete(kA, *u, at(t)));
+    coverage.add(*u);
+  }
+  EXPECT_EQ(coverage.wrong(), 0u);
+  EXPECT_FALSE(s.nextUnit(kA, at(t)));
+}
+
+TEST(SchedulerTest, NewDeviceStartsSmallAndGrowsGradually) {
+  Scheduler s({1024, 1024, 256, 64}, {.initialUnitWork = 64 * 64 * 4, .growthFactor = 4});
+  std::optional<WorkUnit> u = s.nextUnit(kA, at(0));
+  ASSERT_TRUE(u);
+  EXPECT_LE(work(*u), 64u * 64 * 4);
+  // An extremely fast device (a unit per ms). Units grow, but by at most 4x the largest
+  // completed one per step.
+  const uint64_t first = work(*u);
+  uint64_t largest = 0;
+  int64_t t = 0;
+  for (int i = 0; i < 5; ++i) {
+    largest = std::max(largest, work(*u));
+    ASSERT_TRUE(s.complete(kA, *u, at(++t)));
+    u = s.nextUnit(kA, at(t));
+    ASSERT_TRUE(u);
+    EXPECT_LE(work(*u), largest * 4) << u->describe();
+  }
+  EXPECT_GE(work(*u), first * 64) << "a fast device should get much bigger units";
+}
+
+TEST(SchedulerTest, RespectsMaxInFlight) {
+  Scheduler s({256, 256, 16, 32});
+  s.addDevice(kA, at(0), 3);
+  EXPECT_TRUE(s.nextUnit(kA, at(0)));
+  EXPECT_TRUE(s.nextUnit(kA, at(0)));
+  EXPECT_TRUE(s.nextUnit(kA, at(0)));
+  EXPECT_FALSE(s.nextUnit(kA, at(0)));
+  EXPECT_EQ(s.inFlight(kA), 3u);
+  s.setMaxInFlight(kA, 4);
+  EXPECT_TRUE(s.nextUnit(kA, at(0)));
+  EXPECT_FALSE(s.nextUnit(kA, at(0)));
+  // Default for a device first seen in nextUnit().
+  EXPECT_TRUE(s.nextUnit(kB, at(0)));
+  EXPECT_TRUE(s.nextUnit(kB, at(0)));
+  EXPECT_FALSE(s.nextUnit(kB, at(0)));
+}
+
+// A simulated device: renders its units in order at `speed` pixel samples per ms.
+struct SimDevice {
+  DeviceId id;
+  double speed;
+  bool alive = true;
+  std::deque<WorkUnit> queue;
+  double progress = 0;  // pixel samples done of queue.front()
+};
+
+// Steps time by 1 ms: devices ask for work, then make progress; finished units complete().
+// Calls onResult(device, unit, accepted) for each result.
+template <typename OnResult>
+void step(Scheduler& s, std::vector<SimDevice>& devices, int64_t t, OnResult&& onResult) {
+  for (SimDevice& d : devices) {
+    if (!d.alive) continue;
+    while (std::optional<WorkUnit> u = s.nextUnit(d.id, at(t))) d.queue.push_back(*u);
+    double budget = d.speed;
+    while (!d.queue.empty() && budget > 0) {
+      const double need = double(work(d.queue.front())) - d.progress;
+      if (budget < need) {
+        d.progress += budget;
+        break;
+      }
+      budget -= need;
+      d.progress = 0;
+      WorkUnit done = d.queue.front();
+      d.queue.pop_front();
+      onResult(d, done, s.complete(d.id, done, at(t + 1)));
+    }
+  }
+}
+
+TEST(SchedulerTest, FastDeviceGetsBiggerUnits) {
+  const FrameSpec f{1920, 1080, 256, 64};
+  Scheduler s(f, {.targetUnitMs = 300});
+  std::vector<SimDevice> devices{{kA, 2000.0, true, {}}, {kB, 20000.0, true, {}}};  // pixel samples per ms
+  std::map<uint64_t, std::vector<uint64_t>> sizes;
+  for (int64_t t = 0; t < 6000; ++t)
+    step(s, devices, t, [&](SimDevice& d, const WorkUnit& u, bool) {
+      sizes[uint64_t(d.id)].push_back(work(u));
+    });
+  ASSERT_GE(sizes[1].size(), 5u);
+  ASSERT_GE(sizes[2].size(), 5u);
+  // Measured rates within 20% of the truth (per second).
+  EXPECT_NEAR(s.rate(kA), 2e6, 0.2 * 2e6);
+  EXPECT_NEAR(s.rate(kB), 2e7, 0.2 * 2e7);
+  // Budgets aim at 300 ms of work.
+  EXPECT_NEAR(double(s.unitBudget(kA)), 2e6 * 0.3, 0.2 * 2e6 * 0.3);
+  EXPECT_NEAR(double(s.unitBudget(kB)), 2e7 * 0.3, 0.2 * 2e7 * 0.3);
+  // The last units handed out follow the rates (about 10x apart).
+  const double slowLast = double(sizes[1].back()), fastLast = double(sizes[2].back());
+  EXPECT_GT(fastLast, 5 * slowLast) << slowLast << " vs " << fastLast;
+  EXPECT_LE(fastLast, 2e7 * 0.3 * 1.2);
+}
+
+TEST(SchedulerTest, UnitsRespectMaxUnitPixels) {
+  Scheduler s({2048, 2048, 4, 64}, {.firstPassSamples = 4, .maxUnitPixels = 100000});
+  int64_t t = 0;
+  while (!s.done()) {
+    std::optional<WorkUnit> u = s.nextUnit(kA, at(t));
+    ASSERT_TRUE(u);
+    EXPECT_LE(u->tile.pixelCount(), 100000u);
+    t += 1;  // absurdly fast: budgets would otherwise cover the image
+    ASSERT_TRUE(s.complete(kA, *u, at(t)));
+  }
+}
+
+TEST(SchedulerTest, LostDeviceUnitsAreRequeuedFirstAndLateResultsRejected) {
+  const FrameSpec f{256, 256, 16, 32};
+  Scheduler s(f);
+  Coverage coverage(f);
+  s.addDevice(kA, at(0), 3);
+  std::vector<WorkUnit> lost;
+  for (int i = 0; i < 3; ++i) lost.push_back(*s.nextUnit(kA, at(0)));
+  WorkUnit bFirst = *s.nextUnit(kB, at(0));  // new work, after A's
+  s.deviceLost(kA, at(100));
+  EXPECT_EQ(s.inFlight(kA), 0u);
+  EXPECT_EQ(s.stats().requeuedUnits, 3u);
+  // A's late results are not merged.
+  EXPECT_FALSE(s.complete(kA, lost[0], at(101)));
+  // The requeued units come back, oldest first, before new work.
+  ASSERT_TRUE(s.complete(kB, bFirst, at(110)));
+  coverage.add(bFirst);
+  std::vector<WorkUnit> again;
+  for (int i = 0; i < 3; ++i) {
+    std::optional<WorkUnit> u = s.nextUnit(kB, at(110));
+    ASSERT_TRUE(u);
+    again.push_back(*u);
+    ASSERT_TRUE(s.complete(kB, *u, at(111 + i)));
+    coverage.add(*u);
+  }
+  EXPECT_EQ(again, lost);
+  int64_t t = 200;
+  while (!s.done()) {
+    std::optional<WorkUnit> u = s.nextUnit(kB, at(t));
+    ASSERT_TRUE(u);
+    ASSERT_TRUE(s.complete(kB, *u, at(++t)));
+    coverage.add(*u);
+  }
+  EXPECT_EQ(coverage.wrong(), 0u);
+}
+
+// A big unit lost by a fast device is cut to the size of the slow device that takes it over.
+TEST(SchedulerTest, RequeuedUnitIsSplitForASlowerDevice) {
+  const FrameSpec f{512, 512, 64, 64};
+  Scheduler s(f, {.initialUnitWork = 512 * 512 * 4});
+  const WorkUnit big = *s.nextUnit(kA, at(0));
+  EXPECT_EQ(work(big), 512u * 512 * 4);
+  s.deviceLost(kA, at(10));
+  s.addDevice(kB, at(10), 1);
+  // B: a measured 50 000 pixel samples per second -> 15 000 per 300 ms unit.
+  WorkUnit first = *s.nextUnit(kB, at(10));
+  ASSERT_TRUE(s.complete(kB, first, at(10) + milliseconds(1000 * work(first) / 50000)));
+  Coverage coverage(f);
+  coverage.add(first);
+  int64_t t = 100000;
+  uint64_t covered = work(first);
+  while (covered < work(big)) {
+    WorkUnit u = *s.nextUnit(kB, at(t));
+    EXPECT_LE(work(u), s.unitBudget(kB) * 4 + 1) << u.describe();
+    EXPECT_LE(work(u), 20000u) << u.describe();
+    // Pieces of the lost unit come first.
+    EXPECT_LT(u.sampleBegin, 4u) << u.describe();
+    t += int64_t(1000 * work(u) / 50000);
+    ASSERT_TRUE(s.complete(kB, u, at(t)));
+    coverage.add(u);
+    covered += work(u);
+  }
+  EXPECT_EQ(covered, work(big));
+  while (!s.done()) {
+    WorkUnit u = *s.nextUnit(kB, at(t));
+    ASSERT_TRUE(s.complete(kB, u, at(t += 300)));
+    coverage.add(u);
+  }
+  EXPECT_EQ(coverage.wrong(), 0u);
+}
+
+TEST(SchedulerTest, IdleDeviceDuplicatesOldestUnitAndFirstResultWins) {
+  // Two tiles, one unit each.
+  const FrameSpec f{64, 32, 4, 32};
+  Scheduler s(f, {.firstPassSamples = 4, .initialUnitWork = 32 * 32 * 4});
+  const WorkUnit b1 = *s.nextUnit(kB, at(0));
+  const WorkUnit a2 = *s.nextUnit(kA, at(1));
+  EXPECT_NE(b1, a2);
+  // Everything is handed out; A still holds a unit, so it gets no duplicate.
+  EXPECT_EQ(s.currentPass(), s.passCount());
+  EXPECT_FALSE(s.nextUnit(kA, at(2)));
+  // A third device joins: it is idle and gets a copy of the oldest unit in flight.
+  std::optional<WorkUnit> dup = s.nextUnit(kC, at(6));
+  ASSERT_TRUE(dup);
+  EXPECT_EQ(*dup, b1) << "the oldest unit in flight is duplicated";
+  EXPECT_EQ(s.stats().duplicateUnits, 1u);
+  // maxCopies = 2: no third copy of b1; a fourth device gets a copy of a2.
+  std::optional<WorkUnit> dup2 = s.nextUnit(DeviceId{4}, at(7));
+  ASSERT_TRUE(dup2);
+  EXPECT_EQ(*dup2, a2);
+  EXPECT_FALSE(s.nextUnit(DeviceId{5}, at(7)));
+  // C finishes first: accepted; B's copy is now redundant and rejected.
+  EXPECT_TRUE(s.complete(kC, b1, at(8)));
+  EXPECT_EQ(s.redundantUnits(kB), std::vector<WorkUnit>{b1});
+  EXPECT_FALSE(s.complete(kB, b1, at(9)));
+  EXPECT_FALSE(s.complete(kB, b1, at(9))) << "a repeated result is rejected too";
+  // A finishes a2 before device 4; 4 cancels its copy.
+  EXPECT_TRUE(s.complete(kA, a2, at(10)));
+  EXPECT_TRUE(s.unitFailed(DeviceId{4}, a2, at(11)));
+  EXPECT_TRUE(s.done());
+  EXPECT_EQ(s.stats().requeuedUnits, 0u) << "a cancelled redundant copy is not requeued";
+}
+
+TEST(SchedulerTest, LostUnitWithACopyElsewhereIsNotRequeued) {
+  // When the original's device dies, the duplicate still in flight covers the unit: nothing
+  // is requeued. When the last copy fails, the unit is requeued.
+  Scheduler s({32, 32, 4, 32}, {.firstPassSamples = 4, .initialUnitWork = 32 * 32 * 4});
+  const WorkUnit u = *s.nextUnit(kA, at(0));
+  EXPECT_EQ(*s.nextUnit(kB, at(1)), u);  // duplicate
+  s.deviceLost(kA, at(2));
+  EXPECT_EQ(s.stats().requeuedUnits, 0u);
+  EXPECT_TRUE(s.unitFailed(kB, u, at(4)));
+  EXPECT_FALSE(s.unitFailed(kB, u, at(4))) << "B no longer holds it";
+  EXPECT_EQ(s.stats().requeuedUnits, 1u);
+  EXPECT_EQ(*s.nextUnit(kC, at(5)), u);
+  EXPECT_TRUE(s.complete(kC, u, at(6)));
+  EXPECT_TRUE(s.done());
+}
+
+TEST(SchedulerTest, DeviceJoiningMidFrameGetsWorkAtOnce) {
+  const FrameSpec f{512, 512, 64, 64};
+  Scheduler s(f);
+  std::vector<SimDevice> devices{{kA, 3000.0, true, {}}};
+  int64_t t = 0;
+  for (; t < 2000; ++t) step(s, devices, t, [](auto&, auto&, bool) {});
+  ASSERT_FALSE(s.done());
+  std::optional<WorkUnit> u = s.nextUnit(kB, at(t));
+  ASSERT_TRUE(u);
+  EXPECT_LE(work(*u), SchedulerOptions{}.initialUnitWork) << "a new device starts small";
+  devices.push_back({kB, 3000.0, true, {*u}});
+  uint64_t byB = 0;
+  for (; !s.done() && t < 100000; ++t)
+    step(s, devices, t, [&](SimDevice& d, const WorkUnit& w, bool ok) {
+      if (ok && d.id == kB) byB += work(w);
+    });
+  EXPECT_TRUE(s.done());
+  EXPECT_GT(byB, s.totalWork() / 5) << "the joined device took a share of the rest";
+}
+
+// Randomized simulations: devices of different speeds and pipelines, deaths, joins, failed
+// units, results delivered twice, late results of dead devices. The accepted units must tile
+// [0, spp) x image exactly once, checked both sample by sample and through a Film.
+TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
+  SchedulerStats total;
+  uint64_t losses = 0, failures = 0, lateResults = 0;
+  for (uint32_t seed = 1; seed <= 300; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 rng(seed);
+    auto uniform = [&](uint32_t lo, uint32_t hi) {
+      return std::uniform_int_distribution<uint32_t>(lo, hi)(rng);
+    };
+    const FrameSpec f{uniform(1, 160), uniform(1, 120), uniform(1, 70), uniform(1, 48)};
+    SchedulerOptions options;
+    options.firstPassSamples = uniform(1, 8);
+    options.targetUnitMs = uniform(20, 300);
+    options.initialUnitWork = uniform(1, 20000);
+    options.maxCopies = uniform(1, 3);
+    options.maxUnitPixels = uniform(1, 4) == 1 ? uniform(1, 500) : (1u << 20);
+    Scheduler s(f, options);
+    Coverage coverage(f);
+    Film film(f.width, f.height, f.spp);
+
+    std::vector<SimDevice> devices;
+    uint64_t nextId = 1;
+    auto join = [&] {
+      DeviceId id{nextId++};
+      s.addDevice(id, at(0), uniform(1, 4));
+      devices.push_back({id, double(uniform(20, 3000)), true, {}});
+    };
+    for (uint32_t i = uniform(1, 4); i > 0; --i) join();
+
+    std::vector<std::pair<DeviceId, WorkUnit>> late;  // results of devices declared lost
+    uint64_t accepted = 0;
+    auto onResult = [&](SimDevice& d, const WorkUnit& u, bool ok) {
+      if (ok) {
+        coverage.add(u);
+        ASSERT_TRUE(film.add(syntheticResult(u)).ok());
+        ++accepted;
+      }
+      if (uniform(1, 10) == 1) {
+        EXPECT_FALSE(s.complete(d.id, u, at(0))) << "delivered twice";
+      }
+    };
+    int64_t t = 0;
+    for (; !s.done() && t < 200000; ++t) {
+      step(s, devices, t, onResult);
+      const uint32_t event = uniform(1, 60);
+      size_t alive = std::count_if(devices.begin(), devices.end(),
+                                   [](const SimDevice& d) { return d.alive; });
+      if (event == 1 && alive > 0) {  // a device dies; its partial work is lost
+        SimDevice& d = devices[uniform(0, uint32_t(devices.size() - 1))];
+        if (d.alive) {
+          d.alive = false;
+          for (const WorkUnit& u : d.queue) late.push_back({d.id, u});
+          d.queue.clear();
+          s.deviceLost(d.id, at(t));
+          ++losses;
+        }
+      } else if (event == 2 || alive == 0) {
+        join();
+      } else if (event == 3) {  // a device fails its current unit
+        SimDevice& d = devices[uniform(0, uint32_t(devices.size() - 1))];
+        if (d.alive && !d.queue.empty()) {
+          EXPECT_TRUE(s.unitFailed(d.id, d.queue.front(), at(t)));
+          ++failures;
+          d.queue.pop_front();
+          d.progress = 0;
+        }
+      } else if (event == 4) {  // cancel redundant copies
+        for (SimDevice& d : devices) {
+          if (!d.alive) continue;
+          for (const WorkUnit& u : s.redundantUnits(d.id)) {
+            auto it = std::find(d.queue.begin(), d.queue.end(), u);
+            ASSERT_NE(it, d.queue.end());
+            if (it == d.queue.begin()) d.progress = 0;
+            d.queue.erase(it);
+            EXPECT_TRUE(s.unitFailed(d.id, u, at(t)));
+          }
+        }
+      }
+      if (!late.empty() && uniform(1, 20) == 1) {
+        EXPECT_FALSE(s.complete(late.back().first, late.back().second, at(t)));
+        late.pop_back();
+        ++lateResults;
+      }
+    }
+    ASSERT_TRUE(s.done()) << "frame " << f.width << "x" << f.height << " spp " << f.spp;
+    EXPECT_EQ(s.acceptedWork(), s.totalWork());
+    EXPECT_EQ(s.stats().acceptedUnits, accepted);
+    EXPECT_EQ(coverage.wrong(), 0u);
+    expectFilmComplete(film);
+    // Nothing more to hand out; stragglers still in flight are rejected.
+    for (SimDevice& d : devices) {
+      if (!d.alive) continue;
+      EXPECT_FALSE(s.nextUnit(d.id, at(t)));
+      for (const WorkUnit& u : d.queue) EXPECT_FALSE(s.complete(d.id, u, at(t)));
+    }
+    total.issuedUnits += s.stats().issuedUnits;
+    total.duplicateUnits += s.stats().duplicateUnits;
+    total.acceptedUnits += s.stats().acceptedUnits;
+    total.rejectedResults += s.stats().rejectedResults;
+    total.requeuedUnits += s.stats().requeuedUnits;
+  }
+  std::printf("simulations: %llu units issued, %llu accepted, %llu duplicates, %llu rejected, "
+              "%llu requeued; %llu devices lost, %llu units failed, %llu late results\n",
+              (unsigned long long)total.issuedUnits, (unsigned long long)total.acceptedUnits,
+              (unsigned long long)total.duplicateUnits, (unsigned long long)total.rejectedResults,
+              (unsigned long long)total.requeuedUnits, (unsigned long long)losses,
+              (unsigned long long)failures, (unsigned long long)lateResults);
+  // The simulations exercised every path.
+  EXPECT_GT(total.duplicateUnits, 100u);
+  EXPECT_GT(total.requeuedUnits, 100u);
+  EXPECT_GT(losses, 50u);
+  EXPECT_GT(lateResults, 10u);
+}
+
+}  // namespace
+}  // namespace pl

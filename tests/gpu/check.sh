@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# GPU check: build, run the GPU tests, and print CPU vs GPU throughput on the same scenes.
+#
+#   tests/gpu/check.sh            # from anywhere; works in the repository root
+#
+# Steps: ./run build (installs missing packages, configures build/ with CUDA when nvcc is
+# found); bvh_test and gpu_test (gpu_test compares the GPU with the CPU device within noise,
+# and checks bitwise reproducibility on the GPU); then peerlight-gpu-bench on the Cornell box,
+# DamagedHelmet and Sponza (when ../shared has them): samples/s and Mrays/s for the CPU device
+# (all cores) and each GPU at the same settings, plus larger GPU-only runs.
+# Budget: about 8 minutes on a fresh 16-core H100 machine (most of it package install+build).
+#
+# Exit status: 0 when everything ran and passed, also on a machine without a GPU (then it
+# prints "check.sh: no GPU" and skips the GPU parts); 1 when the build or a test failed.
+# Set PEERLIGHT_SHARED_DIR to point at the shared scenes (default: ../shared), and
+# PEERLIGHT_BUILD_DIR to use an existing, configured build directory instead of ./run build.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+SHARED=${PEERLIGHT_SHARED_DIR:-$ROOT/../shared}
+B=${PEERLIGHT_BUILD_DIR:-build}
+status=0
+
+section() { printf '\n== %s ==\n' "$*"; }
+
+section "build"
+start=$(date +%s)
+build_cmd=(./run build)
+[ "$B" = build ] || build_cmd=(cmake --build "$B" -j "$(nproc)")
+if ! "${build_cmd[@]}"; then
+  echo "check.sh: build failed"
+  exit 1
+fi
+echo "check.sh: build took $(( $(date +%s) - start )) s"
+
+section "devices"
+command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "(no nvidia-smi)"
+"$B"/bin/peerlight devices || status=1
+
+if [ ! -x "$B"/tests/gpu_test ]; then
+  echo "check.sh: no GPU: this build has no CUDA device (nvcc not found at configure time)"
+  exit $status
+fi
+has_gpu=0
+if "$B"/bin/peerlight devices --json 2>/dev/null | grep -q '"kind": "cuda"'; then
+  has_gpu=1
+fi
+
+section "tests"
+timeout 300 "$B"/tests/bvh_test --gtest_brief=1 || { echo "check.sh: bvh_test FAILED"; status=1; }
+timeout 420 "$B"/tests/gpu_test || { echo "check.sh: gpu_test FAILED"; status=1; }
+
+if [ $has_gpu -eq 0 ]; then
+  echo
+  echo "check.sh: no GPU: CUDA support is built, but no CUDA GPU (or no driver) was found;"
+  echo "          the GPU tests skipped and there are no GPU figures"
+  exit $status
+fi
+
+section "throughput: same scene, same settings, CPU (all cores) vs GPU"
+bench() {
+  timeout 240 "$B/bin/peerlight-gpu-bench" "$@" || { echo "check.sh: bench failed: $*"; status=1; }
+}
+bench scenes/cornell_box.gltf --size 512x512 --spp 64
+helmet=$SHARED/scenes/khronos-gltf/DamagedHelmet/glTF/DamagedHelmet.gltf
+sponza=$SHARED/scenes/sponza-crytek-rendu/sponza.gltf
+if [ -f "$helmet" ]; then bench "$helmet" --size 512x512 --spp 32 --env 1,1,1;
+else echo "(DamagedHelmet not found under $SHARED)"; fi
+if [ -f "$sponza" ]; then bench "$sponza" --size 512x512 --spp 16;
+else echo "(Sponza not found under $SHARED)"; fi
+
+section "GPU only: larger runs (steadier GPU figures)"
+bench scenes/cornell_box.gltf --size 1024x1024 --spp 256 --device cuda
+[ -f "$helmet" ] && bench "$helmet" --size 1024x1024 --spp 128 --env 1,1,1 --device cuda
+[ -f "$sponza" ] && bench "$sponza" --size 1024x1024 --spp 64 --device cuda
+
+section "GPU with the default tiling of peerlight render (64x64 tiles, 4-sample passes)"
+bench scenes/cornell_box.gltf --size 512x512 --spp 64 --tile 64 --pass 4 --device cuda
+
+echo
+if [ $status -eq 0 ]; then echo "check.sh: OK"; else echo "check.sh: FAILED (see above)"; fi
+exit $status
