@@ -12,12 +12,19 @@
 #
 # Exit status: 0 when everything ran and passed, also on a machine without a GPU (then it
 # prints "check.sh: no GPU" and skips the GPU parts); 1 when the build or a test failed.
-# Set PEERLIGHT_SHARED_DIR to point at the shared scenes (default: ../shared), and
+# Set PEERLIGHT_SHARED_DIR to point at the shared scenes (default: ../shared, else ./shared),
+# and
 # PEERLIGHT_BUILD_DIR to use an existing, configured build directory instead of ./run build.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 SHARED=${PEERLIGHT_SHARED_DIR:-$ROOT/../shared}
+if [ -z "${PEERLIGHT_SHARED_DIR:-}" ] && [ ! -d "$SHARED/scenes" ] &&
+   [ -d "$ROOT/shared/scenes" ]; then
+  SHARED=$ROOT/shared  # a copy of the shared data inside the checkout
+fi
+# The tests find the shared scenes through this CMake cache entry (first configure only).
+export PEERLIGHT_CMAKE_ARGS="${PEERLIGHT_CMAKE_ARGS:-} -DPEERLIGHT_SHARED_DIR=$SHARED"
 B=${PEERLIGHT_BUILD_DIR:-build}
 status=0
 

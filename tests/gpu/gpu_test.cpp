@@ -1,6 +1,7 @@
 // The CUDA device (gpu/cuda_device.h): clean errors everywhere; on a GPU, deterministic
 // results and agreement with the CPU device within noise on real scenes.
 
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -199,6 +200,51 @@ TEST_F(GpuTest, ReloadingReplacesTheScene) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_GT(gpu_->loadStats().bvhNodes, 0u);
   EXPECT_GT(gpu_->loadStats().bytesUploaded, 0u);
+}
+
+
+// A device error (here: out of memory, provoked by taking nearly all GPU memory first) is a
+// clean pl::Error naming the GPU, and it is sticky: the device reports failed() and refuses
+// further work with the same message, and nothing crashes.
+TEST_F(GpuTest, OutOfMemoryIsAStickyDeviceError) {
+  auto cornell = compileScene(cornellBoxPath(), 32);
+  ASSERT_TRUE(cornell);
+  // The Cornell box plus an unreferenced 64 MiB texture, more than what will be left.
+  auto big = std::make_shared<RenderData>(*cornell);
+  big->textures.push_back(kernel::Texture{4096, 4096, uint32_t(big->texels.size()),
+                                          kernel::kWrapRepeat, kernel::kWrapRepeat,
+                                          kernel::kFilterLinear});
+  big->texels.resize(big->texels.size() + 4096u * 4096u, kernel::Rgba8{1, 2, 3, 4});
+  ASSERT_TRUE(big->validate().ok()) << big->validate().error().message;
+
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  std::vector<void*> hog;
+  for (size_t chunk : {size_t(1) << 30, size_t(256) << 20, size_t(16) << 20, size_t(1) << 20}) {
+    void* p = nullptr;
+    while (cudaMalloc(&p, chunk) == cudaSuccess) hog.push_back(p);
+  }
+  cudaGetLastError();
+  ASSERT_FALSE(hog.empty());
+
+  Status s = gpu_->load(big);
+  for (void* p : hog) cudaFree(p);
+  ASSERT_FALSE(s.ok()) << "a 64 MiB upload fit in a full GPU";
+  std::printf("  %s\n", s.error().message.c_str());
+  EXPECT_NE(s.error().message.find("cuda:0"), std::string::npos) << s.error().message;
+  EXPECT_TRUE(gpu_->failed());
+  // Sticky: even now that memory is free again, the device stays failed.
+  Status again = gpu_->load(cornell);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().message.find("failed earlier"), std::string::npos);
+  Result<TileResult> r = gpu_->render(unit(0, 0, 8, 8, 0, 1, 1));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(gpu_->failed());
+
+  // Another device object on the same GPU works: the error was the device's, not the process's.
+  Result<std::unique_ptr<CudaDevice>> fresh = CudaDevice::open(0);
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  ASSERT_TRUE((*fresh)->load(cornell).ok());
+  EXPECT_TRUE((*fresh)->render(unit(0, 0, 32, 32, 0, 1, 1)).ok());
 }
 
 }  // namespace
