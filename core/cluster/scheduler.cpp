@@ -175,7 +175,7 @@ std::optional<uint64_t> Scheduler::takeRequeued(uint64_t budget) {
       if (u.sampleCount() == 1) break;
       const uint32_t n =
           uint32_t(std::clamp<uint64_t>(budget / pixels, 1, u.sampleCount() - 1));
-      a.sampleEnd = u.sampleBegin + n + 1;
+      a.sampleEnd = u.sampleBegin + n;
       b.sampleBegin = u.sampleBegin + n;
     }
     pieces_.erase(requeued_.front());

@@ -13,8 +13,10 @@
 # Exit status: 0 when everything ran and passed, also on a machine without a GPU (then it
 # prints "check.sh: no GPU" and skips the GPU parts); 1 when the build or a test failed.
 # Set PEERLIGHT_SHARED_DIR to point at the shared scenes (default: ../shared, else ./shared),
-# and
-# PEERLIGHT_BUILD_DIR to use an existing, configured build directory instead of ./run build.
+# and PEERLIGHT_BUILD_DIR to use an existing, configured build directory instead of
+# ./run build. PEERLIGHT_PREBUILT=1 skips building altogether and uses the binaries already in
+# PEERLIGHT_BUILD_DIR: for GPU machines that cannot install packages (tests/gpu/bundle.sh
+# packs such a build with its libraries and the shared scenes).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -32,6 +34,9 @@ section() { printf '\n== %s ==\n' "$*"; }
 
 section "build"
 start=$(date +%s)
+if [ -n "${PEERLIGHT_PREBUILT:-}" ]; then
+  echo "check.sh: using the prebuilt binaries in $B"
+else
 build_cmd=(./run build)
 [ "$B" = build ] || build_cmd=(cmake --build "$B" -j "$(nproc)")
 if ! "${build_cmd[@]}"; then
@@ -39,6 +44,7 @@ if ! "${build_cmd[@]}"; then
   exit 1
 fi
 echo "check.sh: build took $(( $(date +%s) - start )) s"
+fi
 
 section "devices"
 command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "(no nvidia-smi)"

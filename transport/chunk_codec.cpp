@@ -1,0 +1,413 @@
+#include "transport/chunk_codec.h"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <memory>
+#include <unordered_set>
+
+namespace pl {
+
+static_assert(std::endian::native == std::endian::little,
+              "chunks carry RenderData's in-memory bytes: little-endian hosts only");
+
+namespace {
+
+constexpr uint8_t kChunkFormatVersion = 1;
+constexpr size_t kChunkHeaderBytes = 4;
+
+constexpr uint32_t kManifestMagic = 0x4d434c50;  // "PLCM"
+constexpr uint32_t kManifestVersion = 1;
+
+struct CCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxDeleter {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+std::string chunkName(const Hash128& hash) { return "chunk " + hash.hex(); }
+
+std::vector<uint8_t> encodeWith(ZSTD_CCtx* cctx, const uint8_t* raw, size_t size,
+                                const ChunkCodec& codec, std::vector<uint8_t>& scratch) {
+  PL_CHECK(size <= kMaxChunkBytes);
+  const uint32_t stride = codec.shuffleStride > 1 ? std::min<uint32_t>(codec.shuffleStride, 255) : 0;
+  const uint8_t* src = raw;
+  if (stride > 1) {
+    scratch.resize(size);
+    byteShuffle(raw, scratch.data(), size, stride);
+    src = scratch.data();
+  }
+  std::vector<uint8_t> out(kChunkHeaderBytes + ZSTD_compressBound(size));
+  out[0] = kChunkFormatVersion;
+  out[1] = uint8_t(stride);
+  out[2] = out[3] = 0;
+  ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, codec.level);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+  const size_t n =
+      ZSTD_compress2(cctx, out.data() + kChunkHeaderBytes, out.size() - kChunkHeaderBytes, src, size);
+  PL_CHECK_MSG(!ZSTD_isError(n), "zstd: %s", ZSTD_getErrorName(n));
+  out.resize(kChunkHeaderBytes + n);
+  return out;
+}
+
+Status decodeWith(ZSTD_DCtx* dctx, const Hash128& hash, const uint8_t* encoded, size_t size,
+                  uint32_t expectedRawBytes, uint8_t* out, std::vector<uint8_t>& scratch) {
+  if (expectedRawBytes > kMaxChunkBytes)
+    return Error{chunkName(hash) + ": manifest size " + std::to_string(expectedRawBytes) +
+                 " bytes exceeds the " + std::to_string(kMaxChunkBytes) + "-byte chunk limit"};
+  if (size < kChunkHeaderBytes)
+    return Error{chunkName(hash) + ": truncated (" + std::to_string(size) + " bytes, no header)"};
+  if (encoded[0] != kChunkFormatVersion)
+    return Error{chunkName(hash) + ": unknown chunk format " + std::to_string(encoded[0])};
+  if (encoded[2] != 0 || encoded[3] != 0)
+    return Error{chunkName(hash) + ": malformed header"};
+  const uint32_t stride = encoded[1];
+  if (stride == 1) return Error{chunkName(hash) + ": malformed header (shuffle stride 1)"};
+
+  const uint8_t* frame = encoded + kChunkHeaderBytes;
+  const size_t frameSize = size - kChunkHeaderBytes;
+  const unsigned long long declared = ZSTD_getFrameContentSize(frame, frameSize);
+  if (declared == ZSTD_CONTENTSIZE_ERROR)
+    return Error{chunkName(hash) + ": not a zstd frame (or truncated header)"};
+  if (declared == ZSTD_CONTENTSIZE_UNKNOWN)
+    return Error{chunkName(hash) + ": zstd frame does not declare its content size"};
+  if (declared > kMaxChunkBytes)
+    return Error{chunkName(hash) + ": declares " + std::to_string(declared) +
+                 " bytes, over the " + std::to_string(kMaxChunkBytes) + "-byte chunk limit"};
+  if (declared != expectedRawBytes)
+    return Error{chunkName(hash) + ": declares " + std::to_string(declared) +
+                 " bytes, the manifest says " + std::to_string(expectedRawBytes)};
+  const size_t frameBytes = ZSTD_findFrameCompressedSize(frame, frameSize);
+  if (ZSTD_isError(frameBytes))
+    return Error{chunkName(hash) + ": truncated or corrupt zstd frame (" +
+                 ZSTD_getErrorName(frameBytes) + ")"};
+  if (frameBytes != frameSize)
+    return Error{chunkName(hash) + ": " + std::to_string(frameSize - frameBytes) +
+                 " bytes after the zstd frame"};
+
+  uint8_t* dst = out;
+  if (stride > 1) {
+    scratch.resize(expectedRawBytes);
+    dst = scratch.data();
+  }
+  const size_t n = ZSTD_decompressDCtx(dctx, dst, expectedRawBytes, frame, frameSize);
+  if (ZSTD_isError(n))
+    return Error{chunkName(hash) + ": corrupt zstd data (" + ZSTD_getErrorName(n) + ")"};
+  if (n != expectedRawBytes)
+    return Error{chunkName(hash) + ": decompressed to " + std::to_string(n) + " bytes, expected " +
+                 std::to_string(expectedRawBytes)};
+  if (stride > 1) byteUnshuffle(dst, out, expectedRawBytes, stride);
+  const Hash128 actual = hash128(out, expectedRawBytes);
+  if (!(actual == hash))
+    return Error{chunkName(hash) + ": content hashes to " + actual.hex() + " (corrupt or misnamed)"};
+  return Status();
+}
+
+}  // namespace
+
+// Chosen from measurements on the Cornell box, DamagedHelmet and Crytek Sponza (printed by
+// chunk_codec_test; figures in the comments are raw/encoded ratios at level 1 unless noted).
+ChunkCodec defaultChunkCodec(RenderDataArray which) {
+  switch (which) {
+    // Unique per-vertex floats: 4 byte planes let zstd see the repetitive sign/exponent bytes.
+    case RenderDataArray::positions:
+    case RenderDataArray::normals:
+    case RenderDataArray::uvs:
+    case RenderDataArray::tangents:
+    case RenderDataArray::envTexels:
+    case RenderDataArray::emissiveCdf:
+    case RenderDataArray::envMarginalCdf:
+    case RenderDataArray::envConditionalCdf:
+      return {1, 4};
+    // Indices: increasing uint32 with small deltas; planes separate the mostly-zero high bytes.
+    case RenderDataArray::triangles:
+    case RenderDataArray::emissiveTriangles:
+      return {1, 4};
+    // Texels: RGBA planes (alpha is often constant).
+    case RenderDataArray::texels:
+      return {1, 4};
+    // Small structs, a few hundred bytes at most: no shuffle, the level hardly matters.
+    default:
+      return {3, 0};
+  }
+}
+
+void byteShuffle(const uint8_t* in, uint8_t* out, size_t bytes, uint32_t stride) {
+  if (stride <= 1) {
+    if (bytes) std::memcpy(out, in, bytes);
+    return;
+  }
+  const size_t words = bytes / stride;
+  if (stride == 4) {
+    for (size_t i = 0; i < words; ++i) {
+      out[i] = in[4 * i];
+      out[words + i] = in[4 * i + 1];
+      out[2 * words + i] = in[4 * i + 2];
+      out[3 * words + i] = in[4 * i + 3];
+    }
+  } else {
+    for (uint32_t b = 0; b < stride; ++b)
+      for (size_t i = 0; i < words; ++i) out[b * words + i] = in[i * stride + b];
+  }
+  const size_t done = words * stride;
+  if (bytes > done) std::memcpy(out + done, in + done, bytes - done);
+}
+
+void byteUnshuffle(const uint8_t* in, uint8_t* out, size_t bytes, uint32_t stride) {
+  if (stride <= 1) {
+    if (bytes) std::memcpy(out, in, bytes);
+    return;
+  }
+  const size_t words = bytes / stride;
+  if (stride == 4) {
+    for (size_t i = 0; i < words; ++i) {
+      out[4 * i] = in[i];
+      out[4 * i + 1] = in[words + i];
+      out[4 * i + 2] = in[2 * words + i];
+      out[4 * i + 3] = in[3 * words + i];
+    }
+  } else {
+    for (uint32_t b = 0; b < stride; ++b)
+      for (size_t i = 0; i < words; ++i) out[i * stride + b] = in[b * words + i];
+  }
+  const size_t done = words * stride;
+  if (bytes > done) std::memcpy(out + done, in + done, bytes - done);
+}
+
+Status ChunkManifest::validate() const {
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < kRenderDataArrayCount; ++i) {
+    const RenderDataArray which = static_cast<RenderDataArray>(i);
+    const std::string name = std::string("manifest: array ") + renderDataArrayName(which);
+    const ArrayManifest& a = arrays[i];
+    const uint32_t elementSize = renderDataElementSize(which);
+    if (a.elementSize != elementSize)
+      return Error{name + " has element size " + std::to_string(a.elementSize) + ", expected " +
+                   std::to_string(elementSize)};
+    if (a.elementCount > kMaxRenderDataArrayBytes / elementSize)
+      return Error{name + " declares " + std::to_string(a.elementCount) +
+                   " elements, over the size limit"};
+    const uint64_t bytes = a.elementCount * elementSize;
+    total += bytes;
+    if (total > kMaxRenderDataBytes) return Error{"manifest: total size over the limit"};
+    uint64_t sum = 0;
+    for (size_t c = 0; c < a.chunks.size(); ++c) {
+      const ChunkRef& ref = a.chunks[c];
+      if (ref.rawBytes == 0 || ref.rawBytes > kMaxChunkBytes || ref.rawBytes % elementSize != 0)
+        return Error{name + " chunk " + std::to_string(c) + " (" + ref.hash.hex() + ") has " +
+                     std::to_string(ref.rawBytes) + " raw bytes: not 1.." +
+                     std::to_string(kMaxChunkBytes) + " whole elements"};
+      sum += ref.rawBytes;
+      if (sum > bytes) break;
+    }
+    if (sum != bytes)
+      return Error{name + ": chunks hold " + std::to_string(sum) + " bytes, " +
+                   std::to_string(a.elementCount) + " elements need " + std::to_string(bytes)};
+  }
+  return Status();
+}
+
+uint64_t ChunkManifest::rawBytes() const {
+  uint64_t n = 0;
+  for (const ArrayManifest& a : arrays)
+    for (const ChunkRef& c : a.chunks) n += c.rawBytes;
+  return n;
+}
+
+uint64_t ChunkManifest::encodedBytes() const {
+  uint64_t n = 0;
+  for (const ArrayManifest& a : arrays)
+    for (const ChunkRef& c : a.chunks) n += c.encodedBytes;
+  return n;
+}
+
+std::vector<Hash128> ChunkManifest::chunkHashes() const {
+  std::vector<Hash128> out;
+  std::unordered_set<Hash128, Hash128Hasher> seen;
+  for (const ArrayManifest& a : arrays)
+    for (const ChunkRef& c : a.chunks)
+      if (seen.insert(c.hash).second) out.push_back(c.hash);
+  return out;
+}
+
+std::vector<uint8_t> serializeManifest(const ChunkManifest& manifest) {
+  std::vector<uint8_t> out;
+  auto put = [&out](const auto& v) {
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(&v);
+    out.insert(out.end(), b, b + sizeof v);
+  };
+  put(kManifestMagic);
+  put(kManifestVersion);
+  put(kRenderDataArrayCount);
+  for (const ArrayManifest& a : manifest.arrays) {
+    put(a.elementSize);
+    put(a.elementCount);
+    put(uint32_t(a.chunks.size()));
+    for (const ChunkRef& c : a.chunks) {
+      put(c.hash.lo);
+      put(c.hash.hi);
+      put(c.rawBytes);
+      put(c.encodedBytes);
+    }
+  }
+  return out;
+}
+
+Result<ChunkManifest> deserializeManifest(const uint8_t* bytes, size_t size) {
+  size_t pos = 0;
+  auto take = [&](auto& v) {
+    if (size - pos < sizeof v) return false;
+    std::memcpy(&v, bytes + pos, sizeof v);
+    pos += sizeof v;
+    return true;
+  };
+  uint32_t magic = 0, version = 0, arrays = 0;
+  if (!take(magic) || !take(version) || !take(arrays)) return Error{"manifest: truncated header"};
+  if (magic != kManifestMagic) return Error{"manifest: bad magic"};
+  if (version != kManifestVersion)
+    return Error{"manifest: format version " + std::to_string(version) + ", expected " +
+                 std::to_string(kManifestVersion)};
+  if (arrays != kRenderDataArrayCount)
+    return Error{"manifest: " + std::to_string(arrays) + " arrays, expected " +
+                 std::to_string(kRenderDataArrayCount)};
+  constexpr size_t kChunkRefBytes = 8 + 8 + 4 + 4;
+  ChunkManifest m;
+  for (uint32_t i = 0; i < kRenderDataArrayCount; ++i) {
+    const char* name = renderDataArrayName(static_cast<RenderDataArray>(i));
+    ArrayManifest& a = m.arrays[i];
+    uint32_t chunks = 0;
+    if (!take(a.elementSize) || !take(a.elementCount) || !take(chunks))
+      return Error{std::string("manifest: truncated header of array ") + name};
+    if (chunks > (size - pos) / kChunkRefBytes)
+      return Error{std::string("manifest: array ") + name + " declares " +
+                   std::to_string(chunks) + " chunks, more than the message holds"};
+    a.chunks.resize(chunks);
+    for (ChunkRef& c : a.chunks) {
+      take(c.hash.lo);
+      take(c.hash.hi);
+      take(c.rawBytes);
+      take(c.encodedBytes);
+    }
+  }
+  if (pos != size) return Error{"manifest: trailing bytes"};
+  if (Status s = m.validate(); !s.ok()) return s.error();
+  return m;
+}
+
+const std::vector<uint8_t>* ChunkStore::find(const Hash128& hash) const {
+  auto it = chunks_.find(hash);
+  return it == chunks_.end() ? nullptr : &it->second;
+}
+
+void ChunkStore::put(const Hash128& hash, std::vector<uint8_t> encoded) {
+  const size_t n = encoded.size();
+  if (chunks_.try_emplace(hash, std::move(encoded)).second) bytes_ += n;
+}
+
+void ChunkStore::erase(const Hash128& hash) {
+  auto it = chunks_.find(hash);
+  if (it == chunks_.end()) return;
+  bytes_ -= it->second.size();
+  chunks_.erase(it);
+}
+
+std::vector<Hash128> ChunkStore::missing(const ChunkManifest& manifest) const {
+  std::vector<Hash128> out;
+  for (const Hash128& h : manifest.chunkHashes())
+    if (!contains(h)) out.push_back(h);
+  return out;
+}
+
+std::vector<uint8_t> encodeChunk(const uint8_t* raw, size_t size, const ChunkCodec& codec) {
+  std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+  std::vector<uint8_t> scratch;
+  return encodeWith(cctx.get(), raw, size, codec, scratch);
+}
+
+Status decodeChunkInto(const Hash128& hash, const uint8_t* encoded, size_t size,
+                       uint32_t expectedRawBytes, uint8_t* out) {
+  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  std::vector<uint8_t> scratch;
+  return decodeWith(dctx.get(), hash, encoded, size, expectedRawBytes, out, scratch);
+}
+
+Result<std::vector<uint8_t>> decodeChunk(const Hash128& hash, const uint8_t* encoded,
+                                         size_t size, uint32_t expectedRawBytes) {
+  if (expectedRawBytes > kMaxChunkBytes)
+    return Error{chunkName(hash) + ": manifest size " + std::to_string(expectedRawBytes) +
+                 " bytes exceeds the chunk limit"};
+  std::vector<uint8_t> out(expectedRawBytes);
+  if (Status s = decodeChunkInto(hash, encoded, size, expectedRawBytes, out.data()); !s.ok())
+    return s.error();
+  return out;
+}
+
+ChunkManifest encodeRenderData(const RenderData& data, ChunkStore& store,
+                               const ChunkEncodeOptions& options) {
+  const uint32_t maxChunk = std::clamp<uint32_t>(options.maxChunkBytes, 1, kMaxChunkBytes);
+  std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+  std::vector<uint8_t> scratch;
+  ChunkManifest m;
+  for (uint32_t i = 0; i < kRenderDataArrayCount; ++i) {
+    const RenderDataArray which = static_cast<RenderDataArray>(i);
+    const RenderData::Bytes bytes = data.arrayBytes(which);
+    const ChunkCodec codec = options.codec.value_or(defaultChunkCodec(which));
+    ArrayManifest& a = m.arrays[i];
+    a.elementSize = bytes.elementSize;
+    a.elementCount = bytes.size / bytes.elementSize;
+    const uint64_t chunkBytes = std::max<uint64_t>(1, maxChunk / bytes.elementSize) *
+                                bytes.elementSize;
+    PL_CHECK(chunkBytes <= kMaxChunkBytes);
+    for (uint64_t offset = 0; offset < bytes.size; offset += chunkBytes) {
+      const uint32_t n = uint32_t(std::min<uint64_t>(chunkBytes, bytes.size - offset));
+      ChunkRef ref;
+      ref.hash = hash128(bytes.data + offset, n);
+      ref.rawBytes = n;
+      if (!store.contains(ref.hash))
+        store.put(ref.hash, encodeWith(cctx.get(), bytes.data + offset, n, codec, scratch));
+      ref.encodedBytes = uint32_t(store.find(ref.hash)->size());
+      a.chunks.push_back(ref);
+    }
+  }
+  return m;
+}
+
+Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store) {
+  if (Status s = manifest.validate(); !s.ok()) return s.error();
+  const std::vector<Hash128> missing = store.missing(manifest);
+  if (!missing.empty())
+    return Error{"render data: " + std::to_string(missing.size()) + " chunk(s) missing, first " +
+                 missing.front().hex()};
+
+  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  std::vector<uint8_t> scratch;
+  RenderData data;
+  auto fill = [&](auto& vec, RenderDataArray which) -> Status {
+    const ArrayManifest& a = manifest.arrays[static_cast<uint32_t>(which)];
+    vec.resize(a.elementCount);
+    uint8_t* dst = reinterpret_cast<uint8_t*>(vec.data());
+    for (const ChunkRef& ref : a.chunks) {
+      const std::vector<uint8_t>* encoded = store.find(ref.hash);
+      Status s = decodeWith(dctx.get(), ref.hash, encoded->data(), encoded->size(), ref.rawBytes,
+                            dst, scratch);
+      if (!s.ok())
+        return Error{std::string("array ") + renderDataArrayName(which) + ": " + s.error().message};
+      dst += ref.rawBytes;
+    }
+    return Status();
+  };
+#define PL_RD_FILL(Type, name)                                        \
+  if (Status s = fill(data.name, RenderDataArray::name); !s.ok()) \
+    return s.error();
+  PL_RENDER_DATA_ARRAYS(PL_RD_FILL)
+#undef PL_RD_FILL
+  if (Status s = data.validate(); !s.ok())
+    return Error{"render data from chunks: " + s.error().message};
+  return data;
+}
+
+}  // namespace pl

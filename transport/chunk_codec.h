@@ -1,0 +1,138 @@
+#pragma once
+// The chunk codec: RenderData as content-addressed, compressed chunks (docs/DESIGN.md section
+// 3). Each array is cut into chunks of at most kMaxChunkBytes (whole elements), each chunk is
+// named by the XXH3-128 of its raw bytes and compressed with zstd, after an optional
+// byte-shuffle chosen per kind of array. A ChunkManifest lists, per array, its element count
+// and its chunks in order: with a store of hash -> encoded chunk, that is all a node needs to
+// rebuild the RenderData. A worker asks for the hashes it lacks (ChunkStore::missing), so a
+// camera move resends one small chunk, not the scene.
+//
+// Encoded chunk = 4-byte header {format version 1, shuffle stride (0 = none), 0, 0} followed by
+// exactly one zstd frame that declares its content size. The header makes a chunk decodable
+// on its own, whichever array it was first encoded for (equal bytes in two arrays are one
+// chunk).
+//
+// Everything that arrives from a peer (manifests, chunks) is bounded before allocating: a
+// chunk's declared content size is checked against the manifest and kMaxChunkBytes, the frame
+// must be complete and alone, and the decompressed bytes must hash to the chunk's name.
+// Byte order: little-endian hosts only (as RenderData's own serialize()).
+//
+// Threads: free functions are thread-safe; a ChunkStore is not (one owner, or a lock).
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/scene/render_data.h"
+#include "core/util/hash.h"
+#include "core/util/status.h"
+
+namespace pl {
+
+constexpr uint32_t kMaxChunkBytes = 4u << 20;  // 4 MiB, raw, per chunk
+
+struct Hash128Hasher {
+  size_t operator()(const Hash128& h) const { return size_t(h.lo ^ (h.hi * 0x9e3779b97f4a7c15ull)); }
+};
+
+// How one chunk's bytes are coded.
+struct ChunkCodec {
+  int level = 1;  // zstd level
+  // Byte-shuffle before compressing: 0 = none; k = split the bytes into k planes (byte j of
+  // every k-byte word together); 4 turns float arrays into 4 byte planes.
+  uint32_t shuffleStride = 0;
+  bool operator==(const ChunkCodec&) const = default;
+};
+
+// The codec measured best for each array (see the table in chunk_codec.cpp).
+ChunkCodec defaultChunkCodec(RenderDataArray which);
+
+// Byte-shuffle helpers (also used by the tile codec). out and in hold `bytes` bytes and must
+// not overlap; a tail of bytes % stride bytes is copied unchanged. stride <= 1: plain copy.
+void byteShuffle(const uint8_t* in, uint8_t* out, size_t bytes, uint32_t stride);
+void byteUnshuffle(const uint8_t* in, uint8_t* out, size_t bytes, uint32_t stride);
+
+struct ChunkRef {
+  Hash128 hash;               // XXH3-128 of the raw bytes: the chunk's name
+  uint32_t rawBytes = 0;      // 1 .. kMaxChunkBytes, a whole number of elements
+  uint32_t encodedBytes = 0;  // size of the encoded chunk (header + zstd frame)
+  bool operator==(const ChunkRef&) const = default;
+};
+
+struct ArrayManifest {
+  uint32_t elementSize = 0;  // must equal renderDataElementSize(array)
+  uint64_t elementCount = 0;
+  std::vector<ChunkRef> chunks;  // in order; their raw bytes concatenated are the array
+  bool operator==(const ArrayManifest&) const = default;
+};
+
+struct ChunkManifest {
+  std::array<ArrayManifest, kRenderDataArrayCount> arrays;  // in X-macro order
+
+  // Checks consistency and bounds, as for a manifest from a peer: element sizes, array and
+  // total sizes within kMaxRenderDataArrayBytes / kMaxRenderDataBytes, chunk sizes within
+  // 1..kMaxChunkBytes and whole elements, chunk sizes adding up to each array's size.
+  Status validate() const;
+
+  uint64_t rawBytes() const;      // sum over chunk references (a repeated chunk counts again)
+  uint64_t encodedBytes() const;  // idem, encoded
+  // Distinct chunk hashes, in first-use order.
+  std::vector<Hash128> chunkHashes() const;
+  bool operator==(const ChunkManifest&) const = default;
+};
+
+// Manifest wire form (for when it does not travel as Cap'n Proto fields). deserialize bounds
+// every count by the bytes present before allocating, then validate()s.
+std::vector<uint8_t> serializeManifest(const ChunkManifest& manifest);
+Result<ChunkManifest> deserializeManifest(const uint8_t* bytes, size_t size);
+
+// Encoded chunks by hash. Owns its bytes; pointers from find() stay valid until the entry is
+// erased (node-based map). Does not check what it is given: decoding verifies.
+class ChunkStore {
+ public:
+  bool contains(const Hash128& hash) const { return chunks_.count(hash) != 0; }
+  const std::vector<uint8_t>* find(const Hash128& hash) const;
+  // Keeps the existing entry when the hash is already present.
+  void put(const Hash128& hash, std::vector<uint8_t> encoded);
+  void erase(const Hash128& hash);
+  size_t size() const { return chunks_.size(); }
+  uint64_t bytes() const { return bytes_; }  // encoded bytes held
+  // The manifest's distinct chunks that this store lacks, in first-use order.
+  std::vector<Hash128> missing(const ChunkManifest& manifest) const;
+
+ private:
+  std::unordered_map<Hash128, std::vector<uint8_t>, Hash128Hasher> chunks_;
+  uint64_t bytes_ = 0;
+};
+
+// One chunk. encodeChunk never fails (size <= kMaxChunkBytes checked).
+std::vector<uint8_t> encodeChunk(const uint8_t* raw, size_t size, const ChunkCodec& codec);
+// Decodes an encoded chunk named `hash` into out[0 .. expectedRawBytes). Fails, naming the
+// chunk, when the header or frame is malformed, truncated or followed by extra bytes, when the
+// declared size differs from expectedRawBytes or exceeds kMaxChunkBytes (checked before any
+// work), or when the bytes do not hash to `hash`. out may be partly written on failure.
+Status decodeChunkInto(const Hash128& hash, const uint8_t* encoded, size_t size,
+                       uint32_t expectedRawBytes, uint8_t* out);
+Result<std::vector<uint8_t>> decodeChunk(const Hash128& hash, const uint8_t* encoded,
+                                         size_t size, uint32_t expectedRawBytes);
+
+struct ChunkEncodeOptions {
+  std::optional<ChunkCodec> codec;  // one codec for every array instead of the defaults
+  uint32_t maxChunkBytes = kMaxChunkBytes;  // clamped to 1..kMaxChunkBytes (tests cut small)
+};
+
+// Cuts data into chunks, hashes them, encodes those not yet in `store` and puts them there.
+// Chunks already in the store are not recompressed, so re-encoding after a camera move costs
+// hashing plus one small chunk.
+ChunkManifest encodeRenderData(const RenderData& data, ChunkStore& store,
+                               const ChunkEncodeOptions& options = {});
+
+// Rebuilds the RenderData of a manifest from the store's chunks: validates the manifest,
+// checks that every chunk is present (before allocating), decodes and verifies each chunk
+// into place, then RenderData::validate()s the result.
+Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store);
+
+}  // namespace pl
