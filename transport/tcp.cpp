@@ -1,11 +1,10 @@
 #include "transport/tcp.h"
 
 #include <arpa/inet.h>
+#include <kj/debug.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
-
-#include <kj/debug.h>
 
 #include <cerrno>
 #include <charconv>
@@ -90,8 +89,7 @@ Result<kj::Own<kj::ConnectionReceiver>> listenTcp(kj::LowLevelAsyncIoProvider& i
   auto fail = [&](const char* what) {
     return Error{"listen on " + quoted(hostPort) + ": " + what + ": " + strerror(errno)};
   };
-  SocketFd fd(::socket(address->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                       0));
+  SocketFd fd(::socket(address->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return fail("socket");
   int one = 1;
   if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
@@ -106,8 +104,7 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> connectTcp(kj::LowLevelAsyncIoProvider& 
                                                    std::string_view hostPort) {
   Result<TcpAddress> address = parseTcpAddress(hostPort);
   if (!address) return failed(address.error().message);
-  SocketFd fd(::socket(address->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                       0));
+  SocketFd fd(::socket(address->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) {
     std::string message = "connect to " + quoted(hostPort) + ": socket: " + strerror(errno);
     return failed(message);

@@ -112,12 +112,13 @@ void UvEventPort::beforeRun() {
 void UvEventPort::turnKj() {
   if (waitScope_ == nullptr || inKjWait_ || turning_) return;
   turning_ = true;
-  KJ_IF_MAYBE(exception, kj::runCatchingExceptions([&]() {
-    // poll() turns the queue and, after a wake(), runs kj::Executor work. It leaves the loop's
-    // "runnable" state stale, so run() must follow (trap 1), which reports "empty" to the port.
-    waitScope_->poll();
-    kjLoop_->run();
-  })) {
+  KJ_IF_MAYBE (exception, kj::runCatchingExceptions([&]() {
+                 // poll() turns the queue and, after a wake(), runs kj::Executor work. It leaves
+                 // the loop's "runnable" state stale, so run() must follow (trap 1), which reports
+                 // "empty" to the port.
+                 waitScope_->poll();
+                 kjLoop_->run();
+               })) {
     // KJ delivers exceptions to promises; one escaping the loop is a bug in the bridge's user.
     PL_LOG_ERROR("uncaught exception on the KJ loop: %s", kj::str(*exception).cStr());
     std::abort();

@@ -1,6 +1,7 @@
 #include "transport/uv_io_provider.h"
 
 #include <fcntl.h>
+#include <kj/debug.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -8,8 +9,6 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
-
-#include <kj/debug.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -93,8 +92,10 @@ class FdWatcher final : public UvDeferredUpdate {
   FdWatcher(UvEventPort& port, int fd) : port_(port), fd_(fd) {
     int rc = poll_.init(port.loop(), uv_poll_init, fd);
     if (rc != 0) {
-      kj::throwFatalException(KJ_EXCEPTION(FAILED, "uv_poll_init failed (is this fd already "
-                                           "wrapped?)", fd, uv_strerror(rc)));
+      kj::throwFatalException(KJ_EXCEPTION(FAILED,
+                                           "uv_poll_init failed (is this fd already "
+                                           "wrapped?)",
+                                           fd, uv_strerror(rc)));
     }
     poll_->data = this;
   }
@@ -343,7 +344,8 @@ class UvStream final : public kj::AsyncIoStream {
         int error = errno;
         if (error == EINTR) continue;
         if (error == EAGAIN || error == EWOULDBLOCK) {
-          return watcher().writable().then([this, first, rest]() { return writeLoop(first, rest); });
+          return watcher().writable().then(
+              [this, first, rest]() { return writeLoop(first, rest); });
         }
         return syscallException(isSocket_ ? "sendmsg" : "writev", error);
       }
@@ -464,8 +466,10 @@ class UvLowLevelIoProvider final : public kj::LowLevelAsyncIoProvider {
   }
 
   // 0.9.2 contract: this call starts the connect itself.
-  kj::Promise<kj::Own<kj::AsyncIoStream>> wrapConnectingSocketFd(
-      int fd, const struct sockaddr* addr, uint addrlen, uint flags) override {
+  kj::Promise<kj::Own<kj::AsyncIoStream>> wrapConnectingSocketFd(int fd,
+                                                                 const struct sockaddr* addr,
+                                                                 uint addrlen,
+                                                                 uint flags) override {
     auto stream = kj::heap<UvStream>(port_, fd, flags);
     for (;;) {
       if (::connect(fd, addr, addrlen) == 0) {

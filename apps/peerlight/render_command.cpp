@@ -18,6 +18,11 @@
 #include "core/render/image_io.h"
 #include "core/render/local_render.h"
 #include "core/scene/compile.h"
+#include "core/util/log.h"
+
+#if defined(PEERLIGHT_HAVE_CUDA)
+#include "gpu/cuda_devices.h"
+#endif
 
 namespace pl::app {
 
@@ -34,8 +39,35 @@ struct RenderArgs {
   uint32_t seed = 0;
   float exposure = 0.0f;
   uint32_t maxDepth = 16;
+  std::string device = "auto";
   bool json = false;
 };
+
+// The devices `--device` names: auto (every CUDA GPU, else the CPU), cpu, cuda, or all.
+// A GPU renders a unit in milliseconds and a CPU in about a second, so without a scheduler that
+// duplicates the last units (core/cluster, coming with the cluster transport) mixing them only
+// pays off for long renders: hence auto prefers the GPUs alone.
+std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args) {
+  std::vector<std::unique_ptr<Device>> devices;
+  const bool wantCpu = args.device == "cpu" || args.device == "all";
+  const bool wantCuda = args.device != "cpu";
+#if defined(PEERLIGHT_HAVE_CUDA)
+  if (wantCuda) {
+    for (const DeviceInfo& info : enumerateCudaDevices()) {
+      Result<std::unique_ptr<Device>> gpu = makeCudaDevice(info.ordinal);
+      if (gpu.ok())
+        devices.push_back(std::move(gpu).value());
+      else
+        PL_LOG_WARN("%s", gpu.error().message.c_str());
+    }
+  }
+#endif
+  if (args.device == "cuda" && devices.empty())
+    failUsage("--device cuda: no CUDA GPU is available on this machine");
+  if (wantCpu || devices.empty()) devices.push_back(std::make_unique<CpuDevice>(args.threads));
+  (void)wantCuda;
+  return devices;
+}
 
 // A one-line progress bar on stderr, redrawn at most 10 times a second.
 class ProgressBar {
@@ -92,8 +124,21 @@ void runRender(const RenderArgs& args) {
   if (!compiled.ok()) failUsage(compiled.error().message);
   auto data = std::make_shared<const RenderData>(std::move(compiled).value());
 
-  CpuDevice device(args.threads);
-  if (Status s = device.load(data); !s.ok()) fail(s.error().message, 1);
+  std::vector<std::unique_ptr<Device>> owned = openDevices(args);
+  std::vector<Device*> devices;
+  for (std::unique_ptr<Device>& device : owned) {
+    if (Status s = device->load(data); !s.ok()) {
+      PL_LOG_WARN("%s", s.error().message.c_str());
+      continue;
+    }
+    devices.push_back(device.get());
+  }
+  if (devices.empty()) fail("no device could load the scene", 1);
+  // GPUs need big units to fill them (about 10^6 pixel samples); CPUs refine the image in
+  // small, quick ones.
+  bool anyGpu = false;
+  for (Device* device : devices) anyGpu |= device->info().kind == "cuda";
+  const TilingOptions tiling = anyGpu ? TilingOptions{256, 16} : TilingOptions{};
   const double loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
 
@@ -102,7 +147,7 @@ void runRender(const RenderArgs& args) {
   ProgressBar bar;
   ProgressCallback progress;
   if (showProgress) progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
-  Result<LocalRenderStats> stats = renderLocal(device, film, TilingOptions{}, progress);
+  Result<LocalRenderStats> stats = renderLocal(devices, film, tiling, progress);
   if (showProgress) bar.finish();
   if (!stats.ok()) fail(stats.error().message, 1);
 
@@ -115,12 +160,19 @@ void runRender(const RenderArgs& args) {
   const double samplesPerSecond = seconds > 0 ? double(stats->samples) / seconds : 0.0;
   const double mraysPerSecond = seconds > 0 ? double(stats->raysTraced) / seconds / 1e6 : 0.0;
   if (args.json) {
-    nlohmann::json devices = nlohmann::json::array();
-    DeviceInfo info = device.info();
-    devices.push_back({{"kind", info.kind},
-                       {"name", info.name},
-                       {"threads", info.threads},
-                       {"memory_bytes", info.memoryBytes}});
+    nlohmann::json deviceList = nlohmann::json::array();
+    for (size_t i = 0; i < devices.size(); ++i) {
+      const DeviceInfo info = devices[i]->info();
+      const DeviceShare& share = stats->devices[i];
+      deviceList.push_back({{"kind", info.kind},
+                            {"name", info.name},
+                            {"threads", info.threads},
+                            {"memory_bytes", info.memoryBytes},
+                            {"work_units", share.units},
+                            {"samples", share.samples},
+                            {"rays_traced", share.raysTraced},
+                            {"error", share.error}});
+    }
     nlohmann::json out = {{"scene", args.scene},
                           {"output", args.output},
                           {"width", film.width()},
@@ -133,7 +185,7 @@ void runRender(const RenderArgs& args) {
                           {"rays_traced", stats->raysTraced},
                           {"render_data_bytes", data->byteSize()},
                           {"triangles", data->triangles.size()},
-                          {"devices", devices}};
+                          {"devices", deviceList}};
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, render data %s, "
@@ -164,6 +216,10 @@ void addRenderCommand(CLI::App& app) {
   cmd->add_option("--exposure", args->exposure, "Exposure in stops for PNG output")
       ->capture_default_str();
   cmd->add_option("--max-depth", args->maxDepth, "Maximum path length in bounces")
+      ->capture_default_str();
+  cmd->add_option("--device", args->device,
+                  "Devices to render on: auto (the CUDA GPUs, else the CPU), cpu, cuda, all")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "all"}))
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object with the statistics on stdout");
   cmd->callback([args] { runRender(*args); });

@@ -56,7 +56,8 @@ TEST(UvIo, ListenOnPortZeroConnectAndExchangeBytes) {
   for (size_t i = 0; i < big.size(); ++i) big[i] = kj::byte(i * 7 + (i >> 12));
   std::vector<kj::ArrayPtr<const kj::byte>> pieces;
   for (size_t offset = 0; offset < big.size(); offset += 3000) {
-    pieces.push_back(kj::arrayPtr(big.data() + offset, std::min<size_t>(3000, big.size() - offset)));
+    pieces.push_back(
+        kj::arrayPtr(big.data() + offset, std::min<size_t>(3000, big.size() - offset)));
   }
   std::vector<kj::byte> received(big.size());
   auto writing = client->write(kj::arrayPtr(pieces.data(), pieces.size()));
@@ -93,13 +94,13 @@ TEST(UvIo, ConnectionRefusedIsDisconnected) {
     port = (*receiver)->getPort();
   }  // closed: nobody listens there now
   std::string address = "127.0.0.1:" + std::to_string(port);
-  KJ_IF_MAYBE(e, exceptionFrom([&]() { waitFor(loop, connectTcp(loop.lowLevelIo(), address)); })) {
+  KJ_IF_MAYBE (e, exceptionFrom([&]() { waitFor(loop, connectTcp(loop.lowLevelIo(), address)); })) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << kj::str(*e).cStr();
     EXPECT_NE(std::string(e->getDescription().cStr()).find(address), std::string::npos);
   } else {
     ADD_FAILURE() << "connect to a closed port succeeded";
   }
-  KJ_IF_MAYBE(e, exceptionFrom([&]() { waitFor(loop, connectTcp(loop.lowLevelIo(), "nope")); })) {
+  KJ_IF_MAYBE (e, exceptionFrom([&]() { waitFor(loop, connectTcp(loop.lowLevelIo(), "nope")); })) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::FAILED);
   } else {
     ADD_FAILURE() << "connect to 'nope' succeeded";
@@ -124,7 +125,7 @@ TEST(UvIo, PeerDyingMidWriteRejectsWithDisconnectedAndDoesNotKillTheProcess) {
   waitFor(loop, server->read(buffer, sizeof(buffer), sizeof(buffer)));
   server = nullptr;
 
-  KJ_IF_MAYBE(e, exceptionFrom([&]() { waitFor(loop, kj::mv(writing)); })) {
+  KJ_IF_MAYBE (e, exceptionFrom([&]() { waitFor(loop, kj::mv(writing)); })) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << kj::str(*e).cStr();
   } else {
     ADD_FAILURE() << "64 MiB write to a dead peer succeeded";
@@ -138,11 +139,11 @@ TEST(UvIo, PipeWithoutReaderRejectsWithDisconnected) {
   int fds[2];
   ASSERT_EQ(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
   ::close(fds[0]);
-  auto out = loop.lowLevelIo().wrapOutputFd(
-      fds[1], kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-                  kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
-                  kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
-  KJ_IF_MAYBE(e, exceptionFrom([&]() { waitFor(loop, out->write("x", 1)); })) {
+  auto out =
+      loop.lowLevelIo().wrapOutputFd(fds[1], kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                                                 kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
+                                                 kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+  KJ_IF_MAYBE (e, exceptionFrom([&]() { waitFor(loop, out->write("x", 1)); })) {
     EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << kj::str(*e).cStr();
   } else {
     ADD_FAILURE() << "write to a pipe without reader succeeded";
@@ -156,8 +157,8 @@ TEST(UvIo, KjNetworkAndPipesWorkOnTheBridge) {
   auto address = waitFor(loop, loop.io().getNetwork().parseAddress("127.0.0.1", 0));
   auto listener = address->listen();
   auto accepted = listener->accept();
-  auto connectTo = waitFor(loop, loop.io().getNetwork().parseAddress(
-                                     "127.0.0.1", listener->getPort()));
+  auto connectTo =
+      waitFor(loop, loop.io().getNetwork().parseAddress("127.0.0.1", listener->getPort()));
   auto client = waitFor(loop, connectTo->connect());
   auto server = waitFor(loop, kj::mv(accepted));
   waitFor(loop, client->write("net", 3));

@@ -108,7 +108,8 @@ TEST(UvKjLoop, RunReturnsOnlyWhenKjWorkIsDone) {
   Watchdog watchdog(loop, 5000, /*keepAlive=*/false);
   int steps = 0;
   kj::Promise<void> chain = kj::evalLater([&]() { ++steps; });
-  for (int i = 0; i < 100; ++i) chain = chain.then([&]() { return kj::evalLater([&]() { ++steps; }); });
+  for (int i = 0; i < 100; ++i)
+    chain = chain.then([&]() { return kj::evalLater([&]() { ++steps; }); });
   chain = chain.eagerlyEvaluate(nullptr);
   loop.run();
   EXPECT_EQ(steps, 101);
@@ -151,7 +152,10 @@ TEST(UvKjLoop, TopLevelWaitDrivesTheUvLoop) {
   EXPECT_EQ(waitFor(loop, kj::evalLater([]() { return 42; })), 42);
   // Mixed: KJ work started by top-level wait, continued by run().
   bool done = false;
-  auto p = loop.timer().afterDelay(1 * kj::MILLISECONDS).then([&]() { done = true; }).eagerlyEvaluate(nullptr);
+  auto p = loop.timer()
+               .afterDelay(1 * kj::MILLISECONDS)
+               .then([&]() { done = true; })
+               .eagerlyEvaluate(nullptr);
   loop.run();
   EXPECT_TRUE(done);
 }
@@ -232,7 +236,8 @@ TEST(UvKjLoop, BorrowedLoopIsDrivenAndLeftUsable) {
   ASSERT_EQ(uv_loop_init(&raw), 0);
   {
     UvKjLoop loop(&raw);
-    int value = waitFor(loop, loop.timer().afterDelay(2 * kj::MILLISECONDS).then([]() { return 7; }));
+    int value =
+        waitFor(loop, loop.timer().afterDelay(2 * kj::MILLISECONDS).then([]() { return 7; }));
     EXPECT_EQ(value, 7);
   }
   uv_run(&raw, UV_RUN_DEFAULT);  // frees the bridge's closed handles

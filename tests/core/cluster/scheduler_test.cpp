@@ -285,8 +285,11 @@ TEST(SchedulerTest, RequeuedUnitIsSplitForASlowerDevice) {
   bool first = true;
   while (covered < work(big)) {
     const WorkUnit u = *s.nextUnit(kB, at(t));
-    if (first) EXPECT_LE(work(u), SchedulerOptions{}.initialUnitWork) << u.describe();
-    if (!first) EXPECT_LE(work(u), 15000u * 1.1) << u.describe();
+    if (first) {
+      EXPECT_LE(work(u), SchedulerOptions{}.initialUnitWork) << u.describe();
+    } else {
+      EXPECT_LE(work(u), 15000u * 1.1) << u.describe();
+    }
     first = false;
     // Pieces of the lost unit come first, before any new work.
     EXPECT_GE(u.sampleBegin, big.sampleBegin) << u.describe();
