@@ -109,28 +109,36 @@ Status decodeWith(ZSTD_DCtx* dctx, const Hash128& hash, const uint8_t* encoded, 
 
 }  // namespace
 
-// Chosen from measurements on the Cornell box, DamagedHelmet and Crytek Sponza (printed by
-// chunk_codec_test; figures in the comments are raw/encoded ratios at level 1 unless noted).
+// Chosen from measurements on DamagedHelmet and Crytek Sponza (the Cornell box is too small to
+// matter), printed by chunk_codec_test (PL_CODEC_SWEEP_ALL=1 for whole arrays). Ratios are
+// raw/encoded, Helmet / Sponza; "sE" = shuffle by the element size, "s4" = 4 byte planes.
+// Geometry arrays are small next to texels, so they can afford level 3.
 ChunkCodec defaultChunkCodec(RenderDataArray which) {
+  const uint32_t element = renderDataElementSize(which);
   switch (which) {
-    // Unique per-vertex floats: 4 byte planes let zstd see the repetitive sign/exponent bytes.
-    case RenderDataArray::positions:
-    case RenderDataArray::normals:
-    case RenderDataArray::uvs:
-    case RenderDataArray::tangents:
+    case RenderDataArray::positions:  // l3sE 1.55 / 2.39; l3 2.00 / 2.05; l1s4 1.28 / 1.32
+    case RenderDataArray::tangents:   // l3sE 1.91 / 2.15; l1 1.53 / 1.54
+    case RenderDataArray::triangles:  // l3sE 6.46 / 7.11; l3s4 6.88 / 4.07; l1 3.00 / 2.73
+      return {3, element};
+    case RenderDataArray::normals:  // l3s4 1.82 / 2.49; l3 1.84 / 2.47; l1 1.79 / 1.68
+      return {3, 4};
+    case RenderDataArray::uvs:  // l3 2.40 / 8.00; l3s4 1.90 / 4.68
+      return {3, 0};
+    // Texels are most of the bytes: level 1 keeps encoding at ~800 MB/s.
+    case RenderDataArray::texels:  // l1s4 3.16 / 2.59; l3 3.52 / 2.42; l1 3.13 / 2.16
+      return {1, 4};
+    case RenderDataArray::emissiveTriangles:  // Helmet: s4 128x, plain 1.7x
+    case RenderDataArray::emissiveCdf:        // Helmet: s4 1.90, plain 1.12
+    // Not measured (no environment map in the test scenes): float data, where 4 byte planes
+    // help (PLATFORM_NOTES: 1.17x -> 1.41x on float framebuffers).
     case RenderDataArray::envTexels:
-    case RenderDataArray::emissiveCdf:
     case RenderDataArray::envMarginalCdf:
     case RenderDataArray::envConditionalCdf:
       return {1, 4};
-    // Indices: increasing uint32 with small deltas; planes separate the mostly-zero high bytes.
-    case RenderDataArray::triangles:
-    case RenderDataArray::emissiveTriangles:
-      return {1, 4};
-    // Texels: RGBA planes (alpha is often constant).
-    case RenderDataArray::texels:
-      return {1, 4};
-    // Small structs, a few hundred bytes at most: no shuffle, the level hardly matters.
+    case RenderDataArray::materials:  // Sponza: l3sE 9.09, l3 7.89
+    case RenderDataArray::textures:   // Sponza: l3sE 9.54, l3 7.06
+      return {3, element};
+    // A few hundred bytes at most (lights, camera, globals): plain level 3.
     default:
       return {3, 0};
   }

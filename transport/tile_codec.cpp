@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/util/hash.h"
 #include "transport/chunk_codec.h"
 
 namespace pl {
@@ -14,7 +15,8 @@ namespace {
 constexpr uint32_t kTileMagic = 0x52544c50;  // "PLTR"
 constexpr uint16_t kTileVersion = 1;
 constexpr uint8_t kSumStride = 8;
-constexpr size_t kTileHeaderBytes = 4 + 2 + 1 + 1 + 7 * 4 + 8 + 8;
+constexpr size_t kTileFieldBytes = 4 + 2 + 1 + 1 + 7 * 4 + 8 + 8;
+constexpr size_t kTileHeaderBytes = kTileFieldBytes + 8;  // + checksum of the fields
 
 }  // namespace
 
@@ -41,7 +43,8 @@ std::vector<uint8_t> encodeTileResult(const TileResult& result, int zstdLevel) {
     put(v);
   put(result.raysTraced);
   put(rawBytes);
-  PL_CHECK(pos == kTileHeaderBytes);
+  PL_CHECK(pos == kTileFieldBytes);
+  put(hash128(out.data(), kTileFieldBytes).lo);
 
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, zstdLevel);
@@ -68,12 +71,16 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
   uint8_t stride, reserved;
   take(magic);
   take(version);
-  take(stride);
-  take(reserved);
   if (magic != kTileMagic) return Error{"tile result: bad magic"};
   if (version != kTileVersion)
     return Error{"tile result: format version " + std::to_string(version) + ", expected " +
                  std::to_string(kTileVersion)};
+  uint64_t checksum;
+  std::memcpy(&checksum, bytes + kTileFieldBytes, 8);
+  if (checksum != hash128(bytes, kTileFieldBytes).lo)
+    return Error{"tile result: corrupt header (checksum mismatch)"};
+  take(stride);
+  take(reserved);
   if (stride != kSumStride || reserved != 0) return Error{"tile result: malformed header"};
   TileResult result;
   WorkUnit& u = result.unit;
@@ -87,6 +94,7 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
   take(result.raysTraced);
   uint64_t rawBytes;
   take(rawBytes);
+  pos += 8;  // checksum
 
   const std::string what = "tile result " + u.describe();
   if (u.tile.width == 0 || u.tile.height == 0) return Error{what + ": empty tile"};

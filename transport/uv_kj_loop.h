@@ -2,7 +2,7 @@
 // UvKjLoop: one libuv loop with KJ (and so Cap'n Proto RPC) running on it, in one thread.
 //
 //   pl::UvKjLoop loop;                                  // on the thread that will run it
-//   auto receiver = pl::listenTcp(loop.io(), "127.0.0.1:0").value();
+//   auto receiver = pl::listenTcp(loop.lowLevelIo(), "127.0.0.1:0").value();
 //   capnp::TwoPartyServer server(kj::heap<MyImpl>());
 //   auto listening = server.listen(*receiver);          // a KJ promise; nothing blocks
 //   uv_signal_t / uv_timer_t / uv_spawn ... on loop.uv() // plain libuv next to it
