@@ -33,7 +33,8 @@ std::string chunkName(const Hash128& hash) { return "chunk " + hash.hex(); }
 std::vector<uint8_t> encodeWith(ZSTD_CCtx* cctx, const uint8_t* raw, size_t size,
                                 const ChunkCodec& codec, std::vector<uint8_t>& scratch) {
   PL_CHECK(size <= kMaxChunkBytes);
-  const uint32_t stride = codec.shuffleStride > 1 ? std::min<uint32_t>(codec.shuffleStride, 255) : 0;
+  const uint32_t stride =
+      codec.shuffleStride > 1 ? std::min<uint32_t>(codec.shuffleStride, 255) : 0;
   const uint8_t* src = raw;
   if (stride > 1) {
     scratch.resize(size);
@@ -47,8 +48,8 @@ std::vector<uint8_t> encodeWith(ZSTD_CCtx* cctx, const uint8_t* raw, size_t size
   ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, codec.level);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
-  const size_t n =
-      ZSTD_compress2(cctx, out.data() + kChunkHeaderBytes, out.size() - kChunkHeaderBytes, src, size);
+  const size_t n = ZSTD_compress2(cctx, out.data() + kChunkHeaderBytes,
+                                  out.size() - kChunkHeaderBytes, src, size);
   PL_CHECK_MSG(!ZSTD_isError(n), "zstd: %s", ZSTD_getErrorName(n));
   out.resize(kChunkHeaderBytes + n);
   return out;
@@ -63,8 +64,7 @@ Status decodeWith(ZSTD_DCtx* dctx, const Hash128& hash, const uint8_t* encoded, 
     return Error{chunkName(hash) + ": truncated (" + std::to_string(size) + " bytes, no header)"};
   if (encoded[0] != kChunkFormatVersion)
     return Error{chunkName(hash) + ": unknown chunk format " + std::to_string(encoded[0])};
-  if (encoded[2] != 0 || encoded[3] != 0)
-    return Error{chunkName(hash) + ": malformed header"};
+  if (encoded[2] != 0 || encoded[3] != 0) return Error{chunkName(hash) + ": malformed header"};
   const uint32_t stride = encoded[1];
   if (stride == 1) return Error{chunkName(hash) + ": malformed header (shuffle stride 1)"};
 
@@ -76,8 +76,8 @@ Status decodeWith(ZSTD_DCtx* dctx, const Hash128& hash, const uint8_t* encoded, 
   if (declared == ZSTD_CONTENTSIZE_UNKNOWN)
     return Error{chunkName(hash) + ": zstd frame does not declare its content size"};
   if (declared > kMaxChunkBytes)
-    return Error{chunkName(hash) + ": declares " + std::to_string(declared) +
-                 " bytes, over the " + std::to_string(kMaxChunkBytes) + "-byte chunk limit"};
+    return Error{chunkName(hash) + ": declares " + std::to_string(declared) + " bytes, over the " +
+                 std::to_string(kMaxChunkBytes) + "-byte chunk limit"};
   if (declared != expectedRawBytes)
     return Error{chunkName(hash) + ": declares " + std::to_string(declared) +
                  " bytes, the manifest says " + std::to_string(expectedRawBytes)};
@@ -103,7 +103,8 @@ Status decodeWith(ZSTD_DCtx* dctx, const Hash128& hash, const uint8_t* encoded, 
   if (stride > 1) byteUnshuffle(dst, out, expectedRawBytes, stride);
   const Hash128 actual = hash128(out, expectedRawBytes);
   if (!(actual == hash))
-    return Error{chunkName(hash) + ": content hashes to " + actual.hex() + " (corrupt or misnamed)"};
+    return Error{chunkName(hash) + ": content hashes to " + actual.hex() +
+                 " (corrupt or misnamed)"};
   return Status();
 }
 
@@ -291,8 +292,8 @@ Result<ChunkManifest> deserializeManifest(const uint8_t* bytes, size_t size) {
     if (!take(a.elementSize) || !take(a.elementCount) || !take(chunks))
       return Error{std::string("manifest: truncated header of array ") + name};
     if (chunks > (size - pos) / kChunkRefBytes)
-      return Error{std::string("manifest: array ") + name + " declares " +
-                   std::to_string(chunks) + " chunks, more than the message holds"};
+      return Error{std::string("manifest: array ") + name + " declares " + std::to_string(chunks) +
+                   " chunks, more than the message holds"};
     a.chunks.resize(chunks);
     for (ChunkRef& c : a.chunks) {
       take(c.hash.lo);
@@ -343,8 +344,8 @@ Status decodeChunkInto(const Hash128& hash, const uint8_t* encoded, size_t size,
   return decodeWith(dctx.get(), hash, encoded, size, expectedRawBytes, out, scratch);
 }
 
-Result<std::vector<uint8_t>> decodeChunk(const Hash128& hash, const uint8_t* encoded,
-                                         size_t size, uint32_t expectedRawBytes) {
+Result<std::vector<uint8_t>> decodeChunk(const Hash128& hash, const uint8_t* encoded, size_t size,
+                                         uint32_t expectedRawBytes) {
   if (expectedRawBytes > kMaxChunkBytes)
     return Error{chunkName(hash) + ": manifest size " + std::to_string(expectedRawBytes) +
                  " bytes exceeds the chunk limit"};
@@ -367,8 +368,8 @@ ChunkManifest encodeRenderData(const RenderData& data, ChunkStore& store,
     ArrayManifest& a = m.arrays[i];
     a.elementSize = bytes.elementSize;
     a.elementCount = bytes.size / bytes.elementSize;
-    const uint64_t chunkBytes = std::max<uint64_t>(1, maxChunk / bytes.elementSize) *
-                                bytes.elementSize;
+    const uint64_t chunkBytes =
+        std::max<uint64_t>(1, maxChunk / bytes.elementSize) * bytes.elementSize;
     PL_CHECK(chunkBytes <= kMaxChunkBytes);
     for (uint64_t offset = 0; offset < bytes.size; offset += chunkBytes) {
       const uint32_t n = uint32_t(std::min<uint64_t>(chunkBytes, bytes.size - offset));
@@ -408,9 +409,8 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
     }
     return Status();
   };
-#define PL_RD_FILL(Type, name)                                        \
-  if (Status s = fill(data.name, RenderDataArray::name); !s.ok()) \
-    return s.error();
+#define PL_RD_FILL(Type, name) \
+  if (Status s = fill(data.name, RenderDataArray::name); !s.ok()) return s.error();
   PL_RENDER_DATA_ARRAYS(PL_RD_FILL)
 #undef PL_RD_FILL
   if (Status s = data.validate(); !s.ok())

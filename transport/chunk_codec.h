@@ -35,7 +35,9 @@ namespace pl {
 constexpr uint32_t kMaxChunkBytes = 4u << 20;  // 4 MiB, raw, per chunk
 
 struct Hash128Hasher {
-  size_t operator()(const Hash128& h) const { return size_t(h.lo ^ (h.hi * 0x9e3779b97f4a7c15ull)); }
+  size_t operator()(const Hash128& h) const {
+    return size_t(h.lo ^ (h.hi * 0x9e3779b97f4a7c15ull));
+  }
 };
 
 // How one chunk's bytes are coded.
@@ -116,11 +118,11 @@ std::vector<uint8_t> encodeChunk(const uint8_t* raw, size_t size, const ChunkCod
 // work), or when the bytes do not hash to `hash`. out may be partly written on failure.
 Status decodeChunkInto(const Hash128& hash, const uint8_t* encoded, size_t size,
                        uint32_t expectedRawBytes, uint8_t* out);
-Result<std::vector<uint8_t>> decodeChunk(const Hash128& hash, const uint8_t* encoded,
-                                         size_t size, uint32_t expectedRawBytes);
+Result<std::vector<uint8_t>> decodeChunk(const Hash128& hash, const uint8_t* encoded, size_t size,
+                                         uint32_t expectedRawBytes);
 
 struct ChunkEncodeOptions {
-  std::optional<ChunkCodec> codec;  // one codec for every array instead of the defaults
+  std::optional<ChunkCodec> codec;          // one codec for every array instead of the defaults
   uint32_t maxChunkBytes = kMaxChunkBytes;  // clamped to 1..kMaxChunkBytes (tests cut small)
 };
 

@@ -106,8 +106,8 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
                  std::to_string(maxPixels)};
   const uint64_t expected = pixels * 3 * sizeof(int64_t);
   if (rawBytes != expected)
-    return Error{what + ": declares " + std::to_string(rawBytes) + " bytes of sums, the tile needs " +
-                 std::to_string(expected)};
+    return Error{what + ": declares " + std::to_string(rawBytes) +
+                 " bytes of sums, the tile needs " + std::to_string(expected)};
 
   const uint8_t* frame = bytes + pos;
   const size_t frameSize = size - pos;
@@ -121,14 +121,14 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
                  std::to_string(expected)};
   const size_t frameBytes = ZSTD_findFrameCompressedSize(frame, frameSize);
   if (ZSTD_isError(frameBytes))
-    return Error{what + ": truncated or corrupt zstd frame (" + ZSTD_getErrorName(frameBytes) + ")"};
+    return Error{what + ": truncated or corrupt zstd frame (" + ZSTD_getErrorName(frameBytes) +
+                 ")"};
   if (frameBytes != frameSize)
     return Error{what + ": " + std::to_string(frameSize - frameBytes) + " bytes after the frame"};
 
   std::vector<uint8_t> shuffled(expected);
   const size_t n = ZSTD_decompress(shuffled.data(), expected, frame, frameSize);
-  if (ZSTD_isError(n))
-    return Error{what + ": corrupt zstd data (" + ZSTD_getErrorName(n) + ")"};
+  if (ZSTD_isError(n)) return Error{what + ": corrupt zstd data (" + ZSTD_getErrorName(n) + ")"};
   if (n != expected)
     return Error{what + ": decompressed to " + std::to_string(n) + " bytes, expected " +
                  std::to_string(expected)};

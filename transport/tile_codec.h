@@ -5,7 +5,7 @@
 //
 // Format (little-endian): magic "PLTR", u16 version 1, u8 shuffle stride, u8 0; the WorkUnit
 // as 7 u32 (x, y, width, height, sampleBegin, sampleEnd, totalSamples); u64 raysTraced; u64 raw
-// size of the sums (= pixels * 3 * 8); u64 checksum (low half of XXH3-128 of the 56 bytes
+// size of the sums (= pixels * 3 * 8); u64 checksum (low half of XXH3-128 of the 52 bytes
 // before it); one zstd frame of exactly that declared content size,
 // with zstd's content checksum (a tile has no content hash to verify it by).
 //

@@ -107,8 +107,7 @@ std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
 
   if (tileSample_ > p0 || firstPixels * (p1 - p0) > budget) {
     // One tile and part (or the rest) of the pass's samples.
-    const uint32_t n =
-        uint32_t(std::clamp<uint64_t>(budget / firstPixels, 1, p1 - tileSample_));
+    const uint32_t n = uint32_t(std::clamp<uint64_t>(budget / firstPixels, 1, p1 - tileSample_));
     unit.sampleEnd = tileSample_ + n;
     tileSample_ += n;
     if (tileSample_ == p1) advanceTile();
@@ -163,8 +162,7 @@ std::optional<uint64_t> Scheduler::takeRequeued(uint64_t budget) {
         b.tile.y += rows;
         b.tile.height -= rows;
       } else if (u.tile.width > 1) {
-        const uint32_t cols =
-            uint32_t(std::clamp<uint64_t>(pixelBudget, 1, u.tile.width - 1));
+        const uint32_t cols = uint32_t(std::clamp<uint64_t>(pixelBudget, 1, u.tile.width - 1));
         a.tile.width = cols;
         b.tile.x += cols;
         b.tile.width -= cols;
@@ -173,8 +171,7 @@ std::optional<uint64_t> Scheduler::takeRequeued(uint64_t budget) {
       }
     } else {
       if (u.sampleCount() == 1) break;
-      const uint32_t n =
-          uint32_t(std::clamp<uint64_t>(budget / pixels, 1, u.sampleCount() - 1));
+      const uint32_t n = uint32_t(std::clamp<uint64_t>(budget / pixels, 1, u.sampleCount() - 1));
       a.sampleEnd = u.sampleBegin + n;
       b.sampleBegin = u.sampleBegin + n;
     }
@@ -261,12 +258,10 @@ bool Scheduler::complete(DeviceId id, const WorkUnit& unit, SchedulerTime now) {
   // issued or when the previous one finished, whichever came later.
   const SchedulerTime start =
       d.hasCompleted ? std::max(copy.issued, d.lastCompletion) : copy.issued;
-  const double seconds =
-      std::max(1e-3, std::chrono::duration<double>(now - start).count());
+  const double seconds = std::max(1e-3, std::chrono::duration<double>(now - start).count());
   const uint64_t work = workOf(unit);
   const double measured = double(work) / seconds;
-  d.rate = d.rate <= 0 ? measured
-                       : d.rate + options_.rateSmoothing * (measured - d.rate);
+  d.rate = d.rate <= 0 ? measured : d.rate + options_.rateSmoothing * (measured - d.rate);
   d.largestCompleted = std::max(d.largestCompleted, work);
   d.lastCompletion = now;
   d.hasCompleted = true;
@@ -292,8 +287,8 @@ bool Scheduler::unitFailed(DeviceId id, const WorkUnit& unit, SchedulerTime now)
   auto dit = devices_.find(id);
   if (dit == devices_.end()) return false;
   auto& inFlight = dit->second.inFlight;
-  auto cit = std::find_if(inFlight.begin(), inFlight.end(),
-                          [&](const Copy& c) { return c.unit == unit; });
+  auto cit =
+      std::find_if(inFlight.begin(), inFlight.end(), [&](const Copy& c) { return c.unit == unit; });
   if (cit == inFlight.end()) return false;
   const uint64_t pieceId = cit->piece;
   inFlight.erase(cit);

@@ -51,22 +51,22 @@ struct FrameSpec {
 };
 
 struct SchedulerOptions {
-  uint32_t firstPassSamples = 4;   // samples per pixel of pass 0
-  double targetUnitMs = 300;       // aimed-for render time of one unit on its device
+  uint32_t firstPassSamples = 4;  // samples per pixel of pass 0
+  double targetUnitMs = 300;      // aimed-for render time of one unit on its device
   // Pixel samples of a device's first unit, before anything is known about it. Units never
   // get smaller than one tile x one sample (new work) or one pixel x one sample (requeued).
   uint64_t initialUnitWork = 64 * 64 * 4;
   // A unit is at most growthFactor times the largest unit the device has completed.
   double growthFactor = 4;
   uint64_t maxUnitPixels = uint64_t(1) << 20;  // bounds a TileResult to 24 MiB of sums
-  uint32_t defaultMaxInFlight = 2;  // units a device holds at once (pipelining)
-  uint32_t maxCopies = 2;           // copies of one unit in flight at once (1 = no duplicates)
-  double rateSmoothing = 0.5;       // weight of the newest rate measurement (EWMA)
+  uint32_t defaultMaxInFlight = 2;             // units a device holds at once (pipelining)
+  uint32_t maxCopies = 2;      // copies of one unit in flight at once (1 = no duplicates)
+  double rateSmoothing = 0.5;  // weight of the newest rate measurement (EWMA)
 };
 
 struct SchedulerStats {
-  uint64_t issuedUnits = 0;      // copies handed out, duplicates included
-  uint64_t duplicateUnits = 0;   // speculative copies handed out
+  uint64_t issuedUnits = 0;     // copies handed out, duplicates included
+  uint64_t duplicateUnits = 0;  // speculative copies handed out
   uint64_t acceptedUnits = 0;
   uint64_t rejectedResults = 0;  // complete() calls that returned false
   uint64_t requeuedUnits = 0;    // units put back after a loss or failure
@@ -81,7 +81,7 @@ class Scheduler {
   static Status validateFrame(const FrameSpec& frame);
 
   // Registers a device (nextUnit() also does, with the defaults). A device that joins
-  // mid-frame gets work on its next request. maxInFlight >= 1.
+  // mid-frame gets work on its next request. maxInFlight 0: the default.
   void addDevice(DeviceId device, SchedulerTime now, uint32_t maxInFlight = 0);
   // How many units this device should hold at once (>= 1). Lowering it takes nothing back.
   void setMaxInFlight(DeviceId device, uint32_t maxInFlight);

@@ -87,8 +87,8 @@ TEST(ChunkCodecTest, CornellBoxRoundTripsBitExact) {
     EXPECT_EQ(a.chunks.size(), a.elementCount == 0 ? 0u : 1u) << "small arrays: one chunk";
   }
   // Through the manifest's wire form, into a node's store that has nothing yet.
-  Result<ChunkManifest> wire = deserializeManifest(serializeManifest(manifest).data(),
-                                                   serializeManifest(manifest).size());
+  Result<ChunkManifest> wire =
+      deserializeManifest(serializeManifest(manifest).data(), serializeManifest(manifest).size());
   ASSERT_TRUE(wire.ok()) << wire.error().message;
   EXPECT_EQ(*wire, manifest);
   ChunkStore node;
@@ -103,7 +103,8 @@ TEST(ChunkCodecTest, CornellBoxRoundTripsBitExact) {
 TEST(ChunkCodecTest, SmallChunksAreWholeElements) {
   const RenderData data = cornellBox();
   ChunkStore store;
-  const ChunkManifest manifest = encodeRenderData(data, store, {.codec = std::nullopt, .maxChunkBytes = 100});
+  const ChunkManifest manifest =
+      encodeRenderData(data, store, {.codec = std::nullopt, .maxChunkBytes = 100});
   ASSERT_TRUE(manifest.validate().ok()) << manifest.validate().error().message;
   for (const ArrayManifest& a : manifest.arrays) {
     for (const ChunkRef& c : a.chunks) {
@@ -161,10 +162,10 @@ TEST(ChunkCodecTest, CameraMoveChangesOnlyTheCameraChunk) {
   ASSERT_EQ(resend.size(), 1u);
   const uint64_t resendBytes = primary.find(resend[0])->size();
   EXPECT_LT(resendBytes, 200u);
-  std::printf("camera move: re-encode %.1f ms (hashing %.1f MB), resend 1 chunk of %llu bytes "
-              "(+ manifest %zu bytes)\n",
-              ms, data.byteSize() / 1e6, (unsigned long long)resendBytes,
-              serializeManifest(after).size());
+  std::printf(
+      "camera move: re-encode %.1f ms (hashing %.1f MB), resend 1 chunk of %llu bytes "
+      "(+ manifest %zu bytes)\n",
+      ms, data.byteSize() / 1e6, (unsigned long long)resendBytes, serializeManifest(after).size());
   node.put(resend[0], *primary.find(resend[0]));
   Result<RenderData> back = decodeRenderData(after, node);
   ASSERT_TRUE(back.ok()) << back.error().message;
@@ -191,8 +192,7 @@ OneChunk makeChunk(uint32_t shuffle) {
   return c;
 }
 
-std::string decodeError(const OneChunk& c, const std::vector<uint8_t>& encoded,
-                        uint32_t rawBytes) {
+std::string decodeError(const OneChunk& c, const std::vector<uint8_t>& encoded, uint32_t rawBytes) {
   Result<std::vector<uint8_t>> r = decodeChunk(c.hash, encoded.data(), encoded.size(), rawBytes);
   if (r.ok()) return "";
   EXPECT_NE(r.error().message.find(c.hash.hex()), std::string::npos)
@@ -213,8 +213,8 @@ TEST(ChunkCodecTest, GoodChunkDecodes) {
 TEST(ChunkCodecTest, RejectsTruncatedChunks) {
   const OneChunk c = makeChunk(4);
   const uint32_t n = uint32_t(c.raw.size());
-  for (size_t keep : {size_t(0), size_t(3), size_t(4), size_t(10), c.encoded.size() / 2,
-                      c.encoded.size() - 1}) {
+  for (size_t keep :
+       {size_t(0), size_t(3), size_t(4), size_t(10), c.encoded.size() / 2, c.encoded.size() - 1}) {
     std::vector<uint8_t> cut(c.encoded.begin(), c.encoded.begin() + keep);
     const std::string e = decodeError(c, cut, n);
     EXPECT_FALSE(e.empty()) << "kept " << keep;
@@ -244,8 +244,8 @@ TEST(ChunkCodecTest, RejectsOversizedFrameBeforeDecompressing) {
   std::vector<uint8_t> zeros(64u << 20, 0);
   std::vector<uint8_t> encoded(4 + ZSTD_compressBound(zeros.size()));
   encoded[0] = 1;
-  const size_t n = ZSTD_compress(encoded.data() + 4, encoded.size() - 4, zeros.data(),
-                                 zeros.size(), 1);
+  const size_t n =
+      ZSTD_compress(encoded.data() + 4, encoded.size() - 4, zeros.data(), zeros.size(), 1);
   ASSERT_FALSE(ZSTD_isError(n));
   encoded.resize(4 + n);
   OneChunk c;
@@ -420,9 +420,10 @@ void printCompression(const std::string& label, const RenderData& data) {
   // The sweep looks at the first 8 MiB of each array (all of it with PL_CODEC_SWEEP_ALL=1).
   const uint64_t sweepLimit = std::getenv("PL_CODEC_SWEEP_ALL") ? ~uint64_t(0) : 8u << 20;
   std::printf("  ratio at zstd level 1 or 3, no shuffle, shuffle 4 or shuffle element size\n");
-  std::printf("  %-18s %10s |    l1  l1s4  l1sE    l3  l3s4  l3sE | default: ratio enc MB/s "
-              "dec MB/s\n",
-              "array", "bytes");
+  std::printf(
+      "  %-18s %10s |    l1  l1s4  l1sE    l3  l3s4  l3sE | default: ratio enc MB/s "
+      "dec MB/s\n",
+      "array", "bytes");
   for (uint32_t i = 0; i < kRenderDataArrayCount; ++i) {
     const RenderDataArray which = static_cast<RenderDataArray>(i);
     const RenderData::Bytes b = data.arrayBytes(which);
@@ -449,11 +450,12 @@ void printCompression(const std::string& label, const RenderData& data) {
   EXPECT_EQ(back->arrayHashes(), data.arrayHashes());
   const double enc = std::chrono::duration<double>(t1 - t0).count();
   const double dec = std::chrono::duration<double>(t2 - t1).count();
-  std::printf("  whole scene: %llu chunks, %.2f MB -> %.2f MB (%.2fx); encode %.0f MB/s, decode "
-              "+ verify + validate %.0f MB/s (1 thread)\n",
-              (unsigned long long)m.chunkHashes().size(), m.rawBytes() / 1e6,
-              m.encodedBytes() / 1e6, double(m.rawBytes()) / m.encodedBytes(),
-              m.rawBytes() / 1e6 / enc, m.rawBytes() / 1e6 / dec);
+  std::printf(
+      "  whole scene: %llu chunks, %llu -> %llu bytes (%.2fx); encode %.0f MB/s, decode "
+      "+ verify + validate %.0f MB/s (1 thread)\n",
+      (unsigned long long)m.chunkHashes().size(), (unsigned long long)m.rawBytes(),
+      (unsigned long long)m.encodedBytes(), double(m.rawBytes()) / m.encodedBytes(),
+      m.rawBytes() / 1e6 / enc, m.rawBytes() / 1e6 / dec);
 }
 
 TEST(ChunkCodecTest, PrintsCompressionOnCornellBox) {

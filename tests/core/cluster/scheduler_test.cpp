@@ -21,8 +21,7 @@ constexpr DeviceId kA{1}, kB{2}, kC{3};
 // Every (pixel, sample) of the frame, counted as results are accepted.
 class Coverage {
  public:
-  explicit Coverage(const FrameSpec& f)
-      : f_(f), count_(size_t(f.width) * f.height * f.spp, 0) {}
+  explicit Coverage(const FrameSpec& f) : f_(f), count_(size_t(f.width) * f.height * f.spp, 0) {}
   void add(const WorkUnit& u) {
     for (uint32_t y = u.tile.y; y < u.tile.y + u.tile.height; ++y)
       for (uint32_t x = u.tile.x; x < u.tile.x + u.tile.width; ++x)
@@ -197,12 +196,12 @@ void step(Scheduler& s, std::vector<SimDevice>& devices, int64_t t, OnResult&& o
 TEST(SchedulerTest, FastDeviceGetsBiggerUnits) {
   const FrameSpec f{1920, 1080, 256, 64};
   Scheduler s(f, {.targetUnitMs = 300});
-  std::vector<SimDevice> devices{{kA, 2000.0, true, {}}, {kB, 20000.0, true, {}}};  // pixel samples per ms
+  std::vector<SimDevice> devices{{kA, 2000.0, true, {}},
+                                 {kB, 20000.0, true, {}}};  // pixel samples per ms
   std::map<uint64_t, std::vector<uint64_t>> sizes;
   for (int64_t t = 0; t < 6000; ++t)
-    step(s, devices, t, [&](SimDevice& d, const WorkUnit& u, bool) {
-      sizes[uint64_t(d.id)].push_back(work(u));
-    });
+    step(s, devices, t,
+         [&](SimDevice& d, const WorkUnit& u, bool) { sizes[uint64_t(d.id)].push_back(work(u)); });
   ASSERT_GE(sizes[1].size(), 5u);
   ASSERT_GE(sizes[2].size(), 5u);
   // Measured rates within 20% of the truth (per second).
@@ -426,8 +425,8 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
     for (; !s.done() && t < 200000; ++t) {
       step(s, devices, t, onResult);
       const uint32_t event = uniform(1, 60);
-      size_t alive = std::count_if(devices.begin(), devices.end(),
-                                   [](const SimDevice& d) { return d.alive; });
+      size_t alive =
+          std::count_if(devices.begin(), devices.end(), [](const SimDevice& d) { return d.alive; });
       if (event == 1 && alive > 0) {  // a device dies; its partial work is lost
         SimDevice& d = devices[uniform(0, uint32_t(devices.size() - 1))];
         if (d.alive) {
@@ -482,12 +481,13 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
     total.rejectedResults += s.stats().rejectedResults;
     total.requeuedUnits += s.stats().requeuedUnits;
   }
-  std::printf("simulations: %llu units issued, %llu accepted, %llu duplicates, %llu rejected, "
-              "%llu requeued; %llu devices lost, %llu units failed, %llu late results\n",
-              (unsigned long long)total.issuedUnits, (unsigned long long)total.acceptedUnits,
-              (unsigned long long)total.duplicateUnits, (unsigned long long)total.rejectedResults,
-              (unsigned long long)total.requeuedUnits, (unsigned long long)losses,
-              (unsigned long long)failures, (unsigned long long)lateResults);
+  std::printf(
+      "simulations: %llu units issued, %llu accepted, %llu duplicates, %llu rejected, "
+      "%llu requeued; %llu devices lost, %llu units failed, %llu late results\n",
+      (unsigned long long)total.issuedUnits, (unsigned long long)total.acceptedUnits,
+      (unsigned long long)total.duplicateUnits, (unsigned long long)total.rejectedResults,
+      (unsigned long long)total.requeuedUnits, (unsigned long long)losses,
+      (unsigned long long)failures, (unsigned long long)lateResults);
   // The simulations exercised every path.
   EXPECT_GT(total.duplicateUnits, 100u);
   EXPECT_GT(total.requeuedUnits, 100u);

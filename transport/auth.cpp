@@ -1,0 +1,175 @@
+#include "transport/auth.h"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/util/check.h"
+#include "core/util/log.h"
+
+namespace pl {
+namespace {
+
+std::string errnoText() { return std::strerror(errno); }
+
+std::string toHex(const uint8_t* bytes, size_t size) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out(size * 2, '0');
+  for (size_t i = 0; i < size; ++i) {
+    out[2 * i] = kDigits[bytes[i] >> 4];
+    out[2 * i + 1] = kDigits[bytes[i] & 15];
+  }
+  return out;
+}
+
+// mkdir -p with mode 0700 for the directories it creates.
+Status makeParentDirs(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos || slash == 0) return Status();
+  std::string dir = path.substr(0, slash);
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    std::string prefix = dir.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Error{"cluster key: cannot create directory " + prefix + ": " + errnoText()};
+    }
+  }
+  return Status();
+}
+
+Proof hmacProof(const ClusterKey& key, const char* label, std::span<const uint8_t> first,
+                std::span<const uint8_t> second) {
+  std::vector<uint8_t> message;
+  size_t labelSize = std::strlen(label);
+  message.reserve(labelSize + first.size() + second.size());
+  message.insert(message.end(), label, label + labelSize);
+  message.insert(message.end(), first.begin(), first.end());
+  message.insert(message.end(), second.begin(), second.end());
+  Proof proof{};
+  unsigned int size = 0;
+  const uint8_t* ok = HMAC(EVP_sha256(), key.bytes.data(), int(key.bytes.size()), message.data(),
+                           message.size(), proof.data(), &size);
+  PL_CHECK_MSG(ok != nullptr && size == kProofBytes, "HMAC-SHA256 failed");
+  return proof;
+}
+
+}  // namespace
+
+Result<std::string> clusterKeyPath(const std::string& explicitPath) {
+  if (!explicitPath.empty()) return explicitPath;
+  if (const char* env = std::getenv("PEERLIGHT_KEY_FILE"); env != nullptr && *env != '\0') {
+    return std::string(env);
+  }
+  const char* home = std::getenv("HOME");
+  if (home == nullptr || *home == '\0') {
+    return Error{"cluster key: no --key-file, no PEERLIGHT_KEY_FILE and no HOME to find "
+                 "~/.config/peerlight/cluster.key"};
+  }
+  return std::string(home) + "/.config/peerlight/cluster.key";
+}
+
+Result<ClusterKey> loadClusterKey(const std::string& path, bool createIfMissing) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT && createIfMissing) {
+    if (Status made = makeParentDirs(path); !made.ok()) return made.error();
+    int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out >= 0) {
+      ClusterKey key;
+      key.bytes.resize(kNewClusterKeyBytes);
+      randomBytes(key.bytes.data(), key.bytes.size());
+      ssize_t written = ::write(out, key.bytes.data(), key.bytes.size());
+      int closed = ::close(out);
+      if (written != ssize_t(key.bytes.size()) || closed != 0) {
+        ::unlink(path.c_str());
+        return Error{"cluster key: cannot write " + path + ": " + errnoText()};
+      }
+      PL_LOG_INFO("created a new cluster key in %s (fingerprint %s); copy this file to the "
+                  "machines that should join the cluster",
+                  path.c_str(), keyFingerprint(key).c_str());
+      return key;
+    }
+    if (errno != EEXIST) return Error{"cluster key: cannot create " + path + ": " + errnoText()};
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // another process created it just now
+  }
+  if (fd < 0) return Error{"cluster key: cannot open " + path + ": " + errnoText()};
+
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return Error{"cluster key: cannot stat " + path + ": " + errnoText()};
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Error{"cluster key: " + path + " is not a regular file"};
+  }
+  if (st.st_size < off_t(kMinClusterKeyBytes) || st.st_size > off_t(kMaxClusterKeyBytes)) {
+    ::close(fd);
+    return Error{"cluster key: " + path + " holds " + std::to_string(st.st_size) +
+                 " bytes; a key has " + std::to_string(kMinClusterKeyBytes) + " to " +
+                 std::to_string(kMaxClusterKeyBytes)};
+  }
+  if ((st.st_mode & 077) != 0) {
+    PL_LOG_WARN("cluster key %s may be read by other users (mode %03o); chmod 600 it", path.c_str(),
+                unsigned(st.st_mode & 0777));
+  }
+  ClusterKey key;
+  key.bytes.resize(size_t(st.st_size));
+  size_t got = 0;
+  while (got < key.bytes.size()) {
+    ssize_t n = ::read(fd, key.bytes.data() + got, key.bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += size_t(n);
+  }
+  ::close(fd);
+  if (got != key.bytes.size()) return Error{"cluster key: cannot read " + path};
+  return key;
+}
+
+std::string keyFingerprint(const ClusterKey& key) {
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(key.bytes.data(), key.bytes.size(), digest);
+  return toHex(digest, 8);
+}
+
+void randomBytes(uint8_t* out, size_t size) {
+  PL_CHECK_MSG(RAND_bytes(out, int(size)) == 1, "OpenSSL RAND_bytes failed");
+}
+
+Nonce randomNonce() {
+  Nonce nonce;
+  randomBytes(nonce.data(), nonce.size());
+  return nonce;
+}
+
+std::string randomHex(size_t bytes) {
+  std::vector<uint8_t> raw(bytes);
+  randomBytes(raw.data(), raw.size());
+  return toHex(raw.data(), raw.size());
+}
+
+Proof nodeProof(const ClusterKey& key, std::span<const uint8_t> primaryNonce,
+                std::span<const uint8_t> nodeNonce) {
+  return hmacProof(key, "peerlight node", primaryNonce, nodeNonce);
+}
+
+Proof primaryProof(const ClusterKey& key, std::span<const uint8_t> nodeNonce,
+                   std::span<const uint8_t> primaryNonce) {
+  return hmacProof(key, "peerlight primary", nodeNonce, primaryNonce);
+}
+
+bool proofMatches(std::span<const uint8_t> expected, std::span<const uint8_t> received) {
+  if (expected.size() != received.size()) return false;
+  return CRYPTO_memcmp(expected.data(), received.data(), expected.size()) == 0;
+}
+
+}  // namespace pl

@@ -1,0 +1,108 @@
+#pragma once
+// NodeService: the Render Node side of the cluster protocol (transport/protocol.capnp). It
+// serves this machine's devices to Primaries that hold the cluster key:
+//
+//   Gate (bootstrap, one per connection) --hello/authenticate--> Node --lease--> Lease +
+//   RenderSession --missing/put/load/render/ping--> devices
+//
+//   pl::UvKjLoop loop;
+//   pl::NodeService node(loop, key, std::move(devices), options);
+//   auto receiver = pl::listenTcp(loop.lowLevelIo(), "127.0.0.1:0").value();
+//   auto listening = node.listen(*receiver);   // accepts until dropped
+//   loop.run();
+//
+// Leases: a device belongs to at most one lease. A lease ends when its Lease capability is
+// dropped, when its connection is lost, when its TTL runs out without renew(), or on
+// endAllLeases(); its devices are free at once and its session fails every later call with
+// "lease expired" / "lease ended".
+//
+// Threads: everything here runs on the loop thread, which only does bookkeeping and network
+// I/O, so ping() answers at once. Each device has its own worker thread (a queue: load, render,
+// in order), and one codec thread verifies put() chunks and decodes render data for load().
+// Their results come back to the loop through KJ cross-thread fulfillers.
+//
+// Memory: chunks are kept (encoded) in a node-wide cache keyed by hash, bounded by
+// NodeOptions::chunkCacheBytes (least recently used chunks go first), so a later lease that
+// renders the same scene, or an edited one, sends only the chunks the node lacks. Decoded
+// render data stays with the devices that loaded it. Nothing is written to disk.
+//
+// Every size that arrives from the network is bounded before memory is allocated: the RPC
+// traversal limit per message, hash list lengths, manifest chunk counts, chunk sizes (encoded
+// and declared), work unit pixel counts.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <kj/async-io.h>
+
+#include "core/render/device.h"
+#include "transport/auth.h"
+#include "transport/protocol.capnp.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+
+struct NodeOptions {
+  std::string name;    // human-readable; empty = this machine's host name
+  std::string nodeId;  // hex; empty = a fresh random id (16 bytes)
+  // The protocol version this node claims in hello (tests make it claim another one).
+  uint32_t protocolVersion = proto::PROTOCOL_VERSION;
+  // Lease time to live: used when the Primary asks for 0; requests are clamped to
+  // [minTtlMs, maxTtlMs].
+  uint32_t defaultTtlMs = 10000;
+  uint32_t minTtlMs = 1000;
+  uint32_t maxTtlMs = 60000;
+  // Encoded chunks kept across loads and leases (least recently used evicted beyond it).
+  uint64_t chunkCacheBytes = uint64_t(4) << 30;
+  // Cap'n Proto's per-message traversal limit (bytes): a 4 MiB chunk encodes to at most a
+  // little over 4 MiB, so 64 MiB leaves ample headroom for a large manifest.
+  uint64_t maxMessageBytes = uint64_t(64) << 20;
+  // Scenes a session keeps loaded (for render()); older ones are forgotten.
+  uint32_t maxScenesPerSession = 4;
+};
+
+class NodeService {
+ public:
+  // devices: owned; their index is the device index of the protocol. The loop must outlive
+  // this object and be the one this object is used on.
+  NodeService(UvKjLoop& loop, ClusterKey key, std::vector<std::unique_ptr<Device>> devices,
+              NodeOptions options = {});
+  // Ends all leases and closes all connections, then stops and joins the worker threads (a
+  // render in progress is waited for). In-process clients from newGate() must be dropped first.
+  ~NodeService();
+  NodeService(const NodeService&) = delete;
+  NodeService& operator=(const NodeService&) = delete;
+
+  // Accepts connections from `receiver` (which must outlive the promise) until the promise is
+  // dropped; each connection gets its own RPC system whose bootstrap is a new Gate. Rejects
+  // only when accept() fails.
+  kj::Promise<void> listen(kj::ConnectionReceiver& receiver);
+  // Serves one connected stream (as listen() does for each accepted one). `peer` names it in
+  // log lines; empty = the stream's peer address.
+  void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer = "");
+  // A Gate without a network (tests, an embedded node).
+  proto::Gate::Client newGate(std::string peer = "local");
+
+  // Ends every lease now (their sessions fail later calls with "lease ended: <why>").
+  void endAllLeases(const std::string& why);
+  // Closes every connection (their capabilities are released, which also ends their leases).
+  void disconnectAll();
+
+  const std::string& nodeId() const;
+  const std::string& name() const;
+  const std::vector<DeviceInfo>& deviceInfos() const;
+  size_t activeLeaseCount() const;
+  size_t freeDeviceCount() const;
+  size_t connectionCount() const;
+  size_t cachedChunkCount() const;
+  uint64_t cachedChunkBytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pl

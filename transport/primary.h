@@ -1,0 +1,133 @@
+#pragma once
+// The Primary: renders one frame across this process's own devices and the Render Nodes named
+// by address (docs/DESIGN.md sections 1, 3 and 5).
+//
+//   ClusterRenderOptions options;          // peers, key, local devices, limits
+//   options.peers = {"127.0.0.1:40123"};
+//   Film film(width, height, spp);
+//   Result<ClusterRenderStats> stats = renderCluster(data, film, options);
+//
+// For each peer: connect, Gate.hello (protocol versions must match; the node's proof is
+// checked), Gate.authenticate, Node.info, Node.lease (renewed every third of its TTL), then
+// upload: the RenderData is encoded once into a ChunkStore, each node says which chunks it
+// lacks (RenderSession.missing), those are streamed with `put` (flow-controlled, the encoded
+// bytes referenced, not copied, into the messages) and the manifest is `load`ed. Then every
+// device of every node and every local device is a DeviceId in one pl::Scheduler, each kept at
+// the scheduler's in-flight limit; a result is merged into the film exactly when
+// Scheduler::complete() accepts it. Film merging is exact, so the image is bitwise identical to
+// a local render whichever devices rendered what (DESIGN.md section 4).
+//
+// Failures are events: a connection that breaks, a call that fails with DISCONNECTED, or a
+// session that answers nothing (not even a ping) for silenceTimeout, loses the node: all its
+// devices are declared lost at once (their units requeued) and the node is retried every
+// reconnectInterval; when it is back and its data is in, its devices are added mid-frame.
+// A node that speaks another protocol version or fails authentication is reported and not
+// retried. The frame ends when every pixel sample is accepted; then leases are dropped.
+//
+// Threads: renderCluster() blocks the calling thread, which runs a UvKjLoop (it must not have
+// a KJ event loop of its own). Each local device renders on a thread of its own and hands its
+// results to the loop with UvKjLoop::post(). The progress callback runs on the calling thread.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/cluster/scheduler.h"
+#include "core/render/device.h"
+#include "core/render/film.h"
+#include "core/scene/render_data.h"
+#include "core/util/status.h"
+#include "transport/auth.h"
+
+namespace pl {
+
+struct ClusterRenderOptions {
+  // Render Nodes, "HOST:PORT" each (transport/tcp.h). Empty: local devices only.
+  std::vector<std::string> peers;
+  // Devices of this process, each already loaded with the same data (not owned). Empty: only
+  // the peers render (--no-local); then at least one peer must be given.
+  std::vector<Device*> localDevices;
+  // The cluster key (transport/auth.h loads it). Needed only when peers are given.
+  ClusterKey key;
+  std::string primaryName;  // shown in the nodes' logs
+
+  FrameSpec tiling;                 // tileSize (width, height, spp come from the film)
+  SchedulerOptions scheduler;
+  uint32_t leaseTtlMs = 6000;       // asked for; the node may shorten it
+  std::chrono::milliseconds pingInterval{500};
+  std::chrono::milliseconds silenceTimeout{2000};     // no reply for this long: node lost
+  std::chrono::milliseconds reconnectInterval{1000};  // retry of unreachable or lost peers
+  std::chrono::milliseconds handshakeTimeout{5000};   // connect .. lease granted
+  // Stop with an error when nothing was accepted for this long and no device is usable
+  // (every peer unreachable and no local device). 0: wait forever for peers to appear.
+  std::chrono::milliseconds noDeviceTimeout{30000};
+  // When the render started, for the seconds* figures (e.g. the command's start, so that they
+  // include loading the scene). Default: the call of renderCluster().
+  SchedulerTime start{};
+};
+
+// One Render Node as the Primary saw it.
+struct NodeRenderStats {
+  std::string address;  // as given
+  std::string name;     // the node's name (empty until it answered hello)
+  std::string nodeId;
+  uint32_t devices = 0;         // devices leased (last lease)
+  uint64_t workUnits = 0;       // results accepted into the film
+  uint64_t samples = 0;         // pixel samples in them
+  uint64_t raysTraced = 0;
+  uint64_t duplicateResults = 0;      // results that arrived after another copy's
+  uint64_t renderDataBytesRaw = 0;    // raw bytes of the chunks sent to it
+  uint64_t renderDataBytesSent = 0;   // encoded (compressed) bytes of those chunks
+  uint64_t chunksSent = 0;
+  uint64_t chunksTotal = 0;           // distinct chunks of the scene
+  uint64_t manifestBytes = 0;         // Cap'n Proto size of the load() manifest
+  uint64_t resultBytes = 0;           // encoded tile result bytes received (accepted or not)
+  uint64_t resultBytesRaw = 0;        // the same results' raw sums (8 bytes per value)
+  double secondsToFirstResult = -1;   // from the start of the render; -1: none arrived
+  double secondsToDataLoaded = -1;    // from the start of the render to load() done
+  uint32_t connections = 0;           // successful handshakes (>1: it came back)
+  uint32_t losses = 0;                // times it was declared lost
+  // "done" (rendered to the end), "lost" (connection broke or silent at the end),
+  // "unreachable", "auth_failed", "incompatible", "busy", "error".
+  std::string state;
+  std::string error;  // last error, e.g. "127.0.0.1:4000: authentication failed"
+};
+
+struct LocalDeviceRenderStats {
+  DeviceInfo info;
+  uint64_t workUnits = 0;
+  uint64_t samples = 0;
+  uint64_t raysTraced = 0;
+  uint64_t duplicateResults = 0;
+  std::string error;
+};
+
+struct ClusterRenderStats {
+  double seconds = 0;  // wall time from start to the last accepted result
+  uint64_t samples = 0;
+  uint64_t raysTraced = 0;
+  SchedulerStats scheduler;
+  std::vector<LocalDeviceRenderStats> local;  // in the order of options.localDevices
+  std::vector<NodeRenderStats> nodes;         // in the order of options.peers
+  uint64_t renderDataChunks = 0;              // distinct chunks of the encoded scene
+  uint64_t renderDataRawBytes = 0;            // the scene's raw bytes (manifest total)
+  uint64_t renderDataEncodedBytes = 0;        // and encoded
+};
+
+// Progress: called on the loop thread after each accepted result and when nodes change state,
+// with the stats so far (seconds is the elapsed time).
+using ClusterProgressCallback = std::function<void(const ClusterRenderStats& stats,
+                                                   uint64_t samplesDone,
+                                                   uint64_t samplesTotal)>;
+
+// Renders the whole film (its size and spp; data's camera must have the film's size). Fails
+// when the options are invalid (no device and no peer), when no device is left and none
+// appears within noDeviceTimeout, or when a result cannot be merged. A node's failures are not
+// errors of the render; they show in its NodeRenderStats.
+Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
+                                         const ClusterRenderOptions& options,
+                                         const ClusterProgressCallback& progress = nullptr);
+
+}  // namespace pl

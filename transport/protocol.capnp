@@ -1,0 +1,179 @@
+# The peerlight cluster protocol: what a Primary and a Render Node say to each other.
+#
+# Evolution rule: fields and methods are only ever ADDED, with the next free number; nothing
+# is renumbered, retyped or removed. A change that older peers cannot understand bumps
+# kProtocolVersion, and peers of different versions refuse each other with a message naming
+# both versions (see Gate.hello).
+#
+# Errors: a request the node cannot serve (bad chunk, unknown scene, work unit outside the
+# image, sizes beyond limits) fails with a Cap'n Proto exception whose description names what
+# and where; the connection and the node stay up. A lost connection or an expired lease is
+# not an error but an event the Primary's scheduler handles (requeue).
+
+@0xef42c8a4c5d7e35a;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("pl::proto");
+
+const protocolVersion :UInt32 = 1;
+# Peers are compatible when their protocol versions are equal.
+
+struct Hash128 {
+  # XXH3-128 of some bytes (a chunk's raw bytes, a manifest).
+  lo @0 :UInt64;
+  hi @1 :UInt64;
+}
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap and authentication
+
+interface Gate {
+  # The bootstrap capability, one per connection. The Primary proves that it holds the
+  # cluster key, and learns that the node holds it too, by challenge-response:
+  #   1. hello: each side sends a fresh random 32-byte nonce. The node answers with
+  #      nodeProof = HMAC-SHA256(key, "peerlight node" || primaryNonce || nodeNonce).
+  #      The Primary checks nodeProof (a node without the key cannot answer it).
+  #   2. authenticate: primaryProof = HMAC-SHA256(key, "peerlight primary" || nodeNonce ||
+  #      primaryNonce). Only a correct proof returns the Node capability; a wrong one fails
+  #      with "authentication failed" (and the node logs one line). One attempt per
+  #      connection.
+  # The key never travels. Nonces are fresh per connection, so a recorded exchange cannot be
+  # replayed.
+
+  hello @0 (protocolVersion :UInt32, nonce :Data, primaryName :Text)
+        -> (protocolVersion :UInt32, nonce :Data, proof :Data, nodeId :Text, name :Text);
+  # protocolVersion: the caller's version; the reply carries the node's. When they differ the
+  # node answers with its version and an empty proof and logs "primary <name> speaks protocol
+  # <a>, this node speaks <b>"; the Primary reports both versions and goes no further.
+  # nonce: exactly 32 bytes. nodeId: stable random id of the node (hex); name: its
+  # human-readable name (host name unless --name).
+
+  authenticate @1 (proof :Data) -> (node :Node);
+  # proof: 32 bytes, the primaryProof above.
+}
+
+# ---------------------------------------------------------------------------------------------
+# The node and its devices
+
+enum DeviceKind {
+  cpu @0;
+  cuda @1;
+}
+
+struct DeviceInfo {
+  kind @0 :DeviceKind;
+  name @1 :Text;            # CPU model or GPU name
+  memoryBytes @2 :UInt64;   # host memory (cpu) or GPU memory (cuda)
+  threads @3 :UInt32;       # render threads (cpu)
+  computeMajor @4 :UInt32;  # compute capability (cuda)
+  computeMinor @5 :UInt32;
+}
+
+enum NodeState {
+  idle @0;     # no lease held
+  leased @1;   # a remote Primary holds a lease
+  primary @2;  # this machine renders its own job
+}
+
+struct NodeInfo {
+  protocolVersion @0 :UInt32;
+  nodeId @1 :Text;
+  name @2 :Text;
+  devices @3 :List(DeviceInfo);  # index in this list = device index in leases and render()
+  state @4 :NodeState;
+}
+
+struct LeaseRequest {
+  primaryName @0 :Text;      # for the node's log
+  ttlMs @1 :UInt32;          # wanted time to live; the node may shorten it (0 = node default)
+  devices @2 :List(UInt32);  # device indices wanted (NodeInfo.devices); empty = all
+}
+
+interface Node {
+  info @0 () -> (info :NodeInfo);
+
+  lease @1 (request :LeaseRequest)
+        -> (lease :Lease, session :RenderSession, ttlMs :UInt32, devices :List(UInt32));
+  # Grants the requested devices that are free (fails with "busy" when none is). ttlMs: the
+  # lease's time to live; the Primary calls lease.renew() well before it runs out (every
+  # third of it). Dropping the Lease capability, losing the connection or letting the TTL
+  # expire ends the lease: the devices are freed and the session stops serving.
+  # devices: the indices granted.
+}
+
+interface Lease {
+  renew @0 () -> (ttlMs :UInt32);
+  # Extends the lease by ttlMs from now. Fails once the lease has expired.
+}
+
+# ---------------------------------------------------------------------------------------------
+# Render data and work
+
+struct ChunkRef {
+  hash @0 :Hash128;         # XXH3-128 of the chunk's raw bytes: its name
+  rawBytes @1 :UInt32;      # 1 .. 4 MiB, a whole number of array elements
+  encodedBytes @2 :UInt32;  # size of the encoded chunk
+}
+
+struct ArrayManifest {
+  elementSize @0 :UInt32;   # bytes per element; must match the node's build
+  elementCount @1 :UInt64;
+  chunks @2 :List(ChunkRef);  # in order: their raw bytes concatenated are the array
+}
+
+struct Manifest {
+  arrays @0 :List(ArrayManifest);
+  # One entry per RenderData array, in the order of core/kernel/render_data_arrays.h.
+}
+
+struct Chunk {
+  hash @0 :Hash128;
+  data @1 :Data;
+  # The encoded chunk (transport/chunk_codec.h): a 4-byte header (format, byte-shuffle stride)
+  # and one zstd frame declaring its content size. The node checks the size against limits
+  # before decompressing and the hash of the decompressed bytes against `hash`.
+}
+
+struct WorkUnit {
+  x @0 :UInt32;              # tile: top-left pixel and size
+  y @1 :UInt32;
+  width @2 :UInt32;
+  height @3 :UInt32;
+  sampleBegin @4 :UInt32;    # samples [sampleBegin, sampleEnd) of every pixel of the tile
+  sampleEnd @5 :UInt32;
+  totalSamples @6 :UInt32;   # samples per pixel of the whole image
+}
+
+struct TileResult {
+  unit @0 :WorkUnit;
+  sums @1 :Data;
+  # Per-pixel fixed-point R, G, B sums over the unit's samples, encoded by
+  # transport/tile_codec.h (byte-shuffled int64 with zstd); exact.
+  raysTraced @2 :UInt64;
+  renderMs @3 :Float64;      # time the device spent on it
+}
+
+interface RenderSession {
+  # Belongs to one lease. Holds render data in memory only, keyed by chunk hash, so that a
+  # later scene sharing chunks with an earlier one sends only the difference.
+
+  missing @0 (hashes :List(Hash128)) -> (missing :List(Hash128));
+  # Which of these chunks the node lacks (at most 1,000,000 hashes per call).
+
+  put @1 (chunk :Chunk) -> stream;
+  # Stores one chunk. A wrong hash, a malformed, truncated or oversized frame fails this call
+  # (the stream then reports the error); chunks already received stay.
+
+  load @2 (manifest :Manifest) -> (scene :Hash128);
+  # Assembles RenderData from stored chunks, validates it and loads it on the lease's
+  # devices. scene: the id to name in render() (the hash of the manifest). Fails naming the
+  # first missing chunk or the first inconsistency.
+
+  render @3 (scene :Hash128, device :UInt32, unit :WorkUnit) -> (result :TileResult);
+  # Renders one unit of a loaded scene on one of the lease's devices. Fails for an unknown
+  # scene, a device not in the lease, or a unit outside the image.
+
+  ping @4 () -> ();
+  # Answers at once, even while devices render: the Primary's liveness check (silence for
+  # 2 s means the node is lost).
+}
