@@ -21,6 +21,13 @@
 // in order), and one codec thread verifies put() chunks and decodes render data for load().
 // Their results come back to the loop through KJ cross-thread fulfillers.
 //
+// put() (declared `-> stream`): the node verifies each chunk (size limits, zstd frame, hash) on
+// its codec thread and stores it only when it is good. The server side treats put() as an
+// ordinary call, so several puts are verified while other calls (ping) are answered, and a bad
+// chunk fails only its own put: the session keeps serving. (Cap'n Proto 0.9.2's client-side
+// flow control does not report such a failure on later puts; missing() and load() do: they wait
+// for the puts received before them, so missing() then still lists the refused chunk.)
+//
 // Memory: chunks are kept (encoded) in a node-wide cache keyed by hash, bounded by
 // NodeOptions::chunkCacheBytes (least recently used chunks go first), so a later lease that
 // renders the same scene, or an edited one, sends only the chunks the node lacks. Decoded

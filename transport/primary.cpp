@@ -210,7 +210,8 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
   const ClusterRenderOptions& options_;
   const ClusterProgressCallback& progress_;
   Scheduler scheduler_;
-  Clock::time_point start_;
+  Clock::time_point start_;      // options.start: origin of the seconds* figures
+  Clock::time_point callStart_;  // run() called: origin of ClusterRenderStats::seconds
   Clock::time_point lastUsable_;
   double finishSeconds_ = 0;
   bool finished_ = false;
@@ -239,7 +240,8 @@ void Connection::taskFailed(kj::Exception&& exception) { owner.connectionFailed(
 // --- start-up ---------------------------------------------------------------------------------
 
 Result<ClusterRenderStats> ClusterRender::run() {
-  start_ = options_.start == SchedulerTime{} ? now() : options_.start;
+  callStart_ = now();
+  start_ = options_.start == SchedulerTime{} ? callStart_ : options_.start;
   lastUsable_ = now();
   if (options_.localDevices.empty() && options_.peers.empty())
     return Error{"render: no device to render on (no local device and no --peer)"};
@@ -267,9 +269,20 @@ Result<ClusterRenderStats> ClusterRender::run() {
   if (!finished_) loop_.run();
 
   // Tear down: connections first (dropping leases), then the device threads.
+  const Clock::time_point end = now();
   for (Peer& peer : peers_) {
     if (peer.connection) {
-      if (peer.connection->ready) peer.stats.state = "done";
+      Connection& c = *peer.connection;
+      const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(end - c.lastReply);
+      if (c.ready && silent > 2 * options_.pingInterval) {
+        // Paused or cut off, and the frame finished before silenceTimeout ran out.
+        peer.stats.state = "lost";
+        peer.stats.losses += 1;
+        peer.stats.error = peer.stats.address + ": no reply for " +
+                           std::to_string(silent.count()) + " ms (at the end of the render)";
+      } else if (c.ready) {
+        peer.stats.state = "done";
+      }
       peer.connection->dead = true;
       graveyard_.push_back(kj::mv(peer.connection));
     }
@@ -467,6 +480,7 @@ void ClusterRender::becomeReady(Connection& c) {
   c.ready = true;
   s.connections += 1;
   s.state = "rendering";
+  s.error.clear();
   if (s.secondsToDataLoaded < 0) s.secondsToDataLoaded = secondsBetween(start_, now());
   for (uint32_t nodeDevice : c.nodeDevices) {
     DeviceId id{nextDeviceId_++};
@@ -474,7 +488,7 @@ void ClusterRender::becomeReady(Connection& c) {
     devices_[uint64_t(id)] = DeviceRef{false, c.peer.index, nodeDevice, &c};
     scheduler_.addDevice(id, now());
   }
-  PL_LOG_INFO("%s (%s): %zu device(s), render data in after %.2f s", s.address.c_str(),
+  PL_LOG_DEBUG("%s (%s): %zu device(s), render data in after %.2f s", s.address.c_str(),
               s.name.c_str(), c.nodeDevices.size(), secondsBetween(start_, now()));
   reportProgress();
   pump();
@@ -561,20 +575,23 @@ void ClusterRender::connectionFailed(Connection& c, const kj::Exception& e) {
   std::string message = describe(e);
   if (message.rfind(s.address, 0) != 0 && message.rfind("node " + s.address, 0) != 0)
     message = s.address + ": " + message;
-  s.error = message;
+  const bool wasReady = c.ready;
+  const bool retryAfterLoss = !wasReady && s.state == "lost";
   if (!c.failState.empty()) {
     s.state = c.failState;
     peer.permanent = c.failState == "auth_failed" || c.failState == "incompatible";
-  } else if (c.ready) {
-    s.state = "lost";
-  } else if (s.state == "connecting" || s.state == "unreachable") {
+  } else if (wasReady || c.hasSession) {
+    s.state = "lost";  // broke during the upload or while rendering
+  } else if (!retryAfterLoss) {
     s.state = "unreachable";
-  } else {
-    s.state = "lost";
   }
-  if (c.ready || s.state == "lost") s.losses += 1;
-  if (peer.permanent || c.ready) PL_LOG_WARN("%s", message.c_str());
-  else PL_LOG_INFO("%s", message.c_str());
+  if (wasReady || (c.hasSession && !retryAfterLoss)) s.losses += 1;
+  // After a loss, keep its reason: failed reconnects only go to the log.
+  if (!retryAfterLoss || !c.failState.empty()) s.error = message;
+  // Losses and refusals matter now; unreachable peers are summed up by the caller at the end
+  // (a peer that is down would otherwise log a line per retry).
+  if (peer.permanent || s.state == "lost") PL_LOG_WARN("%s", message.c_str());
+  else PL_LOG_DEBUG("%s", message.c_str());
 
   const Clock::time_point t = now();
   for (DeviceId id : c.deviceIds) {
@@ -603,7 +620,7 @@ void ClusterRender::fatal(std::string message) {
   if (finished_) return;
   fatalError_ = std::move(message);
   finished_ = true;
-  finishSeconds_ = secondsBetween(start_, now());
+  finishSeconds_ = secondsBetween(callStart_, now());
   loop_.stop();
 }
 
@@ -709,13 +726,13 @@ void ClusterRender::accept(const TileResult& result) {
 void ClusterRender::checkDone() {
   if (finished_ || !scheduler_.done()) return;
   finished_ = true;
-  finishSeconds_ = secondsBetween(start_, now());
+  finishSeconds_ = secondsBetween(callStart_, now());
   loop_.stop();
 }
 
 ClusterRenderStats ClusterRender::snapshot() const {
   ClusterRenderStats stats;
-  stats.seconds = secondsBetween(start_, now());
+  stats.seconds = secondsBetween(callStart_, now());
   stats.scheduler = scheduler_.stats();
   stats.local = localStats_;
   for (const Peer& peer : peers_) stats.nodes.push_back(peer.stats);

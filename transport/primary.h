@@ -105,7 +105,7 @@ struct LocalDeviceRenderStats {
 };
 
 struct ClusterRenderStats {
-  double seconds = 0;  // wall time from start to the last accepted result
+  double seconds = 0;  // wall time from the call of renderCluster() to the last accepted result
   uint64_t samples = 0;
   uint64_t raysTraced = 0;
   SchedulerStats scheduler;

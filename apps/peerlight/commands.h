@@ -9,5 +9,6 @@ namespace pl::app {
 void addRenderCommand(CLI::App& app);
 void addBenchCommand(CLI::App& app);
 void addDevicesCommand(CLI::App& app);
+void addNodeCommand(CLI::App& app);
 
 }  // namespace pl::app

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   pl::app::addRenderCommand(app);
   pl::app::addBenchCommand(app);
   pl::app::addDevicesCommand(app);
+  pl::app::addNodeCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

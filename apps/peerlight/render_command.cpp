@@ -1,6 +1,9 @@
-// `peerlight render SCENE -o OUT`: renders a scene on this machine's devices and writes the
-// image. Exit status 0 on success, 2 for user errors (arguments, a scene that does not load,
-// an unknown output format), 1 when rendering or writing fails.
+// `peerlight render SCENE -o OUT`: renders a scene on this machine's devices and, with
+// `--peer HOST:PORT`, on Render Nodes too (transport/primary.h), and writes the image. Exit
+// status 0 on success, 2 for user errors (arguments, a scene that does not load, an unknown
+// output format, an unreadable key file), 1 when rendering or writing fails. A peer that cannot
+// be used (unreachable, wrong key, other protocol version) is reported, not fatal, as long as
+// some device renders the image.
 
 #include <unistd.h>
 
@@ -19,6 +22,8 @@
 #include "core/render/local_render.h"
 #include "core/scene/compile.h"
 #include "core/util/log.h"
+#include "transport/auth.h"
+#include "transport/primary.h"
 
 #if defined(PEERLIGHT_HAVE_CUDA)
 #include "gpu/cuda_devices.h"
@@ -41,6 +46,10 @@ struct RenderArgs {
   uint32_t maxDepth = 16;
   std::string device = "auto";
   bool json = false;
+  std::vector<std::string> peers;
+  bool noLocal = false;
+  bool localOnly = false;
+  std::string keyFile;
 };
 
 // The devices `--device` names: auto (every CUDA GPU, else the CPU), cpu, cuda, or all.
@@ -91,6 +100,19 @@ class ProgressBar {
                  formatCount(double(total)).c_str(), formatCount(rate).c_str(), eta.c_str());
     std::fflush(stderr);
   }
+  // With the share of each device (or node) in the samples accepted so far.
+  void update(uint64_t done, uint64_t total, const std::string& shares) {
+    auto now = Clock::now();
+    if (done < total && now - lastDraw_ < std::chrono::milliseconds(100)) return;
+    lastDraw_ = now;
+    double fraction = total ? double(done) / double(total) : 1.0;
+    double seconds = std::chrono::duration<double>(now - start_).count();
+    double rate = seconds > 0 ? double(done) / seconds : 0.0;
+    std::string eta = rate > 0 ? formatSeconds(double(total - done) / rate) : std::string("?");
+    std::fprintf(stderr, "\r%3d%% %s samples/s ETA %s | %s   ", int(fraction * 100.0),
+                 formatCount(rate).c_str(), eta.c_str(), shares.c_str());
+    std::fflush(stderr);
+  }
   void finish() { std::fprintf(stderr, "\n"); }
 
  private:
@@ -98,7 +120,155 @@ class ProgressBar {
   Clock::time_point start_, lastDraw_;
 };
 
+// "local 41% | 127.0.0.1:40123 30% | ..." : each source's share of the samples accepted.
+std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
+  auto percent = [total](uint64_t samples) {
+    return std::to_string(total ? int(100.0 * double(samples) / double(total) + 0.5) : 0) + "%";
+  };
+  std::string line;
+  if (!stats.local.empty()) {
+    uint64_t local = 0;
+    for (const LocalDeviceRenderStats& d : stats.local) local += d.samples;
+    line = "local " + percent(local);
+  }
+  for (const NodeRenderStats& n : stats.nodes) {
+    if (!line.empty()) line += " | ";
+    line += n.address + " ";
+    if (n.state == "rendering" || n.state == "done" || n.samples > 0)
+      line += percent(n.samples);
+    else
+      line += n.state;
+  }
+  return line;
+}
+
+nlohmann::json nodeJson(const NodeRenderStats& n) {
+  return {{"address", n.address},
+          {"name", n.name},
+          {"node_id", n.nodeId},
+          {"devices", n.devices},
+          {"work_units", n.workUnits},
+          {"samples", n.samples},
+          {"rays_traced", n.raysTraced},
+          {"duplicate_results", n.duplicateResults},
+          {"render_data_bytes_raw", n.renderDataBytesRaw},
+          {"render_data_bytes_sent", n.renderDataBytesSent},
+          {"chunks_sent", n.chunksSent},
+          {"chunks_total", n.chunksTotal},
+          {"manifest_bytes", n.manifestBytes},
+          {"result_bytes", n.resultBytes},
+          {"result_bytes_raw", n.resultBytesRaw},
+          {"seconds_to_first_result",
+           n.secondsToFirstResult < 0 ? nlohmann::json(nullptr)
+                                      : nlohmann::json(n.secondsToFirstResult)},
+          {"seconds_to_data_loaded",
+           n.secondsToDataLoaded < 0 ? nlohmann::json(nullptr)
+                                     : nlohmann::json(n.secondsToDataLoaded)},
+          {"connections", n.connections},
+          {"losses", n.losses},
+          {"state", n.state},
+          {"error", n.error}};
+}
+
+void writeOutput(const RenderArgs& args, const Film& film) {
+  if (Status s = writeImage(args.output, film.width(), film.height(), film.linearRgb(),
+                            args.exposure);
+      !s.ok())
+    fail(s.error().message, 1);
+}
+
+// The render across local devices and peers (transport/primary.h).
+void runClusterRender(const RenderArgs& args, const RenderData& data, Film& film,
+                      const std::vector<Device*>& devices, ClusterKey key,
+                      std::chrono::steady_clock::time_point commandStart, double loadSeconds) {
+  ClusterRenderOptions cluster;
+  cluster.peers = args.peers;
+  cluster.localDevices = devices;
+  cluster.key = std::move(key);
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "primary");
+  cluster.primaryName = host;
+  cluster.start = commandStart;
+
+  const bool showProgress = !args.json && isatty(STDERR_FILENO);
+  ProgressBar bar;
+  ClusterProgressCallback progress;
+  if (showProgress) {
+    progress = [&bar](const ClusterRenderStats& stats, uint64_t done, uint64_t total) {
+      bar.update(done, total, shareLine(stats, total));
+    };
+  }
+  Result<ClusterRenderStats> result = renderCluster(data, film, cluster, progress);
+  if (showProgress) bar.finish();
+  if (!result.ok()) fail(result.error().message, 1);
+  const ClusterRenderStats& stats = *result;
+  for (const NodeRenderStats& n : stats.nodes) {
+    if (!n.error.empty() && n.state != "done" && n.state != "rendering")
+      std::fprintf(stderr, "peerlight: warning: %s\n", n.error.c_str());
+  }
+  writeOutput(args, film);
+
+  const double seconds = stats.seconds;
+  const double samplesPerSecond = seconds > 0 ? double(stats.samples) / seconds : 0.0;
+  const double mraysPerSecond = seconds > 0 ? double(stats.raysTraced) / seconds / 1e6 : 0.0;
+  if (args.json) {
+    nlohmann::json deviceList = nlohmann::json::array();
+    for (const LocalDeviceRenderStats& d : stats.local) {
+      deviceList.push_back({{"kind", d.info.kind},
+                            {"name", d.info.name},
+                            {"threads", d.info.threads},
+                            {"memory_bytes", d.info.memoryBytes},
+                            {"work_units", d.workUnits},
+                            {"samples", d.samples},
+                            {"rays_traced", d.raysTraced},
+                            {"duplicate_results", d.duplicateResults},
+                            {"error", d.error}});
+    }
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const NodeRenderStats& n : stats.nodes) nodes.push_back(nodeJson(n));
+    nlohmann::json out = {{"scene", args.scene},
+                          {"output", args.output},
+                          {"width", film.width()},
+                          {"height", film.height()},
+                          {"spp", args.spp},
+                          {"seconds", seconds},
+                          {"load_seconds", loadSeconds},
+                          {"samples_per_second", samplesPerSecond},
+                          {"mrays_per_second", mraysPerSecond},
+                          {"rays_traced", stats.raysTraced},
+                          {"render_data_bytes", data.byteSize()},
+                          {"render_data_chunks", stats.renderDataChunks},
+                          {"render_data_bytes_encoded", stats.renderDataEncodedBytes},
+                          {"triangles", data.triangles.size()},
+                          {"units_issued", stats.scheduler.issuedUnits},
+                          {"units_duplicated", stats.scheduler.duplicateUnits},
+                          {"units_requeued", stats.scheduler.requeuedUnits},
+                          {"devices", deviceList},
+                          {"nodes", nodes}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, %s\n", film.width(),
+                film.height(), args.spp, formatSeconds(seconds).c_str(),
+                formatCount(samplesPerSecond).c_str(), mraysPerSecond, args.output.c_str());
+    uint64_t total = uint64_t(film.width()) * film.height() * args.spp;
+    std::printf("  shares: %s\n", shareLine(stats, total).c_str());
+    for (const NodeRenderStats& n : stats.nodes) {
+      std::printf("  %s (%s): %s, %llu units, render data %s sent (%s raw), results %s",
+                  n.address.c_str(), n.name.empty() ? "?" : n.name.c_str(), n.state.c_str(),
+                  (unsigned long long)n.workUnits, formatBytes(n.renderDataBytesSent).c_str(),
+                  formatBytes(n.renderDataBytesRaw).c_str(), formatBytes(n.resultBytes).c_str());
+      if (n.secondsToFirstResult >= 0)
+        std::printf(", first result after %s", formatSeconds(n.secondsToFirstResult).c_str());
+      std::printf("\n");
+    }
+  }
+}
+
 void runRender(const RenderArgs& args) {
+  const auto commandStart = std::chrono::steady_clock::now();
+  if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
+  const bool cluster = !args.peers.empty() && !args.localOnly;
+  if (args.noLocal && !cluster) failUsage("--no-local needs at least one --peer");
   CompileOptions options;
   if (Status s = parseSize(args.size, &options.width, &options.height); !s.ok())
     failUsage(s.error().message);
@@ -124,7 +294,17 @@ void runRender(const RenderArgs& args) {
   if (!compiled.ok()) failUsage(compiled.error().message);
   auto data = std::make_shared<const RenderData>(std::move(compiled).value());
 
-  std::vector<std::unique_ptr<Device>> owned = openDevices(args);
+  ClusterKey key;
+  if (cluster) {
+    Result<std::string> keyPath = clusterKeyPath(args.keyFile);
+    if (!keyPath.ok()) failUsage(keyPath.error().message);
+    Result<ClusterKey> loaded = loadClusterKey(*keyPath, /*createIfMissing=*/true);
+    if (!loaded.ok()) failUsage(loaded.error().message);
+    key = std::move(loaded).value();
+  }
+
+  std::vector<std::unique_ptr<Device>> owned;
+  if (!args.noLocal) owned = openDevices(args);
   std::vector<Device*> devices;
   for (std::unique_ptr<Device>& device : owned) {
     if (Status s = device->load(data); !s.ok()) {
@@ -133,7 +313,10 @@ void runRender(const RenderArgs& args) {
     }
     devices.push_back(device.get());
   }
-  if (devices.empty()) fail("no device could load the scene", 1);
+  if (devices.empty() && !args.noLocal) {
+    if (!cluster) fail("no device could load the scene", 1);
+    PL_LOG_WARN("no local device could load the scene; rendering on the peers only");
+  }
   // GPUs need big units to fill them (about 10^6 pixel samples); CPUs refine the image in
   // small, quick ones.
   bool anyGpu = false;
@@ -145,16 +328,17 @@ void runRender(const RenderArgs& args) {
   Film film(options.width, options.height, args.spp);
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
   ProgressBar bar;
+  if (cluster) {
+    runClusterRender(args, *data, film, devices, std::move(key), commandStart, loadSeconds);
+    return;
+  }
   ProgressCallback progress;
   if (showProgress) progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   Result<LocalRenderStats> stats = renderLocal(devices, film, tiling, progress);
   if (showProgress) bar.finish();
   if (!stats.ok()) fail(stats.error().message, 1);
 
-  if (Status s = writeImage(args.output, film.width(), film.height(), film.linearRgb(),
-                            args.exposure);
-      !s.ok())
-    fail(s.error().message, 1);
+  writeOutput(args, film);
 
   const double seconds = stats->seconds;
   const double samplesPerSecond = seconds > 0 ? double(stats->samples) / seconds : 0.0;
@@ -222,6 +406,13 @@ void addRenderCommand(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "all"}))
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object with the statistics on stdout");
+  cmd->add_option("--peer", args->peers,
+                  "A Render Node to render on, HOST:PORT (repeatable; see `peerlight node`)");
+  cmd->add_flag("--no-local", args->noLocal, "Render on the peers only, not on this machine");
+  cmd->add_flag("--local-only", args->localOnly, "Ignore --peer: render on this machine only");
+  cmd->add_option("--key-file", args->keyFile,
+                  "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
+                  "~/.config/peerlight/cluster.key; created if missing)");
   cmd->callback([args] { runRender(*args); });
 }
 

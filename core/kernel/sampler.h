@@ -70,16 +70,21 @@ PL_HOST_DEVICE PL_INLINE uint32_t nestedUniformScramble(uint32_t x, uint32_t see
 
 // The first two Sobol dimensions as 0.32 fixed point: van der Corput, and the dimension with
 // primitive polynomial x + 1 (direction numbers v_1 = 2^31, v_{i+1} = v_i ^ (v_i >> 1)).
+// Index bit k contributes bit 31 - m of dimension 1 exactly when C(k, m) is odd, that is
+// (Lucas) when the bits of m are a subset of those of k. So bit m of the bit-reversed result
+// is the XOR of the index bits over all supersets of m: a superset-sum transform over the
+// 5-bit lattice, five shift-and-mask steps instead of a loop over the index bits.
+PL_HOST_DEVICE PL_INLINE uint32_t supersetXor(uint32_t x) {
+  x ^= (x >> 1) & 0x55555555u;
+  x ^= (x >> 2) & 0x33333333u;
+  x ^= (x >> 4) & 0x0f0f0f0fu;
+  x ^= (x >> 8) & 0x00ff00ffu;
+  x ^= (x >> 16) & 0x0000ffffu;
+  return x;
+}
 PL_HOST_DEVICE PL_INLINE uint32_t sobolDim0(uint32_t index) { return reverseBits32(index); }
 PL_HOST_DEVICE PL_INLINE uint32_t sobolDim1(uint32_t index) {
-  uint32_t result = 0;
-  uint32_t v = 0x80000000u;
-  while (index != 0) {
-    if (index & 1u) result ^= v;
-    index >>= 1;
-    v ^= v >> 1;
-  }
-  return result;
+  return reverseBits32(supersetXor(index));
 }
 
 // Per-pixel key: the scene seed and the pixel, hashed.
@@ -93,8 +98,11 @@ PL_HOST_DEVICE PL_INLINE void sobolOwen2D(uint32_t key, uint32_t sampleIndex, ui
                                           uint32_t* x, uint32_t* y) {
   const uint32_t pairKey = hashCombine(key, pair);
   const uint32_t index = nestedUniformScramble(sampleIndex, pairKey);
-  *x = nestedUniformScramble(sobolDim0(index), hashCombine(pairKey, 0x68bc21ebu));
-  *y = nestedUniformScramble(sobolDim1(index), hashCombine(pairKey, 0x02e5be93u));
+  // nestedUniformScramble(sobolDimN(index), seed), with the bit reversals that cancel out
+  // removed: sobolDim0 = reverse(index), sobolDim1 = reverse(supersetXor(index)).
+  *x = reverseBits32(laineKarrasPermutation(index, hashCombine(pairKey, 0x68bc21ebu)));
+  *y = reverseBits32(
+      laineKarrasPermutation(supersetXor(index), hashCombine(pairKey, 0x02e5be93u)));
 }
 
 // The value of one dimension (pairs are dimensions 2k and 2k+1), as a pure function.

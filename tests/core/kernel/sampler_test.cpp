@@ -27,6 +27,27 @@ TEST(SamplerTest, PureFunctionOfInputs) {
   EXPECT_EQ(c.y, sampleDimension(7, 3, 4, 5, 5));
 }
 
+// The second Sobol dimension computed by its definition: XOR of the direction numbers
+// v_1 = 2^31, v_{i+1} = v_i ^ (v_i >> 1) over the set bits of the index.
+uint32_t sobolDim1ByDirectionNumbers(uint32_t index) {
+  uint32_t result = 0;
+  for (uint32_t v = 0x80000000u; index != 0; index >>= 1, v ^= v >> 1)
+    if (index & 1u) result ^= v;
+  return result;
+}
+
+TEST(SamplerTest, FastSobolMatchesItsDefinition) {
+  EXPECT_EQ(sobolDim1(1), 0x80000000u);
+  EXPECT_EQ(sobolDim1(2), 0xc0000000u);
+  EXPECT_EQ(sobolDim1(3), 0x40000000u);
+  uint32_t x = 12345;
+  for (int i = 0; i < 100000; ++i) {
+    x = hashU32(x + uint32_t(i));
+    ASSERT_EQ(sobolDim1(x), sobolDim1ByDirectionNumbers(x)) << x;
+    ASSERT_EQ(sobolDim1(uint32_t(i)), sobolDim1ByDirectionNumbers(uint32_t(i))) << i;
+  }
+}
+
 TEST(SamplerTest, DifferentInputsGiveDifferentValues) {
   const float base = sampleDimension(1, 10, 20, 30, 4);
   EXPECT_NE(base, sampleDimension(2, 10, 20, 30, 4));  // seed

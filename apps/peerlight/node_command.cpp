@@ -1,0 +1,154 @@
+// `peerlight node --listen HOST:PORT`: a Render Node. Serves this machine's devices (the CPU,
+// and each CUDA GPU in a CUDA build) to Primaries that hold the cluster key, until SIGINT or
+// SIGTERM; then it ends its leases, closes its connections and exits 0.
+//
+// With port 0 the system picks a free port; the node prints "listening on HOST:PORT" as the
+// first line on stdout either way (tests read it).
+
+#include <csignal>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/peerlight/cli_util.h"
+#include "apps/peerlight/commands.h"
+#include "core/render/cpu_device.h"
+#include "core/util/check.h"
+#include "core/util/log.h"
+#include "transport/auth.h"
+#include "transport/malloc_tuning.h"
+#include "transport/node_service.h"
+#include "transport/tcp.h"
+#include "transport/uv_handle.h"
+#include "transport/uv_kj_loop.h"
+
+#if defined(PEERLIGHT_HAVE_CUDA)
+#include "gpu/cuda_devices.h"
+#endif
+
+namespace pl::app {
+namespace {
+
+struct NodeArgs {
+  std::string listen;
+  std::string keyFile;
+  uint32_t threads = 0;
+  std::string name;
+  uint32_t ttlMs = 10000;
+  uint32_t protocolVersion = proto::PROTOCOL_VERSION;  // hidden, for tests
+};
+
+std::vector<std::unique_ptr<Device>> openDevices(uint32_t threads) {
+  std::vector<std::unique_ptr<Device>> devices;
+  devices.push_back(std::make_unique<CpuDevice>(threads));
+#if defined(PEERLIGHT_HAVE_CUDA)
+  for (const DeviceInfo& gpu : enumerateCudaDevices()) {
+    auto device = makeCudaDevice(gpu.ordinal);
+    if (!device.ok()) {
+      PL_LOG_WARN("not serving GPU %d (%s): %s", gpu.ordinal, gpu.name.c_str(),
+                  device.error().message.c_str());
+      continue;
+    }
+    devices.push_back(std::move(*device));
+  }
+#endif
+  return devices;
+}
+
+// The address to print: the host as given, with the port actually bound.
+std::string boundAddress(const std::string& listen, uint port) {
+  size_t colon = listen.rfind(':');
+  return listen.substr(0, colon) + ":" + std::to_string(port);
+}
+
+void runNode(const NodeArgs& args) {
+  if (auto parsed = parseTcpAddress(args.listen); !parsed.ok()) failUsage(parsed.error().message);
+  auto keyPath = clusterKeyPath(args.keyFile);
+  if (!keyPath.ok()) fail(keyPath.error().message, 1);
+  auto key = loadClusterKey(*keyPath, /*createIfMissing=*/true);
+  if (!key.ok()) fail(key.error().message, 1);
+  const std::string fingerprint = keyFingerprint(*key);
+  tuneMallocForBulkTransfers();
+
+  NodeOptions options;
+  options.name = args.name;
+  options.protocolVersion = args.protocolVersion;
+  options.defaultTtlMs = args.ttlMs;
+  options.minTtlMs = std::min<uint32_t>(options.minTtlMs, args.ttlMs);
+  options.maxTtlMs = std::max<uint32_t>(options.maxTtlMs, args.ttlMs);
+
+  UvKjLoop loop;
+  auto receiver = listenTcp(loop.lowLevelIo(), args.listen);
+  if (!receiver.ok()) fail(receiver.error().message, 1);
+  {
+    NodeService node(loop, std::move(*key), openDevices(args.threads), options);
+    std::printf("listening on %s\n", boundAddress(args.listen, (*receiver)->getPort()).c_str());
+    std::fflush(stdout);
+    std::string devices;
+    for (const DeviceInfo& d : node.deviceInfos()) {
+      devices += (devices.empty() ? "" : ", ") + d.kind + " " + d.name;
+    }
+    PL_LOG_INFO("node %s (%s) serving %s; cluster key %s (fingerprint %s)", node.name().c_str(),
+                node.nodeId().c_str(), devices.c_str(), keyPath->c_str(), fingerprint.c_str());
+
+    bool stopping = false;
+    kj::Promise<void> listening = node.listen(**receiver).eagerlyEvaluate([](kj::Exception&& e) {
+      PL_LOG_ERROR("accepting connections failed: %s", e.getDescription().cStr());
+    });
+    auto shutdown = [&](const char* signalName) {
+      if (stopping) return;
+      stopping = true;
+      PL_LOG_INFO("%s: ending leases and shutting down", signalName);
+      node.endAllLeases("node shutting down");
+      listening = kj::READY_NOW;
+      node.disconnectAll();
+      loop.stop();
+    };
+    struct SignalWatch {
+      UvHandle<uv_signal_t> handle;
+      std::function<void()> onSignal;
+    };
+    SignalWatch watches[2];
+    const int signals[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; ++i) {
+      PL_CHECK(watches[i].handle.init(loop.uv(), uv_signal_init) == 0);
+      const char* name = signals[i] == SIGINT ? "SIGINT" : "SIGTERM";
+      watches[i].onSignal = [&shutdown, name] { shutdown(name); };
+      watches[i].handle->data = &watches[i];
+      uv_signal_start(
+          watches[i].handle.get(),
+          [](uv_signal_t* h, int) { static_cast<SignalWatch*>(h->data)->onSignal(); }, signals[i]);
+    }
+    loop.run();
+    for (auto& w : watches) w.handle.close();
+  }  // NodeService: waits for a render in progress, joins its threads
+  *receiver = nullptr;
+  PL_LOG_INFO("node stopped");
+}
+
+}  // namespace
+
+void addNodeCommand(CLI::App& app) {
+  CLI::App* cmd =
+      app.add_subcommand("node", "Serve this machine's render devices to Primaries (Render Node)");
+  auto args = std::make_shared<NodeArgs>();
+  cmd->add_option("--listen", args->listen,
+                  "Address to listen on, HOST:PORT (port 0: pick a free one and print it)")
+      ->required();
+  cmd->add_option("--key-file", args->keyFile,
+                  "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
+                  "~/.config/peerlight/cluster.key; created if missing)");
+  cmd->add_option("--threads", args->threads, "CPU render threads (0: all)")->capture_default_str();
+  cmd->add_option("--name", args->name, "Name shown to Primaries (default: the host name)");
+  cmd->add_option("--ttl-ms", args->ttlMs, "Default lease time to live in milliseconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 3600000u));
+  cmd->add_option("--protocol-version", args->protocolVersion,
+                  "Claim another protocol version (tests)")
+      ->group("");
+  cmd->callback([args] { runNode(*args); });
+}
+
+}  // namespace pl::app

@@ -1,0 +1,841 @@
+#include "transport/node_service.h"
+
+#include <arpa/inet.h>
+#include <capnp/rpc-twoparty.h>
+#include <kj/debug.h>
+#include <kj/function.h>
+#include <netinet/in.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "core/util/check.h"
+#include "core/util/log.h"
+#include "transport/chunk_codec.h"
+#include "transport/protocol_convert.h"
+#include "transport/tile_codec.h"
+
+namespace pl {
+
+struct LeaseState;
+
+namespace {
+
+// The largest encoded chunk a node accepts: the 4-byte header plus zstd's bound for 4 MiB.
+const size_t kMaxEncodedChunkBytes = 4 + ZSTD_COMPRESSBOUND(kMaxChunkBytes);
+
+[[noreturn]] void failWith(const std::string& message) {
+  kj::throwFatalException(KJ_EXCEPTION(FAILED, message));
+}
+
+std::string peerAddress(kj::AsyncIoStream& stream) {
+  struct sockaddr_storage addr {};
+  uint length = sizeof(addr);
+  try {
+    stream.getpeername(reinterpret_cast<struct sockaddr*>(&addr), &length);
+  } catch (...) {
+    return "unknown peer";
+  }
+  char text[INET6_ADDRSTRLEN] = "?";
+  if (addr.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<struct sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+    return std::string(text) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (addr.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<struct sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+    return "[" + std::string(text) + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  return "unix peer";
+}
+
+std::string hostName() {
+  char buffer[256] = {};
+  if (gethostname(buffer, sizeof(buffer) - 1) != 0 || buffer[0] == '\0') return "peerlight-node";
+  return buffer;
+}
+
+std::string joinIndices(const std::vector<uint32_t>& indices) {
+  std::string out;
+  for (uint32_t i : indices) out += (out.empty() ? "" : ",") + std::to_string(i);
+  return out;
+}
+
+// A thread that runs jobs one after another, in submission order.
+class WorkerThread {
+ public:
+  explicit WorkerThread() : thread_([this] { run(); }) {}
+  // Waits for the running job; queued jobs are dropped (their fulfillers reject their promises).
+  ~WorkerThread() {
+    std::deque<kj::Function<void()>> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      dropped.swap(jobs_);
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+  // Thread-safe.
+  void submit(kj::Function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      jobs_.push_back(kj::mv(job));
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      kj::Function<void()> job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+        if (stopping_) return;
+        job = kj::mv(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<kj::Function<void()>> jobs_;
+  bool stopping_ = false;
+  std::thread thread_;  // last: starts after the members above exist
+};
+
+// Runs fn() -> T on `worker`; the promise resolves on the calling (loop) thread. When the
+// promise is dropped before the job starts, the job is skipped.
+template <typename T, typename Fn>
+kj::Promise<T> runOn(WorkerThread& worker, Fn fn) {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
+  worker.submit([fulfiller = kj::mv(paf.fulfiller), fn = kj::mv(fn)]() mutable {
+    if (!fulfiller->isWaiting()) return;
+    try {
+      fulfiller->fulfill(fn());
+    } catch (const std::exception& e) {
+      fulfiller->reject(KJ_EXCEPTION(FAILED, "node worker failed", e.what()));
+    }
+  });
+  return kj::mv(paf.promise);
+}
+
+struct RenderOutput {
+  WorkUnit unit;
+  std::vector<uint8_t> encodedSums;
+  uint64_t raysTraced = 0;
+  double renderMs = 0;
+};
+
+// One device and its worker thread.
+struct DeviceSlot {
+  std::unique_ptr<Device> device;
+  DeviceInfo info;  // cached: info() is not called while the device renders
+  LeaseState* leasedBy = nullptr;  // loop thread
+  // Worker thread only: what the device has loaded.
+  Hash128 loadedScene;
+  std::shared_ptr<const RenderData> loadedData;
+  std::unique_ptr<WorkerThread> worker;  // last: destroyed (joined) first
+};
+
+// Brings a device to scene `id` (worker thread). No-op when it has it already.
+Status ensureLoaded(DeviceSlot& slot, const Hash128& id,
+                    const std::shared_ptr<const RenderData>& data) {
+  if (slot.loadedData != nullptr && slot.loadedScene == id) return Status();
+  Status loaded = slot.device->load(data);
+  if (!loaded.ok()) {
+    return Error{"device " + slot.info.name + ": load failed: " + loaded.error().message};
+  }
+  slot.loadedScene = id;
+  slot.loadedData = data;
+  return Status();
+}
+
+// Encoded chunks by hash, least recently used first out. Loop thread only. The byte vectors
+// are immutable once stored and shared with the codec thread for load().
+class ChunkCache {
+ public:
+  explicit ChunkCache(uint64_t capacityBytes) : capacity_(capacityBytes) {}
+
+  std::shared_ptr<const std::vector<uint8_t>> find(const Hash128& hash) {
+    auto it = entries_.find(hash);
+    if (it == entries_.end()) return nullptr;
+    lru_.splice(lru_.end(), lru_, it->second.position);
+    return it->second.bytes;
+  }
+  bool contains(const Hash128& hash) const { return entries_.count(hash) != 0; }
+
+  void put(const Hash128& hash, std::shared_ptr<const std::vector<uint8_t>> bytes) {
+    if (contains(hash)) return;
+    bytes_ += bytes->size();
+    lru_.push_back(hash);
+    entries_.emplace(hash, Entry{std::move(bytes), std::prev(lru_.end())});
+    while (bytes_ > capacity_ && lru_.size() > 1) {
+      auto oldest = entries_.find(lru_.front());
+      bytes_ -= oldest->second.bytes->size();
+      entries_.erase(oldest);
+      lru_.pop_front();
+    }
+  }
+
+  size_t count() const { return entries_.size(); }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  struct Entry {
+    std::shared_ptr<const std::vector<uint8_t>> bytes;
+    std::list<Hash128>::iterator position;
+  };
+  uint64_t capacity_;
+  uint64_t bytes_ = 0;
+  std::list<Hash128> lru_;
+  std::unordered_map<Hash128, Entry, Hash128Hasher> entries_;
+};
+
+struct LoadedScene {
+  Hash128 id;
+  std::shared_ptr<const RenderData> data;
+  uint32_t width = 0, height = 0;
+};
+
+}  // namespace
+
+// One lease and its session's state. Shared (refcounted) by the Lease and RenderSession
+// capabilities and by calls in flight. Loop thread only.
+struct LeaseState final : public kj::Refcounted {
+  NodeService::Impl& node;
+  uint64_t id;
+  std::string primary;  // "name (address)" for log lines
+  std::vector<uint32_t> devices;
+  uint32_t ttlMs;
+  // Set once the lease's connection is known to be gone. (Cap'n Proto usually releases the
+  // capabilities of a broken connection before it reports the disconnect, so a lease ended by
+  // a lost connection often logs as released.)
+  std::shared_ptr<bool> connectionLost;
+  bool ended = false;
+  std::string endReason;
+  // Set when the lease ends, read by queued jobs on device threads: they skip their work.
+  std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+  kj::Promise<void> expiry = nullptr;
+  std::vector<LoadedScene> scenes;  // most recently loaded last
+  // put() calls still being verified; missing() and load() wait for them.
+  uint32_t putsInFlight = 0;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> putWaiters;
+
+  LeaseState(NodeService::Impl& node, uint64_t id, std::string primary,
+             std::vector<uint32_t> devices, uint32_t ttlMs, std::shared_ptr<bool> connectionLost)
+      : node(node), id(id), primary(std::move(primary)), devices(std::move(devices)),
+        ttlMs(ttlMs), connectionLost(std::move(connectionLost)) {}
+
+  void checkServing() const {
+    if (ended) failWith(endReason == "expired" ? "lease expired" : "lease ended: " + endReason);
+  }
+  bool holdsDevice(uint32_t device) const {
+    return std::find(devices.begin(), devices.end(), device) != devices.end();
+  }
+  kj::Promise<void> putsDone() {
+    if (putsInFlight == 0) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    putWaiters.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
+  }
+  void putFinished() {
+    PL_CHECK(putsInFlight > 0);
+    if (--putsInFlight == 0) {
+      auto waiters = std::move(putWaiters);
+      putWaiters.clear();
+      for (auto& waiter : waiters) waiter->fulfill();
+    }
+  }
+  const LoadedScene* findScene(const Hash128& scene) const {
+    for (const LoadedScene& s : scenes) {
+      if (s.id == scene) return &s;
+    }
+    return nullptr;
+  }
+};
+
+struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
+  UvKjLoop& loop;
+  ClusterKey key;
+  NodeOptions options;
+  std::vector<DeviceInfo> infos;
+  std::vector<std::unique_ptr<DeviceSlot>> slots;
+  std::unique_ptr<WorkerThread> codecWorker = std::make_unique<WorkerThread>();
+  ChunkCache chunks;
+  // Decoded render data by scene id, while some device or session still holds it.
+  std::map<std::pair<uint64_t, uint64_t>, std::weak_ptr<const RenderData>> decoded;
+  std::set<LeaseState*> leases;  // active (not ended)
+  uint64_t nextLeaseId = 1;
+  size_t connections = 0;
+  kj::Own<kj::TaskSet> connectionTasks = kj::heap<kj::TaskSet>(*this);
+
+  Impl(UvKjLoop& loop, ClusterKey key, std::vector<std::unique_ptr<Device>> devices,
+       NodeOptions options)
+      : loop(loop), key(std::move(key)), options(std::move(options)),
+        chunks(this->options.chunkCacheBytes) {
+    if (this->options.name.empty()) this->options.name = hostName();
+    if (this->options.nodeId.empty()) this->options.nodeId = randomHex(16);
+    this->options.minTtlMs = std::max<uint32_t>(this->options.minTtlMs, 1);
+    this->options.maxTtlMs = std::max(this->options.maxTtlMs, this->options.minTtlMs);
+    this->options.defaultTtlMs =
+        std::clamp(this->options.defaultTtlMs, this->options.minTtlMs, this->options.maxTtlMs);
+    for (auto& device : devices) {
+      PL_CHECK(device != nullptr);
+      auto slot = std::make_unique<DeviceSlot>();
+      slot->info = device->info();
+      slot->device = std::move(device);
+      slot->worker = std::make_unique<WorkerThread>();
+      infos.push_back(slot->info);
+      slots.push_back(std::move(slot));
+    }
+  }
+
+  ~Impl() {
+    endAllLeases("node shutting down");
+    connectionTasks = nullptr;
+    // Join the workers before the devices and data they use go away.
+    codecWorker.reset();
+    for (auto& slot : slots) slot->worker.reset();
+  }
+
+  void taskFailed(kj::Exception&& exception) override {
+    PL_LOG_WARN("connection task failed: %s", exception.getDescription().cStr());
+  }
+
+  // --- leases --------------------------------------------------------------------------------
+
+  void endLease(LeaseState& lease, const std::string& reason, bool fromExpiryTimer = false) {
+    if (lease.ended) return;
+    lease.ended = true;
+    lease.endReason = reason;
+    lease.cancelled->store(true);
+    for (uint32_t d : lease.devices) {
+      if (slots[d]->leasedBy == &lease) slots[d]->leasedBy = nullptr;
+    }
+    lease.scenes.clear();
+    leases.erase(&lease);
+    if (!fromExpiryTimer) lease.expiry = nullptr;  // cancels the timer
+    PL_LOG_INFO("lease %llu of %s %s; devices %s are free", (unsigned long long)lease.id,
+                lease.primary.c_str(), reason == "expired" ? "expired" : ("ended: " + reason).c_str(),
+                joinIndices(lease.devices).c_str());
+  }
+
+  void armExpiry(LeaseState& lease) {
+    LeaseState* self = &lease;
+    lease.expiry = loop.timer()
+                       .afterDelay(lease.ttlMs * kj::MILLISECONDS)
+                       .then([this, self]() { endLease(*self, "expired", true); })
+                       .eagerlyEvaluate(nullptr);
+  }
+
+  void endAllLeases(const std::string& why) {
+    while (!leases.empty()) endLease(**leases.begin(), why);
+  }
+
+  // --- connections ---------------------------------------------------------------------------
+
+  struct Connection {
+    Connection(Impl& impl, kj::Own<kj::AsyncIoStream> streamIn, capnp::Capability::Client gate,
+               capnp::ReaderOptions readerOptions)
+        : impl(impl), stream(kj::mv(streamIn)),
+          network(*stream, capnp::rpc::twoparty::Side::SERVER, readerOptions),
+          rpc(capnp::makeRpcServer(network, kj::mv(gate))) {
+      ++impl.connections;
+    }
+    ~Connection() { --impl.connections; }
+    Impl& impl;
+    kj::Own<kj::AsyncIoStream> stream;
+    capnp::TwoPartyVatNetwork network;
+    capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  };
+
+  void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer);
+  proto::Gate::Client newGate(std::string peer, std::shared_ptr<bool> connectionLost);
+
+  kj::Promise<void> acceptLoop(kj::ConnectionReceiver& receiver) {
+    return receiver.accept().then([this, &receiver](kj::Own<kj::AsyncIoStream> stream) {
+      serve(kj::mv(stream), "");
+      return acceptLoop(receiver);
+    });
+  }
+};
+
+namespace {
+
+using Impl = NodeService::Impl;
+
+class RenderSessionImpl final : public proto::RenderSession::Server {
+ public:
+  explicit RenderSessionImpl(kj::Own<LeaseState> lease) : lease_(kj::mv(lease)) {}
+
+  // put() is declared `-> stream`, and for such methods Cap'n Proto's server side holds back
+  // every other call on the capability until the put finishes, and breaks the capability for
+  // good when one put fails. Neither suits a node: ping() must answer while chunks are being
+  // verified, and one bad chunk must fail only its own put (the Primary's flow control still
+  // sees the error on its next put). So the server treats put() as an ordinary call; the client
+  // still streams it with flow control.
+  DispatchCallResult dispatchCall(
+      uint64_t interfaceId, uint16_t methodId,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    DispatchCallResult result =
+        proto::RenderSession::Server::dispatchCall(interfaceId, methodId, context);
+    result.isStreaming = false;
+    return result;
+  }
+
+  kj::Promise<void> missing(MissingContext context) override {
+    lease_->checkServing();
+    auto hashes = fromProto(context.getParams().getHashes());
+    if (!hashes.ok()) failWith(hashes.error().message);
+    auto lease = kj::addRef(*lease_);
+    return lease_->putsDone().then(
+        [context, hashes = std::move(*hashes), lease = kj::mv(lease)]() mutable {
+          lease->checkServing();
+          std::vector<Hash128> lacking;
+          for (const Hash128& h : hashes) {
+            if (!lease->node.chunks.contains(h)) lacking.push_back(h);
+          }
+          toProto(lacking, context.getResults().initMissing(uint32_t(lacking.size())));
+        });
+  }
+
+  kj::Promise<void> put(PutContext context) override {
+    lease_->checkServing();
+    auto chunk = context.getParams().getChunk();
+    const Hash128 hash = fromProto(chunk.getHash());
+    capnp::Data::Reader data = chunk.getData();
+    const std::string name = "chunk " + hash.hex();
+    if (data.size() > kMaxEncodedChunkBytes) {
+      failWith(name + ": " + std::to_string(data.size()) + " encoded bytes, more than the limit of " +
+               std::to_string(kMaxEncodedChunkBytes));
+    }
+    if (data.size() < 4 + 6) {  // header + the smallest zstd frame header
+      failWith(name + ": truncated (" + std::to_string(data.size()) + " bytes)");
+    }
+    Impl& node = lease_->node;
+    if (node.chunks.contains(hash)) return kj::READY_NOW;
+    unsigned long long declared = ZSTD_getFrameContentSize(data.begin() + 4, data.size() - 4);
+    if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN) {
+      failWith(name + ": not a zstd frame that declares its content size");
+    }
+    if (declared == 0 || declared > kMaxChunkBytes) {
+      failWith(name + ": declares " + std::to_string(declared) + " raw bytes, outside 1.." +
+               std::to_string(kMaxChunkBytes));
+    }
+    auto bytes = std::make_shared<const std::vector<uint8_t>>(data.begin(), data.end());
+    ++lease_->putsInFlight;
+    auto lease = kj::addRef(*lease_);
+    return runOn<Status>(*node.codecWorker,
+                         [hash, bytes, declared]() -> Status {
+                           auto decoded = decodeChunk(hash, bytes->data(), bytes->size(),
+                                                      uint32_t(declared));
+                           if (!decoded.ok()) return decoded.error();
+                           return Status();
+                         })
+        .then([lease = kj::addRef(*lease), hash, bytes](Status verified) {
+          if (!verified.ok()) {
+            PL_LOG_WARN("lease %llu: refused a chunk from %s: %s", (unsigned long long)lease->id,
+                        lease->primary.c_str(), verified.error().message.c_str());
+            failWith(verified.error().message);
+          }
+          lease->node.chunks.put(hash, bytes);
+        })
+        .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
+  }
+
+  kj::Promise<void> load(LoadContext context) override {
+    lease_->checkServing();
+    auto manifest = fromProto(context.getParams().getManifest());
+    if (!manifest.ok()) failWith(manifest.error().message);
+    auto lease = kj::addRef(*lease_);
+    return lease_->putsDone()
+        .then([lease = kj::addRef(*lease), manifest = std::move(*manifest)]() mutable {
+          return decodeScene(*lease, std::move(manifest));
+        })
+        .then([lease = kj::addRef(*lease)](LoadedScene scene) mutable {
+          return loadOnDevices(*lease, scene).then([scene]() { return scene; });
+        })
+        .then([context, lease = kj::mv(lease)](LoadedScene scene) mutable {
+          lease->checkServing();
+          if (lease->findScene(scene.id) == nullptr) {
+            lease->scenes.push_back(scene);
+            uint32_t keep = std::max<uint32_t>(lease->node.options.maxScenesPerSession, 1);
+            while (lease->scenes.size() > keep) lease->scenes.erase(lease->scenes.begin());
+          }
+          toProto(scene.id, context.getResults().initScene());
+        });
+  }
+
+  kj::Promise<void> render(RenderContext context) override {
+    lease_->checkServing();
+    auto params = context.getParams();
+    const Hash128 sceneId = fromProto(params.getScene());
+    const LoadedScene* scene = lease_->findScene(sceneId);
+    if (scene == nullptr) failWith("unknown scene " + sceneId.hex() + " (load it first)");
+    const uint32_t device = params.getDevice();
+    if (!lease_->holdsDevice(device)) {
+      failWith("device " + std::to_string(device) + " is not in this lease (devices " +
+               joinIndices(lease_->devices) + ")");
+    }
+    const WorkUnit unit = fromProto(params.getUnit());
+    if (Status valid = unit.validate(scene->width, scene->height); !valid.ok()) {
+      failWith(valid.error().message);
+    }
+    if (unit.tile.pixelCount() > kMaxTileResultPixels) {
+      failWith("work unit " + unit.describe() + ": more than " +
+               std::to_string(kMaxTileResultPixels) + " pixels");
+    }
+    DeviceSlot* slot = lease_->node.slots[device].get();
+    auto cancelled = lease_->cancelled;
+    auto render = [slot, cancelled, id = scene->id, data = scene->data,
+                   unit]() -> Result<RenderOutput> {
+      if (cancelled->load()) return Error{"lease ended"};
+      if (Status s = ensureLoaded(*slot, id, data); !s.ok()) return s.error();
+      auto start = std::chrono::steady_clock::now();
+      Result<TileResult> result = slot->device->render(unit);
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             start)
+                      .count();
+      if (!result.ok()) return result.error();
+      RenderOutput out;
+      out.unit = unit;
+      out.raysTraced = result->raysTraced;
+      out.renderMs = ms;
+      out.encodedSums = encodeTileResult(*result);
+      return out;
+    };
+    return runOn<Result<RenderOutput>>(*slot->worker, kj::mv(render))
+        .then([context, lease = kj::addRef(*lease_)](Result<RenderOutput> out) mutable {
+          lease->checkServing();
+          if (!out.ok()) failWith(out.error().message);
+          toProto(out->unit, out->encodedSums, out->raysTraced, out->renderMs,
+                  context.getResults().initResult());
+        });
+  }
+
+  kj::Promise<void> ping(PingContext context) override {
+    lease_->checkServing();
+    return kj::READY_NOW;
+  }
+
+ private:
+  // Assembles the manifest's render data (codec thread), or reuses it when some device still
+  // holds the same scene.
+  static kj::Promise<LoadedScene> decodeScene(LeaseState& lease, ChunkManifest manifest) {
+    lease.checkServing();
+    Impl& node = lease.node;
+    LoadedScene scene;
+    scene.id = sceneIdOf(manifest);
+    if (const LoadedScene* known = lease.findScene(scene.id)) return *known;
+    auto key = std::make_pair(scene.id.lo, scene.id.hi);
+    if (auto it = node.decoded.find(key); it != node.decoded.end()) {
+      if (auto data = it->second.lock()) {
+        scene.data = std::move(data);
+        scene.width = scene.data->camera[0].width;
+        scene.height = scene.data->camera[0].height;
+        return scene;
+      }
+      node.decoded.erase(it);
+    }
+    // Take the chunks out of the cache here (loop thread); the codec thread only reads them.
+    std::vector<std::pair<Hash128, std::shared_ptr<const std::vector<uint8_t>>>> encoded;
+    for (const Hash128& hash : manifest.chunkHashes()) {
+      auto bytes = node.chunks.find(hash);
+      if (bytes == nullptr) failWith("load: chunk " + hash.hex() + " is missing (put it first)");
+      encoded.emplace_back(hash, std::move(bytes));
+    }
+    return runOn<Result<std::shared_ptr<const RenderData>>>(
+               *node.codecWorker,
+               [manifest = std::move(manifest), encoded = std::move(encoded)]()
+                   -> Result<std::shared_ptr<const RenderData>> {
+                 ChunkStore store;
+                 for (auto& [hash, bytes] : encoded) store.put(hash, *bytes);
+                 Result<RenderData> data = decodeRenderData(manifest, store);
+                 if (!data.ok()) return data.error();
+                 return std::make_shared<const RenderData>(std::move(*data));
+               })
+        .then([&node, scene, key](Result<std::shared_ptr<const RenderData>> data) mutable {
+          if (!data.ok()) failWith("load: " + data.error().message);
+          scene.data = std::move(*data);
+          scene.width = scene.data->camera[0].width;
+          scene.height = scene.data->camera[0].height;
+          for (auto it = node.decoded.begin(); it != node.decoded.end();) {
+            it = it->second.expired() ? node.decoded.erase(it) : std::next(it);
+          }
+          node.decoded[key] = scene.data;
+          return scene;
+        });
+  }
+
+  // Loads the scene on every device of the lease, each on its own thread, in parallel.
+  static kj::Promise<void> loadOnDevices(LeaseState& lease, const LoadedScene& scene) {
+    lease.checkServing();
+    kj::Vector<kj::Promise<Status>> loads;
+    for (uint32_t d : lease.devices) {
+      DeviceSlot* slot = lease.node.slots[d].get();
+      loads.add(runOn<Status>(*slot->worker,
+                              [slot, cancelled = lease.cancelled, id = scene.id,
+                               data = scene.data]() -> Status {
+                                if (cancelled->load()) return Error{"lease ended"};
+                                return ensureLoaded(*slot, id, data);
+                              }));
+    }
+    return kj::joinPromises(loads.releaseAsArray()).then([](kj::Array<Status> statuses) {
+      for (const Status& s : statuses) {
+        if (!s.ok()) failWith("load: " + s.error().message);
+      }
+    });
+  }
+
+  kj::Own<LeaseState> lease_;
+};
+
+class LeaseImpl final : public proto::Lease::Server {
+ public:
+  explicit LeaseImpl(kj::Own<LeaseState> lease) : lease_(kj::mv(lease)) {}
+  ~LeaseImpl() noexcept(false) {
+    lease_->node.endLease(*lease_,
+                          *lease_->connectionLost ? "connection lost"
+                                                  : "released (dropped by the primary, or its "
+                                                    "connection closed)");
+  }
+
+  kj::Promise<void> renew(RenewContext context) override {
+    lease_->checkServing();
+    lease_->node.armExpiry(*lease_);
+    context.getResults().setTtlMs(lease_->ttlMs);
+    return kj::READY_NOW;
+  }
+
+ private:
+  kj::Own<LeaseState> lease_;
+};
+
+class NodeImpl final : public proto::Node::Server {
+ public:
+  NodeImpl(Impl& node, std::string primary, std::shared_ptr<bool> connectionLost)
+      : node_(node), primary_(std::move(primary)), connectionLost_(std::move(connectionLost)) {}
+
+  kj::Promise<void> info(InfoContext context) override {
+    auto info = context.getResults().initInfo();
+    info.setProtocolVersion(node_.options.protocolVersion);
+    info.setNodeId(node_.options.nodeId);
+    info.setName(node_.options.name);
+    auto devices = info.initDevices(uint32_t(node_.infos.size()));
+    for (size_t i = 0; i < node_.infos.size(); ++i) toProto(node_.infos[i], devices[uint32_t(i)]);
+    info.setState(node_.leases.empty() ? proto::NodeState::IDLE : proto::NodeState::LEASED);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> lease(LeaseContext context) override {
+    auto request = context.getParams().getRequest();
+    auto wanted = request.getDevices();
+    const uint32_t deviceCount = uint32_t(node_.slots.size());
+    if (wanted.size() > kMaxDevicesPerNode) {
+      failWith("lease: " + std::to_string(wanted.size()) + " device indices, more than " +
+               std::to_string(kMaxDevicesPerNode));
+    }
+    std::vector<uint32_t> candidates;
+    if (wanted.size() == 0) {
+      for (uint32_t d = 0; d < deviceCount; ++d) candidates.push_back(d);
+    } else {
+      for (uint32_t d : wanted) {
+        if (d >= deviceCount) {
+          failWith("lease: no device " + std::to_string(d) + " (this node has " +
+                   std::to_string(deviceCount) + ")");
+        }
+        if (std::find(candidates.begin(), candidates.end(), d) == candidates.end()) {
+          candidates.push_back(d);
+        }
+      }
+    }
+    std::vector<uint32_t> granted;
+    for (uint32_t d : candidates) {
+      if (node_.slots[d]->leasedBy == nullptr) granted.push_back(d);
+    }
+    if (granted.empty()) failWith("busy: the devices asked for are leased to another primary");
+
+    const NodeOptions& o = node_.options;
+    uint32_t ttlMs = request.getTtlMs() == 0 ? o.defaultTtlMs
+                                             : std::clamp(request.getTtlMs(), o.minTtlMs, o.maxTtlMs);
+    std::string primaryName(request.getPrimaryName().cStr(),
+                            std::min<size_t>(request.getPrimaryName().size(), 128));
+    // primary_ is "<hello name> (<address>)"; name the lease's own primaryName when it differs.
+    std::string label = primaryName.empty() || primary_.rfind(primaryName + " (", 0) == 0
+                            ? primary_
+                            : primaryName + " via " + primary_;
+    auto state = kj::refcounted<LeaseState>(node_, node_.nextLeaseId++, std::move(label), granted,
+                                            ttlMs, connectionLost_);
+    for (uint32_t d : granted) node_.slots[d]->leasedBy = state.get();
+    node_.leases.insert(state.get());
+    node_.armExpiry(*state);
+    PL_LOG_INFO("lease %llu granted to %s: devices %s, ttl %u ms", (unsigned long long)state->id,
+                state->primary.c_str(), joinIndices(granted).c_str(), ttlMs);
+
+    auto results = context.getResults();
+    results.setSession(kj::heap<RenderSessionImpl>(kj::addRef(*state)));
+    results.setLease(kj::heap<LeaseImpl>(kj::mv(state)));
+    results.setTtlMs(ttlMs);
+    auto devices = results.initDevices(uint32_t(granted.size()));
+    for (size_t i = 0; i < granted.size(); ++i) devices.set(uint32_t(i), granted[i]);
+    return kj::READY_NOW;
+  }
+
+ private:
+  Impl& node_;
+  std::string primary_;
+  std::shared_ptr<bool> connectionLost_;
+};
+
+class GateImpl final : public proto::Gate::Server {
+ public:
+  GateImpl(Impl& node, std::string peer, std::shared_ptr<bool> connectionLost)
+      : node_(node), peer_(std::move(peer)), connectionLost_(std::move(connectionLost)) {}
+
+  kj::Promise<void> hello(HelloContext context) override {
+    auto params = context.getParams();
+    if (state_ != State::kNew) failWith("hello: already said hello on this connection");
+    auto name = params.getPrimaryName();
+    primaryName_ = std::string(name.cStr(), std::min<size_t>(name.size(), 128));
+    auto results = context.getResults();
+    results.setProtocolVersion(node_.options.protocolVersion);
+    results.setNodeId(node_.options.nodeId);
+    results.setName(node_.options.name);
+    const uint32_t theirs = params.getProtocolVersion();
+    if (theirs != node_.options.protocolVersion) {
+      state_ = State::kIncompatible;
+      PL_LOG_WARN("primary %s (%s) speaks protocol %u, this node speaks %u", primaryName_.c_str(),
+                  peer_.c_str(), theirs, node_.options.protocolVersion);
+      return kj::READY_NOW;
+    }
+    capnp::Data::Reader nonce = params.getNonce();
+    if (nonce.size() != kNonceBytes) {
+      state_ = State::kDone;
+      failWith("hello: the nonce must be " + std::to_string(kNonceBytes) + " bytes, not " +
+               std::to_string(nonce.size()));
+    }
+    std::copy(nonce.begin(), nonce.end(), primaryNonce_.begin());
+    nodeNonce_ = randomNonce();
+    Proof proof = nodeProof(node_.key, primaryNonce_, nodeNonce_);
+    results.setNonce(kj::arrayPtr(nodeNonce_.data(), nodeNonce_.size()));
+    results.setProof(kj::arrayPtr(proof.data(), proof.size()));
+    state_ = State::kChallenged;
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> authenticate(AuthenticateContext context) override {
+    const State state = state_;
+    state_ = State::kDone;  // one attempt per connection
+    if (state == State::kIncompatible) {
+      failWith("protocol version mismatch: this node speaks protocol " +
+               std::to_string(node_.options.protocolVersion));
+    }
+    capnp::Data::Reader proof = context.getParams().getProof();
+    bool good = false;
+    if (state == State::kChallenged) {
+      Proof expected = primaryProof(node_.key, nodeNonce_, primaryNonce_);
+      good = proofMatches(expected, std::span<const uint8_t>(proof.begin(), proof.size()));
+    }
+    const std::string who = (primaryName_.empty() ? std::string("primary") : primaryName_) +
+                            " (" + peer_ + ")";
+    if (!good) {
+      PL_LOG_WARN("refused %s: authentication failed (%s)", who.c_str(),
+                  state == State::kChallenged ? "wrong cluster key"
+                                              : "no fresh hello before authenticate");
+      failWith("authentication failed");
+    }
+    PL_LOG_INFO("%s authenticated", who.c_str());
+    context.getResults().setNode(kj::heap<NodeImpl>(node_, who, connectionLost_));
+    return kj::READY_NOW;
+  }
+
+ private:
+  enum class State { kNew, kChallenged, kIncompatible, kDone };
+  Impl& node_;
+  std::string peer_;
+  std::shared_ptr<bool> connectionLost_;
+  State state_ = State::kNew;
+  std::string primaryName_;
+  Nonce primaryNonce_{};
+  Nonce nodeNonce_{};
+};
+
+}  // namespace
+
+void NodeService::Impl::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
+  if (peer.empty()) peer = peerAddress(*stream);
+  capnp::ReaderOptions readerOptions;
+  readerOptions.traversalLimitInWords = options.maxMessageBytes / sizeof(capnp::word);
+  auto lost = std::make_shared<bool>(false);
+  auto connection =
+      kj::heap<Connection>(*this, kj::mv(stream), newGate(peer, lost), readerOptions);
+  PL_LOG_DEBUG("connection from %s", peer.c_str());
+  // When the connection is gone, flag it (for the log lines of its leases), then drop its RPC
+  // system, which releases its capabilities and so ends its leases.
+  auto disconnected = connection->network.onDisconnect().then(
+      [lost, peer]() {
+        *lost = true;
+        PL_LOG_DEBUG("connection from %s closed", peer.c_str());
+      },
+      [lost](kj::Exception&&) { *lost = true; });
+  connectionTasks->add(disconnected.attach(kj::mv(connection)));
+}
+
+proto::Gate::Client NodeService::Impl::newGate(std::string peer,
+                                               std::shared_ptr<bool> connectionLost) {
+  return kj::heap<GateImpl>(*this, std::move(peer), std::move(connectionLost));
+}
+
+NodeService::NodeService(UvKjLoop& loop, ClusterKey key,
+                         std::vector<std::unique_ptr<Device>> devices, NodeOptions options)
+    : impl_(std::make_unique<Impl>(loop, std::move(key), std::move(devices), std::move(options))) {}
+
+NodeService::~NodeService() = default;
+
+kj::Promise<void> NodeService::listen(kj::ConnectionReceiver& receiver) {
+  return impl_->acceptLoop(receiver);
+}
+
+void NodeService::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
+  impl_->serve(kj::mv(stream), std::move(peer));
+}
+
+proto::Gate::Client NodeService::newGate(std::string peer) {
+  return impl_->newGate(std::move(peer), std::make_shared<bool>(false));
+}
+
+void NodeService::endAllLeases(const std::string& why) { impl_->endAllLeases(why); }
+
+void NodeService::disconnectAll() { impl_->connectionTasks = kj::heap<kj::TaskSet>(*impl_); }
+
+const std::string& NodeService::nodeId() const { return impl_->options.nodeId; }
+const std::string& NodeService::name() const { return impl_->options.name; }
+const std::vector<DeviceInfo>& NodeService::deviceInfos() const { return impl_->infos; }
+size_t NodeService::activeLeaseCount() const { return impl_->leases.size(); }
+size_t NodeService::freeDeviceCount() const {
+  size_t free = 0;
+  for (const auto& slot : impl_->slots) free += slot->leasedBy == nullptr ? 1 : 0;
+  return free;
+}
+size_t NodeService::connectionCount() const { return impl_->connections; }
+size_t NodeService::cachedChunkCount() const { return impl_->chunks.count(); }
+uint64_t NodeService::cachedChunkBytes() const { return impl_->chunks.bytes(); }
+
+}  // namespace pl
