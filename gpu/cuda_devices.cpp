@@ -16,8 +16,11 @@ std::vector<DeviceInfo> enumerateCudaDevices() {
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count <= 0) {
     // Typical: cudaErrorNoDevice (no GPU) or cudaErrorInsufficientDriver (no driver).
-    log(LogLevel::Info, "no CUDA GPUs: %s",
-        err != cudaSuccess ? cudaGetErrorString(err) : "the driver reports none");
+    const char* why = err == cudaErrorInsufficientDriver ? "no NVIDIA driver is installed"
+                      : err == cudaErrorNoDevice         ? "no CUDA GPU is present"
+                      : err != cudaSuccess               ? cudaGetErrorString(err)
+                                                         : "the driver reports none";
+    log(LogLevel::Info, "no CUDA GPUs: %s", why);
     cudaGetLastError();
     return out;
   }

@@ -15,6 +15,7 @@
 #include <kj/timer.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -41,7 +42,15 @@ double secondsBetween(Clock::time_point a, Clock::time_point b) {
 
 kj::Duration toKj(std::chrono::milliseconds ms) { return ms.count() * kj::MILLISECONDS; }
 
-std::string describe(const kj::Exception& e) { return std::string(e.getDescription().cStr()); }
+// The exception's description without Cap'n Proto's "remote exception: " and KJ's
+// "message = " decorations (the node's own words are what a user needs).
+std::string describe(const kj::Exception& e) {
+  std::string text = e.getDescription().cStr();
+  for (const char* prefix : {"remote exception: ", "message = "}) {
+    if (text.rfind(prefix, 0) == 0) text.erase(0, std::strlen(prefix));
+  }
+  return text;
+}
 
 class ClusterRender;
 
@@ -159,7 +168,7 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
                 const ClusterRenderOptions& options, const ClusterProgressCallback& progress)
       : loop_(loop), data_(data), film_(film), options_(options), progress_(progress),
         scheduler_(FrameSpec{film.width(), film.height(), film.samplesPerPixel(),
-                             options.tiling.tileSize},
+                             options.tileSize},
                    options.scheduler),
         tasks_(*this) {}
 
@@ -214,6 +223,7 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
   Clock::time_point callStart_;  // run() called: origin of ClusterRenderStats::seconds
   Clock::time_point lastUsable_;
   double finishSeconds_ = 0;
+  double encodeSeconds_ = 0;
   bool finished_ = false;
   std::optional<std::string> fatalError_;
 
@@ -249,8 +259,10 @@ Result<ClusterRenderStats> ClusterRender::run() {
     return Error{"render: a cluster key is needed to use peers"};
 
   if (!options_.peers.empty()) {
+    const Clock::time_point encodeStart = now();
     manifest_ = encodeRenderData(data_, store_);
     chunkHashes_ = manifest_.chunkHashes();
+    encodeSeconds_ = secondsBetween(encodeStart, now());
   }
   peers_.resize(options_.peers.size());
   for (size_t i = 0; i < peers_.size(); ++i) {
@@ -280,6 +292,7 @@ Result<ClusterRenderStats> ClusterRender::run() {
         peer.stats.losses += 1;
         peer.stats.error = peer.stats.address + ": no reply for " +
                            std::to_string(silent.count()) + " ms (at the end of the render)";
+        PL_LOG_WARN("%s", peer.stats.error.c_str());
       } else if (c.ready) {
         peer.stats.state = "done";
       }
@@ -380,7 +393,13 @@ kj::Promise<void> ClusterRender::handshake(Connection& c) {
                     auto lr = request.initRequest();
                     lr.setPrimaryName(options_.primaryName);
                     lr.setTtlMs(options_.leaseTtlMs);
-                    return request.send();
+                    return request.send().then(
+                        [](capnp::Response<proto::Node::LeaseResults>&& r) { return kj::mv(r); },
+                        [&c](kj::Exception&& e) -> capnp::Response<proto::Node::LeaseResults> {
+                          // "busy": another Primary holds the devices; retried like a loss.
+                          if (e.getType() == kj::Exception::Type::FAILED) c.failState = "busy";
+                          kj::throwFatalException(kj::mv(e));
+                        });
                   }).then([this, &c](capnp::Response<proto::Node::LeaseResults>&& lease) {
                     c.lease = lease.getLease();
                     c.session = lease.getSession();
@@ -405,7 +424,7 @@ kj::Promise<void> ClusterRender::handshake(Connection& c) {
                 c.failState = "auth_failed";
                 return KJ_EXCEPTION(FAILED, kj::str(c.peer.stats.address.c_str(),
                                                     ": authentication failed (",
-                                                    e.getDescription(), ")"));
+                                                    describe(e).c_str(), ")"));
               }
               return kj::mv(e);
             });
@@ -427,7 +446,10 @@ kj::Promise<void> ClusterRender::upload(Connection& c) {
                 KJ_EXCEPTION(FAILED, "the node asked for a chunk that is not in this scene"));
         }
         auto list = std::make_shared<std::vector<Hash128>>(std::move(missing).value());
-        return putChunks(c, list, 0);
+        const Clock::time_point uploadStart = now();
+        return putChunks(c, list, 0).then([this, &c, uploadStart]() {
+          c.peer.stats.uploadSeconds += secondsBetween(uploadStart, now());
+        });
       })
       .then([this, &c]() {
         auto request = c.session.loadRequest();
@@ -546,7 +568,8 @@ void ClusterRender::tick() {
       if (!peer.stats.error.empty()) why += "; " + peer.stats.error;
     }
     if (!anyRetry) {
-      fatal("no device can render: every peer was refused" + why);
+      fatal(std::string(peers_.empty() ? "every device failed" : "no device can render: every "
+                                         "peer was refused and no local device is left") + why);
     } else if (options_.noDeviceTimeout.count() > 0 &&
                t - lastUsable_ > options_.noDeviceTimeout) {
       fatal("no device could render for " +
@@ -585,12 +608,13 @@ void ClusterRender::connectionFailed(Connection& c, const kj::Exception& e) {
   } else if (!retryAfterLoss) {
     s.state = "unreachable";
   }
-  if (wasReady || (c.hasSession && !retryAfterLoss)) s.losses += 1;
+  const bool newLoss = wasReady || (c.hasSession && !retryAfterLoss);
+  if (newLoss) s.losses += 1;
   // After a loss, keep its reason: failed reconnects only go to the log.
   if (!retryAfterLoss || !c.failState.empty()) s.error = message;
   // Losses and refusals matter now; unreachable peers are summed up by the caller at the end
   // (a peer that is down would otherwise log a line per retry).
-  if (peer.permanent || s.state == "lost") PL_LOG_WARN("%s", message.c_str());
+  if (peer.permanent || newLoss) PL_LOG_WARN("%s", message.c_str());
   else PL_LOG_DEBUG("%s", message.c_str());
 
   const Clock::time_point t = now();
@@ -747,6 +771,7 @@ ClusterRenderStats ClusterRender::snapshot() const {
   stats.renderDataChunks = chunkHashes_.size();
   stats.renderDataRawBytes = manifest_.rawBytes();
   stats.renderDataEncodedBytes = manifest_.encodedBytes();
+  stats.encodeSeconds = encodeSeconds_;
   return stats;
 }
 
@@ -762,7 +787,7 @@ Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
                                          const ClusterProgressCallback& progress) {
   if (Status s = Scheduler::validateFrame(FrameSpec{film.width(), film.height(),
                                                     film.samplesPerPixel(),
-                                                    options.tiling.tileSize});
+                                                    options.tileSize});
       !s.ok())
     return s.error();
   UvKjLoop loop;

@@ -53,7 +53,7 @@ struct ClusterRenderOptions {
   ClusterKey key;
   std::string primaryName;  // shown in the nodes' logs
 
-  FrameSpec tiling;                 // tileSize (width, height, spp come from the film)
+  uint32_t tileSize = 64;           // pixels (FrameSpec::tileSize); the film gives the rest
   SchedulerOptions scheduler;
   uint32_t leaseTtlMs = 6000;       // asked for; the node may shorten it
   std::chrono::milliseconds pingInterval{500};
@@ -87,6 +87,9 @@ struct NodeRenderStats {
   uint64_t resultBytesRaw = 0;        // the same results' raw sums (8 bytes per value)
   double secondsToFirstResult = -1;   // from the start of the render; -1: none arrived
   double secondsToDataLoaded = -1;    // from the start of the render to load() done
+  // Streaming the missing chunks (first put sent to the last put's flow-control release),
+  // summed over connections: renderDataBytesSent / uploadSeconds is the upload goodput.
+  double uploadSeconds = 0;
   uint32_t connections = 0;           // successful handshakes (>1: it came back)
   uint32_t losses = 0;                // times it was declared lost
   // "done" (rendered to the end), "lost" (connection broke or silent at the end),
@@ -114,6 +117,7 @@ struct ClusterRenderStats {
   uint64_t renderDataChunks = 0;              // distinct chunks of the encoded scene
   uint64_t renderDataRawBytes = 0;            // the scene's raw bytes (manifest total)
   uint64_t renderDataEncodedBytes = 0;        // and encoded
+  double encodeSeconds = 0;                   // cutting, hashing and compressing it
 };
 
 // Progress: called on the loop thread after each accepted result and when nodes change state,

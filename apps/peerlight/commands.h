@@ -10,5 +10,6 @@ void addRenderCommand(CLI::App& app);
 void addBenchCommand(CLI::App& app);
 void addDevicesCommand(CLI::App& app);
 void addNodeCommand(CLI::App& app);
+void addNodesCommand(CLI::App& app);  // nodes_command.cpp (discovery)
 
 }  // namespace pl::app

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   pl::app::addBenchCommand(app);
   pl::app::addDevicesCommand(app);
   pl::app::addNodeCommand(app);
+  pl::app::addNodesCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

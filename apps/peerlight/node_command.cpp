@@ -17,6 +17,8 @@
 #include "core/render/cpu_device.h"
 #include "core/util/check.h"
 #include "core/util/log.h"
+#include "discovery/discovery.h"
+#include "discovery/node_advert.h"
 #include "transport/auth.h"
 #include "transport/malloc_tuning.h"
 #include "transport/node_service.h"
@@ -38,6 +40,7 @@ struct NodeArgs {
   std::string name;
   uint32_t ttlMs = 10000;
   uint32_t protocolVersion = proto::PROTOCOL_VERSION;  // hidden, for tests
+  bool noMdns = false;  // mDNS (discovery/): do not advertise
 };
 
 std::vector<std::unique_ptr<Device>> openDevices(uint32_t threads) {
@@ -93,6 +96,39 @@ void runNode(const NodeArgs& args) {
     PL_LOG_INFO("node %s (%s) serving %s; cluster key %s (fingerprint %s)", node.name().c_str(),
                 node.nodeId().c_str(), devices.c_str(), keyPath->c_str(), fingerprint.c_str());
 
+    // --- mDNS (discovery/, issue 4): advertise this node as _peerlight._tcp; its TXT state
+    // follows the lease count (NodeService has no lease event, so it is polled every 250 ms).
+    // Without an avahi-daemon this logs one line and the node goes on (static peers).
+    std::unique_ptr<Discovery> discovery =
+        args.noMdns ? makeNullDiscovery() : makeDiscovery(loop.uv());
+    NodeAdvert advert{args.protocolVersion, node.nodeId(), node.name(), fingerprint, "idle",
+                      node.deviceInfos()};
+    if (Status published = discovery->publish({advertInstanceName(node.name(), node.nodeId()),
+                                                uint16_t((*receiver)->getPort()),
+                                                advertTxt(advert)});
+        !published.ok()) {
+      PL_LOG_WARN("mDNS: %s", published.error().message.c_str());
+    }
+    struct StateWatch {
+      std::function<void()> check;
+      UvHandle<uv_timer_t> timer;
+    } stateWatch;
+    stateWatch.check = [&] {
+      std::string state = node.activeLeaseCount() > 0 ? "leased" : "idle";
+      if (state == advert.state) return;
+      advert.state = state;
+      if (Status s = discovery->updateTxt(advertTxt(advert)); !s.ok()) {
+        PL_LOG_WARN("mDNS: %s", s.error().message.c_str());
+      }
+    };
+    PL_CHECK(stateWatch.timer.init(loop.uv(), uv_timer_init) == 0);
+    stateWatch.timer->data = &stateWatch;
+    uv_timer_start(
+        stateWatch.timer.get(),
+        [](uv_timer_t* h) { static_cast<StateWatch*>(h->data)->check(); }, 250, 250);
+    uv_unref(stateWatch.timer.base());
+    // --- end mDNS
+
     bool stopping = false;
     kj::Promise<void> listening = node.listen(**receiver).eagerlyEvaluate([](kj::Exception&& e) {
       PL_LOG_ERROR("accepting connections failed: %s", e.getDescription().cStr());
@@ -123,6 +159,8 @@ void runNode(const NodeArgs& args) {
     }
     loop.run();
     for (auto& w : watches) w.handle.close();
+    stateWatch.timer.close();
+    discovery.reset();  // withdraws the mDNS service
   }  // NodeService: waits for a render in progress, joins its threads
   *receiver = nullptr;
   PL_LOG_INFO("node stopped");
@@ -148,6 +186,7 @@ void addNodeCommand(CLI::App& app) {
   cmd->add_option("--protocol-version", args->protocolVersion,
                   "Claim another protocol version (tests)")
       ->group("");
+  cmd->add_flag("--no-mdns", args->noMdns, "Do not advertise this node over mDNS");
   cmd->callback([args] { runNode(*args); });
 }
 

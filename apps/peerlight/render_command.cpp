@@ -161,6 +161,7 @@ nlohmann::json nodeJson(const NodeRenderStats& n) {
           {"seconds_to_first_result",
            n.secondsToFirstResult < 0 ? nlohmann::json(nullptr)
                                       : nlohmann::json(n.secondsToFirstResult)},
+          {"upload_seconds", n.uploadSeconds},
           {"seconds_to_data_loaded",
            n.secondsToDataLoaded < 0 ? nlohmann::json(nullptr)
                                      : nlohmann::json(n.secondsToDataLoaded)},
@@ -202,8 +203,11 @@ void runClusterRender(const RenderArgs& args, const RenderData& data, Film& film
   if (showProgress) bar.finish();
   if (!result.ok()) fail(result.error().message, 1);
   const ClusterRenderStats& stats = *result;
+  // Losses and refusals were logged when they happened; peers that never answered are named
+  // here once (rather than once per retry).
   for (const NodeRenderStats& n : stats.nodes) {
-    if (!n.error.empty() && n.state != "done" && n.state != "rendering")
+    if (!n.error.empty() && n.state != "done" && n.state != "lost" && n.state != "auth_failed" &&
+        n.state != "incompatible")
       std::fprintf(stderr, "peerlight: warning: %s\n", n.error.c_str());
   }
   writeOutput(args, film);
@@ -239,6 +243,7 @@ void runClusterRender(const RenderArgs& args, const RenderData& data, Film& film
                           {"render_data_bytes", data.byteSize()},
                           {"render_data_chunks", stats.renderDataChunks},
                           {"render_data_bytes_encoded", stats.renderDataEncodedBytes},
+                          {"render_data_encode_seconds", stats.encodeSeconds},
                           {"triangles", data.triangles.size()},
                           {"units_issued", stats.scheduler.issuedUnits},
                           {"units_duplicated", stats.scheduler.duplicateUnits},
@@ -326,12 +331,12 @@ void runRender(const RenderArgs& args) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
 
   Film film(options.width, options.height, args.spp);
-  const bool showProgress = !args.json && isatty(STDERR_FILENO);
-  ProgressBar bar;
   if (cluster) {
     runClusterRender(args, *data, film, devices, std::move(key), commandStart, loadSeconds);
     return;
   }
+  const bool showProgress = !args.json && isatty(STDERR_FILENO);
+  ProgressBar bar;
   ProgressCallback progress;
   if (showProgress) progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   Result<LocalRenderStats> stats = renderLocal(devices, film, tiling, progress);

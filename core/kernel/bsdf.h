@@ -136,22 +136,24 @@ PL_HOST_DEVICE PL_INLINE float dielectricWeight(const GltfBsdf& b, float cosO) {
 
 PL_HOST_DEVICE PL_INLINE Vec3f reflect(Vec3f w, Vec3f n) { return n * (2.0f * dot(w, n)) - w; }
 
-// Probability of choosing the specular lobe for this wo (local cos cosO > 0).
-PL_HOST_DEVICE PL_INLINE float specularLobeProbability(const GltfBsdf& b, float cosO) {
-  const float k = schlickWeight(cosO);
-  const float fd = dielectricWeight(b, cosO);
-  const Vec3f fm = b.baseColor + (vec3(1.0f) - b.baseColor) * k;
+// Probability of choosing the specular lobe for this wo (local cos cosO > 0), given the
+// dielectric Fresnel weight fd = dielectricWeight(b, cosO).
+PL_HOST_DEVICE PL_INLINE float specularLobeProbability(const GltfBsdf& b, float cosO, float fd) {
+  const Vec3f fm = b.baseColor + (vec3(1.0f) - b.baseColor) * schlickWeight(cosO);
   const float spec = (1.0f - b.metallic) * fd + b.metallic * luminance(fm);
   const float diff = (1.0f - b.metallic) * (1.0f - fd) * luminance(b.baseColor);
   if (!(diff > 0.0f)) return 1.0f;
   if (!(spec > 0.0f)) return 0.0f;
   return clampf(spec / (spec + diff), 0.1f, 0.9f);
 }
+PL_HOST_DEVICE PL_INLINE float specularLobeProbability(const GltfBsdf& b, float cosO) {
+  return specularLobeProbability(b, cosO, dielectricWeight(b, cosO));
+}
 
-// f * cos(wi) and the mixture pdf, in the local frame. Both 0 when either direction is below
-// the shading surface.
-PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdfLocal(const GltfBsdf& b, Vec3f wo, Vec3f wi,
-                                                 float* pdf) {
+// f * cos(wi) and the mixture pdf, in the local frame, with fd and pSpec already computed for
+// wo (they depend on wo only). Both 0 when either direction is below the shading surface.
+PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdfLocal(const GltfBsdf& b, Vec3f wo, Vec3f wi, float fd,
+                                                 float pSpec, float* pdf) {
   *pdf = 0.0f;
   const float cosO = wo.z, cosI = wi.z;
   if (!(cosO > 0.0f) || !(cosI > 0.0f)) return vec3(0.0f);
@@ -160,7 +162,6 @@ PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdfLocal(const GltfBsdf& b, Vec3f wo, Ve
   if (!(hLen > 0.0f)) return vec3(0.0f);
   h = h * (1.0f / hLen);
   const float cosOH = clampf(dot(wo, h), 0.0f, 1.0f);
-  const float fd = dielectricWeight(b, cosO);
   const Vec3f fm = b.baseColor + (vec3(1.0f) - b.baseColor) * schlickWeight(cosOH);
   const float d = ggxD(h.z, b.alpha);
   const float specular = d * ggxV(cosO, cosI, b.alpha);
@@ -169,11 +170,16 @@ PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdfLocal(const GltfBsdf& b, Vec3f wo, Ve
   const Vec3f metal = fm * specular;
   const Vec3f f = lerp(dielectric, metal, b.metallic);
 
-  const float pSpec = specularLobeProbability(b, cosO);
   const float pdfSpec = ggxG1(cosO, b.alpha) * d / (4.0f * cosO);
   const float pdfDiff = cosI * kInvPi;
   *pdf = pSpec * pdfSpec + (1.0f - pSpec) * pdfDiff;
   return f * cosI;
+}
+
+PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdfLocal(const GltfBsdf& b, Vec3f wo, Vec3f wi,
+                                                 float* pdf) {
+  const float fd = dielectricWeight(b, wo.z);
+  return evalGltfBsdfLocal(b, wo, wi, fd, specularLobeProbability(b, wo.z, fd), pdf);
 }
 
 // World-space evaluation: f(wo, wi) * |cos(wi, n_s)| and the pdf that sampleGltfBsdf() would
@@ -198,7 +204,8 @@ PL_HOST_DEVICE PL_INLINE bool sampleGltfBsdf(const GltfBsdf& b, Vec3f wo, float 
                                              BsdfSample* out) {
   const Vec3f woL = toLocal(b.frame, wo);
   if (!(woL.z > 0.0f)) return false;
-  const float pSpec = specularLobeProbability(b, woL.z);
+  const float fd = dielectricWeight(b, woL.z);
+  const float pSpec = specularLobeProbability(b, woL.z, fd);
   Vec3f wiL;
   if (uLobe < pSpec) {
     const Vec3f h = sampleGgxVisibleNormal(woL, b.alpha, u);
@@ -224,7 +231,7 @@ PL_HOST_DEVICE PL_INLINE bool sampleGltfBsdf(const GltfBsdf& b, Vec3f wo, float 
   const Vec3f wi = normalize(toWorld(b.frame, wiL));
   if (!(dot(wi, b.ng) > 0.0f)) return false;
   float pdf;
-  const Vec3f fCos = evalGltfBsdfLocal(b, woL, toLocal(b.frame, wi), &pdf);
+  const Vec3f fCos = evalGltfBsdfLocal(b, woL, toLocal(b.frame, wi), fd, pSpec, &pdf);
   if (!(pdf > 0.0f)) return false;
   out->wi = wi;
   out->pdf = pdf;
