@@ -447,9 +447,32 @@ kj::Promise<void> ClusterRender::upload(Connection& c) {
         }
         auto list = std::make_shared<std::vector<Hash128>>(std::move(missing).value());
         const Clock::time_point uploadStart = now();
-        return putChunks(c, list, 0).then([this, &c, uploadStart]() {
-          c.peer.stats.uploadSeconds += secondsBetween(uploadStart, now());
-        });
+        return putChunks(c, list, 0)
+            .then([&c, list]() {
+              // A put's stream promise resolves when flow control allows the next one, not
+              // when the node has the chunk; and a put the node refused is reported only on a
+              // later send. Asking `missing` again (the node answers it after every earlier
+              // put) closes both gaps: the upload time includes the tail, and a refused chunk
+              // is named here rather than as "missing" at load.
+              auto again = c.session.missingRequest();
+              toProto(*list, again.initHashes(uint32_t(list->size())));
+              return again.send();
+            })
+            .then([this, &c, uploadStart](
+                      capnp::Response<proto::RenderSession::MissingResults>&& response) {
+              c.lastReply = now();
+              c.peer.stats.uploadSeconds += secondsBetween(uploadStart, now());
+              Result<std::vector<Hash128>> stillMissing = fromProto(response.getMissing());
+              if (!stillMissing.ok())
+                return kj::Promise<void>(
+                    KJ_EXCEPTION(FAILED, stillMissing.error().message.c_str()));
+              if (!stillMissing->empty())
+                return kj::Promise<void>(KJ_EXCEPTION(
+                    FAILED, kj::str("the node did not accept chunk ",
+                                    (*stillMissing)[0].hex().c_str(), " (and ",
+                                    stillMissing->size() - 1, " more)")));
+              return kj::Promise<void>(kj::READY_NOW);
+            });
       })
       .then([this, &c]() {
         auto request = c.session.loadRequest();
