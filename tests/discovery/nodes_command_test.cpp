@@ -212,7 +212,7 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   for (const auto& s : specs) {
     ASSERT_GT(box.spawn({kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
                          "--name", s.log, "--key-file", box.path(s.key), "--protocol-version",
-                         s.version},
+                         s.version, "--no-mdns"},
                         s.log),
               0);
   }

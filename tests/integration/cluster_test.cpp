@@ -94,7 +94,10 @@ class ClusterTest : public ::testing::Test {
     if (::access("/usr/bin/taskset", X_OK) == 0) argv = {"/usr/bin/taskset", "-c", "0"};
     std::vector<std::string> nodeArgv = {kBinary,   "node", "--listen", listen,
                                          "--key-file", key.empty() ? key_ : key,
-                                         "--threads", "1",    "--name",   name};
+                                         "--threads", "1",    "--name",   name,
+                                         // Tests never advertise through a system avahi in
+                                         // the root network namespace.
+                                         "--no-mdns"};
     argv.insert(argv.end(), nodeArgv.begin(), nodeArgv.end());
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"), dir_.file(name + ".err"),
