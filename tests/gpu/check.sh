@@ -90,6 +90,41 @@ bench scenes/cornell_box.gltf --size 1024x1024 --spp 256 --device cuda
 section "GPU with the default tiling of peerlight render (64x64 tiles, 4-sample passes)"
 bench scenes/cornell_box.gltf --size 512x512 --spp 64 --tile 64 --pass 4 --device cuda
 
+section "peerlight render on the local GPU (--device cuda), and a GPU leased over the network"
+timeout 120 "$B/bin/peerlight" render scenes/cornell_box.gltf -o /tmp/pl-check-gpu.exr \
+  --size 512x512 --spp 64 --device cuda || { echo "check.sh: render --device cuda failed"; status=1; }
+# A node on this machine serves its devices (the GPUs and the CPU); a Primary with --no-local
+# leases them over 127.0.0.1 exactly as it would a remote machine's.
+work=$(mktemp -d)
+head -c 32 /dev/urandom > "$work/key" && chmod 600 "$work/key"
+"$B/bin/peerlight" node --listen 127.0.0.1:0 --key-file "$work/key" --no-mdns --name gpu-node \
+  > "$work/node.out" 2> "$work/node.err" &
+node_pid=$!
+port=""
+for _ in $(seq 100); do
+  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/node.out")
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+if [ -z "$port" ]; then
+  echo "check.sh: the node did not start"; cat "$work/node.err"; status=1
+else
+  timeout 60 "$B/bin/peerlight" nodes --peer "127.0.0.1:$port" --key-file "$work/key" --no-mdns \
+    | tee "$work/nodes.txt" || { echo "check.sh: peerlight nodes failed"; status=1; }
+  grep -qi cuda "$work/nodes.txt" || { echo "check.sh: the node does not advertise its GPU"; status=1; }
+  if timeout 120 "$B/bin/peerlight" render scenes/cornell_box.gltf -o "$work/remote.exr" \
+      --size 512x512 --spp 256 --no-local --peer "127.0.0.1:$port" --key-file "$work/key" \
+      --json > "$work/remote.json"; then
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); n=r["nodes"][0]; print("remote render: %.3f s, %.1f M samples/s; node: %s devices leased, %s work units" % (r["seconds"], r["samples_per_second"]/1e6, n.get("devices"), n.get("work_units"))); sys.exit(0 if n.get("devices", 0) >= 2 else 1)' "$work/remote.json" \
+      || { echo "check.sh: the GPU was not leased"; cat "$work/remote.json"; status=1; }
+  else
+    echo "check.sh: remote render failed"; cat "$work/remote.json"; status=1
+  fi
+  tail -5 "$work/node.err"
+fi
+kill "$node_pid" 2>/dev/null; wait "$node_pid" 2>/dev/null
+rm -rf "$work"
+
 echo
 if [ $status -eq 0 ]; then echo "check.sh: OK"; else echo "check.sh: FAILED (see above)"; fi
 exit $status
