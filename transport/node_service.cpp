@@ -25,6 +25,7 @@
 #include "transport/chunk_codec.h"
 #include "transport/protocol_convert.h"
 #include "transport/tile_codec.h"
+#include "transport/worker_process.h"
 
 namespace pl {
 
@@ -237,6 +238,11 @@ struct LeaseState final : public kj::Refcounted {
   // put() calls still being verified; missing() and load() wait for them.
   uint32_t putsInFlight = 0;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> putWaiters;
+  // Worker mode (NodeOptions::workerArgv): the worker process serving this lease (owned by
+  // Impl::workers; null once the lease ended) and its session and lease.
+  WorkerProcess* worker = nullptr;
+  proto::RenderSession::Client workerSession = nullptr;
+  proto::Lease::Client workerLease = nullptr;
 
   LeaseState(NodeService::Impl& node, uint64_t id, std::string primary,
              std::vector<uint32_t> devices, uint32_t ttlMs, std::shared_ptr<bool> connectionLost)
@@ -285,6 +291,9 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   uint64_t nextLeaseId = 1;
   size_t connections = 0;
   kj::Own<kj::TaskSet> connectionTasks = kj::heap<kj::TaskSet>(*this);
+  // Worker processes, until they have exited (then swept a turn later).
+  std::list<std::unique_ptr<WorkerProcess>> workers;
+  kj::Own<kj::TaskSet> sweeps = kj::heap<kj::TaskSet>(*this);
 
   Impl(UvKjLoop& loop, ClusterKey key, std::vector<std::unique_ptr<Device>> devices,
        NodeOptions options)
@@ -310,6 +319,8 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   ~Impl() {
     endAllLeases("node shutting down");
     connectionTasks = nullptr;
+    sweeps = nullptr;
+    workers.clear();  // SIGKILLs any still running
     // Join the workers before the devices and data they use go away.
     codecWorker.reset();
     for (auto& slot : slots) slot->worker.reset();
@@ -330,6 +341,13 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
       if (slots[d]->leasedBy == &lease) slots[d]->leasedBy = nullptr;
     }
     lease.scenes.clear();
+    if (lease.worker != nullptr) {
+      lease.worker->stop("lease " + std::to_string(lease.id) + " " +
+                         (reason == "expired" ? "expired" : "ended: " + reason));
+      lease.worker = nullptr;
+    }
+    lease.workerSession = nullptr;
+    lease.workerLease = nullptr;
     leases.erase(&lease);
     if (!fromExpiryTimer) lease.expiry = nullptr;  // cancels the timer
     PL_LOG_INFO("lease %llu of %s %s; devices %s are free", (unsigned long long)lease.id,
@@ -347,6 +365,40 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
 
   void endAllLeases(const std::string& why) {
     while (!leases.empty()) endLease(**leases.begin(), why);
+  }
+
+  // Worker mode: starts the worker of `lease` and leases its devices through it.
+  void startWorker(LeaseState& lease) {
+    std::vector<std::string> argv = options.workerArgv;
+    argv.push_back("--devices");
+    argv.push_back(joinIndices(lease.devices));
+    WorkerProcessOptions workerOptions;
+    workerOptions.heartbeatTimeoutMs = options.workerHeartbeatTimeoutMs;
+    workerOptions.killGraceMs = options.workerKillGraceMs;
+    workerOptions.maxMessageBytes = options.maxMessageBytes;
+    LeaseState* self = &lease;  // a failure is reported only before stop(), i.e. endLease
+    auto worker = WorkerProcess::start(
+        loop, argv, "lease " + std::to_string(lease.id), workerOptions,
+        [this, self](const std::string& why) { endLease(*self, why); },
+        [this]() {
+          sweeps->add(kj::evalLater([this]() {
+            workers.remove_if([](const std::unique_ptr<WorkerProcess>& w) { return w->exited(); });
+          }));
+        });
+    if (!worker.ok()) {
+      endLease(lease, worker.error().message);
+      failWith("lease: " + worker.error().message);
+    }
+    lease.worker = worker->get();
+    auto request = (*worker)->node().leaseRequest();
+    auto r = request.initRequest();
+    r.setPrimaryName(lease.primary);
+    auto devices = r.initDevices(uint32_t(lease.devices.size()));
+    for (size_t i = 0; i < lease.devices.size(); ++i) devices.set(uint32_t(i), lease.devices[i]);
+    auto leased = request.send();
+    lease.workerSession = leased.getSession();
+    lease.workerLease = leased.getLease();
+    workers.push_back(std::move(*worker));
   }
 
   // --- connections ---------------------------------------------------------------------------
@@ -465,6 +517,7 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
     auto manifest = fromProto(context.getParams().getManifest());
     if (!manifest.ok()) failWith(manifest.error().message);
     auto lease = kj::addRef(*lease_);
+    if (lease_->worker != nullptr) return loadInWorker(context, kj::mv(lease), *manifest);
     return lease_->putsDone()
         .then([lease = kj::addRef(*lease), manifest = std::move(*manifest)]() mutable {
           return decodeScene(*lease, std::move(manifest));
@@ -486,6 +539,22 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
   kj::Promise<void> render(RenderContext context) override {
     lease_->checkServing();
     auto params = context.getParams();
+    if (lease_->worker != nullptr) {
+      if (!lease_->holdsDevice(params.getDevice())) {
+        failWith("device " + std::to_string(params.getDevice()) +
+                 " is not in this lease (devices " + joinIndices(lease_->devices) + ")");
+      }
+      auto request = lease_->workerSession.renderRequest();
+      request.setScene(params.getScene());
+      request.setDevice(params.getDevice());
+      request.setUnit(params.getUnit());
+      return request.send().then(
+          [context, lease = kj::addRef(*lease_)](
+              capnp::Response<proto::RenderSession::RenderResults>&& response) mutable {
+            lease->checkServing();
+            context.getResults().setResult(response.getResult());
+          });
+    }
     const Hash128 sceneId = fromProto(params.getScene());
     const LoadedScene* scene = lease_->findScene(sceneId);
     if (scene == nullptr) failWith("unknown scene " + sceneId.hex() + " (load it first)");
@@ -536,6 +605,50 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
   }
 
  private:
+  // Worker mode: hands the worker the manifest's chunks it lacks (from this node's cache), then
+  // forwards the load.
+  static kj::Promise<void> loadInWorker(LoadContext context, kj::Own<LeaseState> lease,
+                                        const ChunkManifest& manifest) {
+    std::vector<Hash128> hashes = manifest.chunkHashes();
+    return lease->putsDone()
+        .then([lease = kj::addRef(*lease), hashes]() mutable {
+          lease->checkServing();
+          auto request = lease->workerSession.missingRequest();
+          toProto(hashes, request.initHashes(uint32_t(hashes.size())));
+          return request.send();
+        })
+        .then([lease = kj::addRef(*lease)](
+                  capnp::Response<proto::RenderSession::MissingResults>&& response) mutable {
+          lease->checkServing();
+          auto lacking = fromProto(response.getMissing());
+          if (!lacking.ok()) failWith(lacking.error().message);
+          kj::Vector<kj::Promise<void>> puts;
+          for (const Hash128& hash : *lacking) {
+            auto bytes = lease->node.chunks.find(hash);
+            if (bytes == nullptr) {
+              failWith("load: chunk " + hash.hex() + " is missing (put it first)");
+            }
+            auto put = lease->workerSession.putRequest();
+            auto chunk = put.initChunk();
+            toProto(hash, chunk.initHash());
+            chunk.setData(kj::arrayPtr(bytes->data(), bytes->size()));
+            puts.add(put.send());
+          }
+          return kj::joinPromises(puts.releaseAsArray());
+        })
+        .then([context, lease = kj::mv(lease)]() mutable {
+          lease->checkServing();
+          auto request = lease->workerSession.loadRequest();
+          request.setManifest(context.getParams().getManifest());
+          return request.send().then(
+              [context, lease = kj::mv(lease)](
+                  capnp::Response<proto::RenderSession::LoadResults>&& response) mutable {
+                lease->checkServing();
+                context.getResults().setScene(response.getScene());
+              });
+        });
+  }
+
   // Assembles the manifest's render data (codec thread), or reuses it when some device still
   // holds the same scene.
   static kj::Promise<LoadedScene> decodeScene(LeaseState& lease, ChunkManifest manifest) {
@@ -688,6 +801,7 @@ class NodeImpl final : public proto::Node::Server {
     node_.armExpiry(*state);
     PL_LOG_INFO("lease %llu granted to %s: devices %s, ttl %u ms", (unsigned long long)state->id,
                 state->primary.c_str(), joinIndices(granted).c_str(), ttlMs);
+    if (!node_.options.workerArgv.empty()) node_.startWorker(*state);
 
     auto results = context.getResults();
     results.setSession(kj::heap<RenderSessionImpl>(kj::addRef(*state)));
@@ -819,6 +933,16 @@ void NodeService::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
 
 proto::Gate::Client NodeService::newGate(std::string peer) {
   return impl_->newGate(std::move(peer), std::make_shared<bool>(false));
+}
+
+proto::Node::Client NodeService::newTrustedNode(std::string peer) {
+  return kj::heap<NodeImpl>(*impl_, std::move(peer), std::make_shared<bool>(false));
+}
+
+size_t NodeService::workerCount() const {
+  size_t running = 0;
+  for (const auto& w : impl_->workers) running += w->exited() ? 0 : 1;
+  return running;
 }
 
 void NodeService::endAllLeases(const std::string& why) { impl_->endAllLeases(why); }

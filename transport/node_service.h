@@ -68,6 +68,18 @@ struct NodeOptions {
   uint64_t maxMessageBytes = uint64_t(64) << 20;
   // Scenes a session keeps loaded (for render()); older ones are forgotten.
   uint32_t maxScenesPerSession = 4;
+  // Worker processes (DESIGN.md section 1): when not empty, this node is a daemon that renders
+  // nothing itself. Each lease starts a worker process with this argv (argv[0]: a path), with
+  // "--devices I,J" (the lease's device indices) appended, through WorkerProcess
+  // (transport/worker_process.h); the worker must open the same devices in the same order and
+  // serve them with serveWorker(). The daemon keeps the chunk cache and answers missing() and
+  // put() itself; load() first hands the worker the chunks it lacks, then is forwarded, as is
+  // render(). A worker that fails (no heartbeat for workerHeartbeatTimeoutMs, a crash, a closed
+  // socket) ends its lease, and the session fails every later call; a lease that ends stops
+  // its worker. Empty: the devices render in this process.
+  std::vector<std::string> workerArgv;
+  uint32_t workerHeartbeatTimeoutMs = 2000;
+  uint32_t workerKillGraceMs = 1000;
 };
 
 class NodeService {
@@ -91,6 +103,9 @@ class NodeService {
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer = "");
   // A Gate without a network (tests, an embedded node).
   proto::Gate::Client newGate(std::string peer = "local");
+  // A Node without authentication: only for a channel that is private to trusted processes
+  // (a worker serves its daemon through it, transport/worker_process.h).
+  proto::Node::Client newTrustedNode(std::string peer);
 
   // Ends every lease now (their sessions fail later calls with "lease ended: <why>").
   void endAllLeases(const std::string& why);
@@ -105,6 +120,8 @@ class NodeService {
   size_t connectionCount() const;
   size_t cachedChunkCount() const;
   uint64_t cachedChunkBytes() const;
+  // Worker processes started and not yet exited (0 without workerArgv).
+  size_t workerCount() const;
 
   struct Impl;
 

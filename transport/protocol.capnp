@@ -177,3 +177,23 @@ interface RenderSession {
   # Answers at once, even while devices render: the Primary's liveness check (silence for
   # 2 s means the node is lost).
 }
+
+# ---------------------------------------------------------------------------------------------
+# Inside one machine: the node daemon and its per-lease worker processes (DESIGN.md section 1).
+# Not a network protocol: spoken only over the socket pair that joins `peerlight node` to a
+# `peerlight worker` it started, never over TCP.
+
+interface Supervisor {
+  # Given by the daemon to its worker.
+  heartbeat @0 () -> ();
+  # The worker calls it every 250 ms from its event loop. When none arrives for 2 s the daemon
+  # sends SIGTERM, then SIGKILL after 1 s, and ends the worker's lease.
+}
+
+interface Worker {
+  # The worker's bootstrap capability on the socket pair.
+  start @0 (supervisor :Supervisor) -> (node :Node);
+  # Starts the heartbeat and returns the worker's Node (no authentication: the socket pair is
+  # private to the two processes). The daemon leases the worker's devices through it and hands
+  # the session on to the Primary. The worker exits when the socket pair closes.
+}

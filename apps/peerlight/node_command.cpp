@@ -4,6 +4,12 @@
 //
 // With port 0 the system picks a free port; the node prints "listening on HOST:PORT" as the
 // first line on stdout either way (tests read it).
+//
+// The node is a daemon (DESIGN.md section 1): for each lease it starts a `peerlight worker`
+// process (worker_command.cpp, transport/worker_process.h) that renders on the leased devices,
+// watches its heartbeat and kills it when it hangs; it logs "worker <pid> started for lease
+// <n>" and one line when the worker stops, fails or is killed. --in-process renders in the
+// daemon's own process instead (no workers).
 
 #include <csignal>
 #include <cstdio>
@@ -41,9 +47,13 @@ struct NodeArgs {
   uint32_t ttlMs = 10000;
   uint32_t protocolVersion = proto::PROTOCOL_VERSION;  // hidden, for tests
   bool noMdns = false;  // mDNS (discovery/): do not advertise
+  bool inProcess = false;  // render in this process instead of per-lease workers
+  uint32_t workerTimeoutMs = 2000;  // hidden, for tests
 };
 
-std::vector<std::unique_ptr<Device>> openDevices(uint32_t threads) {
+}  // namespace
+
+std::vector<std::unique_ptr<Device>> openNodeDevices(uint32_t threads) {
   std::vector<std::unique_ptr<Device>> devices;
   devices.push_back(std::make_unique<CpuDevice>(threads));
 #if defined(PEERLIGHT_HAVE_CUDA)
@@ -58,6 +68,16 @@ std::vector<std::unique_ptr<Device>> openDevices(uint32_t threads) {
   }
 #endif
   return devices;
+}
+
+namespace {
+
+// argv of `peerlight worker` for this node: this very executable.
+std::vector<std::string> workerArgv(const NodeArgs& args) {
+  char path[4096];
+  size_t size = sizeof(path);
+  if (uv_exepath(path, &size) != 0) fail("cannot find this program's path (for workers)", 1);
+  return {std::string(path, size), "worker", "--threads", std::to_string(args.threads)};
 }
 
 // The address to print: the host as given, with the port actually bound.
@@ -81,12 +101,14 @@ void runNode(const NodeArgs& args) {
   options.defaultTtlMs = args.ttlMs;
   options.minTtlMs = std::min<uint32_t>(options.minTtlMs, args.ttlMs);
   options.maxTtlMs = std::max<uint32_t>(options.maxTtlMs, args.ttlMs);
+  if (!args.inProcess) options.workerArgv = workerArgv(args);
+  options.workerHeartbeatTimeoutMs = args.workerTimeoutMs;
 
   UvKjLoop loop;
   auto receiver = listenTcp(loop.lowLevelIo(), args.listen);
   if (!receiver.ok()) fail(receiver.error().message, 1);
   {
-    NodeService node(loop, std::move(*key), openDevices(args.threads), options);
+    NodeService node(loop, std::move(*key), openNodeDevices(args.threads), options);
     std::printf("listening on %s\n", boundAddress(args.listen, (*receiver)->getPort()).c_str());
     std::fflush(stdout);
     std::string devices;
@@ -187,6 +209,12 @@ void addNodeCommand(CLI::App& app) {
                   "Claim another protocol version (tests)")
       ->group("");
   cmd->add_flag("--no-mdns", args->noMdns, "Do not advertise this node over mDNS");
+  cmd->add_flag("--in-process", args->inProcess,
+                "Render in this process rather than in one worker process per lease");
+  cmd->add_option("--worker-timeout-ms", args->workerTimeoutMs,
+                  "Heartbeat silence after which a worker is killed (tests)")
+      ->group("")
+      ->check(CLI::Range(100u, 600000u));
   cmd->callback([args] { runNode(*args); });
 }
 

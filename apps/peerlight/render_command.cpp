@@ -1,5 +1,13 @@
 // `peerlight render SCENE -o OUT`: renders a scene on this machine's devices and, with
-// `--peer HOST:PORT`, on Render Nodes too (transport/primary.h), and writes the image. Exit
+// `--peer HOST:PORT`, on Render Nodes too (transport/primary.h), and writes the image.
+//
+// With no --peer (and neither --local-only nor --no-mdns) it first browses mDNS for
+// --mdns-wait seconds (default 1; skipped at once when no avahi-daemon is reachable, which the
+// Discovery backend says in one log line) and renders on every node found whose advertised
+// protocol version is ours, whose cluster key fingerprint is ours and whose state is idle;
+// the others are named on stderr with the reason. Nodes are chosen once, before the render:
+// renderCluster() takes a fixed peer list, so a node that appears during the render is not
+// used by it. No usable node found: a local render, as without mDNS. Exit
 // status 0 on success, 2 for user errors (arguments, a scene that does not load, an unknown
 // output format, an unreadable key file), 1 when rendering or writing fails. A peer that cannot
 // be used (unreachable, wrong key, other protocol version) is reported, not fatal, as long as
@@ -22,8 +30,13 @@
 #include "core/render/local_render.h"
 #include "core/scene/compile.h"
 #include "core/util/log.h"
+#include "discovery/discovery.h"
+#include "discovery/node_advert.h"
+#include "discovery/peer_directory.h"
 #include "transport/auth.h"
 #include "transport/primary.h"
+#include "transport/protocol_convert.h"
+#include "transport/uv_kj_loop.h"
 
 #if defined(PEERLIGHT_HAVE_CUDA)
 #include "gpu/cuda_devices.h"
@@ -49,8 +62,62 @@ struct RenderArgs {
   std::vector<std::string> peers;
   bool noLocal = false;
   bool localOnly = false;
+  bool noMdns = false;
+  double mdnsWaitSeconds = 1.0;
   std::string keyFile;
 };
+
+// The Render Nodes mDNS finds within `seconds` that this Primary can use: advertised protocol
+// version equal to ours, key fingerprint equal to `fingerprint`, state idle. Returns their
+// addresses (HOST:PORT, ordered by instance name); each node left out is named on stderr with
+// the reason. Returns at once (nothing found) when no mDNS service is reachable. Runs and
+// destroys a loop of its own on the calling thread (which must have no KJ loop).
+std::vector<std::string> discoverPeers(const std::string& fingerprint, double seconds) {
+  UvKjLoop loop;
+  PeerDirectory directory;
+  std::unique_ptr<Discovery> discovery = makeDiscovery(loop.uv());
+  if (!discovery->available()) return {};
+  const auto start = std::chrono::steady_clock::now();
+  Status browsing = discovery->browse([&](PeerEvent event, const DiscoveredPeer& peer) {
+    PL_LOG_DEBUG("mDNS: %s %s at %s", peerEventName(event), peer.instanceName.c_str(),
+                 peer.address().c_str());
+    directory.apply(event, peer);
+  });
+  if (!browsing.ok()) {
+    PL_LOG_WARN("mDNS browse failed: %s", browsing.error().message.c_str());
+    return {};
+  }
+  if (seconds > 0)
+    loop.timer().afterDelay(uint64_t(seconds * 1000) * kj::MILLISECONDS).wait(loop.waitScope());
+  discovery.reset();
+
+  std::vector<std::string> usable;
+  for (const PeerEntry& e : directory.entries()) {
+    if (!e.record) continue;
+    Result<NodeAdvert> advert = parseAdvert(e.record->txt);
+    std::string why;
+    if (!advert.ok())
+      why = "not a peerlight node we understand (" + advert.error().message + ")";
+    else if (advert->protocolVersion != kProtocolVersion)
+      why = "speaks protocol " + std::to_string(advert->protocolVersion) + ", we speak " +
+            std::to_string(kProtocolVersion);
+    else if (advert->keyFingerprint != fingerprint)
+      why = "wrong key (fingerprint " +
+            (advert->keyFingerprint.empty() ? std::string("none") : advert->keyFingerprint) +
+            ", ours " + fingerprint + ")";
+    else if (advert->state != "idle")
+      why = "not idle (" + advert->state + ")";
+    if (!why.empty()) {
+      std::fprintf(stderr, "peerlight: mDNS: not using %s at %s: %s\n",
+                   e.record->instanceName.c_str(), e.address.c_str(), why.c_str());
+      continue;
+    }
+    usable.push_back(e.address);
+  }
+  PL_LOG_INFO("mDNS: %zu usable node(s) found in %.1f s", usable.size(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return usable;
+}
 
 // The devices `--device` names: auto (every CUDA GPU, else the CPU), cpu, cuda, or all.
 // A GPU renders a unit in milliseconds and a CPU in about a second, so without a scheduler that
@@ -179,11 +246,12 @@ void writeOutput(const RenderArgs& args, const Film& film) {
 }
 
 // The render across local devices and peers (transport/primary.h).
-void runClusterRender(const RenderArgs& args, const RenderData& data, Film& film,
+void runClusterRender(const RenderArgs& args, const std::vector<std::string>& peers,
+                      const RenderData& data, Film& film,
                       const std::vector<Device*>& devices, ClusterKey key,
                       std::chrono::steady_clock::time_point commandStart, double loadSeconds) {
   ClusterRenderOptions cluster;
-  cluster.peers = args.peers;
+  cluster.peers = peers;
   cluster.localDevices = devices;
   cluster.key = std::move(key);
   char host[256] = {};
@@ -272,8 +340,9 @@ void runClusterRender(const RenderArgs& args, const RenderData& data, Film& film
 void runRender(const RenderArgs& args) {
   const auto commandStart = std::chrono::steady_clock::now();
   if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
-  const bool cluster = !args.peers.empty() && !args.localOnly;
-  if (args.noLocal && !cluster) failUsage("--no-local needs at least one --peer");
+  const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
+  if (args.noLocal && args.peers.empty() && !browse)
+    failUsage("--no-local needs at least one --peer (or mDNS discovery)");
   CompileOptions options;
   if (Status s = parseSize(args.size, &options.width, &options.height); !s.ok())
     failUsage(s.error().message);
@@ -300,13 +369,28 @@ void runRender(const RenderArgs& args) {
   auto data = std::make_shared<const RenderData>(std::move(compiled).value());
 
   ClusterKey key;
-  if (cluster) {
+  std::vector<std::string> peers = args.localOnly ? std::vector<std::string>{} : args.peers;
+  if (!peers.empty()) {
     Result<std::string> keyPath = clusterKeyPath(args.keyFile);
     if (!keyPath.ok()) failUsage(keyPath.error().message);
     Result<ClusterKey> loaded = loadClusterKey(*keyPath, /*createIfMissing=*/true);
     if (!loaded.ok()) failUsage(loaded.error().message);
     key = std::move(loaded).value();
+  } else if (browse) {
+    // Without a key no node can be used: then no key is created and nothing is browsed.
+    Result<std::string> keyPath = clusterKeyPath(args.keyFile);
+    Result<ClusterKey> loaded = keyPath.ok()
+                                    ? loadClusterKey(*keyPath, /*createIfMissing=*/false)
+                                    : Result<ClusterKey>(keyPath.error());
+    if (loaded.ok()) {
+      key = std::move(loaded).value();
+      peers = discoverPeers(keyFingerprint(key), args.mdnsWaitSeconds);
+    } else {
+      PL_LOG_DEBUG("no mDNS browse: %s", loaded.error().message.c_str());
+    }
   }
+  const bool cluster = !peers.empty();
+  if (args.noLocal && !cluster) fail("--no-local: no usable node was found by mDNS", 1);
 
   std::vector<std::unique_ptr<Device>> owned;
   if (!args.noLocal) owned = openDevices(args);
@@ -332,7 +416,7 @@ void runRender(const RenderArgs& args) {
 
   Film film(options.width, options.height, args.spp);
   if (cluster) {
-    runClusterRender(args, *data, film, devices, std::move(key), commandStart, loadSeconds);
+    runClusterRender(args, peers, *data, film, devices, std::move(key), commandStart, loadSeconds);
     return;
   }
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
@@ -414,10 +498,17 @@ void addRenderCommand(CLI::App& app) {
   cmd->add_option("--peer", args->peers,
                   "A Render Node to render on, HOST:PORT (repeatable; see `peerlight node`)");
   cmd->add_flag("--no-local", args->noLocal, "Render on the peers only, not on this machine");
-  cmd->add_flag("--local-only", args->localOnly, "Ignore --peer: render on this machine only");
+  cmd->add_flag("--local-only", args->localOnly,
+                "Ignore --peer and mDNS: render on this machine only");
+  cmd->add_flag("--no-mdns", args->noMdns,
+                "Without --peer: do not look for Render Nodes over mDNS (render locally)");
+  cmd->add_option("--mdns-wait", args->mdnsWaitSeconds,
+                  "Seconds to browse mDNS for nodes when no --peer is given")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 60.0));
   cmd->add_option("--key-file", args->keyFile,
                   "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
-                  "~/.config/peerlight/cluster.key; created if missing)");
+                  "~/.config/peerlight/cluster.key; created if missing when --peer is given)");
   cmd->callback([args] { runRender(*args); });
 }
 

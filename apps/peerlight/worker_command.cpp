@@ -1,0 +1,80 @@
+// `peerlight worker`: the Render Node process that `peerlight node` (the daemon) starts for
+// each lease (DESIGN.md section 1; transport/worker_process.h). Not for people: hidden from
+// --help. It expects a connected socket as fd 3, opens this machine's devices exactly as the
+// daemon does (so device indices agree), serves them to the daemon over that socket (no
+// authentication: the socket is private to the two processes), sends a heartbeat every 250 ms,
+// and exits as soon as the socket closes. Render data is held in memory only.
+//
+// Its stdout and stderr are the daemon's stderr; it logs warnings and errors only.
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
+#include <unistd.h>
+
+#include "apps/peerlight/commands.h"
+#include "core/util/log.h"
+#include "transport/auth.h"
+#include "transport/malloc_tuning.h"
+#include "transport/node_service.h"
+#include "transport/uv_kj_loop.h"
+#include "transport/worker_process.h"
+
+namespace pl::app {
+namespace {
+
+struct WorkerArgs {
+  uint32_t threads = 0;
+  std::string devices;  // the lease's device indices (informational: the daemon leases them)
+  int fd = 3;
+  bool verbose = false;
+};
+
+[[noreturn]] void runWorker(const WorkerArgs& args) {
+#if defined(__linux__)
+  // The daemon's end of the socket closing ends this process too; this covers a daemon that
+  // was killed while this process is stuck in a render.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+  if (!args.verbose) setLogLevel(LogLevel::Warn);
+  if (getppid() == 1) std::_Exit(1);
+  tuneMallocForBulkTransfers();
+  NodeOptions options;
+  options.name = "worker";
+  options.minTtlMs = 1000;
+  options.maxTtlMs = 24u * 3600u * 1000u;  // the daemon holds the real lease and its TTL
+  options.defaultTtlMs = options.maxTtlMs;
+  {
+    UvKjLoop loop;
+    NodeService node(loop, ClusterKey{std::vector<uint8_t>(32, 0)}, openNodeDevices(args.threads),
+                     options);
+    serveWorker(loop, node, args.fd);
+    // The daemon is gone or ended the lease: nothing to save (no disk state), and a render in
+    // progress on a device thread is not worth waiting for. Exit now, without destructors.
+    PL_LOG_DEBUG("worker %d: connection closed, exiting", int(getpid()));
+    std::fflush(stderr);
+    std::_Exit(0);
+  }
+}
+
+}  // namespace
+
+void addWorkerCommand(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("worker", "Render Node process started by `peerlight node`");
+  cmd->group("");  // hidden
+  auto args = std::make_shared<WorkerArgs>();
+  cmd->add_option("--threads", args->threads, "CPU render threads (0: all)");
+  cmd->add_option("--devices", args->devices, "Device indices of the lease");
+  cmd->add_option("--fd", args->fd, "The socket joined to the daemon");
+  cmd->add_flag("--verbose", args->verbose, "Log info lines too");
+  cmd->callback([args] { runWorker(*args); });
+}
+
+}  // namespace pl::app

@@ -1,0 +1,292 @@
+#include "transport/worker_process.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/debug.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cstring>
+
+#include "core/util/log.h"
+#include "transport/node_service.h"
+
+namespace pl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class SupervisorImpl final : public proto::Supervisor::Server {
+ public:
+  explicit SupervisorImpl(std::shared_ptr<Clock::time_point> lastBeat)
+      : lastBeat_(std::move(lastBeat)) {}
+  kj::Promise<void> heartbeat(HeartbeatContext) override {
+    *lastBeat_ = Clock::now();
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::shared_ptr<Clock::time_point> lastBeat_;
+};
+
+std::string describeExit(int64_t status, int termSignal) {
+  if (termSignal != 0) {
+    const char* name = strsignal(termSignal);
+    return "killed by signal " + std::to_string(termSignal) + " (" + (name ? name : "?") + ")";
+  }
+  return "exited with status " + std::to_string(status);
+}
+
+}  // namespace
+
+struct WorkerProcess::Impl {
+  UvKjLoop& loop;
+  std::string label;
+  WorkerProcessOptions options;
+  FailureHandler onFailure;
+  ExitHandler onExit;
+  uv_process_t* process = nullptr;  // heap; data = this until closed
+  pid_t pid = -1;
+  bool exited = false;
+  bool stopping = false;
+  std::shared_ptr<Clock::time_point> lastBeat = std::make_shared<Clock::time_point>(Clock::now());
+  // Promises first in destruction order (declared last below); the RPC objects after them.
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyVatNetwork> network;
+  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+  proto::Node::Client node = nullptr;
+  kj::Promise<void> watch = nullptr;
+  kj::Promise<void> disconnectWatch = nullptr;
+  kj::Promise<void> killTimer = nullptr;
+
+  Impl(UvKjLoop& loop, std::string label, WorkerProcessOptions options, FailureHandler onFailure,
+       ExitHandler onExit)
+      : loop(loop), label(std::move(label)), options(options), onFailure(std::move(onFailure)),
+        onExit(std::move(onExit)) {}
+
+  ~Impl() {
+    killTimer = nullptr;
+    disconnectWatch = nullptr;
+    watch = nullptr;
+    node = nullptr;
+    rpc = nullptr;
+    network = nullptr;
+    stream = nullptr;
+    if (process != nullptr) {
+      if (!exited && pid > 0) ::kill(pid, SIGKILL);
+      process->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(process),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
+      process = nullptr;
+    }
+  }
+
+  // SIGTERM (+SIGCONT so that a stopped worker receives it) now, SIGKILL after the grace.
+  void terminate() {
+    stopping = true;
+    if (exited) return;
+    ::kill(pid, SIGTERM);
+    ::kill(pid, SIGCONT);
+    killTimer = loop.timer()
+                    .afterDelay(options.killGraceMs * kj::MILLISECONDS)
+                    .then([this]() {
+                      if (exited) return;
+                      PL_LOG_WARN("worker %d for %s killed (SIGKILL: still running %u ms after "
+                                  "SIGTERM)",
+                                  int(pid), label.c_str(), options.killGraceMs);
+                      ::kill(pid, SIGKILL);
+                    })
+                    .eagerlyEvaluate(nullptr);
+  }
+
+  void fail(const std::string& why) {
+    if (stopping) return;
+    PL_LOG_WARN("worker %d for %s failed: %s", int(pid), label.c_str(), why.c_str());
+    terminate();
+    FailureHandler handler = onFailure;
+    handler("worker " + std::to_string(pid) + " " + why);
+  }
+
+  void stop(const std::string& why) {
+    if (stopping) return;
+    PL_LOG_INFO("worker %d for %s stopped (%s)", int(pid), label.c_str(), why.c_str());
+    terminate();
+  }
+
+  kj::Promise<void> watchLoop() {
+    return loop.timer().afterDelay(100 * kj::MILLISECONDS).then([this]() -> kj::Promise<void> {
+      if (stopping || exited) return kj::READY_NOW;
+      double silentMs =
+          std::chrono::duration<double, std::milli>(Clock::now() - *lastBeat).count();
+      if (silentMs >= options.heartbeatTimeoutMs) {
+        char text[96];
+        std::snprintf(text, sizeof(text), "hung: no heartbeat for %.1f s", silentMs / 1000.0);
+        fail(text);
+        return kj::READY_NOW;
+      }
+      return watchLoop();
+    });
+  }
+
+  static void exited_cb(uv_process_t* handle, int64_t status, int termSignal) {
+    auto* self = static_cast<Impl*>(handle->data);
+    if (self == nullptr) return;
+    self->exited = true;
+    if (self->stopping) {
+      // Stopped already (its lease ended, often because the worker's crash broke the
+      // Primary's calls first): still name a crash as one.
+      const bool crashed = termSignal != 0 && termSignal != SIGTERM && termSignal != SIGKILL;
+      if (crashed) {
+        PL_LOG_WARN("worker %d for %s crashed: %s", int(self->pid), self->label.c_str(),
+                    describeExit(status, termSignal).c_str());
+      } else {
+        PL_LOG_DEBUG("worker %d for %s %s", int(self->pid), self->label.c_str(),
+                     describeExit(status, termSignal).c_str());
+      }
+    } else {
+      self->fail(termSignal != 0 ? "crashed: " + describeExit(status, termSignal)
+                                 : describeExit(status, termSignal));
+    }
+    ExitHandler handler = self->onExit;
+    if (handler) handler();
+  }
+};
+
+Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
+    UvKjLoop& loop, const std::vector<std::string>& argv, std::string label,
+    WorkerProcessOptions options, FailureHandler onFailure, ExitHandler onExit) {
+  if (argv.empty()) return Error{"worker: no command"};
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return Error{std::string("worker: socketpair failed: ") + std::strerror(errno)};
+  }
+  auto impl = std::make_unique<Impl>(loop, std::move(label), options, std::move(onFailure),
+                                     std::move(onExit));
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  uv_stdio_container_t stdio[4];
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_INHERIT_FD;  // the worker's stdout goes to the daemon's stderr: the
+  stdio[1].data.fd = 2;            // daemon's stdout carries only its own lines
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  stdio[3].flags = UV_INHERIT_FD;
+  stdio[3].data.fd = fds[1];
+  uv_process_options_t spawnOptions{};
+  spawnOptions.exit_cb = &Impl::exited_cb;
+  spawnOptions.file = args[0];
+  spawnOptions.args = args.data();
+  spawnOptions.stdio_count = 4;
+  spawnOptions.stdio = stdio;
+  impl->process = new uv_process_t{};
+  impl->process->data = impl.get();
+  int rc = uv_spawn(loop.uv(), impl->process, &spawnOptions);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    impl->exited = true;
+    return Error{"worker: cannot start " + argv[0] + ": " + uv_strerror(rc)};
+  }
+  impl->pid = impl->process->pid;
+  PL_LOG_INFO("worker %d started for %s", int(impl->pid), impl->label.c_str());
+
+  Impl* self = impl.get();
+  impl->stream = loop.lowLevelIo().wrapSocketFd(fds[0], kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  capnp::ReaderOptions readerOptions;
+  readerOptions.traversalLimitInWords = options.maxMessageBytes / sizeof(capnp::word);
+  impl->network = kj::heap<capnp::TwoPartyVatNetwork>(
+      *impl->stream, capnp::rpc::twoparty::Side::CLIENT, readerOptions);
+  impl->rpc = kj::heap(capnp::makeRpcClient(*impl->network));
+  capnp::word scratch[4] = {};
+  capnp::MallocMessageBuilder message(scratch);
+  auto vatId = message.getRoot<capnp::rpc::twoparty::VatId>();
+  vatId.setSide(capnp::rpc::twoparty::Side::SERVER);
+  auto worker = impl->rpc->bootstrap(vatId).castAs<proto::Worker>();
+  auto request = worker.startRequest();
+  request.setSupervisor(kj::heap<SupervisorImpl>(impl->lastBeat));
+  impl->node = request.send().getNode();
+  impl->watch = impl->watchLoop().eagerlyEvaluate(nullptr);
+  // A closed socket without an exit yet: give the exit status 200 ms to arrive (it names the
+  // cause better), then report the connection.
+  impl->disconnectWatch =
+      impl->network->onDisconnect()
+          .then([self]() { return self->loop.timer().afterDelay(200 * kj::MILLISECONDS); },
+                [self](kj::Exception&&) {
+                  return self->loop.timer().afterDelay(200 * kj::MILLISECONDS);
+                })
+          .then([self]() {
+            if (!self->exited) self->fail("closed its connection");
+          })
+          .eagerlyEvaluate(nullptr);
+  return std::unique_ptr<WorkerProcess>(new WorkerProcess(std::move(impl)));
+}
+
+WorkerProcess::WorkerProcess(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerProcess::~WorkerProcess() = default;
+
+proto::Node::Client WorkerProcess::node() { return impl_->node; }
+pid_t WorkerProcess::pid() const { return impl_->pid; }
+bool WorkerProcess::exited() const { return impl_->exited; }
+void WorkerProcess::stop(const std::string& why) { impl_->stop(why); }
+
+// --- worker side --------------------------------------------------------------------------------
+
+namespace {
+
+struct WorkerSide {
+  UvKjLoop& loop;
+  NodeService& node;
+  uint32_t heartbeatMs;
+  kj::Promise<void> beating = nullptr;
+
+  kj::Promise<void> beat(proto::Supervisor::Client supervisor) {
+    return supervisor.heartbeatRequest().send().then(
+        [this, supervisor](auto&&) mutable {
+          return loop.timer().afterDelay(heartbeatMs * kj::MILLISECONDS).then(
+              [this, supervisor]() mutable { return beat(kj::mv(supervisor)); });
+        });
+  }
+};
+
+class WorkerImpl final : public proto::Worker::Server {
+ public:
+  explicit WorkerImpl(WorkerSide& side) : side_(side) {}
+  kj::Promise<void> start(StartContext context) override {
+    if (started_) kj::throwFatalException(KJ_EXCEPTION(FAILED, "worker: already started"));
+    started_ = true;
+    WorkerSide* side = &side_;
+    side_.beating = side_.beat(context.getParams().getSupervisor())
+                        .eagerlyEvaluate([side](kj::Exception&& e) {
+                          PL_LOG_WARN("worker: heartbeat failed (%s); exiting",
+                                      e.getDescription().cStr());
+                          side->loop.stop();
+                        });
+    context.getResults().setNode(side_.node.newTrustedNode("daemon"));
+    return kj::READY_NOW;
+  }
+
+ private:
+  WorkerSide& side_;
+  bool started_ = false;
+};
+
+}  // namespace
+
+void serveWorker(UvKjLoop& loop, NodeService& node, int fd, uint32_t heartbeatMs) {
+  auto stream = loop.lowLevelIo().wrapSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  capnp::ReaderOptions readerOptions;
+  readerOptions.traversalLimitInWords = (uint64_t(64) << 20) / sizeof(capnp::word);
+  capnp::TwoPartyVatNetwork network(*stream, capnp::rpc::twoparty::Side::SERVER, readerOptions);
+  WorkerSide side{loop, node, heartbeatMs};
+  auto rpc = capnp::makeRpcServer(network, kj::heap<WorkerImpl>(side));
+  auto disconnected = network.onDisconnect()
+                          .then([&loop]() { loop.stop(); },
+                                [&loop](kj::Exception&&) { loop.stop(); })
+                          .eagerlyEvaluate(nullptr);
+  loop.run();
+  side.beating = nullptr;
+}
+
+}  // namespace pl

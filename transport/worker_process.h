@@ -1,0 +1,82 @@
+#pragma once
+// The node daemon's worker processes (DESIGN.md section 1, issue 4 item 3).
+//
+// Daemon side: WorkerProcess starts one `peerlight worker` (uv_spawn), joined to the daemon by
+// a socket pair that is the worker's fd 3. Over it runs Cap'n Proto: the worker's bootstrap is
+// a proto::Worker; start(supervisor) returns the worker's proto::Node, whose lease() gives the
+// RenderSession that the daemon serves to the Primary. The worker calls
+// Supervisor.heartbeat() every 250 ms; when none arrives for `heartbeatTimeoutMs` the daemon
+// reports the worker failed ("hung"), sends SIGTERM (and SIGCONT, so a stopped worker gets
+// it), and SIGKILL `killGraceMs` later if it is still there. A worker that exits on its own
+// (crash, abort, segfault) or whose socket closes is reported failed too. Failure is reported
+// at most once, through `onFailure`, and never after stop().
+//
+// Worker side: serveWorker() serves the Worker bootstrap on fd 3 until the socket closes.
+//
+// Threads: loop thread only. Lifetime: the object may be destroyed at any time on the loop
+// thread (it SIGKILLs a worker still running); the loop must outlive it.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/util/status.h"
+#include "transport/protocol.capnp.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+
+class NodeService;
+
+struct WorkerProcessOptions {
+  uint32_t heartbeatTimeoutMs = 2000;
+  uint32_t killGraceMs = 1000;
+  // Cap'n Proto's per-message traversal limit on the socket pair.
+  uint64_t maxMessageBytes = uint64_t(64) << 20;
+};
+
+class WorkerProcess {
+ public:
+  using FailureHandler = std::function<void(const std::string& why)>;
+  using ExitHandler = std::function<void()>;
+
+  // Starts argv (argv[0]: a path to the executable). `label` names it in log lines (e.g.
+  // "lease 3"). Logs "worker <pid> started for <label>". Fails when the socket pair or the
+  // spawn fails.
+  static Result<std::unique_ptr<WorkerProcess>> start(UvKjLoop& loop,
+                                                      const std::vector<std::string>& argv,
+                                                      std::string label,
+                                                      WorkerProcessOptions options,
+                                                      FailureHandler onFailure,
+                                                      ExitHandler onExit);
+  // SIGKILLs the worker if it still runs, closes the connection and the process handle.
+  ~WorkerProcess();
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  // The worker's Node (pipelined: usable at once; calls wait for the worker to be up).
+  proto::Node::Client node();
+  pid_t pid() const;
+  bool exited() const;
+  // Ends the worker: closes the socket pair, SIGTERM now (+SIGCONT), SIGKILL after
+  // killGraceMs if it has not exited. Logs "worker <pid> stopped (<why>)". Idempotent; no
+  // failure is reported after it.
+  void stop(const std::string& why);
+
+  struct Impl;
+
+ private:
+  explicit WorkerProcess(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Worker side: serves a proto::Worker whose Node is `node`'s trusted node, on the connected
+// socket `fd` (taken over), sending heartbeats every `heartbeatMs` once started. Returns when
+// the socket closes or a heartbeat fails (the daemon is gone); the caller then exits.
+void serveWorker(UvKjLoop& loop, NodeService& node, int fd, uint32_t heartbeatMs = 250);
+
+}  // namespace pl
