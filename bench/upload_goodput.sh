@@ -29,7 +29,7 @@ head -c 32 /dev/urandom > "$tmp/key"; chmod 600 "$tmp/key"
 # start_node PREFIX LISTEN: starts a node (with an optional `ip netns exec NS` prefix), sets PORT.
 start_node() {
   local prefix=$1 listen=$2
-  $prefix "$PL" node --listen "$listen" --key-file "$tmp/key" --threads 1 --no-mdns > "$tmp/node.out" 2>"$tmp/node.err" &
+  $prefix "$PL" node --listen "$listen" --key-file "$tmp/key" --threads 1 --no-mdns --no-control-socket > "$tmp/node.out" 2>"$tmp/node.err" &
   pids+=($!)
   for _ in $(seq 100); do
     PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/node.out")

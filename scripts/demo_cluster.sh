@@ -160,7 +160,9 @@ fi
 # Node threads: the machine's cores shared among the nodes and this render (at least one each).
 threads=$(( $(nproc) / (NODES + 1) ))
 [ "$threads" -ge 1 ] || threads=1
-node_flags=()
+# The demo's own render must not preempt its nodes as the machine's owner (they run on this
+# machine, but stand for other machines): no control socket for them.
+node_flags=(--no-control-socket)
 [ "$mode" = static ] && node_flags+=(--no-mdns)
 addresses=()
 for i in $(seq "$NODES"); do

@@ -225,6 +225,10 @@ struct LeaseState final : public kj::Refcounted {
   std::string primary;  // "name (address)" for log lines
   std::vector<uint32_t> devices;
   uint32_t ttlMs;
+  std::string ownerToken;  // LeaseRequest.ownerToken (empty: a remote Primary)
+  // Fair share: devices the lease's Primary holds in the cluster (this lease's included), as
+  // last reported in the lease request or renew(); -1: it does not report them.
+  int64_t heldDevices = -1;
   // Set once the lease's connection is known to be gone. (Cap'n Proto usually releases the
   // capabilities of a broken connection before it reports the disconnect, so a lease ended by
   // a lost connection often logs as released.)
@@ -288,6 +292,7 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   // Decoded render data by scene id, while some device or session still holds it.
   std::map<std::pair<uint64_t, uint64_t>, std::weak_ptr<const RenderData>> decoded;
   std::set<LeaseState*> leases;  // active (not ended)
+  std::multiset<std::string> ownerJobs;  // tokens of the owner jobs running (control socket)
   uint64_t nextLeaseId = 1;
   size_t connections = 0;
   kj::Own<kj::TaskSet> connectionTasks = kj::heap<kj::TaskSet>(*this);
@@ -365,6 +370,29 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
 
   void endAllLeases(const std::string& why) {
     while (!leases.empty()) endLease(**leases.begin(), why);
+  }
+
+  static constexpr const char* kOwnerBusy = "the owner is rendering";
+
+  size_t ownerJobStarted(const std::string& token) {
+    ownerJobs.insert(token);
+    std::vector<LeaseState*> revoke;
+    for (LeaseState* lease : leases) {
+      if (lease->ownerToken.empty() || ownerJobs.count(lease->ownerToken) == 0) {
+        revoke.push_back(lease);
+      }
+    }
+    PL_LOG_INFO("owner job started: revoking %zu remote lease(s), refusing new ones",
+                revoke.size());
+    for (LeaseState* lease : revoke) endLease(*lease, std::string("revoked: ") + kOwnerBusy);
+    return revoke.size();
+  }
+
+  void ownerJobEnded(const std::string& token) {
+    auto it = ownerJobs.find(token);
+    if (it == ownerJobs.end()) return;
+    ownerJobs.erase(it);
+    if (ownerJobs.empty()) PL_LOG_INFO("owner job ended: devices offered again");
   }
 
   // Worker mode: starts the worker of `lease` and leases its devices through it.
@@ -733,6 +761,10 @@ class LeaseImpl final : public proto::Lease::Server {
   kj::Promise<void> renew(RenewContext context) override {
     lease_->checkServing();
     lease_->node.armExpiry(*lease_);
+    if (lease_->heldDevices >= 0) {
+      lease_->heldDevices = std::max<int64_t>(context.getParams().getHeldDevices(),
+                                              int64_t(lease_->devices.size()));
+    }
     context.getResults().setTtlMs(lease_->ttlMs);
     return kj::READY_NOW;
   }
@@ -753,7 +785,9 @@ class NodeImpl final : public proto::Node::Server {
     info.setName(node_.options.name);
     auto devices = info.initDevices(uint32_t(node_.infos.size()));
     for (size_t i = 0; i < node_.infos.size(); ++i) toProto(node_.infos[i], devices[uint32_t(i)]);
-    info.setState(node_.leases.empty() ? proto::NodeState::IDLE : proto::NodeState::LEASED);
+    info.setState(!node_.ownerJobs.empty() ? proto::NodeState::PRIMARY
+                  : node_.leases.empty()   ? proto::NodeState::IDLE
+                                           : proto::NodeState::LEASED);
     return kj::READY_NOW;
   }
 
@@ -779,9 +813,40 @@ class NodeImpl final : public proto::Node::Server {
         }
       }
     }
+    std::string ownerToken(request.getOwnerToken().cStr(),
+                           std::min<size_t>(request.getOwnerToken().size(), 64));
+    if (!node_.ownerJobs.empty() &&
+        (ownerToken.empty() || node_.ownerJobs.count(ownerToken) == 0)) {
+      failWith(std::string("busy: ") + Impl::kOwnerBusy);
+    }
     std::vector<uint32_t> granted;
     for (uint32_t d : candidates) {
       if (node_.slots[d]->leasedBy == nullptr) granted.push_back(d);
+    }
+    const int64_t requesterHeld =
+        request.getReportsHeld() ? int64_t(std::min<uint32_t>(request.getHeldDevices(), 1u << 20))
+                                 : -1;
+    if (granted.empty() && requesterHeld >= 0 && request.getPreempt()) {
+      // Fair share: take the devices of the lease whose Primary holds the most, when it holds
+      // at least 2 x its devices here more than the requester (so the two never swap back).
+      LeaseState* victim = nullptr;
+      for (uint32_t d : candidates) {
+        LeaseState* holder = node_.slots[d]->leasedBy;
+        if (holder == nullptr || holder->heldDevices < 0 || !holder->ownerToken.empty()) continue;
+        const int64_t k = int64_t(holder->devices.size());
+        if (holder->heldDevices >= requesterHeld + 2 * k &&
+            (victim == nullptr || holder->heldDevices > victim->heldDevices)) {
+          victim = holder;
+        }
+      }
+      if (victim != nullptr) {
+        node_.endLease(*victim, "revoked: fair share (its primary holds " +
+                                    std::to_string(victim->heldDevices) + " devices, " +
+                                    primary_ + " holds " + std::to_string(requesterHeld) + ")");
+        for (uint32_t d : candidates) {
+          if (node_.slots[d]->leasedBy == nullptr) granted.push_back(d);
+        }
+      }
     }
     if (granted.empty()) failWith("busy: the devices asked for are leased to another primary");
 
@@ -796,6 +861,8 @@ class NodeImpl final : public proto::Node::Server {
                             : primaryName + " via " + primary_;
     auto state = kj::refcounted<LeaseState>(node_, node_.nextLeaseId++, std::move(label), granted,
                                             ttlMs, connectionLost_);
+    state->ownerToken = std::move(ownerToken);
+    if (requesterHeld >= 0) state->heldDevices = requesterHeld + int64_t(granted.size());
     for (uint32_t d : granted) node_.slots[d]->leasedBy = state.get();
     node_.leases.insert(state.get());
     node_.armExpiry(*state);
@@ -946,6 +1013,11 @@ size_t NodeService::workerCount() const {
 }
 
 void NodeService::endAllLeases(const std::string& why) { impl_->endAllLeases(why); }
+size_t NodeService::ownerJobStarted(const std::string& token) {
+  return impl_->ownerJobStarted(token);
+}
+void NodeService::ownerJobEnded(const std::string& token) { impl_->ownerJobEnded(token); }
+bool NodeService::ownerActive() const { return !impl_->ownerJobs.empty(); }
 
 void NodeService::disconnectAll() { impl_->connectionTasks = kj::heap<kj::TaskSet>(*impl_); }
 

@@ -16,6 +16,14 @@
 // endAllLeases(); its devices are free at once and its session fails every later call with
 // "lease expired" / "lease ended".
 //
+// Lease policy (issue 4 items 4-5): the TTL a Primary asks for is clamped to
+// [minTtlMs, maxTtlMs] (`peerlight node --ttl-ms` sets the upper bound), so a Primary that dies
+// or hangs frees the devices within it. Owner jobs (ownerJobStarted(), fed by the daemon's
+// control socket, transport/control_socket.h) revoke other Primaries' leases and refuse new
+// ones. Fair share: a lease request with LeaseRequest.preempt, finding every device it asks
+// for leased, revokes the lease whose Primary holds (as last reported in its lease request or
+// renew) at least 2 x that lease's devices more than the requester, and grants its devices.
+//
 // Threads: everything here runs on the loop thread, which only does bookkeeping and network
 // I/O, so ping() answers at once. Each device has its own worker thread (a queue: load, render,
 // in order), and one codec thread verifies put() chunks and decodes render data for load().
@@ -109,6 +117,16 @@ class NodeService {
 
   // Ends every lease now (their sessions fail later calls with "lease ended: <why>").
   void endAllLeases(const std::string& why);
+
+  // Owner preemption (issue 4 item 4): the machine's owner starts a job (`token`: the one its
+  // Primary sends in LeaseRequest.ownerToken). Every lease of another Primary is revoked at
+  // once (its worker stopped, its session failing later calls with "lease ended: revoked: the
+  // owner is rendering"; one log line each), new leases of other Primaries are refused with
+  // "busy: the owner is rendering", and Node.info reports state PRIMARY, until every owner
+  // job that started has ended. Returns the number of leases revoked.
+  size_t ownerJobStarted(const std::string& token);
+  void ownerJobEnded(const std::string& token);
+  bool ownerActive() const;
   // Closes every connection (their capabilities are released, which also ends their leases).
   void disconnectAll();
 

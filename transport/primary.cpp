@@ -129,6 +129,7 @@ struct Connection final : public kj::TaskSet::ErrorHandler {
   bool dead = false;
   bool ready = false;       // data loaded, devices registered with the scheduler
   bool hasSession = false;  // pings and silence detection active
+  bool preempting = false;  // its lease request may revoke another Primary's (fair share)
   Clock::time_point lastReply;
   std::string failState;    // set before throwing a failure that is not a plain loss
 
@@ -196,6 +197,32 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
                               size_t next);
   void becomeReady(Connection& c);
   kj::Promise<void> renewLoop(Connection& c);
+  // Fair share: at most one lease request that may revoke another Primary's lease is in
+  // flight; when a node is lost, every other lease is renewed at once with the new count.
+  bool preemptInFlight_ = false;
+  void endPreempting(Connection& c) {
+    if (c.preempting) preemptInFlight_ = false;
+    c.preempting = false;
+  }
+  void renewAllNow() {
+    for (Peer& peer : peers_) {
+      Connection* c = peer.connection.get();
+      if (c == nullptr || c->dead || !c->hasSession) continue;
+      auto request = c->lease.renewRequest();
+      request.setHeldDevices(leasedDeviceCount());
+      c->tasks.add(request.send().then(
+          [this, c](capnp::Response<proto::Lease::RenewResults>&&) { c->lastReply = now(); }));
+    }
+  }
+  // Devices leased on nodes now (sessions granted and not lost), for fair share.
+  uint32_t leasedDeviceCount() const {
+    uint32_t n = 0;
+    for (const Peer& peer : peers_) {
+      const Connection* c = peer.connection.get();
+      if (c != nullptr && !c->dead && c->hasSession) n += uint32_t(c->nodeDevices.size());
+    }
+    return n;
+  }
   kj::Promise<void> pingLoop(Connection& c);
   kj::Promise<void> tickLoop();
   void tick();
@@ -393,9 +420,22 @@ kj::Promise<void> ClusterRender::handshake(Connection& c) {
                     auto lr = request.initRequest();
                     lr.setPrimaryName(options_.primaryName);
                     lr.setTtlMs(options_.leaseTtlMs);
+                    if (!options_.ownerToken.empty()) lr.setOwnerToken(options_.ownerToken);
+                    lr.setHeldDevices(leasedDeviceCount());  // fair share
+                    lr.setReportsHeld(true);
+                    if (!preemptInFlight_) {  // one preempting request at a time
+                      preemptInFlight_ = true;
+                      c.preempting = true;
+                      lr.setPreempt(true);
+                    }
                     return request.send().then(
-                        [](capnp::Response<proto::Node::LeaseResults>&& r) { return kj::mv(r); },
-                        [&c](kj::Exception&& e) -> capnp::Response<proto::Node::LeaseResults> {
+                        [this, &c](capnp::Response<proto::Node::LeaseResults>&& r) {
+                          endPreempting(c);
+                          return kj::mv(r);
+                        },
+                        [this, &c](kj::Exception&& e)
+                            -> capnp::Response<proto::Node::LeaseResults> {
+                          endPreempting(c);
                           // "busy": another Primary holds the devices; retried like a loss.
                           if (e.getType() == kj::Exception::Type::FAILED) c.failState = "busy";
                           kj::throwFatalException(kj::mv(e));
@@ -542,7 +582,11 @@ void ClusterRender::becomeReady(Connection& c) {
 kj::Promise<void> ClusterRender::renewLoop(Connection& c) {
   uint32_t ttl = c.ttlMs ? c.ttlMs : options_.leaseTtlMs;
   return loop_.timer().afterDelay(std::max<uint32_t>(ttl / 3, 10) * kj::MILLISECONDS)
-      .then([&c]() { return c.lease.renewRequest().send(); })
+      .then([this, &c]() {
+        auto request = c.lease.renewRequest();
+        request.setHeldDevices(leasedDeviceCount());  // fair share (LeaseRequest.heldDevices)
+        return request.send();
+      })
       .then([this, &c](capnp::Response<proto::Lease::RenewResults>&& r) {
         c.lastReply = now();
         if (r.getTtlMs() != 0) c.ttlMs = r.getTtlMs();
@@ -632,6 +676,7 @@ void ClusterRender::connectionFailed(Connection& c, const kj::Exception& e) {
     s.state = "unreachable";
   }
   const bool newLoss = wasReady || (c.hasSession && !retryAfterLoss);
+  endPreempting(c);
   if (newLoss) s.losses += 1;
   // After a loss, keep its reason: failed reconnects only go to the log.
   if (!retryAfterLoss || !c.failState.empty()) s.error = message;
@@ -649,6 +694,7 @@ void ClusterRender::connectionFailed(Connection& c, const kj::Exception& e) {
   c.ready = false;
   peer.nextAttempt = t + options_.reconnectInterval;
   buryLater(kj::mv(peer.connection));
+  if (newLoss && !finished_) renewAllNow();  // the nodes learn the new count (fair share)
   reportProgress();
   pump();
 }

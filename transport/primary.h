@@ -52,6 +52,9 @@ struct ClusterRenderOptions {
   // The cluster key (transport/auth.h loads it). Needed only when peers are given.
   ClusterKey key;
   std::string primaryName;  // shown in the nodes' logs
+  // The token this render announced on this machine's node control socket as the owner job
+  // (transport/control_socket.h), sent in every LeaseRequest; empty: none.
+  std::string ownerToken;
 
   uint32_t tileSize = 64;           // pixels (FrameSpec::tileSize); the film gives the rest
   SchedulerOptions scheduler;

@@ -87,6 +87,21 @@ struct LeaseRequest {
   primaryName @0 :Text;      # for the node's log
   ttlMs @1 :UInt32;          # wanted time to live; the node may shorten it (0 = node default)
   devices @2 :List(UInt32);  # device indices wanted (NodeInfo.devices); empty = all
+  ownerToken @3 :Text;
+  # Set by a Primary that announced itself as this machine's owner job on the node's local
+  # control socket (transport/control_socket.h) with the same token: while that owner job
+  # runs, the node refuses and revokes every other lease, but not this Primary's.
+  heldDevices @4 :UInt32;
+  # Fair share: the devices the requesting Primary holds on other nodes now (valid when
+  # reportsHeld). A node whose devices asked for are all leased (and preempt is set) revokes
+  # the lease of a Primary
+  # that holds (by its last report) at least 2 x the lease's devices more than the requester,
+  # and grants the freed devices to the requester.
+  reportsHeld @5 :Bool;
+  preempt @6 :Bool;
+  # Fair share: the node may revoke another Primary's lease (the rule above) to grant this one.
+  # A Primary sets it on one lease request at a time, so that nodes that each see a stale
+  # count of the holder do not all revoke at once.
 }
 
 interface Node {
@@ -102,7 +117,9 @@ interface Node {
 }
 
 interface Lease {
-  renew @0 () -> (ttlMs :UInt32);
+  renew @0 (heldDevices :UInt32) -> (ttlMs :UInt32);
+  # heldDevices: the devices the Primary holds in the whole cluster, this lease's included
+  # (fair share; see LeaseRequest.heldDevices; 0 from Primaries that do not report it).
   # Extends the lease by ttlMs from now. Fails once the lease has expired.
 }
 

@@ -10,6 +10,12 @@
 // watches its heartbeat and kills it when it hangs; it logs "worker <pid> started for lease
 // <n>" and one line when the worker stops, fails or is killed. --in-process renders in the
 // daemon's own process instead (no workers).
+//
+// Owner jobs: the daemon listens on a local control socket (--control-socket; default
+// $XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root; mode 0600, own uid
+// only; transport/control_socket.h). `peerlight render` on this machine announces its job
+// there; while it runs, remote leases are revoked and refused and the state is `primary`.
+// --ttl-ms is the longest lease TTL granted.
 
 #include <csignal>
 #include <cstdio>
@@ -26,6 +32,7 @@
 #include "discovery/discovery.h"
 #include "discovery/node_advert.h"
 #include "transport/auth.h"
+#include "transport/control_socket.h"
 #include "transport/malloc_tuning.h"
 #include "transport/node_service.h"
 #include "transport/tcp.h"
@@ -49,6 +56,8 @@ struct NodeArgs {
   bool noMdns = false;  // mDNS (discovery/): do not advertise
   bool inProcess = false;  // render in this process instead of per-lease workers
   uint32_t workerTimeoutMs = 2000;  // hidden, for tests
+  std::string controlSocket;  // empty: defaultControlSocketPath()
+  bool noControlSocket = false;
 };
 
 }  // namespace
@@ -99,8 +108,10 @@ void runNode(const NodeArgs& args) {
   options.name = args.name;
   options.protocolVersion = args.protocolVersion;
   options.defaultTtlMs = args.ttlMs;
+  // --ttl-ms is also the upper bound: a Primary may ask for less, never for more (so a killed
+  // Primary's leases expire within it).
   options.minTtlMs = std::min<uint32_t>(options.minTtlMs, args.ttlMs);
-  options.maxTtlMs = std::max<uint32_t>(options.maxTtlMs, args.ttlMs);
+  options.maxTtlMs = args.ttlMs;
   if (!args.inProcess) options.workerArgv = workerArgv(args);
   options.workerHeartbeatTimeoutMs = args.workerTimeoutMs;
 
@@ -131,12 +142,34 @@ void runNode(const NodeArgs& args) {
         !published.ok()) {
       PL_LOG_WARN("mDNS: %s", published.error().message.c_str());
     }
+    // --- the local control socket (issue 4 item 4): `peerlight render` on this machine says
+    // "owner job starting"; the node revokes remote leases and reports state primary until the
+    // render's connection closes. A socket that another daemon holds: warn and go on without.
+    std::unique_ptr<ControlSocket> control;
+    if (!args.noControlSocket) {
+      std::string path = args.controlSocket.empty() ? defaultControlSocketPath()
+                                                    : args.controlSocket;
+      auto listened = ControlSocket::listen(
+          loop.uv(), path,
+          {[&node](const std::string& token) { node.ownerJobStarted(token); },
+           [&node](const std::string& token) { node.ownerJobEnded(token); }});
+      if (listened.ok()) {
+        control = std::move(*listened);
+        PL_LOG_INFO("control socket %s", path.c_str());
+      } else {
+        PL_LOG_WARN("%s; owner jobs on this machine will not preempt remote leases",
+                    listened.error().message.c_str());
+      }
+    }
+
     struct StateWatch {
       std::function<void()> check;
       UvHandle<uv_timer_t> timer;
     } stateWatch;
     stateWatch.check = [&] {
-      std::string state = node.activeLeaseCount() > 0 ? "leased" : "idle";
+      std::string state = node.ownerActive()              ? "primary"
+                          : node.activeLeaseCount() > 0 ? "leased"
+                                                        : "idle";
       if (state == advert.state) return;
       advert.state = state;
       if (Status s = discovery->updateTxt(advertTxt(advert)); !s.ok()) {
@@ -182,6 +215,7 @@ void runNode(const NodeArgs& args) {
     loop.run();
     for (auto& w : watches) w.handle.close();
     stateWatch.timer.close();
+    control.reset();  // before the node: ends its owner jobs
     discovery.reset();  // withdraws the mDNS service
   }  // NodeService: waits for a render in progress, joins its threads
   *receiver = nullptr;
@@ -202,7 +236,7 @@ void addNodeCommand(CLI::App& app) {
                   "~/.config/peerlight/cluster.key; created if missing)");
   cmd->add_option("--threads", args->threads, "CPU render threads (0: all)")->capture_default_str();
   cmd->add_option("--name", args->name, "Name shown to Primaries (default: the host name)");
-  cmd->add_option("--ttl-ms", args->ttlMs, "Default lease time to live in milliseconds")
+  cmd->add_option("--ttl-ms", args->ttlMs, "Lease time to live in milliseconds (the default and the most a Primary gets)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 3600000u));
   cmd->add_option("--protocol-version", args->protocolVersion,
@@ -215,6 +249,11 @@ void addNodeCommand(CLI::App& app) {
                   "Heartbeat silence after which a worker is killed (tests)")
       ->group("")
       ->check(CLI::Range(100u, 600000u));
+  cmd->add_option("--control-socket", args->controlSocket,
+                  "Local control socket for owner jobs (default: "
+                  "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
+  cmd->add_flag("--no-control-socket", args->noControlSocket,
+                "Do not listen on a control socket (owner jobs cannot preempt leases)");
   cmd->callback([args] { runNode(*args); });
 }
 

@@ -12,6 +12,11 @@
 // output format, an unreadable key file), 1 when rendering or writing fails. A peer that cannot
 // be used (unreachable, wrong key, other protocol version) is reported, not fatal, as long as
 // some device renders the image.
+//
+// Owner jobs (issue 4 item 4): unless --no-local or --no-owner-preempt, a render first tells
+// this machine's node daemon (its control socket, --control-socket or the default path) that
+// the owner's job starts; the daemon revokes its remote leases until this process exits.
+// Without a daemon it renders as before.
 
 #include <unistd.h>
 
@@ -34,6 +39,7 @@
 #include "discovery/node_advert.h"
 #include "discovery/peer_directory.h"
 #include "transport/auth.h"
+#include "transport/control_socket.h"
 #include "transport/primary.h"
 #include "transport/protocol_convert.h"
 #include "transport/uv_kj_loop.h"
@@ -65,7 +71,36 @@ struct RenderArgs {
   bool noMdns = false;
   double mdnsWaitSeconds = 1.0;
   std::string keyFile;
+  std::string controlSocket;  // empty: defaultControlSocketPath()
+  bool noOwnerPreempt = false;
 };
+
+// The owner token this render announced on the node daemon's control socket ("" if none).
+std::string& ownerToken() {
+  static std::string token;
+  return token;
+}
+
+// Owner preemption (issue 4 item 4): a render that uses this machine's devices tells this
+// machine's node daemon, over its control socket, that the owner's job starts; the daemon
+// revokes its remote leases and refuses new ones until this process exits (the kernel closes
+// the socket). No daemon at the default path: nothing to do. The socket stays open for the
+// rest of the process on purpose.
+void announceOwnerJobIfDaemon(const RenderArgs& args) {
+  if (args.noLocal || args.noOwnerPreempt) return;
+  const bool explicitPath = !args.controlSocket.empty();
+  const std::string path = explicitPath ? args.controlSocket : defaultControlSocketPath();
+  if (!explicitPath && ::access(path.c_str(), F_OK) != 0) return;
+  std::string token = randomHex(16);
+  Result<int> fd = announceOwnerJob(path, token);
+  if (!fd.ok()) {
+    if (explicitPath) PL_LOG_WARN("%s (rendering anyway)", fd.error().message.c_str());
+    else PL_LOG_DEBUG("%s", fd.error().message.c_str());
+    return;
+  }
+  PL_LOG_INFO("owner job announced to the node daemon at %s", path.c_str());
+  ownerToken() = token;
+}
 
 // The Render Nodes mDNS finds within `seconds` that this Primary can use: advertised protocol
 // version equal to ours, key fingerprint equal to `fingerprint`, state idle. Returns their
@@ -256,7 +291,9 @@ void runClusterRender(const RenderArgs& args, const std::vector<std::string>& pe
   cluster.key = std::move(key);
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "primary");
-  cluster.primaryName = host;
+  // "host/pid": the nodes' log lines tell apart two renders started on one machine.
+  cluster.primaryName = std::string(host) + "/" + std::to_string(::getpid());
+  cluster.ownerToken = ownerToken();
   cluster.start = commandStart;
 
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
@@ -340,6 +377,7 @@ void runClusterRender(const RenderArgs& args, const std::vector<std::string>& pe
 void runRender(const RenderArgs& args) {
   const auto commandStart = std::chrono::steady_clock::now();
   if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
+  announceOwnerJobIfDaemon(args);
   const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
   if (args.noLocal && args.peers.empty() && !browse)
     failUsage("--no-local needs at least one --peer (or mDNS discovery)");
@@ -506,6 +544,11 @@ void addRenderCommand(CLI::App& app) {
                   "Seconds to browse mDNS for nodes when no --peer is given")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
+  cmd->add_option("--control-socket", args->controlSocket,
+                  "The node daemon's control socket to announce this owner job on (default: "
+                  "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
+  cmd->add_flag("--no-owner-preempt", args->noOwnerPreempt,
+                "Do not make this machine's node daemon revoke its remote leases");
   cmd->add_option("--key-file", args->keyFile,
                   "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
                   "~/.config/peerlight/cluster.key; created if missing when --peer is given)");

@@ -212,7 +212,7 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   for (const auto& s : specs) {
     ASSERT_GT(box.spawn({kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
                          "--name", s.log, "--key-file", box.path(s.key), "--protocol-version",
-                         s.version, "--no-mdns"},
+                         s.version, "--no-mdns", "--no-control-socket"},
                         s.log),
               0);
   }
@@ -328,7 +328,8 @@ TEST(NodesCommandDiscoveryTest, InNetworkNamespace) {
   for (int i = 0; i < 3; ++i) {
     std::string name = "node" + std::to_string(i);
     ASSERT_GT(box.spawn({kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
-                         "--name", name, "--key-file", box.path("key")},
+                         "--name", name, "--key-file", box.path("key"),
+                         "--no-control-socket"},
                         name),
               0);
   }

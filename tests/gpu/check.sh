@@ -97,7 +97,7 @@ timeout 120 "$B/bin/peerlight" render scenes/cornell_box.gltf -o /tmp/pl-check-g
 # leases them over 127.0.0.1 exactly as it would a remote machine's.
 work=$(mktemp -d)
 head -c 32 /dev/urandom > "$work/key" && chmod 600 "$work/key"
-"$B/bin/peerlight" node --listen 127.0.0.1:0 --key-file "$work/key" --no-mdns --name gpu-node \
+"$B/bin/peerlight" node --listen 127.0.0.1:0 --key-file "$work/key" --no-mdns --no-control-socket --name gpu-node \
   > "$work/node.out" 2> "$work/node.err" &
 node_pid=$!
 port=""

@@ -97,7 +97,7 @@ class ClusterTest : public ::testing::Test {
                                          "--threads", "1",    "--name",   name,
                                          // Tests never advertise through a system avahi in
                                          // the root network namespace.
-                                         "--no-mdns"};
+                                         "--no-mdns", "--no-control-socket"};
     argv.insert(argv.end(), nodeArgv.begin(), nodeArgv.end());
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"), dir_.file(name + ".err"),

@@ -177,7 +177,8 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
   for (const NodeSpec& s : specs) {
     nodes.push_back(std::make_unique<Process>(
         ns.wrap({kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1", "--name", s.name,
-                 "--key-file", dir.file(s.key), "--protocol-version", s.version}),
+                 "--key-file", dir.file(s.key), "--protocol-version", s.version,
+                 "--no-control-socket"}),
         dir.file(s.name + ".out"), dir.file(s.name + ".err")));
   }
   for (size_t i = 0; i < specs.size(); ++i) {

@@ -165,7 +165,8 @@ class MalformedClientTest : public ::testing::Test {
     ASSERT_TRUE(key.ok()) << key.error().message;
     key_ = *key;
     node_ = Process({kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", keyPath_,
-                     "--threads", "1", "--name", "target", "--no-mdns"},
+                     "--threads", "1", "--name", "target", "--no-mdns",
+                     "--no-control-socket"},
                     dir_.file("node.out"), dir_.file("node.err"), {"HOME=" + dir_.path()});
     std::optional<std::string> line = node_.waitForOutput("listening on ", 20s);
     ASSERT_TRUE(line) << node_.err();

@@ -81,7 +81,8 @@ class WorkerTest : public ::testing::Test {
     std::vector<std::string> argv;
     if (::access("/usr/bin/taskset", X_OK) == 0) argv = {"/usr/bin/taskset", "-c", "0"};
     argv.insert(argv.end(), {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
-                             "--threads", "1", "--name", name, "--no-mdns"});
+                             "--threads", "1", "--name", name, "--no-mdns",
+                             "--no-control-socket"});
     auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
                                           dir_.file(name + ".err"), env());
     EXPECT_TRUE(node->ok());

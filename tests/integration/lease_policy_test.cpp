@@ -1,0 +1,461 @@
+// Lease policy (issue 4 items 4 and 5), with real processes: `peerlight node` daemons on
+// 127.0.0.1 (each with its own control socket in a temporary folder) and `peerlight render`
+// Primaries. States are read with `peerlight nodes --json --no-mdns --peer` (Node.info) and
+// from the daemons' logs; timings are measured against those, with hard timeouts everywhere.
+// Prints the measured figures ("[ info ]" lines).
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+
+#include "core/render/image_io.h"
+#include "tests/integration/process.h"
+
+namespace pl {
+namespace {
+
+using testing::Process;
+using testing::TempDir;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+const std::string kBinary = PEERLIGHT_BINARY;
+const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
+constexpr auto kRenderTimeout = 120s;
+
+double secondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool alive(pid_t pid) {
+  std::string stat = testing::readFile("/proc/" + std::to_string(pid) + "/stat");
+  if (stat.empty()) return false;
+  size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
+}
+
+template <typename Fn>
+bool waitUntil(Fn ready, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (ready()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return ready();
+}
+
+class LeasePolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(dir_.ok());
+    key_ = dir_.file("cluster.key");
+    std::mt19937 rng(7);
+    std::string bytes(32, '\0');
+    for (char& c : bytes) c = char(rng() & 0xff);
+    std::ofstream(key_, std::ios::binary) << bytes;
+    ::chmod(key_.c_str(), 0600);
+  }
+  void TearDown() override {
+    std::vector<pid_t> workers;
+    for (auto& [name, node] : nodes_) {
+      for (pid_t pid : workerPids(name)) workers.push_back(pid);
+    }
+    nodes_.clear();
+    for (pid_t pid : workers) {
+      if (alive(pid)) ::kill(pid, SIGKILL);
+    }
+  }
+
+  std::string socketOf(const std::string& name) { return dir_.file(name + ".sock"); }
+
+  // A daemon with one render thread (on core 0 when taskset is there), lease TTL `ttlMs`, its
+  // control socket at socketOf(name). Returns its address.
+  std::string startNode(const std::string& name, uint32_t ttlMs) {
+    std::vector<std::string> argv;
+    if (::access("/usr/bin/taskset", X_OK) == 0) argv = {"/usr/bin/taskset", "-c", "0"};
+    argv.insert(argv.end(), {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
+                             "--threads", "1", "--name", name, "--no-mdns", "--ttl-ms",
+                             std::to_string(ttlMs), "--control-socket", socketOf(name)});
+    auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
+                                          dir_.file(name + ".err"), env());
+    EXPECT_TRUE(node->ok());
+    std::optional<std::string> line = node->waitForOutput("listening on ", 20s);
+    if (!line) {
+      ADD_FAILURE() << "node " << name << " did not start; stderr:\n" << node->err();
+      return "";
+    }
+    nodes_[name] = std::move(node);
+    return line->substr(std::strlen("listening on "));
+  }
+  Process& node(const std::string& name) { return *nodes_.at(name); }
+
+  std::vector<pid_t> workerPids(const std::string& name) {
+    std::vector<pid_t> pids;
+    static const std::regex started("worker (\\d+) started for lease");
+    std::string log = nodes_.at(name)->err();
+    for (std::sregex_iterator it(log.begin(), log.end(), started), end; it != end; ++it) {
+      pids.push_back(pid_t(std::stol((*it)[1])));
+    }
+    return pids;
+  }
+  pid_t waitForWorker(const std::string& name, size_t index, std::chrono::milliseconds timeout) {
+    pid_t pid = -1;
+    waitUntil(
+        [&] {
+          auto pids = workerPids(name);
+          if (pids.size() > index) pid = pids[index];
+          return pid > 0;
+        },
+        timeout);
+    return pid;
+  }
+
+  // The node's state as Node.info reports it ("idle", "leased", "primary"; "" if no answer).
+  std::string stateOf(const std::string& address) {
+    static int probe = 0;
+    std::string tag = "probe" + std::to_string(probe++);
+    Process nodes({kBinary, "nodes", "--json", "--no-mdns", "--peer", address, "--key-file", key_,
+                   "--timeout-ms", "1000"},
+                  dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
+    if (nodes.wait(10s) != 0) return "";
+    nlohmann::json list = nlohmann::json::parse(nodes.out(), nullptr, false);
+    if (!list.is_array() || list.empty() || !list[0].contains("state")) return "";
+    return list[0]["state"].get<std::string>();
+  }
+  // Polls stateOf(address) until it is `want`; the seconds since `since` when it was, or -1.
+  double waitForState(const std::string& address, const std::string& want, Clock::time_point since,
+                      std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (stateOf(address) == want) return secondsSince(since);
+    }
+    return -1;
+  }
+
+  std::vector<std::string> renderArgv(const std::string& size, uint32_t spp,
+                                      const std::vector<std::string>& peers,
+                                      const std::string& output,
+                                      const std::vector<std::string>& options) {
+    std::vector<std::string> argv = {kBinary, "render", kScene, "-o", output, "--size", size,
+                                     "--spp", std::to_string(spp), "--json", "--key-file", key_};
+    for (const std::string& peer : peers) argv.insert(argv.end(), {"--peer", peer});
+    argv.insert(argv.end(), options.begin(), options.end());
+    return argv;
+  }
+  std::unique_ptr<Process> startRender(const std::string& size, uint32_t spp,
+                                       const std::vector<std::string>& peers,
+                                       const std::string& tag,
+                                       const std::vector<std::string>& options = {"--no-local"}) {
+    return std::make_unique<Process>(renderArgv(size, spp, peers, dir_.file(tag + ".exr"), options),
+                                     dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
+  }
+  nlohmann::json finish(Process& render, const std::string& tag) {
+    std::optional<int> code = render.wait(kRenderTimeout);
+    EXPECT_EQ(code, 0) << "render " << tag << ":\n" << render.err();
+    std::string out = render.out();
+    size_t brace = out.rfind("\n{");
+    std::string line = out.substr(brace == std::string::npos ? 0 : brace + 1);
+    return nlohmann::json::parse(line, nullptr, false);
+  }
+  void expectIdenticalToLocal(const std::string& tag, const std::string& size, uint32_t spp) {
+    std::string reference = dir_.file(tag + "-local.exr");
+    Process local(renderArgv(size, spp, {}, reference,
+                             {"--local-only", "--threads", "2", "--no-owner-preempt"}),
+                  dir_.file(tag + "-local.out"), dir_.file(tag + "-local.err"), env());
+    ASSERT_EQ(local.wait(kRenderTimeout), 0) << local.err();
+    Result<ImageRgb> got = readExr(dir_.file(tag + ".exr")), want = readExr(reference);
+    ASSERT_TRUE(got.ok() && want.ok());
+    ASSERT_EQ(got->rgb.size(), want->rgb.size());
+    EXPECT_EQ(std::memcmp(got->rgb.data(), want->rgb.data(), got->rgb.size() * sizeof(float)), 0)
+        << "the cluster render differs from --local-only";
+  }
+  static const nlohmann::json* nodeEntry(const nlohmann::json& run, const std::string& address) {
+    if (!run.is_object() || !run.contains("nodes")) return nullptr;
+    for (const auto& n : run["nodes"]) {
+      if (n["address"] == address) return &n;
+    }
+    return nullptr;
+  }
+
+  std::vector<std::string> env() const { return {"HOME=" + dir_.path()}; }
+
+  TempDir dir_;
+  std::string key_;
+  std::map<std::string, std::unique_ptr<Process>> nodes_;
+};
+
+// A Primary killed with SIGKILL mid-render: its leases end (connection gone, or at the latest
+// their TTL), the workers are stopped and the nodes report idle within TTL + 1 s.
+TEST_F(LeasePolicyTest, KilledPrimaryLeasesExpireWithinTtl) {
+  constexpr uint32_t kTtlMs = 2000;
+  std::vector<std::string> peers = {startNode("a", kTtlMs), startNode("b", kTtlMs)};
+  for (const auto& p : peers) ASSERT_FALSE(p.empty());
+  auto render = startRender("160x160", 1024, peers, "killed");
+  pid_t workerA = waitForWorker("a", 0, 20s), workerB = waitForWorker("b", 0, 20s);
+  ASSERT_GT(workerA, 0) << node("a").err();
+  ASSERT_GT(workerB, 0) << node("b").err();
+  EXPECT_EQ(stateOf(peers[0]), "leased");
+  EXPECT_EQ(stateOf(peers[1]), "leased");
+  // The lease TTL is the node's bound, not the 6 s the Primary asks for.
+  EXPECT_NE(node("a").err().find("ttl 2000 ms"), std::string::npos) << node("a").err();
+  ASSERT_TRUE(render->running()) << "the render ended before it could be killed";
+  render->signal(SIGKILL);
+  Clock::time_point killed = Clock::now();
+  const double limit = kTtlMs / 1000.0 + 1.0;
+  double idleA = waitForState(peers[0], "idle", killed, 10s);
+  double idleB = waitForState(peers[1], "idle", killed, 10s);
+  ASSERT_TRUE(waitUntil([&] { return !alive(workerA) && !alive(workerB); }, 5s));
+  double workersGone = secondsSince(killed);
+  std::printf("[ info ] killed primary: node a idle after %.3f s, b after %.3f s, workers gone "
+              "by %.3f s (ttl %.1f s)\n",
+              idleA, idleB, workersGone, kTtlMs / 1000.0);
+  EXPECT_GE(idleA, 0) << node("a").err();
+  EXPECT_GE(idleB, 0) << node("b").err();
+  EXPECT_LE(idleA, limit);
+  EXPECT_LE(idleB, limit);
+  EXPECT_LE(workersGone, limit + 0.5);
+  EXPECT_TRUE(node("a").running());
+  EXPECT_TRUE(node("b").running());
+}
+
+// A Primary that stops (SIGSTOP: its connections stay open, it renews nothing): its leases
+// expire after their TTL (the node's --ttl-ms bounds the 6 s the Primary asks for), the
+// workers are stopped, and the nodes report idle within TTL + 1 s.
+TEST_F(LeasePolicyTest, FrozenPrimaryLeasesExpireWithinTtl) {
+  constexpr uint32_t kTtlMs = 2000;
+  std::vector<std::string> peers = {startNode("a", kTtlMs), startNode("b", kTtlMs)};
+  for (const auto& p : peers) ASSERT_FALSE(p.empty());
+  auto render = startRender("160x160", 1024, peers, "frozen");
+  pid_t workerA = waitForWorker("a", 0, 20s), workerB = waitForWorker("b", 0, 20s);
+  ASSERT_GT(workerA, 0) << node("a").err();
+  ASSERT_GT(workerB, 0) << node("b").err();
+  ASSERT_TRUE(render->running()) << "the render ended before it could be stopped";
+  render->signal(SIGSTOP);
+  Clock::time_point stopped = Clock::now();
+  const double limit = kTtlMs / 1000.0 + 1.0;
+  double idleA = waitForState(peers[0], "idle", stopped, 10s);
+  double idleB = waitForState(peers[1], "idle", stopped, 10s);
+  ASSERT_TRUE(waitUntil([&] { return !alive(workerA) && !alive(workerB); }, 5s));
+  double workersGone = secondsSince(stopped);
+  std::printf("[ info ] frozen primary: node a idle after %.3f s, b after %.3f s, workers gone "
+              "by %.3f s (ttl %.1f s)\n",
+              idleA, idleB, workersGone, kTtlMs / 1000.0);
+  render->signal(SIGKILL);
+  EXPECT_GE(idleA, 0) << node("a").err();
+  EXPECT_GE(idleB, 0) << node("b").err();
+  EXPECT_LE(idleA, limit);
+  EXPECT_LE(idleB, limit);
+  EXPECT_LE(workersGone, limit + 0.5);
+  EXPECT_NE(node("a").err().find("lease 1 of"), std::string::npos);
+  EXPECT_NE(node("a").err().find(" expired; devices"), std::string::npos) << node("a").err();
+  EXPECT_NE(node("b").err().find(" expired; devices"), std::string::npos) << node("b").err();
+}
+
+// The machine's owner starts a job on node a's machine (a render that announces itself on a's
+// control socket): a revokes the remote Primary's lease within 1 s and reports primary; the
+// remote render carries on with b, and its image is still the local one; when the owner job
+// ends, a offers its devices again.
+TEST_F(LeasePolicyTest, OwnerJobPreemptsRemoteLease) {
+  std::vector<std::string> peers = {startNode("a", 10000), startNode("b", 10000)};
+  for (const auto& p : peers) ASSERT_FALSE(p.empty());
+  auto remote = startRender("160x160", 384, peers, "remote");
+  pid_t workerA = waitForWorker("a", 0, 20s);
+  ASSERT_GT(workerA, 0) << node("a").err();
+  ASSERT_EQ(stateOf(peers[0]), "leased");
+  ASSERT_TRUE(remote->running()) << "the remote render ended before the owner job started";
+
+  Clock::time_point ownerStart = Clock::now();
+  auto owner = startRender("96x96", 96, {}, "owner",
+                           {"--local-only", "--threads", "1", "--control-socket", socketOf("a")});
+  const std::string revoked = "ended: revoked: the owner is rendering";
+  ASSERT_TRUE(waitUntil([&] { return node("a").err().find(revoked) != std::string::npos; }, 5s))
+      << node("a").err() << "\nowner:\n" << owner->err();
+  double revokedAfter = secondsSince(ownerStart);
+  ASSERT_TRUE(waitUntil([&] { return !alive(workerA); }, 5s));
+  double workerGone = secondsSince(ownerStart);
+  std::string stateDuringOwner = stateOf(peers[0]);
+  bool ownerStillRunning = owner->running();
+  std::printf("[ info ] owner preemption: lease revoked %.3f s after the owner's render process "
+              "started, worker gone after %.3f s\n",
+              revokedAfter, workerGone);
+  EXPECT_LT(revokedAfter, 1.0);
+  EXPECT_LT(workerGone, 1.5);
+  if (ownerStillRunning) EXPECT_EQ(stateDuringOwner, "primary");
+
+  nlohmann::json ownerRun = finish(*owner, "owner");
+  Clock::time_point ownerEnded = Clock::now();
+  // Offered again: idle, or leased once more by the remote Primary (it retries every second).
+  double offered = -1;
+  waitUntil(
+      [&] {
+        std::string s = stateOf(peers[0]);
+        if (s == "idle" || s == "leased") offered = secondsSince(ownerEnded);
+        return offered >= 0;
+      },
+      5s);
+  std::printf("[ info ] owner job ended: node a offered again after %.3f s\n", offered);
+  EXPECT_GE(offered, 0);
+  EXPECT_LT(offered, 1.5);
+  EXPECT_NE(node("a").err().find("owner job ended"), std::string::npos) << node("a").err();
+
+  nlohmann::json run = finish(*remote, "remote");
+  const nlohmann::json* entryA = nodeEntry(run, peers[0]);
+  const nlohmann::json* entryB = nodeEntry(run, peers[1]);
+  ASSERT_NE(entryA, nullptr) << run.dump();
+  ASSERT_NE(entryB, nullptr) << run.dump();
+  EXPECT_GE((*entryA)["losses"].get<uint32_t>(), 1u) << entryA->dump();
+  EXPECT_GT((*entryB)["work_units"].get<uint64_t>(), 0u) << entryB->dump();
+  EXPECT_TRUE(node("a").running());
+  expectIdenticalToLocal("remote", "160x160", 384);
+}
+
+// Sends `line` on a fresh connection to the Unix socket `path`; returns the reply line ("" on
+// no reply within 2 s) and leaves the connection in *fd (closed by the caller).
+std::string controlRequest(const std::string& path, const std::string& line, int* fd) {
+  *fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  if (::connect(*fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "";
+  if (::send(*fd, line.data(), line.size(), MSG_NOSIGNAL) != ssize_t(line.size())) return "";
+  std::string reply;
+  struct pollfd p {*fd, POLLIN, 0};
+  while (reply.find('\n') == std::string::npos && ::poll(&p, 1, 2000) > 0) {
+    char buffer[256];
+    ssize_t n = ::recv(*fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) break;
+    reply.append(buffer, size_t(n));
+  }
+  return reply.substr(0, reply.find('\n'));
+}
+
+// The control socket itself: mode 0600, a malformed request is refused, "owner <token>" makes
+// the node report primary until the connection closes, and a second daemon on the same path
+// leaves it alone (and keeps serving).
+TEST_F(LeasePolicyTest, ControlSocketProtocol) {
+  std::string a = startNode("a", 2000);
+  ASSERT_FALSE(a.empty());
+  struct stat st {};
+  ASSERT_EQ(::stat(socketOf("a").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  int bad = -1;
+  EXPECT_EQ(controlRequest(socketOf("a"), "hello\n", &bad).rfind("error", 0), 0u);
+  ::close(bad);
+  EXPECT_EQ(stateOf(a), "idle");
+
+  int owner = -1;
+  EXPECT_EQ(controlRequest(socketOf("a"), "owner 0123abcd\n", &owner), "ok");
+  EXPECT_EQ(stateOf(a), "primary");
+  ::close(owner);
+  Clock::time_point closed = Clock::now();
+  double idle = waitForState(a, "idle", closed, 5s);
+  std::printf("[ info ] owner connection closed: idle after %.3f s\n", idle);
+  EXPECT_GE(idle, 0);
+  EXPECT_LT(idle, 1.0);
+
+  // Another daemon asked for the same socket: warns and serves without one.
+  Process other({kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_, "--threads",
+                 "1", "--no-mdns", "--control-socket", socketOf("a")},
+                dir_.file("other.out"), dir_.file("other.err"), env());
+  ASSERT_TRUE(other.waitForOutput("listening on ", 20s)) << other.err();
+  EXPECT_TRUE(waitUntil(
+      [&] { return other.err().find("another process") != std::string::npos; }, 5s))
+      << other.err();
+  int again = -1;
+  EXPECT_EQ(controlRequest(socketOf("a"), "owner 42\n", &again), "ok");
+  EXPECT_EQ(stateOf(a), "primary");
+  ::close(again);
+}
+
+// Devices each Primary (by pid) holds now on the daemon `name`, from its log: leases granted
+// ("lease <n> granted to <host>/<pid> (...)") and not yet ended ("lease <n> of ... are free").
+std::map<int, int> holdersFromLog(const std::string& log) {
+  static const std::regex granted("lease (\\d+) granted to [^ ]*/(\\d+) \\(");
+  static const std::regex ended("lease (\\d+) of .*; devices [0-9,]+ are free");
+  std::map<int, int> pidOfLease;
+  for (std::sregex_iterator it(log.begin(), log.end(), granted), end; it != end; ++it) {
+    pidOfLease[std::stoi((*it)[1])] = std::stoi((*it)[2]);
+  }
+  for (std::sregex_iterator it(log.begin(), log.end(), ended), end; it != end; ++it) {
+    pidOfLease.erase(std::stoi((*it)[1]));
+  }
+  std::map<int, int> held;
+  for (const auto& [lease, pid] : pidOfLease) held[pid] += 1;
+  return held;
+}
+
+// Fair share: two Primaries that start together while 4 single-device nodes are idle end up
+// with 2 each (and stay so); when the first finishes, the second leases what it frees. Both
+// images are still the local ones.
+TEST_F(LeasePolicyTest, TwoPrimariesShareTheNodesFairly) {
+  std::vector<std::string> peers;
+  for (const char* name : {"a", "b", "c", "d"}) {
+    peers.push_back(startNode(name, 2000));
+    ASSERT_FALSE(peers.back().empty());
+  }
+  auto first = startRender("128x128", 192, peers, "first");
+  auto second = startRender("128x128", 384, peers, "second");
+  const int pid1 = first->pid(), pid2 = second->pid();
+  Clock::time_point start = Clock::now();
+  auto sample = [&] {
+    std::map<int, int> total;
+    for (const char* name : {"a", "b", "c", "d"}) {
+      for (const auto& [pid, n] : holdersFromLog(node(name).err())) total[pid] += n;
+    }
+    return std::make_pair(total[pid1], total[pid2]);
+  };
+  // Converges to 2 + 2, then stays there for 2 s while both render.
+  double fairAfter = -1, stableFor = 0;
+  Clock::time_point fairSince{};
+  std::string history;
+  while (first->running() && second->running() && secondsSince(start) < 40) {
+    auto [n1, n2] = sample();
+    if (history.size() < 4000) history += std::to_string(n1) + "/" + std::to_string(n2) + " ";
+    if (n1 == 2 && n2 == 2) {
+      if (fairSince == Clock::time_point{}) fairSince = Clock::now();
+      if (fairAfter < 0) fairAfter = secondsSince(start);
+      stableFor = secondsSince(fairSince);
+      if (stableFor >= 2.0) break;
+    } else {
+      fairSince = {};
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  std::printf("[ info ] fair share: 2 + 2 after %.3f s, held for %.3f s\n", fairAfter, stableFor);
+  EXPECT_GE(fairAfter, 0) << "holders over time (first/second): " << history;
+  EXPECT_GE(stableFor, 2.0) << "holders over time (first/second): " << history;
+
+  nlohmann::json run1 = finish(*first, "first");
+  Clock::time_point firstDone = Clock::now();
+  // The second takes over what the first freed (unless it finishes before it could).
+  bool tookAll = false;
+  waitUntil(
+      [&] {
+        tookAll = sample().second == 4;
+        return tookAll || !second->running();
+      },
+      10s);
+  double after = secondsSince(firstDone);
+  nlohmann::json run2 = finish(*second, "second");
+  std::printf("[ info ] fair share: after the first finished, the second %s after %.3f s\n",
+              tookAll ? "held all 4 nodes" : "finished", after);
+  EXPECT_TRUE(tookAll || after < 3.0) << "the second never leased the freed nodes";
+  EXPECT_TRUE(run1.is_object() && run2.is_object());
+  expectIdenticalToLocal("first", "128x128", 192);
+  expectIdenticalToLocal("second", "128x128", 384);
+}
+
+}  // namespace
+}  // namespace pl
