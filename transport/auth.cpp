@@ -81,22 +81,32 @@ Result<ClusterKey> loadClusterKey(const std::string& path, bool createIfMissing)
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0 && errno == ENOENT && createIfMissing) {
     if (Status made = makeParentDirs(path); !made.ok()) return made.error();
-    int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (out >= 0) {
-      ClusterKey key;
-      key.bytes.resize(kNewClusterKeyBytes);
-      randomBytes(key.bytes.data(), key.bytes.size());
-      ssize_t written = ::write(out, key.bytes.data(), key.bytes.size());
-      int closed = ::close(out);
-      if (written != ssize_t(key.bytes.size()) || closed != 0) {
-        ::unlink(path.c_str());
-        return Error{"cluster key: cannot write " + path + ": " + errnoText()};
-      }
+    // Write the key to a temporary file, then link() it into place: link fails with EEXIST
+    // when another process won the race, and nobody ever sees a half-written key file.
+    std::string temp = path + ".new." + std::to_string(::getpid());
+    int out = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) return Error{"cluster key: cannot create " + temp + ": " + errnoText()};
+    ClusterKey key;
+    key.bytes.resize(kNewClusterKeyBytes);
+    randomBytes(key.bytes.data(), key.bytes.size());
+    ssize_t written = ::write(out, key.bytes.data(), key.bytes.size());
+    int synced = ::fsync(out);
+    int closed = ::close(out);
+    if (written != ssize_t(key.bytes.size()) || synced != 0 || closed != 0) {
+      std::string why = errnoText();
+      ::unlink(temp.c_str());
+      return Error{"cluster key: cannot write " + temp + ": " + why};
+    }
+    int linked = ::link(temp.c_str(), path.c_str());
+    int linkErrno = errno;
+    ::unlink(temp.c_str());
+    if (linked == 0) {
       PL_LOG_INFO("created a new cluster key in %s (fingerprint %s); copy this file to the "
                   "machines that should join the cluster",
                   path.c_str(), keyFingerprint(key).c_str());
       return key;
     }
+    errno = linkErrno;
     if (errno != EEXIST) return Error{"cluster key: cannot create " + path + ": " + errnoText()};
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // another process created it just now
   }

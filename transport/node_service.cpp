@@ -449,11 +449,21 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer);
   proto::Gate::Client newGate(std::string peer, std::shared_ptr<bool> connectionLost);
 
+  // Accepts until the promise is dropped. A failed accept (EMFILE, ENFILE: too many open
+  // connections) must not stop the node listening for good: log it and try again shortly.
   kj::Promise<void> acceptLoop(kj::ConnectionReceiver& receiver) {
-    return receiver.accept().then([this, &receiver](kj::Own<kj::AsyncIoStream> stream) {
-      serve(kj::mv(stream), "");
-      return acceptLoop(receiver);
-    });
+    return receiver.accept().then(
+        [this, &receiver](kj::Own<kj::AsyncIoStream> stream) {
+          serve(kj::mv(stream), "");
+          return acceptLoop(receiver);
+        },
+        [this, &receiver](kj::Exception&& e) -> kj::Promise<void> {
+          PL_LOG_WARN("accepting a connection failed (%s); retrying in 100 ms",
+                      e.getDescription().cStr());
+          return loop.timer().afterDelay(100 * kj::MILLISECONDS).then([this, &receiver]() {
+            return acceptLoop(receiver);
+          });
+        });
   }
 };
 

@@ -400,7 +400,9 @@ kj::Promise<void> ClusterRender::handshake(Connection& c) {
                          std::span<const uint8_t>(proof.begin(), proof.size()));
         Proof ours = primaryProof(options_.key, theirNonce, c.primaryNonce);
         // Authenticate even when the node's proof is wrong, so that the node logs the refused
-        // attempt too; the Primary refuses the node either way.
+        // attempt too; the Primary refuses the node either way. But then send random bytes,
+        // never a valid proof: a node without the key must not get one to replay elsewhere.
+        if (!nodeOk) randomBytes(ours.data(), ours.size());
         auto request = c.gate.authenticateRequest();
         request.setProof(kj::arrayPtr(ours.data(), ours.size()));
         return request.send().then(

@@ -1,5 +1,6 @@
 #include "transport/worker_process.h"
 
+#include <algorithm>
 #include <capnp/rpc-twoparty.h>
 #include <kj/debug.h>
 #include <signal.h>
@@ -13,6 +14,11 @@
 #include "transport/node_service.h"
 
 namespace pl {
+
+namespace {
+// How long a new worker may take to send its first heartbeat (device start-up included).
+constexpr double kStartupTimeoutMs = 30000;
+}  // namespace
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -50,7 +56,11 @@ struct WorkerProcess::Impl {
   pid_t pid = -1;
   bool exited = false;
   bool stopping = false;
-  std::shared_ptr<Clock::time_point> lastBeat = std::make_shared<Clock::time_point>(Clock::now());
+  // Time of the last heartbeat; the epoch until the first one. Until then the worker is still
+  // starting (opening devices: a CUDA context per GPU can take seconds), and the generous
+  // kStartupTimeoutMs applies instead of the heartbeat timeout.
+  std::shared_ptr<Clock::time_point> lastBeat = std::make_shared<Clock::time_point>();
+  Clock::time_point started = Clock::now();
   // Promises first in destruction order (declared last below); the RPC objects after them.
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyVatNetwork> network;
@@ -117,11 +127,17 @@ struct WorkerProcess::Impl {
   kj::Promise<void> watchLoop() {
     return loop.timer().afterDelay(100 * kj::MILLISECONDS).then([this]() -> kj::Promise<void> {
       if (stopping || exited) return kj::READY_NOW;
-      double silentMs =
-          std::chrono::duration<double, std::milli>(Clock::now() - *lastBeat).count();
-      if (silentMs >= options.heartbeatTimeoutMs) {
+      const bool startedBeating = *lastBeat != Clock::time_point{};
+      double silentMs = std::chrono::duration<double, std::milli>(
+                            Clock::now() - (startedBeating ? *lastBeat : started))
+                            .count();
+      const double limitMs = startedBeating
+                                 ? double(options.heartbeatTimeoutMs)
+                                 : std::max(double(options.heartbeatTimeoutMs), kStartupTimeoutMs);
+      if (silentMs >= limitMs) {
         char text[96];
-        std::snprintf(text, sizeof(text), "hung: no heartbeat for %.1f s", silentMs / 1000.0);
+        std::snprintf(text, sizeof(text), "%s: no heartbeat for %.1f s",
+                      startedBeating ? "hung" : "did not start", silentMs / 1000.0);
         fail(text);
         return kj::READY_NOW;
       }
