@@ -285,6 +285,13 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   UvKjLoop& loop;
   ClusterKey key;
   NodeOptions options;
+
+  uint64_t maxSceneBytes() const {
+    if (options.maxSceneBytes != 0) return options.maxSceneBytes;
+    const long pages = ::sysconf(_SC_PHYS_PAGES), pageSize = ::sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || pageSize <= 0) return kMaxRenderDataBytes;
+    return std::min<uint64_t>(uint64_t(pages) * uint64_t(pageSize) / 2, kMaxRenderDataBytes);
+  }
   std::vector<DeviceInfo> infos;
   std::vector<std::unique_ptr<DeviceSlot>> slots;
   std::unique_ptr<WorkerThread> codecWorker = std::make_unique<WorkerThread>();
@@ -554,6 +561,10 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
     lease_->checkServing();
     auto manifest = fromProto(context.getParams().getManifest());
     if (!manifest.ok()) failWith(manifest.error().message);
+    if (uint64_t limit = lease_->node.maxSceneBytes(); manifest->rawBytes() > limit)
+      failWith("load: the scene needs " + std::to_string(manifest->rawBytes() >> 20) +
+               " MiB of render data, more than this node accepts (" +
+               std::to_string(limit >> 20) + " MiB)");
     auto lease = kj::addRef(*lease_);
     if (lease_->worker != nullptr) return loadInWorker(context, kj::mv(lease), *manifest);
     return lease_->putsDone()

@@ -74,6 +74,10 @@ struct NodeOptions {
   // Cap'n Proto's per-message traversal limit (bytes): a 4 MiB chunk encodes to at most a
   // little over 4 MiB, so 64 MiB leaves ample headroom for a large manifest.
   uint64_t maxMessageBytes = uint64_t(64) << 20;
+  // The largest scene (decoded RenderData bytes, from the manifest) this node agrees to load;
+  // 0 = half of this machine's physical memory. Checked before anything is allocated, so a
+  // manifest that names one small chunk thousands of times cannot exhaust memory.
+  uint64_t maxSceneBytes = 0;
   // Scenes a session keeps loaded (for render()); older ones are forgotten.
   uint32_t maxScenesPerSession = 4;
   // Worker processes (DESIGN.md section 1): when not empty, this node is a daemon that renders

@@ -473,6 +473,26 @@ TEST(NodeService, BadInputGetsErrorsAndTheSessionKeepsServing) {
   EXPECT_EQ(renderRemote(loop, leased.session, sceneId, 0, unit).sums, result.sums);
 }
 
+// A manifest may name one small chunk many times: the decoded size is checked against the
+// node's limit before anything is decoded or allocated.
+TEST(NodeService, SceneLargerThanTheNodeAcceptsIsRefusedBeforeDecoding) {
+  const Scene& scene = cornellBox();
+  UvKjLoop loop;
+  NodeOptions options;
+  options.maxSceneBytes = scene.manifest.rawBytes() - 1;
+  TestNode node(loop, 1, options);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate(testKey(1));
+  Leased leased = takeLease(loop, nodeCap);
+  {
+    auto load = leased.session.loadRequest();
+    toProto(scene.manifest, load.initManifest());
+    expectFailure([&] { waitFor(loop, load.send()); }, "more than this node accepts");
+  }
+  // The session keeps serving.
+  EXPECT_TRUE(waitFor(loop, leased.session.pingRequest().send()).totalSize().wordCount >= 0);
+}
+
 TEST(NodeService, MessageBeyondTheSizeLimitDropsOnlyThatConnection) {
   UvKjLoop loop;
   NodeOptions options;
