@@ -281,6 +281,24 @@ void writeOutput(const RenderArgs& args, const Film& film) {
 }
 
 // The render across local devices and peers (transport/primary.h).
+// The fields every `render --json` result has, local or cluster (an object: keys sorted).
+nlohmann::json resultJson(const RenderArgs& args, const Film& film, const RenderData& data,
+                          double seconds, uint64_t samples, uint64_t raysTraced,
+                          double loadSeconds) {
+  return {{"scene", args.scene},
+          {"output", args.output},
+          {"width", film.width()},
+          {"height", film.height()},
+          {"spp", args.spp},
+          {"seconds", seconds},
+          {"load_seconds", loadSeconds},
+          {"samples_per_second", seconds > 0 ? double(samples) / seconds : 0.0},
+          {"mrays_per_second", seconds > 0 ? double(raysTraced) / seconds / 1e6 : 0.0},
+          {"rays_traced", raysTraced},
+          {"render_data_bytes", data.byteSize()},
+          {"triangles", data.triangles.size()}};
+}
+
 void runClusterRender(const RenderArgs& args, const std::vector<std::string>& peers,
                       const RenderData& data, Film& film,
                       const std::vector<Device*>& devices, ClusterKey key,
@@ -335,26 +353,16 @@ void runClusterRender(const RenderArgs& args, const std::vector<std::string>& pe
     }
     nlohmann::json nodes = nlohmann::json::array();
     for (const NodeRenderStats& n : stats.nodes) nodes.push_back(nodeJson(n));
-    nlohmann::json out = {{"scene", args.scene},
-                          {"output", args.output},
-                          {"width", film.width()},
-                          {"height", film.height()},
-                          {"spp", args.spp},
-                          {"seconds", seconds},
-                          {"load_seconds", loadSeconds},
-                          {"samples_per_second", samplesPerSecond},
-                          {"mrays_per_second", mraysPerSecond},
-                          {"rays_traced", stats.raysTraced},
-                          {"render_data_bytes", data.byteSize()},
-                          {"render_data_chunks", stats.renderDataChunks},
-                          {"render_data_bytes_encoded", stats.renderDataEncodedBytes},
-                          {"render_data_encode_seconds", stats.encodeSeconds},
-                          {"triangles", data.triangles.size()},
-                          {"units_issued", stats.scheduler.issuedUnits},
-                          {"units_duplicated", stats.scheduler.duplicateUnits},
-                          {"units_requeued", stats.scheduler.requeuedUnits},
-                          {"devices", deviceList},
-                          {"nodes", nodes}};
+    nlohmann::json out = resultJson(args, film, data, seconds, stats.samples, stats.raysTraced,
+                                    loadSeconds);
+    out["render_data_chunks"] = stats.renderDataChunks;
+    out["render_data_bytes_encoded"] = stats.renderDataEncodedBytes;
+    out["render_data_encode_seconds"] = stats.encodeSeconds;
+    out["units_issued"] = stats.scheduler.issuedUnits;
+    out["units_duplicated"] = stats.scheduler.duplicateUnits;
+    out["units_requeued"] = stats.scheduler.requeuedUnits;
+    out["devices"] = deviceList;
+    out["nodes"] = nodes;
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, %s\n", film.width(),
@@ -484,19 +492,9 @@ void runRender(const RenderArgs& args) {
                             {"rays_traced", share.raysTraced},
                             {"error", share.error}});
     }
-    nlohmann::json out = {{"scene", args.scene},
-                          {"output", args.output},
-                          {"width", film.width()},
-                          {"height", film.height()},
-                          {"spp", args.spp},
-                          {"seconds", seconds},
-                          {"load_seconds", loadSeconds},
-                          {"samples_per_second", samplesPerSecond},
-                          {"mrays_per_second", mraysPerSecond},
-                          {"rays_traced", stats->raysTraced},
-                          {"render_data_bytes", data->byteSize()},
-                          {"triangles", data->triangles.size()},
-                          {"devices", deviceList}};
+    nlohmann::json out = resultJson(args, film, *data, seconds, stats->samples,
+                                    stats->raysTraced, loadSeconds);
+    out["devices"] = deviceList;
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, render data %s, "
