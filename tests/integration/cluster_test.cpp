@@ -24,6 +24,10 @@ namespace {
 
 using testing::Process;
 using testing::TempDir;
+using testing::alive;
+using testing::secondsSince;
+using testing::waitUntil;
+using testing::writeKey;
 using namespace std::chrono_literals;
 
 const std::string kBinary = PEERLIGHT_BINARY;
@@ -42,14 +46,6 @@ const Frame kLong{"128x128", 128, {}};
 // Longer still (several seconds on one core): outlasts the 2 s of silence after which a paused
 // node is declared lost, and the 1 s between reconnection attempts.
 const Frame kLonger{"160x160", 192, {}};
-
-void writeKey(const std::string& path, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string bytes(32, '\0');
-  for (char& c : bytes) c = char(rng() & 0xff);
-  std::ofstream(path, std::ios::binary) << bytes;
-  ::chmod(path.c_str(), 0600);
-}
 
 // A free TCP port on 127.0.0.1 (bound and released again; a node started later takes it).
 int reservePort() {

@@ -154,13 +154,7 @@ class MalformedClientTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(dir_.ok());
     keyPath_ = dir_.file("cluster.key");
-    {
-      std::mt19937 rng(42);
-      std::string bytes(32, '\0');
-      for (char& c : bytes) c = char(rng() & 0xff);
-      std::ofstream(keyPath_, std::ios::binary) << bytes;
-    }
-    ::chmod(keyPath_.c_str(), 0600);
+    testing::writeKey(keyPath_, 42);
     Result<ClusterKey> key = loadClusterKey(keyPath_, false);
     ASSERT_TRUE(key.ok()) << key.error().message;
     key_ = *key;

@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <random>
+#include <sys/stat.h>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -171,5 +173,37 @@ class Process {
   std::optional<int> exitStatus_;
   std::string stdoutPath_, stderrPath_;
 };
+
+// A 32-byte cluster key, reproducible from `seed`, written with mode 0600.
+inline void writeKey(const std::string& path, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string bytes(32, '\0');
+  for (char& c : bytes) c = char(rng() & 0xff);
+  std::ofstream(path, std::ios::binary) << bytes;
+  ::chmod(path.c_str(), 0600);
+}
+
+inline double secondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// True while `pid` exists and is not a zombie.
+inline bool alive(pid_t pid) {
+  std::string stat = readFile("/proc/" + std::to_string(pid) + "/stat");
+  if (stat.empty()) return false;
+  size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
+}
+
+// Polls `ready` every 10 ms until it is true or `timeout` passes.
+template <typename Fn>
+bool waitUntil(Fn ready, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ready()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return ready();
+}
 
 }  // namespace pl::testing

@@ -22,6 +22,10 @@ namespace {
 
 using testing::Process;
 using testing::TempDir;
+using testing::alive;
+using testing::secondsSince;
+using testing::waitUntil;
+using testing::writeKey;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -29,39 +33,12 @@ const std::string kBinary = PEERLIGHT_BINARY;
 const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
 constexpr auto kRenderTimeout = 90s;
 
-double secondsSince(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// True while `pid` exists and is not a zombie.
-bool alive(pid_t pid) {
-  std::string stat = testing::readFile("/proc/" + std::to_string(pid) + "/stat");
-  if (stat.empty()) return false;
-  size_t paren = stat.rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
-}
-
-// Polls `ready` every 10 ms until it is true or `timeout` passes.
-template <typename Fn>
-bool waitUntil(Fn ready, std::chrono::milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (ready()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return ready();
-}
-
 class WorkerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(dir_.ok());
     key_ = dir_.file("cluster.key");
-    std::mt19937 rng(99);
-    std::string bytes(32, '\0');
-    for (char& c : bytes) c = char(rng() & 0xff);
-    std::ofstream(key_, std::ios::binary) << bytes;
-    ::chmod(key_.c_str(), 0600);
+    writeKey(key_, 99);
   }
   void TearDown() override {
     // Workers are the daemons' children: the daemons going first takes them along
