@@ -23,7 +23,7 @@ void addWorkerCommand(CLI::App& app);  // worker_command.cpp (started by `peerli
 
 // This machine's render devices, in the order that is their protocol index: the CPU (with
 // `threads` render threads, 0: all), then each usable CUDA GPU in a CUDA build
-// (node_command.cpp; the daemon and its workers must agree on it).
+// (node_devices.cpp; the daemon and its workers must agree on it).
 std::vector<std::unique_ptr<Device>> openNodeDevices(uint32_t threads);
 
 }  // namespace pl::app

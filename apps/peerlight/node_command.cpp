@@ -60,27 +60,6 @@ struct NodeArgs {
   bool noControlSocket = false;
 };
 
-}  // namespace
-
-std::vector<std::unique_ptr<Device>> openNodeDevices(uint32_t threads) {
-  std::vector<std::unique_ptr<Device>> devices;
-  devices.push_back(std::make_unique<CpuDevice>(threads));
-#if defined(PEERLIGHT_HAVE_CUDA)
-  for (const DeviceInfo& gpu : enumerateCudaDevices()) {
-    auto device = makeCudaDevice(gpu.ordinal);
-    if (!device.ok()) {
-      PL_LOG_WARN("not serving GPU %d (%s): %s", gpu.ordinal, gpu.name.c_str(),
-                  device.error().message.c_str());
-      continue;
-    }
-    devices.push_back(std::move(*device));
-  }
-#endif
-  return devices;
-}
-
-namespace {
-
 // argv of `peerlight worker` for this node: this very executable.
 std::vector<std::string> workerArgv(const NodeArgs& args) {
   char path[4096];
