@@ -190,6 +190,8 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
   Clock::time_point now() const { return Clock::now(); }
 
   void startLocal();
+  Status addPeer(const std::string& address);
+  void pollMorePeers();
   void startPeer(Peer& peer);
   kj::Promise<void> handshake(Connection& c);
   kj::Promise<void> upload(Connection& c);
@@ -258,7 +260,8 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
   ChunkManifest manifest_;
   std::vector<Hash128> chunkHashes_;
 
-  std::vector<Peer> peers_;
+  std::deque<Peer> peers_;  // a deque: Connection holds Peer&, and peers are added mid-frame
+  Clock::time_point nextPeerPoll_{};
   std::vector<LocalDeviceRenderStats> localStats_;
   std::vector<bool> localFailed_;
   std::vector<DeviceId> localIds_;
@@ -280,28 +283,18 @@ Result<ClusterRenderStats> ClusterRender::run() {
   callStart_ = now();
   start_ = options_.start == SchedulerTime{} ? callStart_ : options_.start;
   lastUsable_ = now();
-  if (options_.localDevices.empty() && options_.peers.empty())
+  const bool anyPeers = !options_.peers.empty() || options_.morePeers;
+  if (options_.localDevices.empty() && !anyPeers)
     return Error{"render: no device to render on (no local device and no --peer)"};
-  if (!options_.peers.empty() && options_.key.bytes.empty())
+  if (anyPeers && options_.key.bytes.empty())
     return Error{"render: a cluster key is needed to use peers"};
 
-  if (!options_.peers.empty()) {
-    const Clock::time_point encodeStart = now();
-    manifest_ = encodeRenderData(data_, store_);
-    chunkHashes_ = manifest_.chunkHashes();
-    encodeSeconds_ = secondsBetween(encodeStart, now());
-  }
-  peers_.resize(options_.peers.size());
-  for (size_t i = 0; i < peers_.size(); ++i) {
-    peers_[i].index = i;
-    peers_[i].stats.address = options_.peers[i];
-    peers_[i].stats.state = "connecting";
-    peers_[i].stats.chunksTotal = chunkHashes_.size();
-    if (Result<TcpAddress> a = parseTcpAddress(options_.peers[i]); !a.ok())
-      return Error{"--peer " + options_.peers[i] + ": " + a.error().message};
+  for (const std::string& address : options_.peers) {
+    if (Status s = addPeer(address); !s.ok()) return s.error();
   }
   startLocal();
   for (Peer& peer : peers_) startPeer(peer);
+  pollMorePeers();
   tasks_.add(tickLoop());
   pump();
   checkDone();
@@ -352,6 +345,47 @@ void ClusterRender::startLocal() {
         [this](size_t index, WorkUnit unit, Result<TileResult> result) {
           onLocalResult(index, unit, std::move(result));
         }));
+  }
+}
+
+// Appends a peer (not started). Fails on an address that does not parse.
+Status ClusterRender::addPeer(const std::string& address) {
+  if (Result<TcpAddress> a = parseTcpAddress(address); !a.ok())
+    return Error{"--peer " + address + ": " + a.error().message};
+  if (chunkHashes_.empty()) {  // encoded once, when the first peer comes
+    const Clock::time_point encodeStart = now();
+    manifest_ = encodeRenderData(data_, store_);
+    chunkHashes_ = manifest_.chunkHashes();
+    encodeSeconds_ = secondsBetween(encodeStart, now());
+  }
+  Peer& peer = peers_.emplace_back();
+  peer.index = peers_.size() - 1;
+  peer.stats.address = address;
+  peer.stats.state = "connecting";
+  peer.stats.chunksTotal = chunkHashes_.size();
+  return Status();
+}
+
+// Nodes found during the render (options.morePeers): new addresses become peers at once.
+void ClusterRender::pollMorePeers() {
+  if (!options_.morePeers || finished_) return;
+  const Clock::time_point t = now();
+  if (t < nextPeerPoll_) return;
+  nextPeerPoll_ = t + options_.peerPollInterval;
+  auto spelled = [](const std::string& a) {
+    return a.rfind("localhost:", 0) == 0 ? "127.0.0.1:" + a.substr(10) : a;
+  };
+  for (const std::string& address : options_.morePeers()) {
+    bool known = false;
+    for (const Peer& peer : peers_) known |= spelled(peer.stats.address) == spelled(address);
+    if (known) continue;
+    if (Status s = addPeer(address); !s.ok()) {
+      PL_LOG_WARN("not using node %s: %s", address.c_str(), s.error().message.c_str());
+      continue;
+    }
+    PL_LOG_INFO("node %s appeared during the render: using it", address.c_str());
+    startPeer(peers_.back());
+    reportProgress();
   }
 }
 
@@ -615,6 +649,11 @@ kj::Promise<void> ClusterRender::tickLoop() {
 // Silence detection, reconnects, and giving up when nothing can render.
 void ClusterRender::tick() {
   if (finished_) return;
+  if (options_.cancelled && options_.cancelled()) {
+    fatal("render cancelled");
+    return;
+  }
+  pollMorePeers();
   const Clock::time_point t = now();
   for (Peer& peer : peers_) {
     Connection* c = peer.connection.get();
@@ -630,7 +669,7 @@ void ClusterRender::tick() {
   if (anyDeviceUsable()) {
     lastUsable_ = t;
   } else {
-    bool anyRetry = false;
+    bool anyRetry = bool(options_.morePeers);  // a node may still appear
     for (const Peer& peer : peers_) anyRetry |= !peer.permanent;
     std::string why;
     for (const Peer& peer : peers_) {

@@ -66,6 +66,15 @@ struct ClusterRenderOptions {
   // Stop with an error when nothing was accepted for this long and no device is usable
   // (every peer unreachable and no local device). 0: wait forever for peers to appear.
   std::chrono::milliseconds noDeviceTimeout{30000};
+  // Nodes that appear during the render (mDNS): called on the loop thread about every
+  // peerPollInterval; each address it returns that is not a peer yet ("localhost" spelled as
+  // 127.0.0.1) becomes one, connected and used from then on (its stats are appended to
+  // ClusterRenderStats::nodes). Needs `key`. Null: only `peers`.
+  std::function<std::vector<std::string>()> morePeers;
+  std::chrono::milliseconds peerPollInterval{250};
+  // Polled on the loop thread about every 50 ms: when it returns true the render stops and
+  // renderCluster() fails with "render cancelled" (leases dropped, device threads joined).
+  std::function<bool()> cancelled;
   // When the render started, for the seconds* figures (e.g. the command's start, so that they
   // include loading the scene). Default: the call of renderCluster().
   SchedulerTime start{};
@@ -116,7 +125,7 @@ struct ClusterRenderStats {
   uint64_t raysTraced = 0;
   SchedulerStats scheduler;
   std::vector<LocalDeviceRenderStats> local;  // in the order of options.localDevices
-  std::vector<NodeRenderStats> nodes;         // in the order of options.peers
+  std::vector<NodeRenderStats> nodes;         // options.peers, then those morePeers added
   uint64_t renderDataChunks = 0;              // distinct chunks of the encoded scene
   uint64_t renderDataRawBytes = 0;            // the scene's raw bytes (manifest total)
   uint64_t renderDataEncodedBytes = 0;        // and encoded
@@ -130,7 +139,7 @@ using ClusterProgressCallback = std::function<void(const ClusterRenderStats& sta
                                                    uint64_t samplesTotal)>;
 
 // Renders the whole film (its size and spp; data's camera must have the film's size). Fails
-// when the options are invalid (no device and no peer), when no device is left and none
+// when the options are invalid (no device, no peer and no morePeers), when cancelled, when no device is left and none
 // appears within noDeviceTimeout, or when a result cannot be merged. A node's failures are not
 // errors of the render; they show in its NodeRenderStats.
 Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,

@@ -21,9 +21,10 @@ void addNodeCommand(CLI::App& app);
 void addNodesCommand(CLI::App& app);  // nodes_command.cpp (discovery)
 void addWorkerCommand(CLI::App& app);  // worker_command.cpp (started by `peerlight node`)
 
-// This machine's render devices, in the order that is their protocol index: the CPU (with
-// `threads` render threads, 0: all), then each usable CUDA GPU in a CUDA build
-// (node_devices.cpp; the daemon and its workers must agree on it).
-std::vector<std::unique_ptr<Device>> openNodeDevices(uint32_t threads);
+// The devices `peerlight node` serves, by protocol index: the CPU (with `threads` render
+// threads, 0: all), then each CUDA GPU in a CUDA build (node_devices.h, which its workers
+// share). `inProcess`: opened, to render in this process (a GPU that does not open is left
+// out); else placeholders that only describe them (the daemon opens nothing; its workers do).
+std::vector<std::unique_ptr<Device>> nodeDevices(uint32_t threads, bool inProcess);
 
 }  // namespace pl::app

@@ -2,12 +2,22 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "apps/peerlight/commands.h"
 #include "apps/peerlight/version.h"
+#include "core/util/log.h"
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+  // PEERLIGHT_LOG=debug|info|warning|error: how much goes to stderr (default info).
+  if (const char* level = std::getenv("PEERLIGHT_LOG")) {
+    const std::string l = level;
+    if (l == "debug") pl::setLogLevel(pl::LogLevel::Debug);
+    else if (l == "warning" || l == "warn") pl::setLogLevel(pl::LogLevel::Warn);
+    else if (l == "error") pl::setLogLevel(pl::LogLevel::Error);
+  }
   CLI::App app{"peerlight: peer-to-peer cluster path tracer"};
   app.require_subcommand(1);
   app.set_version_flag("--version", PEERLIGHT_VERSION_STRING);

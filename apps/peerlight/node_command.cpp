@@ -17,6 +17,8 @@
 // there; while it runs, remote leases are revoked and refused and the state is `primary`.
 // --ttl-ms is the longest lease TTL granted.
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <functional>
@@ -26,6 +28,8 @@
 
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
+#include "apps/peerlight/render_job.h"
+#include "discovery/peer_watch.h"
 #include "core/render/cpu_device.h"
 #include "core/util/check.h"
 #include "core/util/log.h"
@@ -58,6 +62,7 @@ struct NodeArgs {
   uint32_t workerTimeoutMs = 2000;  // hidden, for tests
   std::string controlSocket;  // empty: defaultControlSocketPath()
   bool noControlSocket = false;
+  bool controlAnyUser = false;  // a system daemon: every local user may hand it jobs
 };
 
 // argv of `peerlight worker` for this node: this very executable.
@@ -72,6 +77,22 @@ std::vector<std::string> workerArgv(const NodeArgs& args) {
 std::string boundAddress(const std::string& listen, uint port) {
   size_t colon = listen.rfind(':');
   return listen.substr(0, colon) + ":" + std::to_string(port);
+}
+
+// The address this daemon's own render jobs reach its node at: the bound one, with a wildcard
+// host spelled as loopback.
+std::string selfAddress(const std::string& listen, uint port) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+  if (host == "[::]") host = "[::1]";
+  return host + ":" + std::to_string(port);
+}
+
+// Half of this machine's memory: the largest render job payload the daemon takes.
+uint64_t halfOfMemory() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), pageSize = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || pageSize <= 0) return uint64_t(1) << 30;
+  return uint64_t(pages) * uint64_t(pageSize) / 2;
 }
 
 void runNode(const NodeArgs& args) {
@@ -98,7 +119,8 @@ void runNode(const NodeArgs& args) {
   auto receiver = listenTcp(loop.lowLevelIo(), args.listen);
   if (!receiver.ok()) fail(receiver.error().message, 1);
   {
-    NodeService node(loop, std::move(*key), openNodeDevices(args.threads), options);
+    ClusterKey primaryKey = *key;  // the daemon's own render jobs (render_job.h)
+    NodeService node(loop, std::move(*key), nodeDevices(args.threads, args.inProcess), options);
     std::printf("listening on %s\n", boundAddress(args.listen, (*receiver)->getPort()).c_str());
     std::fflush(stdout);
     std::string devices;
@@ -121,17 +143,33 @@ void runNode(const NodeArgs& args) {
         !published.ok()) {
       PL_LOG_WARN("mDNS: %s", published.error().message.c_str());
     }
-    // --- the local control socket (issue 4 item 4): `peerlight render` on this machine says
-    // "owner job starting"; the node revokes remote leases and reports state primary until the
-    // render's connection closes. A socket that another daemon holds: warn and go on without.
+    // --- render jobs (issue 4 item 4): `peerlight render` on this machine hands its job to
+    // this daemon, which becomes the Primary; it renders on its own node (as the owner) and on
+    // the nodes mDNS finds, live (PeerWatch), plus any --peer of the render.
+    std::unique_ptr<PeerWatch> watch;
+    if (!args.noMdns) {
+      watch = std::make_unique<PeerWatch>(PeerWatchOptions{args.protocolVersion, fingerprint,
+                                                           node.nodeId(), /*acceptLeased=*/true});
+    }
+    RenderJobs jobs(loop, node, std::move(primaryKey),
+                    selfAddress(args.listen, (*receiver)->getPort()), watch.get());
+    // --- the local control socket (issue 4 item 4): `peerlight render` on this machine hands
+    // its job to this daemon (above), or only says "owner job starting"; either way the node
+    // revokes remote leases and reports state primary until the render's connection closes.
+    // A socket that another daemon holds: warn and go on without.
     std::unique_ptr<ControlSocket> control;
     if (!args.noControlSocket) {
       std::string path = args.controlSocket.empty() ? defaultControlSocketPath()
                                                     : args.controlSocket;
+      ControlSocketOptions controlOptions;
+      controlOptions.maxPayloadBytes = halfOfMemory();
+      controlOptions.anyLocalUser = args.controlAnyUser;
       auto listened = ControlSocket::listen(
           loop.uv(), path,
           {[&node](const std::string& token) { node.ownerJobStarted(token); },
-           [&node](const std::string& token) { node.ownerJobEnded(token); }});
+           [&node](const std::string& token) { node.ownerJobEnded(token); },
+           [&jobs](std::shared_ptr<ControlRenderJob> job) { jobs.start(std::move(job)); }},
+          controlOptions);
       if (listened.ok()) {
         control = std::move(*listened);
         PL_LOG_INFO("control socket %s", path.c_str());
@@ -171,10 +209,13 @@ void runNode(const NodeArgs& args) {
       if (stopping) return;
       stopping = true;
       PL_LOG_INFO("%s: ending leases and shutting down", signalName);
-      node.endAllLeases("node shutting down");
-      listening = kj::READY_NOW;
-      node.disconnectAll();
-      loop.stop();
+      // Render jobs end first (their clients get an error line), then the leases.
+      jobs.cancelAll([&] {
+        node.endAllLeases("node shutting down");
+        listening = kj::READY_NOW;
+        node.disconnectAll();
+        loop.stop();
+      });
     };
     struct SignalWatch {
       UvHandle<uv_signal_t> handle;
@@ -195,6 +236,7 @@ void runNode(const NodeArgs& args) {
     for (auto& w : watches) w.handle.close();
     stateWatch.timer.close();
     control.reset();  // before the node: ends its owner jobs
+    // (jobs, declared after the node, goes before it: cancels and joins what still runs)
     discovery.reset();  // withdraws the mDNS service
   }  // NodeService: waits for a render in progress, joins its threads
   *receiver = nullptr;
@@ -231,6 +273,9 @@ void addNodeCommand(CLI::App& app) {
   cmd->add_option("--control-socket", args->controlSocket,
                   "Local control socket for owner jobs (default: "
                   "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
+  cmd->add_flag("--control-any-user", args->controlAnyUser,
+                "Let every local user hand render jobs to this node (a system daemon; the "
+                "socket is then mode 0666 in a 0755 folder)");
   cmd->add_flag("--no-control-socket", args->noControlSocket,
                 "Do not listen on a control socket (owner jobs cannot preempt leases)");
   cmd->callback([args] { runNode(*args); });

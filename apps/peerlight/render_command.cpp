@@ -26,10 +26,14 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <cstring>
 #include <string>
+#include <thread>
 
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
+#include "apps/peerlight/render_job.h"
+#include "discovery/peer_watch.h"
 #include "core/render/cpu_device.h"
 #include "core/render/image_io.h"
 #include "core/render/local_render.h"
@@ -73,12 +77,20 @@ struct RenderArgs {
   std::string keyFile;
   std::string controlSocket;  // empty: defaultControlSocketPath()
   bool noOwnerPreempt = false;
+  bool noDaemon = false;
 };
 
 // The owner token this render announced on the node daemon's control socket ("" if none).
 std::string& ownerToken() {
   static std::string token;
   return token;
+}
+
+// "host/pid": the nodes' log lines tell apart two renders started on one machine.
+std::string primaryName() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "primary");
+  return std::string(host) + "/" + std::to_string(::getpid());
 }
 
 // Owner preemption (issue 4 item 4): a render that uses this machine's devices tells this
@@ -102,56 +114,30 @@ void announceOwnerJobIfDaemon(const RenderArgs& args) {
   ownerToken() = token;
 }
 
-// The Render Nodes mDNS finds within `seconds` that this Primary can use: advertised protocol
-// version equal to ours, key fingerprint equal to `fingerprint`, state idle. Returns their
-// addresses (HOST:PORT, ordered by instance name); each node left out is named on stderr with
-// the reason. Returns at once (nothing found) when no mDNS service is reachable. Runs and
-// destroys a loop of its own on the calling thread (which must have no KJ loop).
-std::vector<std::string> discoverPeers(const std::string& fingerprint, double seconds) {
-  UvKjLoop loop;
-  PeerDirectory directory;
-  std::unique_ptr<Discovery> discovery = makeDiscovery(loop.uv());
-  if (!discovery->available()) return {};
+// Starts browsing mDNS for Render Nodes this Primary can use (discovery/peer_watch.h: our
+// protocol version and key fingerprint, idle or leased) and waits `seconds` for the first
+// answers; the nodes found then that cannot be used are named on stderr with the reason. The
+// watch keeps browsing: the render adds nodes that appear later (morePeers). Null when no mDNS
+// service is reachable.
+std::unique_ptr<PeerWatch> watchPeers(const std::string& fingerprint, double seconds) {
   const auto start = std::chrono::steady_clock::now();
-  Status browsing = discovery->browse([&](PeerEvent event, const DiscoveredPeer& peer) {
-    PL_LOG_DEBUG("mDNS: %s %s at %s", peerEventName(event), peer.instanceName.c_str(),
-                 peer.address().c_str());
-    directory.apply(event, peer);
-  });
-  if (!browsing.ok()) {
-    PL_LOG_WARN("mDNS browse failed: %s", browsing.error().message.c_str());
-    return {};
-  }
+  auto watch = std::make_unique<PeerWatch>(
+      PeerWatchOptions{kProtocolVersion, fingerprint, "", /*acceptLeased=*/true});
+  if (!watch->available()) return nullptr;
   if (seconds > 0)
-    loop.timer().afterDelay(uint64_t(seconds * 1000) * kj::MILLISECONDS).wait(loop.waitScope());
-  discovery.reset();
-
-  std::vector<std::string> usable;
-  for (const PeerEntry& e : directory.entries()) {
-    if (!e.record) continue;
-    Result<NodeAdvert> advert = parseAdvert(e.record->txt);
-    std::string why;
-    if (!advert.ok())
-      why = "not a peerlight node we understand (" + advert.error().message + ")";
-    else if (advert->protocolVersion != kProtocolVersion)
-      why = "speaks protocol " + std::to_string(advert->protocolVersion) + ", we speak " +
-            std::to_string(kProtocolVersion);
-    else if (advert->keyFingerprint != fingerprint)
-      why = "wrong key (fingerprint " +
-            (advert->keyFingerprint.empty() ? std::string("none") : advert->keyFingerprint) +
-            ", ours " + fingerprint + ")";
-    else if (advert->state != "idle")
-      why = "not idle (" + advert->state + ")";
-    if (!why.empty()) {
-      std::fprintf(stderr, "peerlight: mDNS: not using %s at %s: %s\n",
-                   e.record->instanceName.c_str(), e.address.c_str(), why.c_str());
+    std::this_thread::sleep_for(std::chrono::milliseconds(int64_t(seconds * 1000)));
+  size_t usable = 0;
+  for (const PeerVerdict& v : watch->snapshot()) {
+    if (v.usable) {
+      usable += 1;
       continue;
     }
-    usable.push_back(e.address);
+    std::fprintf(stderr, "peerlight: mDNS: not using %s at %s: %s\n", v.instanceName.c_str(),
+                 v.address.c_str(), v.why.c_str());
   }
-  PL_LOG_INFO("mDNS: %zu usable node(s) found in %.1f s", usable.size(),
+  PL_LOG_INFO("mDNS: %zu usable node(s) found in %.1f s", usable,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return usable;
+  return watch;
 }
 
 // The devices `--device` names: auto (every CUDA GPU, else the CPU), cpu, cuda, or all.
@@ -299,33 +285,11 @@ nlohmann::json resultJson(const RenderArgs& args, const Film& film, const Render
           {"triangles", data.triangles.size()}};
 }
 
-void runClusterRender(const RenderArgs& args, const std::vector<std::string>& peers,
-                      const RenderData& data, Film& film,
-                      const std::vector<Device*>& devices, ClusterKey key,
-                      std::chrono::steady_clock::time_point commandStart, double loadSeconds) {
-  ClusterRenderOptions cluster;
-  cluster.peers = peers;
-  cluster.localDevices = devices;
-  cluster.key = std::move(key);
-  char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "primary");
-  // "host/pid": the nodes' log lines tell apart two renders started on one machine.
-  cluster.primaryName = std::string(host) + "/" + std::to_string(::getpid());
-  cluster.ownerToken = ownerToken();
-  cluster.start = commandStart;
-
-  const bool showProgress = !args.json && isatty(STDERR_FILENO);
-  ProgressBar bar;
-  ClusterProgressCallback progress;
-  if (showProgress) {
-    progress = [&bar](const ClusterRenderStats& stats, uint64_t done, uint64_t total) {
-      bar.update(done, total, shareLine(stats, total));
-    };
-  }
-  Result<ClusterRenderStats> result = renderCluster(data, film, cluster, progress);
-  if (showProgress) bar.finish();
-  if (!result.ok()) fail(result.error().message, 1);
-  const ClusterRenderStats& stats = *result;
+// The summary of a cluster render (in this process or by the node daemon): warnings for the
+// peers that never answered, the image, and the statistics (--json: one object).
+void reportClusterRender(const RenderArgs& args, const Film& film, const RenderData& data,
+                         const ClusterRenderStats& stats, double loadSeconds,
+                         const std::string& daemonPath) {
   // Losses and refusals were logged when they happened; peers that never answered are named
   // here once (rather than once per retry).
   for (const NodeRenderStats& n : stats.nodes) {
@@ -363,11 +327,14 @@ void runClusterRender(const RenderArgs& args, const std::vector<std::string>& pe
     out["units_requeued"] = stats.scheduler.requeuedUnits;
     out["devices"] = deviceList;
     out["nodes"] = nodes;
+    // The node daemon's control socket when the daemon was the Primary; null otherwise.
+    out["node_daemon"] = daemonPath.empty() ? nlohmann::json(nullptr) : nlohmann::json(daemonPath);
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, %s\n", film.width(),
                 film.height(), args.spp, formatSeconds(seconds).c_str(),
                 formatCount(samplesPerSecond).c_str(), mraysPerSecond, args.output.c_str());
+    if (!daemonPath.empty()) std::printf("  rendered by the node daemon (%s)\n", daemonPath.c_str());
     uint64_t total = uint64_t(film.width()) * film.height() * args.spp;
     std::printf("  shares: %s\n", shareLine(stats, total).c_str());
     for (const NodeRenderStats& n : stats.nodes) {
@@ -382,10 +349,100 @@ void runClusterRender(const RenderArgs& args, const std::vector<std::string>& pe
   }
 }
 
+void runClusterRender(const RenderArgs& args, const std::vector<std::string>& peers,
+                      PeerWatch* watch, const RenderData& data, Film& film,
+                      const std::vector<Device*>& devices, ClusterKey key,
+                      std::chrono::steady_clock::time_point commandStart, double loadSeconds) {
+  ClusterRenderOptions cluster;
+  cluster.peers = peers;
+  if (watch != nullptr) cluster.morePeers = [watch] { return watch->usableAddresses(); };
+  cluster.localDevices = devices;
+  cluster.key = std::move(key);
+  cluster.primaryName = primaryName();
+  cluster.ownerToken = ownerToken();
+  cluster.start = commandStart;
+
+  const bool showProgress = !args.json && isatty(STDERR_FILENO);
+  ProgressBar bar;
+  ClusterProgressCallback progress;
+  if (showProgress) {
+    progress = [&bar](const ClusterRenderStats& stats, uint64_t done, uint64_t total) {
+      bar.update(done, total, shareLine(stats, total));
+    };
+  }
+  Result<ClusterRenderStats> result = renderCluster(data, film, cluster, progress);
+  if (showProgress) bar.finish();
+  if (!result.ok()) fail(result.error().message, 1);
+  reportClusterRender(args, film, data, *result, loadSeconds, "");
+}
+
+// Hands the job to this machine's node daemon (render_job.h) at `path`. Returns false when
+// the daemon refused it before starting (the caller renders by itself); exits on a failure
+// after that.
+bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const RenderData& data,
+                         Film& film, double loadSeconds) {
+  RenderJobParams params;
+  params.width = film.width();
+  params.height = film.height();
+  params.spp = film.samplesPerPixel();
+  params.peers = args.peers;
+  params.localOnly = args.localOnly;
+  params.noLocal = args.noLocal;
+  params.primaryName = primaryName();
+  std::vector<uint8_t> payload = serialize(data);
+  const bool showProgress = !args.json && isatty(STDERR_FILENO);
+  ProgressBar bar;
+  auto onProgress = [&](const std::string& text) {
+    if (!showProgress) return;
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object() || !j.contains("stats")) return;
+    Result<ClusterRenderStats> stats = statsFromJson(j["stats"]);
+    if (!stats.ok()) return;
+    uint64_t done = j.value("done", uint64_t(0)), total = j.value("total", uint64_t(0));
+    bar.update(done, total, shareLine(*stats, total));
+  };
+  bool refused = false;
+  Result<ControlRenderReply> reply =
+      submitRenderJob(path, randomHex(16), paramsToJson(params).dump(), payload,
+                      uint64_t(film.sums().size()) * sizeof(int64_t), onProgress, &refused);
+  if (showProgress) bar.finish();
+  if (!reply.ok() && refused) {
+    PL_LOG_WARN("%s; rendering in this process", reply.error().message.c_str());
+    return false;
+  }
+  if (!reply.ok()) fail(reply.error().message, 1);
+  nlohmann::json j = nlohmann::json::parse(reply->text, nullptr, false);
+  Result<ClusterRenderStats> stats = statsFromJson(j);
+  if (!stats.ok()) fail(stats.error().message, 1);
+  std::vector<int64_t> sums(reply->bytes.size() / sizeof(int64_t));
+  if (reply->bytes.size() != sums.size() * sizeof(int64_t))
+    fail("node daemon at " + path + ": a film of " + std::to_string(reply->bytes.size()) +
+             " bytes",
+         1);
+  std::memcpy(sums.data(), reply->bytes.data(), reply->bytes.size());
+  if (Status st = film.setSums(std::move(sums)); !st.ok())
+    fail("node daemon at " + path + ": " + st.error().message, 1);
+  reportClusterRender(args, film, data, *stats, loadSeconds, path);
+  return true;
+}
+
+// The node daemon's control socket this render hands its job to, or "" to render in this
+// process: --no-daemon, or a choice of this process's devices (--device, --threads), or no
+// daemon socket found.
+std::string daemonSocket(const RenderArgs& args) {
+  if (args.noDaemon || args.device != "auto" || args.threads != 0) return "";
+  if (!args.controlSocket.empty()) return args.controlSocket;
+  for (const std::string& path : controlSocketCandidates()) {
+    if (::access(path.c_str(), F_OK) == 0) return path;
+  }
+  return "";
+}
+
 void runRender(const RenderArgs& args) {
   const auto commandStart = std::chrono::steady_clock::now();
   if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
-  announceOwnerJobIfDaemon(args);
+  const std::string daemonPath = daemonSocket(args);
+  if (daemonPath.empty()) announceOwnerJobIfDaemon(args);
   const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
   if (args.noLocal && args.peers.empty() && !browse)
     failUsage("--no-local needs at least one --peer (or mDNS discovery)");
@@ -413,8 +470,18 @@ void runRender(const RenderArgs& args) {
   Result<RenderData> compiled = loadAndCompile(args.scene, options);
   if (!compiled.ok()) failUsage(compiled.error().message);
   auto data = std::make_shared<const RenderData>(std::move(compiled).value());
+  Film film(options.width, options.height, args.spp);
+
+  // A node daemon runs on this machine: it becomes the Primary for this job.
+  if (!daemonPath.empty()) {
+    const double compileSeconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
+    if (renderThroughDaemon(args, daemonPath, *data, film, compileSeconds)) return;
+    announceOwnerJobIfDaemon(args);
+  }
 
   ClusterKey key;
+  std::unique_ptr<PeerWatch> watch;
   std::vector<std::string> peers = args.localOnly ? std::vector<std::string>{} : args.peers;
   if (!peers.empty()) {
     Result<std::string> keyPath = clusterKeyPath(args.keyFile);
@@ -430,12 +497,15 @@ void runRender(const RenderArgs& args) {
                                     : Result<ClusterKey>(keyPath.error());
     if (loaded.ok()) {
       key = std::move(loaded).value();
-      peers = discoverPeers(keyFingerprint(key), args.mdnsWaitSeconds);
+      watch = watchPeers(keyFingerprint(key), args.mdnsWaitSeconds);
+      if (watch) peers = watch->usableAddresses();
     } else {
       PL_LOG_DEBUG("no mDNS browse: %s", loaded.error().message.c_str());
     }
   }
-  const bool cluster = !peers.empty();
+  // With mDNS, nodes that appear during the render join it: so a cluster render even when
+  // none is there yet (a local-only render needs no Primary).
+  const bool cluster = !peers.empty() || (watch && !args.noLocal);
   if (args.noLocal && !cluster) fail("--no-local: no usable node was found by mDNS", 1);
 
   std::vector<std::unique_ptr<Device>> owned;
@@ -460,9 +530,9 @@ void runRender(const RenderArgs& args) {
   const double loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
 
-  Film film(options.width, options.height, args.spp);
   if (cluster) {
-    runClusterRender(args, peers, *data, film, devices, std::move(key), commandStart, loadSeconds);
+    runClusterRender(args, peers, watch.get(), *data, film, devices, std::move(key), commandStart,
+                     loadSeconds);
     return;
   }
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
@@ -545,6 +615,9 @@ void addRenderCommand(CLI::App& app) {
   cmd->add_option("--control-socket", args->controlSocket,
                   "The node daemon's control socket to announce this owner job on (default: "
                   "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
+  cmd->add_flag("--no-daemon", args->noDaemon,
+                "Render in this process even when this machine's node daemon runs (it then "
+                "only revokes its remote leases while this render runs)");
   cmd->add_flag("--no-owner-preempt", args->noOwnerPreempt,
                 "Do not make this machine's node daemon revoke its remote leases");
   cmd->add_option("--key-file", args->keyFile,

@@ -1,11 +1,18 @@
 // `peerlight worker`: the Render Node process that `peerlight node` (the daemon) starts for
 // each lease (DESIGN.md section 1; transport/worker_process.h). Not for people: hidden from
-// --help. It expects a connected socket as fd 3, opens this machine's devices exactly as the
-// daemon does (so device indices agree), serves them to the daemon over that socket (no
-// authentication: the socket is private to the two processes), sends a heartbeat every 250 ms,
-// and exits as soon as the socket closes. Render data is held in memory only.
+// --help. It expects a connected socket as fd 3, opens only the devices of its lease
+// (`--devices I,J`, required) and numbers every device of the machine exactly as the daemon
+// does (node_devices.h: placeholders at the other indices, so indices agree), serves them to the
+// daemon over that socket (no authentication: the socket is private to the two processes),
+// sends a heartbeat every 250 ms, and exits as soon as the socket closes. Render data is held in
+// memory only. A bad --devices list: a message and exit status 2. A leased device that does not
+// open is served as a failed device whose load and render errors name it.
 //
 // Its stdout and stderr are the daemon's stderr; it logs warnings and errors only.
+//
+// For tests of the daemon's SIGKILL fallback only: with PEERLIGHT_TEST_WORKER_IGNORE_SIGTERM=1
+// in its environment (inherited from the daemon) the worker ignores SIGTERM and, once its
+// socket closes, stays (as a worker stuck in a driver call would) until it is killed.
 
 #include <csignal>
 #include <cstdio>
@@ -19,7 +26,9 @@
 #endif
 #include <unistd.h>
 
+#include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
+#include "apps/peerlight/node_devices.h"
 #include "core/util/log.h"
 #include "transport/auth.h"
 #include "transport/malloc_tuning.h"
@@ -32,7 +41,7 @@ namespace {
 
 struct WorkerArgs {
   uint32_t threads = 0;
-  std::string devices;  // the lease's device indices (informational: the daemon leases them)
+  std::string devices;  // the lease's device indices: the only devices this process opens
   int fd = 3;
   bool verbose = false;
 };
@@ -45,6 +54,11 @@ struct WorkerArgs {
 #endif
   if (!args.verbose) setLogLevel(LogLevel::Warn);
   if (getppid() == 1) std::_Exit(1);
+  const char* ignoreTerm = std::getenv("PEERLIGHT_TEST_WORKER_IGNORE_SIGTERM");
+  const bool stuck = ignoreTerm != nullptr && std::string(ignoreTerm) == "1";
+  if (stuck) std::signal(SIGTERM, SIG_IGN);
+  auto devices = openLeasedNodeDevices(args.threads, args.devices);
+  if (!devices.ok()) failUsage("worker: " + devices.error().message);
   tuneMallocForBulkTransfers();
   NodeOptions options;
   options.name = "worker";
@@ -53,9 +67,14 @@ struct WorkerArgs {
   options.defaultTtlMs = options.maxTtlMs;
   {
     UvKjLoop loop;
-    NodeService node(loop, ClusterKey{std::vector<uint8_t>(32, 0)}, openNodeDevices(args.threads),
+    NodeService node(loop, ClusterKey{std::vector<uint8_t>(32, 0)}, std::move(*devices),
                      options);
     serveWorker(loop, node, args.fd);
+    if (stuck) {
+      PL_LOG_WARN("worker %d: connection closed; staying until killed (test mode)",
+                  int(getpid()));
+      while (true) pause();
+    }
     // The daemon is gone or ended the lease: nothing to save (no disk state), and a render in
     // progress on a device thread is not worth waiting for. Exit now, without destructors.
     PL_LOG_DEBUG("worker %d: connection closed, exiting", int(getpid()));
@@ -71,7 +90,8 @@ void addWorkerCommand(CLI::App& app) {
   cmd->group("");  // hidden
   auto args = std::make_shared<WorkerArgs>();
   cmd->add_option("--threads", args->threads, "CPU render threads (0: all)");
-  cmd->add_option("--devices", args->devices, "Device indices of the lease");
+  cmd->add_option("--devices", args->devices, "Device indices of the lease (I,J,...)")
+      ->required();
   cmd->add_option("--fd", args->fd, "The socket joined to the daemon");
   cmd->add_flag("--verbose", args->verbose, "Log info lines too");
   cmd->callback([args] { runWorker(*args); });

@@ -24,6 +24,14 @@ Status Film::add(const TileResult& result) {
   return Status();
 }
 
+Status Film::setSums(std::vector<int64_t> sums) {
+  if (sums.size() != sums_.size())
+    return Error{"film of " + std::to_string(width_) + "x" + std::to_string(height_) + ": " +
+                 std::to_string(sums.size()) + " sums, expected " + std::to_string(sums_.size())};
+  sums_ = std::move(sums);
+  return Status();
+}
+
 std::vector<float> Film::linearRgb() const {
   std::vector<float> out(sums_.size());
   const double scale = kernel::kFixedInvScale / double(spp_);

@@ -23,6 +23,9 @@ class Film {
   uint32_t height() const { return height_; }
   uint32_t samplesPerPixel() const { return spp_; }
   const std::vector<int64_t>& sums() const { return sums_; }
+  // Replaces every sum (e.g. with a film rendered in another process, sent as its exact sums).
+  // Fails (and changes nothing) unless there are exactly 3 per pixel.
+  Status setSums(std::vector<int64_t> sums);
 
   // Linear RGB, 3 floats per pixel, row-major, top row first: sums / samplesPerPixel.
   std::vector<float> linearRgb() const;

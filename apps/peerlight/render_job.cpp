@@ -1,0 +1,228 @@
+#include "apps/peerlight/render_job.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <list>
+#include <thread>
+
+#include "core/render/film.h"
+#include "core/scene/render_data.h"
+#include "core/util/log.h"
+#include "discovery/peer_watch.h"
+#include "transport/control_socket.h"
+#include "transport/node_service.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+
+// The wire form of the stats: every member, by its name; missing keys keep their defaults.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DeviceInfo, kind, name, memoryBytes, threads,
+                                                computeMajor, computeMinor, ordinal)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SchedulerStats, issuedUnits, duplicateUnits,
+                                                acceptedUnits, rejectedResults, requeuedUnits)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LocalDeviceRenderStats, info, workUnits, samples,
+                                                raysTraced, duplicateResults, error)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(
+    NodeRenderStats, address, name, nodeId, devices, workUnits, samples, raysTraced,
+    duplicateResults, renderDataBytesRaw, renderDataBytesSent, chunksSent, chunksTotal,
+    manifestBytes, resultBytes, resultBytesRaw, secondsToFirstResult, secondsToDataLoaded,
+    uploadSeconds, connections, losses, state, error)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ClusterRenderStats, seconds, samples, raysTraced,
+                                                scheduler, local, nodes, renderDataChunks,
+                                                renderDataRawBytes, renderDataEncodedBytes,
+                                                encodeSeconds)
+
+namespace app {
+
+using Clock = std::chrono::steady_clock;
+
+nlohmann::json statsToJson(const ClusterRenderStats& stats) { return stats; }
+
+Result<ClusterRenderStats> statsFromJson(const nlohmann::json& json) {
+  try {
+    return json.get<ClusterRenderStats>();
+  } catch (const nlohmann::json::exception& e) {
+    return Error{std::string("render statistics from the node daemon: ") + e.what()};
+  }
+}
+
+nlohmann::json paramsToJson(const RenderJobParams& p) {
+  return {{"width", p.width},         {"height", p.height},   {"spp", p.spp},
+          {"peers", p.peers},         {"local_only", p.localOnly}, {"no_local", p.noLocal},
+          {"primary", p.primaryName}};
+}
+
+Result<RenderJobParams> paramsFromJson(const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return Error{"render job: params are not a JSON object"};
+  RenderJobParams p;
+  try {
+    p.width = j.at("width").get<uint32_t>();
+    p.height = j.at("height").get<uint32_t>();
+    p.spp = j.at("spp").get<uint32_t>();
+    p.peers = j.value("peers", std::vector<std::string>{});
+    p.localOnly = j.value("local_only", false);
+    p.noLocal = j.value("no_local", false);
+    p.primaryName = j.value("primary", std::string("local"));
+  } catch (const nlohmann::json::exception& e) {
+    return Error{std::string("render job params: ") + e.what()};
+  }
+  if (Status s = Scheduler::validateFrame(FrameSpec{p.width, p.height, p.spp, 64}); !s.ok())
+    return Error{"render job: " + s.error().message};
+  if (p.peers.size() > 1024) return Error{"render job: more than 1024 peers"};
+  if (p.localOnly && p.noLocal) return Error{"render job: local_only and no_local both set"};
+  if (p.noLocal && p.peers.empty() && p.localOnly)
+    return Error{"render job: no device to render on"};
+  return p;
+}
+
+struct RenderJobs::Impl {
+  struct Running {
+    std::shared_ptr<ControlRenderJob> job;
+    RenderJobParams params;
+    std::string label;  // "render job <token prefix>" for the log
+    bool owner = false;  // announced as the owner job on the node
+    std::atomic<bool> cancel{false};
+    std::thread thread;
+  };
+
+  UvKjLoop& loop;
+  NodeService& node;
+  ClusterKey key;
+  std::string selfAddress;
+  PeerWatch* watch;
+  std::list<std::unique_ptr<Running>> jobs;
+  std::function<void()> whenIdle;
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);
+
+  Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, std::string selfAddress,
+       PeerWatch* watch)
+      : loop(loop), node(node), key(std::move(key)), selfAddress(std::move(selfAddress)),
+        watch(watch) {}
+
+  ~Impl() {
+    *alive = false;
+    for (auto& r : jobs) r->cancel = true;
+    for (auto& r : jobs) {
+      if (r->thread.joinable()) r->thread.join();
+      if (r->owner) node.ownerJobEnded(r->job->token());
+    }
+  }
+
+  void start(std::shared_ptr<ControlRenderJob> job) {
+    Result<RenderJobParams> params = paramsFromJson(job->params());
+    const std::string label = "render job " + job->token().substr(0, 8);
+    if (!params.ok()) {
+      PL_LOG_WARN("%s refused: %s", label.c_str(), params.error().message.c_str());
+      job->fail(params.error().message);
+      return;
+    }
+    auto running = std::make_unique<Running>();
+    Running* r = running.get();
+    r->job = job;
+    r->params = std::move(params).value();
+    r->label = label;
+    PL_LOG_INFO("%s from %s (uid %u): %ux%u at %u spp, %zu bytes of render data; this node is "
+                "its Primary",
+                label.c_str(), r->params.primaryName.c_str(), job->clientUid(), r->params.width,
+                r->params.height, r->params.spp, job->payload().size());
+    if (!r->params.noLocal) {
+      // The machine's owner renders: remote leases on this machine's devices go now.
+      node.ownerJobStarted(job->token());
+      r->owner = true;
+    }
+    job->onDisconnect([r] {
+      if (!r->cancel.exchange(true))
+        PL_LOG_INFO("%s: the client went away; cancelling", r->label.c_str());
+    });
+    job->accept();
+    jobs.push_back(std::move(running));
+    r->thread = std::thread([this, r, alive = alive] { run(*r, alive); });
+  }
+
+  // The job's thread: decode, render, post the end to the loop.
+  void run(Running& r, std::shared_ptr<bool> alive) {
+    std::shared_ptr<ControlRenderJob> job = r.job;
+    auto finish = [this, &r, job, alive](std::string text, std::vector<uint8_t> film,
+                                         std::string error) {
+      loop.post([this, &r, job, alive, text = std::move(text), film = std::move(film),
+                 error = std::move(error)]() mutable {
+        if (error.empty()) job->done(text, std::move(film));
+        else job->fail(error);
+        if (*alive) ended(r, error);
+      });
+    };
+    Result<RenderData> data = deserialize(job->payload().data(), job->payload().size());
+    std::vector<uint8_t>().swap(job->payload());
+    if (!data.ok()) return finish("", {}, "render data: " + data.error().message);
+    const kernel::Camera& camera = data->camera[0];
+    if (camera.width != r.params.width || camera.height != r.params.height)
+      return finish("", {}, "render data: camera of " + std::to_string(camera.width) + "x" +
+                                std::to_string(camera.height) + ", frame of " +
+                                std::to_string(r.params.width) + "x" +
+                                std::to_string(r.params.height));
+
+    ClusterRenderOptions options;
+    if (!r.params.noLocal) options.peers.push_back(selfAddress);
+    if (!r.params.localOnly) {
+      for (const std::string& p : r.params.peers) options.peers.push_back(p);
+      if (watch != nullptr) {
+        PeerWatch* w = watch;
+        options.morePeers = [w] { return w->usableAddresses(); };
+      }
+    }
+    options.key = key;
+    options.primaryName = r.params.primaryName;
+    options.ownerToken = job->token();
+    options.cancelled = [&r] { return r.cancel.load(); };
+    Clock::time_point lastProgress{};
+    ClusterProgressCallback progress = [&](const ClusterRenderStats& stats, uint64_t done,
+                                           uint64_t total) {
+      const Clock::time_point t = Clock::now();
+      if (done < total && t - lastProgress < std::chrono::milliseconds(200)) return;
+      lastProgress = t;
+      std::string text =
+          nlohmann::json{{"done", done}, {"total", total}, {"stats", statsToJson(stats)}}.dump();
+      loop.post([job, text = std::move(text)] { job->progress(text); });
+    };
+    Film film(r.params.width, r.params.height, r.params.spp);
+    Result<ClusterRenderStats> stats = renderCluster(*data, film, options, progress);
+    if (!stats.ok()) return finish("", {}, stats.error().message);
+    std::vector<uint8_t> bytes(film.sums().size() * sizeof(int64_t));
+    std::memcpy(bytes.data(), film.sums().data(), bytes.size());
+    finish(statsToJson(*stats).dump(), std::move(bytes), "");
+  }
+
+  // Loop thread: the job's thread posted its end.
+  void ended(Running& r, const std::string& error) {
+    if (r.thread.joinable()) r.thread.join();
+    if (r.owner) node.ownerJobEnded(r.job->token());
+    if (error.empty()) PL_LOG_INFO("%s done", r.label.c_str());
+    else PL_LOG_INFO("%s ended: %s", r.label.c_str(), error.c_str());
+    jobs.remove_if([&](const std::unique_ptr<Running>& j) { return j.get() == &r; });
+    if (jobs.empty() && whenIdle) {
+      auto callback = std::move(whenIdle);
+      whenIdle = nullptr;
+      callback();
+    }
+  }
+};
+
+RenderJobs::RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, std::string selfAddress,
+                       PeerWatch* watch)
+    : impl_(std::make_unique<Impl>(loop, node, std::move(key), std::move(selfAddress), watch)) {}
+RenderJobs::~RenderJobs() = default;
+void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
+size_t RenderJobs::active() const { return impl_->jobs.size(); }
+void RenderJobs::cancelAll(std::function<void()> whenIdle) {
+  for (auto& r : impl_->jobs) r->cancel = true;
+  if (impl_->jobs.empty()) {
+    if (whenIdle) whenIdle();
+    return;
+  }
+  impl_->whenIdle = std::move(whenIdle);
+}
+
+}  // namespace app
+}  // namespace pl

@@ -1,0 +1,70 @@
+#pragma once
+// Render jobs handed to the node daemon (issue 4 item 4; transport/control_socket.h has the
+// socket protocol). `peerlight render` on a machine whose daemon runs loads and compiles the
+// scene itself, then sends the compiled RenderData and the frame to the daemon, which becomes
+// the Primary: it leases this machine's devices from its own node (as the owner: remote leases
+// are revoked meanwhile, state `primary`) and the devices of the nodes it knows (--peer ones
+// and, live, those mDNS finds), streams progress back, and returns the film's exact sums, from
+// which the command writes the image. Closing the connection cancels the job.
+//
+// Threads: RenderJobs lives on the daemon's loop thread; each job runs renderCluster() on a
+// thread of its own and posts its progress and end back to the loop.
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/util/status.h"
+#include "transport/auth.h"
+#include "transport/primary.h"
+
+namespace pl {
+class ControlRenderJob;
+class NodeService;
+class PeerWatch;
+class UvKjLoop;
+}  // namespace pl
+
+namespace pl::app {
+
+// ClusterRenderStats on the control socket (both ways; keys are the member names).
+nlohmann::json statsToJson(const ClusterRenderStats& stats);
+Result<ClusterRenderStats> statsFromJson(const nlohmann::json& json);
+
+// What `peerlight render` asks of the daemon (the request's params).
+struct RenderJobParams {
+  uint32_t width = 0, height = 0, spp = 0;
+  std::vector<std::string> peers;  // --peer
+  bool localOnly = false;          // this machine's devices only
+  bool noLocal = false;            // not this machine's devices
+  std::string primaryName;         // "host/pid" of the command
+};
+nlohmann::json paramsToJson(const RenderJobParams& params);
+Result<RenderJobParams> paramsFromJson(const std::string& text);
+
+class RenderJobs {
+ public:
+  // selfAddress: this daemon's node as a Primary reaches it (HOST:PORT on loopback). watch:
+  // mDNS nodes (may be null). node, loop and watch must outlive this object.
+  RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, std::string selfAddress,
+             PeerWatch* watch);
+  // Cancels the jobs still running and joins their threads.
+  ~RenderJobs();
+  RenderJobs(const RenderJobs&) = delete;
+  RenderJobs& operator=(const RenderJobs&) = delete;
+
+  // Takes a job whose request arrived (ControlSocket::Callbacks::renderRequested).
+  void start(std::shared_ptr<ControlRenderJob> job);
+  size_t active() const;
+  // Cancels every job; `whenIdle` runs on the loop once none is left (at once if none is).
+  void cancelAll(std::function<void()> whenIdle);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pl::app

@@ -1,0 +1,267 @@
+// `peerlight render` handing its job to this machine's node daemon (issue 4 item 4): real
+// `peerlight node` daemons on 127.0.0.1 (ephemeral ports, --no-mdns, control sockets in a
+// temporary folder) and `peerlight render --control-socket`. The daemon becomes the Primary:
+// it renders on its own node (a worker process) and on the render's --peer nodes, reports state
+// primary meanwhile, streams progress, and the command writes an image bitwise identical to a
+// local render. A render process that goes away cancels its job; malformed requests on the
+// control socket get an error line and the daemon keeps serving. Every process is killed and
+// reaped by its guard; every wait has a hard timeout.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "core/render/image_io.h"
+#include "tests/integration/process.h"
+
+namespace pl {
+namespace {
+
+using testing::Process;
+using testing::TempDir;
+using testing::alive;
+using testing::secondsSince;
+using testing::waitUntil;
+using testing::writeKey;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+const std::string kBinary = PEERLIGHT_BINARY;
+const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
+constexpr auto kRenderTimeout = 120s;
+
+class RenderJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(dir_.ok());
+    key_ = dir_.file("cluster.key");
+    writeKey(key_, 17);
+  }
+  void TearDown() override {
+    std::vector<pid_t> workers;
+    for (auto& [name, node] : nodes_) {
+      for (pid_t pid : workerPids(name)) workers.push_back(pid);
+    }
+    nodes_.clear();
+    for (pid_t pid : workers) {
+      if (alive(pid)) ::kill(pid, SIGKILL);
+    }
+  }
+
+  std::string socketOf(const std::string& name) { return dir_.file(name + ".sock"); }
+
+  // A daemon with one render thread; `control`: with a control socket at socketOf(name).
+  std::string startNode(const std::string& name, bool control) {
+    std::vector<std::string> argv = {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file",
+                                     key_, "--threads", "1", "--name", name, "--no-mdns"};
+    if (control) argv.insert(argv.end(), {"--control-socket", socketOf(name)});
+    else argv.push_back("--no-control-socket");
+    auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
+                                          dir_.file(name + ".err"), env());
+    std::optional<std::string> line = node->waitForOutput("listening on ", 20s);
+    if (!line) {
+      ADD_FAILURE() << "node " << name << " did not start; stderr:\n" << node->err();
+      return "";
+    }
+    nodes_[name] = std::move(node);
+    return line->substr(std::strlen("listening on "));
+  }
+  Process& node(const std::string& name) { return *nodes_.at(name); }
+
+  std::vector<pid_t> workerPids(const std::string& name) {
+    std::vector<pid_t> pids;
+    static const std::regex started("worker (\\d+) started for lease");
+    std::string log = nodes_.at(name)->err();
+    for (std::sregex_iterator it(log.begin(), log.end(), started), end; it != end; ++it)
+      pids.push_back(pid_t(std::stol((*it)[1])));
+    return pids;
+  }
+
+  std::string stateOf(const std::string& address) {
+    static int probe = 0;
+    std::string tag = "probe" + std::to_string(probe++);
+    Process nodes({kBinary, "nodes", "--json", "--no-mdns", "--peer", address, "--key-file", key_,
+                   "--timeout-ms", "1000"},
+                  dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
+    if (nodes.wait(10s) != 0) return "";
+    nlohmann::json list = nlohmann::json::parse(nodes.out(), nullptr, false);
+    if (!list.is_array() || list.empty() || !list[0].contains("state")) return "";
+    return list[0]["state"].get<std::string>();
+  }
+
+  std::unique_ptr<Process> startRender(const std::string& size, uint32_t spp,
+                                       const std::string& tag,
+                                       const std::vector<std::string>& options) {
+    std::vector<std::string> argv = {kBinary, "render", kScene, "-o", dir_.file(tag + ".exr"),
+                                     "--size", size, "--spp", std::to_string(spp), "--json",
+                                     "--key-file", key_};
+    argv.insert(argv.end(), options.begin(), options.end());
+    return std::make_unique<Process>(argv, dir_.file(tag + ".out"), dir_.file(tag + ".err"),
+                                     env());
+  }
+  nlohmann::json finish(Process& render, const std::string& tag) {
+    std::optional<int> code = render.wait(kRenderTimeout);
+    EXPECT_EQ(code, 0) << "render " << tag << ":\n" << render.err();
+    return nlohmann::json::parse(render.out(), nullptr, false);
+  }
+  void expectIdenticalToLocal(const std::string& tag, const std::string& size, uint32_t spp) {
+    std::string reference = tag + "-local";
+    auto local = startRender(size, spp, reference, {"--local-only", "--no-daemon"});
+    ASSERT_EQ(local->wait(kRenderTimeout), 0) << local->err();
+    Result<ImageRgb> got = readExr(dir_.file(tag + ".exr"));
+    Result<ImageRgb> want = readExr(dir_.file(reference + ".exr"));
+    ASSERT_TRUE(got.ok() && want.ok());
+    ASSERT_EQ(got->rgb.size(), want->rgb.size());
+    EXPECT_EQ(std::memcmp(got->rgb.data(), want->rgb.data(), got->rgb.size() * sizeof(float)), 0)
+        << "the render through the daemon differs from a local render";
+  }
+  static const nlohmann::json* nodeEntry(const nlohmann::json& run, const std::string& address) {
+    if (!run.is_object() || !run.contains("nodes")) return nullptr;
+    for (const auto& n : run["nodes"]) {
+      if (n["address"] == address) return &n;
+    }
+    return nullptr;
+  }
+  std::vector<std::string> env() const { return {"HOME=" + dir_.path()}; }
+
+  TempDir dir_;
+  std::string key_;
+  std::map<std::string, std::unique_ptr<Process>> nodes_;
+};
+
+// The daemon of machine a takes the job: it leases its own node (as the owner: state primary)
+// and node b (the render's --peer), both render, and the image is the local one.
+TEST_F(RenderJobTest, DaemonBecomesPrimaryAndImageMatchesLocal) {
+  std::string a = startNode("a", true), b = startNode("b", false);
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  auto render = startRender("128x128", 192, "job", {"--control-socket", socketOf("a"), "--peer", b});
+  ASSERT_TRUE(waitUntil([&] { return node("a").err().find("this node is its Primary") !=
+                                     std::string::npos; },
+                        30s))
+      << node("a").err() << "\nrender:\n" << render->err();
+  std::string during = render->running() ? stateOf(a) : "";
+  bool stillRunning = render->running();
+  nlohmann::json run = finish(*render, "job");
+  ASSERT_TRUE(run.is_object()) << render->out();
+  EXPECT_EQ(run["node_daemon"], socketOf("a"));
+  if (stillRunning) EXPECT_EQ(during, "primary");
+  const nlohmann::json* self = nodeEntry(run, a);
+  const nlohmann::json* other = nodeEntry(run, b);
+  ASSERT_NE(self, nullptr) << run.dump();
+  ASSERT_NE(other, nullptr) << run.dump();
+  EXPECT_GT((*self)["work_units"].get<uint64_t>(), 0u) << self->dump();
+  EXPECT_GT((*other)["work_units"].get<uint64_t>(), 0u) << other->dump();
+  EXPECT_TRUE(run["devices"].empty()) << "the command itself rendered: " << run.dump();
+  EXPECT_NE(node("a").err().find("done"), std::string::npos) << node("a").err();
+  EXPECT_FALSE(workerPids("a").empty()) << "the daemon's own devices were not used";
+  // Offered again once the job ended.
+  EXPECT_TRUE(waitUntil([&] { return stateOf(a) == "idle"; }, 5s));
+  expectIdenticalToLocal("job", "128x128", 192);
+}
+
+// The render process dies mid-job: the daemon cancels the job, ends its lease (the worker
+// stops), goes back to idle, and takes the next job.
+TEST_F(RenderJobTest, RenderProcessGoneCancelsTheJob) {
+  std::string a = startNode("a", true);
+  ASSERT_FALSE(a.empty());
+  auto render = startRender("256x256", 4096, "long", {"--control-socket", socketOf("a")});
+  pid_t worker = -1;
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        auto pids = workerPids("a");
+        if (!pids.empty()) worker = pids[0];
+        return worker > 0;
+      },
+      30s))
+      << node("a").err();
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(render->running()) << render->err();
+  render->kill();
+  Clock::time_point killed = Clock::now();
+  ASSERT_TRUE(waitUntil([&] { return node("a").err().find("ended: render cancelled") !=
+                                     std::string::npos; },
+                        5s))
+      << node("a").err();
+  double cancelled = secondsSince(killed);
+  ASSERT_TRUE(waitUntil([&] { return !alive(worker); }, 5s)) << node("a").err();
+  double workerGone = secondsSince(killed);
+  std::printf("[ info ] render process killed: job cancelled after %.3f s, worker gone after "
+              "%.3f s\n",
+              cancelled, workerGone);
+  EXPECT_LT(cancelled, 2.0);
+  EXPECT_LT(workerGone, 2.5);
+  EXPECT_NE(node("a").err().find("the client went away"), std::string::npos) << node("a").err();
+  EXPECT_TRUE(waitUntil([&] { return stateOf(a) == "idle"; }, 5s));
+  EXPECT_TRUE(node("a").running());
+
+  auto next = startRender("48x48", 8, "next", {"--control-socket", socketOf("a")});
+  nlohmann::json run = finish(*next, "next");
+  EXPECT_EQ(run["node_daemon"], socketOf("a")) << next->err();
+  expectIdenticalToLocal("next", "48x48", 8);
+}
+
+// One request on the control socket; returns every line of the reply (until it closes).
+std::vector<std::string> controlExchange(const std::string& path, const std::string& request) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  std::vector<std::string> lines;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return lines;
+  }
+  struct timeval tv {10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string in;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0) in.append(buffer, size_t(n));
+  ::close(fd);
+  size_t start = 0;
+  for (size_t nl; (nl = in.find('\n', start)) != std::string::npos; start = nl + 1)
+    lines.push_back(in.substr(start, nl - start));
+  return lines;
+}
+
+// Malformed render requests get one error line naming the problem; the daemon keeps serving.
+TEST_F(RenderJobTest, MalformedRequestsGetAnErrorAndTheDaemonKeepsServing) {
+  std::string a = startNode("a", true);
+  ASSERT_FALSE(a.empty());
+  const std::string params = R"({"width":16,"height":16,"spp":1})";
+  struct Case {
+    std::string request;
+    std::string expect;  // in the last line
+  };
+  const std::vector<Case> cases = {
+      {"render tok1 99999999999999999 " + params + "\n", "payload of"},
+      {"render tok2 abc " + params + "\n", "bad payload size"},
+      {"render t!k 4 " + params + "\nabcd", "bad token"},
+      {"render tok3 4 {not json\nabcd", "not a JSON object"},
+      {"render tok4 4 {\"width\":0,\"height\":16,\"spp\":1}\nabcd", "render job"},
+      {"render tok5 8 " + params + "\n12345678", "render data"},
+      {"hello\n", "bad request"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> lines = controlExchange(socketOf("a"), c.request);
+    ASSERT_FALSE(lines.empty()) << "no reply to: " << c.request;
+    EXPECT_EQ(lines.back().rfind("error ", 0), 0u) << lines.back();
+    EXPECT_NE(lines.back().find(c.expect), std::string::npos)
+        << "request: " << c.request << "\nreply: " << lines.back();
+    EXPECT_TRUE(node("a").running()) << node("a").err();
+  }
+  auto render = startRender("32x32", 4, "after", {"--control-socket", socketOf("a")});
+  nlohmann::json run = finish(*render, "after");
+  EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+}
+
+}  // namespace
+}  // namespace pl

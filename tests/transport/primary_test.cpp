@@ -1,0 +1,166 @@
+// renderCluster() (transport/primary.h) against an in-process NodeService served on a thread of
+// its own (its own UvKjLoop, 127.0.0.1, ephemeral port): a node that appears during the render
+// (ClusterRenderOptions::morePeers) is connected and used, and the image is bitwise the local
+// one; a render whose `cancelled` turns true stops with "render cancelled" and frees its lease.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "core/render/cpu_device.h"
+#include "core/scene/compile.h"
+#include "transport/node_service.h"
+#include "transport/primary.h"
+#include "transport/tcp.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+ClusterKey testKey() {
+  ClusterKey key;
+  for (int i = 0; i < 32; ++i) key.bytes.push_back(uint8_t(7 * i + 1));
+  return key;
+}
+
+// A Render Node with one single-thread CPU device, serving on its own thread until destroyed.
+class NodeThread {
+ public:
+  NodeThread() {
+    thread_ = std::thread([this] { run(); });
+    std::unique_lock<std::mutex> lock(mutex_);
+    ready_.wait(lock, [this] { return started_; });
+  }
+  ~NodeThread() {
+    loop_->post([this] { stopping_ = true; loop_->stop(); });
+    thread_.join();
+  }
+  const std::string& address() const { return address_; }
+  size_t activeLeases() const { return leases_.load(); }
+
+ private:
+  void run() {
+    UvKjLoop loop;
+    auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
+    std::vector<std::unique_ptr<Device>> devices;
+    devices.push_back(std::make_unique<CpuDevice>(1));
+    {
+      NodeService node(loop, testKey(), std::move(devices));
+      kj::Promise<void> listening = node.listen(**receiver);
+      // A timer keeps the loop running and publishes the lease count.
+      auto poll = [&](auto& self) -> kj::Promise<void> {
+        leases_ = node.activeLeaseCount();
+        return loop.timer().afterDelay(20 * kj::MILLISECONDS).then([&, self]() mutable {
+          return self(self);
+        });
+      };
+      kj::Promise<void> polling = poll(poll).eagerlyEvaluate(nullptr);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        loop_ = &loop;
+        address_ = "127.0.0.1:" + std::to_string((*receiver)->getPort());
+        started_ = true;
+      }
+      ready_.notify_all();
+      loop.run();
+      node.endAllLeases("test over");
+      node.disconnectAll();
+    }
+    *receiver = nullptr;
+  }
+
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  bool started_ = false;
+  bool stopping_ = false;
+  UvKjLoop* loop_ = nullptr;
+  std::string address_;
+  std::atomic<size_t> leases_{0};
+};
+
+RenderData cornell(uint32_t size) {
+  CompileOptions options;
+  options.width = options.height = size;
+  Result<RenderData> data =
+      loadAndCompile(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf", options);
+  EXPECT_TRUE(data.ok()) << data.error().message;
+  return std::move(data).value();
+}
+
+TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
+  constexpr uint32_t kSize = 64, kSpp = 192;
+  auto data = std::make_shared<const RenderData>(cornell(kSize));
+  CpuDevice local(1);
+  ASSERT_TRUE(local.load(data).ok());
+
+  Film reference(kSize, kSize, kSpp);
+  {
+    ClusterRenderOptions options;
+    options.localDevices = {&local};
+    Result<ClusterRenderStats> stats = renderCluster(*data, reference, options);
+    ASSERT_TRUE(stats.ok()) << stats.error().message;
+  }
+
+  NodeThread node;
+  Film film(kSize, kSize, kSpp);
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  options.key = testKey();
+  const Clock::time_point start = Clock::now();
+  std::atomic<int> polls{0};
+  // Nothing at first; the node "appears" 300 ms into the render.
+  options.morePeers = [&]() -> std::vector<std::string> {
+    polls += 1;
+    if (Clock::now() - start < 300ms) return {};
+    return {node.address()};
+  };
+  Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
+  ASSERT_TRUE(stats.ok()) << stats.error().message;
+  EXPECT_GE(polls.load(), 2);
+  ASSERT_EQ(stats->nodes.size(), 1u);
+  EXPECT_EQ(stats->nodes[0].address, node.address());
+  EXPECT_GT(stats->nodes[0].workUnits, 0u) << "the node that appeared got no work";
+  EXPECT_GT(stats->local[0].workUnits, 0u);
+  EXPECT_EQ(film.sums(), reference.sums()) << "the image differs from the local render";
+}
+
+TEST(PrimaryTest, CancelledRenderStopsAndFreesItsLease) {
+  constexpr uint32_t kSize = 128, kSpp = 4096;  // far longer than the test waits
+  auto data = std::make_shared<const RenderData>(cornell(kSize));
+  NodeThread node;
+  Film film(kSize, kSize, kSpp);
+  ClusterRenderOptions options;
+  options.peers = {node.address()};
+  options.key = testKey();
+  std::atomic<bool> cancel{false};
+  options.cancelled = [&] { return cancel.load(); };
+  std::thread canceller([&] {
+    // Cancel once the node holds the lease (or after 10 s at the latest).
+    const Clock::time_point deadline = Clock::now() + 10s;
+    while (node.activeLeases() == 0 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(200ms);
+    cancel = true;
+  });
+  const Clock::time_point start = Clock::now();
+  Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
+  canceller.join();
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("render cancelled"), std::string::npos)
+      << stats.error().message;
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 30.0);
+  // The lease goes with the connection.
+  const Clock::time_point deadline = Clock::now() + 3s;
+  while (node.activeLeases() != 0 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(node.activeLeases(), 0u);
+}
+
+}  // namespace
+}  // namespace pl
