@@ -1,22 +1,28 @@
-// `peerlight render SCENE -o OUT`: renders a scene on this machine's devices and, with
-// `--peer HOST:PORT`, on Render Nodes too (transport/primary.h), and writes the image.
+// `peerlight render SCENE -o OUT`: renders a scene and writes the image.
 //
-// With no --peer (and neither --local-only nor --no-mdns) it first browses mDNS for
-// --mdns-wait seconds (default 1; skipped at once when no avahi-daemon is reachable, which the
-// Discovery backend says in one log line) and renders on every node found whose advertised
-// protocol version is ours, whose cluster key fingerprint is ours and whose state is idle;
-// the others are named on stderr with the reason. Nodes are chosen once, before the render:
-// renderCluster() takes a fixed peer list, so a node that appears during the render is not
-// used by it. No usable node found: a local render, as without mDNS. Exit
-// status 0 on success, 2 for user errors (arguments, a scene that does not load, an unknown
-// output format, an unreadable key file), 1 when rendering or writing fails. A peer that cannot
-// be used (unreachable, wrong key, other protocol version) is reported, not fatal, as long as
-// some device renders the image.
+// Who renders (issue 4 item 4): when this machine's node daemon runs (its control socket: the
+// --control-socket path, else $XDG_RUNTIME_DIR/peerlight/node.sock or /run/peerlight/node.sock
+// exists), the command compiles the scene and hands the job to the daemon (render_job.h),
+// which becomes the Primary: it renders on this machine's devices through its own node and on
+// every node it knows (--peer, and mDNS, live), streams progress, and sends back the film from
+// which the command writes the image. --no-daemon, or choosing this process's devices
+// (--device, --threads), renders in this process instead; so does a daemon that refuses the
+// job (with a warning). Either way the owner's job is announced on the daemon's control socket
+// first, so that its remote leases are revoked at once (unless --no-local or
+// --no-owner-preempt), until this process exits.
 //
-// Owner jobs (issue 4 item 4): unless --no-local or --no-owner-preempt, a render first tells
-// this machine's node daemon (its control socket, --control-socket or the default path) that
-// the owner's job starts; the daemon revokes its remote leases until this process exits.
-// Without a daemon it renders as before.
+// In this process: on this machine's devices and, with `--peer HOST:PORT`, on Render Nodes too
+// (transport/primary.h). With no --peer (and neither --local-only nor --no-mdns) it browses
+// mDNS (discovery/peer_watch.h) for --mdns-wait seconds (default 1; at once when no
+// avahi-daemon is reachable, which the Discovery backend says in one log line), starts with the
+// nodes found whose protocol version and cluster key fingerprint are ours and whose state is
+// idle or leased (the others are named on stderr with the reason), and keeps browsing: nodes
+// that appear during the render join it.
+//
+// Exit status 0 on success, 2 for user errors (arguments, a scene that does not load, an
+// unknown output format, an unreadable key file), 1 when rendering or writing fails. A peer
+// that cannot be used (unreachable, wrong key, other protocol version) is reported, not fatal,
+// as long as some device renders the image.
 
 #include <unistd.h>
 
@@ -101,8 +107,11 @@ std::string primaryName() {
 void announceOwnerJobIfDaemon(const RenderArgs& args) {
   if (args.noLocal || args.noOwnerPreempt) return;
   const bool explicitPath = !args.controlSocket.empty();
-  const std::string path = explicitPath ? args.controlSocket : defaultControlSocketPath();
-  if (!explicitPath && ::access(path.c_str(), F_OK) != 0) return;
+  std::string path = args.controlSocket;
+  for (const std::string& candidate : controlSocketCandidates()) {
+    if (path.empty() && ::access(candidate.c_str(), F_OK) == 0) path = candidate;
+  }
+  if (path.empty()) return;
   std::string token = randomHex(16);
   Result<int> fd = announceOwnerJob(path, token);
   if (!fd.ok()) {
@@ -403,7 +412,8 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const 
   };
   bool refused = false;
   Result<ControlRenderReply> reply =
-      submitRenderJob(path, randomHex(16), paramsToJson(params).dump(), payload,
+      submitRenderJob(path, ownerToken().empty() ? randomHex(16) : ownerToken(),
+                      paramsToJson(params).dump(), payload,
                       uint64_t(film.sums().size()) * sizeof(int64_t), onProgress, &refused);
   if (showProgress) bar.finish();
   if (!reply.ok() && refused) {
@@ -441,8 +451,10 @@ std::string daemonSocket(const RenderArgs& args) {
 void runRender(const RenderArgs& args) {
   const auto commandStart = std::chrono::steady_clock::now();
   if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
+  // The owner's job starts now (remote leases on this machine's devices are revoked at once),
+  // whether the daemon or this process renders it.
+  announceOwnerJobIfDaemon(args);
   const std::string daemonPath = daemonSocket(args);
-  if (daemonPath.empty()) announceOwnerJobIfDaemon(args);
   const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
   if (args.noLocal && args.peers.empty() && !browse)
     failUsage("--no-local needs at least one --peer (or mDNS discovery)");
@@ -477,7 +489,6 @@ void runRender(const RenderArgs& args) {
     const double compileSeconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
     if (renderThroughDaemon(args, daemonPath, *data, film, compileSeconds)) return;
-    announceOwnerJobIfDaemon(args);
   }
 
   ClusterKey key;

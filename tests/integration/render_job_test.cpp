@@ -207,6 +207,37 @@ TEST_F(RenderJobTest, RenderProcessGoneCancelsTheJob) {
   expectIdenticalToLocal("next", "48x48", 8);
 }
 
+// A job handed to a's daemon revokes another Primary's lease on a within 1 s of the command's
+// start (the command announces the owner job before it compiles the scene); that Primary
+// carries on with b and its image is still the local one.
+TEST_F(RenderJobTest, HandedOffJobRevokesRemoteLeases) {
+  std::string a = startNode("a", true), b = startNode("b", false);
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  // The other machine's Primary (here: a render that uses no daemon and no local device).
+  auto remote = startRender("128x128", 256, "remote",
+                            {"--peer", a, "--peer", b, "--no-local", "--no-daemon"});
+  ASSERT_TRUE(waitUntil([&] { return !workerPids("a").empty(); }, 30s)) << node("a").err();
+  ASSERT_TRUE(remote->running());
+  Clock::time_point start = Clock::now();
+  auto owner = startRender("64x64", 32, "owner", {"--control-socket", socketOf("a")});
+  const std::string revoked = "ended: revoked: the owner is rendering";
+  ASSERT_TRUE(waitUntil([&] { return node("a").err().find(revoked) != std::string::npos; }, 5s))
+      << node("a").err();
+  double revokedAfter = secondsSince(start);
+  std::printf("[ info ] handed-off job: remote lease revoked %.3f s after the command started\n",
+              revokedAfter);
+  EXPECT_LT(revokedAfter, 1.0);
+  nlohmann::json ownerRun = finish(*owner, "owner");
+  EXPECT_EQ(ownerRun["node_daemon"], socketOf("a"));
+  nlohmann::json run = finish(*remote, "remote");
+  const nlohmann::json* entryB = nodeEntry(run, b);
+  ASSERT_NE(entryB, nullptr) << run.dump();
+  EXPECT_GT((*entryB)["work_units"].get<uint64_t>(), 0u);
+  expectIdenticalToLocal("remote", "128x128", 256);
+  expectIdenticalToLocal("owner", "64x64", 32);
+}
+
 // One request on the control socket; returns every line of the reply (until it closes).
 std::vector<std::string> controlExchange(const std::string& path, const std::string& request) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
