@@ -19,9 +19,10 @@ out=.devbundle
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/build/bin" "$stage/build/tests" "$stage/lib" "$stage/shared/scenes/khronos-gltf"
-bins=(build/bin/peerlight build/bin/peerlight-gpu-bench build/tests/gpu_test build/tests/bvh_test)
+bins=(build/bin/peerlight build/bin/peerlight-gpu-bench build/tests/gpu_test build/tests/bvh_test
+      build/tests/node_devices_test)
 cp build/bin/peerlight build/bin/peerlight-gpu-bench "$stage/build/bin/"
-cp build/tests/gpu_test build/tests/bvh_test "$stage/build/tests/"
+cp build/tests/gpu_test build/tests/bvh_test build/tests/node_devices_test "$stage/build/tests/"
 strip "$stage"/build/bin/* "$stage"/build/tests/*
 # Every shared library outside glibc, libstdc++ and libgcc (which any x86-64 Linux has).
 for b in "${bins[@]}"; do ldd "$b" | awk '$3 ~ /^\// {print $3}'; done | sort -u |

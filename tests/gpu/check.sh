@@ -62,6 +62,8 @@ fi
 section "tests"
 timeout 300 "$B"/tests/bvh_test --gtest_brief=1 || { echo "check.sh: bvh_test FAILED"; status=1; }
 timeout 420 "$B"/tests/gpu_test || { echo "check.sh: gpu_test FAILED"; status=1; }
+# The device numbering of the daemon and its workers, with the real GPUs enumerated.
+timeout 120 "$B"/tests/node_devices_test --gtest_brief=1 || { echo "check.sh: node_devices_test FAILED"; status=1; }
 
 if [ $has_gpu -eq 0 ]; then
   echo
@@ -124,6 +126,30 @@ else
 fi
 kill "$node_pid" 2>/dev/null; wait "$node_pid" 2>/dev/null
 rm -rf "$work"
+
+section "a render handed to this machine's node daemon (it renders through a worker)"
+# The daemon becomes the Primary of the job (apps/peerlight/render_job.h) and leases its own
+# node: its GPUs render in a worker process; the command gets the film back and writes it.
+work=$(mktemp -d)
+head -c 32 /dev/urandom > "$work/key" && chmod 600 "$work/key"
+"$B/bin/peerlight" node --listen 127.0.0.1:0 --key-file "$work/key" --no-mdns \
+  --control-socket "$work/node.sock" --name gpu-daemon > "$work/node.out" 2> "$work/node.err" &
+node_pid=$!
+for _ in $(seq 100); do [ -S "$work/node.sock" ] && break; sleep 0.1; done
+if timeout 120 "$B/bin/peerlight" render scenes/cornell_box.gltf -o "$work/job.exr" \
+    --size 512x512 --spp 256 --control-socket "$work/node.sock" --key-file "$work/key" \
+    --json > "$work/job.json"; then
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); n=r["nodes"][0]; print("daemon job: %.3f s, %.1f M samples/s; own node: %s devices leased, %s work units; node_daemon=%s" % (r["seconds"], r["samples_per_second"]/1e6, n.get("devices"), n.get("work_units"), r.get("node_daemon"))); sys.exit(0 if r.get("node_daemon") and n.get("devices", 0) >= 2 else 1)' "$work/job.json" \
+    || { echo "check.sh: the daemon job did not lease the GPU"; cat "$work/job.json"; status=1; }
+else
+  echo "check.sh: render through the daemon failed"; cat "$work/job.json"; status=1
+fi
+grep -E "render job|worker" "$work/node.err" | tail -6
+kill "$node_pid" 2>/dev/null; wait "$node_pid" 2>/dev/null
+rm -rf "$work"
+
+section "the daemon opens no GPU; each worker only the GPUs of its lease"
+timeout 240 tests/gpu/worker_devices_check.sh || status=1
 
 echo
 if [ $status -eq 0 ]; then echo "check.sh: OK"; else echo "check.sh: FAILED (see above)"; fi
