@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
+#include <capnp/serialize-async.h>
 #include <kj/debug.h>
 #include <kj/function.h>
 #include <netinet/in.h>
@@ -19,6 +20,7 @@
 #include <set>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/util/check.h"
 #include "core/util/log.h"
@@ -169,7 +171,13 @@ Status ensureLoaded(DeviceSlot& slot, const Hash128& id,
 }
 
 // Encoded chunks by hash, least recently used first out. Loop thread only. The byte vectors
-// are immutable once stored and shared with the codec thread for load().
+// are immutable once stored and shared with the codec thread for load() and with messages to
+// workers.
+//
+// Pins: a pinned chunk is never evicted (sessions pin what they put, or what missing() told
+// them is here, until their load uses it), so the cache may hold more than its capacity while
+// chunks are pinned; unpinning the last pin evicts down to the capacity again. Each pin() is
+// undone by one unpin(). Pinned chunks are kept off the LRU list.
 class ChunkCache {
  public:
   explicit ChunkCache(uint64_t capacityBytes) : capacity_(capacityBytes) {}
@@ -177,17 +185,60 @@ class ChunkCache {
   std::shared_ptr<const std::vector<uint8_t>> find(const Hash128& hash) {
     auto it = entries_.find(hash);
     if (it == entries_.end()) return nullptr;
-    lru_.splice(lru_.end(), lru_, it->second.position);
+    if (it->second.pins == 0) lru_.splice(lru_.end(), lru_, it->second.position);
     return it->second.bytes;
   }
   bool contains(const Hash128& hash) const { return entries_.count(hash) != 0; }
+  // Encoded size of a cached chunk; 0 when absent.
+  uint64_t sizeOf(const Hash128& hash) const {
+    auto it = entries_.find(hash);
+    return it == entries_.end() ? 0 : it->second.bytes->size();
+  }
 
+  // Stores the chunk (if new). Evicts unpinned chunks, least recently used first, while
+  // beyond the capacity, but never the chunk just stored.
   void put(const Hash128& hash, std::shared_ptr<const std::vector<uint8_t>> bytes) {
     if (contains(hash)) return;
     bytes_ += bytes->size();
     lru_.push_back(hash);
-    entries_.emplace(hash, Entry{std::move(bytes), std::prev(lru_.end())});
-    while (bytes_ > capacity_ && lru_.size() > 1) {
+    entries_.emplace(hash, Entry{std::move(bytes), 0, std::prev(lru_.end())});
+    trim(&hash);
+  }
+
+  // False when the chunk is not cached.
+  bool pin(const Hash128& hash) {
+    auto it = entries_.find(hash);
+    if (it == entries_.end()) return false;
+    Entry& e = it->second;
+    if (e.pins++ == 0) {
+      lru_.erase(e.position);
+      pinnedBytes_ += e.bytes->size();
+    }
+    return true;
+  }
+  void unpin(const Hash128& hash) {
+    auto it = entries_.find(hash);
+    PL_CHECK(it != entries_.end() && it->second.pins > 0);
+    Entry& e = it->second;
+    if (--e.pins == 0) {
+      pinnedBytes_ -= e.bytes->size();
+      e.position = lru_.insert(lru_.end(), hash);  // most recently used: it was just needed
+      trim(nullptr);
+    }
+  }
+
+  size_t count() const { return entries_.size(); }
+  uint64_t bytes() const { return bytes_; }
+  uint64_t pinnedBytes() const { return pinnedBytes_; }
+
+ private:
+  struct Entry {
+    std::shared_ptr<const std::vector<uint8_t>> bytes;
+    uint32_t pins = 0;
+    std::list<Hash128>::iterator position;  // in lru_; valid only while pins == 0
+  };
+  void trim(const Hash128* keep) {
+    while (bytes_ > capacity_ && !lru_.empty() && !(keep != nullptr && lru_.front() == *keep)) {
       auto oldest = entries_.find(lru_.front());
       bytes_ -= oldest->second.bytes->size();
       entries_.erase(oldest);
@@ -195,17 +246,10 @@ class ChunkCache {
     }
   }
 
-  size_t count() const { return entries_.size(); }
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  struct Entry {
-    std::shared_ptr<const std::vector<uint8_t>> bytes;
-    std::list<Hash128>::iterator position;
-  };
   uint64_t capacity_;
   uint64_t bytes_ = 0;
-  std::list<Hash128> lru_;
+  uint64_t pinnedBytes_ = 0;
+  std::list<Hash128> lru_;  // unpinned chunks only
   std::unordered_map<Hash128, Entry, Hash128Hasher> entries_;
 };
 
@@ -242,6 +286,11 @@ struct LeaseState final : public kj::Refcounted {
   // put() calls still being verified; missing() and load() wait for them.
   uint32_t putsInFlight = 0;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> putWaiters;
+  // Chunks this session pinned in the node's cache (each once; see Impl::pinForSession) and
+  // their encoded bytes, released by the load that uses them or when the lease ends.
+  std::unordered_set<Hash128, Hash128Hasher> pinned;
+  uint64_t pinnedBytes = 0;
+  bool pinLimitLogged = false;
   // Worker mode (NodeOptions::workerArgv): the worker process serving this lease (owned by
   // Impl::workers; null once the lease ended) and its session and lease.
   WorkerProcess* worker = nullptr;
@@ -305,6 +354,11 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   kj::Own<kj::TaskSet> connectionTasks = kj::heap<kj::TaskSet>(*this);
   // Worker processes, until they have exited (then swept a turn later).
   std::list<std::unique_ptr<WorkerProcess>> workers;
+  // Worker mode: cached chunk bytes that put messages to a worker reference (not copy). Held
+  // until that worker answers the load they were sent for (it has read them all then) or, when
+  // the load ends otherwise, until the worker's connection is gone (its WorkerProcess swept).
+  using ChunkRefs = std::vector<std::shared_ptr<const std::vector<uint8_t>>>;
+  std::unordered_map<const WorkerProcess*, std::list<std::shared_ptr<ChunkRefs>>> workerChunkRefs;
   kj::Own<kj::TaskSet> sweeps = kj::heap<kj::TaskSet>(*this);
 
   Impl(UvKjLoop& loop, ClusterKey key, std::vector<std::unique_ptr<Device>> devices,
@@ -333,6 +387,7 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     connectionTasks = nullptr;
     sweeps = nullptr;
     workers.clear();  // SIGKILLs any still running
+    workerChunkRefs.clear();  // after the connections that may still reference them
     // Join the workers before the devices and data they use go away.
     codecWorker.reset();
     for (auto& slot : slots) slot->worker.reset();
@@ -353,6 +408,7 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
       if (slots[d]->leasedBy == &lease) slots[d]->leasedBy = nullptr;
     }
     lease.scenes.clear();
+    unpinForSession(lease, nullptr);
     if (lease.worker != nullptr) {
       lease.worker->stop("lease " + std::to_string(lease.id) + " " +
                          (reason == "expired" ? "expired" : "ended: " + reason));
@@ -365,6 +421,60 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     PL_LOG_INFO("lease %llu of %s %s; devices %s are free", (unsigned long long)lease.id,
                 lease.primary.c_str(), reason == "expired" ? "expired" : ("ended: " + reason).c_str(),
                 joinIndices(lease.devices).c_str());
+  }
+
+  // --- chunk pins -----------------------------------------------------------------------------
+
+  // The most encoded bytes one session may pin: about the largest scene this node accepts
+  // (a chunk's encoding may be slightly larger than its raw bytes).
+  uint64_t pinLimit() const { return pinLimitBytes; }
+  const uint64_t pinLimitBytes = maxSceneBytes() + maxSceneBytes() / 64;  // after `options`
+
+  // Pins the cached chunk `hash` for `lease` until its load uses it or it ends. Beyond
+  // pinLimit() the chunk stays cached unpinned (evictable), as without pins. False when the
+  // chunk is not cached or not pinned.
+  bool pinForSession(LeaseState& lease, const Hash128& hash) {
+    if (lease.ended) return false;
+    if (lease.pinned.count(hash) != 0) return true;
+    const uint64_t size = chunks.sizeOf(hash);
+    if (size == 0) return false;
+    if (lease.pinnedBytes + size > pinLimit()) {
+      if (!lease.pinLimitLogged) {
+        lease.pinLimitLogged = true;
+        PL_LOG_WARN("lease %llu of %s: more than %.1f MiB of chunks waiting for a load; further "
+                    "chunks may be evicted before it",
+                    (unsigned long long)lease.id, lease.primary.c_str(),
+                    double(pinLimit()) / double(1 << 20));
+      }
+      return false;
+    }
+    chunks.pin(hash);
+    lease.pinned.insert(hash);
+    lease.pinnedBytes += size;
+    return true;
+  }
+
+  // Stores a verified chunk that `lease` put, pinned for it while its pin limit allows.
+  void storeForSession(LeaseState& lease, const Hash128& hash,
+                       std::shared_ptr<const std::vector<uint8_t>> bytes) {
+    chunks.put(hash, std::move(bytes));  // never evicts the chunk just stored
+    pinForSession(lease, hash);
+  }
+
+  // Releases the pins of `lease` on `hashes` (null: all of them).
+  void unpinForSession(LeaseState& lease, const std::vector<Hash128>* hashes) {
+    auto release = [&](const Hash128& hash) {
+      lease.pinnedBytes -= chunks.sizeOf(hash);
+      chunks.unpin(hash);  // may evict it
+    };
+    if (hashes == nullptr) {
+      for (const Hash128& hash : lease.pinned) release(hash);
+      lease.pinned.clear();
+      return;
+    }
+    for (const Hash128& hash : *hashes) {
+      if (lease.pinned.erase(hash) != 0) release(hash);
+    }
   }
 
   void armExpiry(LeaseState& lease) {
@@ -417,7 +527,13 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
         [this, self](const std::string& why) { endLease(*self, why); },
         [this]() {
           sweeps->add(kj::evalLater([this]() {
-            workers.remove_if([](const std::unique_ptr<WorkerProcess>& w) { return w->exited(); });
+            std::vector<const WorkerProcess*> gone;
+            workers.remove_if([&gone](const std::unique_ptr<WorkerProcess>& w) {
+              if (!w->exited()) return false;
+              gone.push_back(w.get());
+              return true;
+            });
+            for (const WorkerProcess* w : gone) workerChunkRefs.erase(w);  // now unreferenced
           }));
         });
     if (!worker.ok()) {
@@ -436,25 +552,117 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     workers.push_back(std::move(*worker));
   }
 
+  void holdForWorker(const WorkerProcess* worker, std::shared_ptr<ChunkRefs> refs) {
+    workerChunkRefs[worker].push_back(std::move(refs));
+  }
+  void releaseForWorker(const WorkerProcess* worker, const std::shared_ptr<ChunkRefs>& refs) {
+    auto it = workerChunkRefs.find(worker);
+    if (it == workerChunkRefs.end()) return;
+    it->second.remove(refs);
+    if (it->second.empty()) workerChunkRefs.erase(it);
+  }
+
   // --- connections ---------------------------------------------------------------------------
 
-  struct Connection {
-    Connection(Impl& impl, kj::Own<kj::AsyncIoStream> streamIn, capnp::Capability::Client gate,
-               capnp::ReaderOptions readerOptions)
-        : impl(impl), stream(kj::mv(streamIn)),
-          network(*stream, capnp::rpc::twoparty::Side::SERVER, readerOptions),
-          rpc(capnp::makeRpcServer(network, kj::mv(gate))) {
-      ++impl.connections;
+  // Cap'n Proto's own message framing on a connection's stream, with a traversal limit (which
+  // also bounds what one message may make us allocate) that can change after construction:
+  // TwoPartyVatNetwork takes fixed ReaderOptions, but passes them to this stream on every read,
+  // so each read uses the limit current when it starts. (Cap'n Proto 0.9.2 has no other way to
+  // change the limit of a live connection.)
+  class LimitedMessageStream final : public capnp::MessageStream {
+   public:
+    LimitedMessageStream(kj::AsyncIoStream& stream, uint64_t limitBytes)
+        : inner_(stream), limitWords_(limitBytes / sizeof(capnp::word)) {}
+    void setLimitBytes(uint64_t bytes) { limitWords_ = bytes / sizeof(capnp::word); }
+
+    kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+        kj::ArrayPtr<kj::AutoCloseFd> fdSpace, capnp::ReaderOptions options,
+        kj::ArrayPtr<capnp::word> scratchSpace) override {
+      options.traversalLimitInWords = limitWords_;
+      return inner_.tryReadMessage(fdSpace, options, scratchSpace);
     }
-    ~Connection() { --impl.connections; }
+    kj::Promise<void> writeMessage(
+        kj::ArrayPtr<const int> fds,
+        kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override {
+      return inner_.writeMessage(fds, segments);
+    }
+    kj::Promise<void> writeMessages(
+        kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
+      return inner_.writeMessages(messages);
+    }
+    kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
+    kj::Promise<void> end() override { return inner_.end(); }
+
+   private:
+    capnp::AsyncIoMessageStream inner_;
+    uint64_t limitWords_;
+  };
+
+  struct Connection;
+  // Shared by a network connection and its Gate: whether the peer has authenticated.
+  struct Handshake {
+    bool authenticated = false;
+    Connection* connection = nullptr;  // null once the connection is gone
+  };
+
+  // One accepted connection. Until its peer authenticates it counts as pending, and its
+  // messages are limited to options.handshakeMessageBytes.
+  struct Connection {
+    Connection(Impl& impl, kj::Own<kj::AsyncIoStream> streamIn, std::string peer,
+               std::shared_ptr<bool> lost)
+        : impl(impl), stream(kj::mv(streamIn)),
+          messages(*stream, std::min(impl.options.handshakeMessageBytes,
+                                     impl.options.maxMessageBytes)),
+          network(messages, capnp::rpc::twoparty::Side::SERVER),
+          handshake(std::make_shared<Handshake>()),
+          rpc(capnp::makeRpcServer(network, impl.newGate(std::move(peer), std::move(lost),
+                                                          handshake))) {
+      handshake->connection = this;
+      ++impl.connections;
+      ++impl.pendingConnections;
+    }
+    ~Connection() {
+      handshake->connection = nullptr;
+      --impl.connections;
+      if (!handshake->authenticated) --impl.pendingConnections;
+    }
+    // The Gate authenticated the peer: full message size from the next read on.
+    void authenticated() {
+      if (handshake->authenticated) return;
+      handshake->authenticated = true;
+      --impl.pendingConnections;
+      messages.setLimitBytes(impl.options.maxMessageBytes);
+    }
     Impl& impl;
     kj::Own<kj::AsyncIoStream> stream;
+    LimitedMessageStream messages;
     capnp::TwoPartyVatNetwork network;
+    std::shared_ptr<Handshake> handshake;
     capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
   };
 
+  // Beyond options.maxPendingConnections: the connection from `peer` is closed at once. Logged
+  // at most once a second (with how many were refused since the last line).
+  void refuseConnection(const std::string& peer) {
+    ++refusedSinceLog;
+    const kj::TimePoint now = loop.timer().now();
+    if (refusalLogged && now - lastRefusalLog < 1 * kj::SECONDS) return;
+    PL_LOG_WARN("closed %llu connection(s) at once (the latest from %s): %zu connections have "
+                "not authenticated yet, the limit",
+                (unsigned long long)refusedSinceLog, peer.c_str(), pendingConnections);
+    refusedSinceLog = 0;
+    refusalLogged = true;
+    lastRefusalLog = now;
+  }
+  size_t pendingConnections = 0;
+  uint64_t refusedSinceLog = 0;
+  bool refusalLogged = false;
+  kj::TimePoint lastRefusalLog = kj::origin<kj::TimePoint>();
+
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer);
-  proto::Gate::Client newGate(std::string peer, std::shared_ptr<bool> connectionLost);
+  // handshake: the connection's, or null for an in-process Gate.
+  proto::Gate::Client newGate(std::string peer, std::shared_ptr<bool> connectionLost,
+                              std::shared_ptr<Handshake> handshake = nullptr);
 
   // Accepts until the promise is dropped. A failed accept (EMFILE, ENFILE: too many open
   // connections) must not stop the node listening for good: log it and try again shortly.
@@ -505,9 +713,12 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
     return lease_->putsDone().then(
         [context, hashes = std::move(*hashes), lease = kj::mv(lease)]() mutable {
           lease->checkServing();
+          // What is here is pinned for this session: the Primary will not send it again.
           std::vector<Hash128> lacking;
           for (const Hash128& h : hashes) {
-            if (!lease->node.chunks.contains(h)) lacking.push_back(h);
+            if (!lease->node.pinForSession(*lease, h) && !lease->node.chunks.contains(h)) {
+              lacking.push_back(h);
+            }
           }
           toProto(lacking, context.getResults().initMissing(uint32_t(lacking.size())));
         });
@@ -527,7 +738,10 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
       failWith(name + ": truncated (" + std::to_string(data.size()) + " bytes)");
     }
     Impl& node = lease_->node;
-    if (node.chunks.contains(hash)) return kj::READY_NOW;
+    if (node.chunks.contains(hash)) {
+      node.pinForSession(*lease_, hash);
+      return kj::READY_NOW;
+    }
     unsigned long long declared = ZSTD_getFrameContentSize(data.begin() + 4, data.size() - 4);
     if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN) {
       failWith(name + ": not a zstd frame that declares its content size");
@@ -546,13 +760,13 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
                            if (!decoded.ok()) return decoded.error();
                            return Status();
                          })
-        .then([lease = kj::addRef(*lease), hash, bytes](Status verified) {
+        .then([lease = kj::addRef(*lease), hash, bytes](Status verified) mutable {
           if (!verified.ok()) {
             PL_LOG_WARN("lease %llu: refused a chunk from %s: %s", (unsigned long long)lease->id,
                         lease->primary.c_str(), verified.error().message.c_str());
             failWith(verified.error().message);
           }
-          lease->node.chunks.put(hash, bytes);
+          lease->node.storeForSession(*lease, hash, bytes);
         })
         .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
   }
@@ -565,8 +779,15 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
       failWith("load: the scene needs " + std::to_string(manifest->rawBytes() >> 20) +
                " MiB of render data, more than this node accepts (" +
                std::to_string(limit >> 20) + " MiB)");
+    // When the load is over (done, failed or cancelled), the session's pins on its chunks go.
+    auto unpin = kj::defer(
+        [lease = kj::addRef(*lease_), hashes = manifest->chunkHashes()]() mutable {
+          lease->node.unpinForSession(*lease, &hashes);
+        });
     auto lease = kj::addRef(*lease_);
-    if (lease_->worker != nullptr) return loadInWorker(context, kj::mv(lease), *manifest);
+    if (lease_->worker != nullptr) {
+      return loadInWorker(context, kj::mv(lease), *manifest).attach(kj::mv(unpin));
+    }
     return lease_->putsDone()
         .then([lease = kj::addRef(*lease), manifest = std::move(*manifest)]() mutable {
           return decodeScene(*lease, std::move(manifest));
@@ -582,7 +803,8 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
             while (lease->scenes.size() > keep) lease->scenes.erase(lease->scenes.begin());
           }
           toProto(scene.id, context.getResults().initScene());
-        });
+        })
+        .attach(kj::mv(unpin));
   }
 
   kj::Promise<void> render(RenderContext context) override {
@@ -655,10 +877,15 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
 
  private:
   // Worker mode: hands the worker the manifest's chunks it lacks (from this node's cache), then
-  // forwards the load.
+  // forwards the load. The chunks go as a `-> stream` of puts whose messages reference the
+  // cached bytes (no copy), so the daemon holds about one flow-control window of messages
+  // (the socket's send buffer, or one chunk when larger) beyond its cache, however big the scene.
   static kj::Promise<void> loadInWorker(LoadContext context, kj::Own<LeaseState> lease,
                                         const ChunkManifest& manifest) {
     std::vector<Hash128> hashes = manifest.chunkHashes();
+    const WorkerProcess* worker = lease->worker;
+    Impl& node = lease->node;
+    auto refs = std::make_shared<Impl::ChunkRefs>();
     return lease->putsDone()
         .then([lease = kj::addRef(*lease), hashes]() mutable {
           lease->checkServing();
@@ -666,24 +893,21 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
           toProto(hashes, request.initHashes(uint32_t(hashes.size())));
           return request.send();
         })
-        .then([lease = kj::addRef(*lease)](
+        .then([lease = kj::addRef(*lease), worker, refs](
                   capnp::Response<proto::RenderSession::MissingResults>&& response) mutable {
           lease->checkServing();
           auto lacking = fromProto(response.getMissing());
           if (!lacking.ok()) failWith(lacking.error().message);
-          kj::Vector<kj::Promise<void>> puts;
-          for (const Hash128& hash : *lacking) {
+          auto send = std::make_shared<const std::vector<Hash128>>(std::move(*lacking));
+          for (const Hash128& hash : *send) {
             auto bytes = lease->node.chunks.find(hash);
             if (bytes == nullptr) {
               failWith("load: chunk " + hash.hex() + " is missing (put it first)");
             }
-            auto put = lease->workerSession.putRequest();
-            auto chunk = put.initChunk();
-            toProto(hash, chunk.initHash());
-            chunk.setData(kj::arrayPtr(bytes->data(), bytes->size()));
-            puts.add(put.send());
+            refs->push_back(std::move(bytes));
           }
-          return kj::joinPromises(puts.releaseAsArray());
+          if (!refs->empty()) lease->node.holdForWorker(worker, refs);
+          return streamToWorker(kj::mv(lease), kj::mv(send), refs, 0);
         })
         .then([context, lease = kj::mv(lease)]() mutable {
           lease->checkServing();
@@ -695,7 +919,31 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
                 lease->checkServing();
                 context.getResults().setScene(response.getScene());
               });
+        })
+        .then([&node, worker, refs]() {
+          // The worker answered the load, so it has read every put sent before it.
+          node.releaseForWorker(worker, refs);
         });
+  }
+
+  // Sends hashes[next..] (bytes: refs[next..]) to the lease's worker, one put at a time: each
+  // send() resolves when Cap'n Proto's flow control lets the next one go. A put the worker
+  // refused fails a later send (and so the load).
+  static kj::Promise<void> streamToWorker(kj::Own<LeaseState> lease,
+                                          std::shared_ptr<const std::vector<Hash128>> hashes,
+                                          std::shared_ptr<Impl::ChunkRefs> refs, size_t next) {
+    if (next == hashes->size()) return kj::READY_NOW;
+    lease->checkServing();
+    const std::vector<uint8_t>& bytes = *(*refs)[next];
+    auto put = lease->workerSession.putRequest(capnp::MessageSize{16, 1});
+    auto chunk = put.initChunk();
+    toProto((*hashes)[next], chunk.initHash());
+    chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
+        kj::arrayPtr(bytes.data(), bytes.size())));
+    return put.send().then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
+                            next]() mutable {
+      return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);
+    });
   }
 
   // Assembles the manifest's render data (codec thread), or reuses it when some device still
@@ -908,8 +1156,11 @@ class NodeImpl final : public proto::Node::Server {
 
 class GateImpl final : public proto::Gate::Server {
  public:
-  GateImpl(Impl& node, std::string peer, std::shared_ptr<bool> connectionLost)
-      : node_(node), peer_(std::move(peer)), connectionLost_(std::move(connectionLost)) {}
+  // handshake: the network connection's (null for an in-process Gate).
+  GateImpl(Impl& node, std::string peer, std::shared_ptr<bool> connectionLost,
+           std::shared_ptr<Impl::Handshake> handshake)
+      : node_(node), peer_(std::move(peer)), connectionLost_(std::move(connectionLost)),
+        handshake_(std::move(handshake)) {}
 
   kj::Promise<void> hello(HelloContext context) override {
     auto params = context.getParams();
@@ -964,6 +1215,9 @@ class GateImpl final : public proto::Gate::Server {
       failWith("authentication failed");
     }
     PL_LOG_INFO("%s authenticated", who.c_str());
+    if (handshake_ != nullptr && handshake_->connection != nullptr) {
+      handshake_->connection->authenticated();
+    }
     context.getResults().setNode(kj::heap<NodeImpl>(node_, who, connectionLost_));
     return kj::READY_NOW;
   }
@@ -973,6 +1227,7 @@ class GateImpl final : public proto::Gate::Server {
   Impl& node_;
   std::string peer_;
   std::shared_ptr<bool> connectionLost_;
+  std::shared_ptr<Impl::Handshake> handshake_;
   State state_ = State::kNew;
   std::string primaryName_;
   Nonce primaryNonce_{};
@@ -983,11 +1238,12 @@ class GateImpl final : public proto::Gate::Server {
 
 void NodeService::Impl::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
   if (peer.empty()) peer = peerAddress(*stream);
-  capnp::ReaderOptions readerOptions;
-  readerOptions.traversalLimitInWords = options.maxMessageBytes / sizeof(capnp::word);
+  if (options.maxPendingConnections != 0 && pendingConnections >= options.maxPendingConnections) {
+    refuseConnection(peer);
+    return;  // dropping the stream closes it
+  }
   auto lost = std::make_shared<bool>(false);
-  auto connection =
-      kj::heap<Connection>(*this, kj::mv(stream), newGate(peer, lost), readerOptions);
+  auto connection = kj::heap<Connection>(*this, kj::mv(stream), peer, lost);
   PL_LOG_DEBUG("connection from %s", peer.c_str());
   // When the connection is gone, flag it (for the log lines of its leases), then drop its RPC
   // system, which releases its capabilities and so ends its leases.
@@ -997,12 +1253,27 @@ void NodeService::Impl::serve(kj::Own<kj::AsyncIoStream> stream, std::string pee
         PL_LOG_DEBUG("connection from %s closed", peer.c_str());
       },
       [lost](kj::Exception&&) { *lost = true; });
-  connectionTasks->add(disconnected.attach(kj::mv(connection)));
+  // A peer that has not authenticated within the handshake timeout is dropped (the same way).
+  kj::Promise<void> timeout = kj::NEVER_DONE;
+  if (options.handshakeTimeoutMs != 0) {
+    timeout = loop.timer()
+                  .afterDelay(options.handshakeTimeoutMs * kj::MILLISECONDS)
+                  .then([handshake = connection->handshake, peer,
+                         ms = options.handshakeTimeoutMs]() -> kj::Promise<void> {
+                    if (handshake->authenticated) return kj::NEVER_DONE;
+                    PL_LOG_WARN("closing the connection from %s: not authenticated within %u ms",
+                                peer.c_str(), ms);
+                    return kj::READY_NOW;
+                  });
+  }
+  connectionTasks->add(disconnected.exclusiveJoin(kj::mv(timeout)).attach(kj::mv(connection)));
 }
 
 proto::Gate::Client NodeService::Impl::newGate(std::string peer,
-                                               std::shared_ptr<bool> connectionLost) {
-  return kj::heap<GateImpl>(*this, std::move(peer), std::move(connectionLost));
+                                               std::shared_ptr<bool> connectionLost,
+                                               std::shared_ptr<Handshake> handshake) {
+  return kj::heap<GateImpl>(*this, std::move(peer), std::move(connectionLost),
+                            std::move(handshake));
 }
 
 NodeService::NodeService(UvKjLoop& loop, ClusterKey key,
@@ -1054,5 +1325,7 @@ size_t NodeService::freeDeviceCount() const {
 size_t NodeService::connectionCount() const { return impl_->connections; }
 size_t NodeService::cachedChunkCount() const { return impl_->chunks.count(); }
 uint64_t NodeService::cachedChunkBytes() const { return impl_->chunks.bytes(); }
+uint64_t NodeService::pinnedChunkBytes() const { return impl_->chunks.pinnedBytes(); }
+size_t NodeService::pendingConnectionCount() const { return impl_->pendingConnections; }
 
 }  // namespace pl

@@ -38,8 +38,27 @@
 //
 // Memory: chunks are kept (encoded) in a node-wide cache keyed by hash, bounded by
 // NodeOptions::chunkCacheBytes (least recently used chunks go first), so a later lease that
-// renders the same scene, or an edited one, sends only the chunks the node lacks. Decoded
-// render data stays with the devices that loaded it. Nothing is written to disk.
+// renders the same scene, or an edited one, sends only the chunks the node lacks. A session
+// pins the chunks it put, and those that missing() reported present (the Primary will not send
+// them), until a load() whose manifest names them is over (done, failed or cancelled) or the
+// lease ends: pinned chunks are never evicted, so a scene near the cache size, or two uploads
+// at once, cannot lose chunks before their load, and the cache may exceed its bound while
+// pins last (pinnedChunkBytes()). One session pins at most about maxSceneBytes (encoded bytes;
+// beyond that its chunks are cached unpinned, as without pins, and one warning is logged).
+// A pinned chunk that no load names stays pinned until the lease ends. Decoded render data
+// stays with the devices that loaded it. Nothing is written to disk.
+//
+// Connections (listen(), serve()): a connection counts as pending until its peer authenticates at
+// the Gate. A pending connection is closed after NodeOptions::handshakeTimeoutMs (one log line
+// naming the peer), a new connection beyond maxPendingConnections pending ones is closed at once
+// (at most one log line a second, counting the connections closed since the last), and a pending
+// connection's messages are limited to handshakeMessageBytes (64 KiB) instead of maxMessageBytes,
+// so that unauthenticated peers cannot make the node buffer 64 MiB each. The limit rises once
+// authenticate() succeeds; Cap'n Proto 0.9.2 fixes ReaderOptions per TwoPartyVatNetwork, so the
+// connection's MessageStream (Cap'n Proto's own framing) substitutes the current limit on each
+// read, and a read already started keeps the limit it started with (in practice, calls pipelined
+// behind authenticate are read after it ran, at the full limit). In-process Gates (newGate()) have
+// no handshake limits.
 //
 // Every size that arrives from the network is bounded before memory is allocated: the RPC
 // traversal limit per message, hash list lengths, manifest chunk counts, chunk sizes (encoded
@@ -69,14 +88,25 @@ struct NodeOptions {
   uint32_t defaultTtlMs = 10000;
   uint32_t minTtlMs = 1000;
   uint32_t maxTtlMs = 60000;
-  // Encoded chunks kept across loads and leases (least recently used evicted beyond it).
+  // Encoded chunks kept across loads and leases (least recently used evicted beyond it;
+  // chunks pinned by sessions until their load may take the cache beyond it).
   uint64_t chunkCacheBytes = uint64_t(4) << 30;
-  // Cap'n Proto's per-message traversal limit (bytes): a 4 MiB chunk encodes to at most a
-  // little over 4 MiB, so 64 MiB leaves ample headroom for a large manifest.
+  // Cap'n Proto's per-message traversal limit (bytes) on authenticated connections: a 4 MiB
+  // chunk encodes to at most a little over 4 MiB, so 64 MiB leaves ample headroom for a large
+  // manifest. It also bounds what the node allocates to read one message.
   uint64_t maxMessageBytes = uint64_t(64) << 20;
+  // Connections that have not authenticated yet (serve(), listen()): each is closed when it has
+  // not authenticated within handshakeTimeoutMs (one log line naming the peer; 0: never);
+  // beyond maxPendingConnections of them a new connection is closed at once (logged at most
+  // once a second, with a count; 0: no cap); and a message on such a connection may hold at
+  // most handshakeMessageBytes (the limit rises to maxMessageBytes once authenticated).
+  uint32_t handshakeTimeoutMs = 10000;
+  uint32_t maxPendingConnections = 32;
+  uint64_t handshakeMessageBytes = uint64_t(64) << 10;
   // The largest scene (decoded RenderData bytes, from the manifest) this node agrees to load;
   // 0 = half of this machine's physical memory. Checked before anything is allocated, so a
-  // manifest that names one small chunk thousands of times cannot exhaust memory.
+  // manifest that names one small chunk thousands of times cannot exhaust memory. It also
+  // bounds the chunk bytes one session pins (see Memory above).
   uint64_t maxSceneBytes = 0;
   // Scenes a session keeps loaded (for render()); older ones are forgotten.
   uint32_t maxScenesPerSession = 4;
@@ -86,9 +116,13 @@ struct NodeOptions {
   // (transport/worker_process.h); the worker must open the same devices in the same order and
   // serve them with serveWorker(). The daemon keeps the chunk cache and answers missing() and
   // put() itself; load() first hands the worker the chunks it lacks, then is forwarded, as is
-  // render(). A worker that fails (no heartbeat for workerHeartbeatTimeoutMs, a crash, a closed
-  // socket) ends its lease, and the session fails every later call; a lease that ends stops
-  // its worker. Empty: the devices render in this process.
+  // render(). The chunks go to the worker as a `-> stream` of puts (Cap'n Proto flow control:
+  // about one socket send buffer in flight, or one chunk when larger) whose messages reference
+  // the cached bytes instead of copying them; those bytes are held until the worker answers
+  // the load, or until the worker is gone. A worker that fails (no heartbeat for
+  // workerHeartbeatTimeoutMs, a crash, a closed socket) ends its lease, and the session fails
+  // every later call; a lease that ends stops its worker. Empty: the devices render in this
+  // process.
   std::vector<std::string> workerArgv;
   uint32_t workerHeartbeatTimeoutMs = 2000;
   uint32_t workerKillGraceMs = 1000;
@@ -140,8 +174,13 @@ class NodeService {
   size_t activeLeaseCount() const;
   size_t freeDeviceCount() const;
   size_t connectionCount() const;
+  // Connections (counted in connectionCount()) that have not authenticated yet.
+  size_t pendingConnectionCount() const;
   size_t cachedChunkCount() const;
   uint64_t cachedChunkBytes() const;
+  // Encoded bytes of cached chunks pinned by sessions until their load (counted in
+  // cachedChunkBytes(); they may take it beyond chunkCacheBytes).
+  uint64_t pinnedChunkBytes() const;
   // Worker processes started and not yet exited (0 without workerArgv).
   size_t workerCount() const;
 

@@ -10,9 +10,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -292,6 +296,66 @@ TEST_F(RenderJobTest, MalformedRequestsGetAnErrorAndTheDaemonKeepsServing) {
   auto render = startRender("32x32", 4, "after", {"--control-socket", socketOf("a")});
   nlohmann::json run = finish(*render, "after");
   EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+}
+
+// Another local user (uid 65534, from a forked child that drops root) reaches the control
+// socket only when the daemon runs with --control-any-user (the systemd unit's setting).
+TEST_F(RenderJobTest, OtherUsersOnlyWithControlAnyUser) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root (to act as another user)";
+  // A folder every user can traverse (the test's own temporary folder is 0700).
+  char pattern[] = "/tmp/peerlight-anyuser-XXXXXX";
+  ASSERT_NE(::mkdtemp(pattern), nullptr);
+  const std::string folder = pattern;
+  ::chmod(folder.c_str(), 0755);
+  auto asOtherUser = [](const std::string& path) -> int {
+    pid_t child = ::fork();
+    if (child == 0) {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+      int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+      struct sockaddr_un addr {};
+      addr.sun_family = AF_UNIX;
+      std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) ::_exit(2);
+      struct timeval tv {5, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      ::send(fd, "owner 0a1b2c\n", 13, MSG_NOSIGNAL);
+      char reply[8] = {};
+      ssize_t n = ::recv(fd, reply, 3, MSG_WAITALL);
+      ::_exit(n == 3 && std::memcmp(reply, "ok\n", 3) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  for (bool anyUser : {false, true}) {
+    const std::string name = anyUser ? "shared" : "private";
+    const std::string path = folder + "/" + name + "/node.sock";
+    std::vector<std::string> argv = {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file",
+                                     key_, "--threads", "1", "--no-mdns", "--control-socket",
+                                     path};
+    if (anyUser) argv.push_back("--control-any-user");
+    auto daemon = std::make_unique<Process>(argv, dir_.file(name + ".out"),
+                                            dir_.file(name + ".err"), env());
+    ASSERT_TRUE(daemon->waitForOutput("listening on ", 20s)) << daemon->err();
+    ASSERT_TRUE(waitUntil([&] { return ::access(path.c_str(), F_OK) == 0; }, 5s));
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, anyUser ? 0666u : 0600u);
+    // Private: the 0700 folder already keeps the other user out (2: connect fails).
+    EXPECT_EQ(asOtherUser(path), anyUser ? 0 : 2) << daemon->err();
+    if (!anyUser) {
+      // And the daemon's own check (SO_PEERCRED), with the folder and socket opened up.
+      ::chmod((folder + "/" + name).c_str(), 0755);
+      ::chmod(path.c_str(), 0666);
+      EXPECT_EQ(asOtherUser(path), 1) << daemon->err();
+      EXPECT_TRUE(waitUntil([&] { return daemon->err().find("refused a client of uid 65534") !=
+                                         std::string::npos; },
+                            5s))
+          << daemon->err();
+    }
+    daemon->kill();
+  }
+  std::filesystem::remove_all(folder);
 }
 
 }  // namespace
