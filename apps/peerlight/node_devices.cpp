@@ -39,15 +39,8 @@ namespace {
 // What CpuDevice(threads).info() reports, without starting its thread pool (ThreadPool's rule
 // for threads == 0).
 DeviceInfo cpuInfo(uint32_t threads) {
-  DeviceInfo info;
-  info.kind = "cpu";
-  info.name = cpuModelName();
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long pageSize = sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && pageSize > 0) info.memoryBytes = uint64_t(pages) * uint64_t(pageSize);
   if (threads == 0) threads = std::thread::hardware_concurrency();
-  info.threads = threads == 0 ? 1 : threads;
-  return info;
+  return cpuDeviceInfo(threads == 0 ? 1 : threads);
 }
 
 }  // namespace

@@ -34,16 +34,18 @@ CpuDevice::CpuDevice(uint32_t threads) : pool_(threads) {}
 
 CpuDevice::~CpuDevice() = default;
 
-DeviceInfo CpuDevice::info() const {
+DeviceInfo cpuDeviceInfo(uint32_t threads) {
   DeviceInfo info;
   info.kind = "cpu";
   info.name = cpuModelName();
   long pages = sysconf(_SC_PHYS_PAGES);
   long pageSize = sysconf(_SC_PAGE_SIZE);
   if (pages > 0 && pageSize > 0) info.memoryBytes = uint64_t(pages) * uint64_t(pageSize);
-  info.threads = pool_.threadCount();
+  info.threads = threads;
   return info;
 }
+
+DeviceInfo CpuDevice::info() const { return cpuDeviceInfo(pool_.threadCount()); }
 
 Status CpuDevice::load(std::shared_ptr<const RenderData> data) {
   if (!data) return Error{"cpu device: no render data given"};

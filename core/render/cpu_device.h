@@ -41,6 +41,10 @@ class CpuDevice : public Device {
   bool failed_ = false;
 };
 
+// What a CpuDevice rendering with `threads` threads reports: kind "cpu", the model, the
+// machine's physical memory.
+DeviceInfo cpuDeviceInfo(uint32_t threads);
+
 // "model name" from /proc/cpuinfo ("unknown CPU" when absent).
 std::string cpuModelName();
 

@@ -18,159 +18,30 @@
 #include <random>
 #include <regex>
 
-#include "core/render/image_io.h"
-#include "tests/integration/process.h"
+#include "tests/integration/daemon_fixture.h"
 
 namespace pl {
 namespace {
 
 using testing::Process;
-using testing::TempDir;
 using testing::alive;
+using testing::kBinary;
 using testing::secondsSince;
 using testing::waitUntil;
-using testing::writeKey;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-const std::string kBinary = PEERLIGHT_BINARY;
-const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
-constexpr auto kRenderTimeout = 120s;
-
-class LeasePolicyTest : public ::testing::Test {
+class LeasePolicyTest : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(dir_.ok());
-    key_ = dir_.file("cluster.key");
-    writeKey(key_, 7);
-  }
-  void TearDown() override {
-    std::vector<pid_t> workers;
-    for (auto& [name, node] : nodes_) {
-      for (pid_t pid : workerPids(name)) workers.push_back(pid);
-    }
-    nodes_.clear();
-    for (pid_t pid : workers) {
-      if (alive(pid)) ::kill(pid, SIGKILL);
-    }
-  }
-
-  std::string socketOf(const std::string& name) { return dir_.file(name + ".sock"); }
-
   // A daemon with one render thread (on core 0 when taskset is there), lease TTL `ttlMs`, its
   // control socket at socketOf(name). Returns its address.
   std::string startNode(const std::string& name, uint32_t ttlMs) {
-    std::vector<std::string> argv;
-    if (::access("/usr/bin/taskset", X_OK) == 0) argv = {"/usr/bin/taskset", "-c", "0"};
-    argv.insert(argv.end(), {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
-                             "--threads", "1", "--name", name, "--no-mdns", "--ttl-ms",
-                             std::to_string(ttlMs), "--control-socket", socketOf(name)});
-    auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
-                                          dir_.file(name + ".err"), env());
-    EXPECT_TRUE(node->ok());
-    std::optional<std::string> line = node->waitForOutput("listening on ", 20s);
-    if (!line) {
-      ADD_FAILURE() << "node " << name << " did not start; stderr:\n" << node->err();
-      return "";
-    }
-    nodes_[name] = std::move(node);
-    return line->substr(std::strlen("listening on "));
+    NodeSpec spec;
+    spec.ttlMs = ttlMs;
+    spec.controlSocket = true;
+    spec.pinCore0 = true;
+    return DaemonTest::startNode(name, spec);
   }
-  Process& node(const std::string& name) { return *nodes_.at(name); }
-
-  std::vector<pid_t> workerPids(const std::string& name) {
-    std::vector<pid_t> pids;
-    static const std::regex started("worker (\\d+) started for lease");
-    std::string log = nodes_.at(name)->err();
-    for (std::sregex_iterator it(log.begin(), log.end(), started), end; it != end; ++it) {
-      pids.push_back(pid_t(std::stol((*it)[1])));
-    }
-    return pids;
-  }
-  pid_t waitForWorker(const std::string& name, size_t index, std::chrono::milliseconds timeout) {
-    pid_t pid = -1;
-    waitUntil(
-        [&] {
-          auto pids = workerPids(name);
-          if (pids.size() > index) pid = pids[index];
-          return pid > 0;
-        },
-        timeout);
-    return pid;
-  }
-
-  // The node's state as Node.info reports it ("idle", "leased", "primary"; "" if no answer).
-  std::string stateOf(const std::string& address) {
-    static int probe = 0;
-    std::string tag = "probe" + std::to_string(probe++);
-    Process nodes({kBinary, "nodes", "--json", "--no-mdns", "--peer", address, "--key-file", key_,
-                   "--timeout-ms", "1000"},
-                  dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
-    if (nodes.wait(10s) != 0) return "";
-    nlohmann::json list = nlohmann::json::parse(nodes.out(), nullptr, false);
-    if (!list.is_array() || list.empty() || !list[0].contains("state")) return "";
-    return list[0]["state"].get<std::string>();
-  }
-  // Polls stateOf(address) until it is `want`; the seconds since `since` when it was, or -1.
-  double waitForState(const std::string& address, const std::string& want, Clock::time_point since,
-                      std::chrono::milliseconds timeout) {
-    auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      if (stateOf(address) == want) return secondsSince(since);
-    }
-    return -1;
-  }
-
-  std::vector<std::string> renderArgv(const std::string& size, uint32_t spp,
-                                      const std::vector<std::string>& peers,
-                                      const std::string& output,
-                                      const std::vector<std::string>& options) {
-    std::vector<std::string> argv = {kBinary, "render", kScene, "-o", output, "--size", size,
-                                     "--spp", std::to_string(spp), "--json", "--key-file", key_};
-    for (const std::string& peer : peers) argv.insert(argv.end(), {"--peer", peer});
-    argv.insert(argv.end(), options.begin(), options.end());
-    return argv;
-  }
-  std::unique_ptr<Process> startRender(const std::string& size, uint32_t spp,
-                                       const std::vector<std::string>& peers,
-                                       const std::string& tag,
-                                       const std::vector<std::string>& options = {"--no-local"}) {
-    return std::make_unique<Process>(renderArgv(size, spp, peers, dir_.file(tag + ".exr"), options),
-                                     dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
-  }
-  nlohmann::json finish(Process& render, const std::string& tag) {
-    std::optional<int> code = render.wait(kRenderTimeout);
-    EXPECT_EQ(code, 0) << "render " << tag << ":\n" << render.err();
-    std::string out = render.out();
-    size_t brace = out.rfind("\n{");
-    std::string line = out.substr(brace == std::string::npos ? 0 : brace + 1);
-    return nlohmann::json::parse(line, nullptr, false);
-  }
-  void expectIdenticalToLocal(const std::string& tag, const std::string& size, uint32_t spp) {
-    std::string reference = dir_.file(tag + "-local.exr");
-    Process local(renderArgv(size, spp, {}, reference,
-                             {"--local-only", "--threads", "2", "--no-owner-preempt"}),
-                  dir_.file(tag + "-local.out"), dir_.file(tag + "-local.err"), env());
-    ASSERT_EQ(local.wait(kRenderTimeout), 0) << local.err();
-    Result<ImageRgb> got = readExr(dir_.file(tag + ".exr")), want = readExr(reference);
-    ASSERT_TRUE(got.ok() && want.ok());
-    ASSERT_EQ(got->rgb.size(), want->rgb.size());
-    EXPECT_EQ(std::memcmp(got->rgb.data(), want->rgb.data(), got->rgb.size() * sizeof(float)), 0)
-        << "the cluster render differs from --local-only";
-  }
-  static const nlohmann::json* nodeEntry(const nlohmann::json& run, const std::string& address) {
-    if (!run.is_object() || !run.contains("nodes")) return nullptr;
-    for (const auto& n : run["nodes"]) {
-      if (n["address"] == address) return &n;
-    }
-    return nullptr;
-  }
-
-  std::vector<std::string> env() const { return {"HOME=" + dir_.path()}; }
-
-  TempDir dir_;
-  std::string key_;
-  std::map<std::string, std::unique_ptr<Process>> nodes_;
 };
 
 // A Primary killed with SIGKILL mid-render: its leases end (connection gone, or at the latest

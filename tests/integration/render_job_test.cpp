@@ -21,131 +21,42 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
-#include "core/render/image_io.h"
-#include "tests/integration/process.h"
+#include "tests/integration/daemon_fixture.h"
 
 namespace pl {
 namespace {
 
 using testing::Process;
-using testing::TempDir;
 using testing::alive;
+using testing::kBinary;
 using testing::secondsSince;
 using testing::waitUntil;
-using testing::writeKey;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-const std::string kBinary = PEERLIGHT_BINARY;
-const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
-constexpr auto kRenderTimeout = 120s;
-
-class RenderJobTest : public ::testing::Test {
+class RenderJobTest : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(dir_.ok());
-    key_ = dir_.file("cluster.key");
-    writeKey(key_, 17);
+  RenderJobTest() : DaemonTest(17) {}
+  // A daemon with one render thread, with (`control`) or without a control socket.
+  std::string startDaemon(const std::string& name, bool control) {
+    NodeSpec spec;
+    spec.controlSocket = control;
+    return startNode(name, spec);
   }
-  void TearDown() override {
-    std::vector<pid_t> workers;
-    for (auto& [name, node] : nodes_) {
-      for (pid_t pid : workerPids(name)) workers.push_back(pid);
-    }
-    nodes_.clear();
-    for (pid_t pid : workers) {
-      if (alive(pid)) ::kill(pid, SIGKILL);
-    }
+  // A render through a's daemon (or as `options` say), no peers of its own.
+  std::unique_ptr<Process> startJob(const std::string& size, uint32_t spp, const std::string& tag,
+                                    const std::vector<std::string>& options) {
+    return startRender(size, spp, {}, tag, options);
   }
-
-  std::string socketOf(const std::string& name) { return dir_.file(name + ".sock"); }
-
-  // A daemon with one render thread; `control`: with a control socket at socketOf(name).
-  std::string startNode(const std::string& name, bool control) {
-    std::vector<std::string> argv = {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file",
-                                     key_, "--threads", "1", "--name", name, "--no-mdns"};
-    if (control) argv.insert(argv.end(), {"--control-socket", socketOf(name)});
-    else argv.push_back("--no-control-socket");
-    auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
-                                          dir_.file(name + ".err"), env());
-    std::optional<std::string> line = node->waitForOutput("listening on ", 20s);
-    if (!line) {
-      ADD_FAILURE() << "node " << name << " did not start; stderr:\n" << node->err();
-      return "";
-    }
-    nodes_[name] = std::move(node);
-    return line->substr(std::strlen("listening on "));
-  }
-  Process& node(const std::string& name) { return *nodes_.at(name); }
-
-  std::vector<pid_t> workerPids(const std::string& name) {
-    std::vector<pid_t> pids;
-    static const std::regex started("worker (\\d+) started for lease");
-    std::string log = nodes_.at(name)->err();
-    for (std::sregex_iterator it(log.begin(), log.end(), started), end; it != end; ++it)
-      pids.push_back(pid_t(std::stol((*it)[1])));
-    return pids;
-  }
-
-  std::string stateOf(const std::string& address) {
-    static int probe = 0;
-    std::string tag = "probe" + std::to_string(probe++);
-    Process nodes({kBinary, "nodes", "--json", "--no-mdns", "--peer", address, "--key-file", key_,
-                   "--timeout-ms", "1000"},
-                  dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
-    if (nodes.wait(10s) != 0) return "";
-    nlohmann::json list = nlohmann::json::parse(nodes.out(), nullptr, false);
-    if (!list.is_array() || list.empty() || !list[0].contains("state")) return "";
-    return list[0]["state"].get<std::string>();
-  }
-
-  std::unique_ptr<Process> startRender(const std::string& size, uint32_t spp,
-                                       const std::string& tag,
-                                       const std::vector<std::string>& options) {
-    std::vector<std::string> argv = {kBinary, "render", kScene, "-o", dir_.file(tag + ".exr"),
-                                     "--size", size, "--spp", std::to_string(spp), "--json",
-                                     "--key-file", key_};
-    argv.insert(argv.end(), options.begin(), options.end());
-    return std::make_unique<Process>(argv, dir_.file(tag + ".out"), dir_.file(tag + ".err"),
-                                     env());
-  }
-  nlohmann::json finish(Process& render, const std::string& tag) {
-    std::optional<int> code = render.wait(kRenderTimeout);
-    EXPECT_EQ(code, 0) << "render " << tag << ":\n" << render.err();
-    return nlohmann::json::parse(render.out(), nullptr, false);
-  }
-  void expectIdenticalToLocal(const std::string& tag, const std::string& size, uint32_t spp) {
-    std::string reference = tag + "-local";
-    auto local = startRender(size, spp, reference, {"--local-only", "--no-daemon"});
-    ASSERT_EQ(local->wait(kRenderTimeout), 0) << local->err();
-    Result<ImageRgb> got = readExr(dir_.file(tag + ".exr"));
-    Result<ImageRgb> want = readExr(dir_.file(reference + ".exr"));
-    ASSERT_TRUE(got.ok() && want.ok());
-    ASSERT_EQ(got->rgb.size(), want->rgb.size());
-    EXPECT_EQ(std::memcmp(got->rgb.data(), want->rgb.data(), got->rgb.size() * sizeof(float)), 0)
-        << "the render through the daemon differs from a local render";
-  }
-  static const nlohmann::json* nodeEntry(const nlohmann::json& run, const std::string& address) {
-    if (!run.is_object() || !run.contains("nodes")) return nullptr;
-    for (const auto& n : run["nodes"]) {
-      if (n["address"] == address) return &n;
-    }
-    return nullptr;
-  }
-  std::vector<std::string> env() const { return {"HOME=" + dir_.path()}; }
-
-  TempDir dir_;
-  std::string key_;
-  std::map<std::string, std::unique_ptr<Process>> nodes_;
 };
 
 // The daemon of machine a takes the job: it leases its own node (as the owner: state primary)
 // and node b (the render's --peer), both render, and the image is the local one.
 TEST_F(RenderJobTest, DaemonBecomesPrimaryAndImageMatchesLocal) {
-  std::string a = startNode("a", true), b = startNode("b", false);
+  std::string a = startDaemon("a", true), b = startDaemon("b", false);
   ASSERT_FALSE(a.empty());
   ASSERT_FALSE(b.empty());
-  auto render = startRender("128x128", 192, "job", {"--control-socket", socketOf("a"), "--peer", b});
+  auto render = startJob("128x128", 192, "job", {"--control-socket", socketOf("a"), "--peer", b});
   ASSERT_TRUE(waitUntil([&] { return node("a").err().find("this node is its Primary") !=
                                      std::string::npos; },
                         30s))
@@ -173,9 +84,9 @@ TEST_F(RenderJobTest, DaemonBecomesPrimaryAndImageMatchesLocal) {
 // The render process dies mid-job: the daemon cancels the job, ends its lease (the worker
 // stops), goes back to idle, and takes the next job.
 TEST_F(RenderJobTest, RenderProcessGoneCancelsTheJob) {
-  std::string a = startNode("a", true);
+  std::string a = startDaemon("a", true);
   ASSERT_FALSE(a.empty());
-  auto render = startRender("256x256", 4096, "long", {"--control-socket", socketOf("a")});
+  auto render = startJob("256x256", 4096, "long", {"--control-socket", socketOf("a")});
   pid_t worker = -1;
   ASSERT_TRUE(waitUntil(
       [&] {
@@ -205,7 +116,7 @@ TEST_F(RenderJobTest, RenderProcessGoneCancelsTheJob) {
   EXPECT_TRUE(waitUntil([&] { return stateOf(a) == "idle"; }, 5s));
   EXPECT_TRUE(node("a").running());
 
-  auto next = startRender("48x48", 8, "next", {"--control-socket", socketOf("a")});
+  auto next = startJob("48x48", 8, "next", {"--control-socket", socketOf("a")});
   nlohmann::json run = finish(*next, "next");
   EXPECT_EQ(run["node_daemon"], socketOf("a")) << next->err();
   expectIdenticalToLocal("next", "48x48", 8);
@@ -215,16 +126,15 @@ TEST_F(RenderJobTest, RenderProcessGoneCancelsTheJob) {
 // start (the command announces the owner job before it compiles the scene); that Primary
 // carries on with b and its image is still the local one.
 TEST_F(RenderJobTest, HandedOffJobRevokesRemoteLeases) {
-  std::string a = startNode("a", true), b = startNode("b", false);
+  std::string a = startDaemon("a", true), b = startDaemon("b", false);
   ASSERT_FALSE(a.empty());
   ASSERT_FALSE(b.empty());
   // The other machine's Primary (here: a render that uses no daemon and no local device).
-  auto remote = startRender("128x128", 256, "remote",
-                            {"--peer", a, "--peer", b, "--no-local", "--no-daemon"});
+  auto remote = startRender("128x128", 256, {a, b}, "remote", {"--no-local", "--no-daemon"});
   ASSERT_TRUE(waitUntil([&] { return !workerPids("a").empty(); }, 30s)) << node("a").err();
   ASSERT_TRUE(remote->running());
   Clock::time_point start = Clock::now();
-  auto owner = startRender("64x64", 32, "owner", {"--control-socket", socketOf("a")});
+  auto owner = startJob("64x64", 32, "owner", {"--control-socket", socketOf("a")});
   const std::string revoked = "ended: revoked: the owner is rendering";
   ASSERT_TRUE(waitUntil([&] { return node("a").err().find(revoked) != std::string::npos; }, 5s))
       << node("a").err();
@@ -269,7 +179,7 @@ std::vector<std::string> controlExchange(const std::string& path, const std::str
 
 // Malformed render requests get one error line naming the problem; the daemon keeps serving.
 TEST_F(RenderJobTest, MalformedRequestsGetAnErrorAndTheDaemonKeepsServing) {
-  std::string a = startNode("a", true);
+  std::string a = startDaemon("a", true);
   ASSERT_FALSE(a.empty());
   const std::string params = R"({"width":16,"height":16,"spp":1})";
   struct Case {
@@ -293,7 +203,7 @@ TEST_F(RenderJobTest, MalformedRequestsGetAnErrorAndTheDaemonKeepsServing) {
         << "request: " << c.request << "\nreply: " << lines.back();
     EXPECT_TRUE(node("a").running()) << node("a").err();
   }
-  auto render = startRender("32x32", 4, "after", {"--control-socket", socketOf("a")});
+  auto render = startJob("32x32", 4, "after", {"--control-socket", socketOf("a")});
   nlohmann::json run = finish(*render, "after");
   EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
 }

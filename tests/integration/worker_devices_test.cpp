@@ -13,75 +13,29 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
-#include "tests/integration/process.h"
+#include "tests/integration/daemon_fixture.h"
 
 namespace pl {
 namespace {
 
 using testing::Process;
-using testing::TempDir;
 using testing::alive;
+using testing::kBinary;
 using testing::secondsSince;
 using testing::waitUntil;
-using testing::writeKey;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+const std::string kScene = testing::kCornellScene;
 
-const std::string kBinary = PEERLIGHT_BINARY;
-const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
-
-class WorkerDevicesTest : public ::testing::Test {
+class WorkerDevicesTest : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(dir_.ok());
-    key_ = dir_.file("cluster.key");
-    writeKey(key_, 7);
-  }
-  void TearDown() override {
-    // Workers die with their daemon (PR_SET_PDEATHSIG); kill any left anyway.
-    std::vector<pid_t> workers;
-    for (auto& [name, node] : nodes_) {
-      for (pid_t pid : workerPids(name)) workers.push_back(pid);
-    }
-    nodes_.clear();
-    for (pid_t pid : workers) {
-      if (alive(pid)) ::kill(pid, SIGKILL);
-    }
-  }
-
-  std::vector<std::string> env(const std::vector<std::string>& extra = {}) const {
-    std::vector<std::string> out = {"HOME=" + dir_.path()};
-    out.insert(out.end(), extra.begin(), extra.end());
-    return out;
-  }
-
   // Starts a daemon (worker mode) on 127.0.0.1:0; returns its address ("" on failure).
   std::string startNode(const std::string& name, uint32_t threads,
                         const std::vector<std::string>& extraEnv = {}) {
-    std::vector<std::string> argv = {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file",
-                                     key_, "--threads", std::to_string(threads), "--name", name,
-                                     "--no-mdns", "--no-control-socket"};
-    auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
-                                          dir_.file(name + ".err"), env(extraEnv));
-    EXPECT_TRUE(node->ok());
-    std::optional<std::string> line = node->waitForOutput("listening on ", 20s);
-    if (!line) {
-      ADD_FAILURE() << "node " << name << " did not start; stderr:\n" << node->err();
-      return "";
-    }
-    nodes_[name] = std::move(node);
-    return line->substr(std::strlen("listening on "));
-  }
-  Process& node(const std::string& name) { return *nodes_.at(name); }
-
-  std::vector<pid_t> workerPids(const std::string& name) {
-    std::vector<pid_t> pids;
-    static const std::regex started("worker (\\d+) started for lease");
-    std::string log = nodes_.at(name)->err();
-    for (std::sregex_iterator it(log.begin(), log.end(), started), end; it != end; ++it) {
-      pids.push_back(pid_t(std::stol((*it)[1])));
-    }
-    return pids;
+    NodeSpec spec;
+    spec.threads = threads;
+    spec.extraEnv = extraEnv;
+    return DaemonTest::startNode(name, spec);
   }
 
   // Runs a short command to its end (30 s at most); returns its exit code and stdout, stderr.
@@ -98,10 +52,6 @@ class WorkerDevicesTest : public ::testing::Test {
     ran.err = p.err();
     return ran;
   }
-
-  TempDir dir_;
-  std::string key_;
-  std::map<std::string, std::unique_ptr<Process>> nodes_;
 };
 
 // Threads of a running process, from /proc/PID/status (0 when unreadable).

@@ -14,137 +14,27 @@
 #include <random>
 #include <regex>
 
-#include "core/render/image_io.h"
-#include "tests/integration/process.h"
+#include "tests/integration/daemon_fixture.h"
 
 namespace pl {
 namespace {
 
 using testing::Process;
-using testing::TempDir;
 using testing::alive;
 using testing::secondsSince;
 using testing::waitUntil;
-using testing::writeKey;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-const std::string kBinary = PEERLIGHT_BINARY;
-const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
-constexpr auto kRenderTimeout = 90s;
-
-class WorkerTest : public ::testing::Test {
+class WorkerTest : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(dir_.ok());
-    key_ = dir_.file("cluster.key");
-    writeKey(key_, 99);
-  }
-  void TearDown() override {
-    // Workers are the daemons' children: the daemons going first takes them along
-    // (PR_SET_PDEATHSIG); kill any that are left, too.
-    std::vector<pid_t> workers;
-    for (auto& [name, node] : nodes_) {
-      for (pid_t pid : workerPids(name)) workers.push_back(pid);
-    }
-    nodes_.clear();
-    for (pid_t pid : workers) {
-      if (alive(pid)) ::kill(pid, SIGKILL);
-    }
-  }
-
+  WorkerTest() : DaemonTest(99) {}
   // Starts a daemon (one render thread, on core 0 when taskset is there); returns its address.
   std::string startNode(const std::string& name) {
-    std::vector<std::string> argv;
-    if (::access("/usr/bin/taskset", X_OK) == 0) argv = {"/usr/bin/taskset", "-c", "0"};
-    argv.insert(argv.end(), {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
-                             "--threads", "1", "--name", name, "--no-mdns",
-                             "--no-control-socket"});
-    auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
-                                          dir_.file(name + ".err"), env());
-    EXPECT_TRUE(node->ok());
-    std::optional<std::string> line = node->waitForOutput("listening on ", 20s);
-    if (!line) {
-      ADD_FAILURE() << "node " << name << " did not start; stderr:\n" << node->err();
-      return "";
-    }
-    nodes_[name] = std::move(node);
-    return line->substr(std::strlen("listening on "));
+    NodeSpec spec;
+    spec.pinCore0 = true;
+    return DaemonTest::startNode(name, spec);
   }
-  Process& node(const std::string& name) { return *nodes_.at(name); }
-
-  // The pids of the workers the daemon `name` has started, in order (from its log).
-  std::vector<pid_t> workerPids(const std::string& name) {
-    std::vector<pid_t> pids;
-    static const std::regex started("worker (\\d+) started for lease");
-    std::string log = nodes_.at(name)->err();
-    for (std::sregex_iterator it(log.begin(), log.end(), started), end; it != end; ++it) {
-      pids.push_back(pid_t(std::stol((*it)[1])));
-    }
-    return pids;
-  }
-  // Waits for the `index`-th worker of daemon `name`; -1 if none came.
-  pid_t waitForWorker(const std::string& name, size_t index, std::chrono::milliseconds timeout) {
-    pid_t pid = -1;
-    waitUntil(
-        [&] {
-          auto pids = workerPids(name);
-          if (pids.size() > index) pid = pids[index];
-          return pid > 0;
-        },
-        timeout);
-    return pid;
-  }
-
-  std::vector<std::string> renderArgv(const std::string& size, uint32_t spp,
-                                      const std::vector<std::string>& peers,
-                                      const std::string& output, bool localOnly) {
-    std::vector<std::string> argv = {kBinary, "render", kScene, "-o", output, "--size", size,
-                                     "--spp", std::to_string(spp), "--json", "--key-file", key_};
-    for (const std::string& peer : peers) argv.insert(argv.end(), {"--peer", peer});
-    if (localOnly) argv.insert(argv.end(), {"--local-only", "--threads", "2"});
-    else argv.push_back("--no-local");
-    return argv;
-  }
-  std::unique_ptr<Process> startRender(const std::string& size, uint32_t spp,
-                                       const std::vector<std::string>& peers,
-                                       const std::string& tag) {
-    return std::make_unique<Process>(renderArgv(size, spp, peers, dir_.file(tag + ".exr"), false),
-                                     dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
-  }
-  nlohmann::json finish(Process& render, const std::string& tag) {
-    std::optional<int> code = render.wait(kRenderTimeout);
-    EXPECT_EQ(code, 0) << "render " << tag << ":\n" << render.err();
-    std::string out = render.out();
-    size_t brace = out.rfind("\n{");
-    std::string line = out.substr(brace == std::string::npos ? 0 : brace + 1);
-    return nlohmann::json::parse(line, nullptr, false);
-  }
-  // The render `tag` is bitwise the --local-only render of the same frame.
-  void expectIdenticalToLocal(const std::string& tag, const std::string& size, uint32_t spp) {
-    std::string reference = dir_.file(tag + "-local.exr");
-    Process local(renderArgv(size, spp, {"127.0.0.1:9"}, reference, true),
-                  dir_.file(tag + "-local.out"), dir_.file(tag + "-local.err"), env());
-    ASSERT_EQ(local.wait(kRenderTimeout), 0) << local.err();
-    Result<ImageRgb> got = readExr(dir_.file(tag + ".exr")), want = readExr(reference);
-    ASSERT_TRUE(got.ok() && want.ok());
-    ASSERT_EQ(got->rgb.size(), want->rgb.size());
-    EXPECT_EQ(std::memcmp(got->rgb.data(), want->rgb.data(), got->rgb.size() * sizeof(float)), 0)
-        << "the cluster render differs from --local-only";
-  }
-  static const nlohmann::json* nodeEntry(const nlohmann::json& run, const std::string& address) {
-    if (!run.is_object() || !run.contains("nodes")) return nullptr;
-    for (const auto& n : run["nodes"]) {
-      if (n["address"] == address) return &n;
-    }
-    return nullptr;
-  }
-
-  std::vector<std::string> env() const { return {"HOME=" + dir_.path()}; }
-
-  TempDir dir_;
-  std::string key_;
-  std::map<std::string, std::unique_ptr<Process>> nodes_;
 };
 
 // A render's lease is served by a worker process; when the lease ends (the Primary is done),
