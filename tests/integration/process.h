@@ -75,8 +75,15 @@ class Process {
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    // extraEnv replaces inherited variables of the same name (getenv finds the first).
     std::vector<std::string> envStrings;
-    for (char** e = environ; *e; ++e) envStrings.emplace_back(*e);
+    for (char** e = environ; *e; ++e) {
+      std::string entry = *e;
+      std::string name = entry.substr(0, entry.find('='));
+      bool replaced = false;
+      for (const std::string& x : extraEnv) replaced |= x.rfind(name + "=", 0) == 0;
+      if (!replaced) envStrings.push_back(std::move(entry));
+    }
     for (const std::string& e : extraEnv) envStrings.push_back(e);
     std::vector<char*> env;
     for (std::string& e : envStrings) env.push_back(e.data());
