@@ -5,12 +5,14 @@
 #include <capnp/rpc-twoparty.h>
 
 #include "transport/protocol_convert.h"
+#include "transport/secure_channel.h"
 #include "transport/tcp.h"
 
 namespace pl {
 namespace {
 
 struct ProbeState {
+  std::unique_ptr<SecureChannel> secure;
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyClient> rpc;
   proto::Gate::Client gate{nullptr};
@@ -44,9 +46,37 @@ kj::Promise<NodeProbe> probeNode(UvKjLoop& loop, const ClusterKey& key, std::str
   ProbeState* s = owned.get();
   s->result.address = address;
   const bool haveKey = !key.bytes.empty();
+  // TLS keyed by our key (transport/secure_channel.h); without a key, by a random one, so that
+  // the node still tells "wrong key" apart from "unreachable".
+  ClusterKey tlsKey;
+  if (haveKey) {
+    tlsKey = key;
+  } else {
+    tlsKey.bytes.resize(kNewClusterKeyBytes);
+    randomBytes(tlsKey.bytes.data(), tlsKey.bytes.size());
+  }
+  Result<std::unique_ptr<SecureChannel>> secure = SecureChannel::create(tlsKey);
+  if (!secure.ok()) {
+    s->finish("error", secure.error().message);
+    return kj::Promise<NodeProbe>(kj::mv(s->result));
+  }
+  s->secure = std::move(*secure);
 
   kj::Promise<void> work =
       connectTcp(loop.lowLevelIo(), address)
+          .then([s, haveKey](kj::Own<kj::AsyncIoStream> plain) {
+            return s->secure->wrapClient(kj::mv(plain))
+                .catch_([s, haveKey](kj::Exception&& e)
+                            -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+                  // Finished here; the handler at the end keeps this outcome.
+                  if (isTlsKeyMismatch(e)) {
+                    s->finish("wrong_key",
+                              haveKey ? "wrong key: the node does not hold our cluster key (TLS)"
+                                      : "wrong key: we have no cluster key");
+                  }
+                  return kj::mv(e);
+                });
+          })
           .then([s, primaryName](kj::Own<kj::AsyncIoStream> stream) {
             s->stream = kj::mv(stream);
             s->rpc = kj::heap<capnp::TwoPartyClient>(*s->stream);
@@ -113,6 +143,7 @@ kj::Promise<NodeProbe> probeNode(UvKjLoop& loop, const ClusterKey& key, std::str
       .then(
           [s]() { return kj::mv(s->result); },
           [s, ms](kj::Exception&& e) {
+            if (!s->result.status.empty()) return kj::mv(s->result);  // wrong key at TLS
             std::string what = e.getDescription().cStr();
             if (e.getType() == kj::Exception::Type::OVERLOADED ||
                 what.find("timed out") != std::string::npos) {

@@ -26,6 +26,7 @@
 #include "core/util/log.h"
 #include "transport/chunk_codec.h"
 #include "transport/protocol_convert.h"
+#include "transport/secure_channel.h"
 #include "transport/tile_codec.h"
 #include "transport/worker_process.h"
 
@@ -360,6 +361,9 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   using ChunkRefs = std::vector<std::shared_ptr<const std::vector<uint8_t>>>;
   std::unordered_map<const WorkerProcess*, std::list<std::shared_ptr<ChunkRefs>>> workerChunkRefs;
   kj::Own<kj::TaskSet> sweeps = kj::heap<kj::TaskSet>(*this);
+  // TLS for serve() / listen() (options.tls); null when off, or when it could not be built
+  // (then every connection is refused with a log line).
+  std::unique_ptr<SecureChannel> secure;
 
   Impl(UvKjLoop& loop, ClusterKey key, std::vector<std::unique_ptr<Device>> devices,
        NodeOptions options)
@@ -371,6 +375,15 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     this->options.maxTtlMs = std::max(this->options.maxTtlMs, this->options.minTtlMs);
     this->options.defaultTtlMs =
         std::clamp(this->options.defaultTtlMs, this->options.minTtlMs, this->options.maxTtlMs);
+    if (this->options.tls) {
+      Result<std::unique_ptr<SecureChannel>> made = SecureChannel::create(this->key);
+      if (made.ok()) {
+        secure = std::move(*made);
+      } else {
+        PL_LOG_ERROR("no TLS, so no connection will be accepted: %s",
+                     made.error().message.c_str());
+      }
+    }
     for (auto& device : devices) {
       PL_CHECK(device != nullptr);
       auto slot = std::make_unique<DeviceSlot>();
@@ -605,16 +618,29 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     Connection* connection = nullptr;  // null once the connection is gone
   };
 
-  // One accepted connection. Until its peer authenticates it counts as pending, and its
-  // messages are limited to options.handshakeMessageBytes.
+  // An accepted connection during its TLS handshake: counted as a connection and as pending.
+  struct PendingTls {
+    explicit PendingTls(Impl& impl) : impl(impl) {
+      ++impl.connections;
+      ++impl.pendingConnections;
+    }
+    ~PendingTls() {
+      --impl.connections;
+      --impl.pendingConnections;
+    }
+    Impl& impl;
+  };
+
+  // One accepted connection (after its TLS handshake). Until its peer authenticates it counts as
+  // pending, and its messages are limited to options.handshakeMessageBytes.
   struct Connection {
     Connection(Impl& impl, kj::Own<kj::AsyncIoStream> streamIn, std::string peer,
-               std::shared_ptr<bool> lost)
+               std::shared_ptr<bool> lost, std::shared_ptr<Handshake> handshakeIn)
         : impl(impl), stream(kj::mv(streamIn)),
           messages(*stream, std::min(impl.options.handshakeMessageBytes,
                                      impl.options.maxMessageBytes)),
           network(messages, capnp::rpc::twoparty::Side::SERVER),
-          handshake(std::make_shared<Handshake>()),
+          handshake(std::move(handshakeIn)),
           rpc(capnp::makeRpcServer(network, impl.newGate(std::move(peer), std::move(lost),
                                                           handshake))) {
       handshake->connection = this;
@@ -660,6 +686,9 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   kj::TimePoint lastRefusalLog = kj::origin<kj::TimePoint>();
 
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer);
+  // The RPC system of one connection (after TLS, if any); resolves when the connection is gone.
+  kj::Promise<void> runConnection(kj::Own<kj::AsyncIoStream> stream, const std::string& peer,
+                                  std::shared_ptr<Handshake> handshake);
   // handshake: the connection's, or null for an in-process Gate.
   proto::Gate::Client newGate(std::string peer, std::shared_ptr<bool> connectionLost,
                               std::shared_ptr<Handshake> handshake = nullptr);
@@ -1096,24 +1125,31 @@ class NodeImpl final : public proto::Node::Server {
         request.getReportsHeld() ? int64_t(std::min<uint32_t>(request.getHeldDevices(), 1u << 20))
                                  : -1;
     if (granted.empty() && requesterHeld >= 0 && request.getPreempt()) {
-      // Fair share: take the devices of the lease whose Primary holds the most, when it holds
-      // at least 2 x its devices here more than the requester (so the two never swap back).
+      // Fair share: the lease whose Primary holds the most gives the requester t of its
+      // devices, t = min(its devices here, (holder - requester) / 2), so that afterwards the
+      // holder still holds at least as many as the requester (they never swap back). The lease
+      // is revoked whole (a lease's devices render in one worker); the devices beyond t stay
+      // free for the holder to lease again when it reconnects.
       LeaseState* victim = nullptr;
+      int64_t transfer = 0;
       for (uint32_t d : candidates) {
         LeaseState* holder = node_.slots[d]->leasedBy;
         if (holder == nullptr || holder->heldDevices < 0 || !holder->ownerToken.empty()) continue;
-        const int64_t k = int64_t(holder->devices.size());
-        if (holder->heldDevices >= requesterHeld + 2 * k &&
-            (victim == nullptr || holder->heldDevices > victim->heldDevices)) {
+        const int64_t t = std::min<int64_t>(int64_t(holder->devices.size()),
+                                            (holder->heldDevices - requesterHeld) / 2);
+        if (t >= 1 && (victim == nullptr || holder->heldDevices > victim->heldDevices)) {
           victim = holder;
+          transfer = t;
         }
       }
       if (victim != nullptr) {
         node_.endLease(*victim, "revoked: fair share (its primary holds " +
                                     std::to_string(victim->heldDevices) + " devices, " +
-                                    primary_ + " holds " + std::to_string(requesterHeld) + ")");
+                                    primary_ + " holds " + std::to_string(requesterHeld) +
+                                    "; " + std::to_string(transfer) + " change hands)");
         for (uint32_t d : candidates) {
-          if (node_.slots[d]->leasedBy == nullptr) granted.push_back(d);
+          if (node_.slots[d]->leasedBy == nullptr && int64_t(granted.size()) < transfer)
+            granted.push_back(d);
         }
       }
     }
@@ -1242,8 +1278,56 @@ void NodeService::Impl::serve(kj::Own<kj::AsyncIoStream> stream, std::string pee
     refuseConnection(peer);
     return;  // dropping the stream closes it
   }
+  // Pending from here until the Gate authenticates the peer: the TLS handshake and the Gate's
+  // share one deadline (below).
+  auto handshake = std::make_shared<Handshake>();
+  kj::Promise<void> connection = nullptr;
+  if (!options.tls) {
+    connection = runConnection(kj::mv(stream), peer, handshake);
+  } else if (secure == nullptr) {
+    PL_LOG_WARN("closing the connection from %s: this node has no TLS context", peer.c_str());
+    return;
+  } else {
+    auto pending = kj::heap<PendingTls>(*this);
+    connection = secure->wrapServer(kj::mv(stream))
+                     .then(
+                         [this, peer, handshake, pending = kj::mv(pending)](
+                             kj::Own<kj::AsyncIoStream> secured) mutable {
+                           pending = nullptr;  // the Connection counts it from now on
+                           return runConnection(kj::mv(secured), peer, handshake);
+                         },
+                         [peer](kj::Exception&& e) {
+                           if (isTlsKeyMismatch(e)) {
+                             PL_LOG_WARN("TLS handshake from %s failed: authentication failed, "
+                                         "%s (a client without this cluster key?)",
+                                         peer.c_str(), tlsFailureReason(e).c_str());
+                           } else {
+                             PL_LOG_WARN("TLS handshake from %s failed: %s (not a peerlight "
+                                         "client, or one of another version?)",
+                                         peer.c_str(), tlsFailureReason(e).c_str());
+                           }
+                         });
+  }
+  // A peer that has not authenticated within the handshake timeout is dropped (the same way).
+  kj::Promise<void> timeout = kj::NEVER_DONE;
+  if (options.handshakeTimeoutMs != 0) {
+    timeout = loop.timer()
+                  .afterDelay(options.handshakeTimeoutMs * kj::MILLISECONDS)
+                  .then([handshake, peer, ms = options.handshakeTimeoutMs]() -> kj::Promise<void> {
+                    if (handshake->authenticated) return kj::NEVER_DONE;
+                    PL_LOG_WARN("closing the connection from %s: not authenticated within %u ms",
+                                peer.c_str(), ms);
+                    return kj::READY_NOW;
+                  });
+  }
+  connectionTasks->add(connection.exclusiveJoin(kj::mv(timeout)));
+}
+
+kj::Promise<void> NodeService::Impl::runConnection(kj::Own<kj::AsyncIoStream> stream,
+                                                   const std::string& peer,
+                                                   std::shared_ptr<Handshake> handshake) {
   auto lost = std::make_shared<bool>(false);
-  auto connection = kj::heap<Connection>(*this, kj::mv(stream), peer, lost);
+  auto connection = kj::heap<Connection>(*this, kj::mv(stream), peer, lost, std::move(handshake));
   PL_LOG_DEBUG("connection from %s", peer.c_str());
   // When the connection is gone, flag it (for the log lines of its leases), then drop its RPC
   // system, which releases its capabilities and so ends its leases.
@@ -1253,20 +1337,7 @@ void NodeService::Impl::serve(kj::Own<kj::AsyncIoStream> stream, std::string pee
         PL_LOG_DEBUG("connection from %s closed", peer.c_str());
       },
       [lost](kj::Exception&&) { *lost = true; });
-  // A peer that has not authenticated within the handshake timeout is dropped (the same way).
-  kj::Promise<void> timeout = kj::NEVER_DONE;
-  if (options.handshakeTimeoutMs != 0) {
-    timeout = loop.timer()
-                  .afterDelay(options.handshakeTimeoutMs * kj::MILLISECONDS)
-                  .then([handshake = connection->handshake, peer,
-                         ms = options.handshakeTimeoutMs]() -> kj::Promise<void> {
-                    if (handshake->authenticated) return kj::NEVER_DONE;
-                    PL_LOG_WARN("closing the connection from %s: not authenticated within %u ms",
-                                peer.c_str(), ms);
-                    return kj::READY_NOW;
-                  });
-  }
-  connectionTasks->add(disconnected.exclusiveJoin(kj::mv(timeout)).attach(kj::mv(connection)));
+  return disconnected.attach(kj::mv(connection));
 }
 
 proto::Gate::Client NodeService::Impl::newGate(std::string peer,

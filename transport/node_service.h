@@ -21,8 +21,11 @@
 // or hangs frees the devices within it. Owner jobs (ownerJobStarted(), fed by the daemon's
 // control socket, transport/control_socket.h) revoke other Primaries' leases and refuse new
 // ones. Fair share: a lease request with LeaseRequest.preempt, finding every device it asks
-// for leased, revokes the lease whose Primary holds (as last reported in its lease request or
-// renew) at least 2 x that lease's devices more than the requester, and grants its devices.
+// for leased, looks for the lease whose Primary holds the most devices (as last reported in its
+// lease request or renew) and can give t = min(its devices here, (its holding - the
+// requester's) / 2) >= 1 of them without the two swapping back; it revokes that lease and
+// grants the requester t of its devices. The rest stay free, for the revoked Primary to lease
+// again when it reconnects (so a 4-device node shared by two Primaries ends 2 + 2).
 //
 // Threads: everything here runs on the loop thread, which only does bookkeeping and network
 // I/O, so ping() answers at once. Each device has its own worker thread (a queue: load, render,
@@ -48,8 +51,12 @@
 // A pinned chunk that no load names stays pinned until the lease ends. Decoded render data
 // stays with the devices that loaded it. Nothing is written to disk.
 //
-// Connections (listen(), serve()): a connection counts as pending until its peer authenticates at
-// the Gate. A pending connection is closed after NodeOptions::handshakeTimeoutMs (one log line
+// Connections (listen(), serve()) speak TLS 1.3 keyed by the cluster key (NodeOptions::tls,
+// transport/secure_channel.h): the Gate's RPC system starts only once the TLS handshake is done,
+// and a TLS handshake that fails is one log line naming the peer ("TLS handshake from <addr>
+// failed: ..."). A connection counts as pending from accept until its peer authenticates at
+// the Gate (the TLS handshake included). A pending connection is closed after
+// NodeOptions::handshakeTimeoutMs (one log line
 // naming the peer), a new connection beyond maxPendingConnections pending ones is closed at once
 // (at most one log line a second, counting the connections closed since the last), and a pending
 // connection's messages are limited to handshakeMessageBytes (64 KiB) instead of maxMessageBytes,
@@ -103,6 +110,9 @@ struct NodeOptions {
   uint32_t handshakeTimeoutMs = 10000;
   uint32_t maxPendingConnections = 32;
   uint64_t handshakeMessageBytes = uint64_t(64) << 10;
+  // TLS on serve() / listen() connections (secure_channel.h), keyed by the cluster key. Only
+  // tests that talk raw Cap'n Proto to the node turn it off; `peerlight node` always has it.
+  bool tls = true;
   // The largest scene (decoded RenderData bytes, from the manifest) this node agrees to load;
   // 0 = half of this machine's physical memory. Checked before anything is allocated, so a
   // manifest that names one small chunk thousands of times cannot exhaust memory. It also

@@ -28,6 +28,7 @@
 #include "transport/chunk_codec.h"
 #include "transport/protocol.capnp.h"
 #include "transport/protocol_convert.h"
+#include "transport/secure_channel.h"
 #include "transport/tcp.h"
 #include "transport/uv_kj_loop.h"
 
@@ -260,6 +261,8 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
   ChunkManifest manifest_;
   std::vector<Hash128> chunkHashes_;
 
+  // TLS for the peers' connections (options.tls), built at the first handshake.
+  std::unique_ptr<SecureChannel> secure_;
   std::deque<Peer> peers_;  // a deque: Connection holds Peer&, and peers are added mid-frame
   Clock::time_point nextPeerPoll_{};
   std::vector<LocalDeviceRenderStats> localStats_;
@@ -399,7 +402,27 @@ void ClusterRender::startPeer(Peer& peer) {
 }
 
 kj::Promise<void> ClusterRender::handshake(Connection& c) {
-  return connectTcp(loop_.lowLevelIo(), c.peer.stats.address)
+  kj::Promise<kj::Own<kj::AsyncIoStream>> connected =
+      connectTcp(loop_.lowLevelIo(), c.peer.stats.address);
+  if (options_.tls) {
+    if (secure_ == nullptr) {
+      Result<std::unique_ptr<SecureChannel>> made = SecureChannel::create(options_.key);
+      if (!made.ok()) return KJ_EXCEPTION(FAILED, made.error().message.c_str());
+      secure_ = std::move(*made);
+    }
+    // TLS first (secure_channel.h): a node without our key fails here, and that is final.
+    connected = connected.then([this, &c](kj::Own<kj::AsyncIoStream> plain) {
+      return secure_->wrapClient(kj::mv(plain))
+          .catch_([&c](kj::Exception&& e) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+            if (!isTlsKeyMismatch(e)) return kj::mv(e);  // DISCONNECTED: retried
+            c.failState = "auth_failed";
+            return KJ_EXCEPTION(FAILED, kj::str(c.peer.stats.address.c_str(),
+                                                ": authentication failed (TLS: the node does not "
+                                                "hold this cluster key)"));
+          });
+    });
+  }
+  return connected
       .then([this, &c](kj::Own<kj::AsyncIoStream> stream) {
         c.stream = kj::mv(stream);
         c.rpc = kj::heap<capnp::TwoPartyClient>(*c.stream);

@@ -7,7 +7,8 @@
 //   Film film(width, height, spp);
 //   Result<ClusterRenderStats> stats = renderCluster(data, film, options);
 //
-// For each peer: connect, Gate.hello (protocol versions must match; the node's proof is
+// For each peer: connect, TLS 1.3 keyed by the cluster key (transport/secure_channel.h; a node
+// without the key fails here), Gate.hello (protocol versions must match; the node's proof is
 // checked), Gate.authenticate, Node.info, Node.lease (renewed every third of its TTL), then
 // upload: the RenderData is encoded once into a ChunkStore, each node says which chunks it
 // lacks (RenderSession.missing), those are streamed with `put` (flow-controlled, the encoded
@@ -51,6 +52,9 @@ struct ClusterRenderOptions {
   std::vector<Device*> localDevices;
   // The cluster key (transport/auth.h loads it). Needed only when peers are given.
   ClusterKey key;
+  // TLS 1.3 keyed by `key` on every connection to a node (transport/secure_channel.h); must
+  // match the nodes' NodeOptions::tls. Only tests turn it off.
+  bool tls = true;
   std::string primaryName;  // shown in the nodes' logs
   // The token this render announced on this machine's node control socket as the owner job
   // (transport/control_socket.h), sent in every LeaseRequest; empty: none.

@@ -15,8 +15,10 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("pl::proto");
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;
 # Peers are compatible when their protocol versions are equal.
+# 2: every connection is TLS 1.3 keyed by the cluster key (transport/secure_channel.h); the
+#    messages below travel inside it, unchanged.
 
 struct Hash128 {
   # XXH3-128 of some bytes (a chunk's raw bytes, a manifest).

@@ -107,8 +107,10 @@ TEST(BridgeTest, ThreeHostsOnABridgeFindEachOtherAndRenderIdentically) {
                   offsetMs + (*j)["discoveredMs"].get<double>());
   }
 
-  // From host 1, no --peer and no local devices: the three nodes come from mDNS.
-  argv = {kPeerlight, "render", kScene, "-o", box.file("mdns.exr"), "--no-local", "--json"};
+  // From host 1, no --peer and no local devices, this process as the Primary (--no-daemon):
+  // the three nodes come from mDNS.
+  argv = {kPeerlight, "render", kScene, "-o", box.file("mdns.exr"), "--no-local", "--no-daemon",
+          "--json"};
   argv.insert(argv.end(), common.begin(), common.end());
   const auto renderStart = Clock::now();
   Process& render = box.spawn(0, argv, "render");
@@ -148,6 +150,32 @@ TEST(BridgeTest, ThreeHostsOnABridgeFindEachOtherAndRenderIdentically) {
   for (size_t i = 0; i < got->rgb.size(); ++i)
     differing += std::memcmp(&got->rgb[i], &want->rgb[i], sizeof(float)) != 0;
   EXPECT_EQ(differing, 0u) << "of " << got->rgb.size() << " floats differ from --local-only";
+
+  // The same with no flags beyond the frame: host 1's node daemon takes the job and becomes
+  // the Primary; it renders on its own node and on the two it found by mDNS.
+  argv = {kPeerlight, "render", kScene, "-o", box.file("daemon.exr"), "--json"};
+  argv.insert(argv.end(), common.begin(), common.end());
+  Process& job = box.spawn(0, argv, "job");
+  ASSERT_EQ(job.wait(kTimeout), 0) << job.err();
+  nlohmann::json jobStats = nlohmann::json::parse(job.out(), nullptr, false);
+  ASSERT_TRUE(jobStats.is_object()) << job.out() << "\n" << job.err();
+  EXPECT_TRUE(jobStats["node_daemon"].is_string()) << "not handed to host 1's daemon";
+  ASSERT_EQ(jobStats["nodes"].size(), size_t(kHosts)) << jobStats["nodes"].dump(2);
+  for (int i = 0; i < kHosts; ++i) {
+    const nlohmann::json* entry = nullptr;
+    for (const auto& n : jobStats["nodes"])
+      if (n["address"] == addresses[i]) entry = &n;
+    ASSERT_NE(entry, nullptr) << "host" << i + 1 << " not used by the daemon's job:\n"
+                              << jobStats["nodes"].dump(2);
+    EXPECT_EQ((*entry)["state"], "done") << entry->dump();
+  }
+  Result<ImageRgb> fromDaemon = readExr(box.file("daemon.exr"));
+  ASSERT_TRUE(fromDaemon.ok()) << fromDaemon.error().message;
+  ASSERT_EQ(fromDaemon->rgb.size(), want->rgb.size());
+  EXPECT_EQ(std::memcmp(fromDaemon->rgb.data(), want->rgb.data(),
+                        want->rgb.size() * sizeof(float)),
+            0)
+      << "the daemon's render differs from --local-only";
   std::printf("whole test: %.1f s\n",
               std::chrono::duration<double>(Clock::now() - testStart).count());
 }

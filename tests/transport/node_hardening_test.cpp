@@ -51,6 +51,7 @@ class TestNode {
     std::vector<std::unique_ptr<Device>> devices;
     for (size_t i = 0; i < deviceCount; ++i) devices.push_back(std::make_unique<CpuDevice>(1));
     options.name = "hardening-node";
+    options.tls = false;  // raw Cap'n Proto clients; TLS: tests/transport/secure_channel_test.cpp
     node_ = std::make_unique<NodeService>(loop, testKey(), std::move(devices), options);
     auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
     PL_CHECK(receiver.ok());

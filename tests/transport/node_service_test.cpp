@@ -62,6 +62,7 @@ class TestNode {
     std::vector<std::unique_ptr<Device>> devices;
     for (size_t i = 0; i < deviceCount; ++i) devices.push_back(std::make_unique<CpuDevice>(1));
     if (options.name.empty()) options.name = "test-node";
+    options.tls = false;  // raw Cap'n Proto clients; TLS: tests/transport/secure_channel_test.cpp
     node_ = std::make_unique<NodeService>(loop, std::move(key), std::move(devices), options);
     auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
     PL_CHECK(receiver.ok());
@@ -514,6 +515,48 @@ TEST(NodeService, MessageBeyondTheSizeLimitDropsOnlyThatConnection) {
   Client other(loop, node.address());
   proto::Node::Client otherNode = other.authenticate(testKey(1));
   EXPECT_EQ(takeLease(loop, otherNode).devices.size(), 1u);
+}
+
+// Fair share on a node with several devices: a Primary holding all four of them gives a
+// preempting requester that holds none half of them (the lease is revoked whole; the rest stay
+// free), and the first Primary leases the rest again: 2 + 2. A requester that would end up
+// with more than the holder gets nothing.
+TEST(NodeService, FairShareSplitsAMultiDeviceNode) {
+  UvKjLoop loop;
+  TestNode node(loop, 4);
+  auto request = [&](proto::Node::Client& n, uint32_t held, bool preempt) {
+    auto req = n.leaseRequest();
+    auto r = req.initRequest();
+    r.setPrimaryName("test-primary");
+    r.setHeldDevices(held);
+    r.setReportsHeld(true);
+    r.setPreempt(preempt);
+    return req.send();
+  };
+  Client a(loop, node.address()), b(loop, node.address());
+  proto::Node::Client nodeA = a.authenticate(testKey(1)), nodeB = b.authenticate(testKey(1));
+  auto leaseA = waitFor(loop, request(nodeA, 0, true));
+  ASSERT_EQ(leaseA.getDevices().size(), 4u);
+  EXPECT_EQ(node->freeDeviceCount(), 0u);
+
+  // b holds 3 elsewhere: (4 - 3) / 2 = 0 devices may change hands: refused.
+  expectFailure([&] { waitFor(loop, request(nodeB, 3, true)); }, "busy");
+  EXPECT_EQ(node->activeLeaseCount(), 1u);
+
+  // b holds none: 2 of a's 4 go to b; a's lease ends, 2 devices stay free.
+  auto leaseB = waitFor(loop, request(nodeB, 0, true));
+  EXPECT_EQ(leaseB.getDevices().size(), 2u);
+  EXPECT_EQ(node->activeLeaseCount(), 1u);
+  EXPECT_EQ(node->freeDeviceCount(), 2u);
+  expectFailure([&] { waitFor(loop, leaseA.getSession().pingRequest().send()); }, "fair share");
+
+  // a comes back (holding nothing now) and gets the other 2, without preempting anyone.
+  auto leaseA2 = waitFor(loop, request(nodeA, 0, true));
+  EXPECT_EQ(leaseA2.getDevices().size(), 2u);
+  EXPECT_EQ(node->activeLeaseCount(), 2u);
+  EXPECT_EQ(node->freeDeviceCount(), 0u);
+  // Now even: neither can take from the other.
+  expectFailure([&] { waitFor(loop, request(nodeB, 2, true)); }, "busy");
 }
 
 TEST(NodeService, LeaseExpiresWithoutRenewAndFreesDevices) {

@@ -96,7 +96,7 @@ RenderData cornell(uint32_t size) {
 }
 
 TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
-  constexpr uint32_t kSize = 64, kSpp = 192;
+  constexpr uint32_t kSize = 96, kSpp = 256;
   auto data = std::make_shared<const RenderData>(cornell(kSize));
   CpuDevice local(1);
   ASSERT_TRUE(local.load(data).ok());
@@ -116,10 +116,10 @@ TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
   options.key = testKey();
   const Clock::time_point start = Clock::now();
   std::atomic<int> polls{0};
-  // Nothing at first; the node "appears" 300 ms into the render.
+  // Nothing at first; the node "appears" 150 ms into the render.
   options.morePeers = [&]() -> std::vector<std::string> {
     polls += 1;
-    if (Clock::now() - start < 300ms) return {};
+    if (Clock::now() - start < 150ms) return {};
     return {node.address()};
   };
   Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
