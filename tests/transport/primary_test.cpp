@@ -17,6 +17,7 @@
 #include "transport/primary.h"
 #include "transport/tcp.h"
 #include "transport/uv_kj_loop.h"
+#include "tests/transport/node_thread.h"
 
 namespace pl {
 namespace {
@@ -30,74 +31,9 @@ ClusterKey testKey() {
   return key;
 }
 
-// A Render Node with one single-thread CPU device, serving on its own thread until destroyed.
-class NodeThread {
- public:
-  NodeThread() {
-    thread_ = std::thread([this] { run(); });
-    std::unique_lock<std::mutex> lock(mutex_);
-    ready_.wait(lock, [this] { return started_; });
-  }
-  ~NodeThread() {
-    loop_->post([this] { stopping_ = true; loop_->stop(); });
-    thread_.join();
-  }
-  const std::string& address() const { return address_; }
-  size_t activeLeases() const { return leases_.load(); }
-
- private:
-  void run() {
-    UvKjLoop loop;
-    auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
-    std::vector<std::unique_ptr<Device>> devices;
-    devices.push_back(std::make_unique<CpuDevice>(1));
-    {
-      NodeService node(loop, testKey(), std::move(devices));
-      kj::Promise<void> listening = node.listen(**receiver);
-      // A timer keeps the loop running and publishes the lease count.
-      auto poll = [&](auto& self) -> kj::Promise<void> {
-        leases_ = node.activeLeaseCount();
-        return loop.timer().afterDelay(20 * kj::MILLISECONDS).then([&, self]() mutable {
-          return self(self);
-        });
-      };
-      kj::Promise<void> polling = poll(poll).eagerlyEvaluate(nullptr);
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        loop_ = &loop;
-        address_ = "127.0.0.1:" + std::to_string((*receiver)->getPort());
-        started_ = true;
-      }
-      ready_.notify_all();
-      loop.run();
-      node.endAllLeases("test over");
-      node.disconnectAll();
-    }
-    *receiver = nullptr;
-  }
-
-  std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  bool started_ = false;
-  bool stopping_ = false;
-  UvKjLoop* loop_ = nullptr;
-  std::string address_;
-  std::atomic<size_t> leases_{0};
-};
-
-RenderData cornell(uint32_t size) {
-  CompileOptions options;
-  options.width = options.height = size;
-  Result<RenderData> data =
-      loadAndCompile(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf", options);
-  EXPECT_TRUE(data.ok()) << data.error().message;
-  return std::move(data).value();
-}
-
 TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
   constexpr uint32_t kSize = 96, kSpp = 256;
-  auto data = std::make_shared<const RenderData>(cornell(kSize));
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
   CpuDevice local(1);
   ASSERT_TRUE(local.load(data).ok());
 
@@ -109,7 +45,7 @@ TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
     ASSERT_TRUE(stats.ok()) << stats.error().message;
   }
 
-  NodeThread node;
+  testing::NodeThread node(testKey(), NodeOptions());
   Film film(kSize, kSize, kSpp);
   ClusterRenderOptions options;
   options.localDevices = {&local};
@@ -134,8 +70,8 @@ TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
 
 TEST(PrimaryTest, CancelledRenderStopsAndFreesItsLease) {
   constexpr uint32_t kSize = 128, kSpp = 4096;  // far longer than the test waits
-  auto data = std::make_shared<const RenderData>(cornell(kSize));
-  NodeThread node;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  testing::NodeThread node(testKey(), NodeOptions());
   Film film(kSize, kSize, kSpp);
   ClusterRenderOptions options;
   options.peers = {node.address()};

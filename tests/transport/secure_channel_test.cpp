@@ -29,6 +29,7 @@
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
 #include "tests/transport/loop_test_util.h"
+#include "tests/transport/node_thread.h"
 #include "transport/auth.h"
 #include "transport/chunk_codec.h"
 #include "transport/node_service.h"
@@ -206,75 +207,17 @@ TEST(SecureChannel, DifferentKeysFailOnBothSides) {
   EXPECT_EQ(node->pendingConnectionCount(), 0u);
 }
 
-// A Render Node with one one-thread CPU device, serving on its own thread until destroyed.
-class NodeThread {
- public:
-  NodeThread(ClusterKey key, bool tls) : key_(std::move(key)), tls_(tls) {
-    thread_ = std::thread([this] { run(); });
-    std::unique_lock<std::mutex> lock(mutex_);
-    ready_.wait(lock, [this] { return started_; });
-  }
-  ~NodeThread() {
-    loop_->post([this] { loop_->stop(); });
-    thread_.join();
-  }
-  const std::string& address() const { return address_; }
-
- private:
-  void run() {
-    UvKjLoop loop;
-    auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
-    std::vector<std::unique_ptr<Device>> devices;
-    devices.push_back(std::make_unique<CpuDevice>(1));
-    {
-      NodeOptions options;
-      options.name = "relayed-node";
-      options.tls = tls_;
-      NodeService node(loop, key_, std::move(devices), options);
-      kj::Promise<void> listening = node.listen(**receiver);
-      // A timer keeps the loop running.
-      auto tick = [&](auto& self) -> kj::Promise<void> {
-        return loop.timer().afterDelay(50 * kj::MILLISECONDS).then([self]() mutable {
-          return self(self);
-        });
-      };
-      kj::Promise<void> ticking = tick(tick).eagerlyEvaluate(nullptr);
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        loop_ = &loop;
-        address_ = "127.0.0.1:" + std::to_string((*receiver)->getPort());
-        started_ = true;
-      }
-      ready_.notify_all();
-      loop.run();
-      node.endAllLeases("test over");
-      node.disconnectAll();
-    }
-    *receiver = nullptr;
-  }
-
-  ClusterKey key_;
-  bool tls_;
-  std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  bool started_ = false;
-  UvKjLoop* loop_ = nullptr;
-  std::string address_;
-};
-
-RenderData cornell(uint32_t size) {
-  CompileOptions options;
-  options.width = options.height = size;
-  Result<RenderData> data =
-      loadAndCompile(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf", options);
-  EXPECT_TRUE(data.ok()) << data.error().message;
-  return std::move(data).value();
+// A node on a thread of its own, with or without TLS.
+testing::NodeThread nodeThread(ClusterKey key, bool tls) {
+  NodeOptions options;
+  options.name = "relayed-node";
+  options.tls = tls;
+  return testing::NodeThread(std::move(key), options);
 }
 
 TEST(SecureChannel, PrimaryReportsAWrongKeyNodeAsAuthFailedAndDoesNotRetry) {
-  NodeThread node(testKey(2), /*tls=*/true);
-  auto data = std::make_shared<const RenderData>(cornell(16));
+  auto node = nodeThread(testKey(2), /*tls=*/true);
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(16));
   Film film(16, 16, 1);
   ClusterRenderOptions options;
   options.peers = {node.address()};
@@ -472,7 +415,7 @@ struct RelayedRender {
 };
 
 RelayedRender renderThroughRelay(const std::shared_ptr<const RenderData>& data, bool tls) {
-  NodeThread node(testKey(1), tls);
+  auto node = nodeThread(testKey(1), tls);
   Relay relay(node.address());
   Film film(32, 32, 4);
   ClusterRenderOptions options;
@@ -492,7 +435,7 @@ RelayedRender renderThroughRelay(const std::shared_ptr<const RenderData>& data, 
 }
 
 TEST(SecureChannel, RelayBetweenPrimaryAndNodeSeesOnlyCiphertext) {
-  auto data = std::make_shared<const RenderData>(cornell(32));
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(32));
   // The chunks the Primary uploads (the same encoding renderCluster() does): 32 bytes from the
   // middle of each, to look for in what the relay saw.
   ChunkStore store;
