@@ -21,6 +21,7 @@
 #include "core/scene/compile.h"
 #include "core/util/hash.h"
 #include "tests/transport/loop_test_util.h"
+#include "tests/transport/test_node.h"
 #include "transport/auth.h"
 #include "transport/chunk_codec.h"
 #include "transport/node_service.h"
@@ -34,47 +35,14 @@ namespace {
 using testing::exceptionFrom;
 using testing::waitFor;
 
-ClusterKey testKey() {
-  ClusterKey key;
-  for (int i = 0; i < 32; ++i) key.bytes.push_back(uint8_t(7 + i));
-  return key;
-}
+ClusterKey testKey() { return testing::nodeTestKey(1); }
 
 std::string describe(const kj::Maybe<kj::Exception>& e) {
   KJ_IF_MAYBE (exception, e) return exception->getDescription().cStr();
   return "<no exception>";
 }
 
-class TestNode {
- public:
-  TestNode(UvKjLoop& loop, size_t deviceCount, NodeOptions options = {}) {
-    std::vector<std::unique_ptr<Device>> devices;
-    for (size_t i = 0; i < deviceCount; ++i) devices.push_back(std::make_unique<CpuDevice>(1));
-    options.name = "hardening-node";
-    options.tls = false;  // raw Cap'n Proto clients; TLS: tests/transport/secure_channel_test.cpp
-    node_ = std::make_unique<NodeService>(loop, testKey(), std::move(devices), options);
-    auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
-    PL_CHECK(receiver.ok());
-    receiver_ = std::move(*receiver);
-    port_ = receiver_->getPort();
-    listening_ = node_->listen(*receiver_).eagerlyEvaluate([](kj::Exception&& e) {
-      ADD_FAILURE() << "listen: " << kj::str(e).cStr();
-    });
-  }
-  ~TestNode() {
-    listening_ = nullptr;
-    node_.reset();
-    receiver_ = nullptr;
-  }
-  NodeService* operator->() { return node_.get(); }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  std::unique_ptr<NodeService> node_;
-  kj::Own<kj::ConnectionReceiver> receiver_;
-  kj::Promise<void> listening_ = nullptr;
-  uint port_ = 0;
-};
+using testing::TestNode;
 
 kj::Promise<capnp::Response<proto::Gate::HelloResults>> sendHello(proto::Gate::Client& gate,
                                                                   const Nonce& nonce,

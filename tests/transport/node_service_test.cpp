@@ -21,6 +21,7 @@
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
 #include "tests/transport/loop_test_util.h"
+#include "tests/transport/test_node.h"
 #include "transport/auth.h"
 #include "transport/chunk_codec.h"
 #include "transport/protocol_convert.h"
@@ -33,11 +34,7 @@ namespace {
 using testing::exceptionFrom;
 using testing::waitFor;
 
-ClusterKey testKey(uint8_t seed) {
-  ClusterKey key;
-  for (int i = 0; i < 32; ++i) key.bytes.push_back(uint8_t(seed * 31 + i));
-  return key;
-}
+ClusterKey testKey(uint8_t seed) { return testing::nodeTestKey(seed); }
 
 std::string describe(const kj::Maybe<kj::Exception>& e) {
   KJ_IF_MAYBE (exception, e) return exception->getDescription().cStr();
@@ -55,37 +52,7 @@ void expectFailure(Fn&& fn, const std::string& needle) {
 
 // A node on `loop`, listening on 127.0.0.1:<ephemeral>, with `deviceCount` one-thread CPU
 // devices.
-class TestNode {
- public:
-  TestNode(UvKjLoop& loop, size_t deviceCount, NodeOptions options = {},
-           ClusterKey key = testKey(1)) {
-    std::vector<std::unique_ptr<Device>> devices;
-    for (size_t i = 0; i < deviceCount; ++i) devices.push_back(std::make_unique<CpuDevice>(1));
-    if (options.name.empty()) options.name = "test-node";
-    options.tls = false;  // raw Cap'n Proto clients; TLS: tests/transport/secure_channel_test.cpp
-    node_ = std::make_unique<NodeService>(loop, std::move(key), std::move(devices), options);
-    auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
-    PL_CHECK(receiver.ok());
-    receiver_ = std::move(*receiver);
-    port_ = receiver_->getPort();
-    listening_ = node_->listen(*receiver_).eagerlyEvaluate(
-        [](kj::Exception&& e) { ADD_FAILURE() << "listen: " << kj::str(e).cStr(); });
-  }
-  ~TestNode() {
-    listening_ = nullptr;
-    node_.reset();
-    receiver_ = nullptr;
-  }
-  NodeService& operator*() { return *node_; }
-  NodeService* operator->() { return node_.get(); }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  std::unique_ptr<NodeService> node_;
-  kj::Own<kj::ConnectionReceiver> receiver_;
-  kj::Promise<void> listening_ = nullptr;
-  uint port_ = 0;
-};
+using testing::TestNode;
 
 // A raw client connection: what a Primary does, one call at a time.
 struct Client {
