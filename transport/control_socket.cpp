@@ -64,6 +64,13 @@ int connectUnix(const std::string& path) {
 
 }  // namespace
 
+bool controlSocketAnswers(const std::string& path) {
+  int fd = connectUnix(path);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
 struct ControlSocket::Impl {
   struct Client;
 

@@ -49,6 +49,9 @@ constexpr size_t kMaxControlReplyLineBytes = 16 << 20;  // a daemon's progress /
 // $XDG_RUNTIME_DIR/peerlight/node.sock; /run/peerlight/node.sock for root; otherwise
 // /tmp/peerlight-<uid>/node.sock.
 std::string defaultControlSocketPath();
+// Whether a process accepts connections on `path` now (a stale socket file of a daemon that
+// died does not).
+bool controlSocketAnswers(const std::string& path);
 // Where a client looks for a daemon, in order: defaultControlSocketPath(), then the system
 // daemon's /run/peerlight/node.sock (packaging/peerlight-node.service).
 std::vector<std::string> controlSocketCandidates();

@@ -442,8 +442,9 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const 
 std::string daemonSocket(const RenderArgs& args) {
   if (args.noDaemon || args.device != "auto" || args.threads != 0) return "";
   if (!args.controlSocket.empty()) return args.controlSocket;
+  // A socket file that nobody answers on (a daemon that died) is no daemon.
   for (const std::string& path : controlSocketCandidates()) {
-    if (::access(path.c_str(), F_OK) == 0) return path;
+    if (::access(path.c_str(), F_OK) == 0 && controlSocketAnswers(path)) return path;
   }
   return "";
 }
