@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -91,6 +92,10 @@ struct ControlSocket::Impl {
     bool connected() const override { return client != nullptr && !finished; }
     void accept() override { send("accepted\n", {}, false); }
     void progress(const std::string& text) override {
+      // A client that does not read (stopped, say) gets no more progress lines than fit.
+      if (client != nullptr &&
+          uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(client->pipe.get())) > 0)
+        return;
       send("progress " + oneLine(text) + "\n", {}, false);
     }
     void done(const std::string& text, std::vector<uint8_t> bytes) override {
@@ -119,6 +124,7 @@ struct ControlSocket::Impl {
     std::string token;         // set once it said "owner"
     std::shared_ptr<Job> job;  // set once it said "render"
     uint64_t payloadBytes = 0;  // declared payload size of a render request
+    bool payloadComplete = false;  // then renderRequested ran (once) and no more data may come
     bool closing = false;       // a final reply is being written; then the connection closes
     size_t writesInFlight = 0;
     char readBuffer[64 * 1024];
@@ -130,6 +136,9 @@ struct ControlSocket::Impl {
   Options options;
   UvHandle<uv_pipe_t> listener;
   std::list<std::unique_ptr<Client>> clients;
+  // Declared bytes of the render payloads being uploaded now (bounded by maxPayloadBytes in all).
+  uint64_t uploadingBytes = 0;
+  static constexpr size_t kMaxClients = 64;
 
   ~Impl() {
     while (!clients.empty()) drop(*clients.front());
@@ -145,6 +154,7 @@ struct ControlSocket::Impl {
 
   // Closes the client; ends its owner job if it had one, tells its render job.
   void drop(Client& client) {
+    if (client.job && !client.payloadComplete) uploadingBytes -= client.payloadBytes;
     std::string token = std::move(client.token);
     std::shared_ptr<Job> job = std::move(client.job);
     client.pipe.close();
@@ -170,18 +180,24 @@ struct ControlSocket::Impl {
     };
     auto* r = new Request{{}, std::move(head), std::move(body), &client, last};
     r->req.data = r;
-    uv_buf_t bufs[2] = {uv_buf_init(r->head.data(), unsigned(r->head.size())),
-                        uv_buf_init(reinterpret_cast<char*>(r->body.data()),
-                                    unsigned(r->body.size()))};
+    // uv_buf_t lengths are unsigned int: the body goes in slices of at most 1 GiB.
+    std::vector<uv_buf_t> bufs = {uv_buf_init(r->head.data(), unsigned(r->head.size()))};
+    for (size_t at = 0; at < r->body.size(); at += size_t(1) << 30) {
+      size_t n = std::min(r->body.size() - at, size_t(1) << 30);
+      bufs.push_back(uv_buf_init(reinterpret_cast<char*>(r->body.data() + at), unsigned(n)));
+    }
     if (last) client.closing = true;
     client.writesInFlight += 1;
-    int rc = uv_write(&r->req, reinterpret_cast<uv_stream_t*>(client.pipe.get()), bufs,
-                      r->body.empty() ? 1 : 2, [](uv_write_t* req, int status) {
+    int rc = uv_write(&r->req, reinterpret_cast<uv_stream_t*>(client.pipe.get()), bufs.data(),
+                      unsigned(bufs.size()), [](uv_write_t* req, int status) {
                         auto* done = static_cast<Request*>(req->data);
                         std::unique_ptr<Request> owned(done);
-                        // A closed handle cancels its writes (status UV_ECANCELED): the client
-                        // is gone then and must not be touched.
-                        if (status == UV_ECANCELED) return;
+                        // A handle being closed reports its writes (cancelled ones, and ones
+                        // already done) before its memory goes; the client was dropped then
+                        // and must not be touched.
+                        if (status == UV_ECANCELED ||
+                            uv_is_closing(reinterpret_cast<uv_handle_t*>(req->handle)))
+                          return;
                         Client& c = *done->client;
                         c.writesInFlight -= 1;
                         if (status < 0 || (c.closing && c.writesInFlight == 0)) c.impl->drop(c);
@@ -213,6 +229,10 @@ struct ControlSocket::Impl {
       return;  // the handle closes with `client`
     }
     client->uid = cred.uid;
+    if (clients.size() >= kMaxClients) {
+      PL_LOG_WARN("control socket: %zu clients connected already; refusing another", clients.size());
+      return;  // closed with `client`
+    }
     Client* raw = client.get();
     clients.push_back(std::move(client));
     uv_read_start(
@@ -220,7 +240,7 @@ struct ControlSocket::Impl {
         [](uv_handle_t* h, size_t, uv_buf_t* buf) {
           auto* c = static_cast<Client*>(h->data);
           // A render payload is read straight into its buffer.
-          if (c->job && c->job->payload_.size() < c->payloadBytes) {
+          if (c->job && !c->payloadComplete) {
             std::vector<uint8_t>& p = c->job->payload_;
             size_t have = p.size();
             size_t want = size_t(std::min<uint64_t>(c->payloadBytes - have, 1 << 20));
@@ -260,14 +280,7 @@ struct ControlSocket::Impl {
         if (n > 0) refuse(client, "render job " + job->token_ + ": data after the payload");
         return;
       }
-      if (job->payload_.size() == client.payloadBytes && !job->finished) {
-        if (callbacks.renderRequested) {
-          callbacks.renderRequested(client.job);
-        } else {
-          job->finished = true;
-          refuse(client, "this node does not take render jobs");
-        }
-      }
+      if (job->payload_.size() == client.payloadBytes) payloadArrived(client);
       return;
     }
     client.line.append(client.readBuffer, size_t(n));
@@ -276,6 +289,7 @@ struct ControlSocket::Impl {
       if (client.line.size() >= kMaxControlRequestBytes) refuse(client, "request line too long");
       return;
     }
+    if (newline >= kMaxControlRequestBytes) return refuse(client, "request line too long");
     std::string line = client.line.substr(0, newline);
     std::string rest = client.line.substr(newline + 1);
     client.line.clear();
@@ -311,22 +325,27 @@ struct ControlSocket::Impl {
                                 " bytes (this node takes 1 to " +
                                 std::to_string(options.maxPayloadBytes) + ")");
     if (rest.size() > bytes) return refuse(client, "render request: data after the payload");
+    if (uploadingBytes + bytes > options.maxPayloadBytes)
+      return refuse(client, "busy: other render jobs are uploading " +
+                                std::to_string(uploadingBytes) + " bytes");
+    if (!callbacks.renderRequested) return refuse(client, "this node does not take render jobs");
     auto job = std::make_shared<Job>();
     job->client = &client;
     job->token_ = token;
     job->params_ = args.substr(space2 + 1);
     job->uid_ = client.uid;
-    job->payload_.reserve(size_t(bytes));
-    job->payload_.assign(rest.begin(), rest.end());
+    job->payload_.assign(rest.begin(), rest.end());  // grows as the payload arrives
     client.job = job;
     client.payloadBytes = bytes;
-    if (job->payload_.size() == bytes) {
-      if (!callbacks.renderRequested) {
-        job->finished = true;
-        return refuse(client, "this node does not take render jobs");
-      }
-      callbacks.renderRequested(job);
-    }
+    uploadingBytes += bytes;
+    if (job->payload_.size() == bytes) payloadArrived(client);
+  }
+
+  // The whole payload is in: the job goes to its callback, once; later data is refused.
+  void payloadArrived(Client& client) {
+    client.payloadComplete = true;
+    uploadingBytes -= client.payloadBytes;
+    callbacks.renderRequested(client.job);
   }
 };
 

@@ -22,6 +22,12 @@
 //             either "done <bytes> <text>\n" followed by <bytes> bytes (the film), or
 //             "error <why>\n"; then it closes. "error" may also come instead of "accepted".
 //     The job runs as long as the client keeps the connection open: closing it cancels it.
+//     Data after the payload is refused (one job per connection).
+//
+// Limits: at most 64 clients at once (more are closed at once); the payloads being uploaded
+// together at most Options::maxPayloadBytes (a request beyond it: "error busy: ..."); buffers
+// grow as bytes arrive, never by what a request declares. A client that does not read its
+// replies gets no more progress lines while earlier ones wait to be written.
 //
 // Access: the socket file is created in a directory of mode 0700 and with mode 0600, and the
 // daemon accepts only peers of its own uid (SO_PEERCRED) — unless Options::anyLocalUser (a
@@ -63,7 +69,8 @@ class ControlRenderJob {
   virtual ~ControlRenderJob() = default;
   virtual const std::string& token() const = 0;
   virtual const std::string& params() const = 0;  // the request's <params> text
-  virtual std::vector<uint8_t>& payload() = 0;    // may be moved from
+  // The payload; move it out (on the loop thread) before other threads use it.
+  virtual std::vector<uint8_t>& payload() = 0;
   virtual uint32_t clientUid() const = 0;
   virtual bool connected() const = 0;
   virtual void accept() = 0;                            // "accepted"

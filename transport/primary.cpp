@@ -713,8 +713,11 @@ bool ClusterRender::anyDeviceUsable() const {
   for (size_t i = 0; i < localFailed_.size(); ++i) {
     if (!localFailed_[i]) return true;
   }
+  // A node counts once it granted a lease (uploading or rendering); a connection still trying
+  // (a node that is down keeps one in its handshake timeout) does not, so that noDeviceTimeout
+  // ends a render whose every node is gone.
   for (const Peer& peer : peers_) {
-    if (peer.connection && !peer.connection->dead) return true;  // ready or getting there
+    if (peer.connection && !peer.connection->dead && peer.connection->hasSession) return true;
   }
   return false;
 }

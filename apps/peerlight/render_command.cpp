@@ -397,6 +397,8 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const 
   params.peers = args.peers;
   params.localOnly = args.localOnly;
   params.noLocal = args.noLocal;
+  params.noOwnerPreempt = args.noOwnerPreempt;
+  params.noMdns = args.noMdns;
   params.primaryName = primaryName();
   std::vector<uint8_t> payload = serialize(data);
   const bool showProgress = !args.json && isatty(STDERR_FILENO);

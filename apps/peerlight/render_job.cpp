@@ -48,8 +48,14 @@ Result<ClusterRenderStats> statsFromJson(const nlohmann::json& json) {
 }
 
 nlohmann::json paramsToJson(const RenderJobParams& p) {
-  return {{"width", p.width},         {"height", p.height},   {"spp", p.spp},
-          {"peers", p.peers},         {"local_only", p.localOnly}, {"no_local", p.noLocal},
+  return {{"width", p.width},
+          {"height", p.height},
+          {"spp", p.spp},
+          {"peers", p.peers},
+          {"local_only", p.localOnly},
+          {"no_local", p.noLocal},
+          {"no_owner_preempt", p.noOwnerPreempt},
+          {"no_mdns", p.noMdns},
           {"primary", p.primaryName}};
 }
 
@@ -64,6 +70,8 @@ Result<RenderJobParams> paramsFromJson(const std::string& text) {
     p.peers = j.value("peers", std::vector<std::string>{});
     p.localOnly = j.value("local_only", false);
     p.noLocal = j.value("no_local", false);
+    p.noOwnerPreempt = j.value("no_owner_preempt", false);
+    p.noMdns = j.value("no_mdns", false);
     p.primaryName = j.value("primary", std::string("local"));
   } catch (const nlohmann::json::exception& e) {
     return Error{std::string("render job params: ") + e.what()};
@@ -72,8 +80,13 @@ Result<RenderJobParams> paramsFromJson(const std::string& text) {
     return Error{"render job: " + s.error().message};
   if (p.peers.size() > 1024) return Error{"render job: more than 1024 peers"};
   if (p.localOnly && p.noLocal) return Error{"render job: local_only and no_local both set"};
-  if (p.noLocal && p.peers.empty() && p.localOnly)
-    return Error{"render job: no device to render on"};
+  // The film's sums (24 bytes a pixel) are held twice at the end (film and reply): at most
+  // 8 GiB, so that an absurd frame is refused here rather than failing an allocation later.
+  const uint64_t filmBytes = uint64_t(p.width) * p.height * 3 * sizeof(int64_t);
+  if (filmBytes > (uint64_t(4) << 30))
+    return Error{"render job: a " + std::to_string(p.width) + "x" + std::to_string(p.height) +
+                 " film needs " + std::to_string(filmBytes >> 20) +
+                 " MiB, more than this node gives one job (4096 MiB)"};
   return p;
 }
 
@@ -83,6 +96,7 @@ struct RenderJobs::Impl {
     RenderJobParams params;
     std::string label;  // "render job <token prefix>" for the log
     bool owner = false;  // announced as the owner job on the node
+    std::vector<uint8_t> payload;  // moved from the job on the loop thread
     std::atomic<bool> cancel{false};
     std::thread thread;
   };
@@ -94,6 +108,7 @@ struct RenderJobs::Impl {
   PeerWatch* watch;
   std::list<std::unique_ptr<Running>> jobs;
   std::function<void()> whenIdle;
+  bool stopping = false;  // cancelAll() was called: no new jobs
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
 
   Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, std::string selfAddress,
@@ -118,16 +133,26 @@ struct RenderJobs::Impl {
       job->fail(params.error().message);
       return;
     }
+    if (stopping) {
+      job->fail("the node daemon is shutting down");
+      return;
+    }
+    if (jobs.size() >= kMaxJobs) {
+      PL_LOG_WARN("%s refused: %zu render jobs run already", label.c_str(), jobs.size());
+      job->fail("busy: " + std::to_string(jobs.size()) + " render jobs run on this node");
+      return;
+    }
     auto running = std::make_unique<Running>();
     Running* r = running.get();
     r->job = job;
     r->params = std::move(params).value();
     r->label = label;
+    r->payload = std::move(job->payload());
     PL_LOG_INFO("%s from %s (uid %u): %ux%u at %u spp, %zu bytes of render data; this node is "
                 "its Primary",
                 label.c_str(), r->params.primaryName.c_str(), job->clientUid(), r->params.width,
-                r->params.height, r->params.spp, job->payload().size());
-    if (!r->params.noLocal) {
+                r->params.height, r->params.spp, r->payload.size());
+    if (!r->params.noLocal && !r->params.noOwnerPreempt) {
       // The machine's owner renders: remote leases on this machine's devices go now.
       node.ownerJobStarted(job->token());
       r->owner = true;
@@ -141,20 +166,37 @@ struct RenderJobs::Impl {
     r->thread = std::thread([this, r, alive = alive] { run(*r, alive); });
   }
 
-  // The job's thread: decode, render, post the end to the loop.
+  // The job's thread: decode, render, post the end to the loop. Nothing it throws (an
+  // allocation that fails, say) may end the daemon: it ends the job.
   void run(Running& r, std::shared_ptr<bool> alive) {
+    try {
+      render(r, alive);
+    } catch (const std::exception& e) {
+      finishJob(r, alive, "", {}, std::string("render job failed: ") + e.what());
+    } catch (const kj::Exception& e) {
+      finishJob(r, alive, "", {}, std::string("render job failed: ") + e.getDescription().cStr());
+    }
+  }
+
+  // Posts the job's end to the loop: done (text, film) or failed (error).
+  void finishJob(Running& r, std::shared_ptr<bool> alive, std::string text,
+                 std::vector<uint8_t> film, std::string error) {
     std::shared_ptr<ControlRenderJob> job = r.job;
-    auto finish = [this, &r, job, alive](std::string text, std::vector<uint8_t> film,
-                                         std::string error) {
-      loop.post([this, &r, job, alive, text = std::move(text), film = std::move(film),
-                 error = std::move(error)]() mutable {
-        if (error.empty()) job->done(text, std::move(film));
-        else job->fail(error);
-        if (*alive) ended(r, error);
-      });
+    loop.post([this, &r, job, alive, text = std::move(text), film = std::move(film),
+               error = std::move(error)]() mutable {
+      if (error.empty()) job->done(text, std::move(film));
+      else job->fail(error);
+      if (*alive) ended(r, error);
+    });
+  }
+
+  void render(Running& r, std::shared_ptr<bool> alive) {
+    std::shared_ptr<ControlRenderJob> job = r.job;
+    auto finish = [&](std::string text, std::vector<uint8_t> film, std::string error) {
+      finishJob(r, alive, std::move(text), std::move(film), std::move(error));
     };
-    Result<RenderData> data = deserialize(job->payload().data(), job->payload().size());
-    std::vector<uint8_t>().swap(job->payload());
+    Result<RenderData> data = deserialize(r.payload.data(), r.payload.size());
+    std::vector<uint8_t>().swap(r.payload);
     if (!data.ok()) return finish("", {}, "render data: " + data.error().message);
     const kernel::Camera& camera = data->camera[0];
     if (camera.width != r.params.width || camera.height != r.params.height)
@@ -167,7 +209,8 @@ struct RenderJobs::Impl {
     if (!r.params.noLocal) options.peers.push_back(selfAddress);
     if (!r.params.localOnly) {
       for (const std::string& p : r.params.peers) options.peers.push_back(p);
-      if (watch != nullptr) {
+      // As in `peerlight render`: mDNS nodes when no --peer is given.
+      if (watch != nullptr && r.params.peers.empty() && !r.params.noMdns) {
         PeerWatch* w = watch;
         options.morePeers = [w] { return w->usableAddresses(); };
       }
@@ -216,6 +259,7 @@ RenderJobs::~RenderJobs() = default;
 void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
 size_t RenderJobs::active() const { return impl_->jobs.size(); }
 void RenderJobs::cancelAll(std::function<void()> whenIdle) {
+  impl_->stopping = true;
   for (auto& r : impl_->jobs) r->cancel = true;
   if (impl_->jobs.empty()) {
     if (whenIdle) whenIdle();

@@ -33,12 +33,15 @@ namespace pl::app {
 nlohmann::json statsToJson(const ClusterRenderStats& stats);
 Result<ClusterRenderStats> statsFromJson(const nlohmann::json& json);
 
-// What `peerlight render` asks of the daemon (the request's params).
+// What `peerlight render` asks of the daemon (the request's params). Without `peers` (and
+// unless noMdns) the daemon adds the nodes its mDNS browse finds, also during the render.
 struct RenderJobParams {
   uint32_t width = 0, height = 0, spp = 0;
   std::vector<std::string> peers;  // --peer
   bool localOnly = false;          // this machine's devices only
   bool noLocal = false;            // not this machine's devices
+  bool noOwnerPreempt = false;     // do not revoke remote leases on this machine's devices
+  bool noMdns = false;             // only `peers` (and this machine), no mDNS nodes
   std::string primaryName;         // "host/pid" of the command
 };
 nlohmann::json paramsToJson(const RenderJobParams& params);
@@ -55,10 +58,14 @@ class RenderJobs {
   RenderJobs(const RenderJobs&) = delete;
   RenderJobs& operator=(const RenderJobs&) = delete;
 
-  // Takes a job whose request arrived (ControlSocket::Callbacks::renderRequested).
+  // Takes a job whose request arrived (ControlSocket::Callbacks::renderRequested). Refused
+  // (the client gets an error line) when its params are bad, its film would not fit the
+  // memory budget, kMaxJobs jobs run already, or the node is shutting down.
   void start(std::shared_ptr<ControlRenderJob> job);
+  static constexpr size_t kMaxJobs = 4;
   size_t active() const;
-  // Cancels every job; `whenIdle` runs on the loop once none is left (at once if none is).
+  // Cancels every job and refuses new ones; `whenIdle` runs on the loop once none is left (at
+  // once if none is).
   void cancelAll(std::function<void()> whenIdle);
 
   struct Impl;

@@ -193,6 +193,7 @@ TEST_F(RenderJobTest, MalformedRequestsGetAnErrorAndTheDaemonKeepsServing) {
       {"render tok3 4 {not json\nabcd", "not a JSON object"},
       {"render tok4 4 {\"width\":0,\"height\":16,\"spp\":1}\nabcd", "render job"},
       {"render tok5 8 " + params + "\n12345678", "render data"},
+      {"render tok6 4 {\"width\":30000,\"height\":30000,\"spp\":1}\nabcd", "film needs"},
       {"hello\n", "bad request"},
   };
   for (const Case& c : cases) {
@@ -203,9 +204,62 @@ TEST_F(RenderJobTest, MalformedRequestsGetAnErrorAndTheDaemonKeepsServing) {
         << "request: " << c.request << "\nreply: " << lines.back();
     EXPECT_TRUE(node("a").running()) << node("a").err();
   }
+  // Data after the payload is refused, and never starts a second job on the connection
+  // (the same bytes again, sent once the first job was accepted).
+  {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr {};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socketOf("a").c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    struct timeval tv {10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string request = "render tok7 8 " + params + "\n12345678";
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    char reply[9] = {};
+    ASSERT_EQ(::recv(fd, reply, 9, MSG_WAITALL), 9);
+    EXPECT_EQ(std::string(reply, 9), "accepted\n");
+    ::send(fd, "12345678", 8, MSG_NOSIGNAL);
+    char rest[4096];
+    while (::recv(fd, rest, sizeof(rest), 0) > 0) {
+    }
+    ::close(fd);
+  }
+  std::string log = node("a").err();
+  size_t jobs = 0;
+  for (size_t at = log.find("render job tok7 from"); at != std::string::npos;
+       at = log.find("render job tok7 from", at + 1))
+    jobs += 1;
+  EXPECT_EQ(jobs, 1u) << log;
+  // Clients that go away while their payload is being read, or right after it: the daemon
+  // carries on (a write finishing as the connection closes once used freed memory).
+  const std::string big(100000, 'x');
+  for (int i = 0; i < 20; ++i) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr {};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socketOf("a").c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::string request = "render tokz" + std::to_string(i) + " " +
+                          std::to_string(big.size() - (i % 2)) + " " + params + "\n" + big;
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    ::close(fd);
+  }
   auto render = startJob("32x32", 4, "after", {"--control-socket", socketOf("a")});
   nlohmann::json run = finish(*render, "after");
   EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+  EXPECT_TRUE(node("a").running()) << node("a").err();
+}
+
+// --no-owner-preempt holds for a job handed to the daemon too: no owner job starts.
+TEST_F(RenderJobTest, NoOwnerPreemptIsKeptByTheDaemon) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  auto render = startJob("32x32", 4, "plain",
+                         {"--control-socket", socketOf("a"), "--no-owner-preempt"});
+  nlohmann::json run = finish(*render, "plain");
+  EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+  EXPECT_EQ(node("a").err().find("owner job started"), std::string::npos) << node("a").err();
 }
 
 // Another local user (uid 65534, from a forked child that drops root) reaches the control
