@@ -145,6 +145,7 @@ struct Connection final : public kj::TaskSet::ErrorHandler {
   Hash128 scene;
   uint32_t ttlMs = 0;
   std::vector<uint32_t> nodeDevices;  // lease's device indices
+  std::vector<bool> nodeDeviceIsGpu;  // by node device index (from Node.info)
   std::vector<DeviceId> deviceIds;    // scheduler ids, parallel to nodeDevices
   kj::TaskSet tasks;                  // last member: destroyed (cancelled) first
 };
@@ -190,6 +191,8 @@ class ClusterRender final : public kj::TaskSet::ErrorHandler {
  private:
   Clock::time_point now() const { return Clock::now(); }
 
+  // The first unit of a device: GPUs start at gpuInitialUnitWork (0: the scheduler's default).
+  uint64_t initialUnitWork(bool gpu) const { return gpu ? options_.gpuInitialUnitWork : 0; }
   void startLocal();
   Status addPeer(const std::string& address);
   void pollMorePeers();
@@ -342,7 +345,7 @@ void ClusterRender::startLocal() {
     DeviceId id{nextDeviceId_++};
     localIds_.push_back(id);
     devices_[uint64_t(id)] = DeviceRef{true, i, 0, nullptr};
-    scheduler_.addDevice(id, now());
+    scheduler_.addDevice(id, now(), 0, initialUnitWork(s.info.kind == "cuda"));
     workers_.push_back(std::make_unique<LocalWorker>(
         loop_, i, device, alive_,
         [this](size_t index, WorkUnit unit, Result<TileResult> result) {
@@ -475,6 +478,9 @@ kj::Promise<void> ClusterRender::handshake(Connection& c) {
               return c.node.infoRequest().send().then(
                   [this, &c](capnp::Response<proto::Node::InfoResults>&& info) {
                     c.peer.stats.name = info.getInfo().getName();
+                    c.nodeDeviceIsGpu.clear();
+                    for (auto d : info.getInfo().getDevices())
+                      c.nodeDeviceIsGpu.push_back(d.getKind() == proto::DeviceKind::CUDA);
                     auto request = c.node.leaseRequest();
                     auto lr = request.initRequest();
                     lr.setPrimaryName(options_.primaryName);
@@ -630,7 +636,8 @@ void ClusterRender::becomeReady(Connection& c) {
     DeviceId id{nextDeviceId_++};
     c.deviceIds.push_back(id);
     devices_[uint64_t(id)] = DeviceRef{false, c.peer.index, nodeDevice, &c};
-    scheduler_.addDevice(id, now());
+    const bool gpu = nodeDevice < c.nodeDeviceIsGpu.size() && c.nodeDeviceIsGpu[nodeDevice];
+    scheduler_.addDevice(id, now(), 0, initialUnitWork(gpu));
   }
   PL_LOG_DEBUG("%s (%s): %zu device(s), render data in after %.2f s", s.address.c_str(),
               s.name.c_str(), c.nodeDevices.size(), secondsBetween(start_, now()));

@@ -62,6 +62,9 @@ struct ClusterRenderOptions {
 
   uint32_t tileSize = 64;           // pixels (FrameSpec::tileSize); the film gives the rest
   SchedulerOptions scheduler;
+  // Pixel samples of a GPU's first unit (local or on a node; the scheduler's default,
+  // 64x64x4, leaves a GPU nearly idle and its slow start costs round trips). 0: the default.
+  uint64_t gpuInitialUnitWork = uint64_t(1) << 20;
   uint32_t leaseTtlMs = 6000;       // asked for; the node may shorten it
   std::chrono::milliseconds pingInterval{500};
   std::chrono::milliseconds silenceTimeout{2000};     // no reply for this long: node lost

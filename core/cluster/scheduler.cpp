@@ -57,9 +57,11 @@ Rect Scheduler::tileRect(uint32_t tileX, uint32_t tileY) const {
               std::min(frame_.tileSize, frame_.height - y)};
 }
 
-void Scheduler::addDevice(DeviceId id, SchedulerTime now, uint32_t maxInFlight) {
+void Scheduler::addDevice(DeviceId id, SchedulerTime now, uint32_t maxInFlight,
+                          uint64_t initialUnitWork) {
   DeviceState& d = device(id, now);
   if (maxInFlight > 0) d.maxInFlight = maxInFlight;
+  d.initialWork = initialUnitWork;
 }
 
 void Scheduler::setMaxInFlight(DeviceId id, uint32_t maxInFlight) {
@@ -74,10 +76,10 @@ Scheduler::DeviceState& Scheduler::device(DeviceId id, SchedulerTime now) {
 }
 
 uint64_t Scheduler::budgetFor(const DeviceState& d) const {
-  if (d.rate <= 0) return options_.initialUnitWork;
+  const uint64_t initial = d.initialWork != 0 ? d.initialWork : options_.initialUnitWork;
+  if (d.rate <= 0) return initial;
   const double wanted = d.rate * options_.targetUnitMs / 1000.0;
-  const double cap = std::max(double(options_.initialUnitWork),
-                              double(d.largestCompleted) * options_.growthFactor);
+  const double cap = std::max(double(initial), double(d.largestCompleted) * options_.growthFactor);
   return uint64_t(std::clamp(wanted, 1.0, cap));
 }
 

@@ -81,8 +81,12 @@ class Scheduler {
   static Status validateFrame(const FrameSpec& frame);
 
   // Registers a device (nextUnit() also does, with the defaults). A device that joins
-  // mid-frame gets work on its next request. maxInFlight 0: the default.
-  void addDevice(DeviceId device, SchedulerTime now, uint32_t maxInFlight = 0);
+  // mid-frame gets work on its next request. maxInFlight 0: the default. initialUnitWork: the
+  // pixel samples of its first unit (0: SchedulerOptions::initialUnitWork), e.g. larger for a
+  // GPU, which a 64x64x4 unit leaves nearly idle and whose slow start would otherwise take
+  // many round trips.
+  void addDevice(DeviceId device, SchedulerTime now, uint32_t maxInFlight = 0,
+                 uint64_t initialUnitWork = 0);
   // How many units this device should hold at once (>= 1). Lowering it takes nothing back.
   void setMaxInFlight(DeviceId device, uint32_t maxInFlight);
 
@@ -149,6 +153,7 @@ class Scheduler {
     std::vector<Copy> inFlight;  // in issue order
     double rate = 0;             // pixel samples per second, 0 = unknown
     uint64_t largestCompleted = 0;
+    uint64_t initialWork = 0;  // 0: options_.initialUnitWork
     SchedulerTime lastCompletion{};
     bool hasCompleted = false;
   };

@@ -144,6 +144,19 @@ TEST(SchedulerTest, NewDeviceStartsSmallAndGrowsGradually) {
   EXPECT_GE(work(*u), first * 64) << "a fast device should get much bigger units";
 }
 
+// A device added with a larger first unit (a GPU) gets it; the others keep the default, and
+// growth from there is still bounded by the growth factor.
+TEST(SchedulerTest, PerDeviceInitialUnitWork) {
+  Scheduler s({1024, 1024, 256, 64}, {.initialUnitWork = 64 * 64 * 4, .growthFactor = 4});
+  s.addDevice(kA, at(0), 0, 512 * 512 * 4);
+  std::optional<WorkUnit> gpu = s.nextUnit(kA, at(0));
+  std::optional<WorkUnit> cpu = s.nextUnit(kB, at(0));
+  ASSERT_TRUE(gpu && cpu);
+  EXPECT_GT(work(*gpu), 64u * 64 * 4 * 16) << gpu->describe();
+  EXPECT_LE(work(*gpu), 512u * 512 * 4) << gpu->describe();
+  EXPECT_LE(work(*cpu), 64u * 64 * 4) << cpu->describe();
+}
+
 TEST(SchedulerTest, RespectsMaxInFlight) {
   Scheduler s({256, 256, 16, 32});
   s.addDevice(kA, at(0), 3);
