@@ -77,12 +77,18 @@ std::string joinIndices(const std::vector<uint32_t>& indices) {
   return out;
 }
 
-// A thread that runs jobs one after another, in submission order.
-class WorkerThread {
+// Threads that run jobs in submission order: with one thread (a device's), each job runs after
+// the one before it has finished; with several (the codec pool), jobs start in submission order
+// but run at the same time, so they must not depend on each other's results.
+class WorkerPool {
  public:
-  explicit WorkerThread() : thread_([this] { run(); }) {}
-  // Waits for the running job; queued jobs are dropped (their fulfillers reject their promises).
-  ~WorkerThread() {
+  explicit WorkerPool(unsigned threads = 1) {
+    threads = std::max(threads, 1u);
+    threads_.reserve(threads);
+    for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  }
+  // Waits for the running jobs; queued jobs are dropped (their fulfillers reject their promises).
+  ~WorkerPool() {
     std::deque<kj::Function<void()>> dropped;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -90,8 +96,10 @@ class WorkerThread {
       dropped.swap(jobs_);
     }
     wake_.notify_all();
-    thread_.join();
+    for (std::thread& thread : threads_) thread.join();
   }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
 
   // Thread-safe.
   void submit(kj::Function<void()> job) {
@@ -121,13 +129,20 @@ class WorkerThread {
   std::condition_variable wake_;
   std::deque<kj::Function<void()>> jobs_;
   bool stopping_ = false;
-  std::thread thread_;  // last: starts after the members above exist
+  std::vector<std::thread> threads_;  // last: start after the members above exist
 };
 
-// Runs fn() -> T on `worker`; the promise resolves on the calling (loop) thread. When the
+constexpr uint32_t kMaxCodecThreads = 64;  // a bound on NodeOptions::codecThreads
+// Codec threads for NodeOptions::codecThreads == 0.
+unsigned defaultCodecThreads() {
+  return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+}
+
+// Runs fn() -> T on one of `worker`'s threads; the promise resolves on the calling (loop)
+// thread, through a cross-thread fulfiller (fn must touch no loop-thread state). When the
 // promise is dropped before the job starts, the job is skipped.
 template <typename T, typename Fn>
-kj::Promise<T> runOn(WorkerThread& worker, Fn fn) {
+kj::Promise<T> runOn(WorkerPool& worker, Fn fn) {
   auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
   worker.submit([fulfiller = kj::mv(paf.fulfiller), fn = kj::mv(fn)]() mutable {
     if (!fulfiller->isWaiting()) return;
@@ -155,7 +170,7 @@ struct DeviceSlot {
   // Worker thread only: what the device has loaded.
   Hash128 loadedScene;
   std::shared_ptr<const RenderData> loadedData;
-  std::unique_ptr<WorkerThread> worker;  // last: destroyed (joined) first
+  std::unique_ptr<WorkerPool> worker;  // one thread; last: destroyed (joined) first
 };
 
 // Brings a device to scene `id` (worker thread). No-op when it has it already.
@@ -344,7 +359,8 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   }
   std::vector<DeviceInfo> infos;
   std::vector<std::unique_ptr<DeviceSlot>> slots;
-  std::unique_ptr<WorkerThread> codecWorker = std::make_unique<WorkerThread>();
+  // Verifies put() chunks and decodes render data for load() (options.codecThreads threads).
+  std::unique_ptr<WorkerPool> codecWorkers;
   ChunkCache chunks;
   // Decoded render data by scene id, while some device or session still holds it.
   std::map<std::pair<uint64_t, uint64_t>, std::weak_ptr<const RenderData>> decoded;
@@ -375,6 +391,9 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     this->options.maxTtlMs = std::max(this->options.maxTtlMs, this->options.minTtlMs);
     this->options.defaultTtlMs =
         std::clamp(this->options.defaultTtlMs, this->options.minTtlMs, this->options.maxTtlMs);
+    if (this->options.codecThreads == 0) this->options.codecThreads = defaultCodecThreads();
+    this->options.codecThreads = std::min<uint32_t>(this->options.codecThreads, kMaxCodecThreads);
+    codecWorkers = std::make_unique<WorkerPool>(this->options.codecThreads);
     if (this->options.tls) {
       Result<std::unique_ptr<SecureChannel>> made = SecureChannel::create(this->key);
       if (made.ok()) {
@@ -389,7 +408,7 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
       auto slot = std::make_unique<DeviceSlot>();
       slot->info = device->info();
       slot->device = std::move(device);
-      slot->worker = std::make_unique<WorkerThread>();
+      slot->worker = std::make_unique<WorkerPool>(1);
       infos.push_back(slot->info);
       slots.push_back(std::move(slot));
     }
@@ -402,7 +421,7 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     workers.clear();  // SIGKILLs any still running
     workerChunkRefs.clear();  // after the connections that may still reference them
     // Join the workers before the devices and data they use go away.
-    codecWorker.reset();
+    codecWorkers.reset();
     for (auto& slot : slots) slot->worker.reset();
   }
 
@@ -782,7 +801,7 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
     auto bytes = std::make_shared<const std::vector<uint8_t>>(data.begin(), data.end());
     ++lease_->putsInFlight;
     auto lease = kj::addRef(*lease_);
-    return runOn<Status>(*node.codecWorker,
+    return runOn<Status>(*node.codecWorkers,
                          [hash, bytes, declared]() -> Status {
                            auto decoded = decodeChunk(hash, bytes->data(), bytes->size(),
                                                       uint32_t(declared));
@@ -1001,7 +1020,7 @@ class RenderSessionImpl final : public proto::RenderSession::Server {
       encoded.emplace_back(hash, std::move(bytes));
     }
     return runOn<Result<std::shared_ptr<const RenderData>>>(
-               *node.codecWorker,
+               *node.codecWorkers,
                [manifest = std::move(manifest), encoded = std::move(encoded)]()
                    -> Result<std::shared_ptr<const RenderData>> {
                  ChunkStore store;

@@ -29,15 +29,23 @@
 //
 // Threads: everything here runs on the loop thread, which only does bookkeeping and network
 // I/O, so ping() answers at once. Each device has its own worker thread (a queue: load, render,
-// in order), and one codec thread verifies put() chunks and decodes render data for load().
-// Their results come back to the loop through KJ cross-thread fulfillers.
+// in order), and a pool of codec threads (NodeOptions::codecThreads, by default
+// min(4, hardware threads), shared by all sessions) verifies put() chunks and decodes render
+// data for load(): jobs start in the order they were submitted but run at the same time, and
+// finish in any order. The pool threads only read the bytes handed to them (copies of the
+// chunk, or cached chunks that are immutable once stored); their results come back to the loop
+// through KJ cross-thread fulfillers, and only the loop thread touches the cache, pins, leases
+// and sessions.
 //
 // put() (declared `-> stream`): the node verifies each chunk (size limits, zstd frame, hash) on
-// its codec thread and stores it only when it is good. The server side treats put() as an
-// ordinary call, so several puts are verified while other calls (ping) are answered, and a bad
-// chunk fails only its own put: the session keeps serving. (Cap'n Proto 0.9.2's client-side
-// flow control does not report such a failure on later puts; missing() and load() do: they wait
-// for the puts received before them, so missing() then still lists the refused chunk.)
+// a codec thread and stores it (on the loop thread) only when it is good. The server side treats
+// put() as an ordinary call, so several puts are verified at once, on several codec threads,
+// while other calls (ping) are answered, and a bad chunk fails only its own put: the session
+// keeps serving. Puts may finish out of order; missing() and load() wait until every put that
+// session received before them has finished (verified and stored, or refused), whichever thread
+// verified it, so they see all of them. (Cap'n Proto 0.9.2's client-side flow control does not
+// report a refused put on later puts; missing() and load() do: missing() then still lists the
+// refused chunk.)
 //
 // Memory: chunks are kept (encoded) in a node-wide cache keyed by hash, bounded by
 // NodeOptions::chunkCacheBytes (least recently used chunks go first), so a later lease that
@@ -118,6 +126,9 @@ struct NodeOptions {
   // manifest that names one small chunk thousands of times cannot exhaust memory. It also
   // bounds the chunk bytes one session pins (see Memory above).
   uint64_t maxSceneBytes = 0;
+  // Threads that verify put() chunks and decode render data for load(), shared by all sessions;
+  // 0 = min(4, the machine's hardware threads) (at most 64).
+  uint32_t codecThreads = 0;
   // Scenes a session keeps loaded (for render()); older ones are forgotten.
   uint32_t maxScenesPerSession = 4;
   // Worker processes (DESIGN.md section 1): when not empty, this node is a daemon that renders

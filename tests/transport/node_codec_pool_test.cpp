@@ -1,0 +1,261 @@
+// The Render Node verifies put() chunks on a pool of codec threads (NodeOptions::codecThreads),
+// so puts finish out of order. What must not change (node_service.h, Threads and put()):
+//  - missing() and load() sent right behind a burst of puts (not waiting for them) see every
+//    one of those puts: stored when good, still missing when refused;
+//  - a bad chunk among many good ones fails only itself.
+// Each test runs with one codec thread and with four (more than this machine may have, so
+// that the threads really interleave). Real TCP on 127.0.0.1 (ephemeral port), node and raw
+// client on one libuv loop in this thread. Nothing here measures speed.
+
+#include <capnp/rpc-twoparty.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/render/cpu_device.h"
+#include "core/scene/compile.h"
+#include "core/util/hash.h"
+#include "tests/transport/loop_test_util.h"
+#include "tests/transport/test_node.h"
+#include "transport/auth.h"
+#include "transport/chunk_codec.h"
+#include "transport/node_service.h"
+#include "transport/protocol_convert.h"
+#include "transport/tcp.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+namespace {
+
+using testing::exceptionFrom;
+using testing::TestNode;
+using testing::waitFor;
+
+ClusterKey testKey() { return testing::nodeTestKey(1); }
+
+// An authenticated connection with a lease on device 0.
+struct Session {
+  Session(UvKjLoop& loop, const std::string& address)
+      : loop(loop),
+        stream(waitFor(loop, connectTcp(loop.lowLevelIo(), address))),
+        rpc(*stream),
+        gate(rpc.bootstrap().castAs<proto::Gate>()) {
+    Nonce nonce = randomNonce();
+    auto hello = gate.helloRequest();
+    hello.setProtocolVersion(kProtocolVersion);
+    hello.setNonce(kj::arrayPtr(nonce.data(), nonce.size()));
+    hello.setPrimaryName("codec-pool-primary");
+    auto reply = waitFor(loop, hello.send());
+    auto nodeNonce = reply.getNonce();
+    Proof mine = primaryProof(testKey(),
+                              std::span<const uint8_t>(nodeNonce.begin(), nodeNonce.size()), nonce);
+    auto auth = gate.authenticateRequest();
+    auth.setProof(kj::arrayPtr(mine.data(), mine.size()));
+    proto::Node::Client node = waitFor(loop, auth.send()).getNode();
+    auto request = node.leaseRequest();
+    auto r = request.initRequest();
+    r.setPrimaryName("codec-pool-primary");
+    r.initDevices(1).set(0, 0);
+    auto leased = waitFor(loop, request.send());
+    EXPECT_EQ(leased.getDevices().size(), 1u);
+    lease = leased.getLease();
+    session = leased.getSession();
+  }
+
+  // Sends a put without waiting for it.
+  kj::Promise<void> put(const Hash128& hash, const std::vector<uint8_t>& encoded) {
+    auto request = session.putRequest();
+    auto chunk = request.initChunk();
+    toProto(hash, chunk.initHash());
+    chunk.setData(kj::arrayPtr(encoded.data(), encoded.size()));
+    return request.send();
+  }
+  kj::Promise<std::vector<Hash128>> missing(const std::vector<Hash128>& hashes) {
+    auto request = session.missingRequest();
+    toProto(hashes, request.initHashes(uint32_t(hashes.size())));
+    return request.send().then([](capnp::Response<proto::RenderSession::MissingResults>&& r) {
+      return fromProto(r.getMissing()).value();
+    });
+  }
+  // Waits for puts sent earlier; their own outcome is not checked (Cap'n Proto 0.9.2's stream
+  // flow control need not report a refused put on it), only that they are answered in time.
+  void drain(kj::Vector<kj::Promise<void>>& puts) {
+    for (auto& put : puts) {
+      auto e = exceptionFrom([&] { waitFor(loop, kj::mv(put), 20000); });
+      KJ_IF_MAYBE (exception, e) {
+        EXPECT_EQ(std::string(exception->getDescription().cStr()).find("test timed out"),
+                  std::string::npos);
+      }
+    }
+    puts.clear();
+  }
+
+  UvKjLoop& loop;
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyClient rpc;
+  proto::Gate::Client gate;
+  proto::Lease::Client lease = nullptr;
+  proto::RenderSession::Client session = nullptr;
+};
+
+struct RawChunk {
+  Hash128 hash;
+  std::vector<uint8_t> encoded;
+};
+
+// `count` distinct chunks of `bytes` raw bytes each (noisy, so zstd has work to do).
+std::vector<RawChunk> makeChunks(size_t count, size_t bytes, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::vector<RawChunk> chunks;
+  for (size_t i = 0; i < count; ++i) {
+    std::vector<uint8_t> raw(bytes);
+    for (size_t j = 0; j < bytes; ++j) raw[j] = uint8_t((random() & 0x0f) + (j & 0x30));
+    chunks.push_back({hash128(raw.data(), raw.size()), encodeChunk(raw.data(), raw.size(), {})});
+  }
+  return chunks;
+}
+
+// Sorted hex names (readable in a failure message).
+std::vector<std::string> names(const std::vector<Hash128>& hashes) {
+  std::vector<std::string> out;
+  for (const Hash128& h : hashes) out.push_back(h.hex());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+NodeOptions withCodecThreads(uint32_t threads) {
+  NodeOptions o;
+  o.codecThreads = threads;
+  return o;
+}
+
+// Many puts, then missing() at once (not waiting for the puts): none of them may be reported
+// missing, whichever codec thread verified it and in whatever order they finished. A hash that
+// was never put is the only one reported.
+void missingRightAfterManyPutsSeesThemAll(uint32_t codecThreads) {
+  std::vector<RawChunk> chunks = makeChunks(96, 64 << 10, 7);
+  Hash128 neverPut = makeChunks(1, 1000, 99)[0].hash;
+  UvKjLoop loop;
+  TestNode node(loop, 1, withCodecThreads(codecThreads));
+  Session s(loop, node.address());
+  for (int round = 0; round < 2; ++round) {  // round 2: the same puts, now all cached
+    kj::Vector<kj::Promise<void>> puts;
+    std::vector<Hash128> asked;
+    for (const RawChunk& c : chunks) {
+      puts.add(s.put(c.hash, c.encoded));
+      asked.push_back(c.hash);
+    }
+    asked.push_back(neverPut);
+    std::vector<Hash128> lacking = waitFor(loop, s.missing(asked), 20000);
+    EXPECT_EQ(names(lacking), names({neverPut})) << "round " << round;
+    s.drain(puts);
+  }
+  EXPECT_EQ(node->cachedChunkCount(), chunks.size());
+}
+
+// Bad chunks among many good ones, all sent at once, then missing() at once: exactly the bad
+// ones are missing, and the session keeps serving (the good versions are then accepted).
+void badChunksAmongManyGoodAreTheOnlyOnesMissing(uint32_t codecThreads) {
+  std::vector<RawChunk> chunks = makeChunks(64, 32 << 10, 11);
+  UvKjLoop loop;
+  TestNode node(loop, 1, withCodecThreads(codecThreads));
+  Session s(loop, node.address());
+  // Chunk 17 carries chunk 18's bytes (valid frame, wrong hash); chunk 40's frame is cut
+  // short by one byte; chunk 41 has a byte of its compressed data flipped.
+  std::vector<std::vector<uint8_t>> sent;
+  for (const RawChunk& c : chunks) sent.push_back(c.encoded);
+  sent[17] = chunks[18].encoded;
+  sent[40].pop_back();
+  sent[41][sent[41].size() / 2] ^= 0x5a;
+  const std::vector<Hash128> bad = {chunks[17].hash, chunks[40].hash, chunks[41].hash};
+
+  kj::Vector<kj::Promise<void>> puts;
+  std::vector<Hash128> all;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    puts.add(s.put(chunks[i].hash, sent[i]));
+    all.push_back(chunks[i].hash);
+  }
+  std::vector<Hash128> lacking = waitFor(loop, s.missing(all), 20000);
+  EXPECT_EQ(names(lacking), names(bad));
+  s.drain(puts);
+  waitFor(loop, s.session.pingRequest().send());
+
+  // The Primary sends the good versions; now nothing lacks.
+  for (size_t i : {17u, 40u, 41u}) puts.add(s.put(chunks[i].hash, chunks[i].encoded));
+  EXPECT_TRUE(waitFor(loop, s.missing(all), 20000).empty());
+  s.drain(puts);
+  EXPECT_EQ(node->cachedChunkCount(), chunks.size());
+}
+
+// A scene's puts and its load() sent together: the load waits for every put (many small
+// chunks, verified on several threads) and renders like a local device.
+void loadRightAfterThePutsUsesThemAll(uint32_t codecThreads) {
+  CompileOptions compile;
+  compile.width = 64;
+  compile.height = 48;
+  auto data =
+      loadAndCompile(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf", compile);
+  ASSERT_TRUE(data.ok()) << data.error().message;
+  auto scene = std::make_shared<RenderData>(std::move(*data));
+  ChunkStore store;
+  ChunkEncodeOptions encode;
+  encode.maxChunkBytes = 1 << 10;
+  ChunkManifest manifest = encodeRenderData(*scene, store, encode);
+  ASSERT_GT(manifest.chunkHashes().size(), 8u);
+
+  UvKjLoop loop;
+  NodeOptions o = withCodecThreads(codecThreads);
+  o.chunkCacheBytes = 1;  // every chunk lives only by its pin until the load
+  TestNode node(loop, 1, o);
+  Session s(loop, node.address());
+  kj::Vector<kj::Promise<void>> puts;
+  for (const Hash128& h : manifest.chunkHashes()) puts.add(s.put(h, *store.find(h)));
+  auto load = s.session.loadRequest();
+  toProto(manifest, load.initManifest());
+  Hash128 id = fromProto(waitFor(loop, load.send(), 20000).getScene());
+  s.drain(puts);
+  EXPECT_EQ(node->pinnedChunkBytes(), 0u);
+
+  WorkUnit unit;
+  unit.tile = Rect{8, 8, 16, 16};
+  unit.sampleBegin = 0;
+  unit.sampleEnd = 2;
+  unit.totalSamples = 2;
+  auto request = s.session.renderRequest();
+  toProto(id, request.initScene());
+  request.setDevice(0);
+  toProto(unit, request.initUnit());
+  auto remote = fromProto(waitFor(loop, request.send(), 20000).getResult());
+  ASSERT_TRUE(remote.ok()) << remote.error().message;
+  CpuDevice local(1);
+  ASSERT_TRUE(local.load(scene).ok());
+  EXPECT_EQ(remote->sums, local.render(unit).value().sums);
+}
+
+TEST(NodeServiceCodecPool, MissingRightAfterManyPutsSeesThemAll) {
+  for (uint32_t threads : {1u, 4u}) {
+    SCOPED_TRACE(std::to_string(threads) + " codec threads");
+    missingRightAfterManyPutsSeesThemAll(threads);
+  }
+}
+
+TEST(NodeServiceCodecPool, BadChunksAmongManyGoodAreTheOnlyOnesMissing) {
+  for (uint32_t threads : {1u, 4u}) {
+    SCOPED_TRACE(std::to_string(threads) + " codec threads");
+    badChunksAmongManyGoodAreTheOnlyOnesMissing(threads);
+  }
+}
+
+TEST(NodeServiceCodecPool, LoadRightAfterThePutsUsesThemAll) {
+  for (uint32_t threads : {1u, 4u}) {
+    SCOPED_TRACE(std::to_string(threads) + " codec threads");
+    loadRightAfterThePutsUsesThemAll(threads);
+  }
+}
+
+}  // namespace
+}  // namespace pl
