@@ -24,6 +24,7 @@
 #include "core/render/image_io.h"
 #include "tests/integration/netns_sandbox.h"
 #include "tests/integration/process.h"
+#include "tests/integration/same_image.h"
 
 namespace pl {
 namespace {
@@ -139,17 +140,7 @@ TEST(BridgeTest, ThreeHostsOnABridgeFindEachOtherAndRenderIdentically) {
   std::printf("render from host 1 through 3 nodes across the bridge: %.2f s\n", renderSeconds);
 
   ASSERT_EQ(local.wait(kTimeout), 0) << local.err();
-  Result<ImageRgb> got = readExr(box.file("mdns.exr"));
-  Result<ImageRgb> want = readExr(box.file("local.exr"));
-  ASSERT_TRUE(got.ok()) << got.error().message;
-  ASSERT_TRUE(want.ok()) << want.error().message;
-  ASSERT_EQ(got->width, want->width);
-  ASSERT_EQ(got->height, want->height);
-  ASSERT_EQ(got->rgb.size(), want->rgb.size());
-  size_t differing = 0;
-  for (size_t i = 0; i < got->rgb.size(); ++i)
-    differing += std::memcmp(&got->rgb[i], &want->rgb[i], sizeof(float)) != 0;
-  EXPECT_EQ(differing, 0u) << "of " << got->rgb.size() << " floats differ from --local-only";
+  testing::expectSameExr(box.file("mdns.exr"), box.file("local.exr"), "differ from --local-only");
 
   // The same with no flags beyond the frame: host 1's node daemon takes the job and becomes
   // the Primary; it renders on its own node and on the two it found by mDNS.
@@ -169,13 +160,8 @@ TEST(BridgeTest, ThreeHostsOnABridgeFindEachOtherAndRenderIdentically) {
                               << jobStats["nodes"].dump(2);
     EXPECT_EQ((*entry)["state"], "done") << entry->dump();
   }
-  Result<ImageRgb> fromDaemon = readExr(box.file("daemon.exr"));
-  ASSERT_TRUE(fromDaemon.ok()) << fromDaemon.error().message;
-  ASSERT_EQ(fromDaemon->rgb.size(), want->rgb.size());
-  EXPECT_EQ(std::memcmp(fromDaemon->rgb.data(), want->rgb.data(),
-                        want->rgb.size() * sizeof(float)),
-            0)
-      << "the daemon's render differs from --local-only";
+  testing::expectSameExr(box.file("daemon.exr"), box.file("local.exr"),
+                         "the daemon's render differs from --local-only");
   std::printf("whole test: %.1f s\n",
               std::chrono::duration<double>(Clock::now() - testStart).count());
 }

@@ -18,6 +18,7 @@
 
 #include "core/render/image_io.h"
 #include "tests/integration/process.h"
+#include "tests/integration/same_image.h"
 
 namespace pl {
 namespace {
@@ -178,17 +179,7 @@ class ClusterTest : public ::testing::Test {
   // The EXR pixels of `run` are bitwise those of the local reference render.
   void expectIdentical(const RenderRun& run, const Frame& frame) {
     ASSERT_EQ(run.code, 0) << run.err;
-    Result<ImageRgb> got = readExr(run.exr);
-    Result<ImageRgb> want = readExr(reference(frame));
-    ASSERT_TRUE(got.ok()) << got.error().message;
-    ASSERT_TRUE(want.ok()) << want.error().message;
-    ASSERT_EQ(got->width, want->width);
-    ASSERT_EQ(got->height, want->height);
-    ASSERT_EQ(got->rgb.size(), want->rgb.size());
-    size_t differing = 0;
-    for (size_t i = 0; i < got->rgb.size(); ++i)
-      differing += std::memcmp(&got->rgb[i], &want->rgb[i], sizeof(float)) != 0;
-    EXPECT_EQ(differing, 0u) << "of " << got->rgb.size() << " floats differ from --local-only";
+    testing::expectSameExr(run.exr, reference(frame), "differ from --local-only");
   }
 
   static const nlohmann::json* nodeEntry(const RenderRun& run, const std::string& address) {

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "core/render/image_io.h"
 #include "tests/integration/process.h"
+#include "tests/integration/same_image.h"
 
 namespace pl::testing {
 
@@ -166,11 +166,8 @@ class DaemonTest : public ::testing::Test {
                               "--no-daemon"}),
                   dir_.file(tag + "-local.out"), dir_.file(tag + "-local.err"), env());
     ASSERT_EQ(local.wait(std::chrono::seconds(120)), 0) << local.err();
-    Result<ImageRgb> got = readExr(dir_.file(tag + ".exr")), want = readExr(reference);
-    ASSERT_TRUE(got.ok() && want.ok());
-    ASSERT_EQ(got->rgb.size(), want->rgb.size());
-    EXPECT_EQ(std::memcmp(got->rgb.data(), want->rgb.data(), got->rgb.size() * sizeof(float)), 0)
-        << "render " << tag << " differs from a render in one process";
+    expectSameExr(dir_.file(tag + ".exr"), reference,
+                  "render " + tag + " differs from a render in one process");
   }
   // The entry of `address` in a render's --json "nodes"; null if absent.
   static const nlohmann::json* nodeEntry(const nlohmann::json& run, const std::string& address) {

@@ -21,6 +21,7 @@
 #include "core/render/image_io.h"
 #include "tests/integration/netns_sandbox.h"
 #include "tests/integration/process.h"
+#include "tests/integration/same_image.h"
 
 namespace pl {
 namespace {
@@ -112,17 +113,7 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
       renderSeconds);
 
   ASSERT_EQ(local.wait(kTimeout), 0) << local.err();
-  Result<ImageRgb> got = readExr(box.file("mdns.exr"));
-  Result<ImageRgb> want = readExr(box.file("local.exr"));
-  ASSERT_TRUE(got.ok()) << got.error().message;
-  ASSERT_TRUE(want.ok()) << want.error().message;
-  ASSERT_EQ(got->width, want->width);
-  ASSERT_EQ(got->height, want->height);
-  ASSERT_EQ(got->rgb.size(), want->rgb.size());
-  size_t differing = 0;
-  for (size_t i = 0; i < got->rgb.size(); ++i)
-    differing += std::memcmp(&got->rgb[i], &want->rgb[i], sizeof(float)) != 0;
-  EXPECT_EQ(differing, 0u) << "of " << got->rgb.size() << " floats differ from --local-only";
+  testing::expectSameExr(box.file("mdns.exr"), box.file("local.exr"), "differ from --local-only");
 }
 
 }  // namespace
