@@ -766,7 +766,10 @@ void ClusterRender::connectionFailed(Connection& c, const kj::Exception& e) {
   }
   c.deviceIds.clear();
   c.ready = false;
-  peer.nextAttempt = t + options_.reconnectInterval;
+  // A lease revoked for fair share left this Primary's share of the node free: ask again at
+  // once rather than after reconnectInterval (NodeService's fair-share rule).
+  const bool fairShare = message.find("revoked: fair share") != std::string::npos;
+  peer.nextAttempt = fairShare ? t : t + options_.reconnectInterval;
   buryLater(kj::mv(peer.connection));
   if (newLoss && !finished_) renewAllNow();  // the nodes learn the new count (fair share)
   reportProgress();
