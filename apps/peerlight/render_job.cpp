@@ -98,6 +98,7 @@ struct RenderJobs::Impl {
     bool owner = false;  // announced as the owner job on the node
     std::vector<uint8_t> payload;  // moved from the job on the loop thread
     std::atomic<bool> cancel{false};
+    std::string cancelReason;  // written before `cancel` is set, read after it is seen
     std::thread thread;
   };
 
@@ -158,8 +159,10 @@ struct RenderJobs::Impl {
       r->owner = true;
     }
     job->onDisconnect([r] {
-      if (!r->cancel.exchange(true))
-        PL_LOG_INFO("%s: the client went away; cancelling", r->label.c_str());
+      if (r->cancel) return;
+      r->cancelReason = "the client went away";
+      r->cancel = true;
+      PL_LOG_INFO("%s: the client went away; cancelling", r->label.c_str());
     });
     job->accept();
     jobs.push_back(std::move(running));
@@ -231,7 +234,11 @@ struct RenderJobs::Impl {
     };
     Film film(r.params.width, r.params.height, r.params.spp);
     Result<ClusterRenderStats> stats = renderCluster(*data, film, options, progress);
-    if (!stats.ok()) return finish("", {}, stats.error().message);
+    if (!stats.ok()) {
+      std::string why = stats.error().message;
+      if (r.cancel && !r.cancelReason.empty()) why += ": " + r.cancelReason;
+      return finish("", {}, why);
+    }
     std::vector<uint8_t> bytes(film.sums().size() * sizeof(int64_t));
     std::memcpy(bytes.data(), film.sums().data(), bytes.size());
     finish(statsToJson(*stats).dump(), std::move(bytes), "");
@@ -260,7 +267,11 @@ void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std
 size_t RenderJobs::active() const { return impl_->jobs.size(); }
 void RenderJobs::cancelAll(std::function<void()> whenIdle) {
   impl_->stopping = true;
-  for (auto& r : impl_->jobs) r->cancel = true;
+  for (auto& r : impl_->jobs) {
+    if (r->cancel) continue;
+    r->cancelReason = "the node daemon is shutting down";
+    r->cancel = true;
+  }
   if (impl_->jobs.empty()) {
     if (whenIdle) whenIdle();
     return;

@@ -152,6 +152,23 @@ TEST_F(RenderJobTest, HandedOffJobRevokesRemoteLeases) {
   expectIdenticalToLocal("owner", "64x64", 32);
 }
 
+// SIGTERM to the daemon mid-job: the job is cancelled, the command fails naming why, and the
+// daemon exits 0 with its worker gone.
+TEST_F(RenderJobTest, DaemonShutdownEndsTheJobWithAReason) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  auto render = startJob("256x256", 4096, "cut", {"--control-socket", socketOf("a")});
+  pid_t worker = waitForWorker("a", 0, 30s);
+  ASSERT_GT(worker, 0) << node("a").err();
+  ASSERT_TRUE(render->running()) << render->err();
+  node("a").signal(SIGTERM);
+  EXPECT_EQ(node("a").wait(10s), 0) << node("a").err();
+  EXPECT_EQ(render->wait(10s), 1) << render->err();
+  EXPECT_NE(render->err().find("the node daemon is shutting down"), std::string::npos)
+      << render->err();
+  EXPECT_TRUE(waitUntil([&] { return !alive(worker); }, 3s));
+}
+
 // One request on the control socket; returns every line of the reply (until it closes).
 std::vector<std::string> controlExchange(const std::string& path, const std::string& request) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
