@@ -62,6 +62,10 @@ struct AvahiDiscovery::Impl {
     AvahiServiceResolver* resolver = nullptr;
     std::optional<DiscoveredPeer> resolved;
     AvahiProtocol addressProtocol = AVAHI_PROTO_UNSPEC;
+    // The address family asked of the resolver: IPv4 first (a node listening on 0.0.0.0 or an
+    // IPv4 address cannot be reached at the IPv6 address that avahi also publishes for its
+    // host, e.g. ::1 on lo with publish-aaaa-on-ipv4), any family when it has no IPv4 one.
+    AvahiProtocol family = AVAHI_PROTO_INET;
   };
 
   uv_loop_t* loop;
@@ -231,8 +235,8 @@ struct AvahiDiscovery::Impl {
         if (self->instances.count(key) != 0) return;
         Instance& inst = self->instances[key];
         inst.resolver = avahi_service_resolver_new(self->client, iface, protocol, serviceName, type,
-                                                   domain, AVAHI_PROTO_UNSPEC,
-                                                   AvahiLookupFlags(0), &Impl::onResolve, self);
+                                                   domain, inst.family, AvahiLookupFlags(0),
+                                                   &Impl::onResolve, self);
         if (inst.resolver == nullptr) {
           PL_LOG_WARN("mDNS: cannot resolve '%s': %s", serviceName,
                       avahi_strerror(avahi_client_errno(self->client)));
@@ -257,13 +261,23 @@ struct AvahiDiscovery::Impl {
   }
 
   static void onResolve(AvahiServiceResolver*, AvahiIfIndex iface, AvahiProtocol protocol,
-                        AvahiResolverEvent event, const char* serviceName, const char*,
+                        AvahiResolverEvent event, const char* serviceName, const char* type,
                         const char* domain, const char*, const AvahiAddress* address,
                         uint16_t port, AvahiStringList* txt, AvahiLookupResultFlags,
                         void* userdata) {
     auto* self = static_cast<Impl*>(userdata);
     auto it = self->instances.find(InstanceKey{serviceName, iface, protocol, domain});
     if (it == self->instances.end()) return;
+    Instance& inst = it->second;
+    if (event == AVAHI_RESOLVER_FAILURE && inst.family == AVAHI_PROTO_INET && !inst.resolved) {
+      // No IPv4 address for the host: resolve again, any family.
+      if (inst.resolver != nullptr) avahi_service_resolver_free(inst.resolver);
+      inst.family = AVAHI_PROTO_UNSPEC;
+      inst.resolver = avahi_service_resolver_new(self->client, iface, protocol, serviceName, type,
+                                                 domain, inst.family, AvahiLookupFlags(0),
+                                                 &Impl::onResolve, self);
+      return;
+    }
     if (event != AVAHI_RESOLVER_FOUND || address == nullptr) {
       PL_LOG_DEBUG("mDNS: cannot resolve '%s' (yet)", serviceName);
       return;
