@@ -45,6 +45,7 @@ struct PeerWatch::Impl {
     PL_CHECK(uv_async_init(&loop, &stop, [](uv_async_t* a) {
                uv_close(reinterpret_cast<uv_handle_t*>(a), nullptr);
                static_cast<Impl*>(a->data)->discoveryOwner.reset();
+               uv_stop(a->loop);  // whatever the backend left open is closed below
              }) == 0);
     stop.data = this;
     PeerDirectory directory;
