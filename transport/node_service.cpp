@@ -24,6 +24,7 @@
 
 #include "core/util/check.h"
 #include "core/util/log.h"
+#include "core/util/system.h"
 #include "transport/chunk_codec.h"
 #include "transport/protocol_convert.h"
 #include "transport/secure_channel.h"
@@ -353,9 +354,9 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
 
   uint64_t maxSceneBytes() const {
     if (options.maxSceneBytes != 0) return options.maxSceneBytes;
-    const long pages = ::sysconf(_SC_PHYS_PAGES), pageSize = ::sysconf(_SC_PAGE_SIZE);
-    if (pages <= 0 || pageSize <= 0) return kMaxRenderDataBytes;
-    return std::min<uint64_t>(uint64_t(pages) * uint64_t(pageSize) / 2, kMaxRenderDataBytes);
+    const uint64_t memory = physicalMemoryBytes();
+    if (memory == 0) return kMaxRenderDataBytes;
+    return std::min<uint64_t>(memory / 2, kMaxRenderDataBytes);
   }
   std::vector<DeviceInfo> infos;
   std::vector<std::unique_ptr<DeviceSlot>> slots;

@@ -25,15 +25,8 @@ namespace {
 // The CPU as the CPU device would use it by default (every hardware thread), without starting
 // its thread pool.
 DeviceInfo localCpu() {
-  DeviceInfo info;
-  info.kind = "cpu";
-  info.name = cpuModelName();
   unsigned threads = std::thread::hardware_concurrency();
-  info.threads = threads > 0 ? threads : 1;
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long pageSize = sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && pageSize > 0) info.memoryBytes = uint64_t(pages) * uint64_t(pageSize);
-  return info;
+  return cpuDeviceInfo(threads > 0 ? threads : 1);
 }
 
 void printDevices(bool json) {

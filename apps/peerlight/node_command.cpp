@@ -33,6 +33,7 @@
 #include "core/render/cpu_device.h"
 #include "core/util/check.h"
 #include "core/util/log.h"
+#include "core/util/system.h"
 #include "discovery/discovery.h"
 #include "discovery/node_advert.h"
 #include "transport/auth.h"
@@ -90,9 +91,8 @@ std::string selfAddress(const std::string& listen, uint port) {
 
 // Half of this machine's memory: the largest render job payload the daemon takes.
 uint64_t halfOfMemory() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), pageSize = ::sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || pageSize <= 0) return uint64_t(1) << 30;
-  return uint64_t(pages) * uint64_t(pageSize) / 2;
+  const uint64_t memory = physicalMemoryBytes();
+  return memory == 0 ? uint64_t(1) << 30 : memory / 2;
 }
 
 void runNode(const NodeArgs& args) {
@@ -271,7 +271,8 @@ void addNodeCommand(CLI::App& app) {
       ->group("")
       ->check(CLI::Range(100u, 600000u));
   cmd->add_option("--control-socket", args->controlSocket,
-                  "Local control socket for owner jobs (default: "
+                  "Local control socket for this machine's renders: owner jobs and render jobs "
+                  "handed to this node (default: "
                   "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
   cmd->add_flag("--control-any-user", args->controlAnyUser,
                 "Let every local user hand render jobs to this node (a system daemon; the "

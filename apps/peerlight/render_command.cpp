@@ -99,6 +99,17 @@ std::string primaryName() {
   return std::string(host) + "/" + std::to_string(::getpid());
 }
 
+// This machine's node daemon's control socket: --control-socket, else the first default
+// location where a daemon answers (a socket file nobody answers on, a daemon that died, is no
+// daemon); "" when there is none.
+std::string findDaemonSocket(const RenderArgs& args) {
+  if (!args.controlSocket.empty()) return args.controlSocket;
+  for (const std::string& path : controlSocketCandidates()) {
+    if (::access(path.c_str(), F_OK) == 0 && controlSocketAnswers(path)) return path;
+  }
+  return "";
+}
+
 // Owner preemption (issue 4 item 4): a render that uses this machine's devices tells this
 // machine's node daemon, over its control socket, that the owner's job starts; the daemon
 // revokes its remote leases and refuses new ones until this process exits (the kernel closes
@@ -107,10 +118,7 @@ std::string primaryName() {
 void announceOwnerJobIfDaemon(const RenderArgs& args) {
   if (args.noLocal || args.noOwnerPreempt) return;
   const bool explicitPath = !args.controlSocket.empty();
-  std::string path = args.controlSocket;
-  for (const std::string& candidate : controlSocketCandidates()) {
-    if (path.empty() && ::access(candidate.c_str(), F_OK) == 0) path = candidate;
-  }
+  const std::string path = findDaemonSocket(args);
   if (path.empty()) return;
   std::string token = randomHex(16);
   Result<int> fd = announceOwnerJob(path, token);
@@ -443,12 +451,7 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const 
 // daemon socket found.
 std::string daemonSocket(const RenderArgs& args) {
   if (args.noDaemon || args.device != "auto" || args.threads != 0) return "";
-  if (!args.controlSocket.empty()) return args.controlSocket;
-  // A socket file that nobody answers on (a daemon that died) is no daemon.
-  for (const std::string& path : controlSocketCandidates()) {
-    if (::access(path.c_str(), F_OK) == 0 && controlSocketAnswers(path)) return path;
-  }
-  return "";
+  return findDaemonSocket(args);
 }
 
 void runRender(const RenderArgs& args) {
@@ -627,7 +630,8 @@ void addRenderCommand(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
   cmd->add_option("--control-socket", args->controlSocket,
-                  "The node daemon's control socket to announce this owner job on (default: "
+                  "The node daemon's control socket: the job is handed to that daemon, or "
+                  "announced there as the owner's (default: "
                   "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
   cmd->add_flag("--no-daemon", args->noDaemon,
                 "Render in this process even when this machine's node daemon runs (it then "

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/kernel/integrator.h"
+#include "core/util/system.h"
 
 namespace pl {
 
@@ -38,9 +39,7 @@ DeviceInfo cpuDeviceInfo(uint32_t threads) {
   DeviceInfo info;
   info.kind = "cpu";
   info.name = cpuModelName();
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long pageSize = sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && pageSize > 0) info.memoryBytes = uint64_t(pages) * uint64_t(pageSize);
+  info.memoryBytes = physicalMemoryBytes();
   info.threads = threads;
   return info;
 }
