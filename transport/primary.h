@@ -1,33 +1,20 @@
 #pragma once
-// The Primary: renders one frame across this process's own devices and the Render Nodes named
-// by address (docs/DESIGN.md sections 1, 3 and 5).
+// The Primary's options and statistics, and renderCluster(): one frame across this process's
+// own devices and the Render Nodes named by address (docs/DESIGN.md sections 1, 3 and 5).
 //
 //   ClusterRenderOptions options;          // peers, key, local devices, limits
 //   options.peers = {"127.0.0.1:40123"};
 //   Film film(width, height, spp);
 //   Result<ClusterRenderStats> stats = renderCluster(data, film, options);
 //
-// For each peer: connect, TLS 1.3 keyed by the cluster key (transport/secure_channel.h; a node
-// without the key fails here), Gate.hello (protocol versions must match; the node's proof is
-// checked), Gate.authenticate, Node.info, Node.lease (renewed every third of its TTL), then
-// upload: the RenderData is encoded once into a ChunkStore, each node says which chunks it
-// lacks (RenderSession.missing), those are streamed with `put` (flow-controlled, the encoded
-// bytes referenced, not copied, into the messages) and the manifest is `load`ed. Then every
-// device of every node and every local device is a DeviceId in one pl::Scheduler, each kept at
-// the scheduler's in-flight limit; a result is merged into the film exactly when
-// Scheduler::complete() accepts it. Film merging is exact, so the image is bitwise identical to
-// a local render whichever devices rendered what (DESIGN.md section 4).
+// renderCluster() is a thin blocking wrapper: it runs a RenderSession (transport/
+// render_session.h, where the protocol, the scheduling and the failure handling are described)
+// on a UvKjLoop of its own until the session's film holds every sample, then copies the film.
+// Local renders (no peers) take the same path. Long-lived callers (the `session` command, the
+// node daemon) use RenderSession on their own loop instead.
 //
-// Failures are events: a connection that breaks, a call that fails with DISCONNECTED, or a
-// session that answers nothing (not even a ping) for silenceTimeout, loses the node: all its
-// devices are declared lost at once (their units requeued) and the node is retried every
-// reconnectInterval; when it is back and its data is in, its devices are added mid-frame.
-// A node that speaks another protocol version or fails authentication is reported and not
-// retried. The frame ends when every pixel sample is accepted; then leases are dropped.
-//
-// Threads: renderCluster() blocks the calling thread, which runs a UvKjLoop (it must not have
-// a KJ event loop of its own). Each local device renders on a thread of its own and hands its
-// results to the loop with UvKjLoop::post(). The progress callback runs on the calling thread.
+// Threads: renderCluster() blocks the calling thread, which runs the loop (it must not have a
+// KJ event loop of its own). The progress callback runs on the calling thread.
 
 #include <chrono>
 #include <cstdint>
@@ -47,8 +34,10 @@ namespace pl {
 struct ClusterRenderOptions {
   // Render Nodes, "HOST:PORT" each (transport/tcp.h). Empty: local devices only.
   std::vector<std::string> peers;
-  // Devices of this process, each already loaded with the same data (not owned). Empty: only
-  // the peers render (--no-local); then at least one peer must be given.
+  // Devices of this process (not owned). The session loads each generation's data on them
+  // (renderCluster(): a non-owning pointer to its `data`, which devices may keep after the call
+  // and must not use once it is gone). Empty: only the peers render (--no-local); then at least
+  // one peer must be given.
   std::vector<Device*> localDevices;
   // The cluster key (transport/auth.h loads it). Needed only when peers are given.
   ClusterKey key;

@@ -15,6 +15,7 @@ class Device;
 namespace pl::app {
 
 void addRenderCommand(CLI::App& app);
+void addSessionCommand(CLI::App& app);  // session_command.cpp: JSON lines on stdin/stdout
 void addBenchCommand(CLI::App& app);
 void addDevicesCommand(CLI::App& app);
 void addNodeCommand(CLI::App& app);

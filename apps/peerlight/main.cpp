@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
     std::printf("peerlight %s\n", PEERLIGHT_VERSION_STRING);
   });
   pl::app::addRenderCommand(app);
+  pl::app::addSessionCommand(app);
   pl::app::addBenchCommand(app);
   pl::app::addDevicesCommand(app);
   pl::app::addNodeCommand(app);

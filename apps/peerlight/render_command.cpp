@@ -39,64 +39,25 @@
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
 #include "apps/peerlight/render_job.h"
-#include "discovery/peer_watch.h"
-#include "core/render/cpu_device.h"
+#include "apps/peerlight/render_setup.h"
 #include "core/render/image_io.h"
-#include "core/render/local_render.h"
 #include "core/scene/compile.h"
 #include "core/util/log.h"
-#include "discovery/discovery.h"
-#include "discovery/node_advert.h"
-#include "discovery/peer_directory.h"
 #include "transport/auth.h"
 #include "transport/control_socket.h"
 #include "transport/primary.h"
 #include "transport/protocol_convert.h"
 #include "transport/uv_kj_loop.h"
 
-#if defined(PEERLIGHT_HAVE_CUDA)
-#include "gpu/cuda_devices.h"
-#endif
 
 namespace pl::app {
 
 namespace {
 
-struct RenderArgs {
-  std::string scene;
-  std::string output;
-  uint32_t spp = 64;
-  std::string size = "512x512";
-  std::string camera;
-  std::string env;
-  uint32_t threads = 0;
-  uint32_t seed = 0;
-  float exposure = 0.0f;
-  uint32_t maxDepth = 16;
-  std::string device = "auto";
-  bool json = false;
-  std::vector<std::string> peers;
-  bool noLocal = false;
-  bool localOnly = false;
-  bool noMdns = false;
-  double mdnsWaitSeconds = 1.0;
-  std::string keyFile;
-  std::string controlSocket;  // empty: defaultControlSocketPath()
-  bool noOwnerPreempt = false;
-  bool noDaemon = false;
-};
-
 // The owner token this render announced on the node daemon's control socket ("" if none).
 std::string& ownerToken() {
   static std::string token;
   return token;
-}
-
-// "host/pid": the nodes' log lines tell apart two renders started on one machine.
-std::string primaryName() {
-  char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "primary");
-  return std::string(host) + "/" + std::to_string(::getpid());
 }
 
 // This machine's node daemon's control socket: --control-socket, else the first default
@@ -129,58 +90,6 @@ void announceOwnerJobIfDaemon(const RenderArgs& args) {
   }
   PL_LOG_INFO("owner job announced to the node daemon at %s", path.c_str());
   ownerToken() = token;
-}
-
-// Starts browsing mDNS for Render Nodes this Primary can use (discovery/peer_watch.h: our
-// protocol version and key fingerprint, idle or leased) and waits `seconds` for the first
-// answers; the nodes found then that cannot be used are named on stderr with the reason. The
-// watch keeps browsing: the render adds nodes that appear later (morePeers). Null when no mDNS
-// service is reachable.
-std::unique_ptr<PeerWatch> watchPeers(const std::string& fingerprint, double seconds) {
-  const auto start = std::chrono::steady_clock::now();
-  auto watch = std::make_unique<PeerWatch>(
-      PeerWatchOptions{kProtocolVersion, fingerprint, "", /*acceptLeased=*/true});
-  if (!watch->available()) return nullptr;
-  if (seconds > 0)
-    std::this_thread::sleep_for(std::chrono::milliseconds(int64_t(seconds * 1000)));
-  size_t usable = 0;
-  for (const PeerVerdict& v : watch->snapshot()) {
-    if (v.usable) {
-      usable += 1;
-      continue;
-    }
-    std::fprintf(stderr, "peerlight: mDNS: not using %s at %s: %s\n", v.instanceName.c_str(),
-                 v.address.c_str(), v.why.c_str());
-  }
-  PL_LOG_INFO("mDNS: %zu usable node(s) found in %.1f s", usable,
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return watch;
-}
-
-// The devices `--device` names: auto (every CUDA GPU, else the CPU), cpu, cuda, or all.
-// A GPU renders a unit in milliseconds and a CPU in about a second, so without a scheduler that
-// duplicates the last units (core/cluster, coming with the cluster transport) mixing them only
-// pays off for long renders: hence auto prefers the GPUs alone.
-std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args) {
-  std::vector<std::unique_ptr<Device>> devices;
-  const bool wantCpu = args.device == "cpu" || args.device == "all";
-  const bool wantCuda = args.device != "cpu";
-#if defined(PEERLIGHT_HAVE_CUDA)
-  if (wantCuda) {
-    for (const DeviceInfo& info : enumerateCudaDevices()) {
-      Result<std::unique_ptr<Device>> gpu = makeCudaDevice(info.ordinal);
-      if (gpu.ok())
-        devices.push_back(std::move(gpu).value());
-      else
-        PL_LOG_WARN("%s", gpu.error().message.c_str());
-    }
-  }
-#endif
-  if (args.device == "cuda" && devices.empty())
-    failUsage("--device cuda: no CUDA GPU is available on this machine");
-  if (wantCpu || devices.empty()) devices.push_back(std::make_unique<CpuDevice>(args.threads));
-  (void)wantCuda;
-  return devices;
 }
 
 // A one-line progress bar on stderr, redrawn at most 10 times a second.
@@ -245,35 +154,6 @@ std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
       line += n.state;
   }
   return line;
-}
-
-nlohmann::json nodeJson(const NodeRenderStats& n) {
-  return {{"address", n.address},
-          {"name", n.name},
-          {"node_id", n.nodeId},
-          {"devices", n.devices},
-          {"work_units", n.workUnits},
-          {"samples", n.samples},
-          {"rays_traced", n.raysTraced},
-          {"duplicate_results", n.duplicateResults},
-          {"render_data_bytes_raw", n.renderDataBytesRaw},
-          {"render_data_bytes_sent", n.renderDataBytesSent},
-          {"chunks_sent", n.chunksSent},
-          {"chunks_total", n.chunksTotal},
-          {"manifest_bytes", n.manifestBytes},
-          {"result_bytes", n.resultBytes},
-          {"result_bytes_raw", n.resultBytesRaw},
-          {"seconds_to_first_result",
-           n.secondsToFirstResult < 0 ? nlohmann::json(nullptr)
-                                      : nlohmann::json(n.secondsToFirstResult)},
-          {"upload_seconds", n.uploadSeconds},
-          {"seconds_to_data_loaded",
-           n.secondsToDataLoaded < 0 ? nlohmann::json(nullptr)
-                                     : nlohmann::json(n.secondsToDataLoaded)},
-          {"connections", n.connections},
-          {"losses", n.losses},
-          {"state", n.state},
-          {"error", n.error}};
 }
 
 void writeOutput(const RenderArgs& args, const Film& film) {
@@ -366,15 +246,17 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const RenderD
   }
 }
 
-void runClusterRender(const RenderArgs& args, const std::vector<std::string>& peers,
-                      PeerWatch* watch, const RenderData& data, Film& film,
-                      const std::vector<Device*>& devices, ClusterKey key,
+// The render in this process (transport/primary.h): this machine's devices and the plan's
+// nodes, or this machine's devices alone; one path either way.
+void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const RenderData& data,
+                      Film& film, const std::vector<Device*>& devices,
                       std::chrono::steady_clock::time_point commandStart, double loadSeconds) {
   ClusterRenderOptions cluster;
-  cluster.peers = peers;
-  if (watch != nullptr) cluster.morePeers = [watch] { return watch->usableAddresses(); };
+  cluster.peers = plan.peers;
+  if (plan.watch != nullptr)
+    cluster.morePeers = [watch = plan.watch.get()] { return watch->usableAddresses(); };
   cluster.localDevices = devices;
-  cluster.key = std::move(key);
+  cluster.key = plan.key;
   cluster.primaryName = primaryName();
   cluster.ownerToken = ownerToken();
   cluster.start = commandStart;
@@ -464,10 +346,7 @@ void runRender(const RenderArgs& args) {
   const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
   if (args.noLocal && args.peers.empty() && !browse)
     failUsage("--no-local needs at least one --peer (or mDNS discovery)");
-  CompileOptions options;
-  if (Status s = parseSize(args.size, &options.width, &options.height); !s.ok())
-    failUsage(s.error().message);
-  if (args.spp == 0) failUsage("--spp must be at least 1");
+  CompileOptions options = compileOptionsFrom(args);
   if (!isSupportedImagePath(args.output))
     failUsage(args.output + ": unknown image format (use .png or .exr)");
   {
@@ -476,12 +355,6 @@ void runRender(const RenderArgs& args) {
     std::filesystem::path parent = std::filesystem::path(args.output).parent_path();
     if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
       failUsage(args.output + ": folder " + parent.string() + " does not exist");
-  }
-  options.camera = args.camera;
-  options.seed = args.seed;
-  options.maxDepth = args.maxDepth;
-  if (!args.env.empty()) {
-    if (Status s = parseEnv(args.env, &options); !s.ok()) failUsage(s.error().message);
   }
 
   const auto loadStart = std::chrono::steady_clock::now();
@@ -497,100 +370,18 @@ void runRender(const RenderArgs& args) {
     if (renderThroughDaemon(args, daemonPath, *data, film, compileSeconds)) return;
   }
 
-  ClusterKey key;
-  std::unique_ptr<PeerWatch> watch;
-  std::vector<std::string> peers = args.localOnly ? std::vector<std::string>{} : args.peers;
-  if (!peers.empty()) {
-    Result<std::string> keyPath = clusterKeyPath(args.keyFile);
-    if (!keyPath.ok()) failUsage(keyPath.error().message);
-    Result<ClusterKey> loaded = loadClusterKey(*keyPath, /*createIfMissing=*/true);
-    if (!loaded.ok()) failUsage(loaded.error().message);
-    key = std::move(loaded).value();
-  } else if (browse) {
-    // Without a key no node can be used: then no key is created and nothing is browsed.
-    Result<std::string> keyPath = clusterKeyPath(args.keyFile);
-    Result<ClusterKey> loaded = keyPath.ok()
-                                    ? loadClusterKey(*keyPath, /*createIfMissing=*/false)
-                                    : Result<ClusterKey>(keyPath.error());
-    if (loaded.ok()) {
-      key = std::move(loaded).value();
-      watch = watchPeers(keyFingerprint(key), args.mdnsWaitSeconds);
-      if (watch) peers = watch->usableAddresses();
-    } else {
-      PL_LOG_DEBUG("no mDNS browse: %s", loaded.error().message.c_str());
-    }
-  }
   // With mDNS, nodes that appear during the render join it: so a cluster render even when
-  // none is there yet (a local-only render needs no Primary).
-  const bool cluster = !peers.empty() || (watch && !args.noLocal);
-  if (args.noLocal && !cluster) fail("--no-local: no usable node was found by mDNS", 1);
-
+  // none is there yet.
+  ClusterPlan plan = planCluster(args);
+  if (args.noLocal && !plan.cluster()) fail("--no-local: no usable node was found by mDNS", 1);
+  // This process's devices load the data on their own threads, while the nodes connect.
   std::vector<std::unique_ptr<Device>> owned;
   if (!args.noLocal) owned = openDevices(args);
   std::vector<Device*> devices;
-  for (std::unique_ptr<Device>& device : owned) {
-    if (Status s = device->load(data); !s.ok()) {
-      PL_LOG_WARN("%s", s.error().message.c_str());
-      continue;
-    }
-    devices.push_back(device.get());
-  }
-  if (devices.empty() && !args.noLocal) {
-    if (!cluster) fail("no device could load the scene", 1);
-    PL_LOG_WARN("no local device could load the scene; rendering on the peers only");
-  }
-  // GPUs need big units to fill them (about 10^6 pixel samples); CPUs refine the image in
-  // small, quick ones.
-  bool anyGpu = false;
-  for (Device* device : devices) anyGpu |= device->info().kind == "cuda";
-  const TilingOptions tiling = anyGpu ? TilingOptions{256, 16} : TilingOptions{};
+  for (std::unique_ptr<Device>& device : owned) devices.push_back(device.get());
   const double loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
-
-  if (cluster) {
-    runClusterRender(args, peers, watch.get(), *data, film, devices, std::move(key), commandStart,
-                     loadSeconds);
-    return;
-  }
-  const bool showProgress = !args.json && isatty(STDERR_FILENO);
-  ProgressBar bar;
-  ProgressCallback progress;
-  if (showProgress) progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
-  Result<LocalRenderStats> stats = renderLocal(devices, film, tiling, progress);
-  if (showProgress) bar.finish();
-  if (!stats.ok()) fail(stats.error().message, 1);
-
-  writeOutput(args, film);
-
-  const double seconds = stats->seconds;
-  const double samplesPerSecond = seconds > 0 ? double(stats->samples) / seconds : 0.0;
-  const double mraysPerSecond = seconds > 0 ? double(stats->raysTraced) / seconds / 1e6 : 0.0;
-  if (args.json) {
-    nlohmann::json deviceList = nlohmann::json::array();
-    for (size_t i = 0; i < devices.size(); ++i) {
-      const DeviceInfo info = devices[i]->info();
-      const DeviceShare& share = stats->devices[i];
-      deviceList.push_back({{"kind", info.kind},
-                            {"name", info.name},
-                            {"threads", info.threads},
-                            {"memory_bytes", info.memoryBytes},
-                            {"work_units", share.units},
-                            {"samples", share.samples},
-                            {"rays_traced", share.raysTraced},
-                            {"error", share.error}});
-    }
-    nlohmann::json out = resultJson(args, film, *data, seconds, stats->samples,
-                                    stats->raysTraced, loadSeconds);
-    out["devices"] = deviceList;
-    std::printf("%s\n", out.dump().c_str());
-  } else {
-    std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, render data %s, "
-                "%zu triangles -> %s\n",
-                film.width(), film.height(), args.spp, formatSeconds(seconds).c_str(),
-                formatCount(samplesPerSecond).c_str(), mraysPerSecond,
-                formatBytes(data->byteSize()).c_str(), data->triangles.size(),
-                args.output.c_str());
-  }
+  runClusterRender(args, plan, *data, film, devices, commandStart, loadSeconds);
 }
 
 }  // namespace
@@ -601,34 +392,7 @@ void addRenderCommand(CLI::App& app) {
   cmd->add_option("scene", args->scene, "Scene file (.gltf, .glb, .obj)")->required();
   cmd->add_option("-o,--output", args->output, "Output image (.png: 8-bit sRGB, .exr: linear)")
       ->required();
-  cmd->add_option("--spp", args->spp, "Samples per pixel")->capture_default_str();
-  cmd->add_option("--size", args->size, "Image size WxH")->capture_default_str();
-  cmd->add_option("--camera", args->camera, "Camera name or index (default: the first)");
-  cmd->add_option("--env", args->env,
-                  "Environment: an equirectangular .hdr/.exr file, or a constant R,G,B radiance "
-                  "(default: black when the scene has lights, else white)");
-  cmd->add_option("--threads", args->threads, "CPU threads (0: all)")->capture_default_str();
-  cmd->add_option("--seed", args->seed, "Sampler seed")->capture_default_str();
-  cmd->add_option("--exposure", args->exposure, "Exposure in stops for PNG output")
-      ->capture_default_str();
-  cmd->add_option("--max-depth", args->maxDepth, "Maximum path length in bounces")
-      ->capture_default_str();
-  cmd->add_option("--device", args->device,
-                  "Devices to render on: auto (the CUDA GPUs, else the CPU), cpu, cuda, all")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda", "all"}))
-      ->capture_default_str();
-  cmd->add_flag("--json", args->json, "Print one JSON object with the statistics on stdout");
-  cmd->add_option("--peer", args->peers,
-                  "A Render Node to render on, HOST:PORT (repeatable; see `peerlight node`)");
-  cmd->add_flag("--no-local", args->noLocal, "Render on the peers only, not on this machine");
-  cmd->add_flag("--local-only", args->localOnly,
-                "Ignore --peer and mDNS: render on this machine only");
-  cmd->add_flag("--no-mdns", args->noMdns,
-                "Without --peer: do not look for Render Nodes over mDNS (render locally)");
-  cmd->add_option("--mdns-wait", args->mdnsWaitSeconds,
-                  "Seconds to browse mDNS for nodes when no --peer is given")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 60.0));
+  addSceneFlags(cmd, *args);
   cmd->add_option("--control-socket", args->controlSocket,
                   "The node daemon's control socket: the job is handed to that daemon, or "
                   "announced there as the owner's (default: "
@@ -638,9 +402,6 @@ void addRenderCommand(CLI::App& app) {
                 "only revokes its remote leases while this render runs)");
   cmd->add_flag("--no-owner-preempt", args->noOwnerPreempt,
                 "Do not make this machine's node daemon revoke its remote leases");
-  cmd->add_option("--key-file", args->keyFile,
-                  "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
-                  "~/.config/peerlight/cluster.key; created if missing when --peer is given)");
   cmd->callback([args] { runRender(*args); });
 }
 

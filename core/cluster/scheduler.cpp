@@ -39,7 +39,15 @@ Scheduler::Scheduler(const FrameSpec& frame, const SchedulerOptions& options)
   tilesX_ = (frame.width + frame.tileSize - 1) / frame.tileSize;
   tilesY_ = (frame.height + frame.tileSize - 1) / frame.tileSize;
   for (uint32_t end = 0; end < frame.spp; ++passCount_) end = passRange(passCount_).second;
+  passAccepted_.assign(passCount_, 0);
   tileSample_ = 0;
+}
+
+uint32_t Scheduler::passOf(const WorkUnit& unit) const {
+  // Pass k >= 1 begins at f * 2^(k-1): at most ~32 passes, a short scan.
+  uint32_t pass = 0;
+  while (pass + 1 < passCount_ && passRange(pass + 1).first <= unit.sampleBegin) ++pass;
+  return pass;
 }
 
 std::pair<uint32_t, uint32_t> Scheduler::passRange(uint32_t pass) const {
@@ -278,6 +286,14 @@ bool Scheduler::complete(DeviceId id, const WorkUnit& unit, SchedulerTime now) {
     acceptedWork_ += work;
     PL_CHECK(acceptedWork_ <= totalWork_);
     ++stats_.acceptedUnits;
+    const uint32_t pass = passOf(unit);
+    passAccepted_[pass] += work;
+    const uint64_t pixels = uint64_t(frame_.width) * frame_.height;
+    while (completedPasses_ < passCount_) {
+      const auto [p0, p1] = passRange(completedPasses_);
+      if (passAccepted_[completedPasses_] != pixels * (p1 - p0)) break;
+      ++completedPasses_;
+    }
   } else {
     ++stats_.rejectedResults;
   }

@@ -116,6 +116,17 @@ class Scheduler {
   // Every pixel sample of the frame has been accepted exactly once.
   bool done() const { return acceptedWork_ == totalWork_; }
 
+  // Progressive passes: the pass a unit belongs to (every unit lies inside one pass), and how
+  // many leading passes are complete (every pixel sample of passes [0, completedPasses()) has
+  // been accepted). completedSamples() is the end of the last complete pass: every pixel then
+  // holds exactly the samples [0, completedSamples()) that were accepted, plus possibly some of
+  // later passes, which a progressive film keeps apart until their pass completes.
+  uint32_t passOf(const WorkUnit& unit) const;
+  uint32_t completedPasses() const { return completedPasses_; }
+  uint32_t completedSamples() const {
+    return completedPasses_ == 0 ? 0 : passRange(completedPasses_ - 1).second;
+  }
+
   // Copies this device holds whose unit already has an accepted result (duplicates that
   // lost the race): the caller may cancel them and report unitFailed().
   std::vector<WorkUnit> redundantUnits(DeviceId device) const;
@@ -174,6 +185,8 @@ class Scheduler {
   uint64_t acceptedWork_ = 0;
   uint32_t tilesX_ = 0, tilesY_ = 0;
   uint32_t passCount_ = 0;
+  std::vector<uint64_t> passAccepted_;  // pixel samples accepted per pass
+  uint32_t completedPasses_ = 0;
 
   // New work cursor: pass, tile (row-major) and the next sample of that tile in the pass.
   uint32_t pass_ = 0;

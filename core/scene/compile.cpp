@@ -48,7 +48,37 @@ double buildCdf(const double* weights, size_t n, float* cdf) {
   return total;
 }
 
-Result<kernel::Camera> chooseCamera(const Scene& scene, const CompileOptions& o) {
+Status checkImageSize(const CompileOptions& options) {
+  if (options.width == 0 || options.height == 0 || options.width > kMaxImageDimension ||
+      options.height > kMaxImageDimension)
+    return Error{"image size " + std::to_string(options.width) + "x" +
+                 std::to_string(options.height) + " is not within 1.." +
+                 std::to_string(kMaxImageDimension)};
+  return Status();
+}
+
+void fillEnvironment(const EnvironmentMap& env, RenderData& rd, kernel::SceneGlobals& g) {
+  const uint32_t w = env.width, h = env.height;
+  g.envWidth = w;
+  g.envHeight = h;
+  g.envScale = {1, 1, 1};
+  rd.envTexels = env.texels;
+  rd.envConditionalCdf.resize(size_t(w) * h);
+  rd.envMarginalCdf.resize(h);
+  std::vector<double> weights(w), rowSums(h);
+  for (uint32_t y = 0; y < h; ++y) {
+    double s = std::sin(kPi * (double(y) + 0.5) / double(h));
+    for (uint32_t x = 0; x < w; ++x)
+      weights[x] = std::fmax(double(kernel::luminance(env.texels[size_t(y) * w + x])), 0.0) * s;
+    rowSums[y] = buildCdf(weights.data(), w, rd.envConditionalCdf.data() + size_t(y) * w);
+  }
+  g.envIntegral = float(buildCdf(rowSums.data(), h, rd.envMarginalCdf.data()));
+}
+
+}  // namespace
+
+Result<kernel::Camera> compileCamera(const Scene& scene, const CompileOptions& o) {
+  if (Status s = checkImageSize(o); !s.ok()) return s.error();
   kernel::Camera cam{};
   cam.width = o.width;
   cam.height = o.height;
@@ -76,6 +106,12 @@ Result<kernel::Camera> chooseCamera(const Scene& scene, const CompileOptions& o)
     }
   } else if (!scene.cameras.empty()) {
     chosen = &scene.cameras[0];
+  }
+  if (o.lookAt) {
+    const float fallback = chosen && chosen->type == kernel::kCameraPerspective
+                               ? std::tan(chosen->yfov * 0.5f)
+                               : std::tan(kDefaultFovY * 0.5f);
+    return lookAtCamera(*o.lookAt, o.width, o.height, fallback);
   }
   if (chosen) {
     cam.type = chosen->type;
@@ -111,26 +147,6 @@ Result<kernel::Camera> chooseCamera(const Scene& scene, const CompileOptions& o)
   return cam;
 }
 
-void fillEnvironment(const EnvironmentMap& env, RenderData& rd, kernel::SceneGlobals& g) {
-  const uint32_t w = env.width, h = env.height;
-  g.envWidth = w;
-  g.envHeight = h;
-  g.envScale = {1, 1, 1};
-  rd.envTexels = env.texels;
-  rd.envConditionalCdf.resize(size_t(w) * h);
-  rd.envMarginalCdf.resize(h);
-  std::vector<double> weights(w), rowSums(h);
-  for (uint32_t y = 0; y < h; ++y) {
-    double s = std::sin(kPi * (double(y) + 0.5) / double(h));
-    for (uint32_t x = 0; x < w; ++x)
-      weights[x] = std::fmax(double(kernel::luminance(env.texels[size_t(y) * w + x])), 0.0) * s;
-    rowSums[y] = buildCdf(weights.data(), w, rd.envConditionalCdf.data() + size_t(y) * w);
-  }
-  g.envIntegral = float(buildCdf(rowSums.data(), h, rd.envMarginalCdf.data()));
-}
-
-}  // namespace
-
 Result<RenderData> compile(const Scene& scene, const CompileOptions& options) {
   if (options.envFile.empty()) return compile(scene, options, nullptr);
   auto env = loadEnvironmentMap(options.envFile);
@@ -140,11 +156,7 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options) {
 
 Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
                            const EnvironmentMap* environment) {
-  if (options.width == 0 || options.height == 0 || options.width > kMaxImageDimension ||
-      options.height > kMaxImageDimension)
-    return Error{"image size " + std::to_string(options.width) + "x" +
-                 std::to_string(options.height) + " is not within 1.." +
-                 std::to_string(kMaxImageDimension)};
+  if (Status s = checkImageSize(options); !s.ok()) return s.error();
   if (options.envColor && !(kernel::isFinite(*options.envColor) && options.envColor->x >= 0 &&
                             options.envColor->y >= 0 && options.envColor->z >= 0))
     return Error{"environment colour must be finite and not negative"};
@@ -157,6 +169,7 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
   // Geometry.
   uint64_t vertexCount = 0, triangleCount = 0;
   for (const Mesh& m : scene.meshes) {
+    if (!scene.shown(m)) continue;
     vertexCount += m.positions.size();
     triangleCount += m.indices.size() / 3;
   }
@@ -168,6 +181,7 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
   rd.tangents.reserve(vertexCount);
   rd.triangles.reserve(triangleCount);
   for (const Mesh& m : scene.meshes) {
+    if (!scene.shown(m)) continue;
     const size_t n = m.positions.size();
     if (m.normals.size() != n || m.uvs.size() != n || m.tangents.size() != n ||
         m.material >= scene.materials.size())
@@ -227,10 +241,11 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
   rd.emissiveCdf.resize(weights.size());
   double totalPower = buildCdf(weights.data(), weights.size(), rd.emissiveCdf.data());
 
-  rd.lights = scene.lights;
+  for (size_t i = 0; i < scene.lights.size(); ++i)
+    if (scene.lightShown(i)) rd.lights.push_back(scene.lights[i]);
 
   // Camera.
-  auto cam = chooseCamera(scene, options);
+  auto cam = compileCamera(scene, options);
   if (!cam.ok()) return cam.error();
   rd.camera.push_back(*cam);
 

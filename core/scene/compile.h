@@ -8,6 +8,7 @@
 
 #include "core/kernel/math.h"
 #include "core/scene/load.h"
+#include "core/scene/look_at.h"
 #include "core/scene/render_data.h"
 #include "core/scene/scene.h"
 #include "core/util/status.h"
@@ -20,6 +21,10 @@ struct CompileOptions {
   // or, when it has none, one that looks at the bounds' centre from +Z and frames the
   // bounding sphere with a 40 degree field of view.
   std::string camera;
+  // When set, a perspective camera built by lookAtCamera() replaces the scene camera; its
+  // yfovDegrees 0 keeps the camera chosen above's field of view (40 degrees when that one is
+  // orthographic or there is none).
+  std::optional<LookAt> lookAt;
   std::string
       envFile;  // .hdr/.exr equirectangular map, or empty; envColor, if also given, scales it
   // Constant environment radiance. When neither envFile nor envColor is given: black when
@@ -29,6 +34,10 @@ struct CompileOptions {
   uint32_t maxDepth = 16;
 };
 
+// Only shown meshes and lights (Scene::shown(), Scene::lightShown()) are compiled: a hidden
+// one leaves the same bytes as a scene without it, provided the scene's bounds were
+// recomputed (Scene::computeBounds(); scene edits do).
+//
 // Emissive triangles: those whose material has luminance(emission) > 0 and whose weight is
 // > 0, weight = area * luminance(emission) * (mean linear luminance of the emissive texture,
 // when there is one). The CDF over them is inclusive and ends at exactly 1;
@@ -40,6 +49,11 @@ struct CompileOptions {
 // weights. A constant environment has envWidth = envHeight = 0, envScale = its colour and
 // envIntegral 1 (non-black: sample it uniformly over the sphere) or 0 (black).
 Result<RenderData> compile(const Scene& scene, const CompileOptions& options);
+
+// The camera compile() puts in RenderData::camera[0], bit for bit, from the scene and
+// options.width, height, camera and lookAt only. A session that changes only those options
+// can replace camera[0] with it instead of recompiling.
+Result<kernel::Camera> compileCamera(const Scene& scene, const CompileOptions& options);
 
 // compile() with an environment map already loaded (options.envFile is ignored).
 Result<RenderData> compile(const Scene& scene, const CompileOptions& options,

@@ -14,6 +14,7 @@
 
 #include "core/scene/load.h"
 #include "core/scene/load_internal.h"
+#include "core/scene/mat4.h"
 
 namespace pl::detail {
 namespace {
@@ -26,59 +27,6 @@ constexpr uint32_t kMaxJsonDepth = 256;
 constexpr uint64_t kMaxNodeVisits = 1u << 20;
 constexpr uint32_t kMaxNodeDepth = 1024;
 constexpr uint64_t kMaxZeroAccessorCount = uint64_t(1) << 24;
-
-// Column-major 4x4 matrix, as glTF stores them.
-struct Mat4 {
-  std::array<double, 16> m;  // m[col * 4 + row]
-  static Mat4 identity() {
-    Mat4 r{};
-    r.m[0] = r.m[5] = r.m[10] = r.m[15] = 1.0;
-    return r;
-  }
-  double at(int row, int col) const { return m[col * 4 + row]; }
-  Mat4 operator*(const Mat4& b) const {
-    Mat4 r{};
-    for (int c = 0; c < 4; ++c)
-      for (int rr = 0; rr < 4; ++rr) {
-        double s = 0;
-        for (int k = 0; k < 4; ++k) s += at(rr, k) * b.at(k, c);
-        r.m[c * 4 + rr] = s;
-      }
-    return r;
-  }
-  Vec3f point(Vec3f p) const {
-    return {float(at(0, 0) * p.x + at(0, 1) * p.y + at(0, 2) * p.z + at(0, 3)),
-            float(at(1, 0) * p.x + at(1, 1) * p.y + at(1, 2) * p.z + at(1, 3)),
-            float(at(2, 0) * p.x + at(2, 1) * p.y + at(2, 2) * p.z + at(2, 3))};
-  }
-  Vec3f vector(Vec3f v) const {
-    return {float(at(0, 0) * v.x + at(0, 1) * v.y + at(0, 2) * v.z),
-            float(at(1, 0) * v.x + at(1, 1) * v.y + at(1, 2) * v.z),
-            float(at(2, 0) * v.x + at(2, 1) * v.y + at(2, 2) * v.z)};
-  }
-  double det3() const {
-    return at(0, 0) * (at(1, 1) * at(2, 2) - at(1, 2) * at(2, 1)) -
-           at(0, 1) * (at(1, 0) * at(2, 2) - at(1, 2) * at(2, 0)) +
-           at(0, 2) * (at(1, 0) * at(2, 1) - at(1, 1) * at(2, 0));
-  }
-  // Inverse transpose of the upper 3x3 (cofactor matrix; the 1/det scale does not matter
-  // for normals, but its sign does).
-  Mat4 normalMatrix() const {
-    Mat4 r = identity();
-    auto a = [this](int i, int j) { return at(i, j); };
-    double cof[3][3] = {
-        {a(1, 1) * a(2, 2) - a(1, 2) * a(2, 1), a(1, 2) * a(2, 0) - a(1, 0) * a(2, 2),
-         a(1, 0) * a(2, 1) - a(1, 1) * a(2, 0)},
-        {a(0, 2) * a(2, 1) - a(0, 1) * a(2, 2), a(0, 0) * a(2, 2) - a(0, 2) * a(2, 0),
-         a(0, 1) * a(2, 0) - a(0, 0) * a(2, 1)},
-        {a(0, 1) * a(1, 2) - a(0, 2) * a(1, 1), a(0, 2) * a(1, 0) - a(0, 0) * a(1, 2),
-         a(0, 0) * a(1, 1) - a(0, 1) * a(1, 0)}};
-    double s = det3() < 0 ? -1.0 : 1.0;
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) r.m[j * 4 + i] = cof[i][j] * s;
-    return r;
-  }
-};
 
 bool finite(Vec3f v) { return std::isfinite(v.x) && std::isfinite(v.y) && std::isfinite(v.z); }
 
@@ -265,10 +213,12 @@ class GltfLoader {
   Status checkExtensions();
   Status convertMaterials();
   Result<int32_t> texture(int gltfTexture, const std::string& where);
-  Status visit(int node, const Mat4& parent, uint32_t depth);
-  Status addPrimitive(int mesh, int primitive, const Mat4& world);
-  Status addLight(int light, const Mat4& world);
-  Status addCamera(int camera, const Mat4& world, const std::string& nodeName);
+  // parentEntry: the parent's index in Scene::nodes (-1 for a root).
+  Status visit(int node, const Mat4& parent, int32_t parentEntry, uint32_t depth);
+  // entry: the index in Scene::nodes of the node instance that adds it.
+  Status addPrimitive(int mesh, int primitive, const Mat4& world, int32_t entry);
+  Status addLight(int light, const Mat4& world, int32_t entry);
+  Status addCamera(int camera, const Mat4& world, const std::string& nodeName, int32_t entry);
 
   struct View {
     const uint8_t* data;  // first element
@@ -366,12 +316,16 @@ Status GltfLoader::convertMaterials() {
                          float(pbr.baseColorFactor[2]), float(pbr.baseColorFactor[3])};
     m.metallicFactor = float(pbr.metallicFactor);
     m.roughnessFactor = float(pbr.roughnessFactor);
-    double strength = 1.0;
+    MaterialEmission emission;
     if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_emissive_strength"))
-      strength = numberMember(*e, "emissiveStrength", 1.0);
-    if (gm.emissiveFactor.size() == 3)
-      m.emission = {float(gm.emissiveFactor[0] * strength), float(gm.emissiveFactor[1] * strength),
-                    float(gm.emissiveFactor[2] * strength)};
+      emission.strength = numberMember(*e, "emissiveStrength", 1.0);
+    if (gm.emissiveFactor.size() == 3) {
+      emission.factor = {gm.emissiveFactor[0], gm.emissiveFactor[1], gm.emissiveFactor[2]};
+      // Scene edits (scene_edit.cpp) recompute it the same way from the same doubles.
+      m.emission = {float(emission.factor[0] * emission.strength),
+                    float(emission.factor[1] * emission.strength),
+                    float(emission.factor[2] * emission.strength)};
+    }
     if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_ior"))
       m.ior = float(numberMember(*e, "ior", 1.5));
     m.normalScale = float(gm.normalTexture.scale);
@@ -416,6 +370,7 @@ Status GltfLoader::convertMaterials() {
     }
     scene_.materials.push_back(m);
     scene_.materialNames.push_back(gm.name);
+    scene_.materialEmission.push_back(emission);
   }
   return Status();
 }
@@ -596,7 +551,7 @@ Result<std::vector<uint32_t>> GltfLoader::readIndices(int a, uint64_t vertexCoun
   return out;
 }
 
-Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
+Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world, int32_t entry) {
   const tinygltf::Primitive& prim = model_.meshes[size_t(meshIndex)].primitives[size_t(p)];
   std::string where = "mesh " + std::to_string(meshIndex) + " primitive " + std::to_string(p);
   if (prim.mode != TINYGLTF_MODE_TRIANGLES && prim.mode != -1) {
@@ -635,6 +590,7 @@ Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
 
   Mesh mesh;
   mesh.name = model_.meshes[size_t(meshIndex)].name;
+  mesh.node = entry;
   if (prim.indices >= 0) {
     auto idx = readIndices(prim.indices, vertexCount);
     if (!idx.ok()) return idx.error();
@@ -659,6 +615,7 @@ Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
       defaultMaterial_ = int32_t(scene_.materials.size());
       scene_.materials.push_back(defaultMaterial());
       scene_.materialNames.push_back("default");
+      scene_.materialEmission.push_back(MaterialEmission());
     }
     mesh.material = uint32_t(defaultMaterial_);
   }
@@ -721,7 +678,7 @@ Status GltfLoader::addPrimitive(int meshIndex, int p, const Mat4& world) {
   return Status();
 }
 
-Status GltfLoader::addLight(int l, const Mat4& world) {
+Status GltfLoader::addLight(int l, const Mat4& world, int32_t entry) {
   if (l < 0 || size_t(l) >= model_.lights.size())
     return fail("a node refers to light " + std::to_string(l) + " of " +
                 std::to_string(model_.lights.size()));
@@ -751,10 +708,11 @@ Status GltfLoader::addLight(int l, const Mat4& world) {
       !std::isfinite(light.range) || kernel::length(light.direction) == 0.0f)
     return fail(where + " has non-finite values or a degenerate node transform");
   scene_.lights.push_back(light);
+  scene_.lightNodes.push_back(entry);
   return Status();
 }
 
-Status GltfLoader::addCamera(int c, const Mat4& world, const std::string& nodeName) {
+Status GltfLoader::addCamera(int c, const Mat4& world, const std::string& nodeName, int32_t entry) {
   if (c < 0 || size_t(c) >= model_.cameras.size())
     return fail("a node refers to camera " + std::to_string(c) + " of " +
                 std::to_string(model_.cameras.size()));
@@ -762,6 +720,7 @@ Status GltfLoader::addCamera(int c, const Mat4& world, const std::string& nodeNa
   std::string where = "camera " + std::to_string(c);
   SceneCamera cam;
   cam.name = !gc.name.empty() ? gc.name : nodeName;
+  cam.node = entry;
   if (gc.type == "perspective") {
     cam.type = kernel::kCameraPerspective;
     cam.yfov = float(gc.perspective.yfov);
@@ -788,7 +747,7 @@ Status GltfLoader::addCamera(int c, const Mat4& world, const std::string& nodeNa
   return Status();
 }
 
-Status GltfLoader::visit(int n, const Mat4& parent, uint32_t depth) {
+Status GltfLoader::visit(int n, const Mat4& parent, int32_t parentEntry, uint32_t depth) {
   if (n < 0 || size_t(n) >= model_.nodes.size())
     return fail("node " + std::to_string(n) + " does not exist (" +
                 std::to_string(model_.nodes.size()) + " nodes)");
@@ -839,25 +798,27 @@ Status GltfLoader::visit(int n, const Mat4& parent, uint32_t depth) {
   for (double v : local.m)
     if (!std::isfinite(v)) return fail(where + " has a non-finite transform");
   Mat4 world = parent * local;
+  const int32_t entry = int32_t(scene_.nodes.size());
+  scene_.nodes.push_back(SceneNode{node.name, parentEntry, world, true});
 
   if (node.mesh >= 0) {
     if (size_t(node.mesh) >= model_.meshes.size())
       return fail(where + " refers to mesh " + std::to_string(node.mesh) + " of " +
                   std::to_string(model_.meshes.size()));
     for (size_t p = 0; p < model_.meshes[size_t(node.mesh)].primitives.size(); ++p)
-      if (Status s = addPrimitive(node.mesh, int(p), world); !s.ok()) return s;
+      if (Status s = addPrimitive(node.mesh, int(p), world, entry); !s.ok()) return s;
   }
   if (node.camera >= 0)
-    if (Status s = addCamera(node.camera, world, node.name); !s.ok()) return s;
+    if (Status s = addCamera(node.camera, world, node.name, entry); !s.ok()) return s;
   if (const tinygltf::Value* e = extension(node.extensions, "KHR_lights_punctual")) {
     double l = numberMember(*e, "light", -1.0);
     if (!(l >= 0.0 && l < 2147483647.0))
       return fail(where + " has a KHR_lights_punctual entry without a valid light index");
-    if (Status s = addLight(int(l), world); !s.ok()) return s;
+    if (Status s = addLight(int(l), world, entry); !s.ok()) return s;
   }
   onPath_[size_t(n)] = true;
   for (int child : node.children)
-    if (Status s = visit(child, world, depth + 1); !s.ok()) return s;
+    if (Status s = visit(child, world, entry, depth + 1); !s.ok()) return s;
   onPath_[size_t(n)] = false;
   return Status();
 }
@@ -883,7 +844,7 @@ Result<Scene> GltfLoader::load() {
       if (!isChild[i]) roots.push_back(int(i));
   }
   for (int root : roots)
-    if (Status s = visit(root, Mat4::identity(), 0); !s.ok()) return s.error();
+    if (Status s = visit(root, Mat4::identity(), -1, 0); !s.ok()) return s.error();
   scene_.computeBounds();
   return std::move(scene_);
 }

@@ -127,6 +127,8 @@ Result<Scene> loadObj(const std::string& path) {
     }
     scene.materials.push_back(m);
     scene.materialNames.push_back(om.name);
+    scene.materialEmission.push_back(
+        MaterialEmission{{double(m.emission.x), double(m.emission.y), double(m.emission.z)}, 1.0});
   }
   int32_t defaultIndex = -1;
 
@@ -139,6 +141,9 @@ Result<Scene> loadObj(const std::string& path) {
   uint64_t triangles = 0, vertices = 0;
   for (const tinyobj::shape_t& shape : shapes) {
     const tinyobj::mesh_t& sm = shape.mesh;
+    // Each object is a root node (identity matrix), so that scene edits can move or hide it.
+    const int32_t entry = int32_t(scene.nodes.size());
+    scene.nodes.push_back(SceneNode{shape.name, -1, Mat4::identity(), true});
     // One Mesh per material used by the shape.
     std::map<int32_t, Mesh> byMaterial;
     std::map<int32_t, std::unordered_map<Key, uint32_t, KeyHash>> vertexMaps;
@@ -162,6 +167,7 @@ Result<Scene> loadObj(const std::string& path) {
           defaultIndex = int32_t(scene.materials.size());
           scene.materials.push_back(objDefaultMaterial());
           scene.materialNames.push_back("default");
+          scene.materialEmission.push_back(MaterialEmission());
         }
         material = defaultIndex;
       }
@@ -170,6 +176,7 @@ Result<Scene> loadObj(const std::string& path) {
       auto& withNormal = hasNormal[material];
       mesh.material = uint32_t(material);
       mesh.name = shape.name;
+      mesh.node = entry;
       uint32_t corner[256];
       for (size_t k = 0; k < count; ++k) {
         const tinyobj::index_t& idx = sm.indices[offset + k];

@@ -17,16 +17,38 @@ uint64_t Scene::triangleCount() const {
 void Scene::computeBounds() {
   boundsMin = {1e30f, 1e30f, 1e30f};
   boundsMax = {-1e30f, -1e30f, -1e30f};
-  for (const Mesh& m : meshes)
+  for (const Mesh& m : meshes) {
+    if (!shown(m)) continue;
     for (Vec3f p : m.positions) {
       boundsMin = kernel::min(boundsMin, p);
       boundsMax = kernel::max(boundsMax, p);
     }
-  for (const kernel::PunctualLight& l : lights)
-    if (l.type != kernel::kLightDirectional) {
+  }
+  for (size_t i = 0; i < lights.size(); ++i) {
+    const kernel::PunctualLight& l = lights[i];
+    if (l.type != kernel::kLightDirectional && lightShown(i)) {
       boundsMin = kernel::min(boundsMin, l.position);
       boundsMax = kernel::max(boundsMax, l.position);
     }
+  }
+}
+
+bool Scene::nodeShown(int32_t node) const {
+  // Parents have smaller indices, so this walk ends; the bound guards hand-built scenes.
+  for (size_t steps = 0; node >= 0 && size_t(node) < nodes.size() && steps <= nodes.size();
+       ++steps) {
+    const SceneNode& n = nodes[size_t(node)];
+    if (!n.visible) return false;
+    if (n.parent >= node) break;
+    node = n.parent;
+  }
+  return true;
+}
+
+bool Scene::shown(const Mesh& mesh) const { return mesh.visible && nodeShown(mesh.node); }
+
+bool Scene::lightShown(size_t light) const {
+  return light >= lightNodes.size() || nodeShown(lightNodes[light]);
 }
 
 kernel::Material defaultMaterial() {

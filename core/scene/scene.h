@@ -3,13 +3,18 @@
 // flattened. Everything is in world space (glTF conventions: metres, right-handed, +Y up).
 // compile() (core/scene/compile.h) turns a Scene into RenderData.
 //
-// A Scene is a plain value; loaders build it, nothing else mutates it.
+// A Scene is a plain value; loaders build it, and scene edits (core/scene/scene_edit.h)
+// change it in place. It keeps what edits need after flattening: the node hierarchy with each
+// node's world matrix (Scene::nodes), which node instanced each mesh, light and camera,
+// per-mesh and per-node visibility, and each material's emission as the file gave it.
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "core/kernel/types.h"
+#include "core/scene/mat4.h"
 
 namespace pl {
 
@@ -26,6 +31,30 @@ struct Mesh {
   std::vector<kernel::Vec4f> tangents;  // unit xyz, w = +1 or -1 (bitangent sign)
   std::vector<uint32_t> indices;        // 3 per triangle, each < positions.size()
   uint32_t material = 0;                // index into Scene::materials
+  int32_t node = -1;                    // index into Scene::nodes that instanced it; -1: none
+  // false: compile() leaves the mesh out, as if it were not in the scene. See Scene::shown().
+  bool visible = true;
+};
+
+// A node of the file's hierarchy as it was instanced: glTF makes one entry per visit of a
+// node (a node reached from two parents has two entries, both with its name); OBJ makes one
+// root per object ('o'/'g' name). Mesh::node, SceneCamera::node and Scene::lightNodes point
+// here.
+struct SceneNode {
+  std::string name;     // may be empty, and need not be unique
+  int32_t parent = -1;  // index into Scene::nodes, always smaller than this node's; -1: a root
+  Mat4 worldFromLocal = Mat4::identity();  // what positions were transformed with
+  // false hides this node's meshes and lights and those of all its descendants (the
+  // semantics of KHR_node_visibility).
+  bool visible = true;
+};
+
+// A material's emission as the file gave it, kept so that editing the factor or the strength
+// alone recomputes kernel::Material::emission exactly as the loader does:
+// emission = float(factor * strength), multiplied in double.
+struct MaterialEmission {
+  std::array<double, 3> factor{0, 0, 0};  // glTF emissiveFactor, OBJ Ke
+  double strength = 1.0;                  // KHR_materials_emissive_strength
 };
 
 // A decoded texture image: RGBA 8 bits per channel, row-major, top row of the image file
@@ -47,6 +76,7 @@ struct SceneCamera {
   kernel::Vec3f up{0, 1, 0};        // unit, orthogonal to forward
   float yfov = 0.0f;                // perspective: full vertical field of view, radians
   float ymag = 0.0f;                // orthographic: half height of the view, world units
+  int32_t node = -1;                // index into Scene::nodes that instanced it; -1: none
 };
 
 struct Scene {
@@ -55,17 +85,32 @@ struct Scene {
   // Material texture indices point into textures (kernel::kNoTexture when absent).
   std::vector<kernel::Material> materials;
   std::vector<std::string> materialNames;  // parallel to materials
+  // Parallel to materials, or empty (scenes built in code): then emission is the factor and
+  // the strength is 1.
+  std::vector<MaterialEmission> materialEmission;
   std::vector<SceneTexture> textures;
   std::vector<kernel::PunctualLight> lights;  // world space
   std::vector<SceneCamera> cameras;           // in node order (depth-first)
-  // Of all mesh vertices and point/spot light positions; min > max when there are none.
+  // Parallel to lights: the index into nodes of the node that instanced each light, -1 for
+  // none. May be shorter than lights (scenes built in code): missing entries are -1.
+  std::vector<int32_t> lightNodes;
+  std::vector<SceneNode> nodes;  // parents before children; empty for scenes built in code
+  // Of all shown mesh vertices and shown point/spot light positions; min > max when there
+  // are none.
   kernel::Vec3f boundsMin{1e30f, 1e30f, 1e30f};
   kernel::Vec3f boundsMax{-1e30f, -1e30f, -1e30f};
   std::vector<std::string> warnings;  // things the loader skipped or approximated
 
-  uint64_t triangleCount() const;
-  // Recomputes boundsMin/boundsMax from meshes and lights.
+  uint64_t triangleCount() const;  // of all meshes, shown or not
+  // Recomputes boundsMin/boundsMax from the shown meshes and lights. Call it after changing
+  // visibility or geometry by hand (scene edits do).
   void computeBounds();
+
+  // Whether compile() includes it: the mesh is visible and so are its node and all the
+  // node's ancestors. Out-of-range node indices count as no node.
+  bool shown(const Mesh& mesh) const;
+  bool lightShown(size_t light) const;  // its node (if any) and the node's ancestors visible
+  bool nodeShown(int32_t node) const;   // the node and all its ancestors visible; true for -1
 };
 
 // The glTF 2.0 default material (white, metallic 1, roughness 1, opaque, single-sided).

@@ -62,12 +62,21 @@ class Process {
   Process() = default;
   // Starts argv[0] (a path) with stdout and stderr appended to the given files; extraEnv
   // ("NAME=value") is added to this process's environment. ok() is false if spawning failed.
+  // Its stdin is /dev/null, or with `pipeStdin` a pipe that writeStdin() feeds and closeStdin()
+  // (or the destructor) closes.
   Process(const std::vector<std::string>& argv, const std::string& stdoutPath,
-          const std::string& stderrPath, const std::vector<std::string>& extraEnv = {})
+          const std::string& stderrPath, const std::vector<std::string>& extraEnv = {},
+          bool pipeStdin = false)
       : stdoutPath_(stdoutPath), stderrPath_(stderrPath) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    int pipeFds[2] = {-1, -1};
+    if (pipeStdin && ::pipe2(pipeFds, O_CLOEXEC) == 0) {
+      posix_spawn_file_actions_adddup2(&actions, pipeFds[0], STDIN_FILENO);
+      stdin_ = pipeFds[1];
+    } else {
+      posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    }
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, stdoutPath.c_str(),
                                      O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderrPath.c_str(),
@@ -91,8 +100,30 @@ class Process {
     pid_t pid = -1;
     if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), env.data()) == 0) pid_ = pid;
     posix_spawn_file_actions_destroy(&actions);
+    if (pipeFds[0] >= 0) ::close(pipeFds[0]);
   }
-  ~Process() { kill(); }
+  ~Process() {
+    closeStdin();
+    kill();
+  }
+
+  // With pipeStdin: writes `text` whole to the child's stdin (false when the pipe is closed or
+  // the child is gone).
+  bool writeStdin(const std::string& text) {
+    ::signal(SIGPIPE, SIG_IGN);  // a child that died fails the write instead
+    size_t done = 0;
+    while (stdin_ >= 0 && done < text.size()) {
+      ssize_t n = ::write(stdin_, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      done += size_t(n);
+    }
+    return stdin_ >= 0;
+  }
+  void closeStdin() {
+    if (stdin_ >= 0) ::close(stdin_);
+    stdin_ = -1;
+  }
   Process(Process&& other) noexcept { *this = std::move(other); }
   Process& operator=(Process&& other) noexcept {
     if (this != &other) {
@@ -101,6 +132,9 @@ class Process {
       exitStatus_ = other.exitStatus_;
       stdoutPath_ = std::move(other.stdoutPath_);
       stderrPath_ = std::move(other.stderrPath_);
+      closeStdin();
+      stdin_ = other.stdin_;
+      other.stdin_ = -1;
       other.pid_ = -1;
     }
     return *this;
@@ -177,6 +211,7 @@ class Process {
   }
 
   pid_t pid_ = -1;
+  int stdin_ = -1;  // write end of the child's stdin pipe (pipeStdin)
   std::optional<int> exitStatus_;
   std::string stdoutPath_, stderrPath_;
 };

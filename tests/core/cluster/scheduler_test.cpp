@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/render/film.h"
+#include "core/render/progressive_film.h"
 
 namespace pl {
 namespace {
@@ -122,6 +123,44 @@ TEST(SchedulerTest, ProgressivePassesCoverTheImageInOrder) {
   }
   EXPECT_EQ(coverage.wrong(), 0u);
   EXPECT_FALSE(s.nextUnit(kA, at(t)));
+}
+
+TEST(SchedulerTest, PassesCompleteOnlyWhenEveryEarlierPassIsIn) {
+  // 4 tiles, passes [0,1) [1,2) [2,4): a tile of pass 1 accepted before pass 0 is complete does
+  // not count until it is.
+  const FrameSpec f{32, 32, 4, 16};
+  SchedulerOptions o;
+  o.firstPassSamples = 1;
+  o.initialUnitWork = 16 * 16;  // one tile of one sample
+  o.defaultMaxInFlight = 8;
+  Scheduler s(f, o);
+  ASSERT_EQ(s.passCount(), 3u);
+  std::vector<WorkUnit> units;
+  while (auto u = s.nextUnit(kA, at(0))) units.push_back(*u);
+  ASSERT_EQ(units.size(), 8u);  // pass 0 and pass 1, one tile each
+  for (const WorkUnit& u : units) EXPECT_EQ(s.passOf(u), u.sampleBegin == 0 ? 0u : 1u);
+  ProgressiveFilm film(f.width, f.height, f.spp);
+  // Pass 1 first, then pass 0 except its last tile.
+  for (size_t i = 4; i < 8; ++i) {
+    ASSERT_TRUE(s.complete(kA, units[i], at(1)));
+    ASSERT_TRUE(film.add(syntheticResult(units[i]), s.passOf(units[i])).ok());
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(s.complete(kA, units[i], at(1)));
+    ASSERT_TRUE(film.add(syntheticResult(units[i]), 0).ok());
+  }
+  EXPECT_EQ(s.completedPasses(), 0u);
+  EXPECT_EQ(s.completedSamples(), 0u);
+  EXPECT_FALSE(film.commit(s.completedPasses(), s.completedSamples()));
+  ASSERT_TRUE(s.complete(kA, units[3], at(1)));
+  ASSERT_TRUE(film.add(syntheticResult(units[3]), 0).ok());
+  // The last tile of pass 0 completes passes 0 and 1 at once.
+  EXPECT_EQ(s.completedPasses(), 2u);
+  EXPECT_EQ(s.completedSamples(), 2u);
+  EXPECT_TRUE(film.commit(s.completedPasses(), s.completedSamples()));
+  expectFilmComplete(film.snapshot());
+  EXPECT_EQ(film.snapshot().samplesPerPixel(), 2u);
+  EXPECT_FALSE(film.add(syntheticResult(units[0]), 0).ok()) << "pass 0 is committed";
 }
 
 TEST(SchedulerTest, NewDeviceStartsSmallAndGrowsGradually) {
@@ -412,6 +451,8 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
     Scheduler s(f, options);
     Coverage coverage(f);
     Film film(f.width, f.height, f.spp);
+    ProgressiveFilm progressive(f.width, f.height, f.spp);
+    uint32_t commits = 0;
 
     std::vector<SimDevice> devices;
     uint64_t nextId = 1;
@@ -429,6 +470,13 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
         coverage.add(u);
         ASSERT_TRUE(film.add(syntheticResult(u)).ok());
         ++accepted;
+        // The progressive film shows exactly the complete passes: samples [0, N) everywhere.
+        const uint32_t before = progressive.committedSamples();
+        ASSERT_TRUE(progressive.add(syntheticResult(u), s.passOf(u)).ok());
+        if (progressive.commit(s.completedPasses(), s.completedSamples())) {
+          EXPECT_GT(progressive.committedSamples(), before);
+          if (++commits % 3 == 1 || s.done()) expectFilmComplete(progressive.snapshot());
+        }
       }
       if (uniform(1, 10) == 1) {
         EXPECT_FALSE(s.complete(d.id, u, at(0))) << "delivered twice";
@@ -482,6 +530,9 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
     EXPECT_EQ(s.stats().acceptedUnits, accepted);
     EXPECT_EQ(coverage.wrong(), 0u);
     expectFilmComplete(film);
+    EXPECT_EQ(s.completedPasses(), s.passCount());
+    EXPECT_EQ(progressive.committedSamples(), f.spp);
+    EXPECT_EQ(progressive.committedSums(), film.sums());
     // Nothing more to hand out; stragglers still in flight are rejected.
     for (SimDevice& d : devices) {
       if (!d.alive) continue;

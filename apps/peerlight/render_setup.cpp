@@ -1,0 +1,201 @@
+#include "apps/peerlight/render_setup.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "apps/peerlight/cli_util.h"
+#include "core/render/cpu_device.h"
+#include "core/scene/look_at.h"
+#include "core/util/log.h"
+#include "discovery/node_advert.h"
+#include "transport/protocol_convert.h"
+
+#if defined(PEERLIGHT_HAVE_CUDA)
+#include "gpu/cuda_devices.h"
+#endif
+
+namespace pl::app {
+
+void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
+  RenderArgs* args = &a;
+  cmd->add_option("--spp", args->spp, "Samples per pixel")->capture_default_str();
+  cmd->add_option("--size", args->size, "Image size WxH")->capture_default_str();
+  cmd->add_option("--camera", args->camera, "Camera name or index (default: the first)");
+  cmd->add_option("--env", args->env,
+                  "Environment: an equirectangular .hdr/.exr file, or a constant R,G,B radiance "
+                  "(default: black when the scene has lights, else white)");
+  cmd->add_option("--threads", args->threads, "CPU threads (0: all)")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Sampler seed")->capture_default_str();
+  cmd->add_option("--exposure", args->exposure, "Exposure in stops for PNG output")
+      ->capture_default_str();
+  cmd->add_option("--max-depth", args->maxDepth, "Maximum path length in bounces")
+      ->capture_default_str();
+  cmd->add_option("--device", args->device,
+                  "Devices to render on: auto (the CUDA GPUs, else the CPU), cpu, cuda, all")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "all"}))
+      ->capture_default_str();
+  cmd->add_flag("--json", args->json, "Print one JSON object with the statistics on stdout");
+  cmd->add_option("--peer", args->peers,
+                  "A Render Node to render on, HOST:PORT (repeatable; see `peerlight node`)");
+  cmd->add_flag("--no-local", args->noLocal, "Render on the peers only, not on this machine");
+  cmd->add_flag("--local-only", args->localOnly,
+                "Ignore --peer and mDNS: render on this machine only");
+  cmd->add_flag("--no-mdns", args->noMdns,
+                "Without --peer: do not look for Render Nodes over mDNS (render locally)");
+  cmd->add_option("--mdns-wait", args->mdnsWaitSeconds,
+                  "Seconds to browse mDNS for nodes when no --peer is given")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 60.0));
+  cmd->add_option("--key-file", args->keyFile,
+                  "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
+                  "~/.config/peerlight/cluster.key; created if missing when --peer is given)");
+  cmd->add_option("--look-at", args->lookAt,
+                  "Camera position and target EX,EY,EZ,TX,TY,TZ[,UX,UY,UZ] (instead of "
+                  "--camera; up defaults to +Y)");
+  cmd->add_option("--yfov", args->yfovDegrees,
+                  "Vertical field of view in degrees with --look-at (default: the scene "
+                  "camera's, else 40)")
+      ->check(CLI::Range(0.0, 179.9));
+}
+
+CompileOptions compileOptionsFrom(const RenderArgs& args) {
+  CompileOptions options;
+  if (Status s = parseSize(args.size, &options.width, &options.height); !s.ok())
+    failUsage(s.error().message);
+  if (args.spp == 0) failUsage("--spp must be at least 1");
+  options.camera = args.camera;
+  options.seed = args.seed;
+  options.maxDepth = args.maxDepth;
+  if (!args.env.empty()) {
+    if (Status s = parseEnv(args.env, &options); !s.ok()) failUsage(s.error().message);
+  }
+  if (!args.lookAt.empty()) {
+    Result<LookAt> lookAt = parseLookAt(args.lookAt);
+    if (!lookAt.ok()) failUsage(lookAt.error().message);
+    lookAt->yfovDegrees = args.yfovDegrees;
+    options.lookAt = *lookAt;
+  } else if (args.yfovDegrees != 0.0f) {
+    failUsage("--yfov needs --look-at");
+  }
+  return options;
+}
+
+// "host/pid": the nodes' log lines tell apart two renders started on one machine.
+std::string primaryName() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "primary");
+  return std::string(host) + "/" + std::to_string(::getpid());
+}
+
+// Starts browsing mDNS for Render Nodes this Primary can use (discovery/peer_watch.h: our
+// protocol version and key fingerprint, idle or leased) and waits `seconds` for the first
+// answers; the nodes found then that cannot be used are named on stderr with the reason. The
+// watch keeps browsing: the render adds nodes that appear later (morePeers). Null when no mDNS
+// service is reachable.
+std::unique_ptr<PeerWatch> watchPeers(const std::string& fingerprint, double seconds) {
+  const auto start = std::chrono::steady_clock::now();
+  auto watch = std::make_unique<PeerWatch>(
+      PeerWatchOptions{kProtocolVersion, fingerprint, "", /*acceptLeased=*/true});
+  if (!watch->available()) return nullptr;
+  if (seconds > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(int64_t(seconds * 1000)));
+  size_t usable = 0;
+  for (const PeerVerdict& v : watch->snapshot()) {
+    if (v.usable) {
+      usable += 1;
+      continue;
+    }
+    std::fprintf(stderr, "peerlight: mDNS: not using %s at %s: %s\n", v.instanceName.c_str(),
+                 v.address.c_str(), v.why.c_str());
+  }
+  PL_LOG_INFO("mDNS: %zu usable node(s) found in %.1f s", usable,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return watch;
+}
+
+// The devices `--device` names: auto (every CUDA GPU, else the CPU), cpu, cuda, or all.
+// A GPU renders a unit in milliseconds and a CPU in about a second, so without a scheduler that
+// duplicates the last units (core/cluster, coming with the cluster transport) mixing them only
+// pays off for long renders: hence auto prefers the GPUs alone.
+std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args) {
+  std::vector<std::unique_ptr<Device>> devices;
+  const bool wantCpu = args.device == "cpu" || args.device == "all";
+  const bool wantCuda = args.device != "cpu";
+#if defined(PEERLIGHT_HAVE_CUDA)
+  if (wantCuda) {
+    for (const DeviceInfo& info : enumerateCudaDevices()) {
+      Result<std::unique_ptr<Device>> gpu = makeCudaDevice(info.ordinal);
+      if (gpu.ok())
+        devices.push_back(std::move(gpu).value());
+      else
+        PL_LOG_WARN("%s", gpu.error().message.c_str());
+    }
+  }
+#endif
+  if (args.device == "cuda" && devices.empty())
+    failUsage("--device cuda: no CUDA GPU is available on this machine");
+  if (wantCpu || devices.empty()) devices.push_back(std::make_unique<CpuDevice>(args.threads));
+  (void)wantCuda;
+  return devices;
+}
+
+ClusterPlan planCluster(const RenderArgs& args) {
+  ClusterPlan plan;
+  const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
+  if (!args.localOnly) plan.peers = args.peers;
+  if (!plan.peers.empty()) {
+    Result<std::string> keyPath = clusterKeyPath(args.keyFile);
+    if (!keyPath.ok()) failUsage(keyPath.error().message);
+    Result<ClusterKey> loaded = loadClusterKey(*keyPath, /*createIfMissing=*/true);
+    if (!loaded.ok()) failUsage(loaded.error().message);
+    plan.key = std::move(loaded).value();
+  } else if (browse) {
+    // Without a key no node can be used: then no key is created and nothing is browsed.
+    Result<std::string> keyPath = clusterKeyPath(args.keyFile);
+    Result<ClusterKey> loaded = keyPath.ok()
+                                    ? loadClusterKey(*keyPath, /*createIfMissing=*/false)
+                                    : Result<ClusterKey>(keyPath.error());
+    if (loaded.ok()) {
+      plan.key = std::move(loaded).value();
+      plan.watch = watchPeers(keyFingerprint(plan.key), args.mdnsWaitSeconds);
+      if (plan.watch) plan.peers = plan.watch->usableAddresses();
+    } else {
+      PL_LOG_DEBUG("no mDNS browse: %s", loaded.error().message.c_str());
+    }
+  }
+  return plan;
+}
+
+nlohmann::json nodeJson(const NodeRenderStats& n) {
+  return {{"address", n.address},
+          {"name", n.name},
+          {"node_id", n.nodeId},
+          {"devices", n.devices},
+          {"work_units", n.workUnits},
+          {"samples", n.samples},
+          {"rays_traced", n.raysTraced},
+          {"duplicate_results", n.duplicateResults},
+          {"render_data_bytes_raw", n.renderDataBytesRaw},
+          {"render_data_bytes_sent", n.renderDataBytesSent},
+          {"chunks_sent", n.chunksSent},
+          {"chunks_total", n.chunksTotal},
+          {"manifest_bytes", n.manifestBytes},
+          {"result_bytes", n.resultBytes},
+          {"result_bytes_raw", n.resultBytesRaw},
+          {"seconds_to_first_result",
+           n.secondsToFirstResult < 0 ? nlohmann::json(nullptr)
+                                      : nlohmann::json(n.secondsToFirstResult)},
+          {"upload_seconds", n.uploadSeconds},
+          {"seconds_to_data_loaded",
+           n.secondsToDataLoaded < 0 ? nlohmann::json(nullptr)
+                                     : nlohmann::json(n.secondsToDataLoaded)},
+          {"connections", n.connections},
+          {"losses", n.losses},
+          {"state", n.state},
+          {"error", n.error}};
+}
+
+}  // namespace pl::app

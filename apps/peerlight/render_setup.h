@@ -1,0 +1,77 @@
+#pragma once
+// What `peerlight render` and `peerlight session` share: their scene and cluster flags, the
+// compile options those give, this machine's devices, and the Render Nodes to use (--peer, or
+// mDNS with the cluster key). Both commands then run a RenderSession (transport/render_session.h).
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/render/device.h"
+#include "core/scene/compile.h"
+#include "discovery/peer_watch.h"
+#include "transport/auth.h"
+#include "transport/primary.h"
+
+namespace pl::app {
+
+struct RenderArgs {
+  std::string scene;
+  std::string output;
+  uint32_t spp = 64;
+  std::string size = "512x512";
+  std::string camera;
+  std::string env;
+  uint32_t threads = 0;
+  uint32_t seed = 0;
+  float exposure = 0.0f;
+  uint32_t maxDepth = 16;
+  std::string device = "auto";
+  bool json = false;
+  std::vector<std::string> peers;
+  bool noLocal = false;
+  bool localOnly = false;
+  bool noMdns = false;
+  double mdnsWaitSeconds = 1.0;
+  std::string keyFile;
+  std::string controlSocket;  // empty: defaultControlSocketPath()
+  bool noOwnerPreempt = false;
+  bool noDaemon = false;
+  std::string lookAt;       // --look-at EX,EY,EZ,TX,TY,TZ[,UX,UY,UZ]
+  float yfovDegrees = 0.0f;  // --yfov (0: the camera's)
+};
+
+// The flags both commands take (scene, image, sampling, devices, peers, key, camera).
+void addSceneFlags(CLI::App* cmd, RenderArgs& args);
+
+// The compile options the flags give (--size, --camera, --look-at/--yfov, --env, --seed,
+// --max-depth); exits with status 2 naming the flag on bad values.
+CompileOptions compileOptionsFrom(const RenderArgs& args);
+
+// "host/pid": the nodes' log lines tell apart two Primaries started on one machine.
+std::string primaryName();
+
+// The devices `--device` names: auto (every CUDA GPU, else the CPU), cpu, cuda, or all
+// (exits with status 2 for cuda on a machine without one).
+std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args);
+
+// The Render Nodes a Primary starts with and how it finds more: --peer (with the cluster key,
+// created if missing), else, unless --local-only or --no-mdns, an mDNS watch (browsed for
+// --mdns-wait seconds first; null when no avahi-daemon answers or there is no key).
+struct ClusterPlan {
+  ClusterKey key;
+  std::vector<std::string> peers;
+  std::unique_ptr<PeerWatch> watch;
+  // Peers given or found, or a watch that may find some (then a cluster session even with
+  // none yet).
+  bool cluster() const { return !peers.empty() || watch != nullptr; }
+};
+ClusterPlan planCluster(const RenderArgs& args);
+
+// One node's statistics as JSON (render --json, session stats).
+nlohmann::json nodeJson(const NodeRenderStats& n);
+
+}  // namespace pl::app

@@ -1,0 +1,527 @@
+// `peerlight session SCENE [render flags]`: a long-lived render session driven by JSON lines.
+//
+// The scene is loaded and compiled once; then a RenderSession (transport/render_session.h) on
+// this process's one event loop renders it on this machine's devices and the cluster's nodes
+// (the same flags and the same path as `peerlight render`). Each line on stdin is one request;
+// each line on stdout is one event. Updates (camera, env, material, transform, visibility)
+// start a new generation; `save` writes the image once the current generation reaches the
+// asked samples per pixel, bitwise what `peerlight render` of that state gives. A bad line gets
+// an `error` event and the session goes on. End of stdin or `quit` ends the session (its
+// leases are released as its connections close). See the README for the protocol.
+//
+// Threads: the loop thread does everything; a reader thread only reads stdin lines and posts
+// them to the loop.
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "apps/peerlight/cli_util.h"
+#include "apps/peerlight/commands.h"
+#include "apps/peerlight/render_setup.h"
+#include "core/render/image_io.h"
+#include "core/scene/compile.h"
+#include "core/scene/load.h"
+#include "core/scene/scene_edit.h"
+#include "core/util/log.h"
+#include "transport/render_session.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl::app {
+
+namespace {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// One line of stdout per event, flushed at once (the reader is another program).
+void emit(const Json& event) {
+  std::string line = event.dump(-1, ' ', false, Json::error_handler_t::replace);
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+// A request that cannot be carried out: the op and, when known, the field it names.
+struct RequestError {
+  std::string field;
+  std::string message;
+};
+
+// Field readers: each throws RequestError naming the field.
+double number(const Json& j, const char* field) {
+  auto it = j.find(field);
+  if (it == j.end()) throw RequestError{field, std::string("missing field '") + field + "'"};
+  if (!it->is_number()) throw RequestError{field, std::string("'") + field + "' is not a number"};
+  const double v = it->get<double>();
+  if (!std::isfinite(v)) throw RequestError{field, std::string("'") + field + "' is not finite"};
+  return v;
+}
+
+std::optional<double> optionalNumber(const Json& j, const char* field) {
+  if (!j.contains(field)) return std::nullopt;
+  return number(j, field);
+}
+
+template <size_t N>
+std::array<double, N> numbers(const Json& j, const char* field) {
+  auto it = j.find(field);
+  if (it == j.end()) throw RequestError{field, std::string("missing field '") + field + "'"};
+  if (!it->is_array() || it->size() != N)
+    throw RequestError{field, std::string("'") + field + "' must be an array of " +
+                                  std::to_string(N) + " numbers"};
+  std::array<double, N> out{};
+  for (size_t i = 0; i < N; ++i) {
+    const Json& v = (*it)[i];
+    if (!v.is_number() || !std::isfinite(v.get<double>()))
+      throw RequestError{field, std::string("'") + field + "'[" + std::to_string(i) +
+                                    "] is not a finite number"};
+    out[i] = v.get<double>();
+  }
+  return out;
+}
+
+template <size_t N>
+std::optional<std::array<double, N>> optionalNumbers(const Json& j, const char* field) {
+  if (!j.contains(field)) return std::nullopt;
+  return numbers<N>(j, field);
+}
+
+std::string text(const Json& j, const char* field) {
+  auto it = j.find(field);
+  if (it == j.end()) throw RequestError{field, std::string("missing field '") + field + "'"};
+  if (!it->is_string()) throw RequestError{field, std::string("'") + field + "' is not a string"};
+  return it->get<std::string>();
+}
+
+kernel::Vec3f vec3(const std::array<double, 3>& a) {
+  return {float(a[0]), float(a[1]), float(a[2])};
+}
+
+// Lines from stdin, handed to the loop. The reader thread blocks in a read; it is detached, and
+// stops posting once the session is gone.
+class StdinReader {
+ public:
+  using LineFn = std::function<void(std::string line, bool eof)>;
+  struct Shared {
+    std::mutex mutex;
+    UvKjLoop* loop = nullptr;  // null once the session is over
+    LineFn onLine;
+  };
+
+  StdinReader(UvKjLoop& loop, LineFn onLine) : shared_(std::make_shared<Shared>()) {
+    shared_->loop = &loop;
+    shared_->onLine = std::move(onLine);
+    std::thread([shared = shared_] {
+      std::string line;
+      bool more = true;
+      while (more) {
+        more = bool(std::getline(std::cin, line));
+        std::lock_guard<std::mutex> lock(shared->mutex);
+        if (shared->loop == nullptr) return;
+        shared->loop->post([shared, line = more ? line : std::string(), eof = !more] {
+          shared->onLine(line, eof);
+        });
+      }
+    }).detach();
+  }
+  ~StdinReader() {
+    std::lock_guard<std::mutex> lock(shared_->mutex);
+    shared_->loop = nullptr;
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+// The session's state and its requests. Loop thread only.
+class SessionDriver {
+ public:
+  SessionDriver(const RenderArgs& args, Scene scene, CompileOptions options,
+                std::shared_ptr<const RenderData> data)
+      : args_(args), scene_(std::move(scene)), options_(std::move(options)),
+        data_(std::move(data)) {}
+
+  void attach(RenderSession& session) { session_ = &session; }
+  kj::Promise<void> finished() { return kj::mv(done_.promise); }
+  bool quitting() const { return quitting_; }
+
+  // One request line.
+  void onLine(const std::string& line, bool eof) {
+    if (eof) return quit();
+    if (line.find_first_not_of(" \t\r") == std::string::npos) return;
+    Json request = Json::parse(line, nullptr, false);
+    std::string op;
+    try {
+      if (request.is_discarded() || !request.is_object())
+        throw RequestError{"", "not a JSON object: " + line.substr(0, 200)};
+      op = text(request, "op");
+      handle(op, request);
+    } catch (const RequestError& e) {
+      Json event{{"event", "error"}, {"op", op}, {"message", e.message}};
+      if (!e.field.empty()) event["field"] = e.field;
+      if (request.is_object() && request.contains("id")) event["id"] = request["id"];
+      emit(event);
+    }
+  }
+
+  void onPass(uint64_t generation, uint32_t spp, double seconds) {
+    Json shares = Json::array();
+    uint64_t total = 0;
+    for (const auto& [source, samples] : session_->shares()) total += samples;
+    for (const auto& [source, samples] : session_->shares())
+      shares.push_back({{"source", source},
+                        {"samples", samples},
+                        {"share", total ? double(samples) / double(total) : 0.0}});
+    emit({{"event", "pass"},
+          {"generation", generation},
+          {"spp", spp},
+          {"target_spp", session_->targetSpp()},
+          {"seconds", seconds},
+          {"shares", shares}});
+    writeDueSaves();
+  }
+
+  void onNode(const NodeRenderStats& node, bool joined) {
+    Json event{{"event", "node"},
+               {"address", node.address},
+               {"name", node.name},
+               {"state", joined ? "joined" : "lost"}};
+    if (!joined) event["reason"] = node.error;
+    emit(event);
+  }
+
+  void onFatal(const std::string& message) {
+    emit({{"event", "error"}, {"op", ""}, {"fatal", true}, {"message", message}});
+    failed_ = true;
+    quit();
+  }
+
+  bool failed() const { return failed_; }
+
+ private:
+  struct PendingSave {
+    std::string path;
+    uint32_t spp;
+    uint64_t generation;
+    Json id;
+  };
+
+  void handle(const std::string& op, const Json& r) {
+    if (op == "camera") return camera(r);
+    if (op == "env") return environment(r);
+    if (op == "material") return material(r);
+    if (op == "transform") return transform(r);
+    if (op == "visibility") return visibility(r);
+    if (op == "save") return save(r);
+    if (op == "stats") return stats(r);
+    if (op == "quit") return quit();
+    throw RequestError{"op", "unknown op '" + op +
+                                 "' (camera, env, material, transform, visibility, save, "
+                                 "stats, quit)"};
+  }
+
+  void camera(const Json& r) {
+    CameraEdit edit;
+    if (r.contains("camera")) {
+      edit.camera = r["camera"].is_number_unsigned() ? std::to_string(r["camera"].get<uint64_t>())
+                                                     : text(r, "camera");
+    } else {
+      LookAt lookAt;
+      if (r.contains("matrix")) {
+        const auto m = numbers<16>(r, "matrix");
+        std::array<float, 16> f{};
+        for (size_t i = 0; i < 16; ++i) f[i] = float(m[i]);
+        Result<LookAt> fromMatrix = lookAtFromMatrix(f);
+        if (!fromMatrix.ok()) throw RequestError{"matrix", fromMatrix.error().message};
+        lookAt = *fromMatrix;
+      } else {
+        lookAt.eye = vec3(numbers<3>(r, "eye"));
+        lookAt.target = vec3(numbers<3>(r, "target"));
+        if (r.contains("up")) lookAt.up = vec3(numbers<3>(r, "up"));
+      }
+      if (auto yfov = optionalNumber(r, "yfov")) lookAt.yfovDegrees = float(*yfov);
+      edit.lookAt = lookAt;
+    }
+    CompileOptions next = options_;
+    if (Status s = applyCameraEdit(scene_, next, edit); !s.ok())
+      throw RequestError{"", s.error().message};
+    Result<kernel::Camera> camera = compileCamera(scene_, next);
+    if (!camera.ok()) throw RequestError{"", camera.error().message};
+    // Only the camera changes: a copy of the data with the new camera, no recompile.
+    auto data = std::make_shared<RenderData>(*data_);
+    data->camera[0] = *camera;
+    options_ = std::move(next);
+    startGeneration(std::move(data), "camera", r);
+  }
+
+  void environment(const Json& r) {
+    EnvironmentEdit edit;
+    if (r.contains("map")) edit.mapPath = text(r, "map");
+    if (auto color = optionalNumbers<3>(r, "color")) edit.color = vec3(*color);
+    if (edit.mapPath.empty() && !edit.color)
+      throw RequestError{"color", "env needs 'color' [r, g, b] or 'map' (a .hdr/.exr file)"};
+    CompileOptions next = options_;
+    if (Status s = applyEnvironmentEdit(next, edit); !s.ok())
+      throw RequestError{edit.mapPath.empty() ? "color" : "map", s.error().message};
+    recompile(scene_, std::move(next), "env", r);
+  }
+
+  void material(const Json& r) {
+    MaterialEdit edit;
+    edit.material = text(r, "name");
+    edit.baseColorFactor = optionalNumbers<4>(r, "base_color");
+    edit.metallicFactor = optionalNumber(r, "metallic");
+    edit.roughnessFactor = optionalNumber(r, "roughness");
+    edit.emissiveFactor = optionalNumbers<3>(r, "emissive");
+    edit.emissiveStrength = optionalNumber(r, "emissive_strength");
+    edit.ior = optionalNumber(r, "ior");
+    edit.alphaCutoff = optionalNumber(r, "alpha_cutoff");
+    Scene next = scene_;
+    if (Status s = applyMaterialEdit(next, edit); !s.ok())
+      throw RequestError{"", s.error().message};
+    recompile(std::move(next), options_, "material", r);
+  }
+
+  void transform(const Json& r) {
+    NodeTransformEdit edit;
+    edit.node = text(r, "node");
+    edit.worldFromLocal = numbers<16>(r, "matrix");
+    Scene next = scene_;
+    if (Status s = applyNodeTransformEdit(next, edit); !s.ok())
+      throw RequestError{"", s.error().message};
+    recompile(std::move(next), options_, "transform", r);
+  }
+
+  void visibility(const Json& r) {
+    VisibilityEdit edit;
+    if (r.contains("node")) edit.node = text(r, "node");
+    if (r.contains("mesh")) edit.mesh = text(r, "mesh");
+    auto it = r.find("visible");
+    if (it == r.end() || !it->is_boolean())
+      throw RequestError{"visible", "'visible' must be true or false"};
+    edit.visible = it->get<bool>();
+    Scene next = scene_;
+    if (Status s = applyVisibilityEdit(next, edit); !s.ok())
+      throw RequestError{"", s.error().message};
+    recompile(std::move(next), options_, "visibility", r);
+  }
+
+  // Scene and options after an edit: compiled whole (the nodes still receive only the chunks
+  // that changed).
+  void recompile(Scene scene, CompileOptions options, const char* op, const Json& r) {
+    Result<RenderData> compiled = compile(scene, options);
+    if (!compiled.ok()) throw RequestError{"", compiled.error().message};
+    scene_ = std::move(scene);
+    options_ = std::move(options);
+    startGeneration(std::make_shared<RenderData>(std::move(compiled).value()), op, r);
+  }
+
+  // A new generation of `data` rendered to `spp` (0: the session's --spp).
+  void startGeneration(std::shared_ptr<const RenderData> data, const char* op, const Json& r,
+                       uint32_t spp = 0) {
+    data_ = std::move(data);
+    const uint32_t target = spp != 0 ? spp : args_.spp;
+    const uint64_t generation = session_->update(data_, target);
+    Json event{{"event", "generation"}, {"generation", generation}, {"op", op},
+               {"target_spp", target}};
+    if (r.contains("id")) event["id"] = r["id"];
+    emit(event);
+  }
+
+  // Pass ends of a schedule of `target` spp (SchedulerOptions::firstPassSamples 1): 1, 2, 4, ...
+  // and the target itself.
+  static bool isPassEnd(uint32_t spp, uint32_t target) {
+    return spp == target || (spp < target && (spp & (spp - 1)) == 0);
+  }
+
+  void save(const Json& r) {
+    PendingSave s;
+    s.path = text(r, "path");
+    if (!isSupportedImagePath(s.path))
+      throw RequestError{"path", s.path + ": unknown image format (use .png or .exr)"};
+    std::error_code ec;
+    std::filesystem::path parent = std::filesystem::path(s.path).parent_path();
+    if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
+      throw RequestError{"path", s.path + ": folder " + parent.string() + " does not exist"};
+    const uint32_t target = session_->targetSpp();
+    if (r.contains("spp")) {
+      const double spp = number(r, "spp");
+      if (spp < 1 || spp > 1e7 || spp != std::floor(spp))
+        throw RequestError{"spp", "'spp' must be a whole number from 1 to 10000000"};
+      s.spp = uint32_t(spp);
+    } else {
+      s.spp = target;
+    }
+    if (r.contains("id")) s.id = r["id"];
+    const uint32_t committed = session_->film().committedSamples();
+    // The film holds exactly [0, committed) of every pixel, and passes end at powers of two and
+    // at the target. Saving at N needs a film that is at N at some point: when this
+    // generation's schedule never stops at N (or has passed it), the same state starts again
+    // as a new generation whose target is N.
+    if (s.spp != committed && (s.spp < committed || !isPassEnd(s.spp, target)))
+      startGeneration(data_, "save", r, s.spp);
+    s.generation = session_->generation();
+    saves_.push_back(std::move(s));
+    writeDueSaves();
+  }
+
+  void writeDueSaves() {
+    const uint64_t generation = session_->generation();
+    const uint32_t committed = session_->film().committedSamples();
+    for (auto it = saves_.begin(); it != saves_.end();) {
+      if (it->generation != generation) {  // an update came first: that state is gone
+        Json event{{"event", "error"},
+                   {"op", "save"},
+                   {"message", it->path + ": the scene changed before it reached " +
+                                   std::to_string(it->spp) + " spp (save again)"}};
+        if (!it->id.is_null()) event["id"] = it->id;
+        emit(event);
+        it = saves_.erase(it);
+        continue;
+      }
+      if (it->spp != committed) {
+        ++it;
+        continue;
+      }
+      Film film = session_->film().snapshot();
+      Json event;
+      if (Status st = writeImage(it->path, film.width(), film.height(), film.linearRgb(),
+                                 args_.exposure);
+          !st.ok()) {
+        event = {{"event", "error"}, {"op", "save"}, {"field", "path"},
+                 {"message", st.error().message}};
+      } else {
+        event = {{"event", "saved"}, {"path", it->path}, {"generation", generation},
+                 {"spp", committed}};
+      }
+      if (!it->id.is_null()) event["id"] = it->id;
+      emit(event);
+      it = saves_.erase(it);
+    }
+  }
+
+  void stats(const Json& r) {
+    const ClusterRenderStats s = session_->stats();
+    Json nodes = Json::array();
+    for (const NodeRenderStats& n : s.nodes) nodes.push_back(nodeJson(n));
+    Json devices = Json::array();
+    for (const LocalDeviceRenderStats& d : s.local)
+      devices.push_back({{"kind", d.info.kind},
+                         {"name", d.info.name},
+                         {"samples", d.samples},
+                         {"error", d.error}});
+    Json event{{"event", "stats"},
+               {"generation", session_->generation()},
+               {"spp", session_->film().committedSamples()},
+               {"target_spp", session_->targetSpp()},
+               {"seconds", s.seconds},
+               {"samples", s.samples},
+               {"render_data_chunks", s.renderDataChunks},
+               {"render_data_bytes", s.renderDataRawBytes},
+               {"devices", devices},
+               {"nodes", nodes}};
+    if (r.contains("id")) event["id"] = r["id"];
+    emit(event);
+  }
+
+  void quit() {
+    if (quitting_) return;
+    quitting_ = true;
+    done_.fulfiller->fulfill();
+  }
+
+  const RenderArgs& args_;
+  Scene scene_;
+  CompileOptions options_;
+  std::shared_ptr<const RenderData> data_;  // of the current generation
+  RenderSession* session_ = nullptr;
+  std::vector<PendingSave> saves_;
+  kj::PromiseFulfillerPair<void> done_ = kj::newPromiseAndFulfiller<void>();
+  bool quitting_ = false;
+  bool failed_ = false;
+};
+
+void runSession(const RenderArgs& args) {
+  const auto commandStart = Clock::now();
+  if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
+  CompileOptions options = compileOptionsFrom(args);
+  Result<Scene> scene = loadScene(args.scene);
+  if (!scene.ok()) failUsage(scene.error().message);
+  Result<RenderData> compiled = compile(*scene, options);
+  if (!compiled.ok()) failUsage(compiled.error().message);
+  auto data = std::make_shared<const RenderData>(std::move(compiled).value());
+  const double loadSeconds = std::chrono::duration<double>(Clock::now() - commandStart).count();
+
+  ClusterPlan plan = planCluster(args);
+  if (args.noLocal && !plan.cluster()) fail("--no-local: no node given or found by mDNS", 1);
+  std::vector<std::unique_ptr<Device>> owned;
+  if (!args.noLocal) owned = openDevices(args);
+
+  ClusterRenderOptions cluster;
+  cluster.peers = plan.peers;
+  if (plan.watch != nullptr)
+    cluster.morePeers = [watch = plan.watch.get()] { return watch->usableAddresses(); };
+  for (std::unique_ptr<Device>& device : owned) cluster.localDevices.push_back(device.get());
+  cluster.key = plan.key;
+  cluster.primaryName = primaryName() + " (session)";
+  cluster.start = commandStart;
+  cluster.scheduler.firstPassSamples = 1;  // the first pass after an update comes fast
+  cluster.noDeviceTimeout = std::chrono::milliseconds(0);  // a session waits for nodes
+
+  bool failed = false;
+  {
+    UvKjLoop loop;
+    SessionDriver driver(args, std::move(scene).value(), options, data);
+    RenderSessionEvents events;
+    events.onPass = [&](uint64_t g, uint32_t spp, double s) { driver.onPass(g, spp, s); };
+    events.onNode = [&](const NodeRenderStats& n, bool joined) { driver.onNode(n, joined); };
+    events.onFatal = [&](const std::string& message) { driver.onFatal(message); };
+    {
+      RenderSession session(loop, cluster, events);
+      driver.attach(session);
+      if (Status s = session.start(data, args.spp); !s.ok()) fail(s.error().message, 1);
+      Json devices = Json::array();
+      for (const std::unique_ptr<Device>& d : owned)
+        devices.push_back({{"kind", d->info().kind}, {"name", d->info().name}});
+      emit({{"event", "ready"},
+            {"generation", session.generation()},
+            {"width", data->camera[0].width},
+            {"height", data->camera[0].height},
+            {"target_spp", args.spp},
+            {"triangles", data->triangles.size()},
+            {"load_seconds", loadSeconds},
+            {"devices", devices},
+            {"peers", plan.peers}});
+      StdinReader reader(loop, [&](std::string line, bool eof) { driver.onLine(line, eof); });
+      driver.finished().wait(loop.waitScope());
+      failed = driver.failed();
+    }  // the session ends: connections close, leases are released, device threads joined
+  }
+  std::fflush(stdout);
+  if (failed) std::exit(1);
+}
+
+}  // namespace
+
+void addSessionCommand(CLI::App& app) {
+  auto args = std::make_shared<RenderArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "session",
+      "Keep a scene loaded and render it progressively; JSON lines in on stdin (camera, env, "
+      "material, transform, visibility, save, stats, quit), events out on stdout");
+  cmd->add_option("scene", args->scene, "Scene file (.gltf, .glb, .obj)")->required();
+  addSceneFlags(cmd, *args);
+  cmd->callback([args] { runSession(*args); });
+}
+
+}  // namespace pl::app

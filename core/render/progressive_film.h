@@ -1,0 +1,60 @@
+#pragma once
+// ProgressiveFilm: a Film for progressive passes whose results arrive out of order.
+//
+// The scheduler (core/cluster/scheduler.h) hands out pass k+1 once pass k is handed out, so a
+// result of a later pass can be accepted before an earlier pass is complete. The image shown or
+// saved at "N samples per pixel" must hold exactly the samples [0, N) of every pixel, so results
+// are kept per pass until their pass and every earlier one is complete, and only then merged
+// into the committed sums. Merging stays exact integer addition (film.h): a snapshot at N spp
+// is bitwise the film that one device rendering samples [0, N) would give.
+//
+//   ProgressiveFilm film(width, height, spp);
+//   if (scheduler.complete(device, unit, now)) {
+//     film.add(result, scheduler.passOf(unit));
+//     film.commit(scheduler.completedPasses(), scheduler.completedSamples());
+//   }
+//   Film image = film.snapshot();  // committedSamples() spp
+//
+// Memory: one sums buffer for the committed passes plus one per pass that has results but is
+// not committed yet (usually one or two). Not thread-safe.
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "core/render/film.h"
+
+namespace pl {
+
+class ProgressiveFilm {
+ public:
+  // spp: the samples per pixel of the whole frame (WorkUnit::totalSamples of its units).
+  ProgressiveFilm(uint32_t width, uint32_t height, uint32_t spp);
+
+  // Adds an accepted result of pass `pass`. Fails (changing nothing) as Film::add does, and for
+  // a pass that is committed already (a bug in the caller: the scheduler accepts a result once).
+  Status add(const TileResult& result, uint32_t pass);
+
+  // Passes [0, passes) are complete and hold exactly samples [0, samples) of every pixel:
+  // merges their results into the committed sums. Returns true when this committed something.
+  bool commit(uint32_t passes, uint32_t samples);
+
+  uint32_t width() const { return width_; }
+  uint32_t height() const { return height_; }
+  uint32_t samplesPerPixel() const { return spp_; }
+  uint32_t committedPasses() const { return committedPasses_; }
+  uint32_t committedSamples() const { return committedSamples_; }
+  // The committed image as a Film of committedSamples() spp (which must be >= 1).
+  Film snapshot() const;
+  // The committed sums (3 per pixel, row-major).
+  const std::vector<int64_t>& committedSums() const { return committed_.sums(); }
+
+ private:
+  uint32_t width_, height_, spp_;
+  uint32_t committedPasses_ = 0;
+  uint32_t committedSamples_ = 0;
+  Film committed_;
+  std::map<uint32_t, Film> pending_;  // by pass
+};
+
+}  // namespace pl

@@ -1,0 +1,212 @@
+// `peerlight session` as a program drives it: JSON lines on a pipe, events read from its stdout.
+// A real `peerlight node` process on 127.0.0.1 (ephemeral port) renders with it. After camera
+// moves and edits, `save` is bitwise the image `peerlight render` gives of the final state; a
+// camera move sends the node at most 4 KiB; bad lines get error events and the session goes on;
+// a session whose client goes away ends and the node's lease is free within about a second.
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/process.h"
+#include "tests/integration/same_image.h"
+
+namespace pl {
+namespace {
+
+using testing::Process;
+using testing::TempDir;
+using testing::waitUntil;
+using testing::writeKey;
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+
+const std::string kBinary = PEERLIGHT_BINARY;
+const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
+
+class SessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(dir_.ok());
+    key_ = dir_.file("cluster.key");
+    writeKey(key_, 99);
+  }
+
+  std::vector<std::string> env() const { return {"HOME=" + dir_.path()}; }
+
+  std::string startNode() {
+    node_ = std::make_unique<Process>(
+        std::vector<std::string>{kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
+                                 "--threads", "1", "--name", "n1", "--no-mdns",
+                                 "--no-control-socket"},
+        dir_.file("node.out"), dir_.file("node.err"), env());
+    std::optional<std::string> line = node_->waitForOutput("listening on ", 20s);
+    if (!line) {
+      ADD_FAILURE() << "the node did not start: " << node_->err();
+      return "";
+    }
+    return line->substr(std::strlen("listening on "));
+  }
+
+  void startSession(std::vector<std::string> extra, const std::string& spp = "16") {
+    std::vector<std::string> argv = {kBinary, "session", kScene,   "--size", "96x96",
+                                     "--spp", spp,       "--key-file", key_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    session_ = std::make_unique<Process>(argv, dir_.file("session.out"),
+                                         dir_.file("session.err"), env(), /*pipeStdin=*/true);
+    ASSERT_TRUE(session_->ok());
+  }
+
+  void send(const Json& request) { ASSERT_TRUE(session_->writeStdin(request.dump() + "\n")); }
+  void sendRaw(const std::string& line) { ASSERT_TRUE(session_->writeStdin(line + "\n")); }
+
+  // The events printed so far.
+  std::vector<Json> events() const {
+    std::vector<Json> out;
+    std::string text = session_->out();
+    size_t begin = 0;
+    for (size_t end; (end = text.find('\n', begin)) != std::string::npos; begin = end + 1) {
+      Json j = Json::parse(text.substr(begin, end - begin), nullptr, false);
+      EXPECT_FALSE(j.is_discarded()) << "not JSON: " << text.substr(begin, end - begin);
+      if (!j.is_discarded()) out.push_back(std::move(j));
+    }
+    return out;
+  }
+
+  // Waits for the first event after the first `skip` events for which `match` holds.
+  std::optional<Json> waitEvent(const std::function<bool(const Json&)>& match,
+                                std::chrono::milliseconds timeout = 60s) {
+    std::optional<Json> found;
+    waitUntil(
+        [&] {
+          for (const Json& e : events())
+            if (match(e)) {
+              found = e;
+              return true;
+            }
+          return !session_->running();
+        },
+        timeout);
+    return found;
+  }
+  // The answer to the request with this id (not the `generation` event it may start).
+  std::optional<Json> waitEventWithId(const std::string& id) {
+    return waitEvent(
+        [&](const Json& e) { return e.value("id", "") == id && e["event"] != "generation"; });
+  }
+
+  // `peerlight render` of the same scene with `extra` flags, local only.
+  std::string render(const std::string& tag, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {kBinary, "render", kScene, "-o", dir_.file(tag + ".exr"),
+                                     "--size", "96x96", "--local-only", "--no-daemon",
+                                     "--key-file", key_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    Process p(argv, dir_.file(tag + ".out"), dir_.file(tag + ".err"), env());
+    EXPECT_EQ(p.wait(60s), 0) << p.err();
+    return dir_.file(tag + ".exr");
+  }
+
+  TempDir dir_;
+  std::string key_;
+  std::unique_ptr<Process> node_;
+  std::unique_ptr<Process> session_;
+};
+
+TEST_F(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
+  const std::string node = startNode();
+  ASSERT_FALSE(node.empty());
+  startSession({"--peer", node});
+  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; }));
+  ASSERT_TRUE(waitEvent([&](const Json& e) { return e["event"] == "node"; }))
+      << session_->err();
+
+  send({{"op", "stats"}, {"id", "s1"}});
+  std::optional<Json> before = waitEventWithId("s1");
+  ASSERT_TRUE(before);
+  ASSERT_EQ((*before)["nodes"].size(), 1u);
+  const uint64_t sentBefore = (*before)["nodes"][0]["render_data_bytes_sent"];
+
+  // Bad lines are answered with errors; the session goes on.
+  sendRaw("this is not json");
+  send({{"op", "warp"}, {"id", "e1"}});
+  send({{"op", "camera"}, {"eye", {0, 1}}, {"target", {0, 1, 0}}, {"id", "e2"}});
+  send({{"op", "material"}, {"name", "no such material"}, {"roughness", 0.5}, {"id", "e3"}});
+  send({{"op", "save"}, {"path", dir_.file("x.bmp")}, {"id", "e4"}});
+  for (const char* id : {"e1", "e2", "e3", "e4"}) {
+    std::optional<Json> e = waitEventWithId(id);
+    ASSERT_TRUE(e) << id;
+    EXPECT_EQ((*e)["event"], "error") << e->dump();
+  }
+  EXPECT_EQ((*waitEventWithId("e2"))["field"], "eye");
+  EXPECT_NE((*waitEventWithId("e3"))["message"].get<std::string>().find("no such material"),
+            std::string::npos);
+
+  // Two camera moves and an environment edit, then a save at the session's spp.
+  send({{"op", "camera"}, {"eye", {0.3, 1.0, 3.6}}, {"target", {0, 1, 0}}, {"yfov", 38}});
+  send({{"op", "camera"}, {"eye", {-0.2, 1.1, 3.4}}, {"target", {0, 0.9, 0}}, {"yfov", 42},
+        {"id", "c2"}});
+  ASSERT_TRUE(waitEventWithId("c2"));
+  send({{"op", "stats"}, {"id", "s2"}});
+  std::optional<Json> afterCamera = waitEventWithId("s2");
+  ASSERT_TRUE(afterCamera);
+  const uint64_t sentAfter = (*afterCamera)["nodes"][0]["render_data_bytes_sent"];
+  EXPECT_LE(sentAfter - sentBefore, 2u * 4096u) << "two camera moves";
+
+  send({{"op", "env"}, {"color", {0.2, 0.3, 0.4}}});
+  send({{"op", "save"}, {"path", dir_.file("session.exr")}, {"id", "save1"}});
+  std::optional<Json> saved = waitEventWithId("save1");
+  ASSERT_TRUE(saved) << session_->err();
+  ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+  EXPECT_EQ((*saved)["spp"], 16);
+
+  const std::string want = render("final", {"--spp", "16", "--look-at", "-0.2,1.1,3.4,0,0.9,0",
+                                            "--yfov", "42", "--env", "0.2,0.3,0.4"});
+  testing::expectSameExr(dir_.file("session.exr"), want, "session save vs render");
+
+  // The node rendered part of it.
+  send({{"op", "stats"}, {"id", "s3"}});
+  std::optional<Json> last = waitEventWithId("s3");
+  ASSERT_TRUE(last);
+  EXPECT_GT((*last)["nodes"][0]["samples"].get<uint64_t>(), 0u);
+
+  send({{"op", "quit"}});
+  EXPECT_EQ(session_->wait(10s), 0) << session_->err();
+}
+
+TEST_F(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
+  startSession({"--local-only"});
+  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "pass" && e["spp"] == 16; }))
+      << session_->err();
+  // 16 spp are in: 8 can only come from a new generation of the same state.
+  send({{"op", "save"}, {"path", dir_.file("eight.exr")}, {"spp", 8}, {"id", "s8"}});
+  std::optional<Json> saved = waitEventWithId("s8");
+  ASSERT_TRUE(saved);
+  ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+  testing::expectSameExr(dir_.file("eight.exr"), render("eight", {"--spp", "8"}),
+                         "save at 8 spp vs render --spp 8");
+  send({{"op", "save"}, {"path", dir_.file("twelve.exr")}, {"spp", 12}, {"id", "s12"}});
+  saved = waitEventWithId("s12");
+  ASSERT_TRUE(saved);
+  ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+  testing::expectSameExr(dir_.file("twelve.exr"), render("twelve", {"--spp", "12"}),
+                         "save at 12 spp vs render --spp 12");
+}
+
+TEST_F(SessionTest, ClientGoingAwayEndsTheSessionAndFreesTheLease) {
+  const std::string node = startNode();
+  ASSERT_FALSE(node.empty());
+  startSession({"--peer", node, "--no-local"}, "100000");
+  ASSERT_TRUE(waitEvent([&](const Json& e) { return e["event"] == "node"; })) << session_->err();
+  ASSERT_TRUE(waitUntil([&] { return node_->err().find("granted") != std::string::npos; }, 10s));
+  const auto closed = std::chrono::steady_clock::now();
+  session_->closeStdin();
+  EXPECT_EQ(session_->wait(5s), 0) << session_->err();
+  EXPECT_TRUE(waitUntil([&] { return node_->err().find("ended") != std::string::npos; }, 5s))
+      << node_->err();
+  EXPECT_LT(testing::secondsSince(closed), 1.5);
+}
+
+}  // namespace
+}  // namespace pl

@@ -1,0 +1,187 @@
+// RenderSession (transport/render_session.h) on the test's own loop: generations, progressive
+// passes and determinism across updates, with a local device and an in-process node served on a
+// thread of its own (127.0.0.1, ephemeral port).
+
+#include "transport/render_session.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <optional>
+#include <thread>
+
+#include "core/render/cpu_device.h"
+#include "tests/transport/node_thread.h"
+#include "transport/primary.h"
+
+namespace pl {
+namespace {
+
+using namespace std::chrono_literals;
+
+ClusterKey testKey() {
+  ClusterKey key;
+  for (int i = 0; i < 32; ++i) key.bytes.push_back(uint8_t(5 * i + 3));
+  return key;
+}
+
+// The reference: one local device, renderCluster() (no updates, no nodes), on a thread of its
+// own (renderCluster() runs a loop of its own; the test thread has the session's).
+std::vector<int64_t> referenceSums(std::shared_ptr<const RenderData> data, uint32_t spp) {
+  std::vector<int64_t> sums;
+  std::thread([&] {
+    CpuDevice device(1);
+    Film film(data->camera[0].width, data->camera[0].height, spp);
+    ClusterRenderOptions options;
+    options.localDevices = {&device};
+    Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
+    EXPECT_TRUE(stats.ok()) << stats.error().message;
+    sums = film.sums();
+  }).join();
+  return sums;
+}
+
+std::shared_ptr<const RenderData> withCamera(const RenderData& base, float dx) {
+  auto data = std::make_shared<RenderData>(base);
+  data->camera[0].position.x += dx;
+  return data;
+}
+
+// Drives a session on this thread's loop: waits for events with a hard timeout.
+class SessionHarness {
+ public:
+  explicit SessionHarness(ClusterRenderOptions options) {
+    RenderSessionEvents events;
+    events.onPass = [this](uint64_t generation, uint32_t spp, double) {
+      passes.push_back({generation, spp});
+      if (waitingFor && generation == waitingFor->first && spp == waitingFor->second) {
+        reached->fulfill();
+        waitingFor.reset();
+      }
+      if (onPass) onPass(generation, spp);
+    };
+    events.onNode = [this](const NodeRenderStats& node, bool joined) {
+      nodeEvents.push_back(node.address + (joined ? " joined" : " lost"));
+    };
+    events.onFatal = [this](const std::string& message) { fatal = message; };
+    session = std::make_unique<RenderSession>(loop, options, events);
+  }
+  ~SessionHarness() { session.reset(); }
+
+  // Runs the loop until generation `g` reaches `spp` (true) or `timeout` passes (false).
+  bool waitFor(uint64_t g, uint32_t spp, std::chrono::milliseconds timeout = 60s) {
+    if (session->generation() == g && session->film().committedSamples() == spp) return true;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    reached = kj::mv(paf.fulfiller);
+    waitingFor = std::make_pair(g, spp);
+    bool ok = false;
+    paf.promise.then([&ok] { ok = true; })
+        .exclusiveJoin(loop.timer().afterDelay(timeout.count() * kj::MILLISECONDS))
+        .wait(loop.waitScope());
+    waitingFor.reset();
+    return ok;
+  }
+
+  // Runs the loop for `ms` milliseconds.
+  void runFor(int ms) { loop.timer().afterDelay(ms * kj::MILLISECONDS).wait(loop.waitScope()); }
+
+  UvKjLoop loop;
+  std::unique_ptr<RenderSession> session;
+  std::vector<std::pair<uint64_t, uint32_t>> passes;
+  std::vector<std::string> nodeEvents;
+  std::optional<std::string> fatal;
+  std::function<void(uint64_t, uint32_t)> onPass;
+
+ private:
+  std::optional<std::pair<uint64_t, uint32_t>> waitingFor;
+  kj::Own<kj::PromiseFulfiller<void>> reached;
+};
+
+TEST(RenderSessionTest, PassesDoubleAndEachHoldsExactlyItsSamples) {
+  constexpr uint32_t kSize = 48, kSpp = 8;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  CpuDevice local(1);
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  options.scheduler.firstPassSamples = 1;
+  SessionHarness h(options);
+  std::vector<std::pair<uint32_t, std::vector<int64_t>>> snapshots;
+  h.onPass = [&](uint64_t, uint32_t spp) {
+    snapshots.push_back({spp, h.session->film().committedSums()});
+  };
+  ASSERT_TRUE(h.session->start(data, kSpp).ok());
+  ASSERT_TRUE(h.waitFor(1, kSpp)) << (h.fatal ? *h.fatal : "timeout");
+  EXPECT_TRUE(h.session->generationDone());
+  // Passes 1, 2, 4, 8 in order (several may commit at once; each is reported).
+  std::vector<uint32_t> spps;
+  for (const auto& [spp, sums] : snapshots) spps.push_back(spp);
+  EXPECT_EQ(spps.front(), 1u);
+  EXPECT_EQ(spps.back(), kSpp);
+  EXPECT_TRUE(std::is_sorted(spps.begin(), spps.end()));
+  // Each pass's film is what a render of exactly that many samples gives.
+  for (const auto& [spp, sums] : snapshots) {
+    if (spp == 2 || spp == kSpp) EXPECT_EQ(sums, referenceSums(data, spp)) << spp << " spp";
+  }
+}
+
+TEST(RenderSessionTest, UpdatesGiveTheImageOfTheFinalStateAndSendOnlyTheCameraChunk) {
+  constexpr uint32_t kSize = 64, kSpp = 16;
+  const RenderData base = testing::compiledCornellBox(kSize);
+  auto first = withCamera(base, 0.0f);
+  auto second = withCamera(base, 0.05f);
+  auto third = withCamera(base, -0.05f);
+  testing::NodeThread node(testKey(), NodeOptions());
+  CpuDevice local(1);
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  options.peers = {node.address()};
+  options.key = testKey();
+  options.scheduler.firstPassSamples = 1;
+  SessionHarness h(options);
+  ASSERT_TRUE(h.session->start(first, kSpp).ok());
+  ASSERT_TRUE(h.waitFor(1, kSpp)) << (h.fatal ? *h.fatal : "timeout");
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(first, kSpp));
+  // Wait until the node took part, so that generation 2's upload is measured against it.
+  for (int i = 0; i < 200 && h.nodeEvents.empty(); ++i) h.runFor(20);
+  ASSERT_EQ(h.nodeEvents, std::vector<std::string>{node.address() + " joined"});
+  const NodeRenderStats before = h.session->stats().nodes.at(0);
+
+  // A camera move, and another before the second generation is done: only the last counts.
+  EXPECT_EQ(h.session->update(second, kSpp), 2u);
+  ASSERT_TRUE(h.waitFor(2, 1)) << (h.fatal ? *h.fatal : "timeout");
+  EXPECT_EQ(h.session->update(third, kSpp), 3u);
+  ASSERT_TRUE(h.waitFor(3, kSpp)) << (h.fatal ? *h.fatal : "timeout");
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(third, kSpp));
+  for (const auto& [generation, spp] : h.passes) EXPECT_LE(generation, 3u);
+
+  // Each move sent the node one chunk (the camera) of a few hundred bytes, not the scene.
+  const NodeRenderStats after = h.session->stats().nodes.at(0);
+  EXPECT_LE(after.chunksSent - before.chunksSent, 2u);
+  EXPECT_LE(after.renderDataBytesSent - before.renderDataBytesSent, 2u * 4096u);
+  EXPECT_EQ(after.losses, 0u);
+  EXPECT_FALSE(h.fatal);
+}
+
+TEST(RenderSessionTest, DroppingTheSessionFreesTheLease) {
+  constexpr uint32_t kSize = 64;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  testing::NodeThread node(testKey(), NodeOptions());
+  ClusterRenderOptions options;
+  options.peers = {node.address()};
+  options.key = testKey();
+  options.scheduler.firstPassSamples = 1;
+  {
+    SessionHarness h(options);
+    ASSERT_TRUE(h.session->start(data, 4096).ok());
+    ASSERT_TRUE(h.waitFor(1, 1)) << (h.fatal ? *h.fatal : "timeout");
+    for (int i = 0; i < 100 && node.activeLeases() == 0; ++i) h.runFor(20);  // sampled by the node
+    EXPECT_EQ(node.activeLeases(), 1u);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 1s;
+  while (node.activeLeases() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(node.activeLeases(), 0u);
+}
+
+}  // namespace
+}  // namespace pl

@@ -1,0 +1,1138 @@
+// The Primary's side of the cluster protocol as a long-lived session: see render_session.h.
+//
+// Structure: one Impl per session, living on the loop thread. The current Generation holds the
+// data, the Scheduler and the film; an update replaces it. Each peer has a Peer record
+// (statistics, retry state) and, while connected, a Connection that owns the TCP stream, the RPC
+// system, the capabilities and every promise on them: `tasks` for what lives as long as the
+// connection (disconnect watch, lease renewal, pings), `generationTasks` for the upload and the
+// render calls of the current generation (replaced, and so cancelled, by an update). A
+// connection that fails is marked dead at once (its devices are declared lost to the scheduler)
+// and destroyed a turn later, outside the callback that noticed the failure. Local devices each
+// have a LocalDeviceThread fed through a small queue.
+
+#include "transport/render_session.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+#include <kj/timer.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include "core/util/log.h"
+#include "transport/auth.h"
+#include "transport/chunk_codec.h"
+#include "transport/protocol.capnp.h"
+#include "transport/protocol_convert.h"
+#include "transport/secure_channel.h"
+#include "transport/tcp.h"
+
+namespace pl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+kj::Duration toKj(std::chrono::milliseconds ms) { return ms.count() * kj::MILLISECONDS; }
+
+// The exception's description without Cap'n Proto's "remote exception: " and KJ's
+// "message = " decorations (the node's own words are what a user needs).
+std::string describe(const kj::Exception& e) {
+  std::string text = e.getDescription().cStr();
+  for (const char* prefix : {"remote exception: ", "message = "}) {
+    if (text.rfind(prefix, 0) == 0) text.erase(0, std::strlen(prefix));
+  }
+  return text;
+}
+
+// One local device, loading and rendering on a thread of its own. reset(), submit() and the
+// destructor run on the loop thread; results come back through UvKjLoop::post(), tagged with
+// the generation they belong to.
+class LocalDeviceThread {
+ public:
+  using LoadedFn = std::function<void(size_t index, uint64_t generation, Status status)>;
+  using ResultFn = std::function<void(size_t index, uint64_t generation, WorkUnit unit,
+                                      Result<TileResult> result)>;
+
+  LocalDeviceThread(UvKjLoop& loop, size_t index, Device* device, std::shared_ptr<bool> alive,
+                    LoadedFn onLoaded, ResultFn onResult)
+      : loop_(loop), index_(index), device_(device), alive_(std::move(alive)),
+        onLoaded_(std::move(onLoaded)), onResult_(std::move(onResult)),
+        thread_([this] { run(); }) {}
+
+  ~LocalDeviceThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      queue_.clear();
+    }
+    wake_.notify_all();
+    thread_.join();  // waits for a unit being rendered (a few hundred ms at most)
+  }
+
+  // Drops every queued job and loads `data` for `generation` next.
+  void reset(uint64_t generation, std::shared_ptr<const RenderData> data) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.clear();
+      queue_.push_back(Job{generation, std::move(data), WorkUnit{}});
+    }
+    wake_.notify_one();
+  }
+
+  void submit(uint64_t generation, const WorkUnit& unit) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(Job{generation, nullptr, unit});
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  struct Job {
+    uint64_t generation;
+    std::shared_ptr<const RenderData> load;  // non-null: a load job
+    WorkUnit unit;
+  };
+
+  void run() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      // `alive` is read and reset on the loop thread only, so the checks need no lock.
+      if (job.load) {
+        auto status = std::make_shared<Status>(device_->load(std::move(job.load)));
+        loop_.post([alive = alive_, fn = &onLoaded_, index = index_, g = job.generation,
+                    status]() {
+          if (*alive) (*fn)(index, g, std::move(*status));
+        });
+        continue;
+      }
+      auto result = std::make_shared<Result<TileResult>>(device_->render(job.unit));
+      loop_.post([alive = alive_, fn = &onResult_, index = index_, g = job.generation,
+                  unit = job.unit, result]() {
+        if (*alive) (*fn)(index, g, unit, std::move(*result));
+      });
+    }
+  }
+
+  UvKjLoop& loop_;
+  size_t index_;
+  Device* device_;
+  std::shared_ptr<bool> alive_;
+  LoadedFn onLoaded_;
+  ResultFn onResult_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> queue_;
+  bool stopping_ = false;
+  std::thread thread_;  // last: started once everything above exists
+};
+
+// One state of the scene and everything rendered of it.
+struct Generation {
+  Generation(uint64_t id, std::shared_ptr<const RenderData> data, const FrameSpec& frame,
+             const SchedulerOptions& options)
+      : id(id), data(std::move(data)), scheduler(frame, options),
+        film(frame.width, frame.height, frame.spp), start(Clock::now()) {}
+
+  uint64_t id;
+  std::shared_ptr<const RenderData> data;
+  Scheduler scheduler;
+  ProgressiveFilm film;
+  Clock::time_point start;
+  // The chunked data, made when the first peer needs it.
+  bool encoded = false;
+  ChunkManifest manifest;
+  std::vector<Hash128> chunkHashes;
+  // Pixel samples accepted per source ("local" or a peer's address).
+  std::map<std::string, uint64_t> samplesBySource;
+};
+
+struct Peer;
+
+// One connection to one node, and everything that lives on it.
+struct Connection final : public kj::TaskSet::ErrorHandler {
+  Connection(RenderSession::Impl& owner, Peer& peer, uint64_t serial)
+      : owner(owner), peer(peer), serial(serial), tasks(*this) {}
+
+  void taskFailed(kj::Exception&& exception) override;
+
+  RenderSession::Impl& owner;
+  Peer& peer;
+  uint64_t serial;
+  bool dead = false;
+  bool ready = false;       // the current generation is loaded, devices registered
+  bool everReady = false;   // some generation was loaded on this connection
+  uint64_t loadedGeneration = 0;
+  bool hasSession = false;  // pings and silence detection active
+  bool preempting = false;  // its lease request may revoke another Primary's (fair share)
+  Clock::time_point lastReply;
+  std::string failState;    // set before throwing a failure that is not a plain loss
+
+  // Destroyed in reverse order: capabilities before the RPC system before the stream.
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyClient> rpc;
+  proto::Gate::Client gate = nullptr;
+  proto::Node::Client node = nullptr;
+  proto::Lease::Client lease = nullptr;
+  proto::RenderSession::Client session = nullptr;
+  Nonce primaryNonce{};
+  Hash128 scene;
+  uint32_t ttlMs = 0;
+  std::vector<uint32_t> nodeDevices;  // lease's device indices
+  std::vector<bool> nodeDeviceIsGpu;  // by node device index (from Node.info)
+  std::vector<DeviceId> deviceIds;    // scheduler ids of the current generation
+  kj::TaskSet tasks;                  // the connection's own tasks
+  // The current generation's upload and render calls; replaced (so cancelled) by an update.
+  // Replaced sets are destroyed (their calls cancelled) a turn later, because an update may come
+  // from inside one of their callbacks.
+  std::vector<kj::Own<kj::TaskSet>> retiredTasks;
+  kj::Own<kj::TaskSet> generationTasks = kj::heap<kj::TaskSet>(*this);
+};
+
+struct Peer {
+  size_t index = 0;
+  NodeRenderStats stats;
+  kj::Own<Connection> connection;  // null while not connected
+  bool permanent = false;          // auth failed / incompatible: never retried
+  bool everReady = false;          // joined once (onNode)
+  Clock::time_point nextAttempt;
+};
+
+struct DeviceRef {
+  bool local = false;
+  size_t index = 0;             // local device or peer
+  uint32_t nodeDevice = 0;      // remote: device index on the node
+  Connection* connection = nullptr;
+};
+
+struct LocalDeviceState {
+  LocalDeviceRenderStats stats;
+  bool failed = false;
+  uint64_t loadedGeneration = 0;  // 0: loading
+  DeviceId id{0};                 // in the current generation's scheduler (when loaded)
+};
+
+}  // namespace
+
+class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
+ public:
+  Impl(UvKjLoop& loop, const ClusterRenderOptions& options, RenderSessionEvents events)
+      : loop_(loop), options_(options), events_(std::move(events)), tasks_(*this) {}
+
+  ~Impl() {
+    *alive_ = false;
+    for (Peer& peer : peers_) {
+      if (peer.connection) {
+        peer.connection->dead = true;
+        graveyard_.push_back(kj::mv(peer.connection));
+      }
+    }
+    graveyard_.clear();
+    devices_.clear();
+    localThreads_.clear();  // joins the device threads
+  }
+
+  Status start(std::shared_ptr<const RenderData> data, uint32_t spp);
+  uint64_t update(std::shared_ptr<const RenderData> data, uint32_t spp);
+
+  // Called by Connection::taskFailed and by the result handlers.
+  void connectionFailed(Connection& c, const kj::Exception& e);
+  void taskFailed(kj::Exception&& exception) override {
+    fatal(std::string("internal error: ") + describe(exception));
+  }
+
+  const Generation& generation() const { return *gen_; }
+  ClusterRenderStats stats(bool finishing) const;
+  std::vector<std::pair<std::string, uint64_t>> shares() const;
+
+ private:
+  Clock::time_point now() const { return Clock::now(); }
+  static Result<FrameSpec> frameOf(const RenderData& data, uint32_t spp, uint32_t tileSize);
+  std::shared_ptr<Generation> makeGeneration(std::shared_ptr<const RenderData> data,
+                                             const FrameSpec& frame);
+  void encode(Generation& g);
+
+  // The first unit of a device: GPUs start at gpuInitialUnitWork (0: the scheduler's default).
+  uint64_t initialUnitWork(bool gpu) const { return gpu ? options_.gpuInitialUnitWork : 0; }
+  void startLocal();
+  void onLocalLoaded(size_t index, uint64_t generation, Status status);
+  Status addPeer(const std::string& address);
+  void pollMorePeers();
+  void startPeer(Peer& peer);
+  kj::Promise<void> handshake(Connection& c);
+  void startUpload(Connection& c);
+  kj::Promise<void> upload(Connection& c, std::shared_ptr<Generation> g);
+  kj::Promise<void> putChunks(Connection& c, std::shared_ptr<Generation> g,
+                              std::shared_ptr<std::vector<Hash128>> hashes, size_t next);
+  void becomeReady(Connection& c);
+  kj::Promise<void> renewLoop(Connection& c);
+  // Fair share: at most one lease request that may revoke another Primary's lease is in
+  // flight; when a node is lost, every other lease is renewed at once with the new count.
+  bool preemptInFlight_ = false;
+  void endPreempting(Connection& c) {
+    if (c.preempting) preemptInFlight_ = false;
+    c.preempting = false;
+  }
+  void renewAllNow();
+  // Devices leased on nodes now (sessions granted and not lost), for fair share.
+  uint32_t leasedDeviceCount() const;
+  kj::Promise<void> pingLoop(Connection& c);
+  kj::Promise<void> tickLoop();
+  void tick();
+
+  void pump();
+  void dispatchRemote(DeviceId id, DeviceRef& ref, const WorkUnit& unit);
+  void onRemoteResult(Connection& c, uint64_t generation, DeviceId id, const WorkUnit& unit,
+                      capnp::Response<proto::RenderSession::RenderResults>&& response);
+  void onLocalResult(size_t index, uint64_t generation, WorkUnit unit,
+                     Result<TileResult> result);
+  void accept(const std::string& source, const WorkUnit& unit, const TileResult& result);
+  void fatal(std::string message);
+  bool anyDeviceUsable() const;
+  void buryLater(kj::Own<Connection> c);
+
+  UvKjLoop& loop_;
+  const ClusterRenderOptions options_;
+  RenderSessionEvents events_;
+  // Shared with the continuations of its uploads, which may outlive an update by a turn.
+  std::shared_ptr<Generation> gen_;
+  uint64_t nextGenerationId_ = 1;
+  Clock::time_point start_;  // options.start: origin of the seconds* figures
+  Clock::time_point callStart_;
+  Clock::time_point lastUsable_;
+  double encodeSeconds_ = 0;
+  bool started_ = false;
+  bool closed_ = false;  // fatal: nothing more happens
+
+  ChunkStore store_;  // encoded chunks of every generation (only what changed is added)
+
+  // TLS for the peers' connections (options.tls), built at the first handshake.
+  std::unique_ptr<SecureChannel> secure_;
+  std::deque<Peer> peers_;  // a deque: Connection holds Peer&, and peers are added mid-session
+  Clock::time_point nextPeerPoll_{};
+  std::vector<LocalDeviceState> local_;
+  std::unordered_map<uint64_t, DeviceRef> devices_;  // current generation's scheduler ids
+  uint64_t nextDeviceId_ = 1;
+  uint64_t nextConnectionSerial_ = 1;
+  std::vector<kj::Own<Connection>> graveyard_;
+
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::vector<std::unique_ptr<LocalDeviceThread>> localThreads_;
+  kj::TaskSet tasks_;  // after everything its tasks use
+};
+
+void Connection::taskFailed(kj::Exception&& exception) { owner.connectionFailed(*this, exception); }
+
+// --- generations ------------------------------------------------------------------------------
+
+Result<FrameSpec> RenderSession::Impl::frameOf(const RenderData& data, uint32_t spp,
+                                               uint32_t tileSize) {
+  if (data.camera.size() != 1) return Error{"render data: no camera"};
+  const FrameSpec frame{data.camera[0].width, data.camera[0].height, spp, tileSize};
+  if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
+  return frame;
+}
+
+std::shared_ptr<Generation> RenderSession::Impl::makeGeneration(
+    std::shared_ptr<const RenderData> data, const FrameSpec& frame) {
+  auto g = std::make_shared<Generation>(nextGenerationId_++, std::move(data), frame,
+                                        options_.scheduler);
+  return g;
+}
+
+// Cuts, hashes and compresses the generation's data; only chunks this session has not encoded
+// before are compressed (a camera move: one small chunk).
+void RenderSession::Impl::encode(Generation& g) {
+  if (g.encoded) return;
+  const Clock::time_point encodeStart = now();
+  g.manifest = encodeRenderData(*g.data, store_);
+  g.chunkHashes = g.manifest.chunkHashes();
+  g.encoded = true;
+  encodeSeconds_ += secondsBetween(encodeStart, now());
+}
+
+Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32_t spp) {
+  KJ_REQUIRE(!started_, "RenderSession::start() called twice");
+  callStart_ = now();
+  start_ = options_.start == SchedulerTime{} ? callStart_ : options_.start;
+  lastUsable_ = now();
+  const bool anyPeers = !options_.peers.empty() || options_.morePeers;
+  if (options_.localDevices.empty() && !anyPeers)
+    return Error{"render: no device to render on (no local device and no --peer)"};
+  if (anyPeers && options_.key.bytes.empty())
+    return Error{"render: a cluster key is needed to use peers"};
+  for (const std::string& address : options_.peers) {
+    if (Result<TcpAddress> a = parseTcpAddress(address); !a.ok())
+      return Error{"--peer " + address + ": " + a.error().message};
+  }
+  Result<FrameSpec> frame = frameOf(*data, spp, options_.tileSize);
+  if (!frame.ok()) return frame.error();
+  gen_ = makeGeneration(std::move(data), *frame);
+  started_ = true;
+  for (const std::string& address : options_.peers) (void)addPeer(address);
+  startLocal();
+  for (Peer& peer : peers_) startPeer(peer);
+  pollMorePeers();
+  tasks_.add(tickLoop());
+  return Status();
+}
+
+uint64_t RenderSession::Impl::update(std::shared_ptr<const RenderData> data, uint32_t spp) {
+  KJ_REQUIRE(started_, "RenderSession::update() before start()");
+  Result<FrameSpec> frame = frameOf(*data, spp, options_.tileSize);
+  KJ_REQUIRE(frame.ok(), "RenderSession::update(): a bad frame");
+  const Clock::time_point t = now();
+  // The old generation's devices leave its scheduler; nothing of it is accepted any more.
+  devices_.clear();
+  gen_ = makeGeneration(std::move(data), *frame);
+  if (!peers_.empty()) encode(*gen_);
+  for (size_t i = 0; i < local_.size(); ++i) {
+    if (local_[i].failed) continue;
+    local_[i].loadedGeneration = 0;
+    localThreads_[i]->reset(gen_->id, gen_->data);
+  }
+  for (Peer& peer : peers_) {
+    Connection* c = peer.connection.get();
+    if (c == nullptr || c->dead) continue;
+    c->deviceIds.clear();
+    c->ready = false;
+    // Cancel the old generation's calls (the node drops the units it has not started), keeping
+    // the task set itself alive until the next update: we may be inside one of its callbacks.
+    c->retiredTasks.push_back(kj::mv(c->generationTasks));
+    c->generationTasks = kj::heap<kj::TaskSet>(*c);
+    // Cancelled in a later turn (we may be inside one of their callbacks), unless the
+    // connection has gone with them already.
+    tasks_.add(kj::evalLater([serial = c->serial, &peer]() {
+      Connection* current = peer.connection.get();
+      if (current != nullptr && current->serial == serial) current->retiredTasks.clear();
+    }));
+    if (c->hasSession) startUpload(*c);
+  }
+  (void)t;
+  return gen_->id;
+}
+
+// --- start-up ---------------------------------------------------------------------------------
+
+void RenderSession::Impl::startLocal() {
+  for (size_t i = 0; i < options_.localDevices.size(); ++i) {
+    Device* device = options_.localDevices[i];
+    LocalDeviceState& s = local_.emplace_back();
+    s.stats.info = device->info();
+    localThreads_.push_back(std::make_unique<LocalDeviceThread>(
+        loop_, i, device, alive_,
+        [this](size_t index, uint64_t generation, Status status) {
+          onLocalLoaded(index, generation, std::move(status));
+        },
+        [this](size_t index, uint64_t generation, WorkUnit unit, Result<TileResult> result) {
+          onLocalResult(index, generation, unit, std::move(result));
+        }));
+    localThreads_.back()->reset(gen_->id, gen_->data);
+  }
+}
+
+void RenderSession::Impl::onLocalLoaded(size_t index, uint64_t generation, Status status) {
+  if (closed_ || generation != gen_->id) return;
+  LocalDeviceState& s = local_[index];
+  if (s.failed) return;
+  if (!status.ok()) {
+    s.stats.error = status.error().message;
+    PL_LOG_WARN("local device %zu (%s): %s", index, s.stats.info.name.c_str(),
+                s.stats.error.c_str());
+    s.failed = true;
+    return;
+  }
+  s.loadedGeneration = generation;
+  s.id = DeviceId{nextDeviceId_++};
+  devices_[uint64_t(s.id)] = DeviceRef{true, index, 0, nullptr};
+  gen_->scheduler.addDevice(s.id, now(), 0, initialUnitWork(s.stats.info.kind == "cuda"));
+  pump();
+}
+
+// Appends a peer (not started). Fails on an address that does not parse.
+Status RenderSession::Impl::addPeer(const std::string& address) {
+  if (Result<TcpAddress> a = parseTcpAddress(address); !a.ok())
+    return Error{"--peer " + address + ": " + a.error().message};
+  encode(*gen_);  // when the first peer comes
+  Peer& peer = peers_.emplace_back();
+  peer.index = peers_.size() - 1;
+  peer.stats.address = address;
+  peer.stats.state = "connecting";
+  peer.stats.chunksTotal = gen_->chunkHashes.size();
+  return Status();
+}
+
+// Nodes found during the session (options.morePeers): new addresses become peers at once.
+void RenderSession::Impl::pollMorePeers() {
+  if (!options_.morePeers || closed_) return;
+  const Clock::time_point t = now();
+  if (t < nextPeerPoll_) return;
+  nextPeerPoll_ = t + options_.peerPollInterval;
+  auto spelled = [](const std::string& a) {
+    return a.rfind("localhost:", 0) == 0 ? "127.0.0.1:" + a.substr(10) : a;
+  };
+  for (const std::string& address : options_.morePeers()) {
+    bool known = false;
+    for (const Peer& peer : peers_) known |= spelled(peer.stats.address) == spelled(address);
+    if (known) continue;
+    if (Status s = addPeer(address); !s.ok()) {
+      PL_LOG_WARN("not using node %s: %s", address.c_str(), s.error().message.c_str());
+      continue;
+    }
+    PL_LOG_INFO("node %s appeared: using it", address.c_str());
+    startPeer(peers_.back());
+    if (events_.onProgress)
+      events_.onProgress(gen_->scheduler.acceptedWork(), gen_->scheduler.totalWork());
+  }
+}
+
+void RenderSession::Impl::startPeer(Peer& peer) {
+  KJ_REQUIRE(!peer.connection);
+  peer.connection = kj::heap<Connection>(*this, peer, nextConnectionSerial_++);
+  Connection& c = *peer.connection;
+  c.tasks.add(loop_.timer()
+                  .timeoutAfter(toKj(options_.handshakeTimeout), handshake(c))
+                  .then([this, &c]() { startUpload(c); }));
+}
+kj::Promise<void> RenderSession::Impl::handshake(Connection& c) {
+  kj::Promise<kj::Own<kj::AsyncIoStream>> connected =
+      connectTcp(loop_.lowLevelIo(), c.peer.stats.address);
+  if (options_.tls) {
+    if (secure_ == nullptr) {
+      Result<std::unique_ptr<SecureChannel>> made = SecureChannel::create(options_.key);
+      if (!made.ok()) return KJ_EXCEPTION(FAILED, made.error().message.c_str());
+      secure_ = std::move(*made);
+    }
+    // TLS first (secure_channel.h): a node without our key fails here, and that is final.
+    connected = connected.then([this, &c](kj::Own<kj::AsyncIoStream> plain) {
+      return secure_->wrapClient(kj::mv(plain))
+          .catch_([&c](kj::Exception&& e) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+            if (!isTlsKeyMismatch(e)) return kj::mv(e);  // DISCONNECTED: retried
+            c.failState = "auth_failed";
+            return KJ_EXCEPTION(FAILED, kj::str(c.peer.stats.address.c_str(),
+                                                ": authentication failed (TLS: the node does not "
+                                                "hold this cluster key)"));
+          });
+    });
+  }
+  return connected
+      .then([this, &c](kj::Own<kj::AsyncIoStream> stream) {
+        c.stream = kj::mv(stream);
+        c.rpc = kj::heap<capnp::TwoPartyClient>(*c.stream);
+        c.tasks.add(c.rpc->onDisconnect().then([]() -> kj::Promise<void> {
+          return KJ_EXCEPTION(DISCONNECTED, "connection closed");
+        }));
+        c.gate = c.rpc->bootstrap().castAs<proto::Gate>();
+        c.primaryNonce = randomNonce();
+        auto request = c.gate.helloRequest();
+        request.setProtocolVersion(kProtocolVersion);
+        request.setNonce(kj::arrayPtr(c.primaryNonce.data(), c.primaryNonce.size()));
+        request.setPrimaryName(options_.primaryName);
+        return request.send();
+      })
+      .then([this, &c](capnp::Response<proto::Gate::HelloResults>&& hello) {
+        NodeRenderStats& s = c.peer.stats;
+        s.name = hello.getName();
+        s.nodeId = hello.getNodeId();
+        if (hello.getProtocolVersion() != kProtocolVersion) {
+          c.failState = "incompatible";
+          return kj::Promise<void>(KJ_EXCEPTION(
+              FAILED, kj::str("node ", s.address.c_str(), " speaks protocol ",
+                              hello.getProtocolVersion(), ", this Primary speaks ",
+                              kProtocolVersion)));
+        }
+        capnp::Data::Reader nodeNonce = hello.getNonce();
+        capnp::Data::Reader proof = hello.getProof();
+        std::span<const uint8_t> theirNonce(nodeNonce.begin(), nodeNonce.size());
+        bool nodeOk =
+            nodeNonce.size() == kNonceBytes &&
+            proofMatches(nodeProof(options_.key, c.primaryNonce, theirNonce),
+                         std::span<const uint8_t>(proof.begin(), proof.size()));
+        Proof ours = primaryProof(options_.key, theirNonce, c.primaryNonce);
+        // Authenticate even when the node's proof is wrong, so that the node logs the refused
+        // attempt too; the Primary refuses the node either way. But then send random bytes,
+        // never a valid proof: a node without the key must not get one to replay elsewhere.
+        if (!nodeOk) randomBytes(ours.data(), ours.size());
+        auto request = c.gate.authenticateRequest();
+        request.setProof(kj::arrayPtr(ours.data(), ours.size()));
+        return request.send().then(
+            [this, &c, nodeOk](capnp::Response<proto::Gate::AuthenticateResults>&& r) {
+              if (!nodeOk) {
+                c.failState = "auth_failed";
+                return kj::Promise<void>(KJ_EXCEPTION(
+                    FAILED, kj::str(c.peer.stats.address.c_str(),
+                                    ": authentication failed (the node does not hold this "
+                                    "cluster key)")));
+              }
+              c.node = r.getNode();
+              return c.node.infoRequest().send().then(
+                  [this, &c](capnp::Response<proto::Node::InfoResults>&& info) {
+                    c.peer.stats.name = info.getInfo().getName();
+                    c.nodeDeviceIsGpu.clear();
+                    for (auto d : info.getInfo().getDevices())
+                      c.nodeDeviceIsGpu.push_back(d.getKind() == proto::DeviceKind::CUDA);
+                    auto request = c.node.leaseRequest();
+                    auto lr = request.initRequest();
+                    lr.setPrimaryName(options_.primaryName);
+                    lr.setTtlMs(options_.leaseTtlMs);
+                    if (!options_.ownerToken.empty()) lr.setOwnerToken(options_.ownerToken);
+                    lr.setHeldDevices(leasedDeviceCount());  // fair share
+                    lr.setReportsHeld(true);
+                    if (!preemptInFlight_) {  // one preempting request at a time
+                      preemptInFlight_ = true;
+                      c.preempting = true;
+                      lr.setPreempt(true);
+                    }
+                    return request.send().then(
+                        [this, &c](capnp::Response<proto::Node::LeaseResults>&& r) {
+                          endPreempting(c);
+                          return kj::mv(r);
+                        },
+                        [this, &c](kj::Exception&& e)
+                            -> capnp::Response<proto::Node::LeaseResults> {
+                          endPreempting(c);
+                          // "busy": another Primary holds the devices; retried like a loss.
+                          if (e.getType() == kj::Exception::Type::FAILED) c.failState = "busy";
+                          kj::throwFatalException(kj::mv(e));
+                        });
+                  }).then([this, &c](capnp::Response<proto::Node::LeaseResults>&& lease) {
+                    c.lease = lease.getLease();
+                    c.session = lease.getSession();
+                    c.ttlMs = lease.getTtlMs();
+                    for (uint32_t d : lease.getDevices()) c.nodeDevices.push_back(d);
+                    if (c.nodeDevices.empty() || c.nodeDevices.size() > kMaxDevicesPerNode) {
+                      c.failState = "busy";
+                      return kj::Promise<void>(KJ_EXCEPTION(
+                          FAILED, kj::str(c.peer.stats.address.c_str(),
+                                          ": the lease granted no device")));
+                    }
+                    c.peer.stats.devices = uint32_t(c.nodeDevices.size());
+                    c.hasSession = true;
+                    c.lastReply = now();
+                    c.tasks.add(renewLoop(c));
+                    c.tasks.add(pingLoop(c));
+                    return kj::Promise<void>(kj::READY_NOW);
+                  });
+            },
+            [this, &c](kj::Exception&& e) -> kj::Promise<void> {
+              if (e.getType() == kj::Exception::Type::FAILED) {
+                c.failState = "auth_failed";
+                return KJ_EXCEPTION(FAILED, kj::str(c.peer.stats.address.c_str(),
+                                                    ": authentication failed (",
+                                                    describe(e).c_str(), ")"));
+              }
+              return kj::mv(e);
+            });
+      });
+}
+
+
+// Uploads the current generation to a node that holds a lease, then registers its devices.
+void RenderSession::Impl::startUpload(Connection& c) {
+  c.generationTasks->add(upload(c, gen_).then([this, &c, g = gen_]() {
+    if (g != gen_) return;  // superseded while loading
+    c.loadedGeneration = g->id;
+    becomeReady(c);
+  }));
+}
+
+kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Generation> g) {
+  encode(*g);
+  auto request = c.session.missingRequest();
+  toProto(g->chunkHashes, request.initHashes(uint32_t(g->chunkHashes.size())));
+  return request.send()
+      .then([this, &c, g](capnp::Response<proto::RenderSession::MissingResults>&& response) {
+        c.lastReply = now();
+        Result<std::vector<Hash128>> missing = fromProto(response.getMissing());
+        if (!missing.ok())
+          return kj::Promise<void>(KJ_EXCEPTION(FAILED, missing.error().message.c_str()));
+        // Each chunk at most once, and only chunks of this scene (a node cannot make the
+        // Primary upload one chunk many times).
+        std::unordered_map<Hash128, bool, Hash128Hasher> wanted;
+        for (const Hash128& h : g->chunkHashes) wanted.emplace(h, false);
+        auto list = std::make_shared<std::vector<Hash128>>();
+        for (const Hash128& h : *missing) {
+          auto it = wanted.find(h);
+          if (it == wanted.end())
+            return kj::Promise<void>(
+                KJ_EXCEPTION(FAILED, "the node asked for a chunk that is not in this scene"));
+          if (it->second) continue;
+          it->second = true;
+          list->push_back(h);
+        }
+        const Clock::time_point uploadStart = now();
+        return putChunks(c, g, list, 0)
+            .then([&c, list]() {
+              // A put's stream promise resolves when flow control allows the next one, not
+              // when the node has the chunk; and a put the node refused is reported only on a
+              // later send. Asking `missing` again (the node answers it after every earlier
+              // put) closes both gaps: the upload time includes the tail, and a refused chunk
+              // is named here rather than as "missing" at load.
+              auto again = c.session.missingRequest();
+              toProto(*list, again.initHashes(uint32_t(list->size())));
+              return again.send();
+            })
+            .then([this, &c, uploadStart](
+                      capnp::Response<proto::RenderSession::MissingResults>&& response) {
+              c.lastReply = now();
+              c.peer.stats.uploadSeconds += secondsBetween(uploadStart, now());
+              Result<std::vector<Hash128>> stillMissing = fromProto(response.getMissing());
+              if (!stillMissing.ok())
+                return kj::Promise<void>(
+                    KJ_EXCEPTION(FAILED, stillMissing.error().message.c_str()));
+              if (!stillMissing->empty())
+                return kj::Promise<void>(KJ_EXCEPTION(
+                    FAILED, kj::str("the node did not accept chunk ",
+                                    (*stillMissing)[0].hex().c_str(), " (and ",
+                                    stillMissing->size() - 1, " more)")));
+              return kj::Promise<void>(kj::READY_NOW);
+            });
+      })
+      .then([this, &c, g]() {
+        auto request = c.session.loadRequest();
+        toProto(g->manifest, request.initManifest());
+        c.peer.stats.manifestBytes += request.totalSize().wordCount * 8;
+        return request.send();
+      })
+      .then([this, &c](capnp::Response<proto::RenderSession::LoadResults>&& loaded) {
+        c.lastReply = now();
+        c.scene = fromProto(loaded.getScene());
+      });
+}
+
+// Streams hashes[next..] with `put`; each send() resolves when flow control lets the next
+// one go. The chunk bytes are referenced, not copied (the store keeps every chunk it encoded
+// for the session's whole life).
+kj::Promise<void> RenderSession::Impl::putChunks(Connection& c, std::shared_ptr<Generation> g,
+                                                 std::shared_ptr<std::vector<Hash128>> hashes,
+                                                 size_t next) {
+  if (next == hashes->size()) return kj::READY_NOW;
+  const Hash128& hash = (*hashes)[next];
+  const std::vector<uint8_t>* encoded = store_.find(hash);
+  KJ_ASSERT(encoded != nullptr);
+  auto request = c.session.putRequest(capnp::MessageSize{16, 1});
+  auto chunk = request.initChunk();
+  toProto(hash, chunk.initHash());
+  chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
+      kj::arrayPtr(encoded->data(), encoded->size())));
+  NodeRenderStats& s = c.peer.stats;
+  s.chunksSent += 1;
+  s.renderDataBytesSent += encoded->size();
+  // The raw size is in the manifest; find it once per chunk (few chunks per scene).
+  for (const ArrayManifest& array : g->manifest.arrays) {
+    bool found = false;
+    for (const ChunkRef& ref : array.chunks) {
+      if (ref.hash == hash) {
+        s.renderDataBytesRaw += ref.rawBytes;
+        found = true;
+        break;
+      }
+    }
+    if (found) break;
+  }
+  return request.send().then(
+      [this, &c, g, hashes, next]() { return putChunks(c, g, hashes, next + 1); });
+}
+
+void RenderSession::Impl::becomeReady(Connection& c) {
+  NodeRenderStats& s = c.peer.stats;
+  const bool firstTime = !c.everReady;  // on this connection
+  c.ready = true;
+  c.everReady = true;
+  if (firstTime) s.connections += 1;
+  s.state = "rendering";
+  s.error.clear();
+  s.chunksTotal = gen_->chunkHashes.size();
+  if (s.secondsToDataLoaded < 0) s.secondsToDataLoaded = secondsBetween(start_, now());
+  for (uint32_t nodeDevice : c.nodeDevices) {
+    DeviceId id{nextDeviceId_++};
+    c.deviceIds.push_back(id);
+    devices_[uint64_t(id)] = DeviceRef{false, c.peer.index, nodeDevice, &c};
+    const bool gpu = nodeDevice < c.nodeDeviceIsGpu.size() && c.nodeDeviceIsGpu[nodeDevice];
+    gen_->scheduler.addDevice(id, now(), 0, initialUnitWork(gpu));
+  }
+  PL_LOG_DEBUG("%s (%s): %zu device(s), generation %llu loaded after %.2f s", s.address.c_str(),
+               s.name.c_str(), c.nodeDevices.size(), (unsigned long long)gen_->id,
+               secondsBetween(gen_->start, now()));
+  if (firstTime && events_.onNode) events_.onNode(s, true);
+  pump();
+}
+
+kj::Promise<void> RenderSession::Impl::renewLoop(Connection& c) {
+  uint32_t ttl = c.ttlMs ? c.ttlMs : options_.leaseTtlMs;
+  return loop_.timer().afterDelay(std::max<uint32_t>(ttl / 3, 10) * kj::MILLISECONDS)
+      .then([this, &c]() {
+        auto request = c.lease.renewRequest();
+        request.setHeldDevices(leasedDeviceCount());  // fair share (LeaseRequest.heldDevices)
+        return request.send();
+      })
+      .then([this, &c](capnp::Response<proto::Lease::RenewResults>&& r) {
+        c.lastReply = now();
+        if (r.getTtlMs() != 0) c.ttlMs = r.getTtlMs();
+        return renewLoop(c);
+      });
+}
+
+void RenderSession::Impl::renewAllNow() {
+  for (Peer& peer : peers_) {
+    Connection* c = peer.connection.get();
+    if (c == nullptr || c->dead || !c->hasSession) continue;
+    auto request = c->lease.renewRequest();
+    request.setHeldDevices(leasedDeviceCount());
+    c->tasks.add(request.send().then(
+        [this, c](capnp::Response<proto::Lease::RenewResults>&&) { c->lastReply = now(); }));
+  }
+}
+
+uint32_t RenderSession::Impl::leasedDeviceCount() const {
+  uint32_t n = 0;
+  for (const Peer& peer : peers_) {
+    const Connection* c = peer.connection.get();
+    if (c != nullptr && !c->dead && c->hasSession) n += uint32_t(c->nodeDevices.size());
+  }
+  return n;
+}
+
+kj::Promise<void> RenderSession::Impl::pingLoop(Connection& c) {
+  c.tasks.add(c.session.pingRequest().send().then(
+      [this, &c](capnp::Response<proto::RenderSession::PingResults>&&) { c.lastReply = now(); }));
+  return loop_.timer().afterDelay(toKj(options_.pingInterval)).then([this, &c]() {
+    return pingLoop(c);
+  });
+}
+
+kj::Promise<void> RenderSession::Impl::tickLoop() {
+  return loop_.timer().afterDelay(50 * kj::MILLISECONDS).then([this]() {
+    tick();
+    if (closed_) return kj::Promise<void>(kj::READY_NOW);
+    return tickLoop();
+  });
+}
+
+// Silence detection, reconnects, and giving up when nothing can render.
+void RenderSession::Impl::tick() {
+  if (closed_) return;
+  if (options_.cancelled && options_.cancelled()) {
+    fatal("render cancelled");
+    return;
+  }
+  pollMorePeers();
+  const Clock::time_point t = now();
+  for (Peer& peer : peers_) {
+    Connection* c = peer.connection.get();
+    if (c && !c->dead && c->hasSession && t - c->lastReply > options_.silenceTimeout) {
+      connectionFailed(*c, KJ_EXCEPTION(DISCONNECTED,
+                                        kj::str("no reply for ",
+                                                options_.silenceTimeout.count(), " ms")));
+      continue;
+    }
+    if (!peer.connection && !peer.permanent && t >= peer.nextAttempt) startPeer(peer);
+  }
+  if (closed_) return;
+  if (anyDeviceUsable() || gen_->scheduler.done()) {
+    lastUsable_ = t;
+  } else {
+    bool anyRetry = bool(options_.morePeers);  // a node may still appear
+    for (const Peer& peer : peers_) anyRetry |= !peer.permanent;
+    std::string why;
+    for (const Peer& peer : peers_) {
+      if (!peer.stats.error.empty()) why += "; " + peer.stats.error;
+    }
+    if (!anyRetry) {
+      fatal(std::string(peers_.empty() ? "every device failed" : "no device can render: every "
+                                         "peer was refused and no local device is left") + why);
+    } else if (options_.noDeviceTimeout.count() > 0 &&
+               t - lastUsable_ > options_.noDeviceTimeout) {
+      fatal("no device could render for " +
+            std::to_string(options_.noDeviceTimeout.count() / 1000) + " s" + why);
+    }
+  }
+}
+
+bool RenderSession::Impl::anyDeviceUsable() const {
+  for (const LocalDeviceState& s : local_) {
+    if (!s.failed) return true;
+  }
+  // A node counts once it granted a lease (uploading or rendering); a connection still trying
+  // (a node that is down keeps one in its handshake timeout) does not, so that noDeviceTimeout
+  // ends a session whose every node is gone.
+  for (const Peer& peer : peers_) {
+    if (peer.connection && !peer.connection->dead && peer.connection->hasSession) return true;
+  }
+  return false;
+}
+
+// --- failures ---------------------------------------------------------------------------------
+
+void RenderSession::Impl::connectionFailed(Connection& c, const kj::Exception& e) {
+  if (c.dead) return;
+  c.dead = true;
+  Peer& peer = c.peer;
+  NodeRenderStats& s = peer.stats;
+  std::string message = describe(e);
+  if (message.rfind(s.address, 0) != 0 && message.rfind("node " + s.address, 0) != 0)
+    message = s.address + ": " + message;
+  const bool wasReady = c.everReady;
+  const bool retryAfterLoss = !wasReady && s.state == "lost";
+  if (!c.failState.empty()) {
+    s.state = c.failState;
+    peer.permanent = c.failState == "auth_failed" || c.failState == "incompatible";
+  } else if (wasReady || c.hasSession) {
+    s.state = "lost";  // broke during the upload or while rendering
+  } else if (!retryAfterLoss) {
+    s.state = "unreachable";
+  }
+  const bool newLoss = wasReady || (c.hasSession && !retryAfterLoss);
+  endPreempting(c);
+  if (newLoss) s.losses += 1;
+  // After a loss, keep its reason: failed reconnects only go to the log.
+  if (!retryAfterLoss || !c.failState.empty()) s.error = message;
+  // Losses and refusals matter now; unreachable peers are summed up by the caller at the end
+  // (a peer that is down would otherwise log a line per retry).
+  if (peer.permanent || newLoss) PL_LOG_WARN("%s", message.c_str());
+  else PL_LOG_DEBUG("%s", message.c_str());
+
+  const Clock::time_point t = now();
+  for (DeviceId id : c.deviceIds) {
+    gen_->scheduler.deviceLost(id, t);
+    devices_.erase(uint64_t(id));
+  }
+  c.deviceIds.clear();
+  c.ready = false;
+  // A lease revoked for fair share left this Primary's share of the node free: ask again at
+  // once rather than after reconnectInterval (NodeService's fair-share rule).
+  const bool fairShare = message.find("revoked: fair share") != std::string::npos;
+  peer.nextAttempt = fairShare ? t : t + options_.reconnectInterval;
+  buryLater(kj::mv(peer.connection));
+  if (newLoss && !closed_) renewAllNow();  // the nodes learn the new count (fair share)
+  if (wasReady && events_.onNode) events_.onNode(s, false);
+  pump();
+}
+
+void RenderSession::Impl::buryLater(kj::Own<Connection> c) {
+  graveyard_.push_back(kj::mv(c));
+  // Destroyed in a later turn: not inside one of its own tasks' callbacks.
+  tasks_.add(kj::evalLater([this]() {
+    auto dead = kj::mv(graveyard_);
+    graveyard_.clear();
+    (void)dead;
+  }));
+}
+
+void RenderSession::Impl::fatal(std::string message) {
+  if (closed_) return;
+  closed_ = true;
+  if (events_.onFatal) events_.onFatal(message);
+}
+
+// --- scheduling -------------------------------------------------------------------------------
+
+void RenderSession::Impl::pump() {
+  if (closed_) return;
+  Generation& g = *gen_;
+  const Clock::time_point t = now();
+  for (size_t i = 0; i < local_.size(); ++i) {
+    const LocalDeviceState& s = local_[i];
+    if (s.failed || s.loadedGeneration != g.id) continue;
+    while (std::optional<WorkUnit> unit = g.scheduler.nextUnit(s.id, t))
+      localThreads_[i]->submit(g.id, *unit);
+  }
+  for (Peer& peer : peers_) {
+    Connection* c = peer.connection.get();
+    if (!c || c->dead || !c->ready) continue;
+    for (DeviceId id : c->deviceIds) {
+      DeviceRef& ref = devices_.at(uint64_t(id));
+      while (std::optional<WorkUnit> unit = g.scheduler.nextUnit(id, t))
+        dispatchRemote(id, ref, *unit);
+    }
+  }
+}
+
+void RenderSession::Impl::dispatchRemote(DeviceId id, DeviceRef& ref, const WorkUnit& unit) {
+  Connection& c = *ref.connection;
+  auto request = c.session.renderRequest();
+  toProto(c.scene, request.initScene());
+  request.setDevice(ref.nodeDevice);
+  toProto(unit, request.initUnit());
+  c.generationTasks->add(request.send().then(
+      [this, &c, generation = gen_->id, id,
+       unit](capnp::Response<proto::RenderSession::RenderResults>&& response) {
+        onRemoteResult(c, generation, id, unit, kj::mv(response));
+      }));
+}
+
+void RenderSession::Impl::onRemoteResult(
+    Connection& c, uint64_t generation, DeviceId id, const WorkUnit& unit,
+    capnp::Response<proto::RenderSession::RenderResults>&& response) {
+  if (c.dead || closed_) return;
+  const Clock::time_point t = now();
+  c.lastReply = t;
+  if (generation != gen_->id) return;  // an older generation's unit
+  NodeRenderStats& s = c.peer.stats;
+  proto::TileResult::Reader reader = response.getResult();
+  s.resultBytes += reader.getSums().size();
+  Result<TileResult> result = fromProto(reader);
+  if (!result.ok() || !(result->unit == unit)) {
+    std::string why = result.ok() ? "a result for another unit (" + result->unit.describe() +
+                                        ", asked for " + unit.describe() + ")"
+                                  : result.error().message;
+    connectionFailed(c, KJ_EXCEPTION(FAILED, kj::str("bad tile result: ", why.c_str())));
+    return;
+  }
+  s.resultBytesRaw += result->sums.size() * sizeof(int64_t);
+  if (s.secondsToFirstResult < 0) s.secondsToFirstResult = secondsBetween(start_, t);
+  if (gen_->scheduler.complete(id, unit, t)) {
+    s.workUnits += 1;
+    s.samples += unit.tile.pixelCount() * unit.sampleCount();
+    s.raysTraced += result->raysTraced;
+    accept(s.address, unit, *result);
+  } else {
+    s.duplicateResults += 1;
+  }
+  pump();
+}
+
+void RenderSession::Impl::onLocalResult(size_t index, uint64_t generation, WorkUnit unit,
+                                        Result<TileResult> result) {
+  if (closed_ || generation != gen_->id) return;
+  const Clock::time_point t = now();
+  LocalDeviceState& state = local_[index];
+  LocalDeviceRenderStats& s = state.stats;
+  if (state.failed) return;
+  if (!result.ok()) {
+    s.error = result.error().message;
+    PL_LOG_WARN("local device %zu (%s): %s", index, s.info.name.c_str(), s.error.c_str());
+    state.failed = true;
+    gen_->scheduler.deviceLost(state.id, t);
+    devices_.erase(uint64_t(state.id));
+    pump();
+    return;
+  }
+  if (gen_->scheduler.complete(state.id, unit, t)) {
+    s.workUnits += 1;
+    s.samples += unit.tile.pixelCount() * unit.sampleCount();
+    s.raysTraced += result->raysTraced;
+    accept("local", unit, *result);
+  } else {
+    s.duplicateResults += 1;
+  }
+  pump();
+}
+
+// Merges an accepted result; when it completes passes, the generation's film commits them and
+// the owner hears of it (which may start a new generation: nothing of `g` is used after that).
+void RenderSession::Impl::accept(const std::string& source, const WorkUnit& unit,
+                                 const TileResult& result) {
+  Generation& g = *gen_;
+  g.samplesBySource[source] += unit.tile.pixelCount() * unit.sampleCount();
+  if (Status st = g.film.add(result, g.scheduler.passOf(unit)); !st.ok()) {
+    fatal("merging " + result.unit.describe() + ": " + st.error().message);
+    return;
+  }
+  const uint64_t generation = g.id;
+  const bool committed = g.film.commit(g.scheduler.completedPasses(), g.scheduler.completedSamples());
+  if (events_.onProgress) events_.onProgress(g.scheduler.acceptedWork(), g.scheduler.totalWork());
+  if (committed && events_.onPass && !closed_ && gen_->id == generation)
+    events_.onPass(generation, g.film.committedSamples(), secondsBetween(g.start, now()));
+}
+
+// --- statistics -------------------------------------------------------------------------------
+
+ClusterRenderStats RenderSession::Impl::stats(bool finishing) const {
+  ClusterRenderStats stats;
+  const Clock::time_point t = now();
+  stats.seconds = secondsBetween(callStart_, t);
+  if (gen_) stats.scheduler = gen_->scheduler.stats();
+  for (const LocalDeviceState& s : local_) stats.local.push_back(s.stats);
+  for (const Peer& peer : peers_) {
+    NodeRenderStats n = peer.stats;
+    const Connection* c = peer.connection.get();
+    if (finishing && c != nullptr && !c->dead && c->everReady) {
+      const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(t - c->lastReply);
+      if (silent > 2 * options_.pingInterval) {
+        // Paused or cut off, and the frame finished before silenceTimeout ran out.
+        n.state = "lost";
+        n.losses += 1;
+        n.error = n.address + ": no reply for " + std::to_string(silent.count()) +
+                  " ms (at the end of the render)";
+      } else {
+        n.state = "done";
+      }
+    }
+    stats.nodes.push_back(std::move(n));
+  }
+  for (const auto& d : stats.local) {
+    stats.samples += d.samples;
+    stats.raysTraced += d.raysTraced;
+  }
+  for (const auto& n : stats.nodes) {
+    stats.samples += n.samples;
+    stats.raysTraced += n.raysTraced;
+  }
+  if (gen_ && gen_->encoded) {
+    stats.renderDataChunks = gen_->chunkHashes.size();
+    stats.renderDataRawBytes = gen_->manifest.rawBytes();
+    stats.renderDataEncodedBytes = gen_->manifest.encodedBytes();
+  }
+  stats.encodeSeconds = encodeSeconds_;
+  return stats;
+}
+
+std::vector<std::pair<std::string, uint64_t>> RenderSession::Impl::shares() const {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  if (!gen_) return out;
+  auto it = gen_->samplesBySource.find("local");
+  if (it != gen_->samplesBySource.end()) out.emplace_back(*it);
+  for (const Peer& peer : peers_) {
+    auto p = gen_->samplesBySource.find(peer.stats.address);
+    if (p != gen_->samplesBySource.end()) out.emplace_back(*p);
+  }
+  return out;
+}
+
+// --- RenderSession ----------------------------------------------------------------------------
+
+RenderSession::RenderSession(UvKjLoop& loop, const ClusterRenderOptions& options,
+                             RenderSessionEvents events)
+    : impl_(std::make_unique<Impl>(loop, options, std::move(events))) {}
+
+RenderSession::~RenderSession() = default;
+
+Status RenderSession::start(std::shared_ptr<const RenderData> data, uint32_t spp) {
+  return impl_->start(std::move(data), spp);
+}
+
+uint64_t RenderSession::update(std::shared_ptr<const RenderData> data, uint32_t spp) {
+  return impl_->update(std::move(data), spp);
+}
+
+uint64_t RenderSession::generation() const { return impl_->generation().id; }
+const RenderData& RenderSession::data() const { return *impl_->generation().data; }
+const ProgressiveFilm& RenderSession::film() const { return impl_->generation().film; }
+uint32_t RenderSession::targetSpp() const { return impl_->generation().film.samplesPerPixel(); }
+bool RenderSession::generationDone() const { return impl_->generation().scheduler.done(); }
+ClusterRenderStats RenderSession::stats(bool finishing) const { return impl_->stats(finishing); }
+std::vector<std::pair<std::string, uint64_t>> RenderSession::shares() const {
+  return impl_->shares();
+}
+
+}  // namespace pl

@@ -1,0 +1,100 @@
+#pragma once
+// RenderSession: the Primary as a long-lived object on the caller's event loop (docs/DESIGN.md
+// section 10). It owns the scene state of the current generation (RenderData and its chunk
+// manifest), the Scheduler and the ProgressiveFilm of that generation, this process's devices
+// (each on a thread of its own) and the leases on Render Nodes, and it accepts updates:
+//
+//   UvKjLoop loop;
+//   RenderSession session(loop, options, events);   // nothing runs yet
+//   session.start(data, spp);                       // generation 1
+//   ...                                             // events.onPass(generation, spp, ...)
+//   session.update(newData, spp);                   // generation 2: a camera move, an edit
+//
+// Every update starts a new generation: its own Scheduler and film (passes of 1, 2, 4, ...
+// samples per pixel up to the target, SchedulerOptions::firstPassSamples), so the film of
+// generation g at N spp is a pure function of the generation's data and N, whatever the timing,
+// the node count and the failures (DESIGN.md section 4). Units and uploads of the old
+// generation are cancelled: dropping a pending Cap'n Proto call tells the node to drop it, and a
+// local device finishes at most the unit it is rendering, whose result is ignored. Nodes get
+// only the chunks that changed (they keep chunks across loads; encoding skips chunks it has
+// already encoded), then load the new manifest.
+//
+// Local devices render in this process, on threads of their own (never through a connection
+// to this process). The session loads each generation's data on them itself.
+//
+// Peers ("HOST:PORT") connect with TLS 1.3 keyed by the cluster key, Gate.hello/authenticate,
+// Node.info, Node.lease (renewed every third of its TTL, with the device count held elsewhere for
+// fair share), upload (missing / put / missing again / load), then render. A node that fails
+// (connection lost, silent for silenceTimeout, lease revoked) loses its devices in the current
+// generation's scheduler (their units requeued) and is retried every reconnectInterval; one
+// that refuses authentication or speaks another protocol is not retried.
+//
+// Events run on the loop thread. A session is used on its loop's thread only; destroying it
+// cancels everything it started (leases are released when their connections close; device
+// threads are joined, waiting for a unit in progress).
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/render/progressive_film.h"
+#include "transport/primary.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+
+// What the session tells its owner. Every callback is optional and runs on the loop thread;
+// a callback may call update() or destroy nothing (destroy the session later, e.g. after the
+// callback returns through a promise).
+struct RenderSessionEvents {
+  // Every pixel of the current generation's film now holds exactly `spp` samples
+  // (session.film().snapshot() is that image); `seconds`: since the generation started.
+  std::function<void(uint64_t generation, uint32_t spp, double seconds)> onPass;
+  // A result was merged (progress bars): pixel samples accepted / total of the generation.
+  std::function<void(uint64_t acceptedWork, uint64_t totalWork)> onProgress;
+  // A node became ready (joined: its data is loaded for the first time) or was lost.
+  std::function<void(const NodeRenderStats& node, bool joined)> onNode;
+  // The session cannot go on (cancelled, no device left for noDeviceTimeout, a result that
+  // cannot be merged). Nothing more happens after it.
+  std::function<void(const std::string& message)> onFatal;
+};
+
+class RenderSession {
+ public:
+  // options.localDevices are not owned and must outlive the session; the session loads them.
+  // options.peers / morePeers need options.key.
+  RenderSession(UvKjLoop& loop, const ClusterRenderOptions& options, RenderSessionEvents events);
+  ~RenderSession();
+  RenderSession(const RenderSession&) = delete;
+  RenderSession& operator=(const RenderSession&) = delete;
+
+  // Generation 1: renders `data` (its camera gives the image size) to `spp` samples per pixel.
+  // Fails for invalid options (no device and no peer, peers without a key, a bad address) or a
+  // bad frame; then nothing runs.
+  Status start(std::shared_ptr<const RenderData> data, uint32_t spp);
+
+  // A new generation: `data` (any image size) to `spp` samples per pixel. Results of older
+  // generations are dropped from now on. Returns the new generation's number.
+  uint64_t update(std::shared_ptr<const RenderData> data, uint32_t spp);
+
+  uint64_t generation() const;
+  const RenderData& data() const;  // of the current generation
+  // The current generation's film (its committed passes) and target.
+  const ProgressiveFilm& film() const;
+  uint32_t targetSpp() const;
+  bool generationDone() const;  // every sample of the target is in the film
+
+  // Statistics of the whole session (samples: all generations). `finishing`: mark nodes that
+  // have been silent for more than two ping intervals as lost (what a finished render reports).
+  ClusterRenderStats stats(bool finishing = false) const;
+  // Pixel samples accepted per source in the current generation: "local", then each peer's
+  // address (only those with samples), for "each device's share".
+  std::vector<std::pair<std::string, uint64_t>> shares() const;
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pl
