@@ -28,6 +28,7 @@
 #include "core/scene/render_data.h"
 #include "core/util/status.h"
 #include "transport/auth.h"
+#include "transport/protocol.capnp.h"
 
 namespace pl {
 
@@ -39,6 +40,10 @@ struct ClusterRenderOptions {
   // and must not use once it is gone). Empty: only the peers render (--no-local); then at least
   // one peer must be given.
   std::vector<Device*> localDevices;
+  // This process's own node (the node daemon's NodeService::newTrustedNode()): its devices are
+  // leased through the capability in process (no connection, TLS or authentication) and render
+  // in its worker processes. It shows in the statistics as the node "this machine". Null: none.
+  std::function<proto::Node::Client()> inProcessNode;
   // The cluster key (transport/auth.h loads it). Needed only when peers are given.
   ClusterKey key;
   // TLS 1.3 keyed by `key` on every connection to a node (transport/secure_channel.h); must

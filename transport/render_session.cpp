@@ -213,6 +213,7 @@ struct Peer {
   NodeRenderStats stats;
   kj::Own<Connection> connection;  // null while not connected
   bool permanent = false;          // auth failed / incompatible: never retried
+  bool inProcess = false;          // options.inProcessNode: no connection
   bool everReady = false;          // joined once (onNode)
   Clock::time_point nextAttempt;
 };
@@ -277,8 +278,12 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   void onLocalLoaded(size_t index, uint64_t generation, Status status);
   Status addPeer(const std::string& address);
   void pollMorePeers();
+ public:
+  bool joinPeer(const std::string& address);
+ private:
   void startPeer(Peer& peer);
   kj::Promise<void> handshake(Connection& c);
+  kj::Promise<void> leaseOn(Connection& c);
   void startUpload(Connection& c);
   kj::Promise<void> upload(Connection& c, std::shared_ptr<Generation> g);
   kj::Promise<void> putChunks(Connection& c, std::shared_ptr<Generation> g,
@@ -376,7 +381,7 @@ Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32
   start_ = options_.start == SchedulerTime{} ? callStart_ : options_.start;
   lastUsable_ = now();
   const bool anyPeers = !options_.peers.empty() || options_.morePeers;
-  if (options_.localDevices.empty() && !anyPeers)
+  if (options_.localDevices.empty() && !anyPeers && !options_.inProcessNode)
     return Error{"render: no device to render on (no local device and no --peer)"};
   if (anyPeers && options_.key.bytes.empty())
     return Error{"render: a cluster key is needed to use peers"};
@@ -388,6 +393,15 @@ Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32
   if (!frame.ok()) return frame.error();
   gen_ = makeGeneration(std::move(data), *frame);
   started_ = true;
+  if (options_.inProcessNode) {
+    encode(*gen_);
+    Peer& peer = peers_.emplace_back();
+    peer.index = peers_.size() - 1;
+    peer.inProcess = true;
+    peer.stats.address = "this machine";
+    peer.stats.state = "connecting";
+    peer.stats.chunksTotal = gen_->chunkHashes.size();
+  }
   for (const std::string& address : options_.peers) (void)addPeer(address);
   startLocal();
   for (Peer& peer : peers_) startPeer(peer);
@@ -487,28 +501,40 @@ void RenderSession::Impl::pollMorePeers() {
   const Clock::time_point t = now();
   if (t < nextPeerPoll_) return;
   nextPeerPoll_ = t + options_.peerPollInterval;
+  for (const std::string& address : options_.morePeers()) joinPeer(address);
+}
+
+// A node that appeared (mDNS, or a caller): connected and used from now on.
+bool RenderSession::Impl::joinPeer(const std::string& address) {
+  if (closed_ || !started_ || options_.key.bytes.empty()) return false;
   auto spelled = [](const std::string& a) {
     return a.rfind("localhost:", 0) == 0 ? "127.0.0.1:" + a.substr(10) : a;
   };
-  for (const std::string& address : options_.morePeers()) {
-    bool known = false;
-    for (const Peer& peer : peers_) known |= spelled(peer.stats.address) == spelled(address);
-    if (known) continue;
-    if (Status s = addPeer(address); !s.ok()) {
-      PL_LOG_WARN("not using node %s: %s", address.c_str(), s.error().message.c_str());
-      continue;
-    }
-    PL_LOG_INFO("node %s appeared: using it", address.c_str());
-    startPeer(peers_.back());
-    if (events_.onProgress)
-      events_.onProgress(gen_->scheduler.acceptedWork(), gen_->scheduler.totalWork());
+  for (const Peer& peer : peers_) {
+    if (!peer.inProcess && spelled(peer.stats.address) == spelled(address)) return true;
   }
+  if (Status s = addPeer(address); !s.ok()) {
+    PL_LOG_WARN("not using node %s: %s", address.c_str(), s.error().message.c_str());
+    return false;
+  }
+  PL_LOG_INFO("node %s appeared: using it", address.c_str());
+  startPeer(peers_.back());
+  if (events_.onProgress)
+    events_.onProgress(gen_->scheduler.acceptedWork(), gen_->scheduler.totalWork());
+  return true;
 }
 
 void RenderSession::Impl::startPeer(Peer& peer) {
   KJ_REQUIRE(!peer.connection);
   peer.connection = kj::heap<Connection>(*this, peer, nextConnectionSerial_++);
   Connection& c = *peer.connection;
+  if (peer.inProcess) {
+    c.node = options_.inProcessNode();
+    c.tasks.add(loop_.timer()
+                    .timeoutAfter(toKj(options_.handshakeTimeout), leaseOn(c))
+                    .then([this, &c]() { startUpload(c); }));
+    return;
+  }
   c.tasks.add(loop_.timer()
                   .timeoutAfter(toKj(options_.handshakeTimeout), handshake(c))
                   .then([this, &c]() { startUpload(c); }));
@@ -584,54 +610,7 @@ kj::Promise<void> RenderSession::Impl::handshake(Connection& c) {
                                     "cluster key)")));
               }
               c.node = r.getNode();
-              return c.node.infoRequest().send().then(
-                  [this, &c](capnp::Response<proto::Node::InfoResults>&& info) {
-                    c.peer.stats.name = info.getInfo().getName();
-                    c.nodeDeviceIsGpu.clear();
-                    for (auto d : info.getInfo().getDevices())
-                      c.nodeDeviceIsGpu.push_back(d.getKind() == proto::DeviceKind::CUDA);
-                    auto request = c.node.leaseRequest();
-                    auto lr = request.initRequest();
-                    lr.setPrimaryName(options_.primaryName);
-                    lr.setTtlMs(options_.leaseTtlMs);
-                    if (!options_.ownerToken.empty()) lr.setOwnerToken(options_.ownerToken);
-                    lr.setHeldDevices(leasedDeviceCount());  // fair share
-                    lr.setReportsHeld(true);
-                    if (!preemptInFlight_) {  // one preempting request at a time
-                      preemptInFlight_ = true;
-                      c.preempting = true;
-                      lr.setPreempt(true);
-                    }
-                    return request.send().then(
-                        [this, &c](capnp::Response<proto::Node::LeaseResults>&& r) {
-                          endPreempting(c);
-                          return kj::mv(r);
-                        },
-                        [this, &c](kj::Exception&& e)
-                            -> capnp::Response<proto::Node::LeaseResults> {
-                          endPreempting(c);
-                          // "busy": another Primary holds the devices; retried like a loss.
-                          if (e.getType() == kj::Exception::Type::FAILED) c.failState = "busy";
-                          kj::throwFatalException(kj::mv(e));
-                        });
-                  }).then([this, &c](capnp::Response<proto::Node::LeaseResults>&& lease) {
-                    c.lease = lease.getLease();
-                    c.session = lease.getSession();
-                    c.ttlMs = lease.getTtlMs();
-                    for (uint32_t d : lease.getDevices()) c.nodeDevices.push_back(d);
-                    if (c.nodeDevices.empty() || c.nodeDevices.size() > kMaxDevicesPerNode) {
-                      c.failState = "busy";
-                      return kj::Promise<void>(KJ_EXCEPTION(
-                          FAILED, kj::str(c.peer.stats.address.c_str(),
-                                          ": the lease granted no device")));
-                    }
-                    c.peer.stats.devices = uint32_t(c.nodeDevices.size());
-                    c.hasSession = true;
-                    c.lastReply = now();
-                    c.tasks.add(renewLoop(c));
-                    c.tasks.add(pingLoop(c));
-                    return kj::Promise<void>(kj::READY_NOW);
-                  });
+              return leaseOn(c);
             },
             [this, &c](kj::Exception&& e) -> kj::Promise<void> {
               if (e.getType() == kj::Exception::Type::FAILED) {
@@ -645,6 +624,59 @@ kj::Promise<void> RenderSession::Impl::handshake(Connection& c) {
       });
 }
 
+
+// Node.info and Node.lease on an authenticated (or in-process) node; then the lease is renewed
+// and the session pinged for as long as the connection lives.
+kj::Promise<void> RenderSession::Impl::leaseOn(Connection& c) {
+  return c.node.infoRequest().send().then(
+      [this, &c](capnp::Response<proto::Node::InfoResults>&& info) {
+        c.peer.stats.name = info.getInfo().getName();
+        c.nodeDeviceIsGpu.clear();
+        for (auto d : info.getInfo().getDevices())
+          c.nodeDeviceIsGpu.push_back(d.getKind() == proto::DeviceKind::CUDA);
+        auto request = c.node.leaseRequest();
+        auto lr = request.initRequest();
+        lr.setPrimaryName(options_.primaryName);
+        lr.setTtlMs(options_.leaseTtlMs);
+        if (!options_.ownerToken.empty()) lr.setOwnerToken(options_.ownerToken);
+        lr.setHeldDevices(leasedDeviceCount());  // fair share
+        lr.setReportsHeld(true);
+        if (!preemptInFlight_) {  // one preempting request at a time
+          preemptInFlight_ = true;
+          c.preempting = true;
+          lr.setPreempt(true);
+        }
+        return request.send().then(
+            [this, &c](capnp::Response<proto::Node::LeaseResults>&& r) {
+              endPreempting(c);
+              return kj::mv(r);
+            },
+            [this, &c](kj::Exception&& e)
+                -> capnp::Response<proto::Node::LeaseResults> {
+              endPreempting(c);
+              // "busy": another Primary holds the devices; retried like a loss.
+              if (e.getType() == kj::Exception::Type::FAILED) c.failState = "busy";
+              kj::throwFatalException(kj::mv(e));
+            });
+      }).then([this, &c](capnp::Response<proto::Node::LeaseResults>&& lease) {
+        c.lease = lease.getLease();
+        c.session = lease.getSession();
+        c.ttlMs = lease.getTtlMs();
+        for (uint32_t d : lease.getDevices()) c.nodeDevices.push_back(d);
+        if (c.nodeDevices.empty() || c.nodeDevices.size() > kMaxDevicesPerNode) {
+          c.failState = "busy";
+          return kj::Promise<void>(KJ_EXCEPTION(
+              FAILED, kj::str(c.peer.stats.address.c_str(),
+                              ": the lease granted no device")));
+        }
+        c.peer.stats.devices = uint32_t(c.nodeDevices.size());
+        c.hasSession = true;
+        c.lastReply = now();
+        c.tasks.add(renewLoop(c));
+        c.tasks.add(pingLoop(c));
+        return kj::Promise<void>(kj::READY_NOW);
+      });
+}
 
 // Uploads the current generation to a node that holds a lease, then registers its devices.
 void RenderSession::Impl::startUpload(Connection& c) {
@@ -1125,6 +1157,7 @@ uint64_t RenderSession::update(std::shared_ptr<const RenderData> data, uint32_t 
   return impl_->update(std::move(data), spp);
 }
 
+bool RenderSession::addPeer(const std::string& address) { return impl_->joinPeer(address); }
 uint64_t RenderSession::generation() const { return impl_->generation().id; }
 const RenderData& RenderSession::data() const { return *impl_->generation().data; }
 const ProgressiveFilm& RenderSession::film() const { return impl_->generation().film; }

@@ -77,6 +77,11 @@ class RenderSession {
   // generations are dropped from now on. Returns the new generation's number.
   uint64_t update(std::shared_ptr<const RenderData> data, uint32_t spp);
 
+  // A node to use from now on ("HOST:PORT"; "localhost" is spelled 127.0.0.1): a discovery event
+  // on the loop (mDNS found it). A node already known is ignored; false for an address that does
+  // not parse or a session without a cluster key.
+  bool addPeer(const std::string& address);
+
   uint64_t generation() const;
   const RenderData& data() const;  // of the current generation
   // The current generation's film (its committed passes) and target.

@@ -80,15 +80,6 @@ std::string boundAddress(const std::string& listen, uint port) {
   return listen.substr(0, colon) + ":" + std::to_string(port);
 }
 
-// The address this daemon's own render jobs reach its node at: the bound one, with a wildcard
-// host spelled as loopback.
-std::string selfAddress(const std::string& listen, uint port) {
-  std::string host = listen.substr(0, listen.rfind(':'));
-  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
-  if (host == "[::]") host = "[::1]";
-  return host + ":" + std::to_string(port);
-}
-
 // Half of this machine's memory: the largest render job payload the daemon takes.
 uint64_t halfOfMemory() {
   const uint64_t memory = physicalMemoryBytes();
@@ -151,8 +142,7 @@ void runNode(const NodeArgs& args) {
       watch = std::make_unique<PeerWatch>(PeerWatchOptions{args.protocolVersion, fingerprint,
                                                            node.nodeId(), /*acceptLeased=*/true});
     }
-    RenderJobs jobs(loop, node, std::move(primaryKey),
-                    selfAddress(args.listen, (*receiver)->getPort()), watch.get());
+    RenderJobs jobs(loop, node, std::move(primaryKey), watch.get());
     // --- the local control socket (issue 4 item 4): `peerlight render` on this machine hands
     // its job to this daemon (above), or only says "owner job starting"; either way the node
     // revokes remote leases and reports state primary until the render's connection closes.

@@ -358,16 +358,18 @@ void runRender(const RenderArgs& args) {
   }
 
   const auto loadStart = std::chrono::steady_clock::now();
-  Result<RenderData> compiled = loadAndCompile(args.scene, options);
-  if (!compiled.ok()) failUsage(compiled.error().message);
-  auto data = std::make_shared<const RenderData>(std::move(compiled).value());
+  CompiledScene compiled = loadCompiled(args, options);
+  std::shared_ptr<const RenderData> data = compiled.data;
   Film film(options.width, options.height, args.spp);
 
   // A node daemon runs on this machine: it becomes the Primary for this job.
   if (!daemonPath.empty()) {
     const double compileSeconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
-    if (renderThroughDaemon(args, daemonPath, *data, film, compileSeconds)) return;
+    if (renderThroughDaemon(args, daemonPath, *data, film, compileSeconds)) {
+      storeCompiled(compiled);
+      return;
+    }
   }
 
   // With mDNS, nodes that appear during the render join it: so a cluster render even when
@@ -382,6 +384,7 @@ void runRender(const RenderArgs& args) {
   const double loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
   runClusterRender(args, plan, *data, film, devices, commandStart, loadSeconds);
+  storeCompiled(compiled);
 }
 
 }  // namespace

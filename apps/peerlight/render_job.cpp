@@ -1,10 +1,8 @@
 #include "apps/peerlight/render_job.h"
 
-#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <list>
-#include <thread>
 
 #include "core/render/film.h"
 #include "core/scene/render_data.h"
@@ -12,6 +10,7 @@
 #include "discovery/peer_watch.h"
 #include "transport/control_socket.h"
 #include "transport/node_service.h"
+#include "transport/render_session.h"
 #include "transport/uv_kj_loop.h"
 
 namespace pl {
@@ -94,34 +93,29 @@ struct RenderJobs::Impl {
   struct Running {
     std::shared_ptr<ControlRenderJob> job;
     RenderJobParams params;
-    std::string label;  // "render job <token prefix>" for the log
+    std::string label;   // "render job <token prefix>" for the log
     bool owner = false;  // announced as the owner job on the node
-    std::vector<uint8_t> payload;  // moved from the job on the loop thread
-    std::atomic<bool> cancel{false};
-    std::string cancelReason;  // written before `cancel` is set, read after it is seen
-    std::thread thread;
+    std::unique_ptr<RenderSession> session;
+    Clock::time_point lastProgress{};
+    bool over = false;  // done, failed or cancelled: being taken down
   };
 
   UvKjLoop& loop;
   NodeService& node;
   ClusterKey key;
-  std::string selfAddress;
   PeerWatch* watch;
   std::list<std::unique_ptr<Running>> jobs;
   std::function<void()> whenIdle;
   bool stopping = false;  // cancelAll() was called: no new jobs
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
 
-  Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, std::string selfAddress,
-       PeerWatch* watch)
-      : loop(loop), node(node), key(std::move(key)), selfAddress(std::move(selfAddress)),
-        watch(watch) {}
+  Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch)
+      : loop(loop), node(node), key(std::move(key)), watch(watch) {}
 
   ~Impl() {
     *alive = false;
-    for (auto& r : jobs) r->cancel = true;
     for (auto& r : jobs) {
-      if (r->thread.joinable()) r->thread.join();
+      r->session.reset();
       if (r->owner) node.ownerJobEnded(r->job->token());
     }
   }
@@ -148,105 +142,90 @@ struct RenderJobs::Impl {
     r->job = job;
     r->params = std::move(params).value();
     r->label = label;
-    r->payload = std::move(job->payload());
     PL_LOG_INFO("%s from %s (uid %u): %ux%u at %u spp, %zu bytes of render data; this node is "
                 "its Primary",
                 label.c_str(), r->params.primaryName.c_str(), job->clientUid(), r->params.width,
-                r->params.height, r->params.spp, r->payload.size());
+                r->params.height, r->params.spp, job->payload().size());
+    job->accept();
+    jobs.push_back(std::move(running));
     if (!r->params.noLocal && !r->params.noOwnerPreempt) {
       // The machine's owner renders: remote leases on this machine's devices go now.
       node.ownerJobStarted(job->token());
       r->owner = true;
     }
-    job->onDisconnect([r] {
-      if (r->cancel) return;
-      r->cancelReason = "the client went away";
-      r->cancel = true;
-      PL_LOG_INFO("%s: the client went away; cancelling", r->label.c_str());
-    });
-    job->accept();
-    jobs.push_back(std::move(running));
-    r->thread = std::thread([this, r, alive = alive] { run(*r, alive); });
-  }
-
-  // The job's thread: decode, render, post the end to the loop. Nothing it throws (an
-  // allocation that fails, say) may end the daemon: it ends the job.
-  void run(Running& r, std::shared_ptr<bool> alive) {
-    try {
-      render(r, alive);
-    } catch (const std::exception& e) {
-      finishJob(r, alive, "", {}, std::string("render job failed: ") + e.what());
-    } catch (const kj::Exception& e) {
-      finishJob(r, alive, "", {}, std::string("render job failed: ") + e.getDescription().cStr());
-    }
-  }
-
-  // Posts the job's end to the loop: done (text, film) or failed (error).
-  void finishJob(Running& r, std::shared_ptr<bool> alive, std::string text,
-                 std::vector<uint8_t> film, std::string error) {
-    std::shared_ptr<ControlRenderJob> job = r.job;
-    loop.post([this, &r, job, alive, text = std::move(text), film = std::move(film),
-               error = std::move(error)]() mutable {
-      if (error.empty()) job->done(text, std::move(film));
-      else job->fail(error);
-      if (*alive) ended(r, error);
-    });
-  }
-
-  void render(Running& r, std::shared_ptr<bool> alive) {
-    std::shared_ptr<ControlRenderJob> job = r.job;
-    auto finish = [&](std::string text, std::vector<uint8_t> film, std::string error) {
-      finishJob(r, alive, std::move(text), std::move(film), std::move(error));
-    };
-    Result<RenderData> data = deserialize(r.payload.data(), r.payload.size());
-    std::vector<uint8_t>().swap(r.payload);
-    if (!data.ok()) return finish("", {}, "render data: " + data.error().message);
+    // Decoded here, on the loop (a few milliseconds per 10 MB; the payload is bounded by the
+    // control socket).
+    Result<RenderData> data = deserialize(job->payload().data(), job->payload().size());
+    std::vector<uint8_t>().swap(job->payload());
+    if (!data.ok()) return finish(*r, "", {}, "render data: " + data.error().message);
     const kernel::Camera& camera = data->camera[0];
-    if (camera.width != r.params.width || camera.height != r.params.height)
-      return finish("", {}, "render data: camera of " + std::to_string(camera.width) + "x" +
-                                std::to_string(camera.height) + ", frame of " +
-                                std::to_string(r.params.width) + "x" +
-                                std::to_string(r.params.height));
+    if (camera.width != r->params.width || camera.height != r->params.height)
+      return finish(*r, "", {},
+                    "render data: camera of " + std::to_string(camera.width) + "x" +
+                        std::to_string(camera.height) + ", frame of " +
+                        std::to_string(r->params.width) + "x" + std::to_string(r->params.height));
+    job->onDisconnect([this, r, alive = alive] {
+      if (!*alive || r->over) return;
+      PL_LOG_INFO("%s: the client went away; cancelling", r->label.c_str());
+      finish(*r, "", {}, "render cancelled: the client went away");
+    });
 
     ClusterRenderOptions options;
-    if (!r.params.noLocal) options.peers.push_back(selfAddress);
-    if (!r.params.localOnly) {
-      for (const std::string& p : r.params.peers) options.peers.push_back(p);
+    // This machine's devices through the daemon's own node, in process: they render in its
+    // worker processes, leased as the owner's.
+    if (!r->params.noLocal)
+      options.inProcessNode = [this] { return node.newTrustedNode("owner job"); };
+    if (!r->params.localOnly) {
+      options.peers = r->params.peers;
       // As in `peerlight render`: mDNS nodes when no --peer is given.
-      if (watch != nullptr && r.params.peers.empty() && !r.params.noMdns) {
+      if (watch != nullptr && r->params.peers.empty() && !r->params.noMdns) {
         PeerWatch* w = watch;
         options.morePeers = [w] { return w->usableAddresses(); };
       }
     }
     options.key = key;
-    options.primaryName = r.params.primaryName;
+    options.primaryName = r->params.primaryName;
     options.ownerToken = job->token();
-    options.cancelled = [&r] { return r.cancel.load(); };
-    Clock::time_point lastProgress{};
-    ClusterProgressCallback progress = [&](const ClusterRenderStats& stats, uint64_t done,
-                                           uint64_t total) {
-      const Clock::time_point t = Clock::now();
-      if (done < total && t - lastProgress < std::chrono::milliseconds(200)) return;
-      lastProgress = t;
-      std::string text =
-          nlohmann::json{{"done", done}, {"total", total}, {"stats", statsToJson(stats)}}.dump();
-      loop.post([job, text = std::move(text)] { job->progress(text); });
+    RenderSessionEvents events;
+    events.onPass = [this, r](uint64_t, uint32_t spp, double) {
+      if (spp != r->params.spp || r->over) return;
+      const Film film = r->session->film().snapshot();
+      std::vector<uint8_t> bytes(film.sums().size() * sizeof(int64_t));
+      std::memcpy(bytes.data(), film.sums().data(), bytes.size());
+      ClusterRenderStats stats = r->session->stats(/*finishing=*/true);
+      finish(*r, statsToJson(stats).dump(), std::move(bytes), "");
     };
-    Film film(r.params.width, r.params.height, r.params.spp);
-    Result<ClusterRenderStats> stats = renderCluster(*data, film, options, progress);
-    if (!stats.ok()) {
-      std::string why = stats.error().message;
-      if (r.cancel && !r.cancelReason.empty()) why += ": " + r.cancelReason;
-      return finish("", {}, why);
-    }
-    std::vector<uint8_t> bytes(film.sums().size() * sizeof(int64_t));
-    std::memcpy(bytes.data(), film.sums().data(), bytes.size());
-    finish(statsToJson(*stats).dump(), std::move(bytes), "");
+    events.onFatal = [this, r](const std::string& message) { finish(*r, "", {}, message); };
+    events.onProgress = [this, r](uint64_t done, uint64_t total) {
+      const Clock::time_point t = Clock::now();
+      if (r->over || (done < total && t - r->lastProgress < std::chrono::milliseconds(200)))
+        return;
+      r->lastProgress = t;
+      r->job->progress(nlohmann::json{{"done", done},
+                                      {"total", total},
+                                      {"stats", statsToJson(r->session->stats())}}
+                           .dump());
+    };
+    r->session = std::make_unique<RenderSession>(loop, options, events);
+    auto shared = std::make_shared<const RenderData>(std::move(data).value());
+    if (Status st = r->session->start(shared, r->params.spp); !st.ok())
+      finish(*r, "", {}, st.error().message);
   }
 
-  // Loop thread: the job's thread posted its end.
+  // The job's end: done (text, film) or failed (error). Called from the session's events, so
+  // the session is destroyed a turn later, outside its own callbacks.
+  void finish(Running& r, std::string text, std::vector<uint8_t> film, std::string error) {
+    if (r.over) return;
+    r.over = true;
+    if (error.empty()) r.job->done(text, std::move(film));
+    else r.job->fail(error);
+    loop.post([this, &r, alive = alive, error] {
+      if (*alive) ended(r, error);
+    });
+  }
+
   void ended(Running& r, const std::string& error) {
-    if (r.thread.joinable()) r.thread.join();
+    r.session.reset();  // its leases go with its connections
     if (r.owner) node.ownerJobEnded(r.job->token());
     if (error.empty()) PL_LOG_INFO("%s done", r.label.c_str());
     else PL_LOG_INFO("%s ended: %s", r.label.c_str(), error.c_str());
@@ -259,19 +238,17 @@ struct RenderJobs::Impl {
   }
 };
 
-RenderJobs::RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, std::string selfAddress,
-                       PeerWatch* watch)
-    : impl_(std::make_unique<Impl>(loop, node, std::move(key), std::move(selfAddress), watch)) {}
+RenderJobs::RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch)
+    : impl_(std::make_unique<Impl>(loop, node, std::move(key), watch)) {}
 RenderJobs::~RenderJobs() = default;
 void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
 size_t RenderJobs::active() const { return impl_->jobs.size(); }
 void RenderJobs::cancelAll(std::function<void()> whenIdle) {
   impl_->stopping = true;
-  for (auto& r : impl_->jobs) {
-    if (r->cancel) continue;
-    r->cancelReason = "the node daemon is shutting down";
-    r->cancel = true;
-  }
+  std::vector<RenderJobs::Impl::Running*> running;
+  for (auto& r : impl_->jobs) running.push_back(r.get());
+  for (RenderJobs::Impl::Running* r : running)
+    impl_->finish(*r, "", {}, "render cancelled: the node daemon is shutting down");
   if (impl_->jobs.empty()) {
     if (whenIdle) whenIdle();
     return;

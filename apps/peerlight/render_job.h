@@ -7,8 +7,10 @@
 // and, live, those mDNS finds), streams progress back, and returns the film's exact sums, from
 // which the command writes the image. Closing the connection cancels the job.
 //
-// Threads: RenderJobs lives on the daemon's loop thread; each job runs renderCluster() on a
-// thread of its own and posts its progress and end back to the loop.
+// Threads: RenderJobs and every job's RenderSession (transport/render_session.h) live on the
+// daemon's one loop thread; this machine's devices are leased from the daemon's own node in
+// process (NodeService::newTrustedNode(), never a connection to itself) and render in its worker
+// processes; the job's other nodes are connected as by any Primary.
 
 #include <nlohmann/json.hpp>
 
@@ -49,11 +51,9 @@ Result<RenderJobParams> paramsFromJson(const std::string& text);
 
 class RenderJobs {
  public:
-  // selfAddress: this daemon's node as a Primary reaches it (HOST:PORT on loopback). watch:
-  // mDNS nodes (may be null). node, loop and watch must outlive this object.
-  RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, std::string selfAddress,
-             PeerWatch* watch);
-  // Cancels the jobs still running and joins their threads.
+  // watch: mDNS nodes (may be null). node, loop and watch must outlive this object.
+  RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch);
+  // Cancels the jobs still running (their sessions end; their leases go).
   ~RenderJobs();
   RenderJobs(const RenderJobs&) = delete;
   RenderJobs& operator=(const RenderJobs&) = delete;

@@ -3,11 +3,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <cstdio>
 #include <thread>
 
 #include "apps/peerlight/cli_util.h"
 #include "core/render/cpu_device.h"
+#include "core/scene/compiled_cache.h"
 #include "core/scene/look_at.h"
 #include "core/util/log.h"
 #include "discovery/node_advert.h"
@@ -52,6 +55,9 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
   cmd->add_option("--key-file", args->keyFile,
                   "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
                   "~/.config/peerlight/cluster.key; created if missing when --peer is given)");
+  cmd->add_flag("--no-cache", args->noCache,
+                "Load and compile the scene even when the compiled cache "
+                "(~/.cache/peerlight/compiled) holds it");
   cmd->add_option("--look-at", args->lookAt,
                   "Camera position and target EX,EY,EZ,TX,TY,TZ[,UX,UY,UZ] (instead of "
                   "--camera; up defaults to +Y)");
@@ -81,6 +87,50 @@ CompileOptions compileOptionsFrom(const RenderArgs& args) {
     failUsage("--yfov needs --look-at");
   }
   return options;
+}
+
+namespace {
+
+// The cache's salt: the hash of this executable, so that another build never reads this one's
+// data (and the other way round).
+Hash128 programHash() {
+  std::ifstream in("/proc/self/exe", std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return hash128(bytes.data(), bytes.size());
+}
+
+constexpr uint64_t kCompiledCacheBytes = uint64_t(4) << 30;
+
+}  // namespace
+
+CompiledScene loadCompiled(const RenderArgs& args, const CompileOptions& options) {
+  CompiledScene scene;
+  const auto start = std::chrono::steady_clock::now();
+  if (!args.noCache && !defaultCompiledCacheDir().empty()) {
+    Result<Hash128> key = compiledCacheKey(args.scene, options, programHash());
+    if (key.ok()) {
+      scene.key = *key;
+      CompiledCache cache(defaultCompiledCacheDir(), kCompiledCacheBytes);
+      if (std::optional<RenderData> cached = cache.find(*key)) {
+        scene.data = std::make_shared<const RenderData>(std::move(*cached));
+        scene.fromCache = true;
+        PL_LOG_INFO("%s: compiled data from the cache (%.2f s)", args.scene.c_str(),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                        .count());
+        return scene;
+      }
+    }
+  }
+  Result<RenderData> compiled = loadAndCompile(args.scene, options);
+  if (!compiled.ok()) failUsage(compiled.error().message);
+  scene.data = std::make_shared<const RenderData>(std::move(compiled).value());
+  return scene;
+}
+
+void storeCompiled(const CompiledScene& scene) {
+  if (scene.fromCache || !scene.key || scene.data == nullptr) return;
+  CompiledCache cache(defaultCompiledCacheDir(), kCompiledCacheBytes);
+  cache.store(*scene.key, *scene.data);
 }
 
 // "host/pid": the nodes' log lines tell apart two renders started on one machine.

@@ -6,12 +6,14 @@
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "core/render/device.h"
 #include "core/scene/compile.h"
+#include "core/util/hash.h"
 #include "discovery/peer_watch.h"
 #include "transport/auth.h"
 #include "transport/primary.h"
@@ -42,6 +44,7 @@ struct RenderArgs {
   bool noDaemon = false;
   std::string lookAt;       // --look-at EX,EY,EZ,TX,TY,TZ[,UX,UY,UZ]
   float yfovDegrees = 0.0f;  // --yfov (0: the camera's)
+  bool noCache = false;      // --no-cache: always load and compile
 };
 
 // The flags both commands take (scene, image, sampling, devices, peers, key, camera).
@@ -50,6 +53,19 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& args);
 // The compile options the flags give (--size, --camera, --look-at/--yfov, --env, --seed,
 // --max-depth); exits with status 2 naming the flag on bad values.
 CompileOptions compileOptionsFrom(const RenderArgs& args);
+
+// The scene compiled with `options`: from the compiled cache (core/scene/compiled_cache.h) when
+// an unchanged scene was compiled the same way before, else loaded and compiled (exits with
+// status 2 naming the file when it does not load). --no-cache skips the cache.
+struct CompiledScene {
+  std::shared_ptr<const RenderData> data;
+  bool fromCache = false;
+  std::optional<Hash128> key;  // the cache key, when the cache is in use
+};
+CompiledScene loadCompiled(const RenderArgs& args, const CompileOptions& options);
+// Stores a scene that was compiled (not read from the cache), after the render: the cache is an
+// optimisation, so failures only log.
+void storeCompiled(const CompiledScene& scene);
 
 // "host/pid": the nodes' log lines tell apart two Primaries started on one machine.
 std::string primaryName();

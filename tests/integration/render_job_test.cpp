@@ -17,6 +17,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -56,18 +57,33 @@ TEST_F(RenderJobTest, DaemonBecomesPrimaryAndImageMatchesLocal) {
   std::string a = startDaemon("a", true), b = startDaemon("b", false);
   ASSERT_FALSE(a.empty());
   ASSERT_FALSE(b.empty());
+  auto threadsOf = [](pid_t pid) {
+    std::error_code ec;
+    size_t n = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task",
+                                                       ec);
+         it != std::filesystem::directory_iterator(); ++it)
+      n += 1;
+    return n;
+  };
+  const size_t idleThreads = threadsOf(node("a").pid());
   auto render = startJob("128x128", 192, "job", {"--control-socket", socketOf("a"), "--peer", b});
   ASSERT_TRUE(waitUntil([&] { return node("a").err().find("this node is its Primary") !=
                                      std::string::npos; },
                         30s))
       << node("a").err() << "\nrender:\n" << render->err();
+  // The job runs on the daemon's one loop: no thread of its own (the daemon renders nothing;
+  // its worker process does).
+  waitUntil([&] { return !workerPids("a").empty() || !render->running(); }, 10s);
+  if (render->running()) EXPECT_EQ(threadsOf(node("a").pid()), idleThreads);
   std::string during = render->running() ? stateOf(a) : "";
   bool stillRunning = render->running();
   nlohmann::json run = finish(*render, "job");
   ASSERT_TRUE(run.is_object()) << render->out();
   EXPECT_EQ(run["node_daemon"], socketOf("a"));
   if (stillRunning) EXPECT_EQ(during, "primary");
-  const nlohmann::json* self = nodeEntry(run, a);
+  // This machine's own node, leased in process (no connection to itself).
+  const nlohmann::json* self = nodeEntry(run, "this machine");
   const nlohmann::json* other = nodeEntry(run, b);
   ASSERT_NE(self, nullptr) << run.dump();
   ASSERT_NE(other, nullptr) << run.dump();
@@ -76,6 +92,15 @@ TEST_F(RenderJobTest, DaemonBecomesPrimaryAndImageMatchesLocal) {
   EXPECT_TRUE(run["devices"].empty()) << "the command itself rendered: " << run.dump();
   EXPECT_NE(node("a").err().find("done"), std::string::npos) << node("a").err();
   EXPECT_FALSE(workerPids("a").empty()) << "the daemon's own devices were not used";
+  // Its own devices were leased in process: the daemon never connected to itself (the only
+  // authenticated connections are the state probes of `peerlight nodes`).
+  {
+    std::istringstream log(node("a").err());
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("authenticated") != std::string::npos)
+        EXPECT_NE(line.find("peerlight nodes"), std::string::npos) << line;
+    }
+  }
   // Offered again once the job ended.
   EXPECT_TRUE(waitUntil([&] { return stateOf(a) == "idle"; }, 5s));
   expectIdenticalToLocal("job", "128x128", 192);

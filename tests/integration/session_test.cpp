@@ -91,10 +91,12 @@ class SessionTest : public ::testing::Test {
         timeout);
     return found;
   }
-  // The answer to the request with this id (not the `generation` event it may start).
-  std::optional<Json> waitEventWithId(const std::string& id) {
-    return waitEvent(
-        [&](const Json& e) { return e.value("id", "") == id && e["event"] != "generation"; });
+  // The answer to the request with this id: for an update its `generation` event; for a save
+  // `saved` or `error` (a save may start a generation first).
+  std::optional<Json> waitEventWithId(const std::string& id, bool save = false) {
+    return waitEvent([&](const Json& e) {
+      return e.value("id", "") == id && (!save || e["event"] != "generation");
+    });
   }
 
   // `peerlight render` of the same scene with `extra` flags, local only.
@@ -117,7 +119,7 @@ class SessionTest : public ::testing::Test {
 TEST_F(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
   const std::string node = startNode();
   ASSERT_FALSE(node.empty());
-  startSession({"--peer", node});
+  startSession({"--peer", node, "--no-local"});  // the node renders every sample
   ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; }));
   ASSERT_TRUE(waitEvent([&](const Json& e) { return e["event"] == "node"; }))
       << session_->err();
@@ -156,7 +158,7 @@ TEST_F(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
 
   send({{"op", "env"}, {"color", {0.2, 0.3, 0.4}}});
   send({{"op", "save"}, {"path", dir_.file("session.exr")}, {"id", "save1"}});
-  std::optional<Json> saved = waitEventWithId("save1");
+  std::optional<Json> saved = waitEventWithId("save1", true);
   ASSERT_TRUE(saved) << session_->err();
   ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
   EXPECT_EQ((*saved)["spp"], 16);
@@ -181,13 +183,13 @@ TEST_F(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
       << session_->err();
   // 16 spp are in: 8 can only come from a new generation of the same state.
   send({{"op", "save"}, {"path", dir_.file("eight.exr")}, {"spp", 8}, {"id", "s8"}});
-  std::optional<Json> saved = waitEventWithId("s8");
+  std::optional<Json> saved = waitEventWithId("s8", true);
   ASSERT_TRUE(saved);
   ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
   testing::expectSameExr(dir_.file("eight.exr"), render("eight", {"--spp", "8"}),
                          "save at 8 spp vs render --spp 8");
   send({{"op", "save"}, {"path", dir_.file("twelve.exr")}, {"spp", 12}, {"id", "s12"}});
-  saved = waitEventWithId("s12");
+  saved = waitEventWithId("s12", true);
   ASSERT_TRUE(saved);
   ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
   testing::expectSameExr(dir_.file("twelve.exr"), render("twelve", {"--spp", "12"}),

@@ -1,0 +1,62 @@
+#pragma once
+// CompiledCache: compiled RenderData kept on disk, so that a second render of an unchanged
+// scene file skips loading it (for Sponza, 3 s of glTF, PNG and JPEG decoding on a 2-core
+// machine against a fraction of a second to read the cached data back).
+//
+//   CompiledCache cache(defaultCompiledCacheDir(), 4ull << 30, binaryHash);
+//   Result<Hash128> key = compiledCacheKey(scenePath, options, cache.salt());
+//   if (auto data = cache.find(*key)) ... else { compile; cache.store(*key, data); }
+//
+// The key is a hash of every byte the compile reads: the scene file, the files it references
+// (a glTF's buffers and images by URI, a GLB's external images; an OBJ's material libraries and
+// their texture maps), the environment map, every compile option, and a salt that changes with
+// the program (the hash of its executable), so that a new build never reads an old build's data.
+// A cached file is the XXH3-128 of the rest, then the RenderData's serialize() form, which
+// deserialize() bounds and validate()s: a corrupt or truncated file is a miss (and is removed),
+// never bad data. Files are written to a temporary name and renamed, so that concurrent renders never see
+// half a file. Beyond maxBytes the least recently used files go (by modification time, which
+// find() refreshes).
+//
+// Not thread-safe; several processes may share one directory.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/scene/compile.h"
+#include "core/scene/render_data.h"
+#include "core/util/hash.h"
+#include "core/util/status.h"
+
+namespace pl {
+
+// $XDG_CACHE_HOME/peerlight/compiled, else ~/.cache/peerlight/compiled; "" without either.
+std::string defaultCompiledCacheDir();
+
+// The key of compiling `scenePath` with `options`: fails when a file cannot be read (the load
+// will then say what is wrong).
+Result<Hash128> compiledCacheKey(const std::string& scenePath, const CompileOptions& options,
+                                 const Hash128& salt);
+
+class CompiledCache {
+ public:
+  // dir: created when missing (mode 0700). maxBytes: 0 disables storing.
+  CompiledCache(std::string dir, uint64_t maxBytes);
+
+  // The cached data for `key`, or nothing (absent, unreadable or corrupt).
+  std::optional<RenderData> find(const Hash128& key);
+  // Stores `data` under `key` and evicts the oldest files beyond maxBytes. Failures (a full
+  // disk, no permission) only log a warning: the cache is an optimisation.
+  void store(const Hash128& key, const RenderData& data);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string path(const Hash128& key) const;
+  void evict();
+
+  std::string dir_;
+  uint64_t maxBytes_;
+};
+
+}  // namespace pl
