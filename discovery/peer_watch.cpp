@@ -1,22 +1,20 @@
+// PeerWatch: see peer_watch.h. One Impl browses on whichever loop it is given and keeps the
+// verdicts; thread mode only adds OwnLoop, a loop and a thread that run it.
+
 #include "discovery/peer_watch.h"
 
-#include <uv.h>
-
-#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
 #include "core/util/check.h"
 #include "core/util/log.h"
-#include "discovery/discovery.h"
 #include "discovery/peer_directory.h"
 
 namespace pl {
 
 std::string unusableReason(const Result<NodeAdvert>& advert, const PeerWatchOptions& options) {
-  if (!advert.ok())
-    return "not a peerlight node we understand (" + advert.error().message + ")";
+  if (!advert.ok()) return "not a peerlight node we understand (" + advert.error().message + ")";
   if (advert->protocolVersion != options.protocolVersion)
     return "speaks protocol " + std::to_string(advert->protocolVersion) + ", we speak " +
            std::to_string(options.protocolVersion);
@@ -28,86 +26,169 @@ std::string unusableReason(const Result<NodeAdvert>& advert, const PeerWatchOpti
   return "not idle (" + advert->state + ")";
 }
 
+namespace {
+
+std::vector<PeerVerdict> judge(const PeerDirectory& directory, const PeerWatchOptions& options) {
+  std::vector<PeerVerdict> out;
+  for (const PeerEntry& e : directory.entries()) {
+    if (!e.record) continue;
+    Result<NodeAdvert> advert = parseAdvert(e.record->txt);
+    PeerVerdict v;
+    v.instanceName = e.record->instanceName;
+    v.address = e.address;
+    v.state = advert.ok() ? advert->state : "";
+    v.why = unusableReason(advert, options);
+    v.usable = v.why.empty();
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+bool wasUsable(const std::vector<PeerVerdict>& before, const PeerVerdict& now) {
+  for (const PeerVerdict& v : before) {
+    if (v.usable && v.instanceName == now.instanceName && v.address == now.address) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// The browse and its verdicts, on one loop thread (whose loop the backend was made for).
 struct PeerWatch::Impl {
-  PeerWatchOptions options;
+  Impl(PeerWatchOptions o, PeerWatchEvents e) : options(std::move(o)), events(std::move(e)) {
+    directory.setIgnoreNodeId(options.ignoreNodeId);
+  }
+
+  // Takes the backend and starts browsing. Loop thread.
+  void start(std::unique_ptr<Discovery> backend) {
+    discovery = std::move(backend);
+    bool available = discovery->available();
+    // Browse even when mDNS is not reachable yet: the backend starts when its daemon appears.
+    Status browsing = discovery->browse(
+        [this](PeerEvent event, const DiscoveredPeer& peer) { onBrowse(event, peer); });
+    if (!browsing.ok()) {
+      PL_LOG_WARN("mDNS browse failed: %s", browsing.error().message.c_str());
+      available = false;
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    mdnsAvailable = available;
+  }
+
+  // Destroys the backend: no browse callback after this. Loop thread, not from an event.
+  void stop() {
+    PL_CHECK_MSG(!dispatching, "a PeerWatch destroyed from inside its own event");
+    discovery.reset();
+  }
+
+  void onBrowse(PeerEvent event, const DiscoveredPeer& peer) {
+    PL_LOG_DEBUG("mDNS: %s %s at %s", peerEventName(event), peer.instanceName.c_str(),
+                 peer.address().c_str());
+    if (!directory.apply(event, peer)) return;
+    std::vector<PeerVerdict> next = judge(directory, options);
+    std::vector<PeerVerdict> newlyUsable;
+    bool changed = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (const PeerVerdict& v : next) {
+        if (v.usable && !wasUsable(verdicts, v)) newlyUsable.push_back(v);
+      }
+      changed = next != verdicts;
+      verdicts = std::move(next);
+    }
+    // Outside the lock: the events may read the view.
+    dispatching = true;
+    if (events.onUsable) {
+      for (const PeerVerdict& v : newlyUsable) events.onUsable(v);
+    }
+    if (changed && events.onChange) events.onChange();
+    dispatching = false;
+  }
+
+  const PeerWatchOptions options;
+  const PeerWatchEvents events;
+  PeerDirectory directory;               // loop thread
+  std::unique_ptr<Discovery> discovery;  // loop thread
+  bool dispatching = false;              // loop thread: inside an event
+
   mutable std::mutex mutex;
-  std::condition_variable started;
-  bool ready = false;       // the thread set up its browse (guarded by mutex)
-  bool mdnsAvailable = false;
   std::vector<PeerVerdict> verdicts;  // guarded by mutex
+  bool mdnsAvailable = false;         // guarded by mutex
+};
 
+// Thread mode: a loop of the watch's own, run on a thread of its own, with the Impl on it.
+struct PeerWatch::OwnLoop {
   uv_loop_t loop{};
-  uv_async_t stop{};
+  uv_async_t stop{};  // uv_async_send() from the destructor's thread
   std::thread thread;
+  std::mutex mutex;
+  std::condition_variable started;
+  bool ready = false;  // guarded by mutex
 
-  void run() {
+  // Starts the thread and returns once `impl` browses on it.
+  void start(Impl* impl) {
+    thread = std::thread([this, impl] { run(impl); });
+    std::unique_lock<std::mutex> lock(mutex);
+    started.wait(lock, [this] { return ready; });
+  }
+
+  // Stops the loop, which destroys the backend on its thread, and joins.
+  void stopAndJoin() {
+    uv_async_send(&stop);
+    thread.join();
+  }
+
+  void run(Impl* impl) {
     PL_CHECK(uv_loop_init(&loop) == 0);
     PL_CHECK(uv_async_init(&loop, &stop, [](uv_async_t* a) {
                uv_close(reinterpret_cast<uv_handle_t*>(a), nullptr);
-               static_cast<Impl*>(a->data)->discoveryOwner.reset();
-               uv_stop(a->loop);  // whatever the backend left open is closed below
+               static_cast<Impl*>(a->data)->stop();
+               uv_stop(a->loop);
              }) == 0);
-    stop.data = this;
-    PeerDirectory directory;
-    directory.setIgnoreNodeId(options.ignoreNodeId);
-    discoveryOwner = options.useMdns ? makeDiscovery(&loop) : makeNullDiscovery();
-    bool available = discoveryOwner->available();
-    if (available) {
-      Status browsing = discoveryOwner->browse([this, &directory](PeerEvent event,
-                                                                  const DiscoveredPeer& peer) {
-        PL_LOG_DEBUG("mDNS: %s %s at %s", peerEventName(event), peer.instanceName.c_str(),
-                     peer.address().c_str());
-        if (!directory.apply(event, peer)) return;
-        std::vector<PeerVerdict> next;
-        for (const PeerEntry& e : directory.entries()) {
-          if (!e.record) continue;
-          Result<NodeAdvert> advert = parseAdvert(e.record->txt);
-          PeerVerdict v;
-          v.instanceName = e.record->instanceName;
-          v.address = e.address;
-          v.state = advert.ok() ? advert->state : "";
-          v.why = unusableReason(advert, options);
-          v.usable = v.why.empty();
-          next.push_back(std::move(v));
-        }
-        std::lock_guard<std::mutex> lock(mutex);
-        verdicts = std::move(next);
-      });
-      if (!browsing.ok()) {
-        PL_LOG_WARN("mDNS browse failed: %s", browsing.error().message.c_str());
-        available = false;
-      }
-    }
+    stop.data = impl;
+    impl->start(impl->options.useMdns ? makeDiscovery(&loop) : makeNullDiscovery());
     {
       std::lock_guard<std::mutex> lock(mutex);
       ready = true;
-      mdnsAvailable = available;
     }
     started.notify_all();
     uv_run(&loop, UV_RUN_DEFAULT);
-    discoveryOwner.reset();
-    // Close what the backend may have left and let the close callbacks run.
-    uv_walk(&loop, [](uv_handle_t* h, void*) {
-      if (!uv_is_closing(h)) uv_close(h, nullptr);
-    }, nullptr);
+    // The backend closed its handles in stop(); close anything else it left, and let the close
+    // callbacks run.
+    uv_walk(
+        &loop,
+        [](uv_handle_t* h, void*) {
+          if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }
-
-  std::unique_ptr<Discovery> discoveryOwner;  // thread only
 };
 
-PeerWatch::PeerWatch(PeerWatchOptions options) : impl_(std::make_unique<Impl>()) {
-  impl_->options = std::move(options);
-  Impl* impl = impl_.get();
-  impl->thread = std::thread([impl] { impl->run(); });
-  std::unique_lock<std::mutex> lock(impl->mutex);
-  impl->started.wait(lock, [impl] { return impl->ready; });
+PeerWatch::PeerWatch(PeerWatchOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options), PeerWatchEvents{})),
+      ownLoop_(std::make_unique<OwnLoop>()) {
+  ownLoop_->start(impl_.get());
+}
+
+PeerWatch::PeerWatch(PeerWatchOptions options, uv_loop_t* loop, PeerWatchEvents events)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(events))) {
+  impl_->start(impl_->options.useMdns ? makeDiscovery(loop) : makeNullDiscovery());
+}
+
+PeerWatch::PeerWatch(PeerWatchOptions options, std::unique_ptr<Discovery> discovery,
+                     PeerWatchEvents events)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(events))) {
+  PL_CHECK(discovery != nullptr);
+  impl_->start(std::move(discovery));
 }
 
 PeerWatch::~PeerWatch() {
-  uv_async_send(&impl_->stop);
-  impl_->thread.join();
+  if (ownLoop_) {
+    ownLoop_->stopAndJoin();
+  } else {
+    impl_->stop();
+  }
 }
 
 std::vector<PeerVerdict> PeerWatch::snapshot() const {

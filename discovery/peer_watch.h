@@ -1,26 +1,36 @@
 #pragma once
-// PeerWatch: a Primary's live view of the Render Nodes that mDNS finds. It browses on a thread
-// of its own (its own libuv loop), so that any thread may ask, at any time, which nodes are
-// usable now: a render adds the nodes that appear while it runs (transport/primary.h,
-// ClusterRenderOptions::morePeers), and the node daemon keeps one for the render jobs it runs.
+// PeerWatch: a Primary's live view of the Render Nodes that mDNS finds. Two modes share one
+// implementation (one browse, one verdict rule):
 //
-//   PeerWatch watch({kProtocolVersion, keyFingerprint(key), ownNodeId});
-//   std::this_thread::sleep_for(1s);                  // give mDNS a moment, if wanted
-//   for (const PeerVerdict& v : watch.snapshot()) ...  // usable or not, and why
-//   options.morePeers = [&] { return watch.usableAddresses(); };
+// - Loop mode: it browses on the caller's libuv loop (one loop per process) and tells the caller
+//   of new usable nodes as events on that loop, never by polling:
+//
+//     PeerWatch watch(options, loop.uv(), {.onUsable = [&](const PeerVerdict& v) {
+//                                            /* hand v.address to the render */ }});
+//
+// - Thread mode (today's `peerlight render` in process and the node daemon's render jobs,
+//   which poll): it browses on a thread and loop of its own, and any thread may ask what it
+//   found:
+//
+//     PeerWatch watch({kProtocolVersion, keyFingerprint(key), ownNodeId});
+//     std::this_thread::sleep_for(1s);                  // give mDNS a moment, if wanted
+//     for (const PeerVerdict& v : watch.snapshot()) ...  // usable or not, and why
+//     options.morePeers = [&] { return watch.usableAddresses(); };
 //
 // A node is usable when its advert parses, its protocol version and key fingerprint are ours,
 // and its state is idle (or, with acceptLeased, leased: fair share may then give this Primary
 // part of it). A node whose state is primary (its owner is rendering) is not usable.
-// Without a reachable avahi-daemon nothing is found (the backend logs that once).
-//
-// Threads: every public function may be called from any thread. The destructor stops and joins
-// the browsing thread.
+// Without a reachable avahi-daemon nothing is found (the backend logs that once); browsing
+// still starts, so nodes appear if the daemon comes up later (available() stays false).
 
+#include <uv.h>
+
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "discovery/discovery.h"
 #include "discovery/node_advert.h"
 
 namespace pl {
@@ -30,7 +40,7 @@ struct PeerWatchOptions {
   std::string keyFingerprint;    // ours
   std::string ignoreNodeId;      // this machine's own node (a daemon): never listed
   bool acceptLeased = false;
-  bool useMdns = true;           // false: find nothing (a null backend; tests)
+  bool useMdns = true;  // false: find nothing (a null backend; tests)
 };
 
 struct PeerVerdict {
@@ -38,16 +48,46 @@ struct PeerVerdict {
   std::string address;  // HOST:PORT
   std::string state;    // advertised state ("" when the advert does not parse)
   bool usable = false;
-  std::string why;      // when not usable
+  std::string why;  // when not usable
+
+  bool operator==(const PeerVerdict&) const = default;
 };
 
 // Whether a node with `advert` (or the parse error) is usable under `options`; "" if it is,
 // else the reason, e.g. "wrong key (fingerprint 1a2b..., ours 3c4d...)".
 std::string unusableReason(const Result<NodeAdvert>& advert, const PeerWatchOptions& options);
 
+// What a loop-mode watch tells its owner. Both run on the loop thread, from the loop (the
+// backends report from it: never inside the constructor or the destructor), after snapshot()
+// already shows the change. Either may be empty. They may call snapshot(), usableAddresses() and
+// available(), but must not destroy the watch (checked: the backend is inside its own callback).
+struct PeerWatchEvents {
+  // A node became usable: found usable, its advert changed to usable (e.g. state primary ->
+  // idle), or a usable node now has another address. Once per such change: a node that stays
+  // usable while its advert changes (say its device list) is not reported again.
+  std::function<void(const PeerVerdict&)> onUsable = nullptr;
+  // snapshot() changed: a node appeared or went, or its address, state or verdict changed.
+  // Called after the onUsable calls of the same change.
+  std::function<void()> onChange = nullptr;
+};
+
 class PeerWatch {
  public:
+  // Thread mode: browses on a thread and a libuv loop of its own; returns once browsing started
+  // (available() is then known). No events: ask snapshot() or usableAddresses().
   explicit PeerWatch(PeerWatchOptions options);
+  // Loop mode: browses on `loop` with this platform's backend (discovery.h makeDiscovery; the
+  // null backend when !options.useMdns). Opens no thread. Construct and destroy on the loop
+  // thread; `loop` must outlive the watch and run once more after it (discovery.h's backends
+  // close their handles then).
+  PeerWatch(PeerWatchOptions options, uv_loop_t* loop, PeerWatchEvents events);
+  // Loop mode on a backend of the caller's (tests: a fake). The watch owns it and calls
+  // browse() once; the backend's callbacks must run on its loop's thread (discovery.h's
+  // contract), and the watch adds no libuv handle of its own.
+  PeerWatch(PeerWatchOptions options, std::unique_ptr<Discovery> discovery, PeerWatchEvents events);
+  // Thread mode: stops and joins the thread. Loop mode: on the loop thread, not from inside
+  // an event; destroys the backend, which stops browsing and closes its handles: no event and
+  // no callback of the watch runs afterwards.
   ~PeerWatch();
   PeerWatch(const PeerWatch&) = delete;
   PeerWatch& operator=(const PeerWatch&) = delete;
@@ -58,11 +98,16 @@ class PeerWatch {
   std::vector<std::string> usableAddresses() const;
   // Whether the mDNS service was reachable when browsing started.
   bool available() const;
+  // Threads: these three read a copy kept under a mutex, so any thread may call them in either
+  // mode; in loop mode the loop thread is the natural caller (the view changes only there,
+  // announced by the events).
 
   struct Impl;
 
  private:
+  struct OwnLoop;  // thread mode: the thread and loop the watch owns
   std::unique_ptr<Impl> impl_;
+  std::unique_ptr<OwnLoop> ownLoop_;  // null in loop mode
 };
 
 }  // namespace pl

@@ -137,12 +137,21 @@ void runNode(const NodeArgs& args) {
     // --- render jobs (issue 4 item 4): `peerlight render` on this machine hands its job to
     // this daemon, which becomes the Primary; it renders on its own node (as the owner) and on
     // the nodes mDNS finds, live (PeerWatch), plus any --peer of the render.
+    // The watch browses on this loop and reports each node that becomes usable as an event.
+    RenderJobs* jobsToTell = nullptr;
     std::unique_ptr<PeerWatch> watch;
     if (!args.noMdns) {
-      watch = std::make_unique<PeerWatch>(PeerWatchOptions{args.protocolVersion, fingerprint,
-                                                           node.nodeId(), /*acceptLeased=*/true});
+      PeerWatchEvents events;
+      events.onUsable = [&jobsToTell](const PeerVerdict& v) {
+        if (jobsToTell != nullptr) jobsToTell->nodeFound(v.address);
+      };
+      watch = std::make_unique<PeerWatch>(
+          PeerWatchOptions{args.protocolVersion, fingerprint, node.nodeId(),
+                           /*acceptLeased=*/true},
+          loop.uv(), std::move(events));
     }
     RenderJobs jobs(loop, node, std::move(primaryKey), watch.get());
+    jobsToTell = &jobs;
     // --- the local control socket (issue 4 item 4): `peerlight render` on this machine hands
     // its job to this daemon (above), or only says "owner job starting"; either way the node
     // revokes remote leases and reports state primary until the render's connection closes.
@@ -226,6 +235,7 @@ void runNode(const NodeArgs& args) {
     for (auto& w : watches) w.handle.close();
     stateWatch.timer.close();
     control.reset();  // before the node: ends its owner jobs
+    jobsToTell = nullptr;
     // (jobs, declared after the node, goes before it: cancels and joins what still runs)
     discovery.reset();  // withdraws the mDNS service
   }  // NodeService: waits for a render in progress, joins its threads

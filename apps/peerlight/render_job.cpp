@@ -98,6 +98,7 @@ struct RenderJobs::Impl {
     std::unique_ptr<RenderSession> session;
     Clock::time_point lastProgress{};
     bool over = false;  // done, failed or cancelled: being taken down
+    bool mdns = false;  // takes the nodes that mDNS finds
   };
 
   UvKjLoop& loop;
@@ -177,10 +178,11 @@ struct RenderJobs::Impl {
       options.inProcessNode = [this] { return node.newTrustedNode("owner job"); };
     if (!r->params.localOnly) {
       options.peers = r->params.peers;
-      // As in `peerlight render`: mDNS nodes when no --peer is given.
+      // As in `peerlight render`: mDNS nodes when no --peer is given: those known now, and
+      // those found later (nodeFound(), a discovery event on this loop).
       if (watch != nullptr && r->params.peers.empty() && !r->params.noMdns) {
-        PeerWatch* w = watch;
-        options.morePeers = [w] { return w->usableAddresses(); };
+        options.peers = watch->usableAddresses();
+        r->mdns = true;
       }
     }
     options.key = key;
@@ -210,6 +212,12 @@ struct RenderJobs::Impl {
     auto shared = std::make_shared<const RenderData>(std::move(data).value());
     if (Status st = r->session->start(shared, r->params.spp); !st.ok())
       finish(*r, "", {}, st.error().message);
+  }
+
+  void nodeFound(const std::string& address) {
+    for (auto& r : jobs) {
+      if (r->mdns && !r->over && r->session) r->session->addPeer(address);
+    }
   }
 
   // The job's end: done (text, film) or failed (error). Called from the session's events, so
@@ -243,6 +251,7 @@ RenderJobs::RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWa
 RenderJobs::~RenderJobs() = default;
 void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
 size_t RenderJobs::active() const { return impl_->jobs.size(); }
+void RenderJobs::nodeFound(const std::string& address) { impl_->nodeFound(address); }
 void RenderJobs::cancelAll(std::function<void()> whenIdle) {
   impl_->stopping = true;
   std::vector<RenderJobs::Impl::Running*> running;

@@ -64,6 +64,9 @@ class RenderJobs {
   void start(std::shared_ptr<ControlRenderJob> job);
   static constexpr size_t kMaxJobs = 4;
   size_t active() const;
+  // A usable node appeared (the daemon's PeerWatch, on the loop): the jobs that take mDNS nodes
+  // use it from now on.
+  void nodeFound(const std::string& address);
   // Cancels every job and refuses new ones; `whenIdle` runs on the loop once none is left (at
   // once if none is).
   void cancelAll(std::function<void()> whenIdle);

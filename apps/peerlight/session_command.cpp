@@ -157,6 +157,7 @@ class SessionDriver {
 
   // One request line.
   void onLine(const std::string& line, bool eof) {
+    fprintf(stderr, "DBG line %s\n", line.c_str());
     if (eof) return quit();
     if (line.find_first_not_of(" \t\r") == std::string::npos) return;
     Json request = Json::parse(line, nullptr, false);
@@ -258,7 +259,9 @@ class SessionDriver {
     Result<kernel::Camera> camera = compileCamera(scene_, next);
     if (!camera.ok()) throw RequestError{"", camera.error().message};
     // Only the camera changes: a copy of the data with the new camera, no recompile.
+    auto T0 = Clock::now();
     auto data = std::make_shared<RenderData>(*data_);
+    fprintf(stderr, "DBG copy %.3f\n", std::chrono::duration<double>(Clock::now() - T0).count());
     data->camera[0] = *camera;
     options_ = std::move(next);
     startGeneration(std::move(data), "camera", r);

@@ -55,13 +55,22 @@ Status CpuDevice::load(std::shared_ptr<const RenderData> data) {
   // Release the old scene before the data it points into.
   embree_ = std::move(embree).value();
   data_ = std::move(data);
+  camera_ = data_->camera[0];
+  return Status();
+}
+
+Status CpuDevice::setCamera(const kernel::Camera& camera) {
+  if (!data_) return Error{"cpu device: setCamera() before load()"};
+  // The loaded data with the new camera must still be valid data (same checks, same words).
+  if (Status s = validateCamera(camera); !s.ok()) return Error{"cpu device: " + s.error().message};
+  camera_ = camera;
   return Status();
 }
 
 Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
   if (failed_) return Error{"cpu device: failed earlier; no more work"};
   if (!data_) return Error{"cpu device: render(" + unit.describe() + ") before load()"};
-  const kernel::Camera& camera = data_->camera[0];
+  const kernel::Camera& camera = camera_;
   if (Status s = unit.validate(camera.width, camera.height); !s.ok())
     return Error{"cpu device: " + s.error().message};
 
@@ -69,7 +78,8 @@ Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
   result.unit = unit;
   result.sums.assign(unit.tile.pixelCount() * 3, 0);
 
-  const kernel::SceneView view = data_->view();
+  kernel::SceneView view = data_->view();
+  view.camera = &camera_;
   const EmbreeTracer tracer = embree_->tracer();
   const uint32_t blocksX = (unit.tile.width + kBlockSize - 1) / kBlockSize;
   const uint32_t blocksY = (unit.tile.height + kBlockSize - 1) / kBlockSize;

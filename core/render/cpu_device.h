@@ -27,6 +27,9 @@ class CpuDevice : public Device {
   // when nothing is loaded; the device keeps working afterwards. An Embree error makes the
   // device failed() for good.
   Result<TileResult> render(const WorkUnit& unit) override;
+  // Checks the camera as RenderData::validate() does, then renders with it (the Embree scene
+  // stays).
+  Status setCamera(const kernel::Camera& camera) override;
   bool failed() const override { return failed_; }
 
   // For benchmarks and tests: the loaded data and its Embree scene (null before load()).
@@ -38,6 +41,7 @@ class CpuDevice : public Device {
   ThreadPool pool_;
   std::shared_ptr<const RenderData> data_;
   std::unique_ptr<EmbreeScene> embree_;  // built over *data_
+  kernel::Camera camera_{};              // data_->camera[0], or the one setCamera() gave
   bool failed_ = false;
 };
 

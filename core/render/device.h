@@ -33,6 +33,14 @@ class Device {
   virtual Status load(std::shared_ptr<const RenderData> data) = 0;
   // Renders one unit of the loaded data.
   virtual Result<TileResult> render(const WorkUnit& unit) = 0;
+  // Replaces the loaded data's camera for the units rendered from now on, keeping everything
+  // else loaded (a camera move without a reload; any image size). The result is bitwise what
+  // loading the same data with that camera gives. Fails when nothing is loaded, or when the
+  // device cannot: the caller then loads data that holds the new camera.
+  virtual Status setCamera(const kernel::Camera& camera) {
+    (void)camera;
+    return Error{"this device cannot replace its camera without a load"};
+  }
   virtual bool failed() const { return false; }
 };
 

@@ -60,6 +60,10 @@ struct RenderData {
   Status validate() const;
 };
 
+// The camera checks of RenderData::validate(): a sane image size and type, finite vectors, a
+// positive field of view (errors start with "render data: ").
+Status validateCamera(const kernel::Camera& camera);
+
 const char* renderDataArrayName(RenderDataArray which);
 uint32_t renderDataElementSize(RenderDataArray which);
 

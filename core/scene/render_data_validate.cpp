@@ -39,13 +39,7 @@ Status checkCdf(const float* cdf, size_t n, const std::string& name) {
 
 }  // namespace
 
-Status RenderData::validate() const {
-  // Exactly one camera and one globals, with a sane image size.
-  if (camera.size() != 1)
-    return invalid("expected exactly one camera, found " + std::to_string(camera.size()));
-  if (globals.size() != 1)
-    return invalid("expected exactly one globals entry, found " + std::to_string(globals.size()));
-  const kernel::Camera& cam = camera[0];
+Status validateCamera(const kernel::Camera& cam) {
   if (cam.width == 0 || cam.height == 0 || cam.width > kMaxImageDimension ||
       cam.height > kMaxImageDimension)
     return invalid("image size " + std::to_string(cam.width) + "x" + std::to_string(cam.height) +
@@ -59,6 +53,16 @@ Status RenderData::validate() const {
     return invalid("perspective camera needs tanHalfFovY > 0");
   if (cam.type == kernel::kCameraOrthographic && !(cam.orthoHalfHeight > 0.0f))
     return invalid("orthographic camera needs orthoHalfHeight > 0");
+  return Status();
+}
+
+Status RenderData::validate() const {
+  // Exactly one camera and one globals, with a sane image size.
+  if (camera.size() != 1)
+    return invalid("expected exactly one camera, found " + std::to_string(camera.size()));
+  if (globals.size() != 1)
+    return invalid("expected exactly one globals entry, found " + std::to_string(globals.size()));
+  if (Status s = validateCamera(camera[0]); !s.ok()) return s;
 
   // The kernel indexes with uint32_t.
   const uint64_t kMaxCount = 0xffffffffu;
