@@ -81,12 +81,14 @@ class LocalDeviceThread {
     thread_.join();  // waits for a unit being rendered (a few hundred ms at most)
   }
 
-  // Drops every queued job and loads `data` for `generation` next.
-  void reset(uint64_t generation, std::shared_ptr<const RenderData> data) {
+  // Drops every queued job and loads `data` with `camera` for `generation` next. With
+  // `cameraOnly` the device has `data` loaded already and only takes the camera, when it can.
+  void reset(uint64_t generation, std::shared_ptr<const RenderData> data,
+             const kernel::Camera& camera, bool cameraOnly) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       queue_.clear();
-      queue_.push_back(Job{generation, std::move(data), WorkUnit{}});
+      queue_.push_back(Job{generation, std::move(data), WorkUnit{}, camera, cameraOnly});
     }
     wake_.notify_one();
   }
@@ -104,7 +106,20 @@ class LocalDeviceThread {
     uint64_t generation;
     std::shared_ptr<const RenderData> load;  // non-null: a load job
     WorkUnit unit;
+    kernel::Camera camera{};  // a load job's camera
+    bool cameraOnly = false;
   };
+
+  // A load job, on this thread: the camera alone when the device can, else the data (a copy
+  // with the camera in place, when it differs from the data's own).
+  Status load(Job& job) {
+    if (job.cameraOnly && device_->setCamera(job.camera).ok()) return Status();
+    if (std::memcmp(&job.load->camera[0], &job.camera, sizeof job.camera) == 0)
+      return device_->load(std::move(job.load));
+    auto copy = std::make_shared<RenderData>(*job.load);
+    copy->camera[0] = job.camera;
+    return device_->load(std::move(copy));
+  }
 
   void run() {
     for (;;) {
@@ -118,7 +133,7 @@ class LocalDeviceThread {
       }
       // `alive` is read and reset on the loop thread only, so the checks need no lock.
       if (job.load) {
-        auto status = std::make_shared<Status>(device_->load(std::move(job.load)));
+        auto status = std::make_shared<Status>(load(job));
         loop_.post([alive = alive_, fn = &onLoaded_, index = index_, g = job.generation,
                     status]() {
           if (*alive) (*fn)(index, g, std::move(*status));
@@ -148,13 +163,18 @@ class LocalDeviceThread {
 
 // One state of the scene and everything rendered of it.
 struct Generation {
-  Generation(uint64_t id, std::shared_ptr<const RenderData> data, const FrameSpec& frame,
-             const SchedulerOptions& options)
-      : id(id), data(std::move(data)), scheduler(frame, options),
+  Generation(uint64_t id, std::shared_ptr<const RenderData> data, const kernel::Camera& camera,
+             const FrameSpec& frame, const SchedulerOptions& options)
+      : id(id), data(std::move(data)), camera(camera), scheduler(frame, options),
         film(frame.width, frame.height, frame.spp), start(Clock::now()) {}
 
   uint64_t id;
+  // The scene: `data` with `camera` in place of data->camera[0] (a camera move shares the data
+  // of the generation before it instead of copying it).
   std::shared_ptr<const RenderData> data;
+  kernel::Camera camera;
+  // The data the devices hold already: only the camera changes (Device::setCamera()).
+  bool sameDataAsBefore = false;
   Scheduler scheduler;
   ProgressiveFilm film;
   Clock::time_point start;
@@ -253,7 +273,8 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   }
 
   Status start(std::shared_ptr<const RenderData> data, uint32_t spp);
-  uint64_t update(std::shared_ptr<const RenderData> data, uint32_t spp);
+  uint64_t update(std::shared_ptr<const RenderData> data, const kernel::Camera& camera,
+                  uint32_t spp);
 
   // Called by Connection::taskFailed and by the result handlers.
   void connectionFailed(Connection& c, const kj::Exception& e);
@@ -267,8 +288,10 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
 
  private:
   Clock::time_point now() const { return Clock::now(); }
-  static Result<FrameSpec> frameOf(const RenderData& data, uint32_t spp, uint32_t tileSize);
+  static Result<FrameSpec> frameOf(const kernel::Camera& camera, uint32_t spp,
+                                   uint32_t tileSize);
   std::shared_ptr<Generation> makeGeneration(std::shared_ptr<const RenderData> data,
+                                             const kernel::Camera& camera,
                                              const FrameSpec& frame);
   void encode(Generation& g);
 
@@ -329,6 +352,9 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   bool closed_ = false;  // fatal: nothing more happens
 
   ChunkStore store_;  // encoded chunks of every generation (only what changed is added)
+  // The manifest of the last data encoded (camera moves share it).
+  std::shared_ptr<const RenderData> encodedData_;
+  ChunkManifest encodedManifest_;
 
   // TLS for the peers' connections (options.tls), built at the first handshake.
   std::unique_ptr<SecureChannel> secure_;
@@ -349,27 +375,37 @@ void Connection::taskFailed(kj::Exception&& exception) { owner.connectionFailed(
 
 // --- generations ------------------------------------------------------------------------------
 
-Result<FrameSpec> RenderSession::Impl::frameOf(const RenderData& data, uint32_t spp,
+Result<FrameSpec> RenderSession::Impl::frameOf(const kernel::Camera& camera, uint32_t spp,
                                                uint32_t tileSize) {
-  if (data.camera.size() != 1) return Error{"render data: no camera"};
-  const FrameSpec frame{data.camera[0].width, data.camera[0].height, spp, tileSize};
+  const FrameSpec frame{camera.width, camera.height, spp, tileSize};
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
   return frame;
 }
 
 std::shared_ptr<Generation> RenderSession::Impl::makeGeneration(
-    std::shared_ptr<const RenderData> data, const FrameSpec& frame) {
-  auto g = std::make_shared<Generation>(nextGenerationId_++, std::move(data), frame,
-                                        options_.scheduler);
-  return g;
+    std::shared_ptr<const RenderData> data, const kernel::Camera& camera,
+    const FrameSpec& frame) {
+  return std::make_shared<Generation>(nextGenerationId_++, std::move(data), camera, frame,
+                                      options_.scheduler);
 }
 
 // Cuts, hashes and compresses the generation's data; only chunks this session has not encoded
-// before are compressed (a camera move: one small chunk).
+// before are compressed. A generation that shares the previous one's data reuses its manifest
+// and encodes only its camera (a camera move: one chunk of about 100 bytes, no hashing).
 void RenderSession::Impl::encode(Generation& g) {
   if (g.encoded) return;
   const Clock::time_point encodeStart = now();
-  g.manifest = encodeRenderData(*g.data, store_);
+  if (encodedData_ != g.data) {
+    encodedManifest_ = encodeRenderData(*g.data, store_);
+    encodedData_ = g.data;
+  }
+  g.manifest = encodedManifest_;
+  if (std::memcmp(&g.data->camera[0], &g.camera, sizeof g.camera) != 0) {
+    RenderData cameraOnly;
+    cameraOnly.camera = {g.camera};
+    const uint32_t index = static_cast<uint32_t>(RenderDataArray::camera);
+    g.manifest.arrays[index] = encodeRenderData(cameraOnly, store_).arrays[index];
+  }
   g.chunkHashes = g.manifest.chunkHashes();
   g.encoded = true;
   encodeSeconds_ += secondsBetween(encodeStart, now());
@@ -389,9 +425,10 @@ Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32
     if (Result<TcpAddress> a = parseTcpAddress(address); !a.ok())
       return Error{"--peer " + address + ": " + a.error().message};
   }
-  Result<FrameSpec> frame = frameOf(*data, spp, options_.tileSize);
+  Result<FrameSpec> frame = frameOf(data->camera.at(0), spp, options_.tileSize);
   if (!frame.ok()) return frame.error();
-  gen_ = makeGeneration(std::move(data), *frame);
+  const kernel::Camera camera = data->camera[0];
+  gen_ = makeGeneration(std::move(data), camera, *frame);
   started_ = true;
   if (options_.inProcessNode) {
     encode(*gen_);
@@ -410,19 +447,21 @@ Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32
   return Status();
 }
 
-uint64_t RenderSession::Impl::update(std::shared_ptr<const RenderData> data, uint32_t spp) {
+uint64_t RenderSession::Impl::update(std::shared_ptr<const RenderData> data,
+                                     const kernel::Camera& camera, uint32_t spp) {
   KJ_REQUIRE(started_, "RenderSession::update() before start()");
-  Result<FrameSpec> frame = frameOf(*data, spp, options_.tileSize);
+  Result<FrameSpec> frame = frameOf(camera, spp, options_.tileSize);
   KJ_REQUIRE(frame.ok(), "RenderSession::update(): a bad frame");
-  const Clock::time_point t = now();
+  const bool sameData = data == gen_->data;
   // The old generation's devices leave its scheduler; nothing of it is accepted any more.
   devices_.clear();
-  gen_ = makeGeneration(std::move(data), *frame);
+  gen_ = makeGeneration(std::move(data), camera, *frame);
+  gen_->sameDataAsBefore = sameData;
   if (!peers_.empty()) encode(*gen_);
   for (size_t i = 0; i < local_.size(); ++i) {
     if (local_[i].failed) continue;
     local_[i].loadedGeneration = 0;
-    localThreads_[i]->reset(gen_->id, gen_->data);
+    localThreads_[i]->reset(gen_->id, gen_->data, gen_->camera, sameData);
   }
   for (Peer& peer : peers_) {
     Connection* c = peer.connection.get();
@@ -441,7 +480,6 @@ uint64_t RenderSession::Impl::update(std::shared_ptr<const RenderData> data, uin
     }));
     if (c->hasSession) startUpload(*c);
   }
-  (void)t;
   return gen_->id;
 }
 
@@ -460,7 +498,7 @@ void RenderSession::Impl::startLocal() {
         [this](size_t index, uint64_t generation, WorkUnit unit, Result<TileResult> result) {
           onLocalResult(index, generation, unit, std::move(result));
         }));
-    localThreads_.back()->reset(gen_->id, gen_->data);
+    localThreads_.back()->reset(gen_->id, gen_->data, gen_->camera, false);
   }
 }
 
@@ -1154,8 +1192,19 @@ Status RenderSession::start(std::shared_ptr<const RenderData> data, uint32_t spp
 }
 
 uint64_t RenderSession::update(std::shared_ptr<const RenderData> data, uint32_t spp) {
-  return impl_->update(std::move(data), spp);
+  const kernel::Camera camera = data->camera.at(0);
+  return impl_->update(std::move(data), camera, spp);
 }
+
+uint64_t RenderSession::updateCamera(const kernel::Camera& camera, uint32_t spp) {
+  return impl_->update(impl_->generation().data, camera, spp);
+}
+
+uint64_t RenderSession::restart(uint32_t spp) {
+  return impl_->update(impl_->generation().data, impl_->generation().camera, spp);
+}
+
+const kernel::Camera& RenderSession::camera() const { return impl_->generation().camera; }
 
 bool RenderSession::addPeer(const std::string& address) { return impl_->joinPeer(address); }
 uint64_t RenderSession::generation() const { return impl_->generation().id; }

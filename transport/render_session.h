@@ -76,6 +76,14 @@ class RenderSession {
   // A new generation: `data` (any image size) to `spp` samples per pixel. Results of older
   // generations are dropped from now on. Returns the new generation's number.
   uint64_t update(std::shared_ptr<const RenderData> data, uint32_t spp);
+  // A new generation of the current data with another camera (its image size may differ): the
+  // data is shared, not copied; local devices only take the camera (Device::setCamera()) and
+  // nodes receive only the camera chunk. The image is bitwise that of update() with a copy of
+  // the data holding this camera. The camera must pass validateCamera().
+  uint64_t updateCamera(const kernel::Camera& camera, uint32_t spp);
+  // A new generation of the same state (data and camera) to `spp` (e.g. to save at a count the
+  // current schedule never stops at).
+  uint64_t restart(uint32_t spp);
 
   // A node to use from now on ("HOST:PORT"; "localhost" is spelled 127.0.0.1): a discovery event
   // on the loop (mDNS found it). A node already known is ignored; false for an address that does
@@ -83,7 +91,9 @@ class RenderSession {
   bool addPeer(const std::string& address);
 
   uint64_t generation() const;
-  const RenderData& data() const;  // of the current generation
+  // The current generation's data, and its camera (which replaces data().camera[0]).
+  const RenderData& data() const;
+  const kernel::Camera& camera() const;
   // The current generation's film (its committed passes) and target.
   const ProgressiveFilm& film() const;
   uint32_t targetSpp() const;

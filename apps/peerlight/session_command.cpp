@@ -157,7 +157,6 @@ class SessionDriver {
 
   // One request line.
   void onLine(const std::string& line, bool eof) {
-    fprintf(stderr, "DBG line %s\n", line.c_str());
     if (eof) return quit();
     if (line.find_first_not_of(" \t\r") == std::string::npos) return;
     Json request = Json::parse(line, nullptr, false);
@@ -258,13 +257,10 @@ class SessionDriver {
       throw RequestError{"", s.error().message};
     Result<kernel::Camera> camera = compileCamera(scene_, next);
     if (!camera.ok()) throw RequestError{"", camera.error().message};
-    // Only the camera changes: a copy of the data with the new camera, no recompile.
-    auto T0 = Clock::now();
-    auto data = std::make_shared<RenderData>(*data_);
-    fprintf(stderr, "DBG copy %.3f\n", std::chrono::duration<double>(Clock::now() - T0).count());
-    data->camera[0] = *camera;
+    // Only the camera changes: no recompile, no copy of the data (the session shares it).
     options_ = std::move(next);
-    startGeneration(std::move(data), "camera", r);
+    const uint64_t generation = session_->updateCamera(*camera, args_.spp);
+    announce(generation, "camera", r, args_.spp);
   }
 
   void environment(const Json& r) {
@@ -329,12 +325,13 @@ class SessionDriver {
     startGeneration(std::make_shared<RenderData>(std::move(compiled).value()), op, r);
   }
 
-  // A new generation of `data` rendered to `spp` (0: the session's --spp).
-  void startGeneration(std::shared_ptr<const RenderData> data, const char* op, const Json& r,
-                       uint32_t spp = 0) {
+  // A new generation of `data` rendered to the session's --spp.
+  void startGeneration(std::shared_ptr<const RenderData> data, const char* op, const Json& r) {
     data_ = std::move(data);
-    const uint32_t target = spp != 0 ? spp : args_.spp;
-    const uint64_t generation = session_->update(data_, target);
+    announce(session_->update(data_, args_.spp), op, r, args_.spp);
+  }
+
+  static void announce(uint64_t generation, const char* op, const Json& r, uint32_t target) {
     Json event{{"event", "generation"}, {"generation", generation}, {"op", op},
                {"target_spp", target}};
     if (r.contains("id")) event["id"] = r["id"];
@@ -372,7 +369,7 @@ class SessionDriver {
     // generation's schedule never stops at N (or has passed it), the same state starts again
     // as a new generation whose target is N.
     if (s.spp != committed && (s.spp < committed || !isPassEnd(s.spp, target)))
-      startGeneration(data_, "save", r, s.spp);
+      announce(session_->restart(s.spp), "save", r, s.spp);
     s.generation = session_->generation();
     saves_.push_back(std::move(s));
     writeDueSaves();
@@ -446,7 +443,8 @@ class SessionDriver {
   const RenderArgs& args_;
   Scene scene_;
   CompileOptions options_;
-  std::shared_ptr<const RenderData> data_;  // of the current generation
+  // The last compiled data (the session's current camera may differ: camera moves share it).
+  std::shared_ptr<const RenderData> data_;
   RenderSession* session_ = nullptr;
   std::vector<PendingSave> saves_;
   kj::PromiseFulfillerPair<void> done_ = kj::newPromiseAndFulfiller<void>();

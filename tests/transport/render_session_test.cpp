@@ -162,6 +162,58 @@ TEST(RenderSessionTest, UpdatesGiveTheImageOfTheFinalStateAndSendOnlyTheCameraCh
   EXPECT_FALSE(h.fatal);
 }
 
+// Camera moves through Device::setCamera() on a local device, or through a node that receives
+// only the camera chunk (run separately, so that each path renders every sample).
+void cameraMovesShareTheData(bool throughNode) {
+  constexpr uint32_t kSize = 64, kSpp = 8;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  testing::NodeThread node(testKey(), NodeOptions());
+  CpuDevice local(1);
+  ClusterRenderOptions options;
+  if (throughNode) {
+    options.peers = {node.address()};
+    options.key = testKey();
+  } else {
+    options.localDevices = {&local};
+  }
+  options.scheduler.firstPassSamples = 1;
+  SessionHarness h(options);
+  ASSERT_TRUE(h.session->start(data, kSpp).ok());
+  ASSERT_TRUE(h.waitFor(1, kSpp)) << (h.fatal ? *h.fatal : "timeout");
+  const NodeRenderStats before = throughNode ? h.session->stats().nodes.at(0) : NodeRenderStats();
+
+  // Two moves (the second before the first is done), then a restart at another count.
+  kernel::Camera moved = data->camera[0];
+  moved.position.x += 0.1f;
+  EXPECT_EQ(h.session->updateCamera(moved, kSpp), 2u);
+  moved.position.y -= 0.05f;
+  EXPECT_EQ(h.session->updateCamera(moved, kSpp), 3u);
+  EXPECT_EQ(&h.session->data(), data.get()) << "the data is shared, not copied";
+  ASSERT_TRUE(h.waitFor(3, kSpp)) << (h.fatal ? *h.fatal : "timeout");
+  auto copy = std::make_shared<RenderData>(*data);
+  copy->camera[0] = moved;
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(copy, kSpp));
+  EXPECT_EQ(h.session->restart(4), 4u);
+  ASSERT_TRUE(h.waitFor(4, 4)) << (h.fatal ? *h.fatal : "timeout");
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(copy, 4));
+  EXPECT_FALSE(h.fatal);
+  if (!throughNode) return;
+  // The node received the two cameras (one chunk each) and nothing else, and rendered it all.
+  const NodeRenderStats after = h.session->stats().nodes.at(0);
+  EXPECT_LE(after.chunksSent - before.chunksSent, 2u);
+  EXPECT_LE(after.renderDataBytesSent - before.renderDataBytesSent, 2u * 4096u);
+  EXPECT_GE(after.samples - before.samples, uint64_t(kSize) * kSize * (kSpp + 4))
+      << "every sample of generations 3 and 4 (and maybe some of 2)";
+}
+
+TEST(RenderSessionTest, CameraMovesOnALocalDeviceGiveTheImageOfACopyWithThatCamera) {
+  cameraMovesShareTheData(false);
+}
+
+TEST(RenderSessionTest, CameraMovesThroughANodeSendOnlyTheCameraAndGiveTheSameImage) {
+  cameraMovesShareTheData(true);
+}
+
 TEST(RenderSessionTest, DroppingTheSessionFreesTheLease) {
   constexpr uint32_t kSize = 64;
   auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
