@@ -13,14 +13,9 @@ namespace pl {
 namespace {
 
 using kernel::Vec3f;
+using test::ownCornellBox;
 
 constexpr double kPi = 3.14159265358979323846;
-
-Scene ownCornellBox() {
-  auto s = loadScene(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf");
-  EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
-  return s.ok() ? std::move(*s) : Scene();
-}
 
 // Two unit quads in z = 0 (x in [0,1] and [2,4] x [0,1]) with given materials.
 Scene twoQuads(const kernel::Material& a, const kernel::Material& b) {

@@ -9,19 +9,15 @@
 #include <cstring>
 
 #include "core/scene/compile.h"
+#include "tests/core/scene/test_files.h"
 
 namespace pl {
 namespace {
 
 using kernel::Vec3f;
+using test::ownCornellBox;
 
 constexpr double kPi = 3.14159265358979323846;
-
-Scene ownCornellBox() {
-  auto s = loadScene(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf");
-  EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
-  return s.ok() ? std::move(*s) : Scene();
-}
 
 bool sameBits(const kernel::Camera& a, const kernel::Camera& b) {
   return std::memcmp(&a, &b, sizeof a) == 0;

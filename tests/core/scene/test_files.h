@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "core/scene/load.h"
+
 namespace pl::test {
 
 // A fresh directory under the system temp dir, removed on destruction.
@@ -137,6 +141,14 @@ inline bool haveShared(const std::string& relative) {
 }
 inline std::string shared(const std::string& relative) {
   return std::string(PEERLIGHT_SHARED_DIR) + "/" + relative;
+}
+
+// The project's own Cornell box (scenes/cornell_box.gltf), loaded; an empty scene and a test
+// failure when it does not load.
+inline Scene ownCornellBox() {
+  auto s = loadScene(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf");
+  EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+  return s.ok() ? std::move(*s) : Scene();
 }
 
 }  // namespace pl::test
