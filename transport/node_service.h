@@ -16,7 +16,10 @@
 // endAllLeases(); its devices are free at once and its session fails every later call with
 // "lease expired" / "lease ended".
 //
-// Lease policy (issue 4 items 4-5): the TTL a Primary asks for is clamped to
+// Lease policy (issue 4 items 4-5), decided by core/cluster/lease_table.h (pure logic, on the
+// loop's timer clock; one timer for the earliest expiry) and carried out here, with every
+// ending named by one LeaseEnd and logged as "lease N of P ended: <leaseEndText>" (or
+// "... expired"): the TTL a Primary asks for is clamped to
 // [minTtlMs, maxTtlMs] (`peerlight node --ttl-ms` sets the upper bound), so a Primary that dies
 // or hangs frees the devices within it. Owner jobs (ownerJobStarted(), fed by the daemon's
 // control socket, transport/control_socket.h) revoke other Primaries' leases and refuse new
@@ -28,7 +31,7 @@
 // again when it reconnects (so a 4-device node shared by two Primaries ends 2 + 2).
 //
 // Threads: everything here runs on the loop thread, which only does bookkeeping and network
-// I/O, so ping() answers at once. Each device has its own worker thread (a queue: load, render,
+// I/O, so ping() answers at once. Each device has its own thread (a JobQueue: load, render,
 // in order), and a pool of codec threads (NodeOptions::codecThreads, by default
 // min(4, hardware threads), shared by all sessions) verifies put() chunks and decodes render
 // data for load(): jobs start in the order they were submitted but run at the same time, and
@@ -59,7 +62,7 @@
 // A pinned chunk that no load names stays pinned until the lease ends. Decoded render data
 // stays with the devices that loaded it. Nothing is written to disk.
 //
-// Connections (listen(), serve()) speak TLS 1.3 keyed by the cluster key (NodeOptions::tls,
+// Connections (listen(), serve(); transport/admission.h) speak TLS 1.3 keyed by the cluster key (NodeOptions::tls,
 // transport/secure_channel.h): the Gate's RPC system starts only once the TLS handshake is done,
 // and a TLS handshake that fails is one log line naming the peer ("TLS handshake from <addr>
 // failed: ..."). A connection counts as pending from accept until its peer authenticates at

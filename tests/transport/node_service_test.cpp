@@ -224,7 +224,8 @@ TEST(NodeService, AuthenticatesAndDescribesItself) {
   proto::Node::Client nodeCap = client.authenticate(testKey(1));
   EXPECT_TRUE(client.nodeProofMatched);
 
-  auto info = waitFor(loop, nodeCap.infoRequest().send()).getInfo();
+  auto response = waitFor(loop, nodeCap.infoRequest().send());  // owns what `info` reads
+  auto info = response.getInfo();
   EXPECT_EQ(info.getProtocolVersion(), kProtocolVersion);
   EXPECT_EQ(std::string(info.getName().cStr()), "test-node");
   EXPECT_EQ(std::string(info.getNodeId().cStr()), node->nodeId());
@@ -559,6 +560,69 @@ TEST(NodeService, LeaseExpiresWithoutRenewAndFreesDevices) {
   waitFor(loop, otherNode.infoRequest().send());
   Leased clamped = takeLease(loop, otherNode, {}, 5);
   EXPECT_EQ(clamped.ttlMs, 100u);
+}
+
+// One expiry timer for all leases (the LeaseTable's earliest): a short lease expires while a
+// longer one lives on, and a renewal moves the longer one's expiry.
+TEST(NodeService, EachLeaseExpiresAtItsOwnTtl) {
+  UvKjLoop loop;
+  NodeOptions options;
+  options.minTtlMs = 50;
+  TestNode node(loop, 2, options);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate(testKey(1));
+  Leased shortLease = takeLease(loop, nodeCap, {0}, 150);
+  Leased longLease = takeLease(loop, nodeCap, {1}, 900);
+  waitFor(loop, loop.timer().afterDelay(400 * kj::MILLISECONDS));
+  EXPECT_EQ(node->activeLeaseCount(), 1u);
+  EXPECT_EQ(node->freeDeviceCount(), 1u);
+  expectFailure([&] { waitFor(loop, shortLease.session.pingRequest().send()); }, "lease expired");
+  waitFor(loop, longLease.session.pingRequest().send());
+  // Renewed at ~400 ms: now due at ~1300 ms rather than 900 ms.
+  EXPECT_EQ(waitFor(loop, longLease.lease.renewRequest().send()).getTtlMs(), 900u);
+  waitFor(loop, loop.timer().afterDelay(650 * kj::MILLISECONDS));
+  EXPECT_EQ(node->activeLeaseCount(), 1u);
+  waitFor(loop, loop.timer().afterDelay(700 * kj::MILLISECONDS));
+  EXPECT_EQ(node->activeLeaseCount(), 0u);
+  expectFailure([&] { waitFor(loop, longLease.session.pingRequest().send()); }, "lease expired");
+}
+
+// Owner preemption through the node (the daemon's control socket calls ownerJobStarted()):
+// other Primaries' leases end at once with "revoked: the owner is rendering", new ones are
+// refused until every owner job ended, and the owner's own token is let in and kept.
+TEST(NodeService, OwnerJobRevokesOtherLeasesAndRefusesNewOnes) {
+  UvKjLoop loop;
+  TestNode node(loop, 3);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate(testKey(1));
+  auto ownerLease = [&](const std::string& token, uint32_t device) {
+    auto request = nodeCap.leaseRequest();
+    auto r = request.initRequest();
+    r.setPrimaryName("owner-primary");
+    r.setOwnerToken(token);
+    r.initDevices(1).set(0, device);
+    return request.send();
+  };
+  Leased remote = takeLease(loop, nodeCap, {0});
+  auto own = waitFor(loop, ownerLease("tok", 1));  // before the job: a lease like any other
+  EXPECT_EQ(node->ownerJobStarted("tok"), 1u);
+  EXPECT_TRUE(node->ownerActive());
+  EXPECT_EQ(node->activeLeaseCount(), 1u);
+  expectFailure([&] { waitFor(loop, remote.session.pingRequest().send()); },
+                "lease ended: revoked: the owner is rendering");
+  waitFor(loop, own.getSession().pingRequest().send());  // the owner's lease is kept
+  expectFailure([&] { takeLease(loop, nodeCap, {2}); }, "busy: the owner is rendering");
+  auto again = waitFor(loop, ownerLease("tok", 2));
+  EXPECT_EQ(again.getDevices().size(), 1u);
+  EXPECT_EQ(node->freeDeviceCount(), 1u);  // device 0: the revoked lease's
+
+  node->ownerJobStarted("other");
+  node->ownerJobEnded("tok");
+  EXPECT_TRUE(node->ownerActive());
+  expectFailure([&] { takeLease(loop, nodeCap, {0}); }, "busy: the owner is rendering");
+  node->ownerJobEnded("other");
+  EXPECT_FALSE(node->ownerActive());
+  EXPECT_EQ(takeLease(loop, nodeCap, {0}).devices, (std::vector<uint32_t>{0}));
 }
 
 TEST(NodeService, DroppingTheLeaseOrTheConnectionFreesDevicesAtOnce) {

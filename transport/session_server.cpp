@@ -1,0 +1,365 @@
+#include "transport/session_server.h"
+
+#include <capnp/message.h>
+#include <kj/debug.h>
+#include <zstd.h>
+
+#include <chrono>
+
+#include "core/util/log.h"
+#include "transport/chunk_codec.h"
+#include "transport/protocol_convert.h"
+#include "transport/tile_codec.h"
+#include "transport/worker_process.h"
+
+namespace pl {
+namespace {
+
+// The largest encoded chunk a node accepts: the 4-byte header plus zstd's bound for 4 MiB.
+const size_t kMaxEncodedChunkBytes = 4 + ZSTD_COMPRESSBOUND(kMaxChunkBytes);
+
+struct RenderOutput {
+  WorkUnit unit;
+  std::vector<uint8_t> encodedSums;
+  uint64_t raysTraced = 0;
+  double renderMs = 0;
+};
+
+class SessionServer final : public proto::RenderSession::Server {
+ public:
+  explicit SessionServer(kj::Own<LeaseState> lease) : lease_(kj::mv(lease)) {}
+
+  // put() is declared `-> stream`, and for such methods Cap'n Proto's server side holds back
+  // every other call on the capability until the put finishes, and breaks the capability for
+  // good when one put fails. Neither suits a node: ping() must answer while chunks are being
+  // verified, and one bad chunk must fail only its own put (the Primary's flow control still
+  // sees the error on its next put). So the server treats put() as an ordinary call; the client
+  // still streams it with flow control.
+  DispatchCallResult dispatchCall(
+      uint64_t interfaceId, uint16_t methodId,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    DispatchCallResult result =
+        proto::RenderSession::Server::dispatchCall(interfaceId, methodId, context);
+    result.isStreaming = false;
+    return result;
+  }
+
+  kj::Promise<void> missing(MissingContext context) override {
+    lease_->checkServing();
+    auto hashes = fromProto(context.getParams().getHashes());
+    if (!hashes.ok()) failCall(hashes.error().message);
+    auto lease = kj::addRef(*lease_);
+    return lease_->putsDone().then(
+        [context, hashes = std::move(*hashes), lease = kj::mv(lease)]() mutable {
+          lease->checkServing();
+          // What is here is pinned for this session: the Primary will not send it again.
+          std::vector<Hash128> lacking;
+          for (const Hash128& h : hashes) {
+            if (!lease->pin(h) && !lease->node.chunks.contains(h)) {
+              lacking.push_back(h);
+            }
+          }
+          toProto(lacking, context.getResults().initMissing(uint32_t(lacking.size())));
+        });
+  }
+
+  kj::Promise<void> put(PutContext context) override {
+    lease_->checkServing();
+    auto chunk = context.getParams().getChunk();
+    const Hash128 hash = fromProto(chunk.getHash());
+    capnp::Data::Reader data = chunk.getData();
+    const std::string name = "chunk " + hash.hex();
+    if (data.size() > kMaxEncodedChunkBytes) {
+      failCall(name + ": " + std::to_string(data.size()) + " encoded bytes, more than the limit of " +
+               std::to_string(kMaxEncodedChunkBytes));
+    }
+    if (data.size() < 4 + 6) {  // header + the smallest zstd frame header
+      failCall(name + ": truncated (" + std::to_string(data.size()) + " bytes)");
+    }
+    NodeResources& node = lease_->node;
+    if (node.chunks.contains(hash)) {
+      lease_->pin(hash);
+      return kj::READY_NOW;
+    }
+    unsigned long long declared = ZSTD_getFrameContentSize(data.begin() + 4, data.size() - 4);
+    if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN) {
+      failCall(name + ": not a zstd frame that declares its content size");
+    }
+    if (declared == 0 || declared > kMaxChunkBytes) {
+      failCall(name + ": declares " + std::to_string(declared) + " raw bytes, outside 1.." +
+               std::to_string(kMaxChunkBytes));
+    }
+    auto bytes = std::make_shared<const std::vector<uint8_t>>(data.begin(), data.end());
+    ++lease_->putsInFlight;
+    auto lease = kj::addRef(*lease_);
+    return runOnQueue<Status>(*node.codecPool,
+                         [hash, bytes, declared]() -> Status {
+                           auto decoded = decodeChunk(hash, bytes->data(), bytes->size(),
+                                                      uint32_t(declared));
+                           if (!decoded.ok()) return decoded.error();
+                           return Status();
+                         })
+        .then([lease = kj::addRef(*lease), hash, bytes](Status verified) mutable {
+          if (!verified.ok()) {
+            PL_LOG_WARN("lease %llu: refused a chunk from %s: %s", (unsigned long long)lease->id,
+                        lease->primary.c_str(), verified.error().message.c_str());
+            failCall(verified.error().message);
+          }
+          lease->store(hash, bytes);
+        })
+        .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
+  }
+
+  kj::Promise<void> load(LoadContext context) override {
+    lease_->checkServing();
+    auto manifest = fromProto(context.getParams().getManifest());
+    if (!manifest.ok()) failCall(manifest.error().message);
+    if (uint64_t limit = lease_->node.maxSceneBytes; manifest->rawBytes() > limit)
+      failCall("load: the scene needs " + std::to_string(manifest->rawBytes() >> 20) +
+               " MiB of render data, more than this node accepts (" +
+               std::to_string(limit >> 20) + " MiB)");
+    // When the load is over (done, failed or cancelled), the session's pins on its chunks go.
+    auto unpin = kj::defer(
+        [lease = kj::addRef(*lease_), hashes = manifest->chunkHashes()]() mutable {
+          lease->pins.release(hashes);
+        });
+    auto lease = kj::addRef(*lease_);
+    if (lease_->worker != nullptr) {
+      return loadInWorker(context, kj::mv(lease), *manifest).attach(kj::mv(unpin));
+    }
+    return lease_->putsDone()
+        .then([lease = kj::addRef(*lease), manifest = std::move(*manifest)]() mutable {
+          return decodeScene(*lease, std::move(manifest));
+        })
+        .then([lease = kj::addRef(*lease)](LoadedScene scene) mutable {
+          return loadOnDevices(*lease, scene).then([scene]() { return scene; });
+        })
+        .then([context, lease = kj::mv(lease)](LoadedScene scene) mutable {
+          lease->checkServing();
+          if (lease->findScene(scene.id) == nullptr) {
+            lease->scenes.push_back(scene);
+            uint32_t keep = std::max<uint32_t>(lease->node.options.maxScenesPerSession, 1);
+            while (lease->scenes.size() > keep) lease->scenes.erase(lease->scenes.begin());
+          }
+          toProto(scene.id, context.getResults().initScene());
+        })
+        .attach(kj::mv(unpin));
+  }
+
+  kj::Promise<void> render(RenderContext context) override {
+    lease_->checkServing();
+    auto params = context.getParams();
+    if (lease_->worker != nullptr) {
+      if (!lease_->holdsDevice(params.getDevice())) {
+        failCall("device " + std::to_string(params.getDevice()) +
+                 " is not in this lease (devices " + joinIndices(lease_->devices) + ")");
+      }
+      auto request = lease_->workerSession.renderRequest();
+      request.setScene(params.getScene());
+      request.setDevice(params.getDevice());
+      request.setUnit(params.getUnit());
+      return request.send().then(
+          [context, lease = kj::addRef(*lease_)](
+              capnp::Response<proto::RenderSession::RenderResults>&& response) mutable {
+            lease->checkServing();
+            context.getResults().setResult(response.getResult());
+          });
+    }
+    const Hash128 sceneId = fromProto(params.getScene());
+    const LoadedScene* scene = lease_->findScene(sceneId);
+    if (scene == nullptr) failCall("unknown scene " + sceneId.hex() + " (load it first)");
+    const uint32_t device = params.getDevice();
+    if (!lease_->holdsDevice(device)) {
+      failCall("device " + std::to_string(device) + " is not in this lease (devices " +
+               joinIndices(lease_->devices) + ")");
+    }
+    const WorkUnit unit = fromProto(params.getUnit());
+    if (Status valid = unit.validate(scene->width, scene->height); !valid.ok()) {
+      failCall(valid.error().message);
+    }
+    if (unit.tile.pixelCount() > kMaxTileResultPixels) {
+      failCall("work unit " + unit.describe() + ": more than " +
+               std::to_string(kMaxTileResultPixels) + " pixels");
+    }
+    DeviceSlot* slot = lease_->node.slots[device].get();
+    auto cancelled = lease_->cancelled;
+    auto render = [slot, cancelled, id = scene->id, data = scene->data,
+                   unit]() -> Result<RenderOutput> {
+      if (cancelled->load()) return Error{"lease ended"};
+      if (Status s = ensureLoaded(*slot, id, data); !s.ok()) return s.error();
+      auto start = std::chrono::steady_clock::now();
+      Result<TileResult> result = slot->device->render(unit);
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             start)
+                      .count();
+      if (!result.ok()) return result.error();
+      RenderOutput out;
+      out.unit = unit;
+      out.raysTraced = result->raysTraced;
+      out.renderMs = ms;
+      out.encodedSums = encodeTileResult(*result);
+      return out;
+    };
+    return runOnQueue<Result<RenderOutput>>(*slot->thread, kj::mv(render))
+        .then([context, lease = kj::addRef(*lease_)](Result<RenderOutput> out) mutable {
+          lease->checkServing();
+          if (!out.ok()) failCall(out.error().message);
+          toProto(out->unit, out->encodedSums, out->raysTraced, out->renderMs,
+                  context.getResults().initResult());
+        });
+  }
+
+  kj::Promise<void> ping(PingContext context) override {
+    lease_->checkServing();
+    return kj::READY_NOW;
+  }
+
+ private:
+  // Worker mode: hands the worker the manifest's chunks it lacks (from this node's cache), then
+  // forwards the load. The chunks go as a `-> stream` of puts whose messages reference the
+  // cached bytes (no copy), so the daemon holds about one flow-control window of messages
+  // (the socket's send buffer, or one chunk when larger) beyond its cache, however big the scene.
+  static kj::Promise<void> loadInWorker(LoadContext context, kj::Own<LeaseState> lease,
+                                        const ChunkManifest& manifest) {
+    std::vector<Hash128> hashes = manifest.chunkHashes();
+    const WorkerProcess* worker = lease->worker;
+    NodeResources& node = lease->node;
+    auto refs = std::make_shared<WorkerChunkRefs::Refs>();
+    return lease->putsDone()
+        .then([lease = kj::addRef(*lease), hashes]() mutable {
+          lease->checkServing();
+          auto request = lease->workerSession.missingRequest();
+          toProto(hashes, request.initHashes(uint32_t(hashes.size())));
+          return request.send();
+        })
+        .then([lease = kj::addRef(*lease), worker, refs](
+                  capnp::Response<proto::RenderSession::MissingResults>&& response) mutable {
+          lease->checkServing();
+          auto lacking = fromProto(response.getMissing());
+          if (!lacking.ok()) failCall(lacking.error().message);
+          auto send = std::make_shared<const std::vector<Hash128>>(std::move(*lacking));
+          for (const Hash128& hash : *send) {
+            auto bytes = lease->node.chunks.find(hash);
+            if (bytes == nullptr) {
+              failCall("load: chunk " + hash.hex() + " is missing (put it first)");
+            }
+            refs->push_back(std::move(bytes));
+          }
+          if (!refs->empty()) lease->node.workerChunkRefs.hold(worker, refs);
+          return streamToWorker(kj::mv(lease), kj::mv(send), refs, 0);
+        })
+        .then([context, lease = kj::mv(lease)]() mutable {
+          lease->checkServing();
+          auto request = lease->workerSession.loadRequest();
+          request.setManifest(context.getParams().getManifest());
+          return request.send().then(
+              [context, lease = kj::mv(lease)](
+                  capnp::Response<proto::RenderSession::LoadResults>&& response) mutable {
+                lease->checkServing();
+                context.getResults().setScene(response.getScene());
+              });
+        })
+        .then([&node, worker, refs]() {
+          // The worker answered the load, so it has read every put sent before it.
+          node.workerChunkRefs.release(worker, refs);
+        });
+  }
+
+  // Sends hashes[next..] (bytes: refs[next..]) to the lease's worker, one put at a time: each
+  // send() resolves when Cap'n Proto's flow control lets the next one go. A put the worker
+  // refused fails a later send (and so the load).
+  static kj::Promise<void> streamToWorker(kj::Own<LeaseState> lease,
+                                          std::shared_ptr<const std::vector<Hash128>> hashes,
+                                          std::shared_ptr<WorkerChunkRefs::Refs> refs, size_t next) {
+    if (next == hashes->size()) return kj::READY_NOW;
+    lease->checkServing();
+    const std::vector<uint8_t>& bytes = *(*refs)[next];
+    auto put = lease->workerSession.putRequest(capnp::MessageSize{16, 1});
+    auto chunk = put.initChunk();
+    toProto((*hashes)[next], chunk.initHash());
+    chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
+        kj::arrayPtr(bytes.data(), bytes.size())));
+    return put.send().then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
+                            next]() mutable {
+      return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);
+    });
+  }
+
+  // Assembles the manifest's render data (codec thread), or reuses it when some device still
+  // holds the same scene.
+  static kj::Promise<LoadedScene> decodeScene(LeaseState& lease, ChunkManifest manifest) {
+    lease.checkServing();
+    NodeResources& node = lease.node;
+    LoadedScene scene;
+    scene.id = sceneIdOf(manifest);
+    if (const LoadedScene* known = lease.findScene(scene.id)) return *known;
+    auto key = std::make_pair(scene.id.lo, scene.id.hi);
+    if (auto it = node.decoded.find(key); it != node.decoded.end()) {
+      if (auto data = it->second.lock()) {
+        scene.data = std::move(data);
+        scene.width = scene.data->camera[0].width;
+        scene.height = scene.data->camera[0].height;
+        return scene;
+      }
+      node.decoded.erase(it);
+    }
+    // Take the chunks out of the cache here (loop thread); the codec thread only reads them.
+    std::vector<std::pair<Hash128, std::shared_ptr<const std::vector<uint8_t>>>> encoded;
+    for (const Hash128& hash : manifest.chunkHashes()) {
+      auto bytes = node.chunks.find(hash);
+      if (bytes == nullptr) failCall("load: chunk " + hash.hex() + " is missing (put it first)");
+      encoded.emplace_back(hash, std::move(bytes));
+    }
+    return runOnQueue<Result<std::shared_ptr<const RenderData>>>(
+               *node.codecPool,
+               [manifest = std::move(manifest), encoded = std::move(encoded)]()
+                   -> Result<std::shared_ptr<const RenderData>> {
+                 ChunkStore store;
+                 for (auto& [hash, bytes] : encoded) store.put(hash, *bytes);
+                 Result<RenderData> data = decodeRenderData(manifest, store);
+                 if (!data.ok()) return data.error();
+                 return std::make_shared<const RenderData>(std::move(*data));
+               })
+        .then([&node, scene, key](Result<std::shared_ptr<const RenderData>> data) mutable {
+          if (!data.ok()) failCall("load: " + data.error().message);
+          scene.data = std::move(*data);
+          scene.width = scene.data->camera[0].width;
+          scene.height = scene.data->camera[0].height;
+          for (auto it = node.decoded.begin(); it != node.decoded.end();) {
+            it = it->second.expired() ? node.decoded.erase(it) : std::next(it);
+          }
+          node.decoded[key] = scene.data;
+          return scene;
+        });
+  }
+
+  // Loads the scene on every device of the lease, each on its own thread, in parallel.
+  static kj::Promise<void> loadOnDevices(LeaseState& lease, const LoadedScene& scene) {
+    lease.checkServing();
+    kj::Vector<kj::Promise<Status>> loads;
+    for (uint32_t d : lease.devices) {
+      DeviceSlot* slot = lease.node.slots[d].get();
+      loads.add(runOnQueue<Status>(*slot->thread,
+                              [slot, cancelled = lease.cancelled, id = scene.id,
+                               data = scene.data]() -> Status {
+                                if (cancelled->load()) return Error{"lease ended"};
+                                return ensureLoaded(*slot, id, data);
+                              }));
+    }
+    return kj::joinPromises(loads.releaseAsArray()).then([](kj::Array<Status> statuses) {
+      for (const Status& s : statuses) {
+        if (!s.ok()) failCall("load: " + s.error().message);
+      }
+    });
+  }
+
+  kj::Own<LeaseState> lease_;
+};
+
+}  // namespace
+
+kj::Own<proto::RenderSession::Server> newSessionServer(kj::Own<LeaseState> lease) {
+  return kj::heap<SessionServer>(kj::mv(lease));
+}
+
+}  // namespace pl
