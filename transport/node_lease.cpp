@@ -29,10 +29,14 @@ Status ensureLoaded(DeviceSlot& slot, const Hash128& id,
   return Status();
 }
 
-void LeaseState::end(const LeaseEnding& ending) {
+void LeaseState::end(const LeaseEnding& how) {
   if (ended) return;
   ended = true;
-  endSummary = ending.summary();
+  endSummary = how.summary();
+  ending = how;
+  // Lease.ended() first: its answer leaves before the failures of the session's calls.
+  auto waiters = std::move(endWaiters);
+  for (auto& waiter : waiters) waiter->fulfill();
   cancelled->store(true);
   scenes.clear();
   pins.releaseAll();
@@ -42,6 +46,13 @@ void LeaseState::end(const LeaseEnding& ending) {
   }
   workerSession = nullptr;
   workerLease = nullptr;
+}
+
+kj::Promise<void> LeaseState::whenEnded() {
+  if (ended) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  endWaiters.push_back(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
 }
 
 kj::Promise<void> LeaseState::putsDone() {

@@ -15,6 +15,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -120,7 +121,12 @@ struct LeaseState final : public kj::Refcounted {
   // a lost connection often logs as released.)
   std::shared_ptr<bool> connectionLost;
   bool ended = false;
-  std::string endSummary;  // LeaseEnding::summary(): "expired", "ended: <text>"
+  std::string endSummary;
+  std::optional<LeaseEnding> ending;  // once ended
+  // Lease.ended() calls waiting for the end (answered first when it comes).
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> endWaiters;
+  // Answers when the lease has ended (at once if it has).
+  kj::Promise<void> whenEnded();  // LeaseEnding::summary(): "expired", "ended: <text>"
   // Set when the lease ends, read by queued jobs on device threads: they skip their work.
   std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
   std::vector<LoadedScene> scenes;  // most recently loaded last

@@ -132,6 +132,19 @@ namespace {
 
 using Impl = NodeService::Impl;
 
+proto::LeaseEnd toProto(LeaseEnd reason) {
+  switch (reason) {
+    case LeaseEnd::Released: return proto::LeaseEnd::RELEASED;
+    case LeaseEnd::ConnectionLost: return proto::LeaseEnd::CONNECTION_LOST;
+    case LeaseEnd::Expired: return proto::LeaseEnd::EXPIRED;
+    case LeaseEnd::RevokedOwner: return proto::LeaseEnd::REVOKED_OWNER;
+    case LeaseEnd::RevokedFairShare: return proto::LeaseEnd::REVOKED_FAIR_SHARE;
+    case LeaseEnd::NodeShutdown: return proto::LeaseEnd::NODE_SHUTDOWN;
+    case LeaseEnd::WorkerFailed: return proto::LeaseEnd::WORKER_FAILED;
+  }
+  return proto::LeaseEnd::RELEASED;
+}
+
 class LeaseServer final : public proto::Lease::Server {
  public:
   LeaseServer(Impl& node, kj::Own<LeaseState> lease) : node_(node), lease_(kj::mv(lease)) {}
@@ -154,6 +167,18 @@ class LeaseServer final : public proto::Lease::Server {
     node_.rearmExpiry();
     context.getResults().setTtlMs(renewal.ttlMs);
     return kj::READY_NOW;
+  }
+
+  kj::Promise<void> ended(EndedContext context) override {
+    // A pending ended() must not keep this server (and so the lease) alive when the Primary
+    // drops the lease or its connection goes: Cap'n Proto 0.9 runs a server call to its end
+    // unless it allows cancellation.
+    context.allowCancellation();
+    return lease_->whenEnded().then([context, lease = kj::addRef(*lease_)]() mutable {
+      auto results = context.getResults();
+      results.setReason(toProto(lease->ending->reason));
+      results.setDetail(lease->ending->text());
+    });
   }
 
  private:

@@ -45,18 +45,16 @@ Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
           std::chrono::duration<double>(std::chrono::steady_clock::now() - callStart).count();
       done.fulfiller->fulfill();
     };
+    const uint64_t total = uint64_t(frame.width) * frame.height * frame.spp;
     if (progress) {
-      uint64_t lastAccepted = 0, lastTotal = uint64_t(frame.width) * frame.height * frame.spp;
-      events.onProgress = [&, lastAccepted, lastTotal](uint64_t accepted, uint64_t total) mutable {
-        lastAccepted = accepted;
-        lastTotal = total;
-        if (sessionPtr != nullptr) progress(sessionPtr->stats(), accepted, total);
+      events.onProgress = [&](uint64_t accepted, uint64_t all) {
+        if (sessionPtr != nullptr) progress(sessionPtr->stats(), accepted, all);
       };
-      events.onNode = [&](const NodeRenderStats&, bool) {
+      events.onNodesChanged = [&]() {
         if (sessionPtr != nullptr)
           progress(sessionPtr->stats(), sessionPtr->film().committedSamples() *
                                             uint64_t(frame.width) * frame.height,
-                   lastTotal);
+                   total);
       };
     }
     try {

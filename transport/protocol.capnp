@@ -118,11 +118,27 @@ interface Node {
   # devices: the indices granted.
 }
 
+enum LeaseEnd {
+  # Why a lease ended (core/cluster/lease_table.h names the same reasons).
+  released @0;          # the Primary dropped the Lease capability
+  connectionLost @1;    # its connection is gone
+  expired @2;           # its TTL ran out without a renew
+  revokedOwner @3;      # the machine's owner started a job
+  revokedFairShare @4;  # a Primary holding fewer devices took some of them: ask again at once
+  nodeShutdown @5;      # the node is stopping
+  workerFailed @6;      # the worker process rendering the lease hung, crashed or exited
+}
+
 interface Lease {
   renew @0 (heldDevices :UInt32) -> (ttlMs :UInt32);
   # heldDevices: the devices the Primary holds in the whole cluster, this lease's included
   # (fair share; see LeaseRequest.heldDevices; 0 from Primaries that do not report it).
   # Extends the lease by ttlMs from now. Fails once the lease has expired.
+
+  ended @1 () -> (reason :LeaseEnd, detail :Text);
+  # Answers when the lease ends (at once when it has): why, as a type that Primaries act on
+  # (never the text of an error), and the node's words for the log. The node answers it before
+  # it fails the session's other calls. Nodes of protocol 2 without it answer UNIMPLEMENTED.
 }
 
 # ---------------------------------------------------------------------------------------------

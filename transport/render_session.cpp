@@ -27,6 +27,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/cluster/membership.h"
 #include "core/util/log.h"
 #include "transport/auth.h"
 #include "transport/chunk_codec.h"
@@ -204,8 +205,9 @@ struct Connection final : public kj::TaskSet::ErrorHandler {
   uint64_t loadedGeneration = 0;
   bool hasSession = false;  // pings and silence detection active
   bool preempting = false;  // its lease request may revoke another Primary's (fair share)
-  Clock::time_point lastReply;
   std::string failState;    // set before throwing a failure that is not a plain loss
+  // Why the node ended the lease (Lease.ended), when it said so before the connection failed.
+  std::optional<proto::LeaseEnd> leaseEnd;
 
   // Destroyed in reverse order: capabilities before the RPC system before the stream.
   kj::Own<kj::AsyncIoStream> stream;
@@ -232,10 +234,9 @@ struct Peer {
   size_t index = 0;
   NodeRenderStats stats;
   kj::Own<Connection> connection;  // null while not connected
-  bool permanent = false;          // auth failed / incompatible: never retried
+  PeerId member{};                 // in the session's Membership (liveness, retries)
   bool inProcess = false;          // options.inProcessNode: no connection
   bool everReady = false;          // joined once (onNode)
-  Clock::time_point nextAttempt;
 };
 
 struct DeviceRef {
@@ -257,7 +258,10 @@ struct LocalDeviceState {
 class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
  public:
   Impl(UvKjLoop& loop, const ClusterRenderOptions& options, RenderSessionEvents events)
-      : loop_(loop), options_(options), events_(std::move(events)), tasks_(*this) {}
+      : loop_(loop), options_(options), events_(std::move(events)),
+        members_(MembershipOptions{options.silenceTimeout, options.reconnectInterval,
+                                   2 * options.pingInterval}),
+        tasks_(*this) {}
 
   ~Impl() {
     *alive_ = false;
@@ -277,7 +281,9 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
                   uint32_t spp);
 
   // Called by Connection::taskFailed and by the result handlers.
-  void connectionFailed(Connection& c, const kj::Exception& e);
+  // `decided`: Membership's decision when it made one already (silence); else asked here.
+  void connectionFailed(Connection& c, const kj::Exception& e,
+                        std::optional<PeerFailure> decided = std::nullopt);
   void taskFailed(kj::Exception&& exception) override {
     fatal(std::string("internal error: ") + describe(exception));
   }
@@ -307,6 +313,7 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   void startPeer(Peer& peer);
   kj::Promise<void> handshake(Connection& c);
   kj::Promise<void> leaseOn(Connection& c);
+  void watchLeaseEnd(Connection& c);
   void startUpload(Connection& c);
   kj::Promise<void> upload(Connection& c, std::shared_ptr<Generation> g);
   kj::Promise<void> putChunks(Connection& c, std::shared_ptr<Generation> g,
@@ -324,6 +331,8 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   // Devices leased on nodes now (sessions granted and not lost), for fair share.
   uint32_t leasedDeviceCount() const;
   kj::Promise<void> pingLoop(Connection& c);
+  // Any reply on the connection's session: the node is alive.
+  void replied(Connection& c) { members_.replyReceived(c.peer.member, now()); }
   kj::Promise<void> tickLoop();
   void tick();
 
@@ -359,6 +368,8 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   // TLS for the peers' connections (options.tls), built at the first handshake.
   std::unique_ptr<SecureChannel> secure_;
   std::deque<Peer> peers_;  // a deque: Connection holds Peer&, and peers are added mid-session
+  // Liveness policy (core/cluster/membership.h): when a node is lost, when it is tried again.
+  Membership members_;
   Clock::time_point nextPeerPoll_{};
   std::vector<LocalDeviceState> local_;
   std::unordered_map<uint64_t, DeviceRef> devices_;  // current generation's scheduler ids
@@ -435,6 +446,7 @@ Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32
     Peer& peer = peers_.emplace_back();
     peer.index = peers_.size() - 1;
     peer.inProcess = true;
+    peer.member = members_.addPeer(now());
     peer.stats.address = "this machine";
     peer.stats.state = "connecting";
     peer.stats.chunksTotal = gen_->chunkHashes.size();
@@ -527,6 +539,7 @@ Status RenderSession::Impl::addPeer(const std::string& address) {
   encode(*gen_);  // when the first peer comes
   Peer& peer = peers_.emplace_back();
   peer.index = peers_.size() - 1;
+  peer.member = members_.addPeer(now());
   peer.stats.address = address;
   peer.stats.state = "connecting";
   peer.stats.chunksTotal = gen_->chunkHashes.size();
@@ -557,8 +570,7 @@ bool RenderSession::Impl::joinPeer(const std::string& address) {
   }
   PL_LOG_INFO("node %s appeared: using it", address.c_str());
   startPeer(peers_.back());
-  if (events_.onProgress)
-    events_.onProgress(gen_->scheduler.acceptedWork(), gen_->scheduler.totalWork());
+  if (events_.onNodesChanged) events_.onNodesChanged();
   return true;
 }
 
@@ -709,11 +721,25 @@ kj::Promise<void> RenderSession::Impl::leaseOn(Connection& c) {
         }
         c.peer.stats.devices = uint32_t(c.nodeDevices.size());
         c.hasSession = true;
-        c.lastReply = now();
+        members_.leaseGranted(c.peer.member, now());
+        watchLeaseEnd(c);
         c.tasks.add(renewLoop(c));
         c.tasks.add(pingLoop(c));
         return kj::Promise<void>(kj::READY_NOW);
       });
+}
+
+// Lease.ended(): the node says why it ended the lease, as a type, before it fails the session's
+// calls. A node without the method (protocol 2), or a connection that breaks first, only leaves
+// the failure to the connection's other tasks.
+void RenderSession::Impl::watchLeaseEnd(Connection& c) {
+  c.tasks.add(c.lease.endedRequest().send().then(
+      [this, &c](capnp::Response<proto::Lease::EndedResults>&& ended) {
+        c.leaseEnd = ended.getReason();
+        connectionFailed(c, KJ_EXCEPTION(DISCONNECTED,
+                                         kj::str("lease ended: ", ended.getDetail())));
+      },
+      [](kj::Exception&&) {}));
 }
 
 // Uploads the current generation to a node that holds a lease, then registers its devices.
@@ -731,7 +757,7 @@ kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Gen
   toProto(g->chunkHashes, request.initHashes(uint32_t(g->chunkHashes.size())));
   return request.send()
       .then([this, &c, g](capnp::Response<proto::RenderSession::MissingResults>&& response) {
-        c.lastReply = now();
+        replied(c);
         Result<std::vector<Hash128>> missing = fromProto(response.getMissing());
         if (!missing.ok())
           return kj::Promise<void>(KJ_EXCEPTION(FAILED, missing.error().message.c_str()));
@@ -763,7 +789,7 @@ kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Gen
             })
             .then([this, &c, uploadStart](
                       capnp::Response<proto::RenderSession::MissingResults>&& response) {
-              c.lastReply = now();
+              replied(c);
               c.peer.stats.uploadSeconds += secondsBetween(uploadStart, now());
               Result<std::vector<Hash128>> stillMissing = fromProto(response.getMissing());
               if (!stillMissing.ok())
@@ -784,7 +810,7 @@ kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Gen
         return request.send();
       })
       .then([this, &c](capnp::Response<proto::RenderSession::LoadResults>&& loaded) {
-        c.lastReply = now();
+        replied(c);
         c.scene = fromProto(loaded.getScene());
       });
 }
@@ -826,6 +852,7 @@ kj::Promise<void> RenderSession::Impl::putChunks(Connection& c, std::shared_ptr<
 void RenderSession::Impl::becomeReady(Connection& c) {
   NodeRenderStats& s = c.peer.stats;
   const bool firstTime = !c.everReady;  // on this connection
+  members_.dataLoaded(c.peer.member, now());
   c.ready = true;
   c.everReady = true;
   if (firstTime) s.connections += 1;
@@ -844,6 +871,7 @@ void RenderSession::Impl::becomeReady(Connection& c) {
                s.name.c_str(), c.nodeDevices.size(), (unsigned long long)gen_->id,
                secondsBetween(gen_->start, now()));
   if (firstTime && events_.onNode) events_.onNode(s, true);
+  if (events_.onNodesChanged) events_.onNodesChanged();
   pump();
 }
 
@@ -856,7 +884,7 @@ kj::Promise<void> RenderSession::Impl::renewLoop(Connection& c) {
         return request.send();
       })
       .then([this, &c](capnp::Response<proto::Lease::RenewResults>&& r) {
-        c.lastReply = now();
+        replied(c);
         if (r.getTtlMs() != 0) c.ttlMs = r.getTtlMs();
         return renewLoop(c);
       });
@@ -869,7 +897,7 @@ void RenderSession::Impl::renewAllNow() {
     auto request = c->lease.renewRequest();
     request.setHeldDevices(leasedDeviceCount());
     c->tasks.add(request.send().then(
-        [this, c](capnp::Response<proto::Lease::RenewResults>&&) { c->lastReply = now(); }));
+        [this, c](capnp::Response<proto::Lease::RenewResults>&&) { replied(*c); }));
   }
 }
 
@@ -884,7 +912,7 @@ uint32_t RenderSession::Impl::leasedDeviceCount() const {
 
 kj::Promise<void> RenderSession::Impl::pingLoop(Connection& c) {
   c.tasks.add(c.session.pingRequest().send().then(
-      [this, &c](capnp::Response<proto::RenderSession::PingResults>&&) { c.lastReply = now(); }));
+      [this, &c](capnp::Response<proto::RenderSession::PingResults>&&) { replied(c); }));
   return loop_.timer().afterDelay(toKj(options_.pingInterval)).then([this, &c]() {
     return pingLoop(c);
   });
@@ -907,22 +935,34 @@ void RenderSession::Impl::tick() {
   }
   pollMorePeers();
   const Clock::time_point t = now();
-  for (Peer& peer : peers_) {
-    Connection* c = peer.connection.get();
-    if (c && !c->dead && c->hasSession && t - c->lastReply > options_.silenceTimeout) {
-      connectionFailed(*c, KJ_EXCEPTION(DISCONNECTED,
-                                        kj::str("no reply for ",
-                                                options_.silenceTimeout.count(), " ms")));
-      continue;
+  // Silence and retries, as Membership (core/cluster/membership.h) decides them.
+  for (const MembershipAction& action : members_.tick(t)) {
+    Peer& peer = peers_[size_t(action.peer)];
+    switch (action.kind) {
+      case MembershipAction::Kind::DeclareLost:
+        if (Connection* c = peer.connection.get(); c != nullptr && !c->dead)
+          connectionFailed(*c,
+                           KJ_EXCEPTION(DISCONNECTED, kj::str("no reply for ",
+                                                              options_.silenceTimeout.count(),
+                                                              " ms")),
+                           action.failure);
+        break;
+      case MembershipAction::Kind::Connect:
+        if (!peer.connection) startPeer(peer);
+        break;
+      case MembershipAction::Kind::Silent:
+        PL_LOG_DEBUG("%s: no reply for %lld ms", peer.stats.address.c_str(),
+                     (long long)std::chrono::duration_cast<std::chrono::milliseconds>(
+                         members_.silentFor(action.peer, t))
+                         .count());
+        break;
     }
-    if (!peer.connection && !peer.permanent && t >= peer.nextAttempt) startPeer(peer);
+    if (closed_) return;
   }
-  if (closed_) return;
   if (anyDeviceUsable() || gen_->scheduler.done()) {
     lastUsable_ = t;
   } else {
-    bool anyRetry = bool(options_.morePeers);  // a node may still appear
-    for (const Peer& peer : peers_) anyRetry |= !peer.permanent;
+    const bool anyRetry = bool(options_.morePeers) || members_.anyRetryPossible();
     std::string why;
     for (const Peer& peer : peers_) {
       if (!peer.stats.error.empty()) why += "; " + peer.stats.error;
@@ -953,7 +993,18 @@ bool RenderSession::Impl::anyDeviceUsable() const {
 
 // --- failures ---------------------------------------------------------------------------------
 
-void RenderSession::Impl::connectionFailed(Connection& c, const kj::Exception& e) {
+// How a connection ended, for Membership: the typed lease end when the node gave one, else
+// what the handshake found (failState), else a plain break.
+static ConnectionFailure classify(const Connection& c) {
+  if (c.leaseEnd == proto::LeaseEnd::REVOKED_FAIR_SHARE) return ConnectionFailure::RevokedFairShare;
+  if (c.failState == "auth_failed") return ConnectionFailure::AuthFailed;
+  if (c.failState == "incompatible") return ConnectionFailure::Incompatible;
+  if (c.failState == "busy") return ConnectionFailure::Busy;
+  return ConnectionFailure::Broken;
+}
+
+void RenderSession::Impl::connectionFailed(Connection& c, const kj::Exception& e,
+                                           std::optional<PeerFailure> decided) {
   if (c.dead) return;
   c.dead = true;
   Peer& peer = c.peer;
@@ -961,40 +1012,33 @@ void RenderSession::Impl::connectionFailed(Connection& c, const kj::Exception& e
   std::string message = describe(e);
   if (message.rfind(s.address, 0) != 0 && message.rfind("node " + s.address, 0) != 0)
     message = s.address + ": " + message;
-  const bool wasReady = c.everReady;
-  const bool retryAfterLoss = !wasReady && s.state == "lost";
-  if (!c.failState.empty()) {
-    s.state = c.failState;
-    peer.permanent = c.failState == "auth_failed" || c.failState == "incompatible";
-  } else if (wasReady || c.hasSession) {
-    s.state = "lost";  // broke during the upload or while rendering
-  } else if (!retryAfterLoss) {
-    s.state = "unreachable";
-  }
-  const bool newLoss = wasReady || (c.hasSession && !retryAfterLoss);
+  const Clock::time_point t = now();
+  const PeerFailure f = decided ? *decided : members_.connectionFailed(peer.member, classify(c), t);
+  // A node that fails again while it comes back from a loss stays "lost", with the loss's
+  // reason (failed reconnects go to the log only).
+  const bool retryAfterLoss = !f.lost && s.state == "lost";
+  if (!c.failState.empty()) s.state = c.failState;
+  else if (f.lost) s.state = "lost";
+  else if (!retryAfterLoss) s.state = "unreachable";
   endPreempting(c);
-  if (newLoss) s.losses += 1;
-  // After a loss, keep its reason: failed reconnects only go to the log.
+  if (f.newLoss) s.losses += 1;
   if (!retryAfterLoss || !c.failState.empty()) s.error = message;
   // Losses and refusals matter now; unreachable peers are summed up by the caller at the end
   // (a peer that is down would otherwise log a line per retry).
-  if (peer.permanent || newLoss) PL_LOG_WARN("%s", message.c_str());
+  if (f.permanent || f.newLoss) PL_LOG_WARN("%s", message.c_str());
   else PL_LOG_DEBUG("%s", message.c_str());
 
-  const Clock::time_point t = now();
   for (DeviceId id : c.deviceIds) {
     gen_->scheduler.deviceLost(id, t);
     devices_.erase(uint64_t(id));
   }
   c.deviceIds.clear();
   c.ready = false;
-  // A lease revoked for fair share left this Primary's share of the node free: ask again at
-  // once rather than after reconnectInterval (NodeService's fair-share rule).
-  const bool fairShare = message.find("revoked: fair share") != std::string::npos;
-  peer.nextAttempt = fairShare ? t : t + options_.reconnectInterval;
+  const bool wasReady = c.everReady;
   buryLater(kj::mv(peer.connection));
-  if (newLoss && !closed_) renewAllNow();  // the nodes learn the new count (fair share)
+  if (f.newLoss && !closed_) renewAllNow();  // the nodes learn the new count (fair share)
   if (wasReady && events_.onNode) events_.onNode(s, false);
+  if (events_.onNodesChanged) events_.onNodesChanged();
   pump();
 }
 
@@ -1055,7 +1099,7 @@ void RenderSession::Impl::onRemoteResult(
     capnp::Response<proto::RenderSession::RenderResults>&& response) {
   if (c.dead || closed_) return;
   const Clock::time_point t = now();
-  c.lastReply = t;
+  replied(c);
   if (generation != gen_->id) return;  // an older generation's unit
   NodeRenderStats& s = c.peer.stats;
   proto::TileResult::Reader reader = response.getResult();
@@ -1137,7 +1181,8 @@ ClusterRenderStats RenderSession::Impl::stats(bool finishing) const {
     NodeRenderStats n = peer.stats;
     const Connection* c = peer.connection.get();
     if (finishing && c != nullptr && !c->dead && c->everReady) {
-      const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(t - c->lastReply);
+      const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(
+          members_.silentFor(peer.member, t));
       if (silent > 2 * options_.pingInterval) {
         // Paused or cut off, and the frame finished before silenceTimeout ran out.
         n.state = "lost";

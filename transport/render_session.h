@@ -54,6 +54,8 @@ struct RenderSessionEvents {
   std::function<void(uint64_t acceptedWork, uint64_t totalWork)> onProgress;
   // A node became ready (joined: its data is loaded for the first time) or was lost.
   std::function<void(const NodeRenderStats& node, bool joined)> onNode;
+  // Any node's state changed (found, refused, unreachable, ready, lost): for progress displays.
+  std::function<void()> onNodesChanged;
   // The session cannot go on (cancelled, no device left for noDeviceTimeout, a result that
   // cannot be merged). Nothing more happens after it.
   std::function<void(const std::string& message)> onFatal;

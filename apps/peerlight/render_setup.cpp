@@ -1,10 +1,12 @@
 #include "apps/peerlight/render_setup.h"
 
+#include <elf.h>
+#include <link.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
-#include <iterator>
+#include <cstring>
 #include <cstdio>
 #include <thread>
 
@@ -91,12 +93,42 @@ CompileOptions compileOptionsFrom(const RenderArgs& args) {
 
 namespace {
 
-// The cache's salt: the hash of this executable, so that another build never reads this one's
-// data (and the other way round).
+// The cache's salt: this executable's GNU build ID (a hash the linker writes of the program),
+// so that another build never reads this one's data. Without one: the executable's size and
+// modification time.
 Hash128 programHash() {
-  std::ifstream in("/proc/self/exe", std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return hash128(bytes.data(), bytes.size());
+  std::string id;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) -> int {
+        if (info->dlpi_name != nullptr && info->dlpi_name[0] != '\0') return 0;  // the program
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_NOTE) continue;
+          const auto* p = reinterpret_cast<const uint8_t*>(info->dlpi_addr + ph.p_vaddr);
+          const uint8_t* end = p + ph.p_memsz;
+          while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const auto* note = reinterpret_cast<const ElfW(Nhdr)*>(p);
+            const uint8_t* name = p + sizeof(ElfW(Nhdr));
+            const uint8_t* desc = name + ((note->n_namesz + 3) & ~3u);
+            if (note->n_type == NT_GNU_BUILD_ID && note->n_namesz == 4 &&
+                std::memcmp(name, "GNU", 4) == 0 && desc + note->n_descsz <= end) {
+              static_cast<std::string*>(out)->assign(reinterpret_cast<const char*>(desc),
+                                                     note->n_descsz);
+              return 1;
+            }
+            p = desc + ((note->n_descsz + 3) & ~3u);
+          }
+        }
+        return 1;
+      },
+      &id);
+  if (id.empty()) {
+    struct stat st {};
+    if (::stat("/proc/self/exe", &st) == 0)
+      id = std::to_string(st.st_size) + "/" + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec);
+  }
+  return hash128(id.data(), id.size());
 }
 
 constexpr uint64_t kCompiledCacheBytes = uint64_t(4) << 30;
