@@ -83,7 +83,7 @@ class LocalDeviceThread {
   }
 
   // Drops every queued job and loads `data` with `camera` for `generation` next. With
-  // `cameraOnly` the device has `data` loaded already and only takes the camera, when it can.
+  // `cameraOnly` the device may have `data` loaded already: then it only takes the camera.
   void reset(uint64_t generation, std::shared_ptr<const RenderData> data,
              const kernel::Camera& camera, bool cameraOnly) {
     {
@@ -114,12 +114,20 @@ class LocalDeviceThread {
   // A load job, on this thread: the camera alone when the device can, else the data (a copy
   // with the camera in place, when it differs from the data's own).
   Status load(Job& job) {
-    if (job.cameraOnly && device_->setCamera(job.camera).ok()) return Status();
-    if (std::memcmp(&job.load->camera[0], &job.camera, sizeof job.camera) == 0)
-      return device_->load(std::move(job.load));
-    auto copy = std::make_shared<RenderData>(*job.load);
-    copy->camera[0] = job.camera;
-    return device_->load(std::move(copy));
+    // Only when the device holds this very data: a load of other data may have been dropped
+    // from the queue by a later reset().
+    if (job.cameraOnly && job.load == loaded_ && device_->setCamera(job.camera).ok())
+      return Status();
+    Status status;
+    if (std::memcmp(&job.load->camera[0], &job.camera, sizeof job.camera) == 0) {
+      status = device_->load(job.load);
+    } else {
+      auto copy = std::make_shared<RenderData>(*job.load);
+      copy->camera[0] = job.camera;
+      status = device_->load(std::move(copy));
+    }
+    loaded_ = status.ok() ? job.load : nullptr;
+    return status;
   }
 
   void run() {
@@ -159,6 +167,8 @@ class LocalDeviceThread {
   std::condition_variable wake_;
   std::deque<Job> queue_;
   bool stopping_ = false;
+  // The device thread only: the data the device holds (its camera may differ).
+  std::shared_ptr<const RenderData> loaded_;
   std::thread thread_;  // last: started once everything above exists
 };
 
@@ -174,8 +184,6 @@ struct Generation {
   // of the generation before it instead of copying it).
   std::shared_ptr<const RenderData> data;
   kernel::Camera camera;
-  // The data the devices hold already: only the camera changes (Device::setCamera()).
-  bool sameDataAsBefore = false;
   Scheduler scheduler;
   ProgressiveFilm film;
   Clock::time_point start;
@@ -202,7 +210,6 @@ struct Connection final : public kj::TaskSet::ErrorHandler {
   bool dead = false;
   bool ready = false;       // the current generation is loaded, devices registered
   bool everReady = false;   // some generation was loaded on this connection
-  uint64_t loadedGeneration = 0;
   bool hasSession = false;  // pings and silence detection active
   bool preempting = false;  // its lease request may revoke another Primary's (fair share)
   std::string failState;    // set before throwing a failure that is not a plain loss
@@ -468,7 +475,6 @@ uint64_t RenderSession::Impl::update(std::shared_ptr<const RenderData> data,
   // The old generation's devices leave its scheduler; nothing of it is accepted any more.
   devices_.clear();
   gen_ = makeGeneration(std::move(data), camera, *frame);
-  gen_->sameDataAsBefore = sameData;
   if (!peers_.empty()) encode(*gen_);
   for (size_t i = 0; i < local_.size(); ++i) {
     if (local_[i].failed) continue;
@@ -688,7 +694,10 @@ kj::Promise<void> RenderSession::Impl::leaseOn(Connection& c) {
         auto lr = request.initRequest();
         lr.setPrimaryName(options_.primaryName);
         lr.setTtlMs(options_.leaseTtlMs);
-        if (!options_.ownerToken.empty()) lr.setOwnerToken(options_.ownerToken);
+        // The owner token goes only to this machine's own node (in process): a remote node
+        // must never see it (it could replay it to this machine's daemon).
+        if (!options_.ownerToken.empty() && c.peer.inProcess)
+          lr.setOwnerToken(options_.ownerToken);
         lr.setHeldDevices(leasedDeviceCount());  // fair share
         lr.setReportsHeld(true);
         if (!preemptInFlight_) {  // one preempting request at a time
@@ -745,8 +754,8 @@ void RenderSession::Impl::watchLeaseEnd(Connection& c) {
 // Uploads the current generation to a node that holds a lease, then registers its devices.
 void RenderSession::Impl::startUpload(Connection& c) {
   c.generationTasks->add(upload(c, gen_).then([this, &c, g = gen_]() {
-    if (g != gen_) return;  // superseded while loading
-    c.loadedGeneration = g->id;
+    // Superseded while loading, or the connection failed (it is destroyed a turn later).
+    if (g != gen_ || c.dead) return;
     becomeReady(c);
   }));
 }
@@ -850,6 +859,7 @@ kj::Promise<void> RenderSession::Impl::putChunks(Connection& c, std::shared_ptr<
 }
 
 void RenderSession::Impl::becomeReady(Connection& c) {
+  PL_CHECK(!c.dead);
   NodeRenderStats& s = c.peer.stats;
   const bool firstTime = !c.everReady;  // on this connection
   members_.dataLoaded(c.peer.member, now());
@@ -1162,11 +1172,16 @@ void RenderSession::Impl::accept(const std::string& source, const WorkUnit& unit
     fatal("merging " + result.unit.describe() + ": " + st.error().message);
     return;
   }
-  const uint64_t generation = g.id;
-  const bool committed = g.film.commit(g.scheduler.completedPasses(), g.scheduler.completedSamples());
+  // Keep `g` alive through the events: one of them may start a new generation.
+  const std::shared_ptr<Generation> keep = gen_;
   if (events_.onProgress) events_.onProgress(g.scheduler.acceptedWork(), g.scheduler.totalWork());
-  if (committed && events_.onPass && !closed_ && gen_->id == generation)
-    events_.onPass(generation, g.film.committedSamples(), secondsBetween(g.start, now()));
+  // Several passes may complete at once (a later pass's results came first): each is
+  // committed and reported, in order, so that every pass end is seen.
+  while (!closed_ && gen_ == keep && g.film.committedPasses() < g.scheduler.completedPasses()) {
+    const uint32_t passes = g.film.committedPasses() + 1;
+    g.film.commit(passes, g.scheduler.passRange(passes - 1).second);
+    if (events_.onPass) events_.onPass(g.id, g.film.committedSamples(), secondsBetween(g.start, now()));
+  }
 }
 
 // --- statistics -------------------------------------------------------------------------------
@@ -1257,6 +1272,13 @@ const RenderData& RenderSession::data() const { return *impl_->generation().data
 const ProgressiveFilm& RenderSession::film() const { return impl_->generation().film; }
 uint32_t RenderSession::targetSpp() const { return impl_->generation().film.samplesPerPixel(); }
 bool RenderSession::generationDone() const { return impl_->generation().scheduler.done(); }
+bool RenderSession::willReach(uint32_t spp) const {
+  const Generation& g = impl_->generation();
+  if (g.film.committedSamples() == spp) return true;
+  for (uint32_t pass = g.film.committedPasses(); pass < g.scheduler.passCount(); ++pass)
+    if (g.scheduler.passRange(pass).second == spp) return true;
+  return false;
+}
 ClusterRenderStats RenderSession::stats(bool finishing) const { return impl_->stats(finishing); }
 std::vector<std::pair<std::string, uint64_t>> RenderSession::shares() const {
   return impl_->shares();

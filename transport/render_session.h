@@ -100,6 +100,10 @@ class RenderSession {
   const ProgressiveFilm& film() const;
   uint32_t targetSpp() const;
   bool generationDone() const;  // every sample of the target is in the film
+  // Whether the current generation's film will hold exactly `spp` samples per pixel at some
+  // point from now on (a pass ends there and the film has not gone past it; or it holds `spp`
+  // now): a save at `spp` can wait for it.
+  bool willReach(uint32_t spp) const;
 
   // Statistics of the whole session (samples: all generations). `finishing`: mark nodes that
   // have been silent for more than two ping intervals as lost (what a finished render reports).

@@ -108,10 +108,12 @@ kernel::Vec3f vec3(const std::array<double, 3>& a) {
 }
 
 // Lines from stdin, handed to the loop. The reader thread blocks in a read; it is detached, and
-// stops posting once the session is gone.
+// stops posting once the session is gone. A line is at most kMaxLineBytes (the rest of a longer
+// one is dropped and the line reported as too long).
 class StdinReader {
  public:
-  using LineFn = std::function<void(std::string line, bool eof)>;
+  static constexpr size_t kMaxLineBytes = size_t(1) << 20;
+  using LineFn = std::function<void(std::string line, bool eof, bool tooLong)>;
   struct Shared {
     std::mutex mutex;
     UvKjLoop* loop = nullptr;  // null once the session is over
@@ -122,15 +124,23 @@ class StdinReader {
     shared_->loop = &loop;
     shared_->onLine = std::move(onLine);
     std::thread([shared = shared_] {
-      std::string line;
-      bool more = true;
-      while (more) {
-        more = bool(std::getline(std::cin, line));
+      for (;;) {
+        std::string line;
+        bool tooLong = false;
+        int c = 0;
+        while ((c = getc_unlocked(stdin)) != EOF && c != '\n') {
+          if (line.size() < kMaxLineBytes) line.push_back(char(c));
+          else tooLong = true;
+        }
+        const bool eof = c == EOF && line.empty();
         std::lock_guard<std::mutex> lock(shared->mutex);
         if (shared->loop == nullptr) return;
-        shared->loop->post([shared, line = more ? line : std::string(), eof = !more] {
-          shared->onLine(line, eof);
+        shared->loop->post([shared, line = std::move(line), eof, tooLong] {
+          // On the loop thread; the session may have ended since this was posted.
+          std::lock_guard<std::mutex> lock(shared->mutex);
+          if (shared->loop != nullptr) shared->onLine(line, eof, tooLong);
         });
+        if (eof) return;
       }
     }).detach();
   }
@@ -156,8 +166,15 @@ class SessionDriver {
   bool quitting() const { return quitting_; }
 
   // One request line.
-  void onLine(const std::string& line, bool eof) {
+  void onLine(const std::string& line, bool eof, bool tooLong) {
     if (eof) return quit();
+    if (tooLong) {
+      emit({{"event", "error"},
+            {"op", ""},
+            {"message", "a request line longer than " +
+                            std::to_string(StdinReader::kMaxLineBytes) + " bytes (dropped)"}});
+      return;
+    }
     if (line.find_first_not_of(" \t\r") == std::string::npos) return;
     Json request = Json::parse(line, nullptr, false);
     std::string op;
@@ -338,12 +355,6 @@ class SessionDriver {
     emit(event);
   }
 
-  // Pass ends of a schedule of `target` spp (SchedulerOptions::firstPassSamples 1): 1, 2, 4, ...
-  // and the target itself.
-  static bool isPassEnd(uint32_t spp, uint32_t target) {
-    return spp == target || (spp < target && (spp & (spp - 1)) == 0);
-  }
-
   void save(const Json& r) {
     PendingSave s;
     s.path = text(r, "path");
@@ -363,13 +374,10 @@ class SessionDriver {
       s.spp = target;
     }
     if (r.contains("id")) s.id = r["id"];
-    const uint32_t committed = session_->film().committedSamples();
-    // The film holds exactly [0, committed) of every pixel, and passes end at powers of two and
-    // at the target. Saving at N needs a film that is at N at some point: when this
-    // generation's schedule never stops at N (or has passed it), the same state starts again
-    // as a new generation whose target is N.
-    if (s.spp != committed && (s.spp < committed || !isPassEnd(s.spp, target)))
-      announce(session_->restart(s.spp), "save", r, s.spp);
+    // Saving at N needs a film that holds exactly N samples per pixel at some point: when this
+    // generation's schedule never stops at N (or has gone past it), the same state starts
+    // again as a new generation whose target is N.
+    if (!session_->willReach(s.spp)) announce(session_->restart(s.spp), "save", r, s.spp);
     s.generation = session_->generation();
     saves_.push_back(std::move(s));
     writeDueSaves();
@@ -503,7 +511,9 @@ void runSession(const RenderArgs& args) {
             {"load_seconds", loadSeconds},
             {"devices", devices},
             {"peers", plan.peers}});
-      StdinReader reader(loop, [&](std::string line, bool eof) { driver.onLine(line, eof); });
+      StdinReader reader(loop, [&](std::string line, bool eof, bool tooLong) {
+        driver.onLine(line, eof, tooLong);
+      });
       driver.finished().wait(loop.waitScope());
       failed = driver.failed();
     }  // the session ends: connections close, leases are released, device threads joined

@@ -1,7 +1,10 @@
 #include "core/scene/compiled_cache.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <cstdio>
@@ -20,6 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A scene input (the user's own files; the key only hashes them).
 Result<std::vector<uint8_t>> readAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Error{path + ": cannot be read"};
@@ -104,20 +108,9 @@ Result<Hash128> compiledCacheKey(const std::string& scenePath, const CompileOpti
       }
     }
   } else {
-    // OBJ: material libraries and texture maps by any name in the scene's folder.
-    std::error_code ec;
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(dir.empty() ? "." : dir, ec)) {
-      const std::string e = lower(entry.path().extension().string());
-      if (entry.is_regular_file(ec) &&
-          (e == ".mtl" || e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".tga" ||
-           e == ".bmp" || e == ".hdr" || e == ".exr"))
-        names.push_back(entry.path().string());
-    }
-    std::sort(names.begin(), names.end());
-    for (const std::string& name : names) {
-      if (Status s = addFile(name); !s.ok()) return s.error();
-    }
+    // OBJ: the material libraries and texture maps it reads are only known to the loader
+    // (paths inside .mtl files, subfolders): no key, so never a stale cache entry.
+    return Error{scenePath + ": only glTF scenes are cached"};
   }
   if (!options.envFile.empty()) {
     if (Status s = addFile(options.envFile); !s.ok()) return s.error();
@@ -148,25 +141,63 @@ std::string CompiledCache::path(const Hash128& key) const {
   return dir_ + "/" + key.hex() + ".plrd";
 }
 
+// The cache folder, when it is safe to use: a real folder (not a link) owned by this user that
+// nobody else may enter. Created (mode 0700) when missing. Once unsafe, unused for the process.
+bool CompiledCache::usable() {
+  if (checked_) return usable_;
+  checked_ = true;
+  if (dir_.empty()) return usable_ = false;
+  std::error_code ec;
+  fs::create_directories(fs::path(dir_).parent_path(), ec);
+  ::mkdir(dir_.c_str(), 0700);
+  struct stat st {};
+  if (::lstat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() ||
+      (st.st_mode & 077) != 0) {
+    PL_LOG_WARN("compiled cache %s: not a folder of this user's that only it may use; not "
+                "caching",
+                dir_.c_str());
+    return usable_ = false;
+  }
+  return usable_ = true;
+}
+
 std::optional<RenderData> CompiledCache::find(const Hash128& key) {
-  if (dir_.empty()) return std::nullopt;
+  if (!usable()) return std::nullopt;
   const std::string file = path(key);
-  Result<std::vector<uint8_t>> bytes = readAll(file);
-  if (!bytes.ok()) return std::nullopt;
+  // Never through a link, only a regular file of this user's, bounded before reading.
+  const int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  struct stat st {};
+  std::vector<uint8_t> bytes;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+            uint64_t(st.st_size) >= sizeof(Hash128) &&
+            uint64_t(st.st_size) <= kMaxRenderDataBytes + (uint64_t(1) << 20);
+  if (ok) {
+    bytes.resize(size_t(st.st_size));
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += size_t(n);
+    }
+    ok = done == bytes.size();
+  }
+  ::close(fd);
+  if (!ok) return std::nullopt;
   // 16 bytes of XXH3-128 of the rest, then serialize()'s bytes.
   Result<RenderData> data = Error{"shorter than its hash"};
-  if (bytes->size() >= sizeof(Hash128)) {
+  {
     Hash128 stored;
-    std::memcpy(&stored, bytes->data(), sizeof stored);
-    const uint8_t* payload = bytes->data() + sizeof stored;
-    const size_t size = bytes->size() - sizeof stored;
+    std::memcpy(&stored, bytes.data(), sizeof stored);
+    const uint8_t* payload = bytes.data() + sizeof stored;
+    const size_t size = bytes.size() - sizeof stored;
     if (!(hash128(payload, size) == stored)) data = Error{"its bytes do not match their hash"};
     else data = deserialize(payload, size);
   }
   if (!data.ok()) {
     PL_LOG_WARN("compiled cache %s: %s (removed)", file.c_str(), data.error().message.c_str());
-    std::error_code ec;
-    fs::remove(file, ec);
+    ::unlink(file.c_str());
     return std::nullopt;
   }
   std::error_code ec;
@@ -175,29 +206,33 @@ std::optional<RenderData> CompiledCache::find(const Hash128& key) {
 }
 
 void CompiledCache::store(const Hash128& key, const RenderData& data) {
-  if (dir_.empty() || maxBytes_ == 0) return;
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
-  ::chmod(dir_.c_str(), 0700);
+  if (maxBytes_ == 0 || !usable()) return;
   const std::vector<uint8_t> bytes = serialize(data);
-  if (bytes.size() > maxBytes_) return;
+  if (bytes.size() + sizeof(Hash128) > maxBytes_) return;
   const std::string file = path(key);
-  const std::string temp = file + ".tmp" + std::to_string(::getpid());
-  {
-    const Hash128 hash = hash128(bytes.data(), bytes.size());
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(&hash), sizeof hash);
-    out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    if (!out) {
-      PL_LOG_WARN("compiled cache: cannot write %s", temp.c_str());
-      fs::remove(temp, ec);
-      return;
-    }
+  std::string temp = file + ".XXXXXX";
+  const int fd = ::mkstemp(temp.data());  // mode 0600, a fresh name
+  if (fd < 0) {
+    PL_LOG_WARN("compiled cache: cannot create a file in %s", dir_.c_str());
+    return;
   }
-  fs::rename(temp, file, ec);
-  if (ec) {
-    PL_LOG_WARN("compiled cache: cannot store %s: %s", file.c_str(), ec.message().c_str());
-    fs::remove(temp, ec);
+  const Hash128 hash = hash128(bytes.data(), bytes.size());
+  auto writeAll = [fd](const void* data, size_t size) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    while (size > 0) {
+      const ssize_t n = ::write(fd, p, size);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      p += n;
+      size -= size_t(n);
+    }
+    return true;
+  };
+  const bool written = writeAll(&hash, sizeof hash) && writeAll(bytes.data(), bytes.size());
+  ::close(fd);
+  if (!written || ::rename(temp.c_str(), file.c_str()) != 0) {
+    PL_LOG_WARN("compiled cache: cannot store %s", file.c_str());
+    ::unlink(temp.c_str());
     return;
   }
   evict();

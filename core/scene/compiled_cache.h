@@ -8,9 +8,15 @@
 //   if (auto data = cache.find(*key)) ... else { compile; cache.store(*key, data); }
 //
 // The key is a hash of every byte the compile reads: the scene file, the files it references
-// (a glTF's buffers and images by URI, a GLB's external images; an OBJ's material libraries and
-// their texture maps), the environment map, every compile option, and a salt that changes with
-// the program (the hash of its executable), so that a new build never reads an old build's data.
+// (a glTF's buffers and images by URI, a GLB's external images), the environment map, every
+// compile option, and a salt that changes with the program (its build ID), so that a new build
+// never reads an old build's data. OBJ scenes are not cached (only their loader knows which
+// files they read).
+//
+// Trust: the folder must be a real folder owned by this user with no access for others (else
+// the cache is not used, with one warning); files are opened without following links, must be
+// regular files of this user's, and are bounded before they are read. The hash in a file
+// guards against corruption, not against this user's own tampering.
 // A cached file is the XXH3-128 of the rest, then the RenderData's serialize() form, which
 // deserialize() bounds and validate()s: a corrupt or truncated file is a miss (and is removed),
 // never bad data. Files are written to a temporary name and renamed, so that concurrent renders never see
@@ -40,7 +46,7 @@ Result<Hash128> compiledCacheKey(const std::string& scenePath, const CompileOpti
 
 class CompiledCache {
  public:
-  // dir: created when missing (mode 0700). maxBytes: 0 disables storing.
+  // dir: created when missing (mode 0700); see Trust above. maxBytes: 0 disables storing.
   CompiledCache(std::string dir, uint64_t maxBytes);
 
   // The cached data for `key`, or nothing (absent, unreadable or corrupt).
@@ -53,10 +59,12 @@ class CompiledCache {
 
  private:
   std::string path(const Hash128& key) const;
+  bool usable();
   void evict();
 
   std::string dir_;
   uint64_t maxBytes_;
+  bool checked_ = false, usable_ = false;
 };
 
 }  // namespace pl

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 
 #include "tests/core/scene/test_files.h"
@@ -92,6 +94,33 @@ TEST(CompiledCacheTest, StoredDataComesBackBitwiseAndCorruptFilesAreMisses) {
   cache.store(key, *data);
   std::filesystem::resize_file(file, 10);
   EXPECT_FALSE(cache.find(key));
+}
+
+TEST(CompiledCacheTest, AFolderOthersMayUseOrALinkIsNeverRead) {
+  TempDir dir;
+  const std::string scene = writeScene(dir);
+  Result<RenderData> data = loadAndCompile(scene, CompileOptions());
+  ASSERT_TRUE(data.ok());
+  const Hash128 key{7, 7};
+  {
+    CompiledCache cache(dir.file("cache"), 1 << 20);
+    cache.store(key, *data);
+    ASSERT_TRUE(cache.find(key));
+  }
+  // Another user could have written into a folder that others may write to: unused.
+  ::chmod(dir.file("cache").c_str(), 0777);
+  EXPECT_FALSE(CompiledCache(dir.file("cache"), 1 << 20).find(key));
+  ::chmod(dir.file("cache").c_str(), 0700);
+  // A cache file that is a link (to a file planted elsewhere) is not followed.
+  const std::string file = dir.file("cache") + "/" + key.hex() + ".plrd";
+  std::filesystem::rename(file, dir.file("planted"));
+  std::filesystem::create_symlink(dir.file("planted"), file);
+  EXPECT_FALSE(CompiledCache(dir.file("cache"), 1 << 20).find(key));
+  // The folder itself as a link: unused.
+  std::filesystem::create_directory_symlink(dir.file("cache"), dir.file("linked"));
+  EXPECT_FALSE(CompiledCache(dir.file("linked"), 1 << 20).find(Hash128{8, 8}));
+  // OBJ scenes have no key (their inputs are only known to the loader).
+  EXPECT_FALSE(compiledCacheKey(dir.write("x.obj", "v 0 0 0\n"), CompileOptions(), kSalt).ok());
 }
 
 TEST(CompiledCacheTest, OldestFilesGoBeyondTheBound) {
