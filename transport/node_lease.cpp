@@ -2,7 +2,10 @@
 
 #include <kj/debug.h>
 
+#include <cstring>
+
 #include "core/util/check.h"
+#include "transport/protocol_convert.h"
 #include "transport/worker_process.h"
 
 namespace pl {
@@ -17,15 +20,87 @@ std::string joinIndices(const std::vector<uint32_t>& indices) {
   return out;
 }
 
-Status ensureLoaded(DeviceSlot& slot, const Hash128& id,
-                    const std::shared_ptr<const RenderData>& data) {
-  if (slot.loadedData != nullptr && slot.loadedScene == id) return Status();
+Hash128 geometryKeyOf(const ChunkManifest& manifest) {
+  ChunkManifest geometry = manifest;
+  ArrayManifest& camera = geometry.arrays[size_t(RenderDataArray::camera)];
+  camera.elementCount = 0;  // a scene always has one camera: no scene id is a geometry key
+  camera.chunks.clear();
+  return sceneIdOf(geometry);
+}
+
+Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, ChunkCache& chunks) {
+  const ArrayManifest& array = manifest.arrays[size_t(RenderDataArray::camera)];
+  if (array.elementSize != sizeof(kernel::Camera) || array.elementCount != 1) {
+    return Error{"render data: expected exactly one camera of " +
+                 std::to_string(sizeof(kernel::Camera)) + " bytes, found " +
+                 std::to_string(array.elementCount) + " of " + std::to_string(array.elementSize)};
+  }
+  kernel::Camera camera{};
+  auto* out = reinterpret_cast<uint8_t*>(&camera);
+  size_t offset = 0;
+  for (const ChunkRef& ref : array.chunks) {
+    if (ref.rawBytes > sizeof(camera) - offset) {
+      return Error{"manifest: the camera's chunks hold more than one camera"};
+    }
+    auto bytes = chunks.find(ref.hash);
+    if (bytes == nullptr) return Error{"chunk " + ref.hash.hex() + " is missing (put it first)"};
+    if (Status s =
+            decodeChunkInto(ref.hash, bytes->data(), bytes->size(), ref.rawBytes, out + offset);
+        !s.ok()) {
+      return s.error();
+    }
+    offset += ref.rawBytes;
+  }
+  if (offset != sizeof(camera)) return Error{"manifest: the camera's chunks hold part of a camera"};
+  if (Status s = validateCamera(camera); !s.ok()) return s.error();
+  return camera;
+}
+
+bool sameCamera(const kernel::Camera& a, const kernel::Camera& b) {
+  return std::memcmp(&a, &b, sizeof(kernel::Camera)) == 0;
+}
+
+namespace {
+
+Status loadOnDevice(DeviceSlot& slot, std::shared_ptr<const RenderData> data,
+                    NodeCounters& counters) {
+  counters.deviceLoads.fetch_add(1, std::memory_order_relaxed);
   Status loaded = slot.device->load(data);
   if (!loaded.ok()) {
+    // What the device holds after a failed load is its own business: load in full next time.
+    slot.loadedData = nullptr;
     return Error{"device " + slot.info.name + ": load failed: " + loaded.error().message};
   }
-  slot.loadedScene = id;
-  slot.loadedData = data;
+  slot.camera = data->camera[0];
+  slot.loadedData = std::move(data);
+  return Status();
+}
+
+}  // namespace
+
+Status ensureLoaded(DeviceSlot& slot, const LoadedScene& scene, NodeCounters& counters) {
+  if (slot.loadedData != nullptr && slot.loadedScene == scene.id) return Status();
+  PL_CHECK(scene.data != nullptr);
+  const bool dataHasCamera = sameCamera(scene.data->camera[0], scene.camera);
+  if (slot.loadedData != scene.data && (dataHasCamera || !slot.cannotSetCamera)) {
+    if (Status s = loadOnDevice(slot, scene.data, counters); !s.ok()) return s;
+  }
+  if (slot.loadedData == scene.data && !slot.cannotSetCamera &&
+      !sameCamera(slot.camera, scene.camera)) {
+    if (slot.device->setCamera(scene.camera).ok()) {
+      counters.cameraSwitches.fetch_add(1, std::memory_order_relaxed);
+      slot.camera = scene.camera;
+    } else {
+      slot.cannotSetCamera = true;
+    }
+  }
+  if (slot.loadedData != scene.data || !sameCamera(slot.camera, scene.camera)) {
+    // A device that cannot switch cameras (a CUDA device): a copy of the data with this camera.
+    auto copy = std::make_shared<RenderData>(*scene.data);
+    copy->camera[0] = scene.camera;
+    if (Status s = loadOnDevice(slot, std::move(copy), counters); !s.ok()) return s;
+  }
+  slot.loadedScene = scene.id;
   return Status();
 }
 
@@ -40,12 +115,9 @@ void LeaseState::end(const LeaseEnding& how) {
   cancelled->store(true);
   scenes.clear();
   pins.releaseAll();
-  if (worker != nullptr) {
-    worker->stop("lease " + std::to_string(uint64_t(id)) + " " + endSummary);
-    worker = nullptr;
-  }
+  worker = nullptr;
   workerSession = nullptr;
-  workerLease = nullptr;
+  onLoaded = nullptr;
 }
 
 kj::Promise<void> LeaseState::whenEnded() {
@@ -76,6 +148,76 @@ const LoadedScene* LeaseState::findScene(const Hash128& scene) const {
     if (s.id == scene) return &s;
   }
   return nullptr;
+}
+
+void LeaseState::remember(LoadedScene scene) {
+  // Loaded again: the most recent now (a warm worker's session and the daemon's sessions it
+  // serves forget the same scenes first).
+  std::erase_if(scenes, [&scene](const LoadedScene& s) { return s.id == scene.id; });
+  scenes.push_back(std::move(scene));
+  const size_t keep = std::max<uint32_t>(node.options.maxScenesPerSession, 1);
+  while (scenes.size() > keep) scenes.erase(scenes.begin());
+}
+
+// --- WarmWorkerPool ---------------------------------------------------------------------------
+
+std::vector<uint64_t> WarmWorkerPool::offer(uint64_t worker, std::vector<uint32_t> devices,
+                                            uint64_t bytes) {
+  PL_CHECK(!contains(worker));
+  if (limits_.maxWorkers == 0 || bytes > limits_.maxBytes) return {worker};
+  std::sort(devices.begin(), devices.end());
+  entries_.push_back(Entry{worker, std::move(devices), bytes});
+  std::vector<uint64_t> evicted;
+  while (entries_.size() > limits_.maxWorkers || this->bytes() > limits_.maxBytes) {
+    evicted.push_back(entries_.front().worker);  // never the one just offered: it fits alone
+    entries_.pop_front();
+  }
+  return evicted;
+}
+
+WarmWorkerPool::Take WarmWorkerPool::take(std::vector<uint32_t> devices) {
+  std::sort(devices.begin(), devices.end());
+  Take take;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    const std::vector<uint32_t>& held = it->devices;
+    if (held == devices && !take.reuse) {
+      take.reuse = it->worker;
+    } else if (std::find_first_of(held.begin(), held.end(), devices.begin(), devices.end()) !=
+               held.end()) {
+      take.stop.push_back(it->worker);
+    } else {
+      ++it;
+      continue;
+    }
+    it = entries_.erase(it);
+  }
+  return take;
+}
+
+bool WarmWorkerPool::remove(uint64_t worker) {
+  auto it = std::find_if(entries_.begin(), entries_.end(),
+                         [worker](const Entry& e) { return e.worker == worker; });
+  if (it == entries_.end()) return false;
+  entries_.erase(it);
+  return true;
+}
+
+std::vector<uint64_t> WarmWorkerPool::clear() {
+  std::vector<uint64_t> all;
+  for (const Entry& e : entries_) all.push_back(e.worker);
+  entries_.clear();
+  return all;
+}
+
+bool WarmWorkerPool::contains(uint64_t worker) const {
+  return std::any_of(entries_.begin(), entries_.end(),
+                     [worker](const Entry& e) { return e.worker == worker; });
+}
+
+uint64_t WarmWorkerPool::bytes() const {
+  uint64_t total = 0;
+  for (const Entry& e : entries_) total += e.bytes;
+  return total;
 }
 
 }  // namespace pl

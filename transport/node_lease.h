@@ -3,7 +3,8 @@
 // session_server.*): what the node owns for every session (NodeResources: devices and their
 // threads, the chunk cache, the codec pool, decoded scenes) and what it keeps per lease
 // (LeaseState). Which device belongs to which lease is the LeaseTable's
-// (core/cluster/lease_table.h); LeaseState only carries a lease's session out.
+// (core/cluster/lease_table.h); LeaseState only carries a lease's session out. Which idle
+// worker processes a daemon keeps is WarmWorkerPool's (pure logic, below).
 //
 // Threads: loop thread only, except where a member says otherwise.
 
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -21,11 +23,13 @@
 #include <vector>
 
 #include "core/cluster/lease_table.h"
+#include "core/kernel/types.h"
 #include "core/render/device.h"
 #include "core/scene/render_data.h"
 #include "core/util/hash.h"
 #include "core/util/status.h"
 #include "transport/chunk_cache.h"
+#include "transport/chunk_codec.h"
 #include "transport/node_service.h"
 #include "transport/protocol.capnp.h"
 #include "transport/job_queue.h"
@@ -39,25 +43,60 @@ class WorkerProcess;
 // "0,2,3".
 std::string joinIndices(const std::vector<uint32_t>& indices);
 
+// The hash of a manifest without its camera array: manifests that differ only in the camera
+// have the same key, and share one decoded RenderData (each scene carries its own camera).
+Hash128 geometryKeyOf(const ChunkManifest& manifest);
+
+// Decodes and validates the manifest's camera array alone (exactly one camera, its chunks from
+// `chunks`, each verified against its hash; validateCamera()). Bounded before any work: the
+// array must declare exactly one Camera's bytes. Cheap (about 100 bytes), so it runs where it
+// is called (the loop thread).
+Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, ChunkCache& chunks);
+
+// Bitwise equality of two cameras (the bytes a camera chunk carries).
+bool sameCamera(const kernel::Camera& a, const kernel::Camera& b);
+
+// Counters for tests and figures. Written on the loop thread (decodes) and on device threads
+// (loads), read anywhere.
+struct NodeCounters {
+  std::atomic<uint64_t> scenesDecoded{0};  // loads that decoded their render data in full
+  // Loads that reused decoded data (the same scene, or one that differs in the camera alone):
+  // they decoded their camera chunk only.
+  std::atomic<uint64_t> camerasDecoded{0};
+  std::atomic<uint64_t> deviceLoads{0};     // Device::load() calls (a BVH build, an upload)
+  std::atomic<uint64_t> cameraSwitches{0};  // Device::setCamera() calls that succeeded
+};
+
+// A scene a session has loaded: the render data, shared (read-only) by every scene whose
+// manifest differs from it only in the camera, and this scene's own camera. In worker mode the
+// daemon's sessions keep the id alone (the data lives in the worker).
+struct LoadedScene {
+  Hash128 id;  // the manifest's hash
+  std::shared_ptr<const RenderData> data;
+  kernel::Camera camera{};  // this scene's camera (data->camera[0] may be another one)
+  uint32_t width = 0, height = 0;
+};
+
 // One device and its own thread.
 struct DeviceSlot {
   std::unique_ptr<Device> device;
   DeviceInfo info;  // cached: info() is not called while the device renders
-  // The device's thread only: what the device has loaded.
+  // The device's thread only: what the device has loaded (kept across leases), the camera it
+  // renders with, and whether it refused setCamera() once (then it gets copies of the data
+  // that hold the camera instead).
   Hash128 loadedScene;
   std::shared_ptr<const RenderData> loadedData;
+  kernel::Camera camera{};
+  bool cannotSetCamera = false;
   std::unique_ptr<JobQueue> thread;  // one thread; last: destroyed (joined) first
 };
 
-// Brings a device to scene `id` (on the device's thread). No-op when it has it already.
-Status ensureLoaded(DeviceSlot& slot, const Hash128& id,
-                    const std::shared_ptr<const RenderData>& data);
-
-struct LoadedScene {
-  Hash128 id;
-  std::shared_ptr<const RenderData> data;
-  uint32_t width = 0, height = 0;
-};
+// Brings a device to `scene` (on the device's thread). No-op when it has it already. When the
+// device holds the scene's render data with another camera, it only switches the camera
+// (Device::setCamera(): no BVH build, no upload); a device that cannot do that loads a copy of
+// the data that holds the scene's camera. The device renders bitwise what loading the full
+// data of the scene gives, either way.
+Status ensureLoaded(DeviceSlot& slot, const LoadedScene& scene, NodeCounters& counters);
 
 // Worker mode: cached chunk bytes that put messages to a worker process reference (not copy).
 // Held until that worker answers the load they were sent for (it has read them all then) or,
@@ -97,8 +136,10 @@ struct NodeResources {
   // Verifies put() chunks and decodes render data for load() (options.codecThreads threads).
   std::unique_ptr<JobQueue> codecPool;
   ChunkCache chunks;
-  // Decoded render data by scene id, while some device or session still holds it.
+  // Decoded render data by geometryKeyOf() its manifest, while some device or session still
+  // holds it: a load whose manifest differs only in the camera decodes the camera alone.
   std::map<std::pair<uint64_t, uint64_t>, std::weak_ptr<const RenderData>> decoded;
+  NodeCounters counters;
   WorkerChunkRefs workerChunkRefs;
 };
 
@@ -133,16 +174,26 @@ struct LeaseState final : public kj::Refcounted {
   // put() calls still being verified; missing() and load() wait for them.
   uint32_t putsInFlight = 0;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> putWaiters;
+  // load() and render() calls not answered yet, and whether the last of them to end ended
+  // without its answer (failed, or dropped by its caller). A lease that ends quiet (neither,
+  // and no put in flight) had a Primary that was done with it: its worker may stay warm.
+  uint32_t callsInFlight = 0;
+  bool lastCallUnanswered = false;
+  bool quiet() const { return callsInFlight == 0 && putsInFlight == 0 && !lastCallUnanswered; }
   // Chunks this session pinned in the node's cache, until the load that uses them or the end.
   ChunkPins pins;
   // Worker mode (NodeOptions::workerArgv): the worker process serving this lease (owned by the
-  // node; null once the lease ended) and its session and lease.
+  // node; null once the lease ended) and its session, which the worker keeps for its whole
+  // life (a warm worker serves several leases through it; this lease's scenes are the ids in
+  // `scenes`, and render() names no other). onLoaded(manifest) reports each load the worker
+  // answered (the node's estimate of what the worker holds).
   WorkerProcess* worker = nullptr;
   proto::RenderSession::Client workerSession = nullptr;
-  proto::Lease::Client workerLease = nullptr;
+  std::function<void(const ChunkManifest&)> onLoaded;
 
   // The session's part of ending the lease (the LeaseTable has ended it): later calls fail,
-  // queued device jobs are skipped, scenes and pins are released, the worker is stopped.
+  // queued device jobs are skipped, scenes and pins are released, and the worker is let go
+  // (the node decides whether it stops or stays warm).
   void end(const LeaseEnding& ending);
 
   // Fails the call when the lease has ended: "lease expired" / "lease ended: <text>".
@@ -163,6 +214,62 @@ struct LeaseState final : public kj::Refcounted {
   kj::Promise<void> putsDone();
   void putFinished();
   const LoadedScene* findScene(const Hash128& scene) const;
+  // Adds a loaded scene as the most recent (last), keeping at most the node's
+  // maxScenesPerSession (the least recently loaded go first).
+  void remember(LoadedScene scene);
+};
+
+// Which idle worker processes a daemon keeps (pure logic: no processes, no clock; tested in
+// tests/transport/node_warm_test.cpp). Workers are named by a number the daemon gives them. A
+// warm worker holds the render data (and the devices' BVHs) of its last scenes, and its device
+// set; its devices are free for any lease. The rule (node_service.h, "Warm workers"):
+// - keeps(): only the worker of a lease that ended released or with its connection lost, and
+//   quiet (every call answered: the Primary was done). Expired, revoked (owner, fair share),
+//   failed and shut-down leases stop their workers, as does a lease that ended mid-work.
+// - offer(): the worker joins as the most recently used; then the least recently used are
+//   evicted while there are more than maxWorkers or their bytes exceed maxBytes. A worker whose
+//   bytes alone exceed maxBytes is not kept.
+// - take(devices): a new lease reuses the warm worker whose device set is exactly its own; every
+//   other warm worker that holds one of its devices is stopped (the lease needs the device).
+// Warm workers' device sets never overlap (a lease's devices are its own, and take() removed
+// every warm worker that held one), so there are at most as many as devices.
+class WarmWorkerPool {
+ public:
+  struct Limits {
+    uint64_t maxBytes = 0;
+    uint32_t maxWorkers = 0;  // 0: none is kept
+  };
+  explicit WarmWorkerPool(Limits limits) : limits_(limits) {}
+
+  static bool keeps(LeaseEnd reason, bool quiet) {
+    return quiet && (reason == LeaseEnd::Released || reason == LeaseEnd::ConnectionLost);
+  }
+  // Offers an idle worker holding `devices` and about `bytes` of render data. Returns the
+  // workers to stop: evicted ones, least recently used first, or `worker` itself if not kept.
+  std::vector<uint64_t> offer(uint64_t worker, std::vector<uint32_t> devices, uint64_t bytes);
+  struct Take {
+    std::optional<uint64_t> reuse;  // left the pool: it serves the lease now
+    std::vector<uint64_t> stop;     // left the pool: to be stopped
+  };
+  Take take(std::vector<uint32_t> devices);
+  // Forgets a worker (it failed, or the node stops it); false when it was not in the pool.
+  bool remove(uint64_t worker);
+  // Removes and returns every worker.
+  std::vector<uint64_t> clear();
+
+  bool contains(uint64_t worker) const;
+  size_t size() const { return entries_.size(); }
+  uint64_t bytes() const;
+  const Limits& limits() const { return limits_; }
+
+ private:
+  struct Entry {
+    uint64_t worker;
+    std::vector<uint32_t> devices;  // sorted
+    uint64_t bytes;
+  };
+  Limits limits_;
+  std::list<Entry> entries_;  // least recently used first
 };
 
 }  // namespace pl

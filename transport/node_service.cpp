@@ -8,7 +8,8 @@
 //   transport/chunk_cache.h      the chunk cache and a session's pins in it
 //   transport/node_lease.h       the state those parts share (devices, per-lease session state)
 // Here: the Node (info, lease) and Lease (renew) capabilities, the one expiry timer, worker
-// processes, and ending leases (the session's part, the worker, the log line).
+// processes (started, reused warm, stopped: WarmWorkerPool decides which stay), and ending
+// leases (the session's part, the worker, the log line).
 
 #include "transport/node_service.h"
 
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <list>
 #include <map>
 #include <optional>
@@ -55,6 +57,12 @@ uint64_t sceneLimitBytes(const NodeOptions& options) {
   const uint64_t memory = physicalMemoryBytes();
   if (memory == 0) return kMaxRenderDataBytes;
   return std::min<uint64_t>(memory / 2, kMaxRenderDataBytes);
+}
+
+uint64_t warmLimitBytes(const NodeOptions& options) {
+  if (options.warmWorkerBytes != 0) return options.warmWorkerBytes;
+  const uint64_t memory = physicalMemoryBytes();
+  return memory == 0 ? uint64_t(1) << 30 : memory / 4;
 }
 
 NodeOptions normalized(NodeOptions options) {
@@ -103,8 +111,30 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   void rearmExpiry();
   kj::Promise<void> expireAt(SchedulerTime due);
 
-  // Worker mode: starts the worker of `lease` and leases its devices through it.
+  // Worker mode: a worker process, and what the daemon knows of it.
+  struct WorkerRecord {
+    uint64_t number = 0;  // its name in the warm pool
+    std::unique_ptr<WorkerProcess> process;
+    std::vector<uint32_t> devices;
+    // The worker-side lease on all its devices and its session, for the worker's whole life.
+    proto::Lease::Client lease = nullptr;
+    proto::RenderSession::Client session = nullptr;
+    LeaseState* serving = nullptr;  // the lease it serves; null while warm, or once let go
+    // Geometry key and decoded bytes of its last loads (most recent last; the worker's sessions
+    // keep as many scenes): what it holds, for the warm bound.
+    std::deque<std::pair<Hash128, uint64_t>> recentLoads;
+    uint64_t heldBytes() const;
+  };
+  // Gives `lease` a worker: a warm one with exactly its devices, else a new one (stopping the
+  // warm workers that hold any of its devices).
+  void attachWorker(LeaseState& lease);
   void startWorker(LeaseState& lease);
+  void serveWith(WorkerRecord& worker, LeaseState& lease);
+  // The lease is ending (`ending`): its worker stays warm or is stopped.
+  void letGoOfWorker(LeaseState& lease, const LeaseEnding& ending);
+  void stopWarmWorkers(const std::vector<uint64_t>& numbers, const std::string& why);
+  WorkerRecord* findWorker(uint64_t number);
+  WorkerRecord* findWorker(const WorkerProcess* process);
 
   proto::Gate::Client newGate(const std::string& peer, std::shared_ptr<bool> connectionLost,
                               std::shared_ptr<ConnectionHandshake> handshake);
@@ -122,8 +152,12 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   kj::Promise<void> expiryTimer = nullptr;
   std::optional<SchedulerTime> expiryDue;
   bool expiring = false;
-  // Worker processes, until they have exited (then swept a turn later).
-  std::list<std::unique_ptr<WorkerProcess>> workers;
+  // Worker processes, until they have exited (then swept a turn later), and the idle ones kept.
+  std::list<WorkerRecord> workers;
+  uint64_t nextWorkerNumber = 1;
+  WarmWorkerPool warm;
+  uint64_t workersStarted = 0;
+  uint64_t warmReuses = 0;
   kj::Own<kj::TaskSet> sweeps = kj::heap<kj::TaskSet>(*this);
   std::unique_ptr<Admission> admission;  // last: connections go first
 };
@@ -236,7 +270,7 @@ class NodeServer final : public proto::Node::Server {
     PL_LOG_INFO("lease %llu granted to %s: devices %s, ttl %u ms",
                 (unsigned long long)grant.lease, state->primary.c_str(),
                 joinIndices(grant.devices).c_str(), grant.ttlMs);
-    if (!node_.options.workerArgv.empty()) node_.startWorker(*state);
+    if (!node_.options.workerArgv.empty()) node_.attachWorker(*state);
 
     auto results = context.getResults();
     results.setSession(newSessionServer(kj::addRef(*state)));
@@ -261,7 +295,8 @@ NodeService::Impl::Impl(UvKjLoop& loop, ClusterKey key,
       identity{options.protocolVersion, options.nodeId, options.name, std::move(key)},
       resources(options, sceneLimitBytes(options)),
       table(uint32_t(devices.size()),
-            {options.defaultTtlMs, options.minTtlMs, options.maxTtlMs}) {
+            {options.defaultTtlMs, options.minTtlMs, options.maxTtlMs}),
+      warm({warmLimitBytes(options), options.maxWarmWorkers}) {
   resources.codecPool = std::make_unique<JobQueue>(options.codecThreads);
   for (auto& device : devices) {
     PL_CHECK(device != nullptr);
@@ -302,6 +337,7 @@ void NodeService::Impl::carryOut(const LeaseEnding& ending) {
   PL_CHECK(it != leases.end());
   LeaseState& lease = *it->second;
   leases.erase(it);
+  if (lease.worker != nullptr) letGoOfWorker(lease, ending);
   lease.end(ending);
   PL_LOG_INFO("lease %llu of %s %s; devices %s are free", (unsigned long long)ending.lease,
               lease.primary.c_str(), ending.summary().c_str(), joinIndices(ending.devices).c_str());
@@ -318,6 +354,7 @@ void NodeService::Impl::endAllLeases(const std::string& why) {
   for (const LeaseEnding& ending : table.releaseAll(LeaseEnd::NodeShutdown, why)) {
     carryOut(ending);
   }
+  stopWarmWorkers(warm.clear(), why);
   rearmExpiry();
 }
 
@@ -354,6 +391,50 @@ kj::Promise<void> NodeService::Impl::expireAt(SchedulerTime due) {
   });
 }
 
+uint64_t NodeService::Impl::WorkerRecord::heldBytes() const {
+  uint64_t total = 0;
+  for (size_t i = 0; i < recentLoads.size(); ++i) {
+    bool seen = false;
+    for (size_t j = i + 1; j < recentLoads.size() && !seen; ++j) {
+      seen = recentLoads[j].first == recentLoads[i].first;
+    }
+    if (!seen) total += recentLoads[i].second;
+  }
+  return total;
+}
+
+NodeService::Impl::WorkerRecord* NodeService::Impl::findWorker(uint64_t number) {
+  for (WorkerRecord& w : workers) {
+    if (w.number == number) return &w;
+  }
+  return nullptr;
+}
+
+NodeService::Impl::WorkerRecord* NodeService::Impl::findWorker(const WorkerProcess* process) {
+  for (WorkerRecord& w : workers) {
+    if (w.process.get() == process) return &w;
+  }
+  return nullptr;
+}
+
+void NodeService::Impl::attachWorker(LeaseState& lease) {
+  WarmWorkerPool::Take take = warm.take(lease.devices);
+  stopWarmWorkers(take.stop, "its devices are leased (lease " +
+                                 std::to_string(uint64_t(lease.id)) + ": devices " +
+                                 joinIndices(lease.devices) + ")");
+  WorkerRecord* reuse = take.reuse ? findWorker(*take.reuse) : nullptr;
+  if (reuse == nullptr || reuse->process->exited()) {
+    startWorker(lease);
+    return;
+  }
+  ++warmReuses;
+  PL_LOG_INFO("worker %d (warm) serves lease %llu", int(reuse->process->pid()),
+              (unsigned long long)lease.id);
+  // The worker-side lease lasts about 49 days; each reuse starts that again.
+  sweeps->add(reuse->lease.renewRequest().send().then([](auto&&) {}, [](kj::Exception&&) {}));
+  serveWith(*reuse, lease);
+}
+
 void NodeService::Impl::startWorker(LeaseState& lease) {
   std::vector<std::string> argv = options.workerArgv;
   argv.push_back("--devices");
@@ -362,17 +443,27 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
   workerOptions.heartbeatTimeoutMs = options.workerHeartbeatTimeoutMs;
   workerOptions.killGraceMs = options.workerKillGraceMs;
   workerOptions.maxMessageBytes = options.maxMessageBytes;
-  LeaseState* self = &lease;  // a failure is reported only before stop(), i.e. while it lives
+  const uint64_t number = nextWorkerNumber++;
   const std::string label = "lease " + std::to_string(uint64_t(lease.id));
   auto worker = WorkerProcess::start(
       loop, argv, label, workerOptions,
-      [this, self](const std::string& why) { endLease(*self, LeaseEnd::WorkerFailed, why); },
+      [this, number](const std::string& why) {
+        // Reported at most once and never after stop(): the record is there.
+        WorkerRecord* record = findWorker(number);
+        if (record == nullptr) return;
+        if (record->serving != nullptr) {
+          endLease(*record->serving, LeaseEnd::WorkerFailed, why);
+        } else {
+          warm.remove(number);  // a warm worker that failed is never reused
+        }
+      },
       [this]() {
         sweeps->add(kj::evalLater([this]() {
           std::vector<const WorkerProcess*> gone;
-          workers.remove_if([&gone](const std::unique_ptr<WorkerProcess>& w) {
-            if (!w->exited()) return false;
-            gone.push_back(w.get());
+          workers.remove_if([this, &gone](const WorkerRecord& w) {
+            if (!w.process->exited()) return false;
+            gone.push_back(w.process.get());
+            warm.remove(w.number);
             return true;
           });
           for (const WorkerProcess* w : gone) resources.workerChunkRefs.forget(w);
@@ -382,16 +473,68 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
     endLease(lease, LeaseEnd::WorkerFailed, worker.error().message);
     failCall("lease: " + worker.error().message);
   }
-  lease.worker = worker->get();
-  auto request = (*worker)->node().leaseRequest();
+  ++workersStarted;
+  WorkerRecord& record = workers.emplace_back();
+  record.number = number;
+  record.process = std::move(*worker);
+  record.devices = lease.devices;
+  auto request = record.process->node().leaseRequest();
   auto r = request.initRequest();
-  r.setPrimaryName(lease.primary);
+  r.setPrimaryName("daemon");
   auto devices = r.initDevices(uint32_t(lease.devices.size()));
   for (size_t i = 0; i < lease.devices.size(); ++i) devices.set(uint32_t(i), lease.devices[i]);
   auto leased = request.send();
-  lease.workerSession = leased.getSession();
-  lease.workerLease = leased.getLease();
-  workers.push_back(std::move(*worker));
+  record.session = leased.getSession();
+  record.lease = leased.getLease();
+  serveWith(record, lease);
+}
+
+void NodeService::Impl::serveWith(WorkerRecord& worker, LeaseState& lease) {
+  worker.serving = &lease;
+  worker.process->setLabel("lease " + std::to_string(uint64_t(lease.id)));
+  lease.worker = worker.process.get();
+  lease.workerSession = worker.session;
+  const size_t keep = std::max<uint32_t>(options.maxScenesPerSession, 1);
+  lease.onLoaded = [this, number = worker.number, keep](const ChunkManifest& manifest) {
+    WorkerRecord* record = findWorker(number);
+    if (record == nullptr) return;
+    record->recentLoads.emplace_back(geometryKeyOf(manifest), manifest.rawBytes());
+    while (record->recentLoads.size() > keep) record->recentLoads.pop_front();
+  };
+}
+
+void NodeService::Impl::letGoOfWorker(LeaseState& lease, const LeaseEnding& ending) {
+  WorkerRecord* record = findWorker(lease.worker);
+  if (record == nullptr) return;
+  record->serving = nullptr;
+  const std::string why = "lease " + std::to_string(uint64_t(lease.id)) + " " + ending.summary();
+  if (!WarmWorkerPool::keeps(ending.reason, lease.quiet()) || record->recentLoads.empty() ||
+      record->process->exited()) {
+    record->process->stop(why);
+    return;
+  }
+  const uint64_t bytes = record->heldBytes();
+  std::vector<uint64_t> stop = warm.offer(record->number, record->devices, bytes);
+  if (std::find(stop.begin(), stop.end(), record->number) != stop.end()) {
+    record->process->stop(why + "; not kept warm (" + std::to_string(bytes >> 20) +
+                          " MiB of scenes, beyond the bound of " +
+                          std::to_string(warm.limits().maxBytes >> 20) + " MiB)");
+    return;
+  }
+  record->process->setLabel("lease " + std::to_string(uint64_t(lease.id)) + " (warm)");
+  PL_LOG_INFO("worker %d kept warm after lease %llu (devices %s, scenes of about %.1f MiB)",
+              int(record->process->pid()), (unsigned long long)lease.id,
+              joinIndices(record->devices).c_str(), double(bytes) / (1 << 20));
+  stopWarmWorkers(stop, "evicted: the least recently used of the warm workers (at most " +
+                            std::to_string(warm.limits().maxWorkers) + ", " +
+                            std::to_string(warm.limits().maxBytes >> 20) + " MiB)");
+}
+
+void NodeService::Impl::stopWarmWorkers(const std::vector<uint64_t>& numbers,
+                                        const std::string& why) {
+  for (uint64_t number : numbers) {
+    if (WorkerRecord* record = findWorker(number)) record->process->stop(why);
+  }
 }
 
 proto::Gate::Client NodeService::Impl::newGate(const std::string& peer,
@@ -434,8 +577,30 @@ proto::Node::Client NodeService::newTrustedNode(std::string peer) {
 
 size_t NodeService::workerCount() const {
   size_t running = 0;
-  for (const auto& w : impl_->workers) running += w->exited() ? 0 : 1;
+  for (const auto& w : impl_->workers) running += w.process->exited() ? 0 : 1;
   return running;
+}
+
+std::vector<int> NodeService::workerPids() const {
+  std::vector<int> pids;
+  for (const auto& w : impl_->workers) {
+    if (!w.process->exited()) pids.push_back(int(w.process->pid()));
+  }
+  return pids;
+}
+
+NodeStats NodeService::stats() const {
+  const NodeCounters& c = impl_->resources.counters;
+  NodeStats stats;
+  stats.scenesDecoded = c.scenesDecoded.load();
+  stats.camerasDecoded = c.camerasDecoded.load();
+  stats.deviceLoads = c.deviceLoads.load();
+  stats.cameraSwitches = c.cameraSwitches.load();
+  stats.workersStarted = impl_->workersStarted;
+  stats.warmReuses = impl_->warmReuses;
+  stats.warmWorkers = impl_->warm.size();
+  stats.warmWorkerBytes = impl_->warm.bytes();
+  return stats;
 }
 
 void NodeService::endAllLeases(const std::string& why) { impl_->endAllLeases(why); }

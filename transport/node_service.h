@@ -60,7 +60,37 @@
 // pins last (pinnedChunkBytes()). One session pins at most about maxSceneBytes (encoded bytes;
 // beyond that its chunks are cached unpinned, as without pins, and one warning is logged).
 // A pinned chunk that no load names stays pinned until the lease ends. Decoded render data
-// stays with the devices that loaded it. Nothing is written to disk.
+// stays with the devices that loaded it (across leases) and with the sessions that loaded it
+// (their last maxScenesPerSession scenes). Nothing is written to disk.
+//
+// Camera moves: a load whose manifest equals a decoded scene's in every array but `camera` (the
+// node still holds that data: a device or a session has it) decodes nothing but its camera chunk
+// (validated as RenderData::validate() would, validateCamera()); the new scene shares the
+// decoded RenderData (shared_ptr<const>) and carries its own camera. Its id is still the hash
+// of its manifest. A device that holds that data takes the new camera alone
+// (Device::setCamera(): no BVH build, no upload), and a device that cannot (a CUDA device)
+// loads a copy of the data holding that camera; the image is bitwise the one a full load of
+// the data with that camera gives. Bounds and validation of the manifest are as for any load.
+// stats() counts full decodes, camera-only decodes, device loads and camera switches.
+//
+// Warm workers (worker mode): a worker process keeps its devices' loaded data and BVHs for its
+// lease, and may stay for later leases. When a lease ends released or with its connection lost
+// (including a Primary that exits after its render) and quiet (every load and render call of
+// its session answered, none in flight or dropped unanswered: its Primary was done with it),
+// its worker, if it has loaded a scene, stays as a warm worker: idle, its devices free for any
+// lease, still supervised (heartbeats; a warm worker that hangs, crashes or exits is dropped
+// and never reused). A new lease whose devices are exactly a warm worker's reuses that worker
+// (no process start, no device opening; a load of a scene the worker holds, or of one that
+// differs only in the camera, decodes nothing more and builds no BVH); a warm worker holding
+// any other device of a new lease is stopped first. Warm workers are bounded by
+// NodeOptions::maxWarmWorkers and warmWorkerBytes (the decoded bytes of the distinct scenes
+// each holds, as their manifests declare): the least recently used are stopped beyond them,
+// and a worker whose scenes alone exceed warmWorkerBytes is not kept. Workers of leases that
+// expired (a frozen or vanished Primary), were revoked (owner, fair share), whose worker
+// failed, that ended mid-work (a call in flight or dropped unanswered: a killed Primary or a
+// cancelled job), or that ended at shutdown / endAllLeases() are stopped, as before. The policy
+// is WarmWorkerPool's (transport/node_lease.h, pure logic). A lease's session answers render()
+// only for the scenes it loaded itself, even on a worker that holds others.
 //
 // Connections (listen(), serve(); transport/admission.h) speak TLS 1.3 keyed by the cluster key (NodeOptions::tls,
 // transport/secure_channel.h): the Gate's RPC system starts only once the TLS handshake is done,
@@ -145,11 +175,33 @@ struct NodeOptions {
   // the cached bytes instead of copying them; those bytes are held until the worker answers
   // the load, or until the worker is gone. A worker that fails (no heartbeat for
   // workerHeartbeatTimeoutMs, a crash, a closed socket) ends its lease, and the session fails
-  // every later call; a lease that ends stops its worker. Empty: the devices render in this
-  // process.
+  // every later call; a lease that ends stops its worker, unless it stays warm for a later
+  // lease ("Warm workers" above). Empty: the devices render in this process.
   std::vector<std::string> workerArgv;
   uint32_t workerHeartbeatTimeoutMs = 2000;
   uint32_t workerKillGraceMs = 1000;
+  // Warm workers (see "Warm workers" above; worker mode only): at most maxWarmWorkers idle
+  // workers (0: none, every lease end stops its worker), holding together at most
+  // warmWorkerBytes of decoded render data (0 = a quarter of this machine's physical memory).
+  uint32_t maxWarmWorkers = 4;
+  uint64_t warmWorkerBytes = 0;
+};
+
+// What the node has done, for tests and figures (NodeService::stats()).
+struct NodeStats {
+  // Loads on this process's devices (a daemon in worker mode renders nothing itself: these are
+  // its workers' own): full decodes, loads that decoded only their camera (camera moves, and
+  // scenes decoded before), Device::load() calls (BVH builds, uploads), Device::setCamera().
+  uint64_t scenesDecoded = 0;
+  uint64_t camerasDecoded = 0;
+  uint64_t deviceLoads = 0;
+  uint64_t cameraSwitches = 0;
+  // Worker mode: processes started, leases served by a warm worker, warm workers now and the
+  // decoded bytes they hold (estimated from their manifests).
+  uint64_t workersStarted = 0;
+  uint64_t warmReuses = 0;
+  size_t warmWorkers = 0;
+  uint64_t warmWorkerBytes = 0;
 };
 
 class NodeService {
@@ -205,8 +257,11 @@ class NodeService {
   // Encoded bytes of cached chunks pinned by sessions until their load (counted in
   // cachedChunkBytes(); they may take it beyond chunkCacheBytes).
   uint64_t pinnedChunkBytes() const;
-  // Worker processes started and not yet exited (0 without workerArgv).
+  // Worker processes started and not yet exited (0 without workerArgv), warm ones included.
   size_t workerCount() const;
+  // Their process ids, oldest first.
+  std::vector<int> workerPids() const;
+  NodeStats stats() const;
 
   struct Impl;
 

@@ -25,6 +25,24 @@ struct RenderOutput {
   double renderMs = 0;
 };
 
+// Counts a load or render call of `lease` as in flight until it is answered, fails or is dropped,
+// and records how it ended (LeaseState::quiet(): whether a worker may stay warm).
+kj::Promise<void> tracked(LeaseState& lease, kj::Promise<void> call) {
+  ++lease.callsInFlight;
+  auto answered = std::make_shared<bool>(false);
+  return call
+      .then([lease = kj::addRef(lease), answered]() mutable {
+        *answered = true;
+        --lease->callsInFlight;
+        lease->lastCallUnanswered = false;
+      })
+      .attach(kj::defer([lease = kj::addRef(lease), answered]() mutable {
+        if (*answered) return;
+        --lease->callsInFlight;
+        lease->lastCallUnanswered = true;
+      }));
+}
+
 class SessionServer final : public proto::RenderSession::Server {
  public:
   explicit SessionServer(kj::Own<LeaseState> lease) : lease_(kj::mv(lease)) {}
@@ -125,30 +143,33 @@ class SessionServer final : public proto::RenderSession::Server {
         });
     auto lease = kj::addRef(*lease_);
     if (lease_->worker != nullptr) {
-      return loadInWorker(context, kj::mv(lease), *manifest).attach(kj::mv(unpin));
+      return tracked(*lease_, loadInWorker(context, kj::mv(lease), std::move(*manifest))
+                                  .attach(kj::mv(unpin)));
     }
-    return lease_->putsDone()
-        .then([lease = kj::addRef(*lease), manifest = std::move(*manifest)]() mutable {
-          return decodeScene(*lease, std::move(manifest));
-        })
-        .then([lease = kj::addRef(*lease)](LoadedScene scene) mutable {
-          return loadOnDevices(*lease, scene).then([scene]() { return scene; });
-        })
-        .then([context, lease = kj::mv(lease)](LoadedScene scene) mutable {
-          lease->checkServing();
-          if (lease->findScene(scene.id) == nullptr) {
-            lease->scenes.push_back(scene);
-            uint32_t keep = std::max<uint32_t>(lease->node.options.maxScenesPerSession, 1);
-            while (lease->scenes.size() > keep) lease->scenes.erase(lease->scenes.begin());
-          }
-          toProto(scene.id, context.getResults().initScene());
-        })
-        .attach(kj::mv(unpin));
+    return tracked(
+        *lease_,
+        lease_->putsDone()
+            .then([lease = kj::addRef(*lease), manifest = std::move(*manifest)]() mutable {
+              return decodeScene(*lease, std::move(manifest));
+            })
+            .then([lease = kj::addRef(*lease)](LoadedScene scene) mutable {
+              return loadOnDevices(*lease, scene).then([scene]() { return scene; });
+            })
+            .then([context, lease = kj::mv(lease)](LoadedScene scene) mutable {
+              lease->checkServing();
+              toProto(scene.id, context.getResults().initScene());
+              lease->remember(std::move(scene));
+            })
+            .attach(kj::mv(unpin)));
   }
 
   kj::Promise<void> render(RenderContext context) override {
     lease_->checkServing();
     auto params = context.getParams();
+    const Hash128 sceneId = fromProto(params.getScene());
+    const LoadedScene* scene = lease_->findScene(sceneId);
+    // (In worker mode too: the worker's session may hold scenes of the leases it served before.)
+    if (scene == nullptr) failCall("unknown scene " + sceneId.hex() + " (load it first)");
     if (lease_->worker != nullptr) {
       if (!lease_->holdsDevice(params.getDevice())) {
         failCall("device " + std::to_string(params.getDevice()) +
@@ -158,16 +179,13 @@ class SessionServer final : public proto::RenderSession::Server {
       request.setScene(params.getScene());
       request.setDevice(params.getDevice());
       request.setUnit(params.getUnit());
-      return request.send().then(
+      return tracked(*lease_, request.send().then(
           [context, lease = kj::addRef(*lease_)](
               capnp::Response<proto::RenderSession::RenderResults>&& response) mutable {
             lease->checkServing();
             context.getResults().setResult(response.getResult());
-          });
+          }));
     }
-    const Hash128 sceneId = fromProto(params.getScene());
-    const LoadedScene* scene = lease_->findScene(sceneId);
-    if (scene == nullptr) failCall("unknown scene " + sceneId.hex() + " (load it first)");
     const uint32_t device = params.getDevice();
     if (!lease_->holdsDevice(device)) {
       failCall("device " + std::to_string(device) + " is not in this lease (devices " +
@@ -183,10 +201,10 @@ class SessionServer final : public proto::RenderSession::Server {
     }
     DeviceSlot* slot = lease_->node.slots[device].get();
     auto cancelled = lease_->cancelled;
-    auto render = [slot, cancelled, id = scene->id, data = scene->data,
-                   unit]() -> Result<RenderOutput> {
+    NodeCounters* counters = &lease_->node.counters;
+    auto render = [slot, cancelled, counters, scene = *scene, unit]() -> Result<RenderOutput> {
       if (cancelled->load()) return Error{"lease ended"};
-      if (Status s = ensureLoaded(*slot, id, data); !s.ok()) return s.error();
+      if (Status s = ensureLoaded(*slot, scene, *counters); !s.ok()) return s.error();
       auto start = std::chrono::steady_clock::now();
       Result<TileResult> result = slot->device->render(unit);
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
@@ -200,13 +218,15 @@ class SessionServer final : public proto::RenderSession::Server {
       out.encodedSums = encodeTileResult(*result);
       return out;
     };
-    return runOnQueue<Result<RenderOutput>>(*slot->thread, kj::mv(render))
-        .then([context, lease = kj::addRef(*lease_)](Result<RenderOutput> out) mutable {
-          lease->checkServing();
-          if (!out.ok()) failCall(out.error().message);
-          toProto(out->unit, out->encodedSums, out->raysTraced, out->renderMs,
-                  context.getResults().initResult());
-        });
+    return tracked(
+        *lease_,
+        runOnQueue<Result<RenderOutput>>(*slot->thread, kj::mv(render))
+            .then([context, lease = kj::addRef(*lease_)](Result<RenderOutput> out) mutable {
+              lease->checkServing();
+              if (!out.ok()) failCall(out.error().message);
+              toProto(out->unit, out->encodedSums, out->raysTraced, out->renderMs,
+                      context.getResults().initResult());
+            }));
   }
 
   kj::Promise<void> ping(PingContext context) override {
@@ -220,10 +240,9 @@ class SessionServer final : public proto::RenderSession::Server {
   // cached bytes (no copy), so the daemon holds about one flow-control window of messages
   // (the socket's send buffer, or one chunk when larger) beyond its cache, however big the scene.
   static kj::Promise<void> loadInWorker(LoadContext context, kj::Own<LeaseState> lease,
-                                        const ChunkManifest& manifest) {
+                                        ChunkManifest manifest) {
     std::vector<Hash128> hashes = manifest.chunkHashes();
     const WorkerProcess* worker = lease->worker;
-    NodeResources& node = lease->node;
     auto refs = std::make_shared<WorkerChunkRefs::Refs>();
     return lease->putsDone()
         .then([lease = kj::addRef(*lease), hashes]() mutable {
@@ -248,20 +267,30 @@ class SessionServer final : public proto::RenderSession::Server {
           if (!refs->empty()) lease->node.workerChunkRefs.hold(worker, refs);
           return streamToWorker(kj::mv(lease), kj::mv(send), refs, 0);
         })
-        .then([context, lease = kj::mv(lease)]() mutable {
+        .then([context, lease = kj::mv(lease), manifest = std::move(manifest), worker,
+               refs]() mutable {
           lease->checkServing();
           auto request = lease->workerSession.loadRequest();
           request.setManifest(context.getParams().getManifest());
+          // Once the worker answers the load (or fails it), it has read every put sent before
+          // it: the bytes they reference may go (a warm worker outlives the lease).
+          NodeResources* node = &lease->node;
+          auto answered = [node, worker, refs]() { node->workerChunkRefs.release(worker, refs); };
           return request.send().then(
-              [context, lease = kj::mv(lease)](
+              [context, lease = kj::mv(lease), manifest = std::move(manifest), answered](
                   capnp::Response<proto::RenderSession::LoadResults>&& response) mutable {
+                answered();
                 lease->checkServing();
                 context.getResults().setScene(response.getScene());
+                LoadedScene scene;  // the id alone: the data is the worker's
+                scene.id = fromProto(response.getScene());
+                lease->remember(std::move(scene));
+                if (lease->onLoaded) lease->onLoaded(manifest);
+              },
+              [answered](kj::Exception&& e) {
+                answered();
+                kj::throwFatalException(kj::mv(e));
               });
-        })
-        .then([&node, worker, refs]() {
-          // The worker answered the load, so it has read every put sent before it.
-          node.workerChunkRefs.release(worker, refs);
         });
   }
 
@@ -285,20 +314,32 @@ class SessionServer final : public proto::RenderSession::Server {
     });
   }
 
-  // Assembles the manifest's render data (codec thread), or reuses it when some device still
-  // holds the same scene.
+  // Assembles the manifest's render data (codec thread). When the node holds decoded data of a
+  // manifest that differs from this one only in the camera (some device or session still holds
+  // it), the scene shares that data and only its camera chunk is decoded.
   static kj::Promise<LoadedScene> decodeScene(LeaseState& lease, ChunkManifest manifest) {
     lease.checkServing();
     NodeResources& node = lease.node;
     LoadedScene scene;
     scene.id = sceneIdOf(manifest);
-    if (const LoadedScene* known = lease.findScene(scene.id)) return *known;
-    auto key = std::make_pair(scene.id.lo, scene.id.hi);
+    if (const LoadedScene* known = lease.findScene(scene.id)) {
+      PL_LOG_DEBUG("lease %llu: scene %s is loaded already", (unsigned long long)lease.id,
+                   scene.id.hex().c_str());
+      return *known;
+    }
+    const Hash128 geometry = geometryKeyOf(manifest);
+    auto key = std::make_pair(geometry.lo, geometry.hi);
     if (auto it = node.decoded.find(key); it != node.decoded.end()) {
       if (auto data = it->second.lock()) {
+        Result<kernel::Camera> camera = decodeCamera(manifest, node.chunks);
+        if (!camera.ok()) failCall("load: " + camera.error().message);
+        node.counters.camerasDecoded.fetch_add(1, std::memory_order_relaxed);
+        PL_LOG_DEBUG("lease %llu: scene %s shares decoded render data; camera decoded alone",
+                     (unsigned long long)lease.id, scene.id.hex().c_str());
         scene.data = std::move(data);
-        scene.width = scene.data->camera[0].width;
-        scene.height = scene.data->camera[0].height;
+        scene.camera = *camera;
+        scene.width = camera->width;
+        scene.height = camera->height;
         return scene;
       }
       node.decoded.erase(it);
@@ -310,6 +351,8 @@ class SessionServer final : public proto::RenderSession::Server {
       if (bytes == nullptr) failCall("load: chunk " + hash.hex() + " is missing (put it first)");
       encoded.emplace_back(hash, std::move(bytes));
     }
+    node.counters.scenesDecoded.fetch_add(1, std::memory_order_relaxed);
+    const auto start = std::chrono::steady_clock::now();
     return runOnQueue<Result<std::shared_ptr<const RenderData>>>(
                *node.codecPool,
                [manifest = std::move(manifest), encoded = std::move(encoded)]()
@@ -320,11 +363,19 @@ class SessionServer final : public proto::RenderSession::Server {
                  if (!data.ok()) return data.error();
                  return std::make_shared<const RenderData>(std::move(*data));
                })
-        .then([&node, scene, key](Result<std::shared_ptr<const RenderData>> data) mutable {
+        .then([&node, scene, key, start, leaseId = lease.id](
+                  Result<std::shared_ptr<const RenderData>> data) mutable {
           if (!data.ok()) failCall("load: " + data.error().message);
+          PL_LOG_DEBUG("lease %llu: scene %s: render data decoded (%.1f MiB) in %.0f ms",
+                       (unsigned long long)leaseId, scene.id.hex().c_str(),
+                       double((*data)->byteSize()) / (1 << 20),
+                       std::chrono::duration<double, std::milli>(
+                           std::chrono::steady_clock::now() - start)
+                           .count());
           scene.data = std::move(*data);
-          scene.width = scene.data->camera[0].width;
-          scene.height = scene.data->camera[0].height;
+          scene.camera = scene.data->camera[0];
+          scene.width = scene.camera.width;
+          scene.height = scene.camera.height;
           for (auto it = node.decoded.begin(); it != node.decoded.end();) {
             it = it->second.expired() ? node.decoded.erase(it) : std::next(it);
           }
@@ -340,11 +391,11 @@ class SessionServer final : public proto::RenderSession::Server {
     for (uint32_t d : lease.devices) {
       DeviceSlot* slot = lease.node.slots[d].get();
       loads.add(runOnQueue<Status>(*slot->thread,
-                              [slot, cancelled = lease.cancelled, id = scene.id,
-                               data = scene.data]() -> Status {
-                                if (cancelled->load()) return Error{"lease ended"};
-                                return ensureLoaded(*slot, id, data);
-                              }));
+                                   [slot, cancelled = lease.cancelled,
+                                    counters = &lease.node.counters, scene]() -> Status {
+                                     if (cancelled->load()) return Error{"lease ended"};
+                                     return ensureLoaded(*slot, scene, *counters);
+                                   }));
     }
     return kj::joinPromises(loads.releaseAsArray()).then([](kj::Array<Status> statuses) {
       for (const Status& s : statuses) {

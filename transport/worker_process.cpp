@@ -243,6 +243,7 @@ WorkerProcess::WorkerProcess(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 WorkerProcess::~WorkerProcess() = default;
 
 proto::Node::Client WorkerProcess::node() { return impl_->node; }
+void WorkerProcess::setLabel(std::string label) { impl_->label = std::move(label); }
 pid_t WorkerProcess::pid() const { return impl_->pid; }
 bool WorkerProcess::exited() const { return impl_->exited; }
 void WorkerProcess::stop(const std::string& why) { impl_->stop(why); }

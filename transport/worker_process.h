@@ -13,6 +13,9 @@
 //
 // Worker side: serveWorker() serves the Worker bootstrap on fd 3 until the socket closes.
 //
+// A worker may serve several leases one after another (the daemon keeps idle workers warm,
+// transport/node_service.h); supervision is the same whether it serves a lease or waits.
+//
 // Threads: loop thread only. Lifetime: the object may be destroyed at any time on the loop
 // thread (it SIGKILLs a worker still running); the loop must outlive it.
 
@@ -60,6 +63,8 @@ class WorkerProcess {
 
   // The worker's Node (pipelined: usable at once; calls wait for the worker to be up).
   proto::Node::Client node();
+  // What log lines name it by from now on (a warm worker serves several leases).
+  void setLabel(std::string label);
   pid_t pid() const;
   bool exited() const;
   // Ends the worker: closes the socket pair, SIGTERM now (+SIGCONT), SIGKILL after

@@ -61,6 +61,7 @@ struct NodeArgs {
   bool noMdns = false;  // mDNS (discovery/): do not advertise
   bool inProcess = false;  // render in this process instead of per-lease workers
   uint32_t workerTimeoutMs = 2000;  // hidden, for tests
+  uint32_t warmWorkers = 4;         // idle workers kept for the next lease (0: none)
   std::string controlSocket;  // empty: defaultControlSocketPath()
   bool noControlSocket = false;
   bool controlAnyUser = false;  // a system daemon: every local user may hand it jobs
@@ -105,6 +106,7 @@ void runNode(const NodeArgs& args) {
   options.maxTtlMs = args.ttlMs;
   if (!args.inProcess) options.workerArgv = workerArgv(args);
   options.workerHeartbeatTimeoutMs = args.workerTimeoutMs;
+  options.maxWarmWorkers = args.warmWorkers;
 
   UvKjLoop loop;
   auto receiver = listenTcp(loop.lowLevelIo(), args.listen);
@@ -266,6 +268,11 @@ void addNodeCommand(CLI::App& app) {
   cmd->add_flag("--no-mdns", args->noMdns, "Do not advertise this node over mDNS");
   cmd->add_flag("--in-process", args->inProcess,
                 "Render in this process rather than in one worker process per lease");
+  cmd->add_option("--warm-workers", args->warmWorkers,
+                  "Idle worker processes kept, with their loaded scene, for the next lease "
+                  "(0: none; at most a quarter of the RAM in scenes)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 64u));
   cmd->add_option("--worker-timeout-ms", args->workerTimeoutMs,
                   "Heartbeat silence after which a worker is killed (tests)")
       ->group("")

@@ -6,9 +6,12 @@
 // daemon over that socket (no authentication: the socket is private to the two processes),
 // sends a heartbeat every 250 ms, and exits as soon as the socket closes. Render data is held in
 // memory only. A bad --devices list: a message and exit status 2. A leased device that does not
-// open is served as a failed device whose load and render errors name it.
+// open is served as a failed device whose load and render errors name it. The daemon may keep
+// it idle after a lease (a warm worker, with its scenes and BVHs loaded) and hand it the next
+// lease on the same devices.
 //
-// Its stdout and stderr are the daemon's stderr; it logs warnings and errors only.
+// Its stdout and stderr are the daemon's stderr; it logs warnings and errors only, unless
+// --verbose or PEERLIGHT_LOG (inherited from the daemon) asks for more.
 //
 // For tests of the daemon's SIGKILL fallback only: with PEERLIGHT_TEST_WORKER_IGNORE_SIGTERM=1
 // in its environment (inherited from the daemon) the worker ignores SIGTERM and, once its
@@ -17,6 +20,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,7 +56,8 @@ struct WorkerArgs {
   // was killed while this process is stuck in a render.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
 #endif
-  if (!args.verbose) setLogLevel(LogLevel::Warn);
+  // Warnings and errors only, unless --verbose or PEERLIGHT_LOG (main() applied it) asks.
+  if (!args.verbose && std::getenv("PEERLIGHT_LOG") == nullptr) setLogLevel(LogLevel::Warn);
   if (getppid() == 1) std::_Exit(1);
   const char* ignoreTerm = std::getenv("PEERLIGHT_TEST_WORKER_IGNORE_SIGTERM");
   const bool stuck = ignoreTerm != nullptr && std::string(ignoreTerm) == "1";
@@ -62,8 +67,10 @@ struct WorkerArgs {
   tuneMallocForBulkTransfers();
   NodeOptions options;
   options.name = "worker";
+  // The daemon holds the real leases and their TTLs. Its one lease here lasts the worker's life
+  // (about 49 days, renewed whenever the daemon reuses this worker warm for another lease).
   options.minTtlMs = 1000;
-  options.maxTtlMs = 24u * 3600u * 1000u;  // the daemon holds the real lease and its TTL
+  options.maxTtlMs = std::numeric_limits<uint32_t>::max();
   options.defaultTtlMs = options.maxTtlMs;
   {
     UvKjLoop loop;

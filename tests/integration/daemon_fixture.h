@@ -57,6 +57,7 @@ class DaemonTest : public ::testing::Test {
     bool controlSocket = false;  // at socketOf(name); else --no-control-socket
     bool pinCore0 = false;       // under `taskset -c 0` when there is one
     std::vector<std::string> extraEnv;
+    std::vector<std::string> extraArgs;  // more `peerlight node` flags
   };
   // Starts a daemon named `name`; returns its address ("" and a test failure if it does not
   // start within 20 s).
@@ -71,6 +72,7 @@ class DaemonTest : public ::testing::Test {
     if (spec.ttlMs != 0) argv.insert(argv.end(), {"--ttl-ms", std::to_string(spec.ttlMs)});
     if (spec.controlSocket) argv.insert(argv.end(), {"--control-socket", socketOf(name)});
     else argv.push_back("--no-control-socket");
+    argv.insert(argv.end(), spec.extraArgs.begin(), spec.extraArgs.end());
     auto node = std::make_unique<Process>(argv, dir_.file(name + ".out"),
                                           dir_.file(name + ".err"), env(spec.extraEnv));
     EXPECT_TRUE(node->ok());

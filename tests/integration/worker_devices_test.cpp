@@ -31,10 +31,12 @@ class WorkerDevicesTest : public testing::DaemonTest {
  protected:
   // Starts a daemon (worker mode) on 127.0.0.1:0; returns its address ("" on failure).
   std::string startNode(const std::string& name, uint32_t threads,
-                        const std::vector<std::string>& extraEnv = {}) {
+                        const std::vector<std::string>& extraEnv = {},
+                        const std::vector<std::string>& extraArgs = {}) {
     NodeSpec spec;
     spec.threads = threads;
     spec.extraEnv = extraEnv;
+    spec.extraArgs = extraArgs;
     return DaemonTest::startNode(name, spec);
   }
 
@@ -133,7 +135,9 @@ TEST_F(WorkerDevicesTest, DaemonDescribesDevicesWithoutOpeningThem) {
 // the worker is gone within grace + 1 s and the daemon names the kill in its log and keeps
 // serving.
 TEST_F(WorkerDevicesTest, WorkerIgnoringSigtermIsKilledAfterTheGrace) {
-  std::string a = startNode("a", 1, {"PEERLIGHT_TEST_WORKER_IGNORE_SIGTERM=1"});
+  // No warm workers: the finished render's worker is stopped at once.
+  std::string a = startNode("a", 1, {"PEERLIGHT_TEST_WORKER_IGNORE_SIGTERM=1"},
+                            {"--warm-workers", "0"});
   ASSERT_FALSE(a.empty());
   std::vector<std::string> argv = {kBinary, "render", kScene, "-o", dir_.file("a.exr"), "--size",
                                    "48x48", "--spp", "4", "--json", "--key-file", key_,

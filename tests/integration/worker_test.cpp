@@ -37,26 +37,43 @@ class WorkerTest : public testing::DaemonTest {
   }
 };
 
-// A render's lease is served by a worker process; when the lease ends (the Primary is done),
-// the worker is stopped within 1 s and the daemon stays up.
-TEST_F(WorkerTest, LeaseEndStopsItsWorker) {
-  std::string a = startNode("a");
+// A render's lease is served by a worker process. When the render is done (its lease released
+// with every call answered), the worker stays warm: the next render on that node is served by
+// the same process (no worker starts), and both images are still the local one.
+TEST_F(WorkerTest, NextRenderReusesTheWarmWorker) {
+  NodeSpec spec;
+  spec.pinCore0 = true;
+  spec.extraEnv = {"PEERLIGHT_LOG=debug"};  // the workers' load lines (their stderr is the node's)
+  std::string a = DaemonTest::startNode("a", spec);
   ASSERT_FALSE(a.empty());
-  auto render = startRender("64x64", 8, {a}, "plain");
-  nlohmann::json run = finish(*render, "plain");
-  Clock::time_point ended = Clock::now();
+  auto first = startRender("64x64", 8, {a}, "first");
+  finish(*first, "first");
   std::vector<pid_t> pids = workerPids("a");
   ASSERT_EQ(pids.size(), 1u) << node("a").err();
-  ASSERT_TRUE(waitUntil([&] { return !alive(pids[0]); }, 3s)) << node("a").err();
-  double stoppedAfter = secondsSince(ended);
-  std::printf("[ info ] worker %d gone %.3f s after the render process exited\n", int(pids[0]),
-              stoppedAfter);
-  EXPECT_LT(stoppedAfter, 1.0);
-  EXPECT_NE(node("a").err().find("worker " + std::to_string(pids[0]) + " for lease 1 stopped"),
+  const std::string kept = "worker " + std::to_string(pids[0]) + " kept warm after lease 1";
+  ASSERT_TRUE(waitUntil([&] { return node("a").err().find(kept) != std::string::npos; }, 3s))
+      << node("a").err();
+  EXPECT_TRUE(alive(pids[0]));
+  EXPECT_EQ(stateOf(a), "idle");
+
+  auto second = startRender("64x64", 8, {a}, "second");
+  finish(*second, "second");
+  EXPECT_EQ(workerPids("a"), pids) << node("a").err();
+  EXPECT_NE(node("a").err().find("worker " + std::to_string(pids[0]) + " (warm) serves lease 2"),
             std::string::npos)
       << node("a").err();
+  EXPECT_TRUE(alive(pids[0]));
   EXPECT_TRUE(node("a").running());
-  expectIdenticalToLocal("plain", "64x64", 8);
+  // The scene was decoded once, by the first render's load.
+  const std::string log = node("a").err();
+  size_t decodes = 0;
+  for (size_t at = log.find("render data decoded"); at != std::string::npos;
+       at = log.find("render data decoded", at + 1)) {
+    ++decodes;
+  }
+  EXPECT_EQ(decodes, 1u) << log;
+  expectIdenticalToLocal("first", "64x64", 8);
+  expectIdenticalToLocal("second", "64x64", 8);
 }
 
 // A worker stops answering (SIGSTOP) mid-render: the daemon kills it within 3 s, ends the
