@@ -1,6 +1,9 @@
 #include "transport/control_socket.h"
 
-#include <poll.h>
+#include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
+#include <capnp/serialize-async.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -8,358 +11,564 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <list>
 
 #include "core/util/log.h"
-#include "transport/uv_handle.h"
+#include "transport/uv_kj_loop.h"
 
 namespace pl {
 
-std::string defaultControlSocketPath() {
-  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  if (runtime != nullptr && runtime[0] != '\0') return std::string(runtime) + "/peerlight/node.sock";
-  if (::getuid() == 0) return "/run/peerlight/node.sock";
-  return "/tmp/peerlight-" + std::to_string(::getuid()) + "/node.sock";
-}
-
-std::vector<std::string> controlSocketCandidates() {
-  std::vector<std::string> paths = {defaultControlSocketPath()};
-  if (paths[0] != "/run/peerlight/node.sock") paths.push_back("/run/peerlight/node.sock");
-  return paths;
-}
-
 namespace {
 
-bool validToken(const std::string& token) {
-  if (token.empty() || token.size() > 64) return false;
-  for (char c : token) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
-      return false;
-    }
-  }
-  return true;
-}
+std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
 
-// Connects a blocking Unix stream socket to `path`; -1 (errno set) on failure.
-int connectUnix(const std::string& path) {
-  struct sockaddr_un addr {};
-  if (path.size() >= sizeof(addr.sun_path)) {
-    errno = ENAMETOOLONG;
-    return -1;
+// The daemon's side of one connection's message framing: Cap'n Proto's own, read with the
+// daemon's ReaderOptions (TwoPartyVatNetwork passes them on every read), plus two things of
+// ours:
+// - while more than kMaxControlMessageBytes of replies wait to be written to this client, the
+//   next message is not read (the queue is polled every 10 ms until it drains);
+// - the Abort message that Cap'n Proto sends when it gives up on the connection (garbage, a
+//   frame beyond the limit, a malformed message) is logged once with its reason, naming the
+//   client: the client and the log are told the same thing. Aborts of type DISCONNECTED (the
+//   client went away, the daemon is stopping) are normal life and not logged.
+class ControlMessageStream final : public capnp::MessageStream {
+ public:
+  ControlMessageStream(kj::AsyncIoStream& stream, kj::Timer& timer, std::string who)
+      : inner_(stream), timer_(timer), who_(std::move(who)) {}
+  // How many bytes of messages wait to be written (the network's queue); set once it exists.
+  void setQueueProbe(std::function<size_t()> probe) { queuedBytes_ = std::move(probe); }
+
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+      kj::ArrayPtr<kj::AutoCloseFd> fdSpace, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratchSpace) override {
+    return whenRepliesDrain().then([this, fdSpace, options, scratchSpace]() {
+      return inner_.tryReadMessage(fdSpace, options, scratchSpace);
+    });
   }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (::connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) != 0) {
-    int saved = errno;
-    ::close(fd);
-    errno = saved;
-    return -1;
+  kj::Promise<void> writeMessage(
+      kj::ArrayPtr<const int> fds,
+      kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override {
+    if (!reported_) reportAbort(segments);
+    return inner_.writeMessage(fds, segments);
   }
-  return fd;
-}
+  kj::Promise<void> writeMessages(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
+    if (!reported_) {
+      for (auto segments : messages) reportAbort(segments);
+    }
+    return inner_.writeMessages(messages);
+  }
+  kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
+  kj::Promise<void> end() override { return inner_.end(); }
+
+ private:
+  kj::Promise<void> whenRepliesDrain() {
+    if (!queuedBytes_ || queuedBytes_() <= kMaxControlMessageBytes) return kj::READY_NOW;
+    return timer_.afterDelay(10 * kj::MILLISECONDS).then([this] { return whenRepliesDrain(); });
+  }
+
+  // Our own outgoing message: only its root's union tag is looked at, unless it is an Abort.
+  void reportAbort(kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
+    kj::runCatchingExceptions([&] {
+      capnp::SegmentArrayMessageReader reader(segments);
+      auto message = reader.getRoot<capnp::rpc::Message>();
+      if (!message.isAbort()) return;
+      reported_ = true;
+      auto abort = message.getAbort();
+      if (abort.getType() == capnp::rpc::Exception::Type::DISCONNECTED) return;
+      PL_LOG_WARN("control socket: closing the connection of %s: %s", who_.c_str(),
+                  abort.getReason().cStr());
+    });
+  }
+
+  capnp::AsyncIoMessageStream inner_;
+  kj::Timer& timer_;
+  std::string who_;
+  std::function<size_t()> queuedBytes_;
+  bool reported_ = false;
+};
 
 }  // namespace
 
-bool controlSocketAnswers(const std::string& path) {
-  int fd = connectUnix(path);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
+struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
+  struct Job;
 
-struct ControlSocket::Impl {
-  struct Client;
+  // What the capabilities of one connection share. Outlives the connection (capabilities may
+  // be released later than the connection ends); `impl` is null once the connection is gone.
+  struct Client {
+    Impl* impl = nullptr;
+    uint32_t uid = 0;
+    std::string who;          // "a client of uid N (pid P)", for logs
+    std::string ownerToken;   // set while this connection holds an owner job
+    uint64_t ownerSerial = 0;  // which OwnerJob holds it
+    std::shared_ptr<Job> render;  // set while this connection holds a render job
+  };
 
-  // A render job's view of its client (ControlRenderJob); outlives the client.
+  // A render job (ControlRenderJob). Shared by the client's RenderJob capability, the job
+  // code (after start()) and the Client; outlives its client.
   struct Job final : public ControlRenderJob {
-    Client* client = nullptr;  // null once the client is gone
+    enum class Phase { uploading, submitted, accepted, ended };
+
+    std::shared_ptr<Client> client;
+    bool gone = false;  // the client dropped the job or closed the connection
     std::string token_;
-    std::string params_;
-    std::vector<uint8_t> payload_;
+    RenderJobParams params_;
     uint32_t uid_ = 0;
-    bool finished = false;
+    uint64_t declaredBytes = 0;
+    bool reserved = false;  // declaredBytes count against Impl::uploadingBytes
+    std::vector<uint8_t> payload_;
+    ControlOutcome uploadError;  // sticky: bytes beyond the declared size, an oversized chunk
+    Phase phase = Phase::uploading;
+    bool started = false;   // start() answered ok
+    ControlOutcome startAnswer, endAnswer;
+    ClusterRenderStats stats;
+    std::vector<int64_t> sums;
+    kj::Own<kj::PromiseFulfiller<void>> startWaiter, resultWaiter;
+    ctl::ProgressListener::Client listener = nullptr;
+    bool progressInFlight = false;
+    kj::Promise<void> progressCall = nullptr;
     std::function<void()> disconnected;
 
+    // KJ's and Cap'n Proto's members may throw from their destructors; ours does not.
+    ~Job() noexcept override {}
+
     const std::string& token() const override { return token_; }
-    const std::string& params() const override { return params_; }
+    const RenderJobParams& params() const override { return params_; }
     std::vector<uint8_t>& payload() override { return payload_; }
     uint32_t clientUid() const override { return uid_; }
-    bool connected() const override { return client != nullptr && !finished; }
-    void accept() override { send("accepted\n", {}, false); }
-    void progress(const std::string& text) override {
-      // A client that does not read (stopped, say) gets no more progress lines than fit.
-      if (client != nullptr &&
-          uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(client->pipe.get())) > 0)
-        return;
-      send("progress " + oneLine(text) + "\n", {}, false);
+    bool connected() const override { return !gone && client->impl != nullptr; }
+
+    void accept() override {
+      if (phase != Phase::submitted) return;
+      phase = Phase::accepted;
+      started = true;
+      if (startWaiter) startWaiter->fulfill();
     }
-    void done(const std::string& text, std::vector<uint8_t> bytes) override {
-      std::string line = "done " + std::to_string(bytes.size()) + " " + oneLine(text) + "\n";
-      send(std::move(line), std::move(bytes), true);
+    void progress(uint64_t done, uint64_t total, const ClusterRenderStats& s) override {
+      if (phase != Phase::accepted || !connected() || progressInFlight) return;
+      auto request = listener.progressRequest();
+      request.setSamplesDone(done);
+      request.setSamplesTotal(total);
+      toControl(s, request.initStats());
+      progressInFlight = true;
+      // The previous call has finished (progressInFlight was clear), so replacing it cancels
+      // nothing.
+      progressCall = request.send()
+                         .then([this](auto&&) { progressInFlight = false; },
+                               [this](kj::Exception&&) { progressInFlight = false; })
+                         .eagerlyEvaluate(nullptr);
     }
-    void fail(const std::string& why) override { send("error " + oneLine(why) + "\n", {}, true); }
+    void done(const ClusterRenderStats& s, std::vector<int64_t> film) override {
+      if (phase != Phase::accepted) return;
+      phase = Phase::ended;
+      if (gone) return;  // nobody would read the film
+      stats = s;
+      sums = std::move(film);
+      endAnswer = {ctl::Outcome::OK, ""};
+      if (resultWaiter) resultWaiter->fulfill();
+    }
+    void fail(ctl::Outcome outcome, const std::string& why) override {
+      PL_CHECK(outcome != ctl::Outcome::OK);
+      if (phase == Phase::submitted) {
+        phase = Phase::ended;
+        startAnswer = {outcome, why};
+        if (startWaiter) startWaiter->fulfill();
+      } else if (phase == Phase::accepted) {
+        phase = Phase::ended;
+        endAnswer = {outcome, why};
+        if (resultWaiter) resultWaiter->fulfill();
+      }
+    }
     void onDisconnect(std::function<void()> callback) override {
       disconnected = std::move(callback);
     }
 
-    static std::string oneLine(std::string text) {
-      for (char& c : text) {
-        if (c == '\n' || c == '\r') c = ' ';
-      }
-      return text;
+    // Gives back the job's share of the upload bound.
+    void unreserve() {
+      if (!reserved) return;
+      reserved = false;
+      if (client->impl != nullptr) client->impl->uploadingBytes -= declaredBytes;
     }
-    void send(std::string line, std::vector<uint8_t> bytes, bool last);
-  };
 
-  struct Client {
-    Impl* impl = nullptr;
-    UvHandle<uv_pipe_t> pipe;
-    uint32_t uid = 0;
-    std::string line;
-    std::string token;         // set once it said "owner"
-    std::shared_ptr<Job> job;  // set once it said "render"
-    uint64_t payloadBytes = 0;  // declared payload size of a render request
-    bool payloadComplete = false;  // then renderRequested ran (once) and no more data may come
-    bool closing = false;       // a final reply is being written; then the connection closes
-    size_t writesInFlight = 0;
-    char readBuffer[64 * 1024];
-  };
-
-  uv_loop_t* loop = nullptr;
-  std::string path;
-  Callbacks callbacks;
-  Options options;
-  UvHandle<uv_pipe_t> listener;
-  std::list<std::unique_ptr<Client>> clients;
-  // Declared bytes of the render payloads being uploaded now (bounded by maxPayloadBytes in all).
-  uint64_t uploadingBytes = 0;
-  static constexpr size_t kMaxClients = 64;
-
-  ~Impl() {
-    while (!clients.empty()) drop(*clients.front());
-    listener.close();
-    ::unlink(path.c_str());
-  }
-
-  size_t ownerJobs() const {
-    size_t n = 0;
-    for (const auto& c : clients) n += c->token.empty() ? 0 : 1;
-    return n;
-  }
-
-  // Closes the client; ends its owner job if it had one, tells its render job.
-  void drop(Client& client) {
-    if (client.job && !client.payloadComplete) uploadingBytes -= client.payloadBytes;
-    std::string token = std::move(client.token);
-    std::shared_ptr<Job> job = std::move(client.job);
-    client.pipe.close();
-    clients.remove_if([&](const std::unique_ptr<Client>& c) { return c.get() == &client; });
-    if (!token.empty() && callbacks.ownerEnded) callbacks.ownerEnded(token);
-    if (job) {
-      job->client = nullptr;
-      if (!job->finished && job->disconnected) {
-        auto callback = std::move(job->disconnected);
+    // The client dropped the job or its connection closed: the job's upload ends, a running
+    // job is cancelled (by the job code's callback), and what it would be sent is dropped.
+    void clientLeft() {
+      if (gone) return;
+      gone = true;
+      unreserve();
+      std::vector<uint8_t>().swap(payload_);
+      if (client->render.get() == this) client->render = nullptr;
+      progressCall = nullptr;
+      listener = nullptr;
+      if (phase == Phase::accepted && disconnected) {
+        auto callback = std::move(disconnected);
         callback();
       }
     }
+  };
+
+  // The client's RenderJob capability. Dropping it cancels the job.
+  class RenderJobImpl final : public ctl::RenderJob::Server {
+   public:
+    explicit RenderJobImpl(std::shared_ptr<Job> job) : job_(std::move(job)) {}
+    ~RenderJobImpl() { job_->clientLeft(); }
+
+   protected:
+    kj::Promise<void> write(WriteContext context) override {
+      Job& j = *job_;
+      KJ_REQUIRE(j.phase == Job::Phase::uploading, "render job: write() after start()");
+      if (!j.uploadError.ok()) return kj::READY_NOW;
+      capnp::Data::Reader chunk = context.getParams().getChunk();
+      if (chunk.size() > kControlChunkBytes) {
+        j.uploadError = {ctl::Outcome::BAD_DATA,
+                         "render data: a chunk of " + std::to_string(chunk.size()) +
+                             " bytes (at most " + std::to_string(kControlChunkBytes) + ")"};
+      } else if (j.payload_.size() + chunk.size() > j.declaredBytes) {
+        j.uploadError = {ctl::Outcome::BAD_DATA,
+                         "render data: more than the " + std::to_string(j.declaredBytes) +
+                             " bytes declared (data after the payload)"};
+      }
+      if (!j.uploadError.ok()) {
+        std::vector<uint8_t>().swap(j.payload_);
+        return kj::READY_NOW;
+      }
+      // Grows with what arrived, never beyond what was declared (and reserved).
+      const size_t need = j.payload_.size() + chunk.size();
+      if (need > j.payload_.capacity())
+        j.payload_.reserve(size_t(std::min<uint64_t>(
+            j.declaredBytes, std::max<uint64_t>(need, uint64_t(j.payload_.capacity()) * 2))));
+      j.payload_.insert(j.payload_.end(), chunk.begin(), chunk.end());
+      return kj::READY_NOW;
+    }
+
+    kj::Promise<void> start(StartContext context) override {
+      Job& j = *job_;
+      KJ_REQUIRE(j.phase == Job::Phase::uploading, "render job: start() called twice");
+      j.unreserve();
+      Impl* impl = j.client->impl;
+      const std::string label = "render job " + j.token_.substr(0, 8);
+      ControlOutcome refusal = j.uploadError;
+      if (refusal.ok() && j.payload_.size() != j.declaredBytes)
+        refusal = {ctl::Outcome::BAD_DATA, "render data: " + std::to_string(j.payload_.size()) +
+                                               " of the " + std::to_string(j.declaredBytes) +
+                                               " bytes declared arrived"};
+      if (refusal.ok() && impl == nullptr)
+        refusal = {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
+      if (!refusal.ok()) {
+        PL_LOG_WARN("control socket: %s from %s refused (%s): %s", label.c_str(),
+                    j.client->who.c_str(), outcomeName(refusal.outcome), refusal.message.c_str());
+        j.phase = Job::Phase::ended;
+        std::vector<uint8_t>().swap(j.payload_);
+        answer(context.getResults(), refusal);
+        return kj::READY_NOW;
+      }
+      j.phase = Job::Phase::submitted;
+      impl->callbacks.renderRequested(job_);
+      if (j.phase != Job::Phase::submitted) return answerStart(context);
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      j.startWaiter = kj::mv(paf.fulfiller);
+      return paf.promise.then([this, context]() mutable { return answerStart(context); });
+    }
+
+    kj::Promise<void> result(ResultContext context) override {
+      Job& j = *job_;
+      KJ_REQUIRE(j.started, "render job: result() before the job started");
+      context.allowCancellation();
+      if (j.phase == Job::Phase::ended) {
+        answerResult(context);
+        return kj::READY_NOW;
+      }
+      KJ_REQUIRE(!(j.resultWaiter && j.resultWaiter->isWaiting()),
+                 "render job: result() is waited for already");
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      j.resultWaiter = kj::mv(paf.fulfiller);
+      return paf.promise.then([this, context]() mutable { answerResult(context); });
+    }
+
+    kj::Promise<void> readFilm(ReadFilmContext context) override {
+      Job& j = *job_;
+      KJ_REQUIRE(j.phase == Job::Phase::ended && j.started && j.endAnswer.ok(),
+                 "render job: readFilm() before result() said ok");
+      const uint64_t filmBytes = uint64_t(j.sums.size()) * sizeof(int64_t);
+      const uint64_t offset = context.getParams().getOffset();
+      const uint32_t bytes = context.getParams().getBytes();
+      KJ_REQUIRE(bytes <= kControlChunkBytes, "render job: readFilm() of more than 4 MiB", bytes);
+      KJ_REQUIRE(offset <= filmBytes, "render job: readFilm() beyond the film", offset, filmBytes);
+      const size_t n = size_t(std::min<uint64_t>(bytes, filmBytes - offset));
+      auto data = context.getResults().initData(unsigned(n));
+      std::memcpy(data.begin(), reinterpret_cast<const uint8_t*>(j.sums.data()) + offset, n);
+      return kj::READY_NOW;
+    }
+
+   private:
+    template <typename Results>
+    static void answer(Results results, const ControlOutcome& outcome) {
+      results.setOutcome(outcome.outcome);
+      results.setMessage(outcome.message);
+    }
+    kj::Promise<void> answerStart(StartContext& context) {
+      answer(context.getResults(), job_->started ? ControlOutcome{} : job_->startAnswer);
+      return kj::READY_NOW;
+    }
+    void answerResult(ResultContext& context) {
+      Job& j = *job_;
+      auto results = context.getResults();
+      answer(results, j.endAnswer);
+      if (!j.endAnswer.ok()) return;
+      toControl(j.stats, results.initStats());
+      results.setFilmBytes(uint64_t(j.sums.size()) * sizeof(int64_t));
+    }
+
+    std::shared_ptr<Job> job_;
+  };
+
+  // The client's OwnerJob capability: holding it holds the owner job.
+  class OwnerJobImpl final : public ctl::OwnerJob::Server {
+   public:
+    OwnerJobImpl(std::shared_ptr<Client> client, uint64_t serial)
+        : client_(std::move(client)), serial_(serial) {}
+    ~OwnerJobImpl() { endOwnerJob(*client_, serial_); }
+
+   private:
+    std::shared_ptr<Client> client_;
+    uint64_t serial_;
+  };
+
+  // The bootstrap capability of one connection.
+  class NodeControlImpl final : public ctl::NodeControl::Server {
+   public:
+    explicit NodeControlImpl(std::shared_ptr<Client> client) : client_(std::move(client)) {}
+
+   protected:
+    kj::Promise<void> ownerJob(OwnerJobContext context) override {
+      Client& c = *client_;
+      const std::string token = text(context.getParams().getToken());
+      ControlOutcome refusal;
+      if (!validControlToken(token))
+        refusal = {ctl::Outcome::BAD_PARAMS, "owner job: bad token (1 to 64 of [0-9a-zA-Z])"};
+      else if (c.impl == nullptr)
+        refusal = {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
+      else if (!c.ownerToken.empty())
+        refusal = {ctl::Outcome::BUSY, "owner job: this connection holds one already"};
+      auto results = context.getResults();
+      if (!refusal.ok()) {
+        PL_LOG_WARN("control socket: %s refused (%s): %s", c.who.c_str(),
+                    outcomeName(refusal.outcome), refusal.message.c_str());
+        results.setOutcome(refusal.outcome);
+        results.setMessage(refusal.message);
+        return kj::READY_NOW;
+      }
+      c.ownerToken = token;
+      c.ownerSerial += 1;
+      c.impl->ownerJobCount += 1;
+      if (c.impl->callbacks.ownerStarted) c.impl->callbacks.ownerStarted(token);
+      results.setOutcome(ctl::Outcome::OK);
+      results.setJob(kj::heap<OwnerJobImpl>(client_, c.ownerSerial));
+      return kj::READY_NOW;
+    }
+
+    kj::Promise<void> render(RenderContext context) override {
+      Client& c = *client_;
+      auto params = context.getParams();
+      auto request = params.getRequest();
+      const std::string token = text(request.getToken());
+      std::string label = "render job " + token.substr(0, 8);
+      Result<RenderJobParams> frame = fromControl(request.getParams());
+      const uint64_t bytes = request.getDataBytes();
+      ControlOutcome refusal;
+      if (!validControlToken(token)) {
+        label = "render job";
+        refusal = {ctl::Outcome::BAD_PARAMS, "render job: bad token (1 to 64 of [0-9a-zA-Z])"};
+      } else if (!frame.ok()) {
+        refusal = {ctl::Outcome::BAD_PARAMS, frame.error().message};
+      } else if (c.impl == nullptr) {
+        refusal = {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
+      } else if (bytes == 0) {
+        refusal = {ctl::Outcome::BAD_PARAMS, "render job: no render data (dataBytes is 0)"};
+      } else if (bytes > c.impl->options.maxPayloadBytes) {
+        refusal = {ctl::Outcome::TOO_LARGE,
+                   "render job: render data of " + std::to_string(bytes) +
+                       " bytes (this node takes 1 to " +
+                       std::to_string(c.impl->options.maxPayloadBytes) + ")"};
+      } else if (c.render != nullptr) {
+        refusal = {ctl::Outcome::BUSY,
+                   "render job: this connection holds a render job already (one per "
+                   "connection)"};
+      } else if (c.impl->uploadingBytes + bytes > c.impl->options.maxPayloadBytes) {
+        refusal = {ctl::Outcome::BUSY, "busy: other render jobs are uploading " +
+                                           std::to_string(c.impl->uploadingBytes) + " bytes"};
+      } else if (!c.impl->callbacks.admitRender || !c.impl->callbacks.renderRequested) {
+        refusal = {ctl::Outcome::FAILED, "this node does not take render jobs"};
+      } else {
+        refusal = c.impl->callbacks.admitRender(*frame);
+      }
+      auto results = context.getResults();
+      if (!refusal.ok()) {
+        PL_LOG_WARN("control socket: %s from %s refused (%s): %s", label.c_str(), c.who.c_str(),
+                    outcomeName(refusal.outcome), refusal.message.c_str());
+        results.setOutcome(refusal.outcome);
+        results.setMessage(refusal.message);
+        return kj::READY_NOW;
+      }
+      auto job = std::make_shared<Job>();
+      job->client = client_;
+      job->token_ = token;
+      job->params_ = std::move(frame).value();
+      job->uid_ = c.uid;
+      job->declaredBytes = bytes;
+      job->reserved = true;
+      c.impl->uploadingBytes += bytes;
+      job->listener = params.getListener();
+      c.render = job;
+      results.setOutcome(ctl::Outcome::OK);
+      results.setJob(kj::heap<RenderJobImpl>(std::move(job)));
+      return kj::READY_NOW;
+    }
+
+   private:
+    std::shared_ptr<Client> client_;
+  };
+
+  // One accepted connection: its stream and RPC system. Destroying it ends what its client held.
+  struct Connection {
+    Connection(Impl& impl, kj::Own<kj::AsyncIoStream> streamIn, std::shared_ptr<Client> clientIn)
+        : impl(impl), client(std::move(clientIn)), stream(kj::mv(streamIn)),
+          messages(*stream, impl.loop.timer(), client->who),
+          network(messages, capnp::rpc::twoparty::Side::SERVER, impl.readerOptions()),
+          rpc(capnp::makeRpcServer(network, kj::heap<NodeControlImpl>(client))) {
+      messages.setQueueProbe([this] { return network.getCurrentQueueSize(); });
+      impl.open.push_back(this);
+    }
+    ~Connection() {
+      // Before the RPC system goes: its capabilities may be released later than now.
+      impl.clientGone(*client);
+      impl.open.remove(this);
+    }
+
+    Impl& impl;
+    std::shared_ptr<Client> client;
+    kj::Own<kj::AsyncIoStream> stream;
+    ControlMessageStream messages;
+    capnp::TwoPartyVatNetwork network;
+    capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  };
+
+  Impl(UvKjLoop& loop, std::string path, Callbacks callbacks, Options options)
+      : loop(loop), path(std::move(path)), callbacks(std::move(callbacks)), options(options),
+        connections(kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this))) {}
+
+  ~Impl() {
+    accepting = nullptr;
+    listener = nullptr;
+    connections = nullptr;  // each connection ends what its client held
+    ::unlink(path.c_str());
   }
 
-  // Writes `head` and `body` (owned until written); when `last`, closes the connection after.
-  void write(Client& client, std::string head, std::vector<uint8_t> body, bool last) {
-    struct Request {
-      uv_write_t req{};
-      std::string head;
-      std::vector<uint8_t> body;
-      Client* client;
-      bool last;
-    };
-    auto* r = new Request{{}, std::move(head), std::move(body), &client, last};
-    r->req.data = r;
-    // uv_buf_t lengths are unsigned int: the body goes in slices of at most 1 GiB.
-    std::vector<uv_buf_t> bufs = {uv_buf_init(r->head.data(), unsigned(r->head.size()))};
-    for (size_t at = 0; at < r->body.size(); at += size_t(1) << 30) {
-      size_t n = std::min(r->body.size() - at, size_t(1) << 30);
-      bufs.push_back(uv_buf_init(reinterpret_cast<char*>(r->body.data() + at), unsigned(n)));
-    }
-    if (last) client.closing = true;
-    client.writesInFlight += 1;
-    int rc = uv_write(&r->req, reinterpret_cast<uv_stream_t*>(client.pipe.get()), bufs.data(),
-                      unsigned(bufs.size()), [](uv_write_t* req, int status) {
-                        auto* done = static_cast<Request*>(req->data);
-                        std::unique_ptr<Request> owned(done);
-                        // A handle being closed reports its writes (cancelled ones, and ones
-                        // already done) before its memory goes; the client was dropped then
-                        // and must not be touched.
-                        if (status == UV_ECANCELED ||
-                            uv_is_closing(reinterpret_cast<uv_handle_t*>(req->handle)))
-                          return;
-                        Client& c = *done->client;
-                        c.writesInFlight -= 1;
-                        if (status < 0 || (c.closing && c.writesInFlight == 0)) c.impl->drop(c);
-                      });
-    if (rc != 0) {
-      delete r;
-      client.writesInFlight -= 1;
-      drop(client);
-    }
+  capnp::ReaderOptions readerOptions() const {
+    capnp::ReaderOptions o;
+    // Sized from the payload bound: a message carries at most one chunk of it.
+    o.traversalLimitInWords =
+        std::min<uint64_t>(kMaxControlMessageBytes, options.maxPayloadBytes + (64 << 10)) /
+        sizeof(capnp::word);
+    return o;
   }
 
-  void onConnection() {
-    auto client = std::make_unique<Client>();
-    client->impl = this;
-    if (client->pipe.init(loop, uv_pipe_init, 0) != 0) return;
-    client->pipe->data = client.get();
-    if (uv_accept(reinterpret_cast<uv_stream_t*>(listener.get()),
-                  reinterpret_cast<uv_stream_t*>(client->pipe.get())) != 0) {
-      return;
-    }
-    uv_os_fd_t fd = -1;
-    struct ucred cred {};
-    socklen_t length = sizeof(cred);
-    if (uv_fileno(client->pipe.base(), &fd) != 0 ||
-        ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0 ||
-        (!options.anyLocalUser && cred.uid != ::getuid())) {
-      PL_LOG_WARN("control socket: refused a client of uid %u (only uid %u may control this node)",
-                  unsigned(cred.uid), unsigned(::getuid()));
-      return;  // the handle closes with `client`
-    }
-    client->uid = cred.uid;
-    if (clients.size() >= kMaxClients) {
-      PL_LOG_WARN("control socket: %zu clients connected already; refusing another", clients.size());
-      return;  // closed with `client`
-    }
-    Client* raw = client.get();
-    clients.push_back(std::move(client));
-    uv_read_start(
-        reinterpret_cast<uv_stream_t*>(raw->pipe.get()),
-        [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-          auto* c = static_cast<Client*>(h->data);
-          // A render payload is read straight into its buffer.
-          if (c->job && !c->payloadComplete) {
-            std::vector<uint8_t>& p = c->job->payload_;
-            size_t have = p.size();
-            size_t want = size_t(std::min<uint64_t>(c->payloadBytes - have, 1 << 20));
-            p.resize(have + want);
-            *buf = uv_buf_init(reinterpret_cast<char*>(p.data() + have), unsigned(want));
-            return;
-          }
-          *buf = uv_buf_init(c->readBuffer, sizeof(c->readBuffer));
+  kj::Promise<void> acceptLoop() {
+    return listener->accept().then(
+        [this](kj::Own<kj::AsyncIoStream> stream) {
+          serve(kj::mv(stream));
+          return acceptLoop();
         },
-        [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-          auto* c = static_cast<Client*>(s->data);
-          c->impl->onRead(*c, n, buf);
+        [this](kj::Exception&& e) -> kj::Promise<void> {
+          PL_LOG_WARN("control socket: accepting a client failed (%s); retrying in 100 ms",
+                      e.getDescription().cStr());
+          return loop.timer().afterDelay(100 * kj::MILLISECONDS).then([this] {
+            return acceptLoop();
+          });
         });
   }
 
-  void refuse(Client& client, const std::string& why) {
-    PL_LOG_WARN("control socket: %s", why.c_str());
-    write(client, "error " + why + "\n", {}, true);
+  void serve(kj::Own<kj::AsyncIoStream> stream) {
+    struct ucred cred {};
+    uint length = sizeof(cred);
+    try {
+      stream->getsockopt(SOL_SOCKET, SO_PEERCRED, &cred, &length);
+    } catch (const kj::Exception& e) {
+      PL_LOG_WARN("control socket: no peer credentials (%s); closing", e.getDescription().cStr());
+      return;
+    }
+    if (!options.anyLocalUser && cred.uid != ::getuid()) {
+      PL_LOG_WARN("control socket: refused a client of uid %u (only uid %u may control this node)",
+                  unsigned(cred.uid), unsigned(::getuid()));
+      return;  // dropping the stream closes it
+    }
+    if (open.size() >= kMaxControlClients) {
+      PL_LOG_WARN("control socket: %zu clients connected already; refusing another", open.size());
+      return;
+    }
+    auto client = std::make_shared<Client>();
+    client->impl = this;
+    client->uid = cred.uid;
+    client->who = "a client of uid " + std::to_string(cred.uid) + " (pid " +
+                  std::to_string(cred.pid) + ")";
+    auto connection = kj::heap<Connection>(*this, kj::mv(stream), std::move(client));
+    capnp::TwoPartyVatNetwork& network = connection->network;
+    // The task owns the connection: it ends (and the connection goes) when the client closes
+    // the socket, aborts, or sends what cannot be read.
+    connections->add(network.onDisconnect().attach(kj::mv(connection)));
   }
 
-  void onRead(Client& client, ssize_t n, const uv_buf_t* buf) {
-    Job* job = client.job.get();
-    const bool intoPayload =
-        job != nullptr && buf->base != client.readBuffer;  // see the alloc callback
-    if (intoPayload) {
-      // Give back what the alloc callback reserved and was not filled.
-      size_t filled = n > 0 ? size_t(n) : 0;
-      job->payload_.resize(job->payload_.size() - buf->len + filled);
-    }
-    if (n < 0) {  // EOF or error: the owner job (if any) ends, a render job is cancelled
-      drop(client);
-      return;
-    }
-    if (client.closing || !client.token.empty()) return;  // nothing more is expected
-    if (job != nullptr) {
-      if (!intoPayload) {
-        if (n > 0) refuse(client, "render job " + job->token_ + ": data after the payload");
-        return;
-      }
-      if (job->payload_.size() == client.payloadBytes) payloadArrived(client);
-      return;
-    }
-    client.line.append(client.readBuffer, size_t(n));
-    size_t newline = client.line.find('\n');
-    if (newline == std::string::npos) {
-      if (client.line.size() >= kMaxControlRequestBytes) refuse(client, "request line too long");
-      return;
-    }
-    if (newline >= kMaxControlRequestBytes) return refuse(client, "request line too long");
-    std::string line = client.line.substr(0, newline);
-    std::string rest = client.line.substr(newline + 1);
-    client.line.clear();
-    if (line.rfind("owner ", 0) == 0) {
-      std::string token = line.substr(6);
-      if (!validToken(token)) return refuse(client, "bad owner token");
-      if (!rest.empty()) return refuse(client, "data after the owner request");
-      client.token = token;
-      if (callbacks.ownerStarted) callbacks.ownerStarted(token);
-      write(client, "ok\n", {}, false);
-      return;
-    }
-    if (line.rfind("render ", 0) == 0) return startRender(client, line.substr(7), std::move(rest));
-    refuse(client, "bad request (expected \"owner <token>\" or \"render <token> <bytes> "
-                   "<params>\")");
+  // A connection is gone: its owner job ends, its render job hears of it.
+  void clientGone(Client& client) {
+    endOwnerJob(client, client.ownerSerial);
+    if (std::shared_ptr<Job> job = client.render) job->clientLeft();
+    client.impl = nullptr;
   }
 
-  // "render <token> <bytes> <params>": the payload follows (part of it may be in `rest`).
-  void startRender(Client& client, const std::string& args, std::string rest) {
-    size_t space1 = args.find(' ');
-    size_t space2 = space1 == std::string::npos ? space1 : args.find(' ', space1 + 1);
-    if (space2 == std::string::npos) return refuse(client, "render request: missing fields");
-    std::string token = args.substr(0, space1);
-    std::string size = args.substr(space1 + 1, space2 - space1 - 1);
-    if (!validToken(token)) return refuse(client, "render request: bad token");
-    uint64_t bytes = 0;
-    if (size.empty() || size.size() > 19 ||
-        size.find_first_not_of("0123456789") != std::string::npos)
-      return refuse(client, "render request: bad payload size \"" + size.substr(0, 20) + "\"");
-    bytes = std::stoull(size);
-    if (bytes == 0 || bytes > options.maxPayloadBytes)
-      return refuse(client, "render request: payload of " + std::to_string(bytes) +
-                                " bytes (this node takes 1 to " +
-                                std::to_string(options.maxPayloadBytes) + ")");
-    if (rest.size() > bytes) return refuse(client, "render request: data after the payload");
-    if (uploadingBytes + bytes > options.maxPayloadBytes)
-      return refuse(client, "busy: other render jobs are uploading " +
-                                std::to_string(uploadingBytes) + " bytes");
-    if (!callbacks.renderRequested) return refuse(client, "this node does not take render jobs");
-    auto job = std::make_shared<Job>();
-    job->client = &client;
-    job->token_ = token;
-    job->params_ = args.substr(space2 + 1);
-    job->uid_ = client.uid;
-    job->payload_.assign(rest.begin(), rest.end());  // grows as the payload arrives
-    client.job = job;
-    client.payloadBytes = bytes;
-    uploadingBytes += bytes;
-    if (job->payload_.size() == bytes) payloadArrived(client);
+  static void endOwnerJob(Client& client, uint64_t serial) {
+    if (client.ownerToken.empty() || client.ownerSerial != serial || client.impl == nullptr)
+      return;
+    std::string token = std::move(client.ownerToken);
+    client.ownerToken.clear();
+    Impl& impl = *client.impl;
+    impl.ownerJobCount -= 1;
+    if (impl.callbacks.ownerEnded) impl.callbacks.ownerEnded(token);
   }
 
-  // The whole payload is in: the job goes to its callback, once; later data is refused.
-  void payloadArrived(Client& client) {
-    client.payloadComplete = true;
-    uploadingBytes -= client.payloadBytes;
-    callbacks.renderRequested(client.job);
+  // Every reply queued is written, or the deadline passed.
+  kj::Promise<void> whenWritten(kj::TimePoint deadline) {
+    size_t queued = 0;
+    for (Connection* c : open) queued += c->network.getCurrentQueueSize();
+    if (queued == 0 || loop.timer().now() >= deadline) return kj::READY_NOW;
+    return loop.timer().afterDelay(10 * kj::MILLISECONDS).then([this, deadline] {
+      return whenWritten(deadline);
+    });
   }
+
+  void taskFailed(kj::Exception&& exception) override {
+    PL_LOG_DEBUG("control socket: a connection ended: %s", exception.getDescription().cStr());
+  }
+
+  UvKjLoop& loop;
+  std::string path;
+  Callbacks callbacks;
+  Options options;
+  kj::Own<kj::ConnectionReceiver> listener;
+  kj::Promise<void> accepting = nullptr;
+  kj::Own<kj::TaskSet> connections;  // each task owns one Connection
+  std::list<Connection*> open;       // the connections now
+  size_t ownerJobCount = 0;
+  uint64_t uploadingBytes = 0;  // declared bytes of the render data being uploaded now
 };
 
-void ControlSocket::Impl::Job::send(std::string line, std::vector<uint8_t> bytes, bool last) {
-  if (client == nullptr || finished) return;
-  if (last) finished = true;
-  client->impl->write(*client, std::move(line), std::move(bytes), last);
-}
-
-Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(uv_loop_t* loop,
+Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(UvKjLoop& loop,
                                                              const std::string& path,
                                                              Callbacks callbacks,
                                                              Options options) {
   const std::string where = "control socket " + path;
+  struct sockaddr_un addr {};
+  if (path.size() >= sizeof(addr.sun_path)) return Error{where + ": path too long"};
   size_t slash = path.rfind('/');
   if (slash != std::string::npos && slash > 0) {
     std::string dir = path.substr(0, slash);
@@ -378,179 +587,52 @@ Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(uv_loop_t* loop,
     if ((st.st_mode & 0022) != 0)
       return Error{where + ": " + dir + " is writable by other users"};
   }
-  int existing = connectUnix(path);
-  if (existing >= 0) {
-    ::close(existing);
+  if (controlSocketAnswers(path))
     return Error{where + ": another process (a running node daemon?) listens on it"};
-  }
   ::unlink(path.c_str());  // a stale socket of a daemon that died
-  auto impl = std::make_unique<Impl>();
-  impl->loop = loop;
-  impl->path = path;
-  impl->callbacks = std::move(callbacks);
-  impl->options = options;
-  if (int rc = impl->listener.init(loop, uv_pipe_init, 0); rc != 0) {
-    return Error{where + ": " + uv_strerror(rc)};
-  }
-  impl->listener->data = impl.get();
+
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{where + ": socket: " + std::strerror(errno)};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // The file is created with the right mode (no window in which it is more open).
   mode_t old = ::umask(options.anyLocalUser ? 0111 : 0177);
-  int rc = uv_pipe_bind(impl->listener.get(), path.c_str());
+  int rc = ::bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr));
+  int bindError = errno;
   ::umask(old);
-  if (rc != 0) return Error{where + ": cannot bind: " + uv_strerror(rc)};
+  if (rc != 0) {
+    ::close(fd);
+    return Error{where + ": cannot bind: " + std::strerror(bindError)};
+  }
   ::chmod(path.c_str(), options.anyLocalUser ? 0666 : 0600);
-  rc = uv_listen(reinterpret_cast<uv_stream_t*>(impl->listener.get()), 8,
-                 [](uv_stream_t* s, int status) {
-                   if (status == 0) static_cast<Impl*>(s->data)->onConnection();
-                 });
-  if (rc != 0) return Error{where + ": cannot listen: " + uv_strerror(rc)};
+  if (::listen(fd, 64) != 0) {
+    int error = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return Error{where + ": cannot listen: " + std::strerror(error)};
+  }
+  auto impl = std::make_unique<Impl>(loop, path, std::move(callbacks), options);
+  impl->listener = loop.lowLevelIo().wrapListenSocketFd(
+      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+              kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK |
+              kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+  impl->accepting = impl->acceptLoop().eagerlyEvaluate([](kj::Exception&& e) {
+    PL_LOG_ERROR("control socket: stopped accepting: %s", e.getDescription().cStr());
+  });
   return std::unique_ptr<ControlSocket>(new ControlSocket(std::move(impl)));
 }
 
 ControlSocket::ControlSocket(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ControlSocket::~ControlSocket() = default;
 const std::string& ControlSocket::path() const { return impl_->path; }
-size_t ControlSocket::ownerJobs() const { return impl_->ownerJobs(); }
+size_t ControlSocket::ownerJobs() const { return impl_->ownerJobCount; }
+size_t ControlSocket::clients() const { return impl_->open.size(); }
 
-Result<int> announceOwnerJob(const std::string& path, const std::string& token, int timeoutMs) {
-  const std::string where = "control socket " + path;
-  if (!validToken(token)) return Error{where + ": invalid owner token"};
-  int fd = connectUnix(path);
-  if (fd < 0) return Error{where + ": " + std::strerror(errno)};
-  std::string request = "owner " + token + "\n";
-  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != ssize_t(request.size())) {
-    ::close(fd);
-    return Error{where + ": cannot send the request"};
-  }
-  std::string reply;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (reply.find('\n') == std::string::npos && reply.size() < kMaxControlLineBytes) {
-    int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(
-                       deadline - std::chrono::steady_clock::now())
-                       .count());
-    struct pollfd p {fd, POLLIN, 0};
-    if (left <= 0 || ::poll(&p, 1, left) <= 0) {
-      ::close(fd);
-      return Error{where + ": no answer within " + std::to_string(timeoutMs) + " ms"};
-    }
-    char buffer[kMaxControlLineBytes];
-    ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) {
-      ::close(fd);
-      return Error{where + ": the daemon closed the connection"};
-    }
-    reply.append(buffer, size_t(n));
-  }
-  reply = reply.substr(0, reply.find('\n'));
-  if (reply != "ok") {
-    ::close(fd);
-    return Error{where + ": refused: " + reply};
-  }
-  return fd;
-}
-
-namespace {
-
-// Reads from a blocking socket until `out` holds a full line (returned without '\n', the bytes
-// after it left in `out`), at most `maxBytes`. Errors name `where`.
-Result<std::string> readLine(int fd, std::string& out, size_t maxBytes,
-                             const std::string& where) {
-  for (;;) {
-    size_t newline = out.find('\n');
-    if (newline != std::string::npos) {
-      std::string line = out.substr(0, newline);
-      out.erase(0, newline + 1);
-      return line;
-    }
-    if (out.size() > maxBytes) return Error{where + ": reply line longer than " +
-                                            std::to_string(maxBytes) + " bytes"};
-    char buffer[64 * 1024];
-    ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Error{where + ": the daemon closed the connection"};
-    out.append(buffer, size_t(n));
-  }
-}
-
-bool sendAll(int fd, const uint8_t* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    size -= size_t(n);
-  }
-  return true;
-}
-
-}  // namespace
-
-Result<ControlRenderReply> submitRenderJob(const std::string& path, const std::string& token,
-                                           const std::string& params,
-                                           std::span<const uint8_t> payload,
-                                           uint64_t maxFilmBytes,
-                                           const std::function<void(const std::string&)>& onProgress,
-                                           bool* refused) {
-  const std::string where = "node daemon at " + path;
-  *refused = true;
-  if (!validToken(token)) return Error{where + ": invalid job token"};
-  if (params.find('\n') != std::string::npos) return Error{where + ": params span lines"};
-  int fd = connectUnix(path);
-  if (fd < 0) return Error{where + ": " + std::strerror(errno)};
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  std::string request = "render " + token + " " + std::to_string(payload.size()) + " " + params +
-                        "\n";
-  if (request.size() > kMaxControlRequestBytes)
-    return Error{where + ": render request too long (" + std::to_string(request.size()) +
-                 " bytes)"};
-  std::string in;
-  // The daemon may refuse before reading the payload (and close): its error line is the
-  // better message then, so a failed send is reported after trying to read it.
-  bool sent = sendAll(fd, reinterpret_cast<const uint8_t*>(request.data()), request.size()) &&
-              sendAll(fd, payload.data(), payload.size());
-  Result<std::string> line = readLine(fd, in, kMaxControlLineBytes * 16, where);
-  if (!line.ok()) {
-    if (!sent) return Error{where + ": cannot send the render job (" + std::strerror(errno) + ")"};
-    return line.error();
-  }
-  if (line->rfind("error ", 0) == 0) return Error{where + ": refused: " + line->substr(6)};
-  if (*line != "accepted") return Error{where + ": unexpected reply \"" + line->substr(0, 80) + "\""};
-  *refused = false;
-  for (;;) {
-    line = readLine(fd, in, kMaxControlReplyLineBytes, where);
-    if (!line.ok()) return line.error();
-    if (line->rfind("progress ", 0) == 0) {
-      if (onProgress) onProgress(line->substr(9));
-      continue;
-    }
-    if (line->rfind("error ", 0) == 0) return Error{line->substr(6)};
-    if (line->rfind("done ", 0) != 0)
-      return Error{where + ": unexpected reply \"" + line->substr(0, 80) + "\""};
-    std::string rest = line->substr(5);
-    size_t space = rest.find(' ');
-    std::string size = rest.substr(0, space);
-    if (size.empty() || size.size() > 19 ||
-        size.find_first_not_of("0123456789") != std::string::npos)
-      return Error{where + ": bad film size in the reply"};
-    uint64_t bytes = std::stoull(size);
-    if (bytes > maxFilmBytes)
-      return Error{where + ": film of " + std::to_string(bytes) + " bytes, expected at most " +
-                   std::to_string(maxFilmBytes)};
-    ControlRenderReply reply;
-    reply.text = space == std::string::npos ? "" : rest.substr(space + 1);
-    reply.bytes.assign(in.begin(), in.begin() + std::min<size_t>(in.size(), size_t(bytes)));
-    reply.bytes.resize(size_t(bytes));
-    size_t have = std::min<size_t>(in.size(), size_t(bytes));
-    while (have < bytes) {
-      ssize_t n = ::recv(fd, reply.bytes.data() + have, size_t(bytes) - have, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Error{where + ": the daemon closed the connection within the film"};
-      have += size_t(n);
-    }
-    return reply;
-  }
+kj::Promise<void> ControlSocket::flush(kj::Duration atMost) {
+  const kj::TimePoint deadline = impl_->loop.timer().now() + atMost;
+  // After every event queued now (the continuations that turn decided answers into Return
+  // messages), then until the connections' write queues are empty.
+  return kj::evalLast([this, deadline] { return impl_->whenWritten(deadline); });
 }
 
 }  // namespace pl

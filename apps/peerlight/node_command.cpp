@@ -11,10 +11,12 @@
 // <n>" and one line when the worker stops, fails or is killed. --in-process renders in the
 // daemon's own process instead (no workers).
 //
-// Owner jobs: the daemon listens on a local control socket (--control-socket; default
-// $XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root; mode 0600, own uid
-// only; transport/control_socket.h). `peerlight render` on this machine announces its job
-// there; while it runs, remote leases are revoked and refused and the state is `primary`.
+// Owner jobs and render jobs: the daemon serves Cap'n Proto on a local control socket
+// (--control-socket; default $XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for
+// root; mode 0600, own uid only unless --control-any-user; transport/control_socket.h).
+// `peerlight render` on this machine announces its job there, or hands the job over
+// (render_job.h); while it runs, remote leases are revoked and refused and the state is
+// `primary`.
 // --ttl-ms is the longest lease TTL granted.
 
 #include <unistd.h>
@@ -154,9 +156,10 @@ void runNode(const NodeArgs& args) {
     }
     RenderJobs jobs(loop, node, std::move(primaryKey), watch.get());
     jobsToTell = &jobs;
-    // --- the local control socket (issue 4 item 4): `peerlight render` on this machine hands
-    // its job to this daemon (above), or only says "owner job starting"; either way the node
-    // revokes remote leases and reports state primary until the render's connection closes.
+    // --- the local control socket (issue 4 item 4; transport/control_socket.h): Cap'n Proto
+    // on this loop. `peerlight render` on this machine hands its job to this daemon (above),
+    // or only starts an owner job; either way the node revokes remote leases and reports state
+    // primary until the render drops its capability or its connection closes.
     // A socket that another daemon holds: warn and go on without.
     std::unique_ptr<ControlSocket> control;
     if (!args.noControlSocket) {
@@ -165,12 +168,16 @@ void runNode(const NodeArgs& args) {
       ControlSocketOptions controlOptions;
       controlOptions.maxPayloadBytes = halfOfMemory();
       controlOptions.anyLocalUser = args.controlAnyUser;
-      auto listened = ControlSocket::listen(
-          loop.uv(), path,
-          {[&node](const std::string& token) { node.ownerJobStarted(token); },
-           [&node](const std::string& token) { node.ownerJobEnded(token); },
-           [&jobs](std::shared_ptr<ControlRenderJob> job) { jobs.start(std::move(job)); }},
-          controlOptions);
+      ControlSocket::Callbacks callbacks;
+      callbacks.ownerStarted = [&node](const std::string& token) { node.ownerJobStarted(token); };
+      callbacks.ownerEnded = [&node](const std::string& token) { node.ownerJobEnded(token); };
+      callbacks.admitRender = [&jobs](const RenderJobParams& params) {
+        return jobs.admit(params);
+      };
+      callbacks.renderRequested = [&jobs](std::shared_ptr<ControlRenderJob> job) {
+        jobs.start(std::move(job));
+      };
+      auto listened = ControlSocket::listen(loop, path, std::move(callbacks), controlOptions);
       if (listened.ok()) {
         control = std::move(*listened);
         PL_LOG_INFO("control socket %s", path.c_str());
@@ -203,6 +210,7 @@ void runNode(const NodeArgs& args) {
     // --- end mDNS
 
     bool stopping = false;
+    kj::Promise<void> flushing = nullptr;  // the control socket's last replies, at shutdown
     kj::Promise<void> listening = node.listen(**receiver).eagerlyEvaluate([](kj::Exception&& e) {
       PL_LOG_ERROR("accepting connections failed: %s", e.getDescription().cStr());
     });
@@ -210,12 +218,14 @@ void runNode(const NodeArgs& args) {
       if (stopping) return;
       stopping = true;
       PL_LOG_INFO("%s: ending leases and shutting down", signalName);
-      // Render jobs end first (their clients get an error line), then the leases.
+      // Render jobs end first (their clients are told why), then the leases.
       jobs.cancelAll([&] {
         node.endAllLeases("node shutting down");
         listening = kj::READY_NOW;
         node.disconnectAll();
-        loop.stop();
+        if (control == nullptr) return loop.stop();
+        // The cancelled jobs' clients learn why before the socket closes.
+        flushing = control->flush().then([&loop] { loop.stop(); }).eagerlyEvaluate(nullptr);
       });
     };
     struct SignalWatch {
@@ -236,6 +246,7 @@ void runNode(const NodeArgs& args) {
     loop.run();
     for (auto& w : watches) w.handle.close();
     stateWatch.timer.close();
+    flushing = nullptr;
     control.reset();  // before the node: ends its owner jobs
     jobsToTell = nullptr;
     // (jobs, declared after the node, goes before it: cancels and joins what still runs)

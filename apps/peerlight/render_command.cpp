@@ -38,13 +38,12 @@
 
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
-#include "apps/peerlight/render_job.h"
 #include "apps/peerlight/render_setup.h"
 #include "core/render/image_io.h"
 #include "core/scene/compile.h"
 #include "core/util/log.h"
 #include "transport/auth.h"
-#include "transport/control_socket.h"
+#include "transport/control_client.h"
 #include "transport/primary.h"
 #include "transport/protocol_convert.h"
 #include "transport/uv_kj_loop.h"
@@ -72,17 +71,23 @@ std::string findDaemonSocket(const RenderArgs& args) {
 }
 
 // Owner preemption (issue 4 item 4): a render that uses this machine's devices tells this
-// machine's node daemon, over its control socket, that the owner's job starts; the daemon
-// revokes its remote leases and refuses new ones until this process exits (the kernel closes
-// the socket). No daemon at the default path: nothing to do. The socket stays open for the
-// rest of the process on purpose.
+// machine's node daemon, over its control socket (NodeControl.ownerJob), that the owner's job
+// starts; the daemon revokes its remote leases and refuses new ones until this process exits.
+// The connection is made on a loop that lives only for the call (renderCluster() runs one of
+// its own later) and then stays open, silent, for the rest of the process on purpose
+// (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and that
+// ends the owner job). No daemon at the default path: nothing to do.
 void announceOwnerJobIfDaemon(const RenderArgs& args) {
   if (args.noLocal || args.noOwnerPreempt) return;
   const bool explicitPath = !args.controlSocket.empty();
   const std::string path = findDaemonSocket(args);
   if (path.empty()) return;
   std::string token = randomHex(16);
-  Result<int> fd = announceOwnerJob(path, token);
+  Result<int> fd = Error{""};
+  {
+    UvKjLoop loop;
+    fd = announceOwnerJob(loop, path, token);
+  }
   if (!fd.ok()) {
     if (explicitPath) PL_LOG_WARN("%s (rendering anyway)", fd.error().message.c_str());
     else PL_LOG_DEBUG("%s", fd.error().message.c_str());
@@ -275,9 +280,10 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const RenderDat
   reportClusterRender(args, film, data, *result, loadSeconds, "");
 }
 
-// Hands the job to this machine's node daemon (render_job.h) at `path`. Returns false when
-// the daemon refused it before starting (the caller renders by itself); exits on a failure
-// after that.
+// Hands the job to this machine's node daemon (render_job.h) at `path`, over its control socket
+// (transport/control_client.h), on a loop that lives for this call: the command waits at top
+// level. Returns false when the daemon refused the job before starting it (the caller renders by
+// itself); exits on a failure after that.
 bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const RenderData& data,
                          Film& film, double loadSeconds) {
   RenderJobParams params;
@@ -293,38 +299,28 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const 
   std::vector<uint8_t> payload = serialize(data);
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
   ProgressBar bar;
-  auto onProgress = [&](const std::string& text) {
-    if (!showProgress) return;
-    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    if (!j.is_object() || !j.contains("stats")) return;
-    Result<ClusterRenderStats> stats = statsFromJson(j["stats"]);
-    if (!stats.ok()) return;
-    uint64_t done = j.value("done", uint64_t(0)), total = j.value("total", uint64_t(0));
-    bar.update(done, total, shareLine(*stats, total));
-  };
+  ControlProgressCallback onProgress;
+  if (showProgress) {
+    onProgress = [&](uint64_t done, uint64_t total, const ClusterRenderStats& stats) {
+      bar.update(done, total, shareLine(stats, total));
+    };
+  }
   bool refused = false;
-  Result<ControlRenderReply> reply =
-      submitRenderJob(path, ownerToken().empty() ? randomHex(16) : ownerToken(),
-                      paramsToJson(params).dump(), payload,
-                      uint64_t(film.sums().size()) * sizeof(int64_t), onProgress, &refused);
+  Result<ControlRenderResult> reply = Error{""};
+  {
+    UvKjLoop loop;
+    reply = runRenderJob(loop, path, ownerToken().empty() ? randomHex(16) : ownerToken(), params,
+                         payload, film.sums().size(), onProgress, &refused);
+  }
   if (showProgress) bar.finish();
   if (!reply.ok() && refused) {
     PL_LOG_WARN("%s; rendering in this process", reply.error().message.c_str());
     return false;
   }
   if (!reply.ok()) fail(reply.error().message, 1);
-  nlohmann::json j = nlohmann::json::parse(reply->text, nullptr, false);
-  Result<ClusterRenderStats> stats = statsFromJson(j);
-  if (!stats.ok()) fail(stats.error().message, 1);
-  std::vector<int64_t> sums(reply->bytes.size() / sizeof(int64_t));
-  if (reply->bytes.size() != sums.size() * sizeof(int64_t))
-    fail("node daemon at " + path + ": a film of " + std::to_string(reply->bytes.size()) +
-             " bytes",
-         1);
-  std::memcpy(sums.data(), reply->bytes.data(), reply->bytes.size());
-  if (Status st = film.setSums(std::move(sums)); !st.ok())
+  if (Status st = film.setSums(std::move(reply->sums)); !st.ok())
     fail("node daemon at " + path + ": " + st.error().message, 1);
-  reportClusterRender(args, film, data, *stats, loadSeconds, path);
+  reportClusterRender(args, film, data, reply->stats, loadSeconds, path);
   return true;
 }
 

@@ -1,93 +1,27 @@
 #include "apps/peerlight/render_job.h"
 
 #include <chrono>
-#include <cstring>
 #include <list>
 
 #include "core/render/film.h"
 #include "core/scene/render_data.h"
 #include "core/util/log.h"
 #include "discovery/peer_watch.h"
-#include "transport/control_socket.h"
 #include "transport/node_service.h"
 #include "transport/render_session.h"
 #include "transport/uv_kj_loop.h"
 
-namespace pl {
-
-// The wire form of the stats: every member, by its name; missing keys keep their defaults.
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DeviceInfo, kind, name, memoryBytes, threads,
-                                                computeMajor, computeMinor, ordinal)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SchedulerStats, issuedUnits, duplicateUnits,
-                                                acceptedUnits, rejectedResults, requeuedUnits)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LocalDeviceRenderStats, info, workUnits, samples,
-                                                raysTraced, duplicateResults, error)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(
-    NodeRenderStats, address, name, nodeId, devices, workUnits, samples, raysTraced,
-    duplicateResults, renderDataBytesRaw, renderDataBytesSent, chunksSent, chunksTotal,
-    manifestBytes, resultBytes, resultBytesRaw, secondsToFirstResult, secondsToDataLoaded,
-    uploadSeconds, connections, losses, state, error)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ClusterRenderStats, seconds, samples, raysTraced,
-                                                scheduler, local, nodes, renderDataChunks,
-                                                renderDataRawBytes, renderDataEncodedBytes,
-                                                encodeSeconds)
-
-namespace app {
+namespace pl::app {
 
 using Clock = std::chrono::steady_clock;
 
-nlohmann::json statsToJson(const ClusterRenderStats& stats) { return stats; }
+namespace {
 
-Result<ClusterRenderStats> statsFromJson(const nlohmann::json& json) {
-  try {
-    return json.get<ClusterRenderStats>();
-  } catch (const nlohmann::json::exception& e) {
-    return Error{std::string("render statistics from the node daemon: ") + e.what()};
-  }
+ControlOutcome refusal(ctl::Outcome outcome, std::string message) {
+  return ControlOutcome{outcome, std::move(message)};
 }
 
-nlohmann::json paramsToJson(const RenderJobParams& p) {
-  return {{"width", p.width},
-          {"height", p.height},
-          {"spp", p.spp},
-          {"peers", p.peers},
-          {"local_only", p.localOnly},
-          {"no_local", p.noLocal},
-          {"no_owner_preempt", p.noOwnerPreempt},
-          {"no_mdns", p.noMdns},
-          {"primary", p.primaryName}};
-}
-
-Result<RenderJobParams> paramsFromJson(const std::string& text) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return Error{"render job: params are not a JSON object"};
-  RenderJobParams p;
-  try {
-    p.width = j.at("width").get<uint32_t>();
-    p.height = j.at("height").get<uint32_t>();
-    p.spp = j.at("spp").get<uint32_t>();
-    p.peers = j.value("peers", std::vector<std::string>{});
-    p.localOnly = j.value("local_only", false);
-    p.noLocal = j.value("no_local", false);
-    p.noOwnerPreempt = j.value("no_owner_preempt", false);
-    p.noMdns = j.value("no_mdns", false);
-    p.primaryName = j.value("primary", std::string("local"));
-  } catch (const nlohmann::json::exception& e) {
-    return Error{std::string("render job params: ") + e.what()};
-  }
-  if (Status s = Scheduler::validateFrame(FrameSpec{p.width, p.height, p.spp, 64}); !s.ok())
-    return Error{"render job: " + s.error().message};
-  if (p.peers.size() > 1024) return Error{"render job: more than 1024 peers"};
-  if (p.localOnly && p.noLocal) return Error{"render job: local_only and no_local both set"};
-  // The film's sums (24 bytes a pixel) are held twice at the end (film and reply): at most
-  // 8 GiB, so that an absurd frame is refused here rather than failing an allocation later.
-  const uint64_t filmBytes = uint64_t(p.width) * p.height * 3 * sizeof(int64_t);
-  if (filmBytes > (uint64_t(4) << 30))
-    return Error{"render job: a " + std::to_string(p.width) + "x" + std::to_string(p.height) +
-                 " film needs " + std::to_string(filmBytes >> 20) +
-                 " MiB, more than this node gives one job (4096 MiB)"};
-  return p;
-}
+}  // namespace
 
 struct RenderJobs::Impl {
   struct Running {
@@ -121,32 +55,64 @@ struct RenderJobs::Impl {
     }
   }
 
+  ControlOutcome admit(const RenderJobParams& p) const {
+    if (Status s = Scheduler::validateFrame(FrameSpec{p.width, p.height, p.spp, 64}); !s.ok())
+      return refusal(ctl::Outcome::BAD_PARAMS, "render job: " + s.error().message);
+    if (p.localOnly && p.noLocal)
+      return refusal(ctl::Outcome::BAD_PARAMS, "render job: localOnly and noLocal both set");
+    // The film's sums (24 bytes a pixel) are held twice at the end (the session's film and the
+    // copy the client reads): at most 8 GiB, so that an absurd frame is refused before its data
+    // travels rather than failing an allocation later.
+    const uint64_t filmBytes = uint64_t(p.width) * p.height * 3 * sizeof(int64_t);
+    if (filmBytes > (uint64_t(4) << 30))
+      return refusal(ctl::Outcome::TOO_LARGE,
+                     "render job: a " + std::to_string(p.width) + "x" + std::to_string(p.height) +
+                         " film needs " + std::to_string(filmBytes >> 20) +
+                         " MiB, more than this node gives one job (4096 MiB)");
+    if (stopping) return refusal(ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down");
+    if (jobs.size() >= kMaxJobs)
+      return refusal(ctl::Outcome::BUSY,
+                     "busy: " + std::to_string(jobs.size()) + " render jobs run on this node");
+    return ControlOutcome{};
+  }
+
   void start(std::shared_ptr<ControlRenderJob> job) {
-    Result<RenderJobParams> params = paramsFromJson(job->params());
     const std::string label = "render job " + job->token().substr(0, 8);
-    if (!params.ok()) {
-      PL_LOG_WARN("%s refused: %s", label.c_str(), params.error().message.c_str());
-      job->fail(params.error().message);
+    // Checked again: jobs may have started, or the daemon begun to stop, during the upload.
+    if (ControlOutcome admitted = admit(job->params()); !admitted.ok()) {
+      PL_LOG_WARN("%s refused: %s", label.c_str(), admitted.message.c_str());
+      job->fail(admitted.outcome, admitted.message);
       return;
     }
-    if (stopping) {
-      job->fail("the node daemon is shutting down");
-      return;
+    // Decoded here, on the loop (a few milliseconds per 10 MB; the payload is bounded by the
+    // control socket).
+    Result<RenderData> data = deserialize(job->payload().data(), job->payload().size());
+    const size_t payloadBytes = job->payload().size();
+    std::vector<uint8_t>().swap(job->payload());
+    std::string bad;
+    if (!data.ok()) {
+      bad = "render data: " + data.error().message;
+    } else if (data->camera.size() != 1 || data->camera[0].width != job->params().width ||
+               data->camera[0].height != job->params().height) {
+      const kernel::Camera* camera = data->camera.empty() ? nullptr : &data->camera[0];
+      bad = "render data: camera of " + (camera ? std::to_string(camera->width) : "?") + "x" +
+            (camera ? std::to_string(camera->height) : "?") + ", frame of " +
+            std::to_string(job->params().width) + "x" + std::to_string(job->params().height);
     }
-    if (jobs.size() >= kMaxJobs) {
-      PL_LOG_WARN("%s refused: %zu render jobs run already", label.c_str(), jobs.size());
-      job->fail("busy: " + std::to_string(jobs.size()) + " render jobs run on this node");
+    if (!bad.empty()) {
+      PL_LOG_WARN("%s refused: %s", label.c_str(), bad.c_str());
+      job->fail(ctl::Outcome::BAD_DATA, bad);
       return;
     }
     auto running = std::make_unique<Running>();
     Running* r = running.get();
     r->job = job;
-    r->params = std::move(params).value();
+    r->params = job->params();
     r->label = label;
     PL_LOG_INFO("%s from %s (uid %u): %ux%u at %u spp, %zu bytes of render data; this node is "
                 "its Primary",
                 label.c_str(), r->params.primaryName.c_str(), job->clientUid(), r->params.width,
-                r->params.height, r->params.spp, job->payload().size());
+                r->params.height, r->params.spp, payloadBytes);
     job->accept();
     jobs.push_back(std::move(running));
     if (!r->params.noLocal && !r->params.noOwnerPreempt) {
@@ -154,21 +120,10 @@ struct RenderJobs::Impl {
       node.ownerJobStarted(job->token());
       r->owner = true;
     }
-    // Decoded here, on the loop (a few milliseconds per 10 MB; the payload is bounded by the
-    // control socket).
-    Result<RenderData> data = deserialize(job->payload().data(), job->payload().size());
-    std::vector<uint8_t>().swap(job->payload());
-    if (!data.ok()) return finish(*r, "", {}, "render data: " + data.error().message);
-    const kernel::Camera& camera = data->camera[0];
-    if (camera.width != r->params.width || camera.height != r->params.height)
-      return finish(*r, "", {},
-                    "render data: camera of " + std::to_string(camera.width) + "x" +
-                        std::to_string(camera.height) + ", frame of " +
-                        std::to_string(r->params.width) + "x" + std::to_string(r->params.height));
     job->onDisconnect([this, r, alive = alive] {
       if (!*alive || r->over) return;
       PL_LOG_INFO("%s: the client went away; cancelling", r->label.c_str());
-      finish(*r, "", {}, "render cancelled: the client went away");
+      finish(*r, ctl::Outcome::CANCELLED, "render cancelled: the client went away");
     });
 
     ClusterRenderOptions options;
@@ -191,27 +146,29 @@ struct RenderJobs::Impl {
     RenderSessionEvents events;
     events.onPass = [this, r](uint64_t, uint32_t spp, double) {
       if (spp != r->params.spp || r->over) return;
-      const Film film = r->session->film().snapshot();
-      std::vector<uint8_t> bytes(film.sums().size() * sizeof(int64_t));
-      std::memcpy(bytes.data(), film.sums().data(), bytes.size());
-      ClusterRenderStats stats = r->session->stats(/*finishing=*/true);
-      finish(*r, statsToJson(stats).dump(), std::move(bytes), "");
+      r->over = true;
+      r->job->done(r->session->stats(/*finishing=*/true), r->session->film().committedSums());
+      end(*r, "");
     };
-    events.onFatal = [this, r](const std::string& message) { finish(*r, "", {}, message); };
+    events.onFatal = [this, r](const std::string& message) {
+      finish(*r, ctl::Outcome::FAILED, message);
+    };
     events.onProgress = [this, r](uint64_t done, uint64_t total) {
       const Clock::time_point t = Clock::now();
       if (r->over || (done < total && t - r->lastProgress < std::chrono::milliseconds(200)))
         return;
       r->lastProgress = t;
-      r->job->progress(nlohmann::json{{"done", done},
-                                      {"total", total},
-                                      {"stats", statsToJson(r->session->stats())}}
-                           .dump());
+      r->job->progress(done, total, r->session->stats());
     };
     r->session = std::make_unique<RenderSession>(loop, options, events);
     auto shared = std::make_shared<const RenderData>(std::move(data).value());
     if (Status st = r->session->start(shared, r->params.spp); !st.ok())
-      finish(*r, "", {}, st.error().message);
+      return finish(*r, ctl::Outcome::FAILED, st.error().message);
+    // The client may have gone before onDisconnect() was set (nothing would tell us then).
+    if (!job->connected()) {
+      PL_LOG_INFO("%s: the client went away; cancelling", r->label.c_str());
+      finish(*r, ctl::Outcome::CANCELLED, "render cancelled: the client went away");
+    }
   }
 
   void nodeFound(const std::string& address) {
@@ -220,14 +177,18 @@ struct RenderJobs::Impl {
     }
   }
 
-  // The job's end: done (text, film) or failed (error). Called from the session's events, so
-  // the session is destroyed a turn later, outside its own callbacks.
-  void finish(Running& r, std::string text, std::vector<uint8_t> film, std::string error) {
+  // The job failed or was cancelled: its client is told (when it is still there), and the
+  // job is taken down. Called from the session's events, so the session is destroyed a turn
+  // later, outside its own callbacks (end()).
+  void finish(Running& r, ctl::Outcome outcome, const std::string& error) {
     if (r.over) return;
     r.over = true;
-    if (error.empty()) r.job->done(text, std::move(film));
-    else r.job->fail(error);
-    loop.post([this, &r, alive = alive, error] {
+    r.job->fail(outcome, error);
+    end(r, error);
+  }
+
+  void end(Running& r, std::string error) {
+    loop.post([this, &r, alive = alive, error = std::move(error)] {
       if (*alive) ended(r, error);
     });
   }
@@ -249,6 +210,9 @@ struct RenderJobs::Impl {
 RenderJobs::RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch)
     : impl_(std::make_unique<Impl>(loop, node, std::move(key), watch)) {}
 RenderJobs::~RenderJobs() = default;
+ControlOutcome RenderJobs::admit(const RenderJobParams& params) const {
+  return impl_->admit(params);
+}
 void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
 size_t RenderJobs::active() const { return impl_->jobs.size(); }
 void RenderJobs::nodeFound(const std::string& address) { impl_->nodeFound(address); }
@@ -257,7 +221,8 @@ void RenderJobs::cancelAll(std::function<void()> whenIdle) {
   std::vector<RenderJobs::Impl::Running*> running;
   for (auto& r : impl_->jobs) running.push_back(r.get());
   for (RenderJobs::Impl::Running* r : running)
-    impl_->finish(*r, "", {}, "render cancelled: the node daemon is shutting down");
+    impl_->finish(*r, ctl::Outcome::SHUTTING_DOWN,
+                  "render cancelled: the node daemon is shutting down");
   if (impl_->jobs.empty()) {
     if (whenIdle) whenIdle();
     return;
@@ -265,5 +230,4 @@ void RenderJobs::cancelAll(std::function<void()> whenIdle) {
   impl_->whenIdle = std::move(whenIdle);
 }
 
-}  // namespace app
-}  // namespace pl
+}  // namespace pl::app

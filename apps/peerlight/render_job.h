@@ -1,53 +1,39 @@
 #pragma once
-// Render jobs handed to the node daemon (issue 4 item 4; transport/control_socket.h has the
-// socket protocol). `peerlight render` on a machine whose daemon runs loads and compiles the
-// scene itself, then sends the compiled RenderData and the frame to the daemon, which becomes
-// the Primary: it leases this machine's devices from its own node (as the owner: remote leases
-// are revoked meanwhile, state `primary`) and the devices of the nodes it knows (--peer ones
-// and, live, those mDNS finds), streams progress back, and returns the film's exact sums, from
-// which the command writes the image. Closing the connection cancels the job.
+// Render jobs handed to the node daemon (issue 4 item 4; transport/control.capnp has the
+// protocol, transport/control_socket.h the socket). `peerlight render` on a machine whose daemon
+// runs loads and compiles the scene itself, then hands the compiled RenderData and the frame to
+// the daemon over the control socket (Cap'n Proto: NodeControl.render, then the data in chunks),
+// and the daemon becomes the Primary: it leases this machine's devices from its own node (as
+// the owner: remote leases are revoked meanwhile, state `primary`) and the devices of the nodes
+// it knows (--peer ones and, live, those mDNS finds), pushes progress to the client's listener,
+// and hands over the film's exact sums, from which the command writes the image. The client
+// dropping its RenderJob capability or closing the connection cancels the job.
+//
+// Refusals and failures are control.capnp Outcomes: admit() decides before any data travels
+// (badParams, tooLarge, busy, shuttingDown), start() once the data is in (badData, busy,
+// shuttingDown); a job that started ends ok, failed, or shuttingDown (cancelAll()).
 //
 // Threads: RenderJobs and every job's RenderSession (transport/render_session.h) live on the
-// daemon's one loop thread; this machine's devices are leased from the daemon's own node in
-// process (NodeService::newTrustedNode(), never a connection to itself) and render in its worker
-// processes; the job's other nodes are connected as by any Primary.
+// daemon's one loop thread, with the control socket; this machine's devices are leased from the
+// daemon's own node in process (NodeService::newTrustedNode(), never a connection to itself) and
+// render in its worker processes; the job's other nodes are connected as by any Primary.
+// Lifetime: the ControlRenderJob objects are shared with the control socket; a RenderJobs
+// drops each one a loop turn after its job ended.
 
-#include <nlohmann/json.hpp>
-
+#include <functional>
 #include <memory>
 #include <string>
-#include <vector>
 
-#include "core/util/status.h"
 #include "transport/auth.h"
-#include "transport/primary.h"
+#include "transport/control_socket.h"
 
 namespace pl {
-class ControlRenderJob;
 class NodeService;
 class PeerWatch;
 class UvKjLoop;
 }  // namespace pl
 
 namespace pl::app {
-
-// ClusterRenderStats on the control socket (both ways; keys are the member names).
-nlohmann::json statsToJson(const ClusterRenderStats& stats);
-Result<ClusterRenderStats> statsFromJson(const nlohmann::json& json);
-
-// What `peerlight render` asks of the daemon (the request's params). Without `peers` (and
-// unless noMdns) the daemon adds the nodes its mDNS browse finds, also during the render.
-struct RenderJobParams {
-  uint32_t width = 0, height = 0, spp = 0;
-  std::vector<std::string> peers;  // --peer
-  bool localOnly = false;          // this machine's devices only
-  bool noLocal = false;            // not this machine's devices
-  bool noOwnerPreempt = false;     // do not revoke remote leases on this machine's devices
-  bool noMdns = false;             // only `peers` (and this machine), no mDNS nodes
-  std::string primaryName;         // "host/pid" of the command
-};
-nlohmann::json paramsToJson(const RenderJobParams& params);
-Result<RenderJobParams> paramsFromJson(const std::string& text);
 
 class RenderJobs {
  public:
@@ -58,9 +44,15 @@ class RenderJobs {
   RenderJobs(const RenderJobs&) = delete;
   RenderJobs& operator=(const RenderJobs&) = delete;
 
-  // Takes a job whose request arrived (ControlSocket::Callbacks::renderRequested). Refused
-  // (the client gets an error line) when its params are bad, its film would not fit the
-  // memory budget, kMaxJobs jobs run already, or the node is shutting down.
+  // Whether a job with these parameters would be taken now (ControlSocket::Callbacks::
+  // admitRender, before its data travels): badParams for an invalid frame or localOnly with
+  // noLocal, tooLarge for a film of more than 4 GiB of sums, busy when kMaxJobs jobs run,
+  // shuttingDown after cancelAll().
+  ControlOutcome admit(const RenderJobParams& params) const;
+  // Takes a job whose data arrived (ControlSocket::Callbacks::renderRequested) and answers its
+  // start() at once: refused (busy, shuttingDown, or badData when the data does not decode or
+  // its camera is not the frame) or accepted, and then the job runs as a RenderSession until it
+  // is done (the film), fails, or its client goes away.
   void start(std::shared_ptr<ControlRenderJob> job);
   static constexpr size_t kMaxJobs = 4;
   size_t active() const;

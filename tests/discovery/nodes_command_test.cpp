@@ -6,7 +6,7 @@
 //   a network namespace with only `lo`, a private system bus and avahi-daemon in it
 //   (tests/integration/netns_sandbox.h), three nodes; `peerlight nodes --json --wait 2` lists
 //   all three, found by mDNS within 2 s, with their devices and the key matching. Then a 4 s
-//   owner job on node1's control socket (issue 4): within 2 s the listing shows node1 `primary`
+//   owner job on node1's control socket (issue 4; Cap'n Proto, transport/control.capnp): within 2 s the listing shows node1 `primary`
 //   and the others `idle`, both as Node.info says (with the cluster key) and as the mDNS TXT
 //   record says (with another key, whose probe ends at the node's proof); within 2 s of the
 //   job's connection closing, all `idle` again. Nothing multicasts in the root namespace.
@@ -31,6 +31,8 @@
 
 #include "tests/integration/netns_sandbox.h"
 #include "tests/integration/process.h"
+#include "transport/control_client.h"
+#include "transport/uv_kj_loop.h"
 
 namespace pl {
 namespace {
@@ -65,39 +67,20 @@ double msSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-// An owner job on a node daemon's control socket (transport/control_socket.h), spoken in plain
-// POSIX: connect, "owner <token>\n", then "ok\n" from the daemon. The job lasts as long as the
+// An owner job on a node daemon's control socket (transport/control_client.h): NodeControl.ownerJob
+// over Cap'n Proto, then the connection is kept open, silent. The job lasts as long as that
 // connection stays open: until end() or destruction.
 class OwnerJob {
  public:
   ~OwnerJob() { end(); }
-  // "" once the daemon said "ok" (within `timeout`); else why not.
+  // "" once the daemon answered ok (within `timeout`); else why not.
   std::string start(const std::string& path, const std::string& token,
                     std::chrono::milliseconds timeout) {
-    sockaddr_un addr{};
-    if (path.size() >= sizeof(addr.sun_path)) return path + ": path too long";
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-      return path + ": cannot connect: " + std::strerror(errno);
-    const std::string line = "owner " + token + "\n";
-    if (::write(fd_, line.data(), line.size()) != ssize_t(line.size()))
-      return path + ": cannot write: " + std::strerror(errno);
-    std::string reply;
-    const auto deadline = Clock::now() + timeout;
-    while (reply.find('\n') == std::string::npos && reply.size() < 256) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{fd_, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&p, 1, int(left.count())) <= 0)
-        return path + ": no answer within " + std::to_string(timeout.count()) + " ms";
-      char buf[256];
-      ssize_t got = ::read(fd_, buf, sizeof(buf));
-      if (got <= 0) return path + ": closed after \"" + reply + "\"";
-      reply.append(buf, size_t(got));
-    }
-    return reply == "ok\n" ? "" : path + ": answered \"" + reply + "\"";
+    UvKjLoop loop;
+    Result<int> fd = announceOwnerJob(loop, path, token, int(timeout.count()));
+    if (!fd.ok()) return fd.error().message;
+    fd_ = *fd;
+    return "";
   }
   void end() {
     if (fd_ >= 0) ::close(fd_);

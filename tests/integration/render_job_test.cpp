@@ -3,11 +3,18 @@
 // temporary folder) and `peerlight render --control-socket`. The daemon becomes the Primary:
 // it renders on its own node (a worker process) and on the render's --peer nodes, reports state
 // primary meanwhile, streams progress, and the command writes an image bitwise identical to a
-// local render. A render process that goes away cancels its job; malformed requests on the
-// control socket get an error line and the daemon keeps serving. Every process is killed and
-// reaped by its guard; every wait has a hard timeout.
+// local render. A render process that goes away cancels its job. The control socket itself
+// (Cap'n Proto, transport/control.capnp) is spoken from this process too: bad requests get a
+// typed Outcome, bad data is refused at start(), garbage and malformed frames close only that
+// connection with the reason in Cap'n Proto's Abort (and one log line), the upload bound is
+// reserved and given back, and dropping an OwnerJob or RenderJob capability ends that job while
+// the connection stays open. Every process is killed and reaped by its guard; every wait has a
+// hard timeout.
 
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,7 +29,13 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "core/scene/compile.h"
+#include "core/scene/render_data.h"
+#include "core/util/system.h"
 #include "tests/integration/daemon_fixture.h"
+#include "tests/transport/loop_test_util.h"
+#include "transport/control_client.h"
+#include "transport/uv_kj_loop.h"
 
 namespace pl {
 namespace {
@@ -31,6 +44,7 @@ using testing::Process;
 using testing::alive;
 using testing::kBinary;
 using testing::secondsSince;
+using testing::waitFor;
 using testing::waitUntil;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -42,7 +56,11 @@ class RenderJobTest : public testing::DaemonTest {
   std::string startDaemon(const std::string& name, bool control) {
     NodeSpec spec;
     spec.controlSocket = control;
-    return startNode(name, spec);
+    std::string address = startNode(name, spec);
+    // The daemon prints its address before it opens the control socket.
+    if (control && !address.empty())
+      EXPECT_TRUE(waitUntil([&] { return controlSocketAnswers(socketOf(name)); }, 5s));
+    return address;
   }
   // A render through a's daemon (or as `options` say), no peers of its own.
   std::unique_ptr<Process> startJob(const std::string& size, uint32_t spp, const std::string& tag,
@@ -194,103 +212,414 @@ TEST_F(RenderJobTest, DaemonShutdownEndsTheJobWithAReason) {
   EXPECT_TRUE(waitUntil([&] { return !alive(worker); }, 3s));
 }
 
-// One request on the control socket; returns every line of the reply (until it closes).
-std::vector<std::string> controlExchange(const std::string& path, const std::string& request) {
+// --- The control socket spoken from this process (transport/control.capnp) ------------------
+
+// A plain Unix socket to `path` (5 s send timeout); -1 when it cannot connect.
+int rawConnect(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  std::vector<std::string> lines;
+  struct timeval tv {5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     ::close(fd);
-    return lines;
+    return -1;
   }
-  struct timeval tv {10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string in;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0) in.append(buffer, size_t(n));
-  ::close(fd);
-  size_t start = 0;
-  for (size_t nl; (nl = in.find('\n', start)) != std::string::npos; start = nl + 1)
-    lines.push_back(in.substr(start, nl - start));
-  return lines;
+  return fd;
 }
 
-// Malformed render requests get one error line naming the problem; the daemon keeps serving.
-TEST_F(RenderJobTest, MalformedRequestsGetAnErrorAndTheDaemonKeepsServing) {
+// What the peer sends until it closes the connection; nullopt when it is still open after
+// `timeout`.
+std::optional<std::string> readUntilClosed(int fd, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::string in;
+  char buffer[4096];
+  while (Clock::now() < deadline) {
+    struct pollfd p {fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) return in;
+    in.append(buffer, size_t(n));
+  }
+  return std::nullopt;
+}
+
+// The reason in the Cap'n Proto Abort message that `bytes` holds ("" when there is none).
+std::string abortReason(const std::string& bytes) {
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data(), words.size() * sizeof(capnp::word));
+  std::string reason;
+  kj::runCatchingExceptions([&] {
+    capnp::FlatArrayMessageReader reader(words);
+    auto message = reader.getRoot<capnp::rpc::Message>();
+    if (message.isAbort()) reason = message.getAbort().getReason().cStr();
+  });
+  return reason;
+}
+
+// The loop's clock (uv_now, and the KJ timer on it) stands still while the test blocks without
+// running the loop (waitUntil, `peerlight nodes`); one turn brings it up to date, so that the
+// next waitFor() deadline counts from now rather than from before the pause.
+void resume(UvKjLoop& loop) { loop.waitScope().poll(); }
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) n += 1;
+  return n;
+}
+
+// NodeControl.render with these fields, answered within 5 s.
+capnp::Response<ctl::NodeControl::RenderResults> requestJob(UvKjLoop& loop, ControlConnection& c,
+                                                            const std::string& token,
+                                                            const RenderJobParams& params,
+                                                            uint64_t dataBytes,
+                                                            ctl::ProgressListener::Client listener =
+                                                                nullptr) {
+  auto request = c.control().renderRequest();
+  auto r = request.initRequest();
+  r.setToken(token);
+  toControl(params, r.initParams());
+  r.setDataBytes(dataBytes);
+  request.setListener(kj::mv(listener));
+  return waitFor(loop, request.send());
+}
+
+capnp::Response<ctl::NodeControl::OwnerJobResults> requestOwnerJob(UvKjLoop& loop,
+                                                                   ControlConnection& c,
+                                                                   const std::string& token) {
+  auto request = c.control().ownerJobRequest();
+  request.setToken(token);
+  return waitFor(loop, request.send());
+}
+
+void write(UvKjLoop& loop, ctl::RenderJob::Client& job, const std::string& bytes) {
+  auto request = job.writeRequest();
+  request.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+  waitFor(loop, request.send());
+}
+
+RenderJobParams frame(uint32_t width, uint32_t height, uint32_t spp) {
+  RenderJobParams p;
+  p.width = width;
+  p.height = height;
+  p.spp = spp;
+  p.noMdns = true;
+  p.primaryName = "render-job-test";
+  return p;
+}
+
+// Requests that the daemon refuses get an Outcome (not prose to match) and a message naming the
+// field; calls out of order and methods it does not know fail only that call; bad data is
+// refused at start() and never starts a job; the daemon keeps serving throughout.
+TEST_F(RenderJobTest, BadRequestsGetATypedOutcomeAndTheDaemonKeepsServing) {
   std::string a = startDaemon("a", true);
   ASSERT_FALSE(a.empty());
-  const std::string params = R"({"width":16,"height":16,"spp":1})";
-  struct Case {
-    std::string request;
-    std::string expect;  // in the last line
-  };
-  const std::vector<Case> cases = {
-      {"render tok1 99999999999999999 " + params + "\n", "payload of"},
-      {"render tok2 abc " + params + "\n", "bad payload size"},
-      {"render t!k 4 " + params + "\nabcd", "bad token"},
-      {"render tok3 4 {not json\nabcd", "not a JSON object"},
-      {"render tok4 4 {\"width\":0,\"height\":16,\"spp\":1}\nabcd", "render job"},
-      {"render tok5 8 " + params + "\n12345678", "render data"},
-      {"render tok6 4 {\"width\":30000,\"height\":30000,\"spp\":1}\nabcd", "film needs"},
-      {"hello\n", "bad request"},
-  };
-  for (const Case& c : cases) {
-    std::vector<std::string> lines = controlExchange(socketOf("a"), c.request);
-    ASSERT_FALSE(lines.empty()) << "no reply to: " << c.request;
-    EXPECT_EQ(lines.back().rfind("error ", 0), 0u) << lines.back();
-    EXPECT_NE(lines.back().find(c.expect), std::string::npos)
-        << "request: " << c.request << "\nreply: " << lines.back();
-    EXPECT_TRUE(node("a").running()) << node("a").err();
-  }
-  // Data after the payload is refused, and never starts a second job on the connection
-  // (the same bytes again, sent once the first job was accepted).
   {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un addr {};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socketOf("a").c_str(), sizeof(addr.sun_path) - 1);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    struct timeval tv {10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    std::string request = "render tok7 8 " + params + "\n12345678";
-    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    char reply[9] = {};
-    ASSERT_EQ(::recv(fd, reply, 9, MSG_WAITALL), 9);
-    EXPECT_EQ(std::string(reply, 9), "accepted\n");
-    ::send(fd, "12345678", 8, MSG_NOSIGNAL);
-    char rest[4096];
-    while (::recv(fd, rest, sizeof(rest), 0) > 0) {
+    UvKjLoop loop;
+    auto opened = ControlConnection::open(loop, socketOf("a"));
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    ControlConnection& c = **opened;
+    const RenderJobParams good = frame(16, 16, 1);
+    auto with = [&](auto change) {
+      RenderJobParams p = good;
+      change(p);
+      return p;
+    };
+    struct Case {
+      std::string name, token;
+      RenderJobParams params;
+      uint64_t bytes;
+      ctl::Outcome outcome;
+      std::string expect;  // in the message
+    };
+    const std::vector<Case> cases = {
+        {"bad token", "t!k", good, 8, ctl::Outcome::BAD_PARAMS, "bad token"},
+        {"empty token", "", good, 8, ctl::Outcome::BAD_PARAMS, "bad token"},
+        {"token too long", std::string(65, 'a'), good, 8, ctl::Outcome::BAD_PARAMS, "bad token"},
+        {"width 0", "tok1", with([](RenderJobParams& p) { p.width = 0; }), 8,
+         ctl::Outcome::BAD_PARAMS, "render job"},
+        {"spp 0", "tok2", with([](RenderJobParams& p) { p.spp = 0; }), 8,
+         ctl::Outcome::BAD_PARAMS, "render job"},
+        {"huge film", "tok3",
+         with([](RenderJobParams& p) { p.width = p.height = 30000; }), 8,
+         ctl::Outcome::TOO_LARGE, "film needs"},
+        {"local only and no local", "tok4",
+         with([](RenderJobParams& p) { p.localOnly = p.noLocal = true; }), 8,
+         ctl::Outcome::BAD_PARAMS, "localOnly and noLocal"},
+        {"too many peers", "tok5",
+         with([](RenderJobParams& p) { p.peers.assign(1025, "127.0.0.1:1"); }), 8,
+         ctl::Outcome::BAD_PARAMS, "peers"},
+        {"no data", "tok6", good, 0, ctl::Outcome::BAD_PARAMS, "no render data"},
+        {"too much data", "tok7", good, ~uint64_t(0), ctl::Outcome::TOO_LARGE,
+         "this node takes 1 to"},
+    };
+    for (const Case& t : cases) {
+      auto reply = requestJob(loop, c, t.token, t.params, t.bytes);
+      EXPECT_EQ(reply.getOutcome(), t.outcome) << t.name << ": " << reply.getMessage().cStr();
+      EXPECT_NE(std::string(reply.getMessage().cStr()).find(t.expect), std::string::npos)
+          << t.name << ": " << reply.getMessage().cStr();
     }
-    ::close(fd);
+
+    // Owner jobs: a bad token; one per connection.
+    EXPECT_EQ(requestOwnerJob(loop, c, "t!k").getOutcome(), ctl::Outcome::BAD_PARAMS);
+    auto owner = requestOwnerJob(loop, c, "0a1b2c3d");
+    EXPECT_EQ(owner.getOutcome(), ctl::Outcome::OK) << owner.getMessage().cStr();
+    EXPECT_EQ(requestOwnerJob(loop, c, "0a1b2c3e").getOutcome(), ctl::Outcome::BUSY);
+
+    // A method this daemon does not know (a newer client's): that call fails, the connection
+    // serves on.
+    auto unknown = c.control().typelessRequest(capnp::typeId<ctl::NodeControl>(), 99, nullptr);
+    EXPECT_NE(testing::exceptionFrom([&] { waitFor(loop, unknown.send()); }), nullptr);
+    EXPECT_EQ(requestOwnerJob(loop, c, "t!k").getOutcome(), ctl::Outcome::BAD_PARAMS);
+
+    // One render job per connection; data that is no RenderData is refused at start().
+    auto first = requestJob(loop, c, "tok8", good, 8);
+    ASSERT_EQ(first.getOutcome(), ctl::Outcome::OK) << first.getMessage().cStr();
+    auto second = requestJob(loop, c, "tok9", good, 8);
+    EXPECT_EQ(second.getOutcome(), ctl::Outcome::BUSY);
+    EXPECT_NE(std::string(second.getMessage().cStr()).find("one per connection"),
+              std::string::npos);
+    ctl::RenderJob::Client junk = first.getJob();
+    // Calls out of order fail that call only.
+    EXPECT_NE(testing::exceptionFrom([&] { waitFor(loop, junk.resultRequest().send()); }),
+              nullptr);
+    EXPECT_NE(testing::exceptionFrom([&] { waitFor(loop, junk.readFilmRequest().send()); }),
+              nullptr);
+    write(loop, junk, "12345678");
+    auto refused = waitFor(loop, junk.startRequest().send());
+    EXPECT_EQ(refused.getOutcome(), ctl::Outcome::BAD_DATA);
+    EXPECT_NE(std::string(refused.getMessage().cStr()).find("render data"), std::string::npos)
+        << refused.getMessage().cStr();
+    EXPECT_NE(testing::exceptionFrom([&] { waitFor(loop, junk.resultRequest().send()); }),
+              nullptr);
+
+    // Data beyond what was declared, or short of it: refused at start().
+    for (const auto& [declared, sent, expect] :
+         std::vector<std::tuple<uint64_t, std::string, std::string>>{
+             {4, "12345678", "more than the 4 bytes declared"},
+             {16, "12345678", "8 of the 16 bytes declared arrived"}}) {
+      auto other = ControlConnection::open(loop, socketOf("a"));
+      ASSERT_TRUE(other.ok());
+      auto reply = requestJob(loop, **other, "tokx", good, declared);
+      ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK);
+      ctl::RenderJob::Client job = reply.getJob();
+      write(loop, job, sent);
+      auto answer = waitFor(loop, job.startRequest().send());
+      EXPECT_EQ(answer.getOutcome(), ctl::Outcome::BAD_DATA);
+      EXPECT_NE(std::string(answer.getMessage().cStr()).find(expect), std::string::npos)
+          << answer.getMessage().cStr();
+      EXPECT_NE(testing::exceptionFrom([&] { waitFor(loop, job.startRequest().send()); }),
+                nullptr)
+          << "start() twice";
+    }
   }
-  std::string log = node("a").err();
-  size_t jobs = 0;
-  for (size_t at = log.find("render job tok7 from"); at != std::string::npos;
-       at = log.find("render job tok7 from", at + 1))
-    jobs += 1;
-  EXPECT_EQ(jobs, 1u) << log;
-  // Clients that go away while their payload is being read, or right after it: the daemon
-  // carries on (a write finishing as the connection closes once used freed memory).
-  const std::string big(100000, 'x');
-  for (int i = 0; i < 20; ++i) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un addr {};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socketOf("a").c_str(), sizeof(addr.sun_path) - 1);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    std::string request = "render tokz" + std::to_string(i) + " " +
-                          std::to_string(big.size() - (i % 2)) + " " + params + "\n" + big;
-    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    ::close(fd);
-  }
+  const std::string log = node("a").err();
+  EXPECT_EQ(log.find("this node is its Primary"), std::string::npos) << log;
+  EXPECT_GE(count(log, "refused ("), 15u) << log;  // each refusal said once, with its outcome
+  EXPECT_TRUE(node("a").running()) << log;
   auto render = startJob("32x32", 4, "after", {"--control-socket", socketOf("a")});
   nlohmann::json run = finish(*render, "after");
   EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
-  EXPECT_TRUE(node("a").running()) << node("a").err();
+  expectIdenticalToLocal("after", "32x32", 4);
+}
+
+// Bytes that are no Cap'n Proto message, a frame beyond the size limit (refused from its header,
+// before anything is allocated) and a malformed message: each closes only its own connection,
+// with the reason in the Abort message the client receives and once in the daemon's log.
+TEST_F(RenderJobTest, GarbageClosesOnlyThatConnectionAndSaysWhy) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  auto words = [](std::vector<uint32_t> values) {
+    return std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4);
+  };
+  struct Case {
+    std::string name, bytes, reason;
+  };
+  const std::vector<Case> cases = {
+      // 8 bytes: Cap'n Proto reads a frame's first word before it can judge it, and a client
+      // whose bytes the daemon leaves unread may see the connection reset before the Abort.
+      {"text", "garbage\n", "segments"},
+      // One segment of 2^27 words (1 GiB), of which nothing follows.
+      {"oversized frame", words({0, 1u << 27}), "too large"},
+      // One segment of one word: a root struct pointer far outside it.
+      {"out-of-bounds root", words({0, 1, 1000u << 2, 1}), "out-of-bounds"},
+  };
+  // Meanwhile, a client with an owner job on another connection keeps it.
+  UvKjLoop loop;
+  auto held = ControlConnection::open(loop, socketOf("a"));
+  ASSERT_TRUE(held.ok());
+  auto owner = requestOwnerJob(loop, **held, "4e1d");
+  ASSERT_EQ(owner.getOutcome(), ctl::Outcome::OK);
+  for (const Case& t : cases) {
+    int fd = rawConnect(socketOf("a"));
+    ASSERT_GE(fd, 0);
+    ::send(fd, t.bytes.data(), t.bytes.size(), MSG_NOSIGNAL);
+    std::optional<std::string> reply = readUntilClosed(fd, 5s);
+    ::close(fd);
+    ASSERT_TRUE(reply.has_value()) << t.name << ": the daemon kept the connection open";
+    EXPECT_NE(abortReason(*reply).find(t.reason), std::string::npos)
+        << t.name << ": abort reason \"" << abortReason(*reply) << "\"";
+  }
+  // A client that connects and leaves at once is normal life: no log line.
+  ::close(rawConnect(socketOf("a")));
+  std::string log;
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        log = node("a").err();
+        return count(log, "control socket: closing the connection of") >= cases.size();
+      },
+      5s))
+      << log;
+  std::this_thread::sleep_for(200ms);
+  log = node("a").err();
+  EXPECT_EQ(count(log, "control socket: closing the connection of"), cases.size()) << log;
+  EXPECT_NE(log.find("too large"), std::string::npos) << log;
+  // The owner job on the other connection is still held, and the daemon still serves.
+  EXPECT_EQ(stateOf(a), "primary");
+  resume(loop);
+  EXPECT_EQ(requestOwnerJob(loop, **held, "t!k").getOutcome(), ctl::Outcome::BAD_PARAMS);
+  EXPECT_TRUE(node("a").running()) << log;
+}
+
+// The upload bound (half the daemon's memory, all clients together) is reserved from what a
+// request declares, before any data travels, and given back when the job is dropped or its
+// connection closes mid-upload.
+TEST_F(RenderJobTest, UploadsAreBoundedAndGivenBack) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  const uint64_t memory = physicalMemoryBytes();
+  const uint64_t bound = memory == 0 ? uint64_t(1) << 30 : memory / 2;  // as node_command.cpp
+  const RenderJobParams good = frame(16, 16, 1);
+  UvKjLoop loop;
+  auto c1 = ControlConnection::open(loop, socketOf("a"));
+  auto c2 = ControlConnection::open(loop, socketOf("a"));
+  ASSERT_TRUE(c1.ok() && c2.ok());
+  {
+    auto whole = requestJob(loop, **c1, "upA", good, bound);
+    ASSERT_EQ(whole.getOutcome(), ctl::Outcome::OK) << whole.getMessage().cStr();
+    auto more = requestJob(loop, **c2, "upB", good, 8);
+    EXPECT_EQ(more.getOutcome(), ctl::Outcome::BUSY);
+    EXPECT_NE(std::string(more.getMessage().cStr()).find("uploading"), std::string::npos)
+        << more.getMessage().cStr();
+  }  // the job (and its reservation) dropped
+  // A round trip on c1: the daemon has read the release before it answers.
+  EXPECT_EQ(requestOwnerJob(loop, **c1, "t!k").getOutcome(), ctl::Outcome::BAD_PARAMS);
+  auto now = requestJob(loop, **c2, "upC", good, 8);
+  EXPECT_EQ(now.getOutcome(), ctl::Outcome::OK) << now.getMessage().cStr();
+
+  // A client that closes its connection mid-upload.
+  {
+    auto c3 = ControlConnection::open(loop, socketOf("a"));
+    ASSERT_TRUE(c3.ok());
+    auto whole = requestJob(loop, **c3, "upD", good, bound - 8);
+    ASSERT_EQ(whole.getOutcome(), ctl::Outcome::OK) << whole.getMessage().cStr();
+    ctl::RenderJob::Client job = whole.getJob();
+    write(loop, job, std::string(1 << 20, 'x'));
+    auto blocked = ControlConnection::open(loop, socketOf("a"));
+    ASSERT_TRUE(blocked.ok());
+    EXPECT_EQ(requestJob(loop, **blocked, "upE", good, 16).getOutcome(), ctl::Outcome::BUSY);
+  }
+  bool given = false;
+  for (auto deadline = Clock::now() + 5s; !given && Clock::now() < deadline;) {
+    auto c4 = ControlConnection::open(loop, socketOf("a"));
+    ASSERT_TRUE(c4.ok());
+    given = requestJob(loop, **c4, "upF", good, 16).getOutcome() == ctl::Outcome::OK;
+  }
+  EXPECT_TRUE(given) << "the closed connection's reservation was not given back\n"
+                     << node("a").err();
+  EXPECT_TRUE(node("a").running());
+}
+
+// Dropping the OwnerJob capability ends the owner job and dropping the RenderJob capability
+// cancels a running job (its lease and worker go), while the connection stays open and serves
+// on. Progress arrives at the client's listener meanwhile, with the job's typed statistics.
+TEST_F(RenderJobTest, DroppingTheCapabilitiesEndsTheJobs) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  UvKjLoop loop;
+  auto opened = ControlConnection::open(loop, socketOf("a"));
+  ASSERT_TRUE(opened.ok());
+  ControlConnection& c = **opened;
+  {
+    auto owner = requestOwnerJob(loop, c, "0a1b2c3d");
+    ASSERT_EQ(owner.getOutcome(), ctl::Outcome::OK);
+    EXPECT_EQ(stateOf(a), "primary");
+    resume(loop);
+  }
+  EXPECT_EQ(requestOwnerJob(loop, c, "t!k").getOutcome(), ctl::Outcome::BAD_PARAMS);
+  EXPECT_GE(waitForState(a, "idle", Clock::now(), 2s), 0) << node("a").err();
+  resume(loop);
+
+  CompileOptions options;
+  options.width = options.height = 256;
+  Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
+  ASSERT_TRUE(data.ok()) << data.error().message;
+  std::vector<uint8_t> bytes = serialize(*data);
+
+  // A listener that counts the progress calls and keeps the last total.
+  struct Progress {
+    size_t calls = 0;
+    uint64_t total = 0;
+    uint32_t nodes = 0;
+  };
+  auto progress = std::make_shared<Progress>();
+  class Listener final : public ctl::ProgressListener::Server {
+   public:
+    explicit Listener(std::shared_ptr<Progress> p) : p_(std::move(p)) {}
+
+   protected:
+    kj::Promise<void> progress(ProgressContext context) override {
+      p_->calls += 1;
+      p_->total = context.getParams().getSamplesTotal();
+      p_->nodes = context.getParams().getStats().getNodes().size();
+      return kj::READY_NOW;
+    }
+
+   private:
+    std::shared_ptr<Progress> p_;
+  };
+  {
+    auto reply = requestJob(loop, c, "d40bca11", frame(256, 256, 4096), bytes.size(),
+                            kj::heap<Listener>(progress));
+    ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK) << reply.getMessage().cStr();
+    ctl::RenderJob::Client job = reply.getJob();
+    for (size_t at = 0; at < bytes.size(); at += kControlChunkBytes) {
+      const size_t n = std::min<size_t>(kControlChunkBytes, bytes.size() - at);
+      write(loop, job, std::string(reinterpret_cast<const char*>(bytes.data()) + at, n));
+    }
+    auto started = waitFor(loop, job.startRequest().send());
+    ASSERT_EQ(started.getOutcome(), ctl::Outcome::OK) << started.getMessage().cStr();
+    // Wait (running the loop, so that progress calls are answered) for the worker and a
+    // progress call.
+    pid_t worker = -1;
+    for (auto deadline = Clock::now() + 30s; Clock::now() < deadline;) {
+      waitFor(loop, loop.timer().afterDelay(50 * kj::MILLISECONDS));
+      auto pids = workerPids("a");
+      if (!pids.empty()) worker = pids[0];
+      if (worker > 0 && progress->calls > 0) break;
+    }
+    ASSERT_GT(worker, 0) << node("a").err();
+    ASSERT_GT(progress->calls, 0u) << node("a").err();
+    EXPECT_EQ(progress->total, uint64_t(256) * 256 * 4096);
+    EXPECT_EQ(progress->nodes, 1u);  // this machine's node
+    EXPECT_EQ(node("a").err().find("ended: render cancelled"), std::string::npos);
+  }  // the job dropped, the connection open
+  const Clock::time_point dropped = Clock::now();
+  resume(loop);
+  EXPECT_EQ(requestOwnerJob(loop, c, "t!k").getOutcome(), ctl::Outcome::BAD_PARAMS);
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        return node("a").err().find("ended: render cancelled: the client went away") !=
+               std::string::npos;
+      },
+      5s))
+      << node("a").err();
+  std::printf("[ info ] RenderJob dropped: job cancelled after %.3f s\n", secondsSince(dropped));
+  EXPECT_GE(waitForState(a, "idle", Clock::now(), 5s), 0) << node("a").err();
+  // The connection still serves: a new owner job on it.
+  resume(loop);
+  EXPECT_EQ(requestOwnerJob(loop, c, "0a1b2c3f").getOutcome(), ctl::Outcome::OK);
 }
 
 // --no-owner-preempt holds for a job handed to the daemon too: no owner job starts.
@@ -317,17 +646,11 @@ TEST_F(RenderJobTest, OtherUsersOnlyWithControlAnyUser) {
     pid_t child = ::fork();
     if (child == 0) {
       if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
-      int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-      struct sockaddr_un addr {};
-      addr.sun_family = AF_UNIX;
-      std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) ::_exit(2);
-      struct timeval tv {5, 0};
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      ::send(fd, "owner 0a1b2c\n", 13, MSG_NOSIGNAL);
-      char reply[8] = {};
-      ssize_t n = ::recv(fd, reply, 3, MSG_WAITALL);
-      ::_exit(n == 3 && std::memcmp(reply, "ok\n", 3) == 0 ? 0 : 1);
+      // 2: cannot even connect; 1: connected, but no owner job; 0: an owner job.
+      if (!controlSocketAnswers(path)) ::_exit(2);
+      UvKjLoop loop;
+      Result<int> fd = announceOwnerJob(loop, path, "0a1b2c", 5000);
+      ::_exit(fd.ok() ? 0 : 1);
     }
     int status = 0;
     ::waitpid(child, &status, 0);
