@@ -121,7 +121,10 @@ struct AvahiPollAccess {
     // uv timers count from the loop's cached "now", which lags the real clock by however long
     // this iteration has run so far; refresh it so the deadline is never early.
     uv_update_time(t->owner->loop_);
-    uv_timer_start(t->timer.get(), &AvahiPollAccess::onTimer, UvAvahiPoll::delayMsUntil(*tv), 0);
+    // And that cached "now" is the real time truncated to whole milliseconds, so a timer of d ms
+    // may fire up to 1 ms before the real now + d: one millisecond more.
+    const uint64_t delay = UvAvahiPoll::delayMsUntil(*tv);
+    uv_timer_start(t->timer.get(), &AvahiPollAccess::onTimer, delay == 0 ? 0 : delay + 1, 0);
   }
 
   static void timeoutFree(AvahiTimeout* t) {

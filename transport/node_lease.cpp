@@ -122,6 +122,14 @@ void LeaseState::end(const LeaseEnding& how) {
 
 kj::Promise<void> LeaseState::whenEnded() {
   if (ended) return kj::READY_NOW;
+  // Calls the Primary cancelled leave fulfillers nobody waits on: drop them first, so that a
+  // Primary calling ended() over and over cannot grow the list.
+  endWaiters.erase(std::remove_if(endWaiters.begin(), endWaiters.end(),
+                                  [](kj::Own<kj::PromiseFulfiller<void>>& f) {
+                                    return !f->isWaiting();
+                                  }),
+                   endWaiters.end());
+  if (endWaiters.size() >= 16) return KJ_EXCEPTION(FAILED, "too many Lease.ended() calls");
   auto paf = kj::newPromiseAndFulfiller<void>();
   endWaiters.push_back(kj::mv(paf.fulfiller));
   return kj::mv(paf.promise);

@@ -138,7 +138,8 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
 
   proto::Gate::Client newGate(const std::string& peer, std::shared_ptr<bool> connectionLost,
                               std::shared_ptr<ConnectionHandshake> handshake);
-  proto::Node::Client newNode(const std::string& primary, std::shared_ptr<bool> connectionLost);
+  proto::Node::Client newNode(const std::string& primary, std::shared_ptr<bool> connectionLost,
+                              bool trusted = false);
 
   UvKjLoop& loop;
   const NodeOptions options;  // normalized
@@ -222,8 +223,12 @@ class LeaseServer final : public proto::Lease::Server {
 
 class NodeServer final : public proto::Node::Server {
  public:
-  NodeServer(Impl& node, std::string primary, std::shared_ptr<bool> connectionLost)
-      : node_(node), primary_(std::move(primary)), connectionLost_(std::move(connectionLost)) {}
+  // trusted: a Node of this process (newTrustedNode()), the only kind whose lease requests may
+  // name an owner job; a remote Primary's token is ignored (it could have learnt another
+  // machine's token and replay it here).
+  NodeServer(Impl& node, std::string primary, std::shared_ptr<bool> connectionLost, bool trusted)
+      : node_(node), primary_(std::move(primary)), connectionLost_(std::move(connectionLost)),
+        trusted_(trusted) {}
 
   kj::Promise<void> info(InfoContext context) override {
     auto info = context.getResults().initInfo();
@@ -248,8 +253,9 @@ class NodeServer final : public proto::Node::Server {
     LeaseGrantRequest ask;
     for (uint32_t d : wanted) ask.devices.push_back(d);
     ask.ttlMs = request.getTtlMs();
-    ask.ownerToken = std::string(request.getOwnerToken().cStr(),
-                                 std::min<size_t>(request.getOwnerToken().size(), 64));
+    if (trusted_)
+      ask.ownerToken = std::string(request.getOwnerToken().cStr(),
+                                   std::min<size_t>(request.getOwnerToken().size(), 64));
     if (request.getReportsHeld()) ask.heldDevices = request.getHeldDevices();
     ask.preempt = request.getPreempt();
     ask.requester = primary_;
@@ -285,6 +291,7 @@ class NodeServer final : public proto::Node::Server {
   Impl& node_;
   std::string primary_;
   std::shared_ptr<bool> connectionLost_;
+  bool trusted_;
 };
 
 }  // namespace
@@ -547,8 +554,9 @@ proto::Gate::Client NodeService::Impl::newGate(const std::string& peer,
 }
 
 proto::Node::Client NodeService::Impl::newNode(const std::string& primary,
-                                               std::shared_ptr<bool> connectionLost) {
-  return kj::heap<NodeServer>(*this, primary, std::move(connectionLost));
+                                               std::shared_ptr<bool> connectionLost,
+                                               bool trusted) {
+  return kj::heap<NodeServer>(*this, primary, std::move(connectionLost), trusted);
 }
 
 // --- NodeService ------------------------------------------------------------------------------
@@ -572,7 +580,7 @@ proto::Gate::Client NodeService::newGate(std::string peer) {
 }
 
 proto::Node::Client NodeService::newTrustedNode(std::string peer) {
-  return impl_->newNode(peer, std::make_shared<bool>(false));
+  return impl_->newNode(peer, std::make_shared<bool>(false), /*trusted=*/true);
 }
 
 size_t NodeService::workerCount() const {

@@ -233,7 +233,8 @@ class NodeService {
   void endAllLeases(const std::string& why);
 
   // Owner preemption (issue 4 item 4): the machine's owner starts a job (`token`: the one its
-  // Primary sends in LeaseRequest.ownerToken). Every lease of another Primary is revoked at
+  // Primary sends in LeaseRequest.ownerToken; honoured only on a Node from newTrustedNode(),
+  // i.e. the daemon's own jobs in process, never from a remote Primary). Every lease of another Primary is revoked at
   // once (its worker stopped, its session failing later calls with "lease ended: revoked: the
   // owner is rendering"; one log line each), new leases of other Primaries are refused with
   // "busy: the owner is rendering", and Node.info reports state PRIMARY, until every owner

@@ -92,7 +92,9 @@ struct LeaseRequest {
   ownerToken @3 :Text;
   # Set by a Primary that announced itself as this machine's owner job on the node's local
   # control socket (transport/control_socket.h) with the same token: while that owner job
-  # runs, the node refuses and revokes every other lease, but not this Primary's.
+  # runs, the node refuses and revokes every other lease, but not this Primary's. Honoured only
+  # on the node's own in-process Node (the daemon's jobs); a token from a remote Primary is
+  # ignored.
   heldDevices @4 :UInt32;
   # Fair share: the devices the requesting Primary holds on other nodes now (valid when
   # reportsHeld). A node whose devices asked for are all leased (and preempt is set) revokes

@@ -85,9 +85,17 @@ PeerFailure Membership::fail(Peer& p, ConnectionFailure failure, SchedulerTime n
   }
   p.state = PeerState::Retry;
   // A lease revoked for fair share left this Primary's share of the node free: ask again at
-  // once (the node's fair-share rule counts on it).
-  p.retryAt =
-      failure == ConnectionFailure::RevokedFairShare ? now : now + options_.reconnectInterval;
+  // once (the node's fair-share rule counts on it), but at most once per reconnectInterval, so
+  // that a node answering every lease with a fair-share revocation cannot make this Primary
+  // reconnect on every tick.
+  const bool immediate = failure == ConnectionFailure::RevokedFairShare &&
+                         (!p.hadImmediateRetry ||
+                          now - p.lastImmediateRetry >= options_.reconnectInterval);
+  if (immediate) {
+    p.hadImmediateRetry = true;
+    p.lastImmediateRetry = now;
+  }
+  p.retryAt = immediate ? now : now + options_.reconnectInterval;
   decision.retryAt = p.retryAt;
   return decision;
 }

@@ -30,8 +30,8 @@
 //   been neither Ready nor refused Busy (a node that keeps failing during its upload after a
 //   loss counts once).
 // - After any failure the peer is tried again reconnectInterval later; after a lease revoked
-//   for fair share, at once (its share of the node is free now); after AuthFailed or
-//   Incompatible, never.
+//   for fair share, at once (its share of the node is free now), at most once per
+//   reconnectInterval; after AuthFailed or Incompatible, never.
 // - Failures and silence of a peer that is not connecting or connected (Retry, GaveUp) are
 //   ignored: one connection ends once.
 
@@ -128,6 +128,8 @@ class Membership {
     SchedulerTime lastReply{};
     SchedulerTime retryAt{};
     uint32_t losses = 0;
+    bool hadImmediateRetry = false;  // after a fair-share revocation
+    SchedulerTime lastImmediateRetry{};
   };
   Peer& peer(PeerId id);
   const Peer& peer(PeerId id) const;

@@ -595,8 +595,10 @@ TEST(NodeService, OwnerJobRevokesOtherLeasesAndRefusesNewOnes) {
   TestNode node(loop, 3);
   Client client(loop, node.address());
   proto::Node::Client nodeCap = client.authenticate(testKey(1));
+  // The owner's Primary is this machine's daemon: its Node is in process (trusted).
+  proto::Node::Client ownerCap = node->newTrustedNode("owner job");
   auto ownerLease = [&](const std::string& token, uint32_t device) {
-    auto request = nodeCap.leaseRequest();
+    auto request = ownerCap.leaseRequest();
     auto r = request.initRequest();
     r.setPrimaryName("owner-primary");
     r.setOwnerToken(token);
@@ -612,6 +614,15 @@ TEST(NodeService, OwnerJobRevokesOtherLeasesAndRefusesNewOnes) {
                 "lease ended: revoked: the owner is rendering");
   waitFor(loop, own.getSession().pingRequest().send());  // the owner's lease is kept
   expectFailure([&] { takeLease(loop, nodeCap, {2}); }, "busy: the owner is rendering");
+  {
+    // A remote Primary naming the owner's token (learnt elsewhere) is refused all the same.
+    auto request = nodeCap.leaseRequest();
+    auto r = request.initRequest();
+    r.setPrimaryName("replayer");
+    r.setOwnerToken("tok");
+    r.initDevices(1).set(0, 2);
+    expectFailure([&] { waitFor(loop, request.send()); }, "busy: the owner is rendering");
+  }
   auto again = waitFor(loop, ownerLease("tok", 2));
   EXPECT_EQ(again.getDevices().size(), 1u);
   EXPECT_EQ(node->freeDeviceCount(), 1u);  // device 0: the revoked lease's

@@ -145,6 +145,17 @@ TEST(Membership, BusyWaitsTheIntervalFairShareRetriesAtOnce) {
   std::vector<MembershipAction> a = m.tick(at(2000 * kMs));
   ASSERT_EQ(a.size(), 1u);
   EXPECT_EQ(a[0].kind, Kind::Connect);
+  // Revoked again right away (a node that keeps doing it): the next try waits the interval,
+  // so such a node cannot make the Primary reconnect on every tick.
+  m.leaseGranted(p, at(2010 * kMs));
+  PeerFailure again = m.connectionFailed(p, ConnectionFailure::RevokedFairShare, at(2020 * kMs));
+  EXPECT_EQ(again.retryAt, at(3020 * kMs));
+  EXPECT_TRUE(m.tick(at(2500 * kMs)).empty());
+  ASSERT_EQ(m.tick(at(3020 * kMs)).size(), 1u);
+  // A revocation a whole interval after the last immediate retry is retried at once again.
+  m.leaseGranted(p, at(3030 * kMs));
+  EXPECT_EQ(m.connectionFailed(p, ConnectionFailure::RevokedFairShare, at(3040 * kMs)).retryAt,
+            at(3040 * kMs));
 }
 
 // As transport/primary.cpp counts losses: a node lost while rendering, which then fails again
