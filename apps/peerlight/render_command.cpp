@@ -392,6 +392,9 @@ void addRenderCommand(CLI::App& app) {
   cmd->add_option("-o,--output", args->output, "Output image (.png: 8-bit sRGB, .exr: linear)")
       ->required();
   addSceneFlags(cmd, *args);
+  cmd->add_flag("--no-cache", args->noCache,
+                "Load and compile the scene even when the compiled cache "
+                "(~/.cache/peerlight/compiled) holds it");
   cmd->add_option("--control-socket", args->controlSocket,
                   "The node daemon's control socket: the job is handed to that daemon, or "
                   "announced there as the owner's (default: "

@@ -57,9 +57,6 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
   cmd->add_option("--key-file", args->keyFile,
                   "Cluster key file (default: $PEERLIGHT_KEY_FILE, else "
                   "~/.config/peerlight/cluster.key; created if missing when --peer is given)");
-  cmd->add_flag("--no-cache", args->noCache,
-                "Load and compile the scene even when the compiled cache "
-                "(~/.cache/peerlight/compiled) holds it");
   cmd->add_option("--look-at", args->lookAt,
                   "Camera position and target EX,EY,EZ,TX,TY,TZ[,UX,UY,UZ] (instead of "
                   "--camera; up defaults to +Y)");
