@@ -20,6 +20,8 @@ constexpr size_t kChunkHeaderBytes = 4;
 
 constexpr uint32_t kManifestMagic = 0x4d434c50;  // "PLCM"
 constexpr uint32_t kManifestVersion = 1;
+constexpr uint32_t kEncodedSceneMagic = 0x53454c50;  // "PLES"
+constexpr uint32_t kEncodedSceneVersion = 1;
 
 struct CCtxDeleter {
   void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
@@ -307,20 +309,37 @@ Result<ChunkManifest> deserializeManifest(const uint8_t* bytes, size_t size) {
   return m;
 }
 
-const std::vector<uint8_t>* ChunkStore::find(const Hash128& hash) const {
+std::optional<std::span<const uint8_t>> ChunkStore::find(const Hash128& hash) const {
   auto it = chunks_.find(hash);
-  return it == chunks_.end() ? nullptr : &it->second;
+  if (it == chunks_.end()) return std::nullopt;
+  return it->second.view;
 }
 
 void ChunkStore::put(const Hash128& hash, std::vector<uint8_t> encoded) {
-  const size_t n = encoded.size();
-  if (chunks_.try_emplace(hash, std::move(encoded)).second) bytes_ += n;
+  auto [it, inserted] = chunks_.try_emplace(hash);
+  if (!inserted) return;
+  it->second.owned = std::move(encoded);
+  it->second.view = it->second.owned;  // a vector's buffer does not move with the node
+  bytes_ += it->second.view.size();
+}
+
+void ChunkStore::putView(const Hash128& hash, std::span<const uint8_t> encoded,
+                         std::shared_ptr<const void> owner) {
+  auto [it, inserted] = chunks_.try_emplace(hash);
+  if (!inserted) return;
+  it->second.owner = std::move(owner);
+  it->second.view = encoded;
+  bytes_ += encoded.size();
+}
+
+void ChunkStore::addViewsOf(const ChunkStore& other, std::shared_ptr<const void> keepAlive) {
+  for (const auto& [hash, entry] : other.chunks_) putView(hash, entry.view, keepAlive);
 }
 
 void ChunkStore::erase(const Hash128& hash) {
   auto it = chunks_.find(hash);
   if (it == chunks_.end()) return;
-  bytes_ -= it->second.size();
+  bytes_ -= it->second.view.size();
   chunks_.erase(it);
 }
 
@@ -400,7 +419,7 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
     vec.resize(a.elementCount);
     uint8_t* dst = reinterpret_cast<uint8_t*>(vec.data());
     for (const ChunkRef& ref : a.chunks) {
-      const std::vector<uint8_t>* encoded = store.find(ref.hash);
+      const std::optional<std::span<const uint8_t>> encoded = store.find(ref.hash);
       Status s = decodeWith(dctx.get(), ref.hash, encoded->data(), encoded->size(), ref.rawBytes,
                             dst, scratch);
       if (!s.ok())
@@ -416,6 +435,124 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
   if (Status s = data.validate(); !s.ok())
     return Error{"render data from chunks: " + s.error().message};
   return data;
+}
+
+std::vector<uint8_t> serializeEncodedScene(const ChunkManifest& manifest, const ChunkStore& chunks) {
+  const std::vector<uint8_t> manifestBytes = serializeManifest(manifest);
+  const std::vector<Hash128> hashes = manifest.chunkHashes();
+  std::vector<uint8_t> out;
+  out.reserve(manifestBytes.size() + manifest.encodedBytes() + hashes.size() * 32 + 64);
+  auto put = [&out](const auto& v) {
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(&v);
+    out.insert(out.end(), b, b + sizeof v);
+  };
+  auto pad = [&out] { out.resize((out.size() + 7) & ~size_t(7), 0); };
+  put(kEncodedSceneMagic);
+  put(kEncodedSceneVersion);
+  put(uint64_t(manifestBytes.size()));
+  out.insert(out.end(), manifestBytes.begin(), manifestBytes.end());
+  pad();
+  put(uint64_t(hashes.size()));
+  for (const Hash128& h : hashes) {
+    const std::optional<std::span<const uint8_t>> bytes = chunks.find(h);
+    PL_CHECK(bytes.has_value());  // the caller's store holds what its manifest names
+    put(h.lo);
+    put(h.hi);
+    put(uint32_t(bytes->size()));
+    put(uint32_t(0));
+    out.insert(out.end(), bytes->begin(), bytes->end());
+    pad();
+  }
+  return out;
+}
+
+Result<EncodedScene> parseEncodedScene(std::span<const uint8_t> bytes,
+                                       std::shared_ptr<const void> owner) {
+  size_t pos = 0;
+  auto take = [&](auto& v) {
+    if (bytes.size() - pos < sizeof v) return false;
+    std::memcpy(&v, bytes.data() + pos, sizeof v);
+    pos += sizeof v;
+    return true;
+  };
+  // To the next multiple of 8 (false past the end).
+  auto skipPad = [&] {
+    const size_t next = (pos + 7) & ~size_t(7);
+    if (next > bytes.size()) return false;
+    pos = next;
+    return true;
+  };
+  uint32_t magic = 0, version = 0;
+  uint64_t manifestSize = 0;
+  if (!take(magic) || !take(version) || !take(manifestSize))
+    return Error{"encoded scene: truncated header"};
+  if (magic != kEncodedSceneMagic) return Error{"encoded scene: bad magic"};
+  if (version != kEncodedSceneVersion)
+    return Error{"encoded scene: format version " + std::to_string(version) + ", expected " +
+                 std::to_string(kEncodedSceneVersion)};
+  if (manifestSize > bytes.size() - pos) return Error{"encoded scene: truncated manifest"};
+  EncodedScene scene;
+  Result<ChunkManifest> manifest = deserializeManifest(bytes.data() + pos, manifestSize);
+  if (!manifest.ok()) return Error{"encoded scene: " + manifest.error().message};
+  scene.manifest = std::move(*manifest);
+  pos += manifestSize;
+  if (!skipPad()) return Error{"encoded scene: truncated manifest"};
+  // Each chunk's encoded size as the manifest lists it.
+  std::unordered_map<Hash128, uint32_t, Hash128Hasher> listed;
+  for (const ArrayManifest& a : scene.manifest.arrays)
+    for (const ChunkRef& c : a.chunks) listed.emplace(c.hash, c.encodedBytes);
+  uint64_t count = 0;
+  if (!take(count)) return Error{"encoded scene: truncated chunk count"};
+  if (count != listed.size())
+    return Error{"encoded scene: " + std::to_string(count) + " chunks, the manifest names " +
+                 std::to_string(listed.size())};
+  for (uint64_t i = 0; i < count; ++i) {
+    Hash128 hash;
+    uint32_t size = 0, reserved = 0;
+    if (!take(hash.lo) || !take(hash.hi) || !take(size) || !take(reserved))
+      return Error{"encoded scene: truncated header of chunk " + std::to_string(i)};
+    auto it = listed.find(hash);
+    if (it == listed.end() || scene.chunks.contains(hash))
+      return Error{"encoded scene: chunk " + hash.hex() + " is not in the manifest or repeated"};
+    if (size != it->second)
+      return Error{"encoded scene: chunk " + hash.hex() + " holds " + std::to_string(size) +
+                   " bytes, the manifest says " + std::to_string(it->second)};
+    if (size > bytes.size() - pos)
+      return Error{"encoded scene: chunk " + hash.hex() + " is truncated"};
+    scene.chunks.putView(hash, bytes.subspan(pos, size), owner);
+    pos += size;
+    if (!skipPad()) return Error{"encoded scene: chunk " + hash.hex() + " is truncated"};
+  }
+  if (pos != bytes.size()) return Error{"encoded scene: trailing bytes"};
+  return scene;
+}
+
+Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, const ChunkLookup& find) {
+  const ArrayManifest& array = manifest.arrays[size_t(RenderDataArray::camera)];
+  if (array.elementSize != sizeof(kernel::Camera) || array.elementCount != 1) {
+    return Error{"render data: expected exactly one camera of " +
+                 std::to_string(sizeof(kernel::Camera)) + " bytes, found " +
+                 std::to_string(array.elementCount) + " of " + std::to_string(array.elementSize)};
+  }
+  kernel::Camera camera{};
+  auto* out = reinterpret_cast<uint8_t*>(&camera);
+  size_t offset = 0;
+  for (const ChunkRef& ref : array.chunks) {
+    if (ref.rawBytes > sizeof(camera) - offset) {
+      return Error{"manifest: the camera's chunks hold more than one camera"};
+    }
+    const std::optional<std::span<const uint8_t>> bytes = find(ref.hash);
+    if (!bytes) return Error{"chunk " + ref.hash.hex() + " is missing (put it first)"};
+    if (Status s =
+            decodeChunkInto(ref.hash, bytes->data(), bytes->size(), ref.rawBytes, out + offset);
+        !s.ok()) {
+      return s.error();
+    }
+    offset += ref.rawBytes;
+  }
+  if (offset != sizeof(camera)) return Error{"manifest: the camera's chunks hold part of a camera"};
+  if (Status s = validateCamera(camera); !s.ok()) return s.error();
+  return camera;
 }
 
 }  // namespace pl

@@ -21,7 +21,10 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -91,14 +94,22 @@ struct ChunkManifest {
 std::vector<uint8_t> serializeManifest(const ChunkManifest& manifest);
 Result<ChunkManifest> deserializeManifest(const uint8_t* bytes, size_t size);
 
-// Encoded chunks by hash. Owns its bytes; pointers from find() stay valid until the entry is
-// erased (node-based map). Does not check what it is given: decoding verifies.
+// Encoded chunks by hash. An entry owns its bytes (put) or holds a view into bytes kept alive by
+// an owner it shares (putView: e.g. a compiled-cache file mapped into memory); views from
+// find() stay valid until the entry is erased. Does not check what it is given: decoding
+// verifies.
 class ChunkStore {
  public:
   bool contains(const Hash128& hash) const { return chunks_.count(hash) != 0; }
-  const std::vector<uint8_t>* find(const Hash128& hash) const;
+  // The encoded bytes of `hash`, or nothing.
+  std::optional<std::span<const uint8_t>> find(const Hash128& hash) const;
   // Keeps the existing entry when the hash is already present.
   void put(const Hash128& hash, std::vector<uint8_t> encoded);
+  void putView(const Hash128& hash, std::span<const uint8_t> encoded,
+               std::shared_ptr<const void> owner);
+  // Every entry of `other` as a view kept alive by `keepAlive` (which must keep `other` and
+  // what its views point into alive, e.g. the EncodedScene holding it).
+  void addViewsOf(const ChunkStore& other, std::shared_ptr<const void> keepAlive);
   void erase(const Hash128& hash);
   size_t size() const { return chunks_.size(); }
   uint64_t bytes() const { return bytes_; }  // encoded bytes held
@@ -106,9 +117,38 @@ class ChunkStore {
   std::vector<Hash128> missing(const ChunkManifest& manifest) const;
 
  private:
-  std::unordered_map<Hash128, std::vector<uint8_t>, Hash128Hasher> chunks_;
+  struct Entry {
+    std::vector<uint8_t> owned;
+    std::shared_ptr<const void> owner;  // keeps `view` alive when it is not `owned`
+    std::span<const uint8_t> view;
+  };
+  std::unordered_map<Hash128, Entry, Hash128Hasher> chunks_;
   uint64_t bytes_ = 0;
 };
+
+// A compiled scene in its encoded form: the manifest and every chunk it names (what the
+// compiled cache keeps, and what a session ships to nodes without encoding again).
+struct EncodedScene {
+  ChunkManifest manifest;
+  ChunkStore chunks;
+};
+
+// One blob: magic "PLES", version, the manifest (serializeManifest), then each distinct chunk
+// (hash, size, 4 reserved bytes, the bytes) in first-use order; the manifest and each chunk's
+// bytes start at a multiple of 8 bytes from the blob's start, so that chunks of a blob that is
+// itself 8-byte aligned can be sent by reference (Cap'n Proto needs word-aligned data).
+std::vector<uint8_t> serializeEncodedScene(const ChunkManifest& manifest, const ChunkStore& chunks);
+// Parses such a blob; chunks become views into `bytes` kept alive by `owner` (nothing is
+// copied). Bounds every size, checks that the chunks are exactly the manifest's (none missing,
+// none extra, sizes as listed); the chunks' contents are verified when decoded.
+Result<EncodedScene> parseEncodedScene(std::span<const uint8_t> bytes,
+                                       std::shared_ptr<const void> owner);
+
+// Decodes and validates the manifest's camera array alone (exactly one camera, each of its
+// chunks found by `find` and verified against its hash; validateCamera()). Bounded before any
+// work: the array must declare exactly one Camera's bytes. Cheap (about 100 bytes).
+using ChunkLookup = std::function<std::optional<std::span<const uint8_t>>(const Hash128&)>;
+Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, const ChunkLookup& find);
 
 // One chunk. encodeChunk never fails (size <= kMaxChunkBytes checked).
 std::vector<uint8_t> encodeChunk(const uint8_t* raw, size_t size, const ChunkCodec& codec);

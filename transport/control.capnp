@@ -7,8 +7,8 @@
 # be asked of it:
 #   - an owner job: this machine's owner is rendering, so the node revokes remote leases on its
 #     devices and refuses new ones while the job lasts (NodeControl.ownerJob);
-#   - a render job: the daemon becomes the Primary of a render whose compiled RenderData the
-#     client uploads, pushes progress back and hands the finished film over (NodeControl.render,
+#   - a render job: the daemon becomes the Primary of a render whose compiled scene (its encoded
+#     form: transport/chunk_codec.h EncodedScene) the client uploads, pushes progress back and hands the finished film over (NodeControl.render,
 #     then RenderJob).
 # Cancelling is dropping: releasing the OwnerJob or RenderJob capability, or closing the
 # connection (the client process ending does that), ends the job.
@@ -43,7 +43,7 @@ enum Outcome {
   badParams @3;
   # The request's fields are invalid: token, frame (width, height, spp), peers, flags.
   badData @4;
-  # The render data: not a valid serialized RenderData, shorter or longer than declared, or its
+  # The render data: not a valid encoded scene, shorter or longer than declared, or its
   # camera does not match the frame.
   tooLarge @5;
   # The render data or the film is beyond what this daemon takes (the message names the bound).
@@ -99,7 +99,7 @@ struct RenderRequest {
   # params.noOwnerPreempt or params.noLocal).
   params @1 :RenderParams;
   dataBytes @2 :UInt64;
-  # Size of the serialized RenderData (core/scene/render_data.h) that RenderJob.write will
+  # Size of the encoded scene (transport/chunk_codec.h serializeEncodedScene()) that RenderJob.write will
   # carry: 1 to the daemon's bound (half of its machine's memory). Reserved against the bound on
   # the uploads in flight until start() or the job's end.
 }

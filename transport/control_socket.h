@@ -73,7 +73,7 @@ class ControlRenderJob {
   virtual ~ControlRenderJob() = default;
   virtual const std::string& token() const = 0;
   virtual const RenderJobParams& params() const = 0;
-  // The serialized RenderData, complete; move it out (on the loop thread) before other threads
+  // The encoded scene (serializeEncodedScene()), complete; move it out (on the loop thread) before other threads
   // use it.
   virtual std::vector<uint8_t>& payload() = 0;
   virtual uint32_t clientUid() const = 0;

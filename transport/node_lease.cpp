@@ -29,31 +29,15 @@ Hash128 geometryKeyOf(const ChunkManifest& manifest) {
 }
 
 Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, ChunkCache& chunks) {
-  const ArrayManifest& array = manifest.arrays[size_t(RenderDataArray::camera)];
-  if (array.elementSize != sizeof(kernel::Camera) || array.elementCount != 1) {
-    return Error{"render data: expected exactly one camera of " +
-                 std::to_string(sizeof(kernel::Camera)) + " bytes, found " +
-                 std::to_string(array.elementCount) + " of " + std::to_string(array.elementSize)};
-  }
-  kernel::Camera camera{};
-  auto* out = reinterpret_cast<uint8_t*>(&camera);
-  size_t offset = 0;
-  for (const ChunkRef& ref : array.chunks) {
-    if (ref.rawBytes > sizeof(camera) - offset) {
-      return Error{"manifest: the camera's chunks hold more than one camera"};
-    }
-    auto bytes = chunks.find(ref.hash);
-    if (bytes == nullptr) return Error{"chunk " + ref.hash.hex() + " is missing (put it first)"};
-    if (Status s =
-            decodeChunkInto(ref.hash, bytes->data(), bytes->size(), ref.rawBytes, out + offset);
-        !s.ok()) {
-      return s.error();
-    }
-    offset += ref.rawBytes;
-  }
-  if (offset != sizeof(camera)) return Error{"manifest: the camera's chunks hold part of a camera"};
-  if (Status s = validateCamera(camera); !s.ok()) return s.error();
-  return camera;
+  // The cache's shared buffers outlive the call: the lookups keep them until it returns.
+  std::vector<std::shared_ptr<const std::vector<uint8_t>>> held;
+  return decodeCamera(manifest,
+                      [&](const Hash128& hash) -> std::optional<std::span<const uint8_t>> {
+                        std::shared_ptr<const std::vector<uint8_t>> bytes = chunks.find(hash);
+                        if (bytes == nullptr) return std::nullopt;
+                        held.push_back(bytes);
+                        return std::span<const uint8_t>(*bytes);
+                      });
 }
 
 bool sameCamera(const kernel::Camera& a, const kernel::Camera& b) {

@@ -15,13 +15,46 @@
 
 namespace pl {
 
+Result<kernel::Camera> SceneSource::camera() const {
+  if (data != nullptr) {
+    if (data->camera.size() != 1) return Error{"render data: expected exactly one camera"};
+    return data->camera[0];
+  }
+  if (encoded == nullptr) return Error{"render: no scene"};
+  return decodeCamera(encoded->manifest, [this](const Hash128& hash) {
+    return encoded->chunks.find(hash);
+  });
+}
+
+uint64_t SceneSource::dataBytes() const {
+  if (data != nullptr) return data->byteSize();
+  return encoded != nullptr ? encoded->manifest.rawBytes() : 0;
+}
+
+uint64_t SceneSource::triangleCount() const {
+  if (data != nullptr) return data->triangles.size();
+  return encoded != nullptr
+             ? encoded->manifest.arrays[size_t(RenderDataArray::triangles)].elementCount
+             : 0;
+}
+
 Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
+                                         const ClusterRenderOptions& options,
+                                         const ClusterProgressCallback& progress) {
+  // The caller keeps `data` alive for the call; devices hold it only while they render it.
+  SceneSource scene;
+  scene.data = std::shared_ptr<const RenderData>(std::shared_ptr<const RenderData>(), &data);
+  return renderCluster(scene, film, options, progress);
+}
+
+Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
                                          const ClusterRenderOptions& options,
                                          const ClusterProgressCallback& progress) {
   const FrameSpec frame{film.width(), film.height(), film.samplesPerPixel(), options.tileSize};
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
-  if (data.camera.size() != 1 || data.camera[0].width != film.width() ||
-      data.camera[0].height != film.height())
+  Result<kernel::Camera> camera = scene.camera();
+  if (!camera.ok()) return camera.error();
+  if (camera->width != film.width() || camera->height != film.height())
     return Error{"render: the film's size differs from the camera's"};
 
   UvKjLoop loop;
@@ -60,9 +93,7 @@ Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
     try {
       RenderSession session(loop, options, events);
       sessionPtr = &session;
-      // The caller keeps `data` alive for the call; devices hold it only while they render it.
-      std::shared_ptr<const RenderData> shared(std::shared_ptr<const RenderData>(), &data);
-      if (Status s = session.start(shared, film.samplesPerPixel()); !s.ok()) return s.error();
+      if (Status s = session.start(scene, film.samplesPerPixel()); !s.ok()) return s.error();
       done.promise.wait(loop.waitScope());
       if (failure) {
         result = Error{*failure};

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,23 @@
 #include "core/scene/render_data.h"
 #include "core/util/status.h"
 #include "transport/auth.h"
+#include "transport/chunk_codec.h"
 #include "transport/protocol.capnp.h"
 
 namespace pl {
+
+// A scene to render: its compiled data, or its encoded form (transport/chunk_codec.h, e.g. from
+// the compiled cache), or both. A session sends the encoded form to nodes as it is, and decodes
+// it (on the device threads) only when local devices need the data.
+struct SceneSource {
+  std::shared_ptr<const RenderData> data;
+  std::shared_ptr<const EncodedScene> encoded;
+  // The data's camera, else the encoded camera chunk's (decoded and validated).
+  Result<kernel::Camera> camera() const;
+  // The size of the data (all arrays) and its triangle count, from either form.
+  uint64_t dataBytes() const;
+  uint64_t triangleCount() const;
+};
 
 struct ClusterRenderOptions {
   // Render Nodes, "HOST:PORT" each (transport/tcp.h). Empty: local devices only.
@@ -143,6 +158,10 @@ using ClusterProgressCallback = std::function<void(const ClusterRenderStats& sta
 // when the options are invalid (no device, no peer and no morePeers), when cancelled, when no device is left and none
 // appears within noDeviceTimeout, or when a result cannot be merged. A node's failures are not
 // errors of the render; they show in its NodeRenderStats.
+Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
+                                         const ClusterRenderOptions& options,
+                                         const ClusterProgressCallback& progress = nullptr);
+// The same for data the caller keeps alive for the call.
 Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
                                          const ClusterRenderOptions& options,
                                          const ClusterProgressCallback& progress = nullptr);

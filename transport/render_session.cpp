@@ -57,6 +57,43 @@ std::string describe(const kj::Exception& e) {
   return text;
 }
 
+// The scene of one or more generations (a camera move shares it): its data, or its encoded form
+// decoded once on first need (on a device thread, or on the loop thread for data()), and, on
+// the loop thread only, its manifest once encoded.
+class SceneState {
+ public:
+  SceneState(SceneSource source, const kernel::Camera& camera)
+      : source_(std::move(source)), camera(camera) {}
+
+  // The data; the first call decodes an encoded-only scene (others wait for it). Thread-safe.
+  Result<std::shared_ptr<const RenderData>> data() const {
+    if (source_.data != nullptr) return source_.data;
+    std::call_once(decodeOnce_, [this] {
+      Result<RenderData> decoded = decodeRenderData(source_.encoded->manifest,
+                                                    source_.encoded->chunks);
+      if (decoded.ok()) {
+        decoded_ = std::make_shared<const RenderData>(std::move(decoded).value());
+      } else {
+        decodeError_ = decoded.error().message;
+      }
+    });
+    if (decoded_ == nullptr) return Error{"render data of the encoded scene: " + decodeError_};
+    return decoded_;
+  }
+  const SceneSource& source() const { return source_; }
+
+  const kernel::Camera camera;  // the scene's own camera
+  // Loop thread only: the manifest, once encoded (or taken from the encoded source).
+  bool encoded = false;
+  ChunkManifest manifest;
+
+ private:
+  const SceneSource source_;
+  mutable std::once_flag decodeOnce_;
+  mutable std::shared_ptr<const RenderData> decoded_;
+  mutable std::string decodeError_;
+};
+
 // One local device, loading and rendering on a thread of its own. reset(), submit() and the
 // destructor run on the loop thread; results come back through UvKjLoop::post(), tagged with
 // the generation they belong to.
@@ -82,14 +119,14 @@ class LocalDeviceThread {
     thread_.join();  // waits for a unit being rendered (a few hundred ms at most)
   }
 
-  // Drops every queued job and loads `data` with `camera` for `generation` next. With
-  // `cameraOnly` the device may have `data` loaded already: then it only takes the camera.
-  void reset(uint64_t generation, std::shared_ptr<const RenderData> data,
+  // Drops every queued job and loads `scene` with `camera` for `generation` next. With
+  // `cameraOnly` the device may have the scene loaded already: then it only takes the camera.
+  void reset(uint64_t generation, std::shared_ptr<const SceneState> scene,
              const kernel::Camera& camera, bool cameraOnly) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       queue_.clear();
-      queue_.push_back(Job{generation, std::move(data), WorkUnit{}, camera, cameraOnly});
+      queue_.push_back(Job{generation, std::move(scene), WorkUnit{}, camera, cameraOnly});
     }
     wake_.notify_one();
   }
@@ -105,24 +142,27 @@ class LocalDeviceThread {
  private:
   struct Job {
     uint64_t generation;
-    std::shared_ptr<const RenderData> load;  // non-null: a load job
+    std::shared_ptr<const SceneState> load;  // non-null: a load job
     WorkUnit unit;
     kernel::Camera camera{};  // a load job's camera
     bool cameraOnly = false;
   };
 
-  // A load job, on this thread: the camera alone when the device can, else the data (a copy
-  // with the camera in place, when it differs from the data's own).
+  // A load job, on this thread: the camera alone when the device can, else the data (decoded
+  // here first when the scene came encoded; a copy with the camera in place, when it differs
+  // from the data's own).
   Status load(Job& job) {
-    // Only when the device holds this very data: a load of other data may have been dropped
+    // Only when the device holds this very scene: a load of another may have been dropped
     // from the queue by a later reset().
     if (job.cameraOnly && job.load == loaded_ && device_->setCamera(job.camera).ok())
       return Status();
+    Result<std::shared_ptr<const RenderData>> data = job.load->data();
+    if (!data.ok()) return data.error();
     Status status;
-    if (std::memcmp(&job.load->camera[0], &job.camera, sizeof job.camera) == 0) {
-      status = device_->load(job.load);
+    if (std::memcmp(&job.load->camera, &job.camera, sizeof job.camera) == 0) {
+      status = device_->load(*data);
     } else {
-      auto copy = std::make_shared<RenderData>(*job.load);
+      auto copy = std::make_shared<RenderData>(**data);
       copy->camera[0] = job.camera;
       status = device_->load(std::move(copy));
     }
@@ -167,22 +207,22 @@ class LocalDeviceThread {
   std::condition_variable wake_;
   std::deque<Job> queue_;
   bool stopping_ = false;
-  // The device thread only: the data the device holds (its camera may differ).
-  std::shared_ptr<const RenderData> loaded_;
+  // The device thread only: the scene the device holds (its camera may differ).
+  std::shared_ptr<const SceneState> loaded_;
   std::thread thread_;  // last: started once everything above exists
 };
 
 // One state of the scene and everything rendered of it.
 struct Generation {
-  Generation(uint64_t id, std::shared_ptr<const RenderData> data, const kernel::Camera& camera,
+  Generation(uint64_t id, std::shared_ptr<SceneState> scene, const kernel::Camera& camera,
              const FrameSpec& frame, const SchedulerOptions& options)
-      : id(id), data(std::move(data)), camera(camera), scheduler(frame, options),
+      : id(id), scene(std::move(scene)), camera(camera), scheduler(frame, options),
         film(frame.width, frame.height, frame.spp), start(Clock::now()) {}
 
   uint64_t id;
-  // The scene: `data` with `camera` in place of data->camera[0] (a camera move shares the data
-  // of the generation before it instead of copying it).
-  std::shared_ptr<const RenderData> data;
+  // The scene with `camera` in place of its own (a camera move shares the scene of the
+  // generation before it instead of copying it).
+  std::shared_ptr<SceneState> scene;
   kernel::Camera camera;
   Scheduler scheduler;
   ProgressiveFilm film;
@@ -283,9 +323,8 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
     localThreads_.clear();  // joins the device threads
   }
 
-  Status start(std::shared_ptr<const RenderData> data, uint32_t spp);
-  uint64_t update(std::shared_ptr<const RenderData> data, const kernel::Camera& camera,
-                  uint32_t spp);
+  Status start(const SceneSource& source, uint32_t spp);
+  uint64_t update(std::shared_ptr<SceneState> scene, const kernel::Camera& camera, uint32_t spp);
 
   // Called by Connection::taskFailed and by the result handlers.
   // `decided`: Membership's decision when it made one already (silence); else asked here.
@@ -303,7 +342,7 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   Clock::time_point now() const { return Clock::now(); }
   static Result<FrameSpec> frameOf(const kernel::Camera& camera, uint32_t spp,
                                    uint32_t tileSize);
-  std::shared_ptr<Generation> makeGeneration(std::shared_ptr<const RenderData> data,
+  std::shared_ptr<Generation> makeGeneration(std::shared_ptr<SceneState> scene,
                                              const kernel::Camera& camera,
                                              const FrameSpec& frame);
   void encode(Generation& g);
@@ -368,9 +407,6 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   bool closed_ = false;  // fatal: nothing more happens
 
   ChunkStore store_;  // encoded chunks of every generation (only what changed is added)
-  // The manifest of the last data encoded (camera moves share it).
-  std::shared_ptr<const RenderData> encodedData_;
-  ChunkManifest encodedManifest_;
 
   // TLS for the peers' connections (options.tls), built at the first handshake.
   std::unique_ptr<SecureChannel> secure_;
@@ -401,24 +437,31 @@ Result<FrameSpec> RenderSession::Impl::frameOf(const kernel::Camera& camera, uin
 }
 
 std::shared_ptr<Generation> RenderSession::Impl::makeGeneration(
-    std::shared_ptr<const RenderData> data, const kernel::Camera& camera,
+    std::shared_ptr<SceneState> scene, const kernel::Camera& camera,
     const FrameSpec& frame) {
-  return std::make_shared<Generation>(nextGenerationId_++, std::move(data), camera, frame,
+  return std::make_shared<Generation>(nextGenerationId_++, std::move(scene), camera, frame,
                                       options_.scheduler);
 }
 
 // Cuts, hashes and compresses the generation's data; only chunks this session has not encoded
-// before are compressed. A generation that shares the previous one's data reuses its manifest
+// before are compressed, and a scene that came encoded is not encoded at all (its chunks join
+// the store as they are). A generation that shares the previous one's scene reuses its manifest
 // and encodes only its camera (a camera move: one chunk of about 100 bytes, no hashing).
 void RenderSession::Impl::encode(Generation& g) {
   if (g.encoded) return;
   const Clock::time_point encodeStart = now();
-  if (encodedData_ != g.data) {
-    encodedManifest_ = encodeRenderData(*g.data, store_);
-    encodedData_ = g.data;
+  SceneState& scene = *g.scene;
+  if (!scene.encoded) {
+    if (const std::shared_ptr<const EncodedScene>& encoded = scene.source().encoded) {
+      store_.addViewsOf(encoded->chunks, encoded);
+      scene.manifest = encoded->manifest;
+    } else {
+      scene.manifest = encodeRenderData(*scene.source().data, store_);
+    }
+    scene.encoded = true;
   }
-  g.manifest = encodedManifest_;
-  if (std::memcmp(&g.data->camera[0], &g.camera, sizeof g.camera) != 0) {
+  g.manifest = scene.manifest;
+  if (std::memcmp(&scene.camera, &g.camera, sizeof g.camera) != 0) {
     RenderData cameraOnly;
     cameraOnly.camera = {g.camera};
     const uint32_t index = static_cast<uint32_t>(RenderDataArray::camera);
@@ -429,7 +472,7 @@ void RenderSession::Impl::encode(Generation& g) {
   encodeSeconds_ += secondsBetween(encodeStart, now());
 }
 
-Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32_t spp) {
+Status RenderSession::Impl::start(const SceneSource& source, uint32_t spp) {
   KJ_REQUIRE(!started_, "RenderSession::start() called twice");
   callStart_ = now();
   start_ = options_.start == SchedulerTime{} ? callStart_ : options_.start;
@@ -443,10 +486,11 @@ Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32
     if (Result<TcpAddress> a = parseTcpAddress(address); !a.ok())
       return Error{"--peer " + address + ": " + a.error().message};
   }
-  Result<FrameSpec> frame = frameOf(data->camera.at(0), spp, options_.tileSize);
+  Result<kernel::Camera> camera = source.camera();
+  if (!camera.ok()) return camera.error();
+  Result<FrameSpec> frame = frameOf(*camera, spp, options_.tileSize);
   if (!frame.ok()) return frame.error();
-  const kernel::Camera camera = data->camera[0];
-  gen_ = makeGeneration(std::move(data), camera, *frame);
+  gen_ = makeGeneration(std::make_shared<SceneState>(source, *camera), *camera, *frame);
   started_ = true;
   if (options_.inProcessNode) {
     encode(*gen_);
@@ -466,20 +510,20 @@ Status RenderSession::Impl::start(std::shared_ptr<const RenderData> data, uint32
   return Status();
 }
 
-uint64_t RenderSession::Impl::update(std::shared_ptr<const RenderData> data,
+uint64_t RenderSession::Impl::update(std::shared_ptr<SceneState> scene,
                                      const kernel::Camera& camera, uint32_t spp) {
   KJ_REQUIRE(started_, "RenderSession::update() before start()");
   Result<FrameSpec> frame = frameOf(camera, spp, options_.tileSize);
   KJ_REQUIRE(frame.ok(), "RenderSession::update(): a bad frame");
-  const bool sameData = data == gen_->data;
+  const bool sameData = scene == gen_->scene;
   // The old generation's devices leave its scheduler; nothing of it is accepted any more.
   devices_.clear();
-  gen_ = makeGeneration(std::move(data), camera, *frame);
+  gen_ = makeGeneration(std::move(scene), camera, *frame);
   if (!peers_.empty()) encode(*gen_);
   for (size_t i = 0; i < local_.size(); ++i) {
     if (local_[i].failed) continue;
     local_[i].loadedGeneration = 0;
-    localThreads_[i]->reset(gen_->id, gen_->data, gen_->camera, sameData);
+    localThreads_[i]->reset(gen_->id, gen_->scene, gen_->camera, sameData);
   }
   for (Peer& peer : peers_) {
     Connection* c = peer.connection.get();
@@ -516,7 +560,7 @@ void RenderSession::Impl::startLocal() {
         [this](size_t index, uint64_t generation, WorkUnit unit, Result<TileResult> result) {
           onLocalResult(index, generation, unit, std::move(result));
         }));
-    localThreads_.back()->reset(gen_->id, gen_->data, gen_->camera, false);
+    localThreads_.back()->reset(gen_->id, gen_->scene, gen_->camera, false);
   }
 }
 
@@ -832,13 +876,18 @@ kj::Promise<void> RenderSession::Impl::putChunks(Connection& c, std::shared_ptr<
                                                  size_t next) {
   if (next == hashes->size()) return kj::READY_NOW;
   const Hash128& hash = (*hashes)[next];
-  const std::vector<uint8_t>* encoded = store_.find(hash);
-  KJ_ASSERT(encoded != nullptr);
+  const std::optional<std::span<const uint8_t>> encoded = store_.find(hash);
+  KJ_ASSERT(encoded.has_value());
   auto request = c.session.putRequest(capnp::MessageSize{16, 1});
   auto chunk = request.initChunk();
   toProto(hash, chunk.initHash());
-  chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
-      kj::arrayPtr(encoded->data(), encoded->size())));
+  // By reference when word-aligned (encoded here, or a blob laid out for it), else copied.
+  if (reinterpret_cast<uintptr_t>(encoded->data()) % sizeof(capnp::word) == 0) {
+    chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
+        kj::arrayPtr(encoded->data(), encoded->size())));
+  } else {
+    chunk.setData(kj::arrayPtr(encoded->data(), encoded->size()));
+  }
   NodeRenderStats& s = c.peer.stats;
   s.chunksSent += 1;
   s.renderDataBytesSent += encoded->size();
@@ -1247,28 +1296,32 @@ RenderSession::RenderSession(UvKjLoop& loop, const ClusterRenderOptions& options
 
 RenderSession::~RenderSession() = default;
 
-Status RenderSession::start(std::shared_ptr<const RenderData> data, uint32_t spp) {
-  return impl_->start(std::move(data), spp);
+Status RenderSession::start(const SceneSource& scene, uint32_t spp) {
+  return impl_->start(scene, spp);
 }
 
 uint64_t RenderSession::update(std::shared_ptr<const RenderData> data, uint32_t spp) {
   const kernel::Camera camera = data->camera.at(0);
-  return impl_->update(std::move(data), camera, spp);
+  return impl_->update(std::make_shared<SceneState>(SceneSource{std::move(data), nullptr}, camera),
+                       camera, spp);
 }
 
 uint64_t RenderSession::updateCamera(const kernel::Camera& camera, uint32_t spp) {
-  return impl_->update(impl_->generation().data, camera, spp);
+  return impl_->update(impl_->generation().scene, camera, spp);
 }
 
 uint64_t RenderSession::restart(uint32_t spp) {
-  return impl_->update(impl_->generation().data, impl_->generation().camera, spp);
+  return impl_->update(impl_->generation().scene, impl_->generation().camera, spp);
 }
 
 const kernel::Camera& RenderSession::camera() const { return impl_->generation().camera; }
 
 bool RenderSession::addPeer(const std::string& address) { return impl_->joinPeer(address); }
 uint64_t RenderSession::generation() const { return impl_->generation().id; }
-const RenderData& RenderSession::data() const { return *impl_->generation().data; }
+std::shared_ptr<const RenderData> RenderSession::data() const {
+  Result<std::shared_ptr<const RenderData>> data = impl_->generation().scene->data();
+  return data.ok() ? *data : nullptr;
+}
 const ProgressiveFilm& RenderSession::film() const { return impl_->generation().film; }
 uint32_t RenderSession::targetSpp() const { return impl_->generation().film.samplesPerPixel(); }
 bool RenderSession::generationDone() const { return impl_->generation().scheduler.done(); }

@@ -70,10 +70,15 @@ class RenderSession {
   RenderSession(const RenderSession&) = delete;
   RenderSession& operator=(const RenderSession&) = delete;
 
-  // Generation 1: renders `data` (its camera gives the image size) to `spp` samples per pixel.
-  // Fails for invalid options (no device and no peer, peers without a key, a bad address) or a
-  // bad frame; then nothing runs.
-  Status start(std::shared_ptr<const RenderData> data, uint32_t spp);
+  // Generation 1: renders the scene (its camera gives the image size) to `spp` samples per
+  // pixel. Fails for invalid options (no device and no peer, peers without a key, a bad address)
+  // or a bad frame; then nothing runs. A scene given in its encoded form goes to nodes as it is
+  // (nothing is encoded) and is decoded only if local devices render it, on their threads: a
+  // render on warm nodes starts without touching the scene's bytes.
+  Status start(const SceneSource& scene, uint32_t spp);
+  Status start(std::shared_ptr<const RenderData> data, uint32_t spp) {
+    return start(SceneSource{std::move(data), nullptr}, spp);
+  }
 
   // A new generation: `data` (any image size) to `spp` samples per pixel. Results of older
   // generations are dropped from now on. Returns the new generation's number.
@@ -93,8 +98,10 @@ class RenderSession {
   bool addPeer(const std::string& address);
 
   uint64_t generation() const;
-  // The current generation's data, and its camera (which replaces data().camera[0]).
-  const RenderData& data() const;
+  // The current generation's data (decoded on this thread if the session started from an
+  // encoded scene that no device has needed yet; null if it does not decode), and its camera
+  // (which replaces data()->camera[0]).
+  std::shared_ptr<const RenderData> data() const;
   const kernel::Camera& camera() const;
   // The current generation's film (its committed passes) and target.
   const ProgressiveFilm& film() const;

@@ -170,7 +170,7 @@ void writeOutput(const RenderArgs& args, const Film& film) {
 
 // The render across local devices and peers (transport/primary.h).
 // The fields every `render --json` result has, local or cluster (an object: keys sorted).
-nlohmann::json resultJson(const RenderArgs& args, const Film& film, const RenderData& data,
+nlohmann::json resultJson(const RenderArgs& args, const Film& film, const SceneSource& scene,
                           double seconds, uint64_t samples, uint64_t raysTraced,
                           double loadSeconds) {
   return {{"scene", args.scene},
@@ -183,13 +183,13 @@ nlohmann::json resultJson(const RenderArgs& args, const Film& film, const Render
           {"samples_per_second", seconds > 0 ? double(samples) / seconds : 0.0},
           {"mrays_per_second", seconds > 0 ? double(raysTraced) / seconds / 1e6 : 0.0},
           {"rays_traced", raysTraced},
-          {"render_data_bytes", data.byteSize()},
-          {"triangles", data.triangles.size()}};
+          {"render_data_bytes", scene.dataBytes()},
+          {"triangles", scene.triangleCount()}};
 }
 
 // The summary of a cluster render (in this process or by the node daemon): warnings for the
 // peers that never answered, the image, and the statistics (--json: one object).
-void reportClusterRender(const RenderArgs& args, const Film& film, const RenderData& data,
+void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSource& scene,
                          const ClusterRenderStats& stats, double loadSeconds,
                          const std::string& daemonPath) {
   // Losses and refusals were logged when they happened; peers that never answered are named
@@ -219,7 +219,7 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const RenderD
     }
     nlohmann::json nodes = nlohmann::json::array();
     for (const NodeRenderStats& n : stats.nodes) nodes.push_back(nodeJson(n));
-    nlohmann::json out = resultJson(args, film, data, seconds, stats.samples, stats.raysTraced,
+    nlohmann::json out = resultJson(args, film, scene, seconds, stats.samples, stats.raysTraced,
                                     loadSeconds);
     out["render_data_chunks"] = stats.renderDataChunks;
     out["render_data_bytes_encoded"] = stats.renderDataEncodedBytes;
@@ -253,7 +253,7 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const RenderD
 
 // The render in this process (transport/primary.h): this machine's devices and the plan's
 // nodes, or this machine's devices alone; one path either way.
-void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const RenderData& data,
+void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSource& scene,
                       Film& film, const std::vector<Device*>& devices,
                       std::chrono::steady_clock::time_point commandStart, double loadSeconds) {
   ClusterRenderOptions cluster;
@@ -274,18 +274,18 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const RenderDat
       bar.update(done, total, shareLine(stats, total));
     };
   }
-  Result<ClusterRenderStats> result = renderCluster(data, film, cluster, progress);
+  Result<ClusterRenderStats> result = renderCluster(scene, film, cluster, progress);
   if (showProgress) bar.finish();
   if (!result.ok()) fail(result.error().message, 1);
-  reportClusterRender(args, film, data, *result, loadSeconds, "");
+  reportClusterRender(args, film, scene, *result, loadSeconds, "");
 }
 
 // Hands the job to this machine's node daemon (render_job.h) at `path`, over its control socket
 // (transport/control_client.h), on a loop that lives for this call: the command waits at top
 // level. Returns false when the daemon refused the job before starting it (the caller renders by
 // itself); exits on a failure after that.
-bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const RenderData& data,
-                         Film& film, double loadSeconds) {
+bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
+                         const CompiledScene& compiled, Film& film, double loadSeconds) {
   RenderJobParams params;
   params.width = film.width();
   params.height = film.height();
@@ -296,7 +296,16 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const 
   params.noOwnerPreempt = args.noOwnerPreempt;
   params.noMdns = args.noMdns;
   params.primaryName = primaryName();
-  std::vector<uint8_t> payload = serialize(data);
+  // The scene's encoded form (the daemon sends its chunks to nodes as they are): the cache
+  // file's bytes, or encoded now.
+  std::vector<uint8_t> encodedNow;
+  std::span<const uint8_t> payload = compiled.cachedBytes;
+  if (payload.empty()) {
+    ChunkStore chunks;
+    const ChunkManifest manifest = encodeRenderData(*compiled.source.data, chunks);
+    encodedNow = serializeEncodedScene(manifest, chunks);
+    payload = encodedNow;
+  }
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
   ProgressBar bar;
   ControlProgressCallback onProgress;
@@ -320,7 +329,7 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path, const 
   if (!reply.ok()) fail(reply.error().message, 1);
   if (Status st = film.setSums(std::move(reply->sums)); !st.ok())
     fail("node daemon at " + path + ": " + st.error().message, 1);
-  reportClusterRender(args, film, data, reply->stats, loadSeconds, path);
+  reportClusterRender(args, film, compiled.source, reply->stats, loadSeconds, path);
   return true;
 }
 
@@ -354,15 +363,14 @@ void runRender(const RenderArgs& args) {
   }
 
   const auto loadStart = std::chrono::steady_clock::now();
-  CompiledScene compiled = loadCompiled(args, options);
-  std::shared_ptr<const RenderData> data = compiled.data;
+  const CompiledScene compiled = loadCompiled(args, options);
   Film film(options.width, options.height, args.spp);
 
   // A node daemon runs on this machine: it becomes the Primary for this job.
   if (!daemonPath.empty()) {
     const double compileSeconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
-    if (renderThroughDaemon(args, daemonPath, *data, film, compileSeconds)) {
+    if (renderThroughDaemon(args, daemonPath, compiled, film, compileSeconds)) {
       storeCompiled(compiled);
       return;
     }
@@ -379,7 +387,7 @@ void runRender(const RenderArgs& args) {
   for (std::unique_ptr<Device>& device : owned) devices.push_back(device.get());
   const double loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
-  runClusterRender(args, plan, *data, film, devices, commandStart, loadSeconds);
+  runClusterRender(args, plan, compiled.source, film, devices, commandStart, loadSeconds);
   storeCompiled(compiled);
 }
 

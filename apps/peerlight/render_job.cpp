@@ -84,20 +84,28 @@ struct RenderJobs::Impl {
       job->fail(admitted.outcome, admitted.message);
       return;
     }
-    // Decoded here, on the loop (a few milliseconds per 10 MB; the payload is bounded by the
-    // control socket).
-    Result<RenderData> data = deserialize(job->payload().data(), job->payload().size());
-    const size_t payloadBytes = job->payload().size();
-    std::vector<uint8_t>().swap(job->payload());
+    // The scene in its encoded form (transport/chunk_codec.h), parsed here on the loop: its
+    // manifest and chunk list are checked now (the payload is bounded by the control socket),
+    // the chunks' contents when the node decodes them. Nothing is copied or re-encoded: the
+    // session sends the chunks to the nodes as they came.
+    auto payload = std::make_shared<std::vector<uint8_t>>(std::move(job->payload()));
+    const size_t payloadBytes = payload->size();
+    Result<EncodedScene> encoded = parseEncodedScene(*payload, payload);
+    SceneSource scene;
     std::string bad;
-    if (!data.ok()) {
-      bad = "render data: " + data.error().message;
-    } else if (data->camera.size() != 1 || data->camera[0].width != job->params().width ||
-               data->camera[0].height != job->params().height) {
-      const kernel::Camera* camera = data->camera.empty() ? nullptr : &data->camera[0];
-      bad = "render data: camera of " + (camera ? std::to_string(camera->width) : "?") + "x" +
-            (camera ? std::to_string(camera->height) : "?") + ", frame of " +
-            std::to_string(job->params().width) + "x" + std::to_string(job->params().height);
+    if (!encoded.ok()) {
+      bad = "render data: " + encoded.error().message;
+    } else {
+      scene.encoded = std::make_shared<const EncodedScene>(std::move(encoded).value());
+      Result<kernel::Camera> camera = scene.camera();
+      if (!camera.ok()) {
+        bad = "render data: " + camera.error().message;
+      } else if (camera->width != job->params().width ||
+                 camera->height != job->params().height) {
+        bad = "render data: camera of " + std::to_string(camera->width) + "x" +
+              std::to_string(camera->height) + ", frame of " +
+              std::to_string(job->params().width) + "x" + std::to_string(job->params().height);
+      }
     }
     if (!bad.empty()) {
       PL_LOG_WARN("%s refused: %s", label.c_str(), bad.c_str());
@@ -161,8 +169,7 @@ struct RenderJobs::Impl {
       r->job->progress(done, total, r->session->stats());
     };
     r->session = std::make_unique<RenderSession>(loop, options, events);
-    auto shared = std::make_shared<const RenderData>(std::move(data).value());
-    if (Status st = r->session->start(shared, r->params.spp); !st.ok())
+    if (Status st = r->session->start(scene, r->params.spp); !st.ok())
       return finish(*r, ctl::Outcome::FAILED, st.error().message);
     // The client may have gone before onDisconnect() was set (nothing would tell us then).
     if (!job->connected()) {

@@ -140,26 +140,33 @@ CompiledScene loadCompiled(const RenderArgs& args, const CompileOptions& options
     if (key.ok()) {
       scene.key = *key;
       CompiledCache cache(defaultCompiledCacheDir(), kCompiledCacheBytes);
-      if (std::optional<RenderData> cached = cache.find(*key)) {
-        scene.data = std::make_shared<const RenderData>(std::move(*cached));
-        scene.fromCache = true;
-        PL_LOG_INFO("%s: compiled data from the cache (%.2f s)", args.scene.c_str(),
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                        .count());
-        return scene;
+      if (std::optional<CachedBytes> cached = cache.find(*key)) {
+        Result<EncodedScene> encoded = parseEncodedScene(cached->bytes, cached->owner);
+        if (encoded.ok()) {
+          scene.source.encoded = std::make_shared<const EncodedScene>(std::move(encoded).value());
+          scene.fromCache = true;
+          scene.cachedBytes = cached->bytes;
+          PL_LOG_INFO("%s: compiled data from the cache (%.2f s)", args.scene.c_str(),
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                          .count());
+          return scene;
+        }
+        cache.remove(*key, encoded.error().message);
       }
     }
   }
   Result<RenderData> compiled = loadAndCompile(args.scene, options);
   if (!compiled.ok()) failUsage(compiled.error().message);
-  scene.data = std::make_shared<const RenderData>(std::move(compiled).value());
+  scene.source.data = std::make_shared<const RenderData>(std::move(compiled).value());
   return scene;
 }
 
 void storeCompiled(const CompiledScene& scene) {
-  if (scene.fromCache || !scene.key || scene.data == nullptr) return;
+  if (scene.fromCache || !scene.key || scene.source.data == nullptr) return;
   CompiledCache cache(defaultCompiledCacheDir(), kCompiledCacheBytes);
-  cache.store(*scene.key, *scene.data);
+  ChunkStore chunks;
+  const ChunkManifest manifest = encodeRenderData(*scene.source.data, chunks);
+  cache.store(*scene.key, serializeEncodedScene(manifest, chunks));
 }
 
 // "host/pid": the nodes' log lines tell apart two renders started on one machine.

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -55,16 +56,21 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& args);
 CompileOptions compileOptionsFrom(const RenderArgs& args);
 
 // The scene compiled with `options`: from the compiled cache (core/scene/compiled_cache.h) when
-// an unchanged scene was compiled the same way before, else loaded and compiled (exits with
-// status 2 naming the file when it does not load). --no-cache skips the cache.
+// an unchanged scene was compiled the same way before, in its encoded form (mapped, not read:
+// what nodes need is sent as it is and the data is decoded only where this machine renders),
+// else loaded and compiled (exits with status 2 naming the file when it does not load).
+// --no-cache skips the cache.
 struct CompiledScene {
-  std::shared_ptr<const RenderData> data;
+  SceneSource source;  // .data when compiled now, .encoded when from the cache
+  // From the cache: the file's bytes (serializeEncodedScene()'s form), kept alive by
+  // source.encoded.
+  std::span<const uint8_t> cachedBytes;
   bool fromCache = false;
   std::optional<Hash128> key;  // the cache key, when the cache is in use
 };
 CompiledScene loadCompiled(const RenderArgs& args, const CompileOptions& options);
-// Stores a scene that was compiled (not read from the cache), after the render: the cache is an
-// optimisation, so failures only log.
+// Stores a scene that was compiled (not read from the cache), after the render, in its encoded
+// form: the cache is an optimisation, so failures only log.
 void storeCompiled(const CompiledScene& scene);
 
 // "host/pid": the nodes' log lines tell apart two Primaries started on one machine.

@@ -1,6 +1,7 @@
 #include "core/scene/compiled_cache.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,53 +162,59 @@ bool CompiledCache::usable() {
   return usable_ = true;
 }
 
-std::optional<RenderData> CompiledCache::find(const Hash128& key) {
+namespace {
+
+// A read-only private mapping of a whole file.
+struct Mapping {
+  void* address = MAP_FAILED;
+  size_t size = 0;
+  ~Mapping() {
+    if (address != MAP_FAILED) ::munmap(address, size);
+  }
+};
+
+}  // namespace
+
+std::optional<CachedBytes> CompiledCache::find(const Hash128& key) {
   if (!usable()) return std::nullopt;
   const std::string file = path(key);
-  // Never through a link, only a regular file of this user's, bounded before reading.
+  // Never through a link, only a regular file of this user's, bounded before mapping.
   const int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
   struct stat st {};
-  std::vector<uint8_t> bytes;
-  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
-            uint64_t(st.st_size) >= sizeof(Hash128) &&
-            uint64_t(st.st_size) <= kMaxRenderDataBytes + (uint64_t(1) << 20);
+  auto mapping = std::make_shared<Mapping>();
+  const bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+                  uint64_t(st.st_size) > sizeof(Hash128) &&
+                  uint64_t(st.st_size) <= kMaxRenderDataBytes + (uint64_t(1) << 20);
   if (ok) {
-    bytes.resize(size_t(st.st_size));
-    size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += size_t(n);
-    }
-    ok = done == bytes.size();
+    mapping->size = size_t(st.st_size);
+    mapping->address = ::mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
   }
   ::close(fd);
-  if (!ok) return std::nullopt;
-  // 16 bytes of XXH3-128 of the rest, then serialize()'s bytes.
-  Result<RenderData> data = Error{"shorter than its hash"};
-  {
-    Hash128 stored;
-    std::memcpy(&stored, bytes.data(), sizeof stored);
-    const uint8_t* payload = bytes.data() + sizeof stored;
-    const size_t size = bytes.size() - sizeof stored;
-    if (!(hash128(payload, size) == stored)) data = Error{"its bytes do not match their hash"};
-    else data = deserialize(payload, size);
-  }
-  if (!data.ok()) {
-    PL_LOG_WARN("compiled cache %s: %s (removed)", file.c_str(), data.error().message.c_str());
+  if (mapping->address == MAP_FAILED) return std::nullopt;
+  // 16 bytes of XXH3-128 of the rest, then the caller's bytes.
+  const auto* bytes = static_cast<const uint8_t*>(mapping->address);
+  Hash128 stored;
+  std::memcpy(&stored, bytes, sizeof stored);
+  const std::span<const uint8_t> payload(bytes + sizeof stored, mapping->size - sizeof stored);
+  if (!(hash128(payload.data(), payload.size()) == stored)) {
+    PL_LOG_WARN("compiled cache %s: its bytes do not match their hash (removed)", file.c_str());
     ::unlink(file.c_str());
     return std::nullopt;
   }
   std::error_code ec;
   fs::last_write_time(file, fs::file_time_type::clock::now(), ec);  // recently used
-  return std::move(data).value();
+  return CachedBytes{std::move(mapping), payload};
 }
 
-void CompiledCache::store(const Hash128& key, const RenderData& data) {
+void CompiledCache::remove(const Hash128& key, const std::string& why) {
+  if (!usable()) return;
+  PL_LOG_WARN("compiled cache %s: %s (removed)", path(key).c_str(), why.c_str());
+  ::unlink(path(key).c_str());
+}
+
+void CompiledCache::store(const Hash128& key, std::span<const uint8_t> bytes) {
   if (maxBytes_ == 0 || !usable()) return;
-  const std::vector<uint8_t> bytes = serialize(data);
   if (bytes.size() + sizeof(Hash128) > maxBytes_) return;
   const std::string file = path(key);
   std::string temp = file + ".XXXXXX";

@@ -19,6 +19,7 @@
 
 #include "core/render/image_io.h"
 #include "core/scene/compile.h"
+#include "tests/transport/chunk_test_util.h"
 #include "tests/integration/process.h"
 #include "tests/transport/loop_test_util.h"
 #include "transport/auth.h"
@@ -265,7 +266,7 @@ TEST_F(MalformedClientTest, BadRequestsGetErrorsAndTheNodeKeepsServing) {
   }
   {  // A chunk whose bytes do not hash to its name.
     auto s = openSession(loop, address_, key_);
-    const std::vector<uint8_t>* encoded = store.find(hashes[0]);
+    const std::optional<std::span<const uint8_t>> encoded = store.find(hashes[0]);
     Hash128 wrong = hashes[0];
     wrong.lo ^= 1;
     std::string error =
@@ -280,7 +281,7 @@ TEST_F(MalformedClientTest, BadRequestsGetErrorsAndTheNodeKeepsServing) {
   }
   {  // A truncated chunk.
     auto s = openSession(loop, address_, key_);
-    const std::vector<uint8_t>* encoded = store.find(hashes[0]);
+    const std::optional<std::span<const uint8_t>> encoded = store.find(hashes[0]);
     std::string error = badPutError(loop, *s, hashes[0],
                                     kj::arrayPtr(encoded->data(), encoded->size() / 2));
     EXPECT_FALSE(error.empty()) << "a truncated chunk was accepted";
@@ -304,7 +305,7 @@ TEST_F(MalformedClientTest, BadRequestsGetErrorsAndTheNodeKeepsServing) {
     auto need = fromProto(waitFor(loop, missing.send()).getMissing());
     ASSERT_TRUE(need.ok());
     for (const Hash128& h : *need) {
-      const std::vector<uint8_t>* encoded = store.find(h);
+      const std::optional<std::span<const uint8_t>> encoded = store.find(h);
       putChunk(loop, *s, h, kj::arrayPtr(encoded->data(), encoded->size()));
     }
     auto load = s->session.loadRequest();

@@ -34,6 +34,7 @@
 #include "core/util/system.h"
 #include "tests/integration/daemon_fixture.h"
 #include "tests/transport/loop_test_util.h"
+#include "transport/chunk_codec.h"
 #include "transport/control_client.h"
 #include "transport/uv_kj_loop.h"
 
@@ -555,7 +556,9 @@ TEST_F(RenderJobTest, DroppingTheCapabilitiesEndsTheJobs) {
   options.width = options.height = 256;
   Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
   ASSERT_TRUE(data.ok()) << data.error().message;
-  std::vector<uint8_t> bytes = serialize(*data);
+  // What `peerlight render` sends: the scene's encoded form.
+  ChunkStore chunks;
+  std::vector<uint8_t> bytes = serializeEncodedScene(encodeRenderData(*data, chunks), chunks);
 
   // A listener that counts the progress calls and keeps the last total.
   struct Progress {

@@ -1,3 +1,4 @@
+#include "tests/transport/chunk_test_util.h"
 #include "transport/chunk_codec.h"
 
 #include <gtest/gtest.h>
@@ -74,6 +75,89 @@ TEST(ChunkCodecTest, ByteShuffleRoundTrips) {
   EXPECT_EQ(std::vector<uint8_t>(out, out + 8), (std::vector<uint8_t>{1, 5, 2, 6, 3, 7, 4, 8}));
 }
 
+// The encoded scene blob (what the compiled cache keeps and a daemon job carries): parsed
+// without copying, it decodes to the same data; its camera decodes alone; every malformed
+// blob is an error that names what is wrong, never a crash.
+TEST(ChunkCodecTest, EncodedSceneRoundTripsAndRejectsMalformedBlobs) {
+  const RenderData data = cornellBox();
+  ChunkStore store;
+  const ChunkManifest manifest = encodeRenderData(data, store);
+  auto blob = std::make_shared<std::vector<uint8_t>>(serializeEncodedScene(manifest, store));
+  Result<EncodedScene> scene = parseEncodedScene(*blob, blob);
+  ASSERT_TRUE(scene.ok()) << scene.error().message;
+  EXPECT_EQ(scene->manifest, manifest);
+  EXPECT_EQ(scene->chunks.size(), manifest.chunkHashes().size());
+  // Views into the blob, not copies, each at a multiple of 8 bytes from its start.
+  const Hash128 first = manifest.chunkHashes().front();
+  const uint8_t* view = scene->chunks.find(first)->data();
+  EXPECT_TRUE(view >= blob->data() && view < blob->data() + blob->size());
+  for (const Hash128& h : manifest.chunkHashes())
+    EXPECT_EQ((scene->chunks.find(h)->data() - blob->data()) % 8, 0) << h.hex();
+  Result<RenderData> back = decodeRenderData(scene->manifest, scene->chunks);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  expectBitIdentical(data, *back);
+  Result<kernel::Camera> camera =
+      decodeCamera(scene->manifest, [&](const Hash128& h) { return scene->chunks.find(h); });
+  ASSERT_TRUE(camera.ok()) << camera.error().message;
+  EXPECT_EQ(std::memcmp(&*camera, &data.camera[0], sizeof(kernel::Camera)), 0);
+  // A store's entries as views of another's (a session taking an encoded scene's chunks).
+  ChunkStore session;
+  session.addViewsOf(scene->chunks, blob);
+  EXPECT_EQ(session.find(first)->data(), view);
+  EXPECT_TRUE(session.missing(manifest).empty());
+
+  auto parse = [](std::vector<uint8_t> bytes) {
+    auto owner = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+    return parseEncodedScene(*owner, owner);
+  };
+  auto expectError = [&](std::vector<uint8_t> bytes, const std::string& words) {
+    Result<EncodedScene> r = parse(std::move(bytes));
+    ASSERT_FALSE(r.ok()) << words;
+    EXPECT_NE(r.error().message.find(words), std::string::npos) << r.error().message;
+  };
+  // Every truncation fails (header, manifest, chunk headers, chunk bytes).
+  for (size_t n : {size_t(0), size_t(7), size_t(20), blob->size() / 2, blob->size() - 1}) {
+    EXPECT_FALSE(parse(std::vector<uint8_t>(blob->begin(), blob->begin() + long(n))).ok()) << n;
+  }
+  std::vector<uint8_t> bad = *blob;
+  bad[0] ^= 1;
+  expectError(bad, "bad magic");
+  bad = *blob;
+  bad.push_back(0);
+  expectError(bad, "trailing bytes");
+  // An absurd manifest size is bounded by the bytes present.
+  bad = *blob;
+  const uint64_t huge = ~uint64_t(0);
+  std::memcpy(bad.data() + 8, &huge, 8);
+  expectError(bad, "truncated manifest");
+  // A chunk count that differs from the manifest's.
+  bad = *blob;
+  uint64_t manifestSize;
+  std::memcpy(&manifestSize, bad.data() + 8, 8);
+  const size_t countAt = (16 + size_t(manifestSize) + 7) & ~size_t(7);
+  uint64_t count;
+  std::memcpy(&count, bad.data() + countAt, 8);
+  const uint64_t more = count + 1;
+  std::memcpy(bad.data() + countAt, &more, 8);
+  expectError(bad, "chunks, the manifest names");
+  // A chunk the manifest does not name, and a chunk whose size differs from the manifest's.
+  bad = *blob;
+  bad[countAt + 8] ^= 1;  // the first chunk's hash
+  expectError(bad, "not in the manifest");
+  bad = *blob;
+  uint32_t size;
+  std::memcpy(&size, bad.data() + countAt + 8 + 16, 4);
+  const uint32_t other = size + 1;
+  std::memcpy(bad.data() + countAt + 8 + 16, &other, 4);
+  expectError(bad, "the manifest says");
+  // A flipped byte inside a chunk parses (contents are checked when decoded) but never decodes.
+  bad = *blob;
+  bad[countAt + 8 + 24 + size - 1] ^= 0x40;
+  Result<EncodedScene> flipped = parse(bad);
+  ASSERT_TRUE(flipped.ok()) << flipped.error().message;
+  EXPECT_FALSE(decodeRenderData(flipped->manifest, flipped->chunks).ok());
+}
+
 TEST(ChunkCodecTest, CornellBoxRoundTripsBitExact) {
   const RenderData data = cornellBox();
   ChunkStore store;
@@ -93,7 +177,7 @@ TEST(ChunkCodecTest, CornellBoxRoundTripsBitExact) {
   EXPECT_EQ(*wire, manifest);
   ChunkStore node;
   EXPECT_EQ(node.missing(*wire).size(), manifest.chunkHashes().size());
-  for (const Hash128& h : node.missing(*wire)) node.put(h, *store.find(h));
+  for (const Hash128& h : node.missing(*wire)) node.put(h, test::chunkBytes(store, h));
   Result<RenderData> back = decodeRenderData(*wire, node);
   ASSERT_TRUE(back.ok()) << back.error().message;
   expectBitIdentical(data, *back);
@@ -142,7 +226,7 @@ TEST(ChunkCodecTest, CameraMoveChangesOnlyTheCameraChunk) {
   ChunkStore primary;
   const ChunkManifest before = encodeRenderData(data, primary);
   ChunkStore node;
-  for (const Hash128& h : node.missing(before)) node.put(h, *primary.find(h));
+  for (const Hash128& h : node.missing(before)) node.put(h, test::chunkBytes(primary, h));
   const size_t chunksBefore = primary.size();
 
   data.camera[0].position.x += 0.25f;
@@ -166,7 +250,7 @@ TEST(ChunkCodecTest, CameraMoveChangesOnlyTheCameraChunk) {
       "camera move: re-encode %.1f ms (hashing %.1f MB), resend 1 chunk of %llu bytes "
       "(+ manifest %zu bytes)\n",
       ms, data.byteSize() / 1e6, (unsigned long long)resendBytes, serializeManifest(after).size());
-  node.put(resend[0], *primary.find(resend[0]));
+  node.put(resend[0], test::chunkBytes(primary, resend[0]));
   Result<RenderData> back = decodeRenderData(after, node);
   ASSERT_TRUE(back.ok()) << back.error().message;
   expectBitIdentical(data, *back);
@@ -349,7 +433,7 @@ TEST(ChunkCodecTest, RejectsCorruptChunkInStoreNamingArray) {
   ChunkStore store;
   const ChunkManifest m = encodeRenderData(data, store);
   const Hash128 h = m.arrays[uint32_t(RenderDataArray::normals)].chunks[0].hash;
-  std::vector<uint8_t> bad = *store.find(h);
+  std::vector<uint8_t> bad = test::chunkBytes(store, h);
   bad.back() ^= 0xff;
   store.erase(h);
   store.put(h, bad);

@@ -19,6 +19,7 @@
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
 #include "core/util/hash.h"
+#include "tests/transport/chunk_test_util.h"
 #include "tests/transport/loop_test_util.h"
 #include "tests/transport/test_node.h"
 #include "transport/auth.h"
@@ -213,7 +214,7 @@ void loadRightAfterThePutsUsesThemAll(uint32_t codecThreads) {
   TestNode node(loop, 1, o);
   Session s(loop, node.address());
   kj::Vector<kj::Promise<void>> puts;
-  for (const Hash128& h : manifest.chunkHashes()) puts.add(s.put(h, *store.find(h)));
+  for (const Hash128& h : manifest.chunkHashes()) puts.add(s.put(h, test::chunkBytes(store, h)));
   auto load = s.session.loadRequest();
   toProto(manifest, load.initManifest());
   Hash128 id = fromProto(waitFor(loop, load.send(), 20000).getScene());

@@ -20,6 +20,7 @@
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
 #include "core/util/hash.h"
+#include "tests/transport/chunk_test_util.h"
 #include "tests/transport/loop_test_util.h"
 #include "tests/transport/test_node.h"
 #include "transport/auth.h"
@@ -140,7 +141,7 @@ void putChunks(UvKjLoop& loop, proto::RenderSession::Client& session, const Chun
     auto request = session.putRequest();
     auto chunk = request.initChunk();
     toProto(h, chunk.initHash());
-    const std::vector<uint8_t>& bytes = *store.find(h);
+    const std::vector<uint8_t>& bytes = test::chunkBytes(store, h);
     chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
     puts.add(request.send());
   }

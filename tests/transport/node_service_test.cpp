@@ -20,6 +20,7 @@
 
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
+#include "tests/transport/chunk_test_util.h"
 #include "tests/transport/loop_test_util.h"
 #include "tests/transport/test_node.h"
 #include "transport/auth.h"
@@ -171,7 +172,7 @@ Hash128 upload(UvKjLoop& loop, proto::RenderSession::Client& session, const Scen
                size_t* sent = nullptr) {
   std::vector<Hash128> lacking = askMissing(loop, session, scene.manifest.chunkHashes());
   kj::Vector<kj::Promise<void>> puts;
-  for (const Hash128& h : lacking) puts.add(putChunk(session, h, *scene.store.find(h)));
+  for (const Hash128& h : lacking) puts.add(putChunk(session, h, test::chunkBytes(scene.store, h)));
   waitFor(loop, kj::joinPromises(puts.releaseAsArray()));
   if (sent != nullptr) *sent = lacking.size();
   auto load = session.loadRequest();
@@ -357,7 +358,7 @@ TEST(NodeService, BadInputGetsErrorsAndTheSessionKeepsServing) {
   ASSERT_EQ(leased.devices, (std::vector<uint32_t>{0}));
 
   const Hash128 goodHash = scene.manifest.chunkHashes().front();
-  const std::vector<uint8_t>& good = *scene.store.find(goodHash);
+  const std::vector<uint8_t>& good = test::chunkBytes(scene.store, goodHash);
   ASSERT_GT(good.size(), 20u);
 
   // A wrong hash.

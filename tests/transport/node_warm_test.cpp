@@ -25,6 +25,7 @@
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
 #include "core/scene/look_at.h"
+#include "tests/transport/chunk_test_util.h"
 #include "tests/transport/loop_test_util.h"
 #include "tests/transport/test_node.h"
 #include "transport/chunk_codec.h"
@@ -133,7 +134,7 @@ Hash128 upload(UvKjLoop& loop, proto::RenderSession::Client& session, const Scen
     auto put = session.putRequest();
     auto chunk = put.initChunk();
     toProto(h, chunk.initHash());
-    const std::vector<uint8_t>& bytes = *store.find(h);
+    const std::vector<uint8_t>& bytes = test::chunkBytes(store, h);
     chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
     waitFor(loop, put.send(), 30000);
   }

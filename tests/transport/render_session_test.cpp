@@ -164,6 +164,89 @@ TEST(RenderSessionTest, UpdatesGiveTheImageOfTheFinalStateAndSendOnlyTheCameraCh
   EXPECT_FALSE(h.fatal);
 }
 
+// A session started from a scene's encoded form (the compiled cache's): the node gets the chunks
+// as they are (nothing encoded again: the bytes sent are the blob's chunks), a local device
+// decodes the data on its own thread, a camera move then works as on data, and every image is
+// the one a start from the data gives.
+void startsFromTheEncodedForm(bool throughNode) {
+  constexpr uint32_t kSize = 48, kSpp = 4;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  // Views into a blob, as from the cache; through the node one byte off alignment (its chunks
+  // are then copied into the messages rather than referenced).
+  std::shared_ptr<const EncodedScene> encoded;
+  {
+    ChunkStore chunks;
+    const ChunkManifest manifest = encodeRenderData(*data, chunks);
+    const std::vector<uint8_t> blob = serializeEncodedScene(manifest, chunks);
+    auto held = std::make_shared<std::vector<uint8_t>>(blob.size() + 1);
+    const size_t offset = throughNode ? 1 : 0;
+    std::copy(blob.begin(), blob.end(), held->begin() + long(offset));
+    Result<EncodedScene> parsed =
+        parseEncodedScene(std::span<const uint8_t>(*held).subspan(offset, blob.size()), held);
+    ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+    encoded = std::make_shared<const EncodedScene>(std::move(parsed).value());
+  }
+  testing::NodeThread node(testKey(), NodeOptions());
+  CpuDevice local(1);
+  ClusterRenderOptions options;
+  if (throughNode) {
+    options.peers = {node.address()};
+    options.key = testKey();
+  } else {
+    options.localDevices = {&local};
+  }
+  options.scheduler.firstPassSamples = 1;
+  SessionHarness h(options);
+  ASSERT_TRUE(h.session->start(SceneSource{nullptr, encoded}, kSpp).ok());
+  ASSERT_TRUE(h.waitFor(1, kSpp)) << (h.fatal ? *h.fatal : "timeout");
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(data, kSpp));
+  if (throughNode) {
+    const NodeRenderStats n = h.session->stats().nodes.at(0);
+    EXPECT_EQ(n.renderDataBytesSent, encoded->manifest.encodedBytes());
+  }
+  kernel::Camera moved = data->camera[0];
+  moved.position.x += 0.1f;
+  EXPECT_EQ(h.session->updateCamera(moved, kSpp), 2u);
+  ASSERT_TRUE(h.waitFor(2, kSpp)) << (h.fatal ? *h.fatal : "timeout");
+  auto copy = std::make_shared<RenderData>(*data);
+  copy->camera[0] = moved;
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(copy, kSpp));
+  // The data decodes on demand, equal to what was encoded.
+  ASSERT_NE(h.session->data(), nullptr);
+  EXPECT_EQ(serialize(*h.session->data()), serialize(*data));
+  EXPECT_FALSE(h.fatal);
+}
+
+TEST(RenderSessionTest, StartsFromTheEncodedFormOnALocalDevice) { startsFromTheEncodedForm(false); }
+TEST(RenderSessionTest, StartsFromTheEncodedFormThroughANode) { startsFromTheEncodedForm(true); }
+
+TEST(RenderSessionTest, AnEncodedSceneThatDoesNotDecodeFailsTheLocalDeviceWithTheReason) {
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(32));
+  auto encoded = std::make_shared<EncodedScene>();
+  const ChunkManifest manifest = encodeRenderData(*data, encoded->chunks);
+  encoded->manifest = manifest;
+  // The triangles' chunk replaced by one of the right size that decodes to other bytes.
+  ArrayManifest& triangles = encoded->manifest.arrays[size_t(RenderDataArray::triangles)];
+  ASSERT_EQ(triangles.chunks.size(), 1u);
+  std::vector<uint8_t> raw(triangles.chunks[0].rawBytes, 0xff);
+  std::vector<uint8_t> bad = encodeChunk(raw.data(), raw.size(), ChunkCodec{});
+  const Hash128 claimed = triangles.chunks[0].hash;
+  encoded->chunks.erase(claimed);
+  triangles.chunks[0].encodedBytes = uint32_t(bad.size());
+  encoded->chunks.put(claimed, std::move(bad));
+  CpuDevice local(1);
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  options.noDeviceTimeout = std::chrono::milliseconds(200);
+  SessionHarness h(options);
+  ASSERT_TRUE(h.session->start(SceneSource{nullptr, encoded}, 2).ok());
+  for (int i = 0; i < 200 && !h.fatal; ++i) h.runFor(20);
+  ASSERT_TRUE(h.fatal);
+  EXPECT_EQ(h.session->stats().local.at(0).error.find("render data of the encoded scene"), 0u)
+      << h.session->stats().local.at(0).error;
+  EXPECT_EQ(h.session->data(), nullptr);
+}
+
 // Camera moves through Device::setCamera() on a local device, or through a node that receives
 // only the camera chunk (run separately, so that each path renders every sample).
 void cameraMovesShareTheData(bool throughNode) {
@@ -190,7 +273,7 @@ void cameraMovesShareTheData(bool throughNode) {
   EXPECT_EQ(h.session->updateCamera(moved, kSpp), 2u);
   moved.position.y -= 0.05f;
   EXPECT_EQ(h.session->updateCamera(moved, kSpp), 3u);
-  EXPECT_EQ(&h.session->data(), data.get()) << "the data is shared, not copied";
+  EXPECT_EQ(h.session->data().get(), data.get()) << "the data is shared, not copied";
   ASSERT_TRUE(h.waitFor(3, kSpp)) << (h.fatal ? *h.fatal : "timeout");
   auto copy = std::make_shared<RenderData>(*data);
   copy->camera[0] = moved;

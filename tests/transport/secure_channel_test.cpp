@@ -28,6 +28,7 @@
 
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
+#include "tests/transport/chunk_test_util.h"
 #include "tests/transport/loop_test_util.h"
 #include "tests/transport/node_thread.h"
 #include "transport/auth.h"
@@ -442,8 +443,8 @@ TEST(SecureChannel, RelayBetweenPrimaryAndNodeSeesOnlyCiphertext) {
   ChunkManifest manifest = encodeRenderData(*data, store);
   std::vector<std::vector<uint8_t>> probes;
   for (const Hash128& hash : manifest.chunkHashes()) {
-    const std::vector<uint8_t>* bytes = store.find(hash);
-    ASSERT_NE(bytes, nullptr);
+    const std::optional<std::span<const uint8_t>> bytes = store.find(hash);
+    ASSERT_TRUE(bytes.has_value());
     if (bytes->size() < 64) continue;
     auto mid = bytes->begin() + std::ptrdiff_t(bytes->size() / 2);
     probes.emplace_back(mid, mid + 32);

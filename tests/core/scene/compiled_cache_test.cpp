@@ -1,5 +1,7 @@
 // CompiledCache (core/scene/compiled_cache.h): the key covers every input byte and option; a
-// stored scene comes back bitwise; a corrupt file is a miss and goes; old files are evicted.
+// stored scene's bytes come back bitwise (mapped); a corrupt file is a miss and goes; old files
+// are evicted. (What the commands store there, a scene's encoded form, is tested with the chunk
+// codec.)
 
 #include "core/scene/compiled_cache.h"
 
@@ -71,12 +73,21 @@ TEST(CompiledCacheTest, StoredDataComesBackBitwiseAndCorruptFilesAreMisses) {
   const Hash128 key = *compiledCacheKey(scene, options, kSalt);
   CompiledCache cache(dir.file("cache"), 1 << 20);
   EXPECT_FALSE(cache.find(key));
-  cache.store(key, *data);
-  std::optional<RenderData> back = cache.find(key);
-  ASSERT_TRUE(back);
-  EXPECT_EQ(serialize(*back), serialize(*data));
+  const std::vector<uint8_t> stored = serialize(*data);
+  cache.store(key, stored);
+  {
+    std::optional<CachedBytes> back = cache.find(key);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(std::vector<uint8_t>(back->bytes.begin(), back->bytes.end()), stored);
+    // The caller found bytes it cannot use: remove() takes the file away.
+    cache.remove(key, "test");
+    EXPECT_FALSE(cache.find(key));
+    // The mapping stays valid while held, though the file is gone.
+    EXPECT_EQ(std::vector<uint8_t>(back->bytes.begin(), back->bytes.end()), stored);
+  }
+  cache.store(key, stored);
 
-  // Flip a byte in the middle of the file: deserialize's hashes catch it; the file goes.
+  // Flip a byte in the middle of the file: the file's hash catches it; the file goes.
   const std::string file = dir.file("cache") + "/" + key.hex() + ".plrd";
   std::vector<uint8_t> bytes(std::filesystem::file_size(file));
   {
@@ -91,7 +102,7 @@ TEST(CompiledCacheTest, StoredDataComesBackBitwiseAndCorruptFilesAreMisses) {
   EXPECT_FALSE(cache.find(key));
   EXPECT_FALSE(std::filesystem::exists(file));
   // Truncated: also a miss.
-  cache.store(key, *data);
+  cache.store(key, stored);
   std::filesystem::resize_file(file, 10);
   EXPECT_FALSE(cache.find(key));
 }
@@ -104,7 +115,7 @@ TEST(CompiledCacheTest, AFolderOthersMayUseOrALinkIsNeverRead) {
   const Hash128 key{7, 7};
   {
     CompiledCache cache(dir.file("cache"), 1 << 20);
-    cache.store(key, *data);
+    cache.store(key, serialize(*data));
     ASSERT_TRUE(cache.find(key));
   }
   // Another user could have written into a folder that others may write to: unused.
@@ -131,13 +142,13 @@ TEST(CompiledCacheTest, OldestFilesGoBeyondTheBound) {
   const uint64_t one = serialize(*data).size();
   CompiledCache cache(dir.file("cache"), 2 * one + one / 2);  // room for two
   const Hash128 a{1, 1}, b{2, 2}, c{3, 3};
-  cache.store(a, *data);
-  cache.store(b, *data);
+  cache.store(a, serialize(*data));
+  cache.store(b, serialize(*data));
   // a was used last: b is the oldest when c comes.
   auto past = std::filesystem::file_time_type::clock::now() - std::chrono::hours(1);
   std::filesystem::last_write_time(dir.file("cache") + "/" + b.hex() + ".plrd", past);
   ASSERT_TRUE(cache.find(a));
-  cache.store(c, *data);
+  cache.store(c, serialize(*data));
   EXPECT_TRUE(cache.find(a));
   EXPECT_FALSE(cache.find(b));
   EXPECT_TRUE(cache.find(c));
