@@ -132,29 +132,32 @@ constexpr uint64_t kCompiledCacheBytes = uint64_t(4) << 30;
 
 }  // namespace
 
-CompiledScene loadCompiled(const RenderArgs& args, const CompileOptions& options) {
+CompiledScene findCompiled(const RenderArgs& args, const CompileOptions& options) {
   CompiledScene scene;
+  if (args.noCache || defaultCompiledCacheDir().empty()) return scene;
   const auto start = std::chrono::steady_clock::now();
-  if (!args.noCache && !defaultCompiledCacheDir().empty()) {
-    Result<Hash128> key = compiledCacheKey(args.scene, options, programHash());
-    if (key.ok()) {
-      scene.key = *key;
-      CompiledCache cache(defaultCompiledCacheDir(), kCompiledCacheBytes);
-      if (std::optional<CachedBytes> cached = cache.find(*key)) {
-        Result<EncodedScene> encoded = parseEncodedScene(cached->bytes, cached->owner);
-        if (encoded.ok()) {
-          scene.source.encoded = std::make_shared<const EncodedScene>(std::move(encoded).value());
-          scene.fromCache = true;
-          scene.cachedBytes = cached->bytes;
-          PL_LOG_INFO("%s: compiled data from the cache (%.2f s)", args.scene.c_str(),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                          .count());
-          return scene;
-        }
-        cache.remove(*key, encoded.error().message);
-      }
-    }
+  Result<Hash128> key = compiledCacheKey(args.scene, options, programHash());
+  if (!key.ok()) return scene;
+  scene.key = *key;
+  CompiledCache cache(defaultCompiledCacheDir(), kCompiledCacheBytes);
+  std::optional<CachedBytes> cached = cache.find(*key);
+  if (!cached) return scene;
+  Result<EncodedScene> encoded = parseEncodedScene(cached->bytes, cached->owner);
+  if (!encoded.ok()) {
+    cache.remove(*key, encoded.error().message);
+    return scene;
   }
+  scene.source.encoded = std::make_shared<const EncodedScene>(std::move(encoded).value());
+  scene.fromCache = true;
+  scene.cachedBytes = cached->bytes;
+  PL_LOG_INFO("%s: compiled data from the cache (%.2f s)", args.scene.c_str(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return scene;
+}
+
+CompiledScene loadCompiled(const RenderArgs& args, const CompileOptions& options) {
+  CompiledScene scene = findCompiled(args, options);
+  if (scene.fromCache) return scene;
   Result<RenderData> compiled = loadAndCompile(args.scene, options);
   if (!compiled.ok()) failUsage(compiled.error().message);
   scene.source.data = std::make_shared<const RenderData>(std::move(compiled).value());

@@ -69,6 +69,9 @@ struct CompiledScene {
   std::optional<Hash128> key;  // the cache key, when the cache is in use
 };
 CompiledScene loadCompiled(const RenderArgs& args, const CompileOptions& options);
+// The cache's part of loadCompiled(): the encoded scene when the cache holds it, else a scene
+// with no source (and the key to store under, when the cache is in use).
+CompiledScene findCompiled(const RenderArgs& args, const CompileOptions& options);
 // Stores a scene that was compiled (not read from the cache), after the render, in its encoded
 // form: the cache is an optimisation, so failures only log.
 void storeCompiled(const CompiledScene& scene);

@@ -156,10 +156,8 @@ class StdinReader {
 // The session's state and its requests. Loop thread only.
 class SessionDriver {
  public:
-  SessionDriver(const RenderArgs& args, Scene scene, CompileOptions options,
-                std::shared_ptr<const RenderData> data)
-      : args_(args), scene_(std::move(scene)), options_(std::move(options)),
-        data_(std::move(data)) {}
+  SessionDriver(const RenderArgs& args, Scene scene, CompileOptions options)
+      : args_(args), scene_(std::move(scene)), options_(std::move(options)) {}
 
   void attach(RenderSession& session) { session_ = &session; }
   kj::Promise<void> finished() { return kj::mv(done_.promise); }
@@ -241,10 +239,21 @@ class SessionDriver {
     if (op == "visibility") return visibility(r);
     if (op == "save") return save(r);
     if (op == "stats") return stats(r);
+    if (op == "peer") return peer(r);
     if (op == "quit") return quit();
     throw RequestError{"op", "unknown op '" + op +
                                  "' (camera, env, material, transform, visibility, save, "
-                                 "stats, quit)"};
+                                 "stats, peer, quit)"};
+  }
+
+  // A Render Node to use from now on (as one found by mDNS): a `node` event follows when it
+  // has joined.
+  void peer(const Json& r) {
+    const std::string address = text(r, "address");
+    if (!session_->addPeer(address))
+      throw RequestError{"address", "'" + address +
+                                        "' is not HOST:PORT, or this session has no cluster key "
+                                        "(start it with --peer or --key-file)"};
   }
 
   void camera(const Json& r) {
@@ -344,8 +353,7 @@ class SessionDriver {
 
   // A new generation of `data` rendered to the session's --spp.
   void startGeneration(std::shared_ptr<const RenderData> data, const char* op, const Json& r) {
-    data_ = std::move(data);
-    announce(session_->update(data_, args_.spp), op, r, args_.spp);
+    announce(session_->update(std::move(data), args_.spp), op, r, args_.spp);
   }
 
   static void announce(uint64_t generation, const char* op, const Json& r, uint32_t target) {
@@ -436,6 +444,7 @@ class SessionDriver {
                {"samples", s.samples},
                {"render_data_chunks", s.renderDataChunks},
                {"render_data_bytes", s.renderDataRawBytes},
+               {"render_data_encode_seconds", s.encodeSeconds},
                {"devices", devices},
                {"nodes", nodes}};
     if (r.contains("id")) event["id"] = r["id"];
@@ -452,7 +461,6 @@ class SessionDriver {
   Scene scene_;
   CompileOptions options_;
   // The last compiled data (the session's current camera may differ: camera moves share it).
-  std::shared_ptr<const RenderData> data_;
   RenderSession* session_ = nullptr;
   std::vector<PendingSave> saves_;
   kj::PromiseFulfillerPair<void> done_ = kj::newPromiseAndFulfiller<void>();
@@ -464,11 +472,18 @@ void runSession(const RenderArgs& args) {
   const auto commandStart = Clock::now();
   if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
   CompileOptions options = compileOptionsFrom(args);
+  // The scene itself for the edits to come; its compiled form from the cache when an unchanged
+  // scene was compiled the same way before (already encoded for the nodes), else compiled now.
   Result<Scene> scene = loadScene(args.scene);
   if (!scene.ok()) failUsage(scene.error().message);
-  Result<RenderData> compiled = compile(*scene, options);
-  if (!compiled.ok()) failUsage(compiled.error().message);
-  auto data = std::make_shared<const RenderData>(std::move(compiled).value());
+  CompiledScene compiled = findCompiled(args, options);
+  if (!compiled.fromCache) {
+    Result<RenderData> data = compile(*scene, options);
+    if (!data.ok()) failUsage(data.error().message);
+    compiled.source.data = std::make_shared<const RenderData>(std::move(data).value());
+  }
+  const Result<kernel::Camera> firstCamera = compiled.source.camera();
+  if (!firstCamera.ok()) fail(firstCamera.error().message, 1);
   const double loadSeconds = std::chrono::duration<double>(Clock::now() - commandStart).count();
 
   ClusterPlan plan = planCluster(args);
@@ -490,7 +505,7 @@ void runSession(const RenderArgs& args) {
   bool failed = false;
   {
     UvKjLoop loop;
-    SessionDriver driver(args, std::move(scene).value(), options, data);
+    SessionDriver driver(args, std::move(scene).value(), options);
     RenderSessionEvents events;
     events.onPass = [&](uint64_t g, uint32_t spp, double s) { driver.onPass(g, spp, s); };
     events.onNode = [&](const NodeRenderStats& n, bool joined) { driver.onNode(n, joined); };
@@ -498,16 +513,17 @@ void runSession(const RenderArgs& args) {
     {
       RenderSession session(loop, cluster, events);
       driver.attach(session);
-      if (Status s = session.start(data, args.spp); !s.ok()) fail(s.error().message, 1);
+      if (Status s = session.start(compiled.source, args.spp); !s.ok())
+        fail(s.error().message, 1);
       Json devices = Json::array();
       for (const std::unique_ptr<Device>& d : owned)
         devices.push_back({{"kind", d->info().kind}, {"name", d->info().name}});
       emit({{"event", "ready"},
             {"generation", session.generation()},
-            {"width", data->camera[0].width},
-            {"height", data->camera[0].height},
+            {"width", firstCamera->width},
+            {"height", firstCamera->height},
             {"target_spp", args.spp},
-            {"triangles", data->triangles.size()},
+            {"triangles", compiled.source.triangleCount()},
             {"load_seconds", loadSeconds},
             {"devices", devices},
             {"peers", plan.peers}});
@@ -519,6 +535,9 @@ void runSession(const RenderArgs& args) {
     }  // the session ends: connections close, leases are released, device threads joined
   }
   std::fflush(stdout);
+  // A scene compiled now is kept for the next session or render of it (after the session: the
+  // encoding must not hold up the first passes).
+  storeCompiled(compiled);
   if (failed) std::exit(1);
 }
 
@@ -529,9 +548,12 @@ void addSessionCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "session",
       "Keep a scene loaded and render it progressively; JSON lines in on stdin (camera, env, "
-      "material, transform, visibility, save, stats, quit), events out on stdout");
+      "material, transform, visibility, save, stats, peer, quit), events out on stdout");
   cmd->add_option("scene", args->scene, "Scene file (.gltf, .glb, .obj)")->required();
   addSceneFlags(cmd, *args);
+  cmd->add_flag("--no-cache", args->noCache,
+                "Compile the scene even when the compiled cache (~/.cache/peerlight/compiled) "
+                "holds it");
   cmd->callback([args] { runSession(*args); });
 }
 

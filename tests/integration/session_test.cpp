@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -34,7 +36,10 @@ class SessionTest : public ::testing::Test {
     writeKey(key_, 99);
   }
 
-  std::vector<std::string> env() const { return {"HOME=" + dir_.path()}; }
+  // A compiled cache of the test's own (empty at its start).
+  std::vector<std::string> env() const {
+    return {"HOME=" + dir_.path(), "XDG_CACHE_HOME=" + dir_.file("cache")};
+  }
 
   std::string startNode() {
     node_ = std::make_unique<Process>(
@@ -50,12 +55,14 @@ class SessionTest : public ::testing::Test {
     return line->substr(std::strlen("listening on "));
   }
 
-  void startSession(std::vector<std::string> extra, const std::string& spp = "16") {
+  // `tag` names its output files (a test's second session needs others: they are appended to).
+  void startSession(std::vector<std::string> extra, const std::string& spp = "16",
+                    const std::string& tag = "session") {
     std::vector<std::string> argv = {kBinary, "session", kScene,   "--size", "96x96",
                                      "--spp", spp,       "--key-file", key_};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    session_ = std::make_unique<Process>(argv, dir_.file("session.out"),
-                                         dir_.file("session.err"), env(), /*pipeStdin=*/true);
+    session_ = std::make_unique<Process>(argv, dir_.file(tag + ".out"), dir_.file(tag + ".err"),
+                                         env(), /*pipeStdin=*/true);
     ASSERT_TRUE(session_->ok());
   }
 
@@ -194,6 +201,34 @@ TEST_F(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
   ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
   testing::expectSameExr(dir_.file("twelve.exr"), render("twelve", {"--spp", "12"}),
                          "save at 12 spp vs render --spp 12");
+}
+
+// A session stores the scene it compiled in the compiled cache when it ends; the next session
+// and render of the scene start from the cache (its encoded form), and every image is the one
+// a render that compiles the scene gives.
+TEST_F(SessionTest, TheCompiledCacheServesTheNextSessionAndRenderWithTheSameImage) {
+  const std::string want = render("compiled", {"--spp", "4", "--no-cache"});
+  for (int run = 0; run < 2; ++run) {
+    startSession({"--local-only"}, "4", "session" + std::to_string(run));
+    ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "pass" && e["spp"] == 4; }))
+        << session_->err();
+    const std::string path = dir_.file("run" + std::to_string(run) + ".exr");
+    send({{"op", "save"}, {"path", path}, {"id", "save"}});
+    std::optional<Json> saved = waitEventWithId("save", true);
+    ASSERT_TRUE(saved);
+    ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+    send({{"op", "quit"}});
+    ASSERT_EQ(session_->wait(20s), 0) << session_->err();
+    EXPECT_EQ(session_->err().find("from the cache") != std::string::npos, run == 1)
+        << "run " << run << ": " << session_->err();
+    testing::expectSameExr(path, want, "session run " + std::to_string(run) + " vs render");
+  }
+  // `render` finds what the session stored.
+  const std::string cached = render("cached", {"--spp", "4"});
+  testing::expectSameExr(cached, want, "render from the cache vs render that compiles");
+  std::ifstream err(dir_.file("cached.err"));
+  const std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("from the cache"), std::string::npos) << text;
 }
 
 TEST_F(SessionTest, ClientGoingAwayEndsTheSessionAndFreesTheLease) {
