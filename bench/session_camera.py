@@ -9,7 +9,10 @@ the pipe, the update, the nodes' loads and the pass). The reference is a one-spp
 the same frame (`peerlight render --spp 1 --local-only --json`, its "seconds"), and the target
 p95 <= max(100 ms, 1.5 x that).
 
-    bench/session_camera.py [--nodes 2] [--moves 20] [--size 256x256] [SCENE ...]
+    bench/session_camera.py [--nodes 2] [--moves 20] [--size 256x256] [--veth] [SCENE ...]
+
+--veth: the session in one network namespace, the nodes in another, joined by a veth pair
+shaped to 1 Gbit/s (bench/session_join.py's Veth; needs root).
 
 Default scenes: the project's Cornell box, and ../shared's DamagedHelmet when present. Every
 process it starts is killed on exit.
@@ -25,15 +28,18 @@ import sys
 import tempfile
 import time
 
+from session_join import Loopback, Veth
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PL = os.path.join(ROOT, "build", "bin", "peerlight")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
-def start_node(key, tmp, i):
+def start_node(key, tmp, i, net):
     err = open(os.path.join(tmp, f"node{i}.err"), "w")
-    p = subprocess.Popen([PL, "node", "--listen", "127.0.0.1:0", "--key-file", key, "--threads",
-                          "1", "--name", f"bench{i}", "--no-mdns", "--no-control-socket"],
+    p = subprocess.Popen(net.in_b([PL, "node", "--listen", f"{net.node_host}:0", "--key-file", key,
+                                   "--threads", "1", "--name", f"bench{i}", "--no-mdns",
+                                   "--no-control-socket"]),
                          stdout=subprocess.PIPE, stderr=err, text=True)
     line = p.stdout.readline()
     if not line.startswith("listening on "):
@@ -76,26 +82,26 @@ class Session:
 
 def one_spp_seconds(scene, size, key):
     out = subprocess.run([PL, "render", scene, "-o", os.devnull + ".exr", "--size", size, "--spp",
-                          "1", "--local-only", "--no-daemon", "--json", "--key-file", key],
+                          "1", "--local-only", "--no-daemon", "--no-cache", "--json", "--key-file", key],
                          capture_output=True, text=True)
     if out.returncode != 0:
         # /dev/null.exr cannot be written: use a temporary file instead.
         with tempfile.TemporaryDirectory() as d:
             out = subprocess.run([PL, "render", scene, "-o", os.path.join(d, "x.exr"), "--size",
-                                  size, "--spp", "1", "--local-only", "--no-daemon", "--json",
+                                  size, "--spp", "1", "--local-only", "--no-daemon", "--no-cache", "--json",
                                   "--key-file", key], capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def bench(scene, args, key, tmp):
-    nodes = [start_node(key, tmp, i) for i in range(args.nodes)]
+def bench(scene, args, key, tmp, net):
+    nodes = [start_node(key, tmp, i, net) for i in range(args.nodes)]
     try:
         cmd = [PL, "session", scene, "--size", args.size, "--spp", "64", "--key-file", key]
         for _, address in nodes:
             cmd += ["--peer", address]
         if args.no_local:
             cmd.append("--no-local")
-        s = Session(cmd)
+        s = Session(net.in_a(cmd))
         ready = s.wait(lambda e: e.get("event") == "ready")
         joined = 0
         while joined < len(nodes):
@@ -137,12 +143,13 @@ def main():
     ap.add_argument("--moves", type=int, default=20)
     ap.add_argument("--size", default="256x256")
     ap.add_argument("--no-local", action="store_true")
+    ap.add_argument("--veth", action="store_true")
     args = ap.parse_args()
     scenes = args.scenes or [os.path.join(ROOT, "scenes", "cornell_box.gltf")]
     helmet = os.path.join(SHARED, "scenes/khronos-gltf/DamagedHelmet/glTF/DamagedHelmet.gltf")
     if not args.scenes and os.path.exists(helmet):
         scenes.append(helmet)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, (Veth() if args.veth else Loopback()) as net:
         key = os.path.join(tmp, "key")
         with open(key, "wb") as f:
             f.write(os.urandom(32))
@@ -153,10 +160,11 @@ def main():
             cornell = "cornell" in os.path.basename(scene).lower()
             args.radius, args.height, args.target_y = (3.6, 1.0, 1.0) if cornell else (3.0, 0.3, 0)
             base = one_spp_seconds(scene, args.size, key)
-            ready, times, p95, sent = bench(scene, args, key, tmp)
+            ready, times, p95, sent = bench(scene, args, key, tmp, net)
             target = max(0.100, 1.5 * base)
             print(f"{os.path.basename(scene)} {args.size}, {args.nodes} node(s)"
-                  f"{', no local devices' if args.no_local else ' + local'}: "
+                  f"{', no local devices' if args.no_local else ' + local'}"
+                  f"{' over veth 1 Gbit/s' if args.veth else ''}: "
                   f"{len(times)} camera moves to the first pass: median "
                   f"{statistics.median(times) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
                   f"max {times[-1] * 1000:.0f} ms; one-spp local render {base * 1000:.0f} ms; "
