@@ -1,0 +1,275 @@
+// WebServer (transport/web_server.h) on a UvKjLoop: HTTP requests and WebSocket messages from a
+// plain blocking client on another thread (127.0.0.1, ephemeral port), the bounds, and a
+// server destroyed with a client still connected.
+
+#include "transport/web_server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+namespace {
+
+// A blocking TCP client with a 10 s receive timeout.
+class Client {
+ public:
+  explicit Client(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~Client() { ::close(fd_); }
+  bool ok() const { return ok_; }
+  void write(const std::string& s) { (void)!::send(fd_, s.data(), s.size(), MSG_NOSIGNAL); }
+  // Reads until `until` appears (or the peer closes / times out): everything read.
+  std::string readUntil(const std::string& until) {
+    while (buffer_.find(until) == std::string::npos) {
+      char b[4096];
+      const ssize_t n = ::recv(fd_, b, sizeof b, 0);
+      if (n <= 0) break;
+      buffer_.append(b, size_t(n));
+    }
+    std::string out = std::move(buffer_);
+    buffer_.clear();
+    return out;
+  }
+  // Reads exactly n bytes (fewer if the peer closes).
+  std::string readBytes(size_t n) {
+    while (buffer_.size() < n) {
+      char b[4096];
+      const ssize_t got = ::recv(fd_, b, sizeof b, 0);
+      if (got <= 0) break;
+      buffer_.append(b, size_t(got));
+    }
+    std::string out = buffer_.substr(0, std::min(n, buffer_.size()));
+    buffer_.erase(0, out.size());
+    return out;
+  }
+  // One masked client frame (opcode 1: text).
+  void sendFrame(const std::string& payload, uint8_t opcode = 1) {
+    std::string f;
+    f += char(0x80 | opcode);
+    const uint8_t mask[4] = {1, 2, 3, 4};
+    if (payload.size() < 126) {
+      f += char(0x80 | payload.size());
+    } else {
+      f += char(0x80 | 126);
+      f += char(payload.size() >> 8);
+      f += char(payload.size() & 0xff);
+    }
+    f.append(reinterpret_cast<const char*>(mask), 4);
+    for (size_t i = 0; i < payload.size(); ++i) f += char(payload[i] ^ mask[i % 4]);
+    write(f);
+  }
+  // One server frame: {opcode, payload}; opcode -1 when the connection ended.
+  std::pair<int, std::string> readFrame() {
+    const std::string head = readBytes(2);
+    if (head.size() < 2) return {-1, ""};
+    size_t len = uint8_t(head[1]) & 0x7f;
+    if (len == 126) {
+      const std::string l = readBytes(2);
+      len = (size_t(uint8_t(l[0])) << 8) | uint8_t(l[1]);
+    } else if (len == 127) {
+      const std::string l = readBytes(8);
+      len = 0;
+      for (char c : l) len = (len << 8) | uint8_t(c);
+    }
+    return {uint8_t(head[0]) & 0x0f, readBytes(len)};
+  }
+
+ private:
+  int fd_ = -1;
+  bool ok_ = false;
+  std::string buffer_;
+};
+
+std::string upgrade(const std::string& protocol, const std::string& path = "/ws") {
+  std::string r = "GET " + path +
+                  " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                  "Cookie: a=1; token=abc\r\n";
+  if (!protocol.empty()) r += "Sec-WebSocket-Protocol: " + protocol + "\r\n";
+  return r + "\r\n";
+}
+
+struct Fixture {
+  UvKjLoop loop;
+  std::unique_ptr<WebServer> server;
+  std::vector<std::string> messages;
+  std::vector<uint64_t> closed;
+  std::string upgradeCookie;
+
+  Fixture() {
+    WebServer::Handlers h;
+    h.http = [](const WebRequest& r) {
+      WebResponse response;
+      if (r.path == "/") {
+        response.contentType = "text/html";
+        response.body = "<p>page</p>";
+      } else if (r.path == "/echo") {
+        response.body = r.method + " " + r.arg("x") + " " + r.cookieValue("token") + " " +
+                        std::to_string(r.body.size()) + (r.loopback ? " loopback" : "");
+      } else if (r.path == "/big") {
+        response.body = std::string(100000, 'b');
+      } else {
+        response.status = 404;
+        response.body = "{}";
+      }
+      return response;
+    };
+    h.acceptSocket = [this](const WebRequest& r) {
+      upgradeCookie = r.cookieValue("token");
+      return r.path == "/ws";
+    };
+    h.socketMessage = [this](uint64_t client, const std::string& m) {
+      messages.push_back(m);
+      server->send(client, "echo " + m);
+    };
+    h.socketClosed = [this](uint64_t client) { closed.push_back(client); };
+    Result<std::unique_ptr<WebServer>> s =
+        WebServer::start(loop.uv(), "127.0.0.1", 0, "peerlight", h);
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    if (s.ok()) server = std::move(s).value();
+  }
+
+  // Runs the loop while `client` runs on a thread of its own.
+  void run(const std::function<void()>& client) {
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      client();
+      done = true;
+      loop.post([this] { loop.stop(); });
+    });
+    loop.run();
+    t.join();
+    ASSERT_TRUE(done);
+  }
+
+  // Destroys the server and lets libwebsockets free its last handles.
+  void stop() {
+    server.reset();
+    for (int i = 0; i < 100; ++i) {
+      uv_run(loop.uv(), UV_RUN_NOWAIT);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+};
+
+TEST(WebServerTest, ServesRequestsWithTheirArgumentsCookiesAndBodies) {
+  Fixture f;
+  ASSERT_TRUE(f.server);
+  const uint16_t port = f.server->port();
+  EXPECT_GT(port, 0);
+  f.run([&] {
+    Client c(port);
+    ASSERT_TRUE(c.ok());
+    c.write("GET /echo?x=seven HTTP/1.1\r\nHost: h\r\nCookie: a=1; token=t0k\r\n\r\n");
+    std::string r = c.readUntil("loopback");
+    EXPECT_NE(r.find("200"), std::string::npos) << r;
+    EXPECT_NE(r.find("GET seven t0k 0 loopback"), std::string::npos) << r;
+    // Keep-alive: a second request on the same connection, a large body in pieces.
+    c.write("GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+    r = c.readUntil(std::string(1000, 'b'));
+    EXPECT_NE(r.find("content-length: 100000"), std::string::npos) << r.substr(0, 300);
+    r += c.readBytes(100000 - (r.size() - r.find("\r\n\r\n") - 4));
+    EXPECT_EQ(r.size() - r.find("\r\n\r\n") - 4, 100000u);
+
+    Client post(port);
+    post.write("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    r = post.readUntil("loopback");
+    EXPECT_NE(r.find("POST  ") , std::string::npos) << r;
+    EXPECT_NE(r.find(" 5 loopback"), std::string::npos) << r;
+
+    Client big(port);
+    big.write("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 100000000\r\n\r\n");
+    r = big.readUntil("\r\n\r\n");
+    EXPECT_NE(r.find("413"), std::string::npos) << r;
+    Client chunked(port);
+    chunked.write("POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    r = chunked.readUntil("\r\n\r\n");
+    EXPECT_NE(r.find("411"), std::string::npos) << r;
+
+    Client missing(port);
+    missing.write("GET /nothing HTTP/1.1\r\nHost: h\r\n\r\n");
+    r = missing.readUntil("{}");
+    EXPECT_NE(r.find("404"), std::string::npos) << r;
+  });
+  f.stop();
+}
+
+TEST(WebServerTest, WebSocketsNeedTheProtocolAndAreBoundedAndClosedWithTheServer) {
+  Fixture f;
+  ASSERT_TRUE(f.server);
+  const uint16_t port = f.server->port();
+  f.run([&] {
+    // Without the subprotocol, or on a path the owner refuses: no upgrade.
+    Client none(port);
+    none.write(upgrade(""));
+    EXPECT_EQ(none.readUntil("\r\n\r\n").find("101"), std::string::npos);
+    Client refused(port);
+    refused.write(upgrade("peerlight", "/other"));
+    EXPECT_EQ(refused.readUntil("\r\n\r\n").find("101"), std::string::npos);
+
+    Client c(port);
+    c.write(upgrade("peerlight"));
+    const std::string head = c.readUntil("\r\n\r\n");
+    ASSERT_NE(head.find("101"), std::string::npos) << head;
+    c.sendFrame("hello");
+    auto [opcode, payload] = c.readFrame();
+    EXPECT_EQ(opcode, 1);
+    EXPECT_EQ(payload, "echo hello");
+    // A message beyond the bound closes the connection (1009), with nothing echoed.
+    c.sendFrame(std::string(kMaxMessageBytes + 10, 'x'));
+    auto [closeOp, reason] = c.readFrame();
+    EXPECT_EQ(closeOp, 8) << reason;
+    ASSERT_GE(reason.size(), 2u);
+    EXPECT_EQ((uint8_t(reason[0]) << 8) | uint8_t(reason[1]), 1009);
+  });
+  EXPECT_EQ(f.messages, std::vector<std::string>{"hello"});
+  EXPECT_EQ(f.upgradeCookie, "abc");
+  EXPECT_EQ(f.closed.size(), 1u);
+
+  // A client still connected when the server goes: closed, and told so.
+  std::unique_ptr<Client> last;
+  f.run([&] {
+    last = std::make_unique<Client>(port);
+    last->write(upgrade("peerlight"));
+    EXPECT_NE(last->readUntil("\r\n\r\n").find("101"), std::string::npos);
+  });
+  for (int i = 0; i < 50 && f.server->clientCount() == 0; ++i) uv_run(f.loop.uv(), UV_RUN_NOWAIT);
+  EXPECT_EQ(f.server->clientCount(), 1u);
+  f.stop();
+  EXPECT_EQ(f.closed.size(), 2u);
+  const int lastOp = last->readFrame().first;
+  EXPECT_TRUE(lastOp == 8 || lastOp == -1) << lastOp;  // a close frame, or the end
+}
+
+TEST(WebServerTest, AnAddressInUseIsAnErrorThatNamesIt) {
+  Fixture f;
+  ASSERT_TRUE(f.server);
+  Result<std::unique_ptr<WebServer>> second =
+      WebServer::start(f.loop.uv(), "127.0.0.1", f.server->port(), "peerlight", {});
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().message.find("127.0.0.1:" + std::to_string(f.server->port())),
+            std::string::npos)
+      << second.error().message;
+  f.stop();
+}
+
+}  // namespace
+}  // namespace pl
