@@ -39,6 +39,7 @@ struct DeviceSummary {
   uint32_t memoryGiB = 0;
   uint32_t threads = 0;    // cpu
   std::string compute;     // cuda, e.g. "9.0"
+  bool operator==(const DeviceSummary&) const = default;
 };
 
 // "cpu:AMD EPYC:24G:2t;..." at most maxBytes long (see above).

@@ -32,11 +32,17 @@ std::vector<PeerVerdict> judge(const PeerDirectory& directory, const PeerWatchOp
   std::vector<PeerVerdict> out;
   for (const PeerEntry& e : directory.entries()) {
     if (!e.record) continue;
-    Result<NodeAdvert> advert = parseAdvert(e.record->txt);
+    std::vector<DeviceSummary> devices;
+    Result<NodeAdvert> advert = parseAdvert(e.record->txt, &devices);
     PeerVerdict v;
     v.instanceName = e.record->instanceName;
     v.address = e.address;
     v.state = advert.ok() ? advert->state : "";
+    if (advert.ok()) {
+      v.name = advert->name;
+      v.protocolVersion = advert->protocolVersion;
+      v.devices = std::move(devices);
+    }
     v.why = unusableReason(advert, options);
     v.usable = v.why.empty();
     out.push_back(std::move(v));

@@ -49,6 +49,10 @@ struct PeerVerdict {
   std::string state;    // advertised state ("" when the advert does not parse)
   bool usable = false;
   std::string why;  // when not usable
+  // From the advert, when it parses: the node's name, protocol version and devices.
+  std::string name;
+  uint32_t protocolVersion = 0;
+  std::vector<DeviceSummary> devices;
 
   bool operator==(const PeerVerdict&) const = default;
 };

@@ -96,6 +96,9 @@ WebRequest requestOf(lws* wsi, const char* path) {
     r.query.append(fragment, size_t(n));
   }
   r.cookie = header(wsi, WSI_TOKEN_HTTP_COOKIE);
+  r.host = header(wsi, WSI_TOKEN_HOST);
+  r.origin = header(wsi, WSI_TOKEN_ORIGIN);
+  r.contentType = header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
   char peer[128] = "";
   lws_get_peer_simple(wsi, peer, sizeof peer);
   r.peer = peer;

@@ -44,6 +44,9 @@ struct WebRequest {
   std::string path;    // without the query
   std::string query;   // the raw query string, without '?'
   std::string cookie;  // the Cookie header ("" when absent)
+  std::string host;         // the Host header
+  std::string origin;       // the Origin header ("" when absent)
+  std::string contentType;  // the Content-Type header
   std::string body;    // POST only
   std::string peer;    // the client's address
   bool loopback = false;  // the client connected from 127.0.0.0/8 or ::1

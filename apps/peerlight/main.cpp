@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   pl::app::addDevicesCommand(app);
   pl::app::addNodeCommand(app);
   pl::app::addNodesCommand(app);
+  pl::app::addOpenCommand(app);
   pl::app::addWorkerCommand(app);
   try {
     app.parse(argc, argv);

@@ -45,6 +45,7 @@
 #include "transport/tcp.h"
 #include "transport/uv_handle.h"
 #include "transport/uv_kj_loop.h"
+#include "apps/peerlight/live_view.h"
 
 #if defined(PEERLIGHT_HAVE_CUDA)
 #include "gpu/cuda_devices.h"
@@ -67,6 +68,7 @@ struct NodeArgs {
   std::string controlSocket;  // empty: defaultControlSocketPath()
   bool noControlSocket = false;
   bool controlAnyUser = false;  // a system daemon: every local user may hand it jobs
+  std::string http = "127.0.0.1:7480";  // the live view: HOST:PORT, or "off"
 };
 
 // argv of `peerlight worker` for this node: this very executable.
@@ -115,6 +117,7 @@ void runNode(const NodeArgs& args) {
   if (!receiver.ok()) fail(receiver.error().message, 1);
   {
     ClusterKey primaryKey = *key;  // the daemon's own render jobs (render_job.h)
+    ClusterKey liveKey = *key;     // the live view's sessions and token (live_view.h)
     NodeService node(loop, std::move(*key), nodeDevices(args.threads, args.inProcess), options);
     std::printf("listening on %s\n", boundAddress(args.listen, (*receiver)->getPort()).c_str());
     std::fflush(stdout);
@@ -156,6 +159,27 @@ void runNode(const NodeArgs& args) {
     }
     RenderJobs jobs(loop, node, std::move(primaryKey), watch.get());
     jobsToTell = &jobs;
+    // --- the live view (issue 11; live_view.h): the web page and its API on this loop. An
+    // address that cannot be served: warn and go on without.
+    std::unique_ptr<LiveView> live;
+    if (args.http != "off") {
+      const size_t colon = args.http.rfind(':');
+      const std::string host = colon == std::string::npos ? args.http : args.http.substr(0, colon);
+      const uint32_t port = colon == std::string::npos
+                                ? 7480
+                                : uint32_t(std::strtoul(args.http.c_str() + colon + 1, nullptr, 10));
+      Result<std::unique_ptr<LiveView>> started =
+          port > 65535 ? Result<std::unique_ptr<LiveView>>(Error{"--http " + args.http + ": bad port"})
+                       : LiveView::start(loop, node, jobs, watch.get(), std::move(liveKey), host,
+                                         uint16_t(port));
+      if (started.ok()) {
+        live = std::move(started).value();
+        std::printf("live view on http://%s:%u/\n", host.c_str(), unsigned(live->port()));
+        std::fflush(stdout);
+      } else {
+        PL_LOG_WARN("%s; no live view", started.error().message.c_str());
+      }
+    }
     // --- the local control socket (issue 4 item 4; transport/control_socket.h): Cap'n Proto
     // on this loop. `peerlight render` on this machine hands its job to this daemon (above),
     // or only starts an owner job; either way the node revokes remote leases and reports state
@@ -244,6 +268,10 @@ void runNode(const NodeArgs& args) {
           [](uv_signal_t* h, int) { static_cast<SignalWatch*>(h->data)->onSignal(); }, signals[i]);
     }
     loop.run();
+    if (live != nullptr) {
+      live.reset();  // its sessions end; libwebsockets frees its last handles a turn later
+      for (int i = 0; i < 20; ++i) uv_run(loop.uv(), UV_RUN_NOWAIT);
+    }
     for (auto& w : watches) w.handle.close();
     stateWatch.timer.close();
     flushing = nullptr;
@@ -295,6 +323,10 @@ void addNodeCommand(CLI::App& app) {
   cmd->add_flag("--control-any-user", args->controlAnyUser,
                 "Let every local user hand render jobs to this node (a system daemon; the "
                 "socket is then mode 0666 in a 0755 folder)");
+  cmd->add_option("--http", args->http,
+                  "The live view (web page and API): HOST:PORT (port 0: any free one), or off; "
+                  "addresses other than 127.0.0.1 need the token `peerlight open` prints")
+      ->capture_default_str();
   cmd->add_flag("--no-control-socket", args->noControlSocket,
                 "Do not listen on a control socket (owner jobs cannot preempt leases)");
   cmd->callback([args] { runNode(*args); });

@@ -222,6 +222,14 @@ ControlOutcome RenderJobs::admit(const RenderJobParams& params) const {
 }
 void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
 size_t RenderJobs::active() const { return impl_->jobs.size(); }
+std::vector<RenderJobs::View> RenderJobs::views() const {
+  std::vector<View> out;
+  for (const auto& r : impl_->jobs) {
+    if (r->over || r->session == nullptr) continue;
+    out.push_back({r->label, r->params.primaryName, r->session.get()});
+  }
+  return out;
+}
 void RenderJobs::nodeFound(const std::string& address) { impl_->nodeFound(address); }
 void RenderJobs::cancelAll(std::function<void()> whenIdle) {
   impl_->stopping = true;

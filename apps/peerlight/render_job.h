@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "transport/auth.h"
 #include "transport/control_socket.h"
@@ -30,6 +31,7 @@
 namespace pl {
 class NodeService;
 class PeerWatch;
+class RenderSession;
 class UvKjLoop;
 }  // namespace pl
 
@@ -56,6 +58,13 @@ class RenderJobs {
   void start(std::shared_ptr<ControlRenderJob> job);
   static constexpr size_t kMaxJobs = 4;
   size_t active() const;
+  // The jobs rendering now (for the live view): valid until the loop turns.
+  struct View {
+    std::string label;    // "render job <token prefix>"
+    std::string primary;  // who handed it over ("host/pid")
+    const RenderSession* session;
+  };
+  std::vector<View> views() const;
   // A usable node appeared (the daemon's PeerWatch, on the loop): the jobs that take mDNS nodes
   // use it from now on.
   void nodeFound(const std::string& address);

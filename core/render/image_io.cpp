@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <exception>
 
 #include "core/scene/render_data.h"
@@ -54,12 +55,29 @@ uint8_t linearToSrgb8(float linear, float exposure) {
 
 Status writePng(const std::string& path, uint32_t width, uint32_t height,
                 const std::vector<float>& rgb, float exposure) {
-  if (Status s = checkBuffer(path, width, height, rgb); !s.ok()) return s;
+  Result<std::vector<uint8_t>> png = encodePng(width, height, rgb, exposure);
+  if (!png.ok()) return Error{path + ": " + png.error().message};
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return Error{path + ": cannot write PNG"};
+  const bool written = std::fwrite(png->data(), 1, png->size(), f) == png->size();
+  if (std::fclose(f) != 0 || !written) return Error{path + ": cannot write PNG"};
+  return Status();
+}
+
+Result<std::vector<uint8_t>> encodePng(uint32_t width, uint32_t height,
+                                       const std::vector<float>& rgb, float exposure) {
+  if (Status s = checkBuffer("PNG", width, height, rgb); !s.ok()) return s.error();
   std::vector<uint8_t> bytes(rgb.size());
   for (size_t i = 0; i < rgb.size(); ++i) bytes[i] = linearToSrgb8(rgb[i], exposure);
-  if (!stbi_write_png(path.c_str(), int(width), int(height), 3, bytes.data(), int(width) * 3))
-    return Error{path + ": cannot write PNG"};
-  return Status();
+  std::vector<uint8_t> out;
+  auto append = [](void* context, void* data, int size) {
+    auto* o = static_cast<std::vector<uint8_t>*>(context);
+    o->insert(o->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  };
+  if (!stbi_write_png_to_func(append, &out, int(width), int(height), 3, bytes.data(),
+                              int(width) * 3))
+    return Error{"cannot encode PNG"};
+  return out;
 }
 
 Status writeExr(const std::string& path, uint32_t width, uint32_t height,

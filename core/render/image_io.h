@@ -25,6 +25,9 @@ uint8_t linearToSrgb8(float linear, float exposure = 0.0f);
 // 8-bit sRGB PNG, RGB. exposure in stops (value * 2^exposure before the OETF).
 Status writePng(const std::string& path, uint32_t width, uint32_t height,
                 const std::vector<float>& rgb, float exposure = 0.0f);
+// The same PNG in memory (the live view's preview frames: the same operator as a saved PNG).
+Result<std::vector<uint8_t>> encodePng(uint32_t width, uint32_t height,
+                                       const std::vector<float>& rgb, float exposure = 0.0f);
 // OpenEXR with 32-bit float R, G, B channels (scene-linear, no exposure), ZIP compressed.
 Status writeExr(const std::string& path, uint32_t width, uint32_t height,
                 const std::vector<float>& rgb);
