@@ -157,6 +157,8 @@ struct LeaseState final : public kj::Refcounted {
   const LeaseId id;
   const std::string primary;  // "name (address)" for log lines
   const std::vector<uint32_t> devices;
+  const std::chrono::steady_clock::time_point granted = std::chrono::steady_clock::now();
+  uint64_t samplesRendered = 0;  // pixel samples of the render calls answered
   // Set once the lease's connection is known to be gone. (Cap'n Proto usually releases the
   // capabilities of a broken connection before it reports the disconnect, so a lease ended by
   // a lost connection often logs as released.)

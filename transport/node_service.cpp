@@ -148,6 +148,15 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   NodeResources resources;
   LeaseTable table;
   std::map<LeaseId, LeaseState*> leases;  // the table's active leases, as sessions
+  // The last lease and worker events (recentEvents()).
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::deque<std::pair<double, std::string>> events;
+  void event(std::string text) {
+    if (events.size() >= 64) events.pop_front();
+    events.emplace_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+        std::move(text));
+  }
   // The expiry timer, due at `expiryDue` (none: no lease); while it runs its own callback,
   // rearmExpiry() leaves it to the callback.
   kj::Promise<void> expiryTimer = nullptr;
@@ -276,6 +285,8 @@ class NodeServer final : public proto::Node::Server {
     PL_LOG_INFO("lease %llu granted to %s: devices %s, ttl %u ms",
                 (unsigned long long)grant.lease, state->primary.c_str(),
                 joinIndices(grant.devices).c_str(), grant.ttlMs);
+    node_.event("lease " + std::to_string(uint64_t(grant.lease)) + " granted to " +
+                state->primary + ": devices " + joinIndices(grant.devices));
     if (!node_.options.workerArgv.empty()) node_.attachWorker(*state);
 
     auto results = context.getResults();
@@ -348,6 +359,8 @@ void NodeService::Impl::carryOut(const LeaseEnding& ending) {
   lease.end(ending);
   PL_LOG_INFO("lease %llu of %s %s; devices %s are free", (unsigned long long)ending.lease,
               lease.primary.c_str(), ending.summary().c_str(), joinIndices(ending.devices).c_str());
+  event("lease " + std::to_string(uint64_t(ending.lease)) + " of " + lease.primary + " " +
+        ending.summary());
 }
 
 void NodeService::Impl::endLease(LeaseState& lease, LeaseEnd reason, std::string detail) {
@@ -437,6 +450,8 @@ void NodeService::Impl::attachWorker(LeaseState& lease) {
   ++warmReuses;
   PL_LOG_INFO("worker %d (warm) serves lease %llu", int(reuse->process->pid()),
               (unsigned long long)lease.id);
+  event("worker " + std::to_string(reuse->process->pid()) + " (warm) serves lease " +
+        std::to_string(uint64_t(lease.id)));
   // The worker-side lease lasts about 49 days; each reuse starts that again.
   sweeps->add(reuse->lease.renewRequest().send().then([](auto&&) {}, [](kj::Exception&&) {}));
   serveWith(*reuse, lease);
@@ -532,6 +547,8 @@ void NodeService::Impl::letGoOfWorker(LeaseState& lease, const LeaseEnding& endi
   PL_LOG_INFO("worker %d kept warm after lease %llu (devices %s, scenes of about %.1f MiB)",
               int(record->process->pid()), (unsigned long long)lease.id,
               joinIndices(record->devices).c_str(), double(bytes) / (1 << 20));
+  event("worker " + std::to_string(record->process->pid()) + " kept warm after lease " +
+        std::to_string(uint64_t(lease.id)));
   stopWarmWorkers(stop, "evicted: the least recently used of the warm workers (at most " +
                             std::to_string(warm.limits().maxWorkers) + ", " +
                             std::to_string(warm.limits().maxBytes >> 20) + " MiB)");
@@ -595,6 +612,20 @@ std::vector<int> NodeService::workerPids() const {
     if (!w.process->exited()) pids.push_back(int(w.process->pid()));
   }
   return pids;
+}
+
+std::vector<NodeService::LeaseView> NodeService::leases() const {
+  std::vector<LeaseView> out;
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& [id, lease] : impl_->leases)
+    out.push_back({uint64_t(id), lease->primary, lease->devices,
+                   std::chrono::duration<double>(now - lease->granted).count(),
+                   lease->samplesRendered});
+  return out;
+}
+
+std::vector<std::pair<double, std::string>> NodeService::recentEvents() const {
+  return {impl_->events.begin(), impl_->events.end()};
 }
 
 NodeStats NodeService::stats() const {

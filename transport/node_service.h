@@ -263,6 +263,19 @@ class NodeService {
   // Their process ids, oldest first.
   std::vector<int> workerPids() const;
   NodeStats stats() const;
+  // The active leases (for the live view): who holds which devices since when, and the pixel
+  // samples rendered for them (worker mode).
+  struct LeaseView {
+    uint64_t id = 0;
+    std::string primary;  // "name (address)"
+    std::vector<uint32_t> devices;
+    double seconds = 0;   // since granted
+    uint64_t samples = 0;
+  };
+  std::vector<LeaseView> leases() const;
+  // The last lease and worker events, oldest first (at most 64): seconds since this node
+  // started, and the log line's text.
+  std::vector<std::pair<double, std::string>> recentEvents() const;
 
   struct Impl;
 

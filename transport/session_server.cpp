@@ -180,9 +180,10 @@ class SessionServer final : public proto::RenderSession::Server {
       request.setDevice(params.getDevice());
       request.setUnit(params.getUnit());
       return tracked(*lease_, request.send().then(
-          [context, lease = kj::addRef(*lease_)](
+          [context, lease = kj::addRef(*lease_), samples = fromProto(params.getUnit())](
               capnp::Response<proto::RenderSession::RenderResults>&& response) mutable {
             lease->checkServing();
+            lease->samplesRendered += uint64_t(samples.tile.pixelCount()) * samples.sampleCount();
             context.getResults().setResult(response.getResult());
           }));
     }

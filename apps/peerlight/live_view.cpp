@@ -136,15 +136,24 @@ struct LiveView::Impl {
                          {"name", d.name},
                          {"threads", d.threads},
                          {"memory_bytes", d.memoryBytes}});
-    const NodeStats ns = node.stats();
+    Json leases = Json::array();
+    for (const NodeService::LeaseView& l : node.leases())
+      leases.push_back({{"id", l.id},
+                        {"primary", l.primary},
+                        {"devices", l.devices},
+                        {"seconds", l.seconds},
+                        {"samples_per_second", l.seconds > 0 ? double(l.samples) / l.seconds : 0}});
+    Json events = Json::array();
+    for (const auto& [seconds, text] : node.recentEvents())
+      events.push_back({{"seconds", seconds}, {"text", text}});
     Json self{{"name", node.name()},
               {"id", node.nodeId()},
               {"devices", devices},
-              {"leases", node.activeLeaseCount()},
+              {"leases", leases},
               {"free_devices", node.freeDeviceCount()},
               {"workers", node.workerCount()},
-              {"owner_active", node.ownerActive()}};
-    (void)ns;
+              {"owner_active", node.ownerActive()},
+              {"events", events}};
     Json nodes = Json::array();
     if (watch != nullptr) {
       for (const PeerVerdict& v : watch->snapshot()) {

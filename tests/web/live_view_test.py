@@ -97,7 +97,8 @@ class Browser:
         self.p = subprocess.Popen(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              "--window-size=1280,800", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-             url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)  # its own process group: its helpers go with it
         port = None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and port is None:
@@ -149,7 +150,10 @@ class Browser:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
 
     def close(self):
-        self.p.kill()
+        try:
+            os.killpg(self.p.pid, 9)
+        except ProcessLookupError:
+            pass
         self.p.wait()
 
 
@@ -175,7 +179,7 @@ def main():
         if not ok:
             failures.append(message)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         key = os.path.join(tmp, "key")
         with open(key, "wb") as f:
             f.write(os.urandom(32))
@@ -205,6 +209,27 @@ def main():
             check(status == 403, f"a foreign Host header is refused ({status})")
             status, _ = get(base + "api/state")
             check(status == 200, f"loopback needs no token ({status})")
+            # Off loopback (here: a Host that is not ours) the token of `peerlight open` is needed,
+            # once in the URL; the page keeps it in a cookie.
+            opened = subprocess.run([binary, "open", "--print", "--http", f"10.0.0.1:{port}",
+                                     "--key-file", key], capture_output=True, text=True, env=env)
+            token = opened.stdout.strip().rsplit("token=", 1)[-1]
+            check(opened.returncode == 0 and len(token) == 32, "`peerlight open` prints the token")
+            foreign = {"Host": f"10.0.0.1:{port}"}
+            request = urllib.request.Request(base + "?token=" + token, headers=foreign)
+            with urllib.request.urlopen(request) as r:
+                cookie = r.headers.get("set-cookie", "")
+                check(r.status == 200 and "peerlight_token=" + token in cookie and
+                      "HttpOnly" in cookie, "the token in the URL opens the page and sets a cookie")
+            status, _ = get(base + "api/state", dict(foreign, Cookie="peerlight_token=" + token))
+            check(status == 200, f"the cookie is enough afterwards ({status})")
+            status, _ = get(base + "api/state", dict(foreign, Cookie="peerlight_token=" + "0" * 32))
+            check(status == 403, f"a wrong token is refused ({status})")
+            with open(key, "rb") as f:
+                raw = f.read()
+            page = get(base)[1]
+            check(raw.hex() not in page.decode() and token not in page.decode(),
+                  "neither the key nor the token is in the page")
 
             browser = Browser(base, os.path.join(tmp, "profile"))
             procs.append(browser)
@@ -254,6 +279,12 @@ def main():
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             check(status == 200 and saved == open(out, "rb").read(),
                   "the saved image is bitwise `peerlight render`'s")
+            # This node's lease to the session, and its events, on the page.
+            check(b.wait("document.getElementById('node').textContent.includes('held by')",
+                         what="the lease is shown") and
+                  b.wait("document.getElementById('events').textContent.includes('granted')",
+                         what="the lease event is shown"),
+                  "the page shows the lease and the lease events")
 
             # Drag in the preview: the camera orbits.
             state = json.loads(get(base + "api/state")[1])
