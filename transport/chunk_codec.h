@@ -100,6 +100,12 @@ Result<ChunkManifest> deserializeManifest(const uint8_t* bytes, size_t size);
 // verifies.
 class ChunkStore {
  public:
+  ChunkStore() = default;
+  // Not copyable: an owned entry's view points into its own vector.
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+  ChunkStore(ChunkStore&&) = default;
+  ChunkStore& operator=(ChunkStore&&) = default;
   bool contains(const Hash128& hash) const { return chunks_.count(hash) != 0; }
   // The encoded bytes of `hash`, or nothing.
   std::optional<std::span<const uint8_t>> find(const Hash128& hash) const;

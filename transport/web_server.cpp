@@ -380,8 +380,7 @@ Result<std::unique_ptr<WebServer>> WebServer::start(uv_loop_t* loop, const std::
 WebServer::~WebServer() {
   Holder* holder = impl_->holder;
   lws_context_destroy(holder->context);  // closes every connection: socketClosed runs here
-  holder->server = nullptr;
-  for (auto& [id, client] : impl_->clients) delete client;
+  holder->server = nullptr;  // (every socket's CLOSED ran inside the destroy: no client is left)
   reapLater(holder, impl_->loop);
 }
 

@@ -3,8 +3,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <cmath>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "apps/peerlight/render_job.h"
@@ -30,16 +32,32 @@ constexpr const char* kCookie = "peerlight_token";
 
 Json vec(const kernel::Vec3f& v) { return Json::array({v.x, v.y, v.z}); }
 
+// JSON text that never throws: strings from the network (mDNS adverts, URLs) may hold bytes
+// that are not UTF-8; they are replaced.
+std::string text(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+// A finite number within +-1e30 (a float), else nothing.
+std::optional<float> readFloat(const Json& j) {
+  if (!j.is_number()) return std::nullopt;
+  const double d = j.get<double>();
+  if (!std::isfinite(d) || std::fabs(d) > 1e30) return std::nullopt;
+  return float(d);
+}
+
 bool readVec(const Json& j, const char* name, kernel::Vec3f& out) {
   if (!j.contains(name) || !j[name].is_array() || j[name].size() != 3) return false;
-  for (const Json& x : j[name])
-    if (!x.is_number()) return false;
-  out = {j[name][0].get<float>(), j[name][1].get<float>(), j[name][2].get<float>()};
+  float v[3];
+  for (int i = 0; i < 3; ++i) {
+    std::optional<float> x = readFloat(j[name][i]);
+    if (!x) return false;
+    v[i] = *x;
+  }
+  out = {v[0], v[1], v[2]};
   return true;
 }
 
 WebResponse json(int status, const Json& body) {
-  return WebResponse{status, "application/json", body.dump(), {}};
+  return WebResponse{status, "application/json", text(body), {}};
 }
 
 WebResponse error(int status, const std::string& message) {
@@ -104,12 +122,12 @@ struct LiveView::Impl {
            CRYPTO_memcmp(given.data(), token.data(), token.size()) == 0;
   }
 
-  // The session of a render key, or null.
+  // The session of a render key ("s<id>" exactly as the state names it, or "j<label>"), or
+  // null.
   const RenderSession* sessionOf(const std::string& key) {
     if (key.size() > 1 && key[0] == 's') {
-      const uint64_t id = std::strtoull(key.c_str() + 1, nullptr, 10);
       for (const WebSessions::Info& s : sessions.list())
-        if (s.id == id) return s.session;
+        if (key == "s" + std::to_string(s.id)) return s.session;
     } else if (key.size() > 1 && key[0] == 'j') {
       for (const RenderJobs::View& v : jobs.views())
         if (v.label == key.substr(1)) return v.session;
@@ -216,15 +234,19 @@ struct LiveView::Impl {
     if (r.method == "GET" && r.path == "/api/state") return json(200, state());
     if (r.method == "GET" && r.path == "/api/image") return image(r);
     if (r.method == "POST" && r.path == "/api/sessions") {
+      if (!sameOrigin(r)) return error(403, "POST /api/sessions: from another site");
       if (r.contentType.rfind("application/json", 0) != 0)
         return error(415, "POST /api/sessions: Content-Type must be application/json");
       Json body = Json::parse(r.body, nullptr, false);
       if (body.is_discarded() || !body.is_object() || !body.contains("scene") ||
           !body["scene"].is_string())
         return error(400, "POST /api/sessions: a JSON object with \"scene\" (a path) is needed");
-      auto number = [&](const char* name, uint32_t fallback) {
-        return body.contains(name) && body[name].is_number_unsigned() ? body[name].get<uint32_t>()
-                                                                      : fallback;
+      // Out of range (or not a whole number): 0, which start() refuses naming the field.
+      auto number = [&](const char* name, uint32_t fallback) -> uint32_t {
+        if (!body.contains(name)) return fallback;
+        if (!body[name].is_number_unsigned()) return 0;
+        const uint64_t v = body[name].get<uint64_t>();
+        return v > UINT32_MAX ? 0 : uint32_t(v);
       };
       Result<uint64_t> id = sessions.start(body["scene"].get<std::string>(),
                                            number("width", 512), number("height", 512),
@@ -268,16 +290,18 @@ struct LiveView::Impl {
     return WebResponse{200, "image/png", std::string(png->begin(), png->end()), {}};
   }
 
-  bool acceptSocket(const WebRequest& r) {
-    if (!allowed(r)) return false;
-    // Only this server's own page may open a socket (or a client that sends no Origin).
+  // Only this server's own page (or a client that sends no Origin, not a browser) may open a
+  // socket or POST.
+  static bool sameOrigin(const WebRequest& r) {
     if (r.origin.empty()) return true;
     const size_t scheme = r.origin.find("://");
     return scheme != std::string::npos && r.origin.substr(scheme + 3) == r.host;
   }
 
+  bool acceptSocket(const WebRequest& r) { return allowed(r) && sameOrigin(r); }
+
   void sendError(uint64_t client, const std::string& op, const std::string& message) {
-    server->send(client, Json{{"event", "error"}, {"op", op}, {"message", message}}.dump());
+    server->send(client, text(Json{{"event", "error"}, {"op", op}, {"message", message}}));
   }
 
   void message(uint64_t client, const std::string& text) {
@@ -288,6 +312,8 @@ struct LiveView::Impl {
     const std::string key = m.contains("key") && m["key"].is_string() ? m["key"].get<std::string>()
                                                                        : "";
     if (op == "watch") {
+      if (!key.empty() && sessionOf(key) == nullptr)
+        return sendError(client, op, "key: no render " + key);
       Client& c = clients[client];
       c.watching = key;
       c.sentGeneration = 0;
@@ -308,7 +334,11 @@ struct LiveView::Impl {
           return sendError(client, op, "camera: eye and target must be [x, y, z]");
         if (m.contains("up") && !readVec(m, "up", view.up))
           return sendError(client, op, "camera: up must be [x, y, z]");
-        if (m.contains("yfov") && m["yfov"].is_number()) view.yfovDegrees = m["yfov"].get<float>();
+        if (m.contains("yfov")) {
+          std::optional<float> yfov = readFloat(m["yfov"]);
+          if (!yfov) return sendError(client, op, "camera: yfov must be a number of degrees");
+          view.yfovDegrees = *yfov;
+        }
         st = sessions.camera(id, view);
       }
       if (!st.ok()) sendError(client, op, st.error().message);
@@ -354,9 +384,12 @@ struct LiveView::Impl {
         c.sentSpp = p->spp;
       }
     }
-    // Previews of renders that are gone.
-    for (auto it = previews.begin(); it != previews.end();)
-      it = sessionOf(it->first) == nullptr ? previews.erase(it) : std::next(it);
+    // Previews that nobody watches, or of renders that are gone.
+    for (auto it = previews.begin(); it != previews.end();) {
+      bool watched = false;
+      for (const auto& [id, c] : clients) watched = watched || c.watching == it->first;
+      it = !watched || sessionOf(it->first) == nullptr ? previews.erase(it) : std::next(it);
+    }
   }
 
   void tick() {
@@ -365,8 +398,8 @@ struct LiveView::Impl {
   }
 
   void broadcastState() {
-    const std::string text = state().dump();
-    for (auto& [id, c] : clients) server->send(id, text);
+    const std::string message = text(state());
+    for (auto& [id, c] : clients) server->send(id, message);
   }
 };
 
@@ -383,7 +416,7 @@ Result<std::unique_ptr<LiveView>> LiveView::start(UvKjLoop& loop, NodeService& n
   h.acceptSocket = [self](const WebRequest& r) { return self->acceptSocket(r); };
   h.socketOpened = [self](uint64_t client, const WebRequest&) {
     self->clients[client] = {};
-    self->server->send(client, self->state().dump());
+    self->server->send(client, text(self->state()));
   };
   h.socketMessage = [self](uint64_t client, const std::string& m) { self->message(client, m); };
   h.socketClosed = [self](uint64_t client) { self->clients.erase(client); };

@@ -242,6 +242,9 @@ void runNode(const NodeArgs& args) {
       if (stopping) return;
       stopping = true;
       PL_LOG_INFO("%s: ending leases and shutting down", signalName);
+      // The page's sessions end first, with their clients (libwebsockets frees its last
+      // handles on a later turn).
+      live.reset();
       // Render jobs end first (their clients are told why), then the leases.
       jobs.cancelAll([&] {
         node.endAllLeases("node shutting down");
@@ -268,10 +271,8 @@ void runNode(const NodeArgs& args) {
           [](uv_signal_t* h, int) { static_cast<SignalWatch*>(h->data)->onSignal(); }, signals[i]);
     }
     loop.run();
-    if (live != nullptr) {
-      live.reset();  // its sessions end; libwebsockets frees its last handles a turn later
-      for (int i = 0; i < 20; ++i) uv_run(loop.uv(), UV_RUN_NOWAIT);
-    }
+    live.reset();  // (when the loop ended otherwise)
+    for (int i = 0; i < 20; ++i) uv_run(loop.uv(), UV_RUN_NOWAIT);  // libwebsockets' last handles
     for (auto& w : watches) w.handle.close();
     stateWatch.timer.close();
     flushing = nullptr;

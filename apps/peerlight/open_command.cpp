@@ -2,6 +2,8 @@
 // access token when the address is not the loopback one; opened in the desktop's browser when
 // there is a desktop (xdg-open), else only printed.
 
+#include <spawn.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -10,6 +12,8 @@
 #include "apps/peerlight/commands.h"
 #include "apps/peerlight/live_view.h"
 #include "transport/auth.h"
+
+extern char** environ;
 
 namespace pl::app {
 namespace {
@@ -34,8 +38,11 @@ void runOpen(const OpenArgs& args) {
   std::fflush(stdout);
   const bool desktop = std::getenv("DISPLAY") != nullptr || std::getenv("WAYLAND_DISPLAY") != nullptr;
   if (!args.print && desktop) {
-    const std::string command = "xdg-open '" + url + "' >/dev/null 2>&1 &";
-    if (std::system(command.c_str()) != 0) std::fprintf(stderr, "peerlight: could not run xdg-open\n");
+    // Not through a shell: the URL is one argument, whatever it holds.
+    pid_t pid = 0;
+    char* argv[] = {const_cast<char*>("xdg-open"), url.data(), nullptr};
+    if (posix_spawnp(&pid, "xdg-open", nullptr, nullptr, argv, environ) != 0)
+      std::fprintf(stderr, "peerlight: could not run xdg-open; open the URL above\n");
   }
 }
 

@@ -6,7 +6,6 @@
 #include <list>
 #include <thread>
 
-#include "core/render/film.h"
 #include "core/scene/compile.h"
 #include "core/scene/load.h"
 #include "core/scene/scene_edit.h"
@@ -199,21 +198,6 @@ std::vector<WebSessions::Info> WebSessions::list() const {
   std::vector<Info> out;
   for (const auto& e : impl_->entries) out.push_back(e->info);
   return out;
-}
-
-bool WebSessions::done(uint64_t id) const {
-  const Impl::Entry* e = impl_->find(id);
-  return e != nullptr && e->session != nullptr &&
-         e->session->film().committedSamples() == e->info.spp;
-}
-
-Result<WebSessions::Image> WebSessions::image(uint64_t id) const {
-  const Impl::Entry* e = impl_->find(id);
-  if (e == nullptr || e->session == nullptr)
-    return Error{"session " + std::to_string(id) + ": not rendering"};
-  const Film film = e->session->film().snapshot();
-  return Image{film.width(), film.height(), e->session->film().committedSamples(),
-               film.linearRgb()};
 }
 
 }  // namespace pl::app

@@ -53,15 +53,6 @@ class WebSessions {
   // Ends the session (its leases go at once).
   Status cancel(uint64_t id);
   std::vector<Info> list() const;
-  // Whether the session's current state holds its target samples (then image() has them).
-  bool done(uint64_t id) const;
-  // The linear RGB of the session's committed film, with its size.
-  struct Image {
-    uint32_t width = 0, height = 0, spp = 0;
-    std::vector<float> rgb;
-  };
-  Result<Image> image(uint64_t id) const;
-
   // Runs on the loop when a session is added, loaded, fails, changes camera or goes.
   std::function<void()> onChange;
 
