@@ -2,6 +2,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -110,6 +111,47 @@ std::string describe(const kj::Exception& e) {
 
 }  // namespace
 
+Status checkDaemonTrusted(const std::string& path, int fd) {
+  const uid_t me = ::geteuid();
+  struct ucred peer {};
+  socklen_t length = sizeof peer;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0)
+    return Error{"control socket " + path + ": cannot read the daemon's credentials"};
+  const std::string folder = path.substr(0, path.rfind('/') == std::string::npos ? 0
+                                                                                  : path.rfind('/'));
+  const std::string parent = folder.substr(0, folder.rfind('/') == std::string::npos
+                                                  ? 0
+                                                  : folder.rfind('/'));
+  struct stat f {}, p {};
+  const std::string who = "control socket " + path + ": ";
+  const std::string uids = " (daemon uid " + std::to_string(peer.uid) + ", this user's uid " +
+                           std::to_string(me) + ")";
+  if (folder.empty() || ::lstat(folder.c_str(), &f) != 0 || !S_ISDIR(f.st_mode))
+    return Error{who + "its folder is not a real folder (a link, or missing)" + uids};
+  if ((f.st_mode & 022) != 0)
+    return Error{who + "its folder " + folder + " is writable by others" + uids};
+  if (f.st_uid == me) {
+    // This user's own folder: the daemon must be this user's (or root's).
+    if (peer.uid == me || peer.uid == 0) return Status();
+    return Error{who + "the daemon runs as another user" + uids};
+  }
+  // A system daemon's folder (/run/peerlight): owned by the daemon's user, in a folder that
+  // only root may change, so that nobody else can have made it.
+  const bool parentSafe = !parent.empty() && ::lstat(parent.c_str(), &p) == 0 &&
+                          S_ISDIR(p.st_mode) && p.st_uid == 0 && (p.st_mode & 022) == 0;
+  if (parentSafe && f.st_uid == peer.uid) return Status();
+  return Error{who + "its folder " + folder + " belongs to uid " + std::to_string(f.st_uid) +
+               (parentSafe ? ", not the daemon's" : ", in a folder others may write to") + uids};
+}
+
+Status checkDaemonAt(const std::string& path) {
+  int fd = connectUnix(path);
+  if (fd < 0) return Error{"control socket " + path + ": " + std::strerror(errno)};
+  Status trusted = checkDaemonTrusted(path, fd);
+  ::close(fd);
+  return trusted;
+}
+
 bool controlSocketAnswers(const std::string& path) {
   int fd = connectUnix(path);
   if (fd < 0) return false;
@@ -153,6 +195,11 @@ Result<std::unique_ptr<ControlConnection>> ControlConnection::open(UvKjLoop& loo
                                                                    const std::string& path) {
   int fd = connectUnix(path);
   if (fd < 0) return Error{"control socket " + path + ": " + std::strerror(errno)};
+  // Nothing is sent to a daemon this user cannot trust (another user's fake one at a /tmp path).
+  if (Status trusted = checkDaemonTrusted(path, fd); !trusted.ok()) {
+    ::close(fd);
+    return Error{trusted.error().message + "; not handing it anything"};
+  }
   return std::unique_ptr<ControlConnection>(
       new ControlConnection(std::make_unique<Impl>(loop, path, fd)));
 }

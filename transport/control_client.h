@@ -32,6 +32,16 @@ std::string defaultControlSocketPath();
 // Whether a process accepts connections on `path` now (a stale socket file of a daemon that
 // died does not). Blocking (a connect and a close).
 bool controlSocketAnswers(const std::string& path);
+
+// Whether the daemon connected on `fd` at `path` may be trusted with this user's jobs: the
+// socket's folder is a real folder (lstat), writable by nobody else, and either this user's
+// (the daemon then runs as this user, or root) or, for a system daemon (/run/peerlight), the
+// daemon's own in a folder only root may change; the daemon's uid comes from SO_PEERCRED. The
+// error names the path and both uids. ControlConnection::open() checks it before anything is
+// sent.
+Status checkDaemonTrusted(const std::string& path, int fd);
+// The same for the daemon answering at `path` (connects, checks, closes).
+Status checkDaemonAt(const std::string& path);
 // Where a client looks for a daemon, in order: defaultControlSocketPath(), then the system
 // daemon's /run/peerlight/node.sock (packaging/peerlight-node.service).
 std::vector<std::string> controlSocketCandidates();

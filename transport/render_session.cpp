@@ -1325,6 +1325,9 @@ std::shared_ptr<const RenderData> RenderSession::data() const {
 const ProgressiveFilm& RenderSession::film() const { return impl_->generation().film; }
 uint32_t RenderSession::targetSpp() const { return impl_->generation().film.samplesPerPixel(); }
 bool RenderSession::generationDone() const { return impl_->generation().scheduler.done(); }
+double RenderSession::generationSeconds() const {
+  return secondsBetween(impl_->generation().start, Clock::now());
+}
 bool RenderSession::willReach(uint32_t spp) const {
   const Generation& g = impl_->generation();
   if (g.film.committedSamples() == spp) return true;

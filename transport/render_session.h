@@ -107,6 +107,7 @@ class RenderSession {
   const ProgressiveFilm& film() const;
   uint32_t targetSpp() const;
   bool generationDone() const;  // every sample of the target is in the film
+  double generationSeconds() const;  // since the current generation started
   // Whether the current generation's film will hold exactly `spp` samples per pixel at some
   // point from now on (a pass ends there and the film has not gone past it; or it holds `spp`
   // now): a save at `spp` can wait for it.

@@ -17,6 +17,12 @@
 
 #include <libwebsockets.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -348,6 +354,25 @@ Result<std::unique_ptr<WebServer>> WebServer::start(uv_loop_t* loop, const std::
   holder->server = impl.get();
   impl->holder = holder;
 
+  // libwebsockets' own failure to listen leaves a half-destroyed context whose final teardown
+  // closes a descriptor number it no longer owns (which the daemon may have reused, e.g. for
+  // its control socket): so find out first, with a socket of our own, whether it can listen.
+  const std::string where = host + ":" + std::to_string(port);
+  if (port != 0) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
+      return Error{"web: cannot listen on " + where + " (not an IPv4 address)"};
+    const int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    ::setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    const bool free = ::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    const int error = errno;
+    ::close(probe);
+    if (!free)
+      return Error{"web: cannot listen on " + where + " (" + std::strerror(error) + ")"};
+  }
   lws_context_creation_info info;
   std::memset(&info, 0, sizeof info);
   void* loops[1] = {loop};
@@ -361,7 +386,6 @@ Result<std::unique_ptr<WebServer>> WebServer::start(uv_loop_t* loop, const std::
   info.pcontext = &holder->context;
   info.timeout_secs = 10;
   holder->context = lws_create_context(&info);
-  const std::string where = host + ":" + std::to_string(port);
   if (holder->context == nullptr) {
     delete holder;
     return Error{"web: cannot serve on " + where + " (no libwebsockets context)"};

@@ -137,9 +137,20 @@ struct LiveView::Impl {
 
   static Json renderJson(const RenderSession& s) {
     Json shares = Json::array();
-    for (const auto& [source, samples] : s.shares())
+    uint64_t accepted = 0;
+    for (const auto& [source, samples] : s.shares()) {
       shares.push_back({{"source", source}, {"samples", samples}});
+      accepted += samples;
+    }
+    // The time left at the generation's rate so far (null before its first result).
+    const double seconds = s.generationSeconds();
+    const uint64_t total = uint64_t(s.film().width()) * s.film().height() * s.targetSpp();
+    Json eta = nullptr;
+    if (accepted >= total) eta = 0.0;
+    else if (accepted > 0) eta = seconds * double(total - accepted) / double(accepted);
     return {{"generation", s.generation()},
+            {"seconds", seconds},
+            {"eta_seconds", eta},
             {"width", s.film().width()},
             {"height", s.film().height()},
             {"spp", s.film().committedSamples()},

@@ -61,13 +61,36 @@ std::string& ownerToken() {
 
 // This machine's node daemon's control socket: --control-socket, else the first default
 // location where a daemon answers (a socket file nobody answers on, a daemon that died, is no
-// daemon); "" when there is none.
+// daemon); "" when there is none, or when the daemon there cannot be trusted with this user's
+// job (transport/control_client.h checkDaemonTrusted: another user's daemon, or a folder that
+// someone else made, e.g. a fake daemon at /tmp/peerlight-<uid>): then the render runs in this
+// process, and says why once.
 std::string findDaemonSocket(const RenderArgs& args) {
-  if (!args.controlSocket.empty()) return args.controlSocket;
-  for (const std::string& path : controlSocketCandidates()) {
-    if (::access(path.c_str(), F_OK) == 0 && controlSocketAnswers(path)) return path;
+  static std::string found;
+  static bool searched = false;
+  if (searched) return found;
+  searched = true;
+  std::string path;
+  if (!args.controlSocket.empty()) {
+    path = args.controlSocket;
+  } else {
+    for (const std::string& candidate : controlSocketCandidates()) {
+      if (::access(candidate.c_str(), F_OK) == 0 && controlSocketAnswers(candidate)) {
+        path = candidate;
+        break;
+      }
+    }
   }
-  return "";
+  if (path.empty()) return found;
+  if (Status trusted = checkDaemonAt(path); !trusted.ok()) {
+    // (An explicit path nobody answers on is the caller's to report, as before.)
+    if (controlSocketAnswers(path)) {
+      PL_LOG_WARN("%s; rendering in this process", trusted.error().message.c_str());
+      return found;
+    }
+  }
+  found = path;
+  return found;
 }
 
 // Owner preemption (issue 4 item 4): a render that uses this machine's devices tells this

@@ -201,13 +201,22 @@ TEST_F(PeerWatchTest, ReportsOnlyUsableNodesOnceFromTheLoop) {
   for (const PeerVerdict& v : all) EXPECT_EQ(v.usable, v.instanceName == "good [good]") << v.why;
   EXPECT_EQ(watch_->usableAddresses(), (Names{"10.0.0.1:4000"}));
 
-  // The same advert again, and a change that keeps it usable: not reported again, and only a
-  // change of the listing is a change.
+  // The same advert again: no change. A change that keeps it usable (its devices): not reported
+  // as usable again, but a change of the listing (which shows each node's devices).
   lan_->post(PeerEvent::kUpdated, node("good", 4000));
-  lan_->post(PeerEvent::kUpdated, node("good", 4000, "idle", kOurKey, kOurVersion, "cpu:Y:9G:2t"));
   deliver();
   EXPECT_EQ(takeUsable(), Names{});
   EXPECT_EQ(changes_, 6);
+  lan_->post(PeerEvent::kUpdated, node("good", 4000, "idle", kOurKey, kOurVersion, "cpu:Y:9G:2t"));
+  deliver();
+  EXPECT_EQ(takeUsable(), Names{});
+  EXPECT_EQ(changes_, 7);
+  for (const PeerVerdict& v : watch_->snapshot()) {
+    if (v.instanceName != "good [good]") continue;
+    ASSERT_EQ(v.devices.size(), 1u);
+    EXPECT_EQ(v.devices[0].model, "Y");
+    EXPECT_EQ(v.devices[0].threads, 2u);
+  }
 }
 
 TEST_F(PeerWatchTest, ReportsANodeAgainWhenItTurnsUsable) {

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -268,6 +269,14 @@ TEST(WebServerTest, AnAddressInUseIsAnErrorThatNamesIt) {
   EXPECT_NE(second.error().message.find("127.0.0.1:" + std::to_string(f.server->port())),
             std::string::npos)
       << second.error().message;
+  // Descriptors opened afterwards (a daemon's control socket) survive the loop's next turns.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  for (int i = 0; i < 50; ++i) uv_run(f.loop.uv(), UV_RUN_NOWAIT);
+  EXPECT_NE(::fcntl(fds[0], F_GETFD), -1);
+  EXPECT_NE(::fcntl(fds[1], F_GETFD), -1);
+  ::close(fds[0]);
+  ::close(fds[1]);
   f.stop();
 }
 
