@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -29,6 +30,7 @@ namespace {
 
 using Json = nlohmann::json;
 constexpr const char* kCookie = "peerlight_token";
+constexpr uint32_t kPreviewPixels = 1024;  // the longest side of a preview frame
 
 Json vec(const kernel::Vec3f& v) { return Json::array({v.x, v.y, v.z}); }
 
@@ -368,7 +370,26 @@ struct LiveView::Impl {
     Preview& p = previews[key];
     if (p.generation == generation && p.spp == spp && !p.frame.empty()) return &p;
     const Film film = s->film().snapshot();
-    Result<std::vector<uint8_t>> png = encodePng(film.width(), film.height(), film.linearRgb());
+    // At most kPreviewPixels on a side (a box filter by a whole factor): the PNG is made on the
+    // loop, and a browser needs no more.
+    const uint32_t factor = (std::max(film.width(), film.height()) + kPreviewPixels - 1) /
+                            kPreviewPixels;
+    std::vector<float> rgb = film.linearRgb();
+    uint32_t width = film.width(), height = film.height();
+    if (factor > 1) {
+      const uint32_t w = width / factor, h = height / factor;
+      std::vector<float> small(size_t(w) * h * 3, 0.0f);
+      const float scale = 1.0f / float(factor * factor);
+      for (uint32_t y = 0; y < h * factor; ++y)
+        for (uint32_t x = 0; x < w * factor; ++x)
+          for (int c = 0; c < 3; ++c)
+            small[(size_t(y / factor) * w + x / factor) * 3 + c] +=
+                rgb[(size_t(y) * width + x) * 3 + c] * scale;
+      rgb = std::move(small);
+      width = w;
+      height = h;
+    }
+    Result<std::vector<uint8_t>> png = encodePng(width, height, rgb);
     if (!png.ok()) return nullptr;
     p.generation = generation;
     p.spp = spp;

@@ -2,7 +2,8 @@
 // The live view (issue 11): the node daemon's web page and JSON API, on its one loop
 // (transport/web_server.h). It shows this node, the nodes mDNS finds, the render jobs handed to
 // the daemon and the sessions started from the page, and pushes a tone-mapped preview of the
-// watched render over a WebSocket whenever a pass completes (checked 5 times a second). The page
+// watched render over a WebSocket whenever a pass completes (checked 5 times a second; at most
+// 1024 pixels on a side, box-filtered by a whole factor beyond). The page
 // starts sessions on scenes this daemon can read, turns their camera, cancels them and
 // downloads their images (apps/peerlight/web_sessions.h).
 //

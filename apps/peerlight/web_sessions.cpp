@@ -127,8 +127,8 @@ Result<uint64_t> WebSessions::start(const std::string& scene, uint32_t width, ui
                                     uint32_t spp) {
   if (impl_->entries.size() >= kMaxSessions)
     return Error{"busy: " + std::to_string(kMaxSessions) + " sessions are open here"};
-  if (width == 0 || height == 0 || width > 8192 || height > 8192)
-    return Error{"size: width and height must be 1 to 8192"};
+  if (width == 0 || height == 0 || width > 4096 || height > 4096)
+    return Error{"size: width and height must be 1 to 4096"};
   if (spp == 0 || spp > (1u << 20)) return Error{"spp: must be 1 to 1048576"};
   auto dot = scene.rfind('.');
   const std::string ext = dot == std::string::npos ? "" : scene.substr(dot);
