@@ -473,6 +473,7 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
         // Reported at most once and never after stop(): the record is there.
         WorkerRecord* record = findWorker(number);
         if (record == nullptr) return;
+        event("worker " + std::to_string(record->process->pid()) + " failed: " + why);
         if (record->serving != nullptr) {
           endLease(*record->serving, LeaseEnd::WorkerFailed, why);
         } else {
@@ -496,6 +497,7 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
     failCall("lease: " + worker.error().message);
   }
   ++workersStarted;
+  event("worker " + std::to_string((*worker)->pid()) + " started for " + label);
   WorkerRecord& record = workers.emplace_back();
   record.number = number;
   record.process = std::move(*worker);

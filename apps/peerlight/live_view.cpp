@@ -150,7 +150,17 @@ struct LiveView::Impl {
     Json eta = nullptr;
     if (accepted >= total) eta = 0.0;
     else if (accepted > 0) eta = seconds * double(total - accepted) / double(accepted);
+    // The nodes this render uses (found by mDNS, or named by the render's --peer) and theirs
+    // states.
+    Json nodes = Json::array();
+    for (const NodeRenderStats& n : s.stats().nodes)
+      nodes.push_back({{"address", n.address},
+                       {"name", n.name},
+                       {"state", n.state},
+                       {"devices", n.devices},
+                       {"error", n.error}});
     return {{"generation", s.generation()},
+            {"nodes", nodes},
             {"seconds", seconds},
             {"eta_seconds", eta},
             {"width", s.film().width()},

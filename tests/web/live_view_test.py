@@ -289,6 +289,10 @@ def main():
             # Drag in the preview: the camera orbits.
             state = json.loads(get(base + "api/state")[1])
             before = state["renders"][0]
+            check([n["address"] for n in before["nodes"]] == ["this machine"] and
+                  before["nodes"][0]["state"] in ("ready", "rendering", "done") and
+                  "this machine" in b.eval("document.getElementById('renders').textContent"),
+                  "the render lists the nodes it uses, with their state")
             rect = b.eval("(() => { const r = document.getElementById('preview')"
                           ".getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })()")
             x, y = rect[0] + rect[2] / 2, rect[1] + rect[3] / 2
