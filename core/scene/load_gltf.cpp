@@ -139,6 +139,10 @@ Status checkBufferFiles(const std::string& path, const nlohmann::json& root) {
     struct stat st;
     if (::stat(file.c_str(), &st) != 0)
       return Error{path + ": buffer " + std::to_string(i) + " file '" + u + "' not found"};
+    // Not a FIFO, device or folder: reading one could block the load for ever.
+    if (!S_ISREG(st.st_mode))
+      return Error{path + ": buffer " + std::to_string(i) + " file '" + u +
+                   "' is not a regular file"};
     auto len = b.find("byteLength");
     if (len != b.end() && len->is_number_unsigned() && uint64_t(st.st_size) < len->get<uint64_t>())
       return Error{path + ": buffer " + std::to_string(i) + " file '" + u + "' has " +
@@ -874,6 +878,26 @@ Result<Scene> loadGltf(const std::string& path, bool binary) {
   ImageContext images;
   images.model = &model;
   loader.SetImageLoader(&loadImage, &images);
+  // Files the glTF names (buffers, images) are read only when they are regular files: a FIFO
+  // or a device could block the load for ever.
+  // (tinygltf's own FileExists opens the file, which blocks on a FIFO: a stat instead.)
+  tinygltf::FsCallbacks files{[](const std::string& file, void*) {
+                                struct stat st {};
+                                return ::stat(file.c_str(), &st) == 0;
+                              },
+                              &tinygltf::ExpandFilePath,
+                              [](std::vector<unsigned char>* out, std::string* err,
+                                 const std::string& file, void* user) {
+                                struct stat st {};
+                                if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+                                  if (err != nullptr)
+                                    *err += "'" + file + "' is not a regular file\n";
+                                  return false;
+                                }
+                                return tinygltf::ReadWholeFile(out, err, file, user);
+                              },
+                              &tinygltf::WriteWholeFile, nullptr};
+  loader.SetFsCallbacks(files);
   std::string err, warn;
   std::string baseDir = directoryOf(path);
   if (baseDir.empty()) baseDir = "./";

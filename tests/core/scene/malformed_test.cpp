@@ -3,6 +3,7 @@
 // files for transforms, which only hand-made files can pin down exactly.
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <random>
@@ -90,6 +91,21 @@ TEST(Malformed, MissingBufferFile) {
   dir.write("short.bin", std::string(10, '\0'));
   g.bufferUri = "short.bin";
   expectError(dir.write("short.gltf", g.json()), {"buffer 0", "short.bin", "fewer"});
+}
+
+// A buffer or an image that names a FIFO (or a device) is refused, not read: reading one would
+// block the load for ever (a daemon loading a scene for its live view would hang).
+TEST(Malformed, FilesThatAreNotRegularAreNotRead) {
+  TempDir dir;
+  ASSERT_EQ(::mkfifo(dir.file("pipe.bin").c_str(), 0600), 0);
+  TriangleGltf g;
+  g.bufferUri = "pipe.bin";
+  expectError(dir.write("fifo.gltf", g.json()), {"buffer 0", "pipe.bin", "not a regular file"});
+  ASSERT_EQ(::mkfifo(dir.file("pipe.png").c_str(), 0600), 0);
+  TriangleGltf image;
+  image.topLevelExtra = "\"images\": [{\"uri\": \"pipe.png\"}],";
+  // Returns (an error or a scene whose unused image failed), and does not block.
+  (void)loadScene(dir.write("image.gltf", image.json()));
 }
 
 TEST(Malformed, ExternalBufferLoads) {
