@@ -166,11 +166,14 @@ void printTable(const std::vector<Row>& rows, bool mdns) {
   std::printf("%-24s %-22s %-4s %-8s %-5s %s\n", "NAME", "ADDRESS", "VER", "STATE", "KEY",
               "DEVICES");
   for (const Row& r : rows) {
-    std::printf("%-24s %-22s %-4s %-8s %-5s %s\n", r.name.empty() ? "?" : r.name.c_str(),
-                r.entry.address.c_str(), r.version ? std::to_string(r.version).c_str() : "?",
-                r.state.empty() ? "?" : r.state.c_str(), r.keyMatch ? "ok" : "NO",
-                devicesText(r).c_str());
-    if (!r.usable) std::printf("  ! not usable: %s\n", r.reason.c_str());
+    // Names and states come from the network: printed without control characters.
+    std::printf("%-24s %-22s %-4s %-8s %-5s %s\n",
+                r.name.empty() ? "?" : printable(r.name).c_str(),
+                printable(r.entry.address).c_str(),
+                r.version ? std::to_string(r.version).c_str() : "?",
+                r.state.empty() ? "?" : printable(r.state).c_str(), r.keyMatch ? "ok" : "NO",
+                printable(devicesText(r)).c_str());
+    if (!r.usable) std::printf("  ! not usable: %s\n", printable(r.reason).c_str());
   }
 }
 

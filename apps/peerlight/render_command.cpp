@@ -264,7 +264,8 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
     std::printf("  shares: %s\n", shareLine(stats, total).c_str());
     for (const NodeRenderStats& n : stats.nodes) {
       std::printf("  %s (%s): %s, %llu units, render data %s sent (%s raw), results %s",
-                  n.address.c_str(), n.name.empty() ? "?" : n.name.c_str(), n.state.c_str(),
+                  n.address.c_str(), n.name.empty() ? "?" : printable(n.name).c_str(),
+                  n.state.c_str(),
                   (unsigned long long)n.workUnits, formatBytes(n.renderDataBytesSent).c_str(),
                   formatBytes(n.renderDataBytesRaw).c_str(), formatBytes(n.resultBytes).c_str());
       if (n.secondsToFirstResult >= 0)

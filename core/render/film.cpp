@@ -16,6 +16,16 @@ Status Film::add(const TileResult& result) {
   if (result.sums.size() != u.tile.pixelCount() * 3)
     return Error{"tile result " + u.describe() + ": " + std::to_string(result.sums.size()) +
                  " sums, expected " + std::to_string(u.tile.pixelCount() * 3)};
+  // Each sample adds 0 .. toFixed(kMaxSampleValue): sums outside sampleCount times that did not
+  // come from the kernel (a broken or hostile node), and could overflow the film.
+  const double maxSum =
+      double(u.sampleCount()) * double(kernel::toFixed(kernel::kMaxSampleValue));
+  const int64_t bound = maxSum >= 9.2e18 ? INT64_MAX : int64_t(maxSum);
+  for (size_t i = 0; i < result.sums.size(); ++i) {
+    if (result.sums[i] < 0 || result.sums[i] > bound)
+      return Error{"tile result " + u.describe() + ": sum " + std::to_string(result.sums[i]) +
+                   " at value " + std::to_string(i) + " is outside 0.." + std::to_string(bound)};
+  }
   const int64_t* src = result.sums.data();
   for (uint32_t y = 0; y < u.tile.height; ++y) {
     int64_t* dst = &sums_[(size_t(u.tile.y + y) * width_ + u.tile.x) * 3];

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <string>
 
 namespace pl {
 namespace {
@@ -25,12 +26,23 @@ LogLevel logLevel() { return static_cast<LogLevel>(gLevel.load()); }
 void log(LogLevel level, const char* fmt, ...) {
   if (static_cast<int>(level) < gLevel.load()) return;
   std::lock_guard<std::mutex> lock(gMutex);
-  std::fprintf(stderr, "peerlight: %s: ", levelName(level));
+  char buffer[4096];
   va_list args;
   va_start(args, fmt);
-  std::vfprintf(stderr, fmt, args);
+  std::vsnprintf(buffer, sizeof buffer, fmt, args);
   va_end(args);
-  std::fputc('\n', stderr);
+  // Names from the network (mDNS adverts, Primaries, sockets) cannot reach the terminal raw.
+  std::fprintf(stderr, "peerlight: %s: %s\n", levelName(level), printable(buffer).c_str());
+}
+
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    out += (u < 0x20 && c != '\n' && c != '\t') || u == 0x7f ? '?' : c;
+  }
+  return out;
 }
 
 }  // namespace pl

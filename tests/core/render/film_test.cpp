@@ -1,4 +1,5 @@
 #include "core/render/film.h"
+#include "core/kernel/fixed_point.h"
 
 #include <gtest/gtest.h>
 
@@ -86,6 +87,19 @@ TEST(FilmTest, RejectsResultsThatDoNotFit) {
   TileResult shortResult = fakeResult(WorkUnit{Rect{0, 0, 4, 4}, 0, 8, 8});
   shortResult.sums.pop_back();
   EXPECT_FALSE(film.add(shortResult).ok());
+  // Sums no kernel can give (a broken or hostile node): negative, or beyond the per-sample
+  // clamp times the samples (which could overflow the film).
+  TileResult negative = fakeResult(WorkUnit{Rect{0, 0, 4, 4}, 0, 8, 8});
+  negative.sums[5] = -1;
+  EXPECT_FALSE(film.add(negative).ok());
+  TileResult huge = fakeResult(WorkUnit{Rect{0, 0, 4, 4}, 0, 2, 8});
+  huge.sums[0] = 2 * kernel::toFixed(kernel::kMaxSampleValue) + 1;
+  s = film.add(huge);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("outside 0.."), std::string::npos) << s.error().message;
+  huge.sums[0] = 2 * kernel::toFixed(kernel::kMaxSampleValue);  // the brightest two samples
+  Film other(16, 16, 8);
+  EXPECT_TRUE(other.add(huge).ok());
 
   EXPECT_EQ(film.sums(), before);  // nothing changed
   EXPECT_TRUE(film.add(fakeResult(WorkUnit{Rect{8, 8, 8, 8}, 0, 8, 8})).ok());
