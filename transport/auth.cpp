@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 
 #include "core/util/check.h"
@@ -78,7 +79,10 @@ Result<std::string> clusterKeyPath(const std::string& explicitPath) {
 }
 
 Result<ClusterKey> loadClusterKey(const std::string& path, bool createIfMissing) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Never through a link (whoever controls the link decides which key this node trusts).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 && errno == ELOOP)
+    return Error{"cluster key: " + path + " is a symbolic link; name the key file itself"};
   if (fd < 0 && errno == ENOENT && createIfMissing) {
     if (Status made = makeParentDirs(path); !made.ok()) return made.error();
     // Write the key to a temporary file, then link() it into place: link fails with EEXIST
@@ -108,7 +112,8 @@ Result<ClusterKey> loadClusterKey(const std::string& path, bool createIfMissing)
     }
     errno = linkErrno;
     if (errno != EEXIST) return Error{"cluster key: cannot create " + path + ": " + errnoText()};
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // another process created it just now
+    // Another process created it just now.
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   }
   if (fd < 0) return Error{"cluster key: cannot open " + path + ": " + errnoText()};
 
@@ -127,9 +132,18 @@ Result<ClusterKey> loadClusterKey(const std::string& path, bool createIfMissing)
                  " bytes; a key has " + std::to_string(kMinClusterKeyBytes) + " to " +
                  std::to_string(kMaxClusterKeyBytes)};
   }
+  // A key others may read is no secret; one another user owns may be theirs to change.
+  if (st.st_uid != ::geteuid()) {
+    ::close(fd);
+    return Error{"cluster key: " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                 ", not to this user (uid " + std::to_string(::geteuid()) + "); use a key file of your own"};
+  }
   if ((st.st_mode & 077) != 0) {
-    PL_LOG_WARN("cluster key %s may be read by other users (mode %03o); chmod 600 it", path.c_str(),
-                unsigned(st.st_mode & 0777));
+    ::close(fd);
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%03o", unsigned(st.st_mode & 0777));
+    return Error{"cluster key: " + path + " may be read or changed by other users (mode " + mode +
+                 "); chmod 600 it"};
   }
   ClusterKey key;
   key.bytes.resize(size_t(st.st_size));

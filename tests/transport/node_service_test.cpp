@@ -764,6 +764,29 @@ TEST(ClusterKey, CreatedOnFirstUseWithPrivateModes) {
   ASSERT_FALSE(tooShort.ok());
   EXPECT_NE(tooShort.error().message.find("short.key"), std::string::npos);
 
+  // Weak or foreign key files are refused, saying why (issue 13): readable by others, reached
+  // through a link, owned by another user.
+  std::ofstream(dir + "/open.key", std::ios::binary) << std::string(32, 'k');
+  ::chmod((dir + "/open.key").c_str(), 0644);
+  auto open = loadClusterKey(dir + "/open.key");
+  ASSERT_FALSE(open.ok());
+  EXPECT_NE(open.error().message.find("mode 644"), std::string::npos) << open.error().message;
+  EXPECT_NE(open.error().message.find("chmod 600"), std::string::npos) << open.error().message;
+  ::chmod((dir + "/open.key").c_str(), 0600);
+  EXPECT_TRUE(loadClusterKey(dir + "/open.key").ok());
+  ASSERT_EQ(::symlink((dir + "/open.key").c_str(), (dir + "/link.key").c_str()), 0);
+  auto linked = loadClusterKey(dir + "/link.key");
+  ASSERT_FALSE(linked.ok());
+  EXPECT_NE(linked.error().message.find("symbolic link"), std::string::npos)
+      << linked.error().message;
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::chown((dir + "/open.key").c_str(), 65534, 65534), 0);
+    auto foreign = loadClusterKey(dir + "/open.key");
+    ASSERT_FALSE(foreign.ok());
+    EXPECT_NE(foreign.error().message.find("belongs to uid 65534"), std::string::npos)
+        << foreign.error().message;
+  }
+
   EXPECT_EQ(clusterKeyPath("/x/y.key").value(), "/x/y.key");
   setenv("PEERLIGHT_KEY_FILE", "/from/env.key", 1);
   EXPECT_EQ(clusterKeyPath("").value(), "/from/env.key");
