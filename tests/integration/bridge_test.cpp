@@ -57,11 +57,12 @@ TEST(BridgeTest, ThreeHostsOnABridgeFindEachOtherAndRenderIdentically) {
   const auto nodesStart = Clock::now();
   for (int i = 0; i < kHosts; ++i) {
     const std::string n = std::to_string(i + 1);
-    nodes.push_back(
-        &box.spawn(i,
-                   {kPeerlight, "node", "--listen", box.hostAddress(i) + ":0", "--threads", "1",
-                    "--name", "host" + n, "--key-file", box.file("key")},
-                   "node" + n));
+    // Host 1's live view on every address (the others keep the default, loopback only).
+    std::vector<std::string> argv = {kPeerlight, "node",   "--listen",   box.hostAddress(i) + ":0",
+                                     "--threads", "1",     "--name",     "host" + n,
+                                     "--key-file", box.file("key")};
+    if (i == 0) argv.insert(argv.end(), {"--http", "0.0.0.0:7480"});
+    nodes.push_back(&box.spawn(i, argv, "node" + n));
   }
   for (int i = 0; i < kHosts; ++i) {
     std::optional<std::string> line = nodes[i]->waitForOutput("listening on ", kTimeout);
@@ -130,6 +131,29 @@ TEST(BridgeTest, ThreeHostsOnABridgeFindEachOtherAndRenderIdentically) {
     }
   } else {
     std::printf("live view: not checked (no chromium)\n");
+  }
+  // From host 2 (a non-loopback address): refused without the token, served with the one that
+  // `peerlight open` prints.
+  {
+    Process& opened = box.spawn(-1,
+                                {kPeerlight, "open", "--print", "--http",
+                                 box.hostAddress(0) + ":7480", "--key-file", box.file("key")},
+                                "open");
+    ASSERT_EQ(opened.wait(std::chrono::seconds(10)), 0) << opened.err();
+    std::string url = opened.out();
+    while (!url.empty() && (url.back() == '\n' || url.back() == '\r')) url.pop_back();
+    ASSERT_NE(url.find("?token="), std::string::npos) << url;
+    const std::string state = "http://" + box.hostAddress(0) + ":7480/api/state";
+    const std::string fetch =
+        "import sys, urllib.request, urllib.error\n"
+        "for url in sys.argv[1:]:\n"
+        "  try: print(urllib.request.urlopen(url, timeout=10).status)\n"
+        "  except urllib.error.HTTPError as e: print(e.code)\n";
+    Process& remote = box.spawn(
+        1, {"python3", "-c", fetch, state, state + "?token=" + url.substr(url.find("?token=") + 7)},
+        "remote");
+    ASSERT_EQ(remote.wait(std::chrono::seconds(30)), 0) << remote.err();
+    EXPECT_EQ(remote.out(), "403\n200\n") << "from " << box.hostAddress(1) << ": " << remote.err();
   }
 
   // From host 1, no --peer and no local devices, this process as the Primary (--no-daemon):
