@@ -36,7 +36,7 @@ namespace pl {
 
 constexpr size_t kMaxBodyBytes = 64 << 10;
 constexpr size_t kMaxMessageBytes = 16 << 10;
-constexpr size_t kMaxClients = 32;
+constexpr size_t kMaxClients = 64;
 constexpr size_t kMaxQueued = 4;
 
 struct WebRequest {
