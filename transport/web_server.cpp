@@ -35,7 +35,10 @@ namespace {
 struct Client {
   lws* wsi = nullptr;
   uint64_t id = 0;
-  std::deque<std::pair<std::vector<uint8_t>, bool>> queue;  // LWS_PRE + payload, binary
+  std::string peer;  // for the log
+  // LWS_PRE bytes of headroom + payload (shared by the clients it goes to: libwebsockets writes
+  // the frame header into the headroom, one client after the other on this thread), binary.
+  std::deque<std::pair<WebServer::Frame, bool>> queue;
   std::string rx;
 };
 
@@ -208,6 +211,10 @@ struct WebServer::Impl {
           else if (std::strtoull(length.c_str(), nullptr, 10) > kMaxBodyBytes)
             status = HTTP_STATUS_REQ_ENTITY_TOO_LARGE;
           if (status != 0) {
+            PL_LOG_WARN("web: %s %s from %s refused: %s", request.method.c_str(),
+                        request.path.c_str(), request.peer.c_str(),
+                        length.empty() ? "no Content-Length"
+                                       : "a body of more than 64 KiB");
             lws_return_http_status(wsi, unsigned(status), nullptr);
             return -1;  // the body is not read: close
           }
@@ -273,6 +280,7 @@ struct WebServer::Impl {
         auto* client = new Client;
         client->wsi = wsi;
         client->id = self->nextClient++;
+        client->peer = pss->request != nullptr ? pss->request->peer : "";
         pss->client = client;
         self->clients[client->id] = client;
         WebRequest request = pss->request != nullptr ? *pss->request : WebRequest{};
@@ -285,6 +293,8 @@ struct WebServer::Impl {
         Client* client = pss != nullptr ? pss->client : nullptr;
         if (client == nullptr || self == nullptr) return -1;
         if (client->rx.size() + len > kMaxMessageBytes) {
+          PL_LOG_WARN("web: WebSocket client %s closed: a message of more than %zu bytes",
+                      client->peer.c_str(), kMaxMessageBytes);
           const char why[] = "message too large";
           lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                            reinterpret_cast<unsigned char*>(const_cast<char*>(why)),
@@ -302,9 +312,10 @@ struct WebServer::Impl {
         Client* client = pss != nullptr ? pss->client : nullptr;
         if (client == nullptr || client->queue.empty()) break;
         auto& [bytes, binary] = client->queue.front();
-        const size_t n = bytes.size() - LWS_PRE;
-        if (lws_write(wsi, bytes.data() + LWS_PRE, n, binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) <
-            int(n))
+        const size_t n = bytes->size() - LWS_PRE;
+        // (const only to the owner: the headroom is libwebsockets' to write the header into)
+        uint8_t* payload = const_cast<uint8_t*>(bytes->data()) + LWS_PRE;
+        if (lws_write(wsi, payload, n, binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < int(n))
           return -1;
         client->queue.pop_front();
         if (!client->queue.empty()) lws_callback_on_writable(wsi);
@@ -408,14 +419,24 @@ WebServer::~WebServer() {
   reapLater(holder, impl_->loop);
 }
 
+WebServer::Frame WebServer::frame(std::span<const uint8_t> bytes) {
+  auto framed = std::make_shared<std::vector<uint8_t>>(LWS_PRE + bytes.size());
+  std::memcpy(framed->data() + LWS_PRE, bytes.data(), bytes.size());
+  return framed;
+}
+
 bool WebServer::send(uint64_t client, std::span<const uint8_t> bytes, bool binary) {
+  auto it = impl_->clients.find(client);
+  if (it == impl_->clients.end() || it->second->queue.size() >= kMaxQueued) return false;
+  return send(client, frame(bytes), binary);
+}
+
+bool WebServer::send(uint64_t client, const Frame& framed, bool binary) {
   auto it = impl_->clients.find(client);
   if (it == impl_->clients.end()) return false;
   Client* c = it->second;
   if (c->queue.size() >= kMaxQueued) return false;
-  std::vector<uint8_t> frame(LWS_PRE + bytes.size());
-  std::memcpy(frame.data() + LWS_PRE, bytes.data(), bytes.size());
-  c->queue.emplace_back(std::move(frame), binary);
+  c->queue.emplace_back(framed, binary);
   lws_callback_on_writable(c->wsi);
   return true;
 }

@@ -87,6 +87,10 @@ class WebServer {
   // Queues one message for a client; false (and nothing queued) when the client is gone or
   // kMaxQueued messages wait for it already.
   bool send(uint64_t client, std::span<const uint8_t> bytes, bool binary);
+  // The same message for many clients without a copy each: frame() it once, send() it to each.
+  using Frame = std::shared_ptr<const std::vector<uint8_t>>;
+  static Frame frame(std::span<const uint8_t> bytes);
+  bool send(uint64_t client, const Frame& frame, bool binary);
   bool send(uint64_t client, const std::string& text) {
     return send(client, std::span<const uint8_t>(
                             reinterpret_cast<const uint8_t*>(text.data()), text.size()),

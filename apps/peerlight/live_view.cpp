@@ -98,7 +98,7 @@ struct LiveView::Impl {
   struct Preview {
     uint64_t generation = 0;
     uint32_t spp = 0;
-    std::vector<uint8_t> frame;
+    WebServer::Frame frame;  // one buffer for every client that watches
   };
 
   UvKjLoop& loop;
@@ -378,7 +378,7 @@ struct LiveView::Impl {
     const uint32_t spp = s->film().committedSamples();
     if (spp == 0) return nullptr;
     Preview& p = previews[key];
-    if (p.generation == generation && p.spp == spp && !p.frame.empty()) return &p;
+    if (p.generation == generation && p.spp == spp && p.frame != nullptr) return &p;
     const Film film = s->film().snapshot();
     // At most kPreviewPixels on a side (a box filter by a whole factor): the PNG is made on the
     // loop, and a browser needs no more.
@@ -403,15 +403,16 @@ struct LiveView::Impl {
     if (!png.ok()) return nullptr;
     p.generation = generation;
     p.spp = spp;
-    p.frame.clear();
-    auto put32 = [&p](uint32_t v) {
-      for (int i = 0; i < 4; ++i) p.frame.push_back(uint8_t(v >> (8 * i)));
+    std::vector<uint8_t> bytes;
+    auto put32 = [&bytes](uint32_t v) {
+      for (int i = 0; i < 4; ++i) bytes.push_back(uint8_t(v >> (8 * i)));
     };
     put32(uint32_t(key.size()));
-    p.frame.insert(p.frame.end(), key.begin(), key.end());
+    bytes.insert(bytes.end(), key.begin(), key.end());
     put32(uint32_t(generation));
     put32(spp);
-    p.frame.insert(p.frame.end(), png->begin(), png->end());
+    bytes.insert(bytes.end(), png->begin(), png->end());
+    p.frame = WebServer::frame(bytes);
     return &p;
   }
 
@@ -441,7 +442,9 @@ struct LiveView::Impl {
 
   void broadcastState() {
     const std::string message = text(state());
-    for (auto& [id, c] : clients) server->send(id, message);
+    const WebServer::Frame framed = WebServer::frame(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(message.data()), message.size()));
+    for (auto& [id, c] : clients) server->send(id, framed, /*binary=*/false);
   }
 };
 

@@ -260,6 +260,37 @@ TEST(WebServerTest, WebSocketsNeedTheProtocolAndAreBoundedAndClosedWithTheServer
   EXPECT_TRUE(lastOp == 8 || lastOp == -1) << lastOp;  // a close frame, or the end
 }
 
+// One frame, framed once, to several clients: each gets it whole (libwebsockets writes each
+// client's header into the shared headroom, one after the other).
+TEST(WebServerTest, OneSharedFrameReachesEveryClientIntact) {
+  Fixture f;
+  ASSERT_TRUE(f.server);
+  const uint16_t port = f.server->port();
+  std::string payload(70000, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 7 + 3);
+  std::vector<std::unique_ptr<Client>> clients;
+  f.run([&] {
+    for (int i = 0; i < 3; ++i) {
+      clients.push_back(std::make_unique<Client>(port));
+      clients.back()->write(upgrade("peerlight"));
+      EXPECT_NE(clients.back()->readUntil("\r\n\r\n").find("101"), std::string::npos);
+    }
+  });
+  for (int i = 0; i < 50 && f.server->clientCount() < 3; ++i) uv_run(f.loop.uv(), UV_RUN_NOWAIT);
+  ASSERT_EQ(f.server->clientCount(), 3u);
+  const WebServer::Frame frame = WebServer::frame(std::span<const uint8_t>(
+      reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
+  for (uint64_t id = 1; id <= 8; ++id) f.server->send(id, frame, /*binary=*/true);
+  f.run([&] {
+    for (auto& c : clients) {
+      auto [opcode, got] = c->readFrame();
+      EXPECT_EQ(opcode, 2);
+      EXPECT_TRUE(got == payload) << got.size() << " bytes";
+    }
+  });
+  f.stop();
+}
+
 TEST(WebServerTest, AnAddressInUseIsAnErrorThatNamesIt) {
   Fixture f;
   ASSERT_TRUE(f.server);
