@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -118,12 +119,17 @@ WebRequest requestOf(lws* wsi, const char* path) {
 
 }  // namespace
 
-std::string WebRequest::arg(const std::string& name) const {
+namespace {
+
+// The value of `name` in "name=value" parts of `text` separated by `separator` (spaces before
+// a part skipped), or "".
+std::string partValue(const std::string& text, char separator, const std::string& name) {
   size_t begin = 0;
-  while (begin <= query.size()) {
-    size_t end = query.find('&', begin);
-    if (end == std::string::npos) end = query.size();
-    const std::string part = query.substr(begin, end - begin);
+  while (begin <= text.size()) {
+    size_t end = text.find(separator, begin);
+    if (end == std::string::npos) end = text.size();
+    const size_t start = std::min(text.find_first_not_of(' ', begin), end);
+    const std::string part = text.substr(start, end - start);
     if (part.size() > name.size() && part.compare(0, name.size(), name) == 0 &&
         part[name.size()] == '=')
       return part.substr(name.size() + 1);
@@ -132,21 +138,12 @@ std::string WebRequest::arg(const std::string& name) const {
   return "";
 }
 
+}  // namespace
+
+std::string WebRequest::arg(const std::string& name) const { return partValue(query, '&', name); }
+
 std::string WebRequest::cookieValue(const std::string& name) const {
-  size_t begin = 0;
-  while (begin < cookie.size()) {
-    size_t end = cookie.find(';', begin);
-    if (end == std::string::npos) end = cookie.size();
-    size_t start = cookie.find_first_not_of(' ', begin);
-    if (start != std::string::npos && start < end) {
-      const std::string part = cookie.substr(start, end - start);
-      if (part.size() > name.size() && part.compare(0, name.size(), name) == 0 &&
-          part[name.size()] == '=')
-        return part.substr(name.size() + 1);
-    }
-    begin = end + 1;
-  }
-  return "";
+  return partValue(cookie, ';', name);
 }
 
 struct WebServer::Impl {

@@ -47,6 +47,19 @@ std::shared_ptr<const RenderData> withCamera(const RenderData& base, float dx) {
   return data;
 }
 
+// A session's options for the two paths of a test: the node only, or the local device only.
+ClusterRenderOptions nodeOrLocal(bool throughNode, testing::NodeThread& node, CpuDevice& local) {
+  ClusterRenderOptions options;
+  if (throughNode) {
+    options.peers = {node.address()};
+    options.key = testKey();
+  } else {
+    options.localDevices = {&local};
+  }
+  options.scheduler.firstPassSamples = 1;
+  return options;
+}
+
 // Drives a session on this thread's loop: waits for events with a hard timeout.
 class SessionHarness {
  public:
@@ -188,15 +201,7 @@ void startsFromTheEncodedForm(bool throughNode) {
   }
   testing::NodeThread node(testKey(), NodeOptions());
   CpuDevice local(1);
-  ClusterRenderOptions options;
-  if (throughNode) {
-    options.peers = {node.address()};
-    options.key = testKey();
-  } else {
-    options.localDevices = {&local};
-  }
-  options.scheduler.firstPassSamples = 1;
-  SessionHarness h(options);
+  SessionHarness h(nodeOrLocal(throughNode, node, local));
   ASSERT_TRUE(h.session->start(SceneSource{nullptr, encoded}, kSpp).ok());
   ASSERT_TRUE(h.waitFor(1, kSpp)) << (h.fatal ? *h.fatal : "timeout");
   EXPECT_EQ(h.session->film().committedSums(), referenceSums(data, kSpp));
@@ -254,15 +259,7 @@ void cameraMovesShareTheData(bool throughNode) {
   auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
   testing::NodeThread node(testKey(), NodeOptions());
   CpuDevice local(1);
-  ClusterRenderOptions options;
-  if (throughNode) {
-    options.peers = {node.address()};
-    options.key = testKey();
-  } else {
-    options.localDevices = {&local};
-  }
-  options.scheduler.firstPassSamples = 1;
-  SessionHarness h(options);
+  SessionHarness h(nodeOrLocal(throughNode, node, local));
   ASSERT_TRUE(h.session->start(data, kSpp).ok());
   ASSERT_TRUE(h.waitFor(1, kSpp)) << (h.fatal ? *h.fatal : "timeout");
   const NodeRenderStats before = throughNode ? h.session->stats().nodes.at(0) : NodeRenderStats();
