@@ -137,6 +137,13 @@ struct LiveView::Impl {
     return nullptr;
   }
 
+  // Whether `key` names a page session that is loading its scene.
+  bool loading(const std::string& key) {
+    for (const WebSessions::Info& s : sessions.list())
+      if (key == "s" + std::to_string(s.id) && s.state == "loading") return true;
+    return false;
+  }
+
   static Json renderJson(const RenderSession& s) {
     Json shares = Json::array();
     uint64_t accepted = 0;
@@ -335,7 +342,8 @@ struct LiveView::Impl {
     const std::string key = m.contains("key") && m["key"].is_string() ? m["key"].get<std::string>()
                                                                        : "";
     if (op == "watch") {
-      if (!key.empty() && sessionOf(key) == nullptr)
+      // A session still loading may be watched: its previews come once it renders.
+      if (!key.empty() && sessionOf(key) == nullptr && !loading(key))
         return sendError(client, op, "key: no render " + key);
       Client& c = clients[client];
       c.watching = key;
