@@ -156,8 +156,12 @@ class StdinReader {
 // The session's state and its requests. Loop thread only.
 class SessionDriver {
  public:
-  SessionDriver(const RenderArgs& args, Scene scene, CompileOptions options)
-      : args_(args), scene_(std::move(scene)), options_(std::move(options)) {}
+  SessionDriver(const RenderArgs& args, Scene scene, CompileOptions options,
+                std::string passImage)
+      : args_(args),
+        scene_(std::move(scene)),
+        options_(std::move(options)),
+        passImage_(std::move(passImage)) {}
 
   void attach(RenderSession& session) { session_ = &session; }
   kj::Promise<void> finished() { return kj::mv(done_.promise); }
@@ -197,12 +201,30 @@ class SessionDriver {
       shares.push_back({{"source", source},
                         {"samples", samples},
                         {"share", total ? double(samples) / double(total) : 0.0}});
-    emit({{"event", "pass"},
-          {"generation", generation},
-          {"spp", spp},
-          {"target_spp", session_->targetSpp()},
-          {"seconds", seconds},
-          {"shares", shares}});
+    Json event{{"event", "pass"},
+               {"generation", generation},
+               {"spp", spp},
+               {"target_spp", session_->targetSpp()},
+               {"seconds", seconds},
+               {"shares", shares}};
+    if (!passImage_.empty()) {
+      // Written beside and renamed over: a reader never sees half an image.
+      const std::string partial = passImage_ + ".partial" + std::filesystem::path(passImage_)
+                                                                .extension()
+                                                                .string();
+      Film film = session_->film().snapshot();
+      std::error_code ec;
+      if (Status st = writeImage(partial, film.width(), film.height(), film.linearRgb(),
+                                 args_.exposure);
+          !st.ok()) {
+        event["image_error"] = st.error().message;
+      } else if (std::filesystem::rename(partial, passImage_, ec); ec) {
+        event["image_error"] = passImage_ + ": " + ec.message();
+      } else {
+        event["image"] = passImage_;
+      }
+    }
+    emit(event);
     writeDueSaves();
   }
 
@@ -460,6 +482,7 @@ class SessionDriver {
   const RenderArgs& args_;
   Scene scene_;
   CompileOptions options_;
+  const std::string passImage_;  // --pass-image: each pass written there (empty: none)
   // The last compiled data (the session's current camera may differ: camera moves share it).
   RenderSession* session_ = nullptr;
   std::vector<PendingSave> saves_;
@@ -468,9 +491,18 @@ class SessionDriver {
   bool failed_ = false;
 };
 
-void runSession(const RenderArgs& args) {
+void runSession(const RenderArgs& args, const std::string& passImage) {
   const auto commandStart = Clock::now();
   if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
+  if (!passImage.empty()) {
+    if (!isSupportedImagePath(passImage))
+      failUsage("--pass-image " + passImage + ": unknown image format (use .png or .exr)");
+    std::error_code ec;
+    const std::filesystem::path parent = std::filesystem::path(passImage).parent_path();
+    if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
+      failUsage("--pass-image " + passImage + ": folder " + parent.string() +
+                " does not exist");
+  }
   CompileOptions options = compileOptionsFrom(args);
   // The scene itself for the edits to come; its compiled form from the cache when an unchanged
   // scene was compiled the same way before (already encoded for the nodes), else compiled now.
@@ -485,6 +517,7 @@ void runSession(const RenderArgs& args) {
   const Result<kernel::Camera> firstCamera = compiled.source.camera();
   if (!firstCamera.ok()) fail(firstCamera.error().message, 1);
   const double loadSeconds = std::chrono::duration<double>(Clock::now() - commandStart).count();
+  const std::vector<std::string> warnings = scene->warnings;  // also logged by loadScene
 
   ClusterPlan plan = planCluster(args);
   if (args.noLocal && !plan.cluster()) fail("--no-local: no node given or found by mDNS", 1);
@@ -505,7 +538,7 @@ void runSession(const RenderArgs& args) {
   bool failed = false;
   {
     UvKjLoop loop;
-    SessionDriver driver(args, std::move(scene).value(), options);
+    SessionDriver driver(args, std::move(scene).value(), options, passImage);
     RenderSessionEvents events;
     events.onPass = [&](uint64_t g, uint32_t spp, double s) { driver.onPass(g, spp, s); };
     events.onNode = [&](const NodeRenderStats& n, bool joined) { driver.onNode(n, joined); };
@@ -526,7 +559,8 @@ void runSession(const RenderArgs& args) {
             {"triangles", compiled.source.triangleCount()},
             {"load_seconds", loadSeconds},
             {"devices", devices},
-            {"peers", plan.peers}});
+            {"peers", plan.peers},
+            {"warnings", warnings}});
       StdinReader reader(loop, [&](std::string line, bool eof, bool tooLong) {
         driver.onLine(line, eof, tooLong);
       });
@@ -545,6 +579,7 @@ void runSession(const RenderArgs& args) {
 
 void addSessionCommand(CLI::App& app) {
   auto args = std::make_shared<RenderArgs>();
+  auto passImage = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "session",
       "Keep a scene loaded and render it progressively; JSON lines in on stdin (camera, env, "
@@ -554,7 +589,11 @@ void addSessionCommand(CLI::App& app) {
   cmd->add_flag("--no-cache", args->noCache,
                 "Compile the scene even when the compiled cache (~/.cache/peerlight/compiled) "
                 "holds it");
-  cmd->callback([args] { runSession(*args); });
+  cmd->add_option("--pass-image", *passImage,
+                  "Write every pass's image to this file (.exr or .png; replaced at each pass, "
+                  "never half written); the pass event names it")
+      ->type_name("FILE");
+  cmd->callback([args, passImage] { runSession(*args, *passImage); });
 }
 
 }  // namespace pl::app

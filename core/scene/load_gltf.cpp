@@ -252,6 +252,20 @@ Status GltfLoader::checkExtensions() {
     for (const char* s : kSupported) ok |= e == s;
     if (!ok) return fail("requires extension " + e + ", which is not supported");
   }
+  // An optional extension the renderer does not know is ignored, and said so (never silently):
+  // naming the materials that use it.
+  for (const std::string& e : model_.extensionsUsed) {
+    bool ok = false;
+    for (const char* s : kSupported) ok |= e == s;
+    if (ok) continue;
+    std::string users;
+    for (const tinygltf::Material& m : model_.materials) {
+      if (m.extensions.count(e) == 0) continue;
+      users += (users.empty() ? "" : ", ") + ("'" + m.name + "'");
+    }
+    scene_.warnings.push_back("extension " + e + " is not supported yet and is ignored" +
+                              (users.empty() ? "" : " (materials " + users + ")"));
+  }
   return Status();
 }
 

@@ -174,6 +174,24 @@ TEST(Malformed, UnsupportedFeatures) {
               {"requires extension KHR_draco_mesh_compression"});
 }
 
+TEST(Malformed, UnknownOptionalExtensionsAreNamedInAWarning) {
+  // Blender's exporter writes KHR_materials_transmission for glass: the scene loads, and the
+  // warning names the extension and the material (never dropped silently).
+  TempDir dir;
+  TriangleGltf glass;
+  glass.materialField = "\"material\": 0,";
+  glass.topLevelExtra =
+      "\"extensionsUsed\": [\"KHR_materials_transmission\", \"KHR_materials_ior\"],"
+      "\"materials\": [{\"name\": \"Glass\", \"extensions\": {"
+      "\"KHR_materials_transmission\": {\"transmissionFactor\": 1},"
+      "\"KHR_materials_ior\": {\"ior\": 1.5}}}],";
+  auto s = loadScene(dir.write("glass.gltf", glass.json()));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_EQ(s->warnings.size(), 1u);  // KHR_materials_ior is supported: no warning for it
+  EXPECT_NE(s->warnings[0].find("KHR_materials_transmission"), std::string::npos);
+  EXPECT_NE(s->warnings[0].find("'Glass'"), std::string::npos) << s->warnings[0];
+}
+
 TEST(Malformed, OversizedImage) {
   // A PNG whose header claims 20000 x 10 pixels: refused before decoding.
   std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0,    0, 0,

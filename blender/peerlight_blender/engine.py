@@ -1,0 +1,58 @@
+# The render engine Blender lists as "peerlight": F12 and animations (final_render), and the
+# viewport (viewport).
+
+import bpy
+
+from . import final_render, viewport
+
+
+class PeerlightRenderEngine(bpy.types.RenderEngine):
+    bl_idname = "PEERLIGHT"
+    bl_label = "peerlight"
+    bl_use_preview = False
+    bl_use_eevee_viewport = True  # material previews and Look Dev use Eevee
+    bl_use_shading_nodes_custom = False  # materials are Blender's node trees (exported as glTF)
+
+    # The viewport's session, by engine: __del__ runs after Blender has freed the engine's own
+    # data, so the session is kept beside it, under the Python object's id.
+    _viewports = {}
+
+    def __del__(self):
+        v = PeerlightRenderEngine._viewports.pop(id(self), None)
+        if v is not None:
+            v.close()
+
+    def render(self, depsgraph):
+        final_render.render(self, depsgraph)
+
+    def view_update(self, context, depsgraph):
+        v = self._viewports.get(id(self))
+        if v is None:
+            v = self._viewports[id(self)] = viewport.ViewportSession(self.report)
+        v.sync(context, depsgraph)
+
+    def view_draw(self, context, depsgraph):
+        v = self._viewports.get(id(self))
+        if v is None:
+            return
+        region, rv3d = context.region, context.region_data
+        v.set_view(rv3d.view_matrix, rv3d.window_matrix, region.width, region.height)
+        v.draw(self, context, depsgraph)
+
+
+def register():
+    bpy.utils.register_class(PeerlightRenderEngine)
+    for handler in (bpy.app.handlers.render_complete, bpy.app.handlers.render_cancel):
+        if final_render.end_job not in handler:
+            handler.append(final_render.end_job)
+
+
+def unregister():
+    for v in PeerlightRenderEngine._viewports.values():
+        v.close()
+    PeerlightRenderEngine._viewports.clear()
+    for handler in (bpy.app.handlers.render_complete, bpy.app.handlers.render_cancel):
+        if final_render.end_job in handler:
+            handler.remove(final_render.end_job)
+    final_render.end_job()
+    bpy.utils.unregister_class(PeerlightRenderEngine)

@@ -1,0 +1,97 @@
+# The add-on's settings: per scene (Render Properties) and per installation (preferences),
+# and the `peerlight session` flags they give.
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+ADDON = __package__
+
+
+class PeerlightSceneSettings(bpy.types.PropertyGroup):
+    samples: IntProperty(
+        name="Samples", description="Samples per pixel of a final render (F12)",
+        default=64, min=1, max=1 << 20)
+    viewport_samples: IntProperty(
+        name="Viewport Samples", description="Samples per pixel in the viewport",
+        default=16, min=1, max=1 << 16)
+    time_limit: FloatProperty(
+        name="Time Limit",
+        description="Stop a frame after this many seconds, keeping the last whole pass "
+                    "(0: no limit, render all samples)",
+        default=0.0, min=0.0, max=86400.0, unit="TIME_ABSOLUTE")
+    devices: EnumProperty(
+        name="Devices", description="Which devices render",
+        items=[("BOTH", "This Machine and the Cluster",
+                "This machine's devices and every node found on the LAN"),
+               ("LOCAL", "This Machine", "Only this machine's devices"),
+               ("CLUSTER", "The Cluster", "Only the nodes found on the LAN")],
+        default="BOTH")
+    peers: StringProperty(
+        name="Nodes",
+        description="Render Nodes to use besides those found by mDNS: HOST:PORT, separated by "
+                    "commas or spaces")
+    key_file: StringProperty(
+        name="Cluster Key",
+        description="The cluster key file (empty: $PEERLIGHT_KEY_FILE, else "
+                    "~/.config/peerlight/cluster.key)",
+        subtype="FILE_PATH")
+    threads: IntProperty(
+        name="Threads", description="CPU threads on this machine (0: all)",
+        default=0, min=0, max=1024)
+
+
+class PeerlightPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON
+
+    binary: StringProperty(
+        name="peerlight Program",
+        description="The peerlight executable (empty: $PEERLIGHT_BINARY, else PATH, else "
+                    "/usr/bin/peerlight)",
+        subtype="FILE_PATH")
+
+    def draw(self, context):
+        self.layout.prop(self, "binary")
+
+
+def preferred_binary(context):
+    addon = context.preferences.addons.get(ADDON)
+    return addon.preferences.binary if addon is not None else ""
+
+
+def peer_list(settings):
+    return [p for p in settings.peers.replace(",", " ").split() if p]
+
+
+def session_args(settings, width, height, spp, camera_index=None, env=None):
+    """The `peerlight session` flags for these settings."""
+    args = ["--size", "%dx%d" % (width, height), "--spp", str(spp)]
+    if camera_index is not None:
+        args += ["--camera", str(camera_index)]
+    if env:
+        args += ["--env", env]
+    if settings.threads:
+        args += ["--threads", str(settings.threads)]
+    if settings.devices == "LOCAL":
+        args.append("--local-only")
+    elif settings.devices == "CLUSTER":
+        args.append("--no-local")
+    for peer in peer_list(settings):
+        args += ["--peer", peer]
+    if settings.key_file:
+        args += ["--key-file", bpy.path.abspath(settings.key_file)]
+    return args
+
+
+classes = (PeerlightSceneSettings, PeerlightPreferences)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.peerlight = PointerProperty(type=PeerlightSceneSettings)
+
+
+def unregister():
+    del bpy.types.Scene.peerlight
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

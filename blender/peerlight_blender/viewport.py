@@ -1,0 +1,200 @@
+# The viewport (Rendered shading): one `peerlight session` kept open while the viewport shows
+# peerlight. Navigation becomes `camera` updates (only the camera chunk goes to the nodes);
+# edits are exported again and sent as the updates scene_diff finds (transforms, material
+# factors), else the session starts again. The latest pass is drawn as it comes.
+
+import math
+import os
+import shutil
+
+import bpy
+
+from . import export, scene_diff, settings
+from .session import Session, SessionError, find_binary
+
+# Blender's Z-up world to glTF's Y-up one (what the exporter does): (x, y, z) -> (x, z, -y).
+Z_UP_TO_Y_UP = [1, 0, 0, 0, 0, 0, -1, 0, 0, 1, 0, 0, 0, 0, 0, 1]  # column-major
+
+
+def view_camera(view_matrix, window_matrix):
+    """The viewport's camera for the session: (column-major camera-to-world in glTF space,
+    vertical field of view in degrees). `view_matrix`/`window_matrix`: RegionView3D's."""
+    inv = view_matrix.inverted()
+    blender = [inv[r][c] for c in range(4) for r in range(4)]  # column-major
+    matrix = scene_diff.multiply(Z_UP_TO_Y_UP, blender)
+    yfov = math.degrees(2.0 * math.atan(1.0 / window_matrix[1][1]))
+    return matrix, yfov
+
+
+def look_at_flag(matrix):
+    """--look-at EX,EY,EZ,TX,TY,TZ,UX,UY,UZ for a column-major camera-to-world matrix."""
+    eye = matrix[12:15]
+    forward = [-matrix[8], -matrix[9], -matrix[10]]
+    up = matrix[4:7]
+    target = [e + f for e, f in zip(eye, forward)]
+    return ",".join("%.9g" % v for v in eye + target + up)
+
+
+class ViewportSession:
+    def __init__(self, report):
+        self.report = report
+        self.session = None
+        self.folder = export.private_folder()
+        self.exports = 0
+        self.scene = None
+        self.held = None  # the export the session's state matches
+        self.source = None  # the file the session started from
+        self.key = None  # what a session cannot change
+        self.camera = None  # (matrix, yfov): the view, as last sent
+        self.size = None
+        self.generation = None
+        self.last_pass = None
+        self.drawn = None
+        self.image = None
+        self.camera_updates = 0  # camera requests sent (tests read it)
+        self.failed = None
+
+    def close(self):
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if self.image is not None:
+            try:
+                bpy.data.images.remove(self.image)
+            except (ReferenceError, RuntimeError):
+                pass
+            self.image = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _fail(self, e):
+        self.failed = str(e)
+        self.report({"ERROR"}, str(e))
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    # view_update: the scene changed (or the viewport just switched to peerlight).
+    def sync(self, context, depsgraph):
+        self.scene = depsgraph.scene
+        self.exports += 1
+        path = os.path.join(self.folder, "view-%d.glb" % self.exports)
+        try:
+            export.export_glb(path, self.scene)
+            exported = export.read(path)
+        except (export.ExportError, ValueError, OSError) as e:
+            return self._fail(e)
+        s = self.scene.peerlight
+        env, _ = export.environment(self.scene)
+        key = (s.viewport_samples, s.threads, s.devices, s.peers, s.key_file, env)
+        if self.session is not None and key == self.key:
+            ops = scene_diff.diff(self.held, exported)
+            if ops is not None:
+                os.unlink(path)
+                try:
+                    for op in ops:
+                        self.session.send(op.pop("op"), **op)
+                    self.held = exported
+                except SessionError as e:
+                    self._fail(e)
+                return
+        # The first sync, or more changed than updates carry: a new session.
+        if self.source is not None and os.path.exists(self.source):
+            os.unlink(self.source)
+        self.source, self.held, self.key = path, exported, key
+        self._restart()
+
+    # view_draw: the view (camera, size) as it is now.
+    def set_view(self, view_matrix, window_matrix, width, height):
+        camera = view_camera(view_matrix, window_matrix)
+        size = (int(width), int(height))
+        if size != self.size or self.session is None:
+            self.size, self.camera = size, camera
+            if self.session is not None or self.failed is None:
+                self._restart()
+            return
+        if _same(camera, self.camera):
+            return
+        self.camera = camera
+        matrix, yfov = camera
+        try:
+            self.session.send("camera", matrix=matrix, yfov=yfov)
+            self.camera_updates += 1
+        except SessionError as e:
+            self._fail(e)
+
+    def _restart(self):
+        """A session on self.source seen from self.camera at self.size, once all are known."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if self.source is None or self.camera is None or self.size is None:
+            return
+        s = self.scene.peerlight
+        env = self.key[-1]
+        matrix, yfov = self.camera
+        width, height = self.size
+        args = settings.session_args(s, width, height, s.viewport_samples, None, env)
+        args += ["--look-at", look_at_flag(matrix), "--yfov", "%.9g" % yfov]
+        self.last_pass = self.drawn = None
+        try:
+            binary = find_binary(settings.preferred_binary(bpy.context))
+            self.session = Session(binary, self.source, args,
+                                   os.path.join(self.folder, "pass.exr"))
+            self.session.wait_ready()
+        except SessionError as e:
+            return self._fail(e)
+        self.failed = None
+        for line in export.what_is_lost(self.scene) + self.session.ready.get("warnings", []):
+            self.report({"WARNING"}, "peerlight: " + line)
+        self.generation = self.session.ready["generation"]
+
+    def poll(self):
+        """Takes the session's events; returns the newest pass of the current generation."""
+        if self.session is None:
+            return None
+        try:
+            while True:
+                event = self.session.poll()
+                if event is None:
+                    break
+                kind = event.get("event")
+                if kind == "generation":
+                    self.generation = event["generation"]
+                elif kind == "pass" and event.get("generation") == self.generation:
+                    self.last_pass = event
+        except SessionError as e:
+            self._fail(e)
+        return self.last_pass
+
+    def draw(self, engine, context, depsgraph):
+        p = self.poll()
+        if p is not None and p is not self.drawn and "image" in p:
+            self.drawn = p
+            self._load(p["image"])
+        if self.image is not None and self.size is not None:
+            _draw_image(engine, depsgraph.scene, self.image, *self.size)
+        if self.session is not None and (p is None or p["spp"] < p["target_spp"]):
+            engine.tag_redraw()  # more passes to come
+
+    def _load(self, path):
+        if self.image is None:
+            self.image = bpy.data.images.load(path, check_existing=False)
+            self.image.name = ".peerlight viewport"
+        else:
+            self.image.reload()
+
+
+def _same(a, b):
+    (ma, fa), (mb, fb) = a, b
+    return abs(fa - fb) < 1e-6 and all(abs(x - y) < 1e-6 for x, y in zip(ma, mb))
+
+
+def _draw_image(engine, scene, image, width, height):
+    import gpu
+    from gpu_extras.presets import draw_texture_2d
+    texture = gpu.texture.from_image(image)
+    gpu.state.blend_set("ALPHA_PREMULT")
+    engine.bind_display_space_shader(scene)
+    draw_texture_2d(texture, (0, 0), width, height)
+    engine.unbind_display_space_shader()
+    gpu.state.blend_set("NONE")
