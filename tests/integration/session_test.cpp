@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -201,6 +202,36 @@ TEST_F(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
   ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
   testing::expectSameExr(dir_.file("twelve.exr"), render("twelve", {"--spp", "12"}),
                          "save at 12 spp vs render --spp 12");
+}
+
+// --pass-image: each pass's image is written (whole: renamed into place) and named by its
+// `pass` event; the last one is the image `save` writes at the target. A folder that does not
+// exist is refused at the start, naming the flag.
+TEST_F(SessionTest, PassImageHoldsEachPassAndTheLastIsTheSavedImage) {
+  const std::string passImage = dir_.file("pass.exr");
+  startSession({"--local-only", "--pass-image", passImage}, "4");
+  std::optional<Json> last =
+      waitEvent([](const Json& e) { return e["event"] == "pass" && e["spp"] == 4; });
+  ASSERT_TRUE(last) << session_->err();
+  EXPECT_EQ((*last).value("image", ""), passImage) << last->dump();
+  int passes = 0;
+  for (const Json& e : events())
+    if (e["event"] == "pass") passes += e.value("image", "") == passImage ? 1 : 100;
+  EXPECT_EQ(passes, 3);  // 1, 2 and 4 spp, each naming the image
+  send({{"op", "save"}, {"path", dir_.file("saved.exr")}, {"id", "s"}});
+  std::optional<Json> saved = waitEventWithId("s", true);
+  ASSERT_TRUE(saved);
+  ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+  testing::expectSameExr(passImage, dir_.file("saved.exr"), "last pass image vs save");
+  EXPECT_FALSE(std::filesystem::exists(passImage + ".partial.exr"));
+  send({{"op", "quit"}});
+  EXPECT_EQ(session_->wait(20s), 0) << session_->err();
+
+  startSession({"--local-only", "--pass-image", dir_.file("no/such/folder/pass.exr")}, "4",
+               "bad");
+  EXPECT_EQ(session_->wait(20s), 2);
+  EXPECT_NE(session_->err().find("--pass-image"), std::string::npos) << session_->err();
+  EXPECT_NE(session_->err().find("does not exist"), std::string::npos) << session_->err();
 }
 
 // A session stores the scene it compiled in the compiled cache when it ends; the next session

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""The Blender add-on (issue 12) as an artist uses it, in Debian's Blender (`blender -b
+--factory-startup`), with the add-on from this source tree.
+
+- F12 on a scene built by script (a glass sphere, an emissive panel, a textured plane, a
+  camera): the image is bitwise `peerlight render` of the same export at the same spp, and
+  not blank.
+- The same F12 through two Render Nodes (this machine's devices off): identical again.
+- A node killed (-9) mid-render: the render completes, identical again.
+- A 3-frame animation (the sphere moves) through a node: after frame 1 each frame sends only
+  the changed chunks (bytes from the session's stats) and one transform update.
+- Esc (SIGINT, which Blender's background mode turns into the same break as Esc) mid-render:
+  Blender's render returns within 1 s and the node holds no lease.
+- The viewport's update path: a view change reaches the session as one camera update, an edit
+  as one transform update.
+- No peerlight program: a clear message in the report area, not a traceback.
+
+Exits 77 (skipped) without Debian's blender. Every process it starts is killed.
+    tests/blender/addon_test.py PEERLIGHT_BINARY SOURCE_DIR
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SKIP = 77
+failures = []
+
+
+def check(ok, message):
+    print(("ok   " if ok else "FAIL ") + message, flush=True)
+    if not ok:
+        failures.append(message)
+
+
+class Cluster:
+    """Render Nodes on 127.0.0.1 (ephemeral ports), each with its live view's API."""
+
+    def __init__(self, binary, tmp, env):
+        self.binary, self.tmp, self.env = binary, tmp, env
+        self.key = os.path.join(tmp, "key")
+        with open(self.key, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(self.key, 0o600)
+        self.nodes = []  # (process, address, http base)
+
+    def start(self, threads=1):
+        i = len(self.nodes)
+        p = subprocess.Popen(
+            [self.binary, "node", "--listen", "127.0.0.1:0", "--key-file", self.key,
+             "--no-mdns", "--threads", str(threads), "--no-control-socket",
+             "--http", "127.0.0.1:0", "--name", "node%d" % i],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(self.tmp, "node%d.err" % i), "w"),
+            text=True, env=self.env)
+        address = base = None
+        deadline = time.monotonic() + 30
+        while (address is None or base is None) and time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            m = re.match(r"listening on (127\.0\.0\.1:\d+)", line)
+            if m:
+                address = m.group(1)
+            m = re.match(r"live view on (http://127\.0\.0\.1:\d+/)", line)
+            if m:
+                base = m.group(1)
+        self.nodes.append((p, address, base))
+        if address is None or base is None:
+            raise SystemExit("node %d did not start" % i)
+        return address
+
+    def leases(self, i):
+        with urllib.request.urlopen(self.nodes[i][2] + "api/state", timeout=5) as r:
+            state = json.load(r)
+        return state.get("node", {}).get("leases", state.get("leases", []))
+
+    def stop(self):
+        for p, _, _ in self.nodes:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+class Blender:
+    def __init__(self, source, binary, tmp, env):
+        self.script = os.path.join(source, "tests", "blender", "in_blender.py")
+        self.addon = os.path.join(source, "blender")
+        # The system's PATH: a Python of another install first in PATH (pyenv, a venv) would
+        # become Blender's Python home, without Debian's numpy that Blender's glTF exporter uses.
+        self.tmp, self.env = tmp, dict(env, PEERLIGHT_BINARY=binary,
+                                       PATH="/usr/local/bin:/usr/bin:/bin")
+        self.runs = 0
+
+    def command(self, step, options):
+        self.runs += 1
+        out = os.path.join(self.tmp, "result-%d.json" % self.runs)
+        args = ["blender", "-b", "--factory-startup", "--python-exit-code", "1", "--python",
+                self.script, "--", self.addon, out, step]
+        args += ["%s=%s" % kv for kv in options.items()]
+        return args, out
+
+    def run(self, step, env=None, timeout=300, **options):
+        """Runs a step to its end: (result dict, Blender's output)."""
+        args, out = self.command(step, options)
+        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                           env=env or self.env)
+        result = {}
+        if os.path.exists(out):
+            with open(out) as f:
+                result = json.load(f)
+        if p.returncode != 0 or not result.get("ok"):
+            print(p.stdout[-4000:], p.stderr[-4000:], sep="\n")
+        return result, p.stdout + p.stderr
+
+
+def exr_compare(blender_env, a, b):
+    """(identical, mean of a) of two EXR files' RGB, read by Blender itself."""
+    code = ("import bpy, numpy as np, json, sys\n"
+            "def px(p):\n"
+            "    im = bpy.data.images.load(p, check_existing=False)\n"
+            "    arr = np.empty(im.size[0] * im.size[1] * 4, dtype=np.float32)\n"
+            "    im.pixels.foreach_get(arr)\n"
+            "    return tuple(im.size), arr.reshape(-1, 4)[:, :3]\n"
+            "sa, pa = px(%r); sb, pb = px(%r)\n"
+            "print('COMPARE ' + json.dumps({'same': sa == sb and bool(np.array_equal(pa, pb)),"
+            " 'mean': float(pa.mean()), 'std': float(pa.std())}))\n" % (a, b))
+    p = subprocess.run(["blender", "-b", "--factory-startup", "--python-expr", code],
+                       capture_output=True, text=True, timeout=120, env=blender_env)
+    m = re.search(r"^COMPARE (.*)$", p.stdout, re.M)
+    if m is None:
+        print(p.stdout[-2000:], p.stderr[-2000:])
+        return False, 0.0, 0.0
+    r = json.loads(m.group(1))
+    return r["same"], r["mean"], r["std"]
+
+
+def cli_render(binary, env, scene, out, spp, width, height, extra=()):
+    p = subprocess.run([binary, "render", scene, "-o", out, "--spp", str(spp), "--size",
+                        "%dx%d" % (width, height), "--camera", "0", "--local-only",
+                        "--no-daemon"] + list(extra), capture_output=True, text=True, env=env,
+                       timeout=300)
+    if p.returncode != 0:
+        print(p.stderr)
+    return p.returncode == 0
+
+
+def main():
+    binary, source = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    if shutil.which("blender") is None:
+        print("[  SKIPPED ] Debian's blender is not installed")
+        return SKIP
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        env = dict(os.environ, XDG_CACHE_HOME=os.path.join(tmp, "cache"), HOME=tmp)
+        cluster = Cluster(binary, tmp, env)
+        blender = Blender(source, binary, tmp, env)
+        try:
+            run_all(binary, blender, cluster, env, tmp)
+        finally:
+            cluster.stop()
+    if failures:
+        print("%d check(s) failed" % len(failures))
+        return 1
+    return 0
+
+
+def run_all(binary, blender, cluster, env, tmp):
+    spp, width, height = 16, 160, 120
+    export = os.path.join(tmp, "export.glb")
+    kept = dict(blender.env, PEERLIGHT_BLENDER_KEEP_EXPORT=export)
+
+    # F12 on this machine.
+    f12 = os.path.join(tmp, "f12.exr")
+    result, out = blender.run("f12", env=kept, out=f12, spp=spp, devices="LOCAL")
+    check(result.get("ok") and os.path.exists(f12), "F12 through the add-on writes the image")
+    check("KHR_materials_transmission" in out and "Glass" in out,
+          "what peerlight cannot render yet is named in the report area")
+    cli = os.path.join(tmp, "cli.exr")
+    check(cli_render(binary, env, export, cli, spp, width, height),
+          "peerlight render of the add-on's export")
+    same, mean, std = exr_compare(blender.env, f12, cli)
+    check(same, "F12 is bitwise `peerlight render` of the same export at %d spp" % spp)
+    check(mean > 0.01 and std > 0.01, "and not blank (mean %.4f, std %.4f)" % (mean, std))
+
+    # Through two nodes, this machine's devices off; then with one of them killed mid-render.
+    a, b = cluster.start(), cluster.start()
+    peers = "%s,%s" % (a, b)
+    two = os.path.join(tmp, "two.exr")
+    result, out = blender.run("f12", out=two, spp=spp, devices="CLUSTER", peers=peers,
+                              key=cluster.key)
+    same, _, _ = exr_compare(blender.env, two, cli)
+    check(result.get("ok") and same, "F12 through two nodes is bitwise the same image")
+
+    big = 64  # long enough to kill a node while it renders
+    ref = os.path.join(tmp, "ref64.exr")
+    cli_render(binary, env, export, ref, big, width, height)
+    args, res = blender.command("f12", dict(out=os.path.join(tmp, "killed.exr"), spp=big,
+                                            devices="CLUSTER", peers=peers, key=cluster.key))
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=blender.env)
+    killed = False
+    for line in p.stdout:
+        if not killed and re.search(r"\| [1-9]\d*/%d spp" % big, line):
+            cluster.nodes[1][0].kill()
+            killed = True
+    p.wait(timeout=300)
+    same, _, _ = exr_compare(blender.env, os.path.join(tmp, "killed.exr"), ref)
+    check(killed and p.returncode == 0 and same,
+          "a node killed mid-render: the render completes, bitwise the same image")
+
+    # A 3-frame animation through a fresh node (it holds no chunk yet).
+    fresh = cluster.start()
+    frames_dir = os.path.join(tmp, "frames")
+    os.mkdir(frames_dir)
+    result, out = blender.run("animation", out=frames_dir, spp=4, devices="CLUSTER",
+                              peers=fresh, key=cluster.key)
+    frames = result.get("frames", [])
+    check(len(frames) == 3 and all(os.path.exists(os.path.join(frames_dir, "frame-%d.exr" % i))
+                                   for i in (1, 2, 3)),
+          "an animation renders its 3 frames through one session (%d stats)" % len(frames))
+    if len(frames) == 3 and all(f["nodes"] for f in frames):
+        sent = [f["nodes"][0]["render_data_bytes_sent"] for f in frames]
+        deltas = [sent[0]] + [sent[i] - sent[i - 1] for i in (1, 2)]
+        chunks = [f["nodes"][0]["chunks_sent"] for f in frames]
+        chunk_deltas = [chunks[0]] + [chunks[i] - chunks[i - 1] for i in (1, 2)]
+        total = frames[0]["nodes"][0]["chunks_total"]
+        # The moved object's vertices and the scene's BVH change (world-space geometry); the
+        # rest (the other meshes' data, materials, textures, lights) is not sent again.
+        check(chunk_deltas[0] == total and 0 < max(chunk_deltas[1:]) <= total // 3
+              and max(deltas[1:]) < deltas[0],
+              "after frame 1 only the changed chunks go to the node (chunks per frame %s of "
+              "%d; bytes per frame %s)" % (chunk_deltas, total, deltas))
+        check(frames[2]["requests"] == ["transform", "transform"],
+              "each later frame is one transform update (%s)" % frames[2]["requests"])
+
+    # Esc mid-render.
+    args, res = blender.command("f12", dict(out=os.path.join(tmp, "cancel.exr"), spp=1 << 16,
+                                            devices="CLUSTER", peers=a, key=cluster.key,
+                                            width=320, height=240))
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=blender.env)
+    sent_at = returned_at = None
+    leased = False
+    for line in p.stdout:
+        if sent_at is None and re.search(r"\| \d+/%d spp" % (1 << 16), line):
+            leased = bool(cluster.leases(0))
+            sent_at = time.monotonic()
+            p.send_signal(signal.SIGINT)
+        if "peerlight-test: render returned" in line:
+            returned_at = time.monotonic()
+            break
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    check(leased, "the node held a lease while the render ran")
+    if sent_at is not None and returned_at is not None:
+        seconds = returned_at - sent_at
+        print("cancel: the render returned %.3f s after the break" % seconds)
+        check(seconds < 1.0, "Esc ends the render within 1 s (%.3f s)" % seconds)
+    else:
+        check(False, "Esc ends the render (no break sent or no return seen)")
+    deadline = time.monotonic() + 5
+    while cluster.leases(0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check(not cluster.leases(0), "after Esc the node holds no lease")
+
+    # The viewport's update path.
+    result, out = blender.run("viewport", spp=4, devices="LOCAL")
+    check(result.get("ok", False), "the viewport session starts and draws passes")
+    check(result.get("camera_updates") == 1,
+          "a view change is one camera update, the same view none (%s)"
+          % result.get("camera_updates"))
+    check(result.get("requests") == ["camera", "transform"],
+          "the session saw one camera and one transform update (%s)" % result.get("requests"))
+
+    # No peerlight program.
+    lost = dict(blender.env, PEERLIGHT_BINARY="/nonexistent/peerlight")
+    result, out = blender.run("f12", env=lost, out=os.path.join(tmp, "none.exr"), spp=1)
+    check("peerlight is not installed" in result.get("error", "") and "Traceback" not in out,
+          "without peerlight the report area says so, without a traceback")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Runs inside Debian's Blender (`blender -b --factory-startup --python in_blender.py -- ...`)
+for tests/blender/addon_test.py: builds the test scene the way a person would (a glass sphere,
+an emissive panel, a textured plane, a camera), enables the add-on from the source tree, and
+renders through it. Each step writes what it saw to a JSON file the test reads.
+
+    in_blender.py -- ADDON_DIR RESULT.json STEP [key=value ...]
+
+Steps:
+    f12        F12 (render.render, write_still) to out=PATH.exr; settings from the arguments
+    animation  frames 1-3 of the scene (the sphere moves); the session's stats after each frame
+    viewport   the viewport's update path: view_update/view_draw's calls, driven by hand
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import bpy
+import mathutils
+
+argv = sys.argv[sys.argv.index("--") + 1:]
+ADDON_DIR, RESULT, STEP = argv[0], argv[1], argv[2]
+OPTIONS = dict(a.split("=", 1) for a in argv[3:])
+sys.path.insert(0, ADDON_DIR)
+import peerlight_blender  # noqa: E402
+from peerlight_blender import final_render, viewport  # noqa: E402
+
+result = {"reports": []}
+
+
+def save():
+    with open(RESULT, "w") as f:
+        json.dump(result, f)
+
+
+def build_scene():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    bpy.ops.mesh.primitive_plane_add(size=6, location=(0, 0, 0))
+    floor = bpy.context.object
+    floor.name = "Floor"
+    image = bpy.data.images.new("Checker", 64, 64)
+    image.generated_type = "COLOR_GRID"
+    mat = bpy.data.materials.new("FloorMat")
+    mat.use_nodes = True
+    bsdf = mat.node_tree.nodes["Principled BSDF"]
+    tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
+    tex.image = image
+    mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    floor.data.materials.append(mat)
+
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.8, location=(0, 0, 0.8))
+    ball = bpy.context.object
+    ball.name = "Ball"
+    glass = bpy.data.materials.new("Glass")
+    glass.use_nodes = True
+    b = glass.node_tree.nodes["Principled BSDF"]
+    b.inputs["Transmission"].default_value = 1.0
+    b.inputs["Roughness"].default_value = 0.05
+    b.inputs["Base Color"].default_value = (0.8, 0.9, 1.0, 1.0)
+    ball.data.materials.append(glass)
+    ball.location = (0, 0, 0.8)
+    ball.keyframe_insert("location", frame=1)
+    ball.location = (1.2, 0.4, 0.8)
+    ball.keyframe_insert("location", frame=3)
+
+    bpy.ops.mesh.primitive_plane_add(size=2, location=(0, 0, 3.5), rotation=(math.pi, 0, 0))
+    panel = bpy.context.object
+    panel.name = "Panel"
+    light = bpy.data.materials.new("Light")
+    light.use_nodes = True
+    lb = light.node_tree.nodes["Principled BSDF"]
+    lb.inputs["Emission"].default_value = (1, 1, 1, 1)
+    lb.inputs["Emission Strength"].default_value = 8.0
+    lb.inputs["Base Color"].default_value = (0, 0, 0, 1)
+    panel.data.materials.append(light)
+
+    bpy.ops.object.camera_add(location=(5, -5, 3.5), rotation=(1.1, 0, 0.785))
+    scene.camera = bpy.context.object
+    scene.camera.name = "Cam"
+    scene.render.resolution_x = int(OPTIONS.get("width", 160))
+    scene.render.resolution_y = int(OPTIONS.get("height", 120))
+    scene.render.resolution_percentage = 100
+    scene.frame_start, scene.frame_end = 1, 3
+    scene.frame_set(1)
+    return scene
+
+
+def configure(scene):
+    peerlight_blender.register()
+    scene.render.engine = "PEERLIGHT"
+    s = scene.peerlight
+    s.samples = int(OPTIONS.get("spp", 16))
+    s.devices = OPTIONS.get("devices", "LOCAL")
+    s.peers = OPTIONS.get("peers", "")
+    s.key_file = OPTIONS.get("key", "")
+    s.threads = int(OPTIONS.get("threads", 0))
+    settings = scene.render.image_settings
+    settings.file_format = "OPEN_EXR"
+    settings.color_depth = "32"
+    settings.exr_codec = "NONE"
+
+
+def f12(scene):
+    scene.render.filepath = OPTIONS["out"]
+    start = time.monotonic()
+    print("peerlight-test: render starts", flush=True)
+    try:
+        bpy.ops.render.render(write_still=True)
+    except RuntimeError as e:  # the engine reported an error (in the UI: the report area)
+        result["error"] = str(e)
+    result["seconds"] = time.monotonic() - start
+    print("peerlight-test: render returned", flush=True)
+
+
+def animation(scene):
+    frames = []
+
+    def after_frame(scene, *_):
+        job = final_render._job
+        if job is None:
+            return
+        stats = job.session.request("stats")
+        frames.append({"frame": scene.frame_current, "nodes": stats["nodes"],
+                       "generation": stats["generation"], "spp": stats["spp"],
+                       "requests": [e.get("op") for e in job.session.history
+                                    if e.get("event") == "generation"]})
+
+    bpy.app.handlers.render_post.append(after_frame)
+    scene.render.filepath = os.path.join(OPTIONS["out"], "frame-#")
+    bpy.ops.render.render(animation=True)
+    result["frames"] = frames
+
+
+def viewport_step(scene):
+    # What view_update and view_draw do, called by hand (no window in -b): a view, the scene's
+    # sync, passes; then one view change, which must reach the session as one camera update.
+    reports = result["reports"]
+    v = viewport.ViewportSession(lambda kind, text: reports.append(text))
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    eye = mathutils.Vector((5, -5, 3.5))
+    rot = mathutils.Euler((1.1, 0, 0.785)).to_matrix().to_4x4()
+    cam_to_world = mathutils.Matrix.Translation(eye) @ rot
+    projection = mathutils.Matrix(((1.5, 0, 0, 0), (0, 2.0, 0, 0), (0, 0, -1, -0.2),
+                                   (0, 0, -1, 0)))
+    v.sync(bpy.context, depsgraph)
+    v.set_view(cam_to_world.inverted(), projection, 96, 72)
+
+    def final_pass(after=None):
+        """The viewport's final pass of a generation newer than `after`."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            p = v.poll()
+            if p is not None and p["spp"] >= p["target_spp"] and p["generation"] != after:
+                return p
+            time.sleep(0.02)
+        raise SystemExit("the viewport session gave no final pass")
+
+    first = final_pass()
+    result["first_generation"] = first["generation"]
+    v.set_view(cam_to_world.inverted(), projection, 96, 72)  # the same view: nothing to send
+    turned = mathutils.Matrix.Rotation(0.2, 4, "Z") @ cam_to_world
+    v.set_view(turned.inverted(), projection, 96, 72)  # the user orbits
+    second = final_pass(first["generation"])
+    result["second_generation"] = second["generation"]
+    # An edit in the scene: the sphere moves (view_update with the new depsgraph).
+    bpy.data.objects["Ball"].location.x += 0.5
+    v.sync(bpy.context, bpy.context.evaluated_depsgraph_get())
+    final_pass(second["generation"])
+    result["camera_updates"] = v.camera_updates
+    result["requests"] = [e.get("op") for e in v.session.history if e.get("event") == "generation"]
+    result["pid"] = v.session.proc.pid
+    v.close()
+
+
+def main():
+    scene = build_scene()
+    configure(scene)
+    try:
+        {"f12": f12, "animation": animation, "viewport": viewport_step}[STEP](scene)
+        result["ok"] = True
+    finally:
+        save()
+
+
+main()
