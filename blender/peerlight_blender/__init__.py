@@ -22,11 +22,12 @@ if "bpy" in locals():  # reloaded (F3 > Reload Scripts): take the new modules
 
 import bpy  # noqa: E402
 
-from . import engine, settings, ui  # noqa: E402
+from . import engine, export, settings, ui  # noqa: E402
 
 
 def register():
     settings.register()
+    export.register()
     engine.register()
     ui.register()
 
@@ -34,4 +35,5 @@ def register():
 def unregister():
     ui.unregister()
     engine.unregister()
+    export.unregister()
     settings.unregister()

@@ -29,7 +29,14 @@ class PeerlightRenderEngine(bpy.types.RenderEngine):
         v = self._viewports.get(id(self))
         if v is None:
             v = self._viewports[id(self)] = viewport.ViewportSession(self.report)
-        v.sync(context, depsgraph)
+        elif v.exporting or not any(_matters(u) for u in depsgraph.updates):
+            return  # our own export's update, or nothing the render shows
+        # The export is an operator, which must not run inside the depsgraph update that
+        # called us: it runs from a timer, once per burst of updates.
+        if not v.sync_queued:
+            v.sync_queued = True
+            scene = depsgraph.scene  # the original scene, which outlives this depsgraph
+            bpy.app.timers.register(lambda: v.sync(scene), first_interval=0.05)
 
     def view_draw(self, context, depsgraph):
         v = self._viewports.get(id(self))
@@ -38,6 +45,12 @@ class PeerlightRenderEngine(bpy.types.RenderEngine):
         region, rv3d = context.region, context.region_data
         v.set_view(rv3d.view_matrix, rv3d.window_matrix, region.width, region.height)
         v.draw(self, context, depsgraph)
+
+
+def _matters(update):
+    return update.is_updated_transform or update.is_updated_geometry or \
+        update.is_updated_shading or isinstance(update.id, (bpy.types.Material, bpy.types.World,
+                                                            bpy.types.Scene))
 
 
 def register():

@@ -3,7 +3,9 @@
 # what that export cannot carry, for the report area.
 
 import os
+import queue
 import tempfile
+import threading
 
 import bpy
 
@@ -38,6 +40,50 @@ def export_glb(path, scene):
         raise ExportError("glTF export failed: %s" % e) from e
     if "FINISHED" not in result or not os.path.isfile(path):
         raise ExportError("glTF export failed (the exporter returned %s)" % ", ".join(result))
+
+
+# Blender's operators belong to the main thread, and F12 renders on a thread of its own: the
+# render thread queues its export, and a timer on the main thread writes it.
+_exports = queue.Queue()
+
+
+def _serve_exports():
+    while True:
+        try:
+            path, scene, done, box = _exports.get_nowait()
+        except queue.Empty:
+            return 0.1
+        try:
+            export_glb(path, scene)
+        except Exception as e:  # handed to the render thread, which reports it
+            box["error"] = e
+        done.set()
+
+
+def export_from_any_thread(path, scene, should_stop=lambda: False):
+    """export_glb() from the main thread (directly) or from the render thread (through the
+    main thread's timer). Returns False when `should_stop()` became true while waiting."""
+    if threading.current_thread() is threading.main_thread():
+        export_glb(path, scene)
+        return True
+    done, box = threading.Event(), {}
+    _exports.put((path, scene, done, box))
+    while not done.wait(0.05):
+        if should_stop():
+            return False
+    if "error" in box:
+        raise box["error"]
+    return True
+
+
+def register():
+    if not bpy.app.timers.is_registered(_serve_exports):
+        bpy.app.timers.register(_serve_exports, first_interval=0.1, persistent=True)
+
+
+def unregister():
+    if bpy.app.timers.is_registered(_serve_exports):
+        bpy.app.timers.unregister(_serve_exports)
 
 
 def camera_index(export, camera_object):

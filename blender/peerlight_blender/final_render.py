@@ -92,7 +92,8 @@ def _render(engine, depsgraph):
         end_job()
     folder = _job.folder if _job is not None else export.private_folder()
     path = os.path.join(folder, "frame-%d.glb" % scene.frame_current)
-    export.export_glb(path, scene)
+    if not export.export_from_any_thread(path, scene, engine.test_break):
+        return  # cancelled while exporting
     exported = export.read(path)
     camera_index = export.camera_index(exported, scene.camera)
     if camera_index is None:

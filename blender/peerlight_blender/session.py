@@ -178,11 +178,10 @@ class Session:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                stream.close()
-            except (OSError, ValueError):
-                pass
+        try:  # stdout and stderr belong to the reader threads, which end at their EOF
+            self.proc.stdin.close()
+        except (OSError, ValueError):
+            pass
         return self.proc.returncode
 
 

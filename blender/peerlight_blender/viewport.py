@@ -53,8 +53,14 @@ class ViewportSession:
         self.image = None
         self.camera_updates = 0  # camera requests sent (tests read it)
         self.failed = None
+        self.exporting = False  # the export's own depsgraph update is not an edit
+        self.sync_queued = False
+        self.closed = False
+        self._tick = self.tick  # one object: Blender's timers know a function by identity
 
     def close(self):
+        self.closed = True
+        self.sync_queued = False
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -73,16 +79,22 @@ class ViewportSession:
             self.session.close()
             self.session = None
 
-    # view_update: the scene changed (or the viewport just switched to peerlight).
-    def sync(self, context, depsgraph):
-        self.scene = depsgraph.scene
+    # After view_update: the scene changed (or the viewport just switched to peerlight).
+    def sync(self, scene):
+        self.sync_queued = False
+        if self.closed:
+            return None
+        self.scene = scene
         self.exports += 1
         path = os.path.join(self.folder, "view-%d.glb" % self.exports)
+        self.exporting = True
         try:
             export.export_glb(path, self.scene)
             exported = export.read(path)
         except (export.ExportError, ValueError, OSError) as e:
             return self._fail(e)
+        finally:
+            self.exporting = False
         s = self.scene.peerlight
         env, _ = export.environment(self.scene)
         key = (s.viewport_samples, s.threads, s.devices, s.peers, s.key_file, env)
@@ -166,15 +178,29 @@ class ViewportSession:
             self._fail(e)
         return self.last_pass
 
-    def draw(self, engine, context, depsgraph):
+    # A timer while the viewport shows peerlight: new passes are loaded here (images may not be
+    # created or changed while Blender draws), then the viewports redraw.
+    def tick(self):
+        if self.closed:
+            return None
         p = self.poll()
         if p is not None and p is not self.drawn and "image" in p:
             self.drawn = p
-            self._load(p["image"])
+            try:
+                self._load(p["image"])
+            except RuntimeError as e:  # a file that cannot be read: say so once, keep going
+                self._fail(e)
+            for window in bpy.context.window_manager.windows:
+                for area in window.screen.areas:
+                    if area.type == "VIEW_3D":
+                        area.tag_redraw()
+        return 0.05
+
+    def draw(self, engine, context, depsgraph):
+        if not self.closed and not bpy.app.timers.is_registered(self._tick):
+            bpy.app.timers.register(self._tick, first_interval=0.05)
         if self.image is not None and self.size is not None:
             _draw_image(engine, depsgraph.scene, self.image, *self.size)
-        if self.session is not None and (p is None or p["spp"] < p["target_spp"]):
-            engine.tag_redraw()  # more passes to come
 
     def _load(self, path):
         if self.image is None:

@@ -716,7 +716,12 @@ Status GltfLoader::addLight(int l, const Mat4& world, int32_t entry) {
     color = {float(gl.color[0]), float(gl.color[1]), float(gl.color[2])};
   else if (!gl.color.empty())
     return fail(where + ": color needs 3 numbers");
-  light.intensity = color * float(gl.intensity);
+  // KHR_lights_punctual's intensities are photometric: candela (point, spot) and lux
+  // (directional). peerlight renders radiometric quantities, as Cycles does: W/sr and W/m^2,
+  // one lumen per 1/683 W (the convention of Blender's glTF exporter, which multiplies a
+  // light's watts by 683, and its importer, which divides again). So a scene exported from
+  // Blender renders at the brightness Cycles gives it.
+  light.intensity = color * float(gl.intensity / kLumensPerWatt);
   light.position = world.point({0, 0, 0});
   light.direction = kernel::normalize(world.vector({0, 0, -1}));
   light.range = float(gl.range);

@@ -18,6 +18,11 @@
 
 namespace pl {
 
+// Lumens per watt: glTF's punctual lights are photometric (candela, lux); Scene lights are
+// radiometric (W/sr, W/m^2), as in Blender and Cycles. Blender's glTF exporter multiplies by
+// this, its importer divides by it, and so does peerlight's loader.
+constexpr double kLumensPerWatt = 683.0;
+
 // One triangle mesh instance, transformed to world space. positions, normals, tangents and
 // uvs have one entry each per vertex; the loaders always fill normals, uvs (zeros when the
 // file has none) and tangents (from the file, else generated from the UVs, else any unit

@@ -144,7 +144,7 @@ def viewport_step(scene):
     cam_to_world = mathutils.Matrix.Translation(eye) @ rot
     projection = mathutils.Matrix(((1.5, 0, 0, 0), (0, 2.0, 0, 0), (0, 0, -1, -0.2),
                                    (0, 0, -1, 0)))
-    v.sync(bpy.context, depsgraph)
+    v.sync(depsgraph.scene)
     v.set_view(cam_to_world.inverted(), projection, 96, 72)
 
     def final_pass(after=None):
@@ -166,7 +166,7 @@ def viewport_step(scene):
     result["second_generation"] = second["generation"]
     # An edit in the scene: the sphere moves (view_update with the new depsgraph).
     bpy.data.objects["Ball"].location.x += 0.5
-    v.sync(bpy.context, bpy.context.evaluated_depsgraph_get())
+    v.sync(bpy.context.evaluated_depsgraph_get().scene)
     final_pass(second["generation"])
     result["camera_updates"] = v.camera_updates
     result["requests"] = [e.get("op") for e in v.session.history if e.get("event") == "generation"]

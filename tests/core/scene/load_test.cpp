@@ -173,8 +173,8 @@ TEST(LoadScene, LightsPunctualLamp) {
     EXPECT_EQ(l.type, uint32_t(kernel::kLightPoint));
     EXPECT_GT(kernel::maxComponent(l.intensity), 0.0f);
   }
-  EXPECT_NEAR(s.lights[0].intensity.x, 15.0f, 1e-4f);
-  EXPECT_NEAR(s.lights[0].intensity.z, 15.0f * 0.23909975588321689f, 1e-4f);
+  EXPECT_NEAR(s.lights[0].intensity.x, 15.0f / 683.0f, 1e-6f);  // candela -> W/sr
+  EXPECT_NEAR(s.lights[0].intensity.z, 15.0f / 683.0f * 0.23909975588321689f, 1e-6f);
 }
 
 TEST(LoadScene, EmissiveStrengthTest) {

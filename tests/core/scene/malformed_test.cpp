@@ -366,9 +366,9 @@ TEST(Transforms, SpotLightOnRotatedNode) {
   EXPECT_NEAR(l.position.y, 2.0f, 1e-6f);
   EXPECT_NEAR(l.position.z, 3.0f, 1e-6f);
   EXPECT_NEAR(l.direction.y, -1.0f, 1e-6f);
-  EXPECT_NEAR(l.intensity.x, 10.0f, 1e-6f);
-  EXPECT_NEAR(l.intensity.y, 5.0f, 1e-6f);
-  EXPECT_NEAR(l.intensity.z, 2.5f, 1e-6f);
+  EXPECT_NEAR(l.intensity.x, 10.0f / 683.0f, 1e-7f);  // candela -> W/sr
+  EXPECT_NEAR(l.intensity.y, 5.0f / 683.0f, 1e-7f);
+  EXPECT_NEAR(l.intensity.z, 2.5f / 683.0f, 1e-7f);
   EXPECT_NEAR(l.cosInnerCone, std::cos(0.2f), 1e-6f);
   EXPECT_NEAR(l.cosOuterCone, std::cos(0.5f), 1e-6f);
   // The light's position is part of the bounds.
