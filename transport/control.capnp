@@ -1,7 +1,7 @@
 # The node daemon's local control socket (transport/control_socket.h): what `peerlight render`
 # says to the node daemon of its own machine, over a Unix stream socket. Not a network
 # protocol: the socket is reachable from this machine only, by the daemon's own uid (or, for the
-# system daemon started with --control-any-user, by every local user).
+# system daemon started with --control-group, by that group's members).
 #
 # The daemon serves NodeControl as the bootstrap capability of every connection. Two things can
 # be asked of it:

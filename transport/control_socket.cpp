@@ -11,8 +11,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <list>
+#include <vector>
 
 #include "core/util/log.h"
 #include "transport/uv_kj_loop.h"
@@ -498,9 +500,14 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       PL_LOG_WARN("control socket: no peer credentials (%s); closing", e.getDescription().cStr());
       return;
     }
-    if (!options.anyLocalUser && cred.uid != ::getuid()) {
-      PL_LOG_WARN("control socket: refused a client of uid %u (only uid %u may control this node)",
-                  unsigned(cred.uid), unsigned(::getuid()));
+    if (cred.uid != ::getuid() && cred.uid != 0 && !inGroup(*stream, cred)) {
+      if (options.group)
+        PL_LOG_WARN("control socket: refused a client of uid %u (pid %d): not in group %s",
+                    unsigned(cred.uid), int(cred.pid), printable(options.groupName).c_str());
+      else
+        PL_LOG_WARN("control socket: refused a client of uid %u (only uid %u may control this "
+                    "node)",
+                    unsigned(cred.uid), unsigned(::getuid()));
       return;  // dropping the stream closes it
     }
     if (open.size() >= kMaxControlClients) {
@@ -517,6 +524,25 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
     // The task owns the connection: it ends (and the connection goes) when the client closes
     // the socket, aborts, or sends what cannot be read.
     connections->add(network.onDisconnect().attach(kj::mv(connection)));
+  }
+
+  // Whether the client belongs to options.group: its primary gid or one of its supplementary
+  // groups (SO_PEERGROUPS: the client process's groups when it connected).
+  bool inGroup(kj::AsyncIoStream& stream, const struct ucred& cred) {
+    if (!options.group) return false;
+    if (cred.gid == *options.group) return true;
+    for (size_t capacity : {size_t(64), size_t(NGROUPS_MAX)}) {
+      std::vector<gid_t> groups(capacity);
+      uint length = uint(groups.size() * sizeof(gid_t));
+      try {
+        stream.getsockopt(SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length);
+      } catch (const kj::Exception&) {
+        continue;  // ERANGE: more groups than this; try the most there can be
+      }
+      groups.resize(std::min<size_t>(groups.size(), length / sizeof(gid_t)));
+      return std::find(groups.begin(), groups.end(), gid_t(*options.group)) != groups.end();
+    }
+    return false;
   }
 
   // A connection is gone: its owner job ends, its render job hears of it.
@@ -572,7 +598,7 @@ Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(UvKjLoop& loop,
   size_t slash = path.rfind('/');
   if (slash != std::string::npos && slash > 0) {
     std::string dir = path.substr(0, slash);
-    const mode_t dirMode = options.anyLocalUser ? 0755 : 0700;
+    const mode_t dirMode = options.group ? 0755 : 0700;
     if (::mkdir(dir.c_str(), dirMode) != 0 && errno != EEXIST) {
       return Error{where + ": cannot create " + dir + ": " + std::strerror(errno)};
     }
@@ -596,7 +622,7 @@ Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(UvKjLoop& loop,
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   // The file is created with the right mode (no window in which it is more open).
-  mode_t old = ::umask(options.anyLocalUser ? 0111 : 0177);
+  mode_t old = ::umask(0177);  // 0600 at first; a group's socket is opened to it below
   int rc = ::bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr));
   int bindError = errno;
   ::umask(old);
@@ -604,7 +630,16 @@ Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(UvKjLoop& loop,
     ::close(fd);
     return Error{where + ": cannot bind: " + std::strerror(bindError)};
   }
-  ::chmod(path.c_str(), options.anyLocalUser ? 0666 : 0600);
+  if (options.group) {
+    if (::chown(path.c_str(), uid_t(-1), gid_t(*options.group)) != 0 ||
+        ::chmod(path.c_str(), 0660) != 0) {
+      const int error = errno;
+      ::close(fd);
+      ::unlink(path.c_str());
+      return Error{where + ": cannot give it to group " + options.groupName + ": " +
+                   std::strerror(error) + " (the daemon must be a member of the group)"};
+    }
+  }
   if (::listen(fd, 64) != 0) {
     int error = errno;
     ::close(fd);

@@ -7,9 +7,11 @@
 // Primary, pushes progress back and hands the finished film over (NodeControl.render).
 //
 // Access: the socket file is created in a folder of mode 0700 with mode 0600, and the daemon
-// accepts only peers of its own uid (SO_PEERCRED), unless Options::anyLocalUser (a system daemon
-// serving every user of the machine: the folder is 0755 and the socket 0666). An existing
-// folder must be owned by this uid and not writable by others.
+// accepts only peers of its own uid (SO_PEERCRED). A system daemon serves the members of one
+// group besides (Options::group, `--control-group`): the folder is then 0755, the socket 0660
+// and owned by that group, and the daemon checks each client's groups (SO_PEERCRED's gid and
+// SO_PEERGROUPS), so a client outside the group is refused even where the file's mode would
+// let it in. An existing folder must be owned by this uid and not writable by others.
 //
 // Limits (all checked before the memory is taken):
 // - at most kMaxControlClients connections (one more is closed at once, with a log line);
@@ -43,6 +45,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -97,7 +100,9 @@ class ControlRenderJob {
 
 struct ControlSocketOptions {
   uint64_t maxPayloadBytes = uint64_t(1) << 30;  // a render job's data; uploads together
-  bool anyLocalUser = false;                     // accept every uid (see Access above)
+  // The group whose members may use the socket besides this uid (see Access above).
+  std::optional<uint32_t> group;
+  std::string groupName;  // for messages
 };
 
 class ControlSocket {

@@ -13,12 +13,14 @@
 //
 // Owner jobs and render jobs: the daemon serves Cap'n Proto on a local control socket
 // (--control-socket; default $XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for
-// root; mode 0600, own uid only unless --control-any-user; transport/control_socket.h).
+// root; mode 0600, own uid only; with --control-group also that group's members;
+// transport/control_socket.h).
 // `peerlight render` on this machine announces its job there, or hands the job over
 // (render_job.h); while it runs, remote leases are revoked and refused and the state is
 // `primary`.
 // --ttl-ms is the longest lease TTL granted.
 
+#include <grp.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -67,7 +69,7 @@ struct NodeArgs {
   uint32_t warmWorkers = 4;         // idle workers kept for the next lease (0: none)
   std::string controlSocket;  // empty: defaultControlSocketPath()
   bool noControlSocket = false;
-  bool controlAnyUser = false;  // a system daemon: every local user may hand it jobs
+  std::string controlGroup;  // a system daemon: this group's members may hand it jobs
   std::string http = "127.0.0.1:7480";  // the live view: HOST:PORT, or "off"
 };
 
@@ -93,6 +95,17 @@ uint64_t halfOfMemory() {
 
 void runNode(const NodeArgs& args) {
   if (auto parsed = parseTcpAddress(args.listen); !parsed.ok()) failUsage(parsed.error().message);
+  std::optional<uint32_t> controlGroup;  // --control-group, resolved before anything starts
+  if (!args.controlGroup.empty()) {
+    struct group entry {};
+    struct group* found = nullptr;
+    std::vector<char> buffer(1 << 16);
+    if (::getgrnam_r(args.controlGroup.c_str(), &entry, buffer.data(), buffer.size(), &found) !=
+            0 ||
+        found == nullptr)
+      failUsage("--control-group " + args.controlGroup + ": no such group");
+    controlGroup = uint32_t(found->gr_gid);
+  }
   auto keyPath = clusterKeyPath(args.keyFile);
   if (!keyPath.ok()) fail(keyPath.error().message, 1);
   auto key = loadClusterKey(*keyPath, /*createIfMissing=*/true);
@@ -191,7 +204,10 @@ void runNode(const NodeArgs& args) {
                                                     : args.controlSocket;
       ControlSocketOptions controlOptions;
       controlOptions.maxPayloadBytes = halfOfMemory();
-      controlOptions.anyLocalUser = args.controlAnyUser;
+      if (controlGroup) {
+        controlOptions.group = *controlGroup;
+        controlOptions.groupName = args.controlGroup;
+      }
       ControlSocket::Callbacks callbacks;
       callbacks.ownerStarted = [&node](const std::string& token) { node.ownerJobStarted(token); };
       callbacks.ownerEnded = [&node](const std::string& token) { node.ownerJobEnded(token); };
@@ -321,9 +337,11 @@ void addNodeCommand(CLI::App& app) {
                   "Local control socket for this machine's renders: owner jobs and render jobs "
                   "handed to this node (default: "
                   "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
-  cmd->add_flag("--control-any-user", args->controlAnyUser,
-                "Let every local user hand render jobs to this node (a system daemon; the "
-                "socket is then mode 0666 in a 0755 folder)");
+  cmd->add_option("--control-group", args->controlGroup,
+                  "Let this group's members hand render jobs to this node (a system daemon: "
+                  "the socket is then mode 0660, owned by the group, in a 0755 folder; the "
+                  "daemon checks each client's groups)")
+      ->type_name("NAME");
   cmd->add_option("--http", args->http,
                   "The live view (web page and API): HOST:PORT (port 0: any free one), or off; "
                   "addresses other than 127.0.0.1 need the token `peerlight open` prints")

@@ -13,6 +13,7 @@
 
 #include <capnp/rpc.capnp.h>
 #include <capnp/serialize.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -637,19 +638,26 @@ TEST_F(RenderJobTest, NoOwnerPreemptIsKeptByTheDaemon) {
 }
 
 // Another local user (uid 65534, from a forked child that drops root) reaches the control
-// socket only when the daemon runs with --control-any-user (the systemd unit's setting).
-TEST_F(RenderJobTest, OtherUsersOnlyWithControlAnyUser) {
+// socket only when it is in the daemon's --control-group (the systemd unit's setting: group
+// peerlight); the daemon checks the client's groups even where the file's mode lets it in.
+TEST_F(RenderJobTest, OtherUsersOnlyInTheControlGroup) {
   if (::getuid() != 0) GTEST_SKIP() << "needs root (to act as another user)";
   // A folder every user can traverse (the test's own temporary folder is 0700).
-  char pattern[] = "/tmp/peerlight-anyuser-XXXXXX";
+  char pattern[] = "/tmp/peerlight-group-XXXXXX";
   ASSERT_NE(::mkdtemp(pattern), nullptr);
   const std::string folder = pattern;
   ::chmod(folder.c_str(), 0755);
-  auto asOtherUser = [](const std::string& path) -> int {
+  // The group: nogroup (65534), which the daemon (root) may give the socket to.
+  constexpr gid_t kGroup = 65534;
+  struct group* g = ::getgrgid(kGroup);
+  if (g == nullptr) GTEST_SKIP() << "no group 65534 on this machine";
+  const std::string groupName = g->gr_name;
+  // 2: cannot even connect; 1: connected, but no owner job; 0: an owner job.
+  auto asOtherUser = [](const std::string& path, gid_t gid) -> int {
     pid_t child = ::fork();
     if (child == 0) {
-      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
-      // 2: cannot even connect; 1: connected, but no owner job; 0: an owner job.
+      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(65534) != 0)
+        ::_exit(3);
       if (!controlSocketAnswers(path)) ::_exit(2);
       UvKjLoop loop;
       Result<int> fd = announceOwnerJob(loop, path, "0a1b2c", 5000);
@@ -659,27 +667,38 @@ TEST_F(RenderJobTest, OtherUsersOnlyWithControlAnyUser) {
     ::waitpid(child, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   };
-  for (bool anyUser : {false, true}) {
-    const std::string name = anyUser ? "shared" : "private";
+  for (bool shared : {false, true}) {
+    const std::string name = shared ? "shared" : "private";
     const std::string path = folder + "/" + name + "/node.sock";
     std::vector<std::string> argv = {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file",
                                      key_, "--threads", "1", "--no-mdns", "--control-socket",
                                      path};
-    if (anyUser) argv.push_back("--control-any-user");
+    if (shared) argv.insert(argv.end(), {"--control-group", groupName});
     auto daemon = std::make_unique<Process>(argv, dir_.file(name + ".out"),
                                             dir_.file(name + ".err"), env());
     ASSERT_TRUE(daemon->waitForOutput("listening on ", 20s)) << daemon->err();
     ASSERT_TRUE(waitUntil([&] { return ::access(path.c_str(), F_OK) == 0; }, 5s));
     struct stat st {};
     ASSERT_EQ(::stat(path.c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode & 0777, anyUser ? 0666u : 0600u);
-    // Private: the 0700 folder already keeps the other user out (2: connect fails).
-    EXPECT_EQ(asOtherUser(path), anyUser ? 0 : 2) << daemon->err();
-    if (!anyUser) {
+    EXPECT_EQ(st.st_mode & 0777, shared ? 0660u : 0600u);
+    if (shared) {
+      EXPECT_EQ(st.st_gid, kGroup);
+      EXPECT_EQ(asOtherUser(path, kGroup), 0) << daemon->err();  // a member
+      // Not a member: the file's mode keeps it out; opened up, the daemon's own check does.
+      EXPECT_EQ(asOtherUser(path, kGroup - 1), 2) << daemon->err();
+      ::chmod(path.c_str(), 0666);
+      EXPECT_EQ(asOtherUser(path, kGroup - 1), 1) << daemon->err();
+      EXPECT_TRUE(waitUntil([&] { return daemon->err().find("not in group " + groupName) !=
+                                         std::string::npos; },
+                            5s))
+          << daemon->err();
+    } else {
+      // Private: the 0700 folder already keeps the other user out (2: connect fails).
+      EXPECT_EQ(asOtherUser(path, kGroup), 2) << daemon->err();
       // And the daemon's own check (SO_PEERCRED), with the folder and socket opened up.
       ::chmod((folder + "/" + name).c_str(), 0755);
       ::chmod(path.c_str(), 0666);
-      EXPECT_EQ(asOtherUser(path), 1) << daemon->err();
+      EXPECT_EQ(asOtherUser(path, kGroup), 1) << daemon->err();
       EXPECT_TRUE(waitUntil([&] { return daemon->err().find("refused a client of uid 65534") !=
                                          std::string::npos; },
                             5s))
@@ -687,6 +706,13 @@ TEST_F(RenderJobTest, OtherUsersOnlyWithControlAnyUser) {
     }
     daemon->kill();
   }
+  // A group that does not exist: the node refuses to start, naming it.
+  Process bad({kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_, "--no-mdns",
+               "--control-socket", folder + "/bad/node.sock", "--control-group",
+               "no-such-group-here"},
+              dir_.file("bad.out"), dir_.file("bad.err"), env());
+  EXPECT_EQ(bad.wait(20s), 2);
+  EXPECT_NE(bad.err().find("no-such-group-here: no such group"), std::string::npos) << bad.err();
   std::filesystem::remove_all(folder);
 }
 
