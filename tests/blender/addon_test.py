@@ -213,6 +213,14 @@ def run_all(binary, blender, cluster, env, tmp):
     check(killed and p.returncode == 0 and same,
           "a node killed mid-render: the render completes, bitwise the same image")
 
+    # Find Nodes lists the nodes with their state and devices.
+    result, out = blender.run("nodes", peers=peers, key=cluster.key)
+    listed = {n.get("address"): n for n in result.get("nodes", [])}
+    check(listed.get(a, {}).get("usable") is True and listed.get(a, {}).get("devices")
+          and b in listed and listed[b].get("usable") is False,
+          "Find Nodes lists the live node as usable with its devices, the killed one not (%s)"
+          % {k: (v.get("usable"), v.get("status")) for k, v in listed.items()})
+
     # A 3-frame animation through a fresh node (it holds no chunk yet).
     fresh = cluster.start()
     frames_dir = os.path.join(tmp, "frames")

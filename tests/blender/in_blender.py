@@ -9,6 +9,7 @@ Steps:
     f12        F12 (render.render, write_still) to out=PATH.exr; settings from the arguments
     animation  frames 1-3 of the scene (the sphere moves); the session's stats after each frame
     viewport   the viewport's update path: view_update/view_draw's calls, driven by hand
+    nodes      the Cluster panel's Find Nodes button: the nodes it lists
 """
 import json
 import math
@@ -174,11 +175,17 @@ def viewport_step(scene):
     v.close()
 
 
+def nodes(scene):
+    from peerlight_blender import ui
+    bpy.ops.peerlight.refresh_nodes()
+    result["nodes"] = ui._nodes["list"]
+
+
 def main():
     scene = build_scene()
     configure(scene)
     try:
-        {"f12": f12, "animation": animation, "viewport": viewport_step}[STEP](scene)
+        {"f12": f12, "animation": animation, "viewport": viewport_step, "nodes": nodes}[STEP](scene)
         result["ok"] = True
     finally:
         save()
