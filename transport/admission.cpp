@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
 #include <capnp/serialize-async.h>
+#include <kj/debug.h>
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -70,6 +71,20 @@ class LimitedMessageStream final : public capnp::MessageStream {
   uint64_t limitWords_;
 };
 
+// The address part of peerAddress()'s "a.b.c.d:port" / "[v6]:port".
+std::string hostOf(const std::string& peer) {
+  if (!peer.empty() && peer[0] == '[') {
+    const size_t close = peer.find(']');
+    return close == std::string::npos ? peer : peer.substr(1, close - 1);
+  }
+  const size_t colon = peer.rfind(':');
+  return colon == std::string::npos ? peer : peer.substr(0, colon);
+}
+
+std::string counted(uint64_t count) {
+  return count > 1 ? " (" + std::to_string(count - 1) + " more like it in the last second)" : "";
+}
+
 }  // namespace
 
 // An accepted connection during its TLS handshake: counted as a connection and as pending.
@@ -109,6 +124,7 @@ struct AdmittedConnection {
     if (handshake->authenticated_) return;
     handshake->authenticated_ = true;
     --admission.pending_;
+    admission.releasePending(handshake->id_);
     messages.setLimitBytes(admission.limits_.maxMessageBytes);
   }
 
@@ -131,6 +147,8 @@ void ConnectionHandshake::authenticated() {
 Admission::Admission(UvKjLoop& loop, AdmissionLimits limits, bool tls, const ClusterKey& key,
                      GateFactory makeGate)
     : loop_(loop), limits_(limits), tls_(tls), makeGate_(std::move(makeGate)),
+      policy_(PendingAdmissionLimits{limits.maxPendingPerSource, limits.maxPendingConnections}),
+      logTasks_(kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this))),
       connectionTasks_(kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this))) {
   if (tls_) {
     Result<std::unique_ptr<SecureChannel>> made = SecureChannel::create(key);
@@ -167,69 +185,137 @@ kj::Promise<void> Admission::listen(kj::ConnectionReceiver& receiver) {
       });
 }
 
-// Beyond maxPendingConnections: the connection from `peer` is closed at once. Logged at most
-// once a second (with how many were refused since the last line).
-void Admission::refuseConnection(const std::string& peer) {
-  ++refusedSinceLog_;
+bool Admission::mayLog(LogBudget& budget, uint64_t& count) {
+  ++budget.since;
   const kj::TimePoint now = loop_.timer().now();
-  if (refusalLogged_ && now - lastRefusalLog_ < 1 * kj::SECONDS) return;
-  PL_LOG_WARN("closed %llu connection(s) at once (the latest from %s): %zu connections have "
-              "not authenticated yet, the limit",
-              (unsigned long long)refusedSinceLog_, peer.c_str(), pending_);
-  refusedSinceLog_ = 0;
-  refusalLogged_ = true;
-  lastRefusalLog_ = now;
+  if (!budget.logged || now - budget.last >= 1 * kj::SECONDS) {
+    count = budget.since;
+    budget.since = 0;
+    budget.logged = true;
+    budget.last = now;
+    return true;
+  }
+  if (!budget.summaryDue) {  // held back: summed up when the second is over
+    budget.summaryDue = true;
+    logTasks_->add(loop_.timer().atTime(budget.last + 1 * kj::SECONDS).then([this, &budget] {
+      budget.summaryDue = false;
+      if (budget.since == 0) return;
+      PL_LOG_WARN("%llu more %s in the last second", (unsigned long long)budget.since,
+                  budget.summary);
+      budget.since = 0;
+      budget.last = loop_.timer().now();
+    }));
+  }
+  return false;
 }
+
+// A connection PendingAdmissions does not keep: closed at once.
+void Admission::refuseConnection(const std::string& peer, const AdmissionDecision& decision) {
+  uint64_t count = 0;
+  if (!mayLog(refusedLog_, count)) return;
+  if (decision.refusal == AdmissionDecision::Refusal::kSourceFull) {
+    PL_LOG_WARN("closed the connection from %s at once: %u connections from its address have "
+                "not authenticated yet, the most one address may hold%s",
+                peer.c_str(), limits_.maxPendingPerSource, counted(count).c_str());
+  } else {
+    PL_LOG_WARN("closed the connection from %s at once: %zu connections have not authenticated "
+                "yet, the limit, and none of another address could make room%s",
+                peer.c_str(), pending_, counted(count).c_str());
+  }
+}
+
+// Room for a connection from a source holding fewer: the oldest pending connection of the
+// source holding the most is closed.
+void Admission::evict(uint64_t id, const std::string& source) {
+  auto it = evictors_.find(id);
+  if (it != evictors_.end()) it->second->fulfill();
+  uint64_t count = 0;
+  if (mayLog(evictedLog_, count))
+    PL_LOG_WARN("closed a connection from %s that had not authenticated: %zu connections are "
+                "waiting, the limit, and that address held the most%s",
+                source.c_str(), pending_, counted(count).c_str());
+}
+
+void Admission::logTlsFailure(const std::string& peer, const kj::Exception& e) {
+  uint64_t count = 0;
+  if (!mayLog(tlsLog_, count)) return;
+  if (isTlsKeyMismatch(e)) {
+    PL_LOG_WARN("TLS handshake from %s failed: authentication failed, %s (a client without "
+                "this cluster key?)%s",
+                peer.c_str(), tlsFailureReason(e).c_str(), counted(count).c_str());
+  } else {
+    PL_LOG_WARN("TLS handshake from %s failed: %s (not a peerlight client, or one of another "
+                "version?)%s",
+                peer.c_str(), tlsFailureReason(e).c_str(), counted(count).c_str());
+  }
+}
+
+void Admission::releasePending(uint64_t id) { policy_.remove(id); }
 
 void Admission::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
   if (peer.empty()) peer = peerAddress(*stream);
-  if (limits_.maxPendingConnections != 0 && pending_ >= limits_.maxPendingConnections) {
-    refuseConnection(peer);
+  const uint64_t id = nextId_++;
+  AdmissionDecision decision = policy_.admit(id, admissionSource(hostOf(peer)));
+  if (decision.evict) evict(*decision.evict, decision.evictedSource);
+  if (!decision.admitted) {
+    refuseConnection(peer, decision);
     return;  // dropping the stream closes it
   }
   // Pending from here until the Gate authenticates the peer: the TLS handshake and the Gate's
-  // share one deadline (below).
+  // share one deadline (below); the TLS handshake alone has a shorter one.
   auto handshake = std::make_shared<ConnectionHandshake>();
+  handshake->id_ = id;
   kj::Promise<void> connection = nullptr;
   if (!tls_) {
     connection = runConnection(kj::mv(stream), peer, handshake);
   } else if (secure_ == nullptr) {
     PL_LOG_WARN("closing the connection from %s: this node has no TLS context", peer.c_str());
+    policy_.remove(id);
     return;
   } else {
     auto pending = kj::heap<PendingTls>(*this);
-    connection = secure_->wrapServer(kj::mv(stream))
-                     .then(
-                         [this, peer, handshake, pending = kj::mv(pending)](
-                             kj::Own<kj::AsyncIoStream> secured) mutable {
-                           pending = nullptr;  // the connection counts it from now on
-                           return runConnection(kj::mv(secured), peer, handshake);
-                         },
-                         [peer](kj::Exception&& e) {
-                           if (isTlsKeyMismatch(e)) {
-                             PL_LOG_WARN("TLS handshake from %s failed: authentication failed, "
-                                         "%s (a client without this cluster key?)",
-                                         peer.c_str(), tlsFailureReason(e).c_str());
-                           } else {
-                             PL_LOG_WARN("TLS handshake from %s failed: %s (not a peerlight "
-                                         "client, or one of another version?)",
-                                         peer.c_str(), tlsFailureReason(e).c_str());
-                           }
-                         });
+    kj::Promise<kj::Own<kj::AsyncIoStream>> secured = secure_->wrapServer(kj::mv(stream));
+    if (limits_.tlsTimeoutMs != 0) {
+      secured = secured.exclusiveJoin(
+          loop_.timer()
+              .afterDelay(limits_.tlsTimeoutMs * kj::MILLISECONDS)
+              .then([ms = limits_.tlsTimeoutMs]() -> kj::Own<kj::AsyncIoStream> {
+                KJ_FAIL_REQUIRE("the TLS handshake did not finish within", ms, "ms");
+              }));
+    }
+    connection = secured.then(
+        [this, peer, handshake, pending = kj::mv(pending)](
+            kj::Own<kj::AsyncIoStream> secured) mutable {
+          pending = nullptr;  // the connection counts it from now on
+          return runConnection(kj::mv(secured), peer, handshake);
+        },
+        [this, peer](kj::Exception&& e) { logTlsFailure(peer, e); });
   }
   // A peer that has not authenticated within the handshake timeout is dropped (the same way).
   kj::Promise<void> timeout = kj::NEVER_DONE;
   if (limits_.handshakeTimeoutMs != 0) {
     timeout = loop_.timer()
                   .afterDelay(limits_.handshakeTimeoutMs * kj::MILLISECONDS)
-                  .then([handshake, peer, ms = limits_.handshakeTimeoutMs]() -> kj::Promise<void> {
+                  .then([this, handshake, peer,
+                         ms = limits_.handshakeTimeoutMs]() -> kj::Promise<void> {
                     if (handshake->isAuthenticated()) return kj::NEVER_DONE;
-                    PL_LOG_WARN("closing the connection from %s: not authenticated within %u ms",
-                                peer.c_str(), ms);
+                    uint64_t count = 0;
+                    if (mayLog(timeoutLog_, count))
+                      PL_LOG_WARN("closing the connection from %s: not authenticated within %u "
+                                  "ms%s",
+                                  peer.c_str(), ms, counted(count).c_str());
                     return kj::READY_NOW;
                   });
   }
-  connectionTasks_->add(connection.exclusiveJoin(kj::mv(timeout)));
+  // Evicted (to make room for a connection from an address holding fewer): closed as well.
+  auto evicted = kj::newPromiseAndFulfiller<void>();
+  evictors_[id] = kj::mv(evicted.fulfiller);
+  connectionTasks_->add(connection.exclusiveJoin(kj::mv(timeout))
+                            .exclusiveJoin(kj::mv(evicted.promise))
+                            .attach(kj::defer([this, id] {
+                              policy_.remove(id);
+                              evictors_.erase(id);
+                            })));
 }
 
 kj::Promise<void> Admission::runConnection(kj::Own<kj::AsyncIoStream> stream,

@@ -328,6 +328,8 @@ NodeService::Impl::Impl(UvKjLoop& loop, ClusterKey key,
   AdmissionLimits limits;
   limits.handshakeTimeoutMs = options.handshakeTimeoutMs;
   limits.maxPendingConnections = options.maxPendingConnections;
+  limits.tlsTimeoutMs = options.tlsTimeoutMs;
+  limits.maxPendingPerSource = options.maxPendingPerSource;
   limits.handshakeMessageBytes = options.handshakeMessageBytes;
   limits.maxMessageBytes = options.maxMessageBytes;
   admission = std::make_unique<Admission>(

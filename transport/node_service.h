@@ -97,10 +97,11 @@
 // and a TLS handshake that fails is one log line naming the peer ("TLS handshake from <addr>
 // failed: ..."). A connection counts as pending from accept until its peer authenticates at
 // the Gate (the TLS handshake included). A pending connection is closed after
-// NodeOptions::handshakeTimeoutMs (one log line
-// naming the peer), a new connection beyond maxPendingConnections pending ones is closed at once
-// (at most one log line a second, counting the connections closed since the last), and a pending
-// connection's messages are limited to handshakeMessageBytes (64 KiB) instead of maxMessageBytes,
+// NodeOptions::tlsTimeoutMs without a finished TLS handshake or handshakeTimeoutMs without
+// authentication; one address holds at most maxPendingPerSource pending connections and all at
+// most maxPendingConnections (at the cap a newcomer from an address holding fewer evicts the
+// oldest of the address holding the most); log lines about them come at most once a second per
+// kind, counting those since the last; and a pending connection's messages are limited to handshakeMessageBytes (64 KiB) instead of maxMessageBytes,
 // so that unauthenticated peers cannot make the node buffer 64 MiB each. The limit rises once
 // authenticate() succeeds; Cap'n Proto 0.9.2 fixes ReaderOptions per TwoPartyVatNetwork, so the
 // connection's MessageStream (Cap'n Proto's own framing) substitutes the current limit on each
@@ -143,13 +144,18 @@ struct NodeOptions {
   // chunk encodes to at most a little over 4 MiB, so 64 MiB leaves ample headroom for a large
   // manifest. It also bounds what the node allocates to read one message.
   uint64_t maxMessageBytes = uint64_t(64) << 20;
-  // Connections that have not authenticated yet (serve(), listen()): each is closed when it has
-  // not authenticated within handshakeTimeoutMs (one log line naming the peer; 0: never);
-  // beyond maxPendingConnections of them a new connection is closed at once (logged at most
-  // once a second, with a count; 0: no cap); and a message on such a connection may hold at
-  // most handshakeMessageBytes (the limit rises to maxMessageBytes once authenticated).
+  // Connections that have not authenticated yet (serve(), listen(); transport/admission.h):
+  // each is closed when its TLS handshake is not done within tlsTimeoutMs or it has not
+  // authenticated within handshakeTimeoutMs (0: never); one address (IPv6: one /64) holds at
+  // most maxPendingPerSource of them and all together at most maxPendingConnections (0: no
+  // limit), a new one beyond being closed at once or, at the cap, evicting the oldest of the
+  // address holding the most (core/cluster/pending_admissions.h); each kind of log line about
+  // them comes at most once a second, with a count; and a message on such a connection may
+  // hold at most handshakeMessageBytes (the limit rises to maxMessageBytes once authenticated).
   uint32_t handshakeTimeoutMs = 10000;
+  uint32_t tlsTimeoutMs = 3000;
   uint32_t maxPendingConnections = 32;
+  uint32_t maxPendingPerSource = 4;
   uint64_t handshakeMessageBytes = uint64_t(64) << 10;
   // TLS on serve() / listen() connections (secure_channel.h), keyed by the cluster key. Only
   // tests that talk raw Cap'n Proto to the node turn it off; `peerlight node` always has it.
