@@ -53,19 +53,31 @@ def _matters(update):
                                                             bpy.types.Scene))
 
 
-def register():
-    bpy.utils.register_class(PeerlightRenderEngine)
-    for handler in (bpy.app.handlers.render_complete, bpy.app.handlers.render_cancel):
-        if final_render.end_job not in handler:
-            handler.append(final_render.end_job)
-
-
-def unregister():
+@bpy.app.handlers.persistent
+def close_viewports(*_args):
+    """load_pre: the viewports' sessions end with the file they showed."""
     for v in PeerlightRenderEngine._viewports.values():
         v.close()
     PeerlightRenderEngine._viewports.clear()
-    for handler in (bpy.app.handlers.render_complete, bpy.app.handlers.render_cancel):
-        if final_render.end_job in handler:
-            handler.remove(final_render.end_job)
+
+
+def _handlers():
+    h = bpy.app.handlers
+    return ((h.render_complete, final_render.end_job), (h.render_cancel, final_render.end_job),
+            (h.load_pre, final_render.end_job), (h.load_pre, close_viewports))
+
+
+def register():
+    bpy.utils.register_class(PeerlightRenderEngine)
+    for handler, fn in _handlers():
+        if fn not in handler:
+            handler.append(fn)
+
+
+def unregister():
+    close_viewports()
+    for handler, fn in _handlers():
+        if fn in handler:
+            handler.remove(fn)
     final_render.end_job()
     bpy.utils.unregister_class(PeerlightRenderEngine)

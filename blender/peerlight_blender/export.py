@@ -21,9 +21,11 @@ def private_folder():
     return tempfile.mkdtemp(prefix="peerlight-blender-")
 
 
-def export_glb(path, scene):
-    """Writes `scene` at its current frame to `path` (.glb). Modifiers are applied, objects
-    hidden from the render left out, cameras and lights included. Raises ExportError."""
+def export_glb(path, scene, frame=None):
+    """Writes `scene` to `path` (.glb). Modifiers are applied, objects hidden from the render
+    left out, cameras and lights included. `frame`: bring the scene to that frame first (an
+    animation's frame: the exporter reads the view layer's evaluated state, which a render of
+    the frame does not update). Raises ExportError."""
     # The exporter works on the context's scene and view layer.
     window = bpy.context.window
     override = {"scene": scene}
@@ -31,6 +33,8 @@ def export_glb(path, scene):
         override["window"] = window
     try:
         with bpy.context.temp_override(**override):
+            if frame is not None:
+                scene.frame_set(frame)
             result = bpy.ops.export_scene.gltf(
                 filepath=path, export_format="GLB", use_renderable=True, use_active_scene=True,
                 export_cameras=True, export_lights=True, export_apply=True,
@@ -50,26 +54,28 @@ _exports = queue.Queue()
 def _serve_exports():
     while True:
         try:
-            path, scene, done, box = _exports.get_nowait()
+            path, scene, frame, done, box = _exports.get_nowait()
         except queue.Empty:
             return 0.1
         try:
-            export_glb(path, scene)
+            if not box.get("cancelled"):
+                export_glb(path, scene, frame)
         except Exception as e:  # handed to the render thread, which reports it
             box["error"] = e
         done.set()
 
 
-def export_from_any_thread(path, scene, should_stop=lambda: False):
+def export_from_any_thread(path, scene, frame=None, should_stop=lambda: False):
     """export_glb() from the main thread (directly) or from the render thread (through the
     main thread's timer). Returns False when `should_stop()` became true while waiting."""
     if threading.current_thread() is threading.main_thread():
-        export_glb(path, scene)
+        export_glb(path, scene, frame)
         return True
     done, box = threading.Event(), {}
-    _exports.put((path, scene, done, box))
+    _exports.put((path, scene, frame, done, box))
     while not done.wait(0.05):
         if should_stop():
+            box["cancelled"] = True  # not started yet: it will not be
             return False
     if "error" in box:
         raise box["error"]

@@ -4,7 +4,9 @@
 # render job exports again and sends the session only what changed (scene_diff: transforms,
 # the camera, material factors); anything else starts a new session. Each pass the session
 # writes (--pass-image) goes into Blender's Render Result as it comes. The session stays open
-# between the frames of an animation and is closed when the render job ends or is cancelled.
+# between the frames of an animation and is closed when the render job ends or is cancelled,
+# and when another file is loaded. Each session has a private folder of its own (its exports
+# and its pass image), removed with it.
 
 import os
 import shutil
@@ -17,17 +19,16 @@ from .session import Session, SessionError, find_binary, stats_line
 
 
 class FrameSession:
-    """The session of the render job in progress and the export it holds."""
+    """The session of the render job in progress, its folder and the export it holds."""
 
-    def __init__(self, key, session, folder, held, camera_index):
+    def __init__(self, key, session, folder, held, camera):
         self.key = key  # what a session cannot change: size, samples, devices, nodes, world
         self.session = session
         self.folder = folder
         self.held = held  # the scene_diff.Export the session's state matches
-        self.camera_index = camera_index
+        self.camera = camera  # the name of the camera's node
         self.generation = session.ready["generation"]
         self.last_pass = None  # the last `pass` event seen
-        self.frames = 0
 
     def close(self):
         self.session.close()
@@ -37,27 +38,14 @@ class FrameSession:
 _job = None  # the FrameSession of the render job in progress
 
 
+@bpy.app.handlers.persistent
 def end_job(*_args):
-    """render_complete / render_cancel handler: the job's session ends, its leases with it."""
+    """render_complete / render_cancel / load_pre handler: the job's session ends, its leases
+    with it."""
     global _job
     if _job is not None:
         _job.close()
         _job = None
-
-
-def _start(engine, binary, scene_path, folder, args, camera_index, key, held, lost):
-    session = Session(binary, scene_path, args, os.path.join(folder, "pass.exr"))
-    try:
-        session.wait_ready(should_stop=engine.test_break)
-    except SessionError:
-        session.close()
-        raise
-    if session.ready is None:  # cancelled while loading
-        session.close()
-        return None
-    for line in lost + session.ready.get("warnings", []):
-        engine.report({"WARNING"}, "peerlight: " + line)
-    return FrameSession(key, session, folder, held, camera_index)
 
 
 def _frame_size(scene):
@@ -68,7 +56,6 @@ def _frame_size(scene):
 
 def render(engine, depsgraph):
     """RenderEngine.render(): one frame. Errors go to the report area, not a traceback."""
-    global _job
     try:
         _render(engine, depsgraph)
     except (SessionError, export.ExportError, ValueError, OSError) as e:
@@ -79,47 +66,76 @@ def render(engine, depsgraph):
 def _render(engine, depsgraph):
     global _job
     scene = depsgraph.scene
-    prefs = settings.preferred_binary(bpy.context)
-    binary = find_binary(prefs)
+    prefs = settings.preferences(bpy.context)
+    binary = find_binary(prefs.binary)
     width, height = _frame_size(scene)
     s = scene.peerlight
     env, _ = export.environment(scene)
-    key = (width, height, s.samples, s.threads, s.devices, s.peers, s.key_file, env, binary)
+    key = (width, height, s.samples, s.threads, s.devices, prefs.peers, prefs.key_file, env,
+           binary)
     if scene.camera is None:
         raise SessionError("the scene has no camera")
-
     if _job is not None and _job.key != key:
         end_job()
-    folder = _job.folder if _job is not None else export.private_folder()
-    path = os.path.join(folder, "frame-%d.glb" % scene.frame_current)
-    if not export.export_from_any_thread(path, scene, engine.test_break):
-        return  # cancelled while exporting
-    exported = export.read(path)
-    camera_index = export.camera_index(exported, scene.camera)
-    if camera_index is None:
+
+    # This frame's export, in a folder of its own until a session owns it.
+    folder = export.private_folder()
+    try:
+        path = os.path.join(folder, "frame-%d.glb" % scene.frame_current)
+        if not export.export_from_any_thread(path, scene, scene.frame_current,
+                                             engine.test_break):
+            return  # cancelled while exporting
+        exported = export.read(path)
+        camera = scene.camera.name
+        ops = None
+        if _job is not None and _job.camera == camera:
+            ops = scene_diff.diff(_job.held, exported, camera)
+        if ops is not None:
+            _update(_job, ops, exported)
+        else:
+            end_job()  # the first frame, or more changed than updates carry
+            _job = _start(engine, binary, path, folder, exported, scene, key, prefs)
+            folder = None  # the session's now
+            if _job is None:
+                return
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    _stream_passes(engine, _job, width, height, s.samples, s.time_limit)
+
+
+def _update(job, ops, exported):
+    """Sends a later frame's updates; the last answer names the generation to wait for."""
+    for op in ops:
+        answer = job.session.request(op.pop("op"), **op)
+        job.generation = answer["generation"]
+    job.held = exported
+
+
+def _start(engine, binary, path, folder, exported, scene, key, prefs):
+    index = scene_diff.scene_camera_index(exported.gltf, scene.camera.name)
+    if index is None:
         raise SessionError("the camera '%s' is not in the export (is it hidden from the "
                            "render?)" % scene.camera.name)
-
-    ops = None
-    if _job is not None and _job.camera_index == camera_index:
-        ops = scene_diff.diff(_job.held, exported, camera_index)
-    if ops is None:
-        end_job()  # nothing to update (first frame), or more changed than updates carry
-        keep = os.environ.get("PEERLIGHT_BLENDER_KEEP_EXPORT")
-        if keep:  # for tests and bug reports: the file the session renders
-            shutil.copyfile(path, keep)
-        args = settings.session_args(s, width, height, s.samples, camera_index, env)
-        _job = _start(engine, binary, path, folder, args, camera_index, key, exported,
-                      export.what_is_lost(scene))
-        if _job is None:
-            return
-    else:
-        for op in ops:
-            answer = _job.session.request(op.pop("op"), **op)
-            _job.generation = answer["generation"]
-        _job.held = exported
-    _job.frames += 1
-    _stream_passes(engine, _job, width, height, s.samples, s.time_limit)
+    keep = os.environ.get("PEERLIGHT_BLENDER_KEEP_EXPORT")
+    if keep:  # for tests and bug reports: the file the session renders
+        shutil.copyfile(path, keep)
+    width, height = key[0], key[1]
+    args = settings.session_args(scene.peerlight, prefs, width, height, scene.peerlight.samples,
+                                 index, key[7])
+    session = Session(binary, path, args, os.path.join(folder, "pass.exr"))
+    try:
+        ready = session.wait_ready(should_stop=engine.test_break)
+    except SessionError:
+        session.close()
+        raise
+    if ready is None:  # cancelled while loading
+        session.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    for line in export.what_is_lost(scene) + ready.get("warnings", []):
+        engine.report({"WARNING"}, "peerlight: " + line)
+    return FrameSession(key, session, folder, exported, scene.camera.name)
 
 
 def _stream_passes(engine, job, width, height, target, time_limit):

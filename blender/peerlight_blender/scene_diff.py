@@ -153,18 +153,44 @@ def _without_updatable(gltf):
     return g
 
 
-def camera_yfov_degrees(gltf, camera_index):
+def camera_yfov_degrees(gltf, node):
+    """The vertical field of view (degrees) of the perspective camera on node `node`, or
+    None."""
+    nodes = gltf.get("nodes", [])
     cameras = gltf.get("cameras", [])
-    if not 0 <= camera_index < len(cameras):
+    index = nodes[node].get("camera") if 0 <= node < len(nodes) else None
+    if index is None or not 0 <= index < len(cameras):
         return None
-    persp = cameras[camera_index].get("perspective")
+    persp = cameras[index].get("perspective")
     return math.degrees(persp["yfov"]) if persp else None
 
 
-def camera_node(gltf, camera_index):
+def node_named(gltf, name):
     for i, node in enumerate(gltf.get("nodes", [])):
-        if node.get("camera") == camera_index:
+        if node.get("name") == name:
             return i
+    return None
+
+
+def scene_camera_index(gltf, name):
+    """The index peerlight's --camera gives the camera on the node named `name`: cameras count
+    in the order the loader meets them (depth first from the default scene's roots, a node
+    before its children), one per node that has one. None when no such node has a camera."""
+    nodes = gltf.get("nodes", [])
+    scenes = gltf.get("scenes", [])
+    roots = scenes[gltf.get("scene", 0)].get("nodes", []) if scenes else []
+    count, stack, seen = 0, list(reversed(roots)), set()
+    while stack:
+        index = stack.pop()
+        if index in seen or not 0 <= index < len(nodes):
+            continue
+        seen.add(index)
+        node = nodes[index]
+        if "camera" in node:
+            if node.get("name") == name:
+                return count
+            count += 1
+        stack.extend(reversed(node.get("children", [])))
     return None
 
 
@@ -172,28 +198,39 @@ def _close(a, b):
     return all(abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y)) for x, y in zip(a, b))
 
 
-def diff(old, new, camera_index=None):
+def _unique(names):
+    return len(names) == len(set(names))
+
+
+def diff(old, new, camera=None):
     """Updates (request dicts for the session) that turn `old` into `new` (two Exports), or None
-    when they differ by more than updates carry. `camera_index`: the glTF camera the session
-    renders through (None: the session's camera is set another way, as in the viewport)."""
+    when they differ by more than updates carry. `camera`: the name of the node whose camera the
+    session renders through (None: the session's camera is set another way, as in the
+    viewport)."""
     if old.binary != new.binary:
         return None  # geometry, textures or animation data differ
     if _without_updatable(old.gltf) != _without_updatable(new.gltf):
         return None
     ops = []
     old_nodes, new_nodes = old.gltf.get("nodes", []), new.gltf.get("nodes", [])
+    # The session finds nodes and materials by name: every one must have a name of its own.
+    if not _unique([n.get("name") for n in new_nodes]) or \
+            not _unique([m.get("name") for m in new.gltf.get("materials", [])]):
+        return None
     parent_of = parents(new.gltf)
     world = world_matrices(new.gltf)
-    camera_nodes = {i for i, n in enumerate(new_nodes) if "camera" in n}
+    # A camera's own placement is the `camera` update; a camera node with children is moved
+    # like any node too, so that they follow it.
     moved = [i for i, (a, b) in enumerate(zip(old_nodes, new_nodes))
-             if not _close(local_matrix(a), local_matrix(b)) and i not in camera_nodes]
+             if not _close(local_matrix(a), local_matrix(b))
+             and ("camera" not in b or b.get("children"))]
     # Parents first: a node's update moves its descendants along, so a child whose own
     # placement did not change needs none.
     for i in sorted(moved, key=lambda i: depth(i, parent_of)):
         if i not in world:
             continue  # not in the rendered scene
         if "name" not in new_nodes[i]:
-            return None  # the session finds nodes by name
+            return None
         ops.append({"op": "transform", "node": new_nodes[i]["name"], "matrix": world[i]})
     for a, b in zip(old.gltf.get("materials", []), new.gltf.get("materials", [])):
         fa, fb = _material_factors(a), _material_factors(b)
@@ -201,14 +238,14 @@ def diff(old, new, camera_index=None):
             if "name" not in b:
                 return None
             ops.append(dict({"op": "material", "name": b["name"]}, **fb))
-    if camera_index is not None:
-        node = camera_node(new.gltf, camera_index)
-        if node is None:
+    if camera is not None:
+        node = node_named(new.gltf, camera)
+        if node is None or node_named(old.gltf, camera) != node:
             return None
         old_world = world_matrices(old.gltf).get(node)
         new_world = world.get(node)
-        old_fov = camera_yfov_degrees(old.gltf, camera_index)
-        new_fov = camera_yfov_degrees(new.gltf, camera_index)
+        old_fov = camera_yfov_degrees(old.gltf, node)
+        new_fov = camera_yfov_degrees(new.gltf, node)
         if new_world is None or new_fov is None:
             return None
         if old_world is None or not _close(old_world, new_world) or old_fov != new_fov:

@@ -1,6 +1,8 @@
 # The add-on's settings: per scene (Render Properties) and per installation (preferences),
 # and the `peerlight session` flags they give.
 
+import os
+
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
@@ -26,6 +28,22 @@ class PeerlightSceneSettings(bpy.types.PropertyGroup):
                ("LOCAL", "This Machine", "Only this machine's devices"),
                ("CLUSTER", "The Cluster", "Only the nodes found on the LAN")],
         default="BOTH")
+    threads: IntProperty(
+        name="Threads", description="CPU threads on this machine (0: all)",
+        default=0, min=0, max=1024)
+
+
+# Where the scene may go is this installation's choice, never a .blend file's: the nodes and
+# the key are preferences (a file opened from elsewhere cannot send its scene to hosts it
+# names, with a key it brings).
+class PeerlightPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON
+
+    binary: StringProperty(
+        name="peerlight Program",
+        description="The peerlight executable (empty: $PEERLIGHT_BINARY, else PATH, else "
+                    "/usr/bin/peerlight)",
+        subtype="FILE_PATH")
     peers: StringProperty(
         name="Nodes",
         description="Render Nodes to use besides those found by mDNS: HOST:PORT, separated by "
@@ -35,35 +53,41 @@ class PeerlightSceneSettings(bpy.types.PropertyGroup):
         description="The cluster key file (empty: $PEERLIGHT_KEY_FILE, else "
                     "~/.config/peerlight/cluster.key)",
         subtype="FILE_PATH")
-    threads: IntProperty(
-        name="Threads", description="CPU threads on this machine (0: all)",
-        default=0, min=0, max=1024)
-
-
-class PeerlightPreferences(bpy.types.AddonPreferences):
-    bl_idname = ADDON
-
-    binary: StringProperty(
-        name="peerlight Program",
-        description="The peerlight executable (empty: $PEERLIGHT_BINARY, else PATH, else "
-                    "/usr/bin/peerlight)",
-        subtype="FILE_PATH")
 
     def draw(self, context):
-        self.layout.prop(self, "binary")
+        for name in ("binary", "peers", "key_file"):
+            self.layout.prop(self, name)
+
+
+class _NoPreferences:  # registered by hand (tests), not through Preferences > Add-ons
+    binary = peers = key_file = ""
+
+
+def preferences(context):
+    addon = context.preferences.addons.get(ADDON)
+    return addon.preferences if addon is not None else _NoPreferences()
 
 
 def preferred_binary(context):
-    addon = context.preferences.addons.get(ADDON)
-    return addon.preferences.binary if addon is not None else ""
+    return preferences(context).binary
 
 
-def peer_list(settings):
-    return [p for p in settings.peers.replace(",", " ").split() if p]
+def peer_list(prefs):
+    return [p for p in prefs.peers.replace(",", " ").split() if p]
 
 
-def session_args(settings, width, height, spp, camera_index=None, env=None):
-    """The `peerlight session` flags for these settings."""
+def cluster_flags(prefs):
+    """--peer and --key-file for the preferences (commands `session` and `nodes` take both)."""
+    args = []
+    for peer in peer_list(prefs):
+        args += ["--peer", peer]
+    if prefs.key_file:
+        args += ["--key-file", os.path.abspath(os.path.expanduser(prefs.key_file))]
+    return args
+
+
+def session_args(settings, prefs, width, height, spp, camera_index=None, env=None):
+    """The `peerlight session` flags for the scene's settings and the preferences."""
     args = ["--size", "%dx%d" % (width, height), "--spp", str(spp)]
     if camera_index is not None:
         args += ["--camera", str(camera_index)]
@@ -75,11 +99,7 @@ def session_args(settings, width, height, spp, camera_index=None, env=None):
         args.append("--local-only")
     elif settings.devices == "CLUSTER":
         args.append("--no-local")
-    for peer in peer_list(settings):
-        args += ["--peer", peer]
-    if settings.key_file:
-        args += ["--key-file", bpy.path.abspath(settings.key_file)]
-    return args
+    return args + cluster_flags(prefs)
 
 
 classes = (PeerlightSceneSettings, PeerlightPreferences)

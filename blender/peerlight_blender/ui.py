@@ -11,13 +11,9 @@ from .session import SessionError, find_binary
 _nodes = {"list": [], "error": ""}  # the last `peerlight nodes --json` answer
 
 
-def probe_nodes(binary, s, wait=1.0):
+def probe_nodes(binary, prefs, wait=1.0):
     """`peerlight nodes --json`: [{name, address, status, usable, devices, reason}, ...]."""
-    command = [binary, "nodes", "--json", "--wait", "%g" % wait]
-    for peer in settings.peer_list(s):
-        command += ["--peer", peer]
-    if s.key_file:
-        command += ["--key-file", bpy.path.abspath(s.key_file)]
+    command = [binary, "nodes", "--json", "--wait", "%g" % wait] + settings.cluster_flags(prefs)
     out = subprocess.run(command, capture_output=True, text=True, timeout=wait + 30)
     if out.returncode != 0:
         raise SessionError(out.stderr.strip() or "peerlight nodes failed")
@@ -31,8 +27,9 @@ class PEERLIGHT_OT_refresh_nodes(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            binary = find_binary(settings.preferred_binary(context))
-            _nodes["list"] = probe_nodes(binary, context.scene.peerlight)
+            prefs = settings.preferences(context)
+            binary = find_binary(prefs.binary)
+            _nodes["list"] = probe_nodes(binary, prefs)
             _nodes["error"] = ""
         except (SessionError, OSError, ValueError, subprocess.TimeoutExpired) as e:
             _nodes["list"], _nodes["error"] = [], str(e)
@@ -72,8 +69,9 @@ class PEERLIGHT_PT_cluster(PeerlightPanel, bpy.types.Panel):
         layout.use_property_split = True
         layout.prop(s, "devices")
         layout.prop(s, "threads")
-        layout.prop(s, "peers")
-        layout.prop(s, "key_file")
+        prefs = settings.preferences(context)
+        if prefs.peers:
+            layout.label(text="Nodes: " + prefs.peers, icon="PREFERENCES")
         layout.operator(PEERLIGHT_OT_refresh_nodes.bl_idname, icon="FILE_REFRESH")
         if _nodes["error"]:
             layout.label(text=_nodes["error"], icon="ERROR")

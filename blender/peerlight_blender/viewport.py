@@ -6,6 +6,7 @@
 import math
 import os
 import shutil
+import time
 
 import bpy
 
@@ -36,6 +37,13 @@ def look_at_flag(matrix):
 
 
 class ViewportSession:
+    """One viewport's session. Main thread only: view_update schedules sync() on a timer,
+    view_draw calls set_view() and draw(), and tick() (a timer) takes the session's events.
+    Nothing here waits for the session: it starts in the background, and a resize starts a new
+    one only once the size has held for RESIZE_SETTLE seconds."""
+
+    RESIZE_SETTLE = 0.3
+
     def __init__(self, report):
         self.report = report
         self.session = None
@@ -47,7 +55,8 @@ class ViewportSession:
         self.key = None  # what a session cannot change
         self.camera = None  # (matrix, yfov): the view, as last sent
         self.size = None
-        self.generation = None
+        self.restart_at = None  # a new size waits to settle until then (time.monotonic())
+        self.generation = None  # None until the session is ready
         self.last_pass = None
         self.drawn = None
         self.image = None
@@ -96,8 +105,9 @@ class ViewportSession:
         finally:
             self.exporting = False
         s = self.scene.peerlight
+        prefs = settings.preferences(bpy.context)
         env, _ = export.environment(self.scene)
-        key = (s.viewport_samples, s.threads, s.devices, s.peers, s.key_file, env)
+        key = (s.viewport_samples, s.threads, s.devices, prefs.peers, prefs.key_file, env)
         if self.session is not None and key == self.key:
             ops = scene_diff.diff(self.held, exported)
             if ops is not None:
@@ -108,25 +118,32 @@ class ViewportSession:
                     self.held = exported
                 except SessionError as e:
                     self._fail(e)
-                return
+                return None
         # The first sync, or more changed than updates carry: a new session.
         if self.source is not None and os.path.exists(self.source):
             os.unlink(self.source)
         self.source, self.held, self.key = path, exported, key
+        self.failed = None
         self._restart()
+        return None
 
     # view_draw: the view (camera, size) as it is now.
     def set_view(self, view_matrix, window_matrix, width, height):
         camera = view_camera(view_matrix, window_matrix)
         size = (int(width), int(height))
-        if size != self.size or self.session is None:
+        if size != self.size:
+            first = self.size is None
             self.size, self.camera = size, camera
-            if self.session is not None or self.failed is None:
+            if first:
                 self._restart()
+            else:  # a new size: a new session once the size holds (tick)
+                self.restart_at = time.monotonic() + self.RESIZE_SETTLE
             return
         if _same(camera, self.camera):
             return
         self.camera = camera
+        if self.session is None or self.restart_at is not None:
+            return  # the next session starts from this view
         matrix, yfov = camera
         try:
             self.session.send("camera", matrix=matrix, yfov=yfov)
@@ -135,30 +152,29 @@ class ViewportSession:
             self._fail(e)
 
     def _restart(self):
-        """A session on self.source seen from self.camera at self.size, once all are known."""
+        """A session on self.source seen from self.camera at self.size, once all are known. It
+        starts in the background: tick() sees it become ready."""
+        self.restart_at = None
         if self.session is not None:
             self.session.close()
             self.session = None
-        if self.source is None or self.camera is None or self.size is None:
+        if self.source is None or self.camera is None or self.size is None or self.closed:
             return
         s = self.scene.peerlight
+        prefs = settings.preferences(bpy.context)
         env = self.key[-1]
         matrix, yfov = self.camera
         width, height = self.size
-        args = settings.session_args(s, width, height, s.viewport_samples, None, env)
+        args = settings.session_args(s, prefs, width, height, s.viewport_samples, None, env)
         args += ["--look-at", look_at_flag(matrix), "--yfov", "%.9g" % yfov]
-        self.last_pass = self.drawn = None
+        self.last_pass = self.drawn = self.generation = None
         try:
-            binary = find_binary(settings.preferred_binary(bpy.context))
+            binary = find_binary(prefs.binary)
             self.session = Session(binary, self.source, args,
                                    os.path.join(self.folder, "pass.exr"))
-            self.session.wait_ready()
         except SessionError as e:
             return self._fail(e)
         self.failed = None
-        for line in export.what_is_lost(self.scene) + self.session.ready.get("warnings", []):
-            self.report({"WARNING"}, "peerlight: " + line)
-        self.generation = self.session.ready["generation"]
 
     def poll(self):
         """Takes the session's events; returns the newest pass of the current generation."""
@@ -170,7 +186,11 @@ class ViewportSession:
                 if event is None:
                     break
                 kind = event.get("event")
-                if kind == "generation":
+                if kind == "ready":
+                    self.generation = event["generation"]
+                    for line in export.what_is_lost(self.scene) + event.get("warnings", []):
+                        self.report({"WARNING"}, "peerlight: " + line)
+                elif kind == "generation":
                     self.generation = event["generation"]
                 elif kind == "pass" and event.get("generation") == self.generation:
                     self.last_pass = event
@@ -178,17 +198,20 @@ class ViewportSession:
             self._fail(e)
         return self.last_pass
 
-    # A timer while the viewport shows peerlight: new passes are loaded here (images may not be
-    # created or changed while Blender draws), then the viewports redraw.
+    # A timer while the viewport shows peerlight: a settled resize starts its session; new
+    # passes are loaded here (images may not be created or changed while Blender draws), then
+    # the viewports redraw.
     def tick(self):
         if self.closed:
             return None
+        if self.restart_at is not None and time.monotonic() >= self.restart_at:
+            self._restart()
         p = self.poll()
         if p is not None and p is not self.drawn and "image" in p:
             self.drawn = p
             try:
                 self._load(p["image"])
-            except RuntimeError as e:  # a file that cannot be read: say so once, keep going
+            except RuntimeError as e:  # a file that cannot be read: say so, keep going
                 self._fail(e)
             for window in bpy.context.window_manager.windows:
                 for area in window.screen.areas:

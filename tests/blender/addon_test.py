@@ -243,8 +243,18 @@ def run_all(binary, blender, cluster, env, tmp):
               and max(deltas[1:]) < deltas[0],
               "after frame 1 only the changed chunks go to the node (chunks per frame %s of "
               "%d; bytes per frame %s)" % (chunk_deltas, total, deltas))
-        check(frames[2]["requests"] == ["transform", "transform"],
-              "each later frame is one transform update (%s)" % frames[2]["requests"])
+        requests = [f["requests"] for f in frames]
+        check(requests == [[], ["transform"], ["transform"]],
+              "each later frame is one transform update (%s)" % requests)
+
+    # An animation whose frame 2 changes geometry: a new session for it, and both frames.
+    restart_dir = os.path.join(tmp, "restart")
+    os.mkdir(restart_dir)
+    result, out = blender.run("restart", out=restart_dir, spp=2, devices="LOCAL")
+    sessions = result.get("sessions", [])
+    check(len(sessions) == 2 and None not in sessions and sessions[0] != sessions[1] and
+          all(os.path.exists(os.path.join(restart_dir, "frame-%d.exr" % i)) for i in (1, 2)),
+          "a frame that changes more than updates carry gets a new session (%s)" % sessions)
 
     # Esc mid-render.
     args, res = blender.command("f12", dict(out=os.path.join(tmp, "cancel.exr"), spp=1 << 16,

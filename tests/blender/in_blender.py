@@ -10,6 +10,8 @@ Steps:
     animation  frames 1-3 of the scene (the sphere moves); the session's stats after each frame
     viewport   the viewport's update path: view_update/view_draw's calls, driven by hand
     nodes      the Cluster panel's Find Nodes button: the nodes it lists
+    restart    frames 1-2 where frame 2 displaces the sphere (more than updates carry): a new
+               session
 """
 import json
 import math
@@ -17,6 +19,7 @@ import os
 import sys
 import time
 
+import addon_utils
 import bpy
 import mathutils
 
@@ -24,7 +27,6 @@ argv = sys.argv[sys.argv.index("--") + 1:]
 ADDON_DIR, RESULT, STEP = argv[0], argv[1], argv[2]
 OPTIONS = dict(a.split("=", 1) for a in argv[3:])
 sys.path.insert(0, ADDON_DIR)
-import peerlight_blender  # noqa: E402
 from peerlight_blender import final_render, viewport  # noqa: E402
 
 result = {"reports": []}
@@ -89,13 +91,15 @@ def build_scene():
 
 
 def configure(scene):
-    peerlight_blender.register()
+    # Enabled as Preferences > Add-ons does (the add-on folder is on sys.path above).
+    addon_utils.enable("peerlight_blender", default_set=True)
+    prefs = bpy.context.preferences.addons["peerlight_blender"].preferences
+    prefs.peers = OPTIONS.get("peers", "")
+    prefs.key_file = OPTIONS.get("key", "")
     scene.render.engine = "PEERLIGHT"
     s = scene.peerlight
     s.samples = int(OPTIONS.get("spp", 16))
     s.devices = OPTIONS.get("devices", "LOCAL")
-    s.peers = OPTIONS.get("peers", "")
-    s.key_file = OPTIONS.get("key", "")
     s.threads = int(OPTIONS.get("threads", 0))
     settings = scene.render.image_settings
     settings.file_format = "OPEN_EXR"
@@ -118,15 +122,18 @@ def f12(scene):
 def animation(scene):
     frames = []
 
+    seen = [0]  # updates of the session seen before this frame
+
     def after_frame(scene, *_):
         job = final_render._job
         if job is None:
             return
         stats = job.session.request("stats")
+        updates = [e.get("op") for e in job.session.history if e.get("event") == "generation"]
         frames.append({"frame": scene.frame_current, "nodes": stats["nodes"],
                        "generation": stats["generation"], "spp": stats["spp"],
-                       "requests": [e.get("op") for e in job.session.history
-                                    if e.get("event") == "generation"]})
+                       "requests": updates[seen[0]:]})
+        seen[0] = len(updates)
 
     bpy.app.handlers.render_post.append(after_frame)
     scene.render.filepath = os.path.join(OPTIONS["out"], "frame-#")
@@ -152,7 +159,8 @@ def viewport_step(scene):
         """The viewport's final pass of a generation newer than `after`."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            p = v.poll()
+            v.tick()  # the viewport's timer: events, the pass image
+            p = v.last_pass
             if p is not None and p["spp"] >= p["target_spp"] and p["generation"] != after:
                 return p
             time.sleep(0.02)
@@ -175,6 +183,22 @@ def viewport_step(scene):
     v.close()
 
 
+def restart(scene):
+    ball = bpy.data.objects["Ball"]
+    bump = ball.modifiers.new("Bump", "DISPLACE")  # frame 2's geometry differs
+    bump.strength = 0.0
+    bump.keyframe_insert("strength", frame=1)
+    bump.strength = 0.3
+    bump.keyframe_insert("strength", frame=2)
+    scene.frame_end = 2
+    sessions = []
+    bpy.app.handlers.render_post.append(
+        lambda *_: sessions.append(final_render._job.session.proc.pid if final_render._job else None))
+    scene.render.filepath = os.path.join(OPTIONS["out"], "frame-#")
+    bpy.ops.render.render(animation=True)
+    result["sessions"] = sessions
+
+
 def nodes(scene):
     from peerlight_blender import ui
     bpy.ops.peerlight.refresh_nodes()
@@ -185,7 +209,8 @@ def main():
     scene = build_scene()
     configure(scene)
     try:
-        {"f12": f12, "animation": animation, "viewport": viewport_step, "nodes": nodes}[STEP](scene)
+        {"f12": f12, "animation": animation, "viewport": viewport_step, "nodes": nodes,
+         "restart": restart}[STEP](scene)
         result["ok"] = True
     finally:
         save()

@@ -38,12 +38,12 @@ def export(gltf, binary=b"\x00" * 16):
 
 class SceneDiffTest(unittest.TestCase):
     def test_the_same_export_needs_no_update(self):
-        self.assertEqual(scene_diff.diff(export(BASE), export(BASE), 0), [])
+        self.assertEqual(scene_diff.diff(export(BASE), export(BASE), "Cam"), [])
 
     def test_a_moved_parent_is_one_transform_with_its_world_matrix(self):
         moved = copy.deepcopy(BASE)
         moved["nodes"][0]["translation"] = [2.0, 0.0, 3.0]
-        ops = scene_diff.diff(export(BASE), export(moved), 0)
+        ops = scene_diff.diff(export(BASE), export(moved), "Cam")
         # The child keeps its place relative to the table: no update of its own.
         self.assertEqual([o["op"] for o in ops], ["transform"])
         self.assertEqual(ops[0]["node"], "Table")
@@ -53,7 +53,7 @@ class SceneDiffTest(unittest.TestCase):
         moved = copy.deepcopy(BASE)
         moved["nodes"][1]["rotation"] = [0.0, 0.7071067811865476, 0.0, 0.7071067811865476]
         moved["nodes"][0]["translation"] = [4.0, 0.0, 0.0]
-        ops = scene_diff.diff(export(BASE), export(moved), 0)
+        ops = scene_diff.diff(export(BASE), export(moved), "Cam")
         self.assertEqual([o["node"] for o in ops], ["Table", "Cup"])
         m = ops[1]["matrix"]
         self.assertAlmostEqual(m[12], 4.0)  # parent's translation, then the child's own
@@ -63,7 +63,7 @@ class SceneDiffTest(unittest.TestCase):
     def test_a_material_factor_is_one_material_update(self):
         red = copy.deepcopy(BASE)
         red["materials"][0]["pbrMetallicRoughness"]["baseColorFactor"] = [1, 0, 0, 1]
-        ops = scene_diff.diff(export(BASE), export(red), 0)
+        ops = scene_diff.diff(export(BASE), export(red), "Cam")
         self.assertEqual(len(ops), 1)
         self.assertEqual(ops[0]["op"], "material")
         self.assertEqual(ops[0]["name"], "Wood")
@@ -73,11 +73,37 @@ class SceneDiffTest(unittest.TestCase):
         moved = copy.deepcopy(BASE)
         moved["nodes"][3]["translation"] = [0.0, 2.0, 5.0]
         moved["cameras"][0]["perspective"]["yfov"] = 0.5
-        ops = scene_diff.diff(export(BASE), export(moved), 0)
+        ops = scene_diff.diff(export(BASE), export(moved), "Cam")
         self.assertEqual([o["op"] for o in ops], ["camera"])
         self.assertEqual(ops[0]["matrix"][13], 2.0)
         self.assertAlmostEqual(ops[0]["yfov"], 28.64788975654116)
         self.assertEqual(scene_diff.diff(export(BASE), export(moved)), [])  # the viewport's
+
+    def test_a_moved_camera_with_children_moves_them_too(self):
+        base = copy.deepcopy(BASE)
+        base["nodes"][3]["children"] = [1]  # the cup rides on the camera
+        base["nodes"][0].pop("children")
+        moved = copy.deepcopy(base)
+        moved["nodes"][3]["translation"] = [0.0, 2.0, 5.0]
+        ops = scene_diff.diff(export(base), export(moved), "Cam")
+        self.assertEqual([o["op"] for o in ops], ["transform", "camera"])
+        self.assertEqual(ops[0]["node"], "Cam")
+
+    def test_names_that_are_not_unique_need_a_new_session(self):
+        twins = copy.deepcopy(BASE)
+        twins["nodes"][2]["name"] = "Table"
+        moved = copy.deepcopy(twins)
+        moved["nodes"][0]["translation"] = [5.0, 0.0, 0.0]
+        self.assertIsNone(scene_diff.diff(export(twins), export(moved), "Cam"))
+
+    def test_the_camera_index_is_the_loaders(self):
+        g = copy.deepcopy(BASE)
+        # Two nodes share one camera; the loader counts nodes depth first, parents first.
+        g["nodes"].append({"name": "Cam2", "camera": 0})
+        g["nodes"][0]["children"] = [1, 4]
+        self.assertEqual(scene_diff.scene_camera_index(g, "Cam2"), 0)
+        self.assertEqual(scene_diff.scene_camera_index(g, "Cam"), 1)
+        self.assertIsNone(scene_diff.scene_camera_index(g, "Table"))
 
     def test_what_updates_cannot_carry_needs_a_new_session(self):
         self.assertIsNone(scene_diff.diff(export(BASE), export(BASE, b"\x01" * 16), 0))

@@ -652,11 +652,14 @@ TEST_F(RenderJobTest, OtherUsersOnlyInTheControlGroup) {
   struct group* g = ::getgrgid(kGroup);
   if (g == nullptr) GTEST_SKIP() << "no group 65534 on this machine";
   const std::string groupName = g->gr_name;
-  // 2: cannot even connect; 1: connected, but no owner job; 0: an owner job.
-  auto asOtherUser = [](const std::string& path, gid_t gid) -> int {
+  // 2: cannot even connect; 1: connected, but no owner job; 0: an owner job. `supplementary`:
+  // the child's only supplementary group (0: none).
+  auto asOtherUser = [](const std::string& path, gid_t gid, gid_t supplementary = 0) -> int {
     pid_t child = ::fork();
     if (child == 0) {
-      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(65534) != 0)
+      const gid_t groups[1] = {supplementary};
+      if (::setgroups(supplementary != 0 ? 1 : 0, groups) != 0 || ::setgid(gid) != 0 ||
+          ::setuid(65534) != 0)
         ::_exit(3);
       if (!controlSocketAnswers(path)) ::_exit(2);
       UvKjLoop loop;
@@ -683,7 +686,9 @@ TEST_F(RenderJobTest, OtherUsersOnlyInTheControlGroup) {
     EXPECT_EQ(st.st_mode & 0777, shared ? 0660u : 0600u);
     if (shared) {
       EXPECT_EQ(st.st_gid, kGroup);
-      EXPECT_EQ(asOtherUser(path, kGroup), 0) << daemon->err();  // a member
+      EXPECT_EQ(asOtherUser(path, kGroup), 0) << daemon->err();  // a member: primary group
+      // A member by a supplementary group (the daemon reads SO_PEERGROUPS).
+      EXPECT_EQ(asOtherUser(path, kGroup - 2, kGroup), 0) << daemon->err();
       // Not a member: the file's mode keeps it out; opened up, the daemon's own check does.
       EXPECT_EQ(asOtherUser(path, kGroup - 1), 2) << daemon->err();
       ::chmod(path.c_str(), 0666);

@@ -11,7 +11,8 @@ touched).
   of the group renders through it, bitwise the image of a render in process.
 - Debian's Blender finds the add-on where the package put it, enables it, and offers the
   peerlight engine.
-- `apt purge` removes the binary, the add-on and the group.
+- `apt purge` removes the binary, the unit and its enablement, the add-on and the daemon's
+  state (the group stays, as Debian keeps system groups).
 
 Needs root, debootstrap and Debian's archive (the debootstrap tarball is kept in the build's
 test cache for the next run); exits 77 (skipped) without them. Every process it starts is
@@ -101,6 +102,9 @@ def main():
               "peerlight version runs there (%s)" % version.stdout.strip()[:60])
         group = chroot("getent", "group", "peerlight")
         check(group.returncode == 0, "the package created the peerlight group")
+        wants = os.path.join(root, "etc/systemd/system/multi-user.target.wants",
+                             "peerlight-node.service")
+        check(os.path.islink(wants), "and enabled the unit (multi-user.target wants it)")
         unit_path = os.path.join(root, "usr/lib/systemd/system/peerlight-node.service")
         unit = open(unit_path).read() if os.path.exists(unit_path) else ""
         exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M)
@@ -192,12 +196,12 @@ def main():
         if purged.returncode != 0:
             print(purged.stdout[-2000:], purged.stderr[-2000:])
         left = [p for p in ("usr/bin/peerlight", "usr/share/blender/scripts/addons/peerlight_blender",
-                            "usr/lib/systemd/system/peerlight-node.service")
-                if os.path.exists(os.path.join(root, p))]
-        if chroot("getent", "group", "peerlight").returncode == 0:
-            left.append("the group")
+                            "usr/lib/systemd/system/peerlight-node.service", "var/lib/peerlight",
+                            "etc/systemd/system/multi-user.target.wants/peerlight-node.service")
+                if os.path.lexists(os.path.join(root, p))]
         check(purged.returncode == 0 and not left,
-              "apt purge removes the binary, the unit, the add-on and the group (left: %s)" % left)
+              "apt purge removes the binary, the unit, its enablement, the add-on and the "
+              "daemon's state (left: %s)" % left)
     finally:
         if daemon is not None and daemon.poll() is None:
             daemon.kill()
