@@ -21,6 +21,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -156,6 +157,8 @@ class StdinReader {
 // The session's state and its requests. Loop thread only.
 class SessionDriver {
  public:
+  static constexpr size_t kMaxBatchOps = 4096;  // edits in one `batch` request
+
   SessionDriver(const RenderArgs& args, Scene scene, CompileOptions options,
                 std::string passImage)
       : args_(args),
@@ -254,18 +257,95 @@ class SessionDriver {
   };
 
   void handle(const std::string& op, const Json& r) {
-    if (op == "camera") return camera(r);
-    if (op == "env") return environment(r);
-    if (op == "material") return material(r);
-    if (op == "transform") return transform(r);
-    if (op == "visibility") return visibility(r);
+    if (isEdit(op)) {
+      // On copies: a request that fails changes nothing.
+      Pending next{scene_, options_};
+      applyEdit(op, r, next);
+      return commit(next, op.c_str(), r);
+    }
+    if (op == "batch") return batch(r);
     if (op == "save") return save(r);
     if (op == "stats") return stats(r);
     if (op == "peer") return peer(r);
     if (op == "quit") return quit();
     throw RequestError{"op", "unknown op '" + op +
-                                 "' (camera, env, material, transform, visibility, save, "
+                                 "' (camera, env, material, transform, visibility, batch, save, "
                                  "stats, peer, quit)"};
+  }
+
+  // The scene and options an edit or a batch of them makes, before they are committed. The
+  // scene is copied only for an edit of the scene (a camera move must not copy Sponza).
+  struct Pending {
+    const Scene& current;
+    CompileOptions options;
+    bool recompile = false;  // anything but the camera changed
+    std::optional<Scene> edited;
+    const Scene& scene() const { return edited ? *edited : current; }
+    Scene& sceneToEdit() {
+      if (!edited) edited = current;
+      return *edited;
+    }
+  };
+
+  static bool isEdit(const std::string& op) {
+    return op == "camera" || op == "env" || op == "material" || op == "transform" ||
+           op == "visibility";
+  }
+
+  void applyEdit(const std::string& op, const Json& r, Pending& next) {
+    if (op == "camera") return camera(r, next);
+    next.recompile = true;
+    if (op == "env") return environment(r, next);
+    if (op == "material") return material(r, next);
+    if (op == "transform") return transform(r, next);
+    return visibility(r, next);
+  }
+
+  // Several edits as one generation (an animation frame: every transform, material and the
+  // camera at once): applied in order, compiled once; all or nothing.
+  void batch(const Json& r) {
+    auto it = r.find("ops");
+    if (it == r.end() || !it->is_array() || it->empty() || it->size() > kMaxBatchOps)
+      throw RequestError{"ops", "'ops' must be an array of 1 to " + std::to_string(kMaxBatchOps) +
+                                    " edits"};
+    Pending next{scene_, options_};
+    for (size_t i = 0; i < it->size(); ++i) {
+      const Json& edit = (*it)[i];
+      const std::string where = "ops[" + std::to_string(i) + "]";
+      try {
+        if (!edit.is_object()) throw RequestError{"", "not an object"};
+        const std::string op = text(edit, "op");
+        if (!isEdit(op))
+          throw RequestError{"op", "'" + op +
+                                       "' cannot be batched (camera, env, material, transform, "
+                                       "visibility)"};
+        applyEdit(op, edit, next);
+      } catch (const RequestError& e) {
+        throw RequestError{where + (e.field.empty() ? "" : "." + e.field),
+                           where + ": " + e.message};
+      }
+    }
+    commit(next, "batch", r);
+  }
+
+  // A new generation of the edited state: only the camera changed, a camera update (no
+  // recompile, nodes get the camera chunk); else the whole state compiled (nodes still get
+  // only the chunks that changed).
+  void commit(Pending& next, const char* op, const Json& r) {
+    if (!next.recompile) {
+      Result<kernel::Camera> camera = compileCamera(next.scene(), next.options);
+      if (!camera.ok()) throw RequestError{"", camera.error().message};
+      options_ = std::move(next.options);
+      announce(session_->updateCamera(*camera, args_.spp), op, r, args_.spp);
+      return;
+    }
+    Result<RenderData> compiled = compile(next.scene(), next.options);
+    if (!compiled.ok()) throw RequestError{"", compiled.error().message};
+    if (next.edited) scene_ = std::move(*next.edited);
+    options_ = std::move(next.options);
+    announce(session_->update(std::make_shared<RenderData>(std::move(compiled).value()),
+                              args_.spp),
+             op, r, args_.spp);
   }
 
   // A Render Node to use from now on (as one found by mDNS): a `node` event follows when it
@@ -278,7 +358,7 @@ class SessionDriver {
                                         "(start it with --peer or --key-file)"};
   }
 
-  void camera(const Json& r) {
+  void camera(const Json& r, Pending& next) {
     CameraEdit edit;
     if (r.contains("camera")) {
       edit.camera = r["camera"].is_number_unsigned() ? std::to_string(r["camera"].get<uint64_t>())
@@ -300,30 +380,21 @@ class SessionDriver {
       if (auto yfov = optionalNumber(r, "yfov")) lookAt.yfovDegrees = float(*yfov);
       edit.lookAt = lookAt;
     }
-    CompileOptions next = options_;
-    if (Status s = applyCameraEdit(scene_, next, edit); !s.ok())
+    if (Status s = applyCameraEdit(next.scene(), next.options, edit); !s.ok())
       throw RequestError{"", s.error().message};
-    Result<kernel::Camera> camera = compileCamera(scene_, next);
-    if (!camera.ok()) throw RequestError{"", camera.error().message};
-    // Only the camera changes: no recompile, no copy of the data (the session shares it).
-    options_ = std::move(next);
-    const uint64_t generation = session_->updateCamera(*camera, args_.spp);
-    announce(generation, "camera", r, args_.spp);
   }
 
-  void environment(const Json& r) {
+  void environment(const Json& r, Pending& next) {
     EnvironmentEdit edit;
     if (r.contains("map")) edit.mapPath = text(r, "map");
     if (auto color = optionalNumbers<3>(r, "color")) edit.color = vec3(*color);
     if (edit.mapPath.empty() && !edit.color)
       throw RequestError{"color", "env needs 'color' [r, g, b] or 'map' (a .hdr/.exr file)"};
-    CompileOptions next = options_;
-    if (Status s = applyEnvironmentEdit(next, edit); !s.ok())
+    if (Status s = applyEnvironmentEdit(next.options, edit); !s.ok())
       throw RequestError{edit.mapPath.empty() ? "color" : "map", s.error().message};
-    recompile(scene_, std::move(next), "env", r);
   }
 
-  void material(const Json& r) {
+  void material(const Json& r, Pending& next) {
     MaterialEdit edit;
     edit.material = text(r, "name");
     edit.baseColorFactor = optionalNumbers<4>(r, "base_color");
@@ -333,23 +404,19 @@ class SessionDriver {
     edit.emissiveStrength = optionalNumber(r, "emissive_strength");
     edit.ior = optionalNumber(r, "ior");
     edit.alphaCutoff = optionalNumber(r, "alpha_cutoff");
-    Scene next = scene_;
-    if (Status s = applyMaterialEdit(next, edit); !s.ok())
+    if (Status s = applyMaterialEdit(next.sceneToEdit(), edit); !s.ok())
       throw RequestError{"", s.error().message};
-    recompile(std::move(next), options_, "material", r);
   }
 
-  void transform(const Json& r) {
+  void transform(const Json& r, Pending& next) {
     NodeTransformEdit edit;
     edit.node = text(r, "node");
     edit.worldFromLocal = numbers<16>(r, "matrix");
-    Scene next = scene_;
-    if (Status s = applyNodeTransformEdit(next, edit); !s.ok())
+    if (Status s = applyNodeTransformEdit(next.sceneToEdit(), edit); !s.ok())
       throw RequestError{"", s.error().message};
-    recompile(std::move(next), options_, "transform", r);
   }
 
-  void visibility(const Json& r) {
+  void visibility(const Json& r, Pending& next) {
     VisibilityEdit edit;
     if (r.contains("node")) edit.node = text(r, "node");
     if (r.contains("mesh")) edit.mesh = text(r, "mesh");
@@ -357,25 +424,8 @@ class SessionDriver {
     if (it == r.end() || !it->is_boolean())
       throw RequestError{"visible", "'visible' must be true or false"};
     edit.visible = it->get<bool>();
-    Scene next = scene_;
-    if (Status s = applyVisibilityEdit(next, edit); !s.ok())
+    if (Status s = applyVisibilityEdit(next.sceneToEdit(), edit); !s.ok())
       throw RequestError{"", s.error().message};
-    recompile(std::move(next), options_, "visibility", r);
-  }
-
-  // Scene and options after an edit: compiled whole (the nodes still receive only the chunks
-  // that changed).
-  void recompile(Scene scene, CompileOptions options, const char* op, const Json& r) {
-    Result<RenderData> compiled = compile(scene, options);
-    if (!compiled.ok()) throw RequestError{"", compiled.error().message};
-    scene_ = std::move(scene);
-    options_ = std::move(options);
-    startGeneration(std::make_shared<RenderData>(std::move(compiled).value()), op, r);
-  }
-
-  // A new generation of `data` rendered to the session's --spp.
-  void startGeneration(std::shared_ptr<const RenderData> data, const char* op, const Json& r) {
-    announce(session_->update(std::move(data), args_.spp), op, r, args_.spp);
   }
 
   static void announce(uint64_t generation, const char* op, const Json& r, uint32_t target) {

@@ -105,9 +105,11 @@ def _render(engine, depsgraph):
 
 
 def _update(job, ops, exported):
-    """Sends a later frame's updates; the last answer names the generation to wait for."""
-    for op in ops:
-        answer = job.session.request(op.pop("op"), **op)
+    """Sends a later frame's updates as one generation (one `batch` when there are several);
+    its answer names the generation to wait for."""
+    if ops:
+        op, fields = scene_diff.as_one_request(ops)
+        answer = job.session.request(op, **fields)
         job.generation = answer["generation"]
     job.held = exported
 

@@ -251,3 +251,12 @@ def diff(old, new, camera=None):
         if old_world is None or not _close(old_world, new_world) or old_fov != new_fov:
             ops.append({"op": "camera", "matrix": new_world, "yfov": new_fov})
     return ops
+
+
+def as_one_request(ops):
+    """(op, fields) of one session request carrying all of `ops` (diff()'s updates) as one
+    generation: the update itself when there is one, else a `batch`."""
+    if len(ops) == 1:
+        fields = dict(ops[0])
+        return fields.pop("op"), fields
+    return "batch", {"ops": ops}

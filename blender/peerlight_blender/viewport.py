@@ -113,8 +113,9 @@ class ViewportSession:
             if ops is not None:
                 os.unlink(path)
                 try:
-                    for op in ops:
-                        self.session.send(op.pop("op"), **op)
+                    if ops:
+                        op, fields = scene_diff.as_one_request(ops)
+                        self.session.send(op, **fields)
                     self.held = exported
                 except SessionError as e:
                     self._fail(e)

@@ -7,8 +7,9 @@
   not blank.
 - The same F12 through two Render Nodes (this machine's devices off): identical again.
 - A node killed (-9) mid-render: the render completes, identical again.
-- A 3-frame animation (the sphere moves) through a node: after frame 1 each frame sends only
-  the changed chunks (bytes from the session's stats) and one transform update.
+- A 3-frame animation (the sphere moves, then the camera too) through a node: after frame 1
+  each frame sends only the changed chunks (bytes from the session's stats) as one update.
+- An animation frame that changes geometry gets a new session.
 - Esc (SIGINT, which Blender's background mode turns into the same break as Esc) mid-render:
   Blender's render returns within 1 s and the node holds no lease.
 - The viewport's update path: a view change reaches the session as one camera update, an edit
@@ -244,8 +245,9 @@ def run_all(binary, blender, cluster, env, tmp):
               "after frame 1 only the changed chunks go to the node (chunks per frame %s of "
               "%d; bytes per frame %s)" % (chunk_deltas, total, deltas))
         requests = [f["requests"] for f in frames]
-        check(requests == [[], ["transform"], ["transform"]],
-              "each later frame is one transform update (%s)" % requests)
+        check(requests == [[], ["transform"], ["batch"]],
+              "each later frame is one update: frame 2 the sphere's transform, frame 3 the "
+              "sphere's and the camera's as one batch (%s)" % requests)
 
     # An animation whose frame 2 changes geometry: a new session for it, and both frames.
     restart_dir = os.path.join(tmp, "restart")

@@ -120,6 +120,13 @@ def f12(scene):
 
 
 def animation(scene):
+    # The sphere moves in frames 2 and 3 (build_scene); the camera moves in frame 3 too: frame
+    # 3's updates go as one batch.
+    cam = scene.camera
+    cam.keyframe_insert("location", frame=2)
+    cam.location.x += 0.4
+    cam.keyframe_insert("location", frame=3)
+    scene.frame_set(1)
     frames = []
 
     seen = [0]  # updates of the session seen before this frame

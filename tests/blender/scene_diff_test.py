@@ -115,6 +115,13 @@ class SceneDiffTest(unittest.TestCase):
         textured["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0}
         self.assertIsNone(scene_diff.diff(export(BASE), export(textured), 0))
 
+    def test_several_updates_are_one_batch_request(self):
+        one = [{"op": "camera", "yfov": 40.0}]
+        self.assertEqual(scene_diff.as_one_request(one), ("camera", {"yfov": 40.0}))
+        self.assertEqual(one[0]["op"], "camera")  # the update itself is left alone
+        two = one + [{"op": "transform", "node": "Cup", "matrix": [0.0] * 16}]
+        self.assertEqual(scene_diff.as_one_request(two), ("batch", {"ops": two}))
+
     def test_glb_files_are_read_and_bad_ones_refused(self):
         with tempfile.TemporaryDirectory() as tmp:
             text = json.dumps(BASE).encode()

@@ -185,6 +185,47 @@ TEST_F(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
   EXPECT_EQ(session_->wait(10s), 0) << session_->err();
 }
 
+// `batch`: several edits as one generation (what the Blender add-on sends for an animation
+// frame); all or nothing: a batch with a bad edit names it and changes nothing.
+TEST_F(SessionTest, ABatchIsOneGenerationAndAllOrNothing) {
+  startSession({"--local-only"}, "4");
+  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; })) << session_->err();
+  send({{"op", "batch"},
+        {"id", "bad"},
+        {"ops", Json::array({Json{{"op", "env"}, {"color", {0.5, 0.5, 0.5}}},
+                             Json{{"op", "camera"}, {"eye", {0, 1}}, {"target", {0, 1, 0}}}})}});
+  std::optional<Json> bad = waitEventWithId("bad");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ((*bad)["event"], "error") << bad->dump();
+  EXPECT_EQ((*bad)["field"], "ops[1].eye") << bad->dump();
+  send({{"op", "batch"}, {"id", "save-op"}, {"ops", Json::array({Json{{"op", "save"}}})}});
+  ASSERT_TRUE(waitEventWithId("save-op"));
+  EXPECT_EQ((*waitEventWithId("save-op"))["event"], "error");
+
+  send({{"op", "batch"},
+        {"id", "b"},
+        {"ops", Json::array({Json{{"op", "env"}, {"color", {0.2, 0.3, 0.4}}},
+                             Json{{"op", "camera"},
+                                  {"eye", {-0.2, 1.1, 3.4}},
+                                  {"target", {0, 0.9, 0}},
+                                  {"yfov", 42}}})}});
+  std::optional<Json> generation = waitEventWithId("b");
+  ASSERT_TRUE(generation);
+  EXPECT_EQ((*generation)["event"], "generation") << generation->dump();
+  EXPECT_EQ((*generation)["generation"], 2) << "the bad batches started none; this one, one";
+  send({{"op", "save"}, {"path", dir_.file("batch.exr")}, {"id", "s"}});
+  std::optional<Json> saved = waitEventWithId("s", true);
+  ASSERT_TRUE(saved);
+  ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+  // The env of the bad batch was not applied: the image is that of the good batch's state.
+  testing::expectSameExr(dir_.file("batch.exr"),
+                         render("batch", {"--spp", "4", "--look-at", "-0.2,1.1,3.4,0,0.9,0",
+                                          "--yfov", "42", "--env", "0.2,0.3,0.4"}),
+                         "batch then save vs render");
+  send({{"op", "quit"}});
+  EXPECT_EQ(session_->wait(10s), 0) << session_->err();
+}
+
 TEST_F(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
   startSession({"--local-only"});
   ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "pass" && e["spp"] == 16; }))
