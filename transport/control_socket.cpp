@@ -105,7 +105,13 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
     std::string ownerToken;   // set while this connection holds an owner job
     uint64_t ownerSerial = 0;  // which OwnerJob holds it
     std::shared_ptr<Job> render;  // set while this connection holds a render job
+    bool requested = false;       // it has asked for an owner job or a render job
   };
+
+  // How many render jobs / owner jobs the connections of `uid` hold now.
+  size_t renderJobsOf(uint32_t uid) const;
+  size_t ownerJobsOf(uint32_t uid) const;
+  bool limited(uint32_t uid) const { return options.limitOwnUid || uid != ::getuid(); }
 
   // A render job (ControlRenderJob). Shared by the client's RenderJob capability, the job
   // code (after start()) and the Client; outlives its client.
@@ -353,6 +359,12 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
         refusal = {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
       else if (!c.ownerToken.empty())
         refusal = {ctl::Outcome::BUSY, "owner job: this connection holds one already"};
+      else if (c.impl->limited(c.uid) &&
+               c.impl->ownerJobsOf(c.uid) >= c.impl->options.ownerJobsPerUid)
+        refusal = {ctl::Outcome::BUSY, "owner job: uid " + std::to_string(c.uid) + " holds " +
+                                           std::to_string(c.impl->options.ownerJobsPerUid) +
+                                           " already (the most one user may hold)"};
+      c.requested = true;
       auto results = context.getResults();
       if (!refusal.ok()) {
         PL_LOG_WARN("control socket: %s refused (%s): %s", c.who.c_str(),
@@ -379,6 +391,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       Result<RenderJobParams> frame = fromControl(request.getParams());
       const uint64_t bytes = request.getDataBytes();
       ControlOutcome refusal;
+      c.requested = true;
       if (!validControlToken(token)) {
         label = "render job";
         refusal = {ctl::Outcome::BAD_PARAMS, "render job: bad token (1 to 64 of [0-9a-zA-Z])"};
@@ -397,6 +410,12 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
         refusal = {ctl::Outcome::BUSY,
                    "render job: this connection holds a render job already (one per "
                    "connection)"};
+      } else if (c.impl->limited(c.uid) &&
+                 c.impl->renderJobsOf(c.uid) >= c.impl->options.renderJobsPerUid) {
+        refusal = {ctl::Outcome::BUSY, "busy: uid " + std::to_string(c.uid) + " has " +
+                                           std::to_string(c.impl->options.renderJobsPerUid) +
+                                           " render job(s) here already (the most one user "
+                                           "may have)"};
       } else if (c.impl->uploadingBytes + bytes > c.impl->options.maxPayloadBytes) {
         refusal = {ctl::Outcome::BUSY, "busy: other render jobs are uploading " +
                                            std::to_string(c.impl->uploadingBytes) + " bytes"};
@@ -522,8 +541,23 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
     auto connection = kj::heap<Connection>(*this, kj::mv(stream), std::move(client));
     capnp::TwoPartyVatNetwork& network = connection->network;
     // The task owns the connection: it ends (and the connection goes) when the client closes
-    // the socket, aborts, or sends what cannot be read.
-    connections->add(network.onDisconnect().attach(kj::mv(connection)));
+    // the socket, aborts, or sends what cannot be read, or has asked for nothing within
+    // idleBeforeRequestMs.
+    kj::Promise<void> idle = kj::NEVER_DONE;
+    if (options.idleBeforeRequestMs != 0) {
+      idle = loop.timer()
+                 .afterDelay(options.idleBeforeRequestMs * kj::MILLISECONDS)
+                 .then([client = connection->client, ms = options.idleBeforeRequestMs]()
+                           -> kj::Promise<void> {
+                   if (client->requested) return kj::NEVER_DONE;
+                   PL_LOG_WARN("control socket: closing the connection of %s: no request "
+                               "within %u ms",
+                               client->who.c_str(), ms);
+                   return kj::READY_NOW;
+                 });
+    }
+    connections->add(network.onDisconnect().exclusiveJoin(kj::mv(idle)).attach(
+        kj::mv(connection)));
   }
 
   // Whether the client belongs to options.group: its primary gid or one of its supplementary
@@ -587,6 +621,20 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
   size_t ownerJobCount = 0;
   uint64_t uploadingBytes = 0;  // declared bytes of the render data being uploaded now
 };
+
+size_t ControlSocket::Impl::renderJobsOf(uint32_t uid) const {
+  size_t n = 0;
+  for (const Connection* c : open)
+    if (c->client->uid == uid && c->client->render != nullptr) ++n;
+  return n;
+}
+
+size_t ControlSocket::Impl::ownerJobsOf(uint32_t uid) const {
+  size_t n = 0;
+  for (const Connection* c : open)
+    if (c->client->uid == uid && !c->client->ownerToken.empty()) ++n;
+  return n;
+}
 
 Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(UvKjLoop& loop,
                                                              const std::string& path,

@@ -20,7 +20,9 @@
 // - while more than kMaxControlMessageBytes of replies wait to be written to a client, the
 //   daemon reads no more of that client's calls (a client that does not read its replies
 //   cannot grow the daemon's memory);
-// - per connection, one owner job and one render job at a time;
+// - per connection, one owner job and one render job at a time; per uid other than the
+//   daemon's, Options::renderJobsPerUid and ownerJobsPerUid;
+// - a connection that asks for nothing within Options::idleBeforeRequestMs is closed;
 // - the render data being uploaded, all clients together, at most Options::maxPayloadBytes
 //   (reserved from what NodeControl.render declares; the buffer itself grows as bytes arrive);
 // - progress: one call in flight per job (the others are skipped);
@@ -103,6 +105,14 @@ struct ControlSocketOptions {
   // The group whose members may use the socket besides this uid (see Access above).
   std::optional<uint32_t> group;
   std::string groupName;  // for messages
+  // Per client uid other than the daemon's own (all uids when limitOwnUid): at most this many
+  // render jobs and owner jobs at a time (one more is answered `busy`), so that one account of
+  // the group cannot take the daemon over or keep remote leases revoked with many owners.
+  uint32_t renderJobsPerUid = 1;
+  uint32_t ownerJobsPerUid = 2;
+  bool limitOwnUid = false;
+  // A connection that has asked for nothing this long after it connected is closed (0: never).
+  uint32_t idleBeforeRequestMs = 10000;
 };
 
 class ControlSocket {

@@ -2,6 +2,7 @@
 
 #include "transport/secure_channel.h"
 
+#include <capnp/common.h>
 #include <kj/compat/tls.h>
 #include <kj/debug.h>
 #include <openssl/crypto.h>
@@ -118,9 +119,17 @@ Result<std::vector<uint8_t>> selfSignedCertificate(EVP_PKEY* pkey) {
 }
 
 // kj::TlsContext (Cap'n Proto 0.9.2) knows no TLS 1.3 minimum and sets no peer verification for
-// clients (it checks the result after the handshake). Its SSL_CTX is its first member: reach it
-// there, checked below at compile time (layout) and at run time (it holds our certificate).
-static_assert(std::is_standard_layout_v<kj::TlsContext>,
+// clients (it checks the result after the handshake). Its SSL_CTX is its first member
+// (`void* ctx;` then `Maybe<Timer&> timer; Maybe<Duration> acceptTimeout;`, 32 bytes on
+// 64-bit): reach it there. The assumption is pinned to that release and that size at compile
+// time, so a Cap'n Proto that changes it fails the build instead of misreading memory; and
+// checked at run time (the context holds our certificate).
+static_assert(CAPNP_VERSION == 9002,
+              "sslContextOf() reads kj::TlsContext's first member as laid out in Cap'n Proto "
+              "0.9.2: check the layout of this release's kj/compat/tls.h, then update this pin");
+static_assert(std::is_standard_layout_v<kj::TlsContext> &&
+                  sizeof(kj::TlsContext) == sizeof(void*) + sizeof(kj::Maybe<kj::Timer&>) +
+                                                sizeof(kj::Maybe<kj::Duration>),
               "kj::TlsContext's layout changed: revisit sslContextOf()");
 SSL_CTX* sslContextOf(kj::TlsContext& context) {
   return *reinterpret_cast<SSL_CTX**>(&context);

@@ -3,7 +3,8 @@
 // SIGTERM; then it ends its leases, closes its connections and exits 0.
 //
 // With port 0 the system picks a free port; the node prints "listening on HOST:PORT" as the
-// first line on stdout either way (tests read it).
+// first line on stdout either way (tests read it), once it serves the network, its control
+// socket and its live view.
 //
 // The node is a daemon (DESIGN.md section 1): for each lease it starts a `peerlight worker`
 // process (worker_command.cpp, transport/worker_process.h) that renders on the leased devices,
@@ -132,8 +133,6 @@ void runNode(const NodeArgs& args) {
     ClusterKey primaryKey = *key;  // the daemon's own render jobs (render_job.h)
     ClusterKey liveKey = *key;     // the live view's sessions and token (live_view.h)
     NodeService node(loop, std::move(*key), nodeDevices(args.threads, args.inProcess), options);
-    std::printf("listening on %s\n", boundAddress(args.listen, (*receiver)->getPort()).c_str());
-    std::fflush(stdout);
     std::string devices;
     for (const DeviceInfo& d : node.deviceInfos()) {
       devices += (devices.empty() ? "" : ", ") + d.kind + " " + d.name;
@@ -175,6 +174,7 @@ void runNode(const NodeArgs& args) {
     // --- the live view (issue 11; live_view.h): the web page and its API on this loop. An
     // address that cannot be served: warn and go on without.
     std::unique_ptr<LiveView> live;
+    std::string liveLine;  // printed after "listening on", which stays the first line
     if (args.http != "off") {
       const size_t colon = args.http.rfind(':');
       const std::string host = colon == std::string::npos ? args.http : args.http.substr(0, colon);
@@ -187,8 +187,7 @@ void runNode(const NodeArgs& args) {
                                          uint16_t(port));
       if (started.ok()) {
         live = std::move(started).value();
-        std::printf("live view on http://%s:%u/\n", host.c_str(), unsigned(live->port()));
-        std::fflush(stdout);
+        liveLine = "live view on http://" + host + ":" + std::to_string(live->port()) + "/";
       } else {
         PL_LOG_WARN("%s; no live view", started.error().message.c_str());
       }
@@ -226,6 +225,10 @@ void runNode(const NodeArgs& args) {
                     listened.error().message.c_str());
       }
     }
+    // Ready: the line scripts and tests wait for comes once the control socket is there too.
+    std::printf("listening on %s\n", boundAddress(args.listen, (*receiver)->getPort()).c_str());
+    if (!liveLine.empty()) std::printf("%s\n", liveLine.c_str());
+    std::fflush(stdout);
 
     struct StateWatch {
       std::function<void()> check;

@@ -51,7 +51,7 @@ class ControlSocketTest : public ::testing::Test {
       jobs_.push_back(job);
       onJob_(std::move(job));
     };
-    ControlSocketOptions options;
+    ControlSocketOptions options = options_;
     options.maxPayloadBytes = 64 << 20;
     auto listened = ControlSocket::listen(loop_, path_, std::move(callbacks), options);
     ASSERT_TRUE(listened.ok()) << listened.error().message;
@@ -73,7 +73,22 @@ class ControlSocketTest : public ::testing::Test {
     return waitFor(loop_, request.send());
   }
 
+  // The answer to a render request on `c` (no data is sent).
+  capnp::Response<ctl::NodeControl::RenderResults> renderRequest(ControlConnection& c,
+                                                                 const std::string& token) {
+    auto request = c.control().renderRequest();
+    auto r = request.initRequest();
+    r.setToken(token);
+    RenderJobParams params;
+    params.width = params.height = 16;
+    params.spp = 1;
+    toControl(params, r.initParams());
+    r.setDataBytes(1000);
+    return waitFor(loop_, request.send());
+  }
+
   UvKjLoop loop_;
+  ControlSocketOptions options_;
   std::string dir_, path_;
   std::vector<std::string> events_;
   std::vector<std::shared_ptr<ControlRenderJob>> jobs_;
@@ -139,6 +154,43 @@ TEST_F(ControlSocketTest, OwnerJobEndsWithItsCapabilityItsConnectionOrTheSocket)
   size_t starts = 0, ends = 0;
   for (const std::string& e : events_) (e.rfind("start", 0) == 0 ? starts : ends) += 1;
   EXPECT_EQ(starts, ends);
+}
+
+// One user (here the daemon's own uid, with limitOwnUid; a system daemon limits every uid of
+// its group but its own) holds at most two owner jobs and one render job; a connection that
+// asks for nothing is closed.
+TEST_F(ControlSocketTest, OneUserHoldsAtMostItsJobsAndSilentConnectionsAreClosed) {
+  socket_.reset();
+  options_.limitOwnUid = true;
+  options_.idleBeforeRequestMs = 300;
+  listen();
+  std::vector<std::unique_ptr<ControlConnection>> c;
+  for (int i = 0; i < 4; ++i) {
+    auto opened = ControlConnection::open(loop_, path_);
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    c.push_back(std::move(*opened));
+  }
+  auto first = ownerJob(*c[0], "o1");
+  auto second = ownerJob(*c[1], "o2");
+  auto third = ownerJob(*c[2], "o3");
+  EXPECT_EQ(first.getOutcome(), ctl::Outcome::OK);
+  EXPECT_EQ(second.getOutcome(), ctl::Outcome::OK);
+  EXPECT_EQ(third.getOutcome(), ctl::Outcome::BUSY);
+  EXPECT_NE(std::string(third.getMessage().cStr()).find("uid"), std::string::npos);
+  EXPECT_EQ(socket_->ownerJobs(), 2u);
+
+  auto job = renderRequest(*c[0], "r1");
+  EXPECT_EQ(job.getOutcome(), ctl::Outcome::OK) << job.getMessage().cStr();
+  auto another = renderRequest(*c[1], "r2");
+  EXPECT_EQ(another.getOutcome(), ctl::Outcome::BUSY);
+  EXPECT_NE(std::string(another.getMessage().cStr()).find("render job"), std::string::npos);
+
+  // c[3] has asked for nothing: closed after 300 ms; the others (they asked) stay.
+  EXPECT_EQ(socket_->clients(), 4u);
+  EXPECT_TRUE(turnUntil([&] { return socket_->clients() == 3; }));
+  waitFor(loop_, loop_.timer().afterDelay(400 * kj::MILLISECONDS));
+  EXPECT_EQ(socket_->clients(), 3u);
+  EXPECT_EQ(socket_->ownerJobs(), 2u);
 }
 
 TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
