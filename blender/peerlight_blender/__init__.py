@@ -15,8 +15,8 @@ bl_info = {
 
 if "bpy" in locals():  # reloaded (F3 > Reload Scripts): take the new modules
     import importlib
-    for _name in ("session", "scene_diff", "export", "settings", "final_render", "viewport",
-                  "engine", "ui"):
+    for _name in ("session", "scene_diff", "scene_report", "export", "settings",
+                  "final_render", "viewport", "engine", "ui"):
         if _name in locals():
             importlib.reload(locals()[_name])
 

@@ -14,7 +14,7 @@ import time
 
 import bpy
 
-from . import export, scene_diff, settings
+from . import export, scene_diff, scene_report, settings
 from .session import Session, SessionError, find_binary, stats_line
 
 
@@ -70,7 +70,7 @@ def _render(engine, depsgraph):
     binary = find_binary(prefs.binary)
     width, height = _frame_size(scene)
     s = scene.peerlight
-    env, _ = export.environment(scene)
+    env, _ = scene_report.environment(scene)
     key = (width, height, s.samples, s.threads, s.devices, prefs.peers, prefs.key_file, env,
            binary)
     if scene.camera is None:
@@ -135,7 +135,7 @@ def _start(engine, binary, path, folder, exported, scene, key, prefs):
         session.close()
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    for line in export.what_is_lost(scene) + ready.get("warnings", []):
+    for line in scene_report.what_is_lost(scene) + ready.get("warnings", []):
         engine.report({"WARNING"}, "peerlight: " + line)
     return FrameSession(key, session, folder, exported, scene.camera.name)
 

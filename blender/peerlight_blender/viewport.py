@@ -10,7 +10,7 @@ import time
 
 import bpy
 
-from . import export, scene_diff, settings
+from . import export, scene_diff, scene_report, settings
 from .session import Session, SessionError, find_binary
 
 # Blender's Z-up world to glTF's Y-up one (what the exporter does): (x, y, z) -> (x, z, -y).
@@ -106,7 +106,7 @@ class ViewportSession:
             self.exporting = False
         s = self.scene.peerlight
         prefs = settings.preferences(bpy.context)
-        env, _ = export.environment(self.scene)
+        env, _ = scene_report.environment(self.scene)
         key = (s.viewport_samples, s.threads, s.devices, prefs.peers, prefs.key_file, env)
         if self.session is not None and key == self.key:
             ops = scene_diff.diff(self.held, exported)
@@ -189,7 +189,7 @@ class ViewportSession:
                 kind = event.get("event")
                 if kind == "ready":
                     self.generation = event["generation"]
-                    for line in export.what_is_lost(self.scene) + event.get("warnings", []):
+                    for line in scene_report.what_is_lost(self.scene) + event.get("warnings", []):
                         self.report({"WARNING"}, "peerlight: " + line)
                 elif kind == "generation":
                     self.generation = event["generation"]
