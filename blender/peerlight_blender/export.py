@@ -47,50 +47,55 @@ def export_glb(path, scene, frame=None):
         raise ExportError("glTF export failed (the exporter returned %s)" % ", ".join(result))
 
 
-# Blender's operators belong to the main thread, and F12 renders on a thread of its own: the
-# render thread queues its export, and a timer on the main thread writes it.
-_exports = queue.Queue()
+# Blender's operators and data belong to the main thread, and F12 renders on a thread of its
+# own: the render thread queues what it needs from Blender (the export, the settings), and a
+# timer on the main thread runs it.
+_calls = queue.Queue()
 
 
-def _serve_exports():
+class Cancelled(Exception):
+    """should_stop() became true while waiting for the main thread."""
+
+
+def _serve_calls():
     while True:
         try:
-            path, scene, frame, done, box = _exports.get_nowait()
+            fn, done, box = _calls.get_nowait()
         except queue.Empty:
             return 0.1
         try:
             if not box.get("cancelled"):
-                export_glb(path, scene, frame)
+                box["result"] = fn()
         except Exception as e:  # handed to the render thread, which reports it
             box["error"] = e
         done.set()
 
 
-def export_from_any_thread(path, scene, frame=None, should_stop=lambda: False):
-    """export_glb() from the main thread (directly) or from the render thread (through the
-    main thread's timer). Returns False when `should_stop()` became true while waiting."""
+def on_main_thread(fn, should_stop=lambda: False):
+    """fn()'s result, run on the main thread: directly there, else through the main thread's
+    timer (waiting). Raises what fn raised, or Cancelled when `should_stop()` became true
+    first (fn then does not run, unless it had started)."""
     if threading.current_thread() is threading.main_thread():
-        export_glb(path, scene, frame)
-        return True
+        return fn()
     done, box = threading.Event(), {}
-    _exports.put((path, scene, frame, done, box))
+    _calls.put((fn, done, box))
     while not done.wait(0.05):
         if should_stop():
-            box["cancelled"] = True  # not started yet: it will not be
-            return False
+            box["cancelled"] = True
+            raise Cancelled()
     if "error" in box:
         raise box["error"]
-    return True
+    return box["result"]
 
 
 def register():
-    if not bpy.app.timers.is_registered(_serve_exports):
-        bpy.app.timers.register(_serve_exports, first_interval=0.1, persistent=True)
+    if not bpy.app.timers.is_registered(_serve_calls):
+        bpy.app.timers.register(_serve_calls, first_interval=0.1, persistent=True)
 
 
 def unregister():
-    if bpy.app.timers.is_registered(_serve_exports):
-        bpy.app.timers.unregister(_serve_exports)
+    if bpy.app.timers.is_registered(_serve_calls):
+        bpy.app.timers.unregister(_serve_calls)
 
 
 def read(path):

@@ -54,6 +54,28 @@ def _frame_size(scene):
             max(1, r.resolution_y * r.resolution_percentage // 100))
 
 
+class Frame:
+    """What the render thread needs from Blender for one frame, read on the main thread (and
+    the export written there): the render thread never touches Blender's data itself."""
+
+    def __init__(self, scene, path):
+        prefs = settings.preferences(bpy.context)
+        s = scene.peerlight
+        self.binary = prefs.binary
+        self.width, self.height = _frame_size(scene)
+        self.samples, self.time_limit = s.samples, s.time_limit
+        env, _ = scene_report.environment(scene)
+        self.camera = scene.camera.name if scene.camera is not None else None
+        # What a session cannot change: a change of any of these starts a new one.
+        self.key = (self.width, self.height, s.samples, s.threads, s.devices, prefs.peers,
+                    prefs.key_file, env, prefs.binary)
+        self.flags = settings.session_args(s, prefs, self.width, self.height, s.samples, None,
+                                           env)
+        self.lost = scene_report.what_is_lost(scene)
+        if self.camera is not None:
+            export.export_glb(path, scene, scene.frame_current)
+
+
 def render(engine, depsgraph):
     """RenderEngine.render(): one frame. Errors go to the report area, not a traceback."""
     try:
@@ -66,42 +88,35 @@ def render(engine, depsgraph):
 def _render(engine, depsgraph):
     global _job
     scene = depsgraph.scene
-    prefs = settings.preferences(bpy.context)
-    binary = find_binary(prefs.binary)
-    width, height = _frame_size(scene)
-    s = scene.peerlight
-    env, _ = scene_report.environment(scene)
-    key = (width, height, s.samples, s.threads, s.devices, prefs.peers, prefs.key_file, env,
-           binary)
-    if scene.camera is None:
-        raise SessionError("the scene has no camera")
-    if _job is not None and _job.key != key:
-        end_job()
-
     # This frame's export, in a folder of its own until a session owns it.
     folder = export.private_folder()
     try:
-        path = os.path.join(folder, "frame-%d.glb" % scene.frame_current)
-        if not export.export_from_any_thread(path, scene, scene.frame_current,
-                                             engine.test_break):
-            return  # cancelled while exporting
+        path = os.path.join(folder, "scene.glb")
+        try:
+            frame = export.on_main_thread(lambda: Frame(scene, path), engine.test_break)
+        except export.Cancelled:
+            return
+        binary = find_binary(frame.binary)
+        if frame.camera is None:
+            raise SessionError("the scene has no camera")
+        if _job is not None and _job.key != frame.key:
+            end_job()
         exported = export.read(path)
-        camera = scene.camera.name
         ops = None
-        if _job is not None and _job.camera == camera:
-            ops = scene_diff.diff(_job.held, exported, camera)
+        if _job is not None and _job.camera == frame.camera:
+            ops = scene_diff.diff(_job.held, exported, frame.camera)
         if ops is not None:
             _update(_job, ops, exported)
         else:
             end_job()  # the first frame, or more changed than updates carry
-            _job = _start(engine, binary, path, folder, exported, scene, key, prefs)
+            _job = _start(engine, binary, path, folder, exported, frame)
             folder = None  # the session's now
             if _job is None:
                 return
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-    _stream_passes(engine, _job, width, height, s.samples, s.time_limit)
+    _stream_passes(engine, _job, frame.width, frame.height, frame.samples, frame.time_limit)
 
 
 def _update(job, ops, exported):
@@ -114,18 +129,16 @@ def _update(job, ops, exported):
     job.held = exported
 
 
-def _start(engine, binary, path, folder, exported, scene, key, prefs):
-    index = scene_diff.scene_camera_index(exported.gltf, scene.camera.name)
+def _start(engine, binary, path, folder, exported, frame):
+    index = scene_diff.scene_camera_index(exported.gltf, frame.camera)
     if index is None:
         raise SessionError("the camera '%s' is not in the export (is it hidden from the "
-                           "render?)" % scene.camera.name)
+                           "render?)" % frame.camera)
     keep = os.environ.get("PEERLIGHT_BLENDER_KEEP_EXPORT")
     if keep:  # for tests and bug reports: the file the session renders
         shutil.copyfile(path, keep)
-    width, height = key[0], key[1]
-    args = settings.session_args(scene.peerlight, prefs, width, height, scene.peerlight.samples,
-                                 index, key[7])
-    session = Session(binary, path, args, os.path.join(folder, "pass.exr"))
+    session = Session(binary, path, frame.flags + ["--camera", str(index)],
+                      os.path.join(folder, "pass.exr"))
     try:
         ready = session.wait_ready(should_stop=engine.test_break)
     except SessionError:
@@ -135,9 +148,9 @@ def _start(engine, binary, path, folder, exported, scene, key, prefs):
         session.close()
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    for line in scene_report.what_is_lost(scene) + ready.get("warnings", []):
+    for line in frame.lost + ready.get("warnings", []):
         engine.report({"WARNING"}, "peerlight: " + line)
-    return FrameSession(key, session, folder, exported, scene.camera.name)
+    return FrameSession(frame.key, session, folder, exported, frame.camera)
 
 
 def _stream_passes(engine, job, width, height, target, time_limit):
