@@ -78,40 +78,95 @@ Result<std::string> clusterKeyPath(const std::string& explicitPath) {
   return std::string(home) + "/.config/peerlight/cluster.key";
 }
 
+namespace {
+
+// Writes `key` to `path` (mode 0600, parent folders 0700): to a temporary file first, then
+// link()ed into place when `replace` is false (EEXIST when the file exists: another process
+// won a race, or a key is there already) or renamed over it when true. Nobody ever sees a
+// half-written key file.
+Status writeKeyFile(const std::string& path, const ClusterKey& key, bool replace) {
+  if (Status made = makeParentDirs(path); !made.ok()) return made.error();
+  std::string temp = path + ".new." + std::to_string(::getpid());
+  int out = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0) return Error{"cluster key: cannot create " + temp + ": " + errnoText()};
+  ssize_t written = ::write(out, key.bytes.data(), key.bytes.size());
+  int synced = ::fsync(out);
+  int closed = ::close(out);
+  if (written != ssize_t(key.bytes.size()) || synced != 0 || closed != 0) {
+    std::string why = errnoText();
+    ::unlink(temp.c_str());
+    return Error{"cluster key: cannot write " + temp + ": " + why};
+  }
+  const int placed = replace ? ::rename(temp.c_str(), path.c_str())
+                             : ::link(temp.c_str(), path.c_str());
+  const int placeErrno = errno;
+  ::unlink(temp.c_str());
+  if (placed == 0) return Status();
+  errno = placeErrno;
+  if (errno == EEXIST) return Error{"cluster key: " + path + " exists already"};
+  return Error{"cluster key: cannot create " + path + ": " + errnoText()};
+}
+
+// Only printable characters: a passphrase typed into the file, not a generated key (32 random
+// bytes are all printable with probability (95/256)^32, about 1e-14).
+bool looksTyped(const std::vector<uint8_t>& bytes) {
+  for (uint8_t b : bytes)
+    if (!((b >= 0x20 && b < 0x7f) || b == '\t' || b == '\n' || b == '\r')) return false;
+  return true;
+}
+
+}  // namespace
+
+Status writeClusterKey(const std::string& path, const ClusterKey& key, bool replace) {
+  if (key.bytes.size() < kMinClusterKeyBytes || key.bytes.size() > kMaxClusterKeyBytes)
+    return Error{"cluster key: a key has " + std::to_string(kMinClusterKeyBytes) + " to " +
+                 std::to_string(kMaxClusterKeyBytes) + " bytes"};
+  return writeKeyFile(path, key, replace);
+}
+
+ClusterKey newClusterKey() {
+  ClusterKey key;
+  key.bytes.resize(kNewClusterKeyBytes);
+  randomBytes(key.bytes.data(), key.bytes.size());
+  return key;
+}
+
+Result<ClusterKey> deriveClusterKey(std::string_view passphrase, std::span<const uint8_t> salt) {
+  if (passphrase.size() < kMinPassphraseChars)
+    return Error{"passphrase: at least " + std::to_string(kMinPassphraseChars) + " characters"};
+  if (salt.size() != kClusterSaltBytes)
+    return Error{"salt: " + std::to_string(kClusterSaltBytes) + " bytes (" +
+                 std::to_string(2 * kClusterSaltBytes) + " hex digits)"};
+  // The salt names the cluster, with a label of ours: one passphrase gives each cluster its
+  // own key, and precomputed tables for other uses of scrypt do not apply.
+  std::vector<uint8_t> label = {'p', 'e', 'e', 'r', 'l', 'i', 'g', 'h', 't', ' ', 'c', 'l',
+                                'u', 's', 't', 'e', 'r', ' ', 'k', 'e', 'y', ' ', 'v', '1'};
+  label.insert(label.end(), salt.begin(), salt.end());
+  ClusterKey key;
+  key.bytes.resize(kNewClusterKeyBytes);
+  if (EVP_PBE_scrypt(passphrase.data(), passphrase.size(), label.data(), label.size(),
+                     kScryptN, kScryptR, kScryptP, kScryptMaxMemory, key.bytes.data(),
+                     key.bytes.size()) != 1)
+    return Error{"passphrase: scrypt failed (out of memory?)"};
+  return key;
+}
+
 Result<ClusterKey> loadClusterKey(const std::string& path, bool createIfMissing) {
   // Never through a link (whoever controls the link decides which key this node trusts).
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 && errno == ELOOP)
     return Error{"cluster key: " + path + " is a symbolic link; name the key file itself"};
   if (fd < 0 && errno == ENOENT && createIfMissing) {
-    if (Status made = makeParentDirs(path); !made.ok()) return made.error();
-    // Write the key to a temporary file, then link() it into place: link fails with EEXIST
-    // when another process won the race, and nobody ever sees a half-written key file.
-    std::string temp = path + ".new." + std::to_string(::getpid());
-    int out = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (out < 0) return Error{"cluster key: cannot create " + temp + ": " + errnoText()};
-    ClusterKey key;
-    key.bytes.resize(kNewClusterKeyBytes);
-    randomBytes(key.bytes.data(), key.bytes.size());
-    ssize_t written = ::write(out, key.bytes.data(), key.bytes.size());
-    int synced = ::fsync(out);
-    int closed = ::close(out);
-    if (written != ssize_t(key.bytes.size()) || synced != 0 || closed != 0) {
-      std::string why = errnoText();
-      ::unlink(temp.c_str());
-      return Error{"cluster key: cannot write " + temp + ": " + why};
-    }
-    int linked = ::link(temp.c_str(), path.c_str());
-    int linkErrno = errno;
-    ::unlink(temp.c_str());
-    if (linked == 0) {
+    ClusterKey key = newClusterKey();
+    Status written = writeKeyFile(path, key, /*replace=*/false);
+    if (written.ok()) {
       PL_LOG_INFO("created a new cluster key in %s (fingerprint %s); copy this file to the "
                   "machines that should join the cluster",
                   path.c_str(), keyFingerprint(key).c_str());
       return key;
     }
-    errno = linkErrno;
-    if (errno != EEXIST) return Error{"cluster key: cannot create " + path + ": " + errnoText()};
+    if (written.error().message.find("exists already") == std::string::npos)
+      return written.error();
     // Another process created it just now.
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   }
@@ -156,6 +211,12 @@ Result<ClusterKey> loadClusterKey(const std::string& path, bool createIfMissing)
   }
   ::close(fd);
   if (got != key.bytes.size()) return Error{"cluster key: cannot read " + path};
+  if (looksTyped(key.bytes))
+    return Error{"cluster key: " + path + " holds only printable characters, like a typed "
+                 "passphrase, which can be guessed offline from the key's fingerprint (mDNS "
+                 "announces it); make a key with `peerlight key`, or derive one from a "
+                 "passphrase with `peerlight key --passphrase` (scrypt, with a salt for the "
+                 "cluster)"};
   return key;
 }
 

@@ -21,6 +21,7 @@ void addDevicesCommand(CLI::App& app);
 void addNodeCommand(CLI::App& app);
 void addNodesCommand(CLI::App& app);  // nodes_command.cpp (discovery)
 void addOpenCommand(CLI::App& app);   // open_command.cpp: the live view's URL
+void addKeyCommand(CLI::App& app);    // key_command.cpp: the cluster key file
 void addWorkerCommand(CLI::App& app);  // worker_command.cpp (started by `peerlight node`)
 
 // The devices `peerlight node` serves, by protocol index: the CPU (with `threads` render

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   pl::app::addNodeCommand(app);
   pl::app::addNodesCommand(app);
   pl::app::addOpenCommand(app);
+  pl::app::addKeyCommand(app);
   pl::app::addWorkerCommand(app);
   try {
     app.parse(argc, argv);

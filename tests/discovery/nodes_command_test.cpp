@@ -46,7 +46,8 @@ using namespace std::chrono_literals;
 const std::string kPeerlight = std::string(PEERLIGHT_BINARY_DIR) + "/bin/peerlight";
 
 void writeFilledKey(const std::string& path, char fill) {
-  std::ofstream(path, std::ios::binary) << std::string(32, fill);
+  // Not printable: a generated key (typed ones are refused).
+  std::ofstream(path, std::ios::binary) << std::string(32, char(fill | 0x80));
   chmod(path.c_str(), 0600);
 }
 

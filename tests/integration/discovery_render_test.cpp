@@ -35,7 +35,8 @@ const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_
 constexpr auto kTimeout = std::chrono::seconds(60);
 
 void writeKey(const std::string& path, char fill) {
-  std::ofstream(path, std::ios::binary) << std::string(32, fill);
+  // Not printable: a generated key (typed ones are refused).
+  std::ofstream(path, std::ios::binary) << std::string(32, char(fill | 0x80));
   chmod(path.c_str(), 0600);
 }
 

@@ -766,7 +766,7 @@ TEST(ClusterKey, CreatedOnFirstUseWithPrivateModes) {
 
   // Weak or foreign key files are refused, saying why (issue 13): readable by others, reached
   // through a link, owned by another user.
-  std::ofstream(dir + "/open.key", std::ios::binary) << std::string(32, 'k');
+  std::ofstream(dir + "/open.key", std::ios::binary) << std::string(32, '\xeb');
   ::chmod((dir + "/open.key").c_str(), 0644);
   auto open = loadClusterKey(dir + "/open.key");
   ASSERT_FALSE(open.ok());
@@ -787,6 +787,16 @@ TEST(ClusterKey, CreatedOnFirstUseWithPrivateModes) {
         << foreign.error().message;
   }
 
+  // Keys are generated, never typed: a file of printable characters (a passphrase) is refused,
+  // naming the command that makes keys.
+  std::ofstream(dir + "/typed.key") << "correct horse battery staple\n";
+  ::chmod((dir + "/typed.key").c_str(), 0600);
+  auto typed = loadClusterKey(dir + "/typed.key");
+  ASSERT_FALSE(typed.ok());
+  EXPECT_NE(typed.error().message.find("typed passphrase"), std::string::npos)
+      << typed.error().message;
+  EXPECT_NE(typed.error().message.find("peerlight key --passphrase"), std::string::npos);
+
   EXPECT_EQ(clusterKeyPath("/x/y.key").value(), "/x/y.key");
   setenv("PEERLIGHT_KEY_FILE", "/from/env.key", 1);
   EXPECT_EQ(clusterKeyPath("").value(), "/from/env.key");
@@ -795,6 +805,37 @@ TEST(ClusterKey, CreatedOnFirstUseWithPrivateModes) {
   if (!home.empty()) {
     EXPECT_EQ(clusterKeyPath("").value(), home + "/.config/peerlight/cluster.key");
   }
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// A passphrase becomes a key through scrypt with the cluster's salt: the same passphrase and
+// salt give the same key on every machine, another salt (another cluster) another key; short
+// passphrases and salts of another size are refused. The derived key loads (it is not text).
+TEST(ClusterKey, PassphrasesGoThroughScryptWithTheClustersSalt) {
+  std::vector<uint8_t> salt(kClusterSaltBytes, 7), other(kClusterSaltBytes, 8);
+  auto a = deriveClusterKey("a long passphrase", salt);
+  auto b = deriveClusterKey("a long passphrase", salt);
+  auto c = deriveClusterKey("a long passphrase", other);
+  auto d = deriveClusterKey("another passphrase", salt);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
+  EXPECT_EQ(a->bytes.size(), kNewClusterKeyBytes);
+  EXPECT_EQ(a->bytes, b->bytes);
+  EXPECT_NE(a->bytes, c->bytes);
+  EXPECT_NE(a->bytes, d->bytes);
+  EXPECT_FALSE(deriveClusterKey("short", salt).ok());
+  EXPECT_FALSE(deriveClusterKey("a long passphrase", std::vector<uint8_t>(8, 1)).ok());
+
+  std::string dir = tempDir();
+  ASSERT_TRUE(writeClusterKey(dir + "/derived.key", *a, false).ok());
+  EXPECT_FALSE(writeClusterKey(dir + "/derived.key", *c, false).ok());  // kept
+  auto loaded = loadClusterKey(dir + "/derived.key", false);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_EQ(loaded->bytes, a->bytes);
+  ASSERT_TRUE(writeClusterKey(dir + "/derived.key", *c, true).ok());  // replaced
+  EXPECT_EQ(loadClusterKey(dir + "/derived.key", false)->bytes, c->bytes);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir + "/derived.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
   std::system(("rm -rf " + dir).c_str());
 }
 
