@@ -269,7 +269,10 @@ void Admission::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
   if (!tls_) {
     connection = runConnection(kj::mv(stream), peer, handshake);
   } else if (secure_ == nullptr) {
-    PL_LOG_WARN("closing the connection from %s: this node has no TLS context", peer.c_str());
+    uint64_t count = 0;
+    if (mayLog(tlsLog_, count))
+      PL_LOG_WARN("closing the connection from %s: this node has no TLS context%s", peer.c_str(),
+                  counted(count).c_str());
     policy_.remove(id);
     return;
   } else {
@@ -310,8 +313,14 @@ void Admission::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
   // Evicted (to make room for a connection from an address holding fewer): closed as well.
   auto evicted = kj::newPromiseAndFulfiller<void>();
   evictors_[id] = kj::mv(evicted.fulfiller);
+  // (Unless it authenticated between the eviction and now: the close is only queued.)
+  kj::Promise<void> evictedUnlessAuthenticated =
+      evicted.promise.then([handshake]() -> kj::Promise<void> {
+        if (handshake->isAuthenticated()) return kj::NEVER_DONE;
+        return kj::READY_NOW;
+      });
   connectionTasks_->add(connection.exclusiveJoin(kj::mv(timeout))
-                            .exclusiveJoin(kj::mv(evicted.promise))
+                            .exclusiveJoin(kj::mv(evictedUnlessAuthenticated))
                             .attach(kj::defer([this, id] {
                               policy_.remove(id);
                               evictors_.erase(id);

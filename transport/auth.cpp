@@ -86,14 +86,16 @@ namespace {
 // half-written key file.
 Status writeKeyFile(const std::string& path, const ClusterKey& key, bool replace) {
   if (Status made = makeParentDirs(path); !made.ok()) return made.error();
-  std::string temp = path + ".new." + std::to_string(::getpid());
+  // A name of its own (a stale file of a crashed run, another thread: never this one).
+  std::string temp = path + ".new." + randomHex(8);
   int out = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (out < 0) return Error{"cluster key: cannot create " + temp + ": " + errnoText()};
   ssize_t written = ::write(out, key.bytes.data(), key.bytes.size());
+  std::string why = written < 0 ? errnoText() : "short write";
   int synced = ::fsync(out);
+  if (synced != 0) why = errnoText();
   int closed = ::close(out);
   if (written != ssize_t(key.bytes.size()) || synced != 0 || closed != 0) {
-    std::string why = errnoText();
     ::unlink(temp.c_str());
     return Error{"cluster key: cannot write " + temp + ": " + why};
   }
@@ -101,7 +103,17 @@ Status writeKeyFile(const std::string& path, const ClusterKey& key, bool replace
                              : ::link(temp.c_str(), path.c_str());
   const int placeErrno = errno;
   ::unlink(temp.c_str());
-  if (placed == 0) return Status();
+  if (placed == 0) {
+    // The folder's entry is durable too: after a power loss the key is the one we announced.
+    const size_t slash = path.rfind('/');
+    const std::string folder = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+    int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+    return Status();
+  }
   errno = placeErrno;
   if (errno == EEXIST) return Error{"cluster key: " + path + " exists already"};
   return Error{"cluster key: cannot create " + path + ": " + errnoText()};

@@ -364,7 +364,6 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
         refusal = {ctl::Outcome::BUSY, "owner job: uid " + std::to_string(c.uid) + " holds " +
                                            std::to_string(c.impl->options.ownerJobsPerUid) +
                                            " already (the most one user may hold)"};
-      c.requested = true;
       auto results = context.getResults();
       if (!refusal.ok()) {
         PL_LOG_WARN("control socket: %s refused (%s): %s", c.who.c_str(),
@@ -373,6 +372,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
         results.setMessage(refusal.message);
         return kj::READY_NOW;
       }
+      c.requested = true;  // granted: the connection may stay silent from now on
       c.ownerToken = token;
       c.ownerSerial += 1;
       c.impl->ownerJobCount += 1;
@@ -391,7 +391,6 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       Result<RenderJobParams> frame = fromControl(request.getParams());
       const uint64_t bytes = request.getDataBytes();
       ControlOutcome refusal;
-      c.requested = true;
       if (!validControlToken(token)) {
         label = "render job";
         refusal = {ctl::Outcome::BAD_PARAMS, "render job: bad token (1 to 64 of [0-9a-zA-Z])"};
@@ -442,6 +441,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       c.impl->uploadingBytes += bytes;
       job->listener = params.getListener();
       c.render = job;
+      c.requested = true;
       results.setOutcome(ctl::Outcome::OK);
       results.setJob(kj::heap<RenderJobImpl>(std::move(job)));
       return kj::READY_NOW;
@@ -528,6 +528,16 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
                     "node)",
                     unsigned(cred.uid), unsigned(::getuid()));
       return;  // dropping the stream closes it
+    }
+    if (limited(cred.uid)) {
+      size_t mine = 0;
+      for (const Connection* c : open) mine += c->client->uid == cred.uid ? 1 : 0;
+      if (mine >= options.connectionsPerUid) {
+        PL_LOG_WARN("control socket: refused a client of uid %u (pid %d): it has %zu "
+                    "connections open, the most one user may have",
+                    unsigned(cred.uid), int(cred.pid), mine);
+        return;
+      }
     }
     if (open.size() >= kMaxControlClients) {
       PL_LOG_WARN("control socket: %zu clients connected already; refusing another", open.size());
@@ -625,7 +635,9 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
 size_t ControlSocket::Impl::renderJobsOf(uint32_t uid) const {
   size_t n = 0;
   for (const Connection* c : open)
-    if (c->client->uid == uid && c->client->render != nullptr) ++n;
+    if (c->client->uid == uid && c->client->render != nullptr &&
+        c->client->render->phase != Job::Phase::ended)
+      ++n;
   return n;
 }
 

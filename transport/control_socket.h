@@ -110,8 +110,10 @@ struct ControlSocketOptions {
   // the group cannot take the daemon over or keep remote leases revoked with many owners.
   uint32_t renderJobsPerUid = 1;
   uint32_t ownerJobsPerUid = 2;
+  uint32_t connectionsPerUid = 8;  // so that one user cannot take every client slot
   bool limitOwnUid = false;
-  // A connection that has asked for nothing this long after it connected is closed (0: never).
+  // A connection that has been granted nothing this long after it connected is closed (0:
+  // never): a refused request does not keep it open.
   uint32_t idleBeforeRequestMs = 10000;
 };
 

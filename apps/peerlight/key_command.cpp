@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -27,22 +28,38 @@ struct KeyArgs {
   bool force = false;
 };
 
+// The terminal's settings while echo is off, put back on every way out (SIGINT, SIGTERM and
+// SIGHUP included: the handler restores them, then dies of the signal).
+struct termios gSavedTerminal {};
+volatile sig_atomic_t gEchoOff = 0;
+
+void restoreTerminal() {
+  if (gEchoOff) ::tcsetattr(STDIN_FILENO, TCSANOW, &gSavedTerminal);
+  gEchoOff = 0;
+}
+
+void restoreAndDie(int sig) {
+  restoreTerminal();
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
 // One line from stdin; with a terminal, prompted on stderr and not echoed.
 std::string readPassphrase() {
-  const bool tty = ::isatty(STDIN_FILENO) != 0;
-  struct termios saved {};
+  const bool tty = ::isatty(STDIN_FILENO) != 0 && ::tcgetattr(STDIN_FILENO, &gSavedTerminal) == 0;
   if (tty) {
     std::fprintf(stderr, "passphrase: ");
     std::fflush(stderr);
-    ::tcgetattr(STDIN_FILENO, &saved);
-    struct termios quiet = saved;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, restoreAndDie);
+    struct termios quiet = gSavedTerminal;
     quiet.c_lflag &= tcflag_t(~ECHO);
+    gEchoOff = 1;
     ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
   }
   std::string line;
   std::getline(std::cin, line);
   if (tty) {
-    ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    restoreTerminal();
     std::fprintf(stderr, "\n");
   }
   if (!line.empty() && line.back() == '\r') line.pop_back();

@@ -67,6 +67,12 @@ std::string admissionSource(const std::string& address) {
     inet_ntop(AF_INET, &four, text, sizeof(text));
     return text;
   }
+  // Link-local addresses (fe80::/10): every host of the segment shares one /64, so each
+  // address counts for itself; elsewhere one host may own a whole /64.
+  if (six.s6_addr[0] == 0xfe && (six.s6_addr[1] & 0xc0) == 0x80) {
+    inet_ntop(AF_INET6, &six, text, sizeof(text));
+    return "[" + std::string(text) + "]";
+  }
   std::memset(six.s6_addr + 8, 0, 8);
   inet_ntop(AF_INET6, &six, text, sizeof(text));
   return "[" + std::string(text) + "]/64";

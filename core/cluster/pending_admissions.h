@@ -4,7 +4,8 @@
 // connections cost nothing to open and need no key, so one host must not be able to fill the
 // node's room for them and lock every Primary out:
 //
-// - Each source (an IPv4 address; an IPv6 /64, which one host can fill) holds at most
+// - Each source (an IPv4 address; an IPv6 /64, which one host can fill, but a link-local
+//   address for itself) holds at most
 //   perSource pending connections: one more from it is refused.
 // - All sources together hold at most globalCap. At the cap, a connection from a source that
 //   holds fewer than the source holding the most (ties: the one whose oldest connection is
@@ -65,8 +66,9 @@ class PendingAdmissions {
   uint64_t nextOrder_ = 0;
 };
 
-// The source an address counts against: IPv4 "a.b.c.d" as it is; IPv6 its /64 ("[x:x:x:x::]/64",
-// an IPv4-mapped IPv6 address as its IPv4 form); anything else as it is.
+// The source an address counts against: IPv4 "a.b.c.d" as it is; IPv6 its /64 ("[x:x:x:x::]/64"),
+// except link-local addresses, which count each for itself ("[fe80::...]": a segment's hosts all
+// share fe80::/64), and IPv4-mapped ones, as their IPv4 form; anything else as it is.
 std::string admissionSource(const std::string& address);
 
 }  // namespace pl

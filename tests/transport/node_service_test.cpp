@@ -820,6 +820,13 @@ TEST(ClusterKey, PassphrasesGoThroughScryptWithTheClustersSalt) {
   ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
   EXPECT_EQ(a->bytes.size(), kNewClusterKeyBytes);
   EXPECT_EQ(a->bytes, b->bytes);
+  // Pinned: a change of scrypt's parameters or of the label would give the machines of one
+  // cluster, on two versions, different keys. (Python: hashlib.scrypt(b"a long passphrase",
+  // salt=b"peerlight cluster key v1" + bytes([7] * 16), n=2**15, r=8, p=1, dklen=32).)
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (uint8_t byte : a->bytes) hex += std::string{kHex[byte >> 4], kHex[byte & 15]};
+  EXPECT_EQ(hex, "dd6fc83bb8f5a0864a81479fcb09f303b323d1f3f820916fd108bf83e721e839");
   EXPECT_NE(a->bytes, c->bytes);
   EXPECT_NE(a->bytes, d->bytes);
   EXPECT_FALSE(deriveClusterKey("short", salt).ok());

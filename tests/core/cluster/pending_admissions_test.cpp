@@ -87,6 +87,9 @@ TEST(PendingAdmissions, SourcesOfAddresses) {
   EXPECT_EQ(admissionSource("2001:db8:1:2::1"), admissionSource("2001:db8:1:2:ffff::9"));
   EXPECT_NE(admissionSource("2001:db8:1:2::1"), admissionSource("2001:db8:1:3::1"));
   EXPECT_EQ(admissionSource("::ffff:10.1.2.3"), "10.1.2.3");
+  // Link-local: the whole segment shares fe80::/64, so each address is a source of its own.
+  EXPECT_NE(admissionSource("fe80::1"), admissionSource("fe80::2"));
+  EXPECT_EQ(admissionSource("fe80::a:b"), "[fe80::a:b]");
   EXPECT_EQ(admissionSource("unix peer"), "unix peer");
 }
 
