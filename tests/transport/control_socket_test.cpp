@@ -194,6 +194,27 @@ TEST_F(ControlSocketTest, OneUserHoldsAtMostItsJobsAndSilentConnectionsAreClosed
   EXPECT_EQ(socket_->ownerJobs(), 2u);
 }
 
+// One user may keep at most connectionsPerUid connections open: one more is closed at once.
+TEST_F(ControlSocketTest, OneUserHoldsAtMostItsConnections) {
+  socket_.reset();
+  options_.limitOwnUid = true;
+  options_.connectionsPerUid = 3;
+  listen();
+  std::vector<std::unique_ptr<ControlConnection>> c;
+  for (int i = 0; i < 4; ++i) {
+    auto opened = ControlConnection::open(loop_, path_);
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    c.push_back(std::move(*opened));
+  }
+  EXPECT_TRUE(turnUntil([&] { return socket_->clients() == 3; }));
+  waitFor(loop_, loop_.timer().afterDelay(100 * kj::MILLISECONDS));
+  EXPECT_EQ(socket_->clients(), 3u);
+  // The fourth finds its connection closed; the first three are served.
+  EXPECT_EQ(ownerJob(*c[0], "u1").getOutcome(), ctl::Outcome::OK);
+  kj::Maybe<kj::Exception> refused = kj::runCatchingExceptions([&] { ownerJob(*c[3], "u4"); });
+  EXPECT_TRUE(refused != nullptr) << "the fourth connection was served";
+}
+
 TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
   // Data of a bit more than 2 chunks, a film of 6 slices.
   std::vector<uint8_t> data(2 * kControlChunkBytes + 12345);
