@@ -73,6 +73,20 @@ class ControlSocketTest : public ::testing::Test {
     return waitFor(loop_, request.send());
   }
 
+  // `n` connections to the socket (fewer when one fails to open, with a failure added).
+  std::vector<std::unique_ptr<ControlConnection>> openConnections(size_t n) {
+    std::vector<std::unique_ptr<ControlConnection>> out;
+    for (size_t i = 0; i < n; ++i) {
+      auto opened = ControlConnection::open(loop_, path_);
+      if (!opened.ok()) {
+        ADD_FAILURE() << opened.error().message;
+        break;
+      }
+      out.push_back(std::move(*opened));
+    }
+    return out;
+  }
+
   // The answer to a render request on `c` (no data is sent).
   capnp::Response<ctl::NodeControl::RenderResults> renderRequest(ControlConnection& c,
                                                                  const std::string& token) {
@@ -164,12 +178,8 @@ TEST_F(ControlSocketTest, OneUserHoldsAtMostItsJobsAndSilentConnectionsAreClosed
   options_.limitOwnUid = true;
   options_.idleBeforeRequestMs = 300;
   listen();
-  std::vector<std::unique_ptr<ControlConnection>> c;
-  for (int i = 0; i < 4; ++i) {
-    auto opened = ControlConnection::open(loop_, path_);
-    ASSERT_TRUE(opened.ok()) << opened.error().message;
-    c.push_back(std::move(*opened));
-  }
+  std::vector<std::unique_ptr<ControlConnection>> c = openConnections(4);
+  ASSERT_EQ(c.size(), 4u);
   auto first = ownerJob(*c[0], "o1");
   auto second = ownerJob(*c[1], "o2");
   auto third = ownerJob(*c[2], "o3");
@@ -200,12 +210,8 @@ TEST_F(ControlSocketTest, OneUserHoldsAtMostItsConnections) {
   options_.limitOwnUid = true;
   options_.connectionsPerUid = 3;
   listen();
-  std::vector<std::unique_ptr<ControlConnection>> c;
-  for (int i = 0; i < 4; ++i) {
-    auto opened = ControlConnection::open(loop_, path_);
-    ASSERT_TRUE(opened.ok()) << opened.error().message;
-    c.push_back(std::move(*opened));
-  }
+  std::vector<std::unique_ptr<ControlConnection>> c = openConnections(4);
+  ASSERT_EQ(c.size(), 4u);
   EXPECT_TRUE(turnUntil([&] { return socket_->clients() == 3; }));
   waitFor(loop_, loop_.timer().afterDelay(100 * kj::MILLISECONDS));
   EXPECT_EQ(socket_->clients(), 3u);
