@@ -30,14 +30,21 @@
 // camera and bounce rays. Shadow rays, when globals.hasAlpha, walk through cut-out surfaces
 // with a loop of intersect() calls and are attenuated by (1 - alpha) at BLEND surfaces.
 //
+// Transmission (material.h, bsdf.h): a path that refracts into a volume boundary takes the
+// material's absorption coefficient with it and is attenuated by Beer-Lambert along every
+// segment until it refracts out again (one volume at a time; a path that leaves the scene
+// from inside a volume is absorbed). Shadow rays stop at transmissive surfaces (no caustics
+// by next-event estimation), and next-event estimation does not look through a volume
+// boundary, so emitters reached by refraction count in full (no MIS weight).
+//
 // Random dimensions: pair 0 is the position in the pixel; each bounce then takes 4 pairs
 // (light selection + Russian roulette, light position, BSDF direction, BSDF lobe), always,
 // whatever branch is taken, so that dimension k means the same thing across samples.
 
-#include "core/kernel/bsdf.h"
 #include "core/kernel/camera.h"
 #include "core/kernel/fixed_point.h"
 #include "core/kernel/lights.h"
+#include "core/kernel/material.h"
 #include "core/kernel/sampler.h"
 #include "core/kernel/scene_view.h"
 #include "core/kernel/surface.h"
@@ -56,6 +63,11 @@ PL_HOST_DEVICE PL_INLINE float powerHeuristic(float pdfA, float pdfB) {
 }
 
 enum class TraceResult { kHit, kMiss, kAbsorbed };
+
+// Transmittance of a homogeneous absorbing volume over a distance.
+PL_HOST_DEVICE PL_INLINE Vec3f beerLambert(Vec3f sigma, float distance) {
+  return vec3(expf(-sigma.x * distance), expf(-sigma.y * distance), expf(-sigma.z * distance));
+}
 
 // Finds the first surface along `ray` that stops it, passing through alpha cut-outs.
 template <class Tracer>
@@ -123,31 +135,6 @@ PL_HOST_DEVICE PL_INLINE Vec3f shadowTransmittance(const SceneView& scene, const
   return vec3(0.0f);
 }
 
-// The shading normal at a surface point on the viewer's side (wo), normal-mapped when the
-// material has a normal texture and a tangent is known. front: whether wo sees the front face.
-PL_HOST_DEVICE PL_INLINE Vec3f shadingNormal(const SceneView& scene, const Material& m,
-                                             const SurfacePoint& sp, bool front, Vec3f ngFacing,
-                                             Vec3f wo) {
-  Vec3f n = sp.ns;
-  if (m.normalTexture != kNoTexture && sp.tangent.w != 0.0f) {
-    const Vec3f t0 = xyz(sp.tangent);
-    const Vec3f t = normalize(t0 - n * dot(n, t0));
-    if (lengthSquared(t) > 0.0f) {
-      const Vec3f b = cross(n, t) * sp.tangent.w;
-      const Vec4f c = sampleTexture(scene, m.normalTexture, sp.uv, false);
-      const float x = (2.0f * c.x - 1.0f) * m.normalScale;
-      const float y = (2.0f * c.y - 1.0f) * m.normalScale;
-      const float z = 2.0f * c.z - 1.0f;
-      const Vec3f mapped = normalize(t * x + b * y + n * z);
-      if (lengthSquared(mapped) > 0.0f && isFinite(mapped)) n = mapped;
-    }
-  }
-  if (!front) n = -n;
-  // A shading normal facing away from the viewer has no sensible BRDF: use the geometry.
-  if (!(dot(n, wo) > 0.0f) || !(dot(n, ngFacing) > 0.0f)) n = ngFacing;
-  return n;
-}
-
 template <class Tracer>
 PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, uint32_t px,
                                  uint32_t py, uint32_t sampleIndex, uint32_t* raysTraced) {
@@ -162,22 +149,27 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
   Vec3f beta = vec3(1.0f);
   float prevBsdfPdf = 0.0f;
   bool prevFromCamera = true;  // emission is seen without MIS
+  bool prevLightSampled = true;  // next-event estimation could have sampled the last bounce
   Vec3f prevP = ray.origin;
+  Vec3f sigma = vec3(0.0f);  // absorption coefficient of the volume the path is in
 
   for (uint32_t depth = 0;; ++depth) {
     Hit hit;
     SurfacePoint sp;
+    const Vec3f segmentStart = ray.origin;
     const TraceResult tr =
         traceSurface(scene, tracer, ray, sampler.key, sampleIndex, depth, &hit, &sp, raysTraced);
     if (tr == TraceResult::kAbsorbed) break;
     if (tr == TraceResult::kMiss) {
+      if (!isBlack(sigma)) break;  // an open volume absorbs everything on the way out
       const Vec3f le = envRadiance(scene, ray.direction, prevFromCamera);
       float w = 1.0f;
-      if (!prevFromCamera && selection.pEnv > 0.0f)
+      if (!prevFromCamera && prevLightSampled && selection.pEnv > 0.0f)
         w = powerHeuristic(prevBsdfPdf, selection.pEnv * envDirectionPdf(scene, ray.direction));
       radiance += beta * le * w;
       break;
     }
+    if (!isBlack(sigma)) beta *= beerLambert(sigma, length(sp.p - segmentStart));
 
     const Material& m = scene.materials[sp.material];
     const Vec3f wo = -ray.direction;
@@ -188,7 +180,7 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
     const Vec3f le = emittedRadiance(scene, m, sp, wo);
     if (!isBlack(le)) {
       float w = 1.0f;
-      if (!prevFromCamera && selection.pEmissive > 0.0f) {
+      if (!prevFromCamera && prevLightSampled && selection.pEmissive > 0.0f) {
         const float pTri = emissiveTriangleProbability(scene, hit.prim);
         const float lightPdf =
             selection.pEmissive * emissiveSolidAnglePdf(pTri, sp.area, prevP, sp.p, sp.ng);
@@ -198,33 +190,26 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
     }
     if (depth >= g.maxDepth) break;
 
-    // The BRDF here.
-    Vec3f baseColor = xyz(m.baseColorFactor);
-    if (m.baseColorTexture != kNoTexture)
-      baseColor *= xyz(sampleTexture(scene, m.baseColorTexture, sp.uv, true));
-    float metallic = m.metallicFactor, roughness = m.roughnessFactor;
-    if (m.metallicRoughnessTexture != kNoTexture) {
-      const Vec4f mr = sampleTexture(scene, m.metallicRoughnessTexture, sp.uv, false);
-      roughness *= mr.y;
-      metallic *= mr.z;
-    }
-    const Vec3f ns = shadingNormal(scene, m, sp, front, ng, wo);
-    const GltfBsdf bsdf = makeGltfBsdf(frameFromNormal(ns), ng, baseColor, metallic, roughness,
-                                       m.ior);
-    const Vec3f origin = offsetRayOrigin(sp.p, ng);
+    const GltfBsdf bsdf = materialBsdf(scene, m, sp, front, ng, wo);
+    const bool volume = isVolumeBoundary(m);
 
     const Vec2f uSelectRr = sampler.get2D();
     const Vec2f uLight = sampler.get2D();
     const Vec2f uBsdf = sampler.get2D();
     const float uLobe = sampler.get1D();
 
-    // Next-event estimation.
+    // Next-event estimation. Not through a volume boundary: the light would be seen through
+    // a refracting surface, which a straight shadow ray cannot follow.
     LightSample ls;
     if (sampleLight(scene, selection, sp.p, uSelectRr.x, uLight, &ls)) {
+      const bool through = !(dot(ls.wi, ng) > 0.0f);
       float bsdfPdf;
-      const Vec3f f = evalGltfBsdf(bsdf, wo, ls.wi, &bsdfPdf);
+      const Vec3f f = through && volume ? vec3(0.0f) : evalGltfBsdf(bsdf, wo, ls.wi, &bsdfPdf);
       if (!isBlack(f)) {
-        const Vec3f tr = shadowTransmittance(scene, tracer, origin, ls, raysTraced);
+        const Vec3f origin = offsetRayOrigin(sp.p, through ? -ng : ng);
+        Vec3f tr = shadowTransmittance(scene, tracer, origin, ls, raysTraced);
+        if (!isBlack(sigma) && !isBlack(tr))
+          tr = ls.distant ? vec3(0.0f) : tr * beerLambert(sigma, length(ls.target - sp.p));
         if (!isBlack(tr)) {
           const float w = ls.delta ? 1.0f : powerHeuristic(ls.pdf, bsdfPdf);
           radiance += beta * f * ls.radiance * tr * (w / ls.pdf);
@@ -242,10 +227,13 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
       beta *= 1.0f / survive;
     }
     if (!isFinite(beta)) break;
+    const bool crossedVolume = bs.transmitted && volume;
+    if (crossedVolume) sigma = front ? volumeAbsorption(m) : vec3(0.0f);
     prevBsdfPdf = bs.pdf;
     prevFromCamera = false;
+    prevLightSampled = !crossedVolume;
     prevP = sp.p;
-    ray.origin = origin;
+    ray.origin = offsetRayOrigin(sp.p, bs.transmitted ? -ng : ng);
     ray.direction = bs.wi;
   }
   if (!isFinite(radiance)) return vec3(0.0f);

@@ -2,7 +2,8 @@
 // Texture lookups over RenderData::textures / texels: wrap (repeat, clamp, mirror), nearest or
 // bilinear filtering, and per-slot colour decoding: sRGB (base colour, emissive) is decoded
 // with the exact sRGB EOTF per texel before filtering; other slots are linear. Alpha is always
-// linear. UV (0, 0) is the top-left corner of the image (glTF), texel row 0 is the top row.
+// linear. Each texture's UV transform (KHR_texture_transform) applies first. UV (0, 0) is the
+// top-left corner of the image (glTF), texel row 0 is the top row.
 
 #include "core/kernel/scene_view.h"
 
@@ -50,6 +51,8 @@ PL_HOST_DEVICE PL_INLINE Vec4f sampleTexture(const SceneView& scene, int32_t ind
                                              bool srgb) {
   const Texture& tex = scene.textures[index];
   const Rgba8* texels = scene.texels + tex.texelOffset;
+  uv = {tex.uv[0] * uv.x + tex.uv[1] * uv.y + tex.uv[2],
+        tex.uv[3] * uv.x + tex.uv[4] * uv.y + tex.uv[5]};
   const float x = boundTexelCoord(uv.x * static_cast<float>(tex.width), tex.width, tex.wrapS);
   const float y = boundTexelCoord(uv.y * static_cast<float>(tex.height), tex.height, tex.wrapT);
   if (tex.filter == kFilterNearest) {

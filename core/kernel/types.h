@@ -19,8 +19,10 @@ enum TextureFilter : uint32_t { kFilterNearest = 0, kFilterLinear = 1 };
 
 constexpr int32_t kNoTexture = -1;
 
-// glTF 2.0 metallic-roughness material. Texture indices point into RenderData::textures
-// (kNoTexture when absent); all use UV set 0.
+// glTF 2.0 metallic-roughness material with the KHR_materials_* extensions the kernel
+// implements (see bsdf.h). Texture indices point into RenderData::textures (kNoTexture when
+// absent); all use UV set 0, each through its texture's UV transform. The extensions' fields
+// default to "off" (as the extensions' own defaults), so Material{} is a plain glTF material.
 struct Material {
   Vec4f baseColorFactor;     // linear RGBA
   Vec3f emission;            // emissiveFactor * KHR_materials_emissive_strength (radiance)
@@ -35,6 +37,31 @@ struct Material {
   int32_t metallicRoughnessTexture;  // linear; roughness in G, metallic in B
   int32_t normalTexture;     // linear, tangent space
   int32_t emissiveTexture;   // sRGB
+  // KHR_materials_transmission and KHR_materials_volume. thicknessFactor == 0 is a thin-walled
+  // surface (light passes straight through); > 0 a boundary of a volume that refracts by ior
+  // and absorbs by Beer-Lambert: attenuationColor after attenuationDistance (0: no absorption).
+  float transmissionFactor = 0.0f;
+  int32_t transmissionTexture = kNoTexture;  // linear, R
+  float thicknessFactor = 0.0f;
+  float attenuationDistance = 0.0f;
+  Vec3f attenuationColor = {1.0f, 1.0f, 1.0f};
+  // KHR_materials_clearcoat: a dielectric (ior 1.5) GGX layer over everything else.
+  float clearcoatFactor = 0.0f;
+  float clearcoatRoughnessFactor = 0.0f;
+  int32_t clearcoatTexture = kNoTexture;           // linear, R
+  int32_t clearcoatRoughnessTexture = kNoTexture;  // linear, G
+  int32_t clearcoatNormalTexture = kNoTexture;  // tangent space; absent: the geometry's normal
+  float clearcoatNormalScale = 1.0f;
+  // KHR_materials_sheen: a Charlie-distribution layer over the base (sheenColor 0: none).
+  Vec3f sheenColorFactor = {0.0f, 0.0f, 0.0f};
+  float sheenRoughnessFactor = 0.0f;
+  int32_t sheenColorTexture = kNoTexture;      // sRGB, RGB
+  int32_t sheenRoughnessTexture = kNoTexture;  // linear, A
+  // KHR_materials_specular: the dielectric specular layer's strength and F0 tint.
+  float specularFactor = 1.0f;
+  Vec3f specularColorFactor = {1.0f, 1.0f, 1.0f};
+  int32_t specularTexture = kNoTexture;       // linear, A
+  int32_t specularColorTexture = kNoTexture;  // sRGB, RGB
 };
 
 // A texture's header. Its texels are RenderData::texels[texelOffset .. +width*height),
@@ -45,6 +72,9 @@ struct Texture {
   uint32_t texelOffset;  // in texels, into RenderData::texels
   uint32_t wrapS, wrapT; // TextureWrap
   uint32_t filter;       // TextureFilter (magnification; minification uses the same)
+  // KHR_texture_transform, applied to the UV before lookup: u' = uv[0] u + uv[1] v + uv[2],
+  // v' = uv[3] u + uv[4] v + uv[5]. Identity for an untransformed texture.
+  float uv[6] = {1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f};
 };
 
 struct Rgba8 {
@@ -79,6 +109,8 @@ struct Camera {
   float orthoHalfHeight;  // orthographic (ymag)
 };
 
+constexpr uint32_t kSheenAlbedoSize = 16;
+
 // Scalars that describe the whole scene. Exactly one element in RenderData::globals.
 struct SceneGlobals {
   Vec3f boundsMin, boundsMax;  // of all triangles and punctual lights
@@ -91,6 +123,10 @@ struct SceneGlobals {
   uint32_t maxDepth;             // maximum path length in bounces
   uint32_t seed;                 // scene seed for the sampler
   uint32_t hasAlpha;             // any material with alpha mask or blend
+  // Directional albedo of the sheen lobe (bsdf.h), kSheenAlbedoSize^2 entries: row r is
+  // sheen roughness r / (size - 1), column c is cos(theta) = c / (size - 1). Computed by the
+  // host (compile.cpp) and shipped with the scene, so every device reads the same numbers.
+  float sheenAlbedo[kSheenAlbedoSize * kSheenAlbedoSize];
 };
 
 }  // namespace pl::kernel

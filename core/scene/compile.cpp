@@ -2,9 +2,13 @@
 
 #include "core/scene/compile.h"
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+
+#include "core/kernel/bsdf.h"
 
 namespace pl {
 namespace {
@@ -212,6 +216,7 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     kt.wrapS = t.wrapS;
     kt.wrapT = t.wrapT;
     kt.filter = t.filter;
+    for (int k = 0; k < 6; ++k) kt.uv[k] = t.uvTransform[size_t(k)];
     rd.textures.push_back(kt);
     rd.texels.insert(rd.texels.end(), t.texels.begin(), t.texels.end());
   }
@@ -258,6 +263,12 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
   g.maxDepth = options.maxDepth;
   g.seed = options.seed;
   g.hasAlpha = 0;
+  static const std::array<float, kernel::kSheenAlbedoSize * kernel::kSheenAlbedoSize> kSheen = [] {
+    std::array<float, kernel::kSheenAlbedoSize * kernel::kSheenAlbedoSize> table{};
+    kernel::fillSheenAlbedoTable(table.data());
+    return table;
+  }();
+  std::copy(kSheen.begin(), kSheen.end(), g.sheenAlbedo);
   for (const kernel::Material& m : rd.materials)
     if (m.alphaMode != kernel::kAlphaOpaque) g.hasAlpha = 1;
   if (environment) {

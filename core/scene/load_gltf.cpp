@@ -216,7 +216,20 @@ class GltfLoader {
 
   Status checkExtensions();
   Status convertMaterials();
-  Result<int32_t> texture(int gltfTexture, const std::string& where);
+  // A textureInfo: which texture, which UV set, and its KHR_texture_transform.
+  struct TextureRef {
+    int index = -1;
+    int texCoord = 0;
+    std::array<float, 6> uv{1, 0, 0, 0, 1, 0};
+  };
+  Result<TextureRef> textureRef(int index, int texCoord, const tinygltf::ExtensionMap& extensions,
+                                const std::string& where);
+  // A textureInfo given inside an extension's JSON (absent: index -1).
+  Result<TextureRef> textureRef(const tinygltf::Value& extension, const char* key,
+                                const std::string& where);
+  Result<int32_t> texture(const TextureRef& ref, const std::string& where);
+  Status convertExtensions(const tinygltf::Material& gm, const std::string& where,
+                           kernel::Material& m);
   // parentEntry: the parent's index in Scene::nodes (-1 for a root).
   Status visit(int node, const Mat4& parent, int32_t parentEntry, uint32_t depth);
   // entry: the index in Scene::nodes of the node instance that adds it.
@@ -238,15 +251,19 @@ class GltfLoader {
   const tinygltf::Model& model_;
   const ImageContext& images_;
   Scene scene_;
-  std::map<int, int32_t> textureMap_;  // glTF texture -> Scene texture
+  // (glTF texture, UV transform) -> Scene texture
+  std::map<std::pair<int, std::array<float, 6>>, int32_t> textureMap_;
   int32_t defaultMaterial_ = -1;
   uint64_t triangles_ = 0, vertices_ = 0, visits_ = 0;
   std::vector<bool> onPath_;
 };
 
 Status GltfLoader::checkExtensions() {
-  static const char* kSupported[] = {"KHR_lights_punctual", "KHR_materials_emissive_strength",
-                                     "KHR_materials_ior", "KHR_mesh_quantization"};
+  static const char* kSupported[] = {
+      "KHR_lights_punctual",       "KHR_materials_emissive_strength", "KHR_materials_ior",
+      "KHR_mesh_quantization",     "KHR_materials_transmission",      "KHR_materials_volume",
+      "KHR_materials_clearcoat",   "KHR_materials_sheen",             "KHR_materials_specular",
+      "KHR_texture_transform"};
   for (const std::string& e : model_.extensionsRequired) {
     bool ok = false;
     for (const char* s : kSupported) ok |= e == s;
@@ -269,18 +286,73 @@ Status GltfLoader::checkExtensions() {
   return Status();
 }
 
-Result<int32_t> GltfLoader::texture(int t, const std::string& where) {
+Result<GltfLoader::TextureRef> GltfLoader::textureRef(int index, int texCoord,
+                                                      const tinygltf::ExtensionMap& extensions,
+                                                      const std::string& where) {
+  TextureRef ref;
+  ref.index = index;
+  ref.texCoord = texCoord;
+  if (index < 0) return ref;
+  const tinygltf::Value* e = extension(extensions, "KHR_texture_transform");
+  if (e) {
+    double offset[2] = {0, 0}, scale[2] = {1, 1};
+    const double rotation = numberMember(*e, "rotation", 0.0);
+    for (auto [key, out] : {std::pair{"offset", offset}, std::pair{"scale", scale}}) {
+      if (!e->Has(key)) continue;
+      const tinygltf::Value& v = e->Get(key);
+      if (!v.IsArray() || v.ArrayLen() != 2 || !v.Get(0).IsNumber() || !v.Get(1).IsNumber())
+        return fail(where + ": KHR_texture_transform " + key + " needs 2 numbers");
+      out[0] = v.Get(0).GetNumberAsDouble();
+      out[1] = v.Get(1).GetNumberAsDouble();
+    }
+    if (e->Has("texCoord")) ref.texCoord = int(numberMember(*e, "texCoord", texCoord));
+    // u' = cos sx u + sin sy v + ox, v' = -sin sx u + cos sy v + oy: the matrix
+    // translation * rotation * scale of the extension, with the rotation's sign as Blender's
+    // importer (and so Cycles) and three.js apply it.
+    const double c = std::cos(rotation), sn = std::sin(rotation);
+    ref.uv = {float(c * scale[0]),  float(sn * scale[1]), float(offset[0]),
+              float(-sn * scale[0]), float(c * scale[1]),  float(offset[1])};
+    for (float f : ref.uv)
+      if (!std::isfinite(f)) return fail(where + ": KHR_texture_transform is not finite");
+  }
+  return ref;
+}
+
+Result<GltfLoader::TextureRef> GltfLoader::textureRef(const tinygltf::Value& ext, const char* key,
+                                                      const std::string& where) {
+  if (!ext.IsObject() || !ext.Has(key)) return TextureRef{};
+  const tinygltf::Value& info = ext.Get(key);
+  const std::string name = where + " " + key;
+  if (!info.IsObject() || !info.Has("index") || !info.Get("index").IsNumber())
+    return fail(name + " has no texture index");
+  const double index = info.Get("index").GetNumberAsDouble();
+  if (!(index >= 0 && index < double(model_.textures.size())))
+    return fail(name + " refers to texture " + std::to_string(index) + " of " +
+                std::to_string(model_.textures.size()));
+  tinygltf::ExtensionMap extensions;
+  if (info.Has("extensions") && info.Get("extensions").IsObject()) {
+    const tinygltf::Value& all = info.Get("extensions");
+    for (const std::string& k : all.Keys()) extensions[k] = all.Get(k);
+  }
+  return textureRef(int(index), int(numberMember(info, "texCoord", 0)), extensions, name);
+}
+
+Result<int32_t> GltfLoader::texture(const TextureRef& ref, const std::string& where) {
+  const int t = ref.index;
   if (t < 0) return kernel::kNoTexture;
   if (size_t(t) >= model_.textures.size())
     return fail(where + " refers to texture " + std::to_string(t) + " of " +
                 std::to_string(model_.textures.size()));
-  auto found = textureMap_.find(t);
+  if (ref.texCoord != 0)
+    scene_.warnings.push_back(where + " uses TEXCOORD_" + std::to_string(ref.texCoord) +
+                              "; TEXCOORD_0 is used instead");
+  auto found = textureMap_.find({t, ref.uv});
   if (found != textureMap_.end()) return found->second;
   const tinygltf::Texture& gt = model_.textures[size_t(t)];
   if (gt.source < 0) {
     scene_.warnings.push_back("texture " + std::to_string(t) +
                               " has no image source that can be decoded; ignored");
-    textureMap_[t] = kernel::kNoTexture;
+    textureMap_[{t, ref.uv}] = kernel::kNoTexture;
     return kernel::kNoTexture;
   }
   if (size_t(gt.source) >= model_.images.size())
@@ -315,10 +387,100 @@ Result<int32_t> GltfLoader::texture(int t, const std::string& where) {
     st.filter = s.magFilter == TINYGLTF_TEXTURE_FILTER_NEAREST ? kernel::kFilterNearest
                                                                : kernel::kFilterLinear;
   }
+  st.uvTransform = ref.uv;
   int32_t index = int32_t(scene_.textures.size());
   scene_.textures.push_back(std::move(st));
-  textureMap_[t] = index;
+  textureMap_[{t, ref.uv}] = index;
   return index;
+}
+
+Status GltfLoader::convertExtensions(const tinygltf::Material& gm, const std::string& where,
+                                     kernel::Material& m) {
+  auto colour = [&](const tinygltf::Value& e, const char* key, kernel::Vec3f fallback,
+                    kernel::Vec3f* out) -> Status {
+    *out = fallback;
+    if (!e.Has(key)) return Status();
+    const tinygltf::Value& v = e.Get(key);
+    if (!v.IsArray() || v.ArrayLen() != 3 || !v.Get(0).IsNumber() || !v.Get(1).IsNumber() ||
+        !v.Get(2).IsNumber())
+      return fail(where + ": " + key + " needs 3 numbers");
+    *out = {float(v.Get(0).GetNumberAsDouble()), float(v.Get(1).GetNumberAsDouble()),
+            float(v.Get(2).GetNumberAsDouble())};
+    return Status();
+  };
+  // Each extension's textures: (JSON key, the material's slot).
+  using Slots = std::initializer_list<std::pair<const char*, int32_t*>>;
+  auto textures = [&](const tinygltf::Value& e, const std::string& name, Slots slots) -> Status {
+    for (const auto& [key, out] : slots) {
+      auto ref = textureRef(e, key, where + " " + name);
+      if (!ref.ok()) return ref.error();
+      auto t = texture(*ref, where + " " + name + " " + key);
+      if (!t.ok()) return t.error();
+      *out = *t;
+    }
+    return Status();
+  };
+  if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_transmission")) {
+    m.transmissionFactor = float(numberMember(*e, "transmissionFactor", 0.0));
+    if (Status st = textures(*e, "KHR_materials_transmission",
+                             {{"transmissionTexture", &m.transmissionTexture}});
+        !st.ok())
+      return st;
+  }
+  if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_volume")) {
+    // thicknessTexture only matters to rasterizers, which have no geometry behind the
+    // surface; a path tracer follows the real volume.
+    m.thicknessFactor = float(numberMember(*e, "thicknessFactor", 0.0));
+    const double distance = numberMember(*e, "attenuationDistance", 0.0);
+    m.attenuationDistance = distance > 0.0 ? float(distance) : 0.0f;
+    if (Status st = colour(*e, "attenuationColor", {1, 1, 1}, &m.attenuationColor); !st.ok())
+      return st;
+  }
+  if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_clearcoat")) {
+    m.clearcoatFactor = float(numberMember(*e, "clearcoatFactor", 0.0));
+    m.clearcoatRoughnessFactor = float(numberMember(*e, "clearcoatRoughnessFactor", 0.0));
+    if (Status st = textures(*e, "KHR_materials_clearcoat",
+                             {{"clearcoatTexture", &m.clearcoatTexture},
+                              {"clearcoatRoughnessTexture", &m.clearcoatRoughnessTexture},
+                              {"clearcoatNormalTexture", &m.clearcoatNormalTexture}});
+        !st.ok())
+      return st;
+    if (e->Has("clearcoatNormalTexture"))
+      m.clearcoatNormalScale = float(numberMember(e->Get("clearcoatNormalTexture"), "scale", 1.0));
+  }
+  if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_sheen")) {
+    if (Status st = colour(*e, "sheenColorFactor", {0, 0, 0}, &m.sheenColorFactor); !st.ok())
+      return st;
+    m.sheenRoughnessFactor = float(numberMember(*e, "sheenRoughnessFactor", 0.0));
+    if (Status st = textures(*e, "KHR_materials_sheen",
+                             {{"sheenColorTexture", &m.sheenColorTexture},
+                              {"sheenRoughnessTexture", &m.sheenRoughnessTexture}});
+        !st.ok())
+      return st;
+  }
+  if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_specular")) {
+    m.specularFactor = float(numberMember(*e, "specularFactor", 1.0));
+    if (Status st = colour(*e, "specularColorFactor", {1, 1, 1}, &m.specularColorFactor);
+        !st.ok())
+      return st;
+    if (Status st = textures(*e, "KHR_materials_specular",
+                             {{"specularTexture", &m.specularTexture},
+                              {"specularColorTexture", &m.specularColorTexture}});
+        !st.ok())
+      return st;
+  }
+  const float values[] = {m.transmissionFactor,       m.thicknessFactor,
+                          m.attenuationDistance,      m.clearcoatFactor,
+                          m.clearcoatRoughnessFactor, m.clearcoatNormalScale,
+                          m.sheenRoughnessFactor,     m.specularFactor,
+                          m.attenuationColor.x,       m.attenuationColor.y,
+                          m.attenuationColor.z,       m.sheenColorFactor.x,
+                          m.sheenColorFactor.y,       m.sheenColorFactor.z,
+                          m.specularColorFactor.x,    m.specularColorFactor.y,
+                          m.specularColorFactor.z};
+  for (float v : values)
+    if (!std::isfinite(v)) return fail(where + " has non-finite extension factors");
+  return Status();
 }
 
 Status GltfLoader::convertMaterials() {
@@ -365,27 +527,29 @@ Status GltfLoader::convertMaterials() {
     if (!finiteValues) return fail(where + " has non-finite factors");
 
     struct Slot {
-      int index, texCoord;
+      const tinygltf::TextureInfo* info;
+      const tinygltf::NormalTextureInfo* normal;
       const char* name;
       int32_t* out;
     };
-    Slot slots[] = {
-        {pbr.baseColorTexture.index, pbr.baseColorTexture.texCoord, "baseColorTexture",
-         &m.baseColorTexture},
-        {pbr.metallicRoughnessTexture.index, pbr.metallicRoughnessTexture.texCoord,
-         "metallicRoughnessTexture", &m.metallicRoughnessTexture},
-        {gm.normalTexture.index, gm.normalTexture.texCoord, "normalTexture", &m.normalTexture},
-        {gm.emissiveTexture.index, gm.emissiveTexture.texCoord, "emissiveTexture",
-         &m.emissiveTexture},
+    const Slot slots[] = {
+        {&pbr.baseColorTexture, nullptr, "baseColorTexture", &m.baseColorTexture},
+        {&pbr.metallicRoughnessTexture, nullptr, "metallicRoughnessTexture",
+         &m.metallicRoughnessTexture},
+        {nullptr, &gm.normalTexture, "normalTexture", &m.normalTexture},
+        {&gm.emissiveTexture, nullptr, "emissiveTexture", &m.emissiveTexture},
     };
     for (const Slot& s : slots) {
-      auto t = texture(s.index, where + " " + s.name);
+      const std::string name = where + " " + s.name;
+      auto ref = s.info ? textureRef(s.info->index, s.info->texCoord, s.info->extensions, name)
+                        : textureRef(s.normal->index, s.normal->texCoord, s.normal->extensions,
+                                     name);
+      if (!ref.ok()) return ref.error();
+      auto t = texture(*ref, name);
       if (!t.ok()) return t.error();
       *s.out = *t;
-      if (s.index >= 0 && s.texCoord != 0)
-        scene_.warnings.push_back(where + " " + s.name + " uses TEXCOORD_" +
-                                  std::to_string(s.texCoord) + "; TEXCOORD_0 is used instead");
     }
+    if (Status st = convertExtensions(gm, where, m); !st.ok()) return st;
     scene_.materials.push_back(m);
     scene_.materialNames.push_back(gm.name);
     scene_.materialEmission.push_back(emission);

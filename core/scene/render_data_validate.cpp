@@ -98,13 +98,26 @@ Status RenderData::validate() const {
   for (size_t i = 0; i < materials.size(); ++i) {
     const kernel::Material& m = materials[i];
     const size_t n = textures.size();
-    if (!validTexture(m.baseColorTexture, n) || !validTexture(m.metallicRoughnessTexture, n) ||
-        !validTexture(m.normalTexture, n) || !validTexture(m.emissiveTexture, n))
-      return invalid(at("materials", i) + " refers to a texture beyond the " + std::to_string(n) +
-                     " textures");
+    for (int32_t t : {m.baseColorTexture, m.metallicRoughnessTexture, m.normalTexture,
+                      m.emissiveTexture, m.transmissionTexture, m.clearcoatTexture,
+                      m.clearcoatRoughnessTexture, m.clearcoatNormalTexture, m.sheenColorTexture,
+                      m.sheenRoughnessTexture, m.specularTexture, m.specularColorTexture})
+      if (!validTexture(t, n))
+        return invalid(at("materials", i) + " refers to a texture beyond the " +
+                       std::to_string(n) + " textures");
     if (m.alphaMode > kernel::kAlphaBlend)
       return invalid(at("materials", i) + " has unknown alpha mode " + std::to_string(m.alphaMode));
-    if (!finite(m.emission) || !finite(m.ior) || !finite(m.alphaCutoff))
+    const float factors[] = {m.baseColorFactor.x, m.baseColorFactor.y, m.baseColorFactor.z,
+                             m.baseColorFactor.w, m.metallicFactor, m.roughnessFactor,
+                             m.normalScale, m.transmissionFactor, m.thicknessFactor,
+                             m.attenuationDistance, m.clearcoatFactor,
+                             m.clearcoatRoughnessFactor, m.clearcoatNormalScale,
+                             m.sheenRoughnessFactor, m.specularFactor};
+    bool finiteFactors = true;
+    for (float f : factors) finiteFactors &= finite(f);
+    if (!finiteFactors || !finite(m.attenuationColor) || !finite(m.sheenColorFactor) ||
+        !finite(m.specularColorFactor) || !finite(m.emission) || !finite(m.ior) ||
+        !finite(m.alphaCutoff))
       return invalid(at("materials", i) + " has non-finite values");
   }
 
@@ -118,6 +131,8 @@ Status RenderData::validate() const {
     if (t.wrapS > kernel::kWrapMirror || t.wrapT > kernel::kWrapMirror ||
         t.filter > kernel::kFilterLinear)
       return invalid(at("textures", i) + " has an unknown wrap or filter mode");
+    for (float f : t.uv)
+      if (!finite(f)) return invalid(at("textures", i) + " has a non-finite UV transform");
   }
 
   // Emissive triangles and their CDF.

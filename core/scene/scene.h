@@ -70,6 +70,8 @@ struct SceneTexture {
   std::vector<kernel::Rgba8> texels;                                  // width * height
   uint32_t wrapS = kernel::kWrapRepeat, wrapT = kernel::kWrapRepeat;  // kernel::TextureWrap
   uint32_t filter = kernel::kFilterLinear;                            // kernel::TextureFilter
+  // KHR_texture_transform as kernel::Texture::uv; identity when the file gives none.
+  std::array<float, 6> uvTransform{1, 0, 0, 0, 1, 0};
 };
 
 // A camera with its world transform. The camera looks down its local -Z with +Y up.

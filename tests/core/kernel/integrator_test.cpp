@@ -139,6 +139,43 @@ double centrePixel(const SceneView& scene, uint32_t spp) {
   return double(sums[0]) * kFixedInvScale / spp;
 }
 
+TEST(IntegratorTest, WhiteGlassFurnaceIsOne) {
+  // A lossless glass sphere (smooth, white, no absorption) in a white environment: whatever
+  // refracts in leaves again, so every pixel is 1: as a volume (refraction, total internal
+  // reflection) and as a thin wall.
+  for (float thickness : {1.0f, 0.0f}) {
+    Material m = testing::defaultMaterial();
+    m.roughnessFactor = 0.0f;
+    m.transmissionFactor = 1.0f;
+    m.thicknessFactor = thickness;
+    RenderData rd = furnaceScene(m);
+    rd.globals[0].maxDepth = 64;
+    EXPECT_NEAR(renderMean(rd.view(), 64).mean, 1.0, 0.01) << "thickness " << thickness;
+  }
+}
+
+TEST(IntegratorTest, AbsorbingGlassFollowsBeerLambert) {
+  // Straight through the middle of a smooth glass ball of radius 1 whose volume keeps 0.5 of
+  // the light after a distance of 2 (its diameter): the 4% reflected at the front, plus 0.96
+  // in x 0.5 x 0.96 out, plus the first internal reflection (0.96 x 0.5 x 0.04 x 0.5 x 0.96).
+  Material m = testing::defaultMaterial();
+  m.roughnessFactor = 0.0f;
+  m.transmissionFactor = 1.0f;
+  m.thicknessFactor = 1.0f;
+  m.attenuationColor = vec3(0.5f, 0.5f, 1.0f);
+  m.attenuationDistance = 2.0f;
+  RenderData rd = testing::baseRenderData(4, 4, vec3(0.0f, 0.0f, 3.0f), 0.01f);
+  rd.materials = {m};
+  testing::addSphere(rd, vec3(0.0f), 1.0f, 64, 32, 0);
+  rd.globals[0].envScale = vec3(1.0f);
+  rd.globals[0].envIntegral = 1.0f;
+  rd.globals[0].maxDepth = 16;
+  const double f = 0.04;
+  const double expected = f + (1 - f) * 0.5 * (1 - f) + (1 - f) * 0.5 * f * 0.5 * (1 - f);
+  EXPECT_NEAR(renderMean(rd.view(), 32, 0).mean, expected, 0.02);
+  EXPECT_NEAR(renderMean(rd.view(), 32, 2).mean, 1.0, 0.01);  // blue is not absorbed
+}
+
 TEST(IntegratorTest, PointLightOverDiffuseFloor) {
   RenderData rd = floorScene();
   PunctualLight l{};

@@ -40,6 +40,7 @@ struct BruteForceTracer {
   }
 };
 
+// glTF's default material but dielectric (metallic 0), opaque, single-sided.
 inline Material defaultMaterial() {
   Material m{};
   m.baseColorFactor = {1.0f, 1.0f, 1.0f, 1.0f};

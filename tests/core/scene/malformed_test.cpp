@@ -175,21 +175,24 @@ TEST(Malformed, UnsupportedFeatures) {
 }
 
 TEST(Malformed, UnknownOptionalExtensionsAreNamedInAWarning) {
-  // Blender's exporter writes KHR_materials_transmission for glass: the scene loads, and the
-  // warning names the extension and the material (never dropped silently).
+  // An extension the renderer does not implement: the scene loads, and the warning names the
+  // extension and the material (never dropped silently). Implemented ones give no warning.
   TempDir dir;
   TriangleGltf glass;
   glass.materialField = "\"material\": 0,";
   glass.topLevelExtra =
-      "\"extensionsUsed\": [\"KHR_materials_transmission\", \"KHR_materials_ior\"],"
+      "\"extensionsUsed\": [\"KHR_materials_iridescence\", \"KHR_materials_transmission\","
+      " \"KHR_materials_ior\"],"
       "\"materials\": [{\"name\": \"Glass\", \"extensions\": {"
+      "\"KHR_materials_iridescence\": {\"iridescenceFactor\": 1},"
       "\"KHR_materials_transmission\": {\"transmissionFactor\": 1},"
       "\"KHR_materials_ior\": {\"ior\": 1.5}}}],";
   auto s = loadScene(dir.write("glass.gltf", glass.json()));
   ASSERT_TRUE(s.ok()) << s.error().message;
-  ASSERT_EQ(s->warnings.size(), 1u);  // KHR_materials_ior is supported: no warning for it
-  EXPECT_NE(s->warnings[0].find("KHR_materials_transmission"), std::string::npos);
+  ASSERT_EQ(s->warnings.size(), 1u);
+  EXPECT_NE(s->warnings[0].find("KHR_materials_iridescence"), std::string::npos);
   EXPECT_NE(s->warnings[0].find("'Glass'"), std::string::npos) << s->warnings[0];
+  EXPECT_EQ(s->materials[0].transmissionFactor, 1.0f);
 }
 
 TEST(Malformed, OversizedImage) {

@@ -1,0 +1,111 @@
+#pragma once
+// A material at a surface point: its textures looked up and its factors combined into the
+// BSDF (bsdf.h) that the integrator samples. Texture channels follow the glTF extensions:
+// metallic B and roughness G of metallicRoughnessTexture, transmission R, clearcoat R,
+// clearcoat roughness G, sheen colour RGB (sRGB) and roughness A, specular A and specular
+// colour RGB (sRGB).
+
+#include "core/kernel/bsdf.h"
+#include "core/kernel/surface.h"
+
+namespace pl::kernel {
+
+// A normal on the viewer's side (wo), normal-mapped by `texture` (kNoTexture: none) when a
+// tangent is known. front: whether wo sees the front face; ngFacing: the geometric normal on
+// wo's side.
+PL_HOST_DEVICE PL_INLINE Vec3f mappedNormal(const SceneView& scene, int32_t texture, float scale,
+                                            const SurfacePoint& sp, bool front, Vec3f ngFacing,
+                                            Vec3f wo) {
+  Vec3f n = sp.ns;
+  if (texture != kNoTexture && sp.tangent.w != 0.0f) {
+    const Vec3f t0 = xyz(sp.tangent);
+    const Vec3f t = normalize(t0 - n * dot(n, t0));
+    if (lengthSquared(t) > 0.0f) {
+      const Vec3f b = cross(n, t) * sp.tangent.w;
+      const Vec4f c = sampleTexture(scene, texture, sp.uv, false);
+      const float x = (2.0f * c.x - 1.0f) * scale;
+      const float y = (2.0f * c.y - 1.0f) * scale;
+      const float z = 2.0f * c.z - 1.0f;
+      const Vec3f mapped = normalize(t * x + b * y + n * z);
+      if (lengthSquared(mapped) > 0.0f && isFinite(mapped)) n = mapped;
+    }
+  }
+  if (!front) n = -n;
+  // A shading normal facing away from the viewer has no sensible BRDF: use the geometry.
+  if (!(dot(n, wo) > 0.0f) || !(dot(n, ngFacing) > 0.0f)) n = ngFacing;
+  return n;
+}
+
+// The shading normal: the vertex normal, normal-mapped by the material's normal texture.
+PL_HOST_DEVICE PL_INLINE Vec3f shadingNormal(const SceneView& scene, const Material& m,
+                                             const SurfacePoint& sp, bool front, Vec3f ngFacing,
+                                             Vec3f wo) {
+  return mappedNormal(scene, m.normalTexture, m.normalScale, sp, front, ngFacing, wo);
+}
+
+// Whether light that crosses this material's surface enters or leaves a volume (refraction
+// and absorption) rather than passing a thin wall.
+PL_HOST_DEVICE PL_INLINE bool isVolumeBoundary(const Material& m) {
+  return m.transmissionFactor > 0.0f && m.thicknessFactor > 0.0f;
+}
+
+// Beer-Lambert absorption coefficient of the volume behind the surface (0: none).
+PL_HOST_DEVICE PL_INLINE Vec3f volumeAbsorption(const Material& m) {
+  if (!(m.attenuationDistance > 0.0f)) return vec3(0.0f);
+  const float inv = 1.0f / m.attenuationDistance;
+  const Vec3f c = m.attenuationColor;
+  return vec3(-logf(maxf(c.x, 1.0e-6f)) * inv, -logf(maxf(c.y, 1.0e-6f)) * inv,
+              -logf(maxf(c.z, 1.0e-6f)) * inv);
+}
+
+PL_HOST_DEVICE PL_INLINE float textureChannel(const SceneView& scene, int32_t texture, Vec2f uv,
+                                              int channel) {
+  if (texture == kNoTexture) return 1.0f;
+  const Vec4f c = sampleTexture(scene, texture, uv, false);
+  return channel == 0 ? c.x : channel == 1 ? c.y : channel == 2 ? c.z : c.w;
+}
+PL_HOST_DEVICE PL_INLINE Vec3f textureColor(const SceneView& scene, int32_t texture, Vec2f uv) {
+  return texture == kNoTexture ? vec3(1.0f) : xyz(sampleTexture(scene, texture, uv, true));
+}
+
+// The BSDF of material m at sp, seen from wo. front: wo sees the front face; ng: the
+// geometric normal on wo's side.
+PL_HOST_DEVICE PL_INLINE GltfBsdf materialBsdf(const SceneView& scene, const Material& m,
+                                               const SurfacePoint& sp, bool front, Vec3f ng,
+                                               Vec3f wo) {
+  const Vec3f baseColor = xyz(m.baseColorFactor) * textureColor(scene, m.baseColorTexture, sp.uv);
+  float metallic = m.metallicFactor, roughness = m.roughnessFactor;
+  if (m.metallicRoughnessTexture != kNoTexture) {
+    const Vec4f mr = sampleTexture(scene, m.metallicRoughnessTexture, sp.uv, false);
+    roughness *= mr.y;
+    metallic *= mr.z;
+  }
+  const Vec3f ns = shadingNormal(scene, m, sp, front, ng, wo);
+  GltfLayers layers;
+  if (m.transmissionFactor > 0.0f) {
+    layers.transmission =
+        m.transmissionFactor * textureChannel(scene, m.transmissionTexture, sp.uv, 0);
+    layers.volume = isVolumeBoundary(m);
+    layers.inside = !front;
+  }
+  layers.specular = m.specularFactor * textureChannel(scene, m.specularTexture, sp.uv, 3);
+  layers.specularColor =
+      m.specularColorFactor * textureColor(scene, m.specularColorTexture, sp.uv);
+  if (m.clearcoatFactor > 0.0f) {
+    layers.clearcoat = m.clearcoatFactor * textureChannel(scene, m.clearcoatTexture, sp.uv, 0);
+    layers.clearcoatRoughness =
+        m.clearcoatRoughnessFactor * textureChannel(scene, m.clearcoatRoughnessTexture, sp.uv, 1);
+    layers.hasCoatFrame = true;
+    layers.coatFrame = frameFromNormal(mappedNormal(scene, m.clearcoatNormalTexture,
+                                                    m.clearcoatNormalScale, sp, front, ng, wo));
+  }
+  if (maxComponent(m.sheenColorFactor) > 0.0f) {
+    layers.sheenColor = m.sheenColorFactor * textureColor(scene, m.sheenColorTexture, sp.uv);
+    layers.sheenRoughness =
+        m.sheenRoughnessFactor * textureChannel(scene, m.sheenRoughnessTexture, sp.uv, 3);
+    layers.sheenAlbedo = scene.global().sheenAlbedo;
+  }
+  return makeGltfBsdf(frameFromNormal(ns), ng, baseColor, metallic, roughness, m.ior, layers);
+}
+
+}  // namespace pl::kernel
