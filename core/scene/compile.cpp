@@ -79,6 +79,17 @@ void fillEnvironment(const EnvironmentMap& env, RenderData& rd, kernel::SceneGlo
   g.envIntegral = float(buildCdf(rowSums.data(), h, rd.envMarginalCdf.data()));
 }
 
+// Whether the scene brings its own lighting, so that the default environment is black:
+// punctual lights, or emissive triangles whose material has no emissive texture. Emissive
+// textures are screens, decals and lamps' glow (DamagedHelmet, ToyCar), not what lights a
+// scene: with only those, the default sky stays white.
+bool lightsTheScene(const RenderData& rd) {
+  if (!rd.lights.empty()) return true;
+  for (uint32_t t : rd.emissiveTriangles)
+    if (rd.materials[rd.triangles[t].material].emissiveTexture == kernel::kNoTexture) return true;
+  return false;
+}
+
 }  // namespace
 
 Result<kernel::Camera> compileCamera(const Scene& scene, const CompileOptions& o) {
@@ -278,7 +289,7 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     Vec3f colour;
     if (options.envColor)
       colour = *options.envColor;
-    else if (!rd.emissiveTriangles.empty() || !rd.lights.empty())
+    else if (lightsTheScene(rd))
       colour = {0, 0, 0};
     else
       colour = {1, 1, 1};

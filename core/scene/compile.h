@@ -28,7 +28,8 @@ struct CompileOptions {
   std::string
       envFile;  // .hdr/.exr equirectangular map, or empty; envColor, if also given, scales it
   // Constant environment radiance. When neither envFile nor envColor is given: black when
-  // the scene has emissive triangles or punctual lights, else uniform white 1.0.
+  // the scene has punctual lights or emissive triangles without an emissive texture, else
+  // uniform white 1.0 (emissive textures alone do not light a scene).
   std::optional<kernel::Vec3f> envColor;
   uint32_t seed = 0;
   uint32_t maxDepth = 16;

@@ -66,25 +66,7 @@ kernel::Material defaultMaterial() {
   m.metallicRoughnessTexture = kernel::kNoTexture;
   m.normalTexture = kernel::kNoTexture;
   m.emissiveTexture = kernel::kNoTexture;
-  m.transmissionFactor = 0.0f;
-  m.transmissionTexture = kernel::kNoTexture;
-  m.thicknessFactor = 0.0f;
-  m.attenuationDistance = 0.0f;
-  m.attenuationColor = {1, 1, 1};
-  m.clearcoatFactor = 0.0f;
-  m.clearcoatRoughnessFactor = 0.0f;
-  m.clearcoatTexture = kernel::kNoTexture;
-  m.clearcoatRoughnessTexture = kernel::kNoTexture;
-  m.clearcoatNormalTexture = kernel::kNoTexture;
-  m.clearcoatNormalScale = 1.0f;
-  m.sheenColorFactor = {0, 0, 0};
-  m.sheenRoughnessFactor = 0.0f;
-  m.sheenColorTexture = kernel::kNoTexture;
-  m.sheenRoughnessTexture = kernel::kNoTexture;
-  m.specularFactor = 1.0f;
-  m.specularColorFactor = {1, 1, 1};
-  m.specularTexture = kernel::kNoTexture;
-  m.specularColorTexture = kernel::kNoTexture;
+  // The KHR_materials_* fields keep their defaults (types.h): all extensions off.
   return m;
 }
 

@@ -147,6 +147,33 @@ TEST(LoadScene, WaterBottle) {
   EXPECT_GE(s.materials[0].normalTexture, 0);
 }
 
+TEST(LoadScene, ToyCar) {
+  // Clearcoat, sheen, thin-walled transmission and texture transforms, all without a warning.
+  REQUIRE_SHARED("scenes/khronos-gltf/ToyCar/glTF/ToyCar.gltf");
+  Scene s = loadOk(shared("scenes/khronos-gltf/ToyCar/glTF/ToyCar.gltf"));
+  for (const std::string& w : s.warnings) ADD_FAILURE() << w;
+  ASSERT_EQ(s.materials.size(), s.materialNames.size());
+  bool glass = false, fabric = false, paint = false;
+  for (size_t i = 0; i < s.materials.size(); ++i) {
+    const kernel::Material& m = s.materials[i];
+    if (s.materialNames[i] == "Glass") {
+      glass = true;
+      EXPECT_EQ(m.transmissionFactor, 1.0f);
+      EXPECT_EQ(m.thicknessFactor, 0.0f);  // no KHR_materials_volume: a thin wall
+    } else if (s.materialNames[i] == "Fabric") {
+      fabric = true;
+      EXPECT_GT(kernel::maxComponent(m.sheenColorFactor), 0.0f);
+      ASSERT_GE(m.baseColorTexture, 0);
+      EXPECT_EQ(s.textures[size_t(m.baseColorTexture)].uvTransform[0], 3.0f);
+    } else if (s.materialNames[i] == "ToyCar") {
+      paint = true;
+      EXPECT_EQ(m.clearcoatFactor, 1.0f);
+      EXPECT_GE(m.clearcoatTexture, 0);
+    }
+  }
+  EXPECT_TRUE(glass && fabric && paint);
+}
+
 TEST(LoadScene, AlphaBlendModeTest) {
   REQUIRE_SHARED("scenes/khronos-gltf/AlphaBlendModeTest/glTF/AlphaBlendModeTest.gltf");
   Scene s = loadOk(shared("scenes/khronos-gltf/AlphaBlendModeTest/glTF/AlphaBlendModeTest.gltf"));

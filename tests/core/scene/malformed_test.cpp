@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <cmath>
 #include <random>
 
+#include "core/scene/compile.h"
 #include "core/scene/load.h"
 #include "tests/core/scene/test_files.h"
 
@@ -290,6 +292,79 @@ TEST(Malformed, ObjMaterialsAndTexture) {
   expectError(dir.write("bad.obj", std::string("mtllib bad.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\n"
                                                "usemtl paint\nf 1 2 3\n")),
               {"material 'paint'", "nowhere.png", "not found"});
+}
+
+TEST(Malformed, MaterialExtensionsAndTextureTransforms) {
+  // Every KHR_materials_* extension the kernel implements, with its factors, and two uses of
+  // one texture, one through KHR_texture_transform: two texture headers over the same image.
+  TempDir dir;
+  std::vector<uint8_t> tga = {0, 0, 2, 0,  0,    0, 0, 0,   0,   0, 0,   0, 2,
+                              0, 1, 0, 32, 0x28, 0, 0, 255, 255, 0, 255, 0, 255};
+  dir.write("tex.tga", tga);
+  TriangleGltf g;
+  g.materialField = "\"material\": 0,";
+  g.topLevelExtra =
+      "\"extensionsUsed\": [\"KHR_materials_transmission\", \"KHR_materials_volume\","
+      " \"KHR_materials_clearcoat\", \"KHR_materials_sheen\", \"KHR_materials_specular\","
+      " \"KHR_texture_transform\"],"
+      "\"images\": [{\"uri\": \"tex.tga\"}], \"textures\": [{\"source\": 0}],"
+      "\"materials\": [{\"name\": \"All\", \"pbrMetallicRoughness\": {"
+      "  \"baseColorTexture\": {\"index\": 0, \"extensions\": {\"KHR_texture_transform\": {"
+      "    \"offset\": [0.25, 0.5], \"rotation\": 1.5707963, \"scale\": [2, 3]}}}},"
+      " \"extensions\": {"
+      "  \"KHR_materials_transmission\": {\"transmissionFactor\": 0.75,"
+      "    \"transmissionTexture\": {\"index\": 0}},"
+      "  \"KHR_materials_volume\": {\"thicknessFactor\": 0.1, \"attenuationDistance\": 2,"
+      "    \"attenuationColor\": [0.5, 0.6, 0.7]},"
+      "  \"KHR_materials_clearcoat\": {\"clearcoatFactor\": 0.9,"
+      "    \"clearcoatRoughnessFactor\": 0.2, \"clearcoatNormalTexture\": {\"index\": 0,"
+      "    \"scale\": 0.5}},"
+      "  \"KHR_materials_sheen\": {\"sheenColorFactor\": [0.1, 0.2, 0.3],"
+      "    \"sheenRoughnessFactor\": 0.4},"
+      "  \"KHR_materials_specular\": {\"specularFactor\": 0.3,"
+      "    \"specularColorFactor\": [1, 0.5, 0.25]}}}],";
+  auto s = loadScene(dir.write("all.gltf", g.json()));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE(s->warnings.empty()) << s->warnings[0];
+  const kernel::Material& m = s->materials[0];
+  EXPECT_EQ(m.transmissionFactor, 0.75f);
+  EXPECT_EQ(m.thicknessFactor, 0.1f);
+  EXPECT_EQ(m.attenuationDistance, 2.0f);
+  EXPECT_EQ(m.attenuationColor.y, 0.6f);
+  EXPECT_EQ(m.clearcoatFactor, 0.9f);
+  EXPECT_EQ(m.clearcoatRoughnessFactor, 0.2f);
+  EXPECT_EQ(m.clearcoatNormalScale, 0.5f);
+  EXPECT_EQ(m.sheenColorFactor.z, 0.3f);
+  EXPECT_EQ(m.sheenRoughnessFactor, 0.4f);
+  EXPECT_EQ(m.specularFactor, 0.3f);
+  EXPECT_EQ(m.specularColorFactor.z, 0.25f);
+  // The transformed use and the plain uses are different headers.
+  ASSERT_EQ(s->textures.size(), 2u);
+  EXPECT_NE(m.baseColorTexture, m.transmissionTexture);
+  EXPECT_EQ(m.transmissionTexture, m.clearcoatNormalTexture);
+  const std::array<float, 6>& plain = s->textures[size_t(m.transmissionTexture)].uvTransform;
+  EXPECT_EQ(plain, (std::array<float, 6>{1, 0, 0, 0, 1, 0}));
+  // u' = cos sx u + sin sy v + ox, v' = -sin sx u + cos sy v + oy with a quarter turn:
+  // u' = 3 v + 0.25, v' = -2 u + 0.5 (Blender's importer agrees; see load_gltf.cpp).
+  const std::array<float, 6>& uv = s->textures[size_t(m.baseColorTexture)].uvTransform;
+  EXPECT_NEAR(uv[0], 0.0f, 1e-6f);
+  EXPECT_NEAR(uv[1], 3.0f, 1e-6f);
+  EXPECT_NEAR(uv[2], 0.25f, 1e-6f);
+  EXPECT_NEAR(uv[3], -2.0f, 1e-6f);
+  EXPECT_NEAR(uv[4], 0.0f, 1e-6f);
+  EXPECT_NEAR(uv[5], 0.5f, 1e-6f);
+  // And compiled into the kernel's texture header.
+  CompileOptions options;
+  options.width = options.height = 4;
+  auto rd = compile(*s, options);
+  ASSERT_TRUE(rd.ok()) << rd.error().message;
+  EXPECT_NEAR(rd->textures[size_t(m.baseColorTexture)].uv[1], 3.0f, 1e-6f);
+
+  // A malformed transform is refused, naming the slot.
+  TriangleGltf bad = g;
+  bad.topLevelExtra.replace(bad.topLevelExtra.find("\"scale\": [2, 3]"), 15, "\"scale\": [2]   ");
+  expectError(dir.write("bad.gltf", bad.json()),
+              {"material 0 baseColorTexture", "KHR_texture_transform scale", "2 numbers"});
 }
 
 // Random corruption of a valid .glb and .gltf: every outcome is a Scene or an Error.
