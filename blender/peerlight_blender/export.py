@@ -10,7 +10,7 @@ import threading
 
 import bpy
 
-from . import scene_diff
+from . import scene_diff, scene_report
 
 
 class ExportError(Exception):
@@ -45,6 +45,34 @@ def export_glb(path, scene, frame=None):
         raise ExportError("glTF export failed: %s" % e) from e
     if "FINISHED" not in result or not os.path.isfile(path):
         raise ExportError("glTF export failed (the exporter returned %s)" % ", ".join(result))
+    solid_transmission(path)
+
+
+def solid_transmission(path):
+    """Makes every transmissive material of the .glb at `path` a refracting volume, as Cycles
+    renders the Principled BSDF's Transmission, with the absorption of its Volume Absorption
+    node if it has one (scene_report.volume_absorption). Blender's exporter writes
+    KHR_materials_transmission alone unless a "glTF Material Output" node gives a thickness,
+    and glTF reads transmission alone as a thin wall (no refraction). Returns the names of
+    the materials changed."""
+    export = scene_diff.Export.read(path)
+    changed = []
+    for material in export.gltf.get("materials", []):
+        ext = material.get("extensions", {})
+        if "KHR_materials_transmission" in ext and "KHR_materials_volume" not in ext:
+            volume = {"thicknessFactor": 1.0}
+            source = bpy.data.materials.get(material.get("name", ""))
+            absorption = scene_report.volume_absorption(source) if source else None
+            if absorption is not None:
+                volume["attenuationColor"], volume["attenuationDistance"] = absorption
+            ext["KHR_materials_volume"] = volume
+            changed.append(material.get("name", ""))
+    if changed:
+        used = export.gltf.setdefault("extensionsUsed", [])
+        if "KHR_materials_volume" not in used:
+            used.append("KHR_materials_volume")
+        export.write(path)
+    return changed
 
 
 # Blender's operators and data belong to the main thread, and F12 renders on a thread of its

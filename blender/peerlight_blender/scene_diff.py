@@ -46,6 +46,18 @@ class Export:
             raise ValueError("%s: no JSON chunk" % path)
         return Export(gltf, binary)
 
+    def write(self, path):
+        """Writes it back as a .glb (chunks padded to 4 bytes: JSON with spaces, BIN with
+        zeros)."""
+        text = json.dumps(self.gltf, separators=(",", ":")).encode("utf-8")
+        text += b" " * (-len(text) % 4)
+        binary = self.binary + b"\0" * (-len(self.binary) % 4)
+        chunks = struct.pack("<II", len(text), CHUNK_JSON) + text
+        if binary:
+            chunks += struct.pack("<II", len(binary), CHUNK_BIN) + binary
+        with open(path, "wb") as f:
+            f.write(struct.pack("<III", GLB_MAGIC, 2, 12 + len(chunks)) + chunks)
+
 
 # Column-major 4x4 matrices as lists of 16 floats (glTF's layout, and the session's).
 def identity():

@@ -2,6 +2,7 @@
 # World as peerlight's environment, and the list of what is lost, for the report area (said
 # once per render, never dropped silently).
 
+import math
 import os
 
 import bpy
@@ -54,7 +55,7 @@ def _material_losses(material):
         if node.type != "OUTPUT_MATERIAL" or not node.is_active_output:
             continue
         volume = node.inputs.get("Volume")
-        if volume is not None and volume.is_linked:
+        if volume is not None and volume.is_linked and volume_absorption(material) is None:
             out.append("material '%s': its volume shader is not exported" % material.name)
         displacement = node.inputs.get("Displacement")
         if displacement is not None and displacement.is_linked:
@@ -66,6 +67,37 @@ def _material_losses(material):
                 out.append("material '%s': the %s shader is exported as an approximation"
                            % (material.name, source.bl_label))
     return out
+
+
+def volume_absorption(material):
+    """The volume of a transmissive material as KHR_materials_volume's (attenuationColor,
+    attenuationDistance), when it is a Volume Absorption node with a constant colour and
+    density on the active output (what peerlight can render); else None. Cycles absorbs
+    density * (1 - colour) per metre; glTF gives the colour left after a distance, here 1 m:
+    exp(-density * (1 - colour))."""
+    if not material.use_nodes or material.node_tree is None:
+        return None
+    transmissive = False
+    for node in material.node_tree.nodes:
+        if node.type == "BSDF_PRINCIPLED":
+            t = node.inputs.get("Transmission")
+            transmissive |= t is not None and (t.is_linked or t.default_value > 0)
+    for node in material.node_tree.nodes:
+        if node.type != "OUTPUT_MATERIAL" or not node.is_active_output:
+            continue
+        volume = node.inputs.get("Volume")
+        if not transmissive or volume is None or not volume.is_linked:
+            return None
+        source = volume.links[0].from_node
+        if source.type != "VOLUME_ABSORPTION":
+            return None
+        colour, density = source.inputs["Color"], source.inputs["Density"]
+        if colour.is_linked or density.is_linked:
+            return None
+        d = max(float(density.default_value), 0.0)
+        return ([math.exp(-d * (1.0 - min(max(float(c), 0.0), 1.0)))
+                 for c in colour.default_value[:3]], 1.0)
+    return None
 
 
 def environment(scene):

@@ -51,6 +51,10 @@ def build_scene():
     tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
     tex.image = image
     mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    # Displacement, which the export cannot carry: the report area must say so.
+    bump = mat.node_tree.nodes.new("ShaderNodeDisplacement")
+    mat.node_tree.links.new(bump.outputs["Displacement"],
+                            mat.node_tree.nodes["Material Output"].inputs["Displacement"])
     floor.data.materials.append(mat)
 
     bpy.ops.mesh.primitive_uv_sphere_add(radius=0.8, location=(0, 0, 0.8))
@@ -62,6 +66,12 @@ def build_scene():
     b.inputs["Transmission"].default_value = 1.0
     b.inputs["Roughness"].default_value = 0.05
     b.inputs["Base Color"].default_value = (0.8, 0.9, 1.0, 1.0)
+    # Tinted glass: a Volume Absorption node, which the add-on carries as glTF attenuation.
+    absorb = glass.node_tree.nodes.new("ShaderNodeVolumeAbsorption")
+    absorb.inputs["Color"].default_value = (0.6, 0.8, 1.0, 1.0)
+    absorb.inputs["Density"].default_value = 0.5
+    glass.node_tree.links.new(absorb.outputs["Volume"],
+                              glass.node_tree.nodes["Material Output"].inputs["Volume"])
     ball.data.materials.append(glass)
     ball.location = (0, 0, 0.8)
     ball.keyframe_insert("location", frame=1)
