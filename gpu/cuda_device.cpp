@@ -80,7 +80,7 @@ struct CudaDevice::Impl {
   kernel::BvhTracer tracer{};
   LoadStats stats;
 
-  DeviceBuffer sums;  // grown as needed; 3 x uint64 per pixel
+  DeviceBuffer sums;  // grown as needed; filmChannels() x uint64 per pixel
   DeviceBuffer rays;  // one uint64
 
   std::string label() const {
@@ -253,7 +253,8 @@ Result<TileResult> CudaDevice::render(const WorkUnit& unit) {
   if (err != cudaSuccess) return d.fail("cannot select the GPU", err);
 
   const uint64_t pixels = unit.tile.pixelCount();
-  const uint64_t sumBytes = pixels * 3 * sizeof(unsigned long long);
+  const uint32_t channels = kernel::filmChannels(cam.passes);
+  const uint64_t sumBytes = pixels * channels * sizeof(unsigned long long);
   if (d.sums.bytes() < sumBytes) {
     if (err = d.sums.allocate(sumBytes); err != cudaSuccess)
       return d.fail("allocating the tile buffer (" + mib(sumBytes) + ")", err);
@@ -287,7 +288,7 @@ Result<TileResult> CudaDevice::render(const WorkUnit& unit) {
 
   TileResult result;
   result.unit = unit;
-  result.sums.resize(pixels * 3);
+  result.sums.resize(pixels * channels);
   unsigned long long rays = 0;
   if (chunks > 1) err = cudaMemsetAsync(launch.sums, 0, sumBytes, d.stream);
   if (err == cudaSuccess)

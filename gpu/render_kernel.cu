@@ -18,16 +18,18 @@ __global__ void __launch_bounds__(kRenderBlockSize) renderKernel(const RenderLau
     const uint32_t py = p.tileY + pixel / p.tileWidth;
     const uint32_t s0 = p.sampleBegin + chunk * p.samplesPerThread;
     const uint32_t s1 = min(p.sampleEnd, s0 + p.samplesPerThread);
-    int64_t sums[3] = {0, 0, 0};
+    int64_t sums[kernel::kMaxFilmChannels] = {};
     uint32_t threadRays = 0;
     kernel::renderPixel(p.scene, p.tracer, px, py, s0, s1, sums, &threadRays);
     rays = threadRays;
-    unsigned long long* out = p.sums + 3 * uint64_t(pixel);
+    const uint32_t channels = kernel::filmChannels(p.scene.cam().passes);
+    unsigned long long* out = p.sums + channels * uint64_t(pixel);
     if (p.chunks == 1) {
-      for (int c = 0; c < 3; ++c) out[c] = static_cast<unsigned long long>(sums[c]);
+      for (uint32_t c = 0; c < channels; ++c) out[c] = static_cast<unsigned long long>(sums[c]);
     } else {
       // Integer addition is associative: the result does not depend on thread order.
-      for (int c = 0; c < 3; ++c) atomicAdd(out + c, static_cast<unsigned long long>(sums[c]));
+      for (uint32_t c = 0; c < channels; ++c)
+        atomicAdd(out + c, static_cast<unsigned long long>(sums[c]));
     }
   }
   // One atomic per warp for the ray count (every lane takes part in the shuffle).

@@ -23,8 +23,8 @@ struct RenderLaunch {
   // samplesPerThread); threads = tile pixels * chunks.
   uint32_t samplesPerThread;
   uint32_t chunks;
-  // 3 per pixel, row-major over the tile: int64 sums stored as two's complement. Must be
-  // zeroed before the launch when chunks > 1 (threads add into them).
+  // filmChannels() per pixel, row-major over the tile: int64 sums stored as two's complement.
+  // Must be zeroed before the launch when chunks > 1 (threads add into them).
   unsigned long long* sums;
   unsigned long long* raysTraced;  // one counter, zeroed before the launch
 };

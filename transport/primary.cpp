@@ -56,6 +56,8 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
   if (!camera.ok()) return camera.error();
   if (camera->width != film.width() || camera->height != film.height())
     return Error{"render: the film's size differs from the camera's"};
+  if (kernel::filmChannels(camera->passes) != film.channels())
+    return Error{"render: the film's channels differ from the passes the camera asks for"};
 
   UvKjLoop loop;
   Result<ClusterRenderStats> result = Error{"render did not run"};

@@ -217,7 +217,8 @@ struct Generation {
   Generation(uint64_t id, std::shared_ptr<SceneState> scene, const kernel::Camera& camera,
              const FrameSpec& frame, const SchedulerOptions& options)
       : id(id), scene(std::move(scene)), camera(camera), scheduler(frame, options),
-        film(frame.width, frame.height, frame.spp), start(Clock::now()) {}
+        film(frame.width, frame.height, frame.spp, kernel::filmChannels(camera.passes)),
+        start(Clock::now()) {}
 
   uint64_t id;
   // The scene with `camera` in place of its own (a camera move shares the scene of the

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/kernel/types.h"
 #include "core/util/hash.h"
 #include "transport/chunk_codec.h"
 
@@ -22,7 +23,10 @@ constexpr size_t kTileHeaderBytes = kTileFieldBytes + 8;  // + checksum of the f
 
 std::vector<uint8_t> encodeTileResult(const TileResult& result, int zstdLevel) {
   const WorkUnit& u = result.unit;
-  PL_CHECK(result.sums.size() == u.tile.pixelCount() * 3);
+  const uint64_t pixels = u.tile.pixelCount();
+  PL_CHECK(pixels > 0 && result.sums.size() % pixels == 0);
+  const uint64_t channels = result.sums.size() / pixels;
+  PL_CHECK(channels == kernel::kBeautyChannels || channels == kernel::kMaxFilmChannels);
   const uint64_t rawBytes = result.sums.size() * sizeof(int64_t);
   std::vector<uint8_t> shuffled(rawBytes);
   byteShuffle(reinterpret_cast<const uint8_t*>(result.sums.data()), shuffled.data(), rawBytes,
@@ -37,7 +41,7 @@ std::vector<uint8_t> encodeTileResult(const TileResult& result, int zstdLevel) {
   put(kTileMagic);
   put(kTileVersion);
   put(kSumStride);
-  put(uint8_t(0));
+  put(uint8_t(channels));
   for (uint32_t v : {u.tile.x, u.tile.y, u.tile.width, u.tile.height, u.sampleBegin, u.sampleEnd,
                      u.totalSamples})
     put(v);
@@ -68,7 +72,7 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
   };
   uint32_t magic;
   uint16_t version;
-  uint8_t stride, reserved;
+  uint8_t stride, channels;
   take(magic);
   take(version);
   if (magic != kTileMagic) return Error{"tile result: bad magic"};
@@ -80,8 +84,12 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
   if (checksum != hash128(bytes, kTileFieldBytes).lo)
     return Error{"tile result: corrupt header (checksum mismatch)"};
   take(stride);
-  take(reserved);
-  if (stride != kSumStride || reserved != 0) return Error{"tile result: malformed header"};
+  take(channels);
+  if (stride != kSumStride) return Error{"tile result: malformed header"};
+  if (channels != kernel::kBeautyChannels && channels != kernel::kMaxFilmChannels)
+    return Error{"tile result: " + std::to_string(channels) + " channels per pixel (expected " +
+                 std::to_string(kernel::kBeautyChannels) + " or " +
+                 std::to_string(kernel::kMaxFilmChannels) + ")"};
   TileResult result;
   WorkUnit& u = result.unit;
   take(u.tile.x);
@@ -104,7 +112,7 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
   if (pixels > maxPixels)
     return Error{what + ": " + std::to_string(pixels) + " pixels, over the limit of " +
                  std::to_string(maxPixels)};
-  const uint64_t expected = pixels * 3 * sizeof(int64_t);
+  const uint64_t expected = pixels * channels * sizeof(int64_t);
   if (rawBytes != expected)
     return Error{what + ": declares " + std::to_string(rawBytes) +
                  " bytes of sums, the tile needs " + std::to_string(expected)};
@@ -132,7 +140,7 @@ Result<TileResult> decodeTileResult(const uint8_t* bytes, size_t size, uint64_t 
   if (n != expected)
     return Error{what + ": decompressed to " + std::to_string(n) + " bytes, expected " +
                  std::to_string(expected)};
-  result.sums.resize(pixels * 3);
+  result.sums.resize(pixels * channels);
   byteUnshuffle(shuffled.data(), reinterpret_cast<uint8_t*>(result.sums.data()), expected,
                 kSumStride);
   return result;

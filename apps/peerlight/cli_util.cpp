@@ -1,6 +1,8 @@
 #include "apps/peerlight/cli_util.h"
 
 #include <CLI/CLI.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -44,6 +46,26 @@ Status parseSize(const std::string& text, uint32_t* width, uint32_t* height) {
     return Error{"--size " + text + ": expected WxH with both between 1 and " +
                  std::to_string(kMaxImageDimension)};
   return Status();
+}
+
+Result<uint32_t> parsePasses(const std::string& text) {
+  uint32_t passes = 0;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    const std::string name = text.substr(at, comma - at);
+    if (name == "albedo")
+      passes |= kernel::kPassAlbedo;
+    else if (name == "normal")
+      passes |= kernel::kPassNormal;
+    else if (name == "depth")
+      passes |= kernel::kPassDepth;
+    else
+      return Error{"--passes " + text + ": unknown pass '" + name +
+                   "' (use albedo, normal, depth, comma-separated)"};
+    at = comma + 1;
+  }
+  return passes;
 }
 
 Status parseEnv(const std::string& text, CompileOptions* options) {

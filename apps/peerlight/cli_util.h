@@ -23,6 +23,8 @@ namespace pl::app {
 Status parseSize(const std::string& text, uint32_t* width, uint32_t* height);
 // "R,G,B" (finite, >= 0) sets options->envColor; anything else is an environment map file.
 Status parseEnv(const std::string& text, CompileOptions* options);
+// "albedo,normal,depth" (any of them, comma-separated) as kernel::FilmPass bits.
+Result<uint32_t> parsePasses(const std::string& text);
 
 std::string formatCount(double n);      // 950, 12.3k, 4.56M, 1.23G
 std::string formatSeconds(double s);    // 0.42 s, 12.3 s, 3m05s

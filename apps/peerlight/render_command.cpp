@@ -185,9 +185,9 @@ std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
 }
 
 void writeOutput(const RenderArgs& args, const Film& film) {
-  if (Status s = writeImage(args.output, film.width(), film.height(), film.linearRgb(),
-                            args.exposure);
-      !s.ok())
+  // compileOptionsFrom() has checked --passes already.
+  Result<uint32_t> passes = args.passes.empty() ? Result<uint32_t>(0u) : parsePasses(args.passes);
+  if (Status s = writeFilm(args.output, film, passes.ok() ? *passes : 0u, args.exposure); !s.ok())
     fail(s.error().message, 1);
 }
 
@@ -388,7 +388,9 @@ void runRender(const RenderArgs& args) {
 
   const auto loadStart = std::chrono::steady_clock::now();
   const CompiledScene compiled = loadCompiled(args, options);
-  Film film(options.width, options.height, args.spp);
+  if (options.passes != 0 && !isExrPath(args.output))
+    failUsage("--passes needs an .exr output (the passes are its layers)");
+  Film film(options.width, options.height, args.spp, kernel::filmChannels(options.passes));
 
   // A node daemon runs on this machine: it becomes the Primary for this job.
   if (!daemonPath.empty()) {

@@ -60,10 +60,12 @@ struct RenderJobs::Impl {
       return refusal(ctl::Outcome::BAD_PARAMS, "render job: " + s.error().message);
     if (p.localOnly && p.noLocal)
       return refusal(ctl::Outcome::BAD_PARAMS, "render job: localOnly and noLocal both set");
-    // The film's sums (24 bytes a pixel) are held twice at the end (the session's film and the
-    // copy the client reads): at most 8 GiB, so that an absurd frame is refused before its data
-    // travels rather than failing an allocation later.
-    const uint64_t filmBytes = uint64_t(p.width) * p.height * 3 * sizeof(int64_t);
+    // The film's sums (24 bytes a pixel, 80 with passes; counted with passes) are held twice
+    // at the end (the session's film and the copy the client reads): at most 8 GiB, so that
+    // an absurd frame is refused before its data travels rather than failing an allocation
+    // later.
+    const uint64_t filmBytes =
+        uint64_t(p.width) * p.height * kernel::kMaxFilmChannels * sizeof(int64_t);
     if (filmBytes > (uint64_t(4) << 30))
       return refusal(ctl::Outcome::TOO_LARGE,
                      "render job: a " + std::to_string(p.width) + "x" + std::to_string(p.height) +

@@ -64,6 +64,9 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
                   "Vertical field of view in degrees with --look-at (default: the scene "
                   "camera's, else 40)")
       ->check(CLI::Range(0.0, 179.9));
+  cmd->add_option("--passes", args->passes,
+                  "Passes for compositing and denoising, written as layers of the .exr: any of "
+                  "albedo,normal,depth (the first surface the camera sees)");
 }
 
 CompileOptions compileOptionsFrom(const RenderArgs& args) {
@@ -84,6 +87,11 @@ CompileOptions compileOptionsFrom(const RenderArgs& args) {
     options.lookAt = *lookAt;
   } else if (args.yfovDegrees != 0.0f) {
     failUsage("--yfov needs --look-at");
+  }
+  if (!args.passes.empty()) {
+    Result<uint32_t> passes = parsePasses(args.passes);
+    if (!passes.ok()) failUsage(passes.error().message);
+    options.passes = *passes;
   }
   return options;
 }

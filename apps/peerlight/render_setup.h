@@ -46,6 +46,7 @@ struct RenderArgs {
   std::string lookAt;       // --look-at EX,EY,EZ,TX,TY,TZ[,UX,UY,UZ]
   float yfovDegrees = 0.0f;  // --yfov (0: the camera's)
   bool noCache = false;      // --no-cache: always load and compile
+  std::string passes;        // --passes albedo,normal,depth
 };
 
 // The flags both commands take (scene, image, sampling, devices, peers, key, camera).

@@ -217,9 +217,7 @@ class SessionDriver {
                                                                 .string();
       Film film = session_->film().snapshot();
       std::error_code ec;
-      if (Status st = writeImage(partial, film.width(), film.height(), film.linearRgb(),
-                                 args_.exposure);
-          !st.ok()) {
+      if (Status st = writeFilm(partial, film, options_.passes, args_.exposure); !st.ok()) {
         event["image_error"] = st.error().message;
       } else if (std::filesystem::rename(partial, passImage_, ec); ec) {
         event["image_error"] = passImage_ + ": " + ec.message();
@@ -483,9 +481,7 @@ class SessionDriver {
       }
       Film film = session_->film().snapshot();
       Json event;
-      if (Status st = writeImage(it->path, film.width(), film.height(), film.linearRgb(),
-                                 args_.exposure);
-          !st.ok()) {
+      if (Status st = writeFilm(it->path, film, options_.passes, args_.exposure); !st.ok()) {
         event = {{"event", "error"}, {"op", "save"}, {"field", "path"},
                  {"message", st.error().message}};
       } else {

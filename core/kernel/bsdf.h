@@ -52,8 +52,10 @@
 // over the lobes that are on). Specular lobes sample GGX visible normals (Heitz 2018,
 // "Sampling the GGX Distribution of Visible Normals"), diffuse and sheen the cosine
 // hemisphere. Reflection lobes give nothing below the geometric surface (ng, oriented to
-// wo's side) or the shading surface, which keeps normal maps from leaking light; the
-// transmission lobe gives nothing above either.
+// wo's side) or their own normal's surface, which keeps normal maps from leaking light; the
+// transmission lobe gives nothing above either. The sheen lobe is scaled by
+// 1 / max(1, E(wo), E(wi)), since Charlie's D with Neubelt's V reflects up to ~4x what it
+// receives at grazing angles of smooth sheens.
 //
 // Directions are unit vectors pointing away from the surface (wo towards the viewer).
 
@@ -119,14 +121,16 @@ PL_HOST_DEVICE PL_INLINE GltfBsdf makeGltfBsdf(const Frame& shadingFrame, Vec3f 
   b.f0Dielectric = sqr((ior - 1.0f) / (ior + 1.0f));
   b.ior = ior;
   b.transmission = clampf(layers.transmission, 0.0f, 1.0f);
-  b.volume = layers.volume && b.transmission > 0.0f;
+  // An index-matched volume (ior 1) bends nothing: its boundary is a thin wall.
+  b.volume = layers.volume && b.transmission > 0.0f && fabsf(ior - 1.0f) > 1.0e-3f;
   b.eta = b.volume && layers.inside ? 1.0f / ior : ior;
   b.specular = clampf(layers.specular, 0.0f, 1.0f);
-  b.specularColor = max(layers.specularColor, vec3(0.0f));
+  b.specularColor = max(layers.specularColor, vec3(0.0f));  // f0 * colour is clamped to 1
   b.clearcoat = clampf(layers.clearcoat, 0.0f, 1.0f);
   const float cr = clampf(layers.clearcoatRoughness, 0.0f, 1.0f);
   b.coatAlpha = maxf(cr * cr, kMinGgxAlpha);
-  b.sheenColor = layers.sheenAlbedo ? max(layers.sheenColor, vec3(0.0f)) : vec3(0.0f);
+  b.sheenColor = layers.sheenAlbedo ? min(max(layers.sheenColor, vec3(0.0f)), vec3(1.0f))
+                                    : vec3(0.0f);
   b.sheenRoughness = clampf(layers.sheenRoughness, 0.0f, 1.0f);
   b.sheenAlbedo = layers.sheenAlbedo;
   return b;
@@ -296,6 +300,7 @@ struct GltfWoTerms {
   float coat;        // C: the clearcoat's share
   float sheenMax;    // max(sheenColor)
   float sheenScale;  // 1 - sheenMax * E(wo)
+  float sheenEo;     // E(wo)
   float p[kLobeCount];
 };
 
@@ -310,6 +315,7 @@ PL_HOST_DEVICE PL_INLINE GltfWoTerms gltfWoTerms(const GltfBsdf& b, float cosO, 
   t.sheenMax = maxComponent(b.sheenColor);
   const float sheenE =
       t.sheenMax > 0.0f ? sheenAlbedo(b.sheenAlbedo, b.sheenRoughness, cosO) : 0.0f;
+  t.sheenEo = sheenE;
   t.sheenScale = clampf(1.0f - t.sheenMax * sheenE, 0.0f, 1.0f);
   const float under = (1.0f - t.coat) * t.sheenScale;
   const Vec3f fm = b.baseColor + (vec3(1.0f) - b.baseColor) * schlickWeight(cosO);
@@ -319,7 +325,7 @@ PL_HOST_DEVICE PL_INLINE GltfWoTerms gltfWoTerms(const GltfBsdf& b, float cosO, 
   w[kLobeSpecular] = under * ((1.0f - b.metallic) * t.fdMax + b.metallic * luminance(fm));
   w[kLobeDiffuse] = under * dielectric * (1.0f - b.transmission);
   w[kLobeTransmission] = under * dielectric * b.transmission;
-  w[kLobeSheen] = (1.0f - t.coat) * t.sheenMax * sheenE;
+  w[kLobeSheen] = (1.0f - t.coat) * t.sheenMax * minf(sheenE, 1.0f);
   float total = 0.0f;
   uint32_t on = 0;
   for (uint32_t i = 0; i < kLobeCount; ++i) {
@@ -359,8 +365,11 @@ PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdfLocal(const GltfBsdf& b, const GltfWo
         if (t.sheenMax > 0.0f) {
           const float eI = sheenAlbedo(b.sheenAlbedo, b.sheenRoughness, cosI);
           const float scale = minf(t.sheenScale, clampf(1.0f - t.sheenMax * eI, 0.0f, 1.0f));
+          // Charlie with Neubelt's V reflects more than it receives at grazing angles of
+          // smooth sheens (E up to ~4): scaled down there, symmetrically in wo and wi.
+          const float norm = 1.0f / maxf(1.0f, maxf(t.sheenEo, eI));
           f = f * scale +
-              b.sheenColor * sheenDV(h.z, cosO, cosI, sheenAlpha(b.sheenRoughness));
+              b.sheenColor * (sheenDV(h.z, cosO, cosI, sheenAlpha(b.sheenRoughness)) * norm);
         }
         fCos += f * ((1.0f - t.coat) * cosI);
         *pdf += t.p[kLobeSpecular] * ggxReflectionPdf(cosO, h.z, b.alpha) +
@@ -472,14 +481,20 @@ PL_HOST_DEVICE PL_INLINE bool sampleGltfBsdf(const GltfBsdf& b, Vec3f wo, float 
   bool transmitted = false;
   switch (lobe) {
     case kLobeCoat: {
+      // Each reflection lobe keeps to its own hemisphere: eval() counts a lobe's pdf only
+      // there (the coat's normal and the shading normal differ under normal maps).
       if (!(woC.z > 0.0f)) return false;
-      const Vec3f h = sampleGgxVisibleNormal(woC, b.coatAlpha, u);
-      wi = toWorld(b.coatFrame, reflect(woC, h));
+      const Vec3f wiC = reflect(woC, sampleGgxVisibleNormal(woC, b.coatAlpha, u));
+      if (!(wiC.z > 0.0f)) return false;
+      wi = toWorld(b.coatFrame, wiC);
       break;
     }
-    case kLobeSpecular:
-      wi = toWorld(b.frame, reflect(woL, sampleGgxVisibleNormal(woL, b.alpha, u)));
+    case kLobeSpecular: {
+      const Vec3f wiL = reflect(woL, sampleGgxVisibleNormal(woL, b.alpha, u));
+      if (!(wiL.z > 0.0f)) return false;
+      wi = toWorld(b.frame, wiL);
       break;
+    }
     case kLobeDiffuse:
     case kLobeSheen:
       wi = toWorld(b.frame, sampleCosineHemisphere(u));

@@ -17,9 +17,10 @@
 //   template <class Tracer>
 //   PL_HOST_DEVICE void renderPixel(const SceneView& scene, const Tracer& tracer,
 //                                   uint32_t px, uint32_t py, uint32_t sampleBegin,
-//                                   uint32_t sampleEnd, int64_t sums[3], uint32_t* raysTraced);
+//                                   uint32_t sampleEnd, int64_t* sums, uint32_t* raysTraced);
 //
-// adds toFixed() of each sample's R, G, B to sums (fixed_point.h).
+// adds toFixed() of each sample's R, G, B to sums (fixed_point.h), and of its passes when the
+// image asks for them (Camera::passes): filmChannels() sums in all (types.h).
 //
 // Path length: globals.maxDepth is the maximum number of scattering events on a path.
 // 0 shows only what the camera sees directly (emitters, environment), 1 is direct lighting,
@@ -135,9 +136,17 @@ PL_HOST_DEVICE PL_INLINE Vec3f shadowTransmittance(const SceneView& scene, const
   return vec3(0.0f);
 }
 
+// What the camera ray's first surface gives the film's passes (types.h, filmChannels()).
+struct SurfacePasses {
+  Vec3f albedo = {0.0f, 0.0f, 0.0f};
+  Vec3f normal = {0.0f, 0.0f, 0.0f};  // unit, world space; 0 where the camera sees nothing
+  float depth = kMissDepth;
+};
+
 template <class Tracer>
 PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, uint32_t px,
-                                 uint32_t py, uint32_t sampleIndex, uint32_t* raysTraced) {
+                                 uint32_t py, uint32_t sampleIndex, uint32_t* raysTraced,
+                                 SurfacePasses* passes = nullptr) {
   const SceneGlobals& g = scene.global();
   Sampler sampler = makeSampler(g.seed, px, py, sampleIndex);
   const Vec2f pixel = sampler.get2D();
@@ -192,6 +201,11 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
 
     const GltfBsdf bsdf = materialBsdf(scene, m, sp, front, ng, wo);
     const bool volume = isVolumeBoundary(m);
+    if (depth == 0 && passes != nullptr) {
+      passes->albedo = bsdf.baseColor;
+      passes->normal = bsdf.frame.z;
+      passes->depth = dot(sp.p - scene.cam().position, scene.cam().forward);
+    }
 
     const Vec2f uSelectRr = sampler.get2D();
     const Vec2f uLight = sampler.get2D();
@@ -243,12 +257,23 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
 template <class Tracer>
 PL_HOST_DEVICE void renderPixel(const SceneView& scene, const Tracer& tracer, uint32_t px,
                                 uint32_t py, uint32_t sampleBegin, uint32_t sampleEnd,
-                                int64_t sums[3], uint32_t* raysTraced) {
+                                int64_t* sums, uint32_t* raysTraced) {
+  const bool withPasses = scene.cam().passes != 0;
   for (uint32_t s = sampleBegin; s < sampleEnd; ++s) {
-    const Vec3f c = samplePixel(scene, tracer, px, py, s, raysTraced);
+    SurfacePasses p;
+    const Vec3f c = samplePixel(scene, tracer, px, py, s, raysTraced, withPasses ? &p : nullptr);
     sums[0] += toFixed(c.x);
     sums[1] += toFixed(c.y);
     sums[2] += toFixed(c.z);
+    if (withPasses) {
+      sums[3] += toFixed(p.albedo.x);
+      sums[4] += toFixed(p.albedo.y);
+      sums[5] += toFixed(p.albedo.z);
+      sums[6] += toFixed(0.5f * (p.normal.x + 1.0f));
+      sums[7] += toFixed(0.5f * (p.normal.y + 1.0f));
+      sums[8] += toFixed(0.5f * (p.normal.z + 1.0f));
+      sums[9] += toFixed(p.depth);
+    }
   }
 }
 

@@ -53,7 +53,7 @@ PL_HOST_DEVICE PL_INLINE bool isVolumeBoundary(const Material& m) {
 PL_HOST_DEVICE PL_INLINE Vec3f volumeAbsorption(const Material& m) {
   if (!(m.attenuationDistance > 0.0f)) return vec3(0.0f);
   const float inv = 1.0f / m.attenuationDistance;
-  const Vec3f c = m.attenuationColor;
+  const Vec3f c = min(m.attenuationColor, vec3(1.0f));  // a colour above 1 would amplify
   return vec3(-logf(maxf(c.x, 1.0e-6f)) * inv, -logf(maxf(c.y, 1.0e-6f)) * inv,
               -logf(maxf(c.z, 1.0e-6f)) * inv);
 }

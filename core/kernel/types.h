@@ -107,9 +107,23 @@ struct Camera {
   Vec3f forward;   // unit, view direction
   float tanHalfFovY;  // perspective
   float orthoHalfHeight;  // orthographic (ymag)
+  uint32_t passes;    // FilmPass bits of the image asked for; 0: the film holds R, G, B only
 };
 
 constexpr uint32_t kSheenAlbedoSize = 16;
+
+// The film's channels per pixel: R, G, B, then, when Camera::passes is not 0, the
+// passes of the first surface the camera sees: albedo R, G, B; shading normal X, Y, Z (world
+// space, stored as (n + 1) / 2, since sums are of non-negative values); depth (distance along
+// the camera's view axis; kMissDepth where the camera sees no surface).
+enum FilmPass : uint32_t { kPassAlbedo = 1u, kPassNormal = 2u, kPassDepth = 4u };
+constexpr uint32_t kAllPasses = kPassAlbedo | kPassNormal | kPassDepth;
+constexpr uint32_t kBeautyChannels = 3;
+constexpr uint32_t kMaxFilmChannels = 10;
+constexpr float kMissDepth = 1.0e6f;
+PL_HOST_DEVICE PL_INLINE uint32_t filmChannels(uint32_t passes) {
+  return passes != 0 ? kMaxFilmChannels : kBeautyChannels;
+}
 
 // Scalars that describe the whole scene. Exactly one element in RenderData::globals.
 struct SceneGlobals {

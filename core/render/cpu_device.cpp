@@ -76,7 +76,8 @@ Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
 
   TileResult result;
   result.unit = unit;
-  result.sums.assign(unit.tile.pixelCount() * 3, 0);
+  const uint32_t channels = kernel::filmChannels(camera.passes);
+  result.sums.assign(unit.tile.pixelCount() * channels, 0);
 
   kernel::SceneView view = data_->view();
   view.camera = &camera_;
@@ -95,7 +96,7 @@ Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
     for (uint32_t y = by; y < yEnd; ++y) {
       for (uint32_t x = bx; x < xEnd; ++x) {
         uint32_t pixelRays = 0;
-        int64_t* out = sums + (size_t(y) * unit.tile.width + x) * 3;
+        int64_t* out = sums + (size_t(y) * unit.tile.width + x) * channels;
         kernel::renderPixel(view, tracer, unit.tile.x + x, unit.tile.y + y, unit.sampleBegin,
                             unit.sampleEnd, out, &pixelRays);
         blockRays += pixelRays;

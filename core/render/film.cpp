@@ -4,18 +4,18 @@
 
 namespace pl {
 
-Film::Film(uint32_t width, uint32_t height, uint32_t samplesPerPixel)
-    : width_(width), height_(height), spp_(samplesPerPixel),
-      sums_(size_t(width) * height * 3, 0) {}
+Film::Film(uint32_t width, uint32_t height, uint32_t samplesPerPixel, uint32_t channels)
+    : width_(width), height_(height), spp_(samplesPerPixel), channels_(channels),
+      sums_(size_t(width) * height * channels, 0) {}
 
 Status Film::add(const TileResult& result) {
   const WorkUnit& u = result.unit;
   if (u.totalSamples != spp_)
     return Error{"tile result " + u.describe() + ": film has " + std::to_string(spp_) + " spp"};
   if (Status s = u.validate(width_, height_); !s.ok()) return s;
-  if (result.sums.size() != u.tile.pixelCount() * 3)
+  if (result.sums.size() != u.tile.pixelCount() * channels_)
     return Error{"tile result " + u.describe() + ": " + std::to_string(result.sums.size()) +
-                 " sums, expected " + std::to_string(u.tile.pixelCount() * 3)};
+                 " sums, expected " + std::to_string(u.tile.pixelCount() * channels_)};
   // Each sample adds 0 .. toFixed(kMaxSampleValue): sums outside sampleCount times that did not
   // come from the kernel (a broken or hostile node), and could overflow the film.
   const double maxSum =
@@ -28,8 +28,8 @@ Status Film::add(const TileResult& result) {
   }
   const int64_t* src = result.sums.data();
   for (uint32_t y = 0; y < u.tile.height; ++y) {
-    int64_t* dst = &sums_[(size_t(u.tile.y + y) * width_ + u.tile.x) * 3];
-    for (uint32_t i = 0; i < u.tile.width * 3; ++i) dst[i] += *src++;
+    int64_t* dst = &sums_[(size_t(u.tile.y + y) * width_ + u.tile.x) * channels_];
+    for (uint32_t i = 0; i < u.tile.width * channels_; ++i) dst[i] += *src++;
   }
   return Status();
 }
@@ -43,9 +43,32 @@ Status Film::setSums(std::vector<int64_t> sums) {
 }
 
 std::vector<float> Film::linearRgb() const {
-  std::vector<float> out(sums_.size());
+  const size_t pixels = size_t(width_) * height_;
+  std::vector<float> out(pixels * 3);
   const double scale = kernel::kFixedInvScale / double(spp_);
-  for (size_t i = 0; i < sums_.size(); ++i) out[i] = float(double(sums_[i]) * scale);
+  for (size_t p = 0; p < pixels; ++p)
+    for (size_t c = 0; c < 3; ++c) out[p * 3 + c] = float(double(sums_[p * channels_ + c]) * scale);
+  return out;
+}
+
+std::vector<float> Film::pass(kernel::FilmPass which) const {
+  const size_t pixels = size_t(width_) * height_;
+  std::vector<float> out(pixels * 3, 0.0f);
+  if (!hasPasses()) return out;
+  const double scale = kernel::kFixedInvScale / double(spp_);
+  for (size_t p = 0; p < pixels; ++p) {
+    const int64_t* s = &sums_[p * channels_];
+    for (size_t c = 0; c < 3; ++c) {
+      double v;
+      if (which == kernel::kPassAlbedo)
+        v = double(s[3 + c]) * scale;
+      else if (which == kernel::kPassNormal)
+        v = 2.0 * double(s[6 + c]) * scale - 1.0;
+      else
+        v = double(s[9]) * scale;
+      out[p * 3 + c] = float(v);
+    }
+  }
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/kernel/types.h"
 #include "core/render/work_unit.h"
 #include "core/util/status.h"
 
@@ -13,7 +14,9 @@ namespace pl {
 
 class Film {
  public:
-  Film(uint32_t width, uint32_t height, uint32_t samplesPerPixel);
+  // channels: kernel::filmChannels() of the scene's passes (3: R, G, B only).
+  Film(uint32_t width, uint32_t height, uint32_t samplesPerPixel,
+       uint32_t channels = kernel::kBeautyChannels);
 
   // Adds a result. Fails (and changes nothing) if its tile lies outside the film, its sums
   // have the wrong length, or its sample count does not match this film.
@@ -22,17 +25,22 @@ class Film {
   uint32_t width() const { return width_; }
   uint32_t height() const { return height_; }
   uint32_t samplesPerPixel() const { return spp_; }
+  uint32_t channels() const { return channels_; }
+  bool hasPasses() const { return channels_ > kernel::kBeautyChannels; }
   const std::vector<int64_t>& sums() const { return sums_; }
   // Replaces every sum (e.g. with a film rendered in another process, sent as its exact sums).
-  // Fails (and changes nothing) unless there are exactly 3 per pixel.
+  // Fails (and changes nothing) unless there are exactly channels() per pixel.
   Status setSums(std::vector<int64_t> sums);
 
   // Linear RGB, 3 floats per pixel, row-major, top row first: sums / samplesPerPixel.
   std::vector<float> linearRgb() const;
+  // One pass (hasPasses() only), 3 floats per pixel, row-major: the mean albedo, the mean
+  // shading normal (decoded to -1..1; not renormalized), or the mean depth repeated 3 times.
+  std::vector<float> pass(kernel::FilmPass which) const;
 
  private:
-  uint32_t width_, height_, spp_;
-  std::vector<int64_t> sums_;  // 3 per pixel
+  uint32_t width_, height_, spp_, channels_;
+  std::vector<int64_t> sums_;  // channels_ per pixel
 };
 
 }  // namespace pl

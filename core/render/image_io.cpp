@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "core/kernel/types.h"
 #include "core/scene/render_data.h"
 
 namespace pl {
@@ -81,20 +82,29 @@ Result<std::vector<uint8_t>> encodePng(uint32_t width, uint32_t height,
 }
 
 Status writeExr(const std::string& path, uint32_t width, uint32_t height,
-                const std::vector<float>& rgb) {
+                const std::vector<float>& rgb, const std::vector<ExrLayer>& layers) {
   if (Status s = checkBuffer(path, width, height, rgb); !s.ok()) return s;
+  for (const ExrLayer& layer : layers)
+    if (Status s = checkBuffer(path + " layer " + layer.name, width, height, layer.values);
+        !s.ok())
+      return s;
   try {
     Imf::Header header{int(width), int(height)};
     header.compression() = Imf::ZIP_COMPRESSION;
-    const char* names[3] = {"R", "G", "B"};
-    for (const char* name : names) header.channels().insert(name, Imf::Channel(Imf::FLOAT));
-    Imf::OutputFile file(path.c_str(), header);
     Imf::FrameBuffer frame;
-    char* base = reinterpret_cast<char*>(const_cast<float*>(rgb.data()));
-    for (int c = 0; c < 3; ++c) {
-      frame.insert(names[c], Imf::Slice(Imf::FLOAT, base + c * sizeof(float), 3 * sizeof(float),
-                                        size_t(width) * 3 * sizeof(float)));
-    }
+    // Every channel reads 3 floats a pixel from its buffer, at its own offset.
+    auto add = [&](const std::string& name, const std::vector<float>& values, int offset) {
+      header.channels().insert(name, Imf::Channel(Imf::FLOAT));
+      char* base = reinterpret_cast<char*>(const_cast<float*>(values.data()));
+      frame.insert(name, Imf::Slice(Imf::FLOAT, base + offset * sizeof(float), 3 * sizeof(float),
+                                    size_t(width) * 3 * sizeof(float)));
+    };
+    const char* names[3] = {"R", "G", "B"};
+    for (int c = 0; c < 3; ++c) add(names[c], rgb, c);
+    for (const ExrLayer& layer : layers)
+      for (size_t c = 0; c < layer.channels.size() && c < 3; ++c)
+        add(layer.name + "." + layer.channels[c], layer.values, int(c));
+    Imf::OutputFile file(path.c_str(), header);
     file.setFrameBuffer(frame);
     file.writePixels(int(height));
   } catch (const std::exception& e) {
@@ -102,6 +112,27 @@ Status writeExr(const std::string& path, uint32_t width, uint32_t height,
   }
   return Status();
 }
+
+std::vector<ExrLayer> filmPassLayers(const Film& film, uint32_t passes) {
+  std::vector<ExrLayer> layers;
+  if (!film.hasPasses()) return layers;
+  if (passes & kernel::kPassAlbedo)
+    layers.push_back({"albedo", {"R", "G", "B"}, film.pass(kernel::kPassAlbedo)});
+  if (passes & kernel::kPassNormal)
+    layers.push_back({"normal", {"X", "Y", "Z"}, film.pass(kernel::kPassNormal)});
+  if (passes & kernel::kPassDepth)
+    layers.push_back({"depth", {"Z"}, film.pass(kernel::kPassDepth)});
+  return layers;
+}
+
+Status writeFilm(const std::string& path, const Film& film, uint32_t passes, float exposure) {
+  if (endsWith(path, ".exr"))
+    return writeExr(path, film.width(), film.height(), film.linearRgb(),
+                    filmPassLayers(film, passes));
+  return writeImage(path, film.width(), film.height(), film.linearRgb(), exposure);
+}
+
+bool isExrPath(const std::string& path) { return endsWith(path, ".exr"); }
 
 bool isSupportedImagePath(const std::string& path) {
   return endsWith(path, ".png") || endsWith(path, ".exr");
@@ -114,7 +145,7 @@ Status writeImage(const std::string& path, uint32_t width, uint32_t height,
   return Error{path + ": unknown image format (use .png or .exr)"};
 }
 
-Result<ImageRgb> readExr(const std::string& path) {
+Result<ImageRgb> readExr(const std::string& path, const std::string& layer) {
   try {
     Imf::InputFile file(path.c_str());
     const Imath::Box2i window = file.header().dataWindow();
@@ -124,10 +155,18 @@ Result<ImageRgb> readExr(const std::string& path) {
       return Error{path + ": bad EXR data window " + std::to_string(width) + "x" +
                    std::to_string(height)};
     const Imf::ChannelList& channels = file.header().channels();
-    const char* names[3] = {"R", "G", "B"};
-    for (const char* name : names) {
-      if (!channels.findChannel(name))
-        return Error{path + ": EXR has no " + std::string(name) + " channel"};
+    std::string names[3] = {"R", "G", "B"};
+    if (!layer.empty()) {
+      // layer.R/G/B, layer.X/Y/Z, or one layer.Z read into all three.
+      const char* sets[3][3] = {{"R", "G", "B"}, {"X", "Y", "Z"}, {"Z", "Z", "Z"}};
+      for (const auto& set : sets) {
+        if (!channels.findChannel(layer + "." + set[0])) continue;
+        for (int c = 0; c < 3; ++c) names[c] = layer + "." + set[c];
+        break;
+      }
+    }
+    for (const std::string& name : names) {
+      if (!channels.findChannel(name)) return Error{path + ": EXR has no " + name + " channel"};
     }
     ImageRgb image;
     image.width = uint32_t(width);
@@ -136,7 +175,7 @@ Result<ImageRgb> readExr(const std::string& path) {
     Imf::FrameBuffer frame;
     char* base = reinterpret_cast<char*>(image.rgb.data());
     for (int c = 0; c < 3; ++c) {
-      frame.insert(names[c], Imf::Slice::Make(Imf::FLOAT, base + c * sizeof(float), window,
+      frame.insert(names[c].c_str(), Imf::Slice::Make(Imf::FLOAT, base + c * sizeof(float), window,
                                               3 * sizeof(float), size_t(width) * 3 * sizeof(float)));
     }
     file.setFrameBuffer(frame);

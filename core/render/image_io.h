@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/render/film.h"
 #include "core/util/status.h"
 
 namespace pl {
@@ -28,16 +29,34 @@ Status writePng(const std::string& path, uint32_t width, uint32_t height,
 // The same PNG in memory (the live view's preview frames: the same operator as a saved PNG).
 Result<std::vector<uint8_t>> encodePng(uint32_t width, uint32_t height,
                                        const std::vector<float>& rgb, float exposure = 0.0f);
-// OpenEXR with 32-bit float R, G, B channels (scene-linear, no exposure), ZIP compressed.
+// A named group of channels in an EXR ("albedo" with R, G, B; "normal" with X, Y, Z; "depth"
+// with Z), written as "name.channel". values: 3 floats per pixel (the first channels.size()
+// of each are written).
+struct ExrLayer {
+  std::string name;
+  std::vector<std::string> channels;
+  std::vector<float> values;
+};
+
+// OpenEXR with 32-bit float R, G, B channels (scene-linear, no exposure) and the given
+// layers, ZIP compressed.
 Status writeExr(const std::string& path, uint32_t width, uint32_t height,
-                const std::vector<float>& rgb);
+                const std::vector<float>& rgb, const std::vector<ExrLayer>& layers = {});
+// The film's passes (kernel::FilmPass bits of `passes` that it holds) as EXR layers:
+// albedo.R/G/B, normal.X/Y/Z, depth.Z.
+std::vector<ExrLayer> filmPassLayers(const Film& film, uint32_t passes);
+// The film as writeImage() writes its colour; an .exr also gets the passes asked for.
+Status writeFilm(const std::string& path, const Film& film, uint32_t passes,
+                 float exposure = 0.0f);
 // By extension: ".png" (with exposure) or ".exr" (exposure ignored); anything else fails.
 Status writeImage(const std::string& path, uint32_t width, uint32_t height,
                   const std::vector<float>& rgb, float exposure = 0.0f);
 // True when writeImage() knows the extension of path.
 bool isSupportedImagePath(const std::string& path);
+bool isExrPath(const std::string& path);
 
-// Reads R, G, B of an OpenEXR file (any pixel type, converted to float; alpha ignored).
-Result<ImageRgb> readExr(const std::string& path);
+// Reads R, G, B of an OpenEXR file (any pixel type, converted to float; alpha ignored), or
+// of one of its layers: layer.R/G/B, layer.X/Y/Z, or layer.Z into all three.
+Result<ImageRgb> readExr(const std::string& path, const std::string& layer = "");
 
 }  // namespace pl

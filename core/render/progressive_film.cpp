@@ -4,15 +4,17 @@
 
 namespace pl {
 
-ProgressiveFilm::ProgressiveFilm(uint32_t width, uint32_t height, uint32_t spp)
-    : width_(width), height_(height), spp_(spp), committed_(width, height, spp) {}
+ProgressiveFilm::ProgressiveFilm(uint32_t width, uint32_t height, uint32_t spp,
+                                 uint32_t channels)
+    : width_(width), height_(height), spp_(spp), channels_(channels),
+      committed_(width, height, spp, channels) {}
 
 Status ProgressiveFilm::add(const TileResult& result, uint32_t pass) {
   if (pass < committedPasses_)
     return Error{"tile result " + result.unit.describe() + ": pass " + std::to_string(pass) +
                  " is complete already"};
   auto it = pending_.find(pass);
-  if (it == pending_.end()) it = pending_.emplace(pass, Film(width_, height_, spp_)).first;
+  if (it == pending_.end()) it = pending_.emplace(pass, Film(width_, height_, spp_, channels_)).first;
   return it->second.add(result);
 }
 
@@ -33,7 +35,7 @@ bool ProgressiveFilm::commit(uint32_t passes, uint32_t samples) {
 
 Film ProgressiveFilm::snapshot() const {
   PL_CHECK(committedSamples_ >= 1);
-  Film film(width_, height_, committedSamples_);
+  Film film(width_, height_, committedSamples_, channels_);
   Status set = film.setSums(committed_.sums());
   PL_CHECK(set.ok());
   return film;

@@ -29,7 +29,9 @@ namespace pl {
 class ProgressiveFilm {
  public:
   // spp: the samples per pixel of the whole frame (WorkUnit::totalSamples of its units).
-  ProgressiveFilm(uint32_t width, uint32_t height, uint32_t spp);
+  // channels: kernel::filmChannels() of the scene's passes.
+  ProgressiveFilm(uint32_t width, uint32_t height, uint32_t spp,
+                  uint32_t channels = kernel::kBeautyChannels);
 
   // Adds an accepted result of pass `pass`. Fails (changing nothing) as Film::add does, and for
   // a pass that is committed already (a bug in the caller: the scheduler accepts a result once).
@@ -42,15 +44,16 @@ class ProgressiveFilm {
   uint32_t width() const { return width_; }
   uint32_t height() const { return height_; }
   uint32_t samplesPerPixel() const { return spp_; }
+  uint32_t channels() const { return channels_; }
   uint32_t committedPasses() const { return committedPasses_; }
   uint32_t committedSamples() const { return committedSamples_; }
   // The committed image as a Film of committedSamples() spp (which must be >= 1).
   Film snapshot() const;
-  // The committed sums (3 per pixel, row-major).
+  // The committed sums (channels() per pixel, row-major).
   const std::vector<int64_t>& committedSums() const { return committed_.sums(); }
 
  private:
-  uint32_t width_, height_, spp_;
+  uint32_t width_, height_, spp_, channels_;
   uint32_t committedPasses_ = 0;
   uint32_t committedSamples_ = 0;
   Film committed_;

@@ -92,8 +92,9 @@ bool lightsTheScene(const RenderData& rd) {
 
 }  // namespace
 
-Result<kernel::Camera> compileCamera(const Scene& scene, const CompileOptions& o) {
-  if (Status s = checkImageSize(o); !s.ok()) return s.error();
+namespace {
+
+Result<kernel::Camera> sceneCamera(const Scene& scene, const CompileOptions& o) {
   kernel::Camera cam{};
   cam.width = o.width;
   cam.height = o.height;
@@ -159,6 +160,17 @@ Result<kernel::Camera> compileCamera(const Scene& scene, const CompileOptions& o
   cam.up = {0, 1, 0};
   cam.tanHalfFovY = tanHalf;
   cam.orthoHalfHeight = 0.0f;
+  return cam;
+}
+
+}  // namespace
+
+Result<kernel::Camera> compileCamera(const Scene& scene, const CompileOptions& o) {
+  if (Status s = checkImageSize(o); !s.ok()) return s.error();
+  if ((o.passes & ~kernel::kAllPasses) != 0)
+    return Error{"unknown passes " + std::to_string(o.passes)};
+  Result<kernel::Camera> cam = sceneCamera(scene, o);
+  if (cam.ok()) cam->passes = o.passes;
   return cam;
 }
 

@@ -33,6 +33,9 @@ struct CompileOptions {
   std::optional<kernel::Vec3f> envColor;
   uint32_t seed = 0;
   uint32_t maxDepth = 16;
+  // kernel::FilmPass bits: the film also holds the first surface's albedo, normal and depth
+  // (kernel::Camera::passes). 0: colour only.
+  uint32_t passes = 0;
 };
 
 // Only shown meshes and lights (Scene::shown(), Scene::lightShown()) are compiled: a hidden
@@ -52,7 +55,7 @@ struct CompileOptions {
 Result<RenderData> compile(const Scene& scene, const CompileOptions& options);
 
 // The camera compile() puts in RenderData::camera[0], bit for bit, from the scene and
-// options.width, height, camera and lookAt only. A session that changes only those options
+// options.width, height, camera, lookAt and passes only. A session that changes only those options
 // can replace camera[0] with it instead of recompiling.
 Result<kernel::Camera> compileCamera(const Scene& scene, const CompileOptions& options);
 

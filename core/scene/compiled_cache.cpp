@@ -117,8 +117,9 @@ Result<Hash128> compiledCacheKey(const std::string& scenePath, const CompileOpti
     if (Status s = addFile(options.envFile); !s.ok()) return s.error();
   }
   char buffer[512];
-  std::snprintf(buffer, sizeof(buffer), "size %u %u seed %u depth %u camera %zu:", options.width,
-                options.height, options.seed, options.maxDepth, options.camera.size());
+  std::snprintf(buffer, sizeof(buffer), "size %u %u seed %u depth %u passes %u camera %zu:",
+                options.width, options.height, options.seed, options.maxDepth, options.passes,
+                options.camera.size());
   inputs += buffer + options.camera + "\n";
   if (options.envColor) {
     std::snprintf(buffer, sizeof(buffer), "env %a %a %a\n", options.envColor->x,

@@ -184,8 +184,10 @@ Result<Scene> loadScene(const std::string& path) {
     if (ext == ".gltf" || ext == ".glb" || ext == ".obj") {
       Result<Scene> scene =
           ext == ".obj" ? detail::loadObj(path) : detail::loadGltf(path, ext == ".glb");
-      if (scene.ok())
-        for (const std::string& w : scene->warnings) PL_LOG_WARN("%s: %s", path.c_str(), w.c_str());
+      if (!scene.ok()) return scene;
+      for (const std::string& w : scene->warnings) PL_LOG_WARN("%s: %s", path.c_str(), w.c_str());
+      if (scene->triangleCount() == 0)
+        return Error{path + ": the scene has no geometry (no triangles to render)"};
       return scene;
     }
   } catch (const std::bad_alloc&) {

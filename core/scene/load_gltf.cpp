@@ -6,9 +6,11 @@
 #include <sys/stat.h>
 #include <tiny_gltf.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -199,6 +201,15 @@ double numberMember(const tinygltf::Value& v, const char* key, double fallback) 
   return n.IsNumber() ? n.GetNumberAsDouble() : fallback;
 }
 
+// A JSON number as a float: out-of-range values saturate (the caller checks finiteness).
+float toFloat(double v) {
+  if (!(v == v)) return std::numeric_limits<float>::quiet_NaN();
+  return float(std::clamp(v, -double(std::numeric_limits<float>::max()),
+                          double(std::numeric_limits<float>::max())));
+}
+// A small index (texCoord) from a JSON number: anything out of range becomes -1.
+int smallInt(double v) { return v >= 0.0 && v < 1024.0 ? int(v) : -1; }
+
 const tinygltf::Value* extension(const tinygltf::ExtensionMap& map, const char* name) {
   auto it = map.find(name);
   return it == map.end() ? nullptr : &it->second;
@@ -253,6 +264,7 @@ class GltfLoader {
   Scene scene_;
   // (glTF texture, UV transform) -> Scene texture
   std::map<std::pair<int, std::array<float, 6>>, int32_t> textureMap_;
+  uint64_t texelsCopied_ = 0;  // of all SceneTextures made
   int32_t defaultMaterial_ = -1;
   uint64_t triangles_ = 0, vertices_ = 0, visits_ = 0;
   std::vector<bool> onPath_;
@@ -305,13 +317,13 @@ Result<GltfLoader::TextureRef> GltfLoader::textureRef(int index, int texCoord,
       out[0] = v.Get(0).GetNumberAsDouble();
       out[1] = v.Get(1).GetNumberAsDouble();
     }
-    if (e->Has("texCoord")) ref.texCoord = int(numberMember(*e, "texCoord", texCoord));
+    if (e->Has("texCoord")) ref.texCoord = smallInt(numberMember(*e, "texCoord", texCoord));
     // u' = cos sx u + sin sy v + ox, v' = -sin sx u + cos sy v + oy: the matrix
     // translation * rotation * scale of the extension, with the rotation's sign as Blender's
     // importer (and so Cycles) and three.js apply it.
     const double c = std::cos(rotation), sn = std::sin(rotation);
-    ref.uv = {float(c * scale[0]),  float(sn * scale[1]), float(offset[0]),
-              float(-sn * scale[0]), float(c * scale[1]),  float(offset[1])};
+    ref.uv = {toFloat(c * scale[0]),  toFloat(sn * scale[1]), toFloat(offset[0]),
+              toFloat(-sn * scale[0]), toFloat(c * scale[1]),  toFloat(offset[1])};
     for (float f : ref.uv)
       if (!std::isfinite(f)) return fail(where + ": KHR_texture_transform is not finite");
   }
@@ -334,7 +346,7 @@ Result<GltfLoader::TextureRef> GltfLoader::textureRef(const tinygltf::Value& ext
     const tinygltf::Value& all = info.Get("extensions");
     for (const std::string& k : all.Keys()) extensions[k] = all.Get(k);
   }
-  return textureRef(int(index), int(numberMember(info, "texCoord", 0)), extensions, name);
+  return textureRef(int(index), smallInt(numberMember(info, "texCoord", 0)), extensions, name);
 }
 
 Result<int32_t> GltfLoader::texture(const TextureRef& ref, const std::string& where) {
@@ -366,6 +378,13 @@ Result<int32_t> GltfLoader::texture(const TextureRef& ref, const std::string& wh
   if (image.image.empty() || image.width <= 0 || image.height <= 0 || image.component != 4 ||
       image.bits != 8 || image.image.size() != size_t(image.width) * size_t(image.height) * 4)
     return fail(imageName + " could not be loaded");
+  // Each (texture, UV transform) pair is a header of its own with a copy of the texels:
+  // bounded in total like the decoded images.
+  const uint64_t texels = uint64_t(image.width) * uint64_t(image.height);
+  if (texels > kMaxSceneTexels - texelsCopied_)
+    return fail(imageName + ": the scene's textures would exceed " +
+                std::to_string(kMaxSceneTexels) + " texels in all");
+  texelsCopied_ += texels;
   SceneTexture st;
   st.name = image.name.empty() ? image.uri : image.name;
   st.width = uint32_t(image.width);
@@ -404,8 +423,8 @@ Status GltfLoader::convertExtensions(const tinygltf::Material& gm, const std::st
     if (!v.IsArray() || v.ArrayLen() != 3 || !v.Get(0).IsNumber() || !v.Get(1).IsNumber() ||
         !v.Get(2).IsNumber())
       return fail(where + ": " + key + " needs 3 numbers");
-    *out = {float(v.Get(0).GetNumberAsDouble()), float(v.Get(1).GetNumberAsDouble()),
-            float(v.Get(2).GetNumberAsDouble())};
+    *out = {toFloat(v.Get(0).GetNumberAsDouble()), toFloat(v.Get(1).GetNumberAsDouble()),
+            toFloat(v.Get(2).GetNumberAsDouble())};
     return Status();
   };
   // Each extension's textures: (JSON key, the material's slot).
@@ -421,7 +440,7 @@ Status GltfLoader::convertExtensions(const tinygltf::Material& gm, const std::st
     return Status();
   };
   if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_transmission")) {
-    m.transmissionFactor = float(numberMember(*e, "transmissionFactor", 0.0));
+    m.transmissionFactor = toFloat(numberMember(*e, "transmissionFactor", 0.0));
     if (Status st = textures(*e, "KHR_materials_transmission",
                              {{"transmissionTexture", &m.transmissionTexture}});
         !st.ok())
@@ -430,15 +449,15 @@ Status GltfLoader::convertExtensions(const tinygltf::Material& gm, const std::st
   if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_volume")) {
     // thicknessTexture only matters to rasterizers, which have no geometry behind the
     // surface; a path tracer follows the real volume.
-    m.thicknessFactor = float(numberMember(*e, "thicknessFactor", 0.0));
+    m.thicknessFactor = toFloat(numberMember(*e, "thicknessFactor", 0.0));
     const double distance = numberMember(*e, "attenuationDistance", 0.0);
-    m.attenuationDistance = distance > 0.0 ? float(distance) : 0.0f;
+    m.attenuationDistance = distance > 0.0 ? toFloat(distance) : 0.0f;
     if (Status st = colour(*e, "attenuationColor", {1, 1, 1}, &m.attenuationColor); !st.ok())
       return st;
   }
   if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_clearcoat")) {
-    m.clearcoatFactor = float(numberMember(*e, "clearcoatFactor", 0.0));
-    m.clearcoatRoughnessFactor = float(numberMember(*e, "clearcoatRoughnessFactor", 0.0));
+    m.clearcoatFactor = toFloat(numberMember(*e, "clearcoatFactor", 0.0));
+    m.clearcoatRoughnessFactor = toFloat(numberMember(*e, "clearcoatRoughnessFactor", 0.0));
     if (Status st = textures(*e, "KHR_materials_clearcoat",
                              {{"clearcoatTexture", &m.clearcoatTexture},
                               {"clearcoatRoughnessTexture", &m.clearcoatRoughnessTexture},
@@ -446,12 +465,13 @@ Status GltfLoader::convertExtensions(const tinygltf::Material& gm, const std::st
         !st.ok())
       return st;
     if (e->Has("clearcoatNormalTexture"))
-      m.clearcoatNormalScale = float(numberMember(e->Get("clearcoatNormalTexture"), "scale", 1.0));
+      m.clearcoatNormalScale =
+          toFloat(numberMember(e->Get("clearcoatNormalTexture"), "scale", 1.0));
   }
   if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_sheen")) {
     if (Status st = colour(*e, "sheenColorFactor", {0, 0, 0}, &m.sheenColorFactor); !st.ok())
       return st;
-    m.sheenRoughnessFactor = float(numberMember(*e, "sheenRoughnessFactor", 0.0));
+    m.sheenRoughnessFactor = toFloat(numberMember(*e, "sheenRoughnessFactor", 0.0));
     if (Status st = textures(*e, "KHR_materials_sheen",
                              {{"sheenColorTexture", &m.sheenColorTexture},
                               {"sheenRoughnessTexture", &m.sheenRoughnessTexture}});
@@ -459,7 +479,7 @@ Status GltfLoader::convertExtensions(const tinygltf::Material& gm, const std::st
       return st;
   }
   if (const tinygltf::Value* e = extension(gm.extensions, "KHR_materials_specular")) {
-    m.specularFactor = float(numberMember(*e, "specularFactor", 1.0));
+    m.specularFactor = toFloat(numberMember(*e, "specularFactor", 1.0));
     if (Status st = colour(*e, "specularColorFactor", {1, 1, 1}, &m.specularColorFactor);
         !st.ok())
       return st;
@@ -1012,6 +1032,10 @@ Status GltfLoader::visit(int n, const Mat4& parent, int32_t parentEntry, uint32_
 
 Result<Scene> GltfLoader::load() {
   scene_.path = path_;
+  // "2.0", "2.1": any glTF 2; a later major version may change what members mean.
+  const std::string& version = model_.asset.version;
+  if (version.substr(0, version.find('.')) != "2")
+    return fail("asset version '" + version + "' is not glTF 2 (only major version 2 is read)");
   if (Status s = checkExtensions(); !s.ok()) return s.error();
   if (Status s = convertMaterials(); !s.ok()) return s.error();
   onPath_.assign(model_.nodes.size(), false);

@@ -53,6 +53,8 @@ Status validateCamera(const kernel::Camera& cam) {
     return invalid("perspective camera needs tanHalfFovY > 0");
   if (cam.type == kernel::kCameraOrthographic && !(cam.orthoHalfHeight > 0.0f))
     return invalid("orthographic camera needs orthoHalfHeight > 0");
+  if ((cam.passes & ~kernel::kAllPasses) != 0)
+    return invalid("camera asks for unknown passes " + std::to_string(cam.passes));
   return Status();
 }
 

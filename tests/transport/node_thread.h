@@ -76,9 +76,10 @@ class NodeThread {
   std::atomic<size_t> leases_{0};
 };
 
-inline RenderData compiledCornellBox(uint32_t size) {
+inline RenderData compiledCornellBox(uint32_t size, uint32_t passes = 0) {
   CompileOptions options;
   options.width = options.height = size;
+  options.passes = passes;
   Result<RenderData> data =
       loadAndCompile(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf", options);
   EXPECT_TRUE(data.ok()) << data.error().message;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -66,6 +67,52 @@ TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
   EXPECT_GT(stats->nodes[0].workUnits, 0u) << "the node that appeared got no work";
   EXPECT_GT(stats->local[0].workUnits, 0u);
   EXPECT_EQ(film.sums(), reference.sums()) << "the image differs from the local render";
+}
+
+TEST(PrimaryTest, PassesThroughANodeAreBitwiseTheLocalOnes) {
+  // Albedo, normal and depth travel with the colour in every tile result (10 sums a pixel)
+  // and merge as exactly: a node's film is the local film, passes included.
+  constexpr uint32_t kSize = 64, kSpp = 16;
+  auto data =
+      std::make_shared<const RenderData>(testing::compiledCornellBox(kSize, kernel::kAllPasses));
+  ASSERT_EQ(kernel::filmChannels(data->camera[0].passes), 10u);
+  CpuDevice local(1);
+  ASSERT_TRUE(local.load(data).ok());
+  Film reference(kSize, kSize, kSpp, 10);
+  {
+    ClusterRenderOptions options;
+    options.localDevices = {&local};
+    Result<ClusterRenderStats> stats = renderCluster(*data, reference, options);
+    ASSERT_TRUE(stats.ok()) << stats.error().message;
+  }
+  testing::NodeThread node(testKey(), NodeOptions());
+  Film film(kSize, kSize, kSpp, 10);
+  ClusterRenderOptions options;
+  options.peers = {node.address()};
+  options.key = testKey();
+  Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
+  ASSERT_TRUE(stats.ok()) << stats.error().message;
+  EXPECT_EQ(film.sums(), reference.sums()) << "the node's film differs from the local one";
+
+  // The passes say what the camera sees: the box's walls are at most white, every normal is
+  // a unit vector (each pixel sees one wall), and everything lies in front of the camera.
+  const std::vector<float> albedo = film.pass(kernel::kPassAlbedo);
+  const std::vector<float> normal = film.pass(kernel::kPassNormal);
+  const std::vector<float> depth = film.pass(kernel::kPassDepth);
+  const uint32_t centre = (kSize / 2 * kSize + kSize / 2) * 3;
+  EXPECT_GT(albedo[centre], 0.1f);
+  EXPECT_LE(albedo[centre], 1.0f);
+  const float n = std::sqrt(normal[centre] * normal[centre] +
+                            normal[centre + 1] * normal[centre + 1] +
+                            normal[centre + 2] * normal[centre + 2]);
+  EXPECT_NEAR(n, 1.0f, 0.05f);
+  EXPECT_GT(depth[centre], 0.0f);
+  EXPECT_LT(depth[centre], 100.0f);
+  // A film without passes refuses the passes' results.
+  Film colourOnly(kSize, kSize, kSpp);
+  stats = renderCluster(*data, colourOnly, options);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("passes"), std::string::npos) << stats.error().message;
 }
 
 TEST(PrimaryTest, CancelledRenderStopsAndFreesItsLease) {

@@ -212,6 +212,7 @@ struct Layered {
   Vec3f baseColor;
   float ior;
   GltfLayers layers;
+  float shadingTilt = 0.0f;  // radians: the shading normal (a normal map's) leans towards +x
 };
 
 std::vector<Layered> layeredConfigs() {
@@ -234,6 +235,10 @@ std::vector<Layered> layeredConfigs() {
   out.push_back({"clearcoat on paint", 0.6f, 0.0f, vec3(0.7f, 0.1f, 0.1f), 1.5f, coat});
   coat.clearcoatRoughness = 0.5f;
   out.push_back({"clearcoat on metal", 0.4f, 1.0f, vec3(0.9f, 0.7f, 0.3f), 1.5f, coat});
+  // A normal-mapped base under a coat on the geometry's normal: two different frames.
+  coat.hasCoatFrame = true;
+  coat.coatFrame = frameFromNormal(vec3(0.0f, 0.0f, 1.0f));
+  out.push_back({"clearcoat over a normal map", 0.3f, 0.0f, vec3(0.6f), 1.5f, coat, 0.45f});
   GltfLayers sheen;
   sheen.sheenColor = vec3(0.9f, 0.8f, 0.7f);
   sheen.sheenRoughness = 0.5f;
@@ -253,8 +258,10 @@ std::vector<Layered> layeredConfigs() {
   return out;
 }
 
-GltfBsdf layeredBsdf(const Layered& c, Vec3f n = vec3(0.0f, 0.0f, 1.0f)) {
-  return makeGltfBsdf(frameFromNormal(n), n, c.baseColor, c.metallic, c.roughness, c.ior,
+GltfBsdf layeredBsdf(const Layered& c) {
+  const Vec3f ng = vec3(0.0f, 0.0f, 1.0f);
+  const Vec3f ns = vec3(std::sin(c.shadingTilt), 0.0f, std::cos(c.shadingTilt));
+  return makeGltfBsdf(frameFromNormal(ns), ng, c.baseColor, c.metallic, c.roughness, c.ior,
                       c.layers);
 }
 
@@ -340,6 +347,11 @@ TEST(BsdfLayersTest, WhiteGlassConservesEnergy) {
           const GltfBsdf b = makeGltfBsdf(frameFromNormal(vec3(0.0f, 0.0f, 1.0f)),
                                           vec3(0.0f, 0.0f, 1.0f), vec3(1.0f), 0.0f, roughness,
                                           1.5f, l);
+          // An index-matched volume (ior 1) passes everything straight on.
+          const GltfBsdf matched = makeGltfBsdf(frameFromNormal(vec3(0.0f, 0.0f, 1.0f)),
+                                                vec3(0.0f, 0.0f, 1.0f), vec3(1.0f), 0.0f,
+                                                roughness, 1.0f, l);
+          EXPECT_GT(sampledAlbedo(matched, dirFromCos(cosO), 1 << 10).x, 0.7f);
           const Vec3f a = sampledAlbedo(b, dirFromCos(cosO), 1 << 14);
           SCOPED_TRACE(::testing::Message() << "volume " << volume << " inside " << inside
                                             << " roughness " << roughness << " cos " << cosO);

@@ -72,6 +72,34 @@ TEST(ImageIoTest, ExrRoundTripIsExact) {
   std::filesystem::remove(path);
 }
 
+TEST(ImageIoTest, FilmPassesAreExrLayers) {
+  // A 2x1 film with passes, 2 spp: the sums decode to the means, normals from (n + 1) / 2.
+  Film film(2, 1, 2, kernel::kMaxFilmChannels);
+  TileResult r;
+  r.unit = {{0, 0, 2, 1}, 0, 2, 2};
+  const double s = 2.0 * double(kernel::kFixedScale);  // 2 samples of value 1
+  for (int p = 0; p < 2; ++p) {
+    const double values[10] = {0.5, 0.25, 1, 0.2, 0.4, 0.6, 0.5, 1.0, 0.0, 3.5};
+    for (double v : values) r.sums.push_back(int64_t(v * s));
+  }
+  ASSERT_TRUE(film.add(r).ok());
+  const std::string path = tempPath("passes.exr");
+  ASSERT_TRUE(writeFilm(path, film, kernel::kPassNormal | kernel::kPassDepth).ok());
+  Result<ImageRgb> colour = readExr(path);
+  ASSERT_TRUE(colour.ok()) << colour.error().message;
+  EXPECT_FLOAT_EQ(colour->rgb[1], 0.25f);
+  Result<ImageRgb> normal = readExr(path, "normal");
+  ASSERT_TRUE(normal.ok()) << normal.error().message;
+  EXPECT_FLOAT_EQ(normal->rgb[0], 0.0f);   // (0.5 * 2) - 1
+  EXPECT_FLOAT_EQ(normal->rgb[1], 1.0f);
+  EXPECT_FLOAT_EQ(normal->rgb[2], -1.0f);
+  Result<ImageRgb> depth = readExr(path, "depth");
+  ASSERT_TRUE(depth.ok()) << depth.error().message;
+  EXPECT_FLOAT_EQ(depth->rgb[3], 3.5f);
+  EXPECT_FALSE(readExr(path, "albedo").ok()) << "only the passes asked for are written";
+  std::filesystem::remove(path);
+}
+
 TEST(ImageIoTest, ErrorsNameTheFile) {
   std::vector<float> rgb(12, 0.5f);
   Status s = writeImage("/nonexistent-dir/x.exr", 2, 2, rgb);

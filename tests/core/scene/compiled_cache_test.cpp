@@ -50,6 +50,9 @@ TEST(CompiledCacheTest, KeyCoversTheSceneItsFilesTheOptionsAndTheSalt) {
   other = options;
   other.seed = 9;
   EXPECT_NE(*compiledCacheKey(scene, other, kSalt), *key) << "seed";
+  other = options;
+  other.passes = kernel::kPassDepth;
+  EXPECT_NE(*compiledCacheKey(scene, other, kSalt), *key) << "passes";
 
   // A changed byte in the referenced buffer changes the key; so does the glTF itself.
   std::vector<uint8_t> bin = test::triangleBuffer();

@@ -367,6 +367,20 @@ TEST(Malformed, MaterialExtensionsAndTextureTransforms) {
               {"material 0 baseColorTexture", "KHR_texture_transform scale", "2 numbers"});
 }
 
+TEST(Malformed, NoGeometryAndOtherGltfVersionsAreRefused) {
+  TempDir dir;
+  TriangleGltf three;
+  std::string json = three.json();
+  json.replace(json.find("\"2.0\""), 5, "\"3.0\"");
+  expectError(dir.write("three.gltf", json), {"three.gltf", "asset version '3.0'", "glTF 2"});
+  TriangleGltf empty;
+  json = empty.json();
+  json.replace(json.find("\"nodes\": [0]"), 12, "\"nodes\": []");
+  expectError(dir.write("empty.gltf", json), {"empty.gltf", "no geometry"});
+  expectError(dir.write("empty.obj", std::string("v 0 0 0\nv 1 0 0\n")),
+              {"empty.obj", "no geometry"});
+}
+
 // Random corruption of a valid .glb and .gltf: every outcome is a Scene or an Error.
 TEST(Malformed, RandomCorruptionNeverCrashes) {
   TempDir dir;
