@@ -156,17 +156,21 @@ Result<ImageRgb> readExr(const std::string& path, const std::string& layer) {
                    std::to_string(height)};
     const Imf::ChannelList& channels = file.header().channels();
     std::string names[3] = {"R", "G", "B"};
+    int count = 3;  // channels read; one is copied into all three
     if (!layer.empty()) {
       // layer.R/G/B, layer.X/Y/Z, or one layer.Z read into all three.
-      const char* sets[3][3] = {{"R", "G", "B"}, {"X", "Y", "Z"}, {"Z", "Z", "Z"}};
+      const char* sets[3][3] = {{"R", "G", "B"}, {"X", "Y", "Z"}, {"Z", nullptr, nullptr}};
+      count = 0;
       for (const auto& set : sets) {
         if (!channels.findChannel(layer + "." + set[0])) continue;
-        for (int c = 0; c < 3; ++c) names[c] = layer + "." + set[c];
+        for (int c = 0; c < 3 && set[c] != nullptr; ++c) names[count++] = layer + "." + set[c];
         break;
       }
+      if (count == 0) return Error{path + ": EXR has no layer " + layer};
     }
-    for (const std::string& name : names) {
-      if (!channels.findChannel(name)) return Error{path + ": EXR has no " + name + " channel"};
+    for (int c = 0; c < count; ++c) {
+      if (!channels.findChannel(names[c]))
+        return Error{path + ": EXR has no " + names[c] + " channel"};
     }
     ImageRgb image;
     image.width = uint32_t(width);
@@ -174,12 +178,15 @@ Result<ImageRgb> readExr(const std::string& path, const std::string& layer) {
     image.rgb.assign(size_t(width) * size_t(height) * 3, 0.0f);
     Imf::FrameBuffer frame;
     char* base = reinterpret_cast<char*>(image.rgb.data());
-    for (int c = 0; c < 3; ++c) {
+    for (int c = 0; c < count; ++c) {
       frame.insert(names[c].c_str(), Imf::Slice::Make(Imf::FLOAT, base + c * sizeof(float), window,
                                               3 * sizeof(float), size_t(width) * 3 * sizeof(float)));
     }
     file.setFrameBuffer(frame);
     file.readPixels(window.min.y, window.max.y);
+    if (count == 1)
+      for (size_t p = 0; p < image.rgb.size(); p += 3)
+        image.rgb[p + 1] = image.rgb[p + 2] = image.rgb[p];
     return image;
   } catch (const std::exception& e) {
     return Error{path + ": cannot read EXR: " + e.what()};

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <limits>
 
+#include "core/kernel/fixed_point.h"
+
 namespace pl {
 namespace {
 
