@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -155,6 +156,25 @@ class StdinReader {
 };
 
 // The session's state and its requests. Loop thread only.
+// Writes `path` through write(partial) and renames it over `path`: a reader never sees half
+// an image. False with *error set when either step fails.
+bool writeReplacing(const std::string& path,
+                    const std::function<Status(const std::string&)>& write, std::string* error) {
+  const std::string partial =
+      path + ".partial" + std::filesystem::path(path).extension().string();
+  if (Status st = write(partial); !st.ok()) {
+    *error = st.error().message;
+    return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(partial, path, ec);
+  if (ec) {
+    *error = path + ": " + ec.message();
+    return false;
+  }
+  return true;
+}
+
 class SessionDriver {
  public:
   static constexpr size_t kMaxBatchOps = 4096;  // edits in one `batch` request
@@ -211,18 +231,31 @@ class SessionDriver {
                {"seconds", seconds},
                {"shares", shares}};
     if (!passImage_.empty()) {
-      // Written beside and renamed over: a reader never sees half an image.
-      const std::string partial = passImage_ + ".partial" + std::filesystem::path(passImage_)
-                                                                .extension()
-                                                                .string();
-      Film film = session_->film().snapshot();
-      std::error_code ec;
-      if (Status st = writeFilm(partial, film, options_.passes, args_.exposure); !st.ok()) {
-        event["image_error"] = st.error().message;
-      } else if (std::filesystem::rename(partial, passImage_, ec); ec) {
-        event["image_error"] = passImage_ + ": " + ec.message();
-      } else {
+      const Film film = session_->film().snapshot();
+      std::string error;
+      // The colour alone (a file with layers is one image to most readers: Blender's
+      // load_from_file() refuses it), and each pass beside it.
+      if (writeReplacing(passImage_, [&](const std::string& path) {
+            return writeFilm(path, film, 0, args_.exposure);
+          }, &error))
         event["image"] = passImage_;
+      else
+        event["image_error"] = error;
+      // Each pass as an image of its own beside it (FILE.albedo.exr, ...).
+      if (isExrPath(passImage_)) {
+        Json images = Json::object();
+        for (const ExrLayer& layer : filmPassLayers(film, options_.passes)) {
+          const std::filesystem::path base(passImage_);
+          const std::string path =
+              (base.parent_path() / (base.stem().string() + "." + layer.name + ".exr")).string();
+          if (writeReplacing(path, [&](const std::string& p) {
+                return writeExr(p, film.width(), film.height(), layer.values);
+              }, &error))
+            images[layer.name] = path;
+          else
+            event["image_error"] = error;
+        }
+        if (!images.empty()) event["pass_images"] = images;
       }
     }
     emit(event);

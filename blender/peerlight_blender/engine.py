@@ -25,6 +25,9 @@ class PeerlightRenderEngine(bpy.types.RenderEngine):
     def render(self, depsgraph):
         final_render.render(self, depsgraph)
 
+    def update_render_passes(self, scene=None, renderlayer=None):
+        final_render.register_passes(self, scene, renderlayer)
+
     def view_update(self, context, depsgraph):
         v = self._viewports.get(id(self))
         if v is None:

@@ -54,6 +54,42 @@ def _frame_size(scene):
             max(1, r.resolution_y * r.resolution_percentage // 100))
 
 
+# Blender's passes that peerlight fills: the view layer's switch, the pass's name in the
+# Render Result, its channels, and peerlight's pass (`--passes`). Albedo goes to Diffuse
+# Color, the pass Blender's compositor and denoise node take as the albedo.
+PASSES = (("use_pass_z", "Depth", 1, "Z", "VALUE", "depth"),
+          ("use_pass_normal", "Normal", 3, "XYZ", "VECTOR", "normal"),
+          ("use_pass_diffuse_color", "DiffCol", 3, "RGB", "COLOR", "albedo"))
+
+
+def render_passes(view_layer):
+    """{Blender pass name: peerlight pass} of the passes the view layer turns on."""
+    return {name: ours for switch, name, _n, _c, _t, ours in PASSES
+            if getattr(view_layer, switch, False)}
+
+
+def register_passes(engine, scene, view_layer):
+    """RenderEngine.update_render_passes(): the passes peerlight fills, as the view layer
+    asks."""
+    engine.register_pass(scene, view_layer, "Combined", 4, "RGBA", "COLOR")
+    for switch, name, count, channels, kind, _ours in PASSES:
+        if getattr(view_layer, switch, False):
+            engine.register_pass(scene, view_layer, name, count, channels, kind)
+
+
+def _load_pass(render_pass, path, width, height):
+    """Copies a pass image (an RGB .exr the session wrote) into a Render Result pass: the
+    first `channels` of each pixel's RGBA (both bottom row first, as Blender holds them)."""
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        pixels = [0.0] * (width * height * 4)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    n = render_pass.channels
+    render_pass.rect = [pixels[4 * i:4 * i + n] for i in range(width * height)]
+
+
 class Frame:
     """What the render thread needs from Blender for one frame, read on the main thread (and
     the export written there): the render thread never touches Blender's data itself."""
@@ -64,13 +100,16 @@ class Frame:
         self.binary = prefs.binary
         self.width, self.height = _frame_size(scene)
         self.samples, self.time_limit = s.samples, s.time_limit
+        self.passes = render_passes(bpy.context.view_layer)
         env, _ = scene_report.environment(scene)
         self.camera = scene.camera.name if scene.camera is not None else None
         # What a session cannot change: a change of any of these starts a new one.
         self.key = (self.width, self.height, s.samples, s.threads, s.devices, prefs.peers,
-                    prefs.key_file, env, prefs.binary)
+                    prefs.key_file, env, prefs.binary, tuple(self.passes))
         self.flags = settings.session_args(s, prefs, self.width, self.height, s.samples, None,
                                            env)
+        if self.passes:
+            self.flags += ["--passes", ",".join(sorted(self.passes.values()))]
         self.lost = scene_report.what_is_lost(scene)
         if self.camera is not None:
             export.export_glb(path, scene, scene.frame_current)
@@ -116,7 +155,8 @@ def _render(engine, depsgraph):
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-    _stream_passes(engine, _job, frame.width, frame.height, frame.samples, frame.time_limit)
+    _stream_passes(engine, _job, frame.width, frame.height, frame.samples, frame.time_limit,
+                   frame.passes)
 
 
 def _update(job, ops, exported):
@@ -153,7 +193,7 @@ def _start(engine, binary, path, folder, exported, frame):
     return FrameSession(frame.key, session, folder, exported, frame.camera)
 
 
-def _stream_passes(engine, job, width, height, target, time_limit):
+def _stream_passes(engine, job, width, height, target, time_limit, passes):
     """Loads each pass of the job's current generation into the Render Result until it holds
     `target` samples per pixel, the time limit passes, or the user cancels."""
     start = time.monotonic()
@@ -173,6 +213,14 @@ def _stream_passes(engine, job, width, height, target, time_limit):
                 shown = p
                 if "image" in p:
                     result.layers[0].load_from_file(p["image"])
+                    layer = result.layers[0]
+                    for name, ours in passes.items():
+                        path = p.get("pass_images", {}).get(ours)
+                        render_pass = layer.passes.find_by_name(name, "")
+                        if path and render_pass is not None:
+                            export.on_main_thread(
+                                lambda rp=render_pass, f=path: _load_pass(rp, f, width, height),
+                                engine.test_break)
                     engine.update_result(result)
                 engine.update_progress(min(1.0, p["spp"] / float(target)))
                 engine.update_stats("", stats_line(p))

@@ -25,11 +25,13 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 
 SKIP = 77
 failures = []
@@ -142,6 +144,57 @@ def exr_compare(blender_env, a, b):
     return r["same"], r["mean"], r["std"]
 
 
+def read_exr_channels(path):
+    """{channel name: list of floats, top row first} of a scanline EXR with 32-bit float
+    channels, uncompressed or ZIP (what Blender writes with codec NONE and what peerlight
+    writes): enough to compare passes without an EXR library in Python."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos, channels, compression, window = 8, [], 0, None
+    while data[pos] != 0:
+        name_end = data.index(b"\0", pos)
+        name = data[pos:name_end].decode()
+        type_end = data.index(b"\0", name_end + 1)
+        size = struct.unpack_from("<i", data, type_end + 1)[0]
+        value = data[type_end + 5:type_end + 5 + size]
+        if name == "channels":
+            at = 0
+            while value[at] != 0:
+                end = value.index(b"\0", at)
+                channels.append((value[at:end].decode(),
+                                 struct.unpack_from("<i", value, end + 1)[0]))
+                at = end + 1 + 16
+        elif name == "compression":
+            compression = value[0]
+        elif name == "dataWindow":
+            window = struct.unpack_from("<4i", value)
+        pos = type_end + 5 + size
+    pos += 1
+    width, height = window[2] - window[0] + 1, window[3] - window[1] + 1
+    lines = {0: 1, 2: 1, 3: 16}[compression]  # NONE, ZIPS, ZIP
+    blocks = (height + lines - 1) // lines
+    offsets = struct.unpack_from("<%dQ" % blocks, data, pos)
+    names = sorted(c[0] for c in channels)
+    out = {n: [] for n in names}
+    for offset in offsets:
+        y, size = struct.unpack_from("<ii", data, offset)
+        raw = data[offset + 8:offset + 8 + size]
+        n = min(lines, window[3] + 1 - y)
+        if compression != 0 and size < n * width * 4 * len(names):
+            t = bytearray(zlib.decompress(raw))
+            for i in range(1, len(t)):
+                t[i] = (t[i - 1] + t[i] - 128) & 0xFF
+            half = (len(t) + 1) // 2
+            raw = bytearray(len(t))
+            raw[0::2], raw[1::2] = t[:half], t[half:]
+        at = 0
+        for _ in range(n):
+            for name in names:
+                out[name].extend(struct.unpack_from("<%df" % width, raw, at))
+                at += 4 * width
+    return out
+
+
 def read_gltf(path):
     """The JSON chunk of a .glb."""
     with open(path, "rb") as f:
@@ -205,6 +258,26 @@ def run_all(binary, blender, cluster, env, tmp):
     same, mean, std = exr_compare(blender.env, f12, cli)
     check(same, "F12 is bitwise `peerlight render` of the same export at %d spp" % spp)
     check(mean > 0.01 and std > 0.01, "and not blank (mean %.4f, std %.4f)" % (mean, std))
+
+    # The compositor's passes (Depth, Normal, Diffuse Color as the albedo), switched on in
+    # the view layer: the same numbers as `peerlight render --passes` of the same export.
+    layered = os.path.join(tmp, "f12-passes.exr")
+    result, _ = blender.run("f12", out=layered, spp=spp, devices="LOCAL", passes=1)
+    cli_passes = os.path.join(tmp, "cli-passes.exr")
+    cli_render(binary, env, export, cli_passes, spp, width, height,
+               ["--passes", "albedo,normal,depth"])
+    try:
+        ours, theirs = read_exr_channels(cli_passes), read_exr_channels(layered)
+        pairs = [("depth.Z", "ViewLayer.Depth.Z"), ("normal.X", "ViewLayer.Normal.X"),
+                 ("normal.Z", "ViewLayer.Normal.Z"), ("albedo.R", "ViewLayer.DiffCol.R"),
+                 ("albedo.B", "ViewLayer.DiffCol.B"), ("R", "ViewLayer.Combined.R")]
+        same = all(ours[a] == theirs[b] for a, b in pairs)
+        varied = len(set(ours["depth.Z"])) > 10 and len(set(ours["normal.X"])) > 10
+    except (OSError, KeyError, ValueError, struct.error) as e:
+        same, varied = False, str(e)
+    check(result.get("ok") and same and varied is True,
+          "F12's Depth, Normal and Diffuse Color passes are `render --passes` exactly (%s)"
+          % varied)
 
     # Through two nodes, this machine's devices off; then with one of them killed mid-render.
     a, b = cluster.start(), cluster.start()

@@ -115,6 +115,12 @@ def configure(scene):
     settings.file_format = "OPEN_EXR"
     settings.color_depth = "32"
     settings.exr_codec = "NONE"
+    if OPTIONS.get("passes"):
+        # The compositor's passes, switched on as in the View Layer properties; saved with
+        # the image as a multilayer EXR.
+        layer = bpy.context.view_layer
+        layer.use_pass_z = layer.use_pass_normal = layer.use_pass_diffuse_color = True
+        settings.file_format = "OPEN_EXR_MULTILAYER"
 
 
 def f12(scene):
