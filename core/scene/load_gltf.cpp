@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/scene/load.h"
@@ -265,6 +266,7 @@ class GltfLoader {
   // (glTF texture, UV transform) -> Scene texture
   std::map<std::pair<int, std::array<float, 6>>, int32_t> textureMap_;
   uint64_t texelsCopied_ = 0;  // of all SceneTextures made
+  std::set<int> missingWarned_;  // images whose file is missing, said once each
   int32_t defaultMaterial_ = -1;
   uint64_t triangles_ = 0, vertices_ = 0, visits_ = 0;
   std::vector<bool> onPath_;
@@ -375,22 +377,35 @@ Result<int32_t> GltfLoader::texture(const TextureRef& ref, const std::string& wh
       "image " + std::to_string(gt.source) + (image.uri.empty() ? "" : " ('" + image.uri + "')");
   auto failure = images_.failures.find(gt.source);
   if (failure != images_.failures.end()) return fail(imageName + ": " + failure->second);
-  if (image.image.empty() || image.width <= 0 || image.height <= 0 || image.component != 4 ||
-      image.bits != 8 || image.image.size() != size_t(image.width) * size_t(image.height) * 4)
+  // A missing image file (tinygltf leaves the image empty): a magenta placeholder that shows
+  // where it is used, and a warning; the rest of the scene renders.
+  const bool missing = image.image.empty() && !image.uri.empty() &&
+                       image.uri.rfind("data:", 0) != 0;
+  if (missing && missingWarned_.insert(gt.source).second)
+    scene_.warnings.push_back(imageName + " is missing: " + where +
+                              " and any other use of it show magenta");
+  if (!missing &&
+      (image.image.empty() || image.width <= 0 || image.height <= 0 || image.component != 4 ||
+       image.bits != 8 || image.image.size() != size_t(image.width) * size_t(image.height) * 4))
     return fail(imageName + " could not be loaded");
   // Each (texture, UV transform) pair is a header of its own with a copy of the texels:
   // bounded in total like the decoded images.
-  const uint64_t texels = uint64_t(image.width) * uint64_t(image.height);
+  const uint64_t texels = missing ? 1 : uint64_t(image.width) * uint64_t(image.height);
   if (texels > kMaxSceneTexels - texelsCopied_)
     return fail(imageName + ": the scene's textures would exceed " +
                 std::to_string(kMaxSceneTexels) + " texels in all");
   texelsCopied_ += texels;
   SceneTexture st;
   st.name = image.name.empty() ? image.uri : image.name;
-  st.width = uint32_t(image.width);
-  st.height = uint32_t(image.height);
-  st.texels.resize(size_t(st.width) * st.height);
-  std::memcpy(st.texels.data(), image.image.data(), image.image.size());
+  if (missing) {
+    st.width = st.height = 1;
+    st.texels = {kernel::Rgba8{255, 0, 255, 255}};
+  } else {
+    st.width = uint32_t(image.width);
+    st.height = uint32_t(image.height);
+    st.texels.resize(size_t(st.width) * st.height);
+    std::memcpy(st.texels.data(), image.image.data(), image.image.size());
+  }
   if (gt.sampler >= 0) {
     if (size_t(gt.sampler) >= model_.samplers.size())
       return fail("texture " + std::to_string(t) + " refers to sampler " +

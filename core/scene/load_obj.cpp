@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <tuple>
 #include <unordered_map>
@@ -91,9 +92,23 @@ Result<Scene> loadObj(const std::string& path) {
     auto found = textureCache.find(name);
     if (found != textureCache.end()) return found->second;
     std::string file = directoryOf(path) + name;
+    std::error_code ec;
+    if (!std::filesystem::exists(file, ec)) {
+      // A missing map: a magenta placeholder that shows where it is used, and a warning.
+      scene.warnings.push_back("material '" + material + "' texture '" + name +
+                               "' is missing: it shows magenta");
+      SceneTexture placeholder;
+      placeholder.name = name;
+      placeholder.width = placeholder.height = 1;
+      placeholder.texels = {kernel::Rgba8{255, 0, 255, 255}};
+      textureCache[name] = int32_t(scene.textures.size());
+      scene.textures.push_back(std::move(placeholder));
+      return textureCache[name];
+    }
     auto data = readFile(file, kMaxSceneFileBytes);
     if (!data.ok())
-      return Error{path + ": material '" + material + "' texture '" + name + "' not found"};
+      return Error{path + ": material '" + material + "' texture '" + name +
+                   "': " + data.error().message};
     auto image = decodeImage(data->data(), data->size(), &texelBudget);
     if (!image.ok())
       return Error{path + ": material '" + material + "' texture '" + name +

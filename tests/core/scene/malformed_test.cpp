@@ -288,10 +288,42 @@ TEST(Malformed, ObjMaterialsAndTexture) {
         }
       }
     }
-  dir.write("bad.mtl", std::string("newmtl paint\nmap_Kd nowhere.png\n"));
+  // A missing map: a magenta placeholder and a warning naming it, not an error.
+  dir.write("gone.mtl", std::string("newmtl paint\nmap_Kd nowhere.png\n"));
+  auto gone = loadScene(dir.write("gone.obj", std::string("mtllib gone.mtl\nv 0 0 0\nv 1 0 0\n"
+                                                          "v 0 1 0\nusemtl paint\nf 1 2 3\n")));
+  ASSERT_TRUE(gone.ok()) << gone.error().message;
+  ASSERT_EQ(gone->textures.size(), 1u);
+  EXPECT_EQ(gone->textures[0].texels[0].g, 0);
+  EXPECT_EQ(gone->textures[0].texels[0].r, 255);
+  ASSERT_FALSE(gone->warnings.empty());
+  EXPECT_NE(gone->warnings.back().find("nowhere.png"), std::string::npos);
+  // An unreadable one is still an error.
+  dir.write("bad.png", std::string("not a png"));
+  dir.write("bad.mtl", std::string("newmtl paint\nmap_Kd bad.png\n"));
   expectError(dir.write("bad.obj", std::string("mtllib bad.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\n"
                                                "usemtl paint\nf 1 2 3\n")),
-              {"material 'paint'", "nowhere.png", "not found"});
+              {"material 'paint'", "bad.png", "cannot decode"});
+}
+
+TEST(Malformed, MissingGltfImageIsAMagentaPlaceholder) {
+  TempDir dir;
+  TriangleGltf g;
+  g.materialField = "\"material\": 0,";
+  g.topLevelExtra =
+      "\"images\": [{\"uri\": \"missing.png\"}], \"textures\": [{\"source\": 0}],"
+      "\"materials\": [{\"name\": \"Paint\", \"pbrMetallicRoughness\": {"
+      "\"baseColorTexture\": {\"index\": 0}}}],";
+  auto s = loadScene(dir.write("missing.gltf", g.json()));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_EQ(s->textures.size(), 1u);
+  EXPECT_EQ(s->textures[0].width, 1u);
+  EXPECT_EQ(s->textures[0].texels[0].r, 255);
+  EXPECT_EQ(s->textures[0].texels[0].g, 0);
+  bool named = false;
+  for (const std::string& w : s->warnings)
+    named |= w.find("missing.png") != std::string::npos && w.find("magenta") != std::string::npos;
+  EXPECT_TRUE(named);
 }
 
 TEST(Malformed, MaterialExtensionsAndTextureTransforms) {
