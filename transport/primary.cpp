@@ -68,11 +68,16 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
     double finishSeconds = 0;
     RenderSession* sessionPtr = nullptr;
     RenderSessionEvents events;
-    events.onPass = [&](uint64_t, uint32_t spp, double) {
-      if (spp != film.samplesPerPixel()) return;
+    bool timeUp = false, finished = false;
+    auto finish = [&]() {
+      if (finished) return;
+      finished = true;
       finishSeconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - callStart).count();
       done.fulfiller->fulfill();
+    };
+    events.onPass = [&](uint64_t, uint32_t spp, double) {
+      if (spp == film.samplesPerPixel() || timeUp) finish();
     };
     events.onFatal = [&](const std::string& message) {
       failure = message;
@@ -96,10 +101,22 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
       RenderSession session(loop, options, events);
       sessionPtr = &session;
       if (Status s = session.start(scene, film.samplesPerPixel()); !s.ok()) return s.error();
+      kj::Promise<void> limit = kj::NEVER_DONE;
+      if (options.timeLimit.count() > 0)
+        limit = loop.timer()
+                    .afterDelay(options.timeLimit.count() * kj::MILLISECONDS)
+                    .then([&]() {
+                      timeUp = true;
+                      if (session.film().committedSamples() >= 1) finish();
+                    })
+                    .eagerlyEvaluate(nullptr);
       done.promise.wait(loop.waitScope());
       if (failure) {
         result = Error{*failure};
       } else {
+        const uint32_t reached = session.film().committedSamples();
+        if (reached != film.samplesPerPixel())  // stopped by the time limit
+          film = Film(film.width(), film.height(), reached, film.channels());
         if (Status s = film.setSums(session.film().committedSums()); !s.ok()) return s.error();
         ClusterRenderStats stats = session.stats(/*finishing=*/true);
         stats.seconds = finishSeconds;

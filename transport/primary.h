@@ -88,6 +88,10 @@ struct ClusterRenderOptions {
   // ClusterRenderStats::nodes). Needs `key`. Null: only `peers`.
   std::function<std::vector<std::string>()> morePeers;
   std::chrono::milliseconds peerPollInterval{250};
+  // Stop after this long (0: no limit) at the last pass every pixel has completed (passes of
+  // 1, 2, 4, ... spp): renderCluster() then gives the film at that spp, bitwise the film of a
+  // render to that spp. With no pass complete yet, it waits for the first one.
+  std::chrono::milliseconds timeLimit{0};
   // Polled on the loop thread about every 50 ms: when it returns true the render stops and
   // renderCluster() fails with "render cancelled" (leases dropped, device threads joined).
   std::function<bool()> cancelled;

@@ -212,11 +212,20 @@ class LocalDeviceThread {
   std::thread thread_;  // last: started once everything above exists
 };
 
+// Units hold maxUnitPixels at 3 sums a pixel; with passes (10) as many bytes, so that a
+// result stays within the message limits.
+SchedulerOptions withChannels(SchedulerOptions options, uint32_t channels) {
+  options.maxUnitPixels = std::max<uint64_t>(
+      1, options.maxUnitPixels * kernel::kBeautyChannels / std::max<uint32_t>(channels, 1));
+  return options;
+}
+
 // One state of the scene and everything rendered of it.
 struct Generation {
   Generation(uint64_t id, std::shared_ptr<SceneState> scene, const kernel::Camera& camera,
              const FrameSpec& frame, const SchedulerOptions& options)
-      : id(id), scene(std::move(scene)), camera(camera), scheduler(frame, options),
+      : id(id), scene(std::move(scene)), camera(camera),
+        scheduler(frame, withChannels(options, kernel::filmChannels(camera.passes))),
         film(frame.width, frame.height, frame.spp, kernel::filmChannels(camera.passes)),
         start(Clock::now()) {}
 
@@ -1164,11 +1173,19 @@ void RenderSession::Impl::onRemoteResult(
   NodeRenderStats& s = c.peer.stats;
   proto::TileResult::Reader reader = response.getResult();
   s.resultBytes += reader.getSums().size();
-  Result<TileResult> result = fromProto(reader);
-  if (!result.ok() || !(result->unit == unit)) {
-    std::string why = result.ok() ? "a result for another unit (" + result->unit.describe() +
-                                        ", asked for " + unit.describe() + ")"
-                                  : result.error().message;
+  // Decoded within the unit asked for (nothing larger is allocated), and with the film's
+  // channels (3, or 10 with passes): anything else costs the node its connection, not the
+  // session its film.
+  Result<TileResult> result = fromProto(reader, unit.tile.pixelCount());
+  const uint64_t expectedSums = unit.tile.pixelCount() * gen_->film.channels();
+  if (!result.ok() || !(result->unit == unit) || result->sums.size() != expectedSums) {
+    std::string why = !result.ok() ? result.error().message
+                      : !(result->unit == unit)
+                          ? "a result for another unit (" + result->unit.describe() +
+                                ", asked for " + unit.describe() + ")"
+                          : std::to_string(result->sums.size()) + " sums for " +
+                                unit.describe() + ", the film takes " +
+                                std::to_string(expectedSums);
     connectionFailed(c, KJ_EXCEPTION(FAILED, kj::str("bad tile result: ", why.c_str())));
     return;
   }

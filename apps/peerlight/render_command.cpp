@@ -185,9 +185,8 @@ std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
 }
 
 void writeOutput(const RenderArgs& args, const Film& film) {
-  // compileOptionsFrom() has checked --passes already.
-  Result<uint32_t> passes = args.passes.empty() ? Result<uint32_t>(0u) : parsePasses(args.passes);
-  if (Status s = writeFilm(args.output, film, passes.ok() ? *passes : 0u, args.exposure); !s.ok())
+  if (Status s = writeFilm(args.output, film, compileOptionsFrom(args).passes, args.exposure);
+      !s.ok())
     fail(s.error().message, 1);
 }
 
@@ -289,6 +288,7 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSour
   cluster.primaryName = primaryName();
   cluster.ownerToken = ownerToken();
   cluster.start = commandStart;
+  cluster.timeLimit = std::chrono::milliseconds(int64_t(args.timeLimit * 1000.0));
 
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
   ProgressBar bar;
@@ -378,6 +378,8 @@ void runRender(const RenderArgs& args) {
   CompileOptions options = compileOptionsFrom(args);
   if (!isSupportedImagePath(args.output))
     failUsage(args.output + ": unknown image format (use .png or .exr)");
+  if (options.passes != 0 && !isExrPath(args.output))
+    failUsage("--passes needs an .exr output (the passes are its layers)");
   {
     // Fail before a long render, not after it.
     std::error_code ec;
@@ -388,12 +390,13 @@ void runRender(const RenderArgs& args) {
 
   const auto loadStart = std::chrono::steady_clock::now();
   const CompiledScene compiled = loadCompiled(args, options);
-  if (options.passes != 0 && !isExrPath(args.output))
-    failUsage("--passes needs an .exr output (the passes are its layers)");
   Film film(options.width, options.height, args.spp, kernel::filmChannels(options.passes));
 
-  // A node daemon runs on this machine: it becomes the Primary for this job.
-  if (!daemonPath.empty()) {
+  // A node daemon runs on this machine: it becomes the Primary for this job (not yet for a
+  // time-limited one: that renders in this process).
+  if (!daemonPath.empty() && args.timeLimit > 0)
+    PL_LOG_INFO("--time-limit: rendering in this process (the node daemon takes no time limit)");
+  if (!daemonPath.empty() && args.timeLimit == 0) {
     const double compileSeconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
     if (renderThroughDaemon(args, daemonPath, compiled, film, compileSeconds)) {
@@ -438,6 +441,10 @@ void addRenderCommand(CLI::App& app) {
                 "only revokes its remote leases while this render runs)");
   cmd->add_flag("--no-owner-preempt", args->noOwnerPreempt,
                 "Do not make this machine's node daemon revoke its remote leases");
+  cmd->add_option("--time-limit", args->timeLimit,
+                  "Stop after SECONDS at the last pass (1, 2, 4, ... spp) every pixel completed, "
+                  "and write that: bitwise the image of --spp at that count (0: no limit)")
+      ->check(CLI::Range(0.0, 1.0e6));
   cmd->callback([args] { runRender(*args); });
 }
 

@@ -47,6 +47,7 @@ struct RenderArgs {
   float yfovDegrees = 0.0f;  // --yfov (0: the camera's)
   bool noCache = false;      // --no-cache: always load and compile
   std::string passes;        // --passes albedo,normal,depth
+  double timeLimit = 0;      // --time-limit SECONDS (render only); 0: none
 };
 
 // The flags both commands take (scene, image, sampling, devices, peers, key, camera).

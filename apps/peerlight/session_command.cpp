@@ -583,6 +583,8 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
                 " does not exist");
   }
   CompileOptions options = compileOptionsFrom(args);
+  if (options.passes != 0 && !passImage.empty() && !isExrPath(passImage))
+    failUsage("--passes needs an .exr --pass-image (the passes are written beside it)");
   // The scene itself for the edits to come; its compiled form from the cache when an unchanged
   // scene was compiled the same way before (already encoded for the nodes), else compiled now.
   Result<Scene> scene = loadScene(args.scene);

@@ -13,6 +13,7 @@ import shutil
 import time
 
 import bpy
+import numpy
 
 from . import export, scene_diff, scene_report, settings
 from .session import Session, SessionError, find_binary, stats_line
@@ -82,25 +83,24 @@ def _load_pass(render_pass, path, width, height):
     first `channels` of each pixel's RGBA (both bottom row first, as Blender holds them)."""
     image = bpy.data.images.load(path, check_existing=False)
     try:
-        pixels = [0.0] * (width * height * 4)
+        pixels = numpy.empty(width * height * 4, dtype=numpy.float32)
         image.pixels.foreach_get(pixels)
     finally:
         bpy.data.images.remove(image)
-    n = render_pass.channels
-    render_pass.rect = [pixels[4 * i:4 * i + n] for i in range(width * height)]
+    render_pass.rect = pixels.reshape(-1, 4)[:, :render_pass.channels].tolist()
 
 
 class Frame:
     """What the render thread needs from Blender for one frame, read on the main thread (and
     the export written there): the render thread never touches Blender's data itself."""
 
-    def __init__(self, scene, path):
+    def __init__(self, scene, path, view_layer):
         prefs = settings.preferences(bpy.context)
         s = scene.peerlight
         self.binary = prefs.binary
         self.width, self.height = _frame_size(scene)
         self.samples, self.time_limit = s.samples, s.time_limit
-        self.passes = render_passes(bpy.context.view_layer)
+        self.passes = render_passes(view_layer)
         env, _ = scene_report.environment(scene)
         self.camera = scene.camera.name if scene.camera is not None else None
         # What a session cannot change: a change of any of these starts a new one.
@@ -132,7 +132,8 @@ def _render(engine, depsgraph):
     try:
         path = os.path.join(folder, "scene.glb")
         try:
-            frame = export.on_main_thread(lambda: Frame(scene, path), engine.test_break)
+            frame = export.on_main_thread(lambda: Frame(scene, path, depsgraph.view_layer),
+                                          engine.test_break)
         except export.Cancelled:
             return
         binary = find_binary(frame.binary)
@@ -218,9 +219,14 @@ def _stream_passes(engine, job, width, height, target, time_limit, passes):
                         path = p.get("pass_images", {}).get(ours)
                         render_pass = layer.passes.find_by_name(name, "")
                         if path and render_pass is not None:
-                            export.on_main_thread(
-                                lambda rp=render_pass, f=path: _load_pass(rp, f, width, height),
-                                engine.test_break)
+                            try:
+                                export.on_main_thread(
+                                    lambda rp=render_pass, f=path: _load_pass(rp, f, width,
+                                                                              height),
+                                    engine.test_break)
+                            except export.Cancelled:
+                                end_job()  # Esc while waiting: as above
+                                return
                     engine.update_result(result)
                 engine.update_progress(min(1.0, p["spp"] / float(target)))
                 engine.update_stats("", stats_line(p))

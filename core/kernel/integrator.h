@@ -197,15 +197,16 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
       }
       radiance += beta * le * w;
     }
+    if (depth == 0 && passes != nullptr) {  // also with maxDepth 0
+      const GltfBsdf first = materialBsdf(scene, m, sp, front, ng, wo);
+      passes->albedo = first.baseColor;
+      passes->normal = first.frame.z;
+      passes->depth = dot(sp.p - scene.cam().position, scene.cam().forward);
+    }
     if (depth >= g.maxDepth) break;
 
     const GltfBsdf bsdf = materialBsdf(scene, m, sp, front, ng, wo);
     const bool volume = isVolumeBoundary(m);
-    if (depth == 0 && passes != nullptr) {
-      passes->albedo = bsdf.baseColor;
-      passes->normal = bsdf.frame.z;
-      passes->depth = dot(sp.p - scene.cam().position, scene.cam().forward);
-    }
 
     const Vec2f uSelectRr = sampler.get2D();
     const Vec2f uLight = sampler.get2D();

@@ -103,7 +103,7 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
     const char* log;
     const char* key;
     const char* version;
-  } specs[] = {{"good", "key", "2"}, {"otherkey", "other.key", "2"}, {"newer", "key", "7"}};
+  } specs[] = {{"good", "key", "3"}, {"otherkey", "other.key", "3"}, {"newer", "key", "7"}};
   std::vector<Process*> nodes;
   for (const auto& s : specs) {
     nodes.push_back(
@@ -159,7 +159,7 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   ASSERT_NE(newer, nullptr);
   EXPECT_EQ((*newer)["status"], "incompatible");
   EXPECT_EQ((*newer)["version"], 7);
-  EXPECT_EQ((*newer)["reason"], "speaks protocol 7, we speak 2");
+  EXPECT_EQ((*newer)["reason"], "speaks protocol 7, we speak 3");
 
   const nlohmann::json* gone = byAddress(list, unreachable);
   ASSERT_NE(gone, nullptr);
@@ -282,7 +282,7 @@ TEST(NodesCommandDiscoveryTest, InNetworkNamespace) {
     EXPECT_EQ((*j)["status"], "ok") << (*j)["reason"];
     EXPECT_EQ((*j)["keyMatch"], true);
     EXPECT_EQ((*j)["fingerprintMatch"], true);
-    EXPECT_EQ((*j)["version"], 2);
+    EXPECT_EQ((*j)["version"], 3);
     EXPECT_EQ((*j)["state"], "idle");
     ASSERT_GE((*j)["devices"].size(), 1u);
     EXPECT_EQ((*j)["devices"][0]["kind"], "cpu");

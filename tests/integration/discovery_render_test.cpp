@@ -50,10 +50,10 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
   struct NodeSpec {
     std::string name, key, version;
   };
-  const std::vector<NodeSpec> specs = {{"good0", "key", "2"},
-                                       {"good1", "key", "2"},
-                                       {"good2", "key", "2"},
-                                       {"otherkey", "other.key", "2"},
+  const std::vector<NodeSpec> specs = {{"good0", "key", "3"},
+                                       {"good1", "key", "3"},
+                                       {"good2", "key", "3"},
+                                       {"otherkey", "other.key", "3"},
                                        {"newer", "key", "7"}};
   std::vector<Process*> nodes;
   std::vector<std::string> addresses;
@@ -106,7 +106,7 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
   EXPECT_NE(err.find("not using otherkey"), std::string::npos) << err;
   EXPECT_NE(err.find("wrong key"), std::string::npos) << err;
   EXPECT_NE(err.find("not using newer"), std::string::npos) << err;
-  EXPECT_NE(err.find("speaks protocol 7, we speak 2"), std::string::npos) << err;
+  EXPECT_NE(err.find("speaks protocol 7, we speak 3"), std::string::npos) << err;
   EXPECT_NE(err.find("mDNS: 3 usable node(s)"), std::string::npos) << err;
   std::printf(
       "render through 3 mDNS-discovered nodes: %.2f s (command wall time, ~1 s of it "
