@@ -466,7 +466,7 @@ TEST_F(ClusterTest, IncompatibleProtocolVersionIsNamed) {
   ASSERT_FALSE(old.empty());
   RenderRun run = render(kSmall, {good, old}, "version");
   expectIdentical(run, kSmall);
-  const std::string expected = "node " + old + " speaks protocol 999, this Primary speaks 2";
+  const std::string expected = "node " + old + " speaks protocol 999, this Primary speaks 3";
   EXPECT_NE(run.err.find(expected), std::string::npos) << run.err;
   const auto* entry = nodeEntry(run, old);
   ASSERT_NE(entry, nullptr);

@@ -115,6 +115,31 @@ TEST(PrimaryTest, PassesThroughANodeAreBitwiseTheLocalOnes) {
   EXPECT_NE(stats.error().message.find("passes"), std::string::npos) << stats.error().message;
 }
 
+TEST(PrimaryTest, TimeLimitStopsAtACompletePassBitwiseThatSpp) {
+  // A render far too long for its time limit stops at the last complete pass: a film of
+  // fewer samples, bitwise the film of a render to exactly that many.
+  constexpr uint32_t kSize = 64, kSpp = 1u << 16;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  CpuDevice local(1);
+  ASSERT_TRUE(local.load(data).ok());
+  Film film(kSize, kSize, kSpp);
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  options.timeLimit = std::chrono::milliseconds(300);
+  const Clock::time_point start = Clock::now();
+  Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
+  ASSERT_TRUE(stats.ok()) << stats.error().message;
+  EXPECT_LT(Clock::now() - start, 20s);
+  const uint32_t reached = film.samplesPerPixel();
+  ASSERT_GE(reached, 1u);
+  ASSERT_LT(reached, kSpp);
+  Film reference(kSize, kSize, reached);
+  ClusterRenderOptions plain;
+  plain.localDevices = {&local};
+  ASSERT_TRUE(renderCluster(*data, reference, plain).ok());
+  EXPECT_EQ(film.sums(), reference.sums()) << "stopped at " << reached << " spp";
+}
+
 TEST(PrimaryTest, CancelledRenderStopsAndFreesItsLease) {
   constexpr uint32_t kSize = 128, kSpp = 4096;  // far longer than the test waits
   auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
