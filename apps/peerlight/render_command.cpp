@@ -199,7 +199,7 @@ nlohmann::json resultJson(const RenderArgs& args, const Film& film, const SceneS
           {"output", args.output},
           {"width", film.width()},
           {"height", film.height()},
-          {"spp", args.spp},
+          {"spp", film.samplesPerPixel()},
           {"seconds", seconds},
           {"load_seconds", loadSeconds},
           {"samples_per_second", seconds > 0 ? double(samples) / seconds : 0.0},
@@ -256,10 +256,10 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, %s\n", film.width(),
-                film.height(), args.spp, formatSeconds(seconds).c_str(),
+                film.height(), film.samplesPerPixel(), formatSeconds(seconds).c_str(),
                 formatCount(samplesPerSecond).c_str(), mraysPerSecond, args.output.c_str());
     if (!daemonPath.empty()) std::printf("  rendered by the node daemon (%s)\n", daemonPath.c_str());
-    uint64_t total = uint64_t(film.width()) * film.height() * args.spp;
+    uint64_t total = uint64_t(film.width()) * film.height() * film.samplesPerPixel();
     std::printf("  shares: %s\n", shareLine(stats, total).c_str());
     for (const NodeRenderStats& n : stats.nodes) {
       std::printf("  %s (%s): %s, %llu units, render data %s sent (%s raw), results %s",
