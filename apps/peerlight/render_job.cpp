@@ -60,21 +60,26 @@ struct RenderJobs::Impl {
       return refusal(ctl::Outcome::BAD_PARAMS, "render job: " + s.error().message);
     if (p.localOnly && p.noLocal)
       return refusal(ctl::Outcome::BAD_PARAMS, "render job: localOnly and noLocal both set");
-    // The film's sums (24 bytes a pixel, 80 with passes; counted with passes) are held twice
-    // at the end (the session's film and the copy the client reads): at most 8 GiB, so that
-    // an absurd frame is refused before its data travels rather than failing an allocation
-    // later.
-    const uint64_t filmBytes =
-        uint64_t(p.width) * p.height * kernel::kMaxFilmChannels * sizeof(int64_t);
-    if (filmBytes > (uint64_t(4) << 30))
-      return refusal(ctl::Outcome::TOO_LARGE,
-                     "render job: a " + std::to_string(p.width) + "x" + std::to_string(p.height) +
-                         " film needs " + std::to_string(filmBytes >> 20) +
-                         " MiB, more than this node gives one job (4096 MiB)");
+    // Colour only here; with passes (known once the data has come) start() checks again.
+    if (ControlOutcome big = filmSize(p, kernel::kBeautyChannels); !big.ok()) return big;
     if (stopping) return refusal(ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down");
     if (jobs.size() >= kMaxJobs)
       return refusal(ctl::Outcome::BUSY,
                      "busy: " + std::to_string(jobs.size()) + " render jobs run on this node");
+    return ControlOutcome{};
+  }
+
+  // The film's sums (24 bytes a pixel, 80 with passes) are held twice at the end (the
+  // session's film and the copy the client reads): at most 8 GiB, so that an absurd frame is
+  // refused before its data travels rather than failing an allocation later.
+  static ControlOutcome filmSize(const RenderJobParams& p, uint32_t channels) {
+    const uint64_t filmBytes = uint64_t(p.width) * p.height * channels * sizeof(int64_t);
+    if (filmBytes > (uint64_t(4) << 30))
+      return refusal(ctl::Outcome::TOO_LARGE,
+                     "render job: a " + std::to_string(p.width) + "x" + std::to_string(p.height) +
+                         " film needs " + std::to_string(filmBytes >> 20) + " MiB (" +
+                         std::to_string(channels) +
+                         " values a pixel), more than this node gives one job (4096 MiB)");
     return ControlOutcome{};
   }
 
@@ -107,6 +112,12 @@ struct RenderJobs::Impl {
         bad = "render data: camera of " + std::to_string(camera->width) + "x" +
               std::to_string(camera->height) + ", frame of " +
               std::to_string(job->params().width) + "x" + std::to_string(job->params().height);
+      } else if (ControlOutcome big =
+                     filmSize(job->params(), kernel::filmChannels(camera->passes));
+                 !big.ok()) {
+        PL_LOG_WARN("%s refused: %s", label.c_str(), big.message.c_str());
+        job->fail(big.outcome, big.message);
+        return;
       }
     }
     if (!bad.empty()) {

@@ -415,6 +415,33 @@ TEST_F(RenderJobTest, BadRequestsGetATypedOutcomeAndTheDaemonKeepsServing) {
                 nullptr)
           << "start() twice";
     }
+
+    // A frame whose film fits as colour (3.2 GiB) but not with passes (10.7 GiB): admitted,
+    // then refused at start(), once the data says that it asks for passes.
+    {
+      CompileOptions options;
+      options.width = options.height = 12000;
+      options.passes = kernel::kAllPasses;
+      Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
+      ASSERT_TRUE(data.ok()) << data.error().message;
+      ChunkStore chunks;
+      const std::vector<uint8_t> bytes =
+          serializeEncodedScene(encodeRenderData(*data, chunks), chunks);
+      auto other = ControlConnection::open(loop, socketOf("a"));
+      ASSERT_TRUE(other.ok());
+      auto reply = requestJob(loop, **other, "tokp", frame(12000, 12000, 1), bytes.size());
+      ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK) << reply.getMessage().cStr();
+      ctl::RenderJob::Client job = reply.getJob();
+      for (size_t at = 0; at < bytes.size(); at += kControlChunkBytes) {
+        const size_t n = std::min<size_t>(kControlChunkBytes, bytes.size() - at);
+        write(loop, job, std::string(reinterpret_cast<const char*>(bytes.data()) + at, n));
+      }
+      auto answer = waitFor(loop, job.startRequest().send());
+      EXPECT_EQ(answer.getOutcome(), ctl::Outcome::TOO_LARGE) << answer.getMessage().cStr();
+      EXPECT_NE(std::string(answer.getMessage().cStr()).find("10 values a pixel"),
+                std::string::npos)
+          << answer.getMessage().cStr();
+    }
   }
   const std::string log = node("a").err();
   EXPECT_EQ(log.find("this node is its Primary"), std::string::npos) << log;
