@@ -197,15 +197,15 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
       }
       radiance += beta * le * w;
     }
-    if (depth == 0 && passes != nullptr) {  // also with maxDepth 0
-      const GltfBsdf first = materialBsdf(scene, m, sp, front, ng, wo);
-      passes->albedo = first.baseColor;
-      passes->normal = first.frame.z;
+    const bool firstSurfacePasses = depth == 0 && passes != nullptr;  // also at maxDepth 0
+    if (depth >= g.maxDepth && !firstSurfacePasses) break;
+    const GltfBsdf bsdf = materialBsdf(scene, m, sp, front, ng, wo);
+    if (firstSurfacePasses) {
+      passes->albedo = bsdf.baseColor;
+      passes->normal = bsdf.frame.z;
       passes->depth = dot(sp.p - scene.cam().position, scene.cam().forward);
     }
     if (depth >= g.maxDepth) break;
-
-    const GltfBsdf bsdf = materialBsdf(scene, m, sp, front, ng, wo);
     const bool volume = isVolumeBoundary(m);
 
     const Vec2f uSelectRr = sampler.get2D();
