@@ -404,9 +404,42 @@ ChunkManifest encodeRenderData(const RenderData& data, ChunkStore& store,
   return m;
 }
 
-Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store) {
+RawChunkIndex::RawChunkIndex(const ChunkManifest& manifest) {
+  for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) {
+    uint64_t offset = 0;
+    for (const ChunkRef& ref : manifest.arrays[a].chunks) {
+      where_.emplace(ref.hash, Place{RenderDataArray(a), offset, ref.rawBytes});
+      offset += ref.rawBytes;
+    }
+  }
+}
+
+void RawChunkIndex::addViews(const ChunkManifest& manifest, const RenderData& data,
+                             RawChunks& out) const {
+  for (const ArrayManifest& array : manifest.arrays) {
+    for (const ChunkRef& ref : array.chunks) {
+      auto it = where_.find(ref.hash);
+      if (it == where_.end() || out.count(ref.hash) != 0) continue;
+      const RenderData::Bytes bytes = data.arrayBytes(it->second.array);
+      if (it->second.offset + it->second.size > bytes.size) continue;  // not this data's index
+      out.emplace(ref.hash, std::span<const uint8_t>(bytes.data + it->second.offset,
+                                                     it->second.size));
+    }
+  }
+}
+
+Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store,
+                                    const RawChunks* raw) {
   if (Status s = manifest.validate(); !s.ok()) return s.error();
-  const std::vector<Hash128> missing = store.missing(manifest);
+  auto rawOf = [raw](const ChunkRef& ref) -> const std::span<const uint8_t>* {
+    if (raw == nullptr) return nullptr;
+    auto it = raw->find(ref.hash);
+    return it != raw->end() && it->second.size() == ref.rawBytes ? &it->second : nullptr;
+  };
+  std::vector<Hash128> missing;
+  for (const Hash128& hash : store.missing(manifest)) {
+    if (raw == nullptr || raw->count(hash) == 0) missing.push_back(hash);
+  }
   if (!missing.empty())
     return Error{"render data: " + std::to_string(missing.size()) + " chunk(s) missing, first " +
                  missing.front().hex()};
@@ -419,7 +452,15 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
     vec.resize(a.elementCount);
     uint8_t* dst = reinterpret_cast<uint8_t*>(vec.data());
     for (const ChunkRef& ref : a.chunks) {
+      if (const std::span<const uint8_t>* bytes = rawOf(ref)) {
+        std::memcpy(dst, bytes->data(), ref.rawBytes);
+        dst += ref.rawBytes;
+        continue;
+      }
       const std::optional<std::span<const uint8_t>> encoded = store.find(ref.hash);
+      if (!encoded)
+        return Error{std::string("array ") + renderDataArrayName(which) + ": chunk " +
+                     ref.hash.hex() + " is missing"};
       Status s = decodeWith(dctx.get(), ref.hash, encoded->data(), encoded->size(), ref.rawBytes,
                             dst, scratch);
       if (!s.ok())

@@ -178,9 +178,34 @@ struct ChunkEncodeOptions {
 ChunkManifest encodeRenderData(const RenderData& data, ChunkStore& store,
                                const ChunkEncodeOptions& options = {});
 
+// Raw (decoded, verified) bytes of chunks, by hash: where render data already decoded holds
+// them (RawChunkIndex), so that a load sharing chunks with it copies them instead of needing
+// and decoding their encoded form. The views must stay valid while in use.
+using RawChunks = std::unordered_map<Hash128, std::span<const uint8_t>, Hash128Hasher>;
+
+// Where each chunk of a manifest lies in the RenderData decoded from it: array and byte range.
+class RawChunkIndex {
+ public:
+  explicit RawChunkIndex(const ChunkManifest& manifest);
+  bool contains(const Hash128& hash) const { return where_.count(hash) != 0; }
+  // Adds the views of `manifest`'s chunks that `data` (decoded from this index's manifest)
+  // holds to `out`.
+  void addViews(const ChunkManifest& manifest, const RenderData& data, RawChunks& out) const;
+
+ private:
+  struct Place {
+    RenderDataArray array;
+    uint64_t offset;
+    uint32_t size;
+  };
+  std::unordered_map<Hash128, Place, Hash128Hasher> where_;
+};
+
 // Rebuilds the RenderData of a manifest from the store's chunks: validates the manifest,
 // checks that every chunk is present (before allocating), decodes and verifies each chunk
-// into place, then RenderData::validate()s the result.
-Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store);
+// into place, then RenderData::validate()s the result. A chunk in `raw` (of the right size) is
+// copied from there instead, and need not be in the store.
+Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store,
+                                    const RawChunks* raw = nullptr);
 
 }  // namespace pl

@@ -91,6 +91,10 @@ struct RenderParams {
   noOwnerPreempt @6 :Bool;    # do not revoke remote leases on this machine's devices
   noMdns @7 :Bool;            # only `peers` (and this machine)
   primaryName @8 :Text;       # "host/pid" of the command, for the logs (at most 255 bytes)
+  timeLimitMs @9 :UInt32;
+  # 0: render to spp. Else the job ends at the last complete pass (1, 2, 4, ... spp) once this
+  # long has passed since it started (at the first pass, if none is complete by then); the
+  # film then holds the samples result() names.
 }
 
 struct RenderRequest {
@@ -116,8 +120,10 @@ interface RenderJob {
   # runs (the daemon is its Primary); otherwise the job was refused and ends here (badData,
   # busy, shuttingDown, badParams), and the client may render by itself.
 
-  result @2 () -> (outcome :Outcome, message :Text, stats :RenderStats, filmBytes :UInt64);
-  # Waits for the end of a started job. ok: the film holds every sample; stats are the
+  result @2 () -> (outcome :Outcome, message :Text, stats :RenderStats, filmBytes :UInt64,
+                   spp :UInt32);
+  # Waits for the end of a started job. ok: the film holds spp samples per pixel (params.spp,
+  # or fewer when params.timeLimitMs ended it; 0 from a daemon that predates the field: params.spp); stats are the
   # Primary's final statistics and filmBytes the size of the film's sums (width x height x 3
   # int64, little-endian, row-major RGB), to be read with readFilm. Otherwise failed,
   # cancelled or shuttingDown, with a message.

@@ -321,6 +321,10 @@ Result<ControlRenderResult> runRenderJob(UvKjLoop& loop, const std::string& path
                    " bytes, expected " + std::to_string(filmBytes)};
     ControlRenderResult out;
     out.stats = fromControl(result.getStats());
+    out.spp = result.getSpp() != 0 ? result.getSpp() : params.spp;
+    if (out.spp > params.spp)
+      return Error{where + ": a film of " + std::to_string(out.spp) + " spp, more than the " +
+                   std::to_string(params.spp) + " asked for"};
     out.sums.resize(size_t(filmValues));
     auto* bytes = reinterpret_cast<uint8_t*>(out.sums.data());
     for (uint64_t at = 0; at < filmBytes;) {

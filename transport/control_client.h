@@ -95,6 +95,7 @@ Result<int> announceOwnerJob(UvKjLoop& loop, const std::string& path, const std:
 struct ControlRenderResult {
   ClusterRenderStats stats;
   std::vector<int64_t> sums;
+  uint32_t spp = 0;  // of the sums: params.spp, or fewer when params.timeLimitMs ended the job
 };
 using ControlProgressCallback = std::function<void(uint64_t samplesDone, uint64_t samplesTotal,
                                                    const ClusterRenderStats& stats)>;

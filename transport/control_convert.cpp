@@ -50,6 +50,7 @@ void toControl(const RenderJobParams& p, ctl::RenderParams::Builder out) {
   out.setNoOwnerPreempt(p.noOwnerPreempt);
   out.setNoMdns(p.noMdns);
   out.setPrimaryName(p.primaryName);
+  out.setTimeLimitMs(p.timeLimitMs);
 }
 
 Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in) {
@@ -77,6 +78,7 @@ Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in) {
                  std::to_string(kMaxRenderJobNameBytes) + " bytes"};
   p.primaryName = text(in.getPrimaryName());
   if (p.primaryName.empty()) p.primaryName = "local";
+  p.timeLimitMs = in.getTimeLimitMs();
   return p;
 }
 

@@ -43,6 +43,7 @@ struct RenderJobParams {
   bool noOwnerPreempt = false;     // do not revoke remote leases on this machine's devices
   bool noMdns = false;             // only `peers` (and this machine), no mDNS nodes
   std::string primaryName;         // "host/pid" of the command
+  uint32_t timeLimitMs = 0;        // --time-limit; 0: none
 };
 
 void toControl(const RenderJobParams& params, ctl::RenderParams::Builder out);

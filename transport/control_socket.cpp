@@ -132,6 +132,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
     ControlOutcome startAnswer, endAnswer;
     ClusterRenderStats stats;
     std::vector<int64_t> sums;
+    uint32_t filmSpp = 0;  // the samples per pixel of `sums`
     kj::Own<kj::PromiseFulfiller<void>> startWaiter, resultWaiter;
     ctl::ProgressListener::Client listener = nullptr;
     bool progressInFlight = false;
@@ -167,12 +168,13 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
                                [this](kj::Exception&&) { progressInFlight = false; })
                          .eagerlyEvaluate(nullptr);
     }
-    void done(const ClusterRenderStats& s, std::vector<int64_t> film) override {
+    void done(const ClusterRenderStats& s, std::vector<int64_t> film, uint32_t spp) override {
       if (phase != Phase::accepted) return;
       phase = Phase::ended;
       if (gone) return;  // nobody would read the film
       stats = s;
       sums = std::move(film);
+      filmSpp = spp;
       endAnswer = {ctl::Outcome::OK, ""};
       if (resultWaiter) resultWaiter->fulfill();
     }
@@ -326,6 +328,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       if (!j.endAnswer.ok()) return;
       toControl(j.stats, results.initStats());
       results.setFilmBytes(uint64_t(j.sums.size()) * sizeof(int64_t));
+      results.setSpp(j.filmSpp);
     }
 
     std::shared_ptr<Job> job_;
@@ -421,7 +424,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       } else if (!c.impl->callbacks.admitRender || !c.impl->callbacks.renderRequested) {
         refusal = {ctl::Outcome::FAILED, "this node does not take render jobs"};
       } else {
-        refusal = c.impl->callbacks.admitRender(*frame);
+        refusal = c.impl->callbacks.admitRender(*frame, bytes);
       }
       auto results = context.getResults();
       if (!refusal.ok()) {

@@ -91,7 +91,7 @@ class ControlRenderJob {
                         const ClusterRenderStats& stats) = 0;
   // The film's sums (width x height x 3); the client reads them with readFilm until it drops
   // the job.
-  virtual void done(const ClusterRenderStats& stats, std::vector<int64_t> sums) = 0;
+  virtual void done(const ClusterRenderStats& stats, std::vector<int64_t> sums, uint32_t spp) = 0;
   // Before accept(): a refusal (start() answers it; the client may render by itself). After:
   // the job's failure (result() answers it). outcome is never OK.
   virtual void fail(ctl::Outcome outcome, const std::string& why) = 0;
@@ -125,9 +125,10 @@ class ControlSocket {
     // closed). Every start is followed by exactly one end (at the latest when this object goes).
     std::function<void(const std::string& token)> ownerStarted;
     std::function<void(const std::string& token)> ownerEnded;
-    // A render request, before its data travels: OK to take it, or the refusal. Null: every
-    // render request is refused ("this node does not take render jobs").
-    std::function<ControlOutcome(const RenderJobParams& params)> admitRender;
+    // A render request of `dataBytes` of render data, before its data travels: OK to take it,
+    // or the refusal. Null: every render request is refused ("this node does not take render
+    // jobs").
+    std::function<ControlOutcome(const RenderJobParams& params, uint64_t dataBytes)> admitRender;
     // Its data arrived (the client called start()): the callee owns the job from now on and
     // answers start() with accept() or fail(), at once or later.
     std::function<void(std::shared_ptr<ControlRenderJob> job)> renderRequested;

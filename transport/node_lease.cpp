@@ -40,6 +40,42 @@ Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, ChunkCache& c
                       });
 }
 
+std::shared_ptr<const RenderData> NodeResources::decodedHolding(const Hash128& hash) {
+  for (auto& [key, d] : decoded) {
+    if (!d.index->contains(hash)) continue;
+    if (auto data = d.data.lock()) return data;
+  }
+  return nullptr;
+}
+
+RawChunks NodeResources::rawChunksFor(const ChunkManifest& manifest,
+                                      std::vector<std::shared_ptr<const RenderData>>& keep) {
+  RawChunks raw;
+  for (auto& [key, d] : decoded) {
+    std::shared_ptr<const RenderData> data = d.data.lock();
+    if (data == nullptr) continue;
+    const size_t before = raw.size();
+    d.index->addViews(manifest, *data, raw);
+    if (raw.size() != before) keep.push_back(std::move(data));
+  }
+  return raw;
+}
+
+void NodeResources::forgetExpiredDecoded() {
+  for (auto it = decoded.begin(); it != decoded.end();)
+    it = it->second.data.expired() ? decoded.erase(it) : std::next(it);
+}
+
+uint64_t distinctSceneBytes(const std::deque<std::pair<Hash128, uint64_t>>& scenes) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < scenes.size(); ++i) {
+    bool later = false;
+    for (size_t j = i + 1; j < scenes.size() && !later; ++j) later = scenes[j].first == scenes[i].first;
+    if (!later) total += scenes[i].second;
+  }
+  return total;
+}
+
 bool sameCamera(const kernel::Camera& a, const kernel::Camera& b) {
   return std::memcmp(&a, &b, sizeof(kernel::Camera)) == 0;
 }
@@ -99,6 +135,7 @@ void LeaseState::end(const LeaseEnding& how) {
   cancelled->store(true);
   scenes.clear();
   pins.releaseAll();
+  heldForLoads.clear();
   worker = nullptr;
   workerSession = nullptr;
   onLoaded = nullptr;

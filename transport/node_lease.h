@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <list>
 #include <map>
@@ -52,6 +53,10 @@ Hash128 geometryKeyOf(const ChunkManifest& manifest);
 // array must declare exactly one Camera's bytes. Cheap (about 100 bytes), so it runs where it
 // is called (the loop thread).
 Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, ChunkCache& chunks);
+
+// Geometry keys and decoded bytes of scenes (the most recent last): the bytes of the distinct
+// ones, each counted once.
+uint64_t distinctSceneBytes(const std::deque<std::pair<Hash128, uint64_t>>& scenes);
 
 // Bitwise equality of two cameras (the bytes a camera chunk carries).
 bool sameCamera(const kernel::Camera& a, const kernel::Camera& b);
@@ -120,6 +125,8 @@ class WorkerChunkRefs {
   std::unordered_map<const WorkerProcess*, std::list<std::shared_ptr<Refs>>> held_;
 };
 
+struct LeaseState;
+
 // What the node owns for all its sessions. Owned by NodeService::Impl; outlives every lease.
 struct NodeResources {
   NodeResources(const NodeOptions& options, uint64_t maxSceneBytes)
@@ -137,10 +144,28 @@ struct NodeResources {
   std::unique_ptr<JobQueue> codecPool;
   ChunkCache chunks;
   // Decoded render data by geometryKeyOf() its manifest, while some device or session still
-  // holds it: a load whose manifest differs only in the camera decodes the camera alone.
-  std::map<std::pair<uint64_t, uint64_t>, std::weak_ptr<const RenderData>> decoded;
+  // holds it: a load whose manifest differs only in the camera decodes the camera alone, and
+  // any other load copies the chunks it shares with one of them instead of decoding them (so
+  // they need not be cached: missing() reports them present).
+  struct Decoded {
+    std::weak_ptr<const RenderData> data;
+    ChunkManifest manifest;  // the one `data` was decoded from
+    std::shared_ptr<const RawChunkIndex> index;
+  };
+  std::map<std::pair<uint64_t, uint64_t>, Decoded> decoded;
+  // Whether alive decoded data holds the chunk's raw bytes; if so, that data (for the caller to
+  // hold while it relies on them).
+  std::shared_ptr<const RenderData> decodedHolding(const Hash128& hash);
+  // Views of `manifest`'s chunks that alive decoded data holds, and that data (to keep alive
+  // while the views are used).
+  RawChunks rawChunksFor(const ChunkManifest& manifest,
+                         std::vector<std::shared_ptr<const RenderData>>& keep);
+  void forgetExpiredDecoded();
   NodeCounters counters;
   WorkerChunkRefs workerChunkRefs;
+  // Reserves memory for a load of `manifest` by `lease` (NodeOptions::memoryBudget); an error
+  // (the lease has been ended then) is the load's answer. Set by the node.
+  std::function<Status(LeaseState& lease, const ChunkManifest& manifest)> admitLoad;
 };
 
 // One lease and its session's state. Shared (refcounted) by the Lease and RenderSession
@@ -155,6 +180,12 @@ struct LeaseState final : public kj::Refcounted {
 
   NodeResources& node;
   const LeaseId id;
+  // Geometry key and decoded bytes of the scenes this lease loaded (most recent last, at most
+  // the node's maxScenesPerSession): what it reserves in the node's memory budget. A lease of
+  // this process's own (a daemon's render job or page session, through newTrustedNode())
+  // reserves nothing: its job reserved its scene already.
+  std::deque<std::pair<Hash128, uint64_t>> memoryScenes;
+  bool budgeted = true;
   const std::string primary;  // "name (address)" for log lines
   const std::vector<uint32_t> devices;
   const std::chrono::steady_clock::time_point granted = std::chrono::steady_clock::now();
@@ -207,6 +238,10 @@ struct LeaseState final : public kj::Refcounted {
   }
   // Pins a cached chunk for this session until its load (see ChunkPins); false once ended.
   bool pin(const Hash128& hash) { return !ended && pins.pin(hash); }
+  // Decoded render data that holds chunks missing() reported present without a cached copy:
+  // kept until no load of this session is in flight (or the lease ends).
+  std::vector<std::shared_ptr<const RenderData>> heldForLoads;
+  uint32_t loadsInFlight = 0;
   // Stores a verified chunk this session put, pinned for it while the pin limit allows.
   void store(const Hash128& hash, std::shared_ptr<const std::vector<uint8_t>> bytes) {
     node.chunks.put(hash, std::move(bytes));  // never evicts the chunk just stored

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "core/cluster/lease_table.h"
+#include "core/cluster/memory_budget.h"
 #include "core/util/check.h"
 #include "core/util/log.h"
 #include "core/util/system.h"
@@ -133,6 +134,14 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   // The lease is ending (`ending`): its worker stays warm or is stopped.
   void letGoOfWorker(LeaseState& lease, const LeaseEnding& ending);
   void stopWarmWorkers(const std::vector<uint64_t>& numbers, const std::string& why);
+
+  // --- the memory budget (NodeOptions::memoryBudget) --------------------------------------------
+  // Reserves the lease's scenes with the one `manifest` adds (NodeResources::admitLoad); a load
+  // that does not fit ends the lease (LeaseEnd::MemoryBudget) and fails.
+  Status admitLoad(LeaseState& lease, const ChunkManifest& manifest);
+  // Stops the warm workers the budget evicted (they are out of it already).
+  void stopEvicted(const std::vector<MemoryHolder>& evicted, const std::string& why);
+  void releaseWarm(uint64_t number);
   WorkerRecord* findWorker(uint64_t number);
   WorkerRecord* findWorker(const WorkerProcess* process);
 
@@ -185,6 +194,7 @@ proto::LeaseEnd toProto(LeaseEnd reason) {
     case LeaseEnd::RevokedFairShare: return proto::LeaseEnd::REVOKED_FAIR_SHARE;
     case LeaseEnd::NodeShutdown: return proto::LeaseEnd::NODE_SHUTDOWN;
     case LeaseEnd::WorkerFailed: return proto::LeaseEnd::WORKER_FAILED;
+    case LeaseEnd::MemoryBudget: return proto::LeaseEnd::MEMORY_BUDGET;
   }
   return proto::LeaseEnd::RELEASED;
 }
@@ -282,6 +292,7 @@ class NodeServer final : public proto::Node::Server {
     auto state = kj::refcounted<LeaseState>(node_.resources, grant.lease, std::move(label),
                                             grant.devices, connectionLost_);
     node_.leases[grant.lease] = state.get();
+    state->budgeted = !trusted_;  // this process's own jobs reserved their scenes themselves
     PL_LOG_INFO("lease %llu granted to %s: devices %s, ttl %u ms",
                 (unsigned long long)grant.lease, state->primary.c_str(),
                 joinIndices(grant.devices).c_str(), grant.ttlMs);
@@ -316,6 +327,9 @@ NodeService::Impl::Impl(UvKjLoop& loop, ClusterKey key,
             {options.defaultTtlMs, options.minTtlMs, options.maxTtlMs}),
       warm({warmLimitBytes(options), options.maxWarmWorkers}) {
   resources.codecPool = std::make_unique<JobQueue>(options.codecThreads);
+  resources.admitLoad = [this](LeaseState& lease, const ChunkManifest& manifest) {
+    return admitLoad(lease, manifest);
+  };
   for (auto& device : devices) {
     PL_CHECK(device != nullptr);
     auto slot = std::make_unique<DeviceSlot>();
@@ -357,6 +371,8 @@ void NodeService::Impl::carryOut(const LeaseEnding& ending) {
   PL_CHECK(it != leases.end());
   LeaseState& lease = *it->second;
   leases.erase(it);
+  if (options.memoryBudget != nullptr)
+    options.memoryBudget->release({MemoryHolder::Kind::Lease, uint64_t(ending.lease)});
   if (lease.worker != nullptr) letGoOfWorker(lease, ending);
   lease.end(ending);
   PL_LOG_INFO("lease %llu of %s %s; devices %s are free", (unsigned long long)ending.lease,
@@ -414,15 +430,48 @@ kj::Promise<void> NodeService::Impl::expireAt(SchedulerTime due) {
 }
 
 uint64_t NodeService::Impl::WorkerRecord::heldBytes() const {
-  uint64_t total = 0;
-  for (size_t i = 0; i < recentLoads.size(); ++i) {
-    bool seen = false;
-    for (size_t j = i + 1; j < recentLoads.size() && !seen; ++j) {
-      seen = recentLoads[j].first == recentLoads[i].first;
-    }
-    if (!seen) total += recentLoads[i].second;
+  return distinctSceneBytes(recentLoads);
+}
+
+Status NodeService::Impl::admitLoad(LeaseState& lease, const ChunkManifest& manifest) {
+  MemoryBudget* budget = options.memoryBudget;
+  if (budget == nullptr || !lease.budgeted) return Status();
+  const Hash128 key = geometryKeyOf(manifest);
+  for (const auto& scene : lease.memoryScenes) {
+    if (scene.first == key) return Status();  // reserved already (a camera move, or again)
   }
-  return total;
+  std::deque<std::pair<Hash128, uint64_t>> scenes = lease.memoryScenes;
+  scenes.emplace_back(key, manifest.rawBytes());
+  while (scenes.size() > std::max<uint32_t>(options.maxScenesPerSession, 1)) scenes.pop_front();
+  const MemoryHolder holder{MemoryHolder::Kind::Lease, uint64_t(lease.id)};
+  MemoryGrant grant = budget->reserve(holder, distinctSceneBytes(scenes));
+  if (!grant.granted) {
+    const std::string why = budget->refusalText(grant);
+    PL_LOG_WARN("lease %llu of %s: load refused: %s", (unsigned long long)lease.id,
+                lease.primary.c_str(), why.c_str());
+    endLease(lease, LeaseEnd::MemoryBudget, why);
+    return Error{"load: " + why};
+  }
+  lease.memoryScenes = std::move(scenes);
+  stopEvicted(grant.evict, "evicted: its memory was needed by lease " +
+                               std::to_string(uint64_t(lease.id)));
+  return Status();
+}
+
+void NodeService::Impl::stopEvicted(const std::vector<MemoryHolder>& evicted,
+                                    const std::string& why) {
+  std::vector<uint64_t> numbers;
+  for (const MemoryHolder& h : evicted) {
+    if (h.kind != MemoryHolder::Kind::WarmWorker) continue;
+    warm.remove(h.id);
+    numbers.push_back(h.id);
+  }
+  stopWarmWorkers(numbers, why);
+}
+
+void NodeService::Impl::releaseWarm(uint64_t number) {
+  if (options.memoryBudget != nullptr)
+    options.memoryBudget->release({MemoryHolder::Kind::WarmWorker, number});
 }
 
 NodeService::Impl::WorkerRecord* NodeService::Impl::findWorker(uint64_t number) {
@@ -445,6 +494,22 @@ void NodeService::Impl::attachWorker(LeaseState& lease) {
                                  std::to_string(uint64_t(lease.id)) + ": devices " +
                                  joinIndices(lease.devices) + ")");
   WorkerRecord* reuse = take.reuse ? findWorker(*take.reuse) : nullptr;
+  if (take.reuse) releaseWarm(*take.reuse);
+  if (reuse != nullptr && !reuse->process->exited() && options.memoryBudget != nullptr &&
+      lease.budgeted) {
+    // What the warm worker holds is the lease's from now on; a worker that no longer fits is
+    // stopped and a fresh one starts (its loads reserve as they come).
+    MemoryGrant grant = options.memoryBudget->reserve(
+        {MemoryHolder::Kind::Lease, uint64_t(lease.id)}, reuse->heldBytes());
+    if (grant.granted) {
+      lease.memoryScenes = reuse->recentLoads;
+      stopEvicted(grant.evict, "evicted: its memory was needed by lease " +
+                                   std::to_string(uint64_t(lease.id)));
+    } else {
+      reuse->process->stop("not reused: " + options.memoryBudget->refusalText(grant));
+      reuse = nullptr;
+    }
+  }
   if (reuse == nullptr || reuse->process->exited()) {
     startWorker(lease);
     return;
@@ -480,6 +545,7 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
           endLease(*record->serving, LeaseEnd::WorkerFailed, why);
         } else {
           warm.remove(number);  // a warm worker that failed is never reused
+          releaseWarm(number);
         }
       },
       [this]() {
@@ -489,6 +555,7 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
             if (!w.process->exited()) return false;
             gone.push_back(w.process.get());
             warm.remove(w.number);
+            releaseWarm(w.number);
             return true;
           });
           for (const WorkerProcess* w : gone) resources.workerChunkRefs.forget(w);
@@ -547,6 +614,18 @@ void NodeService::Impl::letGoOfWorker(LeaseState& lease, const LeaseEnding& endi
                           std::to_string(warm.limits().maxBytes >> 20) + " MiB)");
     return;
   }
+  if (options.memoryBudget != nullptr) {
+    MemoryGrant grant = options.memoryBudget->reserve(
+        {MemoryHolder::Kind::WarmWorker, record->number}, bytes, /*evictable=*/true);
+    if (!grant.granted) {
+      warm.remove(record->number);
+      record->process->stop(why + "; not kept warm (" + options.memoryBudget->refusalText(grant) +
+                            ")");
+      stopWarmWorkers(stop, "evicted: the least recently used of the warm workers");
+      return;
+    }
+    stopEvicted(grant.evict, "evicted: its memory was needed by a newer warm worker");
+  }
   record->process->setLabel("lease " + std::to_string(uint64_t(lease.id)) + " (warm)");
   PL_LOG_INFO("worker %d kept warm after lease %llu (devices %s, scenes of about %.1f MiB)",
               int(record->process->pid()), (unsigned long long)lease.id,
@@ -561,6 +640,7 @@ void NodeService::Impl::letGoOfWorker(LeaseState& lease, const LeaseEnding& endi
 void NodeService::Impl::stopWarmWorkers(const std::vector<uint64_t>& numbers,
                                         const std::string& why) {
   for (uint64_t number : numbers) {
+    releaseWarm(number);
     if (WorkerRecord* record = findWorker(number)) record->process->stop(why);
   }
 }
@@ -594,6 +674,10 @@ kj::Promise<void> NodeService::listen(kj::ConnectionReceiver& receiver) {
 
 void NodeService::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
   impl_->admission->serve(kj::mv(stream), std::move(peer));
+}
+
+void NodeService::memoryEvicted(const std::vector<MemoryHolder>& evicted) {
+  impl_->stopEvicted(evicted, "evicted: its memory was needed by a render job");
 }
 
 proto::Gate::Client NodeService::newGate(std::string peer) {

@@ -61,7 +61,12 @@
 // beyond that its chunks are cached unpinned, as without pins, and one warning is logged).
 // A pinned chunk that no load names stays pinned until the lease ends. Decoded render data
 // stays with the devices that loaded it (across leases) and with the sessions that loaded it
-// (their last maxScenesPerSession scenes). Nothing is written to disk.
+// (their last maxScenesPerSession scenes). Nothing is written to disk. A chunk that such decoded
+// data holds counts as present for missing() (the data is held for the session until no load
+// of it is in flight) and a load copies it from there rather than decoding it, so a node with
+// chunkCacheBytes 0 (a worker process: the daemon keeps the chunks) drops the chunks after
+// their load and is still sent only what changed. NodeOptions::memoryBudget bounds what the
+// leases' loads hold (below).
 //
 // Camera moves: a load whose manifest equals a decoded scene's in every array but `camera` (the
 // node still holds that data: a device or a session has it) decodes nothing but its camera chunk
@@ -127,6 +132,9 @@
 
 namespace pl {
 
+class MemoryBudget;
+struct MemoryHolder;
+
 struct NodeOptions {
   std::string name;    // human-readable; empty = this machine's host name
   std::string nodeId;  // hex; empty = a fresh random id (16 bytes)
@@ -191,6 +199,12 @@ struct NodeOptions {
   // warmWorkerBytes of decoded render data (0 = a quarter of this machine's physical memory).
   uint32_t maxWarmWorkers = 4;
   uint64_t warmWorkerBytes = 0;
+  // The daemon's one memory budget (core/cluster/memory_budget.h; not owned, outlives the node;
+  // null: none). A lease reserves the decoded bytes of the distinct scenes it loaded (as their
+  // manifests declare, the camera aside) before a load that adds one; a load that does not fit,
+  // even after stopping warm workers, ends the lease (LeaseEnd::MemoryBudget: busy, the Primary
+  // asks again later) and fails. A warm worker's scenes are an evictable reservation.
+  MemoryBudget* memoryBudget = nullptr;
 };
 
 // What the node has done, for tests and figures (NodeService::stats()).
@@ -248,6 +262,9 @@ class NodeService {
   size_t ownerJobStarted(const std::string& token);
   void ownerJobEnded(const std::string& token);
   bool ownerActive() const;
+  // Stops the warm workers among `evicted` (NodeOptions::memoryBudget evicted them to make
+  // room for somebody else's reservation; they are out of the budget already).
+  void memoryEvicted(const std::vector<MemoryHolder>& evicted);
   // Closes every connection (their capabilities are released, which also ends their leases).
   void disconnectAll();
 

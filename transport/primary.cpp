@@ -68,7 +68,7 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
     double finishSeconds = 0;
     RenderSession* sessionPtr = nullptr;
     RenderSessionEvents events;
-    bool timeUp = false, finished = false;
+    bool finished = false;
     auto finish = [&]() {
       if (finished) return;
       finished = true;
@@ -77,8 +77,9 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
       done.fulfiller->fulfill();
     };
     events.onPass = [&](uint64_t, uint32_t spp, double) {
-      if (spp == film.samplesPerPixel() || timeUp) finish();
+      if (spp == film.samplesPerPixel()) finish();
     };
+    events.onStopped = [&](uint64_t, uint32_t, double) { finish(); };  // the time limit
     events.onFatal = [&](const std::string& message) {
       failure = message;
       finishSeconds =
@@ -101,15 +102,6 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
       RenderSession session(loop, options, events);
       sessionPtr = &session;
       if (Status s = session.start(scene, film.samplesPerPixel()); !s.ok()) return s.error();
-      kj::Promise<void> limit = kj::NEVER_DONE;
-      if (options.timeLimit.count() > 0)
-        limit = loop.timer()
-                    .afterDelay(options.timeLimit.count() * kj::MILLISECONDS)
-                    .then([&]() {
-                      timeUp = true;
-                      if (session.film().committedSamples() >= 1) finish();
-                    })
-                    .eagerlyEvaluate(nullptr);
       done.promise.wait(loop.waitScope());
       if (failure) {
         result = Error{*failure};

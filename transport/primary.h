@@ -90,7 +90,8 @@ struct ClusterRenderOptions {
   std::chrono::milliseconds peerPollInterval{250};
   // Stop after this long (0: no limit) at the last pass every pixel has completed (passes of
   // 1, 2, 4, ... spp): renderCluster() then gives the film at that spp, bitwise the film of a
-  // render to that spp. With no pass complete yet, it waits for the first one.
+  // render to that spp. With no pass complete yet, it waits for the first one. A RenderSession
+  // counts it from each generation's start (FrameSpec::deadline: the Scheduler decides).
   std::chrono::milliseconds timeLimit{0};
   // Polled on the loop thread about every 50 ms: when it returns true the render stops and
   // renderCluster() fails with "render cancelled" (leases dropped, device threads joined).

@@ -132,6 +132,7 @@ enum LeaseEnd {
   revokedFairShare @4;  # a Primary holding fewer devices took some of them: ask again at once
   nodeShutdown @5;      # the node is stopping
   workerFailed @6;      # the worker process rendering the lease hung, crashed or exited
+  memoryBudget @7;      # a load did not fit in the node's memory budget: busy, ask again later
 }
 
 interface Lease {

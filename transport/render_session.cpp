@@ -212,20 +212,12 @@ class LocalDeviceThread {
   std::thread thread_;  // last: started once everything above exists
 };
 
-// Units hold maxUnitPixels at 3 sums a pixel; with passes (10) as many bytes, so that a
-// result stays within the message limits.
-SchedulerOptions withChannels(SchedulerOptions options, uint32_t channels) {
-  options.maxUnitPixels = std::max<uint64_t>(
-      1, options.maxUnitPixels * kernel::kBeautyChannels / std::max<uint32_t>(channels, 1));
-  return options;
-}
-
 // One state of the scene and everything rendered of it.
 struct Generation {
   Generation(uint64_t id, std::shared_ptr<SceneState> scene, const kernel::Camera& camera,
              const FrameSpec& frame, const SchedulerOptions& options)
       : id(id), scene(std::move(scene)), camera(camera),
-        scheduler(frame, withChannels(options, kernel::filmChannels(camera.passes))),
+        scheduler(frame, options),
         film(frame.width, frame.height, frame.spp, kernel::filmChannels(camera.passes)),
         start(Clock::now()) {}
 
@@ -237,6 +229,7 @@ struct Generation {
   Scheduler scheduler;
   ProgressiveFilm film;
   Clock::time_point start;
+  bool stopped = false;  // the time limit ended it (RenderSessionEvents::onStopped was told)
   // The chunked data, made when the first peer needs it.
   bool encoded = false;
   ChunkManifest manifest;
@@ -350,8 +343,13 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
 
  private:
   Clock::time_point now() const { return Clock::now(); }
-  static Result<FrameSpec> frameOf(const kernel::Camera& camera, uint32_t spp,
-                                   uint32_t tileSize);
+  // The frame of a generation starting now: its film's channels, and the deadline of
+  // options.timeLimit.
+  Result<FrameSpec> frameOf(const kernel::Camera& camera, uint32_t spp) const;
+  // The time limit: arms the timer at the current generation's deadline, and stops the
+  // generation when its scheduler says it is over (the deadline came with a pass complete).
+  void armDeadline();
+  void checkDeadline();
   std::shared_ptr<Generation> makeGeneration(std::shared_ptr<SceneState> scene,
                                              const kernel::Camera& camera,
                                              const FrameSpec& frame);
@@ -408,6 +406,7 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   RenderSessionEvents events_;
   // Shared with the continuations of its uploads, which may outlive an update by a turn.
   std::shared_ptr<Generation> gen_;
+  kj::Promise<void> deadlineTimer_ = nullptr;  // the current generation's time limit
   uint64_t nextGenerationId_ = 1;
   Clock::time_point start_;  // options.start: origin of the seconds* figures
   Clock::time_point callStart_;
@@ -439,11 +438,40 @@ void Connection::taskFailed(kj::Exception&& exception) { owner.connectionFailed(
 
 // --- generations ------------------------------------------------------------------------------
 
-Result<FrameSpec> RenderSession::Impl::frameOf(const kernel::Camera& camera, uint32_t spp,
-                                               uint32_t tileSize) {
-  const FrameSpec frame{camera.width, camera.height, spp, tileSize};
+Result<FrameSpec> RenderSession::Impl::frameOf(const kernel::Camera& camera,
+                                               uint32_t spp) const {
+  FrameSpec frame{camera.width, camera.height, spp, options_.tileSize};
+  // Units hold maxUnitPixels at 3 sums a pixel: with passes (10) as many bytes, so that a result
+  // stays within the message limits.
+  frame.channels = kernel::filmChannels(camera.passes);
+  if (options_.timeLimit.count() > 0) frame.deadline = now() + options_.timeLimit;
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
   return frame;
+}
+
+void RenderSession::Impl::armDeadline() {
+  const std::optional<SchedulerTime>& deadline = gen_->scheduler.frame().deadline;
+  if (!deadline) {
+    deadlineTimer_ = nullptr;
+    return;
+  }
+  const auto wait = std::chrono::duration_cast<std::chrono::microseconds>(*deadline - now());
+  deadlineTimer_ = loop_.timer()
+                       .afterDelay(std::max<int64_t>(0, wait.count()) * kj::MICROSECONDS)
+                       // A turn later: an owner that calls update() from onStopped replaces this
+                       // very promise.
+                       .then([this]() { tasks_.add(kj::evalLater([this]() { checkDeadline(); })); })
+                       .eagerlyEvaluate(nullptr);
+}
+
+void RenderSession::Impl::checkDeadline() {
+  Generation& g = *gen_;
+  if (closed_ || g.stopped || g.scheduler.done() || !g.scheduler.finished(now())) return;
+  // Every pass the scheduler counts complete is in the film (accept() commits them first).
+  g.stopped = true;
+  const std::shared_ptr<Generation> keep = gen_;
+  if (events_.onStopped)
+    events_.onStopped(g.id, g.film.committedSamples(), secondsBetween(g.start, now()));
 }
 
 std::shared_ptr<Generation> RenderSession::Impl::makeGeneration(
@@ -498,10 +526,11 @@ Status RenderSession::Impl::start(const SceneSource& source, uint32_t spp) {
   }
   Result<kernel::Camera> camera = source.camera();
   if (!camera.ok()) return camera.error();
-  Result<FrameSpec> frame = frameOf(*camera, spp, options_.tileSize);
+  Result<FrameSpec> frame = frameOf(*camera, spp);
   if (!frame.ok()) return frame.error();
   gen_ = makeGeneration(std::make_shared<SceneState>(source, *camera), *camera, *frame);
   started_ = true;
+  armDeadline();
   if (options_.inProcessNode) {
     encode(*gen_);
     Peer& peer = peers_.emplace_back();
@@ -523,12 +552,13 @@ Status RenderSession::Impl::start(const SceneSource& source, uint32_t spp) {
 uint64_t RenderSession::Impl::update(std::shared_ptr<SceneState> scene,
                                      const kernel::Camera& camera, uint32_t spp) {
   KJ_REQUIRE(started_, "RenderSession::update() before start()");
-  Result<FrameSpec> frame = frameOf(camera, spp, options_.tileSize);
+  Result<FrameSpec> frame = frameOf(camera, spp);
   KJ_REQUIRE(frame.ok(), "RenderSession::update(): a bad frame");
   const bool sameData = scene == gen_->scene;
   // The old generation's devices leave its scheduler; nothing of it is accepted any more.
   devices_.clear();
   gen_ = makeGeneration(std::move(scene), camera, *frame);
+  armDeadline();
   if (!peers_.empty()) encode(*gen_);
   for (size_t i = 0; i < local_.size(); ++i) {
     if (local_[i].failed) continue;
@@ -1066,6 +1096,8 @@ bool RenderSession::Impl::anyDeviceUsable() const {
 // what the handshake found (failState), else a plain break.
 static ConnectionFailure classify(const Connection& c) {
   if (c.leaseEnd == proto::LeaseEnd::REVOKED_FAIR_SHARE) return ConnectionFailure::RevokedFairShare;
+  // Over the node's memory budget: busy, retried as when its devices are leased.
+  if (c.leaseEnd == proto::LeaseEnd::MEMORY_BUDGET) return ConnectionFailure::Busy;
   if (c.failState == "auth_failed") return ConnectionFailure::AuthFailed;
   if (c.failState == "incompatible") return ConnectionFailure::Incompatible;
   if (c.failState == "busy") return ConnectionFailure::Busy;
@@ -1234,6 +1266,7 @@ void RenderSession::Impl::onLocalResult(size_t index, uint64_t generation, WorkU
 void RenderSession::Impl::accept(const std::string& source, const WorkUnit& unit,
                                  const TileResult& result) {
   Generation& g = *gen_;
+  if (g.stopped) return;  // the time limit ended it: its film is final
   g.samplesBySource[source] += unit.tile.pixelCount() * unit.sampleCount();
   if (Status st = g.film.add(result, g.scheduler.passOf(unit)); !st.ok()) {
     fatal("merging " + result.unit.describe() + ": " + st.error().message);
@@ -1249,6 +1282,8 @@ void RenderSession::Impl::accept(const std::string& source, const WorkUnit& unit
     g.film.commit(passes, g.scheduler.passRange(passes - 1).second);
     if (events_.onPass) events_.onPass(g.id, g.film.committedSamples(), secondsBetween(g.start, now()));
   }
+  // Past its deadline, the first pass that completes ends the generation.
+  if (!closed_ && gen_ == keep) checkDeadline();
 }
 
 // --- statistics -------------------------------------------------------------------------------
@@ -1343,12 +1378,16 @@ std::shared_ptr<const RenderData> RenderSession::data() const {
 const ProgressiveFilm& RenderSession::film() const { return impl_->generation().film; }
 uint32_t RenderSession::targetSpp() const { return impl_->generation().film.samplesPerPixel(); }
 bool RenderSession::generationDone() const { return impl_->generation().scheduler.done(); }
+bool RenderSession::generationFinished() const {
+  return impl_->generation().scheduler.done() || impl_->generation().stopped;
+}
 double RenderSession::generationSeconds() const {
   return secondsBetween(impl_->generation().start, Clock::now());
 }
 bool RenderSession::willReach(uint32_t spp) const {
   const Generation& g = impl_->generation();
   if (g.film.committedSamples() == spp) return true;
+  if (g.stopped) return false;  // the time limit ended it: nothing more comes
   for (uint32_t pass = g.film.committedPasses(); pass < g.scheduler.passCount(); ++pass)
     if (g.scheduler.passRange(pass).second == spp) return true;
   return false;

@@ -56,6 +56,10 @@ struct RenderSessionEvents {
   std::function<void(const NodeRenderStats& node, bool joined)> onNode;
   // Any node's state changed (found, refused, unreachable, ready, lost): for progress displays.
   std::function<void()> onNodesChanged;
+  // The time limit (ClusterRenderOptions::timeLimit, counted from each generation's start)
+  // ended the generation at `spp`, the last pass onPass reported: its film is final, and no
+  // more work is handed out for it. Not called for a generation that reached its target.
+  std::function<void(uint64_t generation, uint32_t spp, double seconds)> onStopped;
   // The session cannot go on (cancelled, no device left for noDeviceTimeout, a result that
   // cannot be merged). Nothing more happens after it.
   std::function<void(const std::string& message)> onFatal;
@@ -107,6 +111,8 @@ class RenderSession {
   const ProgressiveFilm& film() const;
   uint32_t targetSpp() const;
   bool generationDone() const;  // every sample of the target is in the film
+  // Done, or ended by the time limit (RenderSessionEvents::onStopped).
+  bool generationFinished() const;
   double generationSeconds() const;  // since the current generation started
   // Whether the current generation's film will hold exactly `spp` samples per pixel at some
   // point from now on (a pass ends there and the film has not gone past it; or it holds `spp`

@@ -70,12 +70,18 @@ class SessionServer final : public proto::RenderSession::Server {
     return lease_->putsDone().then(
         [context, hashes = std::move(*hashes), lease = kj::mv(lease)]() mutable {
           lease->checkServing();
-          // What is here is pinned for this session: the Primary will not send it again.
+          // What is here is pinned for this session: the Primary will not send it again. A chunk
+          // that decoded data here holds counts as here too (its load copies it from there), and
+          // that data is held for the session's loads.
           std::vector<Hash128> lacking;
           for (const Hash128& h : hashes) {
-            if (!lease->pin(h) && !lease->node.chunks.contains(h)) {
-              lacking.push_back(h);
+            if (lease->pin(h) || lease->node.chunks.contains(h)) continue;
+            if (std::shared_ptr<const RenderData> data = lease->node.decodedHolding(h)) {
+              auto& held = lease->heldForLoads;
+              if (std::find(held.begin(), held.end(), data) == held.end()) held.push_back(data);
+              continue;
             }
+            lacking.push_back(h);
           }
           toProto(lacking, context.getResults().initMissing(uint32_t(lacking.size())));
         });
@@ -136,10 +142,18 @@ class SessionServer final : public proto::RenderSession::Server {
       failCall("load: the scene needs " + std::to_string(manifest->rawBytes() >> 20) +
                " MiB of render data, more than this node accepts (" +
                std::to_string(limit >> 20) + " MiB)");
-    // When the load is over (done, failed or cancelled), the session's pins on its chunks go.
+    // The node's memory budget: a load that adds a scene this lease does not hold reserves it
+    // (a refusal has ended the lease: busy, typed LeaseEnd::MemoryBudget).
+    if (lease_->node.admitLoad) {
+      if (Status s = lease_->node.admitLoad(*lease_, *manifest); !s.ok()) failCall(s.error().message);
+    }
+    // When the load is over (done, failed or cancelled), the session's pins on its chunks go,
+    // and, when no other load is in flight, the decoded data missing() held for them.
+    ++lease_->loadsInFlight;
     auto unpin = kj::defer(
         [lease = kj::addRef(*lease_), hashes = manifest->chunkHashes()]() mutable {
           lease->pins.release(hashes);
+          if (--lease->loadsInFlight == 0) lease->heldForLoads.clear();
         });
     auto lease = kj::addRef(*lease_);
     if (lease_->worker != nullptr) {
@@ -331,8 +345,19 @@ class SessionServer final : public proto::RenderSession::Server {
     const Hash128 geometry = geometryKeyOf(manifest);
     auto key = std::make_pair(geometry.lo, geometry.hi);
     if (auto it = node.decoded.find(key); it != node.decoded.end()) {
-      if (auto data = it->second.lock()) {
-        Result<kernel::Camera> camera = decodeCamera(manifest, node.chunks);
+      // The camera of the data itself (this very scene, loaded by another session), or the
+      // manifest's own camera chunk from the cache. A camera chunk that only other decoded data
+      // holds (a node without a cache) takes the full path below, which copies it from there.
+      const auto cameraArray = size_t(RenderDataArray::camera);
+      const bool sameCamera =
+          manifest.arrays[cameraArray] == it->second.manifest.arrays[cameraArray];
+      bool cameraCached = true;
+      for (const ChunkRef& ref : manifest.arrays[cameraArray].chunks)
+        cameraCached = cameraCached && node.chunks.contains(ref.hash);
+      std::shared_ptr<const RenderData> data = it->second.data.lock();
+      if (data != nullptr && (sameCamera || cameraCached)) {
+        Result<kernel::Camera> camera = sameCamera ? Result<kernel::Camera>(data->camera[0])
+                                                   : decodeCamera(manifest, node.chunks);
         if (!camera.ok()) failCall("load: " + camera.error().message);
         node.counters.camerasDecoded.fetch_add(1, std::memory_order_relaxed);
         PL_LOG_DEBUG("lease %llu: scene %s shares decoded render data; camera decoded alone",
@@ -343,28 +368,34 @@ class SessionServer final : public proto::RenderSession::Server {
         scene.height = camera->height;
         return scene;
       }
-      node.decoded.erase(it);
+      if (data == nullptr) node.decoded.erase(it);
     }
-    // Take the chunks out of the cache here (loop thread); the codec thread only reads them.
+    // Chunks that decoded data here holds are copied from it; the others come out of the cache
+    // here (loop thread). The codec thread only reads both.
+    auto keep = std::make_shared<std::vector<std::shared_ptr<const RenderData>>>();
+    auto raw = std::make_shared<RawChunks>(node.rawChunksFor(manifest, *keep));
     std::vector<std::pair<Hash128, std::shared_ptr<const std::vector<uint8_t>>>> encoded;
     for (const Hash128& hash : manifest.chunkHashes()) {
+      if (raw->count(hash) != 0) continue;
       auto bytes = node.chunks.find(hash);
       if (bytes == nullptr) failCall("load: chunk " + hash.hex() + " is missing (put it first)");
       encoded.emplace_back(hash, std::move(bytes));
     }
     node.counters.scenesDecoded.fetch_add(1, std::memory_order_relaxed);
     const auto start = std::chrono::steady_clock::now();
+    auto index = std::make_shared<const RawChunkIndex>(manifest);
+    ChunkManifest kept = manifest;
     return runOnQueue<Result<std::shared_ptr<const RenderData>>>(
                *node.codecPool,
-               [manifest = std::move(manifest), encoded = std::move(encoded)]()
+               [manifest = std::move(manifest), encoded = std::move(encoded), raw, keep]()
                    -> Result<std::shared_ptr<const RenderData>> {
                  ChunkStore store;
                  for (auto& [hash, bytes] : encoded) store.put(hash, *bytes);
-                 Result<RenderData> data = decodeRenderData(manifest, store);
+                 Result<RenderData> data = decodeRenderData(manifest, store, raw.get());
                  if (!data.ok()) return data.error();
                  return std::make_shared<const RenderData>(std::move(*data));
                })
-        .then([&node, scene, key, start, leaseId = lease.id](
+        .then([&node, scene, key, start, leaseId = lease.id, index, kept = std::move(kept)](
                   Result<std::shared_ptr<const RenderData>> data) mutable {
           if (!data.ok()) failCall("load: " + data.error().message);
           PL_LOG_DEBUG("lease %llu: scene %s: render data decoded (%.1f MiB) in %.0f ms",
@@ -377,10 +408,8 @@ class SessionServer final : public proto::RenderSession::Server {
           scene.camera = scene.data->camera[0];
           scene.width = scene.camera.width;
           scene.height = scene.camera.height;
-          for (auto it = node.decoded.begin(); it != node.decoded.end();) {
-            it = it->second.expired() ? node.decoded.erase(it) : std::next(it);
-          }
-          node.decoded[key] = scene.data;
+          node.forgetExpiredDecoded();
+          node.decoded[key] = NodeResources::Decoded{scene.data, std::move(kept), index};
           return scene;
         });
   }

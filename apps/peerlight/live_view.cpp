@@ -113,9 +113,10 @@ struct LiveView::Impl {
   UvHandle<uv_timer_t> timer;
   uint64_t ticks = 0;
 
-  Impl(UvKjLoop& loop, NodeService& node, RenderJobs& jobs, PeerWatch* watch, ClusterKey key)
+  Impl(UvKjLoop& loop, NodeService& node, RenderJobs& jobs, PeerWatch* watch,
+       MemoryBudget* budget, ClusterKey key)
       : loop(loop), node(node), jobs(jobs), watch(watch), token(liveViewToken(key)),
-        sessions(loop, node, key, watch) {}
+        sessions(loop, node, key, watch, budget) {}
 
   bool allowed(const WebRequest& r) const {
     if (r.loopback && localHost(r.host)) return true;
@@ -460,9 +461,9 @@ LiveView::LiveView(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<LiveView>> LiveView::start(UvKjLoop& loop, NodeService& node,
                                                   RenderJobs& jobs, PeerWatch* watch,
-                                                  ClusterKey key, const std::string& host,
-                                                  uint16_t port) {
-  auto impl = std::make_unique<Impl>(loop, node, jobs, watch, std::move(key));
+                                                  MemoryBudget* budget, ClusterKey key,
+                                                  const std::string& host, uint16_t port) {
+  auto impl = std::make_unique<Impl>(loop, node, jobs, watch, budget, std::move(key));
   Impl* self = impl.get();
   WebServer::Handlers h;
   h.http = [self](const WebRequest& r) { return self->http(r); };

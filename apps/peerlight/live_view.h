@@ -31,6 +31,7 @@
 #include "transport/auth.h"
 
 namespace pl {
+class MemoryBudget;
 class NodeService;
 class PeerWatch;
 class UvKjLoop;
@@ -45,11 +46,12 @@ std::string liveViewToken(const ClusterKey& key);
 
 class LiveView {
  public:
-  // Serves on host:port (port 0: any free one). Fails naming the address.
+  // Serves on host:port (port 0: any free one). Fails naming the address. budget: the
+  // daemon's memory budget, which page sessions reserve in (may be null).
   static Result<std::unique_ptr<LiveView>> start(UvKjLoop& loop, NodeService& node,
                                                  RenderJobs& jobs, PeerWatch* watch,
-                                                 ClusterKey key, const std::string& host,
-                                                 uint16_t port);
+                                                 MemoryBudget* budget, ClusterKey key,
+                                                 const std::string& host, uint16_t port);
   ~LiveView();
   uint16_t port() const;
 

@@ -34,6 +34,7 @@
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
 #include "apps/peerlight/render_job.h"
+#include "core/cluster/memory_budget.h"
 #include "discovery/peer_watch.h"
 #include "core/render/cpu_device.h"
 #include "core/util/check.h"
@@ -72,6 +73,7 @@ struct NodeArgs {
   bool noControlSocket = false;
   std::string controlGroup;  // a system daemon: this group's members may hand it jobs
   std::string http = "127.0.0.1:7480";  // the live view: HOST:PORT, or "off"
+  uint64_t memoryBudgetMiB = 0;  // the daemon's one memory budget; 0: half of the RAM
 };
 
 // argv of `peerlight worker` for this node: this very executable.
@@ -114,7 +116,14 @@ void runNode(const NodeArgs& args) {
   const std::string fingerprint = keyFingerprint(*key);
   tuneMallocForBulkTransfers();
 
+  // The daemon's one memory budget (core/cluster/memory_budget.h): the chunk cache's capacity
+  // (a quarter of it, at most 4 GiB) for good, then what each render job, lease, page session and
+  // warm worker holds while it holds it. Beyond it a request is answered busy.
+  MemoryBudget budget(args.memoryBudgetMiB != 0 ? args.memoryBudgetMiB << 20 : halfOfMemory());
   NodeOptions options;
+  options.chunkCacheBytes = std::min<uint64_t>(options.chunkCacheBytes, budget.capacity() / 4);
+  PL_CHECK(budget.reserve({MemoryHolder::Kind::ChunkCache, 0}, options.chunkCacheBytes).granted);
+  options.memoryBudget = &budget;
   options.name = args.name;
   options.protocolVersion = args.protocolVersion;
   options.defaultTtlMs = args.ttlMs;
@@ -169,7 +178,7 @@ void runNode(const NodeArgs& args) {
                            /*acceptLeased=*/true},
           loop.uv(), std::move(events));
     }
-    RenderJobs jobs(loop, node, std::move(primaryKey), watch.get());
+    RenderJobs jobs(loop, node, std::move(primaryKey), watch.get(), &budget);
     jobsToTell = &jobs;
     // --- the live view (issue 11; live_view.h): the web page and its API on this loop. An
     // address that cannot be served: warn and go on without.
@@ -183,7 +192,7 @@ void runNode(const NodeArgs& args) {
                                 : uint32_t(std::strtoul(args.http.c_str() + colon + 1, nullptr, 10));
       Result<std::unique_ptr<LiveView>> started =
           port > 65535 ? Result<std::unique_ptr<LiveView>>(Error{"--http " + args.http + ": bad port"})
-                       : LiveView::start(loop, node, jobs, watch.get(), std::move(liveKey), host,
+                       : LiveView::start(loop, node, jobs, watch.get(), &budget, std::move(liveKey), host,
                                          uint16_t(port));
       if (started.ok()) {
         live = std::move(started).value();
@@ -210,8 +219,8 @@ void runNode(const NodeArgs& args) {
       ControlSocket::Callbacks callbacks;
       callbacks.ownerStarted = [&node](const std::string& token) { node.ownerJobStarted(token); };
       callbacks.ownerEnded = [&node](const std::string& token) { node.ownerJobEnded(token); };
-      callbacks.admitRender = [&jobs](const RenderJobParams& params) {
-        return jobs.admit(params);
+      callbacks.admitRender = [&jobs](const RenderJobParams& params, uint64_t dataBytes) {
+        return jobs.admit(params, dataBytes);
       };
       callbacks.renderRequested = [&jobs](std::shared_ptr<ControlRenderJob> job) {
         jobs.start(std::move(job));
@@ -332,6 +341,12 @@ void addNodeCommand(CLI::App& app) {
                   "(0: none; at most a quarter of the RAM in scenes)")
       ->capture_default_str()
       ->check(CLI::Range(0u, 64u));
+  cmd->add_option("--memory-budget", args->memoryBudgetMiB,
+                  "MiB this daemon may hold for render jobs, leases, page sessions, warm "
+                  "workers and its chunk cache (a quarter of it, at most 4096); beyond it a "
+                  "request is answered busy (0: half of the RAM)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t(0), uint64_t(1) << 40));
   cmd->add_option("--worker-timeout-ms", args->workerTimeoutMs,
                   "Heartbeat silence after which a worker is killed (tests)")
       ->group("")

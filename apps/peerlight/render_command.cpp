@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -320,6 +321,10 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
   params.noOwnerPreempt = args.noOwnerPreempt;
   params.noMdns = args.noMdns;
   params.primaryName = primaryName();
+  // Whole milliseconds, at least one (a limit never rounds to none).
+  params.timeLimitMs =
+      args.timeLimit > 0 ? uint32_t(std::clamp(std::ceil(args.timeLimit * 1000.0), 1.0, 4.0e9))
+                         : 0;
   // The scene's encoded form (the daemon sends its chunks to nodes as they are): the cache
   // file's bytes, or encoded now.
   std::vector<uint8_t> encodedNow;
@@ -351,6 +356,8 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
     return false;
   }
   if (!reply.ok()) fail(reply.error().message, 1);
+  if (reply->spp != film.samplesPerPixel())  // the time limit ended it at a complete pass
+    film = Film(film.width(), film.height(), reply->spp, film.channels());
   if (Status st = film.setSums(std::move(reply->sums)); !st.ok())
     fail("node daemon at " + path + ": " + st.error().message, 1);
   reportClusterRender(args, film, compiled.source, reply->stats, loadSeconds, path);
@@ -392,11 +399,8 @@ void runRender(const RenderArgs& args) {
   const CompiledScene compiled = loadCompiled(args, options);
   Film film(options.width, options.height, args.spp, kernel::filmChannels(options.passes));
 
-  // A node daemon runs on this machine: it becomes the Primary for this job (not yet for a
-  // time-limited one: that renders in this process).
-  if (!daemonPath.empty() && args.timeLimit > 0)
-    PL_LOG_INFO("--time-limit: rendering in this process (the node daemon takes no time limit)");
-  if (!daemonPath.empty() && args.timeLimit == 0) {
+  // A node daemon runs on this machine: it becomes the Primary for this job.
+  if (!daemonPath.empty()) {
     const double compileSeconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
     if (renderThroughDaemon(args, daemonPath, compiled, film, compileSeconds)) {

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <list>
 
+#include "core/cluster/memory_budget.h"
 #include "core/render/film.h"
 #include "core/scene/render_data.h"
 #include "core/util/log.h"
@@ -33,29 +34,33 @@ struct RenderJobs::Impl {
     Clock::time_point lastProgress{};
     bool over = false;  // done, failed or cancelled: being taken down
     bool mdns = false;  // takes the nodes that mDNS finds
+    uint64_t serial = 0;  // names its reservation in the memory budget
   };
 
   UvKjLoop& loop;
   NodeService& node;
   ClusterKey key;
   PeerWatch* watch;
+  MemoryBudget* budget;  // may be null
+  uint64_t nextSerial = 1;
   std::list<std::unique_ptr<Running>> jobs;
   std::function<void()> whenIdle;
   bool stopping = false;  // cancelAll() was called: no new jobs
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
 
-  Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch)
-      : loop(loop), node(node), key(std::move(key)), watch(watch) {}
+  Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch, MemoryBudget* budget)
+      : loop(loop), node(node), key(std::move(key)), watch(watch), budget(budget) {}
 
   ~Impl() {
     *alive = false;
     for (auto& r : jobs) {
       r->session.reset();
       if (r->owner) node.ownerJobEnded(r->job->token());
+      if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, r->serial});
     }
   }
 
-  ControlOutcome admit(const RenderJobParams& p) const {
+  ControlOutcome admit(const RenderJobParams& p, uint64_t dataBytes) const {
     if (Status s = Scheduler::validateFrame(FrameSpec{p.width, p.height, p.spp, 64}); !s.ok())
       return refusal(ctl::Outcome::BAD_PARAMS, "render job: " + s.error().message);
     if (p.localOnly && p.noLocal)
@@ -66,7 +71,19 @@ struct RenderJobs::Impl {
     if (jobs.size() >= kMaxJobs)
       return refusal(ctl::Outcome::BUSY,
                      "busy: " + std::to_string(jobs.size()) + " render jobs run on this node");
+    // The memory budget, as it stands now (start() reserves, once the passes are known).
+    const uint64_t bytes = memoryOf(p, dataBytes, kernel::kBeautyChannels);
+    if (budget != nullptr) {
+      MemoryGrant assessed = budget->assess({MemoryHolder::Kind::RenderJob, nextSerial}, bytes);
+      if (!assessed.granted)
+        return refusal(ctl::Outcome::BUSY, "render job: " + budget->refusalText(assessed));
+    }
     return ControlOutcome{};
+  }
+
+  // What a job holds in the daemon: its payload, and its film's sums twice (see filmSize()).
+  static uint64_t memoryOf(const RenderJobParams& p, uint64_t dataBytes, uint32_t channels) {
+    return dataBytes + 2 * uint64_t(p.width) * p.height * channels * sizeof(int64_t);
   }
 
   // The film's sums (24 bytes a pixel, 80 with passes) are held twice at the end (the
@@ -86,7 +103,7 @@ struct RenderJobs::Impl {
   void start(std::shared_ptr<ControlRenderJob> job) {
     const std::string label = "render job " + job->token().substr(0, 8);
     // Checked again: jobs may have started, or the daemon begun to stop, during the upload.
-    if (ControlOutcome admitted = admit(job->params()); !admitted.ok()) {
+    if (ControlOutcome admitted = admit(job->params(), job->payload().size()); !admitted.ok()) {
       PL_LOG_WARN("%s refused: %s", label.c_str(), admitted.message.c_str());
       job->fail(admitted.outcome, admitted.message);
       return;
@@ -100,6 +117,7 @@ struct RenderJobs::Impl {
     Result<EncodedScene> encoded = parseEncodedScene(*payload, payload);
     SceneSource scene;
     std::string bad;
+    uint32_t channels = kernel::kBeautyChannels;
     if (!encoded.ok()) {
       bad = "render data: " + encoded.error().message;
     } else {
@@ -112,8 +130,8 @@ struct RenderJobs::Impl {
         bad = "render data: camera of " + std::to_string(camera->width) + "x" +
               std::to_string(camera->height) + ", frame of " +
               std::to_string(job->params().width) + "x" + std::to_string(job->params().height);
-      } else if (ControlOutcome big =
-                     filmSize(job->params(), kernel::filmChannels(camera->passes));
+      } else if (ControlOutcome big = filmSize(
+                     job->params(), channels = kernel::filmChannels(camera->passes));
                  !big.ok()) {
         PL_LOG_WARN("%s refused: %s", label.c_str(), big.message.c_str());
         job->fail(big.outcome, big.message);
@@ -125,8 +143,25 @@ struct RenderJobs::Impl {
       job->fail(ctl::Outcome::BAD_DATA, bad);
       return;
     }
+    const uint64_t serial = nextSerial++;
+    if (budget != nullptr) {
+      // Its payload and films, and the scene decoded for this machine's devices (their lease
+      // is the job's own: it reserves nothing more).
+      const uint64_t decoded = job->params().noLocal ? 0 : scene.encoded->manifest.rawBytes();
+      const MemoryHolder holder{MemoryHolder::Kind::RenderJob, serial};
+      MemoryGrant grant =
+          budget->reserve(holder, memoryOf(job->params(), payloadBytes, channels) + decoded);
+      if (!grant.granted) {
+        const std::string why = "render job: " + budget->refusalText(grant);
+        PL_LOG_WARN("%s refused: %s", label.c_str(), why.c_str());
+        job->fail(ctl::Outcome::BUSY, why);
+        return;
+      }
+      node.memoryEvicted(grant.evict);  // warm workers that made room
+    }
     auto running = std::make_unique<Running>();
     Running* r = running.get();
+    r->serial = serial;
     r->job = job;
     r->params = job->params();
     r->label = label;
@@ -164,13 +199,19 @@ struct RenderJobs::Impl {
     options.key = key;
     options.primaryName = r->params.primaryName;
     options.ownerToken = job->token();
+    options.timeLimit = std::chrono::milliseconds(r->params.timeLimitMs);
     RenderSessionEvents events;
-    events.onPass = [this, r](uint64_t, uint32_t spp, double) {
-      if (spp != r->params.spp || r->over) return;
+    // Done at the frame's spp, or at the last complete pass when the time limit ends it.
+    auto done = [this, r](uint32_t spp) {
+      if (r->over) return;
       r->over = true;
-      r->job->done(r->session->stats(/*finishing=*/true), r->session->film().committedSums());
+      r->job->done(r->session->stats(/*finishing=*/true), r->session->film().committedSums(), spp);
       end(*r, "");
     };
+    events.onPass = [r, done](uint64_t, uint32_t spp, double) {
+      if (spp == r->params.spp) done(spp);
+    };
+    events.onStopped = [done](uint64_t, uint32_t spp, double) { done(spp); };
     events.onFatal = [this, r](const std::string& message) {
       finish(*r, ctl::Outcome::FAILED, message);
     };
@@ -218,6 +259,7 @@ struct RenderJobs::Impl {
     if (r.owner) node.ownerJobEnded(r.job->token());
     if (error.empty()) PL_LOG_INFO("%s done", r.label.c_str());
     else PL_LOG_INFO("%s ended: %s", r.label.c_str(), error.c_str());
+    if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, r.serial});
     jobs.remove_if([&](const std::unique_ptr<Running>& j) { return j.get() == &r; });
     if (jobs.empty() && whenIdle) {
       auto callback = std::move(whenIdle);
@@ -227,11 +269,12 @@ struct RenderJobs::Impl {
   }
 };
 
-RenderJobs::RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch)
-    : impl_(std::make_unique<Impl>(loop, node, std::move(key), watch)) {}
+RenderJobs::RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch,
+                       MemoryBudget* budget)
+    : impl_(std::make_unique<Impl>(loop, node, std::move(key), watch, budget)) {}
 RenderJobs::~RenderJobs() = default;
-ControlOutcome RenderJobs::admit(const RenderJobParams& params) const {
-  return impl_->admit(params);
+ControlOutcome RenderJobs::admit(const RenderJobParams& params, uint64_t dataBytes) const {
+  return impl_->admit(params, dataBytes);
 }
 void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
 size_t RenderJobs::active() const { return impl_->jobs.size(); }

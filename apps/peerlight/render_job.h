@@ -11,7 +11,9 @@
 //
 // Refusals and failures are control.capnp Outcomes: admit() decides before any data travels
 // (badParams, tooLarge, busy, shuttingDown), start() once the data is in (badData, busy,
-// shuttingDown); a job that started ends ok, failed, or shuttingDown (cancelAll()).
+// shuttingDown); a job that started ends ok, failed, or shuttingDown (cancelAll()). A job with a
+// time limit (RenderJobParams::timeLimitMs) ends ok at the last complete pass once the limit has
+// passed, and its film says at how many samples per pixel.
 //
 // Threads: RenderJobs and every job's RenderSession (transport/render_session.h) live on the
 // daemon's one loop thread, with the control socket; this machine's devices are leased from the
@@ -29,6 +31,7 @@
 #include "transport/control_socket.h"
 
 namespace pl {
+class MemoryBudget;
 class NodeService;
 class PeerWatch;
 class RenderSession;
@@ -39,8 +42,10 @@ namespace pl::app {
 
 class RenderJobs {
  public:
-  // watch: mDNS nodes (may be null). node, loop and watch must outlive this object.
-  RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch);
+  // watch: mDNS nodes (may be null); budget: the daemon's memory budget (may be null). node,
+  // loop, watch and budget must outlive this object.
+  RenderJobs(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch,
+             MemoryBudget* budget = nullptr);
   // Cancels the jobs still running (their sessions end; their leases go).
   ~RenderJobs();
   RenderJobs(const RenderJobs&) = delete;
@@ -48,12 +53,14 @@ class RenderJobs {
 
   // Whether a job with these parameters would be taken now (ControlSocket::Callbacks::
   // admitRender, before its data travels): badParams for an invalid frame or localOnly with
-  // noLocal, tooLarge for a film of more than 4 GiB of sums, busy when kMaxJobs jobs run,
-  // shuttingDown after cancelAll().
-  ControlOutcome admit(const RenderJobParams& params) const;
+  // noLocal, tooLarge for a film of more than 4 GiB of sums, busy when kMaxJobs jobs run or
+  // when its `dataBytes` of render data and its films (as colour) do not fit in the memory
+  // budget now, shuttingDown after cancelAll().
+  ControlOutcome admit(const RenderJobParams& params, uint64_t dataBytes) const;
   // Takes a job whose data arrived (ControlSocket::Callbacks::renderRequested) and answers its
   // start() at once: refused (busy, shuttingDown, or badData when the data does not decode or
-  // its camera is not the frame) or accepted, and then the job runs as a RenderSession until it
+  // its camera is not the frame; busy when its payload and films, with its passes, do not fit
+  // in the memory budget: the job reserves them until it ends) or accepted, and then the job runs as a RenderSession until it
   // is done (the film), fails, or its client goes away.
   void start(std::shared_ptr<ControlRenderJob> job);
   static constexpr size_t kMaxJobs = 4;

@@ -30,6 +30,7 @@
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
 #include "apps/peerlight/render_setup.h"
+#include "apps/peerlight/session_request.h"
 #include "core/render/image_io.h"
 #include "core/scene/compile.h"
 #include "core/scene/load.h"
@@ -51,62 +52,6 @@ void emit(const Json& event) {
   line += '\n';
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
-}
-
-// A request that cannot be carried out: the op and, when known, the field it names.
-struct RequestError {
-  std::string field;
-  std::string message;
-};
-
-// Field readers: each throws RequestError naming the field.
-double number(const Json& j, const char* field) {
-  auto it = j.find(field);
-  if (it == j.end()) throw RequestError{field, std::string("missing field '") + field + "'"};
-  if (!it->is_number()) throw RequestError{field, std::string("'") + field + "' is not a number"};
-  const double v = it->get<double>();
-  if (!std::isfinite(v)) throw RequestError{field, std::string("'") + field + "' is not finite"};
-  return v;
-}
-
-std::optional<double> optionalNumber(const Json& j, const char* field) {
-  if (!j.contains(field)) return std::nullopt;
-  return number(j, field);
-}
-
-template <size_t N>
-std::array<double, N> numbers(const Json& j, const char* field) {
-  auto it = j.find(field);
-  if (it == j.end()) throw RequestError{field, std::string("missing field '") + field + "'"};
-  if (!it->is_array() || it->size() != N)
-    throw RequestError{field, std::string("'") + field + "' must be an array of " +
-                                  std::to_string(N) + " numbers"};
-  std::array<double, N> out{};
-  for (size_t i = 0; i < N; ++i) {
-    const Json& v = (*it)[i];
-    if (!v.is_number() || !std::isfinite(v.get<double>()))
-      throw RequestError{field, std::string("'") + field + "'[" + std::to_string(i) +
-                                    "] is not a finite number"};
-    out[i] = v.get<double>();
-  }
-  return out;
-}
-
-template <size_t N>
-std::optional<std::array<double, N>> optionalNumbers(const Json& j, const char* field) {
-  if (!j.contains(field)) return std::nullopt;
-  return numbers<N>(j, field);
-}
-
-std::string text(const Json& j, const char* field) {
-  auto it = j.find(field);
-  if (it == j.end()) throw RequestError{field, std::string("missing field '") + field + "'"};
-  if (!it->is_string()) throw RequestError{field, std::string("'") + field + "' is not a string"};
-  return it->get<std::string>();
-}
-
-kernel::Vec3f vec3(const std::array<double, 3>& a) {
-  return {float(a[0]), float(a[1]), float(a[2])};
 }
 
 // Lines from stdin, handed to the loop. The reader thread blocks in a read; it is detached, and
@@ -177,8 +122,6 @@ bool writeReplacing(const std::string& path,
 
 class SessionDriver {
  public:
-  static constexpr size_t kMaxBatchOps = 4096;  // edits in one `batch` request
-
   SessionDriver(const RenderArgs& args, Scene scene, CompileOptions options,
                 std::string passImage)
       : args_(args),
@@ -201,17 +144,14 @@ class SessionDriver {
       return;
     }
     if (line.find_first_not_of(" \t\r") == std::string::npos) return;
-    Json request = Json::parse(line, nullptr, false);
     std::string op;
+    Json id;
     try {
-      if (request.is_discarded() || !request.is_object())
-        throw RequestError{"", "not a JSON object: " + line.substr(0, 200)};
-      op = text(request, "op");
-      handle(op, request);
+      handle(parseSessionRequest(line, &op, &id));
     } catch (const RequestError& e) {
       Json event{{"event", "error"}, {"op", op}, {"message", e.message}};
       if (!e.field.empty()) event["field"] = e.field;
-      if (request.is_object() && request.contains("id")) event["id"] = request["id"];
+      if (!id.is_null()) event["id"] = id;
       emit(event);
     }
   }
@@ -262,6 +202,12 @@ class SessionDriver {
     writeDueSaves();
   }
 
+  // --time-limit ended the generation at `spp` (the last pass reported).
+  void onStopped(uint64_t generation, uint32_t spp, double seconds) {
+    emit({{"event", "stopped"}, {"generation", generation}, {"spp", spp}, {"seconds", seconds}});
+    writeDueSaves();
+  }
+
   void onNode(const NodeRenderStats& node, bool joined) {
     Json event{{"event", "node"},
                {"address", node.address},
@@ -283,25 +229,35 @@ class SessionDriver {
   struct PendingSave {
     std::string path;
     uint32_t spp;
+    // No spp asked: the generation's end, at its target or where --time-limit ended it.
+    bool whenFinished = false;
     uint64_t generation;
     Json id;
   };
 
-  void handle(const std::string& op, const Json& r) {
-    if (isEdit(op)) {
-      // On copies: a request that fails changes nothing.
-      Pending next{scene_, options_};
-      applyEdit(op, r, next);
-      return commit(next, op.c_str(), r);
-    }
-    if (op == "batch") return batch(r);
-    if (op == "save") return save(r);
-    if (op == "stats") return stats(r);
-    if (op == "peer") return peer(r);
-    if (op == "quit") return quit();
-    throw RequestError{"op", "unknown op '" + op +
-                                 "' (camera, env, material, transform, visibility, batch, save, "
-                                 "stats, peer, quit)"};
+  void handle(const SessionRequest& r) {
+    const Json& id = r.id;
+    std::visit(
+        [&](const auto& request) {
+          using T = std::decay_t<decltype(request)>;
+          if constexpr (std::is_same_v<T, SceneEdit>) {
+            // On copies: a request that fails changes nothing.
+            Pending next{scene_, options_};
+            applyEdit(request, next);
+            commit(next, r.op.c_str(), id);
+          } else if constexpr (std::is_same_v<T, BatchRequest>) {
+            batch(request, id);
+          } else if constexpr (std::is_same_v<T, SaveRequest>) {
+            save(request, id);
+          } else if constexpr (std::is_same_v<T, StatsRequest>) {
+            stats(id);
+          } else if constexpr (std::is_same_v<T, PeerRequest>) {
+            peer(request);
+          } else {
+            quit();
+          }
+        },
+        r.request);
   }
 
   // The scene and options an edit or a batch of them makes, before they are committed. The
@@ -318,56 +274,49 @@ class SessionDriver {
     }
   };
 
-  static bool isEdit(const std::string& op) {
-    return op == "camera" || op == "env" || op == "material" || op == "transform" ||
-           op == "visibility";
-  }
-
-  void applyEdit(const std::string& op, const Json& r, Pending& next) {
-    if (op == "camera") return camera(r, next);
+  // Applies one edit to `next`: the camera and the environment change only the options; the
+  // others a copy of the scene.
+  static void applyEdit(const SceneEdit& edit, Pending& next) {
+    if (const auto* camera = std::get_if<CameraEdit>(&edit)) {
+      if (Status s = applyCameraEdit(next.scene(), next.options, *camera); !s.ok())
+        throw RequestError{"", s.error().message};
+      return;
+    }
     next.recompile = true;
-    if (op == "env") return environment(r, next);
-    if (op == "material") return material(r, next);
-    if (op == "transform") return transform(r, next);
-    return visibility(r, next);
+    if (const auto* env = std::get_if<EnvironmentEdit>(&edit)) {
+      if (Status s = applyEnvironmentEdit(next.options, *env); !s.ok())
+        throw RequestError{env->mapPath.empty() ? "color" : "map", s.error().message};
+      return;
+    }
+    if (Status s = pl::applyEdit(next.sceneToEdit(), next.options, edit); !s.ok())
+      throw RequestError{"", s.error().message};
   }
 
   // Several edits as one generation (an animation frame: every transform, material and the
   // camera at once): applied in order, compiled once; all or nothing.
-  void batch(const Json& r) {
-    auto it = r.find("ops");
-    if (it == r.end() || !it->is_array() || it->empty() || it->size() > kMaxBatchOps)
-      throw RequestError{"ops", "'ops' must be an array of 1 to " + std::to_string(kMaxBatchOps) +
-                                    " edits"};
+  void batch(const BatchRequest& r, const Json& id) {
     Pending next{scene_, options_};
-    for (size_t i = 0; i < it->size(); ++i) {
-      const Json& edit = (*it)[i];
+    for (size_t i = 0; i < r.edits.size(); ++i) {
       const std::string where = "ops[" + std::to_string(i) + "]";
       try {
-        if (!edit.is_object()) throw RequestError{"", "not an object"};
-        const std::string op = text(edit, "op");
-        if (!isEdit(op))
-          throw RequestError{"op", "'" + op +
-                                       "' cannot be batched (camera, env, material, transform, "
-                                       "visibility)"};
-        applyEdit(op, edit, next);
+        applyEdit(r.edits[i], next);
       } catch (const RequestError& e) {
         throw RequestError{where + (e.field.empty() ? "" : "." + e.field),
                            where + ": " + e.message};
       }
     }
-    commit(next, "batch", r);
+    commit(next, "batch", id);
   }
 
   // A new generation of the edited state: only the camera changed, a camera update (no
   // recompile, nodes get the camera chunk); else the whole state compiled (nodes still get
   // only the chunks that changed).
-  void commit(Pending& next, const char* op, const Json& r) {
+  void commit(Pending& next, const char* op, const Json& id) {
     if (!next.recompile) {
       Result<kernel::Camera> camera = compileCamera(next.scene(), next.options);
       if (!camera.ok()) throw RequestError{"", camera.error().message};
       options_ = std::move(next.options);
-      announce(session_->updateCamera(*camera, args_.spp), op, r, args_.spp);
+      announce(session_->updateCamera(*camera, args_.spp), op, id, args_.spp);
       return;
     }
     Result<RenderData> compiled = compile(next.scene(), next.options);
@@ -376,119 +325,42 @@ class SessionDriver {
     options_ = std::move(next.options);
     announce(session_->update(std::make_shared<RenderData>(std::move(compiled).value()),
                               args_.spp),
-             op, r, args_.spp);
+             op, id, args_.spp);
   }
 
   // A Render Node to use from now on (as one found by mDNS): a `node` event follows when it
   // has joined.
-  void peer(const Json& r) {
-    const std::string address = text(r, "address");
-    if (!session_->addPeer(address))
-      throw RequestError{"address", "'" + address +
+  void peer(const PeerRequest& r) {
+    if (!session_->addPeer(r.address))
+      throw RequestError{"address", "'" + r.address +
                                         "' is not HOST:PORT, or this session has no cluster key "
                                         "(start it with --peer or --key-file)"};
   }
 
-  void camera(const Json& r, Pending& next) {
-    CameraEdit edit;
-    if (r.contains("camera")) {
-      edit.camera = r["camera"].is_number_unsigned() ? std::to_string(r["camera"].get<uint64_t>())
-                                                     : text(r, "camera");
-    } else {
-      LookAt lookAt;
-      if (r.contains("matrix")) {
-        const auto m = numbers<16>(r, "matrix");
-        std::array<float, 16> f{};
-        for (size_t i = 0; i < 16; ++i) f[i] = float(m[i]);
-        Result<LookAt> fromMatrix = lookAtFromMatrix(f);
-        if (!fromMatrix.ok()) throw RequestError{"matrix", fromMatrix.error().message};
-        lookAt = *fromMatrix;
-      } else {
-        lookAt.eye = vec3(numbers<3>(r, "eye"));
-        lookAt.target = vec3(numbers<3>(r, "target"));
-        if (r.contains("up")) lookAt.up = vec3(numbers<3>(r, "up"));
-      }
-      if (auto yfov = optionalNumber(r, "yfov")) lookAt.yfovDegrees = float(*yfov);
-      edit.lookAt = lookAt;
-    }
-    if (Status s = applyCameraEdit(next.scene(), next.options, edit); !s.ok())
-      throw RequestError{"", s.error().message};
-  }
-
-  void environment(const Json& r, Pending& next) {
-    EnvironmentEdit edit;
-    if (r.contains("map")) edit.mapPath = text(r, "map");
-    if (auto color = optionalNumbers<3>(r, "color")) edit.color = vec3(*color);
-    if (edit.mapPath.empty() && !edit.color)
-      throw RequestError{"color", "env needs 'color' [r, g, b] or 'map' (a .hdr/.exr file)"};
-    if (Status s = applyEnvironmentEdit(next.options, edit); !s.ok())
-      throw RequestError{edit.mapPath.empty() ? "color" : "map", s.error().message};
-  }
-
-  void material(const Json& r, Pending& next) {
-    MaterialEdit edit;
-    edit.material = text(r, "name");
-    edit.baseColorFactor = optionalNumbers<4>(r, "base_color");
-    edit.metallicFactor = optionalNumber(r, "metallic");
-    edit.roughnessFactor = optionalNumber(r, "roughness");
-    edit.emissiveFactor = optionalNumbers<3>(r, "emissive");
-    edit.emissiveStrength = optionalNumber(r, "emissive_strength");
-    edit.ior = optionalNumber(r, "ior");
-    edit.alphaCutoff = optionalNumber(r, "alpha_cutoff");
-    if (Status s = applyMaterialEdit(next.sceneToEdit(), edit); !s.ok())
-      throw RequestError{"", s.error().message};
-  }
-
-  void transform(const Json& r, Pending& next) {
-    NodeTransformEdit edit;
-    edit.node = text(r, "node");
-    edit.worldFromLocal = numbers<16>(r, "matrix");
-    if (Status s = applyNodeTransformEdit(next.sceneToEdit(), edit); !s.ok())
-      throw RequestError{"", s.error().message};
-  }
-
-  void visibility(const Json& r, Pending& next) {
-    VisibilityEdit edit;
-    if (r.contains("node")) edit.node = text(r, "node");
-    if (r.contains("mesh")) edit.mesh = text(r, "mesh");
-    auto it = r.find("visible");
-    if (it == r.end() || !it->is_boolean())
-      throw RequestError{"visible", "'visible' must be true or false"};
-    edit.visible = it->get<bool>();
-    if (Status s = applyVisibilityEdit(next.sceneToEdit(), edit); !s.ok())
-      throw RequestError{"", s.error().message};
-  }
-
-  static void announce(uint64_t generation, const char* op, const Json& r, uint32_t target) {
+  static void announce(uint64_t generation, const char* op, const Json& id, uint32_t target) {
     Json event{{"event", "generation"}, {"generation", generation}, {"op", op},
                {"target_spp", target}};
-    if (r.contains("id")) event["id"] = r["id"];
+    if (!id.is_null()) event["id"] = id;
     emit(event);
   }
 
-  void save(const Json& r) {
+  void save(const SaveRequest& r, const Json& id) {
     PendingSave s;
-    s.path = text(r, "path");
+    s.path = r.path;
     if (!isSupportedImagePath(s.path))
       throw RequestError{"path", s.path + ": unknown image format (use .png or .exr)"};
     std::error_code ec;
     std::filesystem::path parent = std::filesystem::path(s.path).parent_path();
     if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
       throw RequestError{"path", s.path + ": folder " + parent.string() + " does not exist"};
-    const uint32_t target = session_->targetSpp();
-    if (r.contains("spp")) {
-      const double spp = number(r, "spp");
-      if (spp < 1 || spp > 1e7 || spp != std::floor(spp))
-        throw RequestError{"spp", "'spp' must be a whole number from 1 to 10000000"};
-      s.spp = uint32_t(spp);
-    } else {
-      s.spp = target;
-    }
-    if (r.contains("id")) s.id = r["id"];
+    s.spp = r.spp ? *r.spp : session_->targetSpp();
+    s.whenFinished = !r.spp;
+    s.id = id;
     // Saving at N needs a film that holds exactly N samples per pixel at some point: when this
-    // generation's schedule never stops at N (or has gone past it), the same state starts
-    // again as a new generation whose target is N.
-    if (!session_->willReach(s.spp)) announce(session_->restart(s.spp), "save", r, s.spp);
+    // generation's schedule never stops at N (or has gone past it, or the time limit ended it
+    // before), the same state starts again as a new generation whose target is N.
+    if (!(s.whenFinished && session_->generationFinished()) && !session_->willReach(s.spp))
+      announce(session_->restart(s.spp), "save", id, s.spp);
     s.generation = session_->generation();
     saves_.push_back(std::move(s));
     writeDueSaves();
@@ -497,6 +369,7 @@ class SessionDriver {
   void writeDueSaves() {
     const uint64_t generation = session_->generation();
     const uint32_t committed = session_->film().committedSamples();
+    const bool finished = session_->generationFinished();
     for (auto it = saves_.begin(); it != saves_.end();) {
       if (it->generation != generation) {  // an update came first: that state is gone
         Json event{{"event", "error"},
@@ -508,7 +381,20 @@ class SessionDriver {
         it = saves_.erase(it);
         continue;
       }
-      if (it->spp != committed) {
+      if (finished && it->spp > committed && !it->whenFinished) {
+        Json event{{"event", "error"},
+                   {"op", "save"},
+                   {"field", "spp"},
+                   {"message", it->path + ": the time limit ended generation " +
+                                   std::to_string(generation) + " at " +
+                                   std::to_string(committed) + " spp, before " +
+                                   std::to_string(it->spp) + " (save without spp, or fewer)"}};
+        if (!it->id.is_null()) event["id"] = it->id;
+        emit(event);
+        it = saves_.erase(it);
+        continue;
+      }
+      if (it->spp != committed && !(it->whenFinished && finished)) {
         ++it;
         continue;
       }
@@ -527,7 +413,7 @@ class SessionDriver {
     }
   }
 
-  void stats(const Json& r) {
+  void stats(const Json& id) {
     const ClusterRenderStats s = session_->stats();
     Json nodes = Json::array();
     for (const NodeRenderStats& n : s.nodes) nodes.push_back(nodeJson(n));
@@ -548,7 +434,7 @@ class SessionDriver {
                {"render_data_encode_seconds", s.encodeSeconds},
                {"devices", devices},
                {"nodes", nodes}};
-    if (r.contains("id")) event["id"] = r["id"];
+    if (!id.is_null()) event["id"] = id;
     emit(event);
   }
 
@@ -615,6 +501,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
   cluster.start = commandStart;
   cluster.scheduler.firstPassSamples = 1;  // the first pass after an update comes fast
   cluster.noDeviceTimeout = std::chrono::milliseconds(0);  // a session waits for nodes
+  cluster.timeLimit = std::chrono::milliseconds(int64_t(args.timeLimit * 1000.0));
 
   bool failed = false;
   {
@@ -623,6 +510,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
     RenderSessionEvents events;
     events.onPass = [&](uint64_t g, uint32_t spp, double s) { driver.onPass(g, spp, s); };
     events.onNode = [&](const NodeRenderStats& n, bool joined) { driver.onNode(n, joined); };
+    events.onStopped = [&](uint64_t g, uint32_t spp, double s) { driver.onStopped(g, spp, s); };
     events.onFatal = [&](const std::string& message) { driver.onFatal(message); };
     {
       RenderSession session(loop, cluster, events);
@@ -670,6 +558,10 @@ void addSessionCommand(CLI::App& app) {
   cmd->add_flag("--no-cache", args->noCache,
                 "Compile the scene even when the compiled cache (~/.cache/peerlight/compiled) "
                 "holds it");
+  cmd->add_option("--time-limit", args->timeLimit,
+                  "Seconds each generation renders at most: it ends at its last complete pass "
+                  "(a `stopped` event); a save without spp writes that image")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--pass-image", *passImage,
                   "Write every pass's image to this file (.exr or .png; replaced at each pass, "
                   "never half written); the pass event names it")

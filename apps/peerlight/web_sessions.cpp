@@ -6,6 +6,7 @@
 #include <list>
 #include <thread>
 
+#include "core/cluster/memory_budget.h"
 #include "core/scene/compile.h"
 #include "core/scene/load.h"
 #include "core/scene/scene_edit.h"
@@ -30,18 +31,37 @@ struct WebSessions::Impl {
   NodeService& node;
   ClusterKey key;
   PeerWatch* watch;
+  MemoryBudget* budget;  // may be null
   WebSessions& owner;
   std::list<std::unique_ptr<Entry>> entries;
   uint64_t nextId = 1;
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
 
-  Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch, WebSessions& owner)
-      : loop(loop), node(node), key(std::move(key)), watch(watch), owner(owner) {}
+  Impl(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch, MemoryBudget* budget,
+       WebSessions& owner)
+      : loop(loop), node(node), key(std::move(key)), watch(watch), budget(budget), owner(owner) {}
 
   ~Impl() {
     *alive = false;
-    for (auto& e : entries)
+    for (auto& e : entries) {
       if (e->loader.joinable()) e->loader.join();
+      releaseMemory(*e);
+    }
+  }
+
+  static uint64_t filmBytes(const Info& info) {
+    return uint64_t(info.width) * info.height * kernel::kBeautyChannels * sizeof(int64_t);
+  }
+  // Sets the session's reservation; the refusal's words when it does not fit.
+  Status reserveMemory(const Info& info, uint64_t bytes) {
+    if (budget == nullptr) return Status();
+    MemoryGrant grant = budget->reserve({MemoryHolder::Kind::PageSession, info.id}, bytes);
+    if (!grant.granted) return Error{budget->refusalText(grant)};
+    node.memoryEvicted(grant.evict);
+    return Status();
+  }
+  void releaseMemory(const Entry& e) {
+    if (budget != nullptr) budget->release({MemoryHolder::Kind::PageSession, e.info.id});
   }
 
   Entry* find(uint64_t id) {
@@ -72,9 +92,15 @@ struct WebSessions::Impl {
 
   void loaded(Entry& e, Result<Scene> scene, Result<RenderData> data) {
     if (e.loader.joinable()) e.loader.join();
-    if (!scene.ok() || !data.ok()) {
+    Status fits = scene.ok() && data.ok()
+                      ? reserveMemory(e.info, 2 * data->byteSize() + filmBytes(e.info))
+                      : Status();
+    if (!scene.ok() || !data.ok() || !fits.ok()) {
+      releaseMemory(e);
       e.info.state = "failed";
-      e.info.error = !scene.ok() ? scene.error().message : data.error().message;
+      e.info.error = !scene.ok()  ? scene.error().message
+                     : !data.ok() ? data.error().message
+                                  : "scene: " + fits.error().message;
       PL_LOG_WARN("web session %llu: %s", (unsigned long long)e.info.id, e.info.error.c_str());
       return changed();
     }
@@ -100,6 +126,7 @@ struct WebSessions::Impl {
       entry->info.state = "failed";
       entry->info.error = message;
       entry->info.session = nullptr;
+      releaseMemory(*entry);
       // Destroyed a turn later: we are inside its callback.
       auto dead = std::make_shared<std::unique_ptr<RenderSession>>(std::move(entry->session));
       loop.post([dead] { dead->reset(); });
@@ -108,6 +135,7 @@ struct WebSessions::Impl {
     e.session = std::make_unique<RenderSession>(loop, options, events);
     if (Status s = e.session->start(shared, e.info.spp); !s.ok()) {
       e.session.reset();
+      releaseMemory(e);
       e.info.state = "failed";
       e.info.error = s.error().message;
       return changed();
@@ -118,8 +146,9 @@ struct WebSessions::Impl {
   }
 };
 
-WebSessions::WebSessions(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch)
-    : impl_(std::make_unique<Impl>(loop, node, std::move(key), watch, *this)) {}
+WebSessions::WebSessions(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch,
+                         MemoryBudget* budget)
+    : impl_(std::make_unique<Impl>(loop, node, std::move(key), watch, budget, *this)) {}
 
 WebSessions::~WebSessions() = default;
 
@@ -140,7 +169,14 @@ Result<uint64_t> WebSessions::start(const std::string& scene, uint32_t width, ui
 
   auto entry = std::make_unique<Impl::Entry>();
   Impl::Entry* e = entry.get();
-  e->info.id = impl_->nextId++;
+  e->info.id = impl_->nextId;
+  e->info.width = width;
+  e->info.height = height;
+  // While it loads: its film and twice the file (the scene, then its compiled data).
+  if (Status s = impl_->reserveMemory(e->info, 2 * uint64_t(st.st_size) + Impl::filmBytes(e->info));
+      !s.ok())
+    return Error{"scene: " + s.error().message};
+  impl_->nextId++;
   e->info.scene = scene;
   e->info.state = "loading";
   e->info.width = width;
@@ -187,6 +223,7 @@ Status WebSessions::cancel(uint64_t id) {
   for (auto it = impl_->entries.begin(); it != impl_->entries.end(); ++it) {
     if ((*it)->info.id != id) continue;
     if ((*it)->loader.joinable()) return Error{"session " + std::to_string(id) + ": loading"};
+    impl_->releaseMemory(**it);
     impl_->entries.erase(it);
     impl_->changed();
     return Status();

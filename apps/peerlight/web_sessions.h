@@ -23,6 +23,7 @@ class NodeService;
 class PeerWatch;
 class RenderSession;
 class UvKjLoop;
+class MemoryBudget;
 }  // namespace pl
 
 namespace pl::app {
@@ -31,7 +32,11 @@ class WebSessions {
  public:
   static constexpr size_t kMaxSessions = 4;
 
-  WebSessions(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch);
+  // budget: the daemon's memory budget (may be null). A session reserves its film and twice its
+  // scene file's size while it loads, then its film and twice its compiled data; a session that
+  // does not fit fails with busy.
+  WebSessions(UvKjLoop& loop, NodeService& node, ClusterKey key, PeerWatch* watch,
+              MemoryBudget* budget = nullptr);
   ~WebSessions();
   WebSessions(const WebSessions&) = delete;
   WebSessions& operator=(const WebSessions&) = delete;

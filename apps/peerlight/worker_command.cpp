@@ -72,6 +72,10 @@ struct WorkerArgs {
   options.minTtlMs = 1000;
   options.maxTtlMs = std::numeric_limits<uint32_t>::max();
   options.defaultTtlMs = options.maxTtlMs;
+  // No second chunk cache: the daemon keeps the encoded chunks. Those it hands over are pinned
+  // here until their load, and dropped then; a later load copies what it shares with the scenes
+  // decoded here (missing() reports those present), so only changed chunks come again.
+  options.chunkCacheBytes = 0;
   {
     UvKjLoop loop;
     NodeService node(loop, ClusterKey{std::vector<uint8_t>(32, 0)}, std::move(*devices),

@@ -22,6 +22,8 @@ std::string leaseEndText(LeaseEnd end, const std::string& detail) {
       return detail.empty() ? "node shutting down" : detail;
     case LeaseEnd::WorkerFailed:
       return detail.empty() ? "worker failed" : detail;
+    case LeaseEnd::MemoryBudget:
+      return detail.empty() ? "busy: over the node's memory budget" : detail;
   }
   PL_CHECK(false);
   return "";

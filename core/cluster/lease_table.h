@@ -59,6 +59,7 @@ enum class LeaseEnd {
   RevokedFairShare,  // a Primary holding fewer devices took some of them
   NodeShutdown,      // the node ended every lease (it is stopping, or was told to)
   WorkerFailed,      // its worker process hung, crashed, exited or could not start
+  MemoryBudget,      // a load did not fit in the node's memory budget (core/cluster/memory_budget.h)
 };
 
 // The human text of an ending, as the node logs it ("lease 3 of P ended: <text>"):
@@ -69,6 +70,7 @@ enum class LeaseEnd {
 //   RevokedFairShare  "revoked: fair share" + (detail empty ? "" : " (<detail>)")
 //   NodeShutdown      detail, or "node shutting down" when empty
 //   WorkerFailed      detail, or "worker failed" when empty
+//   MemoryBudget      detail, or "busy: over the node's memory budget" when empty
 std::string leaseEndText(LeaseEnd end, const std::string& detail = "");
 
 // One lease that ended, and why. `devices` were free from the moment it ended.

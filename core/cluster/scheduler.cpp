@@ -20,6 +20,8 @@ Status Scheduler::validateFrame(const FrameSpec& frame) {
                  std::to_string(kMaxImageDimension)};
   if (frame.spp == 0) return Error{"frame: 0 samples per pixel"};
   if (frame.tileSize == 0) return Error{"frame: tile size 0"};
+  if (frame.channels == 0 || frame.channels > 64)
+    return Error{"frame: " + std::to_string(frame.channels) + " sums per pixel outside 1..64"};
   return Status();
 }
 
@@ -31,7 +33,8 @@ Scheduler::Scheduler(const FrameSpec& frame, const SchedulerOptions& options)
   options_.defaultMaxInFlight = std::max<uint32_t>(1, options_.defaultMaxInFlight);
   options_.maxCopies = std::max<uint32_t>(1, options_.maxCopies);
   options_.initialUnitWork = std::max<uint64_t>(1, options_.initialUnitWork);
-  options_.maxUnitPixels = std::max<uint64_t>(1, options_.maxUnitPixels);
+  // A unit's result is at most maxUnitPixels pixels of colour: fewer pixels with more sums each.
+  options_.maxUnitPixels = std::max<uint64_t>(1, options_.maxUnitPixels * 3 / frame.channels);
   options_.growthFactor = std::max(1.0, options_.growthFactor);
   options_.rateSmoothing = std::clamp(options_.rateSmoothing, 0.01, 1.0);
 
@@ -213,7 +216,7 @@ std::optional<uint64_t> Scheduler::pickDuplicate(const DeviceState& d) const {
 
 std::optional<WorkUnit> Scheduler::nextUnit(DeviceId id, SchedulerTime now) {
   DeviceState& d = device(id, now);
-  if (d.inFlight.size() >= d.maxInFlight) return std::nullopt;
+  if (d.inFlight.size() >= d.maxInFlight || finished(now)) return std::nullopt;
   const uint64_t budget = budgetFor(d);
   std::optional<uint64_t> pieceId;
   bool duplicate = false;

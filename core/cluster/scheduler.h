@@ -48,6 +48,14 @@ struct FrameSpec {
   uint32_t width = 0, height = 0;  // pixels, 1 .. kMaxImageDimension
   uint32_t spp = 0;                // samples per pixel, >= 1
   uint32_t tileSize = 64;          // pixels, square tiles clipped at the image border
+  // Sums per pixel of the film (3: colour; 10 with passes, kernel::filmChannels()), 1..64:
+  // a unit holds at most SchedulerOptions::maxUnitPixels * 3 / channels pixels, so that its
+  // result is as many bytes whatever the passes.
+  uint32_t channels = 3;
+  // A time limit: once `now` reaches the deadline and a pass is complete, the frame is over at
+  // the last complete pass (finished(), finishedSamples()); before the first pass completes it
+  // goes on. nullopt: the frame ends at spp.
+  std::optional<SchedulerTime> deadline;
 };
 
 struct SchedulerOptions {
@@ -115,6 +123,16 @@ class Scheduler {
 
   // Every pixel sample of the frame has been accepted exactly once.
   bool done() const { return acceptedWork_ == totalWork_; }
+  // The frame is over: done(), or its deadline (FrameSpec::deadline) has come with a pass
+  // complete. nextUnit() hands out nothing once it is.
+  bool finished(SchedulerTime now) const {
+    return done() || (frame_.deadline && now >= *frame_.deadline && completedPasses_ > 0);
+  }
+  // The samples per pixel the film holds when finished(now): spp, or the end of the last
+  // complete pass when the deadline stopped it.
+  uint32_t finishedSamples(SchedulerTime now) const {
+    return done() || !finished(now) ? frame_.spp : completedSamples();
+  }
 
   // Progressive passes: the pass a unit belongs to (every unit lies inside one pass), and how
   // many leading passes are complete (every pixel sample of passes [0, completedPasses()) has

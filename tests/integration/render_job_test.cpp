@@ -55,9 +55,11 @@ class RenderJobTest : public testing::DaemonTest {
  protected:
   RenderJobTest() : DaemonTest(17) {}
   // A daemon with one render thread, with (`control`) or without a control socket.
-  std::string startDaemon(const std::string& name, bool control) {
+  std::string startDaemon(const std::string& name, bool control,
+                          std::vector<std::string> extraArgs = {}) {
     NodeSpec spec;
     spec.controlSocket = control;
+    spec.extraArgs = std::move(extraArgs);
     std::string address = startNode(name, spec);
     // The daemon prints its address before it opens the control socket.
     if (control && !address.empty())
@@ -453,6 +455,81 @@ TEST_F(RenderJobTest, BadRequestsGetATypedOutcomeAndTheDaemonKeepsServing) {
   expectIdenticalToLocal("after", "32x32", 4);
 }
 
+// A time-limited render handed to the daemon (--time-limit): the daemon's session stops at the
+// last complete pass after the limit (the Scheduler's deadline), hands over the film with its
+// samples per pixel, and the image is bitwise a local render of exactly that many.
+TEST_F(RenderJobTest, ATimeLimitedJobStopsAtACompletePassBitwiseThatSpp) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  auto render = startJob("64x64", 1u << 20, "limited",
+                         {"--control-socket", socketOf("a"), "--time-limit", "1"});
+  nlohmann::json run = finish(*render, "limited");
+  ASSERT_TRUE(run.is_object()) << render->out();
+  EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+  const uint32_t reached = run["spp"].get<uint32_t>();
+  EXPECT_GE(reached, 1u);
+  EXPECT_LT(reached, 1u << 20);
+  EXPECT_EQ(reached & (reached - 1), 0u) << "a pass ends at a power of two: " << reached;
+  expectIdenticalToLocal("limited", "64x64", reached);
+}
+
+// The daemon's one memory budget (--memory-budget): a job whose payload and films do not fit is
+// answered busy, before its data travels (as colour) or at start() (with its passes, once the
+// data says so); the daemon keeps serving, and a job that fits renders the local image.
+TEST_F(RenderJobTest, JobsBeyondTheMemoryBudgetAreBusyAndTheDaemonServesOn) {
+  // 64 MiB, of which the chunk cache holds a quarter: 48 MiB for jobs.
+  std::string a = startDaemon("a", true, {"--memory-budget", "64"});
+  ASSERT_FALSE(a.empty());
+  {
+    UvKjLoop loop;
+    auto opened = ControlConnection::open(loop, socketOf("a"));
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    // 1024x1024: films of 2 x 24 MiB as colour, with 1 MiB of data: beyond 48 MiB.
+    auto big = requestJob(loop, **opened, "bud1", frame(1024, 1024, 1), 1 << 20);
+    EXPECT_EQ(big.getOutcome(), ctl::Outcome::BUSY) << big.getMessage().cStr();
+    EXPECT_NE(std::string(big.getMessage().cStr()).find("memory budget of 64 MiB"),
+              std::string::npos)
+        << big.getMessage().cStr();
+
+    // 640x640: 2 x 9.4 MiB as colour, admitted; with passes 2 x 31 MiB: busy at start().
+    CompileOptions options;
+    options.width = options.height = 640;
+    options.passes = kernel::kAllPasses;
+    Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
+    ASSERT_TRUE(data.ok()) << data.error().message;
+    ChunkStore chunks;
+    const std::vector<uint8_t> bytes = serializeEncodedScene(encodeRenderData(*data, chunks), chunks);
+    auto other = ControlConnection::open(loop, socketOf("a"));
+    ASSERT_TRUE(other.ok());
+    auto reply = requestJob(loop, **other, "bud2", frame(640, 640, 1), bytes.size());
+    ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK) << reply.getMessage().cStr();
+    ctl::RenderJob::Client job = reply.getJob();
+    for (size_t at = 0; at < bytes.size(); at += kControlChunkBytes) {
+      const size_t n = std::min<size_t>(kControlChunkBytes, bytes.size() - at);
+      write(loop, job, std::string(reinterpret_cast<const char*>(bytes.data()) + at, n));
+    }
+    auto answer = waitFor(loop, job.startRequest().send());
+    EXPECT_EQ(answer.getOutcome(), ctl::Outcome::BUSY) << answer.getMessage().cStr();
+    EXPECT_NE(std::string(answer.getMessage().cStr()).find("memory budget"), std::string::npos)
+        << answer.getMessage().cStr();
+  }
+  const std::string log = node("a").err();
+  EXPECT_GE(count(log, "memory budget"), 2u) << log;
+  EXPECT_TRUE(node("a").running()) << log;
+  auto render = startJob("32x32", 4, "fits", {"--control-socket", socketOf("a")});
+  nlohmann::json run = finish(*render, "fits");
+  EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+  expectIdenticalToLocal("fits", "32x32", 4);
+  // Two jobs one after the other that each need more than half of what is left (films of
+  // 2 x 18.5 MiB): the first gave its reservation back, or the second would be refused (and
+  // rendered in process instead).
+  for (const char* tag : {"big1", "big2"}) {
+    auto big = startJob("900x900", 1, tag, {"--control-socket", socketOf("a")});
+    nlohmann::json bigRun = finish(*big, tag);
+    EXPECT_EQ(bigRun["node_daemon"], socketOf("a")) << big->err();
+  }
+}
+
 // Bytes that are no Cap'n Proto message, a frame beyond the size limit (refused from its header,
 // before anything is allocated) and a malformed message: each closes only its own connection,
 // with the reason in the Abort message the client receives and once in the daemon's log.
@@ -515,10 +592,11 @@ TEST_F(RenderJobTest, GarbageClosesOnlyThatConnectionAndSaysWhy) {
 // request declares, before any data travels, and given back when the job is dropped or its
 // connection closes mid-upload.
 TEST_F(RenderJobTest, UploadsAreBoundedAndGivenBack) {
-  std::string a = startDaemon("a", true);
-  ASSERT_FALSE(a.empty());
   const uint64_t memory = physicalMemoryBytes();
   const uint64_t bound = memory == 0 ? uint64_t(1) << 30 : memory / 2;  // as node_command.cpp
+  // A memory budget that takes two such uploads: this is the upload bound's test.
+  std::string a = startDaemon("a", true, {"--memory-budget", std::to_string(bound >> 19)});
+  ASSERT_FALSE(a.empty());
   const RenderJobParams good = frame(16, 16, 1);
   UvKjLoop loop;
   auto c1 = ControlConnection::open(loop, socketOf("a"));

@@ -319,3 +319,44 @@ TEST_F(SessionTest, ClientGoingAwayEndsTheSessionAndFreesTheLease) {
 
 }  // namespace
 }  // namespace pl
+
+namespace pl {
+namespace {
+
+// --time-limit: each generation ends at its last complete pass after the limit (a `stopped`
+// event); a save without spp writes that image, bitwise `peerlight render --spp` of that count;
+// a save asking for more than the generation reached is an error naming spp; a camera move
+// starts a generation with its own limit.
+TEST_F(SessionTest, ATimeLimitEndsEachGenerationAtACompletePass) {
+  startSession({"--local-only", "--threads", "1", "--time-limit", "0.5"}, "1048576");
+  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; })) << session_->err();
+  std::optional<Json> stopped = waitEvent([](const Json& e) { return e["event"] == "stopped"; });
+  ASSERT_TRUE(stopped) << session_->err();
+  const uint32_t reached = (*stopped)["spp"].get<uint32_t>();
+  EXPECT_GE(reached, 1u);
+  EXPECT_LT(reached, 1048576u);
+  EXPECT_EQ((*stopped)["generation"], 1);
+  send({{"op", "save"}, {"path", dir_.file("limited.exr")}, {"id", "s1"}});
+  std::optional<Json> saved = waitEventWithId("s1", true);
+  ASSERT_TRUE(saved);
+  ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+  EXPECT_EQ((*saved)["spp"], reached);
+  testing::expectSameExr(dir_.file("limited.exr"),
+                         render("limited", {"--spp", std::to_string(reached)}),
+                         "time-limited session save vs render");
+  // A later generation (a camera move) gets its own limit and stops too.
+  send({{"op", "camera"}, {"eye", {0.3, 1.0, 3.6}}, {"target", {0, 1, 0}}, {"id", "c"}});
+  ASSERT_TRUE(waitEvent([](const Json& e) {
+    return e["event"] == "stopped" && e["generation"] == 2;
+  })) << session_->err();
+  send({{"op", "save"}, {"path", dir_.file("never.exr")}, {"spp", 1048576}, {"id", "s2"}});
+  std::optional<Json> refused = waitEventWithId("s2", true);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ((*refused)["event"], "error") << refused->dump();
+  EXPECT_EQ((*refused)["field"], "spp") << refused->dump();
+  send({{"op", "quit"}});
+  EXPECT_EQ(session_->wait(10s), 0) << session_->err();
+}
+
+}  // namespace
+}  // namespace pl

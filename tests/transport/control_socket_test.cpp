@@ -46,7 +46,9 @@ class ControlSocketTest : public ::testing::Test {
     ControlSocket::Callbacks callbacks;
     callbacks.ownerStarted = [this](const std::string& token) { events_.push_back("start " + token); };
     callbacks.ownerEnded = [this](const std::string& token) { events_.push_back("end " + token); };
-    callbacks.admitRender = [this](const RenderJobParams& params) { return admit_(params); };
+    callbacks.admitRender = [this](const RenderJobParams& params, uint64_t) {
+      return admit_(params);
+    };
     callbacks.renderRequested = [this](std::shared_ptr<ControlRenderJob> job) {
       jobs_.push_back(job);
       onJob_(std::move(job));
@@ -232,6 +234,7 @@ TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
   params.peers = {"10.0.0.2:7421", "10.0.0.3:7421"};
   params.noMdns = true;
   params.primaryName = "host/42";
+  params.timeLimitMs = 1500;
   std::vector<int64_t> film(size_t(params.width) * params.height * 3);
   for (size_t i = 0; i < film.size(); ++i) film[i] = int64_t(i) * 1000003 - (int64_t(1) << 40);
   ClusterRenderStats stats;
@@ -251,7 +254,7 @@ TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
     job->accept();
     later = loop_.timer().afterDelay(20 * kj::MILLISECONDS).then([&, job] {
       job->progress(5, 10, stats);
-      job->done(stats, film);
+      job->done(stats, film, 2);  // as when a time limit ends it at a pass
     }).eagerlyEvaluate(nullptr);
   };
   std::vector<std::pair<uint64_t, uint64_t>> progress;
@@ -270,6 +273,8 @@ TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
   EXPECT_EQ(seen.peers, params.peers);
   EXPECT_EQ(seen.primaryName, "host/42");
   EXPECT_TRUE(seen.noMdns);
+  EXPECT_EQ(seen.timeLimitMs, 1500u);
+  EXPECT_EQ(result->spp, 2u);
   EXPECT_TRUE(result->sums == film) << "the film differs";
   EXPECT_EQ(result->stats.samples, stats.samples);
   ASSERT_EQ(result->stats.nodes.size(), 1u);
@@ -310,7 +315,7 @@ TEST_F(ControlSocketTest, RefusedBeforeStartFailedAfter) {
     job->accept();
     later = loop_.timer().afterDelay(10 * kj::MILLISECONDS).then([job] {
       job->fail(ctl::Outcome::FAILED, "no device left");
-      job->done({}, {});  // ignored: the job ended
+      job->done({}, {}, 1);  // ignored: the job ended
     }).eagerlyEvaluate(nullptr);
   };
   r = runRenderJob(loop_, path_, "tok", params, data, 48, nullptr, &refused);
@@ -352,7 +357,7 @@ TEST_F(ControlSocketTest, ClientGoneIsReportedOnce) {
   EXPECT_TRUE(turnUntil([&] { return gone > 0; }));
   EXPECT_FALSE(kept->connected());
   kept->progress(1, 2, {});  // dropped, harmlessly
-  kept->done({}, {});
+  kept->done({}, {}, 1);
   waitFor(loop_, loop_.timer().afterDelay(50 * kj::MILLISECONDS));
   EXPECT_EQ(gone, 1);
 }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cluster/memory_budget.h"
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
 #include "tests/transport/chunk_test_util.h"
@@ -692,6 +693,109 @@ TEST(NodeService, ConnectionLossMidLeaseFreesDevices) {
   held = Leased{nullptr, nullptr, 0, {}};
   nodeCap = nullptr;
   client.reset();
+}
+
+// The node's memory budget (NodeOptions::memoryBudget): a lease reserves the scenes it loads; a
+// load beyond the budget (a second, edited scene: decoded data of its own) fails, and the lease
+// ends typed MEMORY_BUDGET (busy), while the other lease renders on. A release gives the
+// reservation back.
+TEST(NodeService, ALoadBeyondTheMemoryBudgetEndsThatLeaseAsBusy) {
+  UvKjLoop loop;
+  const Scene& scene = cornellBox();
+  const uint64_t sceneBytes = scene.manifest.rawBytes();
+  MemoryBudget budget(sceneBytes * 3 / 2);  // one copy of the scene fits, not two
+  NodeOptions options;
+  options.memoryBudget = &budget;
+  TestNode node(loop, 2, options);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate(testKey(1));
+
+  Leased first = takeLease(loop, nodeCap, {0});
+  const Hash128 id = upload(loop, first.session, scene);
+  EXPECT_EQ(budget.reserved(), sceneBytes);
+  // Loading it again, or rendering it, reserves nothing more.
+  EXPECT_EQ(upload(loop, first.session, scene), id);
+  EXPECT_EQ(budget.reserved(), sceneBytes);
+
+  Scene edited;
+  edited.data = scene.data;
+  edited.data.materials[0].roughnessFactor = 0.25f;
+  ChunkEncodeOptions encode;
+  encode.maxChunkBytes = 16 << 10;
+  edited.manifest = encodeRenderData(edited.data, edited.store, encode);
+  Leased second = takeLease(loop, nodeCap, {1});
+  auto ended = second.lease.endedRequest().send();
+  expectFailure([&] { upload(loop, second.session, edited); }, "memory budget");
+  auto why = waitFor(loop, kj::mv(ended));
+  EXPECT_EQ(why.getReason(), proto::LeaseEnd::MEMORY_BUDGET);
+  const std::string detail = why.getDetail().cStr();
+  EXPECT_NE(detail.find("busy: lease 2 needs"), std::string::npos) << detail;
+  EXPECT_EQ(node->activeLeaseCount(), 1u);
+  EXPECT_EQ(budget.reserved(), sceneBytes);  // the refused lease reserved nothing
+
+  const WorkUnit unit = makeUnit(8, 8, 16, 16, 0, 2, 2);
+  EXPECT_EQ(renderRemote(loop, first.session, id, 0, unit).sums,
+            renderLocally(scene.data, unit).sums);
+  // Released: the reservation goes with the lease.
+  first = Leased{nullptr, nullptr, 0, {}};
+  waitFor(loop, nodeCap.infoRequest().send());
+  EXPECT_EQ(node->activeLeaseCount(), 0u);
+  EXPECT_EQ(budget.reserved(), 0u);
+}
+
+// A node without a chunk cache (a worker process: the daemon keeps the chunks) drops the chunks
+// after their load. An edited scene then needs only its changed chunks: missing() reports the
+// others present, held by the decoded data, and the load copies them from there. The image is
+// the local render's of the edited data.
+TEST(NodeService, WithoutACacheALoadCopiesTheChunksItSharesWithDecodedData) {
+  UvKjLoop loop;
+  const Scene& scene = cornellBox();
+  NodeOptions options;
+  options.chunkCacheBytes = 0;
+  TestNode node(loop, 1, options);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate(testKey(1));
+  Leased leased = takeLease(loop, nodeCap, {0});
+  size_t sent = 0;
+  const Hash128 first = upload(loop, leased.session, scene, &sent);
+  EXPECT_EQ(sent, scene.manifest.chunkHashes().size());
+  EXPECT_EQ(node->cachedChunkBytes(), 0u);  // nothing kept after the load
+
+  Scene edited;
+  edited.data = scene.data;
+  edited.data.materials[0].baseColorFactor = {0.2f, 0.9f, 0.3f, 1.0f};
+  ChunkEncodeOptions encode;
+  encode.maxChunkBytes = 16 << 10;
+  edited.manifest = encodeRenderData(edited.data, edited.store, encode);
+  const std::vector<Hash128> lacking = askMissing(loop, leased.session, edited.manifest.chunkHashes());
+  ASSERT_EQ(lacking.size(), 1u);  // the materials' chunk alone
+  const Hash128 second = upload(loop, leased.session, edited, &sent);
+  EXPECT_EQ(sent, 1u);
+  EXPECT_NE(second, first);
+  EXPECT_EQ(node->stats().scenesDecoded, 2u);
+  const WorkUnit unit = makeUnit(0, 0, 96, 64, 0, 2, 2);
+  EXPECT_EQ(renderRemote(loop, leased.session, second, 0, unit).sums,
+            renderLocally(edited.data, unit).sums);
+  EXPECT_EQ(node->cachedChunkBytes(), 0u);
+
+  // Another edit with another camera (decoded in full: new materials); then the first scene
+  // with that camera, which only the second edit's data holds: nothing is sent, and the load
+  // assembles it from both.
+  Scene movedEdit;
+  movedEdit.data = edited.data;
+  movedEdit.data.materials[0].roughnessFactor = 0.125f;
+  movedEdit.data.camera[0].position.x += 0.25f;
+  movedEdit.manifest = encodeRenderData(movedEdit.data, movedEdit.store, encode);
+  upload(loop, leased.session, movedEdit, &sent);
+  EXPECT_EQ(sent, 2u);  // the materials' chunk and the camera's
+  Scene moved;
+  moved.data = scene.data;
+  moved.data.camera[0] = movedEdit.data.camera[0];
+  moved.manifest = encodeRenderData(moved.data, moved.store, encode);
+  const Hash128 third = upload(loop, leased.session, moved, &sent);
+  EXPECT_EQ(sent, 0u);
+  EXPECT_EQ(renderRemote(loop, leased.session, third, 0, unit).sums,
+            renderLocally(moved.data, unit).sums);
 }
 
 TEST(NodeService, PingAnswersWhileADeviceRenders) {

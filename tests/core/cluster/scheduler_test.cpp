@@ -561,3 +561,78 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
 
 }  // namespace
 }  // namespace pl
+
+namespace pl {
+namespace {
+
+// The time limit (FrameSpec::deadline), on the manual clock: before the deadline nothing stops
+// the frame; at the deadline without a complete pass it goes on; the first pass that completes
+// after it ends the frame there, and no unit is handed out any more.
+TEST(SchedulerTest, ADeadlineEndsTheFrameAtTheLastCompletePass) {
+  FrameSpec frame{64, 64, 64, 64};
+  frame.deadline = at(1000);
+  SchedulerOptions options;
+  options.firstPassSamples = 1;
+  options.initialUnitWork = 64 * 64;  // one whole pass of one sample per unit at first
+  options.maxCopies = 1;
+  Scheduler s(frame, options);
+  EXPECT_FALSE(s.finished(at(0)));
+  EXPECT_FALSE(s.finished(at(1000)));  // due, but no pass is complete
+  std::optional<WorkUnit> first = s.nextUnit(kA, at(0));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->sampleBegin, 0u);
+  EXPECT_EQ(first->sampleEnd, 1u);
+  ASSERT_TRUE(s.complete(kA, *first, at(500)));
+  EXPECT_EQ(s.completedSamples(), 1u);
+  EXPECT_FALSE(s.finished(at(999)));  // a pass is complete, but the deadline has not come
+  EXPECT_EQ(s.finishedSamples(at(999)), 64u);
+  // Work goes on before the deadline: pass 1 ([1, 2)) is handed out and completes after it.
+  std::optional<WorkUnit> second = s.nextUnit(kA, at(999));
+  ASSERT_TRUE(second);
+  EXPECT_EQ(s.passOf(*second), 1u);
+  EXPECT_TRUE(s.finished(at(1000)));
+  EXPECT_EQ(s.finishedSamples(at(1000)), 1u);
+  EXPECT_FALSE(s.nextUnit(kB, at(1000)));  // nothing new once finished
+  // A result in flight still counts, and may complete the next pass: the frame ends there.
+  ASSERT_TRUE(s.complete(kA, *second, at(1200)));
+  EXPECT_EQ(s.completedSamples(), 2u);
+  EXPECT_EQ(s.finishedSamples(at(1200)), 2u);
+  EXPECT_FALSE(s.done());
+}
+
+TEST(SchedulerTest, ADeadlineMissedByTheFirstPassWaitsForIt) {
+  FrameSpec frame{32, 32, 8, 32};
+  frame.deadline = at(10);
+  SchedulerOptions options;
+  options.firstPassSamples = 1;
+  options.initialUnitWork = 16 * 16;  // a quarter of pass 0 per unit
+  Scheduler s(frame, options);
+  std::vector<WorkUnit> units;
+  for (int64_t t = 0; s.completedPasses() == 0; t += 20) {
+    std::optional<WorkUnit> u = s.nextUnit(kA, at(t));
+    ASSERT_TRUE(u) << "the first pass must be handed out in full, deadline or not";
+    ASSERT_TRUE(s.complete(kA, *u, at(t + 10)));
+    EXPECT_EQ(s.finished(at(t + 10)), s.completedPasses() > 0);
+  }
+  EXPECT_EQ(s.finishedSamples(at(1000)), 1u);
+}
+
+TEST(SchedulerTest, UnitsWithPassesHoldAsManySumsAsColourUnits) {
+  SchedulerOptions options;
+  options.maxUnitPixels = 3000;
+  options.initialUnitWork = 1u << 30;  // as large as allowed at once
+  FrameSpec colour{256, 256, 1, 16};
+  FrameSpec passes = colour;
+  passes.channels = 10;
+  EXPECT_FALSE(Scheduler::validateFrame(FrameSpec{8, 8, 1, 8, 0}).ok());
+  EXPECT_FALSE(Scheduler::validateFrame(FrameSpec{8, 8, 1, 8, 65}).ok());
+  Scheduler a(colour, options), b(passes, options);
+  std::optional<WorkUnit> ua = a.nextUnit(kA, at(0)), ub = b.nextUnit(kA, at(0));
+  ASSERT_TRUE(ua && ub);
+  EXPECT_LE(ua->tile.pixelCount(), 3000u);
+  EXPECT_GT(ua->tile.pixelCount(), 900u);
+  EXPECT_LE(ub->tile.pixelCount(), 900u);  // 3000 * 3 / 10 pixels of 10 sums
+}
+
+}  // namespace
+}  // namespace pl
