@@ -30,6 +30,7 @@ class FrameSession:
         self.camera = camera  # the name of the camera's node
         self.generation = session.ready["generation"]
         self.last_pass = None  # the last `pass` event seen
+        self.stopped = None  # the last `stopped` event seen (the time limit ended a generation)
 
     def close(self):
         self.session.close()
@@ -104,10 +105,12 @@ class Frame:
         env, _ = scene_report.environment(scene)
         self.camera = scene.camera.name if scene.camera is not None else None
         # What a session cannot change: a change of any of these starts a new one.
-        self.key = (self.width, self.height, s.samples, s.threads, s.devices, prefs.peers,
-                    prefs.key_file, env, prefs.binary, tuple(self.passes))
+        self.key = (self.width, self.height, s.samples, s.time_limit, s.threads, s.devices,
+                    prefs.peers, prefs.key_file, env, prefs.binary, tuple(self.passes))
         self.flags = settings.session_args(s, prefs, self.width, self.height, s.samples, None,
                                            env)
+        if s.time_limit > 0:  # each frame (a generation) ends at its last whole pass after it
+            self.flags += ["--time-limit", "%g" % s.time_limit]
         if self.passes:
             self.flags += ["--passes", ",".join(sorted(self.passes.values()))]
         self.lost = scene_report.what_is_lost(scene)
@@ -196,7 +199,8 @@ def _start(engine, binary, path, folder, exported, frame):
 
 def _stream_passes(engine, job, width, height, target, time_limit, passes):
     """Loads each pass of the job's current generation into the Render Result until it holds
-    `target` samples per pixel, the time limit passes, or the user cancels."""
+    `target` samples per pixel, the session's time limit ends the generation (its `stopped`
+    event: the last pass shown is then final), or the user cancels."""
     start = time.monotonic()
     result = engine.begin_result(0, 0, width, height)
     done = False
@@ -209,6 +213,8 @@ def _stream_passes(engine, job, width, height, target, time_limit, passes):
             event = job.session.poll(0.05)
             if event is not None and event.get("event") == "pass":
                 job.last_pass = event
+            if event is not None and event.get("event") == "stopped":
+                job.stopped = event
             p = job.last_pass
             if p is not None and p.get("generation") == job.generation and p is not shown:
                 shown = p
@@ -231,8 +237,14 @@ def _stream_passes(engine, job, width, height, target, time_limit, passes):
                 engine.update_progress(min(1.0, p["spp"] / float(target)))
                 engine.update_stats("", stats_line(p))
                 done = p["spp"] >= target
+            stop = job.stopped
+            if not done and stop is not None and stop.get("generation") == job.generation and \
+                    shown is not None and shown.get("spp") == stop.get("spp"):
+                done = True  # the time limit ended this frame at the pass shown
+            # A session that never says so (the time limit counts from its generation's start,
+            # a little after this frame's): give up a while after it.
             if not done and time_limit > 0 and shown is not None and \
-                    time.monotonic() - start >= time_limit:
+                    time.monotonic() - start >= time_limit + 5.0:
                 done = True
     finally:
         engine.end_result(result)

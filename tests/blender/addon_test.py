@@ -259,6 +259,20 @@ def run_all(binary, blender, cluster, env, tmp):
     check(same, "F12 is bitwise `peerlight render` of the same export at %d spp" % spp)
     check(mean > 0.01 and std > 0.01, "and not blank (mean %.4f, std %.4f)" % (mean, std))
 
+    # A time limit: the session ends the frame at its last whole pass, which F12 keeps.
+    limited = os.path.join(tmp, "limited.exr")
+    result, _ = blender.run("f12", env=kept, out=limited, spp=1 << 20, devices="LOCAL",
+                            time_limit=1)
+    reached = result.get("stopped_spp") or 0
+    check(result.get("ok") and 1 <= reached < (1 << 20) and result.get("seconds", 99) < 30,
+          "F12 with a time limit of 1 s ends at a whole pass (%s spp, %.1f s)" %
+          (reached, result.get("seconds", -1)))
+    limited_cli = os.path.join(tmp, "limited-cli.exr")
+    check(reached >= 1 and
+          cli_render(binary, env, export, limited_cli, reached, width, height) and
+          exr_compare(blender.env, limited, limited_cli)[0],
+          "and its image is bitwise `peerlight render --spp %s`" % reached)
+
     # The compositor's passes (Depth, Normal, Diffuse Color as the albedo), switched on in
     # the view layer: the same numbers as `peerlight render --passes` of the same export.
     layered = os.path.join(tmp, "f12-passes.exr")

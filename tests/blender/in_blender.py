@@ -109,6 +109,7 @@ def configure(scene):
     scene.render.engine = "PEERLIGHT"
     s = scene.peerlight
     s.samples = int(OPTIONS.get("spp", 16))
+    s.time_limit = float(OPTIONS.get("time_limit", 0))
     s.devices = OPTIONS.get("devices", "LOCAL")
     s.threads = int(OPTIONS.get("threads", 0))
     settings = scene.render.image_settings
@@ -125,6 +126,13 @@ def configure(scene):
 
 def f12(scene):
     scene.render.filepath = OPTIONS["out"]
+
+    def stopped(*_):  # before render_complete ends the job: where the time limit ended it
+        job = final_render._job
+        if job is not None and job.stopped is not None:
+            result["stopped_spp"] = job.stopped["spp"]
+
+    bpy.app.handlers.render_post.append(stopped)
     start = time.monotonic()
     print("peerlight-test: render starts", flush=True)
     try:
