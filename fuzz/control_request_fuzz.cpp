@@ -16,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kj::runCatchingExceptions([&] {
     capnp::FlatArrayMessageReader message(words, options);
     auto request = message.getRoot<pl::ctl::RenderRequest>();
-    (void)pl::validControlToken(std::string(request.getToken().cStr()));
+    const capnp::Text::Reader token = request.getToken();
+    (void)pl::validControlToken(std::string(token.begin(), token.size()));
     (void)pl::fromControl(request.getParams());
     (void)request.getDataBytes();
   });

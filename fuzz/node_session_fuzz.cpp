@@ -2,12 +2,15 @@
 // Cap'n Proto messages from bytes: the first byte picks the call (missing, put, load, render,
 // renew), the rest is read as a message (segment table and segments, as on the wire, with the
 // node's own traversal limit) whose root is that call's parameters, copied into the request.
-// One node with one CPU device and a lease on it serve every input, so that state carries over
-// (chunks put by one input can be loaded by the next): a malformed call must fail alone, and the
-// session must keep serving.
+// One node with one CPU device and a small memory budget serves every input, through a Primary's
+// own path (Gate.hello/authenticate, Node.lease: a lease the budget counts). Each lease starts
+// with the project's Cornell box put and loaded, so that a render of it can succeed whatever
+// input comes first; state carries over between inputs (what one puts, the next may load): a
+// malformed call must fail alone, and the session must keep serving.
 //
-// Render calls are bounded here to 64 x 64 pixels x 4 samples (the node bounds the pixels, not
-// the samples, of a unit its Primary asked for: a huge but valid unit is slow, not a bug).
+// Render calls of valid units larger than 64 x 64 pixels x 4 samples are skipped here (the node
+// bounds the pixels, not the samples, of a unit its Primary asked for: a huge valid unit is slow,
+// not a bug); everything else, reversed or out-of-image units included, goes to the node.
 #include <capnp/serialize.h>
 
 #include <cstdio>
@@ -19,6 +22,8 @@
 #include "fuzz/fuzz_target.h"
 #include "fuzz/seed_scene.h"
 #include "transport/chunk_codec.h"
+#include "core/cluster/memory_budget.h"
+#include "transport/auth.h"
 #include "transport/node_service.h"
 #include "transport/protocol_convert.h"
 #include "transport/uv_kj_loop.h"
@@ -30,21 +35,41 @@ using pl::proto::RenderSession;
 enum Call : uint8_t { kMissing = 0, kPut, kLoad, kRender, kRenew, kCalls };
 
 struct Harness {
-  Harness() {
+  Harness() : budget(16 << 20) {
     std::vector<std::unique_ptr<pl::Device>> devices;
     devices.push_back(std::make_unique<pl::CpuDevice>(1));
     pl::NodeOptions options;
     options.name = "fuzz";
     options.tls = false;
     options.codecThreads = 1;
-    options.chunkCacheBytes = 8 << 20;
+    options.chunkCacheBytes = 4 << 20;
     options.maxSceneBytes = 64 << 20;
-    node = std::make_unique<pl::NodeService>(loop, pl::ClusterKey{std::vector<uint8_t>(32, 7)},
-                                             std::move(devices), options);
-    nodeCap = node->newTrustedNode("fuzz");
+    options.memoryBudget = &budget;
+    node = std::make_unique<pl::NodeService>(loop, key, std::move(devices), options);
+    // Authenticated as a Primary is (auth.h): the node's proof is not checked here.
+    pl::proto::Gate::Client gate = node->newGate("fuzz");
+    const pl::Nonce mine = pl::randomNonce();
+    auto hello = gate.helloRequest();
+    hello.setProtocolVersion(pl::kProtocolVersion);
+    hello.setNonce(kj::arrayPtr(mine.data(), mine.size()));
+    hello.setPrimaryName("fuzz");
+    auto reply = hello.send().wait(loop.waitScope());
+    auto theirs = reply.getNonce();
+    const pl::Proof proof = pl::primaryProof(
+        key, std::span<const uint8_t>(theirs.begin(), theirs.size()), mine);
+    auto auth = gate.authenticateRequest();
+    auth.setProof(kj::arrayPtr(proof.data(), proof.size()));
+    nodeCap = auth.send().wait(loop.waitScope()).getNode();
+    seedChunks = pl::encodeRenderData(pl::fuzz::seedRenderData(), seedStore, seedEncoding());
   }
 
-  // A lease on device 0 (again, when the last one ended).
+  static pl::ChunkEncodeOptions seedEncoding() {
+    pl::ChunkEncodeOptions encode;
+    encode.maxChunkBytes = 16 << 10;
+    return encode;
+  }
+
+  // A lease on device 0 (again, when the last one ended), holding the seed scene.
   void ensureLease() {
     if (hasLease) return;
     auto request = nodeCap.leaseRequest();
@@ -53,9 +78,24 @@ struct Harness {
     lease = reply.getLease();
     session = reply.getSession();
     hasLease = true;
+    for (const pl::Hash128& hash : seedChunks.chunkHashes()) {
+      auto put = session.typelessRequest(capnp::typeId<RenderSession>(), 1, nullptr);
+      auto chunk = put.initAs<RenderSession::PutParams>().initChunk();
+      pl::toProto(hash, chunk.initHash());
+      const std::span<const uint8_t> bytes = *seedStore.find(hash);
+      chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
+      put.send().wait(loop.waitScope());
+    }
+    auto load = session.loadRequest();
+    pl::toProto(seedChunks, load.initManifest());
+    load.send().wait(loop.waitScope());
   }
 
   pl::UvKjLoop loop;
+  const pl::ClusterKey key{std::vector<uint8_t>(32, 7)};
+  pl::MemoryBudget budget;
+  pl::ChunkStore seedStore;
+  pl::ChunkManifest seedChunks;
   std::unique_ptr<pl::NodeService> node;
   pl::proto::Node::Client nodeCap = nullptr;
   pl::proto::Lease::Client lease = nullptr;
@@ -97,7 +137,11 @@ void call(Harness& h, uint8_t which, capnp::FlatArrayMessageReader& message) {
     case kRender: {
       auto params = message.getRoot<RenderSession::RenderParams>();
       const pl::WorkUnit unit = pl::fromProto(params.getUnit());
-      if (uint64_t(unit.tile.pixelCount()) * unit.sampleCount() > 64 * 64 * 4) break;
+      const bool slow = unit.sampleEnd > unit.sampleBegin &&
+                        uint64_t(unit.tile.pixelCount()) * (unit.sampleEnd - unit.sampleBegin) >
+                            64 * 64 * 4 &&
+                        unit.validate(1 << 14, 1 << 14).ok();
+      if (slow) break;
       auto request = h.session.renderRequest();
       request.setScene(params.getScene());
       request.setDevice(params.getDevice());
@@ -106,8 +150,9 @@ void call(Harness& h, uint8_t which, capnp::FlatArrayMessageReader& message) {
       break;
     }
     default: {
+      auto params = message.getRoot<pl::proto::Lease::RenewParams>();
       auto request = h.lease.renewRequest();
-      request.setHeldDevices(which);
+      request.setHeldDevices(params.getHeldDevices());
       request.send().wait(wait);
       break;
     }
@@ -152,9 +197,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
 std::vector<std::vector<uint8_t>> pl::fuzz::seeds() {
   pl::ChunkStore store;
-  pl::ChunkEncodeOptions encode;
-  encode.maxChunkBytes = 16 << 10;
-  const pl::ChunkManifest manifest = pl::encodeRenderData(seedRenderData(), store, encode);
+  const pl::ChunkManifest manifest =
+      pl::encodeRenderData(seedRenderData(), store, Harness::seedEncoding());
   const std::vector<pl::Hash128> hashes = manifest.chunkHashes();
   std::vector<std::vector<uint8_t>> out;
   {
@@ -191,7 +235,7 @@ std::vector<std::vector<uint8_t>> pl::fuzz::seeds() {
   }
   {
     capnp::MallocMessageBuilder m;
-    m.initRoot<RenderSession::PingParams>();
+    m.initRoot<pl::proto::Lease::RenewParams>().setHeldDevices(3);
     out.push_back(input(kRenew, m));
   }
   return out;

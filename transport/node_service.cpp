@@ -444,7 +444,16 @@ Status NodeService::Impl::admitLoad(LeaseState& lease, const ChunkManifest& mani
   scenes.emplace_back(key, manifest.rawBytes());
   while (scenes.size() > std::max<uint32_t>(options.maxScenesPerSession, 1)) scenes.pop_front();
   const MemoryHolder holder{MemoryHolder::Kind::Lease, uint64_t(lease.id)};
-  MemoryGrant grant = budget->reserve(holder, distinctSceneBytes(scenes));
+  const uint64_t bytes = distinctSceneBytes(scenes);
+  // What could never fit, even with nothing else here (the chunk cache's capacity aside), is
+  // refused as a scene beyond the node's limit is: the load fails, the lease stays.
+  const uint64_t room =
+      budget->capacity() - budget->heldBy({MemoryHolder::Kind::ChunkCache, 0});
+  if (bytes > room)
+    return Error{"load: the scene needs " + std::to_string(bytes >> 20) +
+                 " MiB of render data, more than this node accepts (its memory budget holds " +
+                 std::to_string(room >> 20) + " MiB for scenes)"};
+  MemoryGrant grant = budget->reserve(holder, bytes);
   if (!grant.granted) {
     const std::string why = budget->refusalText(grant);
     PL_LOG_WARN("lease %llu of %s: load refused: %s", (unsigned long long)lease.id,

@@ -289,7 +289,7 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSour
   cluster.primaryName = primaryName();
   cluster.ownerToken = ownerToken();
   cluster.start = commandStart;
-  cluster.timeLimit = std::chrono::milliseconds(int64_t(args.timeLimit * 1000.0));
+  cluster.timeLimit = timeLimitOf(args);
 
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
   ProgressBar bar;
@@ -321,10 +321,7 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
   params.noOwnerPreempt = args.noOwnerPreempt;
   params.noMdns = args.noMdns;
   params.primaryName = primaryName();
-  // Whole milliseconds, at least one (a limit never rounds to none).
-  params.timeLimitMs =
-      args.timeLimit > 0 ? uint32_t(std::clamp(std::ceil(args.timeLimit * 1000.0), 1.0, 4.0e9))
-                         : 0;
+  params.timeLimitMs = uint32_t(timeLimitOf(args).count());
   // The scene's encoded form (the daemon sends its chunks to nodes as they are): the cache
   // file's bytes, or encoded now.
   std::vector<uint8_t> encodedNow;

@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <cstdio>
 #include <thread>
@@ -67,6 +69,11 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
   cmd->add_option("--passes", args->passes,
                   "Passes for compositing and denoising, written as layers of the .exr: any of "
                   "albedo,normal,depth (the first surface the camera sees)");
+}
+
+std::chrono::milliseconds timeLimitOf(const RenderArgs& args) {
+  if (!(args.timeLimit > 0)) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(int64_t(std::ceil(std::min(args.timeLimit, 1.0e6) * 1000.0)));
 }
 
 CompileOptions compileOptionsFrom(const RenderArgs& args) {

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <span>
@@ -47,7 +48,7 @@ struct RenderArgs {
   float yfovDegrees = 0.0f;  // --yfov (0: the camera's)
   bool noCache = false;      // --no-cache: always load and compile
   std::string passes;        // --passes albedo,normal,depth
-  double timeLimit = 0;      // --time-limit SECONDS (render only); 0: none
+  double timeLimit = 0;      // --time-limit SECONDS (render and session); 0: none
 };
 
 // The flags both commands take (scene, image, sampling, devices, peers, key, camera).
@@ -56,6 +57,9 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& args);
 // The compile options the flags give (--size, --camera, --look-at/--yfov, --env, --seed,
 // --max-depth); exits with status 2 naming the flag on bad values.
 CompileOptions compileOptionsFrom(const RenderArgs& args);
+// --time-limit in whole milliseconds, rounded up (a limit never rounds to none); 0: none. The
+// flag is checked to be within 0 .. 10^6 s.
+std::chrono::milliseconds timeLimitOf(const RenderArgs& args);
 
 // The scene compiled with `options`: from the compiled cache (core/scene/compiled_cache.h) when
 // an unchanged scene was compiled the same way before, in its encoded form (mapped, not read:

@@ -145,13 +145,13 @@ class SessionDriver {
     }
     if (line.find_first_not_of(" \t\r") == std::string::npos) return;
     std::string op;
-    Json id;
+    std::optional<Json> id;
     try {
       handle(parseSessionRequest(line, &op, &id));
     } catch (const RequestError& e) {
       Json event{{"event", "error"}, {"op", op}, {"message", e.message}};
       if (!e.field.empty()) event["field"] = e.field;
-      if (!id.is_null()) event["id"] = id;
+      if (id) event["id"] = *id;
       emit(event);
     }
   }
@@ -232,17 +232,19 @@ class SessionDriver {
     // No spp asked: the generation's end, at its target or where --time-limit ended it.
     bool whenFinished = false;
     uint64_t generation;
-    Json id;
+    std::optional<Json> id;
   };
 
+  using Id = std::optional<Json>;  // a request's id, echoed in its events
+
   void handle(const SessionRequest& r) {
-    const Json& id = r.id;
+    const Id& id = r.id;
     std::visit(
         [&](const auto& request) {
           using T = std::decay_t<decltype(request)>;
           if constexpr (std::is_same_v<T, SceneEdit>) {
             // On copies: a request that fails changes nothing.
-            Pending next{scene_, options_};
+            Pending next{scene_, options_, false, std::nullopt};
             applyEdit(request, next);
             commit(next, r.op.c_str(), id);
           } else if constexpr (std::is_same_v<T, BatchRequest>) {
@@ -294,8 +296,8 @@ class SessionDriver {
 
   // Several edits as one generation (an animation frame: every transform, material and the
   // camera at once): applied in order, compiled once; all or nothing.
-  void batch(const BatchRequest& r, const Json& id) {
-    Pending next{scene_, options_};
+  void batch(const BatchRequest& r, const Id& id) {
+    Pending next{scene_, options_, false, std::nullopt};
     for (size_t i = 0; i < r.edits.size(); ++i) {
       const std::string where = "ops[" + std::to_string(i) + "]";
       try {
@@ -305,13 +307,14 @@ class SessionDriver {
                            where + ": " + e.message};
       }
     }
+    if (r.error) throw *r.error;  // the first edit that did not parse, after those before it
     commit(next, "batch", id);
   }
 
   // A new generation of the edited state: only the camera changed, a camera update (no
   // recompile, nodes get the camera chunk); else the whole state compiled (nodes still get
   // only the chunks that changed).
-  void commit(Pending& next, const char* op, const Json& id) {
+  void commit(Pending& next, const char* op, const Id& id) {
     if (!next.recompile) {
       Result<kernel::Camera> camera = compileCamera(next.scene(), next.options);
       if (!camera.ok()) throw RequestError{"", camera.error().message};
@@ -337,14 +340,14 @@ class SessionDriver {
                                         "(start it with --peer or --key-file)"};
   }
 
-  static void announce(uint64_t generation, const char* op, const Json& id, uint32_t target) {
+  static void announce(uint64_t generation, const char* op, const Id& id, uint32_t target) {
     Json event{{"event", "generation"}, {"generation", generation}, {"op", op},
                {"target_spp", target}};
-    if (!id.is_null()) event["id"] = id;
+    if (id) event["id"] = *id;
     emit(event);
   }
 
-  void save(const SaveRequest& r, const Json& id) {
+  void save(const SaveRequest& r, const Id& id) {
     PendingSave s;
     s.path = r.path;
     if (!isSupportedImagePath(s.path))
@@ -353,9 +356,18 @@ class SessionDriver {
     std::filesystem::path parent = std::filesystem::path(s.path).parent_path();
     if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
       throw RequestError{"path", s.path + ": folder " + parent.string() + " does not exist"};
-    s.spp = r.spp ? *r.spp : session_->targetSpp();
+    if (r.spp && (*r.spp < 1 || *r.spp > 1e7 || *r.spp != std::floor(*r.spp)))
+      throw RequestError{"spp", "'spp' must be a whole number from 1 to 10000000"};
+    s.spp = r.spp ? uint32_t(*r.spp) : session_->targetSpp();
     s.whenFinished = !r.spp;
     s.id = id;
+    const uint32_t committed = session_->film().committedSamples();
+    if (r.spp && session_->generationFinished() && !session_->generationDone() &&
+        s.spp > committed)
+      throw RequestError{"spp", s.path + ": the time limit ended generation " +
+                                    std::to_string(session_->generation()) + " at " +
+                                    std::to_string(committed) + " spp, before " +
+                                    std::to_string(s.spp) + " (save without spp, or fewer)"};
     // Saving at N needs a film that holds exactly N samples per pixel at some point: when this
     // generation's schedule never stops at N (or has gone past it, or the time limit ended it
     // before), the same state starts again as a new generation whose target is N.
@@ -376,7 +388,7 @@ class SessionDriver {
                    {"op", "save"},
                    {"message", it->path + ": the scene changed before it reached " +
                                    std::to_string(it->spp) + " spp (save again)"}};
-        if (!it->id.is_null()) event["id"] = it->id;
+        if (it->id) event["id"] = *it->id;
         emit(event);
         it = saves_.erase(it);
         continue;
@@ -389,7 +401,7 @@ class SessionDriver {
                                    std::to_string(generation) + " at " +
                                    std::to_string(committed) + " spp, before " +
                                    std::to_string(it->spp) + " (save without spp, or fewer)"}};
-        if (!it->id.is_null()) event["id"] = it->id;
+        if (it->id) event["id"] = *it->id;
         emit(event);
         it = saves_.erase(it);
         continue;
@@ -407,13 +419,13 @@ class SessionDriver {
         event = {{"event", "saved"}, {"path", it->path}, {"generation", generation},
                  {"spp", committed}};
       }
-      if (!it->id.is_null()) event["id"] = it->id;
+      if (it->id) event["id"] = *it->id;
       emit(event);
       it = saves_.erase(it);
     }
   }
 
-  void stats(const Json& id) {
+  void stats(const Id& id) {
     const ClusterRenderStats s = session_->stats();
     Json nodes = Json::array();
     for (const NodeRenderStats& n : s.nodes) nodes.push_back(nodeJson(n));
@@ -434,7 +446,7 @@ class SessionDriver {
                {"render_data_encode_seconds", s.encodeSeconds},
                {"devices", devices},
                {"nodes", nodes}};
-    if (!id.is_null()) event["id"] = id;
+    if (id) event["id"] = *id;
     emit(event);
   }
 
@@ -501,7 +513,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
   cluster.start = commandStart;
   cluster.scheduler.firstPassSamples = 1;  // the first pass after an update comes fast
   cluster.noDeviceTimeout = std::chrono::milliseconds(0);  // a session waits for nodes
-  cluster.timeLimit = std::chrono::milliseconds(int64_t(args.timeLimit * 1000.0));
+  cluster.timeLimit = timeLimitOf(args);
 
   bool failed = false;
   {
@@ -559,9 +571,10 @@ void addSessionCommand(CLI::App& app) {
                 "Compile the scene even when the compiled cache (~/.cache/peerlight/compiled) "
                 "holds it");
   cmd->add_option("--time-limit", args->timeLimit,
-                  "Seconds each generation renders at most: it ends at its last complete pass "
-                  "(a `stopped` event); a save without spp writes that image")
-      ->check(CLI::NonNegativeNumber);
+                  "After this many seconds each generation ends at its last complete pass (at "
+                  "its first, if none is complete by then): a `stopped` event; a save without "
+                  "spp writes that image (0: none)")
+      ->check(CLI::Range(0.0, 1.0e6));
   cmd->add_option("--pass-image", *passImage,
                   "Write every pass's image to this file (.exr or .png; replaced at each pass, "
                   "never half written); the pass event names it")

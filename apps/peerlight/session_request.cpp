@@ -139,7 +139,7 @@ BatchRequest batch(const Json& r) {
     throw RequestError{"ops", "'ops' must be an array of 1 to " +
                                   std::to_string(SessionRequest::kMaxBatchOps) + " edits"};
   BatchRequest out;
-  for (size_t i = 0; i < it->size(); ++i) {
+  for (size_t i = 0; i < it->size() && !out.error; ++i) {
     const Json& e = (*it)[i];
     const std::string where = "ops[" + std::to_string(i) + "]";
     try {
@@ -151,8 +151,8 @@ BatchRequest batch(const Json& r) {
                                      "visibility)"};
       out.edits.push_back(edit(op, e));
     } catch (const RequestError& error) {
-      throw RequestError{where + (error.field.empty() ? "" : "." + error.field),
-                         where + ": " + error.message};
+      out.error = RequestError{where + (error.field.empty() ? "" : "." + error.field),
+                               where + ": " + error.message};
     }
   }
   return out;
@@ -161,12 +161,7 @@ BatchRequest batch(const Json& r) {
 SaveRequest save(const Json& r) {
   SaveRequest s;
   s.path = text(r, "path");
-  if (r.contains("spp")) {
-    const double spp = number(r, "spp");
-    if (spp < 1 || spp > 1e7 || spp != std::floor(spp))
-      throw RequestError{"spp", "'spp' must be a whole number from 1 to 10000000"};
-    s.spp = uint32_t(spp);
-  }
+  s.spp = optionalNumber(r, "spp");
   return s;
 }
 
@@ -177,7 +172,8 @@ bool isEditOp(const std::string& op) {
          op == "visibility";
 }
 
-SessionRequest parseSessionRequest(const std::string& line, std::string* opOut, Json* idOut) {
+SessionRequest parseSessionRequest(const std::string& line, std::string* opOut,
+                                   std::optional<Json>* idOut) {
   const Json r = Json::parse(line, nullptr, false);
   if (r.is_discarded() || !r.is_object())
     throw RequestError{"", "not a JSON object: " + line.substr(0, 200)};

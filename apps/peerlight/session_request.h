@@ -25,12 +25,16 @@ struct RequestError {
   std::string message;
 };
 
+// Edits are parsed in order up to the first that does not parse: `edits` holds those before it
+// and `error` names it (ops[i].field), so that applying them first and then reporting the error
+// names the same edit as applying each as it is parsed would.
 struct BatchRequest {
-  std::vector<SceneEdit> edits;  // 1 .. kMaxBatchOps, each an edit (no batch in a batch)
+  std::vector<SceneEdit> edits;  // at most kMaxBatchOps, each an edit (no batch in a batch)
+  std::optional<RequestError> error;
 };
 struct SaveRequest {
   std::string path;
-  std::optional<uint32_t> spp;  // 1 .. 10^7; none: the session's target
+  std::optional<double> spp;  // as given (a finite number); checked after the path
 };
 struct StatsRequest {};
 struct PeerRequest {
@@ -43,14 +47,14 @@ struct SessionRequest {
   std::string op;  // "camera", "env", ..., "batch", "save", "stats", "peer", "quit"
   std::variant<SceneEdit, BatchRequest, SaveRequest, StatsRequest, PeerRequest, QuitRequest>
       request;
-  nlohmann::json id;  // the request's "id", echoed in its events (null when absent)
+  std::optional<nlohmann::json> id;  // the request's "id" (null too), echoed in its events
 };
 
 // Parses one request line. Throws RequestError for a line that is not a JSON object, an unknown
 // op, or a field that is missing, of the wrong type or out of range. `*op` and `*id` (when
 // given) are set as soon as they are known, for the error event.
 SessionRequest parseSessionRequest(const std::string& line, std::string* op = nullptr,
-                                   nlohmann::json* id = nullptr);
+                                   std::optional<nlohmann::json>* id = nullptr);
 
 // Whether `op` is a scene edit (camera, env, material, transform, visibility).
 bool isEditOp(const std::string& op);

@@ -198,6 +198,15 @@ TEST_F(SessionTest, ABatchIsOneGenerationAndAllOrNothing) {
   ASSERT_TRUE(bad);
   EXPECT_EQ((*bad)["event"], "error") << bad->dump();
   EXPECT_EQ((*bad)["field"], "ops[1].eye") << bad->dump();
+  // An edit that does not apply, before one that does not parse: the first is named.
+  send({{"op", "batch"},
+        {"id", "bad2"},
+        {"ops", Json::array({Json{{"op", "material"}, {"name", "nope"}, {"roughness", 0.5}},
+                             Json{{"op", "camera"}, {"eye", {0, 1}}, {"target", {0, 1, 0}}}})}});
+  std::optional<Json> bad2 = waitEventWithId("bad2");
+  ASSERT_TRUE(bad2);
+  EXPECT_EQ((*bad2)["event"], "error") << bad2->dump();
+  EXPECT_EQ((*bad2)["field"], "ops[0]") << bad2->dump();
   send({{"op", "batch"}, {"id", "save-op"}, {"ops", Json::array({Json{{"op", "save"}}})}});
   ASSERT_TRUE(waitEventWithId("save-op"));
   EXPECT_EQ((*waitEventWithId("save-op"))["event"], "error");
@@ -354,6 +363,8 @@ TEST_F(SessionTest, ATimeLimitEndsEachGenerationAtACompletePass) {
   ASSERT_TRUE(refused);
   EXPECT_EQ((*refused)["event"], "error") << refused->dump();
   EXPECT_EQ((*refused)["field"], "spp") << refused->dump();
+  for (const Json& e : events())  // refused at once: the stopped film is not thrown away
+    EXPECT_FALSE(e["event"] == "generation" && e.value("id", "") == "s2") << e.dump();
   send({{"op", "quit"}});
   EXPECT_EQ(session_->wait(10s), 0) << session_->err();
 }

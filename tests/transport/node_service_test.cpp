@@ -743,6 +743,24 @@ TEST(NodeService, ALoadBeyondTheMemoryBudgetEndsThatLeaseAsBusy) {
   EXPECT_EQ(budget.reserved(), 0u);
 }
 
+// A scene that the memory budget could never hold, however little else is reserved, is refused
+// as one beyond the node's scene limit: the load fails naming it, and the lease serves on.
+TEST(NodeService, ASceneTheMemoryBudgetCanNeverHoldIsRefusedAndTheLeaseServesOn) {
+  UvKjLoop loop;
+  const Scene& scene = cornellBox();
+  MemoryBudget budget(scene.manifest.rawBytes() / 2);
+  NodeOptions options;
+  options.memoryBudget = &budget;
+  TestNode node(loop, 1, options);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate(testKey(1));
+  Leased leased = takeLease(loop, nodeCap, {0});
+  expectFailure([&] { upload(loop, leased.session, scene); }, "more than this node accepts");
+  waitFor(loop, leased.session.pingRequest().send());
+  EXPECT_EQ(node->activeLeaseCount(), 1u);
+  EXPECT_EQ(budget.reserved(), 0u);
+}
+
 // A node without a chunk cache (a worker process: the daemon keeps the chunks) drops the chunks
 // after their load. An edited scene then needs only its changed chunks: missing() reports the
 // others present, held by the decoded data, and the load copies them from there. The image is
