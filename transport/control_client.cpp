@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "transport/protocol_convert.h"
 #include "transport/uv_kj_loop.h"
 
 namespace pl {
@@ -296,14 +297,18 @@ Result<ControlRenderResult> runRenderJob(UvKjLoop& loop, const std::string& path
                    "): " + reply.getMessage().cStr()};
     ctl::RenderJob::Client job = reply.getJob();
 
-    // The data, in chunks that reference `data` (no copy); each send() resolves when Cap'n
-    // Proto's flow control lets the next one go.
+    // The data, in chunks that reference `data` (no copy; the last one, unless a whole number of
+    // words, copied); each send() resolves when Cap'n Proto's flow control lets the next one go.
     for (size_t at = 0; at < data.size(); at += kControlChunkBytes) {
       const size_t n = std::min<size_t>(kControlChunkBytes, data.size() - at);
       auto write = job.writeRequest();
-      capnp::Orphanage orphanage =
-          capnp::Orphanage::getForMessageContaining(ctl::RenderJob::WriteParams::Builder(write));
-      write.adoptChunk(orphanage.referenceExternalData(capnp::Data::Reader(data.data() + at, n)));
+      if (referenceableBytes(data.data() + at, n)) {
+        capnp::Orphanage orphanage = capnp::Orphanage::getForMessageContaining(
+            ctl::RenderJob::WriteParams::Builder(write));
+        write.adoptChunk(orphanage.referenceExternalData(capnp::Data::Reader(data.data() + at, n)));
+      } else {
+        write.setChunk(capnp::Data::Reader(data.data() + at, n));
+      }
       write.send().wait(waitScope);
     }
     auto started = job.startRequest().send().wait(waitScope);

@@ -29,6 +29,15 @@ constexpr uint32_t kMaxHashesPerCall = 1000000;    // RenderSession.missing()
 constexpr uint32_t kMaxManifestChunks = 1u << 20;  // chunk references in one manifest, all arrays
 constexpr uint32_t kMaxDevicesPerNode = 1024;      // NodeInfo.devices, LeaseRequest.devices
 
+// Whether bytes may go into a message by reference (Orphanage::referenceExternalData) rather
+// than copied: Cap'n Proto writes whole words, so it reads an external Data rounded up to a
+// word. Only word-aligned bytes that are a whole number of words may be referenced; others would
+// be read past their end (found by ./run test-asan).
+inline bool referenceableBytes(const uint8_t* bytes, size_t size) {
+  return reinterpret_cast<uintptr_t>(bytes) % sizeof(capnp::word) == 0 &&
+         size % sizeof(capnp::word) == 0;
+}
+
 // --- Hash128 ---------------------------------------------------------------------------------
 void toProto(const Hash128& hash, proto::Hash128::Builder out);
 Hash128 fromProto(proto::Hash128::Reader in);

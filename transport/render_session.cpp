@@ -921,8 +921,8 @@ kj::Promise<void> RenderSession::Impl::putChunks(Connection& c, std::shared_ptr<
   auto request = c.session.putRequest(capnp::MessageSize{16, 1});
   auto chunk = request.initChunk();
   toProto(hash, chunk.initHash());
-  // By reference when word-aligned (encoded here, or a blob laid out for it), else copied.
-  if (reinterpret_cast<uintptr_t>(encoded->data()) % sizeof(capnp::word) == 0) {
+  // By reference when Cap'n Proto may read it in whole words, else copied.
+  if (referenceableBytes(encoded->data(), encoded->size())) {
     chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
         kj::arrayPtr(encoded->data(), encoded->size())));
   } else {

@@ -321,8 +321,12 @@ class SessionServer final : public proto::RenderSession::Server {
     auto put = lease->workerSession.putRequest(capnp::MessageSize{16, 1});
     auto chunk = put.initChunk();
     toProto((*hashes)[next], chunk.initHash());
-    chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
-        kj::arrayPtr(bytes.data(), bytes.size())));
+    // By reference when Cap'n Proto may read it in whole words, else copied.
+    if (referenceableBytes(bytes.data(), bytes.size()))
+      chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
+          kj::arrayPtr(bytes.data(), bytes.size())));
+    else
+      chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
     return put.send().then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
                             next]() mutable {
       return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);

@@ -440,8 +440,9 @@ class Relay {
         for (int side = 0; side < 2; ++side) fds.push_back({p.fd[side], short(p.open[side] ? POLLIN : 0), 0});
       }
       if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
+      const size_t polled = pairs_.size();  // accept() may add a pair that fds does not hold
       if (fds[0].revents & POLLIN) accept();
-      for (size_t i = 0; i < pairs_.size(); ++i) {
+      for (size_t i = 0; i < polled; ++i) {
         for (int side = 0; side < 2; ++side) {
           Pair& p = pairs_[i];
           if (!p.open[side] || !(fds[1 + 2 * i + side].revents & (POLLIN | POLLHUP | POLLERR)))
