@@ -25,15 +25,19 @@ using Clock = std::chrono::steady_clock;
 
 class SupervisorImpl final : public proto::Supervisor::Server {
  public:
-  explicit SupervisorImpl(std::shared_ptr<Clock::time_point> lastBeat)
-      : lastBeat_(std::move(lastBeat)) {}
+  SupervisorImpl(std::shared_ptr<Clock::time_point> lastBeat, std::string who)
+      : lastBeat_(std::move(lastBeat)), who_(std::move(who)) {}
   kj::Promise<void> heartbeat(HeartbeatContext) override {
+    // The first one: the worker has started (its devices are open); the heartbeat timeout
+    // applies from now on.
+    if (*lastBeat_ == Clock::time_point{}) PL_LOG_INFO("%s is ready", who_.c_str());
     *lastBeat_ = Clock::now();
     return kj::READY_NOW;
   }
 
  private:
   std::shared_ptr<Clock::time_point> lastBeat_;
+  std::string who_;  // "worker <pid>"
 };
 
 std::string describeExit(int64_t status, int termSignal) {
@@ -221,7 +225,8 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
   vatId.setSide(capnp::rpc::twoparty::Side::SERVER);
   auto worker = impl->rpc->bootstrap(vatId).castAs<proto::Worker>();
   auto request = worker.startRequest();
-  request.setSupervisor(kj::heap<SupervisorImpl>(impl->lastBeat));
+  request.setSupervisor(
+      kj::heap<SupervisorImpl>(impl->lastBeat, "worker " + std::to_string(impl->pid)));
   impl->node = request.send().getNode();
   impl->watch = impl->watchLoop().eagerlyEvaluate(nullptr);
   // A closed socket without an exit yet: give the exit status 200 ms to arrive (it names the

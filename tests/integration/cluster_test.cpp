@@ -326,6 +326,11 @@ TEST_F(ClusterTest, NodeThatComesBackIsUsedAgain) {
   for (const auto& p : peers) ASSERT_FALSE(p.empty());
   auto started = std::chrono::steady_clock::now();
   auto render = startRender(kLonger, peers, "back");
+  // Killed once it holds the render's data (a slow build, such as test-asan's, takes a while to
+  // get there; a node killed before its lease would not count as lost).
+  ASSERT_TRUE(waitUntil([&] { return node("b").err().find("granted") != std::string::npos; },
+                        30s))
+      << node("b").err();
   std::this_thread::sleep_for(300ms);
   node("b").kill();
   std::this_thread::sleep_for(200ms);

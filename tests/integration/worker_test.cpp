@@ -84,6 +84,11 @@ TEST_F(WorkerTest, HungWorkerIsKilledAndImageStaysIdentical) {
   auto render = startRender("160x160", 192, peers, "hung");
   pid_t worker = waitForWorker("b", 0, 20s);
   ASSERT_GT(worker, 0) << node("b").err();
+  // Paused once it has started (until its first heartbeat a slower start-up allowance applies;
+  // a slow build, such as test-asan's, takes a while to get there).
+  const std::string ready = "worker " + std::to_string(worker) + " is ready";
+  ASSERT_TRUE(waitUntil([&] { return node("b").err().find(ready) != std::string::npos; }, 30s))
+      << node("b").err();
   std::this_thread::sleep_for(400ms);
   ASSERT_TRUE(render->running()) << "the render ended before the worker could be paused";
   ::kill(worker, SIGSTOP);
