@@ -55,7 +55,7 @@ struct FrameSpec {
   // A time limit: once `now` reaches the deadline and a pass is complete, the frame is over at
   // the last complete pass (finished(), finishedSamples()); before the first pass completes it
   // goes on. nullopt: the frame ends at spp.
-  std::optional<SchedulerTime> deadline;
+  std::optional<SchedulerTime> deadline = std::nullopt;
 };
 
 struct SchedulerOptions {
