@@ -303,6 +303,27 @@ void write(UvKjLoop& loop, ctl::RenderJob::Client& job, const std::string& bytes
   waitFor(loop, request.send());
 }
 
+// The Cornell box compiled at size x size with every pass, in its encoded form (what
+// `peerlight render` hands the daemon).
+std::vector<uint8_t> encodedCornellWithPasses(uint32_t size) {
+  CompileOptions options;
+  options.width = options.height = size;
+  options.passes = kernel::kAllPasses;
+  Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
+  EXPECT_TRUE(data.ok()) << data.error().message;
+  if (!data.ok()) return {};
+  ChunkStore chunks;
+  return serializeEncodedScene(encodeRenderData(*data, chunks), chunks);
+}
+
+// Writes all of `bytes` to the job, in slices of kControlChunkBytes.
+void writeAll(UvKjLoop& loop, ctl::RenderJob::Client& job, const std::vector<uint8_t>& bytes) {
+  for (size_t at = 0; at < bytes.size(); at += kControlChunkBytes) {
+    const size_t n = std::min<size_t>(kControlChunkBytes, bytes.size() - at);
+    write(loop, job, std::string(reinterpret_cast<const char*>(bytes.data()) + at, n));
+  }
+}
+
 RenderJobParams frame(uint32_t width, uint32_t height, uint32_t spp) {
   RenderJobParams p;
   p.width = width;
@@ -421,23 +442,14 @@ TEST_F(RenderJobTest, BadRequestsGetATypedOutcomeAndTheDaemonKeepsServing) {
     // A frame whose film fits as colour (3.2 GiB) but not with passes (10.7 GiB): admitted,
     // then refused at start(), once the data says that it asks for passes.
     {
-      CompileOptions options;
-      options.width = options.height = 12000;
-      options.passes = kernel::kAllPasses;
-      Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
-      ASSERT_TRUE(data.ok()) << data.error().message;
-      ChunkStore chunks;
-      const std::vector<uint8_t> bytes =
-          serializeEncodedScene(encodeRenderData(*data, chunks), chunks);
+      const std::vector<uint8_t> bytes = encodedCornellWithPasses(12000);
+      ASSERT_FALSE(bytes.empty());
       auto other = ControlConnection::open(loop, socketOf("a"));
       ASSERT_TRUE(other.ok());
       auto reply = requestJob(loop, **other, "tokp", frame(12000, 12000, 1), bytes.size());
       ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK) << reply.getMessage().cStr();
       ctl::RenderJob::Client job = reply.getJob();
-      for (size_t at = 0; at < bytes.size(); at += kControlChunkBytes) {
-        const size_t n = std::min<size_t>(kControlChunkBytes, bytes.size() - at);
-        write(loop, job, std::string(reinterpret_cast<const char*>(bytes.data()) + at, n));
-      }
+      writeAll(loop, job, bytes);
       auto answer = waitFor(loop, job.startRequest().send());
       EXPECT_EQ(answer.getOutcome(), ctl::Outcome::TOO_LARGE) << answer.getMessage().cStr();
       EXPECT_NE(std::string(answer.getMessage().cStr()).find("10 values a pixel"),
@@ -492,22 +504,14 @@ TEST_F(RenderJobTest, JobsBeyondTheMemoryBudgetAreBusyAndTheDaemonServesOn) {
         << big.getMessage().cStr();
 
     // 640x640: 2 x 9.4 MiB as colour, admitted; with passes 2 x 31 MiB: busy at start().
-    CompileOptions options;
-    options.width = options.height = 640;
-    options.passes = kernel::kAllPasses;
-    Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
-    ASSERT_TRUE(data.ok()) << data.error().message;
-    ChunkStore chunks;
-    const std::vector<uint8_t> bytes = serializeEncodedScene(encodeRenderData(*data, chunks), chunks);
+    const std::vector<uint8_t> bytes = encodedCornellWithPasses(640);
+    ASSERT_FALSE(bytes.empty());
     auto other = ControlConnection::open(loop, socketOf("a"));
     ASSERT_TRUE(other.ok());
     auto reply = requestJob(loop, **other, "bud2", frame(640, 640, 1), bytes.size());
     ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK) << reply.getMessage().cStr();
     ctl::RenderJob::Client job = reply.getJob();
-    for (size_t at = 0; at < bytes.size(); at += kControlChunkBytes) {
-      const size_t n = std::min<size_t>(kControlChunkBytes, bytes.size() - at);
-      write(loop, job, std::string(reinterpret_cast<const char*>(bytes.data()) + at, n));
-    }
+    writeAll(loop, job, bytes);
     auto answer = waitFor(loop, job.startRequest().send());
     EXPECT_EQ(answer.getOutcome(), ctl::Outcome::BUSY) << answer.getMessage().cStr();
     EXPECT_NE(std::string(answer.getMessage().cStr()).find("memory budget"), std::string::npos)
@@ -693,10 +697,7 @@ TEST_F(RenderJobTest, DroppingTheCapabilitiesEndsTheJobs) {
                             kj::heap<Listener>(progress));
     ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK) << reply.getMessage().cStr();
     ctl::RenderJob::Client job = reply.getJob();
-    for (size_t at = 0; at < bytes.size(); at += kControlChunkBytes) {
-      const size_t n = std::min<size_t>(kControlChunkBytes, bytes.size() - at);
-      write(loop, job, std::string(reinterpret_cast<const char*>(bytes.data()) + at, n));
-    }
+    writeAll(loop, job, bytes);
     auto started = waitFor(loop, job.startRequest().send());
     ASSERT_EQ(started.getOutcome(), ctl::Outcome::OK) << started.getMessage().cStr();
     // Wait (running the loop, so that progress calls are answered) for the worker and a
