@@ -1,7 +1,9 @@
-// The Render Node's session handlers (transport/session_server.cpp, behind a NodeService) fed
-// Cap'n Proto messages from bytes: the first byte picks the call (missing, put, load, render,
-// renew), the rest is read as a message (segment table and segments, as on the wire, with the
-// node's own traversal limit) whose root is that call's parameters, copied into the request.
+// The Render Node's handlers (transport/node_gate.cpp, node_service.cpp, session_server.cpp)
+// fed Cap'n Proto messages from bytes: the first byte picks the call (RenderSession: missing,
+// put, load, render; Lease: renew; Gate: hello, then authenticate, on a connection's fresh gate;
+// Node: lease, which holds the lease only for the call), the rest is read as a message (segment
+// table and segments, as on the wire, with the node's own traversal limit) whose root is that
+// call's parameters, copied into the request.
 // One node with one CPU device and a small memory budget serves every input, through a Primary's
 // own path (Gate.hello/authenticate, Node.lease: a lease the budget counts). Each lease starts
 // with the project's Cornell box put and loaded, so that a render of it can succeed whatever
@@ -32,7 +34,8 @@ namespace {
 
 using pl::proto::RenderSession;
 
-enum Call : uint8_t { kMissing = 0, kPut, kLoad, kRender, kRenew, kCalls };
+enum Call : uint8_t { kMissing = 0, kPut, kLoad, kRender, kRenew, kHello, kAuthenticate, kLease,
+                     kCalls };
 
 struct Harness {
   Harness() : budget(16 << 20) {
@@ -149,10 +152,42 @@ void call(Harness& h, uint8_t which, capnp::FlatArrayMessageReader& message) {
       request.send().wait(wait);
       break;
     }
-    default: {
+    case kRenew: {
       auto params = message.getRoot<pl::proto::Lease::RenewParams>();
       auto request = h.lease.renewRequest();
       request.setHeldDevices(params.getHeldDevices());
+      request.send().wait(wait);
+      break;
+    }
+    case kHello:
+    case kAuthenticate: {
+      // A new connection's gate: hello from the bytes, or a valid hello then authenticate's
+      // proof from the bytes (one attempt per gate).
+      pl::proto::Gate::Client gate = h.node->newGate("fuzz");
+      auto hello = gate.helloRequest();
+      if (which == kHello) {
+        auto params = message.getRoot<pl::proto::Gate::HelloParams>();
+        hello.setProtocolVersion(params.getProtocolVersion());
+        hello.setNonce(params.getNonce());
+        hello.setPrimaryName(params.getPrimaryName());
+        hello.send().wait(wait);
+        break;
+      }
+      const pl::Nonce mine = pl::randomNonce();
+      hello.setProtocolVersion(pl::kProtocolVersion);
+      hello.setNonce(kj::arrayPtr(mine.data(), mine.size()));
+      hello.setPrimaryName("fuzz");
+      hello.send().wait(wait);
+      auto auth = gate.authenticateRequest();
+      auth.setProof(message.getRoot<pl::proto::Gate::AuthenticateParams>().getProof());
+      auth.send().wait(wait);
+      break;
+    }
+    default: {
+      // Whatever it grants is released when the reply goes (and revokes nothing of the
+      // harness's own lease for long: ensureLease() takes another).
+      auto request = h.nodeCap.leaseRequest();
+      request.setRequest(message.getRoot<pl::proto::Node::LeaseParams>().getRequest());
       request.send().wait(wait);
       break;
     }
@@ -237,6 +272,33 @@ std::vector<std::vector<uint8_t>> pl::fuzz::seeds() {
     capnp::MallocMessageBuilder m;
     m.initRoot<pl::proto::Lease::RenewParams>().setHeldDevices(3);
     out.push_back(input(kRenew, m));
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    auto hello = m.initRoot<pl::proto::Gate::HelloParams>();
+    hello.setProtocolVersion(pl::kProtocolVersion);
+    const pl::Nonce nonce = pl::randomNonce();
+    hello.setNonce(kj::arrayPtr(nonce.data(), nonce.size()));
+    hello.setPrimaryName("fuzz");
+    out.push_back(input(kHello, m));
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    const pl::Nonce proof{};  // 32 bytes, wrong: refused
+    m.initRoot<pl::proto::Gate::AuthenticateParams>().setProof(
+        kj::arrayPtr(proof.data(), proof.size()));
+    out.push_back(input(kAuthenticate, m));
+  }
+  {
+    capnp::MallocMessageBuilder m;
+    auto request = m.initRoot<pl::proto::Node::LeaseParams>().initRequest();
+    request.setPrimaryName("fuzz 2");
+    request.setTtlMs(500);
+    request.initDevices(1).set(0, 0);
+    request.setReportsHeld(true);
+    request.setHeldDevices(7);
+    request.setPreempt(true);
+    out.push_back(input(kLease, m));
   }
   return out;
 }

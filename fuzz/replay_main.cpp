@@ -1,13 +1,16 @@
 // The default suite's run of a fuzz target without libFuzzer: every seed, then deterministic
-// mutations of each (bit flips, byte changes, truncations, duplicated runs), then any files
-// given on the command line. It checks that nothing crashes or hangs (the decoders return
-// errors); the sanitizers and the search for new inputs are `./run fuzz`'s.
+// mutations of each (bit flips, byte changes, truncations, duplicated runs), then the files
+// given on the command line (a folder: each file in it, such as the corpus kept in
+// fuzz/corpus/X). It checks that nothing crashes or hangs (the decoders return errors); the
+// sanitizers and the search for new inputs are `./run fuzz`'s.
 //
-//   fuzz_X [--mutations N] [--write-seeds DIR] [FILE ...]
+//   fuzz_X [--mutations N] [--write-seeds DIR] [FILE | DIR ...]
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -72,8 +75,25 @@ int main(int argc, char** argv) {
       ++runs;
     }
   }
+  std::vector<std::string> inputs;
   for (const std::string& f : files) {
+    if (!std::filesystem::is_directory(f)) {
+      inputs.push_back(f);
+      continue;
+    }
+    std::vector<std::string> inFolder;
+    for (const auto& entry : std::filesystem::directory_iterator(f)) {
+      if (entry.is_regular_file()) inFolder.push_back(entry.path().string());
+    }
+    std::sort(inFolder.begin(), inFolder.end());
+    inputs.insert(inputs.end(), inFolder.begin(), inFolder.end());
+  }
+  for (const std::string& f : inputs) {
     std::ifstream in(f, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "cannot read %s\n", f.c_str());
+      return 1;
+    }
     std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     LLVMFuzzerTestOneInput(bytes.data(), bytes.size());
     ++runs;

@@ -1,5 +1,7 @@
 #include "transport/chunk_cache.h"
 
+#include <cstdio>
+
 #include "core/util/check.h"
 #include "core/util/log.h"
 
@@ -61,12 +63,14 @@ bool ChunkPins::pin(const Hash128& hash) {
   const uint64_t size = cache_.sizeOf(hash);
   if (size == 0) return false;
   if (bytes_ + size > limitBytes_) {
-    if (!limitLogged_) {
-      limitLogged_ = true;
-      PL_LOG_WARN("%s: more than %.1f MiB of chunks waiting for a load; further chunks may be "
-                  "evicted before it",
-                  owner_.c_str(), double(limitBytes_) / double(1 << 20));
-    }
+    char why[96];
+    std::snprintf(why, sizeof why, "more than %.1f MiB of chunks waiting for a load",
+                  double(limitBytes_) / double(1 << 20));
+    warnOnce(why);
+    return false;
+  }
+  if (reserve_ && !reserve_(bytes_ + size)) {
+    warnOnce("the chunks waiting for a load do not fit the node's memory budget");
     return false;
   }
   cache_.pin(hash);
@@ -75,20 +79,29 @@ bool ChunkPins::pin(const Hash128& hash) {
   return true;
 }
 
+void ChunkPins::warnOnce(const char* why) {
+  if (limitLogged_) return;
+  limitLogged_ = true;
+  PL_LOG_WARN("%s: %s; further chunks may be evicted before it", owner_.c_str(), why);
+}
+
 void ChunkPins::unpin(const Hash128& hash) {
   bytes_ -= cache_.sizeOf(hash);
   cache_.unpin(hash);  // may evict it
 }
 
 void ChunkPins::release(const std::vector<Hash128>& hashes) {
+  const uint64_t before = bytes_;
   for (const Hash128& hash : hashes) {
     if (pinned_.erase(hash) != 0) unpin(hash);
   }
+  if (reserve_ && bytes_ != before) reserve_(bytes_);
 }
 
 void ChunkPins::releaseAll() {
   for (const Hash128& hash : pinned_) unpin(hash);
   pinned_.clear();
+  if (reserve_) reserve_(0);
 }
 
 }  // namespace pl

@@ -8,6 +8,7 @@
 // processes, so eviction never invalidates bytes in use.
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -63,14 +64,18 @@ class ChunkCache {
 };
 
 // The chunks one session pinned in `cache` (each once), released by the load that uses them or
-// when the session ends. At most `limitBytes` encoded bytes: beyond that a chunk stays cached
-// unpinned (evictable, as without pins), and one warning naming `owner` is logged. The cache
-// must outlive this object.
+// when the session ends. At most `limitBytes` encoded bytes, and only what the owner's
+// reservation admits (setReservation()): beyond either a chunk stays cached unpinned
+// (evictable, as without pins), and one warning naming `owner` is logged. The cache must
+// outlive this object.
 class ChunkPins {
  public:
   ChunkPins(ChunkCache& cache, uint64_t limitBytes, std::string owner)
       : cache_(cache), limitBytes_(limitBytes), owner_(std::move(owner)) {}
-  ~ChunkPins() { releaseAll(); }
+  ~ChunkPins() {
+    reserve_ = nullptr;
+    releaseAll();
+  }
   ChunkPins(const ChunkPins&) = delete;
   ChunkPins& operator=(const ChunkPins&) = delete;
 
@@ -81,9 +86,16 @@ class ChunkPins {
   void release(const std::vector<Hash128>& hashes);
   void releaseAll();
   uint64_t bytes() const { return bytes_; }
+  // Called with the pinned bytes a pin would make (false: refused, the chunk stays unpinned),
+  // and with the bytes left after a release (the answer is ignored: shrinking always fits).
+  // Not called by the destructor.
+  void setReservation(std::function<bool(uint64_t pinnedBytes)> reserve) {
+    reserve_ = std::move(reserve);
+  }
 
  private:
   void unpin(const Hash128& hash);
+  void warnOnce(const char* why);
 
   ChunkCache& cache_;
   const uint64_t limitBytes_;
@@ -91,6 +103,7 @@ class ChunkPins {
   std::unordered_set<Hash128, Hash128Hasher> pinned_;
   uint64_t bytes_ = 0;
   bool limitLogged_ = false;
+  std::function<bool(uint64_t)> reserve_;
 };
 
 }  // namespace pl

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/util/check.h"
+#include "core/util/log.h"
 #include "transport/protocol_convert.h"
 #include "transport/worker_process.h"
 
@@ -64,16 +65,6 @@ RawChunks NodeResources::rawChunksFor(const ChunkManifest& manifest,
 void NodeResources::forgetExpiredDecoded() {
   for (auto it = decoded.begin(); it != decoded.end();)
     it = it->second.data.expired() ? decoded.erase(it) : std::next(it);
-}
-
-uint64_t distinctSceneBytes(const std::deque<std::pair<Hash128, uint64_t>>& scenes) {
-  uint64_t total = 0;
-  for (size_t i = 0; i < scenes.size(); ++i) {
-    bool later = false;
-    for (size_t j = i + 1; j < scenes.size() && !later; ++j) later = scenes[j].first == scenes[i].first;
-    if (!later) total += scenes[i].second;
-  }
-  return total;
 }
 
 bool sameCamera(const kernel::Camera& a, const kernel::Camera& b) {
@@ -183,6 +174,13 @@ void LeaseState::remember(LoadedScene scene) {
   // Loaded again: the most recent now (a warm worker's session and the daemon's sessions it
   // serves forget the same scenes first).
   std::erase_if(scenes, [&scene](const LoadedScene& s) { return s.id == scene.id; });
+  // The first load of a lease: it renders from now on (one line a lease, not one a camera move).
+  if (!loadedOnce) {
+    loadedOnce = true;
+    PL_LOG_INFO("lease %llu of %s: scene %.8s loaded after %.2f s", (unsigned long long)id,
+                primary.c_str(), scene.id.hex().c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - granted).count());
+  }
   scenes.push_back(std::move(scene));
   const size_t keep = std::max<uint32_t>(node.options.maxScenesPerSession, 1);
   while (scenes.size() > keep) scenes.erase(scenes.begin());

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <list>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "core/cluster/lease_table.h"
+#include "core/cluster/load_admission.h"
 #include "core/kernel/types.h"
 #include "core/render/device.h"
 #include "core/scene/render_data.h"
@@ -53,10 +55,6 @@ Hash128 geometryKeyOf(const ChunkManifest& manifest);
 // array must declare exactly one Camera's bytes. Cheap (about 100 bytes), so it runs where it
 // is called (the loop thread).
 Result<kernel::Camera> decodeCamera(const ChunkManifest& manifest, ChunkCache& chunks);
-
-// Geometry keys and decoded bytes of scenes (the most recent last): the bytes of the distinct
-// ones, each counted once.
-uint64_t distinctSceneBytes(const std::deque<std::pair<Hash128, uint64_t>>& scenes);
 
 // Bitwise equality of two cameras (the bytes a camera chunk carries).
 bool sameCamera(const kernel::Camera& a, const kernel::Camera& b);
@@ -163,8 +161,9 @@ struct NodeResources {
   void forgetExpiredDecoded();
   NodeCounters counters;
   WorkerChunkRefs workerChunkRefs;
-  // Reserves memory for a load of `manifest` by `lease` (NodeOptions::memoryBudget); an error
-  // (the lease has been ended then) is the load's answer. Set by the node.
+  // Admits a load of `manifest` by `lease` (core/cluster/load_admission.h: the scene limit and
+  // NodeOptions::memoryBudget). A refusal has ended the lease (LeaseEnd::MemoryBudget or
+  // SceneTooLarge); its error is the load's answer. Set by the node.
   std::function<Status(LeaseState& lease, const ChunkManifest& manifest)> admitLoad;
 };
 
@@ -180,16 +179,16 @@ struct LeaseState final : public kj::Refcounted {
 
   NodeResources& node;
   const LeaseId id;
-  // Geometry key and decoded bytes of the scenes this lease loaded (most recent last, at most
-  // the node's maxScenesPerSession): what it reserves in the node's memory budget. A lease of
-  // this process's own (a daemon's render job or page session, through newTrustedNode())
-  // reserves nothing: its job reserved its scene already.
-  std::deque<std::pair<Hash128, uint64_t>> memoryScenes;
+  // The scenes this lease loaded (at most the node's maxScenesPerSession): what it reserves in
+  // the node's memory budget. A lease of this process's own (a daemon's render job or page
+  // session, through newTrustedNode()) reserves nothing: its job reserved its scene already.
+  SceneWindow memoryScenes{node.options.maxScenesPerSession};
   bool budgeted = true;
   const std::string primary;  // "name (address)" for log lines
   const std::vector<uint32_t> devices;
   const std::chrono::steady_clock::time_point granted = std::chrono::steady_clock::now();
   uint64_t samplesRendered = 0;  // pixel samples of the render calls answered
+  bool loadedOnce = false;       // a load has completed (logged once)
   // Set once the lease's connection is known to be gone. (Cap'n Proto usually releases the
   // capabilities of a broken connection before it reports the disconnect, so a lease ended by
   // a lost connection often logs as released.)

@@ -121,9 +121,9 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
     proto::Lease::Client lease = nullptr;
     proto::RenderSession::Client session = nullptr;
     LeaseState* serving = nullptr;  // the lease it serves; null while warm, or once let go
-    // Geometry key and decoded bytes of its last loads (most recent last; the worker's sessions
-    // keep as many scenes): what it holds, for the warm bound.
-    std::deque<std::pair<Hash128, uint64_t>> recentLoads;
+    // Its last scenes loaded (the worker's sessions keep as many): what it holds, for the warm
+    // bound and the memory budget.
+    SceneWindow recentLoads{1};
     uint64_t heldBytes() const;
   };
   // Gives `lease` a worker: a warm one with exactly its devices, else a new one (stopping the
@@ -137,7 +137,7 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
 
   // --- the memory budget (NodeOptions::memoryBudget) --------------------------------------------
   // Reserves the lease's scenes with the one `manifest` adds (NodeResources::admitLoad); a load
-  // that does not fit ends the lease (LeaseEnd::MemoryBudget) and fails.
+  // that does not fit ends the lease (LeaseEnd::MemoryBudget, or SceneTooLarge) and fails.
   Status admitLoad(LeaseState& lease, const ChunkManifest& manifest);
   // Stops the warm workers the budget evicted (they are out of it already).
   void stopEvicted(const std::vector<MemoryHolder>& evicted, const std::string& why);
@@ -177,6 +177,7 @@ struct NodeService::Impl final : public kj::TaskSet::ErrorHandler {
   WarmWorkerPool warm;
   uint64_t workersStarted = 0;
   uint64_t warmReuses = 0;
+  uint64_t leasesGranted = 0;
   kj::Own<kj::TaskSet> sweeps = kj::heap<kj::TaskSet>(*this);
   std::unique_ptr<Admission> admission;  // last: connections go first
 };
@@ -195,6 +196,7 @@ proto::LeaseEnd toProto(LeaseEnd reason) {
     case LeaseEnd::NodeShutdown: return proto::LeaseEnd::NODE_SHUTDOWN;
     case LeaseEnd::WorkerFailed: return proto::LeaseEnd::WORKER_FAILED;
     case LeaseEnd::MemoryBudget: return proto::LeaseEnd::MEMORY_BUDGET;
+    case LeaseEnd::SceneTooLarge: return proto::LeaseEnd::SCENE_TOO_LARGE;
   }
   return proto::LeaseEnd::RELEASED;
 }
@@ -292,7 +294,20 @@ class NodeServer final : public proto::Node::Server {
     auto state = kj::refcounted<LeaseState>(node_.resources, grant.lease, std::move(label),
                                             grant.devices, connectionLost_);
     node_.leases[grant.lease] = state.get();
+    ++node_.leasesGranted;
     state->budgeted = !trusted_;  // this process's own jobs reserved their scenes themselves
+    if (state->budgeted && node_.options.memoryBudget != nullptr) {
+      // Its pinned chunks count with its scenes (reserveLease); once it has ended, nothing.
+      state->pins.setReservation([&node = node_, &lease = *state](uint64_t pinned) {
+        if (lease.ended) return true;
+        MemoryGrant grant = reserveLease(*node.options.memoryBudget,
+                                         {MemoryHolder::Kind::Lease, uint64_t(lease.id)},
+                                         lease.memoryScenes, pinned);
+        node.stopEvicted(grant.evict, "evicted: its memory was needed by lease " +
+                                          std::to_string(uint64_t(lease.id)));
+        return grant.granted;
+      });
+    }
     PL_LOG_INFO("lease %llu granted to %s: devices %s, ttl %u ms",
                 (unsigned long long)grant.lease, state->primary.c_str(),
                 joinIndices(grant.devices).c_str(), grant.ttlMs);
@@ -430,40 +445,25 @@ kj::Promise<void> NodeService::Impl::expireAt(SchedulerTime due) {
 }
 
 uint64_t NodeService::Impl::WorkerRecord::heldBytes() const {
-  return distinctSceneBytes(recentLoads);
+  return recentLoads.bytes();
 }
 
 Status NodeService::Impl::admitLoad(LeaseState& lease, const ChunkManifest& manifest) {
-  MemoryBudget* budget = options.memoryBudget;
-  if (budget == nullptr || !lease.budgeted) return Status();
-  const Hash128 key = geometryKeyOf(manifest);
-  for (const auto& scene : lease.memoryScenes) {
-    if (scene.first == key) return Status();  // reserved already (a camera move, or again)
-  }
-  std::deque<std::pair<Hash128, uint64_t>> scenes = lease.memoryScenes;
-  scenes.emplace_back(key, manifest.rawBytes());
-  while (scenes.size() > std::max<uint32_t>(options.maxScenesPerSession, 1)) scenes.pop_front();
-  const MemoryHolder holder{MemoryHolder::Kind::Lease, uint64_t(lease.id)};
-  const uint64_t bytes = distinctSceneBytes(scenes);
-  // What could never fit, even with nothing else here (the chunk cache's capacity aside), is
-  // refused as a scene beyond the node's limit is: the load fails, the lease stays.
-  const uint64_t room =
-      budget->capacity() - budget->heldBy({MemoryHolder::Kind::ChunkCache, 0});
-  if (bytes > room)
-    return Error{"load: the scene needs " + std::to_string(bytes >> 20) +
-                 " MiB of render data, more than this node accepts (its memory budget holds " +
-                 std::to_string(room >> 20) + " MiB for scenes)"};
-  MemoryGrant grant = budget->reserve(holder, bytes);
-  if (!grant.granted) {
-    const std::string why = budget->refusalText(grant);
+  MemoryBudget* budget = lease.budgeted ? options.memoryBudget : nullptr;
+  const LoadVerdict verdict =
+      pl::admitLoad(budget, {MemoryHolder::Kind::Lease, uint64_t(lease.id)}, lease.memoryScenes,
+                    {geometryKeyOf(manifest), manifest.rawBytes()}, resources.maxSceneBytes,
+                    lease.pins.bytes());
+  if (verdict.outcome != LoadOutcome::Admitted) {
+    const bool tooLarge = verdict.outcome == LoadOutcome::SceneTooLarge;
     PL_LOG_WARN("lease %llu of %s: load refused: %s", (unsigned long long)lease.id,
-                lease.primary.c_str(), why.c_str());
-    endLease(lease, LeaseEnd::MemoryBudget, why);
-    return Error{"load: " + why};
+                lease.primary.c_str(), verdict.why.c_str());
+    endLease(lease, tooLarge ? LeaseEnd::SceneTooLarge : LeaseEnd::MemoryBudget, verdict.why);
+    return Error{"load: " + verdict.why};
   }
-  lease.memoryScenes = std::move(scenes);
-  stopEvicted(grant.evict, "evicted: its memory was needed by lease " +
-                               std::to_string(uint64_t(lease.id)));
+  lease.memoryScenes = verdict.scenes;
+  stopEvicted(verdict.evict, "evicted: its memory was needed by lease " +
+                                 std::to_string(uint64_t(lease.id)));
   return Status();
 }
 
@@ -577,6 +577,7 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
   ++workersStarted;
   event("worker " + std::to_string((*worker)->pid()) + " started for " + label);
   WorkerRecord& record = workers.emplace_back();
+  record.recentLoads = SceneWindow(options.maxScenesPerSession);
   record.number = number;
   record.process = std::move(*worker);
   record.devices = lease.devices;
@@ -596,12 +597,10 @@ void NodeService::Impl::serveWith(WorkerRecord& worker, LeaseState& lease) {
   worker.process->setLabel("lease " + std::to_string(uint64_t(lease.id)));
   lease.worker = worker.process.get();
   lease.workerSession = worker.session;
-  const size_t keep = std::max<uint32_t>(options.maxScenesPerSession, 1);
-  lease.onLoaded = [this, number = worker.number, keep](const ChunkManifest& manifest) {
+  lease.onLoaded = [this, number = worker.number](const ChunkManifest& manifest) {
     WorkerRecord* record = findWorker(number);
     if (record == nullptr) return;
-    record->recentLoads.emplace_back(geometryKeyOf(manifest), manifest.rawBytes());
-    while (record->recentLoads.size() > keep) record->recentLoads.pop_front();
+    record->recentLoads = record->recentLoads.with({geometryKeyOf(manifest), manifest.rawBytes()});
   };
 }
 
@@ -736,6 +735,7 @@ NodeStats NodeService::stats() const {
   stats.warmReuses = impl_->warmReuses;
   stats.warmWorkers = impl_->warm.size();
   stats.warmWorkerBytes = impl_->warm.bytes();
+  stats.leasesGranted = impl_->leasesGranted;
   return stats;
 }
 

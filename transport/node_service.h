@@ -203,7 +203,9 @@ struct NodeOptions {
   // null: none). A lease reserves the decoded bytes of the distinct scenes it loaded (as their
   // manifests declare, the camera aside) before a load that adds one; a load that does not fit,
   // even after stopping warm workers, ends the lease (LeaseEnd::MemoryBudget: busy, the Primary
-  // asks again later) and fails. A warm worker's scenes are an evictable reservation.
+  // asks again later) and fails; a scene it could never hold, however little else is reserved,
+  // ends it as LeaseEnd::SceneTooLarge, as one beyond maxSceneBytes does (the Primary does not
+  // ask this node again for it). A warm worker's scenes are an evictable reservation.
   MemoryBudget* memoryBudget = nullptr;
 };
 
@@ -222,6 +224,7 @@ struct NodeStats {
   uint64_t warmReuses = 0;
   size_t warmWorkers = 0;
   uint64_t warmWorkerBytes = 0;
+  uint64_t leasesGranted = 0;  // since the node started
 };
 
 class NodeService {

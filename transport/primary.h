@@ -126,7 +126,8 @@ struct NodeRenderStats {
   uint32_t connections = 0;           // successful handshakes (>1: it came back)
   uint32_t losses = 0;                // times it was declared lost
   // "done" (rendered to the end), "lost" (connection broke or silent at the end),
-  // "unreachable", "auth_failed", "incompatible", "busy", "error".
+  // "unreachable", "auth_failed", "incompatible", "busy", "too_large" (it will never hold the
+  // scene: LeaseEnd::SceneTooLarge), "error".
   std::string state;
   std::string error;  // last error, e.g. "127.0.0.1:4000: authentication failed"
 };

@@ -1098,6 +1098,8 @@ static ConnectionFailure classify(const Connection& c) {
   if (c.leaseEnd == proto::LeaseEnd::REVOKED_FAIR_SHARE) return ConnectionFailure::RevokedFairShare;
   // Over the node's memory budget: busy, retried as when its devices are leased.
   if (c.leaseEnd == proto::LeaseEnd::MEMORY_BUDGET) return ConnectionFailure::Busy;
+  // It will never hold this scene: not asked again in this session.
+  if (c.leaseEnd == proto::LeaseEnd::SCENE_TOO_LARGE) return ConnectionFailure::SceneTooLarge;
   if (c.failState == "auth_failed") return ConnectionFailure::AuthFailed;
   if (c.failState == "incompatible") return ConnectionFailure::Incompatible;
   if (c.failState == "busy") return ConnectionFailure::Busy;
@@ -1118,7 +1120,8 @@ void RenderSession::Impl::connectionFailed(Connection& c, const kj::Exception& e
   // A node that fails again while it comes back from a loss stays "lost", with the loss's
   // reason (failed reconnects go to the log only).
   const bool retryAfterLoss = !f.lost && s.state == "lost";
-  if (!c.failState.empty()) s.state = c.failState;
+  if (c.leaseEnd == proto::LeaseEnd::SCENE_TOO_LARGE) s.state = "too_large";
+  else if (!c.failState.empty()) s.state = c.failState;
   else if (f.lost) s.state = "lost";
   else if (!retryAfterLoss) s.state = "unreachable";
   endPreempting(c);

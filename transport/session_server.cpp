@@ -138,15 +138,9 @@ class SessionServer final : public proto::RenderSession::Server {
     lease_->checkServing();
     auto manifest = fromProto(context.getParams().getManifest());
     if (!manifest.ok()) failCall(manifest.error().message);
-    if (uint64_t limit = lease_->node.maxSceneBytes; manifest->rawBytes() > limit)
-      failCall("load: the scene needs " + std::to_string(manifest->rawBytes() >> 20) +
-               " MiB of render data, more than this node accepts (" +
-               std::to_string(limit >> 20) + " MiB)");
-    // The node's memory budget: a load that adds a scene this lease does not hold reserves it
-    // (a refusal has ended the lease: busy, typed LeaseEnd::MemoryBudget).
-    if (lease_->node.admitLoad) {
-      if (Status s = lease_->node.admitLoad(*lease_, *manifest); !s.ok()) failCall(s.error().message);
-    }
+    // The scene limit and the node's memory budget (a refusal has ended the lease, typed:
+    // LeaseEnd::MemoryBudget or SceneTooLarge).
+    if (Status s = lease_->node.admitLoad(*lease_, *manifest); !s.ok()) failCall(s.error().message);
     // When the load is over (done, failed or cancelled), the session's pins on its chunks go,
     // and, when no other load is in flight, the decoded data missing() held for them.
     ++lease_->loadsInFlight;

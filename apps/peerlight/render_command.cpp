@@ -219,7 +219,7 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
   // here once (rather than once per retry).
   for (const NodeRenderStats& n : stats.nodes) {
     if (!n.error.empty() && n.state != "done" && n.state != "lost" && n.state != "auth_failed" &&
-        n.state != "incompatible")
+        n.state != "incompatible" && n.state != "too_large")
       std::fprintf(stderr, "peerlight: warning: %s\n", n.error.c_str());
   }
   writeOutput(args, film);

@@ -24,6 +24,8 @@ std::string leaseEndText(LeaseEnd end, const std::string& detail) {
       return detail.empty() ? "worker failed" : detail;
     case LeaseEnd::MemoryBudget:
       return detail.empty() ? "busy: over the node's memory budget" : detail;
+    case LeaseEnd::SceneTooLarge:
+      return detail.empty() ? "the scene is too large for this node" : detail;
   }
   PL_CHECK(false);
   return "";

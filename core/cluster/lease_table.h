@@ -60,6 +60,7 @@ enum class LeaseEnd {
   NodeShutdown,      // the node ended every lease (it is stopping, or was told to)
   WorkerFailed,      // its worker process hung, crashed, exited or could not start
   MemoryBudget,      // a load did not fit in the node's memory budget (core/cluster/memory_budget.h)
+  SceneTooLarge,     // a load of a scene this node will never hold (core/cluster/load_admission.h)
 };
 
 // The human text of an ending, as the node logs it ("lease 3 of P ended: <text>"):
@@ -71,6 +72,7 @@ enum class LeaseEnd {
 //   NodeShutdown      detail, or "node shutting down" when empty
 //   WorkerFailed      detail, or "worker failed" when empty
 //   MemoryBudget      detail, or "busy: over the node's memory budget" when empty
+//   SceneTooLarge     detail, or "the scene is too large for this node" when empty
 std::string leaseEndText(LeaseEnd end, const std::string& detail = "");
 
 // One lease that ended, and why. `devices` were free from the moment it ended.

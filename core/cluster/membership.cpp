@@ -78,7 +78,8 @@ PeerFailure Membership::fail(Peer& p, ConnectionFailure failure, SchedulerTime n
   if (decision.lost) p.lostSinceReady = true;
   if (failure == ConnectionFailure::Busy) p.lostSinceReady = false;
   p.dataLoaded = false;
-  if (failure == ConnectionFailure::AuthFailed || failure == ConnectionFailure::Incompatible) {
+  if (failure == ConnectionFailure::AuthFailed || failure == ConnectionFailure::Incompatible ||
+      failure == ConnectionFailure::SceneTooLarge) {
     p.state = PeerState::GaveUp;
     decision.permanent = true;
     return decision;

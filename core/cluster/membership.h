@@ -20,7 +20,8 @@
 //   Silent      Leased or Ready, but no reply for more than silentAfter (a reply brings it
 //               back); declared lost after silenceTimeout without a reply
 //   Retry       no connection; the next attempt is due at retryAt()
-//   GaveUp      refused for good (AuthFailed, Incompatible): never tried again
+//   GaveUp      refused for good (AuthFailed, Incompatible, SceneTooLarge): never tried again
+//               in this session
 //
 // Decisions, as transport/primary.cpp makes them today:
 // - A peer with a session (Leased, Ready, Silent) that fails, or stays silent for longer than
@@ -31,7 +32,7 @@
 //   loss counts once).
 // - After any failure the peer is tried again reconnectInterval later; after a lease revoked
 //   for fair share, at once (its share of the node is free now), at most once per
-//   reconnectInterval; after AuthFailed or Incompatible, never.
+//   reconnectInterval; after AuthFailed, Incompatible or SceneTooLarge, never.
 // - Failures and silence of a peer that is not connecting or connected (Retry, GaveUp) are
 //   ignored: one connection ends once.
 
@@ -57,6 +58,7 @@ enum class ConnectionFailure {
   RevokedFairShare,  // the node revoked our lease for fair share (LeaseEnd::RevokedFairShare)
   AuthFailed,        // TLS or the Gate refused the cluster key: permanent
   Incompatible,      // another protocol version: permanent
+  SceneTooLarge,     // the node will never hold the scene (LeaseEnd::SceneTooLarge): permanent
 };
 
 struct MembershipOptions {

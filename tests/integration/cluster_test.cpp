@@ -327,11 +327,11 @@ TEST_F(ClusterTest, NodeThatComesBackIsUsedAgain) {
   auto started = std::chrono::steady_clock::now();
   auto render = startRender(kLonger, peers, "back");
   // Killed once it holds the render's data (a slow build, such as test-asan's, takes a while to
-  // get there; a node killed before its lease would not count as lost).
-  ASSERT_TRUE(waitUntil([&] { return node("b").err().find("granted") != std::string::npos; },
+  // get there; a node killed before its load would not count as a connection that was used).
+  ASSERT_TRUE(waitUntil([&] { return node("b").err().find("loaded after") != std::string::npos; },
                         30s))
       << node("b").err();
-  std::this_thread::sleep_for(300ms);
+  std::this_thread::sleep_for(100ms);
   node("b").kill();
   std::this_thread::sleep_for(200ms);
   ASSERT_TRUE(render->running()) << "the render ended before the node came back";

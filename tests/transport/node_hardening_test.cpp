@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cluster/memory_budget.h"
 #include "core/render/cpu_device.h"
 #include "core/scene/compile.h"
 #include "core/util/hash.h"
@@ -290,6 +291,45 @@ TEST_F(NodeHardening, PinnedBytesOfASessionAreBounded) {
   EXPECT_EQ(node->activeLeaseCount(), 0u);
   EXPECT_EQ(node->pinnedChunkBytes(), 0u);
   EXPECT_LE(node->cachedChunkBytes(), options.chunkCacheBytes);
+}
+
+// The chunks a session keeps pinned until its load count in the node's memory budget, with its
+// scenes (core/cluster/load_admission.h, reserveLease): beyond the budget a chunk stays cached
+// unpinned, as beyond the per-session bound. The reservation goes with the lease.
+TEST_F(NodeHardening, PinnedBytesCountInTheMemoryBudget) {
+  UvKjLoop loop;
+  MemoryBudget budget(12 << 10);
+  NodeOptions options;
+  options.chunkCacheBytes = 1;
+  options.memoryBudget = &budget;
+  TestNode node(loop, 1, options);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate();
+  Leased leased = takeLease(loop, nodeCap, 0);
+
+  // 48 incompressible 1 KiB chunks: 48 KiB, four times the budget.
+  ChunkStore store;
+  std::vector<Hash128> hashes;
+  std::mt19937 random(9);
+  for (int i = 0; i < 48; ++i) {
+    std::vector<uint8_t> raw(1024);
+    for (uint8_t& byte : raw) byte = uint8_t(random());
+    Hash128 hash = hash128(raw.data(), raw.size());
+    store.put(hash,
+              encodeChunk(raw.data(), raw.size(), defaultChunkCodec(RenderDataArray::texels)));
+    hashes.push_back(hash);
+  }
+  putChunks(loop, leased.session, store, hashes);
+  EXPECT_GT(askMissing(loop, leased.session, hashes).size(), 0u);  // unpinned ones were evicted
+  EXPECT_GT(node->pinnedChunkBytes(), 0u);
+  EXPECT_LE(node->pinnedChunkBytes(), budget.capacity());
+  EXPECT_EQ(budget.heldBy({MemoryHolder::Kind::Lease, 1}), node->pinnedChunkBytes());
+
+  leased = Leased{};
+  waitFor(loop, nodeCap.infoRequest().send());
+  EXPECT_EQ(node->activeLeaseCount(), 0u);
+  EXPECT_EQ(node->pinnedChunkBytes(), 0u);
+  EXPECT_EQ(budget.reserved(), 0u);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -445,7 +445,8 @@ TEST(NodeService, BadInputGetsErrorsAndTheSessionKeepsServing) {
 }
 
 // A manifest may name one small chunk many times: the decoded size is checked against the
-// node's limit before anything is decoded or allocated.
+// node's limit before anything is decoded or allocated. The node will never hold that scene, so
+// the lease ends typed SCENE_TOO_LARGE (the Primary then stops asking this node for it).
 TEST(NodeService, SceneLargerThanTheNodeAcceptsIsRefusedBeforeDecoding) {
   const Scene& scene = cornellBox();
   UvKjLoop loop;
@@ -455,13 +456,21 @@ TEST(NodeService, SceneLargerThanTheNodeAcceptsIsRefusedBeforeDecoding) {
   Client client(loop, node.address());
   proto::Node::Client nodeCap = client.authenticate(testKey(1));
   Leased leased = takeLease(loop, nodeCap);
+  auto ended = leased.lease.endedRequest().send();
   {
     auto load = leased.session.loadRequest();
     toProto(scene.manifest, load.initManifest());
     expectFailure([&] { waitFor(loop, load.send()); }, "more than this node accepts");
   }
-  // The session keeps serving.
-  EXPECT_TRUE(waitFor(loop, leased.session.pingRequest().send()).totalSize().wordCount >= 0);
+  auto why = waitFor(loop, kj::mv(ended));
+  EXPECT_EQ(why.getReason(), proto::LeaseEnd::SCENE_TOO_LARGE);
+  EXPECT_NE(std::string(why.getDetail().cStr()).find("more than this node accepts"),
+            std::string::npos);
+  EXPECT_EQ(node->activeLeaseCount(), 0u);
+  EXPECT_EQ(node->stats().scenesDecoded, 0u);
+  // The node serves on: a new lease is granted.
+  Leased again = takeLease(loop, nodeCap);
+  waitFor(loop, again.session.pingRequest().send());
 }
 
 TEST(NodeService, MessageBeyondTheSizeLimitDropsOnlyThatConnection) {
@@ -744,8 +753,9 @@ TEST(NodeService, ALoadBeyondTheMemoryBudgetEndsThatLeaseAsBusy) {
 }
 
 // A scene that the memory budget could never hold, however little else is reserved, is refused
-// as one beyond the node's scene limit: the load fails naming it, and the lease serves on.
-TEST(NodeService, ASceneTheMemoryBudgetCanNeverHoldIsRefusedAndTheLeaseServesOn) {
+// as one beyond the node's scene limit: the load fails naming it, the lease ends typed
+// SCENE_TOO_LARGE, and nothing stays reserved.
+TEST(NodeService, ASceneTheMemoryBudgetCanNeverHoldEndsTheLeaseAsTooLarge) {
   UvKjLoop loop;
   const Scene& scene = cornellBox();
   MemoryBudget budget(scene.manifest.rawBytes() / 2);
@@ -755,9 +765,10 @@ TEST(NodeService, ASceneTheMemoryBudgetCanNeverHoldIsRefusedAndTheLeaseServesOn)
   Client client(loop, node.address());
   proto::Node::Client nodeCap = client.authenticate(testKey(1));
   Leased leased = takeLease(loop, nodeCap, {0});
+  auto ended = leased.lease.endedRequest().send();
   expectFailure([&] { upload(loop, leased.session, scene); }, "more than this node accepts");
-  waitFor(loop, leased.session.pingRequest().send());
-  EXPECT_EQ(node->activeLeaseCount(), 1u);
+  EXPECT_EQ(waitFor(loop, kj::mv(ended)).getReason(), proto::LeaseEnd::SCENE_TOO_LARGE);
+  EXPECT_EQ(node->activeLeaseCount(), 0u);
   EXPECT_EQ(budget.reserved(), 0u);
 }
 

@@ -33,6 +33,8 @@ class NodeThread {
   const std::string& address() const { return address_; }
   // Leases held now (sampled every 20 ms on the node's thread).
   size_t activeLeases() const { return leases_.load(); }
+  // Leases granted since the node started (sampled likewise).
+  uint64_t leasesGranted() const { return granted_.load(); }
 
  private:
   void run() {
@@ -46,6 +48,7 @@ class NodeThread {
       // A timer keeps the loop running and samples the lease count.
       auto poll = [&](auto& self) -> kj::Promise<void> {
         leases_ = node.activeLeaseCount();
+        granted_ = node.stats().leasesGranted;
         return loop.timer().afterDelay(20 * kj::MILLISECONDS).then([&, self]() mutable {
           return self(self);
         });
@@ -74,6 +77,7 @@ class NodeThread {
   UvKjLoop* loop_ = nullptr;
   std::string address_;
   std::atomic<size_t> leases_{0};
+  std::atomic<uint64_t> granted_{0};
 };
 
 inline RenderData compiledCornellBox(uint32_t size, uint32_t passes = 0) {

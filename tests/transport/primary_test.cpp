@@ -140,6 +140,43 @@ TEST(PrimaryTest, TimeLimitStopsAtACompletePassBitwiseThatSpp) {
   EXPECT_EQ(film.sums(), reference.sums()) << "stopped at " << reached << " spp";
 }
 
+// A node that will never hold the scene (beyond its scene limit) ends its lease typed
+// SCENE_TOO_LARGE. The Primary does not ask it again in this render, however often it would
+// retry a busy or broken node, and the render completes on the other devices, bitwise.
+TEST(PrimaryTest, ANodeThatCanNeverHoldTheSceneIsAskedOnce) {
+  constexpr uint32_t kSize = 64, kSpp = 128;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  CpuDevice local(1);
+  ASSERT_TRUE(local.load(data).ok());
+  Film reference(kSize, kSize, kSpp);
+  {
+    ClusterRenderOptions options;
+    options.localDevices = {&local};
+    ASSERT_TRUE(renderCluster(*data, reference, options).ok());
+  }
+  NodeOptions small;
+  small.maxSceneBytes = 4096;
+  testing::NodeThread node(testKey(), small);
+  Film film(kSize, kSize, kSpp);
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  options.peers = {node.address()};
+  options.key = testKey();
+  options.reconnectInterval = std::chrono::milliseconds(20);
+  const Clock::time_point start = Clock::now();
+  Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
+  ASSERT_TRUE(stats.ok()) << stats.error().message;
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  ASSERT_EQ(stats->nodes.size(), 1u);
+  EXPECT_EQ(stats->nodes[0].state, "too_large");
+  EXPECT_NE(stats->nodes[0].error.find("more than this node accepts"), std::string::npos)
+      << stats->nodes[0].error;
+  EXPECT_EQ(stats->nodes[0].workUnits, 0u);
+  EXPECT_EQ(film.sums(), reference.sums());
+  std::this_thread::sleep_for(60ms);  // the node samples its counters every 20 ms
+  EXPECT_EQ(node.leasesGranted(), 1u) << "asked again within a " << seconds << " s render";
+}
+
 TEST(PrimaryTest, CancelledRenderStopsAndFreesItsLease) {
   constexpr uint32_t kSize = 128, kSpp = 4096;  // far longer than the test waits
   auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));

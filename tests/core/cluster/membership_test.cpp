@@ -130,6 +130,25 @@ TEST(Membership, RetriesAfterTheIntervalAndGivesUpOnAuthOrVersion) {
   EXPECT_TRUE(m.connectionFailed(down, ConnectionFailure::Broken, at(100001 * kMs)).ignored);
 }
 
+// A node that will never hold the scene (its lease ended SceneTooLarge) is given up at once, as a
+// loss of what it was doing, and never asked again; busy ones are asked again.
+TEST(Membership, SceneTooLargeIsFinalBusyIsNot) {
+  Membership m(options());
+  PeerId small = m.addPeer(at(0));
+  PeerId busy = m.addPeer(at(0));
+  m.leaseGranted(small, at(0));
+  m.leaseGranted(busy, at(0));
+  PeerFailure f = m.connectionFailed(small, ConnectionFailure::SceneTooLarge, at(10 * kMs));
+  EXPECT_TRUE(f.permanent);
+  EXPECT_TRUE(f.lost);
+  EXPECT_FALSE(f.retryAt.has_value());
+  EXPECT_EQ(m.state(small), PeerState::GaveUp);
+  EXPECT_FALSE(m.connectionFailed(busy, ConnectionFailure::Busy, at(10 * kMs)).permanent);
+  std::vector<MembershipAction> a = m.tick(at(10000 * kMs));
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].peer, busy);
+}
+
 TEST(Membership, BusyWaitsTheIntervalFairShareRetriesAtOnce) {
   Membership m(options());
   PeerId p = m.addPeer(at(0));

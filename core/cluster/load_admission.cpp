@@ -1,0 +1,74 @@
+#include "core/cluster/load_admission.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace pl {
+
+SceneWindow SceneWindow::with(const HeldScene& scene) const {
+  SceneWindow next = *this;
+  std::erase_if(next.scenes_, [&](const HeldScene& s) { return s.key == scene.key; });
+  next.scenes_.push_back(scene);
+  while (next.scenes_.size() > window_) next.scenes_.pop_front();
+  return next;
+}
+
+bool SceneWindow::contains(const Hash128& key) const {
+  return std::any_of(scenes_.begin(), scenes_.end(),
+                     [&](const HeldScene& s) { return s.key == key; });
+}
+
+uint64_t SceneWindow::bytes() const {
+  uint64_t total = 0;
+  for (const HeldScene& s : scenes_) total += s.bytes;
+  return total;
+}
+
+namespace {
+
+std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+LoadVerdict refuse(LoadOutcome outcome, std::string why) {
+  LoadVerdict v;
+  v.outcome = outcome;
+  v.why = std::move(why);
+  return v;
+}
+
+}  // namespace
+
+MemoryGrant reserveLease(MemoryBudget& budget, const MemoryHolder& holder,
+                         const SceneWindow& scenes, uint64_t pinnedBytes) {
+  return budget.reserve(holder, scenes.bytes() + pinnedBytes);
+}
+
+LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const SceneWindow& held,
+                      const HeldScene& scene, uint64_t maxSceneBytes, uint64_t pinnedBytes) {
+  if (scene.bytes > maxSceneBytes)
+    return refuse(LoadOutcome::SceneTooLarge,
+                  "the scene needs " + mib(scene.bytes) +
+                      " of render data, more than this node accepts (" + mib(maxSceneBytes) + ")");
+  LoadVerdict v;
+  v.scenes = held;
+  if (budget == nullptr || held.contains(scene.key)) {
+    if (!held.contains(scene.key)) v.scenes = held.with(scene);
+    return v;  // nothing to reserve (no budget), or reserved already (a camera move, or again)
+  }
+  const uint64_t room =
+      budget->capacity() - std::min(budget->capacity(),
+                                    budget->heldBy({MemoryHolder::Kind::ChunkCache, 0}));
+  if (scene.bytes > room)
+    return refuse(LoadOutcome::SceneTooLarge,
+                  "the scene needs " + mib(scene.bytes) +
+                      " of render data, more than this node accepts (its memory budget holds " +
+                      mib(room) + " for scenes)");
+  // With the scenes it holds already it may not fit now (nor ever, on this lease): busy.
+  const SceneWindow next = held.with(scene);
+  MemoryGrant grant = reserveLease(*budget, holder, next, pinnedBytes);
+  if (!grant.granted) return refuse(LoadOutcome::Busy, budget->refusalText(grant));
+  v.scenes = next;
+  v.evict = std::move(grant.evict);
+  return v;
+}
+
+}  // namespace pl
