@@ -3,6 +3,7 @@
 # thread asks (operators run on the main thread). What the export cannot carry is
 # scene_report.py's.
 
+import contextlib
 import os
 import queue
 import tempfile
@@ -22,18 +23,48 @@ def private_folder():
     return tempfile.mkdtemp(prefix="peerlight-blender-")
 
 
-def export_glb(path, scene, frame=None):
+@contextlib.contextmanager
+def render_modifiers(scene):
+    """Within it, the scene's modifiers evaluate as a render evaluates them: those enabled for
+    the render and no others, subdivision and multiresolution at their render levels. Blender's
+    exporter applies modifiers from the viewport's evaluation, so without this F12 would render
+    the viewport's levels. Everything is put back on the way out."""
+    saved = []
+    try:
+        for obj in scene.objects:
+            for modifier in getattr(obj, "modifiers", []):
+                before = {"show_viewport": modifier.show_viewport}
+                after = {"show_viewport": modifier.show_render}
+                if modifier.type == "SUBSURF":
+                    before["levels"], after["levels"] = modifier.levels, modifier.render_levels
+                elif modifier.type == "MULTIRES":
+                    before["levels"], after["levels"] = modifier.levels, modifier.render_levels
+                if before == after:
+                    continue
+                saved.append((modifier, before))
+                for name, value in after.items():
+                    setattr(modifier, name, value)
+        yield
+    finally:
+        for modifier, before in reversed(saved):
+            for name, value in before.items():
+                setattr(modifier, name, value)
+
+
+def export_glb(path, scene, frame=None, for_render=False):
     """Writes `scene` to `path` (.glb). Modifiers are applied, objects hidden from the render
     left out, cameras and lights included. `frame`: bring the scene to that frame first (an
     animation's frame: the exporter reads the view layer's evaluated state, which a render of
-    the frame does not update). Raises ExportError."""
+    the frame does not update). `for_render`: the modifiers as a render evaluates them
+    (render_modifiers()); else as the viewport shows them. Raises ExportError."""
     # The exporter works on the context's scene and view layer.
     window = bpy.context.window
     override = {"scene": scene}
     if window is not None:
         override["window"] = window
+    modifiers = render_modifiers(scene) if for_render else contextlib.nullcontext()
     try:
-        with bpy.context.temp_override(**override):
+        with bpy.context.temp_override(**override), modifiers:
             if frame is not None:
                 scene.frame_set(frame)
             result = bpy.ops.export_scene.gltf(

@@ -115,7 +115,7 @@ class Frame:
             self.flags += ["--passes", ",".join(sorted(self.passes.values()))]
         self.lost = scene_report.what_is_lost(scene)
         if self.camera is not None:
-            export.export_glb(path, scene, scene.frame_current)
+            export.export_glb(path, scene, scene.frame_current, for_render=True)
 
 
 def render(engine, depsgraph):

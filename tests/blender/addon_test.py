@@ -205,6 +205,16 @@ def read_gltf(path):
     return json.loads(data[20:20 + length])
 
 
+def triangles(gltf, node_name):
+    """Triangles of the mesh of the node named `node_name` in a glTF's JSON (indexed
+    primitives; None when there is no such node)."""
+    for node in gltf.get("nodes", []):
+        if node.get("name") == node_name and "mesh" in node:
+            mesh = gltf["meshes"][node["mesh"]]
+            return sum(gltf["accessors"][p["indices"]]["count"] // 3 for p in mesh["primitives"])
+    return None
+
+
 def cli_render(binary, env, scene, out, spp, width, height, extra=()):
     p = subprocess.run([binary, "render", scene, "-o", out, "--spp", str(spp), "--size",
                         "%dx%d" % (width, height), "--camera", "0", "--local-only",
@@ -245,7 +255,13 @@ def run_all(binary, blender, cluster, env, tmp):
     check(result.get("ok") and os.path.exists(f12), "F12 through the add-on writes the image")
     check("displacement is not exported" in out and "not supported" not in out,
           "what the export cannot carry is named in the report area, and only that")
-    glass = [m for m in read_gltf(export).get("materials", []) if m.get("name") == "Glass"]
+    # Modifiers as the render evaluates them: the panel's subdivision at its render levels (2:
+    # 2 triangles become 32), the floor's viewport-only one not at all.
+    exported = read_gltf(export)
+    check(triangles(exported, "Panel") == 32 and triangles(exported, "Floor") == 2,
+          "F12 exports modifiers at their render settings (panel %s triangles, floor %s)"
+          % (triangles(exported, "Panel"), triangles(exported, "Floor")))
+    glass = [m for m in exported.get("materials", []) if m.get("name") == "Glass"]
     volume = glass[0].get("extensions", {}).get("KHR_materials_volume", {}) if glass else {}
     colour = volume.get("attenuationColor", [])
     expected = [math.exp(-0.5 * (1 - c)) for c in (0.6, 0.8, 1.0)]

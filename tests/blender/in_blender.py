@@ -56,6 +56,10 @@ def build_scene():
     mat.node_tree.links.new(bump.outputs["Displacement"],
                             mat.node_tree.nodes["Material Output"].inputs["Displacement"])
     floor.data.materials.append(mat)
+    # A modifier for the viewport only: F12 must not apply it.
+    preview = floor.modifiers.new("PreviewOnly", "SUBSURF")
+    preview.subdivision_type = "SIMPLE"
+    preview.levels, preview.show_render = 1, False
 
     bpy.ops.mesh.primitive_uv_sphere_add(radius=0.8, location=(0, 0, 0.8))
     ball = bpy.context.object
@@ -88,6 +92,10 @@ def build_scene():
     lb.inputs["Emission Strength"].default_value = 8.0
     lb.inputs["Base Color"].default_value = (0, 0, 0, 1)
     panel.data.materials.append(light)
+    # Subdivided for the render only (flat, as the plane): F12 must export its render levels.
+    fine = panel.modifiers.new("RenderLevels", "SUBSURF")
+    fine.subdivision_type = "SIMPLE"
+    fine.levels, fine.render_levels = 0, 2
 
     bpy.ops.object.camera_add(location=(5, -5, 3.5), rotation=(1.1, 0, 0.785))
     scene.camera = bpy.context.object
