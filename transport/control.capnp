@@ -95,6 +95,12 @@ struct RenderParams {
   # 0: render to spp. Else the job ends at the last complete pass (1, 2, 4, ... spp) once this
   # long has passed since it started (at the first pass, if none is complete by then); the
   # film then holds the samples result() names.
+  regionX @10 :UInt32;
+  regionY @11 :UInt32;
+  regionWidth @12 :UInt32;
+  regionHeight @13 :UInt32;
+  # A render border (--region): only these pixels are rendered; the film's others stay empty.
+  # Width and height 0: the whole image. Must lie within width x height.
 }
 
 struct RenderRequest {

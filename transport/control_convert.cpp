@@ -51,6 +51,10 @@ void toControl(const RenderJobParams& p, ctl::RenderParams::Builder out) {
   out.setNoMdns(p.noMdns);
   out.setPrimaryName(p.primaryName);
   out.setTimeLimitMs(p.timeLimitMs);
+  out.setRegionX(p.region.x);
+  out.setRegionY(p.region.y);
+  out.setRegionWidth(p.region.width);
+  out.setRegionHeight(p.region.height);
 }
 
 Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in) {
@@ -79,6 +83,7 @@ Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in) {
   p.primaryName = text(in.getPrimaryName());
   if (p.primaryName.empty()) p.primaryName = "local";
   p.timeLimitMs = in.getTimeLimitMs();
+  p.region = Rect{in.getRegionX(), in.getRegionY(), in.getRegionWidth(), in.getRegionHeight()};
   return p;
 }
 

@@ -44,6 +44,7 @@ struct RenderJobParams {
   bool noMdns = false;             // only `peers` (and this machine), no mDNS nodes
   std::string primaryName;         // "host/pid" of the command
   uint32_t timeLimitMs = 0;        // --time-limit; 0: none
+  Rect region{};                   // --region; empty: the whole image
 };
 
 void toControl(const RenderJobParams& params, ctl::RenderParams::Builder out);

@@ -50,8 +50,11 @@ Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
 Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
                                          const ClusterRenderOptions& options,
                                          const ClusterProgressCallback& progress) {
-  const FrameSpec frame{film.width(), film.height(), film.samplesPerPixel(), options.tileSize};
+  FrameSpec frame{film.width(), film.height(), film.samplesPerPixel(), options.tileSize};
+  frame.region = options.region;
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
+  const uint64_t pixels =
+      frame.region.width == 0 ? uint64_t(frame.width) * frame.height : frame.region.pixelCount();
   Result<kernel::Camera> camera = scene.camera();
   if (!camera.ok()) return camera.error();
   if (camera->width != film.width() || camera->height != film.height())
@@ -86,16 +89,14 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
           std::chrono::duration<double>(std::chrono::steady_clock::now() - callStart).count();
       done.fulfiller->fulfill();
     };
-    const uint64_t total = uint64_t(frame.width) * frame.height * frame.spp;
+    const uint64_t total = pixels * frame.spp;
     if (progress) {
       events.onProgress = [&](uint64_t accepted, uint64_t all) {
         if (sessionPtr != nullptr) progress(sessionPtr->stats(), accepted, all);
       };
       events.onNodesChanged = [&]() {
         if (sessionPtr != nullptr)
-          progress(sessionPtr->stats(), sessionPtr->film().committedSamples() *
-                                            uint64_t(frame.width) * frame.height,
-                   total);
+          progress(sessionPtr->stats(), sessionPtr->film().committedSamples() * pixels, total);
       };
     }
     try {

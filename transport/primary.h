@@ -93,6 +93,9 @@ struct ClusterRenderOptions {
   // render to that spp. With no pass complete yet, it waits for the first one. A RenderSession
   // counts it from each generation's start (FrameSpec::deadline: the Scheduler decides).
   std::chrono::milliseconds timeLimit{0};
+  // A render border (FrameSpec::region): only these pixels are rendered, every generation;
+  // the film's others stay empty. Empty: the whole image.
+  Rect region{};
   // Polled on the loop thread about every 50 ms: when it returns true the render stops and
   // renderCluster() fails with "render cancelled" (leases dropped, device threads joined).
   std::function<bool()> cancelled;

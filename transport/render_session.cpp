@@ -445,6 +445,7 @@ Result<FrameSpec> RenderSession::Impl::frameOf(const kernel::Camera& camera,
   // stays within the message limits.
   frame.channels = kernel::filmChannels(camera.passes);
   if (options_.timeLimit.count() > 0) frame.deadline = now() + options_.timeLimit;
+  frame.region = options_.region;
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
   return frame;
 }

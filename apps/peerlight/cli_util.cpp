@@ -48,6 +48,25 @@ Status parseSize(const std::string& text, uint32_t* width, uint32_t* height) {
   return Status();
 }
 
+Result<Rect> parseRegion(const std::string& text, uint32_t width, uint32_t height) {
+  uint32_t v[4] = {0, 0, 0, 0};
+  size_t at = 0;
+  for (int i = 0; i < 4; ++i) {
+    const size_t comma = i < 3 ? text.find(',', at) : text.size();
+    const std::string field = comma == std::string::npos ? "" : text.substr(at, comma - at);
+    // X and Y may be 0; W and H at least 1 (parseDimension's range).
+    const bool ok = field == "0" && i < 2 ? true : parseDimension(field, &v[i]);
+    if (!ok || (i == 3 && comma != text.size()))
+      return Error{"--region " + text + ": expected X,Y,W,H in pixels from the top-left corner"};
+    at = comma + 1;
+  }
+  const Rect r{v[0], v[1], v[2], v[3]};
+  if (uint64_t(r.x) + r.width > width || uint64_t(r.y) + r.height > height)
+    return Error{"--region " + text + ": outside the " + std::to_string(width) + "x" +
+                 std::to_string(height) + " image"};
+  return r;
+}
+
 Result<uint32_t> parsePasses(const std::string& text) {
   uint32_t passes = 0;
   size_t at = 0;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/render/work_unit.h"
 #include "core/util/status.h"
 
 namespace pl {
@@ -25,6 +26,8 @@ Status parseSize(const std::string& text, uint32_t* width, uint32_t* height);
 Status parseEnv(const std::string& text, CompileOptions* options);
 // "albedo,normal,depth" (any of them, comma-separated) as kernel::FilmPass bits.
 Result<uint32_t> parsePasses(const std::string& text);
+// "X,Y,W,H" (pixels, from the top-left corner): a render border within a width x height image.
+Result<Rect> parseRegion(const std::string& text, uint32_t width, uint32_t height);
 
 std::string formatCount(double n);      // 950, 12.3k, 4.56M, 1.23G
 std::string formatSeconds(double s);    // 0.42 s, 12.3 s, 3m05s

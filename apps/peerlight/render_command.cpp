@@ -186,7 +186,9 @@ std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
 }
 
 void writeOutput(const RenderArgs& args, const Film& film) {
-  if (Status s = writeFilm(args.output, film, compileOptionsFrom(args).passes, args.exposure);
+  const std::optional<Film> crop = croppedOutput(args, film);
+  if (Status s = writeFilm(args.output, crop ? *crop : film, compileOptionsFrom(args).passes,
+                           args.exposure);
       !s.ok())
     fail(s.error().message, 1);
 }
@@ -260,8 +262,10 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
                 film.height(), film.samplesPerPixel(), formatSeconds(seconds).c_str(),
                 formatCount(samplesPerSecond).c_str(), mraysPerSecond, args.output.c_str());
     if (!daemonPath.empty()) std::printf("  rendered by the node daemon (%s)\n", daemonPath.c_str());
-    uint64_t total = uint64_t(film.width()) * film.height() * film.samplesPerPixel();
-    std::printf("  shares: %s\n", shareLine(stats, total).c_str());
+    const Rect region = regionOf(args);
+    const uint64_t pixels =
+        region.width == 0 ? uint64_t(film.width()) * film.height() : region.pixelCount();
+    std::printf("  shares: %s\n", shareLine(stats, pixels * film.samplesPerPixel()).c_str());
     for (const NodeRenderStats& n : stats.nodes) {
       std::printf("  %s (%s): %s, %llu units, render data %s sent (%s raw), results %s",
                   n.address.c_str(), n.name.empty() ? "?" : printable(n.name).c_str(),
@@ -290,6 +294,7 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSour
   cluster.ownerToken = ownerToken();
   cluster.start = commandStart;
   cluster.timeLimit = timeLimitOf(args);
+  cluster.region = regionOf(args);
 
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
   ProgressBar bar;
@@ -322,6 +327,7 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
   params.noMdns = args.noMdns;
   params.primaryName = primaryName();
   params.timeLimitMs = uint32_t(timeLimitOf(args).count());
+  params.region = regionOf(args);
   // The scene's encoded form (the daemon sends its chunks to nodes as they are): the cache
   // file's bytes, or encoded now.
   std::vector<uint8_t> encodedNow;

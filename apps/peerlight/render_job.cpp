@@ -61,7 +61,9 @@ struct RenderJobs::Impl {
   }
 
   ControlOutcome admit(const RenderJobParams& p, uint64_t dataBytes) const {
-    if (Status s = Scheduler::validateFrame(FrameSpec{p.width, p.height, p.spp, 64}); !s.ok())
+    FrameSpec frame{p.width, p.height, p.spp, 64};
+    frame.region = p.region;
+    if (Status s = Scheduler::validateFrame(frame); !s.ok())
       return refusal(ctl::Outcome::BAD_PARAMS, "render job: " + s.error().message);
     if (p.localOnly && p.noLocal)
       return refusal(ctl::Outcome::BAD_PARAMS, "render job: localOnly and noLocal both set");
@@ -200,6 +202,7 @@ struct RenderJobs::Impl {
     options.primaryName = r->params.primaryName;
     options.ownerToken = job->token();
     options.timeLimit = std::chrono::milliseconds(r->params.timeLimitMs);
+    options.region = r->params.region;
     RenderSessionEvents events;
     // Done at the frame's spp, or at the last complete pass when the time limit ends it.
     auto done = [this, r](uint32_t spp) {

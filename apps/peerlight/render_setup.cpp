@@ -66,6 +66,10 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
                   "Vertical field of view in degrees with --look-at (default: the scene "
                   "camera's, else 40)")
       ->check(CLI::Range(0.0, 179.9));
+  cmd->add_option("--region", args->region,
+                  "Render only these pixels, X,Y,W,H from the top-left corner (a render border; "
+                  "the rest of the image stays black)");
+  cmd->add_flag("--crop", args->crop, "With --region: write the region alone");
   cmd->add_option("--passes", args->passes,
                   "Passes for compositing and denoising, written as layers of the .exr: any of "
                   "albedo,normal,depth (the first surface the camera sees)");
@@ -74,6 +78,24 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
 std::chrono::milliseconds timeLimitOf(const RenderArgs& args) {
   if (!(args.timeLimit > 0)) return std::chrono::milliseconds(0);
   return std::chrono::milliseconds(int64_t(std::ceil(std::min(args.timeLimit, 1.0e6) * 1000.0)));
+}
+
+Rect regionOf(const RenderArgs& args) {
+  if (args.region.empty()) {
+    if (args.crop) failUsage("--crop needs --region");
+    return Rect{};
+  }
+  uint32_t width = 0, height = 0;
+  if (Status s = parseSize(args.size, &width, &height); !s.ok()) failUsage(s.error().message);
+  Result<Rect> region = parseRegion(args.region, width, height);
+  if (!region.ok()) failUsage(region.error().message);
+  return *region;
+}
+
+std::optional<Film> croppedOutput(const RenderArgs& args, const Film& film) {
+  const Rect region = regionOf(args);
+  if (!args.crop || region.width == 0) return std::nullopt;
+  return film.cropped(region);
 }
 
 CompileOptions compileOptionsFrom(const RenderArgs& args) {

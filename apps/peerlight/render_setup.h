@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/render/device.h"
+#include "core/render/film.h"
 #include "core/scene/compile.h"
 #include "core/util/hash.h"
 #include "discovery/peer_watch.h"
@@ -49,6 +50,8 @@ struct RenderArgs {
   bool noCache = false;      // --no-cache: always load and compile
   std::string passes;        // --passes albedo,normal,depth
   double timeLimit = 0;      // --time-limit SECONDS (render and session); 0: none
+  std::string region;        // --region X,Y,W,H: a render border
+  bool crop = false;         // --crop: write the region alone
 };
 
 // The flags both commands take (scene, image, sampling, devices, peers, key, camera).
@@ -60,6 +63,12 @@ CompileOptions compileOptionsFrom(const RenderArgs& args);
 // --time-limit in whole milliseconds, rounded up (a limit never rounds to none); 0: none. The
 // flag is checked to be within 0 .. 10^6 s.
 std::chrono::milliseconds timeLimitOf(const RenderArgs& args);
+// --region within --size (exits with status 2 naming the flag when it is not); empty: none.
+// --crop without --region is a usage error too.
+Rect regionOf(const RenderArgs& args);
+// With --crop, the region as a film of its own (what the output files hold); else nothing:
+// they hold the whole film.
+std::optional<Film> croppedOutput(const RenderArgs& args, const Film& film);
 
 // The scene compiled with `options`: from the compiled cache (core/scene/compiled_cache.h) when
 // an unchanged scene was compiled the same way before, in its encoded form (mapped, not read:

@@ -171,7 +171,7 @@ class SessionDriver {
                {"seconds", seconds},
                {"shares", shares}};
     if (!passImage_.empty()) {
-      const Film film = session_->film().snapshot();
+      const Film film = outputOf(session_->film().snapshot());
       std::string error;
       // The colour alone (a file with layers is one image to most readers: Blender's
       // load_from_file() refuses it), and each pass beside it.
@@ -226,6 +226,12 @@ class SessionDriver {
   bool failed() const { return failed_; }
 
  private:
+  // What the files hold: the --region alone with --crop, else the whole film.
+  Film outputOf(Film film) const {
+    std::optional<Film> crop = croppedOutput(args_, film);
+    return crop ? std::move(*crop) : std::move(film);
+  }
+
   struct PendingSave {
     std::string path;
     uint32_t spp;
@@ -410,7 +416,7 @@ class SessionDriver {
         ++it;
         continue;
       }
-      Film film = session_->film().snapshot();
+      const Film film = outputOf(session_->film().snapshot());
       Json event;
       if (Status st = writeFilm(it->path, film, options_.passes, args_.exposure); !st.ok()) {
         event = {{"event", "error"}, {"op", "save"}, {"field", "path"},
@@ -514,6 +520,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
   cluster.scheduler.firstPassSamples = 1;  // the first pass after an update comes fast
   cluster.noDeviceTimeout = std::chrono::milliseconds(0);  // a session waits for nodes
   cluster.timeLimit = timeLimitOf(args);
+  cluster.region = regionOf(args);
 
   bool failed = false;
   {

@@ -56,6 +56,24 @@ def _frame_size(scene):
             max(1, r.resolution_y * r.resolution_percentage // 100))
 
 
+def render_border(scene, width, height):
+    """The render border as Blender cuts it from a width x height frame, (x, y, w, h) with y
+    from the top (peerlight's --region), or None for the whole frame. Blender truncates
+    border * size in single precision; so does this, so that the region is exactly the Render
+    Result's."""
+    r = scene.render
+    if not r.use_border:
+        return None
+    f32 = numpy.float32
+    x0, x1 = int(f32(r.border_min_x) * f32(width)), int(f32(r.border_max_x) * f32(width))
+    y0, y1 = int(f32(r.border_min_y) * f32(height)), int(f32(r.border_max_y) * f32(height))
+    x0, x1 = max(0, min(x0, width)), max(0, min(x1, width))
+    y0, y1 = max(0, min(y0, height)), max(0, min(y1, height))
+    if x1 <= x0 or y1 <= y0 or (x1 - x0, y1 - y0) == (width, height):
+        return None
+    return (x0, height - y1, x1 - x0, y1 - y0)
+
+
 # Blender's passes that peerlight fills: the view layer's switch, the pass's name in the
 # Render Result, its channels, and peerlight's pass (`--passes`). Albedo goes to Diffuse
 # Color, the pass Blender's compositor and denoise node take as the albedo.
@@ -100,19 +118,25 @@ class Frame:
         s = scene.peerlight
         self.binary = prefs.binary
         self.width, self.height = _frame_size(scene)
+        # The render border: the session renders those pixels alone and writes them alone,
+        # the size of the Render Result Blender gives the engine.
+        self.border = render_border(scene, self.width, self.height)
         self.samples, self.time_limit = s.samples, s.time_limit
         self.passes = render_passes(view_layer)
         env, _ = scene_report.environment(scene)
         self.camera = scene.camera.name if scene.camera is not None else None
         # What a session cannot change: a change of any of these starts a new one.
         self.key = (self.width, self.height, s.samples, s.time_limit, s.threads, s.devices,
-                    prefs.peers, prefs.key_file, env, prefs.binary, tuple(self.passes))
+                    prefs.peers, prefs.key_file, env, prefs.binary, tuple(self.passes),
+                    self.border)
         self.flags = settings.session_args(s, prefs, self.width, self.height, s.samples, None,
                                            env)
         if s.time_limit > 0:  # each frame (a generation) ends at its last whole pass after it
             self.flags += ["--time-limit", "%g" % s.time_limit]
         if self.passes:
             self.flags += ["--passes", ",".join(sorted(self.passes.values()))]
+        if self.border is not None:
+            self.flags += ["--region", "%d,%d,%d,%d" % self.border, "--crop"]
         self.lost = scene_report.what_is_lost(scene)
         if self.camera is not None:
             export.export_glb(path, scene, scene.frame_current, for_render=True)
@@ -159,8 +183,8 @@ def _render(engine, depsgraph):
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-    _stream_passes(engine, _job, frame.width, frame.height, frame.samples, frame.time_limit,
-                   frame.passes)
+    _stream_passes(engine, _job, frame.width, frame.height, frame.border, frame.samples,
+                   frame.time_limit, frame.passes)
 
 
 def _update(job, ops, exported):
@@ -197,12 +221,15 @@ def _start(engine, binary, path, folder, exported, frame):
     return FrameSession(frame.key, session, folder, exported, frame.camera)
 
 
-def _stream_passes(engine, job, width, height, target, time_limit, passes):
+def _stream_passes(engine, job, width, height, border, target, time_limit, passes):
     """Loads each pass of the job's current generation into the Render Result until it holds
     `target` samples per pixel, the session's time limit ends the generation (its `stopped`
-    event: the last pass shown is then final), or the user cancels."""
+    event: the last pass shown is then final), or the user cancels. With a render border the
+    result (which Blender clips to it) and the session's images hold the border alone."""
     start = time.monotonic()
     result = engine.begin_result(0, 0, width, height)
+    if border is not None:
+        width, height = border[2], border[3]
     done = False
     shown = None
     try:

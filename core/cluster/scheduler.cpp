@@ -22,6 +22,13 @@ Status Scheduler::validateFrame(const FrameSpec& frame) {
   if (frame.tileSize == 0) return Error{"frame: tile size 0"};
   if (frame.channels == 0 || frame.channels > 64)
     return Error{"frame: " + std::to_string(frame.channels) + " sums per pixel outside 1..64"};
+  const Rect& r = frame.region;
+  if ((r.width == 0) != (r.height == 0) ||
+      (r.width != 0 && (uint64_t(r.x) + r.width > frame.width ||
+                        uint64_t(r.y) + r.height > frame.height)))
+    return Error{"frame: region " + std::to_string(r.width) + "x" + std::to_string(r.height) +
+                 " at " + std::to_string(r.x) + "," + std::to_string(r.y) + " outside the " +
+                 std::to_string(frame.width) + "x" + std::to_string(frame.height) + " image"};
   return Status();
 }
 
@@ -38,9 +45,10 @@ Scheduler::Scheduler(const FrameSpec& frame, const SchedulerOptions& options)
   options_.growthFactor = std::max(1.0, options_.growthFactor);
   options_.rateSmoothing = std::clamp(options_.rateSmoothing, 0.01, 1.0);
 
-  totalWork_ = uint64_t(frame.width) * frame.height * frame.spp;
-  tilesX_ = (frame.width + frame.tileSize - 1) / frame.tileSize;
-  tilesY_ = (frame.height + frame.tileSize - 1) / frame.tileSize;
+  region_ = frame.region.width == 0 ? Rect{0, 0, frame.width, frame.height} : frame.region;
+  totalWork_ = region_.pixelCount() * frame.spp;
+  tilesX_ = (region_.width + frame.tileSize - 1) / frame.tileSize;
+  tilesY_ = (region_.height + frame.tileSize - 1) / frame.tileSize;
   for (uint32_t end = 0; end < frame.spp; ++passCount_) end = passRange(passCount_).second;
   passAccepted_.assign(passCount_, 0);
   tileSample_ = 0;
@@ -64,8 +72,8 @@ std::pair<uint32_t, uint32_t> Scheduler::passRange(uint32_t pass) const {
 
 Rect Scheduler::tileRect(uint32_t tileX, uint32_t tileY) const {
   const uint32_t x = tileX * frame_.tileSize, y = tileY * frame_.tileSize;
-  return Rect{x, y, std::min(frame_.tileSize, frame_.width - x),
-              std::min(frame_.tileSize, frame_.height - y)};
+  return Rect{region_.x + x, region_.y + y, std::min(frame_.tileSize, region_.width - x),
+              std::min(frame_.tileSize, region_.height - y)};
 }
 
 void Scheduler::addDevice(DeviceId id, SchedulerTime now, uint32_t maxInFlight,
@@ -144,7 +152,7 @@ std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
   // ...and, when that run is a whole tile row, more whole rows below it.
   if (tx == 0 && count == tilesX_) {
     for (uint32_t row = ty + 1; row < tilesY_; ++row) {
-      const uint64_t pixels = uint64_t(frame_.width) * tileRect(0, row).height;
+      const uint64_t pixels = uint64_t(region_.width) * tileRect(0, row).height;
       if (work + pixels * samples > budget ||
           unit.tile.pixelCount() + pixels > options_.maxUnitPixels)
         break;
@@ -291,7 +299,7 @@ bool Scheduler::complete(DeviceId id, const WorkUnit& unit, SchedulerTime now) {
     ++stats_.acceptedUnits;
     const uint32_t pass = passOf(unit);
     passAccepted_[pass] += work;
-    const uint64_t pixels = uint64_t(frame_.width) * frame_.height;
+    const uint64_t pixels = region_.pixelCount();
     while (completedPasses_ < passCount_) {
       const auto [p0, p1] = passRange(completedPasses_);
       if (passAccepted_[completedPasses_] != pixels * (p1 - p0)) break;

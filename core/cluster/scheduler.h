@@ -56,6 +56,9 @@ struct FrameSpec {
   // the last complete pass (finished(), finishedSamples()); before the first pass completes it
   // goes on. nullopt: the frame ends at spp.
   std::optional<SchedulerTime> deadline = std::nullopt;
+  // The pixels to render (a render border): units cover only these, and the frame is done when
+  // they hold spp samples; the film's other pixels stay empty. Empty (width 0): the whole image.
+  Rect region{};
 };
 
 struct SchedulerOptions {
@@ -150,7 +153,9 @@ class Scheduler {
   std::vector<WorkUnit> redundantUnits(DeviceId device) const;
 
   const FrameSpec& frame() const { return frame_; }
-  uint64_t totalWork() const { return totalWork_; }        // width * height * spp
+  // FrameSpec::region, or the whole image when it is empty.
+  const Rect& region() const { return region_; }
+  uint64_t totalWork() const { return totalWork_; }        // region pixels * spp
   uint64_t acceptedWork() const { return acceptedWork_; }  // pixel samples accepted
   uint32_t passCount() const { return passCount_; }
   // [begin, end) samples of pass `pass` (< passCount()).
@@ -198,6 +203,7 @@ class Scheduler {
   void advanceTile();
 
   FrameSpec frame_;
+  Rect region_;
   SchedulerOptions options_;
   uint64_t totalWork_ = 0;
   uint64_t acceptedWork_ = 0;

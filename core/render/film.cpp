@@ -1,6 +1,9 @@
 #include "core/render/film.h"
 
+#include <algorithm>
+
 #include "core/kernel/fixed_point.h"
+#include "core/util/check.h"
 
 namespace pl {
 
@@ -40,6 +43,18 @@ Status Film::setSums(std::vector<int64_t> sums) {
                  std::to_string(sums.size()) + " sums, expected " + std::to_string(sums_.size())};
   sums_ = std::move(sums);
   return Status();
+}
+
+Film Film::cropped(const Rect& r) const {
+  PL_CHECK(r.width > 0 && r.height > 0 && uint64_t(r.x) + r.width <= width_ &&
+           uint64_t(r.y) + r.height <= height_);
+  Film out(r.width, r.height, spp_, channels_);
+  for (uint32_t y = 0; y < r.height; ++y) {
+    const auto from = sums_.begin() + long((size_t(r.y + y) * width_ + r.x) * channels_);
+    std::copy(from, from + long(size_t(r.width) * channels_),
+              out.sums_.begin() + long(size_t(y) * r.width * channels_));
+  }
+  return out;
 }
 
 std::vector<float> Film::linearRgb() const {

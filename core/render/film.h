@@ -32,6 +32,10 @@ class Film {
   // Fails (and changes nothing) unless there are exactly channels() per pixel.
   Status setSums(std::vector<int64_t> sums);
 
+  // The pixels of `region` (within the film: checked) as a film of their own (a cropped
+  // render border).
+  Film cropped(const Rect& region) const;
+
   // Linear RGB, 3 floats per pixel, row-major, top row first: sums / samplesPerPixel.
   std::vector<float> linearRgb() const;
   // One pass (hasPasses() only), 3 floats per pixel, row-major: the mean albedo, the mean

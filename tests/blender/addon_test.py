@@ -275,6 +275,27 @@ def run_all(binary, blender, cluster, env, tmp):
     check(same, "F12 is bitwise `peerlight render` of the same export at %d spp" % spp)
     check(mean > 0.01 and std > 0.01, "and not blank (mean %.4f, std %.4f)" % (mean, std))
 
+    # A render border (x 0.25-0.75, y 0.2-0.6 from the bottom: pixels 40-119 and, from the
+    # top, rows 48-95): F12 renders those pixels alone, bitwise the whole render's, and leaves
+    # the rest of the frame empty.
+    bordered = os.path.join(tmp, "f12-border.exr")
+    result, _ = blender.run("f12", out=bordered, spp=spp, devices="LOCAL", border=1)
+    check(result.get("ok") and os.path.exists(bordered), "F12 with a render border")
+    try:
+        got, whole = read_exr_channels(bordered), read_exr_channels(cli)
+        inside = [(y, x) for y in range(48, 96) for x in range(40, 120)]
+        same = len(got["R"]) == width * height and all(
+            got[c][y * width + x] == whole[c][y * width + x]
+            for (y, x) in inside for c in "RGB")
+        lit = sum(1 for i in range(width * height) for c in "RGB"
+                  if got[c][i] != 0.0 and not (48 <= i // width < 96 and 40 <= i % width < 120))
+        some = any(got["R"][y * width + x] != 0.0 for (y, x) in inside)
+    except (OSError, KeyError, ValueError, struct.error) as e:
+        same, lit, some = False, -1, False
+        print("border compare: %s" % e)
+    check(same and some and lit == 0,
+          "its border's pixels are the whole render's bitwise, none outside (%d lit)" % lit)
+
     # A time limit: the session ends the frame at its last whole pass, which F12 keeps.
     limited = os.path.join(tmp, "limited.exr")
     result, _ = blender.run("f12", env=kept, out=limited, spp=1 << 20, devices="LOCAL",

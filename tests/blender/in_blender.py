@@ -124,6 +124,11 @@ def configure(scene):
     settings.file_format = "OPEN_EXR"
     settings.color_depth = "32"
     settings.exr_codec = "NONE"
+    if OPTIONS.get("border"):
+        # A render border, as the viewport's Ctrl+B draws it (the output keeps the full frame).
+        r = scene.render
+        r.use_border, r.use_crop_to_border = True, False
+        r.border_min_x, r.border_max_x, r.border_min_y, r.border_max_y = 0.25, 0.75, 0.2, 0.6
     if OPTIONS.get("passes"):
         # The compositor's passes, switched on as in the View Layer properties; saved with
         # the image as a multilayer EXR.

@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "core/render/image_io.h"
 #include "core/scene/compile.h"
 #include "core/scene/render_data.h"
 #include "core/util/system.h"
@@ -483,6 +484,61 @@ TEST_F(RenderJobTest, ATimeLimitedJobStopsAtACompletePassBitwiseThatSpp) {
   EXPECT_LT(reached, 1u << 20);
   EXPECT_EQ(reached & (reached - 1), 0u) << "a pass ends at a power of two: " << reached;
   expectIdenticalToLocal("limited", "64x64", reached);
+}
+
+// A render border (--region X,Y,W,H) handed to the daemon: its pixels are bitwise those of a
+// whole render, and every other pixel is black. With --crop (in one process) the file holds the
+// region alone, the same floats again.
+TEST_F(RenderJobTest, ARegionRendersItsPixelsBitwiseAndNothingElse) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  auto render = startJob("64x48", 8, "region",
+                         {"--control-socket", socketOf("a"), "--region", "11,7,30,20"});
+  nlohmann::json run = finish(*render, "region");
+  ASSERT_TRUE(run.is_object()) << render->out();
+  EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+  Process cropped(renderArgv("64x48", 8, {}, dir_.file("cropped.exr"),
+                             {"--local-only", "--no-daemon", "--region", "11,7,30,20", "--crop"}),
+                  dir_.file("cropped.out"), dir_.file("cropped.err"), env());
+  ASSERT_EQ(cropped.wait(std::chrono::seconds(120)), 0) << cropped.err();
+  Process whole(renderArgv("64x48", 8, {}, dir_.file("whole.exr"), {"--local-only", "--no-daemon"}),
+                dir_.file("whole.out"), dir_.file("whole.err"), env());
+  ASSERT_EQ(whole.wait(std::chrono::seconds(120)), 0) << whole.err();
+
+  Result<ImageRgb> got = readExr(dir_.file("region.exr"));
+  Result<ImageRgb> crop = readExr(dir_.file("cropped.exr"));
+  Result<ImageRgb> all = readExr(dir_.file("whole.exr"));
+  ASSERT_TRUE(got.ok() && crop.ok() && all.ok());
+  ASSERT_EQ(got->width, 64u);
+  ASSERT_EQ(got->height, 48u);
+  ASSERT_EQ(crop->width, 30u);
+  ASSERT_EQ(crop->height, 20u);
+  size_t wrongInside = 0, wrongCrop = 0, litOutside = 0;
+  for (uint32_t y = 0; y < 48; ++y) {
+    for (uint32_t x = 0; x < 64; ++x) {
+      const bool inside = x >= 11 && x < 41 && y >= 7 && y < 27;
+      for (int c = 0; c < 3; ++c) {
+        const float v = got->rgb[(size_t(y) * 64 + x) * 3 + c];
+        const float w = all->rgb[(size_t(y) * 64 + x) * 3 + c];
+        if (!inside) {
+          litOutside += v != 0.0f;
+          continue;
+        }
+        wrongInside += std::memcmp(&v, &w, sizeof v) != 0;
+        const float k = crop->rgb[(size_t(y - 7) * 30 + (x - 11)) * 3 + c];
+        wrongCrop += std::memcmp(&k, &w, sizeof k) != 0;
+      }
+    }
+  }
+  EXPECT_EQ(wrongInside, 0u) << "region pixels that differ from the whole render's";
+  EXPECT_EQ(wrongCrop, 0u) << "cropped pixels that differ from the whole render's";
+  EXPECT_EQ(litOutside, 0u) << "pixels outside the region that were rendered";
+  // A region outside the image is a usage error.
+  Process outside(renderArgv("64x48", 8, {}, dir_.file("outside.exr"),
+                             {"--local-only", "--no-daemon", "--region", "40,0,30,10"}),
+                  dir_.file("outside.out"), dir_.file("outside.err"), env());
+  EXPECT_EQ(outside.wait(std::chrono::seconds(60)), 2);
+  EXPECT_NE(outside.err().find("outside the 64x48 image"), std::string::npos) << outside.err();
 }
 
 // The daemon's one memory budget (--memory-budget): a job whose payload and films do not fit is

@@ -81,6 +81,39 @@ TEST(SchedulerTest, ValidatesFrame) {
   EXPECT_TRUE(Scheduler::validateFrame({10, 10, 4, 8}).ok());
 }
 
+// A render border: units cover exactly the region's pixels x spp, none outside; passes complete
+// when the region holds them. A region outside the image is refused.
+TEST(SchedulerTest, ARegionIsRenderedExactlyOnceAndNothingElse) {
+  FrameSpec f{100, 70, 16, 16};
+  f.region = Rect{13, 9, 50, 41};
+  ASSERT_TRUE(Scheduler::validateFrame(f).ok());
+  Scheduler s(f, {.firstPassSamples = 2, .initialUnitWork = 16 * 16 * 2});
+  EXPECT_EQ(s.totalWork(), uint64_t(50) * 41 * 16);
+  FrameSpec whole = f;
+  whole.region = Rect{};
+  Coverage coverage(whole);
+  int64_t t = 0;
+  while (!s.done()) {
+    std::optional<WorkUnit> u = s.nextUnit(kA, at(t));
+    ASSERT_TRUE(u);
+    EXPECT_GE(u->tile.x, 13u) << u->describe();
+    EXPECT_GE(u->tile.y, 9u) << u->describe();
+    EXPECT_LE(u->tile.x + u->tile.width, 63u) << u->describe();
+    EXPECT_LE(u->tile.y + u->tile.height, 50u) << u->describe();
+    t += 10;
+    ASSERT_TRUE(s.complete(kA, *u, at(t)));
+    coverage.add(*u);
+  }
+  EXPECT_EQ(s.completedSamples(), 16u);
+  // Every (pixel, sample) of the region once; the rest of the image never.
+  EXPECT_EQ(coverage.wrong(), size_t(100 * 70 - 50 * 41) * 16);
+  FrameSpec outside = f;
+  outside.region = Rect{60, 0, 41, 10};
+  EXPECT_FALSE(Scheduler::validateFrame(outside).ok());
+  outside.region = Rect{0, 0, 10, 0};
+  EXPECT_FALSE(Scheduler::validateFrame(outside).ok());
+}
+
 TEST(SchedulerTest, PassesDoubleTheSamplesSoFar) {
   Scheduler s({64, 64, 100, 16}, {.firstPassSamples = 4});
   ASSERT_EQ(s.passCount(), 6u);
