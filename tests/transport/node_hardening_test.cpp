@@ -252,6 +252,22 @@ TEST_F(NodeHardening, ChunksReportedPresentStayUntilTheLoad) {
   EXPECT_LE(node->cachedChunkBytes(), options.chunkCacheBytes);
 }
 
+// `count` incompressible 1 KiB chunks (random bytes from `seed`) encoded into `store`; their
+// hashes in order.
+std::vector<Hash128> randomChunks(ChunkStore& store, int count, uint32_t seed) {
+  std::vector<Hash128> hashes;
+  std::mt19937 random(seed);
+  for (int i = 0; i < count; ++i) {
+    std::vector<uint8_t> raw(1024);
+    for (uint8_t& byte : raw) byte = uint8_t(random());
+    Hash128 hash = hash128(raw.data(), raw.size());
+    store.put(hash,
+              encodeChunk(raw.data(), raw.size(), defaultChunkCodec(RenderDataArray::texels)));
+    hashes.push_back(hash);
+  }
+  return hashes;
+}
+
 // Pins cannot be used to hold unbounded memory: one session pins at most about the largest
 // scene the node accepts; beyond that its chunks are cached like any other (and evicted).
 TEST_F(NodeHardening, PinnedBytesOfASessionAreBounded) {
@@ -267,16 +283,7 @@ TEST_F(NodeHardening, PinnedBytesOfASessionAreBounded) {
 
   // 48 incompressible 1 KiB chunks: 48 KiB, three times what one session may pin.
   ChunkStore store;
-  std::vector<Hash128> hashes;
-  std::mt19937 random(5);
-  for (int i = 0; i < 48; ++i) {
-    std::vector<uint8_t> raw(1024);
-    for (uint8_t& byte : raw) byte = uint8_t(random());
-    Hash128 hash = hash128(raw.data(), raw.size());
-    store.put(hash,
-              encodeChunk(raw.data(), raw.size(), defaultChunkCodec(RenderDataArray::texels)));
-    hashes.push_back(hash);
-  }
+  const std::vector<Hash128> hashes = randomChunks(store, 48, 5);
   putChunks(loop, session, store, hashes);
   // missing() answers after every put before it was stored (or refused).
   EXPECT_GT(askMissing(loop, session, hashes).size(), 0u);  // the unpinned ones were evicted
@@ -309,16 +316,7 @@ TEST_F(NodeHardening, PinnedBytesCountInTheMemoryBudget) {
 
   // 48 incompressible 1 KiB chunks: 48 KiB, four times the budget.
   ChunkStore store;
-  std::vector<Hash128> hashes;
-  std::mt19937 random(9);
-  for (int i = 0; i < 48; ++i) {
-    std::vector<uint8_t> raw(1024);
-    for (uint8_t& byte : raw) byte = uint8_t(random());
-    Hash128 hash = hash128(raw.data(), raw.size());
-    store.put(hash,
-              encodeChunk(raw.data(), raw.size(), defaultChunkCodec(RenderDataArray::texels)));
-    hashes.push_back(hash);
-  }
+  const std::vector<Hash128> hashes = randomChunks(store, 48, 9);
   putChunks(loop, leased.session, store, hashes);
   EXPECT_GT(askMissing(loop, leased.session, hashes).size(), 0u);  // unpinned ones were evicted
   EXPECT_GT(node->pinnedChunkBytes(), 0u);

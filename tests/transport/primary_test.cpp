@@ -32,19 +32,22 @@ ClusterKey testKey() {
   return key;
 }
 
+// The film of `data` rendered on `local` alone.
+Film localFilm(const RenderData& data, CpuDevice& local, uint32_t size, uint32_t spp) {
+  Film film(size, size, spp);
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  Result<ClusterRenderStats> stats = renderCluster(data, film, options);
+  EXPECT_TRUE(stats.ok()) << stats.error().message;
+  return film;
+}
+
 TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
   constexpr uint32_t kSize = 96, kSpp = 256;
   auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
   CpuDevice local(1);
   ASSERT_TRUE(local.load(data).ok());
-
-  Film reference(kSize, kSize, kSpp);
-  {
-    ClusterRenderOptions options;
-    options.localDevices = {&local};
-    Result<ClusterRenderStats> stats = renderCluster(*data, reference, options);
-    ASSERT_TRUE(stats.ok()) << stats.error().message;
-  }
+  const Film reference = localFilm(*data, local, kSize, kSpp);
 
   testing::NodeThread node(testKey(), NodeOptions());
   Film film(kSize, kSize, kSpp);
@@ -148,12 +151,7 @@ TEST(PrimaryTest, ANodeThatCanNeverHoldTheSceneIsAskedOnce) {
   auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
   CpuDevice local(1);
   ASSERT_TRUE(local.load(data).ok());
-  Film reference(kSize, kSize, kSpp);
-  {
-    ClusterRenderOptions options;
-    options.localDevices = {&local};
-    ASSERT_TRUE(renderCluster(*data, reference, options).ok());
-  }
+  const Film reference = localFilm(*data, local, kSize, kSpp);
   NodeOptions small;
   small.maxSceneBytes = 4096;
   testing::NodeThread node(testKey(), small);
