@@ -31,10 +31,13 @@ bool ChunkCache::pin(const Hash128& hash) {
   auto it = entries_.find(hash);
   if (it == entries_.end()) return false;
   Entry& e = it->second;
-  if (e.pins++ == 0) {
+  if (e.pins == 0) {
+    const uint64_t grown = std::max(capacity_, pinnedBytes_ + e.bytes->size());
+    if (reserve_ && grown > footprint() && !reserve_(grown)) return false;
     lru_.erase(e.position);
     pinnedBytes_ += e.bytes->size();
   }
+  ++e.pins;
   return true;
 }
 
@@ -43,7 +46,9 @@ void ChunkCache::unpin(const Hash128& hash) {
   PL_CHECK(it != entries_.end() && it->second.pins > 0);
   Entry& e = it->second;
   if (--e.pins == 0) {
+    const uint64_t before = footprint();
     pinnedBytes_ -= e.bytes->size();
+    if (reserve_ && footprint() < before) reserve_(footprint());
     e.position = lru_.insert(lru_.end(), hash);  // most recently used: it was just needed
     trim(nullptr);
   }
@@ -69,11 +74,10 @@ bool ChunkPins::pin(const Hash128& hash) {
     warnOnce(why);
     return false;
   }
-  if (reserve_ && !reserve_(bytes_ + size)) {
+  if (!cache_.pin(hash)) {
     warnOnce("the chunks waiting for a load do not fit the node's memory budget");
     return false;
   }
-  cache_.pin(hash);
   pinned_.insert(hash);
   bytes_ += size;
   return true;
@@ -91,17 +95,14 @@ void ChunkPins::unpin(const Hash128& hash) {
 }
 
 void ChunkPins::release(const std::vector<Hash128>& hashes) {
-  const uint64_t before = bytes_;
   for (const Hash128& hash : hashes) {
     if (pinned_.erase(hash) != 0) unpin(hash);
   }
-  if (reserve_ && bytes_ != before) reserve_(bytes_);
 }
 
 void ChunkPins::releaseAll() {
   for (const Hash128& hash : pinned_) unpin(hash);
   pinned_.clear();
-  if (reserve_) reserve_(0);
 }
 
 }  // namespace pl

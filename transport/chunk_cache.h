@@ -7,6 +7,7 @@
 // shared_ptr<const ...>) with codec threads that decode them and with messages to worker
 // processes, so eviction never invalidates bytes in use.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -24,7 +25,9 @@ namespace pl {
 // Pins: a pinned chunk is never evicted (sessions pin what they put, or what missing() told
 // them is here, until their load uses it), so the cache may hold more than its capacity while
 // chunks are pinned; unpinning the last pin evicts down to the capacity again. Each pin() is
-// undone by one unpin(). Pinned chunks are kept off the LRU list.
+// undone by one unpin(). Pinned chunks are kept off the LRU list. The cache's footprint is
+// max(capacity, pinned bytes); setReservation() lets the owner refuse a pin that would grow it
+// (the node's memory budget).
 class ChunkCache {
  public:
   explicit ChunkCache(uint64_t capacityBytes) : capacity_(capacityBytes) {}
@@ -39,7 +42,8 @@ class ChunkCache {
   // beyond the capacity, but never the chunk just stored.
   void put(const Hash128& hash, std::shared_ptr<const std::vector<uint8_t>> bytes);
 
-  // False when the chunk is not cached.
+  // False when the chunk is not cached, or when pinning it would grow the footprint beyond
+  // what the reservation grants.
   bool pin(const Hash128& hash);
   // Checked: the chunk is cached and pinned.
   void unpin(const Hash128& hash);
@@ -47,6 +51,12 @@ class ChunkCache {
   size_t count() const { return entries_.size(); }
   uint64_t bytes() const { return bytes_; }
   uint64_t pinnedBytes() const { return pinnedBytes_; }
+  uint64_t footprint() const { return std::max(capacity_, pinnedBytes_); }
+  // Called with the footprint a pin would grow it to (false: refused, nothing changes), and
+  // with the smaller one after an unpin (the answer is ignored: shrinking always fits).
+  void setReservation(std::function<bool(uint64_t footprint)> reserve) {
+    reserve_ = std::move(reserve);
+  }
 
  private:
   struct Entry {
@@ -59,23 +69,20 @@ class ChunkCache {
   uint64_t capacity_;
   uint64_t bytes_ = 0;
   uint64_t pinnedBytes_ = 0;
+  std::function<bool(uint64_t)> reserve_;
   std::list<Hash128> lru_;  // unpinned chunks only
   std::unordered_map<Hash128, Entry, Hash128Hasher> entries_;
 };
 
 // The chunks one session pinned in `cache` (each once), released by the load that uses them or
-// when the session ends. At most `limitBytes` encoded bytes, and only what the owner's
-// reservation admits (setReservation()): beyond either a chunk stays cached unpinned
-// (evictable, as without pins), and one warning naming `owner` is logged. The cache must
-// outlive this object.
+// when the session ends. At most `limitBytes` encoded bytes, and only what the cache's
+// reservation admits: beyond either a chunk stays cached unpinned (evictable, as without pins),
+// and one warning naming `owner` is logged. The cache must outlive this object.
 class ChunkPins {
  public:
   ChunkPins(ChunkCache& cache, uint64_t limitBytes, std::string owner)
       : cache_(cache), limitBytes_(limitBytes), owner_(std::move(owner)) {}
-  ~ChunkPins() {
-    reserve_ = nullptr;
-    releaseAll();
-  }
+  ~ChunkPins() { releaseAll(); }
   ChunkPins(const ChunkPins&) = delete;
   ChunkPins& operator=(const ChunkPins&) = delete;
 
@@ -86,12 +93,6 @@ class ChunkPins {
   void release(const std::vector<Hash128>& hashes);
   void releaseAll();
   uint64_t bytes() const { return bytes_; }
-  // Called with the pinned bytes a pin would make (false: refused, the chunk stays unpinned),
-  // and with the bytes left after a release (the answer is ignored: shrinking always fits).
-  // Not called by the destructor.
-  void setReservation(std::function<bool(uint64_t pinnedBytes)> reserve) {
-    reserve_ = std::move(reserve);
-  }
 
  private:
   void unpin(const Hash128& hash);
@@ -103,7 +104,6 @@ class ChunkPins {
   std::unordered_set<Hash128, Hash128Hasher> pinned_;
   uint64_t bytes_ = 0;
   bool limitLogged_ = false;
-  std::function<bool(uint64_t)> reserve_;
 };
 
 }  // namespace pl

@@ -296,18 +296,6 @@ class NodeServer final : public proto::Node::Server {
     node_.leases[grant.lease] = state.get();
     ++node_.leasesGranted;
     state->budgeted = !trusted_;  // this process's own jobs reserved their scenes themselves
-    if (state->budgeted && node_.options.memoryBudget != nullptr) {
-      // Its pinned chunks count with its scenes (reserveLease); once it has ended, nothing.
-      state->pins.setReservation([&node = node_, &lease = *state](uint64_t pinned) {
-        if (lease.ended) return true;
-        MemoryGrant grant = reserveLease(*node.options.memoryBudget,
-                                         {MemoryHolder::Kind::Lease, uint64_t(lease.id)},
-                                         lease.memoryScenes, pinned);
-        node.stopEvicted(grant.evict, "evicted: its memory was needed by lease " +
-                                          std::to_string(uint64_t(lease.id)));
-        return grant.granted;
-      });
-    }
     PL_LOG_INFO("lease %llu granted to %s: devices %s, ttl %u ms",
                 (unsigned long long)grant.lease, state->primary.c_str(),
                 joinIndices(grant.devices).c_str(), grant.ttlMs);
@@ -345,6 +333,16 @@ NodeService::Impl::Impl(UvKjLoop& loop, ClusterKey key,
   resources.admitLoad = [this](LeaseState& lease, const ChunkManifest& manifest) {
     return admitLoad(lease, manifest);
   };
+  if (options.memoryBudget != nullptr) {
+    // Chunks pinned beyond the cache's capacity (waiting for their loads) grow its reservation;
+    // a pin that does not fit leaves its chunk unpinned (ChunkPins).
+    resources.chunks.setReservation([this](uint64_t footprint) {
+      MemoryGrant grant =
+          this->options.memoryBudget->reserve({MemoryHolder::Kind::ChunkCache, 0}, footprint);
+      stopEvicted(grant.evict, "evicted: its memory was needed by the chunks waiting for a load");
+      return grant.granted;
+    });
+  }
   for (auto& device : devices) {
     PL_CHECK(device != nullptr);
     auto slot = std::make_unique<DeviceSlot>();
@@ -452,8 +450,7 @@ Status NodeService::Impl::admitLoad(LeaseState& lease, const ChunkManifest& mani
   MemoryBudget* budget = lease.budgeted ? options.memoryBudget : nullptr;
   const LoadVerdict verdict =
       pl::admitLoad(budget, {MemoryHolder::Kind::Lease, uint64_t(lease.id)}, lease.memoryScenes,
-                    {geometryKeyOf(manifest), manifest.rawBytes()}, resources.maxSceneBytes,
-                    lease.pins.bytes());
+                    {geometryKeyOf(manifest), manifest.rawBytes()}, resources.maxSceneBytes);
   if (verdict.outcome != LoadOutcome::Admitted) {
     const bool tooLarge = verdict.outcome == LoadOutcome::SceneTooLarge;
     PL_LOG_WARN("lease %llu of %s: load refused: %s", (unsigned long long)lease.id,

@@ -133,8 +133,9 @@ enum LeaseEnd {
   nodeShutdown @5;      # the node is stopping
   workerFailed @6;      # the worker process rendering the lease hung, crashed or exited
   memoryBudget @7;      # a load did not fit in the node's memory budget: busy, ask again later
-  sceneTooLarge @8;     # a load of a scene this node will never hold: do not ask it again for
-                        # this scene (beyond its scene limit, or more than its budget could hold)
+  sceneTooLarge @8;     # a load of a scene this node will never hold (beyond its scene limit, or
+                        # more than its budget could hold): the Primary does not ask it again in
+                        # this session
 }
 
 interface Lease {

@@ -54,9 +54,11 @@ Result<Rect> parseRegion(const std::string& text, uint32_t width, uint32_t heigh
   for (int i = 0; i < 4; ++i) {
     const size_t comma = i < 3 ? text.find(',', at) : text.size();
     const std::string field = comma == std::string::npos ? "" : text.substr(at, comma - at);
-    // X and Y may be 0; W and H at least 1 (parseDimension's range).
-    const bool ok = field == "0" && i < 2 ? true : parseDimension(field, &v[i]);
-    if (!ok || (i == 3 && comma != text.size()))
+    // X and Y may be 0; W and H at least 1 (parseDimension's range). A fourth field with a
+    // comma in it (more than four) fails parseDimension.
+    const bool zero = i < 2 && !field.empty() && field.size() <= 6 &&
+                      field.find_first_not_of('0') == std::string::npos;
+    if (!zero && !parseDimension(field, &v[i]))
       return Error{"--region " + text + ": expected X,Y,W,H in pixels from the top-left corner"};
     at = comma + 1;
   }

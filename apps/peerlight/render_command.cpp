@@ -386,6 +386,7 @@ void runRender(const RenderArgs& args) {
   if (args.noLocal && args.peers.empty() && !browse)
     failUsage("--no-local needs at least one --peer (or mDNS discovery)");
   CompileOptions options = compileOptionsFrom(args);
+  (void)regionOf(args);  // checked with the other flags, before anything is loaded or asked
   if (!isSupportedImagePath(args.output))
     failUsage(args.output + ": unknown image format (use .png or .exr)");
   if (options.passes != 0 && !isExrPath(args.output))

@@ -487,6 +487,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
                 " does not exist");
   }
   CompileOptions options = compileOptionsFrom(args);
+  (void)regionOf(args);  // checked with the other flags, before the scene loads
   if (options.passes != 0 && !passImage.empty() && !isExrPath(passImage))
     failUsage("--passes needs an .exr --pass-image (the passes are written beside it)");
   // The scene itself for the edits to come; its compiled form from the cache when an unchanged

@@ -23,46 +23,70 @@ def private_folder():
     return tempfile.mkdtemp(prefix="peerlight-blender-")
 
 
+def _render_objects(scene):
+    """The scene's objects and those of the collections they instance, each once."""
+    seen, stack = set(), list(scene.objects)
+    while stack:
+        obj = stack.pop()
+        if obj.name_full in seen:
+            continue
+        seen.add(obj.name_full)
+        yield obj
+        if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
+            stack.extend(obj.instance_collection.all_objects)
+
+
 @contextlib.contextmanager
-def render_modifiers(scene):
+def render_modifiers(scene, unchanged=None):
     """Within it, the scene's modifiers evaluate as a render evaluates them: those enabled for
-    the render and no others, subdivision and multiresolution at their render levels. Blender's
-    exporter applies modifiers from the viewport's evaluation, so without this F12 would render
-    the viewport's levels. Everything is put back on the way out."""
+    the render and no others, subdivision and multiresolution at their render levels (and
+    Simplify's render limit). Blender's exporter applies modifiers from the viewport's
+    evaluation, so without this F12 would render the viewport's levels. Everything is put back
+    on the way out. A modifier Blender does not let us change (a linked object's) is left as
+    the viewport shows it and named in `unchanged` (a list), for the report area."""
     saved = []
+
+    def change(owner, name, value, what):
+        try:
+            before = getattr(owner, name)
+            setattr(owner, name, value)
+        except (AttributeError, TypeError, RuntimeError):
+            if unchanged is not None and what not in unchanged:
+                unchanged.append(what)
+            return
+        saved.append((owner, name, before))
+
     try:
-        for obj in scene.objects:
+        r = scene.render
+        if r.use_simplify and r.simplify_subdivision != r.simplify_subdivision_render:
+            change(r, "simplify_subdivision", r.simplify_subdivision_render, "Simplify")
+        for obj in _render_objects(scene):
             for modifier in getattr(obj, "modifiers", []):
-                before = {"show_viewport": modifier.show_viewport}
-                after = {"show_viewport": modifier.show_render}
-                if modifier.type == "SUBSURF":
-                    before["levels"], after["levels"] = modifier.levels, modifier.render_levels
-                elif modifier.type == "MULTIRES":
-                    before["levels"], after["levels"] = modifier.levels, modifier.render_levels
-                if before == after:
-                    continue
-                saved.append((modifier, before))
-                for name, value in after.items():
-                    setattr(modifier, name, value)
+                what = "modifier '%s' on '%s'" % (modifier.name, obj.name)
+                if modifier.show_viewport != modifier.show_render:
+                    change(modifier, "show_viewport", modifier.show_render, what)
+                if modifier.type in ("SUBSURF", "MULTIRES") and \
+                        modifier.levels != modifier.render_levels:
+                    change(modifier, "levels", modifier.render_levels, what)
         yield
     finally:
-        for modifier, before in reversed(saved):
-            for name, value in before.items():
-                setattr(modifier, name, value)
+        for owner, name, before in reversed(saved):
+            setattr(owner, name, before)
 
 
-def export_glb(path, scene, frame=None, for_render=False):
+def export_glb(path, scene, frame=None, for_render=False, unchanged=None):
     """Writes `scene` to `path` (.glb). Modifiers are applied, objects hidden from the render
     left out, cameras and lights included. `frame`: bring the scene to that frame first (an
     animation's frame: the exporter reads the view layer's evaluated state, which a render of
     the frame does not update). `for_render`: the modifiers as a render evaluates them
-    (render_modifiers()); else as the viewport shows them. Raises ExportError."""
+    (render_modifiers(), which names in `unchanged` those it could not switch); else as the
+    viewport shows them. Raises ExportError."""
     # The exporter works on the context's scene and view layer.
     window = bpy.context.window
     override = {"scene": scene}
     if window is not None:
         override["window"] = window
-    modifiers = render_modifiers(scene) if for_render else contextlib.nullcontext()
+    modifiers = render_modifiers(scene, unchanged) if for_render else contextlib.nullcontext()
     try:
         with bpy.context.temp_override(**override), modifiers:
             if frame is not None:

@@ -139,7 +139,11 @@ class Frame:
             self.flags += ["--region", "%d,%d,%d,%d" % self.border, "--crop"]
         self.lost = scene_report.what_is_lost(scene)
         if self.camera is not None:
-            export.export_glb(path, scene, scene.frame_current, for_render=True)
+            unchanged = []
+            export.export_glb(path, scene, scene.frame_current, for_render=True,
+                              unchanged=unchanged)
+            self.lost += ["%s is exported at its viewport settings (it could not be switched "
+                          "to its render settings)" % what for what in unchanged]
 
 
 def render(engine, depsgraph):

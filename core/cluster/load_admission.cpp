@@ -37,23 +37,16 @@ LoadVerdict refuse(LoadOutcome outcome, std::string why) {
 
 }  // namespace
 
-MemoryGrant reserveLease(MemoryBudget& budget, const MemoryHolder& holder,
-                         const SceneWindow& scenes, uint64_t pinnedBytes) {
-  return budget.reserve(holder, scenes.bytes() + pinnedBytes);
-}
-
 LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const SceneWindow& held,
-                      const HeldScene& scene, uint64_t maxSceneBytes, uint64_t pinnedBytes) {
+                      const HeldScene& scene, uint64_t maxSceneBytes) {
   if (scene.bytes > maxSceneBytes)
     return refuse(LoadOutcome::SceneTooLarge,
                   "the scene needs " + mib(scene.bytes) +
                       " of render data, more than this node accepts (" + mib(maxSceneBytes) + ")");
   LoadVerdict v;
-  v.scenes = held;
-  if (budget == nullptr || held.contains(scene.key)) {
-    if (!held.contains(scene.key)) v.scenes = held.with(scene);
+  v.scenes = held.with(scene);  // loaded again: the newest, as the devices keep it
+  if (budget == nullptr || held.contains(scene.key))
     return v;  // nothing to reserve (no budget), or reserved already (a camera move, or again)
-  }
   const uint64_t room =
       budget->capacity() - std::min(budget->capacity(),
                                     budget->heldBy({MemoryHolder::Kind::ChunkCache, 0}));
@@ -62,11 +55,9 @@ LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const Sc
                   "the scene needs " + mib(scene.bytes) +
                       " of render data, more than this node accepts (its memory budget holds " +
                       mib(room) + " for scenes)");
-  // With the scenes it holds already it may not fit now (nor ever, on this lease): busy.
-  const SceneWindow next = held.with(scene);
-  MemoryGrant grant = reserveLease(*budget, holder, next, pinnedBytes);
+  // With the scenes it holds already it may not fit now: busy.
+  MemoryGrant grant = budget->reserve(holder, v.scenes.bytes());
   if (!grant.granted) return refuse(LoadOutcome::Busy, budget->refusalText(grant));
-  v.scenes = next;
   v.evict = std::move(grant.evict);
   return v;
 }

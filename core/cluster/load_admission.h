@@ -12,7 +12,7 @@
 //
 //   SceneWindow scenes(4);
 //   LoadVerdict v = admitLoad(&budget, {MemoryHolder::Kind::Lease, 7}, scenes,
-//                             {key, decodedBytes}, maxSceneBytes, pinnedBytes);
+//                             {key, decodedBytes}, maxSceneBytes);
 //   if (v.outcome == LoadOutcome::Admitted) { scenes = v.scenes; stopWarmWorkers(v.evict); }
 
 #include <cstdint>
@@ -64,20 +64,15 @@ struct LoadVerdict {
   std::vector<MemoryHolder> evict;
 };
 
-// A lease's reservation is the decoded bytes of its scenes plus the encoded chunks it keeps
-// pinned in the chunk cache until a load uses them (they may be more than the cache's own
-// reservation holds). Sets it; refused: nothing changes. Shrinking always succeeds.
-MemoryGrant reserveLease(MemoryBudget& budget, const MemoryHolder& holder,
-                         const SceneWindow& scenes, uint64_t pinnedBytes);
-
-// The verdict on `holder` loading `scene` while holding `held` and `pinnedBytes` of pinned
-// chunks. maxSceneBytes bounds any one scene. With a budget (null: none), the holder's
-// reservation becomes reserveLease()'s with the window after the load; a load of a scene it
-// holds already changes nothing. A scene that could never fit,
+// The verdict on `holder` loading `scene` while holding `held`. maxSceneBytes bounds any one
+// scene. With a budget (null: none), the holder's reservation becomes the window's bytes after
+// the load (the scene moves to its newest end); a load of a scene it holds already reserves
+// nothing more. The chunks waiting for the load are the chunk cache's reservation (its
+// capacity, or more while pins hold more: transport/chunk_cache.h). A scene that could never fit,
 // however little else is reserved (the chunk cache's reservation aside), is SceneTooLarge; one
 // that does not fit now, beside what is reserved (the holder's other scenes included), is Busy.
 // An admitted reservation is made in `budget` here.
 LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const SceneWindow& held,
-                      const HeldScene& scene, uint64_t maxSceneBytes, uint64_t pinnedBytes = 0);
+                      const HeldScene& scene, uint64_t maxSceneBytes);
 
 }  // namespace pl

@@ -300,9 +300,9 @@ TEST_F(NodeHardening, PinnedBytesOfASessionAreBounded) {
   EXPECT_LE(node->cachedChunkBytes(), options.chunkCacheBytes);
 }
 
-// The chunks a session keeps pinned until its load count in the node's memory budget, with its
-// scenes (core/cluster/load_admission.h, reserveLease): beyond the budget a chunk stays cached
-// unpinned, as beyond the per-session bound. The reservation goes with the lease.
+// Chunks pinned until their load beyond the cache's capacity grow the cache's reservation in the
+// node's memory budget: beyond the budget a chunk stays cached unpinned, as beyond the
+// per-session bound. The reservation shrinks back with the pins.
 TEST_F(NodeHardening, PinnedBytesCountInTheMemoryBudget) {
   UvKjLoop loop;
   MemoryBudget budget(12 << 10);
@@ -321,13 +321,13 @@ TEST_F(NodeHardening, PinnedBytesCountInTheMemoryBudget) {
   EXPECT_GT(askMissing(loop, leased.session, hashes).size(), 0u);  // unpinned ones were evicted
   EXPECT_GT(node->pinnedChunkBytes(), 0u);
   EXPECT_LE(node->pinnedChunkBytes(), budget.capacity());
-  EXPECT_EQ(budget.heldBy({MemoryHolder::Kind::Lease, 1}), node->pinnedChunkBytes());
+  EXPECT_EQ(budget.heldBy({MemoryHolder::Kind::ChunkCache, 0}), node->pinnedChunkBytes());
 
   leased = Leased{};
   waitFor(loop, nodeCap.infoRequest().send());
   EXPECT_EQ(node->activeLeaseCount(), 0u);
   EXPECT_EQ(node->pinnedChunkBytes(), 0u);
-  EXPECT_EQ(budget.reserved(), 0u);
+  EXPECT_EQ(budget.reserved(), options.chunkCacheBytes);  // the cache's capacity alone
 }
 
 // ---------------------------------------------------------------------------------------------

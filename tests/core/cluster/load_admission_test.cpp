@@ -81,25 +81,19 @@ TEST(LoadAdmission, ASceneBeyondWhatTheBudgetCouldEverHoldIsTooLarge) {
             LoadOutcome::Admitted);
 }
 
-// A lease's reservation is its scenes plus the chunks it keeps pinned for a load; a load admitted
-// while its chunks are pinned reserves both (they are both in memory while it decodes).
-TEST(LoadAdmission, PinnedChunksCountWithTheScenes) {
-  MemoryBudget budget(100 * MiB);
-  SceneWindow held = SceneWindow(4).with(scene(1, 30));
-  EXPECT_TRUE(reserveLease(budget, kLease, held, 50 * MiB).granted);
-  EXPECT_EQ(budget.heldBy(kLease), 80 * MiB);
-  EXPECT_FALSE(reserveLease(budget, kLease, held, 71 * MiB).granted);
-  EXPECT_EQ(budget.heldBy(kLease), 80 * MiB);
-  // A second scene of 30 MiB with those 50 MiB pinned: 110 MiB, busy; with 40 MiB pinned it fits.
-  EXPECT_EQ(admitLoad(&budget, kLease, held, scene(2, 30), ~uint64_t(0), 50 * MiB).outcome,
-            LoadOutcome::Busy);
-  EXPECT_EQ(admitLoad(&budget, kLease, held, scene(2, 30), ~uint64_t(0), 40 * MiB).outcome,
-            LoadOutcome::Admitted);
-  EXPECT_EQ(budget.heldBy(kLease), 100 * MiB);
-  // The load is over and its pins released: the scenes remain.
-  held = held.with(scene(2, 30));
-  EXPECT_TRUE(reserveLease(budget, kLease, held, 0).granted);
-  EXPECT_EQ(budget.heldBy(kLease), 60 * MiB);
+// A scene loaded again (a camera move) becomes the newest, as the devices keep it: with a window
+// of 2, loading A, B, A, C leaves A and C held and reserved (not B and C).
+TEST(LoadAdmission, ASceneLoadedAgainIsTheNewestInTheWindow) {
+  MemoryBudget budget(1000 * MiB);
+  SceneWindow held(2);
+  for (const HeldScene& s : {scene(1, 100), scene(2, 10), scene(1, 100), scene(3, 10)}) {
+    LoadVerdict v = admitLoad(&budget, kLease, held, s, ~uint64_t(0));
+    ASSERT_EQ(v.outcome, LoadOutcome::Admitted);
+    held = v.scenes;
+  }
+  EXPECT_TRUE(held.contains(Hash128{1, 0}));
+  EXPECT_FALSE(held.contains(Hash128{2, 0}));
+  EXPECT_EQ(budget.heldBy(kLease), 110 * MiB);
 }
 
 // Room is made by evicting warm workers, which the verdict lists for the caller to stop.
