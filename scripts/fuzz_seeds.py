@@ -7,8 +7,10 @@ Writes OUT_DIR/gltf/* and OUT_DIR/obj/* in the targets' input formats: for gltf,
 byte (1: .glb, 0: .gltf) and the file, with a .gltf's external buffers embedded as data URIs
 (the target writes one file, so nothing beside it resolves); for obj, the .obj with its
 `mtllib` renamed to input.mtl, a 0xff byte, and the .mtl. Files over 128 KiB are skipped: the
-fuzzer mutates small inputs faster. Nothing is copied into the project: `./run fuzz` reads these
-from its build folder.
+fuzzer mutates small inputs faster. Scenes whose licence does not allow redistribution in an
+open-source project (SKIP) are left out, since what the fuzzer finds from these seeds may be
+kept in fuzz/corpus/. Nothing is copied into the project by this script: `./run fuzz` reads
+these from its build folder.
 """
 import base64
 import json
@@ -17,6 +19,9 @@ import re
 import sys
 
 MAX_BYTES = 128 << 10
+# Not open-source licences (../shared/scenes/README.md): Duck (SCEA Shared Source), DamagedHelmet
+# (CC-BY-NC for the original), the Stanford bunny (research use), Sponza (CRYENGINE terms).
+SKIP = ("Duck", "DamagedHelmet", "stanford-bunny", "sponza")
 
 
 def write(path, data):
@@ -46,6 +51,8 @@ def main():
         for name in sorted(files):
             path = os.path.join(root, name)
             stem = os.path.relpath(path, scenes).replace(os.sep, "_")
+            if any(skip in stem for skip in SKIP):
+                continue
             if name.endswith(".glb") and os.path.getsize(path) <= MAX_BYTES:
                 with open(path, "rb") as f:
                     write(os.path.join(out, "gltf", stem), b"\x01" + f.read())

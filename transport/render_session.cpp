@@ -28,6 +28,7 @@
 #include <unordered_map>
 
 #include "core/cluster/membership.h"
+#include "core/cluster/upload_plan.h"
 #include "core/util/log.h"
 #include "transport/auth.h"
 #include "transport/chunk_codec.h"
@@ -857,18 +858,10 @@ kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Gen
           return kj::Promise<void>(KJ_EXCEPTION(FAILED, missing.error().message.c_str()));
         // Each chunk at most once, and only chunks of this scene (a node cannot make the
         // Primary upload one chunk many times).
-        std::unordered_map<Hash128, bool, Hash128Hasher> wanted;
-        for (const Hash128& h : g->chunkHashes) wanted.emplace(h, false);
-        auto list = std::make_shared<std::vector<Hash128>>();
-        for (const Hash128& h : *missing) {
-          auto it = wanted.find(h);
-          if (it == wanted.end())
-            return kj::Promise<void>(
-                KJ_EXCEPTION(FAILED, "the node asked for a chunk that is not in this scene"));
-          if (it->second) continue;
-          it->second = true;
-          list->push_back(h);
-        }
+        Result<std::vector<Hash128>> plan = chunksToUpload(g->chunkHashes, *missing);
+        if (!plan.ok())
+          return kj::Promise<void>(KJ_EXCEPTION(FAILED, plan.error().message.c_str()));
+        auto list = std::make_shared<std::vector<Hash128>>(std::move(plan).value());
         const Clock::time_point uploadStart = now();
         return putChunks(c, g, list, 0)
             .then([&c, list]() {
