@@ -51,6 +51,9 @@ class ChunkCache {
   size_t count() const { return entries_.size(); }
   uint64_t bytes() const { return bytes_; }
   uint64_t pinnedBytes() const { return pinnedBytes_; }
+  uint64_t capacity() const { return capacity_; }
+  // What the cache may hold: its capacity, or its pinned chunks when they are more. (Its bytes
+  // may pass this by one chunk: put() never evicts the chunk just stored.)
   uint64_t footprint() const { return std::max(capacity_, pinnedBytes_); }
   // Called with the footprint a pin would grow it to (false: refused, nothing changes), and
   // with the smaller one after an unpin (the answer is ignored: shrinking always fits).

@@ -450,7 +450,8 @@ Status NodeService::Impl::admitLoad(LeaseState& lease, const ChunkManifest& mani
   MemoryBudget* budget = lease.budgeted ? options.memoryBudget : nullptr;
   const LoadVerdict verdict =
       pl::admitLoad(budget, {MemoryHolder::Kind::Lease, uint64_t(lease.id)}, lease.memoryScenes,
-                    {geometryKeyOf(manifest), manifest.rawBytes()}, resources.maxSceneBytes);
+                    {geometryKeyOf(manifest), manifest.rawBytes()}, resources.maxSceneBytes,
+                    resources.chunks.capacity());
   if (verdict.outcome != LoadOutcome::Admitted) {
     const bool tooLarge = verdict.outcome == LoadOutcome::SceneTooLarge;
     PL_LOG_WARN("lease %llu of %s: load refused: %s", (unsigned long long)lease.id,

@@ -378,10 +378,6 @@ std::string daemonSocket(const RenderArgs& args) {
 void runRender(const RenderArgs& args) {
   const auto commandStart = std::chrono::steady_clock::now();
   if (args.noLocal && args.localOnly) failUsage("--no-local and --local-only exclude each other");
-  // The owner's job starts now (remote leases on this machine's devices are revoked at once),
-  // whether the daemon or this process renders it.
-  announceOwnerJobIfDaemon(args);
-  const std::string daemonPath = daemonSocket(args);
   const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
   if (args.noLocal && args.peers.empty() && !browse)
     failUsage("--no-local needs at least one --peer (or mDNS discovery)");
@@ -398,6 +394,10 @@ void runRender(const RenderArgs& args) {
     if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
       failUsage(args.output + ": folder " + parent.string() + " does not exist");
   }
+  // The owner's job starts now (remote leases on this machine's devices are revoked at once),
+  // whether the daemon or this process renders it: once the flags are known to be good.
+  announceOwnerJobIfDaemon(args);
+  const std::string daemonPath = daemonSocket(args);
 
   const auto loadStart = std::chrono::steady_clock::now();
   const CompiledScene compiled = loadCompiled(args, options);

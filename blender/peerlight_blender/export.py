@@ -71,7 +71,10 @@ def render_modifiers(scene, unchanged=None):
         yield
     finally:
         for owner, name, before in reversed(saved):
-            setattr(owner, name, before)
+            try:
+                setattr(owner, name, before)
+            except (AttributeError, TypeError, RuntimeError, ReferenceError):
+                pass  # the object went away meanwhile; the others are still put back
 
 
 def export_glb(path, scene, frame=None, for_render=False, unchanged=None):

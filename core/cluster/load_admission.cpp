@@ -38,7 +38,7 @@ LoadVerdict refuse(LoadOutcome outcome, std::string why) {
 }  // namespace
 
 LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const SceneWindow& held,
-                      const HeldScene& scene, uint64_t maxSceneBytes) {
+                      const HeldScene& scene, uint64_t maxSceneBytes, uint64_t cacheBytes) {
   if (scene.bytes > maxSceneBytes)
     return refuse(LoadOutcome::SceneTooLarge,
                   "the scene needs " + mib(scene.bytes) +
@@ -47,9 +47,7 @@ LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const Sc
   v.scenes = held.with(scene);  // loaded again: the newest, as the devices keep it
   if (budget == nullptr || held.contains(scene.key))
     return v;  // nothing to reserve (no budget), or reserved already (a camera move, or again)
-  const uint64_t room =
-      budget->capacity() - std::min(budget->capacity(),
-                                    budget->heldBy({MemoryHolder::Kind::ChunkCache, 0}));
+  const uint64_t room = budget->capacity() - std::min(budget->capacity(), cacheBytes);
   if (scene.bytes > room)
     return refuse(LoadOutcome::SceneTooLarge,
                   "the scene needs " + mib(scene.bytes) +

@@ -12,7 +12,7 @@
 //
 //   SceneWindow scenes(4);
 //   LoadVerdict v = admitLoad(&budget, {MemoryHolder::Kind::Lease, 7}, scenes,
-//                             {key, decodedBytes}, maxSceneBytes);
+//                             {key, decodedBytes}, maxSceneBytes, cacheCapacity);
 //   if (v.outcome == LoadOutcome::Admitted) { scenes = v.scenes; stopWarmWorkers(v.evict); }
 
 #include <cstdint>
@@ -68,11 +68,13 @@ struct LoadVerdict {
 // scene. With a budget (null: none), the holder's reservation becomes the window's bytes after
 // the load (the scene moves to its newest end); a load of a scene it holds already reserves
 // nothing more. The chunks waiting for the load are the chunk cache's reservation (its
-// capacity, or more while pins hold more: transport/chunk_cache.h). A scene that could never fit,
+// capacity `cacheBytes`, or more while pins hold more: transport/chunk_cache.h). A scene
+// larger than the budget less `cacheBytes` is SceneTooLarge; what pins hold beyond it is
+// transient, so a scene that does not fit beside them is Busy. A scene that could never fit,
 // however little else is reserved (the chunk cache's reservation aside), is SceneTooLarge; one
 // that does not fit now, beside what is reserved (the holder's other scenes included), is Busy.
 // An admitted reservation is made in `budget` here.
 LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const SceneWindow& held,
-                      const HeldScene& scene, uint64_t maxSceneBytes);
+                      const HeldScene& scene, uint64_t maxSceneBytes, uint64_t cacheBytes);
 
 }  // namespace pl
