@@ -47,7 +47,11 @@ LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const Sc
   v.scenes = held.with(scene);  // loaded again: the newest, as the devices keep it
   if (budget == nullptr || held.contains(scene.key))
     return v;  // nothing to reserve (no budget), or reserved already (a camera move, or again)
-  const uint64_t room = budget->capacity() - std::min(budget->capacity(), cacheBytes);
+  // The cache's lasting share: its capacity as the budget holds it (a daemon reserves it at
+  // start; what pins add beyond it is transient).
+  const uint64_t cache =
+      std::min(cacheBytes, budget->heldBy({MemoryHolder::Kind::ChunkCache, 0}));
+  const uint64_t room = budget->capacity() - std::min(budget->capacity(), cache);
   if (scene.bytes > room)
     return refuse(LoadOutcome::SceneTooLarge,
                   "the scene needs " + mib(scene.bytes) +

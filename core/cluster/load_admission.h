@@ -69,8 +69,9 @@ struct LoadVerdict {
 // the load (the scene moves to its newest end); a load of a scene it holds already reserves
 // nothing more. The chunks waiting for the load are the chunk cache's reservation (its
 // capacity `cacheBytes`, or more while pins hold more: transport/chunk_cache.h). A scene
-// larger than the budget less `cacheBytes` is SceneTooLarge; what pins hold beyond it is
-// transient, so a scene that does not fit beside them is Busy. A scene that could never fit,
+// larger than the budget less the cache's capacity (as far as the budget holds it) is
+// SceneTooLarge; what pins hold beyond it is transient, so a scene that does not fit beside
+// them is Busy. A scene that could never fit,
 // however little else is reserved (the chunk cache's reservation aside), is SceneTooLarge; one
 // that does not fit now, beside what is reserved (the holder's other scenes included), is Busy.
 // An admitted reservation is made in `budget` here.
