@@ -279,7 +279,12 @@ TEST_F(ClusterTest, PausedNodeIsDroppedAndImageStaysIdentical) {
   for (const auto& p : peers) ASSERT_FALSE(p.empty());
   auto started = std::chrono::steady_clock::now();
   auto render = startRender(kLonger, peers, "paused");
-  std::this_thread::sleep_for(400ms);
+  // Paused once it renders (a slow build, such as test-asan's, takes a while to get there; a
+  // node paused before its lease is unreachable, not lost).
+  ASSERT_TRUE(waitUntil([&] { return node("b").err().find("loaded after") != std::string::npos; },
+                        30s))
+      << node("b").err();
+  std::this_thread::sleep_for(100ms);
   node("b").signal(SIGSTOP);
   const bool pausedDuringRender = render->running();
   RenderRun run = finishRender(std::move(render), "paused", started);
@@ -292,8 +297,8 @@ TEST_F(ClusterTest, PausedNodeIsDroppedAndImageStaysIdentical) {
   EXPECT_EQ((*entry)["state"], "lost") << entry->dump();
   EXPECT_NE((*entry)["error"].get<std::string>().find("no reply"), std::string::npos)
       << entry->dump();
-  std::printf("[ info ] paused node b after 400 ms; render took %.2f s; b: %s\n", run.wallSeconds,
-              entry->dump().c_str());
+  std::printf("[ info ] paused node b once it rendered; render took %.2f s; b: %s\n",
+              run.wallSeconds, entry->dump().c_str());
 }
 
 // A peer that is not there when the render starts is retried and gets work once it is up.
