@@ -253,6 +253,9 @@ TEST_P(KilledNodeTest, ImageStaysIdentical) {
   auto started = std::chrono::steady_clock::now();
   auto render = startRender(kLong, peers, "killed");
   std::this_thread::sleep_for(std::chrono::milliseconds(delayMs));
+  // Whether it held the render's data when killed: a slow build (test-asan) may kill it before
+  // its lease, and a node that never joined is unreachable, not lost.
+  const bool loaded = node(victim).err().find("loaded after") != std::string::npos;
   node(victim).kill();
   const bool killedDuringRender = render->running();
   RenderRun run = finishRender(std::move(render), "killed", started);
@@ -265,9 +268,12 @@ TEST_P(KilledNodeTest, ImageStaysIdentical) {
   const auto* entry = nodeEntry(run, peers[size_t(seed % 3)]);
   ASSERT_NE(entry, nullptr);
   std::printf("[ info ] killed node: %s\n", entry->dump().c_str());
-  if (killedDuringRender) {
+  if (killedDuringRender && loaded) {
     EXPECT_EQ((*entry)["state"], "lost") << entry->dump();
     EXPECT_GE((*entry)["losses"].get<int>(), 1) << entry->dump();
+  } else if (killedDuringRender) {
+    EXPECT_TRUE((*entry)["state"] == "lost" || (*entry)["state"] == "unreachable")
+        << entry->dump();
   }
 }
 
