@@ -51,7 +51,88 @@ Scheduler::Scheduler(const FrameSpec& frame, const SchedulerOptions& options)
   tilesY_ = (region_.height + frame.tileSize - 1) / frame.tileSize;
   for (uint32_t end = 0; end < frame.spp; ++passCount_) end = passRange(passCount_).second;
   passAccepted_.assign(passCount_, 0);
+  for (uint32_t pass = 0; pass < passCount_; ++pass) {
+    const auto [p0, p1] = passRange(pass);
+    passNeeded_.push_back(region_.pixelCount() * (p1 - p0));
+  }
+  tileLastPass_.assign(size_t(tilesX_) * tilesY_, passCount_ - 1);
+  // Pass k's tiles are decided at the end of pass k - 1, from pass 1's end on (two halves of
+  // as many samples each): passes 0 and 1 take every tile.
+  decidedPasses_ = frame.adaptive ? std::min<uint32_t>(2, passCount_) : passCount_;
   tileSample_ = 0;
+}
+
+template <typename Fn>
+uint64_t Scheduler::forActiveTiles(const WorkUnit& unit, uint32_t pass, Fn&& fn) const {
+  const Rect& r = unit.tile;
+  const uint32_t size = frame_.tileSize;
+  const uint32_t x0 = (r.x - region_.x) / size, x1 = (r.x + r.width - 1 - region_.x) / size;
+  const uint32_t y0 = (r.y - region_.y) / size, y1 = (r.y + r.height - 1 - region_.y) / size;
+  uint64_t pixels = 0;
+  for (uint32_t ty = y0; ty <= y1; ++ty) {
+    for (uint32_t tx = x0; tx <= x1; ++tx) {
+      const uint32_t index = ty * tilesX_ + tx;
+      if (!tileActive(index, pass)) continue;
+      const Rect t = tileRect(tx, ty);
+      const uint64_t w = std::min(r.x + r.width, t.x + t.width) - std::max(r.x, t.x);
+      const uint64_t h = std::min(r.y + r.height, t.y + t.height) - std::max(r.y, t.y);
+      fn(index, w * h);
+      pixels += w * h;
+    }
+  }
+  return pixels * unit.sampleCount();
+}
+
+uint64_t Scheduler::activeWork(const WorkUnit& unit) const {
+  if (!frame_.adaptive) return workOf(unit);
+  return forActiveTiles(unit, passOf(unit), [](uint32_t, uint64_t) {});
+}
+
+std::optional<uint32_t> Scheduler::pendingDecision() const {
+  if (!frame_.adaptive || decidedPasses_ >= passCount_ || completedPasses_ < decidedPasses_)
+    return std::nullopt;
+  return decidedPasses_ - 1;
+}
+
+void Scheduler::decide(uint32_t pass, const std::vector<uint32_t>& doneTiles) {
+  PL_CHECK(pendingDecision() == pass);
+  for (uint32_t index : doneTiles) {
+    if (index >= tileCount() || !tileActive(index, pass + 1)) continue;
+    const uint64_t pixels = tile(index).pixelCount();
+    for (uint32_t later = pass + 1; later < passCount_; ++later) {
+      const auto [p0, p1] = passRange(later);
+      passNeeded_[later] -= pixels * (p1 - p0);
+      totalWork_ -= pixels * (p1 - p0);
+      auto it = tileAccepted_.find(later);
+      if (it == tileAccepted_.end()) continue;
+      passAccepted_[later] -= it->second[index];
+      acceptedWork_ -= it->second[index];
+      it->second[index] = 0;
+    }
+    tileLastPass_[index] = pass;
+    ++stats_.retiredTiles;
+  }
+  // No tile left in pass + 1: nor in any later pass, which are then decided (and empty).
+  decidedPasses_ = passNeeded_[pass + 1] == 0 ? passCount_ : pass + 2;
+  // Requeued work that lies wholly in retired tiles is not needed any more.
+  for (auto it = requeued_.begin(); it != requeued_.end();) {
+    if (activeWork(pieces_.at(*it).unit) != 0) {
+      ++it;
+      continue;
+    }
+    pieces_.erase(*it);
+    it = requeued_.erase(it);
+  }
+  skipRetiredTiles();
+  advanceCompletedPasses();
+}
+
+void Scheduler::advanceCompletedPasses() {
+  while (completedPasses_ < decidedPasses_ &&
+         passAccepted_[completedPasses_] == passNeeded_[completedPasses_]) {
+    tileAccepted_.erase(completedPasses_);
+    ++completedPasses_;
+  }
 }
 
 uint32_t Scheduler::passOf(const WorkUnit& unit) const {
@@ -108,18 +189,31 @@ uint64_t Scheduler::newPiece(const WorkUnit& unit) {
   return id;
 }
 
-void Scheduler::advanceTile() {
-  if (++tile_ < tilesX_ * tilesY_) {
-    tileSample_ = passRange(pass_).first;
-    return;
+void Scheduler::advanceTile() { moveToTile(tile_ + 1); }
+
+void Scheduler::moveToTile(uint32_t tile) {
+  tile_ = tile;
+  if (tile_ >= tileCount()) {
+    tile_ = 0;
+    ++pass_;
   }
-  tile_ = 0;
-  ++pass_;
   tileSample_ = pass_ < passCount_ ? passRange(pass_).first : frame_.spp;
+  skipRetiredTiles();
+}
+
+void Scheduler::skipRetiredTiles() {
+  if (!frame_.adaptive) return;
+  while (pass_ < passCount_ && !tileActive(tile_, pass_)) {
+    if (++tile_ >= tileCount()) {
+      tile_ = 0;
+      ++pass_;
+    }
+    tileSample_ = pass_ < passCount_ ? passRange(pass_).first : frame_.spp;
+  }
 }
 
 std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
-  if (pass_ >= passCount_) return std::nullopt;
+  if (pass_ >= passCount_ || !mayCutPass(pass_)) return std::nullopt;
   const auto [p0, p1] = passRange(pass_);
   const uint32_t tx = tile_ % tilesX_, ty = tile_ / tilesX_;
   const Rect first = tileRect(tx, ty);
@@ -139,7 +233,7 @@ std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
   const uint64_t samples = p1 - p0;
   uint64_t work = firstPixels * samples;
   uint32_t count = 1;
-  while (tx + count < tilesX_) {
+  while (tx + count < tilesX_ && tileActive(tile_ + count, pass_)) {
     const uint64_t pixels = tileRect(tx + count, ty).pixelCount();
     if (work + pixels * samples > budget ||
         unit.tile.pixelCount() + pixels > options_.maxUnitPixels)
@@ -150,23 +244,30 @@ std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
   }
   uint32_t tiles = count;
   // ...and, when that run is a whole tile row, more whole rows below it.
+  const auto rowActive = [&](uint32_t row) {
+    for (uint32_t x = 0; x < tilesX_; ++x)
+      if (!tileActive(row * tilesX_ + x, pass_)) return false;
+    return true;
+  };
   if (tx == 0 && count == tilesX_) {
     for (uint32_t row = ty + 1; row < tilesY_; ++row) {
       const uint64_t pixels = uint64_t(region_.width) * tileRect(0, row).height;
       if (work + pixels * samples > budget ||
-          unit.tile.pixelCount() + pixels > options_.maxUnitPixels)
+          unit.tile.pixelCount() + pixels > options_.maxUnitPixels || !rowActive(row))
         break;
       unit.tile.height += tileRect(0, row).height;
       work += pixels * samples;
       tiles += tilesX_;
     }
   }
-  for (uint32_t i = 0; i < tiles; ++i) advanceTile();
+  moveToTile(tile_ + tiles);
   return newPiece(unit);
 }
 
 std::optional<uint64_t> Scheduler::takeRequeued(uint64_t budget) {
   if (requeued_.empty()) return std::nullopt;
+  // (Pieces wholly in retired tiles were dropped by decide(); a piece split below keeps only
+  // parts with work that counts.)
   const uint64_t pixelBudget = std::min(budget, options_.maxUnitPixels);
   // Split the front piece until its first part fits the budget: rows (or columns) while one
   // sample of it is too much, then samples.
@@ -198,8 +299,9 @@ std::optional<uint64_t> Scheduler::takeRequeued(uint64_t budget) {
     }
     pieces_.erase(requeued_.front());
     requeued_.pop_front();
-    requeued_.push_front(newPiece(b));
-    requeued_.push_front(newPiece(a));
+    if (activeWork(b) != 0) requeued_.push_front(newPiece(b));
+    if (activeWork(a) != 0) requeued_.push_front(newPiece(a));
+    if (requeued_.empty()) return std::nullopt;
   }
   const uint64_t id = requeued_.front();
   requeued_.pop_front();
@@ -210,7 +312,9 @@ std::optional<uint64_t> Scheduler::pickDuplicate(const DeviceState& d) const {
   std::optional<uint64_t> best;
   SchedulerTime bestTime{};
   for (const auto& [id, piece] : pieces_) {
-    if (piece.accepted || piece.copies == 0 || piece.copies >= options_.maxCopies) continue;
+    if (piece.accepted || piece.copies == 0 || piece.copies >= options_.maxCopies ||
+        activeWork(piece.unit) == 0)
+      continue;
     const bool held = std::any_of(d.inFlight.begin(), d.inFlight.end(),
                                   [&, id = id](const Copy& c) { return c.piece == id; });
     if (held) continue;
@@ -228,11 +332,11 @@ std::optional<WorkUnit> Scheduler::nextUnit(DeviceId id, SchedulerTime now) {
   const uint64_t budget = budgetFor(d);
   std::optional<uint64_t> pieceId;
   bool duplicate = false;
-  if (!requeued_.empty()) {
-    pieceId = takeRequeued(budget);
-  } else if (pass_ < passCount_) {
-    pieceId = cutNewWork(budget);
-  } else if (d.inFlight.empty()) {
+  if (!requeued_.empty()) pieceId = takeRequeued(budget);
+  if (!pieceId && requeued_.empty() && pass_ < passCount_) pieceId = cutNewWork(budget);
+  // Nothing new to cut (the frame is handed out, or an adaptive frame waits for a pass to be
+  // decided): an idle device speeds up the oldest unit in flight.
+  if (!pieceId && requeued_.empty() && d.inFlight.empty()) {
     pieceId = pickDuplicate(d);
     duplicate = true;
   }
@@ -291,20 +395,28 @@ bool Scheduler::complete(DeviceId id, const WorkUnit& unit, SchedulerTime now) {
   PL_CHECK(pit != pieces_.end() && pit->second.copies > 0);
   Piece& piece = pit->second;
   --piece.copies;
+  // A unit wholly in tiles that retired after it was cut: nothing of it counts or is merged.
+  if (!piece.accepted && activeWork(unit) == 0) piece.accepted = true;
   const bool accept = !piece.accepted;
   if (accept) {
     piece.accepted = true;
-    acceptedWork_ += work;
-    PL_CHECK(acceptedWork_ <= totalWork_);
     ++stats_.acceptedUnits;
     const uint32_t pass = passOf(unit);
-    passAccepted_[pass] += work;
-    const uint64_t pixels = region_.pixelCount();
-    while (completedPasses_ < passCount_) {
-      const auto [p0, p1] = passRange(completedPasses_);
-      if (passAccepted_[completedPasses_] != pixels * (p1 - p0)) break;
-      ++completedPasses_;
+    uint64_t counted = work;
+    if (frame_.adaptive) {
+      // Only the pixels of tiles that (as far as is decided) take part in the pass count; what
+      // each tile received is kept until the pass completes, in case the tile retires.
+      std::vector<uint64_t>& perTile = tileAccepted_[pass];
+      if (perTile.empty()) perTile.assign(tileCount(), 0);
+      const uint32_t samples = unit.sampleCount();
+      counted = forActiveTiles(unit, pass, [&](uint32_t index, uint64_t pixels) {
+        perTile[index] += pixels * samples;
+      });
     }
+    acceptedWork_ += counted;
+    passAccepted_[pass] += counted;
+    PL_CHECK(acceptedWork_ <= totalWork_ && passAccepted_[pass] <= passNeeded_[pass]);
+    advanceCompletedPasses();
   } else {
     ++stats_.rejectedResults;
   }

@@ -19,6 +19,15 @@
 // [0, width) x [0, height) x [0, spp) exactly once. Ranges are split freely (a lost unit may be
 // re-issued in pieces); the film's fixed-point sums make any split give the same image.
 //
+// Adaptive sampling (FrameSpec::adaptive, --noise-threshold): from pass 1 on, when a pass
+// completes the caller judges the noise of each tile that took part in it and names the tiles
+// that are done (decide()); those take no part in later passes, and a pass is complete when its
+// remaining tiles are. The decision for pass k depends only on the samples [0, end of pass k),
+// so the image does not depend on timing. Units of pass k+1 may be cut before pass k is decided
+// (one pass of speculation, so devices do not idle at pass ends); their pixels in tiles that
+// retire are rendered but do not count, and the film leaves them out (ProgressiveFilm::retire).
+// No unit of pass k+2 is cut before pass k is decided.
+//
 // Failures are events: deviceLost() requeues the device's in-flight units ahead of new work.
 // At the end of the frame, a device with nothing in flight gets a copy of the oldest unit in
 // flight elsewhere (a speculative duplicate); the first result of a unit wins and later copies
@@ -59,6 +68,8 @@ struct FrameSpec {
   // The pixels to render (a render border): units cover only these, and the frame is done when
   // they hold spp samples; the film's other pixels stay empty. Empty (width 0): the whole image.
   Rect region{};
+  // Adaptive sampling: tiles retire at pass ends (decide()). false: every tile takes every pass.
+  bool adaptive = false;
 };
 
 struct SchedulerOptions {
@@ -81,6 +92,7 @@ struct SchedulerStats {
   uint64_t acceptedUnits = 0;
   uint64_t rejectedResults = 0;  // complete() calls that returned false
   uint64_t requeuedUnits = 0;    // units put back after a loss or failure
+  uint64_t retiredTiles = 0;     // tiles decide() took out of later passes
 };
 
 class Scheduler {
@@ -124,8 +136,9 @@ class Scheduler {
   // (a later nextUnit() with the same id starts it afresh).
   void deviceLost(DeviceId device, SchedulerTime now);
 
-  // Every pixel sample of the frame has been accepted exactly once.
-  bool done() const { return acceptedWork_ == totalWork_; }
+  // Every pixel sample of the frame (of the tiles that take part in each pass) has been
+  // accepted exactly once.
+  bool done() const { return completedPasses_ == passCount_; }
   // The frame is over: done(), or its deadline (FrameSpec::deadline) has come with a pass
   // complete. nextUnit() hands out nothing once it is.
   bool finished(SchedulerTime now) const {
@@ -152,11 +165,28 @@ class Scheduler {
   // lost the race): the caller may cancel them and report unitFailed().
   std::vector<WorkUnit> redundantUnits(DeviceId device) const;
 
+  // Adaptive sampling. Tiles are tileSize squares over region() (clipped at its edge),
+  // numbered row-major from 0.
+  uint32_t tileCount() const { return tilesX_ * tilesY_; }
+  Rect tile(uint32_t index) const { return tileRect(index % tilesX_, index / tilesX_); }
+  // Whether the tile takes part in `pass`, as far as is decided: a tile retired after pass k
+  // takes no part in passes > k.
+  bool tileActive(uint32_t index, uint32_t pass) const { return tileLastPass_[index] >= pass; }
+  // The pass to judge now (adaptive frames only): pass k >= 1 is complete, and which tiles take
+  // part in pass k+1 is not decided yet. Until decide(k, ...), pass k+1 cannot complete and no
+  // unit of pass k+2 is cut.
+  std::optional<uint32_t> pendingDecision() const;
+  // The tiles (of those active in pass `pass`) whose noise after that pass is low enough: they
+  // take no part in later passes. `pass` must be pendingDecision(); other tiles are ignored.
+  void decide(uint32_t pass, const std::vector<uint32_t>& doneTiles);
+
   const FrameSpec& frame() const { return frame_; }
   // FrameSpec::region, or the whole image when it is empty.
   const Rect& region() const { return region_; }
-  uint64_t totalWork() const { return totalWork_; }        // region pixels * spp
-  uint64_t acceptedWork() const { return acceptedWork_; }  // pixel samples accepted
+  // Pixel samples of the frame: region pixels * spp, less what retired tiles leave out of later
+  // passes; and how many of them have been accepted.
+  uint64_t totalWork() const { return totalWork_; }
+  uint64_t acceptedWork() const { return acceptedWork_; }
   uint32_t passCount() const { return passCount_; }
   // [begin, end) samples of pass `pass` (< passCount()).
   std::pair<uint32_t, uint32_t> passRange(uint32_t pass) const;
@@ -201,6 +231,15 @@ class Scheduler {
   void release(uint64_t piece);  // one copy gone; requeue or forget the piece
   Rect tileRect(uint32_t tileX, uint32_t tileY) const;
   void advanceTile();
+  void moveToTile(uint32_t tile);  // the cursor to `tile` of the current pass (or the next pass)
+  void skipRetiredTiles();
+  bool mayCutPass(uint32_t pass) const { return pass <= decidedPasses_; }
+  // Calls fn(tile, pixels) for each tile of pass `pass` (active as far as is decided) that the
+  // unit's rectangle overlaps, with the overlap's pixel count; returns the overlap's work.
+  template <typename Fn>
+  uint64_t forActiveTiles(const WorkUnit& unit, uint32_t pass, Fn&& fn) const;
+  uint64_t activeWork(const WorkUnit& unit) const;
+  void advanceCompletedPasses();
 
   FrameSpec frame_;
   Rect region_;
@@ -209,8 +248,16 @@ class Scheduler {
   uint64_t acceptedWork_ = 0;
   uint32_t tilesX_ = 0, tilesY_ = 0;
   uint32_t passCount_ = 0;
-  std::vector<uint64_t> passAccepted_;  // pixel samples accepted per pass
+  std::vector<uint64_t> passAccepted_;  // pixel samples accepted per pass (in active tiles)
+  std::vector<uint64_t> passNeeded_;    // pixel samples of each pass's active tiles
   uint32_t completedPasses_ = 0;
+  // Adaptive sampling: the last pass of each tile (passCount_ - 1 until it retires), the passes
+  // whose tiles are decided ([0, decidedPasses_); passCount_ when not adaptive), and per pass
+  // not yet complete the pixel samples accepted in each tile (to take out what a retiring tile
+  // had received).
+  std::vector<uint32_t> tileLastPass_;
+  uint32_t decidedPasses_ = 0;
+  std::map<uint32_t, std::vector<uint64_t>> tileAccepted_;
 
   // New work cursor: pass, tile (row-major) and the next sample of that tile in the pass.
   uint32_t pass_ = 0;

@@ -45,6 +45,24 @@ Status Film::setSums(std::vector<int64_t> sums) {
   return Status();
 }
 
+Status Film::setPixelSamples(std::vector<uint32_t> samples) {
+  if (!samples.empty() && samples.size() != size_t(width_) * height_)
+    return Error{"film of " + std::to_string(width_) + "x" + std::to_string(height_) + ": " +
+                 std::to_string(samples.size()) + " sample counts, expected " +
+                 std::to_string(size_t(width_) * height_)};
+  for (size_t p = 0; p < samples.size(); ++p)
+    if (samples[p] > spp_)
+      return Error{"film: pixel " + std::to_string(p) + " holds " + std::to_string(samples[p]) +
+                   " samples, more than the film's " + std::to_string(spp_)};
+  pixelSamples_ = std::move(samples);
+  return Status();
+}
+
+double Film::scaleAt(size_t pixel) const {
+  const uint32_t n = samplesAt(pixel);
+  return n == 0 ? 0.0 : kernel::kFixedInvScale / double(n);
+}
+
 Film Film::cropped(const Rect& r) const {
   PL_CHECK(r.width > 0 && r.height > 0 && uint64_t(r.x) + r.width <= width_ &&
            uint64_t(r.y) + r.height <= height_);
@@ -54,15 +72,23 @@ Film Film::cropped(const Rect& r) const {
     std::copy(from, from + long(size_t(r.width) * channels_),
               out.sums_.begin() + long(size_t(y) * r.width * channels_));
   }
+  if (!pixelSamples_.empty()) {
+    out.pixelSamples_.resize(r.pixelCount());
+    for (uint32_t y = 0; y < r.height; ++y)
+      for (uint32_t x = 0; x < r.width; ++x)
+        out.pixelSamples_[size_t(y) * r.width + x] =
+            pixelSamples_[size_t(r.y + y) * width_ + r.x + x];
+  }
   return out;
 }
 
 std::vector<float> Film::linearRgb() const {
   const size_t pixels = size_t(width_) * height_;
   std::vector<float> out(pixels * 3);
-  const double scale = kernel::kFixedInvScale / double(spp_);
-  for (size_t p = 0; p < pixels; ++p)
+  for (size_t p = 0; p < pixels; ++p) {
+    const double scale = scaleAt(p);
     for (size_t c = 0; c < 3; ++c) out[p * 3 + c] = float(double(sums_[p * channels_ + c]) * scale);
+  }
   return out;
 }
 
@@ -70,8 +96,8 @@ std::vector<float> Film::pass(kernel::FilmPass which) const {
   const size_t pixels = size_t(width_) * height_;
   std::vector<float> out(pixels * 3, 0.0f);
   if (!hasPasses()) return out;
-  const double scale = kernel::kFixedInvScale / double(spp_);
   for (size_t p = 0; p < pixels; ++p) {
+    const double scale = scaleAt(p);
     const int64_t* s = &sums_[p * channels_];
     for (size_t c = 0; c < 3; ++c) {
       double v;

@@ -32,19 +32,34 @@ class Film {
   // Fails (and changes nothing) unless there are exactly channels() per pixel.
   Status setSums(std::vector<int64_t> sums);
 
+  // Samples per pixel where they differ between pixels (adaptive sampling: pixels that were
+  // done early hold fewer than samplesPerPixel()). Empty: every pixel holds samplesPerPixel().
+  const std::vector<uint32_t>& pixelSamples() const { return pixelSamples_; }
+  uint32_t samplesAt(size_t pixel) const {
+    return pixelSamples_.empty() ? spp_ : pixelSamples_[pixel];
+  }
+  // Fails (and changes nothing) unless there is one count per pixel, each <= samplesPerPixel();
+  // empty: every pixel holds samplesPerPixel().
+  Status setPixelSamples(std::vector<uint32_t> samples);
+
   // The pixels of `region` (within the film: checked) as a film of their own (a cropped
   // render border).
   Film cropped(const Rect& region) const;
 
-  // Linear RGB, 3 floats per pixel, row-major, top row first: sums / samplesPerPixel.
+  // Linear RGB, 3 floats per pixel, row-major, top row first: sums / samples of the pixel (0
+  // for a pixel with none).
   std::vector<float> linearRgb() const;
   // One pass (hasPasses() only), 3 floats per pixel, row-major: the mean albedo, the mean
   // shading normal (decoded to -1..1; not renormalized), or the mean depth repeated 3 times.
   std::vector<float> pass(kernel::FilmPass which) const;
 
  private:
+  // 1 / samples of the pixel in radiance units (0 for none).
+  double scaleAt(size_t pixel) const;
+
   uint32_t width_, height_, spp_, channels_;
   std::vector<int64_t> sums_;  // channels_ per pixel
+  std::vector<uint32_t> pixelSamples_;  // empty: spp_ everywhere
 };
 
 }  // namespace pl

@@ -15,6 +15,11 @@
 //   }
 //   Film image = film.snapshot();  // committedSamples() spp
 //
+// Adaptive sampling: after committing pass k, the caller may retire pixels (retire(), the tiles
+// the scheduler's decide() was told are done): they keep the samples they hold, and results of
+// later passes that reach them are left out. noise() measures, before pass k is committed, how
+// far its samples disagree with those before it.
+//
 // Memory: one sums buffer for the committed passes plus one per pass that has results but is
 // not committed yet (usually one or two). Not thread-safe.
 
@@ -47,10 +52,26 @@ class ProgressiveFilm {
   uint32_t channels() const { return channels_; }
   uint32_t committedPasses() const { return committedPasses_; }
   uint32_t committedSamples() const { return committedSamples_; }
-  // The committed image as a Film of committedSamples() spp (which must be >= 1).
+  // The committed image as a Film of committedSamples() spp (which must be >= 1); retired
+  // pixels hold fewer (Film::pixelSamples()).
   Film snapshot() const;
   // The committed sums (channels() per pixel, row-major).
   const std::vector<int64_t>& committedSums() const { return committed_.sums(); }
+  // Committed samples of each pixel (row-major), or empty when no pixel is retired (all hold
+  // committedSamples()).
+  std::vector<uint32_t> pixelSamples() const;
+
+  // The noise of `rect`'s pixels (within the film: checked) once pass committedPasses() is
+  // complete (not committed yet), which holds `passSamples` samples per pixel: the largest
+  // per-pixel error estimate over the rectangle, from two halves, a = the committed samples and
+  // b = the pass's (each a mean radiance):
+  //   I = the mean of all the pixel's samples,
+  //   error = (|I - a|.r + |I - a|.g + |I - a|.b) / (0.0001 + sqrt(I.r + I.g + I.b)).
+  // The denominator makes it relative to the pixel's brightness, with a square root as the eye
+  // sees noise. Pixels without committed samples (outside a render border) count 0.
+  double noise(const Rect& rect, uint32_t passSamples) const;
+  // The pixels of `rect` keep the samples they hold now: later passes leave them out.
+  void retire(const Rect& rect);
 
  private:
   uint32_t width_, height_, spp_, channels_;
@@ -58,6 +79,9 @@ class ProgressiveFilm {
   uint32_t committedSamples_ = 0;
   Film committed_;
   std::map<uint32_t, Film> pending_;  // by pass
+  // Per pixel: 0 while it takes new passes, else the samples it kept when it retired. Empty
+  // until a pixel retires.
+  std::vector<uint32_t> retired_;
 };
 
 }  // namespace pl

@@ -9,14 +9,15 @@
 
 #include "core/render/film.h"
 #include "core/render/progressive_film.h"
+#include "tests/core/cluster/scheduler_sim.h"
 
 namespace pl {
 namespace {
 
+using namespace sim;
+
 using std::chrono::milliseconds;
 
-SchedulerTime at(int64_t ms) { return SchedulerTime{} + milliseconds(ms); }
-uint64_t work(const WorkUnit& u) { return u.tile.pixelCount() * u.sampleCount(); }
 constexpr DeviceId kA{1}, kB{2}, kC{3};
 
 // Every (pixel, sample) of the frame, counted as results are accepted.
@@ -39,26 +40,6 @@ class Coverage {
   std::vector<uint8_t> count_;
 };
 
-// A synthetic result whose sums identify the samples: R counts them, G sums their indices,
-// B sums their squares. A film that sums to spp, sum(s), sum(s^2) per pixel got each sample
-// of each pixel once (overlaps and gaps cannot cancel in all three).
-TileResult syntheticResult(const WorkUnit& u) {
-  TileResult r;
-  r.unit = u;
-  int64_t count = 0, sum = 0, squares = 0;
-  for (int64_t s = u.sampleBegin; s < u.sampleEnd; ++s) {
-    ++count;
-    sum += s;
-    squares += s * s;
-  }
-  r.sums.reserve(u.tile.pixelCount() * 3);
-  for (uint64_t i = 0; i < u.tile.pixelCount(); ++i) {
-    r.sums.push_back(count);
-    r.sums.push_back(sum);
-    r.sums.push_back(squares);
-  }
-  return r;
-}
 
 void expectFilmComplete(const Film& film) {
   int64_t sum = 0, squares = 0;
@@ -247,36 +228,7 @@ TEST(SchedulerTest, RespectsMaxInFlight) {
 }
 
 // A simulated device: renders its units in order at `speed` pixel samples per ms.
-struct SimDevice {
-  DeviceId id;
-  double speed;
-  bool alive = true;
-  std::deque<WorkUnit> queue;
-  double progress = 0;  // pixel samples done of queue.front()
-};
 
-// Steps time by 1 ms: devices ask for work, then make progress; finished units complete().
-// Calls onResult(device, unit, accepted) for each result.
-template <typename OnResult>
-void step(Scheduler& s, std::vector<SimDevice>& devices, int64_t t, OnResult&& onResult) {
-  for (SimDevice& d : devices) {
-    if (!d.alive) continue;
-    while (std::optional<WorkUnit> u = s.nextUnit(d.id, at(t))) d.queue.push_back(*u);
-    double budget = d.speed;
-    while (!d.queue.empty() && budget > 0) {
-      const double need = double(work(d.queue.front())) - d.progress;
-      if (budget < need) {
-        d.progress += budget;
-        break;
-      }
-      budget -= need;
-      d.progress = 0;
-      WorkUnit done = d.queue.front();
-      d.queue.pop_front();
-      onResult(d, done, s.complete(d.id, done, at(t + 1)));
-    }
-  }
-}
 
 TEST(SchedulerTest, FastDeviceGetsBiggerUnits) {
   const FrameSpec f{1920, 1080, 256, 64};
@@ -597,6 +549,8 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
 
 namespace pl {
 namespace {
+
+using namespace sim;
 
 // The time limit (FrameSpec::deadline), on the manual clock: before the deadline nothing stops
 // the frame; at the deadline without a complete pass it goes on; the first pass that completes
