@@ -101,6 +101,8 @@ struct RenderParams {
   regionHeight @13 :UInt32;
   # A render border (--region): only these pixels are rendered; the film's others stay empty.
   # Width and height 0: the whole image. Must lie within width x height.
+  noiseThreshold @14 :Float32;
+  # Render until clean (--noise-threshold): 0 none, else finite and positive.
 }
 
 struct RenderRequest {
@@ -127,16 +129,19 @@ interface RenderJob {
   # busy, shuttingDown, badParams), and the client may render by itself.
 
   result @2 () -> (outcome :Outcome, message :Text, stats :RenderStats, filmBytes :UInt64,
-                   spp :UInt32);
+                   spp :UInt32, samplesBytes :UInt64);
   # Waits for the end of a started job. ok: the film holds spp samples per pixel (params.spp,
-  # or fewer when params.timeLimitMs ended it; 0 from a daemon that predates the field: params.spp); stats are the
-  # Primary's final statistics and filmBytes the size of the film's sums (width x height x 3
-  # int64, little-endian, row-major RGB), to be read with readFilm. Otherwise failed,
-  # cancelled or shuttingDown, with a message.
+  # or fewer when params.timeLimitMs ended it; 0 from a daemon that predates the field:
+  # params.spp); stats are the Primary's final statistics and filmBytes the size of the film's
+  # sums (width x height x channels int64, little-endian, row-major), to be read with readFilm.
+  # samplesBytes: 0 when every pixel holds spp samples; else (params.noiseThreshold retired
+  # some pixels early) width x height x 4, each pixel's sample count (uint32, little-endian,
+  # row-major), which follow the sums in readFilm's bytes. Otherwise failed, cancelled or
+  # shuttingDown, with a message.
 
   readFilm @3 (offset :UInt64, bytes :UInt32) -> (data :Data);
-  # After result() said ok: `bytes` (at most 4 MiB) of the film's sums from `offset`
-  # (fewer at the end).
+  # After result() said ok: `bytes` (at most 4 MiB) from `offset` (fewer at the end) of the
+  # film's sums followed by its sample counts (filmBytes + samplesBytes in all).
 }
 
 interface ProgressListener {
@@ -155,6 +160,7 @@ struct SchedulerStats {
   acceptedUnits @2 :UInt64;
   rejectedResults @3 :UInt64;
   requeuedUnits @4 :UInt64;
+  retiredTiles @5 :UInt64;
 }
 
 struct DeviceInfo {

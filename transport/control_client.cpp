@@ -330,10 +330,16 @@ Result<ControlRenderResult> runRenderJob(UvKjLoop& loop, const std::string& path
     if (out.spp > params.spp)
       return Error{where + ": a film of " + std::to_string(out.spp) + " spp, more than the " +
                    std::to_string(params.spp) + " asked for"};
+    const uint64_t pixels = uint64_t(params.width) * params.height;
+    const uint64_t samplesBytes = result.getSamplesBytes();
+    if (samplesBytes != 0 && samplesBytes != pixels * sizeof(uint32_t))
+      return Error{where + ": " + std::to_string(samplesBytes) + " bytes of sample counts, " +
+                   "expected 0 or " + std::to_string(pixels * sizeof(uint32_t))};
     out.sums.resize(size_t(filmValues));
-    auto* bytes = reinterpret_cast<uint8_t*>(out.sums.data());
-    for (uint64_t at = 0; at < filmBytes;) {
-      const uint32_t n = uint32_t(std::min<uint64_t>(kControlChunkBytes, filmBytes - at));
+    out.pixelSamples.resize(size_t(samplesBytes / sizeof(uint32_t)));
+    const uint64_t total = filmBytes + samplesBytes;
+    for (uint64_t at = 0; at < total;) {
+      const uint32_t n = uint32_t(std::min<uint64_t>(kControlChunkBytes, total - at));
       auto read = job.readFilmRequest();
       read.setOffset(at);
       read.setBytes(n);
@@ -342,7 +348,17 @@ Result<ControlRenderResult> runRenderJob(UvKjLoop& loop, const std::string& path
       if (got.size() != n)
         return Error{where + ": film slice at " + std::to_string(at) + " has " +
                      std::to_string(got.size()) + " bytes, expected " + std::to_string(n)};
-      std::memcpy(bytes + at, got.begin(), n);
+      // The slice may straddle the sums and the counts.
+      for (uint32_t i = 0; i < n;) {
+        const uint64_t pos = at + i;
+        const uint32_t m = pos < filmBytes ? uint32_t(std::min<uint64_t>(n - i, filmBytes - pos))
+                                           : n - i;
+        uint8_t* to = pos < filmBytes ? reinterpret_cast<uint8_t*>(out.sums.data()) + pos
+                                      : reinterpret_cast<uint8_t*>(out.pixelSamples.data()) +
+                                            (pos - filmBytes);
+        std::memcpy(to, got.begin() + i, m);
+        i += m;
+      }
       at += n;
     }
     return out;

@@ -96,6 +96,9 @@ struct ControlRenderResult {
   ClusterRenderStats stats;
   std::vector<int64_t> sums;
   uint32_t spp = 0;  // of the sums: params.spp, or fewer when params.timeLimitMs ended the job
+  // Each pixel's samples (width x height) when params.noiseThreshold retired some early (at most
+  // spp each: Film::setPixelSamples checks); empty: spp everywhere.
+  std::vector<uint32_t> pixelSamples;
 };
 using ControlProgressCallback = std::function<void(uint64_t samplesDone, uint64_t samplesTotal,
                                                    const ClusterRenderStats& stats)>;

@@ -1,5 +1,7 @@
 #include "transport/control_convert.h"
 
+#include <cmath>
+
 namespace pl {
 
 namespace {
@@ -55,6 +57,7 @@ void toControl(const RenderJobParams& p, ctl::RenderParams::Builder out) {
   out.setRegionY(p.region.y);
   out.setRegionWidth(p.region.width);
   out.setRegionHeight(p.region.height);
+  out.setNoiseThreshold(p.noiseThreshold);
 }
 
 Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in) {
@@ -84,6 +87,10 @@ Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in) {
   if (p.primaryName.empty()) p.primaryName = "local";
   p.timeLimitMs = in.getTimeLimitMs();
   p.region = Rect{in.getRegionX(), in.getRegionY(), in.getRegionWidth(), in.getRegionHeight()};
+  p.noiseThreshold = in.getNoiseThreshold();
+  if (!std::isfinite(p.noiseThreshold) || p.noiseThreshold < 0)
+    return Error{"render job: noise threshold " + std::to_string(p.noiseThreshold) +
+                 " (0, or finite and positive)"};
   return p;
 }
 
@@ -97,6 +104,7 @@ void toControl(const ClusterRenderStats& s, ctl::RenderStats::Builder out) {
   scheduler.setAcceptedUnits(s.scheduler.acceptedUnits);
   scheduler.setRejectedResults(s.scheduler.rejectedResults);
   scheduler.setRequeuedUnits(s.scheduler.requeuedUnits);
+  scheduler.setRetiredTiles(s.scheduler.retiredTiles);
   auto local = out.initLocal(unsigned(s.local.size()));
   for (size_t i = 0; i < s.local.size(); ++i) {
     const LocalDeviceRenderStats& d = s.local[i];
@@ -152,6 +160,7 @@ ClusterRenderStats fromControl(ctl::RenderStats::Reader in) {
   s.scheduler.acceptedUnits = scheduler.getAcceptedUnits();
   s.scheduler.rejectedResults = scheduler.getRejectedResults();
   s.scheduler.requeuedUnits = scheduler.getRequeuedUnits();
+  s.scheduler.retiredTiles = scheduler.getRetiredTiles();
   for (auto d : in.getLocal()) {
     LocalDeviceRenderStats o;
     o.info = fromControl(d.getInfo());

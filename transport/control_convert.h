@@ -45,11 +45,12 @@ struct RenderJobParams {
   std::string primaryName;         // "host/pid" of the command
   uint32_t timeLimitMs = 0;        // --time-limit; 0: none
   Rect region{};                   // --region; empty: the whole image
+  float noiseThreshold = 0;        // --noise-threshold; 0: none
 };
 
 void toControl(const RenderJobParams& params, ctl::RenderParams::Builder out);
-// Fails (naming the field) when there are more than kMaxRenderJobPeers peers or a text is longer
-// than kMaxRenderJobNameBytes. The frame itself is the daemon's to judge (RenderJobs::admit).
+// Fails (naming the field) when there are more than kMaxRenderJobPeers peers, a text is longer
+// than kMaxRenderJobNameBytes, or the noise threshold is negative or not finite. The frame itself is the daemon's to judge (RenderJobs::admit).
 Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in);
 
 // Member for member; the reader takes what the daemon sent as it is (the client trusts its own

@@ -132,6 +132,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
     ControlOutcome startAnswer, endAnswer;
     ClusterRenderStats stats;
     std::vector<int64_t> sums;
+    std::vector<uint32_t> pixelSamples;  // empty: filmSpp everywhere
     uint32_t filmSpp = 0;  // the samples per pixel of `sums`
     kj::Own<kj::PromiseFulfiller<void>> startWaiter, resultWaiter;
     ctl::ProgressListener::Client listener = nullptr;
@@ -168,12 +169,14 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
                                [this](kj::Exception&&) { progressInFlight = false; })
                          .eagerlyEvaluate(nullptr);
     }
-    void done(const ClusterRenderStats& s, std::vector<int64_t> film, uint32_t spp) override {
+    void done(const ClusterRenderStats& s, std::vector<int64_t> film,
+              std::vector<uint32_t> samples, uint32_t spp) override {
       if (phase != Phase::accepted) return;
       phase = Phase::ended;
       if (gone) return;  // nobody would read the film
       stats = s;
       sums = std::move(film);
+      pixelSamples = std::move(samples);
       filmSpp = spp;
       endAnswer = {ctl::Outcome::OK, ""};
       if (resultWaiter) resultWaiter->fulfill();
@@ -300,14 +303,24 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       Job& j = *job_;
       KJ_REQUIRE(j.phase == Job::Phase::ended && j.started && j.endAnswer.ok(),
                  "render job: readFilm() before result() said ok");
-      const uint64_t filmBytes = uint64_t(j.sums.size()) * sizeof(int64_t);
+      // The sums, then the sample counts: one stream of filmBytes + samplesBytes.
+      const uint64_t sumBytes = uint64_t(j.sums.size()) * sizeof(int64_t);
+      const uint64_t countBytes = uint64_t(j.pixelSamples.size()) * sizeof(uint32_t);
       const uint64_t offset = context.getParams().getOffset();
       const uint32_t bytes = context.getParams().getBytes();
       KJ_REQUIRE(bytes <= kControlChunkBytes, "render job: readFilm() of more than 4 MiB", bytes);
-      KJ_REQUIRE(offset <= filmBytes, "render job: readFilm() beyond the film", offset, filmBytes);
-      const size_t n = size_t(std::min<uint64_t>(bytes, filmBytes - offset));
+      KJ_REQUIRE(offset <= sumBytes + countBytes, "render job: readFilm() beyond the film", offset,
+                 sumBytes + countBytes);
+      const size_t n = size_t(std::min<uint64_t>(bytes, sumBytes + countBytes - offset));
       auto data = context.getResults().initData(unsigned(n));
-      std::memcpy(data.begin(), reinterpret_cast<const uint8_t*>(j.sums.data()) + offset, n);
+      const auto* sums = reinterpret_cast<const uint8_t*>(j.sums.data());
+      const auto* counts = reinterpret_cast<const uint8_t*>(j.pixelSamples.data());
+      for (size_t i = 0; i < n;) {
+        const uint64_t at = offset + i;
+        const size_t m = at < sumBytes ? size_t(std::min<uint64_t>(n - i, sumBytes - at)) : n - i;
+        std::memcpy(data.begin() + i, at < sumBytes ? sums + at : counts + (at - sumBytes), m);
+        i += m;
+      }
       return kj::READY_NOW;
     }
 
@@ -329,6 +342,7 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       toControl(j.stats, results.initStats());
       results.setFilmBytes(uint64_t(j.sums.size()) * sizeof(int64_t));
       results.setSpp(j.filmSpp);
+      results.setSamplesBytes(uint64_t(j.pixelSamples.size()) * sizeof(uint32_t));
     }
 
     std::shared_ptr<Job> job_;

@@ -89,9 +89,11 @@ class ControlRenderJob {
   // Pushed to the client's ProgressListener; skipped while an earlier one is unanswered.
   virtual void progress(uint64_t samplesDone, uint64_t samplesTotal,
                         const ClusterRenderStats& stats) = 0;
-  // The film's sums (width x height x 3); the client reads them with readFilm until it drops
-  // the job.
-  virtual void done(const ClusterRenderStats& stats, std::vector<int64_t> sums, uint32_t spp) = 0;
+  // The film's sums (width x height x channels) and, when pixels hold different counts (a noise
+  // threshold), each pixel's samples (else empty); the client reads them with readFilm until it
+  // drops the job.
+  virtual void done(const ClusterRenderStats& stats, std::vector<int64_t> sums,
+                    std::vector<uint32_t> pixelSamples, uint32_t spp) = 0;
   // Before accept(): a refusal (start() answers it; the client may render by itself). After:
   // the job's failure (result() answers it). outcome is never OK.
   virtual void fail(ctl::Outcome outcome, const std::string& why) = 0;

@@ -111,6 +111,8 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
         if (reached != film.samplesPerPixel())  // stopped by the time limit
           film = Film(film.width(), film.height(), reached, film.channels());
         if (Status s = film.setSums(session.film().committedSums()); !s.ok()) return s.error();
+        if (Status s = film.setPixelSamples(session.film().pixelSamples()); !s.ok())
+          return s.error();
         ClusterRenderStats stats = session.stats(/*finishing=*/true);
         stats.seconds = finishSeconds;
         for (const NodeRenderStats& n : stats.nodes)

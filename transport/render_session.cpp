@@ -28,6 +28,7 @@
 #include <unordered_map>
 
 #include "core/cluster/membership.h"
+#include "core/cluster/pass_commit.h"
 #include "core/cluster/upload_plan.h"
 #include "core/util/log.h"
 #include "transport/auth.h"
@@ -447,6 +448,10 @@ Result<FrameSpec> RenderSession::Impl::frameOf(const kernel::Camera& camera,
   frame.channels = kernel::filmChannels(camera.passes);
   if (options_.timeLimit.count() > 0) frame.deadline = now() + options_.timeLimit;
   frame.region = options_.region;
+  if (options_.noiseThreshold > 0) {
+    frame.adaptive = true;
+    frame.tileSize = std::min(frame.tileSize, kAdaptiveTileSize);
+  }
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
   return frame;
 }
@@ -1273,12 +1278,10 @@ void RenderSession::Impl::accept(const std::string& source, const WorkUnit& unit
   const std::shared_ptr<Generation> keep = gen_;
   if (events_.onProgress) events_.onProgress(g.scheduler.acceptedWork(), g.scheduler.totalWork());
   // Several passes may complete at once (a later pass's results came first): each is
-  // committed and reported, in order, so that every pass end is seen.
-  while (!closed_ && gen_ == keep && g.film.committedPasses() < g.scheduler.completedPasses()) {
-    const uint32_t passes = g.film.committedPasses() + 1;
-    g.film.commit(passes, g.scheduler.passRange(passes - 1).second);
+  // committed (and, rendering until clean, judged) and reported, in order, so that every pass
+  // end is seen.
+  while (!closed_ && gen_ == keep && commitNextPass(g.scheduler, g.film, options_.noiseThreshold))
     if (events_.onPass) events_.onPass(g.id, g.film.committedSamples(), secondsBetween(g.start, now()));
-  }
   // Past its deadline, the first pass that completes ends the generation.
   if (!closed_ && gen_ == keep) checkDeadline();
 }

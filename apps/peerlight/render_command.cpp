@@ -185,6 +185,18 @@ std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
   return line;
 }
 
+// Samples per pixel on average over the pixels that hold any (a noise threshold stops some
+// early; a render border leaves the rest empty).
+double meanSamples(const Film& film) {
+  if (film.pixelSamples().empty()) return film.samplesPerPixel();
+  uint64_t samples = 0, pixels = 0;
+  for (uint32_t n : film.pixelSamples()) {
+    samples += n;
+    pixels += n != 0;
+  }
+  return pixels == 0 ? 0.0 : double(samples) / double(pixels);
+}
+
 void writeOutput(const RenderArgs& args, const Film& film) {
   const std::optional<Film> crop = croppedOutput(args, film);
   if (Status s = writeFilm(args.output, crop ? *crop : film, compileOptionsFrom(args).passes,
@@ -252,6 +264,9 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
     out["units_issued"] = stats.scheduler.issuedUnits;
     out["units_duplicated"] = stats.scheduler.duplicateUnits;
     out["units_requeued"] = stats.scheduler.requeuedUnits;
+    out["noise_threshold"] = args.noiseThreshold;
+    out["tiles_retired"] = stats.scheduler.retiredTiles;
+    out["mean_spp"] = meanSamples(film);
     out["devices"] = deviceList;
     out["nodes"] = nodes;
     // The node daemon's control socket when the daemon was the Primary; null otherwise.
@@ -262,10 +277,14 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
                 film.height(), film.samplesPerPixel(), formatSeconds(seconds).c_str(),
                 formatCount(samplesPerSecond).c_str(), mraysPerSecond, args.output.c_str());
     if (!daemonPath.empty()) std::printf("  rendered by the node daemon (%s)\n", daemonPath.c_str());
-    const Rect region = regionOf(args);
-    const uint64_t pixels =
-        region.width == 0 ? uint64_t(film.width()) * film.height() : region.pixelCount();
-    std::printf("  shares: %s\n", shareLine(stats, pixels * film.samplesPerPixel()).c_str());
+    if (args.noiseThreshold > 0)
+      std::printf("  noise threshold %g: %llu tiles stopped early, %.1f spp on average\n",
+                  args.noiseThreshold, (unsigned long long)stats.scheduler.retiredTiles,
+                  meanSamples(film));
+    uint64_t accepted = 0;  // the samples every device's share is of
+    for (const LocalDeviceRenderStats& d : stats.local) accepted += d.samples;
+    for (const NodeRenderStats& n : stats.nodes) accepted += n.samples;
+    std::printf("  shares: %s\n", shareLine(stats, accepted).c_str());
     for (const NodeRenderStats& n : stats.nodes) {
       std::printf("  %s (%s): %s, %llu units, render data %s sent (%s raw), results %s",
                   n.address.c_str(), n.name.empty() ? "?" : printable(n.name).c_str(),
@@ -295,6 +314,7 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSour
   cluster.start = commandStart;
   cluster.timeLimit = timeLimitOf(args);
   cluster.region = regionOf(args);
+  cluster.noiseThreshold = args.noiseThreshold;
 
   const bool showProgress = !args.json && isatty(STDERR_FILENO);
   ProgressBar bar;
@@ -328,6 +348,7 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
   params.primaryName = primaryName();
   params.timeLimitMs = uint32_t(timeLimitOf(args).count());
   params.region = regionOf(args);
+  params.noiseThreshold = float(args.noiseThreshold);
   // The scene's encoded form (the daemon sends its chunks to nodes as they are): the cache
   // file's bytes, or encoded now.
   std::vector<uint8_t> encodedNow;
@@ -362,6 +383,8 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
   if (reply->spp != film.samplesPerPixel())  // the time limit ended it at a complete pass
     film = Film(film.width(), film.height(), reply->spp, film.channels());
   if (Status st = film.setSums(std::move(reply->sums)); !st.ok())
+    fail("node daemon at " + path + ": " + st.error().message, 1);
+  if (Status st = film.setPixelSamples(std::move(reply->pixelSamples)); !st.ok())
     fail("node daemon at " + path + ": " + st.error().message, 1);
   reportClusterRender(args, film, compiled.source, reply->stats, loadSeconds, path);
   return true;

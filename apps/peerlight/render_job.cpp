@@ -203,12 +203,14 @@ struct RenderJobs::Impl {
     options.ownerToken = job->token();
     options.timeLimit = std::chrono::milliseconds(r->params.timeLimitMs);
     options.region = r->params.region;
+    options.noiseThreshold = r->params.noiseThreshold;
     RenderSessionEvents events;
     // Done at the frame's spp, or at the last complete pass when the time limit ends it.
     auto done = [this, r](uint32_t spp) {
       if (r->over) return;
       r->over = true;
-      r->job->done(r->session->stats(/*finishing=*/true), r->session->film().committedSums(), spp);
+      r->job->done(r->session->stats(/*finishing=*/true), r->session->film().committedSums(),
+                   r->session->film().pixelSamples(), spp);
       end(*r, "");
     };
     events.onPass = [r, done](uint64_t, uint32_t spp, double) {

@@ -34,6 +34,11 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
   cmd->add_option("--env", args->env,
                   "Environment: an equirectangular .hdr/.exr file, or a constant R,G,B radiance "
                   "(default: black when the scene has lights, else white)");
+  cmd->add_option("--noise-threshold", args->noiseThreshold,
+                  "Render until clean: from 8 spp on, each 16x16 tile whose per-pixel noise "
+                  "estimate is below this stops taking samples (typical: 0.01 to 0.1; 0: every "
+                  "pixel takes --spp)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--threads", args->threads, "CPU threads (0: all)")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Sampler seed")->capture_default_str();
   cmd->add_option("--exposure", args->exposure, "Exposure in stops for PNG output")

@@ -50,6 +50,7 @@ struct RenderArgs {
   bool noCache = false;      // --no-cache: always load and compile
   std::string passes;        // --passes albedo,normal,depth
   double timeLimit = 0;      // --time-limit SECONDS (render and session); 0: none
+  double noiseThreshold = 0;  // --noise-threshold T (render and session); 0: none
   std::string region;        // --region X,Y,W,H: a render border
   bool crop = false;         // --crop: write the region alone
 };

@@ -170,6 +170,15 @@ class SessionDriver {
                {"target_spp", session_->targetSpp()},
                {"seconds", seconds},
                {"shares", shares}};
+    // Rendering until clean: the share of the frame's pixels (the region's) that stopped taking
+    // samples.
+    if (args_.noiseThreshold > 0) {
+      const ProgressiveFilm& film = session_->film();
+      const Rect region = regionOf(args_);
+      const double pixels = region.width != 0 ? double(region.pixelCount())
+                                              : double(film.width()) * double(film.height());
+      event["clean"] = double(film.retiredPixels()) / pixels;
+    }
     if (!passImage_.empty()) {
       const Film film = outputOf(session_->film().snapshot());
       std::string error;
@@ -522,6 +531,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
   cluster.noDeviceTimeout = std::chrono::milliseconds(0);  // a session waits for nodes
   cluster.timeLimit = timeLimitOf(args);
   cluster.region = regionOf(args);
+  cluster.noiseThreshold = args.noiseThreshold;
 
   bool failed = false;
   {

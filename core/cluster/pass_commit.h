@@ -10,6 +10,9 @@
 
 namespace pl {
 
+// Adaptive frames judge noise per tile of this size (pixels, at most; FrameSpec::tileSize).
+constexpr uint32_t kAdaptiveTileSize = 16;
+
 // Commits the next pass if the scheduler counts it complete, and returns whether it did (call
 // until false: a later pass's results may complete several at once).
 //

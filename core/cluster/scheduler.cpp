@@ -56,9 +56,13 @@ Scheduler::Scheduler(const FrameSpec& frame, const SchedulerOptions& options)
     passNeeded_.push_back(region_.pixelCount() * (p1 - p0));
   }
   tileLastPass_.assign(size_t(tilesX_) * tilesY_, passCount_ - 1);
-  // Pass k's tiles are decided at the end of pass k - 1, from pass 1's end on (two halves of
-  // as many samples each): passes 0 and 1 take every tile.
-  decidedPasses_ = frame.adaptive ? std::min<uint32_t>(2, passCount_) : passCount_;
+  // Pass k's tiles are decided at the end of pass k - 1, from the first pass k >= 1 (two halves
+  // of as many samples each) that ends at adaptiveMinSamples or later: every tile takes the
+  // passes up to the one after it.
+  uint32_t firstJudged = 1;
+  while (firstJudged < passCount_ && passRange(firstJudged).second < frame.adaptiveMinSamples)
+    ++firstJudged;
+  decidedPasses_ = frame.adaptive ? std::min<uint32_t>(firstJudged + 1, passCount_) : passCount_;
   tileSample_ = 0;
 }
 

@@ -19,8 +19,8 @@
 // [0, width) x [0, height) x [0, spp) exactly once. Ranges are split freely (a lost unit may be
 // re-issued in pieces); the film's fixed-point sums make any split give the same image.
 //
-// Adaptive sampling (FrameSpec::adaptive, --noise-threshold): from pass 1 on, when a pass
-// completes the caller judges the noise of each tile that took part in it and names the tiles
+// Adaptive sampling (FrameSpec::adaptive, --noise-threshold): from the pass that ends at
+// FrameSpec::adaptiveMinSamples on, when a pass completes the caller judges the noise of each tile that took part in it and names the tiles
 // that are done (decide()); those take no part in later passes, and a pass is complete when its
 // remaining tiles are. The decision for pass k depends only on the samples [0, end of pass k),
 // so the image does not depend on timing. Units of pass k+1 may be cut before pass k is decided
@@ -70,6 +70,10 @@ struct FrameSpec {
   Rect region{};
   // Adaptive sampling: tiles retire at pass ends (decide()). false: every tile takes every pass.
   bool adaptive = false;
+  // Tiles are judged at the ends of passes k >= 1 that end at this many samples or more: with
+  // passes that double, at 8, 16, 32, ... whatever the first pass's samples (a power of two up
+  // to this), so that a session (firstPassSamples 1) and a render (4) retire the same tiles.
+  uint32_t adaptiveMinSamples = 8;
 };
 
 struct SchedulerOptions {

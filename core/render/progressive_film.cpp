@@ -98,7 +98,9 @@ void ProgressiveFilm::retire(const Rect& r) {
   for (uint32_t y = r.y; y < r.y + r.height; ++y)
     for (uint32_t x = r.x; x < r.x + r.width; ++x) {
       uint32_t& kept = retired_[size_t(y) * width_ + x];
-      if (kept == 0) kept = committedSamples_;
+      if (kept != 0) continue;
+      kept = committedSamples_;
+      ++retiredPixels_;
     }
 }
 

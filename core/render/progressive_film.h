@@ -72,6 +72,7 @@ class ProgressiveFilm {
   double noise(const Rect& rect, uint32_t passSamples) const;
   // The pixels of `rect` keep the samples they hold now: later passes leave them out.
   void retire(const Rect& rect);
+  uint64_t retiredPixels() const { return retiredPixels_; }
 
  private:
   uint32_t width_, height_, spp_, channels_;
@@ -82,6 +83,7 @@ class ProgressiveFilm {
   // Per pixel: 0 while it takes new passes, else the samples it kept when it retired. Empty
   // until a pixel retires.
   std::vector<uint32_t> retired_;
+  uint64_t retiredPixels_ = 0;
 };
 
 }  // namespace pl

@@ -240,6 +240,20 @@ TEST_F(ClusterTest, PrimaryAndNodesTogetherMatchLocalRender) {
   EXPECT_EQ(local + totalNodeSamples(run), frameSamples(kSmall));
 }
 
+// Render until clean (--noise-threshold): tiles stop at pass ends by their noise, judged on the
+// Primary's merged film, so two nodes give bitwise the --local-only image, with fewer samples
+// than --spp everywhere.
+TEST_F(ClusterTest, RenderUntilCleanIsOneImageOnAnyNodeCount) {
+  const Frame clean{"96x96", 256, {"--noise-threshold", "0.15"}};
+  std::vector<std::string> peers = {startNode("a"), startNode("b")};
+  for (const auto& p : peers) ASSERT_FALSE(p.empty());
+  RenderRun run = render(clean, peers, "clean");
+  expectIdentical(run, clean);
+  ASSERT_TRUE(run.json.is_object()) << run.err;
+  EXPECT_GT(run.json["tiles_retired"].get<uint64_t>(), 0u) << run.json.dump();
+  EXPECT_LT(totalNodeSamples(run), frameSamples(clean)) << run.json.dump();
+}
+
 // One node is SIGKILLed after a delay drawn from the seed; its units are requeued.
 class KilledNodeTest : public ClusterTest, public ::testing::WithParamInterface<int> {};
 

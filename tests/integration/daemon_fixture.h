@@ -161,11 +161,12 @@ class DaemonTest : public ::testing::Test {
     return nlohmann::json::parse(line, nullptr, false);
   }
   // <tag>.exr is bitwise the image of a render of the same frame in one process.
-  void expectIdenticalToLocal(const std::string& tag, const std::string& size, uint32_t spp) {
+  void expectIdenticalToLocal(const std::string& tag, const std::string& size, uint32_t spp,
+                              std::vector<std::string> extra = {}) {
     std::string reference = dir_.file(tag + "-local.exr");
-    Process local(renderArgv(size, spp, {}, reference,
-                             {"--local-only", "--threads", "2", "--no-owner-preempt",
-                              "--no-daemon"}),
+    extra.insert(extra.begin(),
+                 {"--local-only", "--threads", "2", "--no-owner-preempt", "--no-daemon"});
+    Process local(renderArgv(size, spp, {}, reference, extra),
                   dir_.file(tag + "-local.out"), dir_.file(tag + "-local.err"), env());
     ASSERT_EQ(local.wait(std::chrono::seconds(120)), 0) << local.err();
     expectSameExr(dir_.file(tag + ".exr"), reference,

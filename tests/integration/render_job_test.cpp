@@ -486,6 +486,23 @@ TEST_F(RenderJobTest, ATimeLimitedJobStopsAtACompletePassBitwiseThatSpp) {
   expectIdenticalToLocal("limited", "64x64", reached);
 }
 
+// Render until clean (--noise-threshold) handed to the daemon: each pixel's sample count comes
+// back with the film (after the sums in readFilm's bytes), and the image is bitwise the one a
+// render in one process gives, though most tiles stopped early.
+TEST_F(RenderJobTest, RenderUntilCleanThroughTheDaemonIsTheImageOfOneProcess) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  auto render = startJob("96x96", 256, "clean",
+                         {"--control-socket", socketOf("a"), "--noise-threshold", "0.15"});
+  nlohmann::json run = finish(*render, "clean");
+  ASSERT_TRUE(run.is_object()) << render->out();
+  EXPECT_EQ(run["node_daemon"], socketOf("a")) << render->err();
+  EXPECT_GT(run["tiles_retired"].get<uint64_t>(), 0u) << run.dump();
+  EXPECT_LT(run["mean_spp"].get<double>(), 256.0) << run.dump();
+  EXPECT_GE(run["mean_spp"].get<double>(), 8.0) << run.dump();
+  expectIdenticalToLocal("clean", "96x96", 256, {"--noise-threshold", "0.15"});
+}
+
 // A render border (--region X,Y,W,H) handed to the daemon: its pixels are bitwise those of a
 // whole render, and every other pixel is black. With --crop (in one process) the file holds the
 // region alone, the same floats again.

@@ -332,6 +332,26 @@ TEST_F(SessionTest, ClientGoingAwayEndsTheSessionAndFreesTheLease) {
 namespace pl {
 namespace {
 
+// --noise-threshold in a session (passes of 1, 2, 4, ... samples) retires the tiles that
+// `render` (passes of 4, 8, ...) retires: both judge at 8, 16, ... samples, so a save is bitwise
+// the render's image; pass events say how much of the frame is clean.
+TEST_F(SessionTest, RenderUntilCleanSavesTheImageOfRender) {
+  startSession({"--local-only", "--threads", "2", "--noise-threshold", "0.15"}, "256");
+  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; })) << session_->err();
+  send({{"op", "save"}, {"path", dir_.file("clean.exr")}, {"id", "s"}});
+  std::optional<Json> saved = waitEventWithId("s", true);
+  ASSERT_TRUE(saved) << session_->err();
+  ASSERT_EQ((*saved)["event"], "saved") << saved->dump();
+  testing::expectSameExr(dir_.file("clean.exr"),
+                         render("clean", {"--spp", "256", "--noise-threshold", "0.15"}),
+                         "session save vs render, until clean");
+  double clean = -1;
+  for (const Json& e : events())
+    if (e["event"] == "pass" && e.contains("clean")) clean = std::max(clean, e["clean"].get<double>());
+  EXPECT_GT(clean, 0.0) << "no pass said part of the frame was clean";
+  EXPECT_LE(clean, 1.0);
+}
+
 // --time-limit: each generation ends at its last complete pass after the limit (a `stopped`
 // event); a save without spp writes that image, bitwise `peerlight render --spp` of that count;
 // a save asking for more than the generation reached is an error naming spp; a camera move

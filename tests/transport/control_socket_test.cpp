@@ -8,6 +8,8 @@
 
 #include <capnp/message.h>
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -224,18 +226,22 @@ TEST_F(ControlSocketTest, OneUserHoldsAtMostItsConnections) {
 }
 
 TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
-  // Data of a bit more than 2 chunks, a film of 6 slices.
+  // Data of a bit more than 2 chunks; a film of 5.9 slices of sums then sample counts (a noise
+  // threshold), so that a slice holds both.
   std::vector<uint8_t> data(2 * kControlChunkBytes + 12345);
   for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 7 + (i >> 13));
   RenderJobParams params;
-  params.width = 1024;
+  params.width = 1000;
   params.height = 1024;
   params.spp = 3;
   params.peers = {"10.0.0.2:7421", "10.0.0.3:7421"};
   params.noMdns = true;
   params.primaryName = "host/42";
   params.timeLimitMs = 1500;
+  params.noiseThreshold = 0.02f;
   std::vector<int64_t> film(size_t(params.width) * params.height * 3);
+  std::vector<uint32_t> samples(size_t(params.width) * params.height);
+  for (size_t i = 0; i < samples.size(); ++i) samples[i] = uint32_t(i % 3);
   for (size_t i = 0; i < film.size(); ++i) film[i] = int64_t(i) * 1000003 - (int64_t(1) << 40);
   ClusterRenderStats stats;
   stats.samples = 3145728;
@@ -254,7 +260,7 @@ TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
     job->accept();
     later = loop_.timer().afterDelay(20 * kj::MILLISECONDS).then([&, job] {
       job->progress(5, 10, stats);
-      job->done(stats, film, 2);  // as when a time limit ends it at a pass
+      job->done(stats, film, samples, 2);  // as when a time limit ends it at a pass
     }).eagerlyEvaluate(nullptr);
   };
   std::vector<std::pair<uint64_t, uint64_t>> progress;
@@ -269,13 +275,15 @@ TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
   ASSERT_TRUE(result.ok()) << result.error().message;
   EXPECT_FALSE(refused);
   EXPECT_EQ(received, data);
-  EXPECT_EQ(seen.width, 1024u);
+  EXPECT_EQ(seen.width, 1000u);
+  EXPECT_EQ(seen.noiseThreshold, 0.02f);
   EXPECT_EQ(seen.peers, params.peers);
   EXPECT_EQ(seen.primaryName, "host/42");
   EXPECT_TRUE(seen.noMdns);
   EXPECT_EQ(seen.timeLimitMs, 1500u);
   EXPECT_EQ(result->spp, 2u);
   EXPECT_TRUE(result->sums == film) << "the film differs";
+  EXPECT_TRUE(result->pixelSamples == samples) << "the sample counts differ";
   EXPECT_EQ(result->stats.samples, stats.samples);
   ASSERT_EQ(result->stats.nodes.size(), 1u);
   EXPECT_EQ(result->stats.nodes[0].workUnits, 17u);
@@ -315,7 +323,7 @@ TEST_F(ControlSocketTest, RefusedBeforeStartFailedAfter) {
     job->accept();
     later = loop_.timer().afterDelay(10 * kj::MILLISECONDS).then([job] {
       job->fail(ctl::Outcome::FAILED, "no device left");
-      job->done({}, {}, 1);  // ignored: the job ended
+      job->done({}, {}, {}, 1);  // ignored: the job ended
     }).eagerlyEvaluate(nullptr);
   };
   r = runRenderJob(loop_, path_, "tok", params, data, 48, nullptr, &refused);
@@ -357,7 +365,7 @@ TEST_F(ControlSocketTest, ClientGoneIsReportedOnce) {
   EXPECT_TRUE(turnUntil([&] { return gone > 0; }));
   EXPECT_FALSE(kept->connected());
   kept->progress(1, 2, {});  // dropped, harmlessly
-  kept->done({}, {}, 1);
+  kept->done({}, {}, {}, 1);
   waitFor(loop_, loop_.timer().afterDelay(50 * kj::MILLISECONDS));
   EXPECT_EQ(gone, 1);
 }
@@ -391,6 +399,15 @@ TEST(ControlConvertTest, ParamsAndStatsRoundTrip) {
   p.peers = {std::string(kMaxRenderJobNameBytes + 1, 'a')};
   toControl(p, m1.initRoot<ctl::RenderParams>());
   EXPECT_FALSE(fromControl(m1.getRoot<ctl::RenderParams>().asReader()).ok());
+  p.peers.clear();
+  for (float bad : {-0.01f, std::numeric_limits<float>::quiet_NaN(),
+                    std::numeric_limits<float>::infinity()}) {
+    p.noiseThreshold = bad;
+    toControl(p, m1.initRoot<ctl::RenderParams>());
+    Result<RenderJobParams> refused = fromControl(m1.getRoot<ctl::RenderParams>().asReader());
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_NE(refused.error().message.find("noise threshold"), std::string::npos);
+  }
 
   ClusterRenderStats s;
   s.seconds = 1.5;
