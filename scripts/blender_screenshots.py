@@ -52,6 +52,8 @@ def build():
     scene.render.engine = "PEERLIGHT"
     scene.peerlight.samples = 64
     scene.peerlight.viewport_samples = 32
+    scene.peerlight.use_adaptive_sampling = True  # render until clean (Sampling panel)
+    scene.peerlight.adaptive_threshold = 0.05
     scene.peerlight.devices = "LOCAL"
     scene.render.resolution_x, scene.render.resolution_y = 640, 360
 

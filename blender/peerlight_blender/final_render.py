@@ -122,17 +122,20 @@ class Frame:
         # the size of the Render Result Blender gives the engine.
         self.border = render_border(scene, self.width, self.height)
         self.samples, self.time_limit = s.samples, s.time_limit
+        self.noise_threshold = s.adaptive_threshold if s.use_adaptive_sampling else 0.0
         self.passes = render_passes(view_layer)
         env, _ = scene_report.environment(scene)
         self.camera = scene.camera.name if scene.camera is not None else None
         # What a session cannot change: a change of any of these starts a new one.
         self.key = (self.width, self.height, s.samples, s.time_limit, s.threads, s.devices,
                     prefs.peers, prefs.key_file, env, prefs.binary, tuple(self.passes),
-                    self.border)
+                    self.border, self.noise_threshold)
         self.flags = settings.session_args(s, prefs, self.width, self.height, s.samples, None,
                                            env)
         if s.time_limit > 0:  # each frame (a generation) ends at its last whole pass after it
             self.flags += ["--time-limit", "%g" % s.time_limit]
+        if self.noise_threshold > 0:  # tiles stop once clean; the last pass still ends a frame
+            self.flags += ["--noise-threshold", "%g" % self.noise_threshold]
         if self.passes:
             self.flags += ["--passes", ",".join(sorted(self.passes.values()))]
         if self.border is not None:

@@ -201,4 +201,7 @@ def stats_line(event):
         nodes, "" if nodes == 1 else "s",
         " + this machine" if any(s.get("source") == "local" for s in event.get("shares", []))
         else "")
-    return "peerlight | %s | %.2f M samples/s | %s" % (where, rate / 1e6, spp)
+    line = "peerlight | %s | %.2f M samples/s | %s" % (where, rate / 1e6, spp)
+    if "clean" in event:  # rendering until clean: the share of pixels that are done
+        line += " | %d%% clean" % int(100 * event["clean"])
+    return line

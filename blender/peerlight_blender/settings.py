@@ -4,7 +4,8 @@
 import os
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
 
 ADDON = __package__
 
@@ -21,6 +22,16 @@ class PeerlightSceneSettings(bpy.types.PropertyGroup):
         description="Stop a frame after this many seconds, keeping the last whole pass "
                     "(0: no limit, render all samples)",
         default=0.0, min=0.0, max=86400.0, unit="TIME_ABSOLUTE")
+    use_adaptive_sampling: BoolProperty(
+        name="Noise Threshold",
+        description="Render until clean: from 8 samples on, each 16x16 tile stops taking "
+                    "samples once its noise estimate is below the threshold",
+        default=False)
+    adaptive_threshold: FloatProperty(
+        name="Noise Threshold",
+        description="Per-pixel noise estimate below which a tile is done (lower: cleaner and "
+                    "slower; typical 0.01 to 0.1)",
+        default=0.05, min=0.0001, max=1.0, precision=4, step=0.1)
     devices: EnumProperty(
         name="Devices", description="Which devices render",
         items=[("BOTH", "This Machine and the Cluster",

@@ -57,6 +57,11 @@ class PEERLIGHT_PT_sampling(PeerlightPanel, bpy.types.Panel):
         layout.use_property_split = True
         layout.prop(s, "samples", text="Render")
         layout.prop(s, "viewport_samples", text="Viewport")
+        row = layout.row(heading="Noise Threshold")
+        row.prop(s, "use_adaptive_sampling", text="")
+        sub = row.row()
+        sub.active = s.use_adaptive_sampling
+        sub.prop(s, "adaptive_threshold", text="")
         layout.prop(s, "time_limit")
 
 

@@ -310,6 +310,22 @@ def run_all(binary, blender, cluster, env, tmp):
           exr_compare(blender.env, limited, limited_cli)[0],
           "and its image is bitwise `peerlight render --spp %s`" % reached)
 
+    # Render until clean (Sampling > Noise Threshold): tiles stop early, the stats line says how
+    # much is clean, and the image is bitwise `peerlight render --noise-threshold`.
+    clean = os.path.join(tmp, "f12-clean.exr")
+    result, _ = blender.run("f12", env=kept, out=clean, spp=128, devices="LOCAL",
+                            noise_threshold=0.1)
+    last = result.get("last_pass") or {}
+    clean_cli = os.path.join(tmp, "clean-cli.exr")
+    check(result.get("ok") and last.get("spp") == 128 and 0 < last.get("clean", 0) <= 1 and
+          "% clean" in result.get("stats_line", ""),
+          "F12 with a noise threshold renders until clean (%d%% of pixels stopped early)"
+          % int(100 * last.get("clean", 0)))
+    check(cli_render(binary, env, export, clean_cli, 128, width, height,
+                     ["--noise-threshold", "0.1"]) and
+          exr_compare(blender.env, clean, clean_cli)[0],
+          "and its image is bitwise `peerlight render --noise-threshold 0.1`")
+
     # The compositor's passes (Depth, Normal, Diffuse Color as the albedo), switched on in
     # the view layer: the same numbers as `peerlight render --passes` of the same export.
     layered = os.path.join(tmp, "f12-passes.exr")

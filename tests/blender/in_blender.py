@@ -118,6 +118,9 @@ def configure(scene):
     s = scene.peerlight
     s.samples = int(OPTIONS.get("spp", 16))
     s.time_limit = float(OPTIONS.get("time_limit", 0))
+    if OPTIONS.get("noise_threshold"):
+        s.use_adaptive_sampling = True
+        s.adaptive_threshold = float(OPTIONS["noise_threshold"])
     s.devices = OPTIONS.get("devices", "LOCAL")
     s.threads = int(OPTIONS.get("threads", 0))
     settings = scene.render.image_settings
@@ -144,6 +147,9 @@ def f12(scene):
         job = final_render._job
         if job is not None and job.stopped is not None:
             result["stopped_spp"] = job.stopped["spp"]
+        if job is not None and job.last_pass is not None:
+            result["last_pass"] = job.last_pass
+            result["stats_line"] = final_render.stats_line(job.last_pass)  # as the header shows
 
     bpy.app.handlers.render_post.append(stopped)
     start = time.monotonic()
