@@ -165,6 +165,9 @@ struct NodeResources {
   // NodeOptions::memoryBudget). A refusal has ended the lease (LeaseEnd::MemoryBudget or
   // SceneTooLarge); its error is the load's answer. Set by the node.
   std::function<Status(LeaseState& lease, const ChunkManifest& manifest)> admitLoad;
+  // Before an upload (missing() naming the scene's decoded size): a scene this node can never
+  // load ends the lease (LeaseEnd::SceneTooLarge) and fails.
+  std::function<Status(LeaseState& lease, uint64_t sceneBytes)> admitUpload;
 };
 
 // One lease and its session's state. Shared (refcounted) by the Lease and RenderSession

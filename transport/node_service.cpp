@@ -333,6 +333,16 @@ NodeService::Impl::Impl(UvKjLoop& loop, ClusterKey key,
   resources.admitLoad = [this](LeaseState& lease, const ChunkManifest& manifest) {
     return admitLoad(lease, manifest);
   };
+  resources.admitUpload = [this](LeaseState& lease, uint64_t sceneBytes) {
+    const std::string why =
+        whySceneTooLarge(lease.budgeted ? this->options.memoryBudget : nullptr, sceneBytes,
+                         resources.maxSceneBytes, resources.chunks.capacity());
+    if (why.empty()) return Status();
+    PL_LOG_WARN("lease %llu of %s: upload refused: %s", (unsigned long long)lease.id,
+                lease.primary.c_str(), why.c_str());
+    endLease(lease, LeaseEnd::SceneTooLarge, why);
+    return Status(Error{"upload: " + why});
+  };
   if (options.memoryBudget != nullptr) {
     // Chunks pinned beyond the cache's capacity (waiting for their loads) grow its reservation;
     // a pin that does not fit leaves its chunk unpinned (ChunkPins).

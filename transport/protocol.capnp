@@ -201,8 +201,11 @@ interface RenderSession {
   # Belongs to one lease. Holds render data in memory only, keyed by chunk hash, so that a
   # later scene sharing chunks with an earlier one sends only the difference.
 
-  missing @0 (hashes :List(Hash128)) -> (missing :List(Hash128));
-  # Which of these chunks the node lacks (at most 1,000,000 hashes per call).
+  missing @0 (hashes :List(Hash128), sceneBytes :UInt64) -> (missing :List(Hash128));
+  # Which of these chunks the node lacks (at most 1,000,000 hashes per call). sceneBytes: the
+  # decoded size of the scene they belong to (0: not said). A scene this node can never load
+  # (its scene limit, its memory budget) ends the lease here, typed sceneTooLarge, before any
+  # chunk is sent; load checks again whatever was said.
 
   put @1 (chunk :Chunk) -> stream;
   # Stores one chunk. A wrong hash, a malformed, truncated or oversized frame fails this call

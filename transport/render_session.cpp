@@ -854,6 +854,7 @@ void RenderSession::Impl::startUpload(Connection& c) {
 kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Generation> g) {
   encode(*g);
   auto request = c.session.missingRequest();
+  request.setSceneBytes(g->manifest.rawBytes());
   toProto(g->chunkHashes, request.initHashes(uint32_t(g->chunkHashes.size())));
   return request.send()
       .then([this, &c, g](capnp::Response<proto::RenderSession::MissingResults>&& response) {
@@ -869,13 +870,14 @@ kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Gen
         auto list = std::make_shared<std::vector<Hash128>>(std::move(plan).value());
         const Clock::time_point uploadStart = now();
         return putChunks(c, g, list, 0)
-            .then([&c, list]() {
+            .then([&c, list, g]() {
               // A put's stream promise resolves when flow control allows the next one, not
               // when the node has the chunk; and a put the node refused is reported only on a
               // later send. Asking `missing` again (the node answers it after every earlier
               // put) closes both gaps: the upload time includes the tail, and a refused chunk
               // is named here rather than as "missing" at load.
               auto again = c.session.missingRequest();
+              again.setSceneBytes(g->manifest.rawBytes());
               toProto(*list, again.initHashes(uint32_t(list->size())));
               return again.send();
             })

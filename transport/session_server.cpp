@@ -66,6 +66,10 @@ class SessionServer final : public proto::RenderSession::Server {
     lease_->checkServing();
     auto hashes = fromProto(context.getParams().getHashes());
     if (!hashes.ok()) failCall(hashes.error().message);
+    // A scene this node can never load: the lease ends typed before any chunk is sent.
+    if (const uint64_t sceneBytes = context.getParams().getSceneBytes(); sceneBytes != 0)
+      if (Status s = lease_->node.admitUpload(*lease_, sceneBytes); !s.ok())
+        failCall(s.error().message);
     auto lease = kj::addRef(*lease_);
     return lease_->putsDone().then(
         [context, hashes = std::move(*hashes), lease = kj::mv(lease)]() mutable {

@@ -78,4 +78,11 @@ struct LoadVerdict {
 LoadVerdict admitLoad(MemoryBudget* budget, const MemoryHolder& holder, const SceneWindow& held,
                       const HeldScene& scene, uint64_t maxSceneBytes, uint64_t cacheBytes);
 
+// Why a scene of `sceneBytes` decoded bytes can never load here (admitLoad's SceneTooLarge:
+// beyond maxSceneBytes, or more than the budget, null for none, less the cache's capacity as
+// far as the budget holds it), or "" when it may. The node asks it before an upload too (the
+// Primary names the scene's size with missing()), so that no chunk of such a scene is sent.
+std::string whySceneTooLarge(const MemoryBudget* budget, uint64_t sceneBytes,
+                             uint64_t maxSceneBytes, uint64_t cacheBytes);
+
 }  // namespace pl

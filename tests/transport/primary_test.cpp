@@ -170,6 +170,8 @@ TEST(PrimaryTest, ANodeThatCanNeverHoldTheSceneIsAskedOnce) {
   EXPECT_NE(stats->nodes[0].error.find("more than this node accepts"), std::string::npos)
       << stats->nodes[0].error;
   EXPECT_EQ(stats->nodes[0].workUnits, 0u);
+  // Refused when missing() named the scene's size: no chunk was sent to it.
+  EXPECT_EQ(stats->nodes[0].renderDataBytesSent, 0u);
   EXPECT_EQ(film.sums(), reference.sums());
   std::this_thread::sleep_for(60ms);  // the node samples its counters every 20 ms
   EXPECT_EQ(node.leasesGranted(), 1u) << "asked again within a " << seconds << " s render";

@@ -89,6 +89,25 @@ TEST(LoadAdmission, ASceneBeyondWhatTheBudgetCouldEverHoldIsTooLarge) {
             LoadOutcome::Admitted);
 }
 
+// Before an upload the node asks the same question of the size the Primary names: the scene
+// limit, then the budget less the cache's capacity; pins and other leases do not make a scene
+// too large (they pass).
+TEST(LoadAdmission, WhetherASceneIsTooLargeIsKnownBeforeItsUpload) {
+  MemoryBudget budget(100 * MiB);
+  const uint64_t cache = 25 * MiB;
+  ASSERT_TRUE(budget.reserve({Kind::ChunkCache, 0}, cache).granted);
+  EXPECT_EQ(whySceneTooLarge(&budget, 75 * MiB, ~uint64_t(0), cache), "");
+  EXPECT_EQ(whySceneTooLarge(&budget, 76 * MiB, ~uint64_t(0), cache),
+            "the scene needs 76 MiB of render data, more than this node accepts (its memory "
+            "budget holds 75 MiB for scenes)");
+  EXPECT_EQ(whySceneTooLarge(nullptr, 76 * MiB, 80 * MiB, cache), "");
+  EXPECT_EQ(whySceneTooLarge(nullptr, 81 * MiB, 80 * MiB, cache),
+            "the scene needs 81 MiB of render data, more than this node accepts (80 MiB)");
+  ASSERT_TRUE(budget.reserve({Kind::ChunkCache, 0}, 45 * MiB).granted);  // pins, for a while
+  ASSERT_TRUE(budget.reserve(kLease, 30 * MiB).granted);                   // another lease
+  EXPECT_EQ(whySceneTooLarge(&budget, 75 * MiB, ~uint64_t(0), cache), "");
+}
+
 // A scene loaded again (a camera move) becomes the newest, as the devices keep it: with a window
 // of 2, loading A, B, A, C leaves A and C held and reserved (not B and C).
 TEST(LoadAdmission, ASceneLoadedAgainIsTheNewestInTheWindow) {
