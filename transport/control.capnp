@@ -101,8 +101,9 @@ struct RenderParams {
   regionHeight @13 :UInt32;
   # A render border (--region): only these pixels are rendered; the film's others stay empty.
   # Width and height 0: the whole image. Must lie within width x height.
-  noiseThreshold @14 :Float32;
-  # Render until clean (--noise-threshold): 0 none, else finite and positive.
+  noiseThreshold @14 :Float64;
+  # Render until clean (--noise-threshold): 0 none, else finite and positive; the very value
+  # the command parsed (tiles are judged against it: a float would change which retire).
 }
 
 struct RenderRequest {

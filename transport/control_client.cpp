@@ -349,16 +349,11 @@ Result<ControlRenderResult> runRenderJob(UvKjLoop& loop, const std::string& path
         return Error{where + ": film slice at " + std::to_string(at) + " has " +
                      std::to_string(got.size()) + " bytes, expected " + std::to_string(n)};
       // The slice may straddle the sums and the counts.
-      for (uint32_t i = 0; i < n;) {
-        const uint64_t pos = at + i;
-        const uint32_t m = pos < filmBytes ? uint32_t(std::min<uint64_t>(n - i, filmBytes - pos))
-                                           : n - i;
-        uint8_t* to = pos < filmBytes ? reinterpret_cast<uint8_t*>(out.sums.data()) + pos
-                                      : reinterpret_cast<uint8_t*>(out.pixelSamples.data()) +
-                                            (pos - filmBytes);
-        std::memcpy(to, got.begin() + i, m);
-        i += m;
-      }
+      forFilmStreamParts(at, n, filmBytes, [&](bool counts, uint64_t to, size_t from, size_t m) {
+        auto* part = counts ? reinterpret_cast<uint8_t*>(out.pixelSamples.data())
+                            : reinterpret_cast<uint8_t*>(out.sums.data());
+        std::memcpy(part + to, got.begin() + from, m);
+      });
       at += n;
     }
     return out;

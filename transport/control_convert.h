@@ -8,6 +8,7 @@
 //
 // Threads: free functions (a builder or reader belongs to one thread anyway).
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -45,12 +46,27 @@ struct RenderJobParams {
   std::string primaryName;         // "host/pid" of the command
   uint32_t timeLimitMs = 0;        // --time-limit; 0: none
   Rect region{};                   // --region; empty: the whole image
-  float noiseThreshold = 0;        // --noise-threshold; 0: none
+  double noiseThreshold = 0;       // --noise-threshold; 0: none
 };
+
+// readFilm's byte stream is the film's sums (sumBytes of them) followed by its sample counts.
+// Calls fn(countsPart, partOffset, sliceOffset, length) for each piece of the slice [offset,
+// offset + length) of that stream: countsPart false for the sums, true for the counts.
+template <typename Fn>
+void forFilmStreamParts(uint64_t offset, size_t length, uint64_t sumBytes, Fn&& fn) {
+  for (size_t i = 0; i < length;) {
+    const uint64_t at = offset + i;
+    const bool counts = at >= sumBytes;
+    const size_t n = counts ? length - i : size_t(std::min<uint64_t>(length - i, sumBytes - at));
+    fn(counts, counts ? at - sumBytes : at, i, n);
+    i += n;
+  }
+}
 
 void toControl(const RenderJobParams& params, ctl::RenderParams::Builder out);
 // Fails (naming the field) when there are more than kMaxRenderJobPeers peers, a text is longer
-// than kMaxRenderJobNameBytes, or the noise threshold is negative or not finite. The frame itself is the daemon's to judge (RenderJobs::admit).
+// than kMaxRenderJobNameBytes, or the noise threshold is negative or not finite. The frame
+// itself is the daemon's to judge (RenderJobs::admit).
 Result<RenderJobParams> fromControl(ctl::RenderParams::Reader in);
 
 // Member for member; the reader takes what the daemon sent as it is (the client trusts its own

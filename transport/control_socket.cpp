@@ -313,14 +313,11 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
                  sumBytes + countBytes);
       const size_t n = size_t(std::min<uint64_t>(bytes, sumBytes + countBytes - offset));
       auto data = context.getResults().initData(unsigned(n));
-      const auto* sums = reinterpret_cast<const uint8_t*>(j.sums.data());
-      const auto* counts = reinterpret_cast<const uint8_t*>(j.pixelSamples.data());
-      for (size_t i = 0; i < n;) {
-        const uint64_t at = offset + i;
-        const size_t m = at < sumBytes ? size_t(std::min<uint64_t>(n - i, sumBytes - at)) : n - i;
-        std::memcpy(data.begin() + i, at < sumBytes ? sums + at : counts + (at - sumBytes), m);
-        i += m;
-      }
+      forFilmStreamParts(offset, n, sumBytes, [&](bool counts, uint64_t from, size_t to, size_t m) {
+        const auto* part = counts ? reinterpret_cast<const uint8_t*>(j.pixelSamples.data())
+                                  : reinterpret_cast<const uint8_t*>(j.sums.data());
+        std::memcpy(data.begin() + to, part + from, m);
+      });
       return kj::READY_NOW;
     }
 

@@ -93,9 +93,9 @@ struct ClusterRenderOptions {
   // render to that spp. With no pass complete yet, it waits for the first one. A RenderSession
   // counts it from each generation's start (FrameSpec::deadline: the Scheduler decides).
   std::chrono::milliseconds timeLimit{0};
-  // Render until clean (--noise-threshold, core/cluster/pass_commit.h): from pass 1 on, each
-  // 16x16 tile whose noise estimate is below this stops taking samples; the film holds each
-  // pixel's own count (Film::pixelSamples()). 0: every pixel takes spp samples.
+  // Render until clean (--noise-threshold, core/cluster/pass_commit.h): at each pass end from
+  // 8 spp on, each 16x16 tile whose noise estimate is below this stops taking samples; the film
+  // holds each pixel's own count (Film::pixelSamples()). 0: every pixel takes spp samples.
   double noiseThreshold = 0;
   // A render border (FrameSpec::region): only these pixels are rendered, every generation;
   // the film's others stay empty. Empty: the whole image.

@@ -185,16 +185,16 @@ std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
   return line;
 }
 
-// Samples per pixel on average over the pixels that hold any (a noise threshold stops some
-// early; a render border leaves the rest empty).
-double meanSamples(const Film& film) {
+// Samples per pixel on average over the pixels rendered (`region`, or all when empty): a noise
+// threshold stops some early.
+double meanSamples(const Film& film, const Rect& region) {
   if (film.pixelSamples().empty()) return film.samplesPerPixel();
-  uint64_t samples = 0, pixels = 0;
-  for (uint32_t n : film.pixelSamples()) {
-    samples += n;
-    pixels += n != 0;
-  }
-  return pixels == 0 ? 0.0 : double(samples) / double(pixels);
+  const Rect r = region.width != 0 ? region : Rect{0, 0, film.width(), film.height()};
+  uint64_t samples = 0;
+  for (uint32_t y = r.y; y < r.y + r.height; ++y)
+    for (uint32_t x = r.x; x < r.x + r.width; ++x)
+      samples += film.samplesAt(size_t(y) * film.width() + x);
+  return double(samples) / double(r.pixelCount());
 }
 
 void writeOutput(const RenderArgs& args, const Film& film) {
@@ -266,7 +266,7 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
     out["units_requeued"] = stats.scheduler.requeuedUnits;
     out["noise_threshold"] = args.noiseThreshold;
     out["tiles_retired"] = stats.scheduler.retiredTiles;
-    out["mean_spp"] = meanSamples(film);
+    out["mean_spp"] = meanSamples(film, regionOf(args));
     out["devices"] = deviceList;
     out["nodes"] = nodes;
     // The node daemon's control socket when the daemon was the Primary; null otherwise.
@@ -280,7 +280,7 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
     if (args.noiseThreshold > 0)
       std::printf("  noise threshold %g: %llu tiles stopped early, %.1f spp on average\n",
                   args.noiseThreshold, (unsigned long long)stats.scheduler.retiredTiles,
-                  meanSamples(film));
+                  meanSamples(film, regionOf(args)));
     uint64_t accepted = 0;  // the samples every device's share is of
     for (const LocalDeviceRenderStats& d : stats.local) accepted += d.samples;
     for (const NodeRenderStats& n : stats.nodes) accepted += n.samples;
@@ -348,7 +348,7 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
   params.primaryName = primaryName();
   params.timeLimitMs = uint32_t(timeLimitOf(args).count());
   params.region = regionOf(args);
-  params.noiseThreshold = float(args.noiseThreshold);
+  params.noiseThreshold = args.noiseThreshold;
   // The scene's encoded form (the daemon sends its chunks to nodes as they are): the cache
   // file's bytes, or encoded now.
   std::vector<uint8_t> encodedNow;

@@ -38,7 +38,14 @@ void addSceneFlags(CLI::App* cmd, RenderArgs& a) {
                   "Render until clean: from 8 spp on, each 16x16 tile whose per-pixel noise "
                   "estimate is below this stops taking samples (typical: 0.01 to 0.1; 0: every "
                   "pixel takes --spp)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::Validator(
+          [](std::string& value) -> std::string {
+            // CLI::Range lets NaN through (every comparison with it is false).
+            char* end = nullptr;
+            const double t = std::strtod(value.c_str(), &end);
+            return std::isfinite(t) && t >= 0 && t <= 1 ? "" : "a number from 0 to 1";
+          },
+          "0..1"));
   cmd->add_option("--threads", args->threads, "CPU threads (0: all)")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Sampler seed")->capture_default_str();
   cmd->add_option("--exposure", args->exposure, "Exposure in stops for PNG output")

@@ -234,30 +234,51 @@ std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
   }
 
   // Whole tiles of this pass: a run along the tile row while the budget allows...
+  // (Adaptive frames: a run may pass over retired tiles, rendered in vain, while they are at
+  // most as many pixels as its active ones, so that scattered clean tiles do not cut the work
+  // into tile-sized units; it never ends on one.)
   const uint64_t samples = p1 - p0;
   uint64_t work = firstPixels * samples;
-  uint32_t count = 1;
-  while (tx + count < tilesX_ && tileActive(tile_ + count, pass_)) {
+  uint32_t count = 1, useful = 1;  // tiles in the run; up to its last active one
+  uint64_t activePixels = firstPixels, idlePixels = 0, idleTail = 0;
+  while (tx + count < tilesX_) {
     const uint64_t pixels = tileRect(tx + count, ty).pixelCount();
     if (work + pixels * samples > budget ||
         unit.tile.pixelCount() + pixels > options_.maxUnitPixels)
       break;
+    const bool active = tileActive(tile_ + count, pass_);
+    if (!active && idlePixels + idleTail + pixels > activePixels) break;
     unit.tile.width += tileRect(tx + count, ty).width;
     work += pixels * samples;
     ++count;
+    if (active) {
+      activePixels += pixels;
+      idlePixels += idleTail;
+      idleTail = 0;
+      useful = count;
+    } else {
+      idleTail += pixels;
+    }
+  }
+  if (useful < count) {  // not ending on retired tiles
+    const Rect last = tileRect(tx + useful - 1, ty);
+    unit.tile.width = last.x + last.width - unit.tile.x;
+    count = useful;
   }
   uint32_t tiles = count;
-  // ...and, when that run is a whole tile row, more whole rows below it.
-  const auto rowActive = [&](uint32_t row) {
+  // ...and, when that run is a whole tile row, more whole rows below it (each with at most as
+  // many retired pixels as active ones).
+  const auto rowMostlyActive = [&](uint32_t row) {
+    uint64_t active = 0, idle = 0;
     for (uint32_t x = 0; x < tilesX_; ++x)
-      if (!tileActive(row * tilesX_ + x, pass_)) return false;
-    return true;
+      (tileActive(row * tilesX_ + x, pass_) ? active : idle) += tileRect(x, row).pixelCount();
+    return active > 0 && idle <= active;
   };
   if (tx == 0 && count == tilesX_) {
     for (uint32_t row = ty + 1; row < tilesY_; ++row) {
       const uint64_t pixels = uint64_t(region_.width) * tileRect(0, row).height;
       if (work + pixels * samples > budget ||
-          unit.tile.pixelCount() + pixels > options_.maxUnitPixels || !rowActive(row))
+          unit.tile.pixelCount() + pixels > options_.maxUnitPixels || !rowMostlyActive(row))
         break;
       unit.tile.height += tileRect(0, row).height;
       work += pixels * samples;
@@ -269,9 +290,9 @@ std::optional<uint64_t> Scheduler::cutNewWork(uint64_t budget) {
 }
 
 std::optional<uint64_t> Scheduler::takeRequeued(uint64_t budget) {
+  // (Pieces wholly in retired tiles are not requeued: decide() and release() drop them, and a
+  // piece split below keeps only parts with work that counts.)
   if (requeued_.empty()) return std::nullopt;
-  // (Pieces wholly in retired tiles were dropped by decide(); a piece split below keeps only
-  // parts with work that counts.)
   const uint64_t pixelBudget = std::min(budget, options_.maxUnitPixels);
   // Split the front piece until its first part fits the budget: rows (or columns) while one
   // sample of it is too much, then samples.
@@ -359,7 +380,8 @@ void Scheduler::release(uint64_t pieceId) {
   auto it = pieces_.find(pieceId);
   PL_CHECK(it != pieces_.end() && it->second.copies > 0);
   if (--it->second.copies > 0) return;
-  if (it->second.accepted) {
+  // Accepted, or (adaptive) wholly in tiles that retired since it was cut: not needed again.
+  if (it->second.accepted || activeWork(it->second.unit) == 0) {
     pieces_.erase(it);
   } else {
     requeued_.push_back(pieceId);

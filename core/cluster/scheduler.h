@@ -20,13 +20,15 @@
 // re-issued in pieces); the film's fixed-point sums make any split give the same image.
 //
 // Adaptive sampling (FrameSpec::adaptive, --noise-threshold): from the pass that ends at
-// FrameSpec::adaptiveMinSamples on, when a pass completes the caller judges the noise of each tile that took part in it and names the tiles
-// that are done (decide()); those take no part in later passes, and a pass is complete when its
-// remaining tiles are. The decision for pass k depends only on the samples [0, end of pass k),
-// so the image does not depend on timing. Units of pass k+1 may be cut before pass k is decided
-// (one pass of speculation, so devices do not idle at pass ends); their pixels in tiles that
-// retire are rendered but do not count, and the film leaves them out (ProgressiveFilm::retire).
-// No unit of pass k+2 is cut before pass k is decided.
+// FrameSpec::adaptiveMinSamples on, when a pass completes the caller judges the noise of each
+// tile that took part in it and names the tiles that are done (decide()); those take no part
+// in later passes, and a pass is complete when its remaining tiles are. The decision for pass k
+// depends only on the samples [0, end of pass k), so the image does not depend on timing.
+// Units of pass k+1 may be cut before pass k is decided (one pass of speculation, so devices do
+// not idle at pass ends); their pixels in tiles that retire are rendered but do not count, and
+// the film leaves them out (ProgressiveFilm::retire). No unit of pass k+2 is cut before pass k
+// is decided. A unit may also span retired tiles (at most as many pixels as its active ones),
+// so that scattered clean tiles do not cut a pass into tile-sized units.
 //
 // Failures are events: deviceLost() requeues the device's in-flight units ahead of new work.
 // At the end of the frame, a device with nothing in flight gets a copy of the oldest unit in

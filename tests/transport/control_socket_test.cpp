@@ -238,7 +238,7 @@ TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
   params.noMdns = true;
   params.primaryName = "host/42";
   params.timeLimitMs = 1500;
-  params.noiseThreshold = 0.02f;
+  params.noiseThreshold = 0.02;
   std::vector<int64_t> film(size_t(params.width) * params.height * 3);
   std::vector<uint32_t> samples(size_t(params.width) * params.height);
   for (size_t i = 0; i < samples.size(); ++i) samples[i] = uint32_t(i % 3);
@@ -276,7 +276,7 @@ TEST_F(ControlSocketTest, RenderJobDataAndFilmTravelWholeInChunks) {
   EXPECT_FALSE(refused);
   EXPECT_EQ(received, data);
   EXPECT_EQ(seen.width, 1000u);
-  EXPECT_EQ(seen.noiseThreshold, 0.02f);
+  EXPECT_EQ(seen.noiseThreshold, 0.02);  // exactly: a float would change which tiles retire
   EXPECT_EQ(seen.peers, params.peers);
   EXPECT_EQ(seen.primaryName, "host/42");
   EXPECT_TRUE(seen.noMdns);
@@ -400,8 +400,8 @@ TEST(ControlConvertTest, ParamsAndStatsRoundTrip) {
   toControl(p, m1.initRoot<ctl::RenderParams>());
   EXPECT_FALSE(fromControl(m1.getRoot<ctl::RenderParams>().asReader()).ok());
   p.peers.clear();
-  for (float bad : {-0.01f, std::numeric_limits<float>::quiet_NaN(),
-                    std::numeric_limits<float>::infinity()}) {
+  for (double bad : {-0.01, std::numeric_limits<double>::quiet_NaN(),
+                     std::numeric_limits<double>::infinity()}) {
     p.noiseThreshold = bad;
     toControl(p, m1.initRoot<ctl::RenderParams>());
     Result<RenderJobParams> refused = fromControl(m1.getRoot<ctl::RenderParams>().asReader());

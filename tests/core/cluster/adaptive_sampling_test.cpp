@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "core/cluster/pass_commit.h"
@@ -217,6 +218,37 @@ TEST(AdaptiveSamplingTest, APassTwoAheadWaitsForTheDecision) {
   ASSERT_TRUE(third);
   EXPECT_EQ(s.passOf(*third), 3u);
   EXPECT_TRUE(third->tile == s.tile(1) || third->tile == s.tile(2)) << third->describe();
+}
+
+// Scattered clean tiles do not cut a fast device's work into tile-sized units: a run passes
+// over retired tiles while they are at most half its pixels. Here every other tile retires at
+// 8 spp (a checkerboard): each later pass of a 1024x512 frame goes in at most one unit per row
+// of tiles (32; a unit per active tile would be 1024), and passes 0 and 1 in one each.
+TEST(AdaptiveSamplingTest, ScatteredCleanTilesDoNotCutTheWorkIntoTiles) {
+  FrameSpec f{1024, 512, 64, 16};
+  f.adaptive = true;
+  SchedulerOptions options;
+  options.firstPassSamples = 4;
+  options.initialUnitWork = uint64_t(1) << 40;  // as much as a unit may hold
+  options.defaultMaxInFlight = 1;
+  Scheduler s(f, options);
+  std::map<uint32_t, int> unitsPerPass;
+  for (int64_t t = 0; !s.done(); ++t) {
+    std::optional<WorkUnit> u = s.nextUnit(kA, at(t));
+    ASSERT_TRUE(u) << "at " << t;
+    ++unitsPerPass[s.passOf(*u)];
+    ASSERT_TRUE(s.complete(kA, *u, at(t)) || s.completedPasses() > s.passOf(*u));
+    if (std::optional<uint32_t> pass = s.pendingDecision()) {
+      std::vector<uint32_t> done;
+      if (*pass == 1)
+        for (uint32_t i = 0; i < s.tileCount(); ++i)
+          if ((i + i / 64) % 2 == 0) done.push_back(i);  // a checkerboard of 16x16 tiles
+      s.decide(*pass, done);
+    }
+  }
+  EXPECT_EQ(s.stats().retiredTiles, s.tileCount() / 2);
+  for (const auto& [pass, units] : unitsPerPass)
+    EXPECT_LE(units, pass <= 1 ? 1 : 32) << "pass " << pass;
 }
 
 // A pixel's samples: flat (0.5) in the left half of the image, noisy around 0.5 in the right.
