@@ -39,12 +39,7 @@ void simulate(Scheduler& s, std::mt19937& rng, OnAccepted&& onAccepted, AfterRes
     return std::uniform_int_distribution<uint32_t>(lo, hi)(rng);
   };
   std::vector<SimDevice> devices;
-  uint64_t nextId = 1;
-  auto join = [&] {
-    DeviceId id{nextId++};
-    s.addDevice(id, at(0), uniform(1, 4));
-    devices.push_back({id, double(uniform(20, 3000)), true, {}});
-  };
+  auto join = [&] { joinRandomDevice(s, devices, rng); };
   for (uint32_t i = uniform(1, 4); i > 0; --i) join();
   for (int64_t t = 0; !s.done() && t < 400000; ++t) {
     step(s, devices, t, [&](SimDevice&, const WorkUnit& u, bool ok) {

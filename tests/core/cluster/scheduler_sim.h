@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <random>
 #include <vector>
 
 #include "core/cluster/scheduler.h"
@@ -44,6 +45,17 @@ struct SimDevice {
   std::deque<WorkUnit> queue;
   double progress = 0;  // pixel samples done of queue.front()
 };
+
+// A device joins (at time 0): id devices.size() + 1, 1 to 4 units in flight, 20 to 3000 pixel
+// samples per ms.
+inline void joinRandomDevice(Scheduler& s, std::vector<SimDevice>& devices, std::mt19937& rng) {
+  auto uniform = [&](uint32_t lo, uint32_t hi) {
+    return std::uniform_int_distribution<uint32_t>(lo, hi)(rng);
+  };
+  const DeviceId id{devices.size() + 1};
+  s.addDevice(id, at(0), uniform(1, 4));
+  devices.push_back({id, double(uniform(20, 3000)), true, {}});
+}
 
 // Steps time by 1 ms: devices ask for work, then make progress; finished units complete().
 // Calls onResult(device, unit, accepted) for each result.

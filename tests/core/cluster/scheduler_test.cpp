@@ -440,12 +440,7 @@ TEST(SchedulerTest, RandomSimulationsTileTheFrameExactlyOnce) {
     uint32_t commits = 0;
 
     std::vector<SimDevice> devices;
-    uint64_t nextId = 1;
-    auto join = [&] {
-      DeviceId id{nextId++};
-      s.addDevice(id, at(0), uniform(1, 4));
-      devices.push_back({id, double(uniform(20, 3000)), true, {}});
-    };
+    auto join = [&] { joinRandomDevice(s, devices, rng); };
     for (uint32_t i = uniform(1, 4); i > 0; --i) join();
 
     std::vector<std::pair<DeviceId, WorkUnit>> late;  // results of devices declared lost
