@@ -46,7 +46,8 @@ class PeerlightRenderEngine(bpy.types.RenderEngine):
         if v is None:
             return
         region, rv3d = context.region, context.region_data
-        v.set_view(rv3d.view_matrix, rv3d.window_matrix, region.width, region.height)
+        border = viewport.view_border(context, depsgraph.scene, region.width, region.height)
+        v.set_view(rv3d.view_matrix, rv3d.window_matrix, region.width, region.height, border)
         v.draw(self, context, depsgraph)
 
 

@@ -36,6 +36,47 @@ def look_at_flag(matrix):
     return ",".join("%.9g" % v for v in eye + target + up)
 
 
+def border_pixels(rect, fractions, width, height):
+    """A render border in a width x height viewport: `fractions` (min x, max x, min y, max y,
+    Blender's border values, y up) of `rect` ((x, y, w, h) in region pixels, y up: the region
+    itself, or the camera's frame in it), clipped to the region. Returns (x, y, w, h) with y
+    from the top (peerlight's --region), or None when nothing (or everything) is left."""
+    rx, ry, rw, rh = rect
+    x0, x1 = rx + fractions[0] * rw, rx + fractions[1] * rw
+    y0, y1 = ry + fractions[2] * rh, ry + fractions[3] * rh
+    x0, x1 = max(0, min(int(x0), width)), max(0, min(int(math.ceil(x1)), width))
+    y0, y1 = max(0, min(int(y0), height)), max(0, min(int(math.ceil(y1)), height))
+    if x1 <= x0 or y1 <= y0 or (x1 - x0, y1 - y0) == (width, height):
+        return None
+    return (x0, height - y1, x1 - x0, y1 - y0)
+
+
+def view_border(context, scene, width, height):
+    """The viewport's render border, as Cycles takes it: in the camera view the scene's border
+    (Ctrl+B, Output Properties) within the camera's frame; in other views the viewport's own
+    (Ctrl+B there). (x, y, w, h) with y from the top, or None."""
+    rv3d, space, region = context.region_data, context.space_data, context.region
+    if rv3d.view_perspective == "CAMERA":
+        r = scene.render
+        if not r.use_border or scene.camera is None:
+            return None
+        from bpy_extras.view3d_utils import location_3d_to_region_2d
+        corners = [scene.camera.matrix_world @ c
+                   for c in scene.camera.data.view_frame(scene=scene)]
+        points = [location_3d_to_region_2d(region, rv3d, c) for c in corners]
+        if any(p is None for p in points):
+            return None
+        xs, ys = [p.x for p in points], [p.y for p in points]
+        frame = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
+        return border_pixels(frame, (r.border_min_x, r.border_max_x, r.border_min_y,
+                                     r.border_max_y), width, height)
+    if not getattr(space, "use_render_border", False):
+        return None
+    return border_pixels((0, 0, width, height),
+                         (space.render_border_min_x, space.render_border_max_x,
+                          space.render_border_min_y, space.render_border_max_y), width, height)
+
+
 class ViewportSession:
     """One viewport's session. Main thread only: view_update schedules sync() on a timer,
     view_draw calls set_view() and draw(), and tick() (a timer) takes the session's events.
@@ -55,9 +96,11 @@ class ViewportSession:
         self.key = None  # what a session cannot change
         self.camera = None  # (matrix, yfov): the view, as last sent
         self.size = None
+        self.border = None  # (x, y, w, h), y from the top: the pixels rendered; None: all
         self.restart_at = None  # a new size waits to settle until then (time.monotonic())
         self.generation = None  # None until the session is ready
         self.last_pass = None
+        self.session_border = None  # the border the current session renders
         self.drawn = None
         self.image = None
         self.camera_updates = 0  # camera requests sent (tests read it)
@@ -128,10 +171,17 @@ class ViewportSession:
         self._restart()
         return None
 
-    # view_draw: the view (camera, size) as it is now.
-    def set_view(self, view_matrix, window_matrix, width, height):
+    # view_draw: the view (camera, size, render border) as it is now.
+    def set_view(self, view_matrix, window_matrix, width, height, border=None):
         camera = view_camera(view_matrix, window_matrix)
         size = (int(width), int(height))
+        if border != self.border and size == self.size:
+            # The session renders its border alone (--region, --crop): another border is
+            # another session, started at once.
+            self.border, self.camera = border, camera
+            self._restart()
+            return
+        self.border = border
         if size != self.size:
             first = self.size is None
             self.size, self.camera = size, camera
@@ -168,6 +218,9 @@ class ViewportSession:
         width, height = self.size
         args = settings.session_args(s, prefs, width, height, s.viewport_samples, None, env)
         args += ["--look-at", look_at_flag(matrix), "--yfov", "%.9g" % yfov]
+        if self.border is not None:
+            args += ["--region", "%d,%d,%d,%d" % self.border, "--crop"]
+        self.session_border = self.border
         self.last_pass = self.drawn = self.generation = None
         try:
             binary = find_binary(prefs.binary)
@@ -224,7 +277,10 @@ class ViewportSession:
         if not self.closed and not bpy.app.timers.is_registered(self._tick):
             bpy.app.timers.register(self._tick, first_interval=0.05)
         if self.image is not None and self.size is not None:
-            _draw_image(engine, depsgraph.scene, self.image, *self.size)
+            width, height = self.size
+            x, y, w, h = self.session_border or (0, 0, width, height)
+            # The pass holds the border alone: drawn where it lies (GPU y is up).
+            _draw_image(engine, depsgraph.scene, self.image, x, height - y - h, w, h)
 
     def _load(self, path):
         if self.image is None:
@@ -239,12 +295,12 @@ def _same(a, b):
     return abs(fa - fb) < 1e-6 and all(abs(x - y) < 1e-6 for x, y in zip(ma, mb))
 
 
-def _draw_image(engine, scene, image, width, height):
+def _draw_image(engine, scene, image, x, y, width, height):
     import gpu
     from gpu_extras.presets import draw_texture_2d
     texture = gpu.texture.from_image(image)
     gpu.state.blend_set("ALPHA_PREMULT")
     engine.bind_display_space_shader(scene)
-    draw_texture_2d(texture, (0, 0), width, height)
+    draw_texture_2d(texture, (x, y), width, height)
     engine.unbind_display_space_shader()
     gpu.state.blend_set("NONE")

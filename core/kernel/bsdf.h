@@ -151,12 +151,23 @@ PL_HOST_DEVICE PL_INLINE float ggxG1(float c, float alpha) {
 }
 
 // Height-correlated V = G2 / (4 |n.wo| |n.wi|), for |cos| values.
+//
+// Study hook (bench/cycles_smith_study.sh; never defined in a build of peerlight): Blender
+// 3.4's Cycles gives its GGX Glossy BSDF the separable G1(wo) G1(wi) (its kernel source,
+// closure/bsdf_microfacet.h), where the glTF specification asks for the height-correlated
+// G2. PL_STUDY_SEPARABLE_SMITH renders with Cycles' G, to measure how much of our difference
+// from the Cycles reference that explains.
 PL_HOST_DEVICE PL_INLINE float ggxV(float cosO, float cosI, float alpha) {
+#ifdef PL_STUDY_SEPARABLE_SMITH
+  const float separable = 4.0f * cosO * cosI;
+  return separable > 0.0f ? ggxG1(cosO, alpha) * ggxG1(cosI, alpha) / separable : 0.0f;
+#else
   const float a2 = alpha * alpha;
   const float lo = cosI * sqrtf(cosO * cosO * (1.0f - a2) + a2);
   const float li = cosO * sqrtf(cosI * cosI * (1.0f - a2) + a2);
   const float denom = lo + li;
   return denom > 0.0f ? 0.5f / denom : 0.0f;
+#endif
 }
 
 PL_HOST_DEVICE PL_INLINE float schlickWeight(float c) {

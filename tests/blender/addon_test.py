@@ -456,6 +456,12 @@ def run_all(binary, blender, cluster, env, tmp):
           % result.get("camera_updates"))
     check(result.get("requests") == ["camera", "transform"],
           "the session saw one camera and one transform update (%s)" % result.get("requests"))
+    command = result.get("border_command") or []
+    check(result.get("border_pixels") == [24, 0, 48, 36] and
+          "24,0,48,36" in command and "--crop" in command and
+          result.get("border_image") == [48, 36],
+          "a viewport render border renders its pixels alone (%s, pass %s)"
+          % (result.get("border_pixels"), result.get("border_image")))
 
     # No peerlight program.
     lost = dict(blender.env, PEERLIGHT_BINARY="/nonexistent/peerlight")

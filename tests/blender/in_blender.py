@@ -230,6 +230,14 @@ def viewport_step(scene):
     result["camera_updates"] = v.camera_updates
     result["requests"] = [e.get("op") for e in v.session.history if e.get("event") == "generation"]
     result["pid"] = v.session.proc.pid
+    # A render border (Ctrl+B in the viewport): Blender's fractions (y up) as --region (y down),
+    # and a session that renders the border alone, whose passes are the border's size.
+    result["border_pixels"] = viewport.border_pixels((0, 0, 96, 72), (0.25, 0.75, 0.5, 1.0),
+                                                     96, 72)
+    v.set_view(turned.inverted(), projection, 96, 72, border=(24, 0, 48, 36))
+    final_pass()
+    result["border_command"] = v.session.command
+    result["border_image"] = list(v.image.size) if v.image is not None else None
     v.close()
 
 
