@@ -1,5 +1,6 @@
 """Blender with its window (under Xvfb), used as a person would: the peerlight engine chosen,
-the viewport in Rendered shading, the Render Properties, then F12. Screenshots of each go to
+the viewport in Rendered shading, orbited, with a render border, the Render Properties, then
+F12. Screenshots of each go to
 the folder given after `--`.
     blender -b --factory-startup --python-expr \
         "import bpy; bpy.ops.wm.save_as_mainfile(filepath='/tmp/start.blend')"
@@ -109,6 +110,18 @@ def viewport_shot():
 @step(10.0)
 def orbit_shot():
     shot("viewport_orbit.png")
+    # A render border in the orbited view (as Ctrl+B and a drag set it): only it renders.
+    space = area("VIEW_3D").spaces[0]
+    space.use_render_border = True
+    space.render_border_min_x, space.render_border_max_x = 0.3, 0.7
+    space.render_border_min_y, space.render_border_max_y = 0.25, 0.75
+    say("viewport render border")
+
+
+@step(10.0)
+def border_shot():
+    shot("viewport_border.png")
+    area("VIEW_3D").spaces[0].use_render_border = False
     bpy.ops.render.render("INVOKE_DEFAULT")
     say("F12")
 
