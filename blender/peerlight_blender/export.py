@@ -77,13 +77,44 @@ def render_modifiers(scene, unchanged=None):
                 pass  # the object went away meanwhile; the others are still put back
 
 
-def export_glb(path, scene, frame=None, for_render=False, unchanged=None):
+@contextlib.contextmanager
+def view_layer_only(scene, view_layer, kept=None):
+    """Within it, the scene's objects that `view_layer` leaves out (their collections excluded
+    from it) are hidden from the render, so that the export holds that view layer alone:
+    Blender's exporter takes every object of the scene. Put back on the way out; an object
+    Blender does not let us hide (a linked one) stays in the export, named in `kept`."""
+    saved = []
+    try:
+        if view_layer is not None:
+            included = {obj.name_full for obj in view_layer.objects}
+            for obj in scene.objects:
+                if obj.name_full in included or obj.hide_render:
+                    continue
+                try:
+                    obj.hide_render = True
+                except (AttributeError, TypeError, RuntimeError):
+                    if kept is not None and obj.name not in kept:
+                        kept.append(obj.name)
+                    continue
+                saved.append(obj)
+        yield
+    finally:
+        for obj in saved:
+            try:
+                obj.hide_render = False
+            except (AttributeError, TypeError, RuntimeError, ReferenceError):
+                pass
+
+
+def export_glb(path, scene, frame=None, for_render=False, unchanged=None, view_layer=None,
+               kept=None):
     """Writes `scene` to `path` (.glb). Modifiers are applied, objects hidden from the render
     left out, cameras and lights included. `frame`: bring the scene to that frame first (an
     animation's frame: the exporter reads the view layer's evaluated state, which a render of
     the frame does not update). `for_render`: the modifiers as a render evaluates them
     (render_modifiers(), which names in `unchanged` those it could not switch); else as the
-    viewport shows them. Raises ExportError."""
+    viewport shows them. `view_layer`: only its objects (view_layer_only(), which names in
+    `kept` those it could not leave out). Raises ExportError."""
     # The exporter works on the context's scene and view layer.
     window = bpy.context.window
     override = {"scene": scene}
@@ -91,7 +122,8 @@ def export_glb(path, scene, frame=None, for_render=False, unchanged=None):
         override["window"] = window
     modifiers = render_modifiers(scene, unchanged) if for_render else contextlib.nullcontext()
     try:
-        with bpy.context.temp_override(**override), modifiers:
+        with bpy.context.temp_override(**override), modifiers, \
+                view_layer_only(scene, view_layer, kept):
             if frame is not None:
                 scene.frame_set(frame)
             result = bpy.ops.export_scene.gltf(

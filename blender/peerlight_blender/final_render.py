@@ -142,11 +142,13 @@ class Frame:
             self.flags += ["--region", "%d,%d,%d,%d" % self.border, "--crop"]
         self.lost = scene_report.what_is_lost(scene)
         if self.camera is not None:
-            unchanged = []
+            unchanged, kept = [], []
             export.export_glb(path, scene, scene.frame_current, for_render=True,
-                              unchanged=unchanged)
+                              unchanged=unchanged, view_layer=view_layer, kept=kept)
             self.lost += ["%s is exported at its viewport settings (it could not be switched "
                           "to its render settings)" % what for what in unchanged]
+            self.lost += ["'%s' is rendered although view layer '%s' leaves it out (it could "
+                          "not be hidden)" % (name, view_layer.name) for name in kept]
 
 
 def render(engine, depsgraph):

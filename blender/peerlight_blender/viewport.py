@@ -141,7 +141,7 @@ class ViewportSession:
         path = os.path.join(self.folder, "view-%d.glb" % self.exports)
         self.exporting = True
         try:
-            export.export_glb(path, self.scene)
+            export.export_glb(path, self.scene, view_layer=bpy.context.view_layer)
             exported = export.read(path)
         except (export.ExportError, ValueError, OSError) as e:
             return self._fail(e)

@@ -144,6 +144,17 @@ def exr_compare(blender_env, a, b):
     return r["same"], r["mean"], r["std"]
 
 
+def glb_node_names(path):
+    """The node names of a .glb's JSON chunk, sorted."""
+    with open(path, "rb") as f:
+        data = f.read()
+    length, kind = struct.unpack("<II", data[12:20])
+    if data[:4] != b"glTF" or kind != 0x4E4F534A:
+        raise ValueError("%s: not a .glb" % path)
+    gltf = json.loads(data[20:20 + length])
+    return sorted(n.get("name", "") for n in gltf.get("nodes", []))
+
+
 def read_exr_channels(path):
     """{channel name: list of floats, top row first} of a scanline EXR with 32-bit float
     channels, uncompressed or ZIP (what Blender writes with codec NONE and what peerlight
@@ -462,6 +473,24 @@ def run_all(binary, blender, cluster, env, tmp):
           result.get("border_image") == [48, 36],
           "a viewport render border renders its pixels alone (%s, pass %s)"
           % (result.get("border_pixels"), result.get("border_image")))
+
+    # View layers: each renders its own objects (a collection excluded from one is not there).
+    layered = os.path.join(tmp, "layers")
+    os.makedirs(layered, exist_ok=True)
+    kept_layer = os.path.join(tmp, "layer-render.glb")
+    result, _ = blender.run("view_layers", out=layered, spp=4, devices="LOCAL",
+                            env=dict(blender.env, PEERLIGHT_BLENDER_KEEP_EXPORT=kept_layer))
+    nodes = result.get("layer_nodes", {})
+    try:
+        rendered = glb_node_names(kept_layer)
+    except (OSError, ValueError, KeyError) as e:
+        rendered = str(e)
+    check(result.get("ok") and "Ball" in nodes.get("ViewLayer", []) and
+          "Ball" not in nodes.get("NoBall", ["Ball"]) and isinstance(rendered, list) and
+          "Ball" not in rendered and "Floor" in rendered and
+          result.get("ball_hidden_after") is False,
+          "a view layer renders its own objects (F12 of one that excludes the ball: %s)"
+          % rendered)
 
     # No peerlight program.
     lost = dict(blender.env, PEERLIGHT_BINARY="/nonexistent/peerlight")

@@ -263,12 +263,37 @@ def nodes(scene):
     result["nodes"] = ui._nodes["list"]
 
 
+def view_layers(scene):
+    # A second view layer that excludes the ball's collection, the only one rendered: F12
+    # exports it without the ball; the ball is rendered again afterwards by the first layer.
+    from peerlight_blender import export
+    extras = bpy.data.collections.new("Extras")
+    scene.collection.children.link(extras)
+    ball = bpy.data.objects["Ball"]
+    for c in list(ball.users_collection):
+        c.objects.unlink(ball)
+    extras.objects.link(ball)
+    first = scene.view_layers[0]
+    second = scene.view_layers.new("NoBall")
+    second.layer_collection.children["Extras"].exclude = True
+    path = os.path.join(OPTIONS["out"], "layer.glb")
+    names = {}
+    for layer in (first, second):
+        export.export_glb(path, scene, view_layer=layer)
+        names[layer.name] = sorted(n.get("name", "") for n in export.read(path).gltf["nodes"])
+    result["layer_nodes"] = names
+    first.use = False  # F12 renders the NoBall layer alone
+    scene.render.filepath = os.path.join(OPTIONS["out"], "noball.exr")
+    bpy.ops.render.render(write_still=True)
+    result["ball_hidden_after"] = ball.hide_render
+
+
 def main():
     scene = build_scene()
     configure(scene)
     try:
         {"f12": f12, "animation": animation, "viewport": viewport_step, "nodes": nodes,
-         "restart": restart}[STEP](scene)
+         "restart": restart, "view_layers": view_layers}[STEP](scene)
         result["ok"] = True
     finally:
         save()
