@@ -6,10 +6,12 @@
 #include <string>
 
 #include "apps/peerlight/commands.h"
+#include "apps/peerlight/huge_pages.h"
 #include "apps/peerlight/version.h"
 #include "core/util/log.h"
 
 int main(int argc, char** argv) {
+  pl::app::preferHugePages(argv);  // may execute the program again, with huge pages
   std::signal(SIGPIPE, SIG_IGN);
   // PEERLIGHT_LOG=debug|info|warning|error: how much goes to stderr (default info).
   if (const char* level = std::getenv("PEERLIGHT_LOG")) {
