@@ -1,7 +1,7 @@
 // The GGX specular layer of core/kernel/bsdf.h against the glTF 2.0 specification's formulas,
 // computed here independently in double precision (Appendix B, "Specular BRDF": the
 // Trowbridge-Reitz/GGX D and the height-correlated Smith joint masking-shadowing G, as the
-// specification writes them since 2.0.1; earlier revisions gave the separable G1(L) G1(V)),
+// specification's current text writes them; earlier revisions gave the separable G1(L) G1(V)),
 // and the directional albedo of that layer by numerical integration against the kernel's
 // importance-sampled estimate. The table it prints beside each also gives the albedo with the
 // separable G that Blender 3.4's Cycles uses (bench/cycles_smith_study.sh measures what that
