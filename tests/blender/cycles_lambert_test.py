@@ -57,11 +57,15 @@ def main():
             json.dump(gltf, f)
 
         cycles = os.path.join(tmp, "cycles.exr")
-        p = subprocess.run([blender, "-b", "--factory-startup", "--python",
+        # The system's PATH: a Python of another install first in PATH (pyenv, a venv) would
+        # become Blender's Python home, without Debian's numpy that its glTF importer uses.
+        blender_env = dict(os.environ, PATH="/usr/local/bin:/usr/bin:/bin")
+        p = subprocess.run([blender, "-b", "--factory-startup", "--python-exit-code", "1",
+                            "--python",
                             os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                          "cycles_lambert.py"),
                             "--", scene, cycles, str(SIZE), str(SPP)],
-                           capture_output=True, text=True, timeout=400)
+                           capture_output=True, text=True, timeout=400, env=blender_env)
         if p.returncode != 0 or not os.path.exists(cycles):
             print(p.stdout[-3000:], p.stderr[-3000:])
             print("FAIL Cycles did not render the scene")
