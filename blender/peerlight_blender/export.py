@@ -86,7 +86,20 @@ def view_layer_only(scene, view_layer, kept=None):
     saved = []
     try:
         if view_layer is not None:
-            included = {obj.name_full for obj in view_layer.objects}
+            # What the layer renders: its objects, what they instance (a collection excluded
+            # from the layer and placed by instancer empties, as asset libraries are), and the
+            # scene's camera wherever it lies. (Blender's exporter drops an instance whose
+            # object is hidden from the render, so an instanced object is kept, and is then
+            # also exported where it lies itself.)
+            included = set()
+            stack = list(view_layer.objects) + ([scene.camera] if scene.camera else [])
+            while stack:
+                obj = stack.pop()
+                if obj.name_full in included:
+                    continue
+                included.add(obj.name_full)
+                if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
+                    stack.extend(obj.instance_collection.all_objects)
             for obj in scene.objects:
                 if obj.name_full in included or obj.hide_render:
                     continue

@@ -44,8 +44,12 @@ def border_pixels(rect, fractions, width, height):
     rx, ry, rw, rh = rect
     x0, x1 = rx + fractions[0] * rw, rx + fractions[1] * rw
     y0, y1 = ry + fractions[2] * rh, ry + fractions[3] * rh
-    x0, x1 = max(0, min(int(x0), width)), max(0, min(int(math.ceil(x1)), width))
-    y0, y1 = max(0, min(int(y0), height)), max(0, min(int(math.ceil(y1)), height))
+    # (A thousandth of a pixel of slack: a corner projected through the camera frame must not
+    # move the border by a pixel, and restart the session, as the camera view redraws.)
+    x0 = max(0, min(int(math.floor(x0 + 1e-3)), width))
+    x1 = max(0, min(int(math.ceil(x1 - 1e-3)), width))
+    y0 = max(0, min(int(math.floor(y0 + 1e-3)), height))
+    y1 = max(0, min(int(math.ceil(y1 - 1e-3)), height))
     if x1 <= x0 or y1 <= y0 or (x1 - x0, y1 - y0) == (width, height):
         return None
     return (x0, height - y1, x1 - x0, y1 - y0)
@@ -101,6 +105,7 @@ class ViewportSession:
         self.generation = None  # None until the session is ready
         self.last_pass = None
         self.session_border = None  # the border the current session renders
+        self.image_border = None  # the border the image drawn was rendered for
         self.drawn = None
         self.image = None
         self.camera_updates = 0  # camera requests sent (tests read it)
@@ -141,7 +146,10 @@ class ViewportSession:
         path = os.path.join(self.folder, "view-%d.glb" % self.exports)
         self.exporting = True
         try:
-            export.export_glb(path, self.scene, view_layer=bpy.context.view_layer)
+            # (Not view_layer_only(): switching objects' hide_render here would come back as
+            # an edit through view_update, and export again. The viewport shows the whole
+            # scene, as before view layers were rendered on their own.)
+            export.export_glb(path, self.scene)
             exported = export.read(path)
         except (export.ExportError, ValueError, OSError) as e:
             return self._fail(e)
@@ -177,9 +185,9 @@ class ViewportSession:
         size = (int(width), int(height))
         if border != self.border and size == self.size:
             # The session renders its border alone (--region, --crop): another border is
-            # another session, started at once.
+            # another session, once the border holds (zooming the camera view moves it).
             self.border, self.camera = border, camera
-            self._restart()
+            self.restart_at = time.monotonic() + self.RESIZE_SETTLE
             return
         self.border = border
         if size != self.size:
@@ -265,6 +273,7 @@ class ViewportSession:
             self.drawn = p
             try:
                 self._load(p["image"])
+                self.image_border = self.session_border
             except RuntimeError as e:  # a file that cannot be read: say so, keep going
                 self._fail(e)
             for window in bpy.context.window_manager.windows:
@@ -278,7 +287,7 @@ class ViewportSession:
             bpy.app.timers.register(self._tick, first_interval=0.05)
         if self.image is not None and self.size is not None:
             width, height = self.size
-            x, y, w, h = self.session_border or (0, 0, width, height)
+            x, y, w, h = self.image_border or (0, 0, width, height)
             # The pass holds the border alone: drawn where it lies (GPU y is up).
             _draw_image(engine, depsgraph.scene, self.image, x, height - y - h, w, h)
 

@@ -491,6 +491,10 @@ def run_all(binary, blender, cluster, env, tmp):
           result.get("ball_hidden_after") is False,
           "a view layer renders its own objects (F12 of one that excludes the ball: %s)"
           % rendered)
+    check(all("Asset" in nodes.get(layer, []) for layer in ("ViewLayer", "NoBall")) and
+          result.get("asset_hidden_after") is False,
+          "an asset placed by an instancer stays, its collection excluded from the layer (%s)"
+          % nodes)
 
     # No peerlight program.
     lost = dict(blender.env, PEERLIGHT_BINARY="/nonexistent/peerlight")

@@ -43,7 +43,9 @@ for mat in bpy.data.materials:
         else:
             diffuse.inputs["Color"].default_value = base.default_value
         emission = nt.nodes.new("ShaderNodeEmission")
-        emission.inputs["Color"].default_value = node.inputs["Emission"].default_value
+        # ("Emission Color" from Blender 4.0 on.)
+        colour = node.inputs.get("Emission") or node.inputs.get("Emission Color")
+        emission.inputs["Color"].default_value = colour.default_value
         strength = node.inputs["Emission Strength"].default_value
         if mat.use_backface_culling:  # single-sided in glTF: emits from its front face only
             geometry = nt.nodes.new("ShaderNodeNewGeometry")

@@ -24,18 +24,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from addon_test import read_exr_channels  # noqa: E402
 
 SIZE, SPP, BLOCKS = 128, 1024, 16  # 8x8-pixel blocks, 65536 samples each
-MAX_PER_BLOCK, MAX_MEAN = 0.025, 0.01
+MAX_PER_BLOCK, MAX_MEAN = 0.025, 0.005  # measured: about 0.7% and 0.02%
 
 
 def block_means(path):
+    """Each block's mean R, G and B (a channel swap or wrong colour bleeding counts)."""
     ch = read_exr_channels(path)
     if len(ch["R"]) != SIZE * SIZE:
         raise SystemExit("%s: %d pixels, expected %d" % (path, len(ch["R"]), SIZE * SIZE))
     block = SIZE // BLOCKS
-    sums = [0.0] * (BLOCKS * BLOCKS)
+    sums = [0.0] * (BLOCKS * BLOCKS * 3)
     for i in range(SIZE * SIZE):
         y, x = divmod(i, SIZE)
-        sums[(y // block) * BLOCKS + x // block] += ch["R"][i] + ch["G"][i] + ch["B"][i]
+        b = (y // block) * BLOCKS + x // block
+        for c, name in enumerate("RGB"):
+            sums[b * 3 + c] += ch[name][i]
     return [s / (block * block) for s in sums]
 
 
@@ -84,10 +87,11 @@ def main():
         per_block = math.sqrt(sum(((o - r) / r) ** 2 for o, r in lit) / len(lit))
         mean = (sum(a) - sum(b)) / sum(b)
         worst = max(abs(o - r) / r for o, r in lit)
-        print("pure-Lambert Cornell box %dx%d, %d spp, %d blocks: per-block relative RMS %.4f "
-              "(worst block %.4f), mean error %+.4f" % (SIZE, SIZE, SPP, len(lit), per_block,
-                                                        worst, mean))
-        ok = per_block <= MAX_PER_BLOCK and abs(mean) <= MAX_MEAN and len(lit) > BLOCKS * BLOCKS // 2
+        print("pure-Lambert Cornell box %dx%d, %d spp, %d block channels: per-block relative RMS "
+              "%.4f (worst %.4f), mean error %+.4f" % (SIZE, SIZE, SPP, len(lit), per_block,
+                                                      worst, mean))
+        ok = per_block <= MAX_PER_BLOCK and abs(mean) <= MAX_MEAN and \
+            len(lit) > BLOCKS * BLOCKS * 3 // 2
         print("%s agrees with Cycles block by block (limits %.3f per block, %.3f in the mean)"
               % ("ok  " if ok else "FAIL", MAX_PER_BLOCK, MAX_MEAN))
         return 0 if ok else 1

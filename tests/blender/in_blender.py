@@ -235,6 +235,10 @@ def viewport_step(scene):
     result["border_pixels"] = viewport.border_pixels((0, 0, 96, 72), (0.25, 0.75, 0.5, 1.0),
                                                      96, 72)
     v.set_view(turned.inverted(), projection, 96, 72, border=(24, 0, 48, 36))
+    deadline = time.monotonic() + 10
+    while v.restart_at is not None and time.monotonic() < deadline:  # the border settles
+        v.tick()
+        time.sleep(0.02)
     final_pass()
     result["border_command"] = v.session.command
     result["border_image"] = list(v.image.size) if v.image is not None else None
@@ -273,9 +277,26 @@ def view_layers(scene):
     for c in list(ball.users_collection):
         c.objects.unlink(ball)
     extras.objects.link(ball)
+    # An asset placed by an instancer: its collection is excluded from both layers, and it is
+    # rendered through the instance.
+    library = bpy.data.collections.new("Library")
+    scene.collection.children.link(library)
+    bpy.ops.mesh.primitive_cube_add(size=0.3, location=(20, 0, 0))
+    asset = bpy.context.object
+    asset.name = "Asset"
+    for c in list(asset.users_collection):
+        c.objects.unlink(asset)
+    library.objects.link(asset)
+    instancer = bpy.data.objects.new("Instancer", None)
+    instancer.instance_type = "COLLECTION"
+    instancer.instance_collection = library
+    instancer.location = (-21.5, 1.5, 0)
+    scene.collection.objects.link(instancer)
     first = scene.view_layers[0]
+    first.layer_collection.children["Library"].exclude = True
     second = scene.view_layers.new("NoBall")
     second.layer_collection.children["Extras"].exclude = True
+    second.layer_collection.children["Library"].exclude = True
     path = os.path.join(OPTIONS["out"], "layer.glb")
     names = {}
     for layer in (first, second):
@@ -286,6 +307,7 @@ def view_layers(scene):
     scene.render.filepath = os.path.join(OPTIONS["out"], "noball.exr")
     bpy.ops.render.render(write_still=True)
     result["ball_hidden_after"] = ball.hide_render
+    result["asset_hidden_after"] = asset.hide_render
 
 
 def main():
