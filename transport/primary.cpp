@@ -53,8 +53,7 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
   FrameSpec frame{film.width(), film.height(), film.samplesPerPixel(), options.tileSize};
   frame.region = options.region;
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
-  const uint64_t pixels =
-      frame.region.width == 0 ? uint64_t(frame.width) * frame.height : frame.region.pixelCount();
+  const uint64_t pixels = renderedRect(frame.region, frame.width, frame.height).pixelCount();
   Result<kernel::Camera> camera = scene.camera();
   if (!camera.ok()) return camera.error();
   if (camera->width != film.width() || camera->height != film.height())

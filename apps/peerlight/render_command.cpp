@@ -189,7 +189,7 @@ std::string shareLine(const ClusterRenderStats& stats, uint64_t total) {
 // threshold stops some early.
 double meanSamples(const Film& film, const Rect& region) {
   if (film.pixelSamples().empty()) return film.samplesPerPixel();
-  const Rect r = region.width != 0 ? region : Rect{0, 0, film.width(), film.height()};
+  const Rect r = renderedRect(region, film.width(), film.height());
   uint64_t samples = 0;
   for (uint32_t y = r.y; y < r.y + r.height; ++y)
     for (uint32_t x = r.x; x < r.x + r.width; ++x)

@@ -174,10 +174,8 @@ class SessionDriver {
     // samples.
     if (args_.noiseThreshold > 0) {
       const ProgressiveFilm& film = session_->film();
-      const Rect region = regionOf(args_);
-      const double pixels = region.width != 0 ? double(region.pixelCount())
-                                              : double(film.width()) * double(film.height());
-      event["clean"] = double(film.retiredPixels()) / pixels;
+      const Rect rendered = renderedRect(regionOf(args_), film.width(), film.height());
+      event["clean"] = double(film.retiredPixels()) / double(rendered.pixelCount());
     }
     if (!passImage_.empty()) {
       const Film film = outputOf(session_->film().snapshot());

@@ -45,7 +45,7 @@ Scheduler::Scheduler(const FrameSpec& frame, const SchedulerOptions& options)
   options_.growthFactor = std::max(1.0, options_.growthFactor);
   options_.rateSmoothing = std::clamp(options_.rateSmoothing, 0.01, 1.0);
 
-  region_ = frame.region.width == 0 ? Rect{0, 0, frame.width, frame.height} : frame.region;
+  region_ = renderedRect(frame.region, frame.width, frame.height);
   totalWork_ = region_.pixelCount() * frame.spp;
   tilesX_ = (region_.width + frame.tileSize - 1) / frame.tileSize;
   tilesY_ = (region_.height + frame.tileSize - 1) / frame.tileSize;
@@ -421,24 +421,23 @@ bool Scheduler::complete(DeviceId id, const WorkUnit& unit, SchedulerTime now) {
   PL_CHECK(pit != pieces_.end() && pit->second.copies > 0);
   Piece& piece = pit->second;
   --piece.copies;
-  // A unit wholly in tiles that retired after it was cut: nothing of it counts or is merged.
-  if (!piece.accepted && activeWork(unit) == 0) piece.accepted = true;
+  const uint32_t pass = passOf(unit);
+  uint64_t counted = work;
+  if (!piece.accepted && frame_.adaptive) {
+    // Only the pixels of tiles that (as far as is decided) take part in the pass count; what
+    // each tile received is kept until the pass completes, in case the tile retires.
+    counted = forActiveTiles(unit, pass, [&](uint32_t index, uint64_t pixels) {
+      std::vector<uint64_t>& perTile = tileAccepted_[pass];
+      if (perTile.empty()) perTile.assign(tileCount(), 0);
+      perTile[index] += pixels * unit.sampleCount();
+    });
+    // A unit wholly in tiles that retired after it was cut: nothing of it counts or is merged.
+    if (counted == 0) piece.accepted = true;
+  }
   const bool accept = !piece.accepted;
   if (accept) {
     piece.accepted = true;
     ++stats_.acceptedUnits;
-    const uint32_t pass = passOf(unit);
-    uint64_t counted = work;
-    if (frame_.adaptive) {
-      // Only the pixels of tiles that (as far as is decided) take part in the pass count; what
-      // each tile received is kept until the pass completes, in case the tile retires.
-      std::vector<uint64_t>& perTile = tileAccepted_[pass];
-      if (perTile.empty()) perTile.assign(tileCount(), 0);
-      const uint32_t samples = unit.sampleCount();
-      counted = forActiveTiles(unit, pass, [&](uint32_t index, uint64_t pixels) {
-        perTile[index] += pixels * samples;
-      });
-    }
     acceptedWork_ += counted;
     passAccepted_[pass] += counted;
     PL_CHECK(acceptedWork_ <= totalWork_ && passAccepted_[pass] <= passNeeded_[pass]);

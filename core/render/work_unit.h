@@ -18,6 +18,12 @@ struct Rect {
   bool operator==(const Rect&) const = default;
 };
 
+// The pixels a render border covers: `region`, or the whole width x height image when it is
+// empty (width 0: no border).
+inline Rect renderedRect(const Rect& region, uint32_t width, uint32_t height) {
+  return region.width == 0 ? Rect{0, 0, width, height} : region;
+}
+
 struct WorkUnit {
   Rect tile;
   uint32_t sampleBegin = 0;  // first sample index, inclusive
