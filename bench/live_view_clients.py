@@ -5,11 +5,17 @@ WebSocket clients watching it (each receives every preview frame and the state b
 drops the bytes: the clients' own work is kept small, since on one machine it competes with the
 render).
 
-    bench/live_view_clients.py [--clients 50] [--size 256] [--spp 256] [--runs 3] [SCENE]
+    bench/live_view_clients.py [--clients 50] [--size 256] [--spp 256] [--runs 3]
+                               [--clients-nice N] [SCENE]
 
 Prints the median render time of each case (from the session's start to the film holding every
 sample, from /api/state's `seconds` of the finished generation) and their ratio. One node daemon
 on 127.0.0.1 renders (its own devices); every process it starts is killed on exit.
+
+--clients-nice N runs the clients (this script) at that niceness and the daemon at the normal
+one: browsers are on other machines, and on a small machine the clients' own reading would
+otherwise be counted as the daemon's cost. Clients that fall behind get fewer frames (the
+daemon drops frames for a slow client), which the bytes received show.
 """
 import argparse
 import json
@@ -91,6 +97,7 @@ def main():
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--spp", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--clients-nice", type=int, default=0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         key = os.path.join(tmp, "key")
@@ -107,6 +114,8 @@ def main():
                 m = re.match(r"live view on (http://127.0.0.1:\d+/)", node.stdout.readline())
                 if m:
                     base = m.group(1)
+            if args.clients_nice:
+                os.nice(args.clients_nice)  # after the daemon started: it keeps its own
             render_once(base, args.scene, args.size, args.spp, 0)  # warm: worker, caches
             quiet, watched, frames = [], [], []
             for _ in range(args.runs):  # alternating
@@ -118,7 +127,8 @@ def main():
             print(f"{os.path.basename(args.scene)} {args.size}x{args.size} {args.spp} spp: "
                   f"no client {q:.2f} s, {args.clients} clients {w:.2f} s (median of "
                   f"{args.runs}; {statistics.median(frames) / 1e6:.1f} MB received by the "
-                  f"clients in all per run): {w / q:.3f}x")
+                  f"clients in all per run; clients at nice {args.clients_nice}): "
+                  f"{w / q:.3f}x")
         finally:
             node.kill()
             node.wait()

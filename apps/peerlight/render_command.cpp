@@ -39,6 +39,7 @@
 
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
+#include "apps/peerlight/owner_job.h"
 #include "apps/peerlight/render_setup.h"
 #include "core/render/image_io.h"
 #include "core/scene/compile.h"
@@ -53,73 +54,6 @@
 namespace pl::app {
 
 namespace {
-
-// The owner token this render announced on the node daemon's control socket ("" if none).
-std::string& ownerToken() {
-  static std::string token;
-  return token;
-}
-
-// This machine's node daemon's control socket: --control-socket, else the first default
-// location where a daemon answers (a socket file nobody answers on, a daemon that died, is no
-// daemon); "" when there is none, or when the daemon there cannot be trusted with this user's
-// job (transport/control_client.h checkDaemonTrusted: another user's daemon, or a folder that
-// someone else made, e.g. a fake daemon at /tmp/peerlight-<uid>): then the render runs in this
-// process, and says why once.
-std::string findDaemonSocket(const RenderArgs& args) {
-  static std::string found;
-  static bool searched = false;
-  if (searched) return found;
-  searched = true;
-  std::string path;
-  if (!args.controlSocket.empty()) {
-    path = args.controlSocket;
-  } else {
-    for (const std::string& candidate : controlSocketCandidates()) {
-      if (::access(candidate.c_str(), F_OK) == 0 && controlSocketAnswers(candidate)) {
-        path = candidate;
-        break;
-      }
-    }
-  }
-  if (path.empty()) return found;
-  if (Status trusted = checkDaemonAt(path); !trusted.ok()) {
-    // (An explicit path nobody answers on is the caller's to report, as before.)
-    if (controlSocketAnswers(path)) {
-      PL_LOG_WARN("%s; rendering in this process", trusted.error().message.c_str());
-      return found;
-    }
-  }
-  found = path;
-  return found;
-}
-
-// Owner preemption (issue 4 item 4): a render that uses this machine's devices tells this
-// machine's node daemon, over its control socket (NodeControl.ownerJob), that the owner's job
-// starts; the daemon revokes its remote leases and refuses new ones until this process exits.
-// The connection is made on a loop that lives only for the call (renderCluster() runs one of
-// its own later) and then stays open, silent, for the rest of the process on purpose
-// (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and that
-// ends the owner job). No daemon at the default path: nothing to do.
-void announceOwnerJobIfDaemon(const RenderArgs& args) {
-  if (args.noLocal || args.noOwnerPreempt) return;
-  const bool explicitPath = !args.controlSocket.empty();
-  const std::string path = findDaemonSocket(args);
-  if (path.empty()) return;
-  std::string token = randomHex(16);
-  Result<int> fd = Error{""};
-  {
-    UvKjLoop loop;
-    fd = announceOwnerJob(loop, path, token);
-  }
-  if (!fd.ok()) {
-    if (explicitPath) PL_LOG_WARN("%s (rendering anyway)", fd.error().message.c_str());
-    else PL_LOG_DEBUG("%s", fd.error().message.c_str());
-    return;
-  }
-  PL_LOG_INFO("owner job announced to the node daemon at %s", path.c_str());
-  ownerToken() = token;
-}
 
 // A one-line progress bar on stderr, redrawn at most 10 times a second.
 class ProgressBar {

@@ -29,6 +29,7 @@
 
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
+#include "apps/peerlight/owner_job.h"
 #include "apps/peerlight/render_setup.h"
 #include "apps/peerlight/session_request.h"
 #include "core/render/image_io.h"
@@ -497,6 +498,10 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
   (void)regionOf(args);  // checked with the other flags, before the scene loads
   if (options.passes != 0 && !passImage.empty() && !isExrPath(passImage))
     failUsage("--passes needs an .exr --pass-image (the passes are written beside it)");
+  // This machine's devices render in this process for the whole session: the node daemon, if
+  // one runs, lends them to no other Primary meanwhile (and this session's own mDNS browse
+  // then finds its node refusing, not a second lease on the same devices).
+  announceOwnerJobIfDaemon(args);
   // The scene itself for the edits to come; its compiled form from the cache when an unchanged
   // scene was compiled the same way before (already encoded for the nodes), else compiled now.
   Result<Scene> scene = loadScene(args.scene);
@@ -591,6 +596,12 @@ void addSessionCommand(CLI::App& app) {
                   "its first, if none is complete by then): a `stopped` event; a save without "
                   "spp writes that image (0: none)")
       ->check(CLI::Range(0.0, 1.0e6));
+  cmd->add_option("--control-socket", args->controlSocket,
+                  "This machine's node daemon's control socket, where the session announces "
+                  "the owner's job (default: $XDG_RUNTIME_DIR/peerlight/node.sock, "
+                  "/run/peerlight/node.sock for root)");
+  cmd->add_flag("--no-owner-preempt", args->noOwnerPreempt,
+                "Do not make this machine's node daemon revoke its remote leases");
   cmd->add_option("--pass-image", *passImage,
                   "Write every pass's image to this file (.exr or .png; replaced at each pass, "
                   "never half written); the pass event names it")

@@ -426,18 +426,39 @@ PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdfLocal(const GltfBsdf& b, const GltfWo
   return fCos;
 }
 
+// What a vertex's evaluations and its sample share: wo in both frames and the wo terms,
+// computed once per vertex (gltfWo()). valid: wo is above the shading surface (else the BSDF is
+// black and samples nothing).
+struct GltfWo {
+  Vec3f wo, woL, woC;
+  GltfWoTerms t;
+  bool valid;
+};
+
+PL_HOST_DEVICE PL_INLINE GltfWo gltfWo(const GltfBsdf& b, Vec3f wo) {
+  GltfWo w;
+  w.wo = wo;
+  w.woL = toLocal(b.frame, wo);
+  w.valid = w.woL.z > 0.0f;
+  if (!w.valid) return w;
+  w.woC = toLocal(b.coatFrame, wo);
+  w.t = gltfWoTerms(b, w.woL.z, w.woC.z);
+  return w;
+}
+
 // World-space evaluation: f(wo, wi) * |cos(wi, n_s)| and the pdf that sampleGltfBsdf() would
 // give wi.
-PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdf(const GltfBsdf& b, Vec3f wo, Vec3f wi, float* pdf) {
-  const Vec3f woL = toLocal(b.frame, wo);
-  if (!(woL.z > 0.0f)) {
+PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdf(const GltfBsdf& b, const GltfWo& w, Vec3f wi,
+                                            float* pdf) {
+  if (!w.valid) {
     *pdf = 0.0f;
     return vec3(0.0f);
   }
-  const Vec3f woC = toLocal(b.coatFrame, wo);
-  const GltfWoTerms t = gltfWoTerms(b, woL.z, woC.z);
-  return evalGltfBsdfLocal(b, t, woL, toLocal(b.frame, wi), woC, toLocal(b.coatFrame, wi),
+  return evalGltfBsdfLocal(b, w.t, w.woL, toLocal(b.frame, wi), w.woC, toLocal(b.coatFrame, wi),
                            dot(wi, b.ng) > 0.0f, pdf);
+}
+PL_HOST_DEVICE PL_INLINE Vec3f evalGltfBsdf(const GltfBsdf& b, Vec3f wo, Vec3f wi, float* pdf) {
+  return evalGltfBsdf(b, gltfWo(b, wo), wi, pdf);
 }
 
 PL_HOST_DEVICE PL_INLINE float pdfGltfBsdf(const GltfBsdf& b, Vec3f wo, Vec3f wi) {
@@ -474,12 +495,11 @@ struct BsdfSample {
 // Samples wi. uLobe picks the lobe, u the direction. Returns false (no sample) when the
 // direction falls on the wrong side of the shading or geometric surface for its lobe, on
 // total internal reflection at the sampled microfacet, or when the weight is not finite.
-PL_HOST_DEVICE PL_INLINE bool sampleGltfBsdf(const GltfBsdf& b, Vec3f wo, float uLobe, Vec2f u,
-                                             BsdfSample* out) {
-  const Vec3f woL = toLocal(b.frame, wo);
-  if (!(woL.z > 0.0f)) return false;
-  const Vec3f woC = toLocal(b.coatFrame, wo);
-  const GltfWoTerms t = gltfWoTerms(b, woL.z, woC.z);
+PL_HOST_DEVICE PL_INLINE bool sampleGltfBsdf(const GltfBsdf& b, const GltfWo& w, float uLobe,
+                                             Vec2f u, BsdfSample* out) {
+  if (!w.valid) return false;
+  const Vec3f woL = w.woL, woC = w.woC;
+  const GltfWoTerms& t = w.t;
   uint32_t lobe = kLobeCount;
   float cdf = 0.0f;
   for (uint32_t i = 0; i < kLobeCount; ++i) {
@@ -538,6 +558,10 @@ PL_HOST_DEVICE PL_INLINE bool sampleGltfBsdf(const GltfBsdf& b, Vec3f wo, float 
   out->weight = fCos * (1.0f / pdf);
   out->transmitted = transmitted;
   return isFinite(out->weight);
+}
+PL_HOST_DEVICE PL_INLINE bool sampleGltfBsdf(const GltfBsdf& b, Vec3f wo, float uLobe, Vec2f u,
+                                             BsdfSample* out) {
+  return sampleGltfBsdf(b, gltfWo(b, wo), uLobe, u, out);
 }
 
 }  // namespace pl::kernel

@@ -207,6 +207,7 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
     }
     if (depth >= g.maxDepth) break;
     const bool volume = isVolumeBoundary(m);
+    const GltfWo atWo = gltfWo(bsdf, wo);  // shared by the light sample and the BSDF sample
 
     const Vec2f uSelectRr = sampler.get2D();
     const Vec2f uLight = sampler.get2D();
@@ -219,7 +220,7 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
     if (sampleLight(scene, selection, sp.p, uSelectRr.x, uLight, &ls)) {
       const bool through = !(dot(ls.wi, ng) > 0.0f);
       float bsdfPdf;
-      const Vec3f f = through && volume ? vec3(0.0f) : evalGltfBsdf(bsdf, wo, ls.wi, &bsdfPdf);
+      const Vec3f f = through && volume ? vec3(0.0f) : evalGltfBsdf(bsdf, atWo, ls.wi, &bsdfPdf);
       if (!isBlack(f)) {
         const Vec3f origin = offsetRayOrigin(sp.p, through ? -ng : ng);
         Vec3f tr = shadowTransmittance(scene, tracer, origin, ls, raysTraced);
@@ -234,7 +235,7 @@ PL_HOST_DEVICE Vec3f samplePixel(const SceneView& scene, const Tracer& tracer, u
 
     // Continue the path.
     BsdfSample bs;
-    if (!sampleGltfBsdf(bsdf, wo, uLobe, uBsdf, &bs)) break;
+    if (!sampleGltfBsdf(bsdf, atWo, uLobe, uBsdf, &bs)) break;
     beta *= bs.weight;
     if (depth + 1 >= kRussianRouletteDepth) {
       const float survive = minf(1.0f, maxComponent(beta));

@@ -28,6 +28,7 @@ namespace {
 using testing::Process;
 using testing::alive;
 using testing::kBinary;
+using testing::kCornellScene;
 using testing::secondsSince;
 using testing::waitUntil;
 using namespace std::chrono_literals;
@@ -178,6 +179,32 @@ TEST_F(LeasePolicyTest, OwnerJobPreemptsRemoteLease) {
   EXPECT_GT((*entryB)["work_units"].get<uint64_t>(), 0u) << entryB->dump();
   EXPECT_TRUE(node("a").running());
   expectIdenticalToLocal("remote", "160x160", 384);
+}
+
+// `peerlight session` renders on this machine's devices for as long as it runs (the Blender
+// add-on's F12 and viewport): it is the owner's job too. While the session is open, the node of
+// its machine reports primary (lending its devices to no other Primary); when the session ends
+// (stdin closes), the node offers them again within a second.
+TEST_F(LeasePolicyTest, ASessionOnTheNodesMachineIsTheOwnersJob) {
+  std::string a = startNode("a", 10000);
+  ASSERT_FALSE(a.empty());
+  ASSERT_EQ(stateOf(a), "idle");
+  Process session({kBinary, "session", kCornellScene, "--size", "32x32", "--spp", "4",
+                   "--local-only", "--threads", "1", "--control-socket", socketOf("a")},
+                  dir_.file("session.out"), dir_.file("session.err"), env(), /*pipeStdin=*/true);
+  ASSERT_TRUE(session.ok());
+  ASSERT_TRUE(waitUntil([&] { return session.out().find("\"ready\"") != std::string::npos; },
+                        30s))
+      << session.err();
+  EXPECT_EQ(stateOf(a), "primary") << node("a").err();
+  EXPECT_NE(session.err().find("owner job announced"), std::string::npos) << session.err();
+  session.closeStdin();
+  ASSERT_EQ(session.wait(10s), 0) << session.err();
+  Clock::time_point ended = Clock::now();
+  double idle = waitForState(a, "idle", ended, 5s);
+  std::printf("[ info ] session ended: node idle after %.3f s\n", idle);
+  EXPECT_GE(idle, 0);
+  EXPECT_LT(idle, 1.0);
 }
 
 // Holds an owner job on the control socket at `path` (Cap'n Proto, transport/control_client.h):

@@ -18,6 +18,18 @@ TEST(TextureTest, SrgbDecodeIsTheExactEotf) {
   for (int i = 1; i < 256; ++i) EXPECT_GT(srgbToLinear(uint8_t(i)), srgbToLinear(uint8_t(i - 1)));
 }
 
+// The host's table gives the EOTF's own bits (what a lookup returned before the table), also
+// through decodeTexel.
+TEST(TextureTest, HostSrgbTableHoldsTheEotfBitForBit) {
+  for (int i = 0; i < 256; ++i) {
+    const uint8_t v = static_cast<uint8_t>(i);
+    EXPECT_EQ(floatBits(decodeSrgb(v)), floatBits(srgbToLinear(v))) << i;
+    const Vec4f t = decodeTexel(Rgba8{v, v, v, v}, true);
+    EXPECT_EQ(floatBits(t.x), floatBits(srgbToLinear(v))) << i;
+    EXPECT_EQ(t.w, v * (1.0f / 255.0f)) << i;
+  }
+}
+
 TEST(TextureTest, WrapModes) {
   EXPECT_EQ(wrapTexel(-1, 4, kWrapRepeat), 3u);
   EXPECT_EQ(wrapTexel(5, 4, kWrapRepeat), 1u);

@@ -1,0 +1,77 @@
+// This machine's node daemon and the owner's job (owner_job.h).
+
+#include "apps/peerlight/owner_job.h"
+
+#include <unistd.h>
+
+#include "core/util/log.h"
+#include "transport/auth.h"
+#include "transport/control_client.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl::app {
+
+namespace {
+
+std::string& announcedToken() {
+  static std::string token;
+  return token;
+}
+
+}  // namespace
+
+const std::string& ownerToken() { return announcedToken(); }
+
+std::string findDaemonSocket(const RenderArgs& args) {
+  static std::string found;
+  static bool searched = false;
+  if (searched) return found;
+  searched = true;
+  std::string path;
+  if (!args.controlSocket.empty()) {
+    path = args.controlSocket;
+  } else {
+    for (const std::string& candidate : controlSocketCandidates()) {
+      if (::access(candidate.c_str(), F_OK) == 0 && controlSocketAnswers(candidate)) {
+        path = candidate;
+        break;
+      }
+    }
+  }
+  if (path.empty()) return found;
+  if (Status trusted = checkDaemonAt(path); !trusted.ok()) {
+    // (An explicit path nobody answers on is the caller's to report, as before.)
+    if (controlSocketAnswers(path)) {
+      PL_LOG_WARN("%s; rendering in this process", trusted.error().message.c_str());
+      return found;
+    }
+  }
+  found = path;
+  return found;
+}
+
+// The connection is made on a loop that lives only for the call (the render or session runs
+// one of its own later) and then stays open, silent, for the rest of the process on purpose
+// (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and that
+// ends the owner job).
+void announceOwnerJobIfDaemon(const RenderArgs& args) {
+  if (args.noLocal || args.noOwnerPreempt) return;
+  const bool explicitPath = !args.controlSocket.empty();
+  const std::string path = findDaemonSocket(args);
+  if (path.empty()) return;
+  std::string token = randomHex(16);
+  Result<int> fd = Error{""};
+  {
+    UvKjLoop loop;
+    fd = announceOwnerJob(loop, path, token);
+  }
+  if (!fd.ok()) {
+    if (explicitPath) PL_LOG_WARN("%s (rendering anyway)", fd.error().message.c_str());
+    else PL_LOG_DEBUG("%s", fd.error().message.c_str());
+    return;
+  }
+  PL_LOG_INFO("owner job announced to the node daemon at %s", path.c_str());
+  announcedToken() = token;
+}
+
+}  // namespace pl::app
