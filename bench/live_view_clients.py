@@ -8,7 +8,8 @@ render).
     bench/live_view_clients.py [--clients 50] [--size 256] [--spp 256] [--runs 3]
                                [--clients-nice N] [SCENE]
 
-Prints the median render time of each case (from the session's start to the film holding every
+The pages connect before the session starts (their handshakes are not timed). Prints the
+median render time of each case (from the session's start to the film holding every
 sample, from /api/state's `seconds` of the finished generation) and their ratio. One node daemon
 on 127.0.0.1 renders (its own devices); every process it starts is killed on exit.
 
@@ -47,15 +48,16 @@ def state(base):
 
 
 def render_once(base, scene, size, spp, clients):
+    # The pages are open before the render starts (as a studio's browsers are): their
+    # connections and handshakes are not part of the render's time.
+    sockets = [WebSocket(base.replace("http://", "ws://") + "ws", "peerlight")
+               for _ in range(clients)]
     key = post(base + "api/sessions",
                {"scene": scene, "width": size, "height": size, "spp": spp})["key"]
     stop = threading.Event()
     frames = [0]
-    sockets = []
 
-    def watch():
-        ws = WebSocket(base.replace("http://", "ws://") + "ws", "peerlight")
-        sockets.append(ws)
+    def watch(ws):
         ws.send(json.dumps({"op": "watch", "key": key}))
         ws.sock.settimeout(1)
         # Read and drop the bytes (a browser's work is elsewhere: this measures the daemon).
@@ -68,7 +70,7 @@ def render_once(base, scene, size, spp, clients):
             except Exception:
                 if stop.is_set():
                     break
-    threads = [threading.Thread(target=watch, daemon=True) for _ in range(clients)]
+    threads = [threading.Thread(target=watch, args=(ws,), daemon=True) for ws in sockets]
     for t in threads:
         t.start()
     seconds = None

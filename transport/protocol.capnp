@@ -15,13 +15,15 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("pl::proto");
 
-const protocolVersion :UInt32 = 3;
+const protocolVersion :UInt32 = 4;
 # Peers are compatible when their protocol versions are equal.
 # 2: every connection is TLS 1.3 keyed by the cluster key (transport/secure_channel.h); the
 #    messages below travel inside it, unchanged.
 # 3: the render data's Material, Texture, Camera and SceneGlobals grew (glTF material
 #    extensions, UV transforms, passes, the sheen table), and a tile result's header names its
 #    channels per pixel (3, or 10 with passes).
+# 4: the render data's Texture carries its mip levels (Texture::mipLevels), stored after level
+#    0 in the texels.
 
 struct Hash128 {
   # XXH3-128 of some bytes (a chunk's raw bytes, a manifest).

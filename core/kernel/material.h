@@ -22,7 +22,7 @@ PL_HOST_DEVICE PL_INLINE Vec3f mappedNormal(const SceneView& scene, int32_t text
     const Vec3f t = normalize(t0 - n * dot(n, t0));
     if (lengthSquared(t) > 0.0f) {
       const Vec3f b = cross(n, t) * sp.tangent.w;
-      const Vec4f c = sampleTexture(scene, texture, sp.uv, false);
+      const Vec4f c = sampleTexture(scene, texture, sp.uv, false, sp.lod);
       const float x = (2.0f * c.x - 1.0f) * scale;
       const float y = (2.0f * c.y - 1.0f) * scale;
       const float z = 2.0f * c.z - 1.0f;
@@ -58,14 +58,16 @@ PL_HOST_DEVICE PL_INLINE Vec3f volumeAbsorption(const Material& m) {
               -logf(maxf(c.z, 1.0e-6f)) * inv);
 }
 
-PL_HOST_DEVICE PL_INLINE float textureChannel(const SceneView& scene, int32_t texture, Vec2f uv,
-                                              int channel) {
+PL_HOST_DEVICE PL_INLINE float textureChannel(const SceneView& scene, int32_t texture,
+                                              const SurfacePoint& sp, int channel) {
   if (texture == kNoTexture) return 1.0f;
-  const Vec4f c = sampleTexture(scene, texture, uv, false);
+  const Vec4f c = sampleTexture(scene, texture, sp.uv, false, sp.lod);
   return channel == 0 ? c.x : channel == 1 ? c.y : channel == 2 ? c.z : c.w;
 }
-PL_HOST_DEVICE PL_INLINE Vec3f textureColor(const SceneView& scene, int32_t texture, Vec2f uv) {
-  return texture == kNoTexture ? vec3(1.0f) : xyz(sampleTexture(scene, texture, uv, true));
+PL_HOST_DEVICE PL_INLINE Vec3f textureColor(const SceneView& scene, int32_t texture,
+                                            const SurfacePoint& sp) {
+  if (texture == kNoTexture) return vec3(1.0f);
+  return xyz(sampleTexture(scene, texture, sp.uv, true, sp.lod));
 }
 
 // The BSDF of material m at sp, seen from wo. front: wo sees the front face; ng: the
@@ -73,10 +75,10 @@ PL_HOST_DEVICE PL_INLINE Vec3f textureColor(const SceneView& scene, int32_t text
 PL_HOST_DEVICE PL_INLINE GltfBsdf materialBsdf(const SceneView& scene, const Material& m,
                                                const SurfacePoint& sp, bool front, Vec3f ng,
                                                Vec3f wo) {
-  const Vec3f baseColor = xyz(m.baseColorFactor) * textureColor(scene, m.baseColorTexture, sp.uv);
+  const Vec3f baseColor = xyz(m.baseColorFactor) * textureColor(scene, m.baseColorTexture, sp);
   float metallic = m.metallicFactor, roughness = m.roughnessFactor;
   if (m.metallicRoughnessTexture != kNoTexture) {
-    const Vec4f mr = sampleTexture(scene, m.metallicRoughnessTexture, sp.uv, false);
+    const Vec4f mr = sampleTexture(scene, m.metallicRoughnessTexture, sp.uv, false, sp.lod);
     roughness *= mr.y;
     metallic *= mr.z;
   }
@@ -84,25 +86,25 @@ PL_HOST_DEVICE PL_INLINE GltfBsdf materialBsdf(const SceneView& scene, const Mat
   GltfLayers layers;
   if (m.transmissionFactor > 0.0f) {
     layers.transmission =
-        m.transmissionFactor * textureChannel(scene, m.transmissionTexture, sp.uv, 0);
+        m.transmissionFactor * textureChannel(scene, m.transmissionTexture, sp, 0);
     layers.volume = isVolumeBoundary(m);
     layers.inside = !front;
   }
-  layers.specular = m.specularFactor * textureChannel(scene, m.specularTexture, sp.uv, 3);
+  layers.specular = m.specularFactor * textureChannel(scene, m.specularTexture, sp, 3);
   layers.specularColor =
-      m.specularColorFactor * textureColor(scene, m.specularColorTexture, sp.uv);
+      m.specularColorFactor * textureColor(scene, m.specularColorTexture, sp);
   if (m.clearcoatFactor > 0.0f) {
-    layers.clearcoat = m.clearcoatFactor * textureChannel(scene, m.clearcoatTexture, sp.uv, 0);
+    layers.clearcoat = m.clearcoatFactor * textureChannel(scene, m.clearcoatTexture, sp, 0);
     layers.clearcoatRoughness =
-        m.clearcoatRoughnessFactor * textureChannel(scene, m.clearcoatRoughnessTexture, sp.uv, 1);
+        m.clearcoatRoughnessFactor * textureChannel(scene, m.clearcoatRoughnessTexture, sp, 1);
     layers.hasCoatFrame = true;
     layers.coatFrame = frameFromNormal(mappedNormal(scene, m.clearcoatNormalTexture,
                                                     m.clearcoatNormalScale, sp, front, ng, wo));
   }
   if (maxComponent(m.sheenColorFactor) > 0.0f) {
-    layers.sheenColor = m.sheenColorFactor * textureColor(scene, m.sheenColorTexture, sp.uv);
+    layers.sheenColor = m.sheenColorFactor * textureColor(scene, m.sheenColorTexture, sp);
     layers.sheenRoughness =
-        m.sheenRoughnessFactor * textureChannel(scene, m.sheenRoughnessTexture, sp.uv, 3);
+        m.sheenRoughnessFactor * textureChannel(scene, m.sheenRoughnessTexture, sp, 3);
     layers.sheenAlbedo = scene.global().sheenAlbedo;
   }
   return makeGltfBsdf(frameFromNormal(ns), ng, baseColor, metallic, roughness, m.ior, layers);

@@ -19,8 +19,19 @@ struct SurfacePoint {
   Vec2f uv;
   Vec4f tangent;   // xyz + handedness w; w == 0 when there is no tangent
   float area;      // of the triangle
+  float lod;       // texture level of detail (texture.h): kNoLod without UVs
   uint32_t material;
 };
+
+// The width one pixel of the camera covers at p, in world units: the image plane's pixel
+// pitch scaled to p's distance (perspective) or the pitch itself (orthographic). Used at every
+// surface point, also ones seen through reflections: a footprint for texture filtering that
+// depends on the scene and the camera only.
+PL_HOST_DEVICE PL_INLINE float pixelFootprint(const Camera& cam, Vec3f p) {
+  const float pitch = 2.0f / static_cast<float>(cam.height);
+  if (cam.type == kCameraOrthographic) return cam.orthoHalfHeight * pitch;
+  return length(p - cam.position) * cam.tanHalfFovY * pitch;
+}
 
 PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t prim, float u,
                                                 float v) {
@@ -47,8 +58,17 @@ PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t
     if (nLen > 0.0f && isFinite(n)) s.ns = n * (1.0f / nLen);
   }
   s.uv = {0.0f, 0.0f};
-  if (maxV < scene.uvsCount)
-    s.uv = scene.uvs[tri.v0] * w + scene.uvs[tri.v1] * u + scene.uvs[tri.v2] * v;
+  s.lod = kNoLod;
+  if (maxV < scene.uvsCount) {
+    const Vec2f uv0 = scene.uvs[tri.v0], uv1 = scene.uvs[tri.v1], uv2 = scene.uvs[tri.v2];
+    s.uv = uv0 * w + uv1 * u + uv2 * v;
+    // The pixel's footprint in UV units: its world width times the triangle's UV scale.
+    const Vec2f d1 = uv1 - uv0, d2 = uv2 - uv0;
+    const float uvArea = 0.5f * fabsf(d1.x * d2.y - d1.y * d2.x);
+    const float footprint = scene.cameraCount > 0 ? pixelFootprint(scene.cam(), s.p) : 0.0f;
+    const float ratio = footprint * footprint * uvArea / s.area;
+    if (ratio > 0.0f && ratio < kInfinity) s.lod = 0.5f * log2f(ratio);
+  }
   s.tangent = {0.0f, 0.0f, 0.0f, 0.0f};
   if (maxV < scene.tangentsCount) {
     const Vec4f t0 = scene.tangents[tri.v0], t1 = scene.tangents[tri.v1],
@@ -71,7 +91,8 @@ PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t
   return s;
 }
 
-// Alpha = baseColorFactor.a * base colour texture alpha.
+// Alpha = baseColorFactor.a * base colour texture alpha, from the finest level always (the
+// alpha of a mask is the surface's shape, not a colour to prefilter).
 PL_HOST_DEVICE PL_INLINE float materialAlpha(const SceneView& scene, const Material& m,
                                              Vec2f uv) {
   float a = m.baseColorFactor.w;
@@ -97,7 +118,7 @@ PL_HOST_DEVICE PL_INLINE Vec3f emittedRadiance(const SceneView& scene, const Mat
   if (!m.doubleSided && !(dot(s.ng, w) > 0.0f)) return vec3(0.0f);
   Vec3f e = m.emission;
   if (m.emissiveTexture != kNoTexture)
-    e *= xyz(sampleTexture(scene, m.emissiveTexture, s.uv, true));
+    e *= xyz(sampleTexture(scene, m.emissiveTexture, s.uv, true, s.lod));
   return e;
 }
 

@@ -66,37 +66,88 @@ PL_HOST_DEVICE PL_INLINE Vec4f decodeTexel(const Rgba8& t, bool srgb) {
           t.a * (1.0f / 255.0f)};
 }
 
-// Linear RGBA of texture `index` at uv. index must be a valid texture (not kNoTexture).
-PL_HOST_DEVICE PL_INLINE Vec4f sampleTexture(const SceneView& scene, int32_t index, Vec2f uv,
-                                             bool srgb) {
-  const Texture& tex = scene.textures[index];
+// Mip levels (Texture::mipLevels): level l of a side of `size` texels has max(1, size >> l);
+// a full chain ends at 1x1.
+PL_HOST_DEVICE PL_INLINE uint32_t mipSize(uint32_t size, uint32_t level) {
+  const uint32_t s = level < 32 ? size >> level : 0u;
+  return s > 0 ? s : 1u;
+}
+PL_HOST_DEVICE PL_INLINE uint32_t mipLevelCount(uint32_t width, uint32_t height) {
+  uint32_t levels = 1;
+  while (mipSize(width, levels - 1) > 1 || mipSize(height, levels - 1) > 1) ++levels;
+  return levels;
+}
+// Texels of levels [0, levels) together.
+PL_HOST_DEVICE PL_INLINE uint64_t mipChainTexels(uint32_t width, uint32_t height,
+                                                 uint32_t levels) {
+  uint64_t n = 0;
+  for (uint32_t l = 0; l < levels; ++l)
+    n += static_cast<uint64_t>(mipSize(width, l)) * mipSize(height, l);
+  return n;
+}
+
+// The level of detail of a texture lookup, before the texture's own size: log2 of the width
+// of what one pixel covers at the lookup, in UV units (surfaceAt() computes it from the camera;
+// kNoLod: the finest level).
+constexpr float kNoLod = -1.0e30f;
+
+// Filtered (bilinear, or nearest) linear RGBA of one level at texel-space coordinates (x, y)
+// of level 0.
+PL_HOST_DEVICE PL_INLINE Vec4f sampleTextureLevel(const SceneView& scene, const Texture& tex,
+                                                  uint32_t level, Vec2f uv, bool srgb) {
+  const uint32_t width = mipSize(tex.width, level), height = mipSize(tex.height, level);
   const Rgba8* texels = scene.texels + tex.texelOffset;
-  uv = {tex.uv[0] * uv.x + tex.uv[1] * uv.y + tex.uv[2],
-        tex.uv[3] * uv.x + tex.uv[4] * uv.y + tex.uv[5]};
-  const float x = boundTexelCoord(uv.x * static_cast<float>(tex.width), tex.width, tex.wrapS);
-  const float y = boundTexelCoord(uv.y * static_cast<float>(tex.height), tex.height, tex.wrapT);
+  if (level > 0) texels += mipChainTexels(tex.width, tex.height, level);
+  const float x = boundTexelCoord(uv.x * static_cast<float>(width), width, tex.wrapS);
+  const float y = boundTexelCoord(uv.y * static_cast<float>(height), height, tex.wrapT);
   if (tex.filter == kFilterNearest) {
-    const uint32_t ix = wrapTexel(static_cast<int32_t>(floorf(x)), tex.width, tex.wrapS);
-    const uint32_t iy = wrapTexel(static_cast<int32_t>(floorf(y)), tex.height, tex.wrapT);
-    return decodeTexel(texels[iy * tex.width + ix], srgb);
+    const uint32_t ix = wrapTexel(static_cast<int32_t>(floorf(x)), width, tex.wrapS);
+    const uint32_t iy = wrapTexel(static_cast<int32_t>(floorf(y)), height, tex.wrapT);
+    return decodeTexel(texels[iy * width + ix], srgb);
   }
   // Bilinear between the four nearest texel centres.
   const float fx = x - 0.5f, fy = y - 0.5f;
   const float x0f = floorf(fx), y0f = floorf(fy);
   const float tx = fx - x0f, ty = fy - y0f;
   const int32_t x0 = static_cast<int32_t>(x0f), y0 = static_cast<int32_t>(y0f);
-  const uint32_t ix0 = wrapTexel(x0, tex.width, tex.wrapS);
-  const uint32_t ix1 = wrapTexel(x0 + 1, tex.width, tex.wrapS);
-  const uint32_t iy0 = wrapTexel(y0, tex.height, tex.wrapT);
-  const uint32_t iy1 = wrapTexel(y0 + 1, tex.height, tex.wrapT);
-  const Vec4f a = decodeTexel(texels[iy0 * tex.width + ix0], srgb);
-  const Vec4f b = decodeTexel(texels[iy0 * tex.width + ix1], srgb);
-  const Vec4f c = decodeTexel(texels[iy1 * tex.width + ix0], srgb);
-  const Vec4f d = decodeTexel(texels[iy1 * tex.width + ix1], srgb);
+  const uint32_t ix0 = wrapTexel(x0, width, tex.wrapS);
+  const uint32_t ix1 = wrapTexel(x0 + 1, width, tex.wrapS);
+  const uint32_t iy0 = wrapTexel(y0, height, tex.wrapT);
+  const uint32_t iy1 = wrapTexel(y0 + 1, height, tex.wrapT);
+  const Vec4f a = decodeTexel(texels[iy0 * width + ix0], srgb);
+  const Vec4f b = decodeTexel(texels[iy0 * width + ix1], srgb);
+  const Vec4f c = decodeTexel(texels[iy1 * width + ix0], srgb);
+  const Vec4f d = decodeTexel(texels[iy1 * width + ix1], srgb);
   const float wa = (1.0f - tx) * (1.0f - ty), wb = tx * (1.0f - ty);
   const float wc = (1.0f - tx) * ty, wd = tx * ty;
   return {a.x * wa + b.x * wb + c.x * wc + d.x * wd, a.y * wa + b.y * wb + c.y * wc + d.y * wd,
           a.z * wa + b.z * wb + c.z * wc + d.z * wd, a.w * wa + b.w * wb + c.w * wc + d.w * wd};
+}
+
+// Linear RGBA of texture `index` at uv. index must be a valid texture (not kNoTexture). lod:
+// the lookup's footprint (kNoLod above); where the texture is magnified (a texel covers more
+// than a pixel) or has no mips, level 0 is looked up alone, else the two levels around the
+// footprint are blended (trilinear). Texels whose filter is nearest always come from level 0.
+PL_HOST_DEVICE PL_INLINE Vec4f sampleTexture(const SceneView& scene, int32_t index, Vec2f uv,
+                                             bool srgb, float lod = kNoLod) {
+  const Texture& tex = scene.textures[index];
+  const Vec2f st = {tex.uv[0] * uv.x + tex.uv[1] * uv.y + tex.uv[2],
+                    tex.uv[3] * uv.x + tex.uv[4] * uv.y + tex.uv[5]};
+  if (tex.mipLevels <= 1 || tex.filter == kFilterNearest || !(lod > -64.0f))
+    return sampleTextureLevel(scene, tex, 0, st, srgb);
+  // The footprint in texels of level 0: the UV footprint scaled by the transform and the size.
+  const float det = fabsf(tex.uv[0] * tex.uv[4] - tex.uv[1] * tex.uv[3]);
+  const float level =
+      lod + 0.5f * log2f(det * static_cast<float>(tex.width) * static_cast<float>(tex.height));
+  if (!(level > 0.0f)) return sampleTextureLevel(scene, tex, 0, st, srgb);
+  const float last = static_cast<float>(tex.mipLevels - 1);
+  if (!(level < last)) return sampleTextureLevel(scene, tex, tex.mipLevels - 1, st, srgb);
+  const uint32_t l0 = static_cast<uint32_t>(level);
+  const float f = level - static_cast<float>(l0);
+  const Vec4f a = sampleTextureLevel(scene, tex, l0, st, srgb);
+  const Vec4f b = sampleTextureLevel(scene, tex, l0 + 1, st, srgb);
+  return {a.x + (b.x - a.x) * f, a.y + (b.y - a.y) * f, a.z + (b.z - a.z) * f,
+          a.w + (b.w - a.w) * f};
 }
 
 }  // namespace pl::kernel

@@ -66,12 +66,15 @@ struct Material {
 
 // A texture's header. Its texels are RenderData::texels[texelOffset .. +width*height),
 // row-major, top row first (as in the image file), RGBA 8 bits each, not yet linearized:
-// sRGB decoding happens on lookup, depending on the material slot.
+// sRGB decoding happens on lookup, depending on the material slot. Its mip levels follow
+// level 0 directly: level l is mipSize(width, l) x mipSize(height, l) (texture.h), each the
+// 2x2 box filter of the level above (sRGB colour averaged in linear light, compile.cpp).
 struct Texture {
   uint32_t width, height;
   uint32_t texelOffset;  // in texels, into RenderData::texels
   uint32_t wrapS, wrapT; // TextureWrap
-  uint32_t filter;       // TextureFilter (magnification; minification uses the same)
+  uint32_t filter;       // TextureFilter (kFilterNearest: never minified through the mips)
+  uint32_t mipLevels = 1;  // levels stored, level 0 included (1: no mips)
   // KHR_texture_transform, applied to the UV before lookup: u' = uv[0] u + uv[1] v + uv[2],
   // v' = uv[3] u + uv[4] v + uv[5]. Identity for an untransformed texture.
   float uv[6] = {1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f};

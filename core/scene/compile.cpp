@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <thread>
 
 #include "core/kernel/bsdf.h"
+#include "core/kernel/texture.h"
+#include "core/scene/texture_mips.h"
 
 namespace pl {
 namespace {
@@ -225,11 +229,26 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
 
   // Materials and textures.
   rd.materials = scene.materials;
+  // Each texture with its mip chain (texture_mips.h): sRGB colour where any material reads it
+  // as colour, linear otherwise.
+  std::vector<bool> srgb(scene.textures.size(), false);
+  for (const kernel::Material& m : scene.materials)
+    for (int32_t t : {m.baseColorTexture, m.emissiveTexture, m.sheenColorTexture,
+                      m.specularColorTexture})
+      if (t >= 0 && size_t(t) < srgb.size()) srgb[size_t(t)] = true;
   uint64_t texelCount = 0;
-  for (const SceneTexture& t : scene.textures) texelCount += t.texels.size();
+  for (const SceneTexture& t : scene.textures) {
+    if (t.width == 0 || t.height == 0 || t.texels.size() != size_t(t.width) * t.height)
+      return Error{scene.path + ": texture '" + t.name + "' is inconsistent (a loader bug)"};
+  }
+  for (const SceneTexture& t : scene.textures)
+    texelCount += kernel::mipChainTexels(t.width, t.height,
+                                         kernel::mipLevelCount(t.width, t.height));
   if (texelCount >= 0xffffffffu || texelCount * sizeof(kernel::Rgba8) > kMaxRenderDataArrayBytes)
     return Error{scene.path + ": textures too large in total (" + std::to_string(texelCount) +
-                 " texels)"};
+                 " texels with their mip levels)"};
+  // Level 0 copied in, the levels below allocated (zero-filled: a quarter of the texels) and
+  // written after.
   rd.texels.reserve(texelCount);
   for (const SceneTexture& t : scene.textures) {
     kernel::Texture kt{};
@@ -239,10 +258,29 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     kt.wrapS = t.wrapS;
     kt.wrapT = t.wrapT;
     kt.filter = t.filter;
+    kt.mipLevels = kernel::mipLevelCount(t.width, t.height);
     for (int k = 0; k < 6; ++k) kt.uv[k] = t.uvTransform[size_t(k)];
     rd.textures.push_back(kt);
     rd.texels.insert(rd.texels.end(), t.texels.begin(), t.texels.end());
+    rd.texels.resize(rd.texels.size() + mipLevelsTexels(t.width, t.height));
   }
+  // Each texture's chain on its own, on as many threads as there are cores: the same texels
+  // whichever thread wrote them.
+  std::atomic<size_t> nextTexture{0};
+  auto writeChains = [&] {
+    for (size_t i; (i = nextTexture.fetch_add(1)) < scene.textures.size();) {
+      const SceneTexture& t = scene.textures[i];
+      kernel::Rgba8* at = rd.texels.data() + rd.textures[i].texelOffset;
+      writeMipLevels(t.texels, t.width, t.height, srgb[i],
+                     {at + t.texels.size(), mipLevelsTexels(t.width, t.height)});
+    }
+  };
+  std::vector<std::thread> helpers;
+  const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                          scene.textures.size());
+  for (size_t k = 1; k < threads; ++k) helpers.emplace_back(writeChains);
+  writeChains();
+  for (std::thread& h : helpers) h.join();
 
   // Emissive triangles.
   std::vector<double> materialWeight(scene.materials.size(), 0.0);

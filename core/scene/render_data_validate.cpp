@@ -4,6 +4,8 @@
 #include <cmath>
 #include <string>
 
+#include "core/kernel/texture.h"
+#include "core/scene/load.h"
 #include "core/scene/render_data.h"
 
 namespace pl {
@@ -126,7 +128,15 @@ Status RenderData::validate() const {
   for (size_t i = 0; i < textures.size(); ++i) {
     const kernel::Texture& t = textures[i];
     if (t.width == 0 || t.height == 0) return invalid(at("textures", i) + " has an empty image");
-    uint64_t count = uint64_t(t.width) * t.height;
+    if (t.width > kMaxTextureDimension || t.height > kMaxTextureDimension)
+      return invalid(at("textures", i) + " is larger than " +
+                     std::to_string(kMaxTextureDimension) + " texels a side");
+    if (t.mipLevels < 1 || t.mipLevels > kernel::mipLevelCount(t.width, t.height))
+      return invalid(at("textures", i) + " has " + std::to_string(t.mipLevels) +
+                     " mip levels (1 to " +
+                     std::to_string(kernel::mipLevelCount(t.width, t.height)) + " for " +
+                     std::to_string(t.width) + "x" + std::to_string(t.height) + ")");
+    const uint64_t count = kernel::mipChainTexels(t.width, t.height, t.mipLevels);
     if (uint64_t(t.texelOffset) + count > texels.size())
       return invalid(at("textures", i) + " reads past the end of the " +
                      std::to_string(texels.size()) + " texels");

@@ -29,6 +29,8 @@
 #include <thread>
 #include <vector>
 
+#include "transport/protocol_convert.h"
+
 #include "tests/integration/netns_sandbox.h"
 #include "tests/integration/process.h"
 #include "transport/control_client.h"
@@ -102,8 +104,10 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   struct NodeSpec {
     const char* log;
     const char* key;
-    const char* version;
-  } specs[] = {{"good", "key", "3"}, {"otherkey", "other.key", "3"}, {"newer", "key", "7"}};
+    std::string version;
+  } specs[] = {{"good", "key", std::to_string(kProtocolVersion)},
+               {"otherkey", "other.key", std::to_string(kProtocolVersion)},
+               {"newer", "key", std::to_string(kProtocolVersion + 4)}};
   std::vector<Process*> nodes;
   for (const auto& s : specs) {
     nodes.push_back(
@@ -158,8 +162,9 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   const nlohmann::json* newer = byAddress(list, addresses[2]);
   ASSERT_NE(newer, nullptr);
   EXPECT_EQ((*newer)["status"], "incompatible");
-  EXPECT_EQ((*newer)["version"], 7);
-  EXPECT_EQ((*newer)["reason"], "speaks protocol 7, we speak 3");
+  EXPECT_EQ((*newer)["version"], kProtocolVersion + 4);
+  EXPECT_EQ((*newer)["reason"], "speaks protocol " + std::to_string(kProtocolVersion + 4) +
+                                    ", we speak " + std::to_string(kProtocolVersion));
 
   const nlohmann::json* gone = byAddress(list, unreachable);
   ASSERT_NE(gone, nullptr);
@@ -282,7 +287,7 @@ TEST(NodesCommandDiscoveryTest, InNetworkNamespace) {
     EXPECT_EQ((*j)["status"], "ok") << (*j)["reason"];
     EXPECT_EQ((*j)["keyMatch"], true);
     EXPECT_EQ((*j)["fingerprintMatch"], true);
-    EXPECT_EQ((*j)["version"], 3);
+    EXPECT_EQ((*j)["version"], kProtocolVersion);
     EXPECT_EQ((*j)["state"], "idle");
     ASSERT_GE((*j)["devices"].size(), 1u);
     EXPECT_EQ((*j)["devices"][0]["kind"], "cpu");

@@ -19,6 +19,7 @@
 #include "core/render/image_io.h"
 #include "tests/integration/process.h"
 #include "tests/integration/same_image.h"
+#include "transport/protocol_convert.h"
 
 namespace pl {
 namespace {
@@ -496,7 +497,8 @@ TEST_F(ClusterTest, IncompatibleProtocolVersionIsNamed) {
   ASSERT_FALSE(old.empty());
   RenderRun run = render(kSmall, {good, old}, "version");
   expectIdentical(run, kSmall);
-  const std::string expected = "node " + old + " speaks protocol 999, this Primary speaks 3";
+  const std::string expected = "node " + old + " speaks protocol 999, this Primary speaks " +
+                               std::to_string(kProtocolVersion);
   EXPECT_NE(run.err.find(expected), std::string::npos) << run.err;
   const auto* entry = nodeEntry(run, old);
   ASSERT_NE(entry, nullptr);

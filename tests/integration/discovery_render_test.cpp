@@ -22,6 +22,7 @@
 #include "tests/integration/netns_sandbox.h"
 #include "tests/integration/process.h"
 #include "tests/integration/same_image.h"
+#include "transport/protocol_convert.h"
 
 namespace pl {
 namespace {
@@ -50,11 +51,13 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
   struct NodeSpec {
     std::string name, key, version;
   };
-  const std::vector<NodeSpec> specs = {{"good0", "key", "3"},
-                                       {"good1", "key", "3"},
-                                       {"good2", "key", "3"},
-                                       {"otherkey", "other.key", "3"},
-                                       {"newer", "key", "7"}};
+  const std::string ours = std::to_string(kProtocolVersion);
+  const std::string newer = std::to_string(kProtocolVersion + 4);
+  const std::vector<NodeSpec> specs = {{"good0", "key", ours},
+                                       {"good1", "key", ours},
+                                       {"good2", "key", ours},
+                                       {"otherkey", "other.key", ours},
+                                       {"newer", "key", newer}};
   std::vector<Process*> nodes;
   std::vector<std::string> addresses;
   for (const NodeSpec& s : specs) {
@@ -106,7 +109,7 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
   EXPECT_NE(err.find("not using otherkey"), std::string::npos) << err;
   EXPECT_NE(err.find("wrong key"), std::string::npos) << err;
   EXPECT_NE(err.find("not using newer"), std::string::npos) << err;
-  EXPECT_NE(err.find("speaks protocol 7, we speak 3"), std::string::npos) << err;
+  EXPECT_NE(err.find("speaks protocol " + newer + ", we speak " + ours), std::string::npos) << err;
   EXPECT_NE(err.find("mDNS: 3 usable node(s)"), std::string::npos) << err;
   std::printf(
       "render through 3 mDNS-discovered nodes: %.2f s (command wall time, ~1 s of it "
