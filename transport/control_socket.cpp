@@ -691,10 +691,21 @@ Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(UvKjLoop& loop,
     return Error{where + ": another process (a running node daemon?) listens on it"};
   ::unlink(path.c_str());  // a stale socket of a daemon that died
 
+  // Bound and listening under a name of its own first, then renamed over `path`: a client
+  // that finds the file always finds a daemon listening (never the moment between bind and
+  // listen, when it would be refused).
+  const std::string bound = path + ".new";
+  if (bound.size() >= sizeof(addr.sun_path)) return Error{where + ": path too long"};
+  ::unlink(bound.c_str());
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Error{where + ": socket: " + std::strerror(errno)};
+  auto fail = [&](const std::string& what, int error, const std::string& after = "") {
+    ::close(fd);
+    ::unlink(bound.c_str());
+    return Error{where + ": " + what + std::strerror(error) + after};
+  };
   addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  std::memcpy(addr.sun_path, bound.c_str(), bound.size() + 1);
   // The file is created with the right mode (no window in which it is more open).
   mode_t old = ::umask(0177);  // 0600 at first; a group's socket is opened to it below
   int rc = ::bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr));
@@ -705,20 +716,20 @@ Result<std::unique_ptr<ControlSocket>> ControlSocket::listen(UvKjLoop& loop,
     return Error{where + ": cannot bind: " + std::strerror(bindError)};
   }
   if (options.group) {
-    if (::chown(path.c_str(), uid_t(-1), gid_t(*options.group)) != 0 ||
-        ::chmod(path.c_str(), 0660) != 0) {
+    if (::chown(bound.c_str(), uid_t(-1), gid_t(*options.group)) != 0 ||
+        ::chmod(bound.c_str(), 0660) != 0) {
       const int error = errno;
-      ::close(fd);
-      ::unlink(path.c_str());
-      return Error{where + ": cannot give it to group " + options.groupName + ": " +
-                   std::strerror(error) + " (the daemon must be a member of the group)"};
+      return fail("cannot give it to group " + options.groupName + ": ", error,
+                  " (the daemon must be a member of the group)");
     }
   }
   if (::listen(fd, 64) != 0) {
-    int error = errno;
-    ::close(fd);
-    ::unlink(path.c_str());
-    return Error{where + ": cannot listen: " + std::strerror(error)};
+    const int error = errno;
+    return fail("cannot listen: ", error);
+  }
+  if (::rename(bound.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    return fail("cannot move it into place: ", error);
   }
   auto impl = std::make_unique<Impl>(loop, path, std::move(callbacks), options);
   impl->listener = loop.lowLevelIo().wrapListenSocketFd(

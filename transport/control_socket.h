@@ -6,6 +6,9 @@
 // process: NodeControl.ownerJob) or hands the whole job to the daemon, which becomes the
 // Primary, pushes progress back and hands the finished film over (NodeControl.render).
 //
+// The file appears only once the daemon listens (bound as PATH.new, then renamed over PATH):
+// a client that finds it is never refused by a daemon still starting.
+//
 // Access: the socket file is created in a folder of mode 0700 with mode 0600, and the daemon
 // accepts only peers of its own uid (SO_PEERCRED). A system daemon serves the members of one
 // group besides (Options::group, `--control-group`): the folder is then 0755, the socket 0660

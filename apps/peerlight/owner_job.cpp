@@ -74,4 +74,13 @@ void announceOwnerJobIfDaemon(const RenderArgs& args) {
   announcedToken() = token;
 }
 
+void addOwnerJobFlags(CLI::App* cmd, RenderArgs& args) {
+  cmd->add_option("--control-socket", args.controlSocket,
+                  "This machine's node daemon's control socket: where the owner's job is "
+                  "announced (and `render` hands its job over) (default: "
+                  "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
+  cmd->add_flag("--no-owner-preempt", args.noOwnerPreempt,
+                "Do not make this machine's node daemon revoke its remote leases");
+}
+
 }  // namespace pl::app

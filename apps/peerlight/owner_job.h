@@ -4,6 +4,8 @@
 // command renders on this machine's devices, the daemon revokes its remote leases and lends its
 // devices to no other Primary, until the command's process exits.
 
+#include <CLI/CLI.hpp>
+
 #include <string>
 
 #include "apps/peerlight/render_setup.h"
@@ -25,5 +27,8 @@ void announceOwnerJobIfDaemon(const RenderArgs& args);
 
 // The owner token announced ("" if none): the one a job handed to the daemon carries.
 const std::string& ownerToken();
+
+// The flags that choose the daemon and the owner's job: --control-socket, --no-owner-preempt.
+void addOwnerJobFlags(CLI::App* cmd, RenderArgs& args);
 
 }  // namespace pl::app

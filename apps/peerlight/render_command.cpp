@@ -397,15 +397,10 @@ void addRenderCommand(CLI::App& app) {
   cmd->add_flag("--no-cache", args->noCache,
                 "Load and compile the scene even when the compiled cache "
                 "(~/.cache/peerlight/compiled) holds it");
-  cmd->add_option("--control-socket", args->controlSocket,
-                  "The node daemon's control socket: the job is handed to that daemon, or "
-                  "announced there as the owner's (default: "
-                  "$XDG_RUNTIME_DIR/peerlight/node.sock, /run/peerlight/node.sock for root)");
+  addOwnerJobFlags(cmd, *args);
   cmd->add_flag("--no-daemon", args->noDaemon,
                 "Render in this process even when this machine's node daemon runs (it then "
                 "only revokes its remote leases while this render runs)");
-  cmd->add_flag("--no-owner-preempt", args->noOwnerPreempt,
-                "Do not make this machine's node daemon revoke its remote leases");
   cmd->add_option("--time-limit", args->timeLimit,
                   "Stop after SECONDS at the last pass (1, 2, 4, ... spp) every pixel completed, "
                   "and write that: bitwise the image of --spp at that count (0: no limit)")

@@ -36,6 +36,7 @@
 #include "core/scene/compile.h"
 #include "core/scene/load.h"
 #include "core/scene/scene_edit.h"
+#include "core/scene/texture_mips.h"
 #include "core/util/log.h"
 #include "transport/render_session.h"
 #include "transport/uv_kj_loop.h"
@@ -506,6 +507,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
   // scene was compiled the same way before (already encoded for the nodes), else compiled now.
   Result<Scene> scene = loadScene(args.scene);
   if (!scene.ok()) failUsage(scene.error().message);
+  prepareMips(*scene);  // once: every edit compiles the scene again, its textures unchanged
   CompiledScene compiled = findCompiled(args, options);
   if (!compiled.fromCache) {
     Result<RenderData> data = compile(*scene, options);
@@ -596,12 +598,7 @@ void addSessionCommand(CLI::App& app) {
                   "its first, if none is complete by then): a `stopped` event; a save without "
                   "spp writes that image (0: none)")
       ->check(CLI::Range(0.0, 1.0e6));
-  cmd->add_option("--control-socket", args->controlSocket,
-                  "This machine's node daemon's control socket, where the session announces "
-                  "the owner's job (default: $XDG_RUNTIME_DIR/peerlight/node.sock, "
-                  "/run/peerlight/node.sock for root)");
-  cmd->add_flag("--no-owner-preempt", args->noOwnerPreempt,
-                "Do not make this machine's node daemon revoke its remote leases");
+  addOwnerJobFlags(cmd, *args);
   cmd->add_option("--pass-image", *passImage,
                   "Write every pass's image to this file (.exr or .png; replaced at each pass, "
                   "never half written); the pass event names it")

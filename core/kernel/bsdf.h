@@ -436,7 +436,7 @@ struct GltfWo {
 };
 
 PL_HOST_DEVICE PL_INLINE GltfWo gltfWo(const GltfBsdf& b, Vec3f wo) {
-  GltfWo w;
+  GltfWo w{};
   w.wo = wo;
   w.woL = toLocal(b.frame, wo);
   w.valid = w.woL.z > 0.0f;

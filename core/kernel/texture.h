@@ -1,9 +1,11 @@
 #pragma once
 // Texture lookups over RenderData::textures / texels: wrap (repeat, clamp, mirror), nearest or
-// bilinear filtering, and per-slot colour decoding: sRGB (base colour, emissive) is decoded
-// with the exact sRGB EOTF per texel before filtering; other slots are linear. Alpha is always
-// linear. Each texture's UV transform (KHR_texture_transform) applies first. UV (0, 0) is the
-// top-left corner of the image (glTF), texel row 0 is the top row.
+// bilinear filtering, mip levels blended by the lookup's footprint (trilinear; the chains are
+// built by core/scene/texture_mips.h), and per-slot colour decoding: sRGB (base colour,
+// emissive, kernel::colourTextures) is decoded with the exact sRGB EOTF per texel before
+// filtering; other slots are linear. Alpha is always linear. Each texture's UV transform
+// (KHR_texture_transform) applies first. UV (0, 0) is the top-left corner of the image (glTF),
+// texel row 0 is the top row.
 
 #include "core/kernel/scene_view.h"
 
@@ -91,8 +93,8 @@ PL_HOST_DEVICE PL_INLINE uint64_t mipChainTexels(uint32_t width, uint32_t height
 // kNoLod: the finest level).
 constexpr float kNoLod = -1.0e30f;
 
-// Filtered (bilinear, or nearest) linear RGBA of one level at texel-space coordinates (x, y)
-// of level 0.
+// Filtered (bilinear, or nearest) linear RGBA of one mip level at uv (already transformed by
+// the texture's UV transform).
 PL_HOST_DEVICE PL_INLINE Vec4f sampleTextureLevel(const SceneView& scene, const Texture& tex,
                                                   uint32_t level, Vec2f uv, bool srgb) {
   const uint32_t width = mipSize(tex.width, level), height = mipSize(tex.height, level);

@@ -64,6 +64,16 @@ struct Material {
   int32_t specularColorTexture = kNoTexture;  // sRGB, RGB
 };
 
+// The texture slots a material reads as sRGB colour (material.h and surface.h look them up
+// with srgb = true; compile() averages their mip chains in linear light). Every other slot is
+// linear.
+struct ColourTextureSlots {
+  int32_t slots[4];
+};
+PL_HOST_DEVICE PL_INLINE ColourTextureSlots colourTextures(const Material& m) {
+  return {{m.baseColorTexture, m.emissiveTexture, m.sheenColorTexture, m.specularColorTexture}};
+}
+
 // A texture's header. Its texels are RenderData::texels[texelOffset .. +width*height),
 // row-major, top row first (as in the image file), RGBA 8 bits each, not yet linearized:
 // sRGB decoding happens on lookup, depending on the material slot. Its mip levels follow

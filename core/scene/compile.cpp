@@ -4,11 +4,9 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <thread>
 
 #include "core/kernel/bsdf.h"
 #include "core/kernel/texture.h"
@@ -229,13 +227,8 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
 
   // Materials and textures.
   rd.materials = scene.materials;
-  // Each texture with its mip chain (texture_mips.h): sRGB colour where any material reads it
-  // as colour, linear otherwise.
-  std::vector<bool> srgb(scene.textures.size(), false);
-  for (const kernel::Material& m : scene.materials)
-    for (int32_t t : {m.baseColorTexture, m.emissiveTexture, m.sheenColorTexture,
-                      m.specularColorTexture})
-      if (t >= 0 && size_t(t) < srgb.size()) srgb[size_t(t)] = true;
+  // Each texture with its mip chain (texture_mips.h).
+  const std::vector<bool> srgb = colourTextures(scene);
   uint64_t texelCount = 0;
   for (const SceneTexture& t : scene.textures) {
     if (t.width == 0 || t.height == 0 || t.texels.size() != size_t(t.width) * t.height)
@@ -264,23 +257,17 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     rd.texels.insert(rd.texels.end(), t.texels.begin(), t.texels.end());
     rd.texels.resize(rd.texels.size() + mipLevelsTexels(t.width, t.height));
   }
-  // Each texture's chain on its own, on as many threads as there are cores: the same texels
-  // whichever thread wrote them.
-  std::atomic<size_t> nextTexture{0};
-  auto writeChains = [&] {
-    for (size_t i; (i = nextTexture.fetch_add(1)) < scene.textures.size();) {
-      const SceneTexture& t = scene.textures[i];
-      kernel::Rgba8* at = rd.texels.data() + rd.textures[i].texelOffset;
-      writeMipLevels(t.texels, t.width, t.height, srgb[i],
-                     {at + t.texels.size(), mipLevelsTexels(t.width, t.height)});
-    }
-  };
-  std::vector<std::thread> helpers;
-  const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()),
-                                          scene.textures.size());
-  for (size_t k = 1; k < threads; ++k) helpers.emplace_back(writeChains);
-  writeChains();
-  for (std::thread& h : helpers) h.join();
+  // Each texture's chain on its own (the same texels whichever thread wrote them), or the one
+  // prepareMips() made.
+  forEachTextureInParallel(scene.textures.size(), [&](size_t i) {
+    const SceneTexture& t = scene.textures[i];
+    kernel::Rgba8* at = rd.texels.data() + rd.textures[i].texelOffset + t.texels.size();
+    const size_t n = mipLevelsTexels(t.width, t.height);
+    if (t.mips != nullptr && t.mipsSrgb == srgb[i] && t.mips->size() == n)
+      std::copy(t.mips->begin(), t.mips->end(), at);
+    else
+      writeMipLevels(t.texels, t.width, t.height, srgb[i], {at, n});
+  });
 
   // Emissive triangles.
   std::vector<double> materialWeight(scene.materials.size(), 0.0);

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,10 @@ struct SceneTexture {
   uint32_t filter = kernel::kFilterLinear;                            // kernel::TextureFilter
   // KHR_texture_transform as kernel::Texture::uv; identity when the file gives none.
   std::array<float, 6> uvTransform{1, 0, 0, 0, 1, 0};
+  // Levels 1 and below of the mip chain, when prepareMips() (core/scene/texture_mips.h) made
+  // them, filtered as colour when mipsSrgb; compile() builds the chain itself otherwise.
+  std::shared_ptr<const std::vector<kernel::Rgba8>> mips;
+  bool mipsSrgb = false;
 };
 
 // A camera with its world transform. The camera looks down its local -Z with +Y up.

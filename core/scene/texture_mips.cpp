@@ -3,7 +3,10 @@
 #include "core/scene/texture_mips.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <system_error>
+#include <thread>
 
 #include "core/kernel/texture.h"
 
@@ -11,15 +14,14 @@ namespace pl {
 
 namespace {
 
-// kernel::srgbToLinear of every 8-bit value (the kernel's own function: the same bits), and
-// for each of kBuckets equal steps of [0, 1] the largest value that decodes at or below the
-// step's start (where linearToSrgb8's search begins).
+// For each of kBuckets equal steps of [0, 1], the largest 8-bit value whose decoding
+// (kernel::kSrgbTable, the kernel's own values) is at or below the step's start: where
+// linearToSrgb8's search begins.
 constexpr int kBuckets = 1024;
-struct SrgbTables {
-  float linear[256];
+struct SrgbBuckets {
   uint8_t below[kBuckets + 1];
-  SrgbTables() {
-    for (int i = 0; i < 256; ++i) linear[i] = kernel::srgbToLinear(static_cast<uint8_t>(i));
+  SrgbBuckets() {
+    const float* linear = kernel::kSrgbTable.linear;
     int i = 0;
     for (int k = 0; k <= kBuckets; ++k) {
       const float start = static_cast<float>(k) / kBuckets;
@@ -28,31 +30,87 @@ struct SrgbTables {
     }
   }
 };
-const SrgbTables& srgbTables() {
-  static const SrgbTables tables;
-  return tables;
+const SrgbBuckets& srgbBuckets() {
+  static const SrgbBuckets buckets;
+  return buckets;
 }
 
-uint8_t average8(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
-  return static_cast<uint8_t>((uint32_t(a) + b + c + d + 2u) >> 2);
+// The source texels (along one axis) that output texel i of a level of `size` takes from the
+// level above, of `above` texels: 2i and 2i + 1, and 2i + 2 for the last one when `above` is
+// odd (so that no texel is left out); a side of 1 repeats its one texel.
+struct Taps {
+  uint32_t first, count;
+};
+Taps taps(uint32_t i, uint32_t size, uint32_t above) {
+  if (above == 1) return {0, 1};
+  const bool oddLast = (above & 1u) != 0 && i + 1 == size;
+  return {2 * i, oddLast ? 3u : 2u};
 }
 
 }  // namespace
 
 uint8_t linearToSrgb8(float linear) {
-  const SrgbTables& t = srgbTables();
-  if (!(linear > t.linear[0])) return 0;
-  if (linear >= t.linear[255]) return 255;
+  const float* table = kernel::kSrgbTable.linear;
+  if (!(linear > table[0])) return 0;
+  if (linear >= table[255]) return 255;
   // The last value at or below `linear` (from its bucket on: a few steps at most), then the
   // nearer of it and the next.
-  int i = t.below[static_cast<int>(linear * kBuckets)];
-  while (t.linear[i + 1] <= linear) ++i;
-  return static_cast<uint8_t>(linear - t.linear[i] <= t.linear[i + 1] - linear ? i : i + 1);
+  int i = srgbBuckets().below[static_cast<int>(linear * kBuckets)];
+  while (table[i + 1] <= linear) ++i;
+  return static_cast<uint8_t>(linear - table[i] <= table[i + 1] - linear ? i : i + 1);
 }
 
 size_t mipLevelsTexels(uint32_t width, uint32_t height) {
   return size_t(kernel::mipChainTexels(width, height, kernel::mipLevelCount(width, height)) -
                 uint64_t(width) * height);
+}
+
+void writeMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
+                    bool srgb, std::span<kernel::Rgba8> out) {
+  const uint32_t levels = kernel::mipLevelCount(width, height);
+  const float* decode = kernel::kSrgbTable.linear;
+  const kernel::Rgba8* above = level0.data();  // level l - 1
+  kernel::Rgba8* level = out.data();           // level l
+  for (uint32_t l = 1; l < levels; ++l) {
+    const uint32_t w0 = kernel::mipSize(width, l - 1), h0 = kernel::mipSize(height, l - 1);
+    const uint32_t w = kernel::mipSize(width, l), h = kernel::mipSize(height, l);
+    for (uint32_t y = 0; y < h; ++y) {
+      const Taps ty = taps(y, h, h0);
+      for (uint32_t x = 0; x < w; ++x) {
+        const Taps tx = taps(x, w, w0);
+        // Colour weighted by alpha (what a transparent texel holds does not bleed into its
+        // neighbours' colour), plain where every tap is transparent; alpha itself averaged.
+        uint32_t alphaSum = 0, taken = 0;
+        for (uint32_t j = 0; j < ty.count; ++j)
+          for (uint32_t i = 0; i < tx.count; ++i) {
+            alphaSum += above[size_t(ty.first + j) * w0 + tx.first + i].a;
+            ++taken;
+          }
+        const bool weighted = alphaSum > 0;
+        float sum[3] = {0.0f, 0.0f, 0.0f};
+        uint64_t sum8[3] = {0, 0, 0};
+        for (uint32_t j = 0; j < ty.count; ++j)
+          for (uint32_t i = 0; i < tx.count; ++i) {
+            const kernel::Rgba8 t = above[size_t(ty.first + j) * w0 + tx.first + i];
+            const uint32_t weight = weighted ? t.a : 1u;
+            const uint8_t c[3] = {t.r, t.g, t.b};
+            for (int k = 0; k < 3; ++k) {
+              if (srgb) sum[k] += decode[c[k]] * static_cast<float>(weight);
+              else sum8[k] += uint64_t(c[k]) * weight;
+            }
+          }
+        const uint32_t total = weighted ? alphaSum : taken;
+        uint8_t rgb[3];
+        for (int k = 0; k < 3; ++k)
+          rgb[k] = srgb ? linearToSrgb8(sum[k] / static_cast<float>(total))
+                        : static_cast<uint8_t>((sum8[k] + total / 2) / total);
+        level[size_t(y) * w + x] = {rgb[0], rgb[1], rgb[2],
+                                    static_cast<uint8_t>((alphaSum + taken / 2) / taken)};
+      }
+    }
+    above = level;
+    level += size_t(w) * h;
+  }
 }
 
 void appendMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
@@ -62,41 +120,44 @@ void appendMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint
   writeMipLevels(level0, width, height, srgb, std::span(out).subspan(first));
 }
 
-void writeMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
-                    bool srgb, std::span<kernel::Rgba8> out) {
-  const uint32_t levels = kernel::mipLevelCount(width, height);
-  const float* decode = srgbTables().linear;
-  const kernel::Rgba8* above = level0.data();  // level l - 1
-  kernel::Rgba8* level = out.data();           // level l
-  for (uint32_t l = 1; l < levels; ++l) {
-    const uint32_t w0 = kernel::mipSize(width, l - 1), h0 = kernel::mipSize(height, l - 1);
-    const uint32_t w = kernel::mipSize(width, l), h = kernel::mipSize(height, l);
-    for (uint32_t y = 0; y < h; ++y) {
-      const kernel::Rgba8* row0 = above + size_t(std::min(2 * y, h0 - 1)) * w0;
-      const kernel::Rgba8* row1 = above + size_t(std::min(2 * y + 1, h0 - 1)) * w0;
-      kernel::Rgba8* to = level + size_t(y) * w;
-      for (uint32_t x = 0; x < w; ++x) {
-        const uint32_t x0 = std::min(2 * x, w0 - 1), x1 = std::min(2 * x + 1, w0 - 1);
-        const kernel::Rgba8 a = row0[x0], b = row0[x1], c = row1[x0], d = row1[x1];
-        kernel::Rgba8& m = to[x];
-        if (srgb) {
-          auto mean = [&](uint8_t p, uint8_t q, uint8_t r, uint8_t s) {
-            return linearToSrgb8(0.25f * (decode[p] + decode[q] + decode[r] + decode[s]));
-          };
-          m.r = mean(a.r, b.r, c.r, d.r);
-          m.g = mean(a.g, b.g, c.g, d.g);
-          m.b = mean(a.b, b.b, c.b, d.b);
-        } else {
-          m.r = average8(a.r, b.r, c.r, d.r);
-          m.g = average8(a.g, b.g, c.g, d.g);
-          m.b = average8(a.b, b.b, c.b, d.b);
-        }
-        m.a = average8(a.a, b.a, c.a, d.a);
-      }
+void forEachTextureInParallel(size_t count, const std::function<void(size_t)>& work) {
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < count;) work(i);
+  };
+  std::vector<std::thread> helpers;
+  const size_t threads =
+      std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), count);
+  for (size_t k = 1; k < threads; ++k) {
+    try {
+      helpers.emplace_back(worker);
+    } catch (const std::system_error&) {
+      break;  // no more threads to be had: the ones started (and this one) do the rest
     }
-    above = level;
-    level += size_t(w) * h;
   }
+  worker();
+  for (std::thread& h : helpers) h.join();
+}
+
+std::vector<bool> colourTextures(const Scene& scene) {
+  std::vector<bool> srgb(scene.textures.size(), false);
+  for (const kernel::Material& m : scene.materials)
+    for (int32_t t : kernel::colourTextures(m).slots)
+      if (t >= 0 && size_t(t) < srgb.size()) srgb[size_t(t)] = true;
+  return srgb;
+}
+
+void prepareMips(Scene& scene) {
+  const std::vector<bool> srgb = colourTextures(scene);
+  forEachTextureInParallel(scene.textures.size(), [&](size_t i) {
+    SceneTexture& t = scene.textures[i];
+    if (t.mips != nullptr && t.mipsSrgb == srgb[i]) return;
+    if (t.width == 0 || t.height == 0 || t.texels.size() != size_t(t.width) * t.height) return;
+    auto chain = std::make_shared<std::vector<kernel::Rgba8>>(mipLevelsTexels(t.width, t.height));
+    writeMipLevels(t.texels, t.width, t.height, srgb[i], *chain);
+    t.mips = std::move(chain);
+    t.mipsSrgb = srgb[i];
+  });
 }
 
 }  // namespace pl

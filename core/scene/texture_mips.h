@@ -3,17 +3,22 @@
 // levels around the pixel's footprint, core/kernel/texture.h). Built by compile() and shipped
 // with the render data, so every device reads the same texels.
 //
-// Level l + 1 is the 2x2 box filter of level l (a side of n texels becomes max(1, n / 2); an odd
-// last row or column is left out, a side of 1 is repeated). sRGB colour (`srgb`: R, G, B) is
-// averaged in linear light and re-encoded to the nearest 8-bit sRGB value; alpha, and every
-// channel of a linear texture, average the 8-bit values, rounded half up. Deterministic.
+// Level l + 1 is the box filter of level l: a side of n texels becomes max(1, n / 2), output
+// texel i taking texels 2i and 2i + 1 of the level above, and 2i + 2 too for the last one when
+// n is odd (no texel is left out; a side of 1 repeats its texel). Colour is weighted by alpha
+// (a transparent texel's colour does not bleed into the rest; plain where all are
+// transparent); sRGB colour (`srgb`: R, G, B) is averaged in linear light and re-encoded to the
+// nearest 8-bit sRGB value, linear colour and alpha average the 8-bit values, rounded half up.
+// Deterministic, whichever thread computes it.
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
 #include "core/kernel/types.h"
+#include "core/scene/scene.h"
 
 namespace pl {
 
@@ -31,5 +36,18 @@ void writeMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint3
 // The same, appended to `out` (level0 must not lie in `out`).
 void appendMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
                      bool srgb, std::vector<kernel::Rgba8>& out);
+
+// Per texture of `scene`: whether a material reads it as colour (kernel::colourTextures); a
+// texture read both ways is filtered as colour.
+std::vector<bool> colourTextures(const Scene& scene);
+
+// Computes every texture's chain once into SceneTexture::mips, for a Scene that is compiled
+// again and again (a session's edits), so that compile() copies them instead. Safe to call
+// again: chains that still match are kept.
+void prepareMips(Scene& scene);
+
+// Runs work(0 .. count - 1), each index once, on up to one thread per core (this one included;
+// fewer when no more threads can be started).
+void forEachTextureInParallel(size_t count, const std::function<void(size_t)>& work);
 
 }  // namespace pl

@@ -5,7 +5,9 @@
 
 #include <cmath>
 
+#include "core/kernel/material.h"
 #include "core/scene/render_data.h"
+#include "core/scene/texture_mips.h"
 
 namespace pl::kernel {
 namespace {
@@ -79,6 +81,146 @@ TEST(TextureTest, NearestAndBilinear) {
   EXPECT_NEAR(sampleTexture(v, 0, {0.0f, 0.5f}, false).x, 0.5f, 1e-6f);
   // Non-finite and huge coordinates do not crash.
   EXPECT_TRUE(std::isfinite(sampleTexture(v, 0, {NAN, 1e30f}, true).x));
+}
+
+// A 16 x 16 texture of random texels with its full chain (every level differs from the
+// others at a given uv), as compile() lays it out.
+struct RandomMips {
+  RenderData rd;
+  explicit RandomMips(bool alphaOpaque = true) {
+    uint32_t state = 12345;
+    auto next = [&] {
+      state = state * 1664525u + 1013904223u;
+      return static_cast<uint8_t>(state >> 24);
+    };
+    std::vector<Rgba8> level0;
+    for (int i = 0; i < 16 * 16; ++i)
+      level0.push_back({next(), next(), next(), alphaOpaque ? uint8_t(255) : next()});
+    rd.texels = level0;
+    appendMipLevels(level0, 16, 16, false, rd.texels);
+    Texture t{16, 16, 0, kWrapRepeat, kWrapRepeat, kFilterLinear};
+    t.mipLevels = mipLevelCount(16, 16);  // 5
+    rd.textures = {t};
+  }
+};
+
+Vec4f lerp4(Vec4f a, Vec4f b, float f) {
+  return {a.x + (b.x - a.x) * f, a.y + (b.y - a.y) * f, a.z + (b.z - a.z) * f,
+          a.w + (b.w - a.w) * f};
+}
+
+// The footprint (lod: log2 of a pixel's width in UV units) picks the two levels around it:
+// level = lod + log2(16) for a 16 x 16 texture; below 0 (magnified) level 0 alone, beyond the
+// last level the last alone.
+TEST(TextureTest, MipLookupsBlendTheTwoLevelsAroundTheFootprint) {
+  RandomMips m;
+  const SceneView v = m.rd.view();
+  const Texture& t = m.rd.textures[0];
+  const Vec2f uv = {0.37f, 0.61f};
+  for (bool srgb : {false, true}) {
+    Vec4f level[5];
+    for (uint32_t l = 0; l < 5; ++l) level[l] = sampleTextureLevel(v, t, l, uv, srgb);
+    for (uint32_t l = 0; l + 1 < 5; ++l) EXPECT_NE(level[l].x, level[l + 1].x) << l;
+    auto at = [&](float lvl) { return sampleTexture(v, 0, uv, srgb, lvl - 4.0f); };
+    EXPECT_EQ(at(-3.0f).x, level[0].x);
+    EXPECT_EQ(sampleTexture(v, 0, uv, srgb).x, level[0].x);  // no footprint
+    EXPECT_EQ(at(0.0f).x, level[0].x);
+    const Vec4f q = lerp4(level[0], level[1], 0.25f);
+    EXPECT_NEAR(at(0.25f).x, q.x, 1e-6f);
+    EXPECT_NEAR(at(0.25f).z, q.z, 1e-6f);
+    const Vec4f h = lerp4(level[1], level[2], 0.5f);
+    EXPECT_NEAR(at(1.5f).y, h.y, 1e-6f);
+    EXPECT_NEAR(at(1.5f).w, h.w, 1e-6f);
+    EXPECT_NEAR(at(3.75f).x, lerp4(level[3], level[4], 0.75f).x, 1e-6f);
+    EXPECT_EQ(at(4.0f).x, level[4].x);
+    EXPECT_EQ(at(9.0f).x, level[4].x);
+  }
+  // The UV transform's scale counts: repeated 4 times, a texture is 2 levels coarser.
+  m.rd.textures[0].uv[0] = m.rd.textures[0].uv[4] = 4.0f;
+  const SceneView scaled = m.rd.view();
+  const Vec2f st = {4.0f * uv.x, 4.0f * uv.y};
+  EXPECT_NEAR(sampleTexture(scaled, 0, uv, false, -4.0f + 0.5f).x,
+              lerp4(sampleTextureLevel(scaled, m.rd.textures[0], 2, st, false),
+                    sampleTextureLevel(scaled, m.rd.textures[0], 3, st, false), 0.5f)
+                  .x,
+              1e-6f);
+  // Nearest-filtered textures stay on level 0.
+  m.rd.textures[0] = t;
+  m.rd.textures[0].filter = kFilterNearest;
+  EXPECT_EQ(sampleTexture(m.rd.view(), 0, uv, false, 5.0f).x,
+            sampleTexture(m.rd.view(), 0, uv, false).x);
+}
+
+// A triangle at z = -10 facing a perspective camera at the origin, its UVs spanning it 1:1.
+RenderData footprintScene() {
+  RenderData rd;
+  rd.positions = {{0, 0, -10}, {2, 0, -10}, {0, 2, -10}};
+  rd.uvs = {{0, 0}, {2, 0}, {0, 2}};
+  rd.triangles = {{0, 1, 2, 0}};
+  Camera cam{};
+  cam.type = kCameraPerspective;
+  cam.width = cam.height = 100;
+  cam.position = {0, 0, 0};
+  cam.forward = {0, 0, -1};
+  cam.right = {1, 0, 0};
+  cam.up = {0, 1, 0};
+  cam.tanHalfFovY = 0.5f;
+  rd.camera = {cam};
+  rd.globals.resize(1);
+  return rd;
+}
+
+// surfaceAt's footprint: one pixel covers d * 2 tan(fov / 2) / height metres at distance d,
+// times the triangle's UV units per metre.
+TEST(TextureTest, SurfaceFootprintFollowsTheCameraDistanceAndTheUvScale) {
+  RenderData rd = footprintScene();
+  const SurfacePoint s = surfaceAt(rd.view(), 0, 0.25f, 0.25f);
+  const float distance = std::sqrt(s.p.x * s.p.x + s.p.y * s.p.y + s.p.z * s.p.z);
+  EXPECT_NEAR(s.lod, std::log2(distance * 2.0f * 0.5f / 100.0f), 1e-4f);
+  rd.uvs = {{0, 0}, {4, 0}, {0, 4}};  // twice the UV scale: one level coarser
+  EXPECT_NEAR(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, s.lod + 1.0f, 1e-4f);
+  rd.camera[0].type = kCameraOrthographic;  // the pixel pitch, whatever the distance
+  rd.camera[0].orthoHalfHeight = 3.0f;
+  EXPECT_NEAR(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, std::log2(2.0f * 3.0f / 100.0f * 2.0f),
+              1e-4f);
+  rd.uvs.clear();  // no UVs: no footprint (the finest level)
+  EXPECT_EQ(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, kNoLod);
+  rd.camera.clear();  // no camera (a test's bare view): none either
+  rd.uvs = {{0, 0}, {2, 0}, {0, 2}};
+  EXPECT_EQ(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, kNoLod);
+}
+
+// The material's colour, factors and emission are looked up at the surface point's footprint
+// (the wiring from surfaceAt through material.h and surface.h).
+TEST(TextureTest, MaterialsReadTheLevelsOfTheFootprint) {
+  RenderData rd = footprintScene();
+  RandomMips m;
+  rd.texels = m.rd.texels;
+  rd.textures = m.rd.textures;
+  Material mat{};
+  mat.baseColorFactor = {1, 1, 1, 1};
+  mat.baseColorTexture = 0;
+  mat.metallicFactor = 1.0f;
+  mat.roughnessFactor = 1.0f;
+  mat.metallicRoughnessTexture = 0;
+  mat.normalTexture = kNoTexture;
+  mat.emissiveTexture = 0;
+  mat.emission = {1, 1, 1};
+  mat.doubleSided = 1;
+  mat.ior = 1.5f;
+  rd.materials = {mat};
+  const SceneView v = rd.view();
+  SurfacePoint sp = surfaceAt(v, 0, 0.25f, 0.25f);
+  sp.lod = -4.0f + 2.5f;  // halfway between levels 2 and 3
+  const Vec3f wo = {0, 0, 1};
+  const GltfBsdf b = materialBsdf(v, mat, sp, true, sp.ng, wo);
+  const Vec4f colour = sampleTexture(v, 0, sp.uv, true, sp.lod);
+  const Vec4f fine = sampleTexture(v, 0, sp.uv, true);
+  ASSERT_NE(colour.x, fine.x);
+  EXPECT_EQ(b.baseColor.x, colour.x);
+  EXPECT_EQ(b.baseColor.z, colour.z);
+  EXPECT_EQ(b.metallic, clampf(sampleTexture(v, 0, sp.uv, false, sp.lod).z, 0.0f, 1.0f));
+  EXPECT_EQ(emittedRadiance(v, mat, sp, wo).y, colour.y);
 }
 
 }  // namespace

@@ -1,14 +1,14 @@
-// Tests for core/scene/texture_mips.h and the kernel's mip-mapped lookups (core/kernel/texture.h,
-// the footprint in core/kernel/surface.h).
+// Tests for core/scene/texture_mips.h: the chains compile() ships (the kernel's lookups are
+// tested in tests/core/kernel/texture_test.cpp).
 #include "core/scene/texture_mips.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "core/kernel/surface.h"
 #include "core/kernel/texture.h"
 #include "core/scene/compile.h"
+#include "core/scene/load.h"
 #include "core/scene/render_data.h"
 
 namespace pl {
@@ -42,108 +42,66 @@ TEST(TextureMipsTest, LevelCountsAndSizes) {
 }
 
 // Linear textures average the 8-bit values (rounded half up); sRGB colour is averaged in
-// linear light; alpha is always linear; an odd last column is left out.
+// linear light; alpha is always linear.
 TEST(TextureMipsTest, BoxFilterPerChannel) {
-  // 5 x 2: the level below is 2 x 1, then 1 x 1.
+  // 4 x 2 (opaque colour, varied alpha): the level below is 2 x 1, then 1 x 1.
   const std::vector<Rgba8> level0 = {
-      {0, 10, 0, 0},     {255, 11, 255, 255}, {0, 0, 0, 0}, {0, 0, 0, 0}, {99, 99, 99, 99},
-      {0, 10, 0, 0},     {255, 12, 255, 255}, {0, 0, 0, 0}, {0, 0, 0, 0}, {99, 99, 99, 99}};
+      {0, 10, 0, 255}, {255, 11, 255, 255}, {0, 0, 0, 255},   {0, 0, 0, 255},
+      {0, 10, 0, 255}, {255, 12, 255, 255}, {40, 0, 0, 255}, {0, 0, 0, 251}};
   std::vector<Rgba8> linear, srgb;
-  appendMipLevels(level0, 5, 2, false, linear);
-  appendMipLevels(level0, 5, 2, true, srgb);
+  appendMipLevels(level0, 4, 2, false, linear);
+  appendMipLevels(level0, 4, 2, true, srgb);
   ASSERT_EQ(linear.size(), 3u);
   ASSERT_EQ(srgb.size(), 3u);
   EXPECT_EQ(linear[0].r, 128);  // (0 + 255 + 0 + 255 + 2) / 4 = 128
   EXPECT_EQ(linear[0].g, 11);   // (10 + 11 + 10 + 12 + 2) / 4 = 11
-  EXPECT_EQ(linear[0].a, 128);
-  EXPECT_EQ(linear[1].r, 0);    // texels 2, 3 (column 4 is left out)
-  EXPECT_EQ(linear[2].r, 64);   // (128 + 0 + 128 + 0 + 2) / 4 (the 1-row level is repeated)
+  EXPECT_EQ(linear[0].a, 255);
+  EXPECT_EQ(linear[1].a, 254);  // (255 * 3 + 251 + 2) / 4
+  EXPECT_EQ(linear[1].r, 10);   // 40 weighted by its alpha among 255, 255, 255, 251
+  EXPECT_EQ(linear[2].r, 69);   // (128 * 255 + 10 * 254) / (255 + 254), rounded
   // Half black, half white in linear light is 0.5, which sRGB encodes as 188.
   EXPECT_EQ(srgb[0].r, linearToSrgb8(0.5f));
   EXPECT_EQ(srgb[0].r, 188);
-  EXPECT_EQ(srgb[0].a, 128);  // alpha stays linear
-  EXPECT_EQ(srgb[2].r, linearToSrgb8(0.5f * kernel::srgbToLinear(188)));
+  EXPECT_EQ(srgb[0].a, 255);  // alpha stays linear
+  EXPECT_EQ(srgb[1].a, 254);
 }
 
-// Compiled textures carry their full chain; the kernel reads level 0 where a texel covers more
-// than a pixel and the 1 x 1 level (the texture's mean) where the whole texture is within one.
-struct Checker {
-  RenderData rd;
-  Checker() {
-    // 64 x 64 black-and-white checkerboard of 1-texel squares, linear.
-    const uint32_t n = 64;
-    std::vector<Rgba8> level0;
-    for (uint32_t y = 0; y < n; ++y)
-      for (uint32_t x = 0; x < n; ++x) {
-        const uint8_t v = ((x + y) & 1) ? 255 : 0;
-        level0.push_back({v, v, v, 255});
-      }
-    rd.texels = level0;
-    appendMipLevels(level0, n, n, false, rd.texels);
-    kernel::Texture t{n, n, 0, kernel::kWrapRepeat, kernel::kWrapRepeat, kernel::kFilterLinear};
-    t.mipLevels = kernel::mipLevelCount(n, n);
-    rd.textures = {t};
-  }
-};
-
-TEST(TextureMipsTest, LookupsBlendTheLevelsAroundTheFootprint) {
-  Checker c;
-  const kernel::SceneView v = c.rd.view();
-  const kernel::Vec2f uv = {19.5f / 64.0f, 44.5f / 64.0f};  // a texel centre
-  const float fine = kernel::sampleTexture(v, 0, uv, false).x;
-  EXPECT_TRUE(fine == 0.0f || fine == 1.0f) << fine;
-  // Magnified (a pixel covers a quarter of a texel) and without a footprint: level 0, the same.
-  EXPECT_EQ(kernel::sampleTexture(v, 0, uv, false, std::log2(0.25f / 64.0f)).x, fine);
-  EXPECT_EQ(kernel::sampleTexture(v, 0, uv, false, kernel::kNoLod).x, fine);
-  EXPECT_EQ(kernel::sampleTexture(v, 0, uv, false, std::nanf("")).x, fine);
-  // A pixel covers the whole texture (or more): the last level, the mean (128 / 255).
-  EXPECT_NEAR(kernel::sampleTexture(v, 0, uv, false, 0.0f).x, 128.0f / 255.0f, 1e-6f);
-  EXPECT_NEAR(kernel::sampleTexture(v, 0, uv, false, 5.0f).x, 128.0f / 255.0f, 1e-6f);
-  // Two texels a pixel: level 1, where every texel is the mean of a 2x2 checker (128).
-  EXPECT_NEAR(kernel::sampleTexture(v, 0, uv, false, std::log2(2.0f / 64.0f)).x,
-              128.0f / 255.0f, 1e-6f);
-  // Halfway between level 0 and 1: the blend.
-  EXPECT_NEAR(kernel::sampleTexture(v, 0, uv, false, std::log2(std::sqrt(2.0f) / 64.0f)).x,
-              0.5f * (fine + 128.0f / 255.0f), 1e-5f);
-  // The UV transform's scale counts: a texture repeated 4 times is minified 4 times as much.
-  c.rd.textures[0].uv[0] = 4.0f;
-  c.rd.textures[0].uv[4] = 4.0f;
-  const kernel::SceneView scaled = c.rd.view();
-  EXPECT_NEAR(kernel::sampleTexture(scaled, 0, uv, false, std::log2(0.5f / 64.0f)).x,
-              128.0f / 255.0f, 1e-6f);
-  // Nearest-filtered textures stay on level 0.
-  c.rd.textures[0].filter = kernel::kFilterNearest;
-  EXPECT_EQ(kernel::sampleTexture(c.rd.view(), 0, uv, false, 5.0f).x,
-            kernel::sampleTexture(c.rd.view(), 0, uv, false).x);
+// An odd side gives its last texel to the last texel below (three taps): nothing is left out,
+// and the 1 x 1 level of a 3 x 1 image is its mean.
+TEST(TextureMipsTest, OddSidesLeaveNoTexelOut) {
+  const std::vector<Rgba8> row = {{0, 0, 0, 255}, {0, 0, 0, 255}, {255, 255, 255, 255}};
+  std::vector<Rgba8> linear;
+  appendMipLevels(row, 3, 1, false, linear);
+  ASSERT_EQ(linear.size(), 1u);
+  EXPECT_EQ(linear[0].r, 85);  // (0 + 0 + 255) / 3
+  // 5 x 1: texels 0-1, then 2-4.
+  const std::vector<Rgba8> five = {
+      {10, 0, 0, 255}, {20, 0, 0, 255}, {30, 0, 0, 255}, {40, 0, 0, 255}, {50, 0, 0, 255}};
+  std::vector<Rgba8> chain;
+  appendMipLevels(five, 5, 1, false, chain);
+  ASSERT_EQ(chain.size(), 3u);  // 2 x 1, 1 x 1
+  EXPECT_EQ(chain[0].r, 15);
+  EXPECT_EQ(chain[1].r, 40);
+  EXPECT_EQ(chain[2].r, 28);  // (15 + 40 + 1) / 2, rounded half up
 }
 
-// surfaceAt's footprint: a triangle whose UVs span its world size (1 UV unit a metre) seen by
-// a perspective camera at distance d: one pixel covers d * 2 tan(fov / 2) / height metres.
-TEST(TextureMipsTest, SurfaceFootprintFollowsTheCameraDistance) {
-  RenderData rd;
-  rd.positions = {{0, 0, -10}, {2, 0, -10}, {0, 2, -10}};
-  rd.uvs = {{0, 0}, {2, 0}, {0, 2}};
-  rd.triangles = {{0, 1, 2, 0}};
-  kernel::Camera cam{};
-  cam.type = kernel::kCameraPerspective;
-  cam.width = cam.height = 100;
-  cam.position = {0, 0, 0};
-  cam.forward = {0, 0, -1};
-  cam.right = {1, 0, 0};
-  cam.up = {0, 1, 0};
-  cam.tanHalfFovY = 0.5f;
-  rd.camera = {cam};
-  rd.globals.resize(1);
-  const kernel::SceneView v = rd.view();
-  const kernel::SurfacePoint s = kernel::surfaceAt(v, 0, 0.25f, 0.25f);
-  const float distance = std::sqrt(s.p.x * s.p.x + s.p.y * s.p.y + s.p.z * s.p.z);
-  EXPECT_NEAR(s.lod, std::log2(distance * 2.0f * 0.5f / 100.0f), 1e-4f);
-  // Twice the UV scale: one level coarser.
-  rd.uvs = {{0, 0}, {4, 0}, {0, 4}};
-  EXPECT_NEAR(kernel::surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, s.lod + 1.0f, 1e-4f);
-  // No UVs: no footprint (the finest level).
-  rd.uvs.clear();
-  EXPECT_EQ(kernel::surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, kernel::kNoLod);
+// Colour is weighted by alpha: a transparent texel's colour (here black, as around a cut-out
+// leaf) does not darken the visible one; where every texel is transparent, colour is the plain
+// mean.
+TEST(TextureMipsTest, TransparentTexelsDoNotBleedColour) {
+  const std::vector<Rgba8> leaf = {{0, 200, 0, 255}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+  std::vector<Rgba8> linear, srgb;
+  appendMipLevels(leaf, 2, 2, false, linear);
+  appendMipLevels(leaf, 2, 2, true, srgb);
+  ASSERT_EQ(linear.size(), 1u);
+  EXPECT_EQ(linear[0].g, 200);
+  EXPECT_EQ(linear[0].a, 64);  // (255 + 2) / 4
+  EXPECT_EQ(srgb[0].g, 200);
+  const std::vector<Rgba8> clear = {{0, 0, 0, 0}, {200, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+  std::vector<Rgba8> empty;
+  appendMipLevels(clear, 2, 2, false, empty);
+  EXPECT_EQ(empty[0].r, 50);
+  EXPECT_EQ(empty[0].a, 0);
 }
 
 // A triangle whose material reads texture 0 as base colour (sRGB) and texture 1 as metallic-
@@ -167,7 +125,7 @@ Scene texturedTriangle() {
     SceneTexture t;
     t.width = 2;
     t.height = 1;
-    t.texels = {{0, 0, 0, 0}, {255, 255, 255, 255}};
+    t.texels = {{0, 0, 0, 255}, {255, 255, 255, 255}};
     scene.textures.push_back(t);
   }
   scene.computeBounds();
@@ -214,8 +172,35 @@ TEST(TextureMipsTest, ValidationBoundsTheChain) {
   EXPECT_NE(st.error().message.find("textures[1] reads past the end"), std::string::npos)
       << st.error().message;
   rd.texels.push_back({});
-  rd.textures[1].width = 1u << 20;  // beyond any texture a loader takes
-  EXPECT_FALSE(rd.validate().ok());
+  // A side beyond any a loader takes, with every texel there: refused for its size alone.
+  rd.textures[1].width = kMaxTextureDimension + 1;
+  rd.textures[1].mipLevels = 1;
+  rd.texels.resize(rd.textures[1].texelOffset + kMaxTextureDimension + 1);
+  st = rd.validate();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("larger than 16384"), std::string::npos) << st.error().message;
+}
+
+// prepareMips() makes the chains compile() would make: the render data is the same either way
+// (a session prepares them once and compiles after every edit).
+TEST(TextureMipsTest, PreparedChainsAreTheChainsCompileBuilds) {
+  Scene scene = texturedTriangle();
+  CompileOptions options;
+  options.width = options.height = 8;
+  Result<RenderData> built = compile(scene, options);
+  ASSERT_TRUE(built.ok()) << built.error().message;
+  prepareMips(scene);
+  ASSERT_NE(scene.textures[0].mips, nullptr);
+  EXPECT_TRUE(scene.textures[0].mipsSrgb);
+  EXPECT_FALSE(scene.textures[1].mipsSrgb);
+  Result<RenderData> prepared = compile(scene, options);
+  ASSERT_TRUE(prepared.ok()) << prepared.error().message;
+  EXPECT_EQ(serialize(*prepared), serialize(*built));
+  // A chain made for the other use is not taken: compile() builds its own.
+  scene.textures[0].mipsSrgb = false;
+  Result<RenderData> other = compile(scene, options);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(serialize(*other), serialize(*built));
 }
 
 }  // namespace
