@@ -8,6 +8,7 @@
 #include "core/kernel/material.h"
 #include "core/scene/render_data.h"
 #include "core/scene/texture_mips.h"
+#include "tests/core/kernel/kernel_test_util.h"
 
 namespace pl::kernel {
 namespace {
@@ -197,17 +198,11 @@ TEST(TextureTest, MaterialsReadTheLevelsOfTheFootprint) {
   RandomMips m;
   rd.texels = m.rd.texels;
   rd.textures = m.rd.textures;
-  Material mat{};
-  mat.baseColorFactor = {1, 1, 1, 1};
-  mat.baseColorTexture = 0;
+  Material mat = testing::defaultMaterial();
+  mat.baseColorTexture = mat.metallicRoughnessTexture = mat.emissiveTexture = 0;
   mat.metallicFactor = 1.0f;
-  mat.roughnessFactor = 1.0f;
-  mat.metallicRoughnessTexture = 0;
-  mat.normalTexture = kNoTexture;
-  mat.emissiveTexture = 0;
   mat.emission = {1, 1, 1};
   mat.doubleSided = 1;
-  mat.ior = 1.5f;
   rd.materials = {mat};
   const SceneView v = rd.view();
   SurfacePoint sp = surfaceAt(v, 0, 0.25f, 0.25f);
