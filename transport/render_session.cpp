@@ -65,7 +65,7 @@ std::string describe(const kj::Exception& e) {
 class SceneState {
  public:
   SceneState(SceneSource source, const kernel::Camera& camera)
-      : source_(std::move(source)), camera(camera) {}
+      : camera(camera), source_(std::move(source)) {}
 
   // The data; the first call decodes an encoded-only scene (others wait for it). Thread-safe.
   Result<std::shared_ptr<const RenderData>> data() const {
