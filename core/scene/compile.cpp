@@ -233,10 +233,8 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
   for (const SceneTexture& t : scene.textures) {
     if (t.width == 0 || t.height == 0 || t.texels.size() != size_t(t.width) * t.height)
       return Error{scene.path + ": texture '" + t.name + "' is inconsistent (a loader bug)"};
+    texelCount += t.texels.size() + mipLevelsTexels(t.width, t.height);
   }
-  for (const SceneTexture& t : scene.textures)
-    texelCount += kernel::mipChainTexels(t.width, t.height,
-                                         kernel::mipLevelCount(t.width, t.height));
   if (texelCount >= 0xffffffffu || texelCount * sizeof(kernel::Rgba8) > kMaxRenderDataArrayBytes)
     return Error{scene.path + ": textures too large in total (" + std::to_string(texelCount) +
                  " texels with their mip levels)"};
@@ -263,7 +261,7 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     const SceneTexture& t = scene.textures[i];
     kernel::Rgba8* at = rd.texels.data() + rd.textures[i].texelOffset + t.texels.size();
     const size_t n = mipLevelsTexels(t.width, t.height);
-    if (t.mips != nullptr && t.mipsSrgb == srgb[i] && t.mips->size() == n)
+    if (hasPreparedMips(t, srgb[i]))
       std::copy(t.mips->begin(), t.mips->end(), at);
     else
       writeMipLevels(t.texels, t.width, t.height, srgb[i], {at, n});

@@ -147,11 +147,16 @@ std::vector<bool> colourTextures(const Scene& scene) {
   return srgb;
 }
 
+bool hasPreparedMips(const SceneTexture& t, bool srgb) {
+  return t.mips != nullptr && t.mipsSrgb == srgb &&
+         t.mips->size() == mipLevelsTexels(t.width, t.height);
+}
+
 void prepareMips(Scene& scene) {
   const std::vector<bool> srgb = colourTextures(scene);
   forEachTextureInParallel(scene.textures.size(), [&](size_t i) {
     SceneTexture& t = scene.textures[i];
-    if (t.mips != nullptr && t.mipsSrgb == srgb[i]) return;
+    if (hasPreparedMips(t, srgb[i])) return;
     if (t.width == 0 || t.height == 0 || t.texels.size() != size_t(t.width) * t.height) return;
     auto chain = std::make_shared<std::vector<kernel::Rgba8>>(mipLevelsTexels(t.width, t.height));
     writeMipLevels(t.texels, t.width, t.height, srgb[i], *chain);

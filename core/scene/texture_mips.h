@@ -45,6 +45,8 @@ std::vector<bool> colourTextures(const Scene& scene);
 // again and again (a session's edits), so that compile() copies them instead. Safe to call
 // again: chains that still match are kept.
 void prepareMips(Scene& scene);
+// Whether `t` carries the chain prepareMips() makes for it, filtered as colour or not.
+bool hasPreparedMips(const SceneTexture& t, bool srgb);
 
 // Runs work(0 .. count - 1), each index once, on up to one thread per core (this one included;
 // fewer when no more threads can be started).
