@@ -15,7 +15,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("pl::proto");
 
-const protocolVersion :UInt32 = 4;
+const protocolVersion :UInt32 = 5;
 # Peers are compatible when their protocol versions are equal.
 # 2: every connection is TLS 1.3 keyed by the cluster key (transport/secure_channel.h); the
 #    messages below travel inside it, unchanged.
@@ -24,6 +24,8 @@ const protocolVersion :UInt32 = 4;
 #    channels per pixel (3, or 10 with passes).
 # 4: the render data's Texture carries its mip levels (Texture::mipLevels), stored after level
 #    0 in the texels.
+# 5: the render data lists its meshes (RenderData::meshes: triangle and vertex ranges, and
+#    which are dynamic), from which CPU devices build their BVHs.
 
 struct Hash128 {
   # XXH3-128 of some bytes (a chunk's raw bytes, a manifest).

@@ -24,4 +24,5 @@
   X(float, envMarginalCdf)                 /* per row, inclusive, last = 1 */   \
   X(float, envConditionalCdf)              /* per row, per column, inclusive */ \
   X(::pl::kernel::Camera, camera)          /* exactly one */                    \
-  X(::pl::kernel::SceneGlobals, globals)   /* exactly one */
+  X(::pl::kernel::SceneGlobals, globals)   /* exactly one */                    \
+  X(::pl::kernel::MeshRange, meshes)       /* in order; empty: one mesh */

@@ -13,6 +13,18 @@ struct Triangle {
   uint32_t material;
 };
 
+// The triangles and vertices of one mesh (a glTF primitive instance): RenderData::meshes
+// lists them in order, each mesh's triangles index only its own vertices. kMeshDynamic: a
+// session moved, hid or showed it; CPU devices keep such meshes out of the static meshes' BVH,
+// which they then reuse while those are unchanged (render/embree_tracer.h). The kernel itself
+// never reads this array.
+enum MeshFlags : uint32_t { kMeshDynamic = 1u };
+struct MeshRange {
+  uint32_t firstTriangle, triangleCount;
+  uint32_t firstVertex, vertexCount;
+  uint32_t flags;  // MeshFlags
+};
+
 enum AlphaMode : uint32_t { kAlphaOpaque = 0, kAlphaMask = 1, kAlphaBlend = 2 };
 enum TextureWrap : uint32_t { kWrapRepeat = 0, kWrapClamp = 1, kWrapMirror = 2 };
 enum TextureFilter : uint32_t { kFilterNearest = 0, kFilterLinear = 1 };

@@ -1,19 +1,32 @@
 #pragma once
-// The CPU device's intersection back end: an Embree 3 scene over RenderData's triangles, and
+// The CPU device's intersection back end: Embree 3 scenes over RenderData's triangles, and
 // EmbreeTracer, the Tracer (core/kernel/scene_view.h) that the kernel's integrator calls.
 //
-// Ownership: EmbreeScene owns its Embree device and scene. It shares the triangle index array
-// with the RenderData it was built from (no copy), so that RenderData must outlive it; the
-// vertex positions are copied into a padded buffer (Embree reads 16 bytes at a time).
+// Structure, decided by the data alone (so every CPU device that loads the same RenderData
+// traces the same structure, whatever it loaded before):
+// - The static meshes (RenderData::meshes without kMeshDynamic; all triangles when the data
+//   lists no meshes) share one high-quality BVH, the static part.
+// - Without dynamic meshes the static part is the whole scene. With them, a top-level scene
+//   holds the static part as one instance (identity transform) and each dynamic mesh as a
+//   geometry of its own, rebuilt at every load; a session's moved objects are dynamic.
+// - build() given the scene of the data loaded before reuses its static part when the static
+//   meshes' vertices and triangles are the same bytes: a camera, material or light change,
+//   or a dynamic mesh's move, builds nothing big again.
+//
+// Ownership: every part owns copies of its vertices and indices, so a RenderData may be freed
+// after build(). Scenes built with a `previous` share its Embree device (at the same thread
+// count) and maybe its static part, whichever of them is destroyed first.
+//
+// More than 1024 dynamic meshes are traced as all static (each would be a geometry of its own).
 //
 // Threads: build() uses up to `threads` threads (Embree's own pool). After build, intersect()
 // and occluded() may be called from any number of threads at once.
 
 #include <embree3/rtcore.h>
 
+#include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -26,6 +39,11 @@ namespace pl {
 // Trivially copyable view of a committed Embree scene. Valid while its EmbreeScene lives.
 struct EmbreeTracer {
   RTCScene scene = nullptr;
+  // The static part's triangle i is RenderData triangle staticTriangles[i] (null: i itself).
+  const uint32_t* staticTriangles = nullptr;
+  // Geometry 1 + k of the top-level scene is dynamic mesh k, whose triangle i is RenderData
+  // triangle dynamicFirstTriangle[k] + i. Geometry 0 is the static part (its instance).
+  const uint32_t* dynamicFirstTriangle = nullptr;
 
   kernel::Hit intersect(const kernel::Ray& ray, float tMin, float tMax) const {
     RTCIntersectContext context;
@@ -48,7 +66,7 @@ struct EmbreeTracer {
     rh.hit.instID[0] = RTC_INVALID_GEOMETRY_ID;
     rtcIntersect1(scene, &context, &rh);
     if (rh.hit.geomID == RTC_INVALID_GEOMETRY_ID) return {tMax, kernel::kNoHit, 0.0f, 0.0f};
-    return {rh.ray.tfar, rh.hit.primID, rh.hit.u, rh.hit.v};
+    return {rh.ray.tfar, triangle(rh.hit), rh.hit.u, rh.hit.v};
   }
 
   bool occluded(const kernel::Ray& ray, float tMin, float tMax) const {
@@ -71,21 +89,52 @@ struct EmbreeTracer {
     // Embree sets tfar to -inf when the ray is blocked.
     return r.tfar == -std::numeric_limits<float>::infinity();
   }
+
+  // The RenderData triangle of a hit.
+  uint32_t triangle(const RTCHit& hit) const {
+    // A hit in the static part: through its instance (two levels), or directly (one level).
+    if (hit.instID[0] != RTC_INVALID_GEOMETRY_ID || dynamicFirstTriangle == nullptr)
+      return staticTriangles ? staticTriangles[hit.primID] : hit.primID;
+    return dynamicFirstTriangle[hit.geomID - 1] + hit.primID;
+  }
+};
+
+struct EmbreeDevice;      // the Embree device and its first error (embree_tracer.cpp)
+struct EmbreeStaticPart;  // the static meshes' scene (embree_tracer.cpp)
+
+// What one Embree triangle geometry reads in place: vertices (xyz, one float of padding after
+// the last: Embree loads 16 bytes) and 3 indices per triangle into them.
+struct EmbreeMeshBuffers {
+  std::vector<float> positions;
+  std::vector<uint32_t> indices;
 };
 
 class EmbreeScene {
  public:
-  // Builds the acceleration structure over data.triangles (indices must already be valid:
-  // RenderData::validate()). threads == 0 lets Embree use every hardware thread.
-  static Result<std::unique_ptr<EmbreeScene>> build(const RenderData& data, uint32_t threads);
+  // Builds the acceleration structures over data.triangles (indices and meshes must already be
+  // valid: RenderData::validate()). threads == 0 lets Embree use every hardware thread.
+  // previous: the scene of the data this one replaces, or null; its Embree device and, when
+  // the static meshes are unchanged, its static part are reused (it may be destroyed after).
+  static Result<std::unique_ptr<EmbreeScene>> build(const RenderData& data, uint32_t threads,
+                                                    const EmbreeScene* previous = nullptr);
 
   ~EmbreeScene();
   EmbreeScene(const EmbreeScene&) = delete;
   EmbreeScene& operator=(const EmbreeScene&) = delete;
 
-  EmbreeTracer tracer() const { return EmbreeTracer{scene_}; }
+  EmbreeTracer tracer() const;
   RTCScene scene() const { return scene_; }
   uint32_t triangleCount() const { return triangleCount_; }
+
+  // What build() did: whether it took the static part from `previous`, how many triangles it
+  // built a BVH over (0 when everything was reused), and the dynamic meshes.
+  struct BuildStats {
+    bool staticReused = false;
+    uint64_t trianglesBuilt = 0;
+    uint32_t staticTriangles = 0;
+    uint32_t dynamicMeshes = 0;
+  };
+  const BuildStats& buildStats() const { return stats_; }
 
   // The first Embree device error reported since the last call (Embree errors are rare after
   // a successful build: out of memory, or a bug). Thread-safe.
@@ -93,14 +142,20 @@ class EmbreeScene {
 
  private:
   EmbreeScene() = default;
-  static void errorCallback(void* user, RTCError code, const char* message);
+  void buildStaticPart(const RenderData& data, const std::vector<kernel::MeshRange>& meshes,
+                       const std::function<bool(const kernel::MeshRange&)>& isDynamic,
+                       const EmbreeScene* previous);
+  void buildTopLevel(const RenderData& data, const std::vector<kernel::MeshRange>& meshes);
 
-  RTCDevice device_ = nullptr;
-  RTCScene scene_ = nullptr;
+  std::shared_ptr<EmbreeDevice> device_;
+  std::shared_ptr<const EmbreeStaticPart> static_;
+  RTCScene top_ = nullptr;    // with dynamic meshes: the static part's instance and them
+  RTCScene scene_ = nullptr;  // what rays are traced in: top_, or the static part's scene
   uint32_t triangleCount_ = 0;
-  std::vector<float> positions_;  // xyz per vertex, plus padding for 16-byte loads
-  std::mutex errorMutex_;
-  std::string error_;  // first error since takeError(); empty when none
+  std::vector<uint32_t> staticTriangles_;  // empty: the identity
+  std::vector<uint32_t> dynamicFirstTriangle_;
+  std::vector<std::unique_ptr<EmbreeMeshBuffers>> dynamic_;  // what their geometries read
+  BuildStats stats_;
 };
 
 }  // namespace pl

@@ -216,6 +216,9 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
         m.material >= scene.materials.size())
       return Error{scene.path + ": mesh '" + m.name + "' is inconsistent (a loader bug)"};
     const uint32_t base = uint32_t(rd.positions.size());
+    if (n > 0 || m.indices.size() >= 3)  // empty meshes are not listed (validate())
+      rd.meshes.push_back({uint32_t(rd.triangles.size()), uint32_t(m.indices.size() / 3), base,
+                           uint32_t(n), m.dynamic ? uint32_t(kernel::kMeshDynamic) : 0u});
     rd.positions.insert(rd.positions.end(), m.positions.begin(), m.positions.end());
     rd.normals.insert(rd.normals.end(), m.normals.begin(), m.normals.end());
     rd.uvs.insert(rd.uvs.end(), m.uvs.begin(), m.uvs.end());

@@ -99,6 +99,42 @@ Status RenderData::validate() const {
                      std::to_string(materials.size()));
   }
 
+  // Meshes: none (all one mesh), or consecutive ranges that cover every triangle and every
+  // vertex, each mesh's triangles indexing only its own vertices.
+  if (!meshes.empty()) {
+    uint64_t triangleEnd = 0, vertexEnd = 0;
+    for (size_t i = 0; i < meshes.size(); ++i) {
+      const kernel::MeshRange& m = meshes[i];
+      if (m.firstTriangle != triangleEnd || m.firstVertex != vertexEnd)
+        return invalid(at("meshes", i) + " does not start where the mesh before it ends");
+      if (uint64_t(m.firstTriangle) + m.triangleCount > triangles.size() ||
+          uint64_t(m.firstVertex) + m.vertexCount > vertexCount)
+        return invalid(at("meshes", i) + " reaches beyond the " +
+                       std::to_string(triangles.size()) + " triangles or " +
+                       std::to_string(vertexCount) + " vertices");
+      if ((m.flags & ~uint32_t(kernel::kMeshDynamic)) != 0)
+        return invalid(at("meshes", i) + " has unknown flags " + std::to_string(m.flags));
+      // So that there are never more meshes than triangles and vertices.
+      if (m.triangleCount == 0 && m.vertexCount == 0)
+        return invalid(at("meshes", i) + " is empty");
+      const uint32_t vBegin = m.firstVertex, vEnd = m.firstVertex + m.vertexCount;
+      for (uint32_t t = m.firstTriangle; t < m.firstTriangle + m.triangleCount; ++t) {
+        const kernel::Triangle& tri = triangles[t];
+        for (uint32_t v : {tri.v0, tri.v1, tri.v2})
+          if (v < vBegin || v >= vEnd)
+            return invalid(at("triangles", t) + " of " + at("meshes", i) +
+                           " indexes a vertex outside its mesh");
+      }
+      triangleEnd = uint64_t(m.firstTriangle) + m.triangleCount;
+      vertexEnd = uint64_t(m.firstVertex) + m.vertexCount;
+    }
+    if (triangleEnd != triangles.size() || vertexEnd != vertexCount)
+      return invalid("the meshes cover " + std::to_string(triangleEnd) + " of " +
+                     std::to_string(triangles.size()) + " triangles and " +
+                     std::to_string(vertexEnd) + " of " + std::to_string(vertexCount) +
+                     " vertices");
+  }
+
   for (size_t i = 0; i < materials.size(); ++i) {
     const kernel::Material& m = materials[i];
     const size_t n = textures.size();

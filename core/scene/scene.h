@@ -40,6 +40,10 @@ struct Mesh {
   int32_t node = -1;                    // index into Scene::nodes that instanced it; -1: none
   // false: compile() leaves the mesh out, as if it were not in the scene. See Scene::shown().
   bool visible = true;
+  // Moved, hidden or shown by an edit (scene_edit.h) since the scene was loaded: compile()
+  // marks it kMeshDynamic, so that CPU devices keep it out of the static meshes' BVH and its
+  // next move does not rebuild that (render/embree_tracer.h).
+  bool dynamic = false;
 };
 
 // A node of the file's hierarchy as it was instanced: glTF makes one entry per visit of a

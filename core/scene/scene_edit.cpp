@@ -265,6 +265,7 @@ Status applyNodeTransformEdit(Scene& scene, const NodeTransformEdit& e) {
     m.positions = std::move(s.positions);
     m.normals = std::move(s.normals);
     m.tangents = std::move(s.tangents);
+    m.dynamic = true;
     if (flip)
       for (size_t i = 0; i + 2 < m.indices.size(); i += 3)
         std::swap(m.indices[i + 1], m.indices[i + 2]);
@@ -283,6 +284,8 @@ Status applyVisibilityEdit(Scene& scene, const VisibilityEdit& e) {
   if (e.node.empty() == e.mesh.empty())
     return Error{"visibility edit: give exactly one of node and mesh (got " +
                  (e.node.empty() ? std::string("neither") : "both") + ")"};
+  std::vector<bool> wasShown(scene.meshes.size());
+  for (size_t i = 0; i < scene.meshes.size(); ++i) wasShown[i] = scene.shown(scene.meshes[i]);
   if (!e.node.empty()) {
     bool any = false;
     for (const SceneNode& n : scene.nodes) any |= n.name == e.node;
@@ -300,6 +303,9 @@ Status applyVisibilityEdit(Scene& scene, const VisibilityEdit& e) {
     for (Mesh& m : scene.meshes)
       if (m.name == e.mesh) m.visible = e.visible;
   }
+  // A mesh that appeared or disappeared is dynamic from now on (Mesh::dynamic).
+  for (size_t i = 0; i < scene.meshes.size(); ++i)
+    if (scene.shown(scene.meshes[i]) != wasShown[i]) scene.meshes[i].dynamic = true;
   scene.computeBounds();
   return Status();
 }

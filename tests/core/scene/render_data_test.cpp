@@ -119,6 +119,17 @@ TEST(RenderData, ValidateCatchesBrokenReferences) {
          d.textures.push_back({4, 4, 0, 0, 0, 0});
          d.texels.resize(15);
        }},
+      {"meshes[1] does not start where", [](RenderData& d) { d.meshes[1].firstTriangle += 1; }},
+      {"meshes[3] reaches beyond", [](RenderData& d) { d.meshes[3].vertexCount += 1; }},
+      {"meshes[0] has unknown flags", [](RenderData& d) { d.meshes[0].flags = 2; }},
+      {"triangles[0] of meshes[0] indexes a vertex outside its mesh",
+       [](RenderData& d) { d.triangles[0].v1 = d.meshes[1].firstVertex; }},
+      {"the meshes cover", [](RenderData& d) { d.meshes.pop_back(); }},
+      {"meshes[4] is empty",
+       [](RenderData& d) { d.meshes.push_back({uint32_t(d.triangles.size()), 0,
+                                               uint32_t(d.positions.size()), 0, 0}); }},
+      {"meshes[0] reaches beyond",
+       [](RenderData& d) { d.meshes[0].triangleCount = 0xffffffffu; }},
       {"lights[0] has unknown type",
        [](RenderData& d) {
          kernel::PunctualLight l{};
@@ -132,6 +143,9 @@ TEST(RenderData, ValidateCatchesBrokenReferences) {
     rd.normals.clear();
     rd.uvs.clear();
     rd.tangents.clear();
+    EXPECT_TRUE(rd.validate().ok());
+    // So is data that lists no meshes (one mesh of everything).
+    rd.meshes.clear();
     EXPECT_TRUE(rd.validate().ok());
   }
   for (const Case& c : cases) {

@@ -308,7 +308,7 @@ TEST(SceneEdit, MaterialEditOfASceneBuiltInCode) {
 
 TEST(SceneEdit, HiddenNodeGivesTheBytesOfASceneWithoutIt) {
   Scene s = hierarchy();
-  const std::vector<uint8_t> original = serialize(compileOk(s));
+  const RenderData original = compileOk(s);
   VisibilityEdit hide;
   hide.node = "Lamp";
   hide.visible = false;
@@ -325,9 +325,13 @@ TEST(SceneEdit, HiddenNodeGivesTheBytesOfASceneWithoutIt) {
   j["nodes"][0].erase("children");
   EXPECT_EQ(serialize(hidden), serialize(compileOk(loadJson(j))));
 
+  // Shown again: the same bytes, but for the lamp's mesh now being dynamic.
   hide.visible = true;
   ASSERT_TRUE(applyVisibilityEdit(s, hide).ok());
-  EXPECT_EQ(serialize(compileOk(s)), original);
+  RenderData shown = compileOk(s);
+  EXPECT_EQ(changed(shown, original), Names{"meshes"});
+  ASSERT_EQ(shown.meshes.size(), original.meshes.size());
+  EXPECT_EQ(shown.meshes.back().flags, uint32_t(kernel::kMeshDynamic));
 }
 
 TEST(SceneEdit, HiddenParentHidesDescendants) {
@@ -424,6 +428,64 @@ TEST(SceneEdit, TransformMovesTheNodeAndItsDescendants) {
   EXPECT_LT(maxDifference(after.normals, loaded.normals), 1e-6f);
   EXPECT_LT(kernel::length(after.lights[0].position - loaded.lights[0].position), 1e-6f);
   EXPECT_EQ(changed(after, loaded).count("triangles"), 0u);
+}
+
+// compile() lists each shown mesh's triangles and vertices; what an edit moved, hid or showed
+// is dynamic from then on (a device's BVH then rebuilds only it when it moves again).
+TEST(SceneEdit, MovedHiddenAndShownMeshesBecomeDynamic) {
+  Scene s = hierarchy();
+  RenderData before = compileOk(s);
+  ASSERT_EQ(before.meshes.size(), 4u);  // Room's three primitives, LightPanel
+  uint32_t triangles = 0, vertices = 0;
+  for (const kernel::MeshRange& m : before.meshes) {
+    EXPECT_EQ(m.firstTriangle, triangles);
+    EXPECT_EQ(m.firstVertex, vertices);
+    EXPECT_EQ(m.flags, 0u);
+    triangles += m.triangleCount;
+    vertices += m.vertexCount;
+  }
+  EXPECT_EQ(triangles, before.triangles.size());
+  EXPECT_EQ(vertices, before.positions.size());
+
+  // Moving Lamp moves LightPanel (mesh 3) only.
+  NodeTransformEdit move;
+  move.node = "Lamp";
+  move.worldFromLocal = trs({0.1f, -0.001f, 0}, 0.0, {1, 1, 1});
+  ASSERT_TRUE(applyNodeTransformEdit(s, move).ok());
+  RenderData moved = compileOk(s);
+  EXPECT_TRUE(moved.validate().ok());
+  ASSERT_EQ(moved.meshes.size(), 4u);
+  EXPECT_EQ(moved.meshes[3].flags, uint32_t(kernel::kMeshDynamic));
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(moved.meshes[i].flags, 0u) << i;
+
+  // Showing what is shown changes nothing.
+  VisibilityEdit hide;
+  hide.node = "Room";
+  hide.visible = true;
+  ASSERT_TRUE(applyVisibilityEdit(s, hide).ok());
+  EXPECT_EQ(serialize(compileOk(s)), serialize(moved));
+
+  // Hiding Room (and so Lamp below it): nothing is compiled; shown again, all four dynamic.
+  hide.visible = false;
+  ASSERT_TRUE(applyVisibilityEdit(s, hide).ok());
+  EXPECT_TRUE(compileOk(s).meshes.empty());
+  hide.visible = true;
+  ASSERT_TRUE(applyVisibilityEdit(s, hide).ok());
+  RenderData shown = compileOk(s);
+  ASSERT_EQ(shown.meshes.size(), 4u);
+  for (const kernel::MeshRange& m : shown.meshes) EXPECT_EQ(m.flags, uint32_t(kernel::kMeshDynamic));
+
+  // A mesh hidden by name leaves the list; the others keep their ranges in order.
+  Scene t = hierarchy();
+  VisibilityEdit panel;
+  panel.mesh = "LightPanel";
+  panel.visible = false;
+  ASSERT_TRUE(applyVisibilityEdit(t, panel).ok());
+  RenderData hidden = compileOk(t);
+  EXPECT_TRUE(hidden.validate().ok());
+  ASSERT_EQ(hidden.meshes.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(hidden.meshes[i].flags, 0u) << i;
+  EXPECT_TRUE(t.meshes[meshesOfNode(t, "Lamp")[0]].dynamic);
 }
 
 TEST(SceneEdit, TransformThenInverseRestores) {
