@@ -76,6 +76,8 @@ struct CudaDevice::Impl {
 
   std::shared_ptr<const RenderData> data;
   std::vector<DeviceBuffer> buffers;  // every RenderData array and the BVH
+  // The static meshes' tree of the last load (on the host), reused while they are unchanged.
+  std::shared_ptr<const StaticBvh> staticBvh;
   kernel::SceneView view{};
   kernel::BvhTracer tracer{};
   LoadStats stats;
@@ -195,7 +197,7 @@ Status CudaDevice::load(std::shared_ptr<const RenderData> data) {
   d.unload();
 
   auto t0 = std::chrono::steady_clock::now();
-  Bvh bvh = buildBvh(data->positions, data->triangles);
+  Bvh bvh = buildMeshBvh(*data, &d.staticBvh);
   auto t1 = std::chrono::steady_clock::now();
 
   LoadStats stats;

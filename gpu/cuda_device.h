@@ -1,6 +1,7 @@
 #pragma once
 // CudaDevice: one NVIDIA GPU as a render Device. load() validates the RenderData, builds a
-// BVH on the host (core/render/bvh_builder.h) and uploads every RenderData array and the BVH;
+// BVH on the host (core/render/bvh_builder.h: buildMeshBvh, keeping the static meshes' tree of
+// the previous load while they are unchanged) and uploads every RenderData array and the BVH;
 // render() runs kernel::renderPixel over kernel::BvhTracer for every pixel of the unit and
 // copies the fixed-point sums back.
 //

@@ -19,6 +19,9 @@ struct Triangle {
 // which they then reuse while those are unchanged (render/embree_tracer.h). The kernel itself
 // never reads this array.
 enum MeshFlags : uint32_t { kMeshDynamic = 1u };
+// Beyond this many dynamic meshes a device treats them all as static: each would be a BVH of
+// its own, and their number comes from the network.
+constexpr uint32_t kMaxDynamicMeshes = 1024;
 struct MeshRange {
   uint32_t firstTriangle, triangleCount;
   uint32_t firstVertex, vertexCount;

@@ -64,14 +64,17 @@ struct Bin {
 
 class Builder {
  public:
+  // Over `triangles`, or only those whose indices `subset` lists (in that order).
   Builder(const std::vector<Vec3f>& positions, const std::vector<kernel::Triangle>& triangles,
-          const BvhBuildOptions& options)
-      : options_(options), triangleCount_(triangles.size()) {
+          const BvhBuildOptions& options, const std::vector<uint32_t>* subset = nullptr)
+      : options_(options), triangleCount_(subset ? subset->size() : triangles.size()) {
     PL_CHECK(options_.binCount >= 2 && options_.binCount <= kMaxBins);
     PL_CHECK(options_.maxLeafSize >= 1 && options_.maxLeafSize <= 255);
     PL_CHECK(triangles.size() < (size_t(1) << 32));
-    refs_.reserve(triangles.size());
-    for (size_t i = 0; i < triangles.size(); ++i) {
+    refs_.reserve(triangleCount_);
+    for (size_t k = 0; k < triangleCount_; ++k) {
+      const size_t i = subset ? (*subset)[k] : k;
+      PL_CHECK(i < triangles.size());
       const kernel::Triangle& t = triangles[i];
       PL_CHECK(t.v0 < positions.size() && t.v1 < positions.size() && t.v2 < positions.size());
       Vec3f p0 = positions[t.v0], p1 = positions[t.v1], p2 = positions[t.v2];
@@ -251,6 +254,147 @@ bool isDegenerateTriangle(kernel::Vec3f p0, kernel::Vec3f p1, kernel::Vec3f p2) 
 Bvh buildBvh(const std::vector<kernel::Vec3f>& positions,
              const std::vector<kernel::Triangle>& triangles, const BvhBuildOptions& options) {
   return Builder(positions, triangles, options).build();
+}
+
+namespace {
+
+// Joins parts (each a whole tree, none empty) under a top tree: median splits of the parts'
+// centroids along the widest axis, ties by part order. Each part's root takes a slot of the
+// top tree, its other nodes and its leaf entries are appended with their indices shifted.
+class Joiner {
+ public:
+  explicit Joiner(std::vector<const Bvh*> parts) : parts_(std::move(parts)) {}
+
+  Bvh join() {
+    out_.nodes.push_back({});
+    std::vector<uint32_t> order(parts_.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    place(0, order.data(), order.data() + order.size(), 0);
+    return std::move(out_);
+  }
+
+ private:
+  static Aabb boundsOf(const Bvh& b) {
+    Aabb a;
+    a.grow(b.nodes[0].boundsMin);
+    a.grow(b.nodes[0].boundsMax);
+    return a;
+  }
+
+  void place(uint32_t slot, uint32_t* begin, uint32_t* end, uint32_t depth) {
+    if (end - begin == 1) {
+      copyPart(slot, *parts_[*begin], depth);
+      return;
+    }
+    Aabb bounds, centroids;
+    for (uint32_t* p = begin; p != end; ++p) {
+      const Aabb b = boundsOf(*parts_[*p]);
+      bounds.grow(b);
+      centroids.grow((b.lo + b.hi) * 0.5f);
+    }
+    const Vec3f extent = centroids.hi - centroids.lo;
+    const int axis = extent.x >= extent.y ? (extent.x >= extent.z ? 0 : 2)
+                                          : (extent.y >= extent.z ? 1 : 2);
+    uint32_t* mid = begin + (end - begin) / 2;
+    std::nth_element(begin, mid, end, [&](uint32_t a, uint32_t b) {
+      const Aabb ba = boundsOf(*parts_[a]), bb = boundsOf(*parts_[b]);
+      const float ca = axisOf(ba.lo + ba.hi, axis), cb = axisOf(bb.lo + bb.hi, axis);
+      return ca < cb || (ca == cb && a < b);
+    });
+    const uint32_t left = static_cast<uint32_t>(out_.nodes.size());
+    out_.nodes.push_back({});
+    out_.nodes.push_back({});
+    out_.nodes[slot] = {bounds.lo, left, bounds.hi, 0};
+    place(left, begin, mid, depth + 1);
+    place(left + 1, mid, end, depth + 1);
+  }
+
+  void copyPart(uint32_t slot, const Bvh& part, uint32_t depth) {
+    const uint32_t base = static_cast<uint32_t>(out_.nodes.size());
+    const uint32_t primBase = static_cast<uint32_t>(out_.primIndices.size());
+    out_.primIndices.insert(out_.primIndices.end(), part.primIndices.begin(),
+                            part.primIndices.end());
+    // The part's node j > 0 goes to base + j - 1; its root to the slot.
+    auto shifted = [&](kernel::BvhNode n) {
+      n.first = n.count == 0 ? base + n.first - 1 : primBase + n.first;
+      return n;
+    };
+    out_.nodes[slot] = shifted(part.nodes[0]);
+    for (size_t j = 1; j < part.nodes.size(); ++j) out_.nodes.push_back(shifted(part.nodes[j]));
+    out_.depth = std::max(out_.depth, depth + part.depth);
+    out_.leafCount += part.leafCount;
+    out_.maxLeafSize = std::max(out_.maxLeafSize, part.maxLeafSize);
+  }
+
+  std::vector<const Bvh*> parts_;
+  Bvh out_;
+};
+
+Hash128 staticKey(const RenderData& data, const std::vector<kernel::MeshRange>& meshes,
+                  const std::vector<uint32_t>& staticTriangles) {
+  std::vector<Hash128> parts;
+  for (const kernel::MeshRange& m : meshes) {
+    if (m.flags & kernel::kMeshDynamic) continue;
+    const uint32_t range[4] = {m.firstTriangle, m.triangleCount, m.firstVertex, m.vertexCount};
+    parts.push_back(hash128(range, sizeof(range)));
+    parts.push_back(hash128(data.positions.data() + m.firstVertex,
+                            size_t(m.vertexCount) * sizeof(kernel::Vec3f)));
+    parts.push_back(hash128(data.triangles.data() + m.firstTriangle,
+                            size_t(m.triangleCount) * sizeof(kernel::Triangle)));
+  }
+  parts.push_back(hash128(staticTriangles.data(), staticTriangles.size() * sizeof(uint32_t)));
+  return hash128(parts.data(), parts.size() * sizeof(Hash128));
+}
+
+bool isEmpty(const Bvh& b) { return b.nodes.size() == 1 && b.nodes[0].count == 0; }
+
+}  // namespace
+
+Bvh buildMeshBvh(const RenderData& data, std::shared_ptr<const StaticBvh>* staticPart,
+                 const BvhBuildOptions& options) {
+  std::vector<kernel::MeshRange> meshes = data.meshes;
+  if (meshes.empty())
+    meshes.push_back({0, uint32_t(data.triangles.size()), 0, uint32_t(data.positions.size()), 0});
+  size_t dynamicCount = 0;
+  for (const kernel::MeshRange& m : meshes) dynamicCount += (m.flags & kernel::kMeshDynamic) != 0;
+  if (dynamicCount > kernel::kMaxDynamicMeshes)
+    for (kernel::MeshRange& m : meshes) m.flags &= ~uint32_t(kernel::kMeshDynamic);
+
+  std::vector<uint32_t> staticTriangles;
+  for (const kernel::MeshRange& m : meshes)
+    if (!(m.flags & kernel::kMeshDynamic))
+      for (uint32_t t = m.firstTriangle; t < m.firstTriangle + m.triangleCount; ++t)
+        staticTriangles.push_back(t);
+  const Hash128 key = staticKey(data, meshes, staticTriangles);
+  if (!*staticPart || !((*staticPart)->key == key)) {
+    auto part = std::make_shared<StaticBvh>();
+    part->key = key;
+    part->bvh = Builder(data.positions, data.triangles, options, &staticTriangles).build();
+    *staticPart = std::move(part);
+  }
+
+  std::vector<Bvh> dynamicTrees;
+  dynamicTrees.reserve(dynamicCount);
+  uint32_t degenerate = (*staticPart)->bvh.degenerateCount;
+  for (const kernel::MeshRange& m : meshes) {
+    if (!(m.flags & kernel::kMeshDynamic)) continue;
+    std::vector<uint32_t> triangles(m.triangleCount);
+    for (uint32_t i = 0; i < m.triangleCount; ++i) triangles[i] = m.firstTriangle + i;
+    dynamicTrees.push_back(Builder(data.positions, data.triangles, options, &triangles).build());
+    degenerate += dynamicTrees.back().degenerateCount;
+  }
+  if (dynamicTrees.empty()) return (*staticPart)->bvh;
+
+  std::vector<const Bvh*> parts;
+  if (!isEmpty((*staticPart)->bvh)) parts.push_back(&(*staticPart)->bvh);
+  for (const Bvh& b : dynamicTrees)
+    if (!isEmpty(b)) parts.push_back(&b);
+  if (parts.empty()) return Builder(data.positions, data.triangles, options).build();
+  Bvh joined = Joiner(std::move(parts)).join();
+  joined.degenerateCount = degenerate;
+  // Deeper than the kernel's stack allows (never seen): one tree over everything instead.
+  if (joined.depth > kernel::kBvhMaxDepth) return buildBvh(data.positions, data.triangles, options);
+  return joined;
 }
 
 }  // namespace pl

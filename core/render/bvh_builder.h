@@ -1,12 +1,15 @@
 #pragma once
 // Host-side builder of the kernel BVH (core/kernel/bvh.h): binned SAH over the triangles of
-// a RenderData. Used by the CUDA device at load(); the result is plain arrays ready to upload.
+// a RenderData, whole (buildBvh) or in parts that a device reuses between loads
+// (buildMeshBvh). Used by the CUDA device at load(); the result is plain arrays ready to upload.
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/kernel/bvh.h"
 #include "core/scene/render_data.h"
+#include "core/util/hash.h"
 
 namespace pl {
 
@@ -42,5 +45,21 @@ bool isDegenerateTriangle(kernel::Vec3f p0, kernel::Vec3f p1, kernel::Vec3f p2);
 // million triangles.
 Bvh buildBvh(const std::vector<kernel::Vec3f>& positions,
              const std::vector<kernel::Triangle>& triangles, const BvhBuildOptions& options = {});
+
+// The static meshes' part of a BVH built by buildMeshBvh(), which a device keeps between loads.
+struct StaticBvh {
+  Hash128 key;  // of the static meshes' ranges, triangles and positions
+  Bvh bvh;      // over their triangles; primIndices index RenderData::triangles
+};
+
+// The BVH of `data`, built in parts: one tree over the static meshes (RenderData::meshes
+// without kMeshDynamic; all triangles when none are listed), one per dynamic mesh, joined under
+// a top tree over their bounds (the kernel traverses it as any other tree). The static tree is
+// taken from *staticPart when its key matches, else built; *staticPart is then the one used.
+// So moving a dynamic mesh rebuilds only that mesh's tree. Without dynamic meshes (or more
+// than kMaxDynamicMeshes) the result is buildBvh()'s tree. Deterministic: the same data gives
+// the same tree, whatever *staticPart held. data must be valid (RenderData::validate()).
+Bvh buildMeshBvh(const RenderData& data, std::shared_ptr<const StaticBvh>* staticPart,
+                 const BvhBuildOptions& options = {});
 
 }  // namespace pl

@@ -66,11 +66,6 @@ struct EmbreeDevice {
 
 namespace {
 
-// Beyond this many dynamic meshes the data is traced as all static (one BVH, rebuilt when any
-// mesh moves): each dynamic mesh is an Embree geometry of its own, and their number comes
-// from the network.
-constexpr size_t kMaxDynamicMeshes = 1024;
-
 // The vertices and triangles of the meshes that `take` selects, rebased to their own vertex
 // list: what one Embree geometry reads.
 template <class Take>
@@ -177,7 +172,7 @@ Result<std::unique_ptr<EmbreeScene>> EmbreeScene::build(const RenderData& data, 
     meshes.push_back({0, uint32_t(data.triangles.size()), 0, uint32_t(data.positions.size()), 0});
   size_t dynamicCount = 0;
   for (const kernel::MeshRange& m : meshes) dynamicCount += (m.flags & kernel::kMeshDynamic) != 0;
-  const bool twoLevel = dynamicCount > 0 && dynamicCount <= kMaxDynamicMeshes;
+  const bool twoLevel = dynamicCount > 0 && dynamicCount <= kernel::kMaxDynamicMeshes;
   const auto isDynamic = [twoLevel](const kernel::MeshRange& m) {
     return twoLevel && (m.flags & kernel::kMeshDynamic) != 0;
   };

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -495,6 +496,78 @@ void checkAgainstEmbree(const std::string& path, uint32_t rayCount) {
   EXPECT_GT(hits, rayCount / 4);
   // Rays grazing an edge may go either way in two different triangle tests.
   EXPECT_LE(disagreements, rayCount / 1000 + 1);
+}
+
+// --- Built in parts: static meshes and dynamic ones --------------------------------------
+
+RenderData compiledCornellBox() {
+  CompileOptions options;
+  options.width = options.height = 32;
+  Result<RenderData> data = loadAndCompile(cornellBoxPath(), options);
+  EXPECT_TRUE(data.ok()) << (data.ok() ? "" : data.error().message);
+  return data.ok() ? std::move(data).value() : RenderData();
+}
+
+TestMesh testMeshOf(const RenderData& data) {
+  TestMesh mesh;
+  mesh.positions = data.positions;
+  mesh.triangles = data.triangles;
+  return mesh;
+}
+
+bool sameTree(const Bvh& a, const Bvh& b) {
+  return a.nodes.size() == b.nodes.size() && a.primIndices == b.primIndices &&
+         std::memcmp(a.nodes.data(), b.nodes.data(), a.nodes.size() * sizeof(kernel::BvhNode)) ==
+             0 &&
+         a.depth == b.depth && a.leafCount == b.leafCount;
+}
+
+TEST(MeshBvh, WithoutDynamicMeshesItIsTheWholeTree) {
+  RenderData data = compiledCornellBox();
+  ASSERT_EQ(data.meshes.size(), 4u);
+  std::shared_ptr<const StaticBvh> part;
+  Bvh whole = buildMeshBvh(data, &part);
+  ASSERT_NE(part, nullptr);
+  EXPECT_TRUE(sameTree(whole, buildBvh(data.positions, data.triangles)));
+  // A camera or material change keeps the part; a moved static vertex does not.
+  const StaticBvh* kept = part.get();
+  data.camera[0].position.x += 1.0f;
+  data.materials[0].roughnessFactor = 0.1f;
+  buildMeshBvh(data, &part);
+  EXPECT_EQ(part.get(), kept);
+  data.positions[0].x += 0.01f;
+  buildMeshBvh(data, &part);
+  EXPECT_NE(part.get(), kept);
+}
+
+TEST(MeshBvh, MovingDynamicMeshesKeepsTheStaticTree) {
+  const RenderData data = compiledCornellBox();
+  ASSERT_EQ(data.meshes.size(), 4u);
+  const std::vector<std::vector<size_t>> cases = {{1}, {3}, {1, 2}, {0, 1, 2, 3}};
+  for (const std::vector<size_t>& dynamicMeshes : cases) {
+    SCOPED_TRACE("dynamic meshes " + std::to_string(dynamicMeshes.size()) + " from " +
+                 std::to_string(dynamicMeshes[0]));
+    RenderData d = data;
+    for (size_t m : dynamicMeshes) d.meshes[m].flags = kernel::kMeshDynamic;
+    std::shared_ptr<const StaticBvh> part;
+    Bvh first = buildMeshBvh(d, &part);
+    checkInvariants(testMeshOf(d), first, 4);
+    checkTraversal(testMeshOf(d), first, 3000, 7);
+    const StaticBvh* kept = part.get();
+
+    for (size_t m : dynamicMeshes) {
+      const kernel::MeshRange& r = d.meshes[m];
+      for (uint32_t v = r.firstVertex; v < r.firstVertex + r.vertexCount; ++v)
+        d.positions[v] = d.positions[v] + Vec3f{0.03f, 0.02f, -0.01f};
+    }
+    Bvh moved = buildMeshBvh(d, &part);
+    EXPECT_EQ(part.get(), kept) << "the static tree was built again";
+    checkInvariants(testMeshOf(d), moved, 4);
+    checkTraversal(testMeshOf(d), moved, 3000, 8);
+    // Warm or fresh: the same tree, bit for bit.
+    std::shared_ptr<const StaticBvh> none;
+    EXPECT_TRUE(sameTree(moved, buildMeshBvh(d, &none)));
+  }
 }
 
 TEST(BvhScenes, AgreesWithEmbreeCornellBox) { checkAgainstEmbree(cornellBoxPath(), 20000); }
