@@ -94,6 +94,7 @@ struct CudaDevice::Impl {
     Error e{label() + ": " + what + ": " + cudaMessage(err)};
     if (!failed) {
       failed = true;
+      staticBvh.reset();  // a failed device loads nothing again
       firstError = e;
       log(LogLevel::Error, "%s (device disabled)", e.message.c_str());
     }

@@ -258,18 +258,32 @@ Bvh buildBvh(const std::vector<kernel::Vec3f>& positions,
 
 namespace {
 
-// Joins parts (each a whole tree, none empty) under a top tree: median splits of the parts'
-// centroids along the widest axis, ties by part order. Each part's root takes a slot of the
-// top tree, its other nodes and its leaf entries are appended with their indices shifted.
+// Joins parts (each a whole tree, none empty) under a top tree. With a static part, the root's
+// children are the static tree and a tree over the dynamic parts, so the big static tree
+// lies one level down whatever their number. The dynamic parts are split at the median of
+// their centroids along the widest axis, ties by part order. Each part's root takes a slot of
+// the top tree; its other nodes and its leaf entries are appended with their indices shifted.
 class Joiner {
  public:
-  explicit Joiner(std::vector<const Bvh*> parts) : parts_(std::move(parts)) {}
+  Joiner(const Bvh* staticPart, std::vector<const Bvh*> dynamicParts)
+      : parts_(std::move(dynamicParts)) {
+    if (staticPart) parts_.insert(parts_.begin(), staticPart);
+    staticFirst_ = staticPart != nullptr && parts_.size() > 1;
+  }
 
   Bvh join() {
     out_.nodes.push_back({});
     std::vector<uint32_t> order(parts_.size());
     for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-    place(0, order.data(), order.data() + order.size(), 0);
+    uint32_t* begin = order.data();
+    uint32_t* end = order.data() + order.size();
+    if (!staticFirst_) {
+      place(0, begin, end, 0);
+    } else {
+      const uint32_t left = addChildren(0, begin, end);
+      copyPart(left, *parts_[0], 1);
+      place(left + 1, begin + 1, end, 1);
+    }
     return std::move(out_);
   }
 
@@ -286,10 +300,9 @@ class Joiner {
       copyPart(slot, *parts_[*begin], depth);
       return;
     }
-    Aabb bounds, centroids;
+    Aabb centroids;
     for (uint32_t* p = begin; p != end; ++p) {
       const Aabb b = boundsOf(*parts_[*p]);
-      bounds.grow(b);
       centroids.grow((b.lo + b.hi) * 0.5f);
     }
     const Vec3f extent = centroids.hi - centroids.lo;
@@ -301,12 +314,21 @@ class Joiner {
       const float ca = axisOf(ba.lo + ba.hi, axis), cb = axisOf(bb.lo + bb.hi, axis);
       return ca < cb || (ca == cb && a < b);
     });
+    const uint32_t left = addChildren(slot, begin, end);
+    place(left, begin, mid, depth + 1);
+    place(left + 1, mid, end, depth + 1);
+  }
+
+  // Makes `slot` an interior node over the parts [begin, end): its two children are appended;
+  // returns the left one's index.
+  uint32_t addChildren(uint32_t slot, const uint32_t* begin, const uint32_t* end) {
+    Aabb bounds;
+    for (const uint32_t* p = begin; p != end; ++p) bounds.grow(boundsOf(*parts_[*p]));
     const uint32_t left = static_cast<uint32_t>(out_.nodes.size());
     out_.nodes.push_back({});
     out_.nodes.push_back({});
     out_.nodes[slot] = {bounds.lo, left, bounds.hi, 0};
-    place(left, begin, mid, depth + 1);
-    place(left + 1, mid, end, depth + 1);
+    return left;
   }
 
   void copyPart(uint32_t slot, const Bvh& part, uint32_t depth) {
@@ -326,13 +348,17 @@ class Joiner {
     out_.maxLeafSize = std::max(out_.maxLeafSize, part.maxLeafSize);
   }
 
-  std::vector<const Bvh*> parts_;
+  std::vector<const Bvh*> parts_;  // the static part first, when there is one
+  bool staticFirst_ = false;
   Bvh out_;
 };
 
 Hash128 staticKey(const RenderData& data, const std::vector<kernel::MeshRange>& meshes,
-                  const std::vector<uint32_t>& staticTriangles) {
+                  const BvhBuildOptions& options) {
   std::vector<Hash128> parts;
+  const float settings[3] = {float(options.binCount), float(options.maxLeafSize),
+                             options.traversalCost};
+  parts.push_back(hash128(settings, sizeof(settings)));
   for (const kernel::MeshRange& m : meshes) {
     if (m.flags & kernel::kMeshDynamic) continue;
     const uint32_t range[4] = {m.firstTriangle, m.triangleCount, m.firstVertex, m.vertexCount};
@@ -342,7 +368,6 @@ Hash128 staticKey(const RenderData& data, const std::vector<kernel::MeshRange>& 
     parts.push_back(hash128(data.triangles.data() + m.firstTriangle,
                             size_t(m.triangleCount) * sizeof(kernel::Triangle)));
   }
-  parts.push_back(hash128(staticTriangles.data(), staticTriangles.size() * sizeof(uint32_t)));
   return hash128(parts.data(), parts.size() * sizeof(Hash128));
 }
 
@@ -357,16 +382,19 @@ Bvh buildMeshBvh(const RenderData& data, std::shared_ptr<const StaticBvh>* stati
     meshes.push_back({0, uint32_t(data.triangles.size()), 0, uint32_t(data.positions.size()), 0});
   size_t dynamicCount = 0;
   for (const kernel::MeshRange& m : meshes) dynamicCount += (m.flags & kernel::kMeshDynamic) != 0;
-  if (dynamicCount > kernel::kMaxDynamicMeshes)
+  if (dynamicCount > kernel::kMaxDynamicMeshes) {
     for (kernel::MeshRange& m : meshes) m.flags &= ~uint32_t(kernel::kMeshDynamic);
+    dynamicCount = 0;
+  }
 
-  std::vector<uint32_t> staticTriangles;
-  for (const kernel::MeshRange& m : meshes)
-    if (!(m.flags & kernel::kMeshDynamic))
-      for (uint32_t t = m.firstTriangle; t < m.firstTriangle + m.triangleCount; ++t)
-        staticTriangles.push_back(t);
-  const Hash128 key = staticKey(data, meshes, staticTriangles);
+  const Hash128 key = staticKey(data, meshes, options);
   if (!*staticPart || !((*staticPart)->key == key)) {
+    staticPart->reset();  // not two static trees at once
+    std::vector<uint32_t> staticTriangles;
+    for (const kernel::MeshRange& m : meshes)
+      if (!(m.flags & kernel::kMeshDynamic))
+        for (uint32_t t = m.firstTriangle; t < m.firstTriangle + m.triangleCount; ++t)
+          staticTriangles.push_back(t);
     auto part = std::make_shared<StaticBvh>();
     part->key = key;
     part->bvh = Builder(data.positions, data.triangles, options, &staticTriangles).build();
@@ -385,12 +413,16 @@ Bvh buildMeshBvh(const RenderData& data, std::shared_ptr<const StaticBvh>* stati
   }
   if (dynamicTrees.empty()) return (*staticPart)->bvh;
 
-  std::vector<const Bvh*> parts;
-  if (!isEmpty((*staticPart)->bvh)) parts.push_back(&(*staticPart)->bvh);
+  const Bvh* staticTree = isEmpty((*staticPart)->bvh) ? nullptr : &(*staticPart)->bvh;
+  std::vector<const Bvh*> dynamicParts;
   for (const Bvh& b : dynamicTrees)
-    if (!isEmpty(b)) parts.push_back(&b);
-  if (parts.empty()) return Builder(data.positions, data.triangles, options).build();
-  Bvh joined = Joiner(std::move(parts)).join();
+    if (!isEmpty(b)) dynamicParts.push_back(&b);
+  if (!staticTree && dynamicParts.empty()) {  // every triangle degenerate
+    Bvh empty = (*staticPart)->bvh;
+    empty.degenerateCount = degenerate;
+    return empty;
+  }
+  Bvh joined = Joiner(staticTree, std::move(dynamicParts)).join();
   joined.degenerateCount = degenerate;
   // Deeper than the kernel's stack allows (never seen): one tree over everything instead.
   if (joined.depth > kernel::kBvhMaxDepth) return buildBvh(data.positions, data.triangles, options);

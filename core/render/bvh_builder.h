@@ -48,13 +48,14 @@ Bvh buildBvh(const std::vector<kernel::Vec3f>& positions,
 
 // The static meshes' part of a BVH built by buildMeshBvh(), which a device keeps between loads.
 struct StaticBvh {
-  Hash128 key;  // of the static meshes' ranges, triangles and positions
+  Hash128 key;  // of the build options and the static meshes' ranges, triangles, positions
   Bvh bvh;      // over their triangles; primIndices index RenderData::triangles
 };
 
 // The BVH of `data`, built in parts: one tree over the static meshes (RenderData::meshes
-// without kMeshDynamic; all triangles when none are listed), one per dynamic mesh, joined under
-// a top tree over their bounds (the kernel traverses it as any other tree). The static tree is
+// without kMeshDynamic; all triangles when none are listed) and one per dynamic mesh, joined
+// into one tree (the kernel traverses it as any other): the root's children are the static
+// tree and a top tree over the dynamic trees' bounds. The static tree is
 // taken from *staticPart when its key matches, else built; *staticPart is then the one used.
 // So moving a dynamic mesh rebuilds only that mesh's tree. Without dynamic meshes (or more
 // than kMaxDynamicMeshes) the result is buildBvh()'s tree. Deterministic: the same data gives

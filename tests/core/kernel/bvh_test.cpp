@@ -20,6 +20,7 @@
 #include "core/render/embree_tracer.h"
 #include "core/scene/compile.h"
 #include "core/scene/load.h"
+#include "tests/core/render/mesh_cases.h"
 #include "tests/gpu/block_compare.h"
 
 namespace pl {
@@ -500,14 +501,6 @@ void checkAgainstEmbree(const std::string& path, uint32_t rayCount) {
 
 // --- Built in parts: static meshes and dynamic ones --------------------------------------
 
-RenderData compiledCornellBox() {
-  CompileOptions options;
-  options.width = options.height = 32;
-  Result<RenderData> data = loadAndCompile(cornellBoxPath(), options);
-  EXPECT_TRUE(data.ok()) << (data.ok() ? "" : data.error().message);
-  return data.ok() ? std::move(data).value() : RenderData();
-}
-
 TestMesh testMeshOf(const RenderData& data) {
   TestMesh mesh;
   mesh.positions = data.positions;
@@ -523,51 +516,68 @@ bool sameTree(const Bvh& a, const Bvh& b) {
 }
 
 TEST(MeshBvh, WithoutDynamicMeshesItIsTheWholeTree) {
-  RenderData data = compiledCornellBox();
-  ASSERT_EQ(data.meshes.size(), 4u);
+  RenderData data = test::compiledCornellBox();
   std::shared_ptr<const StaticBvh> part;
   Bvh whole = buildMeshBvh(data, &part);
   ASSERT_NE(part, nullptr);
   EXPECT_TRUE(sameTree(whole, buildBvh(data.positions, data.triangles)));
   // A camera or material change keeps the part; a moved static vertex does not.
-  const StaticBvh* kept = part.get();
+  const std::shared_ptr<const StaticBvh> kept = part;  // alive: a new one gets another address
   data.camera[0].position.x += 1.0f;
   data.materials[0].roughnessFactor = 0.1f;
   buildMeshBvh(data, &part);
-  EXPECT_EQ(part.get(), kept);
+  EXPECT_EQ(part, kept);
   data.positions[0].x += 0.01f;
   buildMeshBvh(data, &part);
-  EXPECT_NE(part.get(), kept);
+  EXPECT_NE(part, kept);
 }
 
 TEST(MeshBvh, MovingDynamicMeshesKeepsTheStaticTree) {
-  const RenderData data = compiledCornellBox();
-  ASSERT_EQ(data.meshes.size(), 4u);
-  const std::vector<std::vector<size_t>> cases = {{1}, {3}, {1, 2}, {0, 1, 2, 3}};
-  for (const std::vector<size_t>& dynamicMeshes : cases) {
-    SCOPED_TRACE("dynamic meshes " + std::to_string(dynamicMeshes.size()) + " from " +
-                 std::to_string(dynamicMeshes[0]));
-    RenderData d = data;
-    for (size_t m : dynamicMeshes) d.meshes[m].flags = kernel::kMeshDynamic;
+  const RenderData data = test::compiledCornellBox();
+  for (const std::vector<size_t>& dynamicMeshes : test::dynamicMeshCases()) {
+    SCOPED_TRACE(test::describeCase(dynamicMeshes));
+    RenderData d = test::withDynamicMeshes(data, dynamicMeshes);
     std::shared_ptr<const StaticBvh> part;
     Bvh first = buildMeshBvh(d, &part);
     checkInvariants(testMeshOf(d), first, 4);
     checkTraversal(testMeshOf(d), first, 3000, 7);
-    const StaticBvh* kept = part.get();
+    const std::shared_ptr<const StaticBvh> kept = part;  // alive: a new one gets another address
 
-    for (size_t m : dynamicMeshes) {
-      const kernel::MeshRange& r = d.meshes[m];
-      for (uint32_t v = r.firstVertex; v < r.firstVertex + r.vertexCount; ++v)
-        d.positions[v] = d.positions[v] + Vec3f{0.03f, 0.02f, -0.01f};
-    }
+    for (size_t m : dynamicMeshes) test::moveMesh(d, m, {0.03f, 0.02f, -0.01f});
     Bvh moved = buildMeshBvh(d, &part);
-    EXPECT_EQ(part.get(), kept) << "the static tree was built again";
+    EXPECT_EQ(part, kept) << "the static tree was built again";
     checkInvariants(testMeshOf(d), moved, 4);
     checkTraversal(testMeshOf(d), moved, 3000, 8);
     // Warm or fresh: the same tree, bit for bit.
     std::shared_ptr<const StaticBvh> none;
     EXPECT_TRUE(sameTree(moved, buildMeshBvh(d, &none)));
+    // The static tree's root is the root's first child, whatever the number of dynamic meshes.
+    if (dynamicMeshes.size() < data.meshes.size()) {
+      const kernel::BvhNode& root = moved.nodes[0];
+      ASSERT_EQ(root.count, 0u);
+      const kernel::BvhNode& child = moved.nodes[root.first];
+      const kernel::BvhNode& staticRoot = part->bvh.nodes[0];
+      EXPECT_EQ(std::memcmp(&child.boundsMin, &staticRoot.boundsMin, sizeof(Vec3f)), 0);
+      EXPECT_EQ(std::memcmp(&child.boundsMax, &staticRoot.boundsMax, sizeof(Vec3f)), 0);
+      EXPECT_EQ(child.count, staticRoot.count);
+    }
+
+    // Another mesh becoming dynamic changes the static meshes: a new static tree.
+    RenderData more = d;
+    for (kernel::MeshRange& m : more.meshes) m.flags = kernel::kMeshDynamic;
+    more.meshes[0].flags = 0;
+    std::shared_ptr<const StaticBvh> other = part;
+    Bvh changed = buildMeshBvh(more, &other);
+    EXPECT_NE(other.get(), part.get());
+    checkInvariants(testMeshOf(more), changed, 4);
   }
+}
+
+TEST(MeshBvh, DataListingNoMeshesIsOneStaticMesh) {
+  RenderData data = test::compiledCornellBox();
+  data.meshes.clear();
+  std::shared_ptr<const StaticBvh> part;
+  EXPECT_TRUE(sameTree(buildMeshBvh(data, &part), buildBvh(data.positions, data.triangles)));
 }
 
 TEST(BvhScenes, AgreesWithEmbreeCornellBox) { checkAgainstEmbree(cornellBoxPath(), 20000); }

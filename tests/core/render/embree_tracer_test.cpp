@@ -5,7 +5,7 @@
 #include <cstring>
 #include <random>
 
-#include "core/scene/compile.h"
+#include "tests/core/render/mesh_cases.h"
 
 namespace pl {
 namespace {
@@ -63,15 +63,6 @@ TEST(EmbreeTracerTest, EmptySceneMissesEverything) {
 
 // --- Static and dynamic meshes -------------------------------------------------------------
 
-// The project's Cornell box (four meshes: one per primitive).
-RenderData cornellBox() {
-  CompileOptions options;
-  options.width = options.height = 32;
-  Result<RenderData> data = loadAndCompile(PEERLIGHT_SOURCE_DIR "/scenes/cornell_box.gltf", options);
-  EXPECT_TRUE(data.ok()) << data.error().message;
-  return data.ok() ? std::move(data).value() : RenderData();
-}
-
 bool sameBits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
 
 // Whether a hit lies on the triangle it names: origin + t * direction is that triangle's
@@ -124,7 +115,7 @@ Comparison compareRays(const RenderData& data, const EmbreeScene& a, const Embre
 }
 
 TEST(EmbreeTracerTest, ReusesTheStaticPartWhenOnlyOtherArraysChange) {
-  RenderData data = cornellBox();
+  RenderData data = test::compiledCornellBox();
   ASSERT_EQ(data.meshes.size(), 4u);
   auto first = EmbreeScene::build(data, 1);
   ASSERT_TRUE(first.ok()) << first.error().message;
@@ -154,36 +145,19 @@ TEST(EmbreeTracerTest, ReusesTheStaticPartWhenOnlyOtherArraysChange) {
   EXPECT_EQ((*third)->buildStats().trianglesBuilt, data.triangles.size());
 }
 
-// Moves mesh `m`'s vertices by `offset`.
-void moveMesh(RenderData& data, size_t m, kernel::Vec3f offset) {
-  const kernel::MeshRange& r = data.meshes[m];
-  for (uint32_t v = r.firstVertex; v < r.firstVertex + r.vertexCount; ++v)
-    data.positions[v] = data.positions[v] + offset;
-}
-
 TEST(EmbreeTracerTest, MovingADynamicMeshRebuildsOnlyThatMesh) {
-  RenderData data = cornellBox();
-  ASSERT_EQ(data.meshes.size(), 4u);
-  // A mesh in the middle: the static part then skips its triangles.
-  // One mesh in the middle (the static part then skips its triangles), the last one, two,
-  // and all four (no static part).
-  const std::vector<std::vector<size_t>> cases = {{1}, {3}, {1, 2}, {0, 1, 2, 3}};
-  for (const std::vector<size_t>& dynamicMeshes : cases) {
-    SCOPED_TRACE("dynamic meshes " + std::to_string(dynamicMeshes.size()) + " from " +
-                 std::to_string(dynamicMeshes[0]));
-    RenderData d = data;
+  const RenderData data = test::compiledCornellBox();
+  for (const std::vector<size_t>& dynamicMeshes : test::dynamicMeshCases()) {
+    SCOPED_TRACE(test::describeCase(dynamicMeshes));
     uint32_t dynamicTriangles = 0;
-    for (size_t m : dynamicMeshes) {
-      d.meshes[m].flags = kernel::kMeshDynamic;
-      dynamicTriangles += d.meshes[m].triangleCount;
-    }
+    RenderData d = test::withDynamicMeshes(data, dynamicMeshes, &dynamicTriangles);
     auto first = EmbreeScene::build(d, 1);
     ASSERT_TRUE(first.ok()) << first.error().message;
     EXPECT_EQ((*first)->buildStats().dynamicMeshes, dynamicMeshes.size());
     EXPECT_EQ((*first)->buildStats().staticTriangles, data.triangles.size() - dynamicTriangles);
 
     for (int move = 1; move <= 2; ++move) {
-      for (size_t m : dynamicMeshes) moveMesh(d, m, {0.02f, 0.01f, 0.0f});
+      for (size_t m : dynamicMeshes) test::moveMesh(d, m, {0.02f, 0.01f, 0.0f});
       auto next = EmbreeScene::build(d, 1, first->get());
       ASSERT_TRUE(next.ok()) << next.error().message;
       EXPECT_TRUE((*next)->buildStats().staticReused);
@@ -244,7 +218,7 @@ TEST(EmbreeTracerTest, HitsNameTheirTrianglesAcrossAnEmptyDynamicMesh) {
 }
 
 TEST(EmbreeTracerTest, AnotherThreadCountBuildsAgain) {
-  RenderData data = cornellBox();
+  RenderData data = test::compiledCornellBox();
   auto one = EmbreeScene::build(data, 1);
   ASSERT_TRUE(one.ok());
   auto two = EmbreeScene::build(data, 2, one->get());
@@ -256,7 +230,7 @@ TEST(EmbreeTracerTest, AnotherThreadCountBuildsAgain) {
 }
 
 TEST(EmbreeTracerTest, DataWithoutMeshesIsOneStaticMesh) {
-  RenderData data = cornellBox();
+  RenderData data = test::compiledCornellBox();
   RenderData bare = data;
   bare.meshes.clear();
   auto a = EmbreeScene::build(bare, 1);
