@@ -30,9 +30,9 @@ double meanLuminance(const SceneTexture& t) {
   float table[256];
   for (int i = 0; i < 256; ++i) table[i] = srgbToLinear(uint8_t(i));
   double sum = 0.0;
-  for (const kernel::Rgba8& p : t.texels)
+  for (const kernel::Rgba8& p : t.texels())
     sum += kernel::luminance({table[p.r], table[p.g], table[p.b]});
-  return t.texels.empty() ? 0.0 : sum / double(t.texels.size());
+  return t.texels().empty() ? 0.0 : sum / double(t.texels().size());
 }
 
 // Writes an inclusive CDF of weights[0..n) into cdf, last entry exactly 1; uniform when the
@@ -234,9 +234,9 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
   const std::vector<bool> srgb = colourTextures(scene);
   uint64_t texelCount = 0;
   for (const SceneTexture& t : scene.textures) {
-    if (t.width == 0 || t.height == 0 || t.texels.size() != size_t(t.width) * t.height)
+    if (t.width == 0 || t.height == 0 || t.texels().size() != size_t(t.width) * t.height)
       return Error{scene.path + ": texture '" + t.name + "' is inconsistent (a loader bug)"};
-    texelCount += t.texels.size() + mipLevelsTexels(t.width, t.height);
+    texelCount += t.texels().size() + mipLevelsTexels(t.width, t.height);
   }
   if (texelCount >= 0xffffffffu || texelCount * sizeof(kernel::Rgba8) > kMaxRenderDataArrayBytes)
     return Error{scene.path + ": textures too large in total (" + std::to_string(texelCount) +
@@ -255,19 +255,19 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     kt.mipLevels = kernel::mipLevelCount(t.width, t.height);
     for (int k = 0; k < 6; ++k) kt.uv[k] = t.uvTransform[size_t(k)];
     rd.textures.push_back(kt);
-    rd.texels.insert(rd.texels.end(), t.texels.begin(), t.texels.end());
+    rd.texels.insert(rd.texels.end(), t.texels().begin(), t.texels().end());
     rd.texels.resize(rd.texels.size() + mipLevelsTexels(t.width, t.height));
   }
   // Each texture's chain on its own (the same texels whichever thread wrote them), or the one
   // prepareMips() made.
   forEachTextureInParallel(scene.textures.size(), [&](size_t i) {
     const SceneTexture& t = scene.textures[i];
-    kernel::Rgba8* at = rd.texels.data() + rd.textures[i].texelOffset + t.texels.size();
+    kernel::Rgba8* at = rd.texels.data() + rd.textures[i].texelOffset + t.texels().size();
     const size_t n = mipLevelsTexels(t.width, t.height);
     if (hasPreparedMips(t, srgb[i]))
       std::copy(t.mips->begin(), t.mips->end(), at);
     else
-      writeMipLevels(t.texels, t.width, t.height, srgb[i], {at, n});
+      writeMipLevels(t.texels(), t.width, t.height, srgb[i], {at, n});
   });
 
   // Emissive triangles.

@@ -77,8 +77,9 @@ Result<SceneTexture> decodeImage(const uint8_t* bytes, size_t size, uint64_t* te
   SceneTexture t;
   t.width = uint32_t(w);
   t.height = uint32_t(h);
-  t.texels.resize(size_t(w) * size_t(h));
-  std::memcpy(t.texels.data(), pixels, t.texels.size() * 4);
+  std::vector<kernel::Rgba8> level0(size_t(w) * size_t(h));
+  std::memcpy(level0.data(), pixels, level0.size() * 4);
+  t.setTexels(std::move(level0));
   return t;
 }
 

@@ -191,8 +191,8 @@ bool loadImage(tinygltf::Image* image, const int index, std::string* err, std::s
   image->component = 4;
   image->bits = 8;
   image->pixel_type = TINYGLTF_COMPONENT_TYPE_UNSIGNED_BYTE;
-  image->image.resize(decoded->texels.size() * 4);
-  std::memcpy(image->image.data(), decoded->texels.data(), image->image.size());
+  image->image.resize(decoded->texels().size() * 4);
+  std::memcpy(image->image.data(), decoded->texels().data(), image->image.size());
   return true;
 }
 
@@ -399,12 +399,13 @@ Result<int32_t> GltfLoader::texture(const TextureRef& ref, const std::string& wh
   st.name = image.name.empty() ? image.uri : image.name;
   if (missing) {
     st.width = st.height = 1;
-    st.texels = {kernel::Rgba8{255, 0, 255, 255}};
+    st.setTexels({kernel::Rgba8{255, 0, 255, 255}});
   } else {
     st.width = uint32_t(image.width);
     st.height = uint32_t(image.height);
-    st.texels.resize(size_t(st.width) * st.height);
-    std::memcpy(st.texels.data(), image.image.data(), image.image.size());
+    std::vector<kernel::Rgba8> texels(size_t(st.width) * st.height);
+    std::memcpy(texels.data(), image.image.data(), image.image.size());
+    st.setTexels(std::move(texels));
   }
   if (gt.sampler >= 0) {
     if (size_t(gt.sampler) >= model_.samplers.size())

@@ -100,7 +100,7 @@ Result<Scene> loadObj(const std::string& path) {
       SceneTexture placeholder;
       placeholder.name = name;
       placeholder.width = placeholder.height = 1;
-      placeholder.texels = {kernel::Rgba8{255, 0, 255, 255}};
+      placeholder.setTexels({kernel::Rgba8{255, 0, 255, 255}});
       textureCache[name] = int32_t(scene.textures.size());
       scene.textures.push_back(std::move(placeholder));
       return textureCache[name];

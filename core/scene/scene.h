@@ -72,7 +72,10 @@ struct MaterialEmission {
 struct SceneTexture {
   std::string name;
   uint32_t width = 0, height = 0;
-  std::vector<kernel::Rgba8> texels;                                  // width * height
+  // Level 0: width * height texels, row 0 at the top. Shared by copies of the Scene (a
+  // session's edits copy the Scene; its textures never change after loading): texels() reads
+  // it, setTexels() replaces it.
+  std::shared_ptr<const std::vector<kernel::Rgba8>> level0;
   uint32_t wrapS = kernel::kWrapRepeat, wrapT = kernel::kWrapRepeat;  // kernel::TextureWrap
   uint32_t filter = kernel::kFilterLinear;                            // kernel::TextureFilter
   // KHR_texture_transform as kernel::Texture::uv; identity when the file gives none.
@@ -81,6 +84,14 @@ struct SceneTexture {
   // them, filtered as colour when mipsSrgb; compile() builds the chain itself otherwise.
   std::shared_ptr<const std::vector<kernel::Rgba8>> mips;
   bool mipsSrgb = false;
+
+  const std::vector<kernel::Rgba8>& texels() const {
+    static const std::vector<kernel::Rgba8> none;
+    return level0 ? *level0 : none;
+  }
+  void setTexels(std::vector<kernel::Rgba8> texels) {
+    level0 = std::make_shared<const std::vector<kernel::Rgba8>>(std::move(texels));
+  }
 };
 
 // A camera with its world transform. The camera looks down its local -Z with +Y up.

@@ -157,9 +157,9 @@ void prepareMips(Scene& scene) {
   forEachTextureInParallel(scene.textures.size(), [&](size_t i) {
     SceneTexture& t = scene.textures[i];
     if (hasPreparedMips(t, srgb[i])) return;
-    if (t.width == 0 || t.height == 0 || t.texels.size() != size_t(t.width) * t.height) return;
+    if (t.width == 0 || t.height == 0 || t.texels().size() != size_t(t.width) * t.height) return;
     auto chain = std::make_shared<std::vector<kernel::Rgba8>>(mipLevelsTexels(t.width, t.height));
-    writeMipLevels(t.texels, t.width, t.height, srgb[i], *chain);
+    writeMipLevels(t.texels(), t.width, t.height, srgb[i], *chain);
     t.mips = std::move(chain);
     t.mipsSrgb = srgb[i];
   });

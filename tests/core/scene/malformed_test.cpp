@@ -271,8 +271,8 @@ TEST(Malformed, ObjMaterialsAndTexture) {
   ASSERT_EQ(s->textures.size(), 1u);
   const SceneTexture& t = s->textures[0];
   ASSERT_EQ(t.width, 2u);
-  EXPECT_EQ(t.texels[0].r, 255);  // row 0 = top row of the file, left pixel red
-  EXPECT_EQ(t.texels[1].g, 255);
+  EXPECT_EQ(t.texels()[0].r, 255);  // row 0 = top row of the file, left pixel red
+  EXPECT_EQ(t.texels()[1].g, 255);
   const kernel::Material& paint = s->materials[0];
   EXPECT_EQ(paint.baseColorTexture, 0);
   EXPECT_EQ(paint.baseColorFactor.y, 0.25f);
@@ -294,8 +294,8 @@ TEST(Malformed, ObjMaterialsAndTexture) {
                                                           "v 0 1 0\nusemtl paint\nf 1 2 3\n")));
   ASSERT_TRUE(gone.ok()) << gone.error().message;
   ASSERT_EQ(gone->textures.size(), 1u);
-  EXPECT_EQ(gone->textures[0].texels[0].g, 0);
-  EXPECT_EQ(gone->textures[0].texels[0].r, 255);
+  EXPECT_EQ(gone->textures[0].texels()[0].g, 0);
+  EXPECT_EQ(gone->textures[0].texels()[0].r, 255);
   ASSERT_FALSE(gone->warnings.empty());
   EXPECT_NE(gone->warnings.back().find("nowhere.png"), std::string::npos);
   // An unreadable one is still an error.
@@ -318,8 +318,8 @@ TEST(Malformed, MissingGltfImageIsAMagentaPlaceholder) {
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_EQ(s->textures.size(), 1u);
   EXPECT_EQ(s->textures[0].width, 1u);
-  EXPECT_EQ(s->textures[0].texels[0].r, 255);
-  EXPECT_EQ(s->textures[0].texels[0].g, 0);
+  EXPECT_EQ(s->textures[0].texels()[0].r, 255);
+  EXPECT_EQ(s->textures[0].texels()[0].g, 0);
   bool named = false;
   for (const std::string& w : s->warnings)
     named |= w.find("missing.png") != std::string::npos && w.find("magenta") != std::string::npos;

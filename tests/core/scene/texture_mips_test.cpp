@@ -125,7 +125,7 @@ Scene texturedTriangle() {
     SceneTexture t;
     t.width = 2;
     t.height = 1;
-    t.texels = {{0, 0, 0, 255}, {255, 255, 255, 255}};
+    t.setTexels({{0, 0, 0, 255}, {255, 255, 255, 255}});
     scene.textures.push_back(t);
   }
   scene.computeBounds();
