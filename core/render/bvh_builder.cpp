@@ -377,15 +377,9 @@ bool isEmpty(const Bvh& b) { return b.nodes.size() == 1 && b.nodes[0].count == 0
 
 Bvh buildMeshBvh(const RenderData& data, std::shared_ptr<const StaticBvh>* staticPart,
                  const BvhBuildOptions& options) {
-  std::vector<kernel::MeshRange> meshes = data.meshes;
-  if (meshes.empty())
-    meshes.push_back({0, uint32_t(data.triangles.size()), 0, uint32_t(data.positions.size()), 0});
+  const std::vector<kernel::MeshRange> meshes = structureMeshes(data);
   size_t dynamicCount = 0;
   for (const kernel::MeshRange& m : meshes) dynamicCount += (m.flags & kernel::kMeshDynamic) != 0;
-  if (dynamicCount > kernel::kMaxDynamicMeshes) {
-    for (kernel::MeshRange& m : meshes) m.flags &= ~uint32_t(kernel::kMeshDynamic);
-    dynamicCount = 0;
-  }
 
   const Hash128 key = staticKey(data, meshes, options);
   if (!*staticPart || !((*staticPart)->key == key)) {

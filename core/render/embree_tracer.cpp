@@ -1,7 +1,7 @@
 #include "core/render/embree_tracer.h"
 
+#include <algorithm>
 #include <cstring>
-#include <functional>
 #include <mutex>
 
 #include "core/util/hash.h"
@@ -111,6 +111,8 @@ RTCGeometry triangleGeometry(RTCDevice device, const EmbreeMeshBuffers& buffers)
   return geometry;
 }
 
+bool isDynamic(const kernel::MeshRange& m) { return (m.flags & kernel::kMeshDynamic) != 0; }
+
 void attach(RTCScene scene, RTCGeometry geometry, uint32_t id) {
   if (!geometry) return;
   rtcAttachGeometryByID(scene, geometry, id);
@@ -166,19 +168,9 @@ Result<std::unique_ptr<EmbreeScene>> EmbreeScene::build(const RenderData& data, 
   // An error left by the previous scene's renders belongs to them.
   (void)self->device_->takeError();
 
-  // The meshes (RenderData::meshes; none listed: all one static mesh).
-  std::vector<kernel::MeshRange> meshes = data.meshes;
-  if (meshes.empty())
-    meshes.push_back({0, uint32_t(data.triangles.size()), 0, uint32_t(data.positions.size()), 0});
-  size_t dynamicCount = 0;
-  for (const kernel::MeshRange& m : meshes) dynamicCount += (m.flags & kernel::kMeshDynamic) != 0;
-  const bool twoLevel = dynamicCount > 0 && dynamicCount <= kernel::kMaxDynamicMeshes;
-  const auto isDynamic = [twoLevel](const kernel::MeshRange& m) {
-    return twoLevel && (m.flags & kernel::kMeshDynamic) != 0;
-  };
-
-  self->buildStaticPart(data, meshes, isDynamic, previous);
-  if (twoLevel)
+  const std::vector<kernel::MeshRange> meshes = structureMeshes(data);
+  self->buildStaticPart(data, meshes, previous);
+  if (std::any_of(meshes.begin(), meshes.end(), isDynamic))
     self->buildTopLevel(data, meshes);
   else
     self->scene_ = self->static_->scene;
@@ -192,10 +184,10 @@ Result<std::unique_ptr<EmbreeScene>> EmbreeScene::build(const RenderData& data, 
 
 void EmbreeScene::buildStaticPart(const RenderData& data,
                                   const std::vector<kernel::MeshRange>& meshes,
-                                  const std::function<bool(const kernel::MeshRange&)>& isDynamic,
                                   const EmbreeScene* previous) {
   auto part = std::make_shared<EmbreeStaticPart>();
-  part->buffers = gatherMeshes(data, meshes, [&](const kernel::MeshRange& m) { return !isDynamic(m); });
+  part->buffers =
+      gatherMeshes(data, meshes, [](const kernel::MeshRange& m) { return !isDynamic(m); });
   const Hash128 both[2] = {
       hash128(part->buffers.positions.data(), part->buffers.positions.size() * sizeof(float)),
       hash128(part->buffers.indices.data(), part->buffers.indices.size() * sizeof(uint32_t))};
@@ -242,7 +234,7 @@ void EmbreeScene::buildTopLevel(const RenderData& data,
     attach(top_, instance, 0);
   }
   for (const kernel::MeshRange& m : meshes) {
-    if (!(m.flags & kernel::kMeshDynamic)) continue;
+    if (!isDynamic(m)) continue;
     const uint32_t k = uint32_t(dynamicFirstTriangle_.size());
     dynamicFirstTriangle_.push_back(m.firstTriangle);
     dynamic_.push_back(std::make_unique<EmbreeMeshBuffers>(

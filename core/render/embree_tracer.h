@@ -24,7 +24,6 @@
 
 #include <embree3/rtcore.h>
 
-#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -143,7 +142,6 @@ class EmbreeScene {
  private:
   EmbreeScene() = default;
   void buildStaticPart(const RenderData& data, const std::vector<kernel::MeshRange>& meshes,
-                       const std::function<bool(const kernel::MeshRange&)>& isDynamic,
                        const EmbreeScene* previous);
   void buildTopLevel(const RenderData& data, const std::vector<kernel::MeshRange>& meshes);
 

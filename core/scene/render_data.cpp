@@ -84,6 +84,17 @@ std::array<Hash128, kRenderDataArrayCount> RenderData::arrayHashes() const {
   return out;
 }
 
+std::vector<kernel::MeshRange> structureMeshes(const RenderData& data) {
+  std::vector<kernel::MeshRange> meshes = data.meshes;
+  if (meshes.empty())
+    meshes.push_back({0, uint32_t(data.triangles.size()), 0, uint32_t(data.positions.size()), 0});
+  size_t dynamicCount = 0;
+  for (const kernel::MeshRange& m : meshes) dynamicCount += (m.flags & kernel::kMeshDynamic) != 0;
+  if (dynamicCount > kernel::kMaxDynamicMeshes)
+    for (kernel::MeshRange& m : meshes) m.flags &= ~uint32_t(kernel::kMeshDynamic);
+  return meshes;
+}
+
 std::vector<uint8_t> serialize(const RenderData& data) {
   std::vector<uint8_t> out;
   auto put = [&out](const void* p, size_t n) {

@@ -60,6 +60,11 @@ struct RenderData {
   Status validate() const;
 };
 
+// The meshes as devices build their acceleration structures from them (render/embree_tracer.h,
+// render/bvh_builder.h): RenderData::meshes, or one static mesh of everything when none are
+// listed; with more than kernel::kMaxDynamicMeshes dynamic meshes, all taken as static.
+std::vector<kernel::MeshRange> structureMeshes(const RenderData& data);
+
 // The camera checks of RenderData::validate(): a sane image size and type, finite vectors, a
 // positive field of view (errors start with "render data: ").
 Status validateCamera(const kernel::Camera& camera);

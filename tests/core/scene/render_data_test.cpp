@@ -157,5 +157,32 @@ TEST(RenderData, ValidateCatchesBrokenReferences) {
   }
 }
 
+// What devices build their BVHs from: the listed meshes, one mesh of everything when none are
+// listed, and no dynamic mesh at all beyond kMaxDynamicMeshes of them.
+TEST(RenderData, StructureMeshes) {
+  RenderData rd = cornellBox();
+  rd.meshes[1].flags = kernel::kMeshDynamic;
+  std::vector<kernel::MeshRange> meshes = structureMeshes(rd);
+  ASSERT_EQ(meshes.size(), rd.meshes.size());
+  EXPECT_EQ(meshes[1].flags, uint32_t(kernel::kMeshDynamic));
+
+  RenderData bare = rd;
+  bare.meshes.clear();
+  meshes = structureMeshes(bare);
+  ASSERT_EQ(meshes.size(), 1u);
+  EXPECT_EQ(meshes[0].triangleCount, rd.triangles.size());
+  EXPECT_EQ(meshes[0].vertexCount, rd.positions.size());
+  EXPECT_EQ(meshes[0].flags, 0u);
+
+  RenderData many;
+  for (uint32_t i = 0; i <= kernel::kMaxDynamicMeshes; ++i)
+    many.meshes.push_back({i, 1, 3 * i, 3, kernel::kMeshDynamic});
+  meshes = structureMeshes(many);
+  ASSERT_EQ(meshes.size(), size_t(kernel::kMaxDynamicMeshes) + 1);
+  for (const kernel::MeshRange& m : meshes) EXPECT_EQ(m.flags, 0u);
+  many.meshes.pop_back();
+  EXPECT_EQ(structureMeshes(many).back().flags, uint32_t(kernel::kMeshDynamic));
+}
+
 }  // namespace
 }  // namespace pl
