@@ -244,8 +244,12 @@ Status CudaDevice::load(std::shared_ptr<const RenderData> data) {
   return Status();
 }
 
-Result<TileResult> CudaDevice::render(const WorkUnit& unit) {
+Result<TileResult> CudaDevice::renderUnit(const WorkUnit& unit, const RenderStop& stop) {
   Impl& d = *impl_;
+  // One launch per unit (units are sized to take a fraction of a second): a stop is seen
+  // before it only.
+  if (stop.requested())
+    return Error{d.label() + ": " + unit.describe() + " stopped before it was started"};
   if (d.failed) return d.failedError();
   if (!d.data) return Error{d.label() + ": render() before load()"};
   const kernel::Camera& cam = d.data->camera[0];

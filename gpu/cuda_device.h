@@ -35,7 +35,6 @@ class CudaDevice : public Device {
   // Frees the previous data first (GPU memory is scarce), so after a failed load() nothing is
   // loaded.
   Status load(std::shared_ptr<const RenderData> data) override;
-  Result<TileResult> render(const WorkUnit& unit) override;
   bool failed() const override;
 
   // Statistics of the last load(), for benchmarks and logs.
@@ -49,6 +48,9 @@ class CudaDevice : public Device {
 
   // "cuda:0 (NVIDIA H100 80GB HBM3)", used in every error message.
   std::string label() const;
+
+ protected:
+  Result<TileResult> renderUnit(const WorkUnit& unit, const RenderStop& stop) override;
 
  private:
   struct Impl;

@@ -68,6 +68,7 @@ struct NodeCounters {
   std::atomic<uint64_t> camerasDecoded{0};
   std::atomic<uint64_t> deviceLoads{0};     // Device::load() calls (a BVH build, an upload)
   std::atomic<uint64_t> cameraSwitches{0};  // Device::setCamera() calls that succeeded
+  std::atomic<uint64_t> unitsStopped{0};    // renders cancelled by their caller mid-unit
 };
 
 // A scene a session has loaded: the render data, shared (read-only) by every scene whose

@@ -739,6 +739,7 @@ NodeStats NodeService::stats() const {
   stats.camerasDecoded = c.camerasDecoded.load();
   stats.deviceLoads = c.deviceLoads.load();
   stats.cameraSwitches = c.cameraSwitches.load();
+  stats.unitsStopped = c.unitsStopped.load();
   stats.workersStarted = impl_->workersStarted;
   stats.warmReuses = impl_->warmReuses;
   stats.warmWorkers = impl_->warm.size();

@@ -117,12 +117,14 @@ class LocalDeviceThread {
       stopping_ = true;
       queue_.clear();
     }
+    latest_.store(kNoGeneration);  // a unit being rendered stops (RenderStop)
     wake_.notify_all();
-    thread_.join();  // waits for a unit being rendered (a few hundred ms at most)
+    thread_.join();
   }
 
   // Drops every queued job and loads `scene` with `camera` for `generation` next. With
   // `cameraOnly` the device may have the scene loaded already: then it only takes the camera.
+  // A unit of an earlier generation being rendered stops (RenderStop).
   void reset(uint64_t generation, std::shared_ptr<const SceneState> scene,
              const kernel::Camera& camera, bool cameraOnly) {
     {
@@ -130,6 +132,7 @@ class LocalDeviceThread {
       queue_.clear();
       queue_.push_back(Job{generation, std::move(scene), WorkUnit{}, camera, cameraOnly});
     }
+    latest_.store(generation);
     wake_.notify_one();
   }
 
@@ -191,7 +194,9 @@ class LocalDeviceThread {
         });
         continue;
       }
-      auto result = std::make_shared<Result<TileResult>>(device_->render(job.unit));
+      // A stopped unit's error reaches onResult_ tagged with its old generation: dropped there.
+      auto result = std::make_shared<Result<TileResult>>(
+          device_->render(job.unit, RenderStop(latest_, job.generation)));
       loop_.post([alive = alive_, fn = &onResult_, index = index_, g = job.generation,
                   unit = job.unit, result]() {
         if (*alive) (*fn)(index, g, unit, std::move(*result));
@@ -209,6 +214,9 @@ class LocalDeviceThread {
   std::condition_variable wake_;
   std::deque<Job> queue_;
   bool stopping_ = false;
+  static constexpr uint64_t kNoGeneration = ~uint64_t(0);
+  // The generation of the last reset(): units of any other stop.
+  std::atomic<uint64_t> latest_{0};
   // The device thread only: the scene the device holds (its camera may differ).
   std::shared_ptr<const SceneState> loaded_;
   std::thread thread_;  // last: started once everything above exists

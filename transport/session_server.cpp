@@ -4,6 +4,7 @@
 #include <kj/debug.h>
 #include <zstd.h>
 
+#include <atomic>
 #include <chrono>
 
 #include "core/util/log.h"
@@ -175,7 +176,11 @@ class SessionServer final : public proto::RenderSession::Server {
             .attach(kj::mv(unpin)));
   }
 
+  // A render the Primary no longer wants (a camera move, a new generation) is cancelled: a
+  // queued unit is skipped, a running one stops at its next pixel (RenderStop), and a
+  // worker's call is cancelled with the node's.
   kj::Promise<void> render(RenderContext context) override {
+    context.allowCancellation();
     lease_->checkServing();
     auto params = context.getParams();
     const Hash128 sceneId = fromProto(params.getScene());
@@ -215,15 +220,24 @@ class SessionServer final : public proto::RenderSession::Server {
     DeviceSlot* slot = lease_->node.slots[device].get();
     auto cancelled = lease_->cancelled;
     NodeCounters* counters = &lease_->node.counters;
-    auto render = [slot, cancelled, counters, scene = *scene, unit]() -> Result<RenderOutput> {
+    // Moved on from 0 when the call's promise goes (answered or cancelled).
+    auto stop = std::make_shared<std::atomic<uint64_t>>(0);
+    auto render = [slot, cancelled, counters, scene = *scene, unit,
+                   stop]() -> Result<RenderOutput> {
       if (cancelled->load()) return Error{"lease ended"};
       if (Status s = ensureLoaded(*slot, scene, *counters); !s.ok()) return s.error();
       auto start = std::chrono::steady_clock::now();
-      Result<TileResult> result = slot->device->render(unit);
+      const RenderStop stopped(*stop, 0);
+      Result<TileResult> result = slot->device->render(unit, stopped);
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                              start)
                       .count();
-      if (!result.ok()) return result.error();
+      if (!result.ok()) {
+        if (stopped.requested()) counters->unitsStopped.fetch_add(1, std::memory_order_relaxed);
+        return result.error();
+      }
+      PL_LOG_DEBUG("device %s: %s rendered in %.1f ms", slot->info.name.c_str(),
+                   unit.describe().c_str(), ms);
       RenderOutput out;
       out.unit = unit;
       out.raysTraced = result->raysTraced;
@@ -239,7 +253,8 @@ class SessionServer final : public proto::RenderSession::Server {
               if (!out.ok()) failCall(out.error().message);
               toProto(out->unit, out->encodedSums, out->raysTraced, out->renderMs,
                       context.getResults().initResult());
-            }));
+            })
+            .attach(kj::defer([stop]() { stop->store(1); })));
   }
 
   kj::Promise<void> ping(PingContext context) override {

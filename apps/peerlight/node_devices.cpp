@@ -25,7 +25,7 @@ Status UnopenedDevice::load(std::shared_ptr<const RenderData>) {
   return Error{describeDevice(info_) + ": " + why_};
 }
 
-Result<TileResult> UnopenedDevice::render(const WorkUnit& unit) {
+Result<TileResult> UnopenedDevice::renderUnit(const WorkUnit& unit, const RenderStop&) {
   return Error{describeDevice(info_) + ": cannot render " + unit.describe() + ": " + why_};
 }
 

@@ -32,9 +32,11 @@ class UnopenedDevice final : public Device {
   UnopenedDevice(DeviceInfo info, std::string why, bool failed);
   DeviceInfo info() const override { return info_; }
   Status load(std::shared_ptr<const RenderData> data) override;
-  Result<TileResult> render(const WorkUnit& unit) override;
   bool failed() const override { return failed_; }
   const std::string& why() const { return why_; }
+
+ protected:
+  Result<TileResult> renderUnit(const WorkUnit& unit, const RenderStop& stop) override;
 
  private:
   DeviceInfo info_;

@@ -78,7 +78,7 @@ Status CpuDevice::setCamera(const kernel::Camera& camera) {
   return Status();
 }
 
-Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
+Result<TileResult> CpuDevice::renderUnit(const WorkUnit& unit, const RenderStop& stop) {
   if (failed_) return Error{"cpu device: failed earlier; no more work"};
   if (!data_) return Error{"cpu device: render(" + unit.describe() + ") before load()"};
   const kernel::Camera& camera = camera_;
@@ -96,8 +96,10 @@ Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
   const uint32_t blocksX = (unit.tile.width + kBlockSize - 1) / kBlockSize;
   const uint32_t blocksY = (unit.tile.height + kBlockSize - 1) / kBlockSize;
   std::atomic<uint64_t> rays{0};
+  std::atomic<bool> stopped{false};
   int64_t* sums = result.sums.data();
 
+  // A stop is seen before each pixel (one relaxed load): the rest of the unit is skipped.
   pool_.parallelFor(blocksX * blocksY, [&](uint32_t block, uint32_t) {
     const uint32_t bx = (block % blocksX) * kBlockSize;
     const uint32_t by = (block / blocksX) * kBlockSize;
@@ -106,6 +108,10 @@ Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
     uint64_t blockRays = 0;
     for (uint32_t y = by; y < yEnd; ++y) {
       for (uint32_t x = bx; x < xEnd; ++x) {
+        if (stop.requested()) {
+          stopped.store(true, std::memory_order_relaxed);
+          return;
+        }
         uint32_t pixelRays = 0;
         int64_t* out = sums + (size_t(y) * unit.tile.width + x) * channels;
         kernel::renderPixel(view, tracer, unit.tile.x + x, unit.tile.y + y, unit.sampleBegin,
@@ -121,6 +127,8 @@ Result<TileResult> CpuDevice::render(const WorkUnit& unit) {
     failed_ = true;
     return Error{"cpu device: " + s.error().message};
   }
+  if (stopped.load())
+    return Error{"cpu device: " + unit.describe() + " stopped before it was done"};
   return result;
 }
 

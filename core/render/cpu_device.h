@@ -23,10 +23,6 @@ class CpuDevice : public Device {
   // Validates the data and builds the Embree scene. On failure the previous data (if any)
   // stays loaded.
   Status load(std::shared_ptr<const RenderData> data) override;
-  // Fails with a message naming the unit when it does not fit the loaded camera's image, or
-  // when nothing is loaded; the device keeps working afterwards. An Embree error makes the
-  // device failed() for good.
-  Result<TileResult> render(const WorkUnit& unit) override;
   // Checks the camera as RenderData::validate() does, then renders with it (the Embree scene
   // stays).
   Status setCamera(const kernel::Camera& camera) override;
@@ -36,6 +32,12 @@ class CpuDevice : public Device {
   const RenderData* data() const { return data_.get(); }
   const EmbreeScene* embreeScene() const { return embree_.get(); }
   ThreadPool& threadPool() { return pool_; }
+
+ protected:
+  // Fails with a message naming the unit when it does not fit the loaded camera's image, when
+  // nothing is loaded, or when `stop` ended it; the device keeps working afterwards. An Embree
+  // error makes the device failed() for good.
+  Result<TileResult> renderUnit(const WorkUnit& unit, const RenderStop& stop) override;
 
  private:
   ThreadPool pool_;

@@ -6,6 +6,7 @@
 // Errors are sticky (as in Cycles): once a device reports a device error (not a bad work
 // unit), failed() is true and the caller gives it no more work.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,7 +23,25 @@ struct DeviceInfo {
   uint64_t memoryBytes = 0;
   uint32_t threads = 0;  // CPU threads used (cpu)
   int computeMajor = 0, computeMinor = 0;  // (cuda)
-  int ordinal = 0;       // GPU index (cuda)
+  int ordinal = 0;                         // GPU index (cuda)
+};
+
+// Asks a unit that is being rendered to give up early: its owner moves `epoch` on from the
+// value the unit was started with (from any thread), and the device sees it between pieces of
+// its work (the CPU device: before each pixel). A stopped unit ends with an error
+// saying so; nothing of it is kept, and the device goes on working. Default: never stops.
+class RenderStop {
+ public:
+  RenderStop() = default;
+  RenderStop(const std::atomic<uint64_t>& epoch, uint64_t started)
+      : epoch_(&epoch), started_(started) {}
+  bool requested() const {
+    return epoch_ != nullptr && epoch_->load(std::memory_order_relaxed) != started_;
+  }
+
+ private:
+  const std::atomic<uint64_t>* epoch_ = nullptr;
+  uint64_t started_ = 0;
 };
 
 class Device {
@@ -31,8 +50,10 @@ class Device {
   virtual DeviceInfo info() const = 0;
   // Takes shared ownership of validated data and builds what the device needs (BVH, upload).
   virtual Status load(std::shared_ptr<const RenderData> data) = 0;
-  // Renders one unit of the loaded data.
-  virtual Result<TileResult> render(const WorkUnit& unit) = 0;
+  // Renders one unit of the loaded data; `stop` may end it early (above).
+  Result<TileResult> render(const WorkUnit& unit, const RenderStop& stop = RenderStop()) {
+    return renderUnit(unit, stop);
+  }
   // Replaces the loaded data's camera for the units rendered from now on, keeping everything
   // else loaded (a camera move without a reload; any image size). The result is bitwise what
   // loading the same data with that camera gives. Fails when nothing is loaded, or when the
@@ -42,6 +63,9 @@ class Device {
     return Error{"this device cannot replace its camera without a load"};
   }
   virtual bool failed() const { return false; }
+
+ protected:
+  virtual Result<TileResult> renderUnit(const WorkUnit& unit, const RenderStop& stop) = 0;
 };
 
 }  // namespace pl

@@ -1,7 +1,10 @@
 #include "core/util/log.h"
 
+#include <sys/time.h>
+
 #include <atomic>
 #include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <string>
 
@@ -32,6 +35,18 @@ void log(LogLevel level, const char* fmt, ...) {
   std::vsnprintf(buffer, sizeof buffer, fmt, args);
   va_end(args);
   // Names from the network (mDNS adverts, Primaries, sockets) cannot reach the terminal raw.
+  // At debug level every line carries the time of day to the millisecond, so that the lines of
+  // a Primary, a daemon and its workers can be put side by side.
+  if (logLevel() == LogLevel::Debug) {
+    timeval now{};
+    gettimeofday(&now, nullptr);
+    tm local{};
+    localtime_r(&now.tv_sec, &local);
+    std::fprintf(stderr, "peerlight: %02d:%02d:%02d.%03ld %s: %s\n", local.tm_hour, local.tm_min,
+                 local.tm_sec, static_cast<long>(now.tv_usec / 1000), levelName(level),
+                 printable(buffer).c_str());
+    return;
+  }
   std::fprintf(stderr, "peerlight: %s: %s\n", levelName(level), printable(buffer).c_str());
 }
 

@@ -38,7 +38,11 @@ class FakeOpenDevice final : public Device {
   explicit FakeOpenDevice(DeviceInfo info) : info_(std::move(info)) {}
   DeviceInfo info() const override { return info_; }
   Status load(std::shared_ptr<const RenderData>) override { return Status(); }
-  Result<TileResult> render(const WorkUnit&) override { return TileResult{}; }
+
+ protected:
+  Result<TileResult> renderUnit(const WorkUnit&, const RenderStop&) override {
+    return TileResult{};
+  }
 
  private:
   DeviceInfo info_;

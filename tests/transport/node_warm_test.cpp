@@ -159,6 +159,25 @@ TileResult renderRemote(UvKjLoop& loop, proto::RenderSession::Client& session, c
   return std::move(*result);
 }
 
+// Sends a render of `unit` and drops the call once the device has had time to start it (a
+// Primary's camera move cancels the old generation's calls so).
+void cancelRenderAfterItStarted(UvKjLoop& loop, proto::RenderSession::Client& session,
+                                const Hash128& scene, const WorkUnit& unit) {
+  auto request = session.renderRequest();
+  toProto(scene, request.initScene());
+  request.setDevice(0);
+  toProto(unit, request.initUnit());
+  auto call = request.send();
+  loop.timer().afterDelay(1 * kj::SECONDS).wait(loop.waitScope());
+}
+
+// A unit that takes minutes on one thread (Cornell box, 2^16 spp).
+WorkUnit minutesLong(const RenderData& data) {
+  WorkUnit unit = wholeImage(data);
+  unit.sampleEnd = unit.totalSamples = 1u << 16;
+  return unit;
+}
+
 void expectSameBits(const TileResult& got, const TileResult& want, const std::string& what) {
   EXPECT_EQ(got.unit, want.unit) << what;
   EXPECT_TRUE(got.sums == want.sums) << what << ": the sums differ";
@@ -185,7 +204,11 @@ class NoCameraSwitchDevice final : public Device {
  public:
   DeviceInfo info() const override { return inner_.info(); }
   Status load(std::shared_ptr<const RenderData> data) override { return inner_.load(data); }
-  Result<TileResult> render(const WorkUnit& unit) override { return inner_.render(unit); }
+
+ protected:
+  Result<TileResult> renderUnit(const WorkUnit& unit, const RenderStop& stop) override {
+    return inner_.render(unit, stop);
+  }
 
  private:
   CpuDevice inner_{1};
@@ -289,6 +312,23 @@ TEST(NodeCameraMove, BadCameraIsRefusedAndTheSessionKeepsServing) {
                  renderLocally(*a.data, wholeImage(*a.data)), "after the refused loads");
 }
 
+// A render call that its caller cancels (a camera move) stops the unit being rendered at its
+// next pixel: the device is free for the next generation at once, not minutes later (the next
+// render would time out after 60 s).
+TEST(NodeCameraMove, CancelledRenderStopsTheUnitBeingRendered) {
+  UvKjLoop loop;
+  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), quietNode());
+  proto::Node::Client client = node.newTrustedNode("test");
+  ChunkStore store;
+  Scene a = encode(cornellBox(), store);
+  Leased leased = takeLease(loop, client, {0});
+  upload(loop, leased.session, a, store);
+  cancelRenderAfterItStarted(loop, leased.session, a.id, minutesLong(*a.data));
+  expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
+                 renderLocally(*a.data, wholeImage(*a.data)), "after the stopped unit");
+  EXPECT_EQ(node.stats().unitsStopped, 1u);
+}
+
 // A device that cannot switch cameras gets a copy of the data that holds the camera: the same
 // bits, at the cost of a load.
 TEST(NodeCameraMove, DeviceThatCannotSwitchCamerasLoadsACopy) {
@@ -350,6 +390,21 @@ TEST(WarmWorkers, CameraOnlyLoadThroughAWorkerRendersTheSameBits) {
   expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
                  renderLocally(*a.data, wholeImage(*a.data)), "scene a again in the worker");
   EXPECT_EQ(node.workerCount(), 1u);
+}
+
+// The daemon's cancelled call cancels the worker's: the worker's unit stops too.
+TEST(WarmWorkers, CancelledRenderStopsTheWorkersUnit) {
+  UvKjLoop loop;
+  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), daemonOptions());
+  proto::Node::Client client = node.newTrustedNode("test");
+  ChunkStore store;
+  Scene a = encode(cornellBox(), store);
+  Leased leased = takeLease(loop, client, {0});
+  upload(loop, leased.session, a, store);
+  cancelRenderAfterItStarted(loop, leased.session, a.id, minutesLong(*a.data));
+  expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
+                 renderLocally(*a.data, wholeImage(*a.data)), "after the worker's stopped unit");
+  EXPECT_EQ(node.workerCount(), 1u) << "the worker was replaced rather than its unit stopped";
 }
 
 // A lease released quiet leaves its worker warm; the next lease on the same devices is served by

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <thread>
@@ -316,6 +317,50 @@ TEST(RenderSessionTest, AnUpdateThenARestartInOneTurnRendersTheUpdatedData) {
   EXPECT_EQ(h.session->restart(8), 3u);
   ASSERT_TRUE(h.waitFor(3, 8)) << (h.fatal ? *h.fatal : "timeout");
   EXPECT_EQ(h.session->film().committedSums(), referenceSums(bData, 8));
+}
+
+// A CPU device that renders first passes (units from sample 0) and sits in any later unit until
+// it is stopped (RenderStop), counting the units it gave up (60 s at most).
+class StallingDevice final : public Device {
+ public:
+  DeviceInfo info() const override { return inner_.info(); }
+  Status load(std::shared_ptr<const RenderData> data) override { return inner_.load(data); }
+  Status setCamera(const kernel::Camera& camera) override { return inner_.setCamera(camera); }
+  std::atomic<int> stopped{0};
+
+ protected:
+  Result<TileResult> renderUnit(const WorkUnit& unit, const RenderStop& stop) override {
+    if (unit.sampleBegin == 0) return inner_.render(unit, stop);
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!stop.requested()) {
+      if (std::chrono::steady_clock::now() > deadline) return Error{"never stopped"};
+      std::this_thread::sleep_for(1ms);
+    }
+    stopped += 1;
+    return Error{"stopped"};
+  }
+
+ private:
+  CpuDevice inner_{1};
+};
+
+// An update stops the unit a local device is rendering: the new generation's first pass does
+// not wait for it (here it would wait 60 s).
+TEST(RenderSessionTest, AnUpdateStopsTheUnitALocalDeviceIsRendering) {
+  const RenderData base = testing::compiledCornellBox(32);
+  StallingDevice local;
+  ClusterRenderOptions options;
+  options.localDevices = {&local};
+  options.scheduler.firstPassSamples = 1;
+  SessionHarness h(options);
+  ASSERT_TRUE(h.session->start(std::make_shared<const RenderData>(base), 64).ok());
+  ASSERT_TRUE(h.waitFor(1, 1)) << (h.fatal ? *h.fatal : "timeout");
+  h.runFor(200);  // the device is in its second unit by now
+  auto moved = withCamera(base, 0.2f);
+  EXPECT_EQ(h.session->update(moved, 64), 2u);
+  ASSERT_TRUE(h.waitFor(2, 1, 30s)) << (h.fatal ? *h.fatal : "the update waited for the unit");
+  EXPECT_EQ(local.stopped.load(), 1);
+  EXPECT_FALSE(h.fatal.has_value());
 }
 
 TEST(RenderSessionTest, DroppingTheSessionFreesTheLease) {

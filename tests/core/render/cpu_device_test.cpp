@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "core/render/local_render.h"
 #include "core/render/ray_recorder.h"
@@ -117,6 +119,41 @@ TEST(CpuDeviceTest, RejectsBadWorkUnitsAndKeepsWorking) {
   Result<TileResult> again = device.render(good);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->sums, before->sums);
+}
+
+// A stopped unit ends with an error naming it, is not a device failure, and leaves nothing
+// behind: the next unit renders the same bits as on a fresh device. A stop requested while the
+// unit renders (from another thread) ends it too.
+TEST(CpuDeviceTest, StoppedUnitEndsWithAnErrorAndTheDeviceGoesOn) {
+  auto data = cornellBox(kSize);
+  ASSERT_TRUE(data);
+  CpuDevice device(2);
+  ASSERT_TRUE(device.load(data).ok());
+  const WorkUnit unit{Rect{0, 0, kSize, kSize}, 0, 4, 4};
+  std::atomic<uint64_t> epoch{1};
+  Result<TileResult> stopped = device.render(unit, RenderStop(epoch, 0));
+  ASSERT_FALSE(stopped.ok());
+  EXPECT_NE(stopped.error().message.find(unit.describe()), std::string::npos)
+      << stopped.error().message;
+  EXPECT_NE(stopped.error().message.find("stopped"), std::string::npos);
+  EXPECT_FALSE(device.failed());
+
+  Result<TileResult> after = device.render(unit, RenderStop(epoch, 1));  // not stopped
+  ASSERT_TRUE(after.ok()) << after.error().message;
+  CpuDevice fresh(1);
+  ASSERT_TRUE(fresh.load(data).ok());
+  EXPECT_TRUE(after->sums == fresh.render(unit).value().sums);
+
+  // Minutes of work at 2^16 spp: stopped from another thread after it started.
+  const WorkUnit huge{Rect{0, 0, kSize, kSize}, 0, 1u << 16, 1u << 16};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    epoch = 2;
+  });
+  Result<TileResult> midway = device.render(huge, RenderStop(epoch, 1));
+  stopper.join();
+  EXPECT_FALSE(midway.ok());
+  EXPECT_FALSE(device.failed());
 }
 
 TEST(CpuDeviceTest, InfoDescribesTheCpu) {

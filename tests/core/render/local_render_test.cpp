@@ -32,14 +32,16 @@ class FailingDevice : public Device {
   explicit FailingDevice(int goodUnits) : inner_(1), goodUnits_(goodUnits) {}
   DeviceInfo info() const override { return inner_.info(); }
   Status load(std::shared_ptr<const RenderData> data) override { return inner_.load(data); }
-  Result<TileResult> render(const WorkUnit& unit) override {
+  bool failed() const override { return failed_; }
+
+ protected:
+  Result<TileResult> renderUnit(const WorkUnit& unit, const RenderStop& stop) override {
     if (goodUnits_-- <= 0) {
       failed_ = true;
       return Error{"test device: simulated failure"};
     }
-    return inner_.render(unit);
+    return inner_.render(unit, stop);
   }
-  bool failed() const override { return failed_; }
 
  private:
   CpuDevice inner_;
