@@ -532,7 +532,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
   cluster.key = plan.key;
   cluster.primaryName = primaryName() + " (session)";
   cluster.start = commandStart;
-  cluster.scheduler.firstPassSamples = 1;  // the first pass after an update comes fast
+  cluster.scheduler = interactiveSchedulerOptions();  // the first pass after an update comes fast
   cluster.noDeviceTimeout = std::chrono::milliseconds(0);  // a session waits for nodes
   cluster.timeLimit = timeLimitOf(args);
   cluster.region = regionOf(args);

@@ -116,7 +116,7 @@ struct WebSessions::Impl {
     }
     options.key = key;
     options.primaryName = "live view (session " + std::to_string(e.info.id) + ")";
-    options.scheduler.firstPassSamples = 1;
+    options.scheduler = interactiveSchedulerOptions();
     options.noDeviceTimeout = std::chrono::milliseconds(0);  // waits for devices
     RenderSessionEvents events;
     const uint64_t id = e.info.id;

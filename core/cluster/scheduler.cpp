@@ -12,6 +12,13 @@ uint64_t workOf(const WorkUnit& unit) { return unit.tile.pixelCount() * unit.sam
 
 }  // namespace
 
+SchedulerOptions interactiveSchedulerOptions() {
+  SchedulerOptions options;
+  options.firstPassSamples = 1;
+  options.initialUnitWork = 64 * 64;  // one default tile at one sample
+  return options;
+}
+
 Status Scheduler::validateFrame(const FrameSpec& frame) {
   if (frame.width == 0 || frame.height == 0 || frame.width > kMaxImageDimension ||
       frame.height > kMaxImageDimension)
@@ -187,6 +194,44 @@ uint64_t Scheduler::budgetFor(const DeviceState& d) const {
   return uint64_t(std::clamp(wanted, 1.0, cap));
 }
 
+uint64_t Scheduler::uncutPassWork() const {
+  if (pass_ >= passCount_) return 0;
+  const auto [p0, p1] = passRange(pass_);
+  const Rect first = tileRect(tile_ % tilesX_, tile_ / tilesX_);
+  // The rest of this tile row, then the whole rows below it (retired tiles count too).
+  const uint64_t rowRest = uint64_t(region_.x + region_.width - first.x) * first.height;
+  const uint64_t below =
+      uint64_t(region_.width) * (region_.y + region_.height - (first.y + first.height));
+  return (rowRest + below) * (p1 - p0) - first.pixelCount() * (tileSample_ - p0);
+}
+
+// The work left (not handed out, and in flight on every device) split by rate, less what this
+// device holds already: its units then end about when the others' do.
+uint64_t Scheduler::passShare(const DeviceState& d) const {
+  double known = 0;
+  size_t measured = 0;
+  uint64_t inFlight = 0, mineInFlight = 0;
+  for (const auto& [id, other] : devices_) {
+    if (other.rate > 0) {
+      known += other.rate;
+      ++measured;
+    }
+    for (const Copy& copy : other.inFlight) inFlight += workOf(copy.unit);
+  }
+  for (const Copy& copy : d.inFlight) mineInFlight += workOf(copy.unit);
+  // A device not measured yet counts as the mean of those measured (as one, when none is).
+  const double mean = measured == 0 ? 1.0 : known / double(measured);
+  const double total = known + mean * double(devices_.size() - measured);
+  const double mine = d.rate > 0 ? d.rate : mean;
+  // Half of it (factoring): units shrink geometrically towards the pass's end.
+  const double share =
+      (double(uncutPassWork() + inFlight) * mine / total - double(mineInFlight)) / 2;
+  // Never less than a whole tile of the pass: it is not worth cutting a tile's samples apart.
+  const auto [p0, p1] = passRange(pass_);
+  const uint64_t tileWork = uint64_t(frame_.tileSize) * frame_.tileSize * (p1 - p0);
+  return std::max(tileWork, uint64_t(std::max(share, 0.0)));
+}
+
 uint64_t Scheduler::newPiece(const WorkUnit& unit) {
   const uint64_t id = nextPieceId_++;
   pieces_.emplace(id, Piece{unit});
@@ -358,7 +403,8 @@ std::optional<WorkUnit> Scheduler::nextUnit(DeviceId id, SchedulerTime now) {
   std::optional<uint64_t> pieceId;
   bool duplicate = false;
   if (!requeued_.empty()) pieceId = takeRequeued(budget);
-  if (!pieceId && requeued_.empty() && pass_ < passCount_) pieceId = cutNewWork(budget);
+  if (!pieceId && requeued_.empty() && pass_ < passCount_)
+    pieceId = cutNewWork(devices_.size() > 1 ? std::min(budget, passShare(d)) : budget);
   // Nothing new to cut (the frame is handed out, or an adaptive frame waits for a pass to be
   // decided): an idle device speeds up the oldest unit in flight.
   if (!pieceId && requeued_.empty() && d.inFlight.empty()) {

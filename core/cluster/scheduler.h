@@ -13,7 +13,11 @@
 // neighbouring tiles of a pass (a row run, or whole tile rows) or by giving a tile only part
 // of the pass's samples. A new device starts with a small unit, and units grow by at most
 // growthFactor per completed unit (slow start), so one noisy measurement cannot hand a slow
-// device half the frame.
+// device half the frame. With several devices, a new unit is also at most half the device's
+// share (by rate; equal while rates are unknown) of the pass's work left (not handed out, or
+// in flight anywhere), less the work it holds, but at least a whole tile of the pass (guided
+// self-scheduling with factoring): a pass's last units get small, so its devices finish it
+// together rather than one device's large unit holding the pass back.
 //
 // Invariant: the units whose results complete() accepts tile the domain
 // [0, width) x [0, height) x [0, spp) exactly once. Ranges are split freely (a lost unit may be
@@ -91,6 +95,13 @@ struct SchedulerOptions {
   uint32_t maxCopies = 2;      // copies of one unit in flight at once (1 = no duplicates)
   double rateSmoothing = 0.5;  // weight of the newest rate measurement (EWMA)
 };
+
+// For interactive sessions, where every update starts a new frame (a new Scheduler): the first
+// pass is one sample per pixel, and every device's first unit is one tile of it, so that
+// devices that become ready a few milliseconds apart (a local device at once, nodes when their
+// load answers) all take part in the first pass. With the batch defaults the first device ready
+// takes two units of four tiles, half of a small frame's first pass, and the pass waits for it.
+SchedulerOptions interactiveSchedulerOptions();
 
 struct SchedulerStats {
   uint64_t issuedUnits = 0;     // copies handed out, duplicates included
@@ -230,6 +241,8 @@ class Scheduler {
 
   DeviceState& device(DeviceId id, SchedulerTime now);
   uint64_t budgetFor(const DeviceState& d) const;
+  uint64_t uncutPassWork() const;  // pixel samples of the current pass not handed out yet
+  uint64_t passShare(const DeviceState& d) const;
   std::optional<uint64_t> takeRequeued(uint64_t budget);
   std::optional<uint64_t> cutNewWork(uint64_t budget);
   std::optional<uint64_t> pickDuplicate(const DeviceState& d) const;

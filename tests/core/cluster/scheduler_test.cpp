@@ -210,6 +210,54 @@ TEST(SchedulerTest, PerDeviceInitialUnitWork) {
   EXPECT_LE(work(*cpu), 64u * 64 * 4) << cpu->describe();
 }
 
+// The ms at which the first pass of a 256x256 frame completes, for a local device (1000 pixel
+// samples per ms) ready at once and two nodes (700 each) ready `nodesReadyMs` later.
+int64_t firstPassMs(const SchedulerOptions& options, int64_t nodesReadyMs) {
+  Scheduler s({256, 256, 64, 64}, options);
+  std::vector<SimDevice> devices = {{kA, 1000}};
+  for (int64_t t = 0; t < 1000; ++t) {
+    if (t == nodesReadyMs) devices.insert(devices.end(), {{kB, 700}, {kC, 700}});
+    step(s, devices, t, [](SimDevice&, const WorkUnit&, bool) {});
+    if (s.completedPasses() > 0) return t + 1;
+  }
+  return -1;
+}
+
+// A session's first pass after an update (interactiveSchedulerOptions): nodes that become
+// ready a few ms after the local device still share the pass, which then ends near the ideal
+// (the nodes' delay plus what is left over all three devices, plus one tile on a node: 36 ms).
+// With the batch's first units (four tiles) the local device takes half the pass in its first
+// two units and the pass waits for it.
+TEST(SchedulerTest, InteractiveFirstPassIsSharedByDevicesReadyLater) {
+  const SchedulerOptions interactive = interactiveSchedulerOptions();
+  EXPECT_EQ(interactive.firstPassSamples, 1u);
+  SchedulerOptions batch;
+  batch.firstPassSamples = 1;
+  const int64_t delay = 5;
+  const double ideal = delay + (256.0 * 256 - 1000.0 * delay) / 2400 + 64.0 * 64 / 700;
+  const int64_t shared = firstPassMs(interactive, delay);
+  const int64_t alone = firstPassMs(batch, delay);
+  EXPECT_LE(shared, ideal) << "interactive: " << shared << " ms, ideal " << ideal;
+  EXPECT_LT(shared, alone) << "batch: " << alone << " ms";
+}
+
+// The last units of a pass get small (guided self-scheduling): two equal devices of measured
+// rate finish a pass within one tile's time of each other, however large the units they were
+// getting before.
+TEST(SchedulerTest, APassEndsWithSmallUnitsOnEveryDevice) {
+  Scheduler s({512, 512, 64, 64}, {.firstPassSamples = 4, .targetUnitMs = 300});
+  std::vector<SimDevice> devices = {{kA, 500}, {kB, 500}};
+  std::map<uint64_t, int64_t> lastOfPass0;  // device -> ms of its last pass-0 result
+  for (int64_t t = 0; t < 10000 && s.completedPasses() == 0; ++t) {
+    step(s, devices, t, [&](SimDevice& d, const WorkUnit& u, bool accepted) {
+      if (accepted && s.passOf(u) == 0) lastOfPass0[uint64_t(d.id)] = t;
+    });
+  }
+  ASSERT_EQ(lastOfPass0.size(), 2u);
+  const int64_t tileMs = 64 * 64 * 4 / 500;  // 32 ms
+  EXPECT_LE(std::abs(lastOfPass0[uint64_t(kA)] - lastOfPass0[uint64_t(kB)]), tileMs + 1);
+}
+
 TEST(SchedulerTest, RespectsMaxInFlight) {
   Scheduler s({256, 256, 16, 32});
   s.addDevice(kA, at(0), 3);
