@@ -3,9 +3,12 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstring>
 #include <memory>
+#include <system_error>
+#include <thread>
 #include <unordered_set>
 
 namespace pl {
@@ -429,7 +432,7 @@ void RawChunkIndex::addViews(const ChunkManifest& manifest, const RenderData& da
 }
 
 Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store,
-                                    const RawChunks* raw) {
+                                    const RawChunks* raw, unsigned threads) {
   if (Status s = manifest.validate(); !s.ok()) return s.error();
   auto rawOf = [raw](const ChunkRef& ref) -> const std::span<const uint8_t>* {
     if (raw == nullptr) return nullptr;
@@ -444,38 +447,73 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
     return Error{"render data: " + std::to_string(missing.size()) + " chunk(s) missing, first " +
                  missing.front().hex()};
 
-  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
-  std::vector<uint8_t> scratch;
+  // Every array sized first (this thread); then each chunk into its place, on any thread.
+  struct Piece {
+    RenderDataArray which;
+    const ChunkRef* ref;
+    uint8_t* dst;
+  };
+  std::vector<Piece> pieces;
   RenderData data;
-  auto fill = [&](auto& vec, RenderDataArray which) -> Status {
+  auto place = [&](auto& vec, RenderDataArray which) {
     const ArrayManifest& a = manifest.arrays[static_cast<uint32_t>(which)];
     vec.resize(a.elementCount);
     uint8_t* dst = reinterpret_cast<uint8_t*>(vec.data());
     for (const ChunkRef& ref : a.chunks) {
-      if (const std::span<const uint8_t>* bytes = rawOf(ref)) {
-        std::memcpy(dst, bytes->data(), ref.rawBytes);
-        dst += ref.rawBytes;
-        continue;
-      }
-      const std::optional<std::span<const uint8_t>> encoded = store.find(ref.hash);
-      if (!encoded)
-        return Error{std::string("array ") + renderDataArrayName(which) + ": chunk " +
-                     ref.hash.hex() + " is missing"};
-      Status s = decodeWith(dctx.get(), ref.hash, encoded->data(), encoded->size(), ref.rawBytes,
-                            dst, scratch);
-      if (!s.ok())
-        return Error{std::string("array ") + renderDataArrayName(which) + ": " + s.error().message};
+      pieces.push_back(Piece{which, &ref, dst});
       dst += ref.rawBytes;
     }
-    return Status();
   };
-#define PL_RD_FILL(Type, name) \
-  if (Status s = fill(data.name, RenderDataArray::name); !s.ok()) return s.error();
-  PL_RENDER_DATA_ARRAYS(PL_RD_FILL)
-#undef PL_RD_FILL
+#define PL_RD_PLACE(Type, name) place(data.name, RenderDataArray::name);
+  PL_RENDER_DATA_ARRAYS(PL_RD_PLACE)
+#undef PL_RD_PLACE
+  std::vector<Status> status(pieces.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+    std::vector<uint8_t> scratch;
+    for (size_t i = next++; i < pieces.size(); i = next++) {
+      const Piece& p = pieces[i];
+      const std::string array = std::string("array ") + renderDataArrayName(p.which) + ": ";
+      if (const std::span<const uint8_t>* bytes = rawOf(*p.ref)) {
+        std::memcpy(p.dst, bytes->data(), p.ref->rawBytes);
+        continue;
+      }
+      const std::optional<std::span<const uint8_t>> encoded = store.find(p.ref->hash);
+      if (!encoded) {
+        status[i] = Error{array + "chunk " + p.ref->hash.hex() + " is missing"};
+        continue;
+      }
+      if (dctx == nullptr) {
+        status[i] = Error{array + "no memory for a zstd decoder"};
+        continue;
+      }
+      Status s = decodeWith(dctx.get(), p.ref->hash, encoded->data(), encoded->size(),
+                            p.ref->rawBytes, p.dst, scratch);
+      if (!s.ok()) status[i] = Error{array + s.error().message};
+    }
+  };
+  std::vector<std::thread> helpers;
+  const size_t wanted = std::min<size_t>(std::max(threads, 1u), pieces.size());
+  for (size_t t = 1; t < wanted; ++t) {
+    try {
+      helpers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // this thread and those started do the work
+    }
+  }
+  work();
+  for (std::thread& t : helpers) t.join();
+  for (const Status& s : status) {
+    if (!s.ok()) return s.error();
+  }
   if (Status s = data.validate(); !s.ok())
     return Error{"render data from chunks: " + s.error().message};
   return data;
+}
+
+unsigned defaultCodecThreads() {
+  return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
 }
 
 std::vector<uint8_t> serializeEncodedScene(const ChunkManifest& manifest, const ChunkStore& chunks) {

@@ -204,8 +204,13 @@ class RawChunkIndex {
 // Rebuilds the RenderData of a manifest from the store's chunks: validates the manifest,
 // checks that every chunk is present (before allocating), decodes and verifies each chunk
 // into place, then RenderData::validate()s the result. A chunk in `raw` (of the right size) is
-// copied from there instead, and need not be in the store.
+// copied from there instead, and need not be in the store. Chunks are decoded on `threads`
+// threads (this one and threads - 1 it starts, fewer when a thread cannot start); the result
+// and the first error (in manifest order) do not depend on it.
 Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store,
-                                    const RawChunks* raw = nullptr);
+                                    const RawChunks* raw = nullptr, unsigned threads = 1);
+
+// Threads for encoding and decoding on this machine: its hardware threads, 1 to 4.
+unsigned defaultCodecThreads();
 
 }  // namespace pl

@@ -48,10 +48,6 @@ std::string hostName() {
 }
 
 constexpr uint32_t kMaxCodecThreads = 64;  // a bound on NodeOptions::codecThreads
-// Codec threads for NodeOptions::codecThreads == 0.
-unsigned defaultCodecThreads() {
-  return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
-}
 
 uint64_t sceneLimitBytes(const NodeOptions& options) {
   if (options.maxSceneBytes != 0) return options.maxSceneBytes;

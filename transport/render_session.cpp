@@ -71,8 +71,8 @@ class SceneState {
   Result<std::shared_ptr<const RenderData>> data() const {
     if (source_.data != nullptr) return source_.data;
     std::call_once(decodeOnce_, [this] {
-      Result<RenderData> decoded = decodeRenderData(source_.encoded->manifest,
-                                                    source_.encoded->chunks);
+      Result<RenderData> decoded = decodeRenderData(
+          source_.encoded->manifest, source_.encoded->chunks, nullptr, defaultCodecThreads());
       if (decoded.ok()) {
         decoded_ = std::make_shared<const RenderData>(std::move(decoded).value());
       } else {

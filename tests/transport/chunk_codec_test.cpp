@@ -222,6 +222,34 @@ TEST(ChunkCodecTest, LargeArraysSpanChunksAndRoundTrip) {
   expectBitIdentical(data, *back);
 }
 
+// Chunks decode on several threads into the same bits; with two corrupt chunks the error names
+// the first in manifest order, on any number of threads.
+TEST(ChunkCodecTest, DecodingOnThreadsGivesTheSameDataAndTheFirstError) {
+  const RenderData data = withLargeArrays(cornellBox());
+  ChunkStore store;
+  const ChunkManifest manifest = encodeRenderData(data, store);
+  ASSERT_GT(manifest.chunkHashes().size(), 8u);
+  for (unsigned threads : {2u, 4u, 64u}) {
+    Result<RenderData> back = decodeRenderData(manifest, store, nullptr, threads);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    expectBitIdentical(data, *back);
+  }
+  const Hash128 first = manifest.arrays[uint32_t(RenderDataArray::positions)].chunks[0].hash;
+  const Hash128 last = manifest.arrays[uint32_t(RenderDataArray::texels)].chunks.back().hash;
+  for (const Hash128& h : {first, last}) {
+    std::vector<uint8_t> bad = test::chunkBytes(store, h);
+    bad.back() ^= 0xff;
+    store.erase(h);
+    store.put(h, bad);
+  }
+  for (unsigned threads : {1u, 2u, 4u}) {
+    Result<RenderData> r = decodeRenderData(manifest, store, nullptr, threads);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find(first.hex()), std::string::npos)
+        << threads << " threads: " << r.error().message;
+  }
+}
+
 TEST(ChunkCodecTest, CameraMoveChangesOnlyTheCameraChunk) {
   RenderData data = withLargeArrays(cornellBox());
   ChunkStore primary;

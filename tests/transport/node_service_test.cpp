@@ -444,6 +444,32 @@ TEST(NodeService, BadInputGetsErrorsAndTheSessionKeepsServing) {
   EXPECT_EQ(renderRemote(loop, leased.session, sceneId, 0, unit).sums, result.sums);
 }
 
+// A node that takes puts unchecked (a worker: NodeOptions::verifyPuts false, its daemon checked
+// them) still never renders a corrupt chunk: the load's decode checks every chunk's hash and
+// names the bad one, and the session goes on answering.
+TEST(NodeService, UncheckedPutsAreCheckedAtLoad) {
+  const Scene& scene = cornellBox();
+  UvKjLoop loop;
+  NodeOptions options;
+  options.verifyPuts = false;
+  TestNode node(loop, 1, options);
+  Client client(loop, node.address());
+  proto::Node::Client nodeCap = client.authenticate(testKey(1));
+  Leased leased = takeLease(loop, nodeCap);
+  const std::vector<Hash128> hashes = scene.manifest.chunkHashes();
+  const Hash128 bad = hashes[hashes.size() / 2];
+  for (const Hash128& h : hashes) {
+    std::vector<uint8_t> bytes = test::chunkBytes(scene.store, h);
+    if (h == bad) bytes.back() ^= 0xff;
+    waitFor(loop, putAndAwaitReply(leased.session, h, kj::arrayPtr(bytes.data(), bytes.size())));
+  }
+  EXPECT_TRUE(askMissing(loop, leased.session, hashes).empty()) << "taken as they came";
+  auto load = leased.session.loadRequest();
+  toProto(scene.manifest, load.initManifest());
+  expectFailure([&] { waitFor(loop, load.send()); }, bad.hex());
+  waitFor(loop, leased.session.pingRequest().send());
+}
+
 // A manifest may name one small chunk many times: the decoded size is checked against the
 // node's limit before anything is decoded or allocated. The node will never hold that scene, so
 // the lease ends typed SCENE_TOO_LARGE (the Primary then stops asking this node for it).
