@@ -469,41 +469,52 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
 #undef PL_RD_PLACE
   std::vector<Status> status(pieces.size());
   std::atomic<size_t> next{0};
-  auto work = [&] {
+  auto decodePiece = [&](size_t i, ZSTD_DCtx* dctx, std::vector<uint8_t>& scratch) -> Status {
+    const Piece& p = pieces[i];
+    if (const std::span<const uint8_t>* bytes = rawOf(*p.ref)) {
+      std::memcpy(p.dst, bytes->data(), p.ref->rawBytes);
+      return Status();
+    }
+    const std::optional<std::span<const uint8_t>> encoded = store.find(p.ref->hash);
+    if (!encoded) return Error{"chunk " + p.ref->hash.hex() + " is missing"};
+    if (dctx == nullptr) return Error{"no memory for a zstd decoder"};
+    return decodeWith(dctx, p.ref->hash, encoded->data(), encoded->size(), p.ref->rawBytes,
+                      p.dst, scratch);
+  };
+  // Never throws: an exception (no memory) fails the chunk it came from, on any thread.
+  auto work = [&]() noexcept {
     std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
     std::vector<uint8_t> scratch;
     for (size_t i = next++; i < pieces.size(); i = next++) {
-      const Piece& p = pieces[i];
-      const std::string array = std::string("array ") + renderDataArrayName(p.which) + ": ";
-      if (const std::span<const uint8_t>* bytes = rawOf(*p.ref)) {
-        std::memcpy(p.dst, bytes->data(), p.ref->rawBytes);
-        continue;
+      Status s;
+      try {
+        s = decodePiece(i, dctx.get(), scratch);
+      } catch (const std::exception& e) {
+        s = Error{std::string("decoding failed: ") + e.what()};
       }
-      const std::optional<std::span<const uint8_t>> encoded = store.find(p.ref->hash);
-      if (!encoded) {
-        status[i] = Error{array + "chunk " + p.ref->hash.hex() + " is missing"};
-        continue;
+      if (!s.ok()) {
+        try {
+          status[i] = Error{std::string("array ") + renderDataArrayName(pieces[i].which) + ": " +
+                            s.error().message};
+        } catch (const std::exception&) {
+          status[i] = std::move(s);
+        }
       }
-      if (dctx == nullptr) {
-        status[i] = Error{array + "no memory for a zstd decoder"};
-        continue;
-      }
-      Status s = decodeWith(dctx.get(), p.ref->hash, encoded->data(), encoded->size(),
-                            p.ref->rawBytes, p.dst, scratch);
-      if (!s.ok()) status[i] = Error{array + s.error().message};
     }
   };
-  std::vector<std::thread> helpers;
-  const size_t wanted = std::min<size_t>(std::max(threads, 1u), pieces.size());
-  for (size_t t = 1; t < wanted; ++t) {
+  {
+    std::vector<std::thread> helpers;
+    const size_t wanted = std::min<size_t>(std::max(threads, 1u), pieces.size());
     try {
-      helpers.emplace_back(work);
-    } catch (const std::system_error&) {
-      break;  // this thread and those started do the work
+      helpers.reserve(wanted);
+      for (size_t t = 1; t < wanted; ++t) helpers.emplace_back(work);
+    } catch (const std::exception&) {
+      // A thread that cannot start (or no memory for one): this thread and those started do
+      // the work.
     }
+    work();
+    for (std::thread& t : helpers) t.join();
   }
-  work();
-  for (std::thread& t : helpers) t.join();
   for (const Status& s : status) {
     if (!s.ok()) return s.error();
   }

@@ -224,7 +224,8 @@ struct NodeStats {
   uint64_t camerasDecoded = 0;
   uint64_t deviceLoads = 0;
   uint64_t cameraSwitches = 0;
-  // Units whose render() call was cancelled while they rendered: they stopped early.
+  // Units whose render() call was cancelled while they rendered: they stopped early (on this
+  // process's devices: a daemon in worker mode counts none, its workers do).
   uint64_t unitsStopped = 0;
   // Worker mode: processes started, leases served by a warm worker, warm workers now and the
   // decoded bytes they hold (estimated from their manifests).

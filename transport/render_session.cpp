@@ -131,8 +131,8 @@ class LocalDeviceThread {
       std::lock_guard<std::mutex> lock(mutex_);
       queue_.clear();
       queue_.push_back(Job{generation, std::move(scene), WorkUnit{}, camera, cameraOnly});
+      latest_.store(generation);  // before any unit of it can be queued
     }
-    latest_.store(generation);
     wake_.notify_one();
   }
 

@@ -1,6 +1,7 @@
 #include "core/cluster/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "core/scene/render_data.h"
 
@@ -206,29 +207,35 @@ uint64_t Scheduler::uncutPassWork() const {
 }
 
 // The work left (not handed out, and in flight on every device) split by rate, less what this
-// device holds already: its units then end about when the others' do.
+// device holds already: its units then end about when the others' do. The devices that share
+// it: this one and those that hold work (a registered device that never asks, such as one
+// whose connection has silently died, takes no share).
 uint64_t Scheduler::passShare(const DeviceState& d) const {
   double known = 0;
-  size_t measured = 0;
+  size_t measured = 0, sharing = 0;
   uint64_t inFlight = 0, mineInFlight = 0;
   for (const auto& [id, other] : devices_) {
+    if (&other != &d && other.inFlight.empty()) continue;
+    ++sharing;
     if (other.rate > 0) {
       known += other.rate;
       ++measured;
     }
     for (const Copy& copy : other.inFlight) inFlight += workOf(copy.unit);
   }
+  if (sharing == 1) return std::numeric_limits<uint64_t>::max();  // alone: nothing to balance
   for (const Copy& copy : d.inFlight) mineInFlight += workOf(copy.unit);
   // A device not measured yet counts as the mean of those measured (as one, when none is).
   const double mean = measured == 0 ? 1.0 : known / double(measured);
-  const double total = known + mean * double(devices_.size() - measured);
+  const double total = known + mean * double(sharing - measured);
   const double mine = d.rate > 0 ? d.rate : mean;
   // Half of it (factoring): units shrink geometrically towards the pass's end.
   const double share =
       (double(uncutPassWork() + inFlight) * mine / total - double(mineInFlight)) / 2;
   // Never less than a whole tile of the pass: it is not worth cutting a tile's samples apart.
   const auto [p0, p1] = passRange(pass_);
-  const uint64_t tileWork = uint64_t(frame_.tileSize) * frame_.tileSize * (p1 - p0);
+  const uint64_t tileWork =
+      tileRect(tile_ % tilesX_, tile_ / tilesX_).pixelCount() * uint64_t(p1 - p0);
   return std::max(tileWork, uint64_t(std::max(share, 0.0)));
 }
 
@@ -404,7 +411,7 @@ std::optional<WorkUnit> Scheduler::nextUnit(DeviceId id, SchedulerTime now) {
   bool duplicate = false;
   if (!requeued_.empty()) pieceId = takeRequeued(budget);
   if (!pieceId && requeued_.empty() && pass_ < passCount_)
-    pieceId = cutNewWork(devices_.size() > 1 ? std::min(budget, passShare(d)) : budget);
+    pieceId = cutNewWork(std::min(budget, passShare(d)));
   // Nothing new to cut (the frame is handed out, or an adaptive frame waits for a pass to be
   // decided): an idle device speeds up the oldest unit in flight.
   if (!pieceId && requeued_.empty() && d.inFlight.empty()) {

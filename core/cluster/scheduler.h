@@ -13,11 +13,12 @@
 // neighbouring tiles of a pass (a row run, or whole tile rows) or by giving a tile only part
 // of the pass's samples. A new device starts with a small unit, and units grow by at most
 // growthFactor per completed unit (slow start), so one noisy measurement cannot hand a slow
-// device half the frame. With several devices, a new unit is also at most half the device's
-// share (by rate; equal while rates are unknown) of the pass's work left (not handed out, or
-// in flight anywhere), less the work it holds, but at least a whole tile of the pass (guided
-// self-scheduling with factoring): a pass's last units get small, so its devices finish it
-// together rather than one device's large unit holding the pass back.
+// device half the frame. With several devices at work, a new unit is also at most half the
+// device's share (by rate; equal while rates are unknown) of the pass's work left (not handed
+// out, or in flight anywhere), less the work it holds, but at least a whole tile of the pass
+// (guided self-scheduling with factoring): a pass's last units get small, so its devices
+// finish it together rather than one device's large unit holding the pass back. Devices that
+// hold no work (idle, or silently gone) take no share.
 //
 // Invariant: the units whose results complete() accepts tile the domain
 // [0, width) x [0, height) x [0, spp) exactly once. Ranges are split freely (a lost unit may be
@@ -242,7 +243,7 @@ class Scheduler {
   DeviceState& device(DeviceId id, SchedulerTime now);
   uint64_t budgetFor(const DeviceState& d) const;
   uint64_t uncutPassWork() const;  // pixel samples of the current pass not handed out yet
-  uint64_t passShare(const DeviceState& d) const;
+  uint64_t passShare(const DeviceState& d) const;  // the cap above (max when d is alone)
   std::optional<uint64_t> takeRequeued(uint64_t budget);
   std::optional<uint64_t> cutNewWork(uint64_t budget);
   std::optional<uint64_t> pickDuplicate(const DeviceState& d) const;

@@ -258,6 +258,21 @@ TEST(SchedulerTest, APassEndsWithSmallUnitsOnEveryDevice) {
   EXPECT_LE(std::abs(lastOfPass0[uint64_t(kA)] - lastOfPass0[uint64_t(kB)]), tileMs + 1);
 }
 
+// Registered devices that hold no work (one whose connection died silently) take no share of
+// a pass: a lone working device gets the units it gets with no other device registered.
+TEST(SchedulerTest, DevicesThatHoldNoWorkTakeNoShareOfThePass) {
+  auto units = [](uint64_t silent) {
+    Scheduler s({512, 512, 16, 64});
+    for (uint64_t i = 0; i < silent; ++i) s.addDevice(DeviceId{10 + i}, at(0));
+    std::vector<SimDevice> devices = {{kA, 1000}};
+    for (int64_t t = 0; t < 100000 && !s.done(); ++t)
+      step(s, devices, t, [](SimDevice&, const WorkUnit&, bool) {});
+    EXPECT_TRUE(s.done());
+    return s.stats().issuedUnits;
+  };
+  EXPECT_EQ(units(3), units(0));
+}
+
 TEST(SchedulerTest, RespectsMaxInFlight) {
   Scheduler s({256, 256, 16, 32});
   s.addDevice(kA, at(0), 3);
