@@ -314,11 +314,8 @@ TEST(NodeCameraMove, BadCameraIsRefusedAndTheSessionKeepsServing) {
 
 // A render call that its caller cancels (a camera move) stops the unit being rendered at its
 // next pixel: the device is free for the next generation at once, not minutes later (the next
-// render would time out after 60 s).
-TEST(NodeCameraMove, CancelledRenderStopsTheUnitBeingRendered) {
-  UvKjLoop loop;
-  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), quietNode());
-  proto::Node::Client client = node.newTrustedNode("test");
+// render would time out after 60 s). Returns the lease (kept for the caller's checks).
+Leased renderAfterACancelledUnit(UvKjLoop& loop, proto::Node::Client& client) {
   ChunkStore store;
   Scene a = encode(cornellBox(), store);
   Leased leased = takeLease(loop, client, {0});
@@ -326,6 +323,14 @@ TEST(NodeCameraMove, CancelledRenderStopsTheUnitBeingRendered) {
   cancelRenderAfterItStarted(loop, leased.session, a.id, minutesLong(*a.data));
   expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
                  renderLocally(*a.data, wholeImage(*a.data)), "after the stopped unit");
+  return leased;
+}
+
+TEST(NodeCameraMove, CancelledRenderStopsTheUnitBeingRendered) {
+  UvKjLoop loop;
+  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), quietNode());
+  proto::Node::Client client = node.newTrustedNode("test");
+  Leased leased = renderAfterACancelledUnit(loop, client);
   EXPECT_EQ(node.stats().unitsStopped, 1u);
 }
 
@@ -397,13 +402,7 @@ TEST(WarmWorkers, CancelledRenderStopsTheWorkersUnit) {
   UvKjLoop loop;
   NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), daemonOptions());
   proto::Node::Client client = node.newTrustedNode("test");
-  ChunkStore store;
-  Scene a = encode(cornellBox(), store);
-  Leased leased = takeLease(loop, client, {0});
-  upload(loop, leased.session, a, store);
-  cancelRenderAfterItStarted(loop, leased.session, a.id, minutesLong(*a.data));
-  expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
-                 renderLocally(*a.data, wholeImage(*a.data)), "after the worker's stopped unit");
+  Leased leased = renderAfterACancelledUnit(loop, client);
   EXPECT_EQ(node.workerCount(), 1u) << "the worker was replaced rather than its unit stopped";
 }
 
