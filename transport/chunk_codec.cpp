@@ -3,13 +3,13 @@
 #include <zstd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cstring>
 #include <memory>
-#include <system_error>
 #include <thread>
 #include <unordered_set>
+
+#include "core/render/thread_pool.h"
 
 namespace pl {
 
@@ -468,7 +468,6 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
   PL_RENDER_DATA_ARRAYS(PL_RD_PLACE)
 #undef PL_RD_PLACE
   std::vector<Status> status(pieces.size());
-  std::atomic<size_t> next{0};
   auto decodePiece = [&](size_t i, ZSTD_DCtx* dctx, std::vector<uint8_t>& scratch) -> Status {
     const Piece& p = pieces[i];
     if (const std::span<const uint8_t>* bytes = rawOf(*p.ref)) {
@@ -481,40 +480,20 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
     return decodeWith(dctx, p.ref->hash, encoded->data(), encoded->size(), p.ref->rawBytes,
                       p.dst, scratch);
   };
-  // Never throws: an exception (no memory) fails the chunk it came from, on any thread.
-  auto work = [&]() noexcept {
-    std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
-    std::vector<uint8_t> scratch;
-    for (size_t i = next++; i < pieces.size(); i = next++) {
-      Status s;
-      try {
-        s = decodePiece(i, dctx.get(), scratch);
-      } catch (const std::exception& e) {
-        s = Error{std::string("decoding failed: ") + e.what()};
-      }
-      if (!s.ok()) {
-        try {
-          status[i] = Error{std::string("array ") + renderDataArrayName(pieces[i].which) + ": " +
-                            s.error().message};
-        } catch (const std::exception&) {
-          status[i] = std::move(s);
-        }
-      }
-    }
-  };
-  {
-    std::vector<std::thread> helpers;
-    const size_t wanted = std::min<size_t>(std::max(threads, 1u), pieces.size());
+  ThreadPool pool(uint32_t(std::clamp<size_t>(threads, 1, std::max<size_t>(pieces.size(), 1))));
+  std::vector<std::unique_ptr<ZSTD_DCtx, DCtxDeleter>> dctx(pool.threadCount());
+  std::vector<std::vector<uint8_t>> scratch(pool.threadCount());
+  for (auto& d : dctx) d.reset(ZSTD_createDCtx());
+  // An exception (no memory) fails the chunk it came from: parallelFor's fn must not throw.
+  pool.parallelFor(uint32_t(pieces.size()), [&](uint32_t i, uint32_t thread) {
+    const char* array = renderDataArrayName(pieces[i].which);
     try {
-      helpers.reserve(wanted);
-      for (size_t t = 1; t < wanted; ++t) helpers.emplace_back(work);
-    } catch (const std::exception&) {
-      // A thread that cannot start (or no memory for one): this thread and those started do
-      // the work.
+      Status s = decodePiece(i, dctx[thread].get(), scratch[thread]);
+      if (!s.ok()) status[i] = Error{std::string("array ") + array + ": " + s.error().message};
+    } catch (const std::exception& e) {
+      status[i] = Error{std::string("array ") + array + ": decoding failed: " + e.what()};
     }
-    work();
-    for (std::thread& t : helpers) t.join();
-  }
+  });
   for (const Status& s : status) {
     if (!s.ok()) return s.error();
   }

@@ -1,13 +1,19 @@
 #include "core/render/thread_pool.h"
 
+#include <system_error>
+
 namespace pl {
 
 ThreadPool::ThreadPool(uint32_t threads) {
   if (threads == 0) threads = std::thread::hardware_concurrency();
   if (threads == 0) threads = 1;
-  threadCount_ = threads;
   workers_.reserve(threads - 1);
-  for (uint32_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { workerLoop(i); });
+  try {
+    for (uint32_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { workerLoop(i); });
+  } catch (const std::system_error&) {
+    // A thread that cannot start: the pool has those that did (and the owner's).
+  }
+  threadCount_ = uint32_t(workers_.size()) + 1;
 }
 
 ThreadPool::~ThreadPool() {

@@ -17,7 +17,8 @@ namespace pl {
 
 class ThreadPool {
  public:
-  // threads == 0: std::thread::hardware_concurrency() (at least 1).
+  // threads == 0: std::thread::hardware_concurrency() (at least 1). When a thread cannot
+  // start, the pool has fewer (threadCount()).
   explicit ThreadPool(uint32_t threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
