@@ -1,27 +1,30 @@
 #!/usr/bin/env python3
 """Does watching slow a render? A session started through the live view's API, rendered to the
 end with no page client, then again (same scene, same size and samples, a new session) with N
-WebSocket clients watching it (each receives every preview frame and the state broadcasts, and
-drops the bytes: the clients' own work is kept small, since on one machine it competes with the
-render).
+WebSocket clients watching it: one thread of this script reads every client's socket and drops
+the bytes (a browser's work is elsewhere, and on one machine the clients' own reading competes
+with the render: one Python thread per client cost about 1 s of CPU per render).
 
     bench/live_view_clients.py [--clients 50] [--size 256] [--spp 256] [--runs 3]
                                [--clients-nice N] [SCENE]
 
-The pages connect before the session starts (their handshakes are not timed). Prints the
-median render time of each case (from the session's start to the film holding every
-sample, from /api/state's `seconds` of the finished generation) and their ratio. One node daemon
-on 127.0.0.1 renders (its own devices); every process it starts is killed on exit.
+The pages connect before the session starts (their handshakes are not timed). Prints each run
+and the medians: the render time (from the session's start to the film holding every sample,
+from /api/state's `seconds` of the finished generation), the bytes the clients received, and
+the CPU time of the daemon's loop thread (web server, preview frames, sends) and of the daemon
+with its workers, read from /proc. One node daemon on 127.0.0.1 renders (its own devices);
+every process it starts is killed on exit.
 
 --clients-nice N runs the clients (this script) at that niceness and the daemon at the normal
-one: browsers are on other machines, and on a small machine the clients' own reading would
-otherwise be counted as the daemon's cost. Clients that fall behind get fewer frames (the
-daemon drops frames for a slow client), which the bytes received show.
+one. Clients that fall behind get fewer frames (the daemon drops frames for a slow client),
+which the bytes received show.
 """
 import argparse
 import json
 import os
 import re
+import resource
+import selectors
 import statistics
 import subprocess
 import sys
@@ -47,39 +50,72 @@ def state(base):
     return json.load(urllib.request.urlopen(base + "api/state"))
 
 
-def render_once(base, scene, size, spp, clients):
+def cpu_seconds(pid):
+    """(the daemon's loop thread, the daemon and its children) CPU seconds so far, from /proc."""
+    def ticks(path):
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    hz = os.sysconf("SC_CLK_TCK")
+    loop = ticks(f"/proc/{pid}/task/{pid}/stat")
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        total += ticks(f"/proc/{pid}/task/{tid}/stat")
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for child in f.read().split():
+                    for ctid in os.listdir(f"/proc/{child}/task"):
+                        total += ticks(f"/proc/{child}/task/{ctid}/stat")
+        except OSError:
+            pass
+    return loop / hz, total / hz
+
+
+def render_once(base, pid, scene, size, spp, clients):
     # The pages are open before the render starts (as a studio's browsers are): their
     # connections and handshakes are not part of the render's time.
     sockets = [WebSocket(base.replace("http://", "ws://") + "ws", "peerlight")
                for _ in range(clients)]
+    loop0, total0 = cpu_seconds(pid)
     key = post(base + "api/sessions",
                {"scene": scene, "width": size, "height": size, "spp": spp})["key"]
     stop = threading.Event()
-    frames = [0]
+    received = [0]
 
-    def watch(ws):
-        ws.send(json.dumps({"op": "watch", "key": key}))
-        ws.sock.settimeout(1)
-        # Read and drop the bytes (a browser's work is elsewhere: this measures the daemon).
-        while not stop.is_set():
-            try:
-                chunk = ws.sock.recv(1 << 20)
-                if not chunk:
-                    break
-                frames[0] += len(chunk)
-            except Exception:
-                if stop.is_set():
-                    break
-    threads = [threading.Thread(target=watch, args=(ws,), daemon=True) for ws in sockets]
-    for t in threads:
-        t.start()
+    def watch():
+        # One thread reads every client's socket and drops the bytes (a browser's work is
+        # elsewhere: this measures the daemon, and on one machine the clients' own reading
+        # competes with the render).
+        sel = selectors.DefaultSelector()
+        buffer = bytearray(1 << 20)
+        for ws in sockets:
+            ws.send(json.dumps({"op": "watch", "key": key}))
+            received[0] += len(ws.buffer)
+            ws.sock.setblocking(False)
+            sel.register(ws.sock, selectors.EVENT_READ)
+        while not stop.is_set() and sel.get_map():
+            for k, _ in sel.select(timeout=0.2):
+                try:
+                    n = k.fileobj.recv_into(buffer)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    n = 0
+                if n == 0:
+                    sel.unregister(k.fileobj)
+                received[0] += n
+        sel.close()
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
     seconds = None
     while seconds is None:
         for r in state(base)["renders"]:
             if r["key"] == key and r.get("spp") == spp and r.get("target_spp") == spp:
                 seconds = r["seconds"]
         time.sleep(0.02)
+    loop1, total1 = cpu_seconds(pid)
     stop.set()
+    reader.join()
     for ws in sockets:
         try:
             ws.sock.close()
@@ -89,7 +125,7 @@ def render_once(base, scene, size, spp, clients):
     ws.send(json.dumps({"op": "cancel", "key": key}))
     time.sleep(0.3)
     ws.sock.close()
-    return seconds, frames[0]
+    return seconds, received[0], loop1 - loop0, total1 - total0
 
 
 def main():
@@ -118,19 +154,28 @@ def main():
                     base = m.group(1)
             if args.clients_nice:
                 os.nice(args.clients_nice)  # after the daemon started: it keeps its own
-            render_once(base, args.scene, args.size, args.spp, 0)  # warm: worker, caches
-            quiet, watched, frames = [], [], []
+            render_once(base, node.pid, args.scene, args.size, args.spp, 0)  # warm: worker
+            runs = {0: [], args.clients: []}
             for _ in range(args.runs):  # alternating
-                quiet.append(render_once(base, args.scene, args.size, args.spp, 0)[0])
-                s, f = render_once(base, args.scene, args.size, args.spp, args.clients)
-                watched.append(s)
-                frames.append(f)
-            q, w = statistics.median(quiet), statistics.median(watched)
-            print(f"{os.path.basename(args.scene)} {args.size}x{args.size} {args.spp} spp: "
-                  f"no client {q:.2f} s, {args.clients} clients {w:.2f} s (median of "
-                  f"{args.runs}; {statistics.median(frames) / 1e6:.1f} MB received by the "
-                  f"clients in all per run; clients at nice {args.clients_nice}): "
-                  f"{w / q:.3f}x")
+                for clients in (0, args.clients):
+                    before = resource.getrusage(resource.RUSAGE_SELF)
+                    result = render_once(base, node.pid, args.scene, args.size, args.spp,
+                                         clients)
+                    after = resource.getrusage(resource.RUSAGE_SELF)
+                    own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                    runs[clients].append(result + (own,))
+                    print(f"  {clients:3d} clients: {result[0]:.2f} s, {result[1] / 1e6:.1f} MB "
+                          f"received, daemon loop thread {result[2]:.2f} s CPU, daemon and "
+                          f"workers {result[3]:.2f} s CPU, this script {own:.2f} s CPU",
+                          flush=True)
+            med = {c: [statistics.median(r[i] for r in runs[c]) for i in range(5)] for c in runs}
+            q, w = med[0], med[args.clients]
+            print(f"{os.path.basename(args.scene)} {args.size}x{args.size} {args.spp} spp, median "
+                  f"of {args.runs}: no client {q[0]:.2f} s, {args.clients} clients {w[0]:.2f} s: "
+                  f"{w[0] / q[0]:.3f}x; the daemon's loop thread {q[2]:.2f} -> {w[2]:.2f} s CPU "
+                  f"({(w[2] - q[2]) / q[3] * 100:.1f}% of the render's {q[3]:.2f} s CPU); the "
+                  f"clients received {w[1] / 1e6:.1f} MB in all (clients at nice "
+                  f"{args.clients_nice})")
         finally:
             node.kill()
             node.wait()
