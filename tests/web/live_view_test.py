@@ -286,6 +286,14 @@ def main():
                          what="the lease event is shown"),
                   "the page shows the lease and the lease events")
 
+            # A page opened while a render runs shows it without a click.
+            b.eval("window.beforeReload = true, location.reload(), true")
+            check(b.wait("window.beforeReload === undefined && "
+                         "document.querySelector('.render.selected') !== null && "
+                         "+document.getElementById('preview').dataset.spp === " + str(SPP),
+                         what="the render on show after a reload"),
+                  "a page opened later shows the running render at once")
+
             # Drag in the preview: the camera orbits.
             state = json.loads(get(base + "api/state")[1])
             before = state["renders"][0]
