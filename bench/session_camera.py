@@ -21,13 +21,13 @@ import argparse
 import json
 import math
 import os
-import select
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from event_reader import EventReader
 from session_join import Loopback, Veth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +51,7 @@ class Session:
     def __init__(self, args):
         self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.events = EventReader(self.p.stdout)
 
     def send(self, obj):
         self.p.stdin.write(json.dumps(obj) + "\n")
@@ -59,13 +60,12 @@ class Session:
     def wait(self, match, timeout=120):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r, _, _ = select.select([self.p.stdout], [], [], deadline - time.monotonic())
-            if not r:
-                break
-            line = self.p.stdout.readline()
-            if not line:
+            try:
+                e = self.events.next(deadline - time.monotonic())
+            except EOFError:
                 raise SystemExit("the session ended")
-            e = json.loads(line)
+            if e is None:
+                break
             if e.get("event") == "error" and e.get("fatal"):
                 raise SystemExit("session failed: " + e["message"])
             if match(e):

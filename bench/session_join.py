@@ -9,7 +9,8 @@ the `peer` line: the node's `joined` event (its data uploaded and loaded) and th
 poll (every 50 ms) that shows samples from it; and the local device's samples per second
 before and during the join.
 
-    bench/session_join.py [--veth] [--size 256x256] [--node-threads 1] [SCENE]
+    bench/session_join.py [--veth] [--size 256x256] [--node-threads 1] [--node-log PATH]
+                           [--session-log PATH] [SCENE]
 
 --veth: the session and the node in two network namespaces joined by a veth pair shaped to
 1 Gbit/s with tbf (needs root); else both on 127.0.0.1. Default scene: ../shared's Sponza.
@@ -18,11 +19,12 @@ Every process and namespace it makes is removed on exit.
 import argparse
 import json
 import os
-import select
 import subprocess
 import sys
 import tempfile
 import time
+
+from event_reader import EventReader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PL = os.path.join(ROOT, "build", "bin", "peerlight")
@@ -90,6 +92,8 @@ def main():
     ap.add_argument("--size", default="256x256")
     ap.add_argument("--node-threads", default="1")
     ap.add_argument("--local-threads", default="1")
+    ap.add_argument("--node-log", help="keep the node's log there (PEERLIGHT_LOG=debug: timed)")
+    ap.add_argument("--session-log", help="keep the session's log there")
     args = ap.parse_args()
     if not os.path.exists(args.scene):
         raise SystemExit(f"session_join: {args.scene} not found")
@@ -103,23 +107,25 @@ def main():
             session = subprocess.Popen(
                 net.in_a([PL, "session", args.scene, "--size", args.size, "--spp", "4096",
                           "--key-file", key, "--mdns-wait", "0", "--threads", args.local_threads]),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=open(args.session_log, "w") if args.session_log else subprocess.DEVNULL,
                 text=True, bufsize=1)
             procs.append(session)
             events = []
+
+            reader = EventReader(session.stdout)
 
             def read(timeout):
                 """Reads the events available within `timeout` seconds, with arrival times."""
                 deadline = time.monotonic() + timeout
                 while True:
                     left = deadline - time.monotonic()
-                    r, _, _ = select.select([session.stdout], [], [], max(0, left))
-                    if not r:
-                        return
-                    line = session.stdout.readline()
-                    if not line:
+                    try:
+                        e = reader.next(max(0, left))
+                    except EOFError:
                         raise SystemExit("the session ended")
-                    e = json.loads(line)
+                    if e is None:
+                        return
                     if e.get("event") == "error" and e.get("fatal"):
                         raise SystemExit("session failed: " + e["message"])
                     events.append((time.monotonic(), e))
@@ -155,7 +161,7 @@ def main():
             t_b, s_b = stats()
             local_before = (s_b["devices"][0]["samples"] - s_a["devices"][0]["samples"]) / (t_b - t_a)
 
-            err = open(os.path.join(tmp, "node.err"), "w")
+            err = open(args.node_log or os.path.join(tmp, "node.err"), "w")
             node = subprocess.Popen(
                 net.in_b([PL, "node", "--listen", f"{net.node_host}:0", "--key-file", key,
                           "--threads", args.node_threads, "--no-mdns", "--no-control-socket"]),
