@@ -51,24 +51,31 @@ def state(base):
 
 
 def cpu_seconds(pid):
-    """(the daemon's loop thread, the daemon and its children) CPU seconds so far, from /proc."""
+    """(the daemon's loop thread, the daemon with its worker processes) CPU seconds so far, and
+    the number of worker processes, from /proc: the process-level figures count the threads
+    that have exited too."""
+    hz = os.sysconf("SC_CLK_TCK")
+
     def ticks(path):
         with open(path) as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])  # utime, stime
-    hz = os.sysconf("SC_CLK_TCK")
-    loop = ticks(f"/proc/{pid}/task/{pid}/stat")
-    total = 0
+
+    loop = ticks(f"/proc/{pid}/task/{pid}/stat")  # the main thread runs the loop
+    total = ticks(f"/proc/{pid}/stat")
+    children = set()
     for tid in os.listdir(f"/proc/{pid}/task"):
-        total += ticks(f"/proc/{pid}/task/{tid}/stat")
         try:
             with open(f"/proc/{pid}/task/{tid}/children") as f:
-                for child in f.read().split():
-                    for ctid in os.listdir(f"/proc/{child}/task"):
-                        total += ticks(f"/proc/{child}/task/{ctid}/stat")
+                children.update(f.read().split())
+        except OSError:  # the thread has exited
+            pass
+    for child in children:
+        try:
+            total += ticks(f"/proc/{child}/stat")
         except OSError:
             pass
-    return loop / hz, total / hz
+    return loop / hz, total / hz, len(children)
 
 
 def render_once(base, pid, scene, size, spp, clients):
@@ -76,7 +83,7 @@ def render_once(base, pid, scene, size, spp, clients):
     # connections and handshakes are not part of the render's time.
     sockets = [WebSocket(base.replace("http://", "ws://") + "ws", "peerlight")
                for _ in range(clients)]
-    loop0, total0 = cpu_seconds(pid)
+    loop0, total0, _ = cpu_seconds(pid)
     key = post(base + "api/sessions",
                {"scene": scene, "width": size, "height": size, "spp": spp})["key"]
     stop = threading.Event()
@@ -113,7 +120,10 @@ def render_once(base, pid, scene, size, spp, clients):
             if r["key"] == key and r.get("spp") == spp and r.get("target_spp") == spp:
                 seconds = r["seconds"]
         time.sleep(0.02)
-    loop1, total1 = cpu_seconds(pid)
+    loop1, total1, workers = cpu_seconds(pid)
+    if workers == 0:
+        sys.exit("live_view_clients: no worker process of the daemon to count (/proc/PID/task/"
+                 "TID/children)")
     stop.set()
     reader.join()
     for ws in sockets:
@@ -137,6 +147,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clients-nice", type=int, default=0)
     args = ap.parse_args()
+    if args.clients < 1:
+        ap.error("--clients: at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         key = os.path.join(tmp, "key")
         with open(key, "wb") as f:

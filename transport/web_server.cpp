@@ -41,6 +41,17 @@ struct Client {
   // the frame header into the headroom, one client after the other on this thread), binary.
   std::deque<std::pair<WebServer::Frame, bool>> queue;
   std::string rx;
+  // Frames the client may still send: kMaxMessageBurst, refilled at kMaxMessagesPerSecond.
+  double allowance = kMaxMessageBurst;
+  uint64_t refilledMs = 0;  // the loop's clock (uv_now)
+  bool mayReceive(uint64_t nowMs) {
+    allowance = std::min(kMaxMessageBurst,
+                         allowance + double(nowMs - refilledMs) * kMaxMessagesPerSecond / 1000);
+    refilledMs = nowMs;
+    if (allowance < 1) return false;
+    allowance -= 1;
+    return true;
+  }
 };
 
 // Per-connection data of both protocols (lws zero-fills it).
@@ -278,6 +289,7 @@ struct WebServer::Impl {
         client->wsi = wsi;
         client->id = self->nextClient++;
         client->peer = pss->request != nullptr ? pss->request->peer : "";
+        client->refilledMs = uv_now(self->loop);
         pss->client = client;
         self->clients[client->id] = client;
         WebRequest request = pss->request != nullptr ? *pss->request : WebRequest{};
@@ -289,6 +301,15 @@ struct WebServer::Impl {
       case LWS_CALLBACK_RECEIVE: {
         Client* client = pss != nullptr ? pss->client : nullptr;
         if (client == nullptr || self == nullptr) return -1;
+        if (!client->mayReceive(uv_now(self->loop))) {
+          PL_LOG_WARN("web: WebSocket client %s closed: more than %.0f messages a second",
+                      client->peer.c_str(), kMaxMessagesPerSecond);
+          const char why[] = "too many messages";
+          lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                           reinterpret_cast<unsigned char*>(const_cast<char*>(why)),
+                           sizeof why - 1);
+          return -1;
+        }
         if (client->rx.size() + len > kMaxMessageBytes) {
           PL_LOG_WARN("web: WebSocket client %s closed: a message of more than %zu bytes",
                       client->peer.c_str(), kMaxMessageBytes);

@@ -11,7 +11,9 @@
 //
 // Bounds: request headers 4 KiB (libwebsockets' default), request bodies kMaxBodyBytes (only
 // with a Content-Length; 411 without, 413 beyond), WebSocket messages from a client
-// kMaxMessageBytes (closed with 1009 beyond), kMaxClients WebSocket clients (503 beyond), and
+// kMaxMessageBytes (closed with 1009 beyond) and at most kMaxMessagesPerSecond of them (after a
+// burst of kMaxMessageBurst; a flood is closed with 1008), kMaxClients WebSocket clients (503
+// beyond), and
 // kMaxQueued messages queued per client: send() drops what a client that does not keep up
 // would have to queue, so a slow browser never holds anything back. WebSocket clients must ask
 // for the subprotocol `protocol` given to start() (`new WebSocket(url, "peerlight")`).
@@ -36,6 +38,8 @@ namespace pl {
 
 constexpr size_t kMaxBodyBytes = 64 << 10;
 constexpr size_t kMaxMessageBytes = 16 << 10;
+constexpr double kMaxMessagesPerSecond = 50;  // the page sends at most 30 camera moves a second
+constexpr double kMaxMessageBurst = 100;
 constexpr size_t kMaxClients = 64;
 constexpr size_t kMaxQueued = 4;
 

@@ -260,6 +260,49 @@ TEST(WebServerTest, WebSocketsNeedTheProtocolAndAreBoundedAndClosedWithTheServer
   EXPECT_TRUE(lastOp == 8 || lastOp == -1) << lastOp;  // a close frame, or the end
 }
 
+// Bad input closes that client alone: a WebSocket client flooding messages (closed with 1008
+// after a burst, most of the flood never handled) and a request that is not HTTP. Another
+// client is served throughout.
+TEST(WebServerTest, AFloodOrGarbageClosesThatClientAlone) {
+  Fixture f;
+  ASSERT_TRUE(f.server);
+  const uint16_t port = f.server->port();
+  constexpr int kFlood = 2000;
+  f.run([&] {
+    Client calm(port);
+    calm.write(upgrade("peerlight"));
+    ASSERT_NE(calm.readUntil("\r\n\r\n").find("101"), std::string::npos);
+
+    Client flood(port);
+    flood.write(upgrade("peerlight"));
+    ASSERT_NE(flood.readUntil("\r\n\r\n").find("101"), std::string::npos);
+    for (int i = 0; i < kFlood; ++i) flood.sendFrame("f");
+    int opcode = 0;
+    std::string reason;
+    for (int i = 0; i <= kFlood && opcode != 8 && opcode != -1; ++i)
+      std::tie(opcode, reason) = flood.readFrame();  // echoes, then the close
+    EXPECT_EQ(opcode, 8) << "the flood is closed";
+    ASSERT_GE(reason.size(), 2u);
+    EXPECT_EQ((uint8_t(reason[0]) << 8) | uint8_t(reason[1]), 1008);
+
+    Client garbage(port);
+    garbage.write(std::string("\x16\x03\x01 not http at all\r\n\r\n", 28));
+    const std::string answer = garbage.readUntil("never");  // until it is closed
+    EXPECT_EQ(answer.find("200 OK"), std::string::npos) << answer;
+
+    calm.sendFrame("still here");
+    auto [op, payload] = calm.readFrame();
+    EXPECT_EQ(op, 1);
+    EXPECT_EQ(payload, "echo still here");
+    Client page(port);
+    page.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    EXPECT_NE(page.readUntil("</p>").find("<p>page</p>"), std::string::npos);
+  });
+  EXPECT_LE(f.messages.size(), size_t(kMaxMessageBurst) + 10) << "most of the flood unhandled";
+  EXPECT_EQ(f.messages.back(), "still here");
+  f.stop();
+}
+
 // One frame, framed once, to several clients: each gets it whole (libwebsockets writes each
 // client's header into the shared headroom, one after the other).
 TEST(WebServerTest, OneSharedFrameReachesEveryClientIntact) {

@@ -334,6 +334,22 @@ def main():
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             check(status == 200 and saved == open(out, "rb").read(),
                   "after the drag, the saved image is bitwise `peerlight render --look-at`'s")
+            # A second session started from the form is on show at once and stays so, though
+            # the first one is listed too; when it ends, the first one is shown again.
+            selected = "(document.querySelector('.render.selected') || {dataset: {}}).dataset.key"
+            b.eval(f"""(() => {{
+                const f = document.getElementById('start');
+                f.scene.value = {json.dumps(scene)}; f.spp.value = 4;
+                f.requestSubmit(); return true; }})()""")
+            b.wait(f"document.querySelectorAll('.render').length === 2 && {selected} !== 's1'",
+                   what="the second session listed and on show")
+            time.sleep(1.5)  # state broadcasts come every second
+            second = b.eval(selected)
+            check(second not in (None, "s1"), f"a session started from the page stays on show "
+                  f"({second})")
+            b.eval("document.getElementById('cancel').click(), true")
+            b.wait(f"document.querySelectorAll('.render').length === 1 && {selected} === 's1'",
+                   what="the first session on show again")
             b.eval("document.getElementById('cancel').click(), true")
             b.wait("document.querySelectorAll('.render').length === 0", what="cancel ends it")
             check(True, "cancel ends the session")
