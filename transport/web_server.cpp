@@ -41,8 +41,11 @@ struct Client {
   // the frame header into the headroom, one client after the other on this thread), binary.
   std::deque<std::pair<WebServer::Frame, bool>> queue;
   std::string rx;
-  // Frames the client may still send: kMaxMessageBurst, refilled at kMaxMessagesPerSecond.
+  // Messages the client may still send: kMaxMessageBurst, refilled at kMaxMessagesPerSecond.
+  // A message is charged once, at its first part (libwebsockets hands a message over in parts
+  // of at most the receive buffer); an empty part is charged too (no flood of them is free).
   double allowance = kMaxMessageBurst;
+  bool inMessage = false;
   uint64_t refilledMs = 0;  // the loop's clock (uv_now)
   bool mayReceive(uint64_t nowMs) {
     allowance = std::min(kMaxMessageBurst,
@@ -301,7 +304,7 @@ struct WebServer::Impl {
       case LWS_CALLBACK_RECEIVE: {
         Client* client = pss != nullptr ? pss->client : nullptr;
         if (client == nullptr || self == nullptr) return -1;
-        if (!client->mayReceive(uv_now(self->loop))) {
+        if ((!client->inMessage || len == 0) && !client->mayReceive(uv_now(self->loop))) {
           PL_LOG_WARN("web: WebSocket client %s closed: more than %.0f messages a second",
                       client->peer.c_str(), kMaxMessagesPerSecond);
           const char why[] = "too many messages";
@@ -320,9 +323,11 @@ struct WebServer::Impl {
           return -1;
         }
         client->rx.append(static_cast<const char*>(in), len);
+        client->inMessage = true;
         if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) != 0) break;
         std::string message = std::move(client->rx);
         client->rx.clear();
+        client->inMessage = false;
         if (self->handlers.socketMessage) self->handlers.socketMessage(client->id, message);
         break;
       }
