@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Time to equal error against Cycles (issue 10): how long each renderer needs to bring its
+image to a given error, on the same machine, one after the other.
+
+Each renderer renders the scene at a ladder of sample counts and once at many samples (its own
+reference: the two differ in their BRDFs' details, and the error measured here is noise, not
+bias). For each rung the relative RMS error against the renderer's own reference is taken over
+16x16-pixel blocks of R + G + B (noise the eye sees; the per-pixel error of a path tracer is
+dominated by fireflies). Its square falls as 1/samples, and the reference's own noise adds
+MSE(ref) = MSE(rung) * rung / ref_spp, which is taken out. Efficiency = 1 / (MSE x seconds): the
+ratio of the two renderers' efficiencies is the ratio of their times to any equal error.
+
+    bench/equal_error.py [--size 256] [--spp 16 32 64 128 256] [--ref-spp 2048]
+                         [--scene cornell]
+
+Times: peerlight's render seconds (`render --json`, the scene already compiled); Cycles' wall
+time minus its 1-spp warm-up (sync, BVH, textures), scaled by spp / (spp - 1), as
+`cycles_reference.py` reports. Both on every core of this machine. Needs Debian's `blender`
+and `../shared` (scenes and `reference/cycles_reference.py`).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PL = os.path.join(ROOT, "build", "bin", "peerlight")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+sys.path.insert(0, os.path.join(ROOT, "tests", "blender"))
+from addon_test import read_exr_channels  # noqa: E402
+
+BLOCK = 16
+SCENES = {
+    # name: (scene, peerlight flags, Cycles flags)
+    "cornell": ("scenes/cornell-box/gltf-derived/cornell_box.gltf",
+                ["--max-depth", "17", "--env", "0,0,0"], ["--gltf-brdf", "--bounces", "16"]),
+    # (DamagedHelmet has no camera of its own: the two renderers would frame it differently,
+    # and the share of empty sky changes the figure. Not measured yet.)
+}
+
+
+def blocks(path):
+    ch = read_exr_channels(path)
+    n = len(ch["R"])
+    size = int(round(math.sqrt(n)))
+    per_row = size // BLOCK
+    sums = [0.0] * (per_row * per_row)
+    for i in range(n):
+        y, x = divmod(i, size)
+        sums[(y // BLOCK) * per_row + x // BLOCK] += ch["R"][i] + ch["G"][i] + ch["B"][i]
+    return [s / (BLOCK * BLOCK) for s in sums]
+
+
+def relative_mse(image, reference):
+    mean = sum(reference) / len(reference)
+    return sum((a - b) ** 2 for a, b in zip(image, reference)) / len(reference) / mean ** 2
+
+
+def peerlight(scene, flags, size, spp, out):
+    r = subprocess.run([PL, "render", scene, "-o", out, "--size", f"{size}x{size}", "--spp",
+                        str(spp), "--local-only", "--no-daemon", "--json"] + flags,
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def cycles(scene, flags, size, spps, prefix):
+    r = subprocess.run(["blender", "-b", "--factory-startup", "--python",
+                        os.path.join(SHARED, "reference", "cycles_reference.py"), "--",
+                        "--scene", scene, "--out", prefix, "--res", str(size), str(size),
+                        "--samples"] + [str(s) for s in spps] + ["--no-png"] + flags,
+                       capture_output=True, text=True,
+                       # The system's PATH: a Python of another install first in PATH (pyenv)
+                       # would become Blender's Python home, without Debian's numpy.
+                       env=dict(os.environ, PATH="/usr/local/bin:/usr/bin:/bin"))
+    out = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("CYCLES_REF "):
+            rec = json.loads(line[len("CYCLES_REF "):])
+            spp, wall, warm = rec["spp"], rec["wall_s"], rec["warmup_1spp_s"] or 0.0
+            exr = [f for f in rec["files"] if f.endswith(".exr")]
+            out[spp] = ((wall - warm) * spp / (spp - 1) if spp > 1 else wall, exr[0])
+    if len(out) != len(spps):
+        raise SystemExit("Cycles failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scene", choices=sorted(SCENES), default="cornell")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--spp", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    ap.add_argument("--ref-spp", type=int, default=2048)
+    args = ap.parse_args()
+    rel, pl_flags, cy_flags = SCENES[args.scene]
+    scene = os.path.join(SHARED, rel)
+    if not os.path.exists(scene):
+        raise SystemExit(f"equal_error: {scene} not found")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = {}
+        for spp in args.spp + [args.ref_spp]:
+            out = os.path.join(tmp, f"pl_{spp}.exr")
+            ours[spp] = (peerlight(scene, pl_flags, args.size, spp, out), out)
+        theirs = cycles(scene, cy_flags, args.size, args.spp + [args.ref_spp],
+                        os.path.join(tmp, "cy"))
+        ratios = []
+        print(f"{args.scene} {args.size}x{args.size}, references at {args.ref_spp} spp; "
+              f"relative RMS of {BLOCK}x{BLOCK} blocks (noise of the reference taken out), "
+              f"seconds, efficiency 1/(MSE x s):")
+        refs = {name: blocks(r[args.ref_spp][1]) for name, r in (("ours", ours),
+                                                                  ("cycles", theirs))}
+        for spp in args.spp:
+            row = {}
+            for name, r in (("ours", ours), ("cycles", theirs)):
+                seconds, path = r[spp]
+                mse = relative_mse(blocks(path), refs[name]) / (1 + spp / args.ref_spp)
+                row[name] = (math.sqrt(mse), seconds, 1 / (mse * seconds))
+            ratio = row["ours"][2] / row["cycles"][2]
+            ratios.append(ratio)
+            print(f"  {spp:5d} spp: peerlight {100 * row['ours'][0]:.2f}% in "
+                  f"{row['ours'][1]:.2f} s, Cycles {100 * row['cycles'][0]:.2f}% in "
+                  f"{row['cycles'][1]:.2f} s: peerlight reaches equal error "
+                  f"{ratio:.2f}x sooner")
+        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        print(f"{args.scene}: time to equal error, Cycles / peerlight: {geo:.2f}x (geometric "
+              f"mean over the rungs; the issue asks for at least 1.5x)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
