@@ -11,7 +11,7 @@ MSE(ref) = MSE(rung) * rung / ref_spp, which is taken out. Efficiency = 1 / (MSE
 ratio of the two renderers' efficiencies is the ratio of their times to any equal error.
 
     bench/equal_error.py [--size 256] [--spp 16 32 64 128 256] [--ref-spp 2048]
-                         [--scene cornell]
+                         [--scene cornell|helmet]
 
 Times: peerlight's render seconds (`render --json`, the scene already compiled); Cycles' wall
 time minus its 1-spp warm-up (sync, BVH, textures), scaled by spp / (spp - 1), as
@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,30 @@ SCENES = {
     # name: (scene, peerlight flags, Cycles flags)
     "cornell": ("scenes/cornell-box/gltf-derived/cornell_box.gltf",
                 ["--max-depth", "17", "--env", "0,0,0"], ["--gltf-brdf", "--bounces", "16"]),
-    # (DamagedHelmet has no camera of its own: the two renderers would frame it differently,
-    # and the share of empty sky changes the figure. Not measured yet.)
+    # DamagedHelmet has no camera of its own: a copy of it with one (helmet_with_camera()), so
+    # that both renderers frame it alike; a uniform white sky.
+    "helmet": ("scenes/khronos-gltf/DamagedHelmet/glTF/DamagedHelmet.gltf",
+               ["--max-depth", "17", "--env", "1,1,1"],
+               ["--gltf-brdf", "--bounces", "16", "--world", "1.0"]),
 }
+
+
+def helmet_with_camera(scene, tmp):
+    """A copy of the DamagedHelmet folder whose glTF has a camera 2.4 units in front of it
+    (40 degrees vertical field of view): the close-up both renderers render."""
+    folder = os.path.join(tmp, "helmet")
+    shutil.copytree(os.path.dirname(scene), folder)
+    path = os.path.join(folder, os.path.basename(scene))
+    with open(path) as f:
+        gltf = json.load(f)
+    gltf["cameras"] = [{"type": "perspective",
+                        "perspective": {"yfov": math.radians(40), "znear": 0.01,
+                                        "aspectRatio": 1.0}}]
+    gltf["nodes"].append({"camera": 0, "translation": [0.0, 0.0, 2.4]})
+    gltf["scenes"][gltf.get("scene", 0)]["nodes"].append(len(gltf["nodes"]) - 1)
+    with open(path, "w") as f:
+        json.dump(gltf, f)
+    return path
 
 
 def blocks(path):
@@ -99,6 +121,8 @@ def main():
     if not os.path.exists(scene):
         raise SystemExit(f"equal_error: {scene} not found")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.scene == "helmet":
+            scene = helmet_with_camera(scene, tmp)
         ours = {}
         for spp in args.spp + [args.ref_spp]:
             out = os.path.join(tmp, f"pl_{spp}.exr")
