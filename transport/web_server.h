@@ -13,9 +13,8 @@
 // with a Content-Length; 411 without, 413 beyond), WebSocket messages from a client
 // kMaxMessageBytes (closed with 1009 beyond) and at most kMaxMessagesPerSecond of them (after a
 // burst of kMaxMessageBurst; a flood is closed with 1008), kMaxClients WebSocket clients (503
-// beyond), and
-// kMaxQueued messages queued per client: send() drops what a client that does not keep up
-// would have to queue, so a slow browser never holds anything back. WebSocket clients must ask
+// beyond), and kMaxQueued messages queued per client: send() drops what a client that does not
+// keep up would have to queue, so a slow browser never holds anything back. WebSocket clients must ask
 // for the subprotocol `protocol` given to start() (`new WebSocket(url, "peerlight")`).
 //
 // Threads: everything on the loop's thread, handlers included. Destroying the server closes
