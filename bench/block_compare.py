@@ -22,18 +22,19 @@ from addon_test import read_exr_channels  # noqa: E402
 BLOCKS = 32
 
 
-def block_means(path):
+def block_means(path, blocks=BLOCKS):
+    """The mean R + G + B of each of blocks x blocks blocks of a square image, row by row."""
     ch = read_exr_channels(path)
     n = len(ch["R"])
     size = int(round(math.sqrt(n)))
-    if size * size != n or size % BLOCKS:
+    if size * size != n or size % blocks:
         raise SystemExit("%s: %d pixels, not a square image whose side is a multiple of %d"
-                         % (path, n, BLOCKS))
-    block = size // BLOCKS
-    sums = [0.0] * (BLOCKS * BLOCKS)
+                         % (path, n, blocks))
+    block = size // blocks
+    sums = [0.0] * (blocks * blocks)
     for i in range(n):
         y, x = divmod(i, size)
-        sums[(y // block) * BLOCKS + x // block] += ch["R"][i] + ch["G"][i] + ch["B"][i]
+        sums[(y // block) * blocks + x // block] += ch["R"][i] + ch["G"][i] + ch["B"][i]
     return [s / (block * block) for s in sums]
 
 

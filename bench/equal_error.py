@@ -30,8 +30,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PL = os.path.join(ROOT, "build", "bin", "peerlight")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-sys.path.insert(0, os.path.join(ROOT, "tests", "blender"))
-from addon_test import read_exr_channels  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from block_compare import block_means  # noqa: E402
 
 BLOCK = 16
 SCENES = {
@@ -62,18 +62,6 @@ def helmet_with_camera(scene, tmp):
     with open(path, "w") as f:
         json.dump(gltf, f)
     return path
-
-
-def blocks(path):
-    ch = read_exr_channels(path)
-    n = len(ch["R"])
-    size = int(round(math.sqrt(n)))
-    per_row = size // BLOCK
-    sums = [0.0] * (per_row * per_row)
-    for i in range(n):
-        y, x = divmod(i, size)
-        sums[(y // BLOCK) * per_row + x // BLOCK] += ch["R"][i] + ch["G"][i] + ch["B"][i]
-    return [s / (BLOCK * BLOCK) for s in sums]
 
 
 def relative_mse(image, reference):
@@ -133,13 +121,15 @@ def main():
         print(f"{args.scene} {args.size}x{args.size}, references at {args.ref_spp} spp; "
               f"relative RMS of {BLOCK}x{BLOCK} blocks (noise of the reference taken out), "
               f"seconds, efficiency 1/(MSE x s):")
-        refs = {name: blocks(r[args.ref_spp][1]) for name, r in (("ours", ours),
-                                                                  ("cycles", theirs))}
+        per_side = args.size // BLOCK
+        refs = {name: block_means(r[args.ref_spp][1], per_side)
+                for name, r in (("ours", ours), ("cycles", theirs))}
         for spp in args.spp:
             row = {}
             for name, r in (("ours", ours), ("cycles", theirs)):
                 seconds, path = r[spp]
-                mse = relative_mse(blocks(path), refs[name]) / (1 + spp / args.ref_spp)
+                mse = (relative_mse(block_means(path, per_side), refs[name]) /
+                       (1 + spp / args.ref_spp))
                 row[name] = (math.sqrt(mse), seconds, 1 / (mse * seconds))
             ratio = row["ours"][2] / row["cycles"][2]
             ratios.append(ratio)

@@ -42,10 +42,10 @@ struct Client {
   std::deque<std::pair<WebServer::Frame, bool>> queue;
   std::string rx;
   // Messages the client may still send: kMaxMessageBurst, refilled at kMaxMessagesPerSecond.
-  // A message is charged once, at its first part (libwebsockets hands a message over in parts
-  // of at most the receive buffer); an empty part is charged too (no flood of them is free).
+  // A message is charged once, at its first part (rx empty: libwebsockets hands a message over
+  // in parts of at most the receive buffer); an empty part is charged too (no flood of them is
+  // free).
   double allowance = kMaxMessageBurst;
-  bool inMessage = false;
   uint64_t refilledMs = 0;  // the loop's clock (uv_now)
   bool mayReceive(uint64_t nowMs) {
     allowance = std::min(kMaxMessageBurst,
@@ -56,6 +56,13 @@ struct Client {
     return true;
   }
 };
+
+// Closes a WebSocket connection with a status and its reason (the callback returns this).
+int closeWith(lws* wsi, lws_close_status status, const char* why) {
+  lws_close_reason(wsi, status, reinterpret_cast<unsigned char*>(const_cast<char*>(why)),
+                   std::strlen(why));
+  return -1;
+}
 
 // Per-connection data of both protocols (lws zero-fills it).
 struct Pss {
@@ -304,30 +311,20 @@ struct WebServer::Impl {
       case LWS_CALLBACK_RECEIVE: {
         Client* client = pss != nullptr ? pss->client : nullptr;
         if (client == nullptr || self == nullptr) return -1;
-        if ((!client->inMessage || len == 0) && !client->mayReceive(uv_now(self->loop))) {
+        if ((client->rx.empty() || len == 0) && !client->mayReceive(uv_now(self->loop))) {
           PL_LOG_WARN("web: WebSocket client %s closed: more than %.0f messages a second",
                       client->peer.c_str(), kMaxMessagesPerSecond);
-          const char why[] = "too many messages";
-          lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
-                           reinterpret_cast<unsigned char*>(const_cast<char*>(why)),
-                           sizeof why - 1);
-          return -1;
+          return closeWith(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, "too many messages");
         }
         if (client->rx.size() + len > kMaxMessageBytes) {
           PL_LOG_WARN("web: WebSocket client %s closed: a message of more than %zu bytes",
                       client->peer.c_str(), kMaxMessageBytes);
-          const char why[] = "message too large";
-          lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                           reinterpret_cast<unsigned char*>(const_cast<char*>(why)),
-                           sizeof why - 1);
-          return -1;
+          return closeWith(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
         }
         client->rx.append(static_cast<const char*>(in), len);
-        client->inMessage = true;
         if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) != 0) break;
         std::string message = std::move(client->rx);
         client->rx.clear();
-        client->inMessage = false;
         if (self->handlers.socketMessage) self->handlers.socketMessage(client->id, message);
         break;
       }

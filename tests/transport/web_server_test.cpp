@@ -109,6 +109,12 @@ std::string upgrade(const std::string& protocol, const std::string& path = "/ws"
   return r + "\r\n";
 }
 
+// Whether the client's WebSocket upgrade (subprotocol peerlight) was accepted.
+bool upgraded(Client& c) {
+  c.write(upgrade("peerlight"));
+  return c.readUntil("\r\n\r\n").find("101") != std::string::npos;
+}
+
 struct Fixture {
   UvKjLoop loop;
   std::unique_ptr<WebServer> server;
@@ -250,8 +256,7 @@ TEST(WebServerTest, WebSocketsNeedTheProtocolAndAreBoundedAndClosedWithTheServer
   std::unique_ptr<Client> last;
   f.run([&] {
     last = std::make_unique<Client>(port);
-    last->write(upgrade("peerlight"));
-    EXPECT_NE(last->readUntil("\r\n\r\n").find("101"), std::string::npos);
+    EXPECT_TRUE(upgraded(*last));
   });
   for (int i = 0; i < 50 && f.server->clientCount() == 0; ++i) uv_run(f.loop.uv(), UV_RUN_NOWAIT);
   EXPECT_EQ(f.server->clientCount(), 1u);
@@ -271,12 +276,10 @@ TEST(WebServerTest, AFloodOrGarbageClosesThatClientAlone) {
   constexpr int kFlood = 2000;
   f.run([&] {
     Client calm(port);
-    calm.write(upgrade("peerlight"));
-    ASSERT_NE(calm.readUntil("\r\n\r\n").find("101"), std::string::npos);
+    ASSERT_TRUE(upgraded(calm));
 
     Client flood(port);
-    flood.write(upgrade("peerlight"));
-    ASSERT_NE(flood.readUntil("\r\n\r\n").find("101"), std::string::npos);
+    ASSERT_TRUE(upgraded(flood));
     std::string frames;
     for (int i = 0; i < kFlood; ++i) frames += Client::frame("f");
     flood.write(frames);  // at once
@@ -315,8 +318,7 @@ TEST(WebServerTest, LargeMessagesWithinTheBurstAreAllTaken) {
   constexpr int kMessages = 60;
   f.run([&] {
     Client c(port);
-    c.write(upgrade("peerlight"));
-    ASSERT_NE(c.readUntil("\r\n\r\n").find("101"), std::string::npos);
+    ASSERT_TRUE(upgraded(c));
     std::string frames;
     for (int i = 0; i < kMessages; ++i) frames += Client::frame(std::string(12 << 10, 'a' + i % 26));
     c.write(frames);
@@ -345,8 +347,7 @@ TEST(WebServerTest, OneSharedFrameReachesEveryClientIntact) {
   f.run([&] {
     for (int i = 0; i < 3; ++i) {
       clients.push_back(std::make_unique<Client>(port));
-      clients.back()->write(upgrade("peerlight"));
-      EXPECT_NE(clients.back()->readUntil("\r\n\r\n").find("101"), std::string::npos);
+      EXPECT_TRUE(upgraded(*clients.back()));
     }
   });
   for (int i = 0; i < 50 && f.server->clientCount() < 3; ++i) uv_run(f.loop.uv(), UV_RUN_NOWAIT);
