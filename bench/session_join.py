@@ -92,7 +92,8 @@ def main():
     ap.add_argument("--size", default="256x256")
     ap.add_argument("--node-threads", default="1")
     ap.add_argument("--local-threads", default="1")
-    ap.add_argument("--node-log", help="keep the node's log there (timed lines: run with PEERLIGHT_LOG=debug)")
+    ap.add_argument("--node-log",
+                    help="keep the node's log there (timed lines: run with PEERLIGHT_LOG=debug)")
     ap.add_argument("--session-log", help="keep the session's log there")
     args = ap.parse_args()
     if not os.path.exists(args.scene):
