@@ -3,15 +3,18 @@
 # protocol: the socket is reachable from this machine only, by the daemon's own uid (or, for the
 # system daemon started with --control-group, by that group's members).
 #
-# The daemon serves NodeControl as the bootstrap capability of every connection. Two things can
-# be asked of it:
+# The daemon serves NodeControl as the bootstrap capability of every connection. Three things
+# can be asked of it:
 #   - an owner job: this machine's owner is rendering, so the node revokes remote leases on its
 #     devices and refuses new ones while the job lasts (NodeControl.ownerJob);
-#   - a render job: the daemon becomes the Primary of a render whose compiled scene (its encoded
-#     form: transport/chunk_codec.h EncodedScene) the client uploads, pushes progress back and hands the finished film over (NodeControl.render,
-#     then RenderJob).
-# Cancelling is dropping: releasing the OwnerJob or RenderJob capability, or closing the
-# connection (the client process ending does that), ends the job.
+#   - a render job: the daemon becomes the Primary of a render whose compiled scene (its
+#     encoded form: transport/chunk_codec.h EncodedScene) the client uploads, pushes progress
+#     back and hands the finished film over (NodeControl.render, then RenderJob);
+#   - a render session: the daemon becomes the Primary of a long-lived session whose compiled
+#     scene the client sends as chunks, then updates generation by generation; the passes go
+#     to the client's listener, films on request (NodeControl.session, then SessionJob).
+# Cancelling is dropping: releasing the OwnerJob, RenderJob or SessionJob capability, or closing
+# the connection (the client process ending does that), ends the job.
 #
 # Errors: what the client acts on (a refusal it may answer by rendering in its own process, a
 # failure it reports) is an Outcome plus a message for people, never text to be matched. A
@@ -21,8 +24,8 @@
 # other clients either way.
 #
 # Sizes: every message either way is at most kMaxControlMessageBytes (8 MiB, enforced by the
-# reader before it allocates); the render data travels in RenderJob.write chunks of at most
-# 4 MiB and the film in readFilm slices of at most 4 MiB, so neither is ever one giant message.
+# reader before it allocates); the render data travels in RenderJob.write or SessionJob.put
+# chunks of at most 4 MiB and films in slices of at most 4 MiB, so none is one giant message.
 #
 # Evolution rule (as protocol.capnp): fields and methods are only ever ADDED, with the next free
 # number; nothing is renumbered, retyped or removed.
@@ -71,6 +74,16 @@ interface NodeControl {
   # running, or this connection holds a render job already) or shuttingDown; ok: `job` takes
   # the data (write, then start). listener: where the daemon pushes progress while the job
   # runs (it may be a null capability: no progress).
+
+  session @2 (request :SessionRequest, listener :SessionListener)
+          -> (outcome :Outcome, message :Text, job :SessionJob);
+  # Opens a render session held by the daemon (`peerlight session` when a daemon runs): the
+  # daemon is its Primary, as for render(), and the session lasts while `job` is held and the
+  # connection is open. The client keeps the scene and compiles its edits; it sends the
+  # compiled data as chunks (SessionJob.missing, put), then each generation's manifest
+  # (SessionJob.update) or camera (SessionJob.camera). Checked before any data travels, as
+  # render(): badParams (token, params), tooLarge, busy (one session per connection, sessions
+  # per uid, the memory budget), shuttingDown. listener: where the passes go (not null).
 }
 
 interface OwnerJob {
@@ -104,6 +117,22 @@ struct RenderParams {
   noiseThreshold @14 :Float64;
   # Render until clean (--noise-threshold): 0 none, else finite and positive; the very value
   # the command parsed (tiles are judged against it: a float would change which retire).
+}
+
+struct SessionRequest {
+  token @0 :Text;
+  # As RenderRequest's: the session's leases on this machine carry it.
+  params @1 :RenderParams;
+  # width, height: the first generation's frame; spp: its target (each update names its own);
+  # the rest as for a render job, per generation (timeLimitMs is counted from each
+  # generation's start).
+  dataBytes @2 :UInt64;
+  # Size of the encoded scene the client will send (1 to the daemon's bound): reserved against
+  # the daemon's memory budget; the session's chunks may add up to twice this (edits add
+  # chunks), and a put beyond that fails.
+  passFilms @3 :Bool;
+  # Every pass event carries its film (SessionListener.pass): for a client that shows or writes
+  # each pass.
 }
 
 struct RenderRequest {
@@ -143,6 +172,93 @@ interface RenderJob {
   readFilm @3 (offset :UInt64, bytes :UInt32) -> (data :Data);
   # After result() said ok: `bytes` (at most 4 MiB) from `offset` (fewer at the end) of the
   # film's sums followed by its sample counts (filmBytes + samplesBytes in all).
+}
+
+interface SessionJob {
+  # One render session held by the daemon; dropping it (or closing the connection) ends it and
+  # frees its leases. Calls are carried out in order. A call with a malformed argument fails
+  # with an exception; the session goes on.
+
+  missing @0 (hashes :List(Data)) -> (missing :List(UInt32));
+  # Which of these chunk names (16 bytes each: XXH3-128, as transport/chunk_codec.h; at most
+  # 65536) the session does not hold: their indices, in order.
+
+  put @1 (hash :Data, chunk :Data) -> stream;
+  # One encoded chunk (at most 4 MiB and its header), named by `hash`. Its bytes are verified
+  # against the name when a device decodes them. A chunk beyond the session's bound fails the
+  # call (and the next update that needs it).
+
+  update @2 (manifest :Data, spp :UInt32)
+         -> (outcome :Outcome, message :Text, generation :UInt64);
+  # A new generation: the scene whose manifest (serializeManifest()) this is, to `spp` samples
+  # per pixel; every chunk it names must have been put. badData: a manifest that does not
+  # parse, a chunk missing or its camera invalid; badParams: spp or the frame; tooLarge: a
+  # film beyond what the daemon gives one job. The session starts with the first update.
+
+  camera @3 (camera :Data, spp :UInt32)
+         -> (outcome :Outcome, message :Text, generation :UInt64);
+  # A new generation of the current scene with another camera: one core/kernel Camera, as
+  # RenderData's camera array holds it (little-endian; validated). Nodes get one small chunk.
+
+  restart @4 (spp :UInt32) -> (outcome :Outcome, message :Text, generation :UInt64);
+  # A new generation of the same state to `spp` (to save at a count the schedule never stops
+  # at).
+
+  peer @5 (address :Text) -> (outcome :Outcome, message :Text);
+  # A Render Node ("HOST:PORT") to use from now on.
+
+  stats @6 () -> (stats :RenderStats);
+  # The session's statistics now.
+
+  filmAt @7 (generation :UInt64, spp :UInt32)
+         -> (outcome :Outcome, message :Text, film :FilmInfo, data :FilmData);
+  # Answers once generation `generation`'s film holds exactly `spp` samples per pixel (at
+  # once if it does now; spp 0: once the generation is finished, at its target or where the
+  # time limit ended it). cancelled: another generation replaced it first; failed: it never
+  # will (its schedule does not stop at spp, it has gone past it, or the time limit ended it
+  # before). `data` holds that film until dropped.
+}
+
+struct FilmInfo {
+  generation @0 :UInt64;
+  spp @1 :UInt32;          # samples per pixel of the film (the most any pixel holds)
+  width @2 :UInt32;
+  height @3 :UInt32;
+  channels @4 :UInt32;     # values per pixel (core/kernel filmChannels)
+  sumBytes @5 :UInt64;     # width x height x channels int64 sums, little-endian, row-major
+  samplesBytes @6 :UInt64; # 0, or width x height x 4: each pixel's sample count (uint32)
+}
+
+interface FilmData {
+  # One film, held by the daemon while the capability is: its sums, then its sample counts.
+  read @0 (offset :UInt64, bytes :UInt32) -> (data :Data);
+  # `bytes` (at most 4 MiB) from `offset` (fewer at the end).
+}
+
+struct SampleShare {
+  source @0 :Text;     # "this machine" or a node's address
+  samples @1 :UInt64;  # pixel samples it rendered in the generation
+}
+
+interface SessionListener {
+  # The client's, handed to NodeControl.session. The daemon sends at most 8 calls ahead of the
+  # client's answers; beyond that it skips passes that are not a generation's last (a client
+  # that does not keep up sees fewer passes, never a wrong one).
+
+  pass @0 (generation :UInt64, spp :UInt32, targetSpp :UInt32, seconds :Float64,
+           shares :List(SampleShare), retiredPixels :UInt64, film :FilmInfo, data :FilmData);
+  # Every pixel of the generation's film now holds `spp` samples (retiredPixels: pixels that
+  # stopped taking samples early under a noise threshold). `data` (with `film`) is that film
+  # when the request asked for pass films, else null.
+
+  node @1 (address :Text, name :Text, joined :Bool, reason :Text);
+  # A node joined (its data loaded for the first time) or was lost (reason).
+
+  stopped @2 (generation :UInt64, spp :UInt32, seconds :Float64);
+  # The time limit ended the generation at `spp` (the last pass sent).
+
+  ended @3 (outcome :Outcome, message :Text);
+  # The session cannot go on (failed, or shuttingDown); nothing follows.
 }
 
 interface ProgressListener {

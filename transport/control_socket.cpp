@@ -106,11 +106,13 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
     uint64_t ownerSerial = 0;  // which OwnerJob holds it
     std::shared_ptr<Job> render;  // set while this connection holds a render job
     bool requested = false;       // it has asked for an owner job or a render job
+    bool session = false;         // it holds a session (its slot is alive)
   };
 
   // How many render jobs / owner jobs the connections of `uid` hold now.
   size_t renderJobsOf(uint32_t uid) const;
   size_t ownerJobsOf(uint32_t uid) const;
+  size_t sessionsOf(uint32_t uid) const;
   bool limited(uint32_t uid) const { return options.limitOwnUid || uid != ::getuid(); }
 
   // A render job (ControlRenderJob). Shared by the client's RenderJob capability, the job
@@ -461,6 +463,71 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       return kj::READY_NOW;
     }
 
+    kj::Promise<void> session(SessionContext context) override {
+      Client& c = *client_;
+      auto params = context.getParams();
+      auto request = params.getRequest();
+      const std::string token = text(request.getToken());
+      Result<RenderJobParams> frame = fromControl(request.getParams());
+      const uint64_t bytes = request.getDataBytes();
+      ControlOutcome refusal;
+      if (!validControlToken(token)) {
+        refusal = {ctl::Outcome::BAD_PARAMS, "session: bad token (1 to 64 of [0-9a-zA-Z])"};
+      } else if (!frame.ok()) {
+        refusal = {ctl::Outcome::BAD_PARAMS, "session: " + frame.error().message};
+      } else if (c.impl == nullptr) {
+        refusal = {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
+      } else if (bytes == 0) {
+        refusal = {ctl::Outcome::BAD_PARAMS, "session: no render data (dataBytes is 0)"};
+      } else if (bytes > c.impl->options.maxPayloadBytes) {
+        refusal = {ctl::Outcome::TOO_LARGE,
+                   "session: render data of " + std::to_string(bytes) +
+                       " bytes (this node takes 1 to " +
+                       std::to_string(c.impl->options.maxPayloadBytes) + ")"};
+      } else if (c.session) {
+        refusal = {ctl::Outcome::BUSY,
+                   "session: this connection holds a session already (one per connection)"};
+      } else if (c.impl->limited(c.uid) &&
+                 c.impl->sessionsOf(c.uid) >= c.impl->options.sessionsPerUid) {
+        refusal = {ctl::Outcome::BUSY, "busy: uid " + std::to_string(c.uid) + " has " +
+                                           std::to_string(c.impl->options.sessionsPerUid) +
+                                           " session(s) here already (the most one user "
+                                           "may have)"};
+      } else if (!c.impl->callbacks.openSession) {
+        refusal = {ctl::Outcome::FAILED, "this node does not hold sessions"};
+      }
+      auto results = context.getResults();
+      if (refusal.ok()) {
+        ControlSessionRequest r{token,    std::move(frame).value(), bytes,
+                                request.getPassFilms(), c.uid, c.who};
+        // The slot: while it lives, this connection (and its uid) holds a session.
+        struct Slot {
+          std::shared_ptr<Client> client;
+          ~Slot() {
+            if (client != nullptr) client->session = false;
+          }
+        };
+        c.session = true;
+        ControlSessionOpened opened = c.impl->callbacks.openSession(
+            std::move(r), params.getListener(), kj::heap<Slot>(Slot{client_}));
+        refusal = opened.outcome;
+        KJ_IF_MAYBE(job, opened.job) {
+          if (refusal.ok()) {
+            c.requested = true;  // granted: the connection may stay silent from now on
+            results.setOutcome(ctl::Outcome::OK);
+            results.setJob(kj::mv(*job));
+            return kj::READY_NOW;
+          }
+        }
+        if (refusal.ok()) refusal = {ctl::Outcome::FAILED, "session: not opened"};
+      }
+      PL_LOG_WARN("control socket: session from %s refused (%s): %s", c.who.c_str(),
+                  outcomeName(refusal.outcome), refusal.message.c_str());
+      results.setOutcome(refusal.outcome);
+      results.setMessage(refusal.message);
+      return kj::READY_NOW;
+    }
+
    private:
     std::shared_ptr<Client> client_;
   };
@@ -652,6 +719,13 @@ size_t ControlSocket::Impl::renderJobsOf(uint32_t uid) const {
     if (c->client->uid == uid && c->client->render != nullptr &&
         c->client->render->phase != Job::Phase::ended)
       ++n;
+  return n;
+}
+
+size_t ControlSocket::Impl::sessionsOf(uint32_t uid) const {
+  size_t n = 0;
+  for (const Connection* c : open)
+    if (c->client->uid == uid && c->client->session) ++n;
   return n;
 }
 

@@ -23,8 +23,8 @@
 // - while more than kMaxControlMessageBytes of replies wait to be written to a client, the
 //   daemon reads no more of that client's calls (a client that does not read its replies
 //   cannot grow the daemon's memory);
-// - per connection, one owner job and one render job at a time; per uid other than the
-//   daemon's, Options::renderJobsPerUid and ownerJobsPerUid;
+// - per connection, one owner job, one render job and one session at a time; per uid other
+//   than the daemon's, Options::renderJobsPerUid, ownerJobsPerUid and sessionsPerUid;
 // - a connection that asks for nothing within Options::idleBeforeRequestMs is closed;
 // - the render data being uploaded, all clients together, at most Options::maxPayloadBytes
 //   (reserved from what NodeControl.render declares; the buffer itself grows as bytes arrive);
@@ -105,6 +105,23 @@ class ControlRenderJob {
   virtual void onDisconnect(std::function<void()> callback) = 0;
 };
 
+// A render session asked for (NodeControl.session), once the socket has checked what it can
+// (the token, the params' bounds, the data size, one session per connection, sessions per uid).
+struct ControlSessionRequest {
+  std::string token;
+  RenderJobParams params;
+  uint64_t dataBytes = 0;
+  bool passFilms = false;
+  uint32_t uid = 0;
+  std::string who;  // "a client of uid N (pid P)", for logs
+};
+
+// What the daemon's session code answers: the session (outcome ok) or a refusal.
+struct ControlSessionOpened {
+  ControlOutcome outcome;
+  kj::Maybe<ctl::SessionJob::Client> job;
+};
+
 struct ControlSocketOptions {
   uint64_t maxPayloadBytes = uint64_t(1) << 30;  // a render job's data; uploads together
   // The group whose members may use the socket besides this uid (see Access above).
@@ -115,6 +132,7 @@ struct ControlSocketOptions {
   // the group cannot take the daemon over or keep remote leases revoked with many owners.
   uint32_t renderJobsPerUid = 1;
   uint32_t ownerJobsPerUid = 2;
+  uint32_t sessionsPerUid = 2;  // a viewport and an F12 render, say
   uint32_t connectionsPerUid = 8;  // so that one user cannot take every client slot
   bool limitOwnUid = false;
   // A connection that has been granted nothing this long after it connected is closed (0:
@@ -137,6 +155,13 @@ class ControlSocket {
     // Its data arrived (the client called start()): the callee owns the job from now on and
     // answers start() with accept() or fail(), at once or later.
     std::function<void(std::shared_ptr<ControlRenderJob> job)> renderRequested;
+    // A session request: the callee opens the session (its SessionJob server) or refuses.
+    // `slot` holds the connection's and the uid's place for a session: keep it as long as the
+    // session lives (drop it with the session). Null: every session request is refused.
+    std::function<ControlSessionOpened(ControlSessionRequest request,
+                                       ctl::SessionListener::Client listener,
+                                       kj::Own<void> slot)>
+        openSession;
   };
   using Options = ControlSocketOptions;
 

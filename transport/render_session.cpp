@@ -348,14 +348,14 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   }
 
   const Generation& generation() const { return *gen_; }
+  // The frame of a generation starting now: its film's channels, and the deadline of
+  // options.timeLimit.
+  Result<FrameSpec> frameOf(const kernel::Camera& camera, uint32_t spp) const;
   ClusterRenderStats stats(bool finishing) const;
   std::vector<std::pair<std::string, uint64_t>> shares() const;
 
  private:
   Clock::time_point now() const { return Clock::now(); }
-  // The frame of a generation starting now: its film's channels, and the deadline of
-  // options.timeLimit.
-  Result<FrameSpec> frameOf(const kernel::Camera& camera, uint32_t spp) const;
   // The time limit: arms the timer at the current generation's deadline, and stops the
   // generation when its scheduler says it is over (the deadline came with a pass complete).
   void armDeadline();
@@ -1367,6 +1367,18 @@ uint64_t RenderSession::update(std::shared_ptr<const RenderData> data, uint32_t 
   const kernel::Camera camera = data->camera.at(0);
   return impl_->update(std::make_shared<SceneState>(SceneSource{std::move(data), nullptr}, camera),
                        camera, spp);
+}
+
+Result<uint64_t> RenderSession::update(const SceneSource& scene, uint32_t spp) {
+  Result<kernel::Camera> camera = scene.camera();
+  if (!camera.ok()) return camera.error();
+  if (Result<FrameSpec> frame = impl_->frameOf(*camera, spp); !frame.ok()) return frame.error();
+  return impl_->update(std::make_shared<SceneState>(scene, *camera), *camera, spp);
+}
+
+Status RenderSession::checkFrame(const kernel::Camera& camera, uint32_t spp) const {
+  Result<FrameSpec> frame = impl_->frameOf(camera, spp);
+  return frame.ok() ? Status() : Status(frame.error());
 }
 
 uint64_t RenderSession::updateCamera(const kernel::Camera& camera, uint32_t spp) {

@@ -87,6 +87,9 @@ class RenderSession {
   // A new generation: `data` (any image size) to `spp` samples per pixel. Results of older
   // generations are dropped from now on. Returns the new generation's number.
   uint64_t update(std::shared_ptr<const RenderData> data, uint32_t spp);
+  // The same for a scene in either form (an encoded one goes to nodes as it is, as in
+  // start()). Fails, changing nothing, for a camera that does not decode or a bad frame.
+  Result<uint64_t> update(const SceneSource& scene, uint32_t spp);
   // A new generation of the current data with another camera (its image size may differ): the
   // data is shared, not copied; local devices only take the camera (Device::setCamera()) and
   // nodes receive only the camera chunk. The image is bitwise that of update() with a copy of
@@ -95,6 +98,10 @@ class RenderSession {
   // A new generation of the same state (data and camera) to `spp` (e.g. to save at a count the
   // current schedule never stops at).
   uint64_t restart(uint32_t spp);
+
+  // Whether a generation of `camera` at `spp` can start (the frame, its film's size, the
+  // region): updateCamera() and restart() need it.
+  Status checkFrame(const kernel::Camera& camera, uint32_t spp) const;
 
   // A node to use from now on ("HOST:PORT"; "localhost" is spelled 127.0.0.1): a discovery event
   // on the loop (mDNS found it). A node already known is ignored; false for an address that does

@@ -225,6 +225,11 @@ void runNode(const NodeArgs& args) {
       callbacks.renderRequested = [&jobs](std::shared_ptr<ControlRenderJob> job) {
         jobs.start(std::move(job));
       };
+      callbacks.openSession = [&jobs](ControlSessionRequest request,
+                                      ctl::SessionListener::Client listener,
+                                      kj::Own<void> slot) {
+        return jobs.openSession(std::move(request), kj::mv(listener), kj::mv(slot));
+      };
       auto listened = ControlSocket::listen(loop, path, std::move(callbacks), controlOptions);
       if (listened.ok()) {
         control = std::move(*listened);

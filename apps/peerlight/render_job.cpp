@@ -1,8 +1,10 @@
 #include "apps/peerlight/render_job.h"
 
+#include <algorithm>
 #include <chrono>
 #include <list>
 
+#include "apps/peerlight/session_job.h"
 #include "core/cluster/memory_budget.h"
 #include "core/render/film.h"
 #include "core/scene/render_data.h"
@@ -37,6 +39,14 @@ struct RenderJobs::Impl {
     uint64_t serial = 0;  // names its reservation in the memory budget
   };
 
+  // A session held for a control-socket client; the SessionJob itself is its capability's.
+  struct HeldSession {
+    SessionJob* job;
+    uint64_t serial;    // its reservation in the memory budget
+    bool owner = false;  // announced as the owner job on the node
+    bool mdns = false;
+  };
+
   UvKjLoop& loop;
   NodeService& node;
   ClusterKey key;
@@ -44,6 +54,7 @@ struct RenderJobs::Impl {
   MemoryBudget* budget;  // may be null
   uint64_t nextSerial = 1;
   std::list<std::unique_ptr<Running>> jobs;
+  std::list<HeldSession> sessions;
   std::function<void()> whenIdle;
   bool stopping = false;  // cancelAll() was called: no new jobs
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
@@ -53,6 +64,12 @@ struct RenderJobs::Impl {
 
   ~Impl() {
     *alive = false;
+    for (HeldSession& h : sessions) {
+      h.job->end(ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down",
+                 /*now=*/true);
+      if (h.owner) node.ownerJobEnded(h.job->request().token);
+      if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, h.serial});
+    }
     for (auto& r : jobs) {
       r->session.reset();
       if (r->owner) node.ownerJobEnded(r->job->token());
@@ -184,26 +201,7 @@ struct RenderJobs::Impl {
       finish(*r, ctl::Outcome::CANCELLED, "render cancelled: the client went away");
     });
 
-    ClusterRenderOptions options;
-    // This machine's devices through the daemon's own node, in process: they render in its
-    // worker processes, leased as the owner's.
-    if (!r->params.noLocal)
-      options.inProcessNode = [this] { return node.newTrustedNode("owner job"); };
-    if (!r->params.localOnly) {
-      options.peers = r->params.peers;
-      // As in `peerlight render`: mDNS nodes when no --peer is given: those known now, and
-      // those found later (nodeFound(), a discovery event on this loop).
-      if (watch != nullptr && r->params.peers.empty() && !r->params.noMdns) {
-        options.peers = watch->usableAddresses();
-        r->mdns = true;
-      }
-    }
-    options.key = key;
-    options.primaryName = r->params.primaryName;
-    options.ownerToken = job->token();
-    options.timeLimit = std::chrono::milliseconds(r->params.timeLimitMs);
-    options.region = r->params.region;
-    options.noiseThreshold = r->params.noiseThreshold;
+    ClusterRenderOptions options = clusterOptions(r->params, job->token(), &r->mdns);
     RenderSessionEvents events;
     // Done at the frame's spp, or at the last complete pass when the time limit ends it.
     auto done = [this, r](uint32_t spp) {
@@ -237,10 +235,110 @@ struct RenderJobs::Impl {
     }
   }
 
+  // The Primary's options for a job or session: this machine's devices through the daemon's
+  // own node, in process (they render in its worker processes, leased as the owner's), the
+  // peers, the key; `*mdns` set when it takes the nodes mDNS finds.
+  ClusterRenderOptions clusterOptions(const RenderJobParams& p, const std::string& token,
+                                      bool* mdns) {
+    ClusterRenderOptions options;
+    if (!p.noLocal) options.inProcessNode = [this] { return node.newTrustedNode("owner job"); };
+    if (!p.localOnly) {
+      options.peers = p.peers;
+      // As in `peerlight render`: mDNS nodes when no --peer is given: those known now, and
+      // those found later (nodeFound(), a discovery event on this loop).
+      if (watch != nullptr && p.peers.empty() && !p.noMdns) {
+        options.peers = watch->usableAddresses();
+        *mdns = true;
+      }
+    }
+    options.key = key;
+    options.primaryName = p.primaryName;
+    options.ownerToken = token;
+    options.timeLimit = std::chrono::milliseconds(p.timeLimitMs);
+    options.region = p.region;
+    options.noiseThreshold = p.noiseThreshold;
+    return options;
+  }
+
+  ControlSessionOpened openSession(ControlSessionRequest request,
+                                   ctl::SessionListener::Client listener, kj::Own<void> slot) {
+    const RenderJobParams& p = request.params;
+    const std::string label = "session " + request.token.substr(0, 8);
+    auto refused = [&](ctl::Outcome outcome, const std::string& why) {
+      PL_LOG_WARN("%s refused: %s", label.c_str(), why.c_str());
+      return ControlSessionOpened{refusal(outcome, why), nullptr};
+    };
+    FrameSpec frame{p.width, p.height, p.spp, 64};
+    frame.region = p.region;
+    if (Status st = Scheduler::validateFrame(frame); !st.ok())
+      return refused(ctl::Outcome::BAD_PARAMS, "session: " + st.error().message);
+    if (p.localOnly && p.noLocal)
+      return refused(ctl::Outcome::BAD_PARAMS, "session: localOnly and noLocal both set");
+    if (ControlOutcome big = filmSize(p, kernel::kBeautyChannels); !big.ok())
+      return refused(big.outcome, big.message);
+    if (stopping)
+      return refused(ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down");
+    if (sessions.size() >= kMaxSessions)
+      return refused(ctl::Outcome::BUSY, "busy: " + std::to_string(sessions.size()) +
+                                             " sessions run on this node");
+    const uint64_t serial = nextSerial++;
+    if (budget != nullptr) {
+      // Its chunks (up to twice the declared data), its films, and the scene decoded for this
+      // machine's devices (about 2.5 times its encoded size on our scenes: 3 reserved).
+      const uint64_t bytes = memoryOf(p, 2 * request.dataBytes, kernel::kBeautyChannels) +
+                             (p.noLocal ? 0 : 3 * request.dataBytes);
+      MemoryGrant grant = budget->reserve({MemoryHolder::Kind::RenderJob, serial}, bytes);
+      if (!grant.granted)
+        return refused(ctl::Outcome::BUSY, "session: " + budget->refusalText(grant));
+      node.memoryEvicted(grant.evict);  // warm workers that made room
+    }
+    HeldSession held{nullptr, serial};
+    ClusterRenderOptions options = clusterOptions(p, request.token, &held.mdns);
+    options.primaryName = p.primaryName + " (session)";
+    options.scheduler = interactiveSchedulerOptions();  // the first pass after an update: fast
+    options.noDeviceTimeout = std::chrono::milliseconds(0);  // a session waits for devices
+    if (!p.noLocal && !p.noOwnerPreempt) {
+      // The machine's owner renders: remote leases on this machine's devices go now.
+      node.ownerJobStarted(request.token);
+      held.owner = true;
+    }
+    SessionJob::Limits limits;
+    limits.chunkBytes = 2 * request.dataBytes;
+    auto job = kj::heap<SessionJob>(loop, std::move(options), std::move(request), limits,
+                                    kj::mv(listener), kj::mv(slot),
+                                    [this, serial, alive = alive] {
+                                      if (*alive) sessionEnded(serial);
+                                    });
+    held.job = job.get();
+    sessions.push_back(held);
+    PL_LOG_INFO("%s opened", label.c_str());
+    return ControlSessionOpened{ControlOutcome{}, ctl::SessionJob::Client(kj::mv(job))};
+  }
+
+  void sessionEnded(uint64_t serial) {
+    auto it = std::find_if(sessions.begin(), sessions.end(),
+                           [&](const HeldSession& h) { return h.serial == serial; });
+    if (it == sessions.end()) return;
+    if (it->owner) node.ownerJobEnded(it->job->request().token);
+    if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, serial});
+    sessions.erase(it);
+    idleCheck();
+  }
+
+  void idleCheck() {
+    if (jobs.empty() && sessions.empty() && whenIdle) {
+      auto callback = std::move(whenIdle);
+      whenIdle = nullptr;
+      callback();
+    }
+  }
+
   void nodeFound(const std::string& address) {
     for (auto& r : jobs) {
       if (r->mdns && !r->over && r->session) r->session->addPeer(address);
     }
+    for (HeldSession& h : sessions)
+      if (h.mdns) h.job->nodeFound(address);
   }
 
   // The job failed or was cancelled: its client is told (when it is still there), and the
@@ -266,11 +364,7 @@ struct RenderJobs::Impl {
     else PL_LOG_INFO("%s ended: %s", r.label.c_str(), error.c_str());
     if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, r.serial});
     jobs.remove_if([&](const std::unique_ptr<Running>& j) { return j.get() == &r; });
-    if (jobs.empty() && whenIdle) {
-      auto callback = std::move(whenIdle);
-      whenIdle = nullptr;
-      callback();
-    }
+    idleCheck();
   }
 };
 
@@ -283,11 +377,21 @@ ControlOutcome RenderJobs::admit(const RenderJobParams& params, uint64_t dataByt
 }
 void RenderJobs::start(std::shared_ptr<ControlRenderJob> job) { impl_->start(std::move(job)); }
 size_t RenderJobs::active() const { return impl_->jobs.size(); }
+ControlSessionOpened RenderJobs::openSession(ControlSessionRequest request,
+                                             ctl::SessionListener::Client listener,
+                                             kj::Own<void> slot) {
+  return impl_->openSession(std::move(request), kj::mv(listener), kj::mv(slot));
+}
+size_t RenderJobs::sessions() const { return impl_->sessions.size(); }
 std::vector<RenderJobs::View> RenderJobs::views() const {
   std::vector<View> out;
   for (const auto& r : impl_->jobs) {
     if (r->over || r->session == nullptr) continue;
     out.push_back({r->label, r->params.primaryName, r->session.get()});
+  }
+  for (const Impl::HeldSession& h : impl_->sessions) {
+    if (h.job->session() == nullptr) continue;
+    out.push_back({h.job->label(), h.job->request().params.primaryName, h.job->session()});
   }
   return out;
 }
@@ -299,7 +403,11 @@ void RenderJobs::cancelAll(std::function<void()> whenIdle) {
   for (RenderJobs::Impl::Running* r : running)
     impl_->finish(*r, ctl::Outcome::SHUTTING_DOWN,
                   "render cancelled: the node daemon is shutting down");
-  if (impl_->jobs.empty()) {
+  std::vector<SessionJob*> held;
+  for (const Impl::HeldSession& h : impl_->sessions) held.push_back(h.job);
+  for (SessionJob* job : held)
+    job->end(ctl::Outcome::SHUTTING_DOWN, "session ended: the node daemon is shutting down");
+  if (impl_->jobs.empty() && impl_->sessions.empty()) {
     if (whenIdle) whenIdle();
     return;
   }

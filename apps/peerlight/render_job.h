@@ -65,18 +65,27 @@ class RenderJobs {
   void start(std::shared_ptr<ControlRenderJob> job);
   static constexpr size_t kMaxJobs = 4;
   size_t active() const;
-  // The jobs rendering now (for the live view): valid until the loop turns.
+  // A render session asked for over the control socket (ControlSocket::Callbacks::
+  // openSession; session_job.h): refused (badParams for a bad frame or localOnly with noLocal,
+  // tooLarge for a film beyond 4 GiB of sums, busy at kMaxSessions or when its chunks and films
+  // do not fit in the memory budget, shuttingDown) or opened. An open session holds its
+  // reservation, and the owner job on this machine's devices, until it ends.
+  ControlSessionOpened openSession(ControlSessionRequest request,
+                                   ctl::SessionListener::Client listener, kj::Own<void> slot);
+  static constexpr size_t kMaxSessions = 4;
+  size_t sessions() const;
+  // The jobs and sessions rendering now (for the live view): valid until the loop turns.
   struct View {
-    std::string label;    // "render job <token prefix>"
+    std::string label;    // "render job <token prefix>", "session <token prefix>"
     std::string primary;  // who handed it over ("host/pid")
     const RenderSession* session;
   };
   std::vector<View> views() const;
-  // A usable node appeared (the daemon's PeerWatch, on the loop): the jobs that take mDNS nodes
-  // use it from now on.
+  // A usable node appeared (the daemon's PeerWatch, on the loop): the jobs and sessions that
+  // take mDNS nodes use it from now on.
   void nodeFound(const std::string& address);
-  // Cancels every job and refuses new ones; `whenIdle` runs on the loop once none is left (at
-  // once if none is).
+  // Cancels every job and session and refuses new ones; `whenIdle` runs on the loop once none
+  // is left (at once if none is).
   void cancelAll(std::function<void()> whenIdle);
 
   struct Impl;
