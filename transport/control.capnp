@@ -246,10 +246,11 @@ interface SessionListener {
   # that does not keep up sees fewer passes, never a wrong one).
 
   pass @0 (generation :UInt64, spp :UInt32, targetSpp :UInt32, seconds :Float64,
-           shares :List(SampleShare), retiredPixels :UInt64, film :FilmInfo, data :FilmData);
+           shares :List(SampleShare), retiredPixels :UInt64, film :FilmInfo, data :FilmData,
+           width :UInt32, height :UInt32);
   # Every pixel of the generation's film now holds `spp` samples (retiredPixels: pixels that
   # stopped taking samples early under a noise threshold). `data` (with `film`) is that film
-  # when the request asked for pass films, else null.
+  # when the request asked for pass films, else null. width, height: the generation's frame.
 
   node @1 (address :Text, name :Text, joined :Bool, reason :Text);
   # A node joined (its data loaded for the first time) or was lost (reason).

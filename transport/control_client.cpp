@@ -209,6 +209,7 @@ ControlConnection::ControlConnection(std::unique_ptr<Impl> impl) : impl_(std::mo
 ControlConnection::~ControlConnection() = default;
 ctl::NodeControl::Client& ControlConnection::control() { return impl_->control; }
 const std::string& ControlConnection::path() const { return impl_->path; }
+kj::Promise<void> ControlConnection::onDisconnect() { return impl_->network.onDisconnect(); }
 
 int ControlConnection::keepOpenSilently() {
   impl_->stream->mute();

@@ -60,6 +60,8 @@ class ControlConnection {
   // DISCONNECTED exception (with the reason of its Abort message, if it sent one).
   ctl::NodeControl::Client& control();
   const std::string& path() const;
+  // Resolves when the connection ends (the daemon closed it or went away).
+  kj::Promise<void> onDisconnect();
 
   // Leaves the connection open but silent, for a process that cannot keep a loop running while
   // a job lasts (`peerlight render`: renderCluster() runs a loop of its own): nothing more is

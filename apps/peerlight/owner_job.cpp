@@ -54,6 +54,29 @@ std::string findDaemonSocket(const RenderArgs& args) {
 // one of its own later) and then stays open, silent, for the rest of the process on purpose
 // (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and that
 // ends the owner job).
+std::string daemonSocket(const RenderArgs& args) {
+  if (args.noDaemon || args.device != "auto" || args.threads != 0) return "";
+  return findDaemonSocket(args);
+}
+
+RenderJobParams daemonJobParams(const RenderArgs& args, uint32_t width, uint32_t height,
+                                uint32_t spp) {
+  RenderJobParams params;
+  params.width = width;
+  params.height = height;
+  params.spp = spp;
+  params.peers = args.peers;
+  params.localOnly = args.localOnly;
+  params.noLocal = args.noLocal;
+  params.noOwnerPreempt = args.noOwnerPreempt;
+  params.noMdns = args.noMdns;
+  params.primaryName = primaryName();
+  params.timeLimitMs = uint32_t(timeLimitOf(args).count());
+  params.region = regionOf(args);
+  params.noiseThreshold = args.noiseThreshold;
+  return params;
+}
+
 void announceOwnerJobIfDaemon(const RenderArgs& args) {
   if (args.noLocal || args.noOwnerPreempt) return;
   const bool explicitPath = !args.controlSocket.empty();

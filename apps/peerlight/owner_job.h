@@ -1,6 +1,6 @@
 #pragma once
 // This machine's node daemon, as `peerlight render` and `peerlight session` find it: its control
-// socket, and the owner's job announced on it (owner preemption, issue 4 item 4): while a
+// socket, the parameters of a job handed to it, and the owner's job announced on it (owner preemption, issue 4 item 4): while a
 // command renders on this machine's devices, the daemon revokes its remote leases and lends its
 // devices to no other Primary, until the command's process exits.
 
@@ -9,6 +9,7 @@
 #include <string>
 
 #include "apps/peerlight/render_setup.h"
+#include "transport/control_convert.h"
 
 namespace pl::app {
 
@@ -19,6 +20,14 @@ namespace pl::app {
 // someone else made, e.g. a fake daemon at /tmp/peerlight-<uid>): the caller then renders in
 // its own process. Searched once per process; says why once.
 std::string findDaemonSocket(const RenderArgs& args);
+
+// The node daemon's control socket a render or session hands its job to, or "" to render in
+// this process: --no-daemon, or a choice of this process's devices (--device, --threads), or
+// no daemon socket found (findDaemonSocket()).
+std::string daemonSocket(const RenderArgs& args);
+// The parameters of a job or session handed to the daemon: the frame and the render flags.
+RenderJobParams daemonJobParams(const RenderArgs& args, uint32_t width, uint32_t height,
+                                uint32_t spp);
 
 // Tells the daemon (findDaemonSocket()) that the owner's job starts, unless --no-local or
 // --no-owner-preempt, and keeps the owner job for the rest of the process. No daemon: nothing

@@ -270,19 +270,8 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSour
 // itself); exits on a failure after that.
 bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
                          const CompiledScene& compiled, Film& film, double loadSeconds) {
-  RenderJobParams params;
-  params.width = film.width();
-  params.height = film.height();
-  params.spp = film.samplesPerPixel();
-  params.peers = args.peers;
-  params.localOnly = args.localOnly;
-  params.noLocal = args.noLocal;
-  params.noOwnerPreempt = args.noOwnerPreempt;
-  params.noMdns = args.noMdns;
-  params.primaryName = primaryName();
-  params.timeLimitMs = uint32_t(timeLimitOf(args).count());
-  params.region = regionOf(args);
-  params.noiseThreshold = args.noiseThreshold;
+  const RenderJobParams params =
+      daemonJobParams(args, film.width(), film.height(), film.samplesPerPixel());
   // The scene's encoded form (the daemon sends its chunks to nodes as they are): the cache
   // file's bytes, or encoded now.
   std::vector<uint8_t> encodedNow;
@@ -322,14 +311,6 @@ bool renderThroughDaemon(const RenderArgs& args, const std::string& path,
     fail("node daemon at " + path + ": " + st.error().message, 1);
   reportClusterRender(args, film, compiled.source, reply->stats, loadSeconds, path);
   return true;
-}
-
-// The node daemon's control socket this render hands its job to, or "" to render in this
-// process: --no-daemon, or a choice of this process's devices (--device, --threads), or no
-// daemon socket found.
-std::string daemonSocket(const RenderArgs& args) {
-  if (args.noDaemon || args.device != "auto" || args.threads != 0) return "";
-  return findDaemonSocket(args);
 }
 
 void runRender(const RenderArgs& args) {

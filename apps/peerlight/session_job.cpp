@@ -327,6 +327,8 @@ void SessionJob::onPass(uint64_t generation, uint32_t spp, double seconds) {
   request.setGeneration(generation);
   request.setSpp(spp);
   request.setTargetSpp(session_->targetSpp());
+  request.setWidth(session_->film().width());
+  request.setHeight(session_->film().height());
   request.setSeconds(seconds);
   const std::vector<std::pair<std::string, uint64_t>> shares = session_->shares();
   auto list = request.initShares(unsigned(shares.size()));

@@ -154,6 +154,14 @@ uint32_t Scheduler::passOf(const WorkUnit& unit) const {
   return pass;
 }
 
+bool passEndsAt(uint32_t spp, uint32_t firstPassSamples, uint32_t samples) {
+  if (samples == 0 || samples > spp) return false;
+  if (samples == spp) return true;
+  for (uint64_t end = std::max<uint32_t>(firstPassSamples, 1); end < spp; end *= 2)
+    if (end == samples) return true;
+  return false;
+}
+
 std::pair<uint32_t, uint32_t> Scheduler::passRange(uint32_t pass) const {
   const uint64_t f = options_.firstPassSamples;
   if (pass == 0) return {0, uint32_t(std::min<uint64_t>(f, frame_.spp))};

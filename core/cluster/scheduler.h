@@ -104,6 +104,10 @@ struct SchedulerOptions {
 // takes two units of four tiles, half of a small frame's first pass, and the pass waits for it.
 SchedulerOptions interactiveSchedulerOptions();
 
+// Whether a frame of `spp` samples per pixel, cut into passes from `firstPassSamples`, has a
+// pass that ends at exactly `samples` (Scheduler::passRange's ends: f, 2f, 4f, ... and spp).
+bool passEndsAt(uint32_t spp, uint32_t firstPassSamples, uint32_t samples);
+
 struct SchedulerStats {
   uint64_t issuedUnits = 0;     // copies handed out, duplicates included
   uint64_t duplicateUnits = 0;  // speculative copies handed out

@@ -29,12 +29,37 @@ using Json = nlohmann::json;
 const std::string kBinary = PEERLIGHT_BINARY;
 const std::string kScene = std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf";
 
-class SessionTest : public ::testing::Test {
+// Each test runs twice: the session in its own process (--no-daemon), and held by a node
+// daemon of this machine (a `peerlight node` with a control socket, the session's Primary; the
+// session process keeps the scene and sends compiled chunks).
+enum class Where { process, daemon };
+
+class SessionTest : public ::testing::TestWithParam<Where> {
  protected:
   void SetUp() override {
     ASSERT_TRUE(dir_.ok());
     key_ = dir_.file("cluster.key");
     writeKey(key_, 99);
+    if (GetParam() == Where::daemon) startDaemon();
+  }
+
+  bool viaDaemon() const { return GetParam() == Where::daemon; }
+
+  // This machine's daemon: one render thread, its control socket in the test's folder.
+  void startDaemon() {
+    socket_ = dir_.file("control/node.sock");
+    daemon_ = std::make_unique<Process>(
+        std::vector<std::string>{kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
+                                 "--threads", "1", "--name", "d", "--no-mdns", "--http", "off",
+                                 "--control-socket", socket_},
+        dir_.file("daemon.out"), dir_.file("daemon.err"), env());
+    ASSERT_TRUE(daemon_->waitForOutput("listening on ", 20s)) << daemon_->err();
+  }
+
+  // --threads N for a session in its own process (a daemon's session renders on the daemon's).
+  std::vector<std::string> threads(const std::string& n) const {
+    if (viaDaemon()) return {};
+    return {"--threads", n};
   }
 
   // A compiled cache of the test's own (empty at its start).
@@ -62,6 +87,8 @@ class SessionTest : public ::testing::Test {
     std::vector<std::string> argv = {kBinary, "session", kScene,   "--size", "96x96",
                                      "--spp", spp,       "--key-file", key_};
     argv.insert(argv.end(), extra.begin(), extra.end());
+    if (viaDaemon()) argv.insert(argv.end(), {"--control-socket", socket_});
+    else argv.push_back("--no-daemon");
     session_ = std::make_unique<Process>(argv, dir_.file(tag + ".out"), dir_.file(tag + ".err"),
                                          env(), /*pipeStdin=*/true);
     ASSERT_TRUE(session_->ok());
@@ -118,17 +145,34 @@ class SessionTest : public ::testing::Test {
     return dir_.file(tag + ".exr");
   }
 
+  // The `ready` event, checked for where the session renders.
+  std::optional<Json> waitReady() {
+    std::optional<Json> ready = waitEvent([](const Json& e) { return e["event"] == "ready"; });
+    if (!ready) return ready;
+    const std::string where = (*ready).value("renders_in", "");
+    EXPECT_EQ(where.find("node daemon") != std::string::npos, viaDaemon()) << ready->dump();
+    return ready;
+  }
+
   TempDir dir_;
   std::string key_;
+  std::string socket_;               // the daemon's control socket (daemon runs only)
+  std::unique_ptr<Process> daemon_;  // this machine's node daemon (daemon runs only)
   std::unique_ptr<Process> node_;
   std::unique_ptr<Process> session_;
 };
 
-TEST_F(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
+INSTANTIATE_TEST_SUITE_P(InProcessAndThroughTheDaemon, SessionTest,
+                         ::testing::Values(Where::process, Where::daemon),
+                         [](const ::testing::TestParamInfo<Where>& info) {
+                           return info.param == Where::daemon ? "daemon" : "process";
+                         });
+
+TEST_P(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
   const std::string node = startNode();
   ASSERT_FALSE(node.empty());
   startSession({"--peer", node, "--no-local"});  // the node renders every sample
-  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; }));
+  ASSERT_TRUE(waitReady());
   ASSERT_TRUE(waitEvent([&](const Json& e) { return e["event"] == "node"; }))
       << session_->err();
 
@@ -175,6 +219,10 @@ TEST_F(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
                                             "--yfov", "42", "--env", "0.2,0.3,0.4"});
   testing::expectSameExr(dir_.file("session.exr"), want, "session save vs render");
 
+  if (viaDaemon()) {
+    EXPECT_NE(daemon_->err().find("this node is its Primary"), std::string::npos)
+        << daemon_->err();
+  }
   // The node rendered part of it.
   send({{"op", "stats"}, {"id", "s3"}});
   std::optional<Json> last = waitEventWithId("s3");
@@ -187,9 +235,9 @@ TEST_F(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
 
 // `batch`: several edits as one generation (what the Blender add-on sends for an animation
 // frame); all or nothing: a batch with a bad edit names it and changes nothing.
-TEST_F(SessionTest, ABatchIsOneGenerationAndAllOrNothing) {
+TEST_P(SessionTest, ABatchIsOneGenerationAndAllOrNothing) {
   startSession({"--local-only"}, "4");
-  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; })) << session_->err();
+  ASSERT_TRUE(waitReady()) << session_->err();
   send({{"op", "batch"},
         {"id", "bad"},
         {"ops", Json::array({Json{{"op", "env"}, {"color", {0.5, 0.5, 0.5}}},
@@ -235,7 +283,7 @@ TEST_F(SessionTest, ABatchIsOneGenerationAndAllOrNothing) {
   EXPECT_EQ(session_->wait(10s), 0) << session_->err();
 }
 
-TEST_F(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
+TEST_P(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
   startSession({"--local-only"});
   ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "pass" && e["spp"] == 16; }))
       << session_->err();
@@ -257,7 +305,7 @@ TEST_F(SessionTest, SaveAtOtherSamplesRestartsTheStateAtThatCount) {
 // --pass-image: each pass's image is written (whole: renamed into place) and named by its
 // `pass` event; the last one is the image `save` writes at the target. A folder that does not
 // exist is refused at the start, naming the flag.
-TEST_F(SessionTest, PassImageHoldsEachPassAndTheLastIsTheSavedImage) {
+TEST_P(SessionTest, PassImageHoldsEachPassAndTheLastIsTheSavedImage) {
   const std::string passImage = dir_.file("pass.exr");
   startSession({"--local-only", "--pass-image", passImage}, "4");
   std::optional<Json> last =
@@ -287,7 +335,7 @@ TEST_F(SessionTest, PassImageHoldsEachPassAndTheLastIsTheSavedImage) {
 // A session stores the scene it compiled in the compiled cache when it ends; the next session
 // and render of the scene start from the cache (its encoded form), and every image is the one
 // a render that compiles the scene gives.
-TEST_F(SessionTest, TheCompiledCacheServesTheNextSessionAndRenderWithTheSameImage) {
+TEST_P(SessionTest, TheCompiledCacheServesTheNextSessionAndRenderWithTheSameImage) {
   const std::string want = render("compiled", {"--spp", "4", "--no-cache"});
   for (int run = 0; run < 2; ++run) {
     startSession({"--local-only"}, "4", "session" + std::to_string(run));
@@ -312,7 +360,7 @@ TEST_F(SessionTest, TheCompiledCacheServesTheNextSessionAndRenderWithTheSameImag
   EXPECT_NE(text.find("from the cache"), std::string::npos) << text;
 }
 
-TEST_F(SessionTest, ClientGoingAwayEndsTheSessionAndFreesTheLease) {
+TEST_P(SessionTest, ClientGoingAwayEndsTheSessionAndFreesTheLease) {
   const std::string node = startNode();
   ASSERT_FALSE(node.empty());
   startSession({"--peer", node, "--no-local"}, "100000");
@@ -324,6 +372,11 @@ TEST_F(SessionTest, ClientGoingAwayEndsTheSessionAndFreesTheLease) {
   EXPECT_TRUE(waitUntil([&] { return node_->err().find("ended") != std::string::npos; }, 5s))
       << node_->err();
   EXPECT_LT(testing::secondsSince(closed), 1.5);
+  if (viaDaemon()) {  // the daemon held it: its session ended when the client's connection did
+    EXPECT_TRUE(waitUntil([&] {
+      return daemon_->err().find("the client went away") != std::string::npos;
+    }, 5s)) << daemon_->err();
+  }
 }
 
 }  // namespace
@@ -335,9 +388,11 @@ namespace {
 // --noise-threshold in a session (passes of 1, 2, 4, ... samples) retires the tiles that
 // `render` (passes of 4, 8, ...) retires: both judge at 8, 16, ... samples, so a save is bitwise
 // the render's image; pass events say how much of the frame is clean.
-TEST_F(SessionTest, RenderUntilCleanSavesTheImageOfRender) {
-  startSession({"--local-only", "--threads", "2", "--noise-threshold", "0.15"}, "256");
-  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; })) << session_->err();
+TEST_P(SessionTest, RenderUntilCleanSavesTheImageOfRender) {
+  std::vector<std::string> flags = threads("2");
+  flags.insert(flags.end(), {"--local-only", "--noise-threshold", "0.15"});
+  startSession(flags, "256");
+  ASSERT_TRUE(waitReady()) << session_->err();
   send({{"op", "save"}, {"path", dir_.file("clean.exr")}, {"id", "s"}});
   std::optional<Json> saved = waitEventWithId("s", true);
   ASSERT_TRUE(saved) << session_->err();
@@ -356,9 +411,11 @@ TEST_F(SessionTest, RenderUntilCleanSavesTheImageOfRender) {
 // event); a save without spp writes that image, bitwise `peerlight render --spp` of that count;
 // a save asking for more than the generation reached is an error naming spp; a camera move
 // starts a generation with its own limit.
-TEST_F(SessionTest, ATimeLimitEndsEachGenerationAtACompletePass) {
-  startSession({"--local-only", "--threads", "1", "--time-limit", "0.5"}, "1048576");
-  ASSERT_TRUE(waitEvent([](const Json& e) { return e["event"] == "ready"; })) << session_->err();
+TEST_P(SessionTest, ATimeLimitEndsEachGenerationAtACompletePass) {
+  std::vector<std::string> flags = threads("1");
+  flags.insert(flags.end(), {"--local-only", "--time-limit", "0.5"});
+  startSession(flags, "1048576");
+  ASSERT_TRUE(waitReady()) << session_->err();
   std::optional<Json> stopped = waitEvent([](const Json& e) { return e["event"] == "stopped"; });
   ASSERT_TRUE(stopped) << session_->err();
   const uint32_t reached = (*stopped)["spp"].get<uint32_t>();

@@ -108,6 +108,21 @@ TEST(SchedulerTest, PassesDoubleTheSamplesSoFar) {
   EXPECT_EQ(one.passRange(0), std::make_pair(0u, 3u));
 }
 
+// passEndsAt() (what a client of a session held elsewhere predicts) says exactly the ends of
+// passRange() for every frame.
+TEST(SchedulerTest, PassEndsAtMatchesThePassRanges) {
+  for (uint32_t first : {1u, 2u, 4u}) {
+    for (uint32_t spp : {1u, 3u, 4u, 7u, 16u, 100u, 257u}) {
+      Scheduler s({16, 16, spp, 16}, {.firstPassSamples = first});
+      std::vector<bool> ends(spp + 2, false);
+      for (uint32_t pass = 0; pass < s.passCount(); ++pass) ends[s.passRange(pass).second] = true;
+      for (uint32_t n = 0; n <= spp + 1; ++n)
+        EXPECT_EQ(passEndsAt(spp, first, n), ends[n]) << "spp " << spp << " first " << first
+                                                      << " n " << n;
+    }
+  }
+}
+
 // One device, units completed at once: every unit of pass k comes before any of pass k+1 and
 // stays within its pass, and pass 0 covers every pixel.
 TEST(SchedulerTest, ProgressivePassesCoverTheImageInOrder) {
