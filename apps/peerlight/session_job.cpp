@@ -41,6 +41,8 @@ struct SessionJob::State final : private kj::TaskSet::ErrorHandler {
   std::shared_ptr<ChunkStore> chunks = std::make_shared<ChunkStore>();
   std::unique_ptr<SessionFilms> films;
   uint32_t unanswered = 0;  // listener calls not answered yet
+  // Films handed to the client (pass films, filmAt) that it still holds.
+  std::vector<std::weak_ptr<const Film>> served;
   bool ended = false;
   std::string endMessage;
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
@@ -61,6 +63,14 @@ struct SessionJob::State final : private kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& e) override {
     --unanswered;
     PL_LOG_DEBUG("session: a listener call failed: %s", e.getDescription().cStr());
+  }
+  // A copy of the session's film for the client, unless it holds kMaxHeldFilms already.
+  std::shared_ptr<const Film> filmToServe(const Film& film) {
+    std::erase_if(served, [](const std::weak_ptr<const Film>& f) { return f.expired(); });
+    if (served.size() >= kMaxHeldFilms) return nullptr;
+    auto copy = std::make_shared<const Film>(film);
+    served.push_back(copy);
+    return copy;
   }
   void callEnd() {
     if (!onEnd) return;
@@ -194,6 +204,7 @@ kj::Promise<void> SessionJob::update(UpdateContext context) {
     RenderSessionEvents events;
     events.onPass = [this](uint64_t g, uint32_t s, double seconds) { onPass(g, s, seconds); };
     events.onNode = [this](const NodeRenderStats& node, bool joined) {
+      if (state_->ended) return;
       auto request = state_->listener.nodeRequest();
       request.setAddress(node.address);
       request.setName(node.name);
@@ -202,6 +213,7 @@ kj::Promise<void> SessionJob::update(UpdateContext context) {
       state_->send(kj::mv(request));
     };
     events.onStopped = [this](uint64_t g, uint32_t s, double seconds) {
+      if (state_->ended) return;
       state_->films->settle();
       auto request = state_->listener.stoppedRequest();
       request.setGeneration(g);
@@ -297,17 +309,28 @@ kj::Promise<void> SessionJob::stats(StatsContext context) {
 kj::Promise<void> SessionJob::filmAt(FilmAtContext context) {
   KJ_REQUIRE(!state_->ended, "session: ended", state_->endMessage);
   KJ_REQUIRE(session_ != nullptr, "session: filmAt() before the first update()");
+  KJ_REQUIRE(state_->films->waiting() < kMaxWaitingFilms, "session: too many filmAt() waiting",
+             kMaxWaitingFilms);
   context.allowCancellation();
   auto params = context.getParams();
+  State& state = *state_;
   return state_->films->at(params.getGeneration(), params.getSpp())
-      .then([context](SessionFilm f) mutable {
+      .then([context, &state](SessionFilm f) mutable {
         auto results = context.getResults();
         switch (f.outcome) {
-          case SessionFilm::Outcome::ok:
+          case SessionFilm::Outcome::ok: {
+            std::shared_ptr<const Film> film = state.filmToServe(*f.film);
+            if (film == nullptr) {
+              results.setOutcome(ctl::Outcome::BUSY);
+              results.setMessage("session: the client holds " +
+                                 std::to_string(kMaxHeldFilms) + " films already");
+              return;
+            }
             results.setOutcome(ctl::Outcome::OK);
-            toControl(*f.film, f.generation, results.initFilm());
-            results.setData(serveFilm(std::move(f.film)));
+            toControl(*film, f.generation, results.initFilm());
+            results.setData(serveFilm(std::move(film)));
             return;
+          }
           case SessionFilm::Outcome::replaced:
             results.setOutcome(ctl::Outcome::CANCELLED);
             break;
@@ -320,6 +343,7 @@ kj::Promise<void> SessionJob::filmAt(FilmAtContext context) {
 }
 
 void SessionJob::onPass(uint64_t generation, uint32_t spp, double seconds) {
+  if (state_->ended) return;  // the session goes a turn later
   state_->films->settle();
   const bool last = spp == session_->targetSpp();
   if (state_->unanswered >= kMaxUnansweredCalls && !last) return;  // a slow client
@@ -338,9 +362,10 @@ void SessionJob::onPass(uint64_t generation, uint32_t spp, double seconds) {
   }
   request.setRetiredPixels(session_->film().retiredPixels());
   if (request_.passFilms) {
-    auto film = std::make_shared<const Film>(session_->film().snapshot());
-    toControl(*film, generation, request.initFilm());
-    request.setData(serveFilm(std::move(film)));
+    if (std::shared_ptr<const Film> film = state_->filmToServe(session_->film().snapshot())) {
+      toControl(*film, generation, request.initFilm());
+      request.setData(serveFilm(std::move(film)));
+    }
   }
   state_->send(kj::mv(request));
 }

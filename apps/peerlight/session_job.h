@@ -13,7 +13,9 @@
 //
 // Bounds: the chunks held add up to at most Limits::chunkBytes (puts beyond fail); at most
 // 65536 names per missing(); a film at most 4 GiB of sums; the listener at most
-// kMaxUnansweredCalls calls ahead (passes that are not a generation's last are skipped beyond).
+// kMaxUnansweredCalls calls ahead (passes that are not a generation's last are skipped beyond);
+// at most kMaxWaitingFilms filmAt() calls waiting and kMaxHeldFilms films held by the client
+// (beyond, a pass goes without its film and filmAt() answers busy).
 //
 // Threads: the daemon's loop thread only.
 
@@ -39,6 +41,8 @@ class SessionJob final : public ctl::SessionJob::Server {
  public:
   static constexpr uint32_t kMaxUnansweredCalls = 8;
   static constexpr uint32_t kMaxMissingNames = 65536;
+  static constexpr size_t kMaxWaitingFilms = 64;  // filmAt() calls waiting for their pass
+  static constexpr size_t kMaxHeldFilms = 4;      // films served that the client still holds
 
   struct Limits {
     uint64_t chunkBytes = 0;        // the encoded chunks held, all together

@@ -54,14 +54,17 @@ class Cluster:
         os.chmod(self.key, 0o600)
         self.nodes = []  # (process, address, http base)
 
-    def start(self, threads=1):
+    def start(self, threads=1, env=None):
+        """A node; with `env`, this machine's daemon: its control socket at the default place
+        that env's XDG_RUNTIME_DIR gives."""
         i = len(self.nodes)
+        control = [] if env else ["--no-control-socket"]
         p = subprocess.Popen(
             [self.binary, "node", "--listen", "127.0.0.1:0", "--key-file", self.key,
-             "--no-mdns", "--threads", str(threads), "--no-control-socket",
-             "--http", "127.0.0.1:0", "--name", "node%d" % i],
-            stdout=subprocess.PIPE, stderr=open(os.path.join(self.tmp, "node%d.err" % i), "w"),
-            text=True, env=self.env)
+             "--no-mdns", "--threads", str(threads), "--http", "127.0.0.1:0",
+             "--name", "node%d" % i] + control,
+            stdout=subprocess.PIPE, stderr=open(self.log(i), "w"), text=True,
+            env=env or self.env)
         address = base = None
         deadline = time.monotonic() + 30
         while (address is None or base is None) and time.monotonic() < deadline:
@@ -78,6 +81,9 @@ class Cluster:
         if address is None or base is None:
             raise SystemExit("node %d did not start" % i)
         return address
+
+    def log(self, i):
+        return os.path.join(self.tmp, "node%d.err" % i)
 
     def leases(self, i):
         with urllib.request.urlopen(self.nodes[i][2] + "api/state", timeout=5) as r:
@@ -495,6 +501,52 @@ def run_all(binary, blender, cluster, env, tmp):
           result.get("asset_hidden_after") is False,
           "an asset placed by an instancer stays, its collection excluded from the layer (%s)"
           % nodes)
+
+    # This machine's node daemon holds the session when one runs (found where the add-on's
+    # `peerlight session` looks: XDG_RUNTIME_DIR): F12 and Esc through it.
+    run_dir = os.path.join(tmp, "run")
+    os.mkdir(run_dir, 0o700)
+    daemon_env = dict(env, XDG_RUNTIME_DIR=run_dir)
+    daemon = len(cluster.nodes)
+    cluster.start(env=daemon_env)
+    held = os.path.join(tmp, "f12-daemon.exr")
+    result, _ = blender.run("f12", env=dict(blender.env, XDG_RUNTIME_DIR=run_dir), out=held,
+                            spp=spp, devices="LOCAL")
+    with open(cluster.log(daemon)) as f:
+        daemon_log = f.read()
+    check(result.get("ok") and "node daemon" in result.get("renders_in", "") and
+          "this node is its Primary" in daemon_log,
+          "with a node daemon running, F12's session is held by it (%s)"
+          % result.get("renders_in"))
+    check(os.path.exists(held) and exr_compare(blender.env, held, cli)[0],
+          "and its image is bitwise `peerlight render` of the export")
+    args, res = blender.command("f12", dict(out=os.path.join(tmp, "cancel-daemon.exr"),
+                                            spp=1 << 16, devices="LOCAL", width=320,
+                                            height=240))
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(blender.env, XDG_RUNTIME_DIR=run_dir))
+    sent_at = returned_at = None
+    leased = False
+    for line in p.stdout:
+        if sent_at is None and re.search(r"\| \d+/%d spp" % (1 << 16), line):
+            leased = bool(cluster.leases(daemon))
+            sent_at = time.monotonic()
+            p.send_signal(signal.SIGINT)
+        if "peerlight-test: render returned" in line:
+            returned_at = time.monotonic()
+            break
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    seconds = returned_at - sent_at if sent_at and returned_at else 99
+    check(leased and seconds < 1.0,
+          "Esc ends a render the daemon holds within 1 s (%.3f s; leased before: %s)"
+          % (seconds, leased))
+    deadline = time.monotonic() + 5
+    while cluster.leases(daemon) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check(not cluster.leases(daemon), "after Esc the daemon holds no lease")
 
     # No peerlight program.
     lost = dict(blender.env, PEERLIGHT_BINARY="/nonexistent/peerlight")

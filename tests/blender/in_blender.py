@@ -147,6 +147,8 @@ def f12(scene):
         job = final_render._job
         if job is not None and job.stopped is not None:
             result["stopped_spp"] = job.stopped["spp"]
+        if job is not None and job.session is not None and job.session.ready is not None:
+            result["renders_in"] = job.session.ready.get("renders_in", "")
         if job is not None and job.last_pass is not None:
             result["last_pass"] = job.last_pass
             result["stats_line"] = final_render.stats_line(job.last_pass)  # as the header shows
