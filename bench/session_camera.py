@@ -9,10 +9,14 @@ the pipe, the update, the nodes' loads and the pass). The reference is a one-spp
 the same frame (`peerlight render --spp 1 --local-only --json`, its "seconds"), and the target
 p95 <= max(100 ms, 1.5 x that).
 
-    bench/session_camera.py [--nodes 2] [--moves 20] [--size 256x256] [--veth] [SCENE ...]
+    bench/session_camera.py [--nodes 2] [--moves 20] [--size 256x256] [--veth] [--daemon]
+                            [SCENE ...]
 
 --veth: the session in one network namespace, the nodes in another, joined by a veth pair
 shaped to 1 Gbit/s (bench/session_join.py's Veth; needs root).
+--daemon: the session held by a node daemon of this machine (a `peerlight node` with a control
+socket, all threads), which is then its Primary and this machine's device; else the session
+renders in its own process (--no-daemon).
 
 Default scenes: the project's Cornell box, and ../shared's DamagedHelmet when present. Every
 process it starts is killed on exit.
@@ -93,16 +97,33 @@ def one_spp_seconds(scene, size, key):
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
+def start_daemon(key, tmp, net):
+    """This machine's daemon, its control socket in `tmp`: (process, socket path)."""
+    sock = os.path.join(tmp, "control", "node.sock")
+    err = open(os.path.join(tmp, "daemon.err"), "w")
+    p = subprocess.Popen(net.in_a([PL, "node", "--listen", "127.0.0.1:0", "--key-file", key,
+                                   "--name", "daemon", "--no-mdns", "--http", "off",
+                                   "--control-socket", sock]),
+                         stdout=subprocess.PIPE, stderr=err, text=True)
+    if not p.stdout.readline().startswith("listening on "):
+        raise SystemExit("the daemon did not start")
+    return p, sock
+
+
 def bench(scene, args, key, tmp, net):
     nodes = [start_node(key, tmp, i, net) for i in range(args.nodes)]
+    daemon = start_daemon(key, tmp, net) if args.daemon else None
     try:
         cmd = [PL, "session", scene, "--size", args.size, "--spp", "64", "--key-file", key]
+        cmd += ["--control-socket", daemon[1]] if daemon else ["--no-daemon"]
         for _, address in nodes:
             cmd += ["--peer", address]
         if args.no_local:
             cmd.append("--no-local")
         s = Session(net.in_a(cmd))
         ready = s.wait(lambda e: e.get("event") == "ready")
+        if bool(daemon) != ("daemon" in ready.get("renders_in", "")):
+            raise SystemExit("the session renders in " + ready.get("renders_in", "?"))
         joined = 0
         while joined < len(nodes):
             s.wait(lambda e: e.get("event") == "node" and e.get("state") == "joined")
@@ -126,7 +147,7 @@ def bench(scene, args, key, tmp, net):
         after = s.wait(lambda e: e.get("id") == "after")
         s.close()
     finally:
-        for p, _ in nodes:
+        for p, _ in nodes + ([daemon] if daemon else []):
             p.kill()
             p.wait()
     sent = [a["render_data_bytes_sent"] - b["render_data_bytes_sent"]
@@ -144,6 +165,7 @@ def main():
     ap.add_argument("--size", default="256x256")
     ap.add_argument("--no-local", action="store_true")
     ap.add_argument("--veth", action="store_true")
+    ap.add_argument("--daemon", action="store_true")
     args = ap.parse_args()
     scenes = args.scenes or [os.path.join(ROOT, "scenes", "cornell_box.gltf")]
     helmet = os.path.join(SHARED, "scenes/khronos-gltf/DamagedHelmet/glTF/DamagedHelmet.gltf")
@@ -164,7 +186,8 @@ def main():
             target = max(0.100, 1.5 * base)
             print(f"{os.path.basename(scene)} {args.size}, {args.nodes} node(s)"
                   f"{', no local devices' if args.no_local else ' + local'}"
-                  f"{' over veth 1 Gbit/s' if args.veth else ''}: "
+                  f"{' over veth 1 Gbit/s' if args.veth else ''}"
+                  f"{', held by the daemon' if args.daemon else ''}: "
                   f"{len(times)} camera moves to the first pass: median "
                   f"{statistics.median(times) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
                   f"max {times[-1] * 1000:.0f} ms; one-spp local render {base * 1000:.0f} ms; "
