@@ -502,14 +502,15 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
                                 request.getPassFilms(), c.uid, c.who};
         // The slot: while it lives, this connection (and its uid) holds a session.
         struct Slot {
+          explicit Slot(std::shared_ptr<Client> c) : client(std::move(c)) {}
+          Slot(const Slot&) = delete;
+          Slot& operator=(const Slot&) = delete;
+          ~Slot() { client->session = false; }
           std::shared_ptr<Client> client;
-          ~Slot() {
-            if (client != nullptr) client->session = false;
-          }
         };
         c.session = true;
         ControlSessionOpened opened = c.impl->callbacks.openSession(
-            std::move(r), params.getListener(), kj::heap<Slot>(Slot{client_}));
+            std::move(r), params.getListener(), kj::heap<Slot>(client_));
         refusal = opened.outcome;
         KJ_IF_MAYBE(job, opened.job) {
           if (refusal.ok()) {

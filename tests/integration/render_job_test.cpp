@@ -25,6 +25,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -38,6 +39,7 @@
 #include "tests/transport/loop_test_util.h"
 #include "transport/chunk_codec.h"
 #include "transport/control_client.h"
+#include "transport/control_film.h"
 #include "transport/uv_kj_loop.h"
 
 namespace pl {
@@ -898,6 +900,212 @@ TEST_F(RenderJobTest, OtherUsersOnlyInTheControlGroup) {
   EXPECT_EQ(bad.wait(20s), 2);
   EXPECT_NE(bad.err().find("no-such-group-here: no such group"), std::string::npos) << bad.err();
   std::filesystem::remove_all(folder);
+}
+
+}  // namespace
+}  // namespace pl
+
+namespace pl {
+namespace {
+
+// A session's listener that counts the passes of each generation (films are not asked for).
+struct SessionEvents {
+  std::map<uint64_t, uint32_t> lastSpp;  // per generation, the last pass's samples
+};
+class SessionListener final : public ctl::SessionListener::Server {
+ public:
+  explicit SessionListener(std::shared_ptr<SessionEvents> e) : e_(std::move(e)) {}
+
+ protected:
+  kj::Promise<void> pass(PassContext context) override {
+    e_->lastSpp[context.getParams().getGeneration()] = context.getParams().getSpp();
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::shared_ptr<SessionEvents> e_;
+};
+
+capnp::Response<ctl::NodeControl::SessionResults> requestSession(
+    UvKjLoop& loop, ControlConnection& c, const std::string& token,
+    const RenderJobParams& params, uint64_t dataBytes, std::shared_ptr<SessionEvents> events) {
+  auto request = c.control().sessionRequest();
+  auto r = request.initRequest();
+  r.setToken(token);
+  toControl(params, r.initParams());
+  r.setDataBytes(dataBytes);
+  request.setListener(kj::heap<SessionListener>(std::move(events)));
+  return waitFor(loop, request.send());
+}
+
+capnp::Data::Reader nameOf(const Hash128& h) {
+  return capnp::Data::Reader(reinterpret_cast<const uint8_t*>(&h), sizeof h);
+}
+
+// A session held by the daemon (NodeControl.session, what `peerlight session` opens when a
+// daemon runs): requests it refuses get a typed Outcome; calls with bad arguments (a chunk name
+// of the wrong size, a manifest that does not parse or names chunks never put, a camera of the
+// wrong size, more chunk bytes than its bound) fail or are refused alone and the session goes
+// on; filmAt says typed why a film cannot come (replaced, never) and hands over the film that
+// can, at exactly the samples asked for.
+TEST_F(RenderJobTest, SessionCallsAreCheckedAndTheSessionGoesOn) {
+  std::string a = startDaemon("a", true);
+  ASSERT_FALSE(a.empty());
+  UvKjLoop loop;
+  auto opened = ControlConnection::open(loop, socketOf("a"));
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  ControlConnection& c = **opened;
+  auto events = std::make_shared<SessionEvents>();
+  RenderJobParams good = frame(32, 32, 4);
+  good.localOnly = true;
+  struct Case {
+    std::string name, token;
+    RenderJobParams params;
+    uint64_t bytes;
+    ctl::Outcome outcome;
+  };
+  RenderJobParams zero = good, both = good;
+  zero.width = 0;
+  both.noLocal = true;
+  for (const Case& t : std::vector<Case>{
+           {"bad token", "t!k", good, 8, ctl::Outcome::BAD_PARAMS},
+           {"width 0", "tok1", zero, 8, ctl::Outcome::BAD_PARAMS},
+           {"local only and no local", "tok2", both, 8, ctl::Outcome::BAD_PARAMS},
+           {"no data", "tok3", good, 0, ctl::Outcome::BAD_PARAMS},
+           {"too much data", "tok4", good, ~uint64_t(0), ctl::Outcome::TOO_LARGE}}) {
+    auto reply = requestSession(loop, c, t.token, t.params, t.bytes, events);
+    EXPECT_EQ(reply.getOutcome(), t.outcome) << t.name << ": " << reply.getMessage().cStr();
+  }
+
+  CompileOptions options;
+  options.width = options.height = 32;
+  Result<RenderData> data = loadAndCompile(testing::kCornellScene, options);
+  ASSERT_TRUE(data.ok()) << data.error().message;
+  ChunkStore chunks;
+  const ChunkManifest manifest = encodeRenderData(*data, chunks);
+  const std::vector<uint8_t> manifestBytes = serializeManifest(manifest);
+  const uint64_t declared = manifest.encodedBytes();
+
+  auto reply = requestSession(loop, c, "0a1b2c3d", good, declared, events);
+  ASSERT_EQ(reply.getOutcome(), ctl::Outcome::OK) << reply.getMessage().cStr();
+  ctl::SessionJob::Client job = reply.getJob();
+  EXPECT_EQ(requestSession(loop, c, "0a1b2c3e", good, declared, events).getOutcome(),
+            ctl::Outcome::BUSY)
+      << "one session per connection";
+
+  auto failed = [&](auto request) {
+    return testing::exceptionFrom([&] { waitFor(loop, request.send()); }) != nullptr;
+  };
+  {  // A chunk name of 3 bytes.
+    auto missing = job.missingRequest();
+    missing.initHashes(1).set(0, capnp::Data::Reader(reinterpret_cast<const uint8_t*>("abc"), 3));
+    EXPECT_TRUE(failed(kj::mv(missing)));
+  }
+  {  // A camera before any generation.
+    auto camera = job.cameraRequest();
+    camera.setCamera(capnp::Data::Reader(reinterpret_cast<const uint8_t*>(&data->camera[0]),
+                                         sizeof(kernel::Camera)));
+    camera.setSpp(4);
+    EXPECT_TRUE(failed(kj::mv(camera)));
+  }
+  auto update = [&](capnp::Data::Reader bytes, uint32_t spp) {
+    auto request = job.updateRequest();
+    request.setManifest(bytes);
+    request.setSpp(spp);
+    return waitFor(loop, request.send());
+  };
+  {
+    const uint8_t garbage[] = {1, 2, 3, 4, 5};
+    auto r = update(capnp::Data::Reader(garbage, sizeof garbage), 4);
+    EXPECT_EQ(r.getOutcome(), ctl::Outcome::BAD_DATA) << r.getMessage().cStr();
+    r = update(capnp::Data::Reader(manifestBytes.data(), manifestBytes.size()), 4);
+    EXPECT_EQ(r.getOutcome(), ctl::Outcome::BAD_DATA) << r.getMessage().cStr();
+    EXPECT_NE(std::string(r.getMessage().cStr()).find("does not hold"), std::string::npos)
+        << r.getMessage().cStr();
+  }
+  // The chunks the session lacks: all of them.
+  std::vector<Hash128> hashes = manifest.chunkHashes();
+  {
+    auto missing = job.missingRequest();
+    auto list = missing.initHashes(unsigned(hashes.size()));
+    for (size_t i = 0; i < hashes.size(); ++i) list.set(unsigned(i), nameOf(hashes[i]));
+    EXPECT_EQ(waitFor(loop, missing.send()).getMissing().size(), hashes.size());
+  }
+  for (const Hash128& h : hashes) {
+    auto put = job.putRequest();
+    put.setHash(nameOf(h));
+    const std::span<const uint8_t> bytes = *chunks.find(h);
+    put.setChunk(capnp::Data::Reader(bytes.data(), bytes.size()));
+    waitFor(loop, put.send());
+  }
+  auto first = update(capnp::Data::Reader(manifestBytes.data(), manifestBytes.size()), 4);
+  ASSERT_EQ(first.getOutcome(), ctl::Outcome::OK) << first.getMessage().cStr();
+  EXPECT_EQ(first.getGeneration(), 1u);
+  {
+    auto camera = job.cameraRequest();
+    camera.setCamera(capnp::Data::Reader(reinterpret_cast<const uint8_t*>("short"), 5));
+    camera.setSpp(4);
+    auto r = waitFor(loop, camera.send());
+    EXPECT_EQ(r.getOutcome(), ctl::Outcome::BAD_PARAMS) << r.getMessage().cStr();
+  }
+  kernel::Camera moved = data->camera[0];
+  moved.position.x += 0.1f;
+  auto camera = job.cameraRequest();
+  camera.setCamera(
+      capnp::Data::Reader(reinterpret_cast<const uint8_t*>(&moved), sizeof moved));
+  camera.setSpp(4);
+  auto second = waitFor(loop, camera.send());
+  ASSERT_EQ(second.getOutcome(), ctl::Outcome::OK) << second.getMessage().cStr();
+  EXPECT_EQ(second.getGeneration(), 2u);
+
+  auto filmAt = [&](uint64_t generation, uint32_t spp) {
+    auto request = job.filmAtRequest();
+    request.setGeneration(generation);
+    request.setSpp(spp);
+    return waitFor(loop, request.send(), 30000);
+  };
+  EXPECT_EQ(filmAt(1, 4).getOutcome(), ctl::Outcome::CANCELLED) << "replaced by generation 2";
+  EXPECT_EQ(filmAt(2, 3).getOutcome(), ctl::Outcome::FAILED) << "passes end at 1, 2 and 4";
+  auto four = filmAt(2, 4);
+  ASSERT_EQ(four.getOutcome(), ctl::Outcome::OK) << four.getMessage().cStr();
+  EXPECT_EQ(four.getFilm().getSpp(), 4u);
+  Result<Film> film = waitFor(loop, readFilm(four.getFilm(), four.getData()), 30000);
+  ASSERT_TRUE(film.ok()) << film.error().message;
+  EXPECT_EQ(film->width(), 32u);
+  int64_t sum = 0;
+  for (int64_t v : film->sums()) sum += v;
+  EXPECT_GT(sum, 0) << "an image, not an empty film";
+  EXPECT_TRUE(waitUntil([&] {
+    loop.waitScope().poll();
+    return events->lastSpp[2] == 4;
+  }, 10s)) << "the listener heard generation 2's passes";
+  auto stats = waitFor(loop, job.statsRequest().send());
+  EXPECT_GT(stats.getStats().getSamples(), 0u);
+  EXPECT_NE(node("a").err().find("this node is its Primary"), std::string::npos)
+      << node("a").err();
+
+  // A put beyond the session's bound (twice the declared bytes) fails. A failed stream call is
+  // reported on the calls after it (Cap'n Proto breaks that client's capability: the client
+  // knows why); the daemon serves its other clients on.
+  std::vector<uint8_t> big(size_t(2 * declared), 7);
+  ASSERT_LE(big.size(), size_t(4u << 20));
+  auto put = job.putRequest();
+  put.setHash(nameOf(Hash128{1, 1}));
+  put.setChunk(capnp::Data::Reader(big.data(), big.size()));
+  waitFor(loop, put.send());
+  kj::Maybe<kj::Exception> after =
+      testing::exceptionFrom([&] { waitFor(loop, job.statsRequest().send()); });
+  KJ_IF_MAYBE(e, after) {
+    EXPECT_NE(std::string(e->getDescription().cStr()).find("beyond the session's bound"),
+              std::string::npos)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "a chunk beyond the session's bound was taken";
+  }
+  auto other = ControlConnection::open(loop, socketOf("a"));
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  auto again = requestSession(loop, **other, "0a1b2c3f", good, declared, events);
+  EXPECT_EQ(again.getOutcome(), ctl::Outcome::OK) << again.getMessage().cStr();
 }
 
 }  // namespace
