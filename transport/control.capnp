@@ -54,6 +54,9 @@ enum Outcome {
   # The job was cancelled before it ended (the daemon logs who cancelled it and why).
   failed @7;
   # The render itself failed (no device left, a result that cannot be merged, ...).
+  passed @8;
+  # SessionJob.filmAt: the generation has gone past those samples (a restart to them gives
+  # them).
 }
 
 interface NodeControl {
@@ -128,8 +131,8 @@ struct SessionRequest {
   # generation's start).
   dataBytes @2 :UInt64;
   # Size of the encoded scene the client will send (1 to the daemon's bound): reserved against
-  # the daemon's memory budget; the session's chunks may add up to twice this (edits add
-  # chunks), and a put beyond that fails.
+  # the daemon's memory budget; the session's chunks may add up to twice this and 16 MiB (edits
+  # add chunks; each chunk counts at least 512 bytes), and a put beyond that fails.
   passFilms @3 :Bool;
   # Every pass event carries its film (SessionListener.pass): for a client that shows or writes
   # each pass.
@@ -214,9 +217,10 @@ interface SessionJob {
          -> (outcome :Outcome, message :Text, film :FilmInfo, data :FilmData);
   # Answers once generation `generation`'s film holds exactly `spp` samples per pixel (at
   # once if it does now; spp 0: once the generation is finished, at its target or where the
-  # time limit ended it). cancelled: another generation replaced it first; failed: it never
-  # will (its schedule does not stop at spp, it has gone past it, or the time limit ended it
-  # before). `data` holds that film until dropped.
+  # time limit ended it). cancelled: another generation replaced it first; passed: it has gone
+  # past spp, or its schedule does not stop there (a restart to spp gives it); failed: the time
+  # limit ended it before; busy: the client holds as many films as it may. `data` holds that
+  # film until dropped.
 }
 
 struct FilmInfo {

@@ -214,6 +214,7 @@ const char* outcomeName(ctl::Outcome outcome) {
     case ctl::Outcome::TOO_LARGE: return "tooLarge";
     case ctl::Outcome::CANCELLED: return "cancelled";
     case ctl::Outcome::FAILED: return "failed";
+    case ctl::Outcome::PASSED: return "passed";
   }
   return "unknown";
 }

@@ -29,7 +29,10 @@ struct SessionFilm {
   enum class Outcome {
     ok,        // `film` holds the samples asked for
     replaced,  // an update started another generation first
-    never,     // the generation will not hold them (the time limit ended it, or it went past)
+    passed,    // the generation went past them, or its passes do not stop there (a restart to
+               // them gives them)
+    stopped,   // the time limit ended the generation before them
+    refused,   // the holder of the films would not hand this one over (a bound)
   };
   Outcome outcome = Outcome::ok;
   std::string message;  // for people, when not ok
@@ -49,8 +52,8 @@ class SessionFilms {
   // generation is finished (its target, or where the time limit ended it). Settled at once
   // when it can be.
   kj::Promise<SessionFilm> at(uint64_t generation, uint32_t spp);
-  // Resolves what the session's state now decides. Call after each of its passes and stops,
-  // and after each update.
+  // Resolves what the session's state now decides (those that get the film share one copy).
+  // Call after each of its passes and stops, and after each update.
   void settle();
   size_t waiting() const { return waiters_.size(); }
 
@@ -60,7 +63,7 @@ class SessionFilms {
     uint32_t spp;
     kj::Own<kj::PromiseFulfiller<SessionFilm>> fulfiller;
   };
-  // The outcome for `w` now, or nothing while it must wait.
+  // The outcome for `w` now (without its film), or nothing while it must wait.
   std::optional<SessionFilm> decide(const Waiter& w) const;
 
   const RenderSession& session_;

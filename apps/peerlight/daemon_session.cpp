@@ -25,7 +25,7 @@ capnp::Data::Reader nameOf(const Hash128& hash) {
 
 }  // namespace
 
-struct DaemonSession::Impl {
+struct DaemonSession::Impl final : private kj::TaskSet::ErrorHandler {
   class Listener;
 
   UvKjLoop& loop;
@@ -70,12 +70,23 @@ struct DaemonSession::Impl {
     });
   }
 
-  // Resolves once every call made before has been answered: for a call whose own answer later
-  // calls need not wait for (stats, filmAt, peer).
-  kj::Promise<void> turn() {
-    kj::ForkedPromise<void> forked = outgoing.fork();
-    outgoing = forked.addBranch();
-    return forked.addBranch();
+  // Sends a call whose answer later calls need not wait for (stats, filmAt, peer) in its turn:
+  // once every call made before it has been answered. `send` () -> kj::Promise<T>.
+  kj::TaskSet answers{*this};
+  template <typename T, typename Send>
+  kj::Promise<T> inTurn(Send&& send) {
+    auto paf = kj::newPromiseAndFulfiller<T>();
+    enqueue([this, send = kj::fwd<Send>(send),
+             done = kj::mv(paf.fulfiller)]() mutable -> kj::Promise<void> {
+      answers.add(send().then([done = kj::mv(done)](T value) mutable {
+        done->fulfill(kj::mv(value));
+      }));
+      return kj::READY_NOW;
+    });
+    return kj::mv(paf.promise);
+  }
+  void taskFailed(kj::Exception&& e) override {
+    fatal("the node daemon's session: " + describe(e));
   }
 
   void newGeneration(uint32_t spp) {
@@ -223,6 +234,7 @@ class DaemonSession::Impl::Listener final : public ctl::SessionListener::Server 
     return impl.deliver([&impl, generation, spp, seconds]() -> kj::Promise<void> {
       if (generation != impl.generation) return kj::READY_NOW;
       impl.stopped = true;
+      impl.committed = spp;
       if (impl.events.onStopped) impl.events.onStopped(generation, spp, seconds);
       return kj::READY_NOW;
     });
@@ -312,10 +324,10 @@ bool DaemonSession::generationFinished() const {
   return generationDone() || impl_->stopped;
 }
 bool DaemonSession::willReach(uint32_t spp) const {
+  // As RenderSession::willReach() of the last pass heard of; the daemon may be further on
+  // already (its filmAt() then answers `passed`, and the caller restarts).
   const Impl& i = *impl_;
-  // The film at the last pass is the daemon's only while nothing follows it (a later pass may
-  // have replaced it already): a finished generation's, or one still to come.
-  if (i.committed == spp) return generationFinished();
+  if (i.committed == spp) return true;
   return !i.stopped && spp > i.committed && passEndsAt(i.target, i.firstPassSamples, spp);
 }
 
@@ -355,22 +367,19 @@ uint64_t DaemonSession::restart(uint32_t spp) {
 
 kj::Promise<Status> DaemonSession::addPeer(const std::string& address) {
   Impl& i = *impl_;
-  return i.turn().then([&i, address] {
+  return i.inTurn<Status>([&i, address] {
     auto request = i.job.peerRequest();
     request.setAddress(address);
-    return request.send().then(
-        [](auto reply) {
-          return reply.getOutcome() == ctl::Outcome::OK
-                     ? Status()
-                     : Status(Error{reply.getMessage().cStr()});
-        },
-        [](kj::Exception&& e) { return Status(Error{describe(e)}); });
+    return request.send().then([](auto reply) {
+      return reply.getOutcome() == ctl::Outcome::OK ? Status()
+                                                    : Status(Error{reply.getMessage().cStr()});
+    });
   });
 }
 
 kj::Promise<ClusterRenderStats> DaemonSession::stats() {
   Impl& i = *impl_;
-  return i.turn().then([&i] {
+  return i.inTurn<ClusterRenderStats>([&i] {
     return i.job.statsRequest().send().then(
         [](auto reply) { return fromControl(reply.getStats()); });
   });
@@ -378,25 +387,35 @@ kj::Promise<ClusterRenderStats> DaemonSession::stats() {
 
 kj::Promise<SessionFilm> DaemonSession::filmAt(uint64_t generation, uint32_t spp) {
   Impl& i = *impl_;
-  return i.turn().then([&i, generation, spp] {
+  return i.inTurn<SessionFilm>([&i, generation, spp] {
     auto request = i.job.filmAtRequest();
     request.setGeneration(generation);
     request.setSpp(spp);
     return request.send().then([generation](auto reply) -> kj::Promise<SessionFilm> {
       SessionFilm out;
       out.generation = generation;
-      if (reply.getOutcome() != ctl::Outcome::OK) {
-        out.outcome = reply.getOutcome() == ctl::Outcome::CANCELLED
-                          ? SessionFilm::Outcome::replaced
-                          : SessionFilm::Outcome::never;
-        out.message = reply.getMessage().cStr();
-        return kj::mv(out);
+      out.message = reply.getMessage().cStr();
+      switch (reply.getOutcome()) {
+        case ctl::Outcome::OK:
+          break;
+        case ctl::Outcome::CANCELLED:
+          out.outcome = SessionFilm::Outcome::replaced;
+          return kj::mv(out);
+        case ctl::Outcome::PASSED:
+          out.outcome = SessionFilm::Outcome::passed;
+          return kj::mv(out);
+        case ctl::Outcome::FAILED:
+          out.outcome = SessionFilm::Outcome::stopped;
+          return kj::mv(out);
+        default:
+          out.outcome = SessionFilm::Outcome::refused;
+          return kj::mv(out);
       }
       out.spp = reply.getFilm().getSpp();
       return readFilm(reply.getFilm(), reply.getData())
           .then([out = kj::mv(out)](Result<Film> film) mutable {
             if (!film.ok()) {
-              out.outcome = SessionFilm::Outcome::never;
+              out.outcome = SessionFilm::Outcome::refused;
               out.message = film.error().message;
             } else {
               out.film = std::make_shared<const Film>(std::move(film).value());

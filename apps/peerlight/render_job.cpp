@@ -20,6 +20,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// A session's chunks may add up to twice its declared data and this much more (each chunk is
+// charged at least 512 bytes: a scene of many small arrays needs the room).
+constexpr uint64_t kSessionChunkSlack = uint64_t(16) << 20;
+
 ControlOutcome refusal(ctl::Outcome outcome, std::string message) {
   return ControlOutcome{outcome, std::move(message)};
 }
@@ -67,26 +71,34 @@ struct RenderJobs::Impl {
     for (HeldSession& h : sessions) {
       h.job->end(ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down",
                  /*now=*/true);
-      if (h.owner) node.ownerJobEnded(h.job->request().token);
-      if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, h.serial});
+      released(h.owner, h.job->request().token, h.serial);
     }
     for (auto& r : jobs) {
       r->session.reset();
-      if (r->owner) node.ownerJobEnded(r->job->token());
-      if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, r->serial});
+      released(r->owner, r->job->token(), r->serial);
     }
   }
 
-  ControlOutcome admit(const RenderJobParams& p, uint64_t dataBytes) const {
+  // What a job and a session are both checked for before their data travels: the frame, the
+  // devices, the film's size (colour only: passes are known once the data has come), a daemon
+  // that stops. `what`: "render job" or "session", for the messages.
+  ControlOutcome checkParams(const RenderJobParams& p, const std::string& what) const {
     FrameSpec frame{p.width, p.height, p.spp, 64};
     frame.region = p.region;
     if (Status s = Scheduler::validateFrame(frame); !s.ok())
-      return refusal(ctl::Outcome::BAD_PARAMS, "render job: " + s.error().message);
+      return refusal(ctl::Outcome::BAD_PARAMS, what + ": " + s.error().message);
     if (p.localOnly && p.noLocal)
-      return refusal(ctl::Outcome::BAD_PARAMS, "render job: localOnly and noLocal both set");
-    // Colour only here; with passes (known once the data has come) start() checks again.
-    if (ControlOutcome big = filmSize(p, kernel::kBeautyChannels); !big.ok()) return big;
+      return refusal(ctl::Outcome::BAD_PARAMS, what + ": localOnly and noLocal both set");
+    if (ControlOutcome big =
+            filmSize(p.width, p.height, kernel::kBeautyChannels, what);
+        !big.ok())
+      return big;
     if (stopping) return refusal(ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down");
+    return ControlOutcome{};
+  }
+
+  ControlOutcome admit(const RenderJobParams& p, uint64_t dataBytes) const {
+    if (ControlOutcome checked = checkParams(p, "render job"); !checked.ok()) return checked;
     if (jobs.size() >= kMaxJobs)
       return refusal(ctl::Outcome::BUSY,
                      "busy: " + std::to_string(jobs.size()) + " render jobs run on this node");
@@ -108,15 +120,22 @@ struct RenderJobs::Impl {
   // The film's sums (24 bytes a pixel, 80 with passes) are held twice at the end (the
   // session's film and the copy the client reads): at most 8 GiB, so that an absurd frame is
   // refused before its data travels rather than failing an allocation later.
-  static ControlOutcome filmSize(const RenderJobParams& p, uint32_t channels) {
-    const uint64_t filmBytes = uint64_t(p.width) * p.height * channels * sizeof(int64_t);
+  static ControlOutcome filmSize(uint32_t width, uint32_t height, uint32_t channels,
+                                 const std::string& what = "render job") {
+    const uint64_t filmBytes = uint64_t(width) * height * channels * sizeof(int64_t);
     if (filmBytes > (uint64_t(4) << 30))
       return refusal(ctl::Outcome::TOO_LARGE,
-                     "render job: a " + std::to_string(p.width) + "x" + std::to_string(p.height) +
+                     what + ": a " + std::to_string(width) + "x" + std::to_string(height) +
                          " film needs " + std::to_string(filmBytes >> 20) + " MiB (" +
-                         std::to_string(channels) +
-                         " values a pixel), more than this node gives one job (4096 MiB)");
+                         std::to_string(channels) + " values a pixel), more than this node "
+                         "gives one " + what + " (4096 MiB)");
     return ControlOutcome{};
+  }
+
+  // A job's or session's end: its owner job on this node and its memory reservation go.
+  void released(bool owner, const std::string& token, uint64_t serial) {
+    if (owner) node.ownerJobEnded(token);
+    if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, serial});
   }
 
   void start(std::shared_ptr<ControlRenderJob> job) {
@@ -150,7 +169,8 @@ struct RenderJobs::Impl {
               std::to_string(camera->height) + ", frame of " +
               std::to_string(job->params().width) + "x" + std::to_string(job->params().height);
       } else if (ControlOutcome big = filmSize(
-                     job->params(), channels = kernel::filmChannels(camera->passes));
+                     job->params().width, job->params().height,
+                     channels = kernel::filmChannels(camera->passes));
                  !big.ok()) {
         PL_LOG_WARN("%s refused: %s", label.c_str(), big.message.c_str());
         job->fail(big.outcome, big.message);
@@ -268,26 +288,28 @@ struct RenderJobs::Impl {
       PL_LOG_WARN("%s refused: %s", label.c_str(), why.c_str());
       return ControlSessionOpened{refusal(outcome, why), nullptr};
     };
-    FrameSpec frame{p.width, p.height, p.spp, 64};
-    frame.region = p.region;
-    if (Status st = Scheduler::validateFrame(frame); !st.ok())
-      return refused(ctl::Outcome::BAD_PARAMS, "session: " + st.error().message);
-    if (p.localOnly && p.noLocal)
-      return refused(ctl::Outcome::BAD_PARAMS, "session: localOnly and noLocal both set");
-    if (ControlOutcome big = filmSize(p, kernel::kBeautyChannels); !big.ok())
-      return refused(big.outcome, big.message);
-    if (stopping)
-      return refused(ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down");
+    if (ControlOutcome checked = checkParams(p, "session"); !checked.ok())
+      return refused(checked.outcome, checked.message);
     if (sessions.size() >= kMaxSessions)
       return refused(ctl::Outcome::BUSY, "busy: " + std::to_string(sessions.size()) +
                                              " sessions run on this node");
     const uint64_t serial = nextSerial++;
+    // What the session holds: its chunks, the scene decoded for this machine's devices (about
+    // 2.5 times its encoded size on our scenes: 3 reserved), and its films (the session's own,
+    // the one a settle copies, and those the client holds: SessionJob::kMaxHeldFilms of each
+    // use), grown when a generation's film is larger (fitFilm below).
+    const uint64_t dataBytes = request.dataBytes;
+    const uint64_t chunkBytes = 2 * dataBytes + kSessionChunkSlack;
+    const bool local = !p.noLocal;
+    auto sessionBytes = [dataBytes, chunkBytes, local](uint64_t filmBytes) {
+      return chunkBytes + (local ? 3 * dataBytes : 0) +
+             (2 + 2 * SessionJob::kMaxHeldFilms) * filmBytes;
+    };
+    auto reservedFilm = std::make_shared<uint64_t>(uint64_t(p.width) * p.height *
+                                                   kernel::kBeautyChannels * sizeof(int64_t));
     if (budget != nullptr) {
-      // Its chunks (up to twice the declared data), its films, and the scene decoded for this
-      // machine's devices (about 2.5 times its encoded size on our scenes: 3 reserved).
-      const uint64_t bytes = memoryOf(p, 2 * request.dataBytes, kernel::kBeautyChannels) +
-                             (p.noLocal ? 0 : 3 * request.dataBytes);
-      MemoryGrant grant = budget->reserve({MemoryHolder::Kind::RenderJob, serial}, bytes);
+      MemoryGrant grant =
+          budget->reserve({MemoryHolder::Kind::RenderJob, serial}, sessionBytes(*reservedFilm));
       if (!grant.granted)
         return refused(ctl::Outcome::BUSY, "session: " + budget->refusalText(grant));
       node.memoryEvicted(grant.evict);  // warm workers that made room
@@ -303,7 +325,23 @@ struct RenderJobs::Impl {
       held.owner = true;
     }
     SessionJob::Limits limits;
-    limits.chunkBytes = 2 * request.dataBytes;
+    limits.chunkBytes = chunkBytes;
+    limits.fitFilm = [this, serial, sessionBytes, reservedFilm,
+                      alive = alive](const kernel::Camera& camera) {
+      if (ControlOutcome big = filmSize(camera.width, camera.height,
+                                        kernel::filmChannels(camera.passes), "session");
+          !big.ok())
+        return big;
+      const uint64_t filmBytes = uint64_t(camera.width) * camera.height *
+                                 kernel::filmChannels(camera.passes) * sizeof(int64_t);
+      if (!*alive || filmBytes <= *reservedFilm || budget == nullptr) return ControlOutcome{};
+      MemoryGrant grant =
+          budget->reserve({MemoryHolder::Kind::RenderJob, serial}, sessionBytes(filmBytes));
+      if (!grant.granted) return refusal(ctl::Outcome::BUSY, budget->refusalText(grant));
+      node.memoryEvicted(grant.evict);
+      *reservedFilm = filmBytes;
+      return ControlOutcome{};
+    };
     auto job = kj::heap<SessionJob>(loop, std::move(options), std::move(request), limits,
                                     kj::mv(listener), kj::mv(slot),
                                     [this, serial, alive = alive] {
@@ -319,8 +357,7 @@ struct RenderJobs::Impl {
     auto it = std::find_if(sessions.begin(), sessions.end(),
                            [&](const HeldSession& h) { return h.serial == serial; });
     if (it == sessions.end()) return;
-    if (it->owner) node.ownerJobEnded(it->job->request().token);
-    if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, serial});
+    released(it->owner, it->job->request().token, serial);
     sessions.erase(it);
     idleCheck();
   }
@@ -359,10 +396,9 @@ struct RenderJobs::Impl {
 
   void ended(Running& r, const std::string& error) {
     r.session.reset();  // its leases go with its connections
-    if (r.owner) node.ownerJobEnded(r.job->token());
+    released(r.owner, r.job->token(), r.serial);
     if (error.empty()) PL_LOG_INFO("%s done", r.label.c_str());
     else PL_LOG_INFO("%s ended: %s", r.label.c_str(), error.c_str());
-    if (budget != nullptr) budget->release({MemoryHolder::Kind::RenderJob, r.serial});
     jobs.remove_if([&](const std::unique_ptr<Running>& j) { return j.get() == &r; });
     idleCheck();
   }

@@ -289,9 +289,22 @@ void SessionDriver::save(const SaveRequest& r, const Id& id) {
   // before), the same state starts again as a new generation whose target is N.
   if (!(whenFinished && session_->generationFinished()) && !session_->willReach(spp))
     announce(session_->restart(spp), "save", id, spp);
-  const uint64_t generation = session_->generation();
-  tasks_.add(session_->filmAt(generation, whenFinished ? 0 : spp)
-                 .then([this, path, id](SessionFilm film) { writeSave(path, film, id); }));
+  awaitSave(Save{path, whenFinished ? 0 : spp, id, false});
+}
+
+// The film for `s` from the backend, then the file. A generation that went past the samples
+// before the backend was asked (a daemon's passes arrive a little late) restarts once at them.
+void SessionDriver::awaitSave(Save s) {
+  tasks_.add(session_->filmAt(session_->generation(), s.spp)
+                 .then([this, s = std::move(s)](SessionFilm film) mutable {
+                   if (film.outcome == SessionFilm::Outcome::passed && !s.restarted &&
+                       film.generation == session_->generation()) {
+                     announce(session_->restart(s.spp), "save", s.id, s.spp);
+                     s.restarted = true;
+                     return awaitSave(std::move(s));
+                   }
+                   writeSave(s.path, film, s.id);
+                 }));
 }
 
 void SessionDriver::writeSave(const std::string& path, const SessionFilm& film, const Id& id) {
@@ -310,9 +323,14 @@ void SessionDriver::writeSave(const std::string& path, const SessionFilm& film, 
       event = {{"event", "error"}, {"op", "save"},
                {"message", path + ": " + film.message + " (save again)"}};
       break;
-    case SessionFilm::Outcome::never:
+    case SessionFilm::Outcome::passed:
+    case SessionFilm::Outcome::stopped:
       event = {{"event", "error"}, {"op", "save"}, {"field", "spp"},
                {"message", path + ": " + film.message + " (save without spp, or fewer)"}};
+      break;
+    case SessionFilm::Outcome::refused:
+      event = {{"event", "error"}, {"op", "save"},
+               {"message", path + ": " + film.message + " (save again)"}};
       break;
   }
   if (id) event["id"] = *id;

@@ -63,6 +63,13 @@ class SessionDriver final : private kj::TaskSet::ErrorHandler {
   void commit(Pending& next, const char* op, const Id& id);
   void peer(const PeerRequest& r, const Id& id);
   void save(const SaveRequest& r, const Id& id);
+  struct Save {
+    std::string path;
+    uint32_t spp;  // 0: the generation's end
+    Id id;
+    bool restarted;  // the generation was restarted at spp for it after the backend's `passed`
+  };
+  void awaitSave(Save s);
   void writeSave(const std::string& path, const SessionFilm& film, const Id& id);
   void stats(const Id& id);
   void quit();

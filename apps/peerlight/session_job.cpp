@@ -17,6 +17,9 @@ namespace pl::app {
 
 namespace {
 
+// What each chunk costs against the session's bound at least (the store's own bytes per entry).
+constexpr uint64_t kChunkCharge = 512;
+
 // A chunk name on the socket: Hash128's lo then hi, little-endian (16 bytes).
 Hash128 hashOf(capnp::Data::Reader bytes) {
   KJ_REQUIRE(bytes.size() == sizeof(Hash128), "session: a chunk name is 16 bytes", bytes.size());
@@ -32,17 +35,23 @@ constexpr size_t kMaxEncodedChunkBytes = kMaxChunkBytes + kMaxChunkBytes / 64 + 
 }  // namespace
 
 struct SessionJob::State final : private kj::TaskSet::ErrorHandler {
+  enum FilmUse { kPassFilm = 0, kSaveFilm = 1 };
+
   ClusterRenderOptions options;
   Limits limits;
   ctl::SessionListener::Client listener;
   kj::Own<void> slot;
   std::function<void()> onEnd;
-  // Every chunk the client sent (never erased: generations' scenes hold views of them).
+  // Every chunk the client sent (never erased while the session runs: generations' scenes hold
+  // views of them), and what they are charged against Limits::chunkBytes.
   std::shared_ptr<ChunkStore> chunks = std::make_shared<ChunkStore>();
+  uint64_t chunkCharge = 0;
   std::unique_ptr<SessionFilms> films;
   uint32_t unanswered = 0;  // listener calls not answered yet
-  // Films handed to the client (pass films, filmAt) that it still holds.
-  std::vector<std::weak_ptr<const Film>> served;
+  // Films handed to the client that it still holds, per use.
+  std::vector<std::weak_ptr<const Film>> served[2];
+  uint64_t lastPassGeneration = 0;  // the last pass sent to the listener
+  uint32_t lastPassSpp = 0;
   bool ended = false;
   std::string endMessage;
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
@@ -50,7 +59,7 @@ struct SessionJob::State final : private kj::TaskSet::ErrorHandler {
 
   State(ClusterRenderOptions options, Limits limits, ctl::SessionListener::Client listener,
         kj::Own<void> slot, std::function<void()> onEnd)
-      : options(std::move(options)), limits(limits), listener(kj::mv(listener)),
+      : options(std::move(options)), limits(std::move(limits)), listener(kj::mv(listener)),
         slot(kj::mv(slot)), onEnd(std::move(onEnd)) {}
   ~State() { *alive = false; }
 
@@ -64,13 +73,15 @@ struct SessionJob::State final : private kj::TaskSet::ErrorHandler {
     --unanswered;
     PL_LOG_DEBUG("session: a listener call failed: %s", e.getDescription().cStr());
   }
-  // A copy of the session's film for the client, unless it holds kMaxHeldFilms already.
-  std::shared_ptr<const Film> filmToServe(const Film& film) {
-    std::erase_if(served, [](const std::weak_ptr<const Film>& f) { return f.expired(); });
-    if (served.size() >= kMaxHeldFilms) return nullptr;
-    auto copy = std::make_shared<const Film>(film);
-    served.push_back(copy);
-    return copy;
+  // Whether the client may be handed one more film for `use` (it holds fewer than
+  // kMaxHeldFilms of them).
+  bool mayServe(FilmUse use) {
+    std::erase_if(served[use], [](const std::weak_ptr<const Film>& f) { return f.expired(); });
+    return served[use].size() < kMaxHeldFilms;
+  }
+  ctl::FilmData::Client serve(FilmUse use, std::shared_ptr<const Film> film) {
+    served[use].push_back(film);
+    return serveFilm(std::move(film));
   }
   void callEnd() {
     if (!onEnd) return;
@@ -87,8 +98,8 @@ SessionJob::SessionJob(UvKjLoop& loop, ClusterRenderOptions options,
     : loop_(loop),
       label_("session " + request.token.substr(0, 8)),
       request_(std::move(request)),
-      state_(std::make_unique<State>(std::move(options), limits, kj::mv(listener), kj::mv(slot),
-                                     std::move(onEnd))) {}
+      state_(std::make_unique<State>(std::move(options), std::move(limits), kj::mv(listener),
+                                     kj::mv(slot), std::move(onEnd))) {}
 
 SessionJob::~SessionJob() {
   state_->films.reset();
@@ -110,6 +121,7 @@ void SessionJob::end(ctl::Outcome outcome, const std::string& message, bool now)
   request.setOutcome(outcome);
   request.setMessage(message);
   state_->send(kj::mv(request));
+  state_->chunks.reset();  // freed with the generations' scenes that view them
   if (now) {
     state_->films.reset();
     session_.reset();
@@ -145,9 +157,13 @@ kj::Promise<void> SessionJob::put(PutContext context) {
   KJ_REQUIRE(chunk.size() > 0 && chunk.size() <= kMaxEncodedChunkBytes,
              "session: a chunk of a bad size", chunk.size());
   if (state_->chunks->contains(hash)) return kj::READY_NOW;
-  KJ_REQUIRE(state_->chunks->bytes() + chunk.size() <= state_->limits.chunkBytes,
-             "session: chunks beyond the session's bound (twice its declared data)",
+  // Each chunk is charged at least kChunkCharge (the store's own bytes per entry), so that many
+  // tiny chunks cannot hold more than the bound says.
+  const uint64_t charge = std::max<uint64_t>(chunk.size(), kChunkCharge);
+  KJ_REQUIRE(state_->chunkCharge + charge <= state_->limits.chunkBytes,
+             "session: chunks beyond the session's bound (twice its declared data, and 16 MiB)",
              state_->limits.chunkBytes);
+  state_->chunkCharge += charge;
   state_->chunks->put(hash, std::vector<uint8_t>(chunk.begin(), chunk.end()));
   return kj::READY_NOW;
 }
@@ -164,17 +180,6 @@ kj::Promise<void> refuse(const std::string& label, Results results, ctl::Outcome
 }
 
 }  // namespace
-
-// Whether a generation of `camera` at `spp` fits: the film's size (the frame itself is the
-// session's to check). Empty: it does.
-static std::string filmTooLarge(const kernel::Camera& camera, uint64_t limit) {
-  const uint64_t bytes =
-      uint64_t(camera.width) * camera.height * kernel::filmChannels(camera.passes) * 8;
-  if (bytes <= limit) return "";
-  return "a " + std::to_string(camera.width) + "x" + std::to_string(camera.height) +
-         " film needs " + std::to_string(bytes >> 20) + " MiB, more than this node gives one "
-         "session (" + std::to_string(limit >> 20) + " MiB)";
-}
 
 kj::Promise<void> SessionJob::update(UpdateContext context) {
   KJ_REQUIRE(!state_->ended, "session: ended", state_->endMessage);
@@ -196,15 +201,19 @@ kj::Promise<void> SessionJob::update(UpdateContext context) {
   Result<kernel::Camera> camera = scene.camera();
   if (!camera.ok())
     return refuse(label_, results, ctl::Outcome::BAD_DATA, "session: " + camera.error().message);
-  if (std::string big = filmTooLarge(*camera, state_->limits.filmBytes); !big.empty())
-    return refuse(label_, results, ctl::Outcome::TOO_LARGE, "session: " + big);
+  if (ControlOutcome fits = state_->limits.fitFilm(*camera); !fits.ok())
+    return refuse(label_, results, fits.outcome, fits.message);
   const uint32_t spp = params.getSpp();
   uint64_t generation = 0;
   if (session_ == nullptr) {
+    // The session may outlive this object by a loop turn (end()): its events look first.
     RenderSessionEvents events;
-    events.onPass = [this](uint64_t g, uint32_t s, double seconds) { onPass(g, s, seconds); };
-    events.onNode = [this](const NodeRenderStats& node, bool joined) {
-      if (state_->ended) return;
+    std::shared_ptr<bool> alive = state_->alive;
+    events.onPass = [this, alive](uint64_t g, uint32_t s, double seconds) {
+      if (*alive) onPass(g, s, seconds);
+    };
+    events.onNode = [this, alive](const NodeRenderStats& node, bool joined) {
+      if (!*alive || state_->ended) return;
       auto request = state_->listener.nodeRequest();
       request.setAddress(node.address);
       request.setName(node.name);
@@ -212,17 +221,19 @@ kj::Promise<void> SessionJob::update(UpdateContext context) {
       request.setReason(joined ? "" : node.error);
       state_->send(kj::mv(request));
     };
-    events.onStopped = [this](uint64_t g, uint32_t s, double seconds) {
-      if (state_->ended) return;
+    events.onStopped = [this, alive](uint64_t g, uint32_t s, double seconds) {
+      if (!*alive || state_->ended) return;
       state_->films->settle();
+      // The pass it ended at, when the listener has not had it (a slow client's skipped one).
+      if (state_->lastPassGeneration != g || state_->lastPassSpp != s) sendPass(g, s, seconds);
       auto request = state_->listener.stoppedRequest();
       request.setGeneration(g);
       request.setSpp(s);
       request.setSeconds(seconds);
       state_->send(kj::mv(request));
     };
-    events.onFatal = [this](const std::string& message) {
-      end(ctl::Outcome::FAILED, message);
+    events.onFatal = [this, alive](const std::string& message) {
+      if (*alive) end(ctl::Outcome::FAILED, message);
     };
     session_ = std::make_unique<RenderSession>(loop_, state_->options, events);
     if (Status st = session_->start(scene, spp); !st.ok()) {
@@ -262,8 +273,8 @@ kj::Promise<void> SessionJob::camera(CameraContext context) {
   std::memcpy(&camera, bytes.begin(), sizeof camera);
   if (Status st = validateCamera(camera); !st.ok())
     return refuse(label_, results, ctl::Outcome::BAD_PARAMS, "session: " + st.error().message);
-  if (std::string big = filmTooLarge(camera, state_->limits.filmBytes); !big.empty())
-    return refuse(label_, results, ctl::Outcome::TOO_LARGE, "session: " + big);
+  if (ControlOutcome fits = state_->limits.fitFilm(camera); !fits.ok())
+    return refuse(label_, results, fits.outcome, fits.message);
   if (Status st = session_->checkFrame(camera, params.getSpp()); !st.ok())
     return refuse(label_, results, ctl::Outcome::BAD_PARAMS, "session: " + st.error().message);
   results.setGeneration(session_->updateCamera(camera, params.getSpp()));
@@ -317,25 +328,27 @@ kj::Promise<void> SessionJob::filmAt(FilmAtContext context) {
   return state_->films->at(params.getGeneration(), params.getSpp())
       .then([context, &state](SessionFilm f) mutable {
         auto results = context.getResults();
+        if (f.outcome == SessionFilm::Outcome::ok && !state.mayServe(State::kSaveFilm)) {
+          f.outcome = SessionFilm::Outcome::refused;
+          f.message = "the client holds " + std::to_string(kMaxHeldFilms) + " films already";
+        }
         switch (f.outcome) {
-          case SessionFilm::Outcome::ok: {
-            std::shared_ptr<const Film> film = state.filmToServe(*f.film);
-            if (film == nullptr) {
-              results.setOutcome(ctl::Outcome::BUSY);
-              results.setMessage("session: the client holds " +
-                                 std::to_string(kMaxHeldFilms) + " films already");
-              return;
-            }
+          case SessionFilm::Outcome::ok:
             results.setOutcome(ctl::Outcome::OK);
-            toControl(*film, f.generation, results.initFilm());
-            results.setData(serveFilm(std::move(film)));
+            toControl(*f.film, f.generation, results.initFilm());
+            results.setData(state.serve(State::kSaveFilm, std::move(f.film)));
             return;
-          }
           case SessionFilm::Outcome::replaced:
             results.setOutcome(ctl::Outcome::CANCELLED);
             break;
-          case SessionFilm::Outcome::never:
+          case SessionFilm::Outcome::passed:
+            results.setOutcome(ctl::Outcome::PASSED);
+            break;
+          case SessionFilm::Outcome::stopped:
             results.setOutcome(ctl::Outcome::FAILED);
+            break;
+          case SessionFilm::Outcome::refused:
+            results.setOutcome(ctl::Outcome::BUSY);
             break;
         }
         results.setMessage(f.message);
@@ -345,8 +358,15 @@ kj::Promise<void> SessionJob::filmAt(FilmAtContext context) {
 void SessionJob::onPass(uint64_t generation, uint32_t spp, double seconds) {
   if (state_->ended) return;  // the session goes a turn later
   state_->films->settle();
-  const bool last = spp == session_->targetSpp();
-  if (state_->unanswered >= kMaxUnansweredCalls && !last) return;  // a slow client
+  if (state_->unanswered >= kMaxUnansweredCalls && spp != session_->targetSpp())
+    return;  // a slow client: it gets a later pass
+  sendPass(generation, spp, seconds);
+}
+
+void SessionJob::sendPass(uint64_t generation, uint32_t spp, double seconds) {
+  if (state_->unanswered >= kMaxUnansweredHard)
+    return end(ctl::Outcome::FAILED, "session ended: the client answers none of its events (" +
+                                         std::to_string(kMaxUnansweredHard) + " waiting)");
   auto request = state_->listener.passRequest();
   request.setGeneration(generation);
   request.setSpp(spp);
@@ -361,12 +381,13 @@ void SessionJob::onPass(uint64_t generation, uint32_t spp, double seconds) {
     list[unsigned(i)].setSamples(shares[i].second);
   }
   request.setRetiredPixels(session_->film().retiredPixels());
-  if (request_.passFilms) {
-    if (std::shared_ptr<const Film> film = state_->filmToServe(session_->film().snapshot())) {
-      toControl(*film, generation, request.initFilm());
-      request.setData(serveFilm(std::move(film)));
-    }
+  if (request_.passFilms && state_->mayServe(State::kPassFilm)) {
+    auto film = std::make_shared<const Film>(session_->film().snapshot());
+    toControl(*film, generation, request.initFilm());
+    request.setData(state_->serve(State::kPassFilm, std::move(film)));
   }
+  state_->lastPassGeneration = generation;
+  state_->lastPassSpp = spp;
   state_->send(kj::mv(request));
 }
 

@@ -13,9 +13,11 @@
 //
 // Bounds: the chunks held add up to at most Limits::chunkBytes (puts beyond fail); at most
 // 65536 names per missing(); a film at most 4 GiB of sums; the listener at most
-// kMaxUnansweredCalls calls ahead (passes that are not a generation's last are skipped beyond);
-// at most kMaxWaitingFilms filmAt() calls waiting and kMaxHeldFilms films held by the client
-// (beyond, a pass goes without its film and filmAt() answers busy).
+// kMaxUnansweredCalls calls ahead (passes that are not a generation's last are skipped beyond;
+// beyond kMaxUnansweredHard the session ends); at most kMaxWaitingFilms filmAt() calls waiting,
+// and kMaxHeldFilms pass films and as many saved films held by the client (beyond, a pass goes
+// without its film and filmAt() answers busy). Every generation's film must fit the memory the
+// daemon reserves for the session (Limits::fitFilm).
 //
 // Threads: the daemon's loop thread only.
 
@@ -28,6 +30,7 @@
 
 #include "transport/control.capnp.h"
 #include "transport/control_socket.h"
+#include "core/kernel/types.h"
 #include "transport/primary.h"
 
 namespace pl {
@@ -40,13 +43,19 @@ namespace pl::app {
 class SessionJob final : public ctl::SessionJob::Server {
  public:
   static constexpr uint32_t kMaxUnansweredCalls = 8;
+  // Beyond this many listener calls waiting (a client that answers none), the session ends.
+  static constexpr uint32_t kMaxUnansweredHard = 256;
   static constexpr uint32_t kMaxMissingNames = 65536;
   static constexpr size_t kMaxWaitingFilms = 64;  // filmAt() calls waiting for their pass
-  static constexpr size_t kMaxHeldFilms = 4;      // films served that the client still holds
+  // Films served that the client still holds: this many pass films, and as many for saves.
+  static constexpr size_t kMaxHeldFilms = 2;
 
   struct Limits {
-    uint64_t chunkBytes = 0;        // the encoded chunks held, all together
-    uint64_t filmBytes = uint64_t(4) << 30;  // one generation's film (its sums)
+    // The encoded chunks held, all together (each charged at least 512 bytes).
+    uint64_t chunkBytes = 0;
+    // Whether a generation with this camera (its film: size and passes) may start: ok, or the
+    // refusal (the daemon's, which grows the session's memory reservation to fit).
+    std::function<ControlOutcome(const kernel::Camera& camera)> fitFilm;
   };
 
   // `options` are the RenderSession's (the job's leases, peers and key); the session starts at
@@ -81,6 +90,7 @@ class SessionJob final : public ctl::SessionJob::Server {
 
  private:
   void onPass(uint64_t generation, uint32_t spp, double seconds);
+  void sendPass(uint64_t generation, uint32_t spp, double seconds);
 
   UvKjLoop& loop_;
   std::string label_;
