@@ -406,39 +406,28 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       std::string label = "render job " + token.substr(0, 8);
       Result<RenderJobParams> frame = fromControl(request.getParams());
       const uint64_t bytes = request.getDataBytes();
-      ControlOutcome refusal;
-      if (!validControlToken(token)) {
-        label = "render job";
-        refusal = {ctl::Outcome::BAD_PARAMS, "render job: bad token (1 to 64 of [0-9a-zA-Z])"};
-      } else if (!frame.ok()) {
-        refusal = {ctl::Outcome::BAD_PARAMS, frame.error().message};
-      } else if (c.impl == nullptr) {
-        refusal = {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
-      } else if (bytes == 0) {
-        refusal = {ctl::Outcome::BAD_PARAMS, "render job: no render data (dataBytes is 0)"};
-      } else if (bytes > c.impl->options.maxPayloadBytes) {
-        refusal = {ctl::Outcome::TOO_LARGE,
-                   "render job: render data of " + std::to_string(bytes) +
-                       " bytes (this node takes 1 to " +
-                       std::to_string(c.impl->options.maxPayloadBytes) + ")"};
-      } else if (c.render != nullptr) {
-        refusal = {ctl::Outcome::BUSY,
-                   "render job: this connection holds a render job already (one per "
-                   "connection)"};
-      } else if (c.impl->limited(c.uid) &&
-                 c.impl->renderJobsOf(c.uid) >= c.impl->options.renderJobsPerUid) {
-        refusal = {ctl::Outcome::BUSY, "busy: uid " + std::to_string(c.uid) + " has " +
-                                           std::to_string(c.impl->options.renderJobsPerUid) +
-                                           " render job(s) here already (the most one user "
-                                           "may have)"};
-      } else if (c.impl->uploadingBytes + bytes > c.impl->options.maxPayloadBytes) {
-        refusal = {ctl::Outcome::BUSY, "busy: other render jobs are uploading " +
-                                           std::to_string(c.impl->uploadingBytes) + " bytes"};
-      } else if (!c.impl->callbacks.admitRender || !c.impl->callbacks.renderRequested) {
-        refusal = {ctl::Outcome::FAILED, "this node does not take render jobs"};
-      } else {
-        refusal = c.impl->callbacks.admitRender(*frame, bytes);
-      }
+      if (!validControlToken(token)) label = "render job";
+      const ControlOutcome refusal = [&]() -> ControlOutcome {
+        if (ControlOutcome checked = checkRequest(c, "render job", token, frame, bytes);
+            !checked.ok())
+          return checked;
+        if (c.render != nullptr)
+          return {ctl::Outcome::BUSY,
+                  "render job: this connection holds a render job already (one per "
+                  "connection)"};
+        if (c.impl->limited(c.uid) &&
+            c.impl->renderJobsOf(c.uid) >= c.impl->options.renderJobsPerUid)
+          return {ctl::Outcome::BUSY, "busy: uid " + std::to_string(c.uid) + " has " +
+                                          std::to_string(c.impl->options.renderJobsPerUid) +
+                                          " render job(s) here already (the most one user "
+                                          "may have)"};
+        if (c.impl->uploadingBytes + bytes > c.impl->options.maxPayloadBytes)
+          return {ctl::Outcome::BUSY, "busy: other render jobs are uploading " +
+                                          std::to_string(c.impl->uploadingBytes) + " bytes"};
+        if (!c.impl->callbacks.admitRender || !c.impl->callbacks.renderRequested)
+          return {ctl::Outcome::FAILED, "this node does not take render jobs"};
+        return c.impl->callbacks.admitRender(*frame, bytes);
+      }();
       auto results = context.getResults();
       if (!refusal.ok()) {
         PL_LOG_WARN("control socket: %s from %s refused (%s): %s", label.c_str(), c.who.c_str(),
@@ -470,32 +459,23 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       const std::string token = text(request.getToken());
       Result<RenderJobParams> frame = fromControl(request.getParams());
       const uint64_t bytes = request.getDataBytes();
-      ControlOutcome refusal;
-      if (!validControlToken(token)) {
-        refusal = {ctl::Outcome::BAD_PARAMS, "session: bad token (1 to 64 of [0-9a-zA-Z])"};
-      } else if (!frame.ok()) {
-        refusal = {ctl::Outcome::BAD_PARAMS, "session: " + frame.error().message};
-      } else if (c.impl == nullptr) {
-        refusal = {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
-      } else if (bytes == 0) {
-        refusal = {ctl::Outcome::BAD_PARAMS, "session: no render data (dataBytes is 0)"};
-      } else if (bytes > c.impl->options.maxPayloadBytes) {
-        refusal = {ctl::Outcome::TOO_LARGE,
-                   "session: render data of " + std::to_string(bytes) +
-                       " bytes (this node takes 1 to " +
-                       std::to_string(c.impl->options.maxPayloadBytes) + ")"};
-      } else if (c.session) {
-        refusal = {ctl::Outcome::BUSY,
-                   "session: this connection holds a session already (one per connection)"};
-      } else if (c.impl->limited(c.uid) &&
-                 c.impl->sessionsOf(c.uid) >= c.impl->options.sessionsPerUid) {
-        refusal = {ctl::Outcome::BUSY, "busy: uid " + std::to_string(c.uid) + " has " +
-                                           std::to_string(c.impl->options.sessionsPerUid) +
-                                           " session(s) here already (the most one user "
-                                           "may have)"};
-      } else if (!c.impl->callbacks.openSession) {
-        refusal = {ctl::Outcome::FAILED, "this node does not hold sessions"};
-      }
+      ControlOutcome refusal = [&]() -> ControlOutcome {
+        if (ControlOutcome checked = checkRequest(c, "session", token, frame, bytes);
+            !checked.ok())
+          return checked;
+        if (c.session)
+          return {ctl::Outcome::BUSY,
+                  "session: this connection holds a session already (one per connection)"};
+        if (c.impl->limited(c.uid) &&
+            c.impl->sessionsOf(c.uid) >= c.impl->options.sessionsPerUid)
+          return {ctl::Outcome::BUSY, "busy: uid " + std::to_string(c.uid) + " has " +
+                                          std::to_string(c.impl->options.sessionsPerUid) +
+                                          " session(s) here already (the most one user "
+                                          "may have)"};
+        if (!c.impl->callbacks.openSession)
+          return {ctl::Outcome::FAILED, "this node does not hold sessions"};
+        return ControlOutcome{};
+      }();
       auto results = context.getResults();
       if (refusal.ok()) {
         ControlSessionRequest r{token,    std::move(frame).value(), bytes,
@@ -530,6 +510,25 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
     }
 
    private:
+    // What a render job and a session are both checked for: the token, the parameters' bounds,
+    // a daemon that stops, the size of the data. `what`: "render job" or "session".
+    static ControlOutcome checkRequest(const Client& c, const std::string& what,
+                                       const std::string& token,
+                                       const Result<RenderJobParams>& params, uint64_t bytes) {
+      if (!validControlToken(token))
+        return {ctl::Outcome::BAD_PARAMS, what + ": bad token (1 to 64 of [0-9a-zA-Z])"};
+      if (!params.ok()) return {ctl::Outcome::BAD_PARAMS, what + ": " + params.error().message};
+      if (c.impl == nullptr)
+        return {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
+      if (bytes == 0) return {ctl::Outcome::BAD_PARAMS, what + ": no render data (dataBytes is 0)"};
+      if (bytes > c.impl->options.maxPayloadBytes)
+        return {ctl::Outcome::TOO_LARGE, what + ": render data of " + std::to_string(bytes) +
+                                             " bytes (this node takes 1 to " +
+                                             std::to_string(c.impl->options.maxPayloadBytes) +
+                                             ")"};
+      return ControlOutcome{};
+    }
+
     std::shared_ptr<Client> client_;
   };
 

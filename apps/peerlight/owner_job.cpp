@@ -50,10 +50,6 @@ std::string findDaemonSocket(const RenderArgs& args) {
   return found;
 }
 
-// The connection is made on a loop that lives only for the call (the render or session runs
-// one of its own later) and then stays open, silent, for the rest of the process on purpose
-// (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and that
-// ends the owner job).
 std::string daemonSocket(const RenderArgs& args) {
   if (args.noDaemon || args.device != "auto" || args.threads != 0) return "";
   return findDaemonSocket(args);
@@ -77,6 +73,10 @@ RenderJobParams daemonJobParams(const RenderArgs& args, uint32_t width, uint32_t
   return params;
 }
 
+// The connection is made on a loop that lives only for the call (the render or session runs
+// one of its own later) and then stays open, silent, for the rest of the process on purpose
+// (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and that
+// ends the owner job).
 void announceOwnerJobIfDaemon(const RenderArgs& args) {
   if (args.noLocal || args.noOwnerPreempt) return;
   const bool explicitPath = !args.controlSocket.empty();

@@ -242,6 +242,34 @@ def cli_render(binary, env, scene, out, spp, width, height, extra=()):
     return p.returncode == 0
 
 
+def escape_mid_render(blender, env, leases, options):
+    """An F12 of many samples (320x240), broken (SIGINT: Esc in background mode) once its first
+    pass shows: (whether `leases()` held one then, seconds from the break to the render's
+    return; 99 when either was not seen)."""
+    spp = 1 << 16
+    args, _ = blender.command("f12", dict(options, spp=spp, width=320, height=240))
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env)
+    sent_at = returned_at = None
+    leased = False
+    for line in p.stdout:
+        if sent_at is None and re.search(r"\| \d+/%d spp" % spp, line):
+            leased = bool(leases())
+            sent_at = time.monotonic()
+            p.send_signal(signal.SIGINT)
+        if "peerlight-test: render returned" in line:
+            returned_at = time.monotonic()
+            break
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    if sent_at is None or returned_at is None:
+        return leased, 99.0
+    print("cancel: the render returned %.3f s after the break" % (returned_at - sent_at))
+    return leased, returned_at - sent_at
+
+
 def main():
     binary, source = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     if shutil.which("blender") is None:
@@ -434,32 +462,11 @@ def run_all(binary, blender, cluster, env, tmp):
           "a frame that changes more than updates carry gets a new session (%s)" % sessions)
 
     # Esc mid-render.
-    args, res = blender.command("f12", dict(out=os.path.join(tmp, "cancel.exr"), spp=1 << 16,
-                                            devices="CLUSTER", peers=a, key=cluster.key,
-                                            width=320, height=240))
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=blender.env)
-    sent_at = returned_at = None
-    leased = False
-    for line in p.stdout:
-        if sent_at is None and re.search(r"\| \d+/%d spp" % (1 << 16), line):
-            leased = bool(cluster.leases(0))
-            sent_at = time.monotonic()
-            p.send_signal(signal.SIGINT)
-        if "peerlight-test: render returned" in line:
-            returned_at = time.monotonic()
-            break
-    try:
-        p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    leased, seconds = escape_mid_render(
+        blender, blender.env, lambda: cluster.leases(0),
+        dict(out=os.path.join(tmp, "cancel.exr"), devices="CLUSTER", peers=a, key=cluster.key))
     check(leased, "the node held a lease while the render ran")
-    if sent_at is not None and returned_at is not None:
-        seconds = returned_at - sent_at
-        print("cancel: the render returned %.3f s after the break" % seconds)
-        check(seconds < 1.0, "Esc ends the render within 1 s (%.3f s)" % seconds)
-    else:
-        check(False, "Esc ends the render (no break sent or no return seen)")
+    check(seconds < 1.0, "Esc ends the render within 1 s (%.3f s)" % seconds)
     deadline = time.monotonic() + 5
     while cluster.leases(0) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -520,26 +527,9 @@ def run_all(binary, blender, cluster, env, tmp):
           % result.get("renders_in"))
     check(os.path.exists(held) and exr_compare(blender.env, held, cli)[0],
           "and its image is bitwise `peerlight render` of the export")
-    args, res = blender.command("f12", dict(out=os.path.join(tmp, "cancel-daemon.exr"),
-                                            spp=1 << 16, devices="LOCAL", width=320,
-                                            height=240))
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=dict(blender.env, XDG_RUNTIME_DIR=run_dir))
-    sent_at = returned_at = None
-    leased = False
-    for line in p.stdout:
-        if sent_at is None and re.search(r"\| \d+/%d spp" % (1 << 16), line):
-            leased = bool(cluster.leases(daemon))
-            sent_at = time.monotonic()
-            p.send_signal(signal.SIGINT)
-        if "peerlight-test: render returned" in line:
-            returned_at = time.monotonic()
-            break
-    try:
-        p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    seconds = returned_at - sent_at if sent_at and returned_at else 99
+    leased, seconds = escape_mid_render(
+        blender, dict(blender.env, XDG_RUNTIME_DIR=run_dir), lambda: cluster.leases(daemon),
+        dict(out=os.path.join(tmp, "cancel-daemon.exr"), devices="LOCAL"))
     check(leased and seconds < 1.0,
           "Esc ends a render the daemon holds within 1 s (%.3f s; leased before: %s)"
           % (seconds, leased))
