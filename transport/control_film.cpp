@@ -19,22 +19,10 @@ class FilmDataImpl final : public ctl::FilmData::Server {
 
  protected:
   kj::Promise<void> read(ReadContext context) override {
-    const std::vector<int64_t>& sums = film_->sums();
-    const std::vector<uint32_t>& counts = film_->pixelSamples();
-    const uint64_t sumBytes = uint64_t(sums.size()) * sizeof(int64_t);
-    const uint64_t total = sumBytes + uint64_t(counts.size()) * sizeof(uint32_t);
-    const uint64_t offset = context.getParams().getOffset();
-    const uint32_t bytes = context.getParams().getBytes();
-    KJ_REQUIRE(bytes <= kControlChunkBytes, "film: read() of more than 4 MiB", bytes);
-    KJ_REQUIRE(offset <= total, "film: read() beyond the film", offset, total);
-    const size_t n = size_t(std::min<uint64_t>(bytes, total - offset));
-    auto data = context.getResults().initData(unsigned(n));
-    forFilmStreamParts(offset, n, sumBytes, [&](bool isCounts, uint64_t from, size_t to,
-                                                size_t m) {
-      const auto* part = isCounts ? reinterpret_cast<const uint8_t*>(counts.data())
-                                  : reinterpret_cast<const uint8_t*>(sums.data());
-      std::memcpy(data.begin() + to, part + from, m);
-    });
+    readFilmSlice(film_->sums(), film_->pixelSamples(), context.getParams().getOffset(),
+                  context.getParams().getBytes(), [&](size_t n) {
+                    return context.getResults().initData(unsigned(n)).asBytes();
+                  });
     return kj::READY_NOW;
   }
 
@@ -72,6 +60,22 @@ kj::Promise<void> readSlices(FilmRead& r) {
 }
 
 }  // namespace
+
+void readFilmSlice(const std::vector<int64_t>& sums, const std::vector<uint32_t>& counts,
+                   uint64_t offset, uint32_t bytes,
+                   const std::function<kj::ArrayPtr<kj::byte>(size_t n)>& init) {
+  const uint64_t sumBytes = uint64_t(sums.size()) * sizeof(int64_t);
+  const uint64_t total = sumBytes + uint64_t(counts.size()) * sizeof(uint32_t);
+  KJ_REQUIRE(bytes <= kControlChunkBytes, "film: a read of more than 4 MiB", bytes);
+  KJ_REQUIRE(offset <= total, "film: a read beyond the film", offset, total);
+  const size_t n = size_t(std::min<uint64_t>(bytes, total - offset));
+  kj::ArrayPtr<kj::byte> data = init(n);
+  forFilmStreamParts(offset, n, sumBytes, [&](bool isCounts, uint64_t from, size_t to, size_t m) {
+    const auto* part = isCounts ? reinterpret_cast<const uint8_t*>(counts.data())
+                                : reinterpret_cast<const uint8_t*>(sums.data());
+    std::memcpy(data.begin() + to, part + from, m);
+  });
+}
 
 void toControl(const Film& film, uint64_t generation, ctl::FilmInfo::Builder out) {
   out.setGeneration(generation);

@@ -9,13 +9,22 @@
 #include <kj/async.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "core/render/film.h"
 #include "core/util/status.h"
 #include "transport/control.capnp.h"
 
 namespace pl {
+
+// The bytes [offset, offset + bytes) (fewer at the end) of a film's stream: its sums, then its
+// per-pixel sample counts (empty: none), written where `init(n)` says (a reply's Data of n
+// bytes). Fails the call (KJ_REQUIRE) for more than kControlChunkBytes or beyond the end.
+void readFilmSlice(const std::vector<int64_t>& sums, const std::vector<uint32_t>& counts,
+                   uint64_t offset, uint32_t bytes,
+                   const std::function<kj::ArrayPtr<kj::byte>(size_t n)>& init);
 
 // The daemon's side: `film`'s description and a capability that serves its bytes (its sums,
 // then its per-pixel sample counts when it has them).

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/util/log.h"
+#include "transport/control_film.h"
 #include "transport/uv_kj_loop.h"
 
 namespace pl {
@@ -306,20 +307,10 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
       KJ_REQUIRE(j.phase == Job::Phase::ended && j.started && j.endAnswer.ok(),
                  "render job: readFilm() before result() said ok");
       // The sums, then the sample counts: one stream of filmBytes + samplesBytes.
-      const uint64_t sumBytes = uint64_t(j.sums.size()) * sizeof(int64_t);
-      const uint64_t countBytes = uint64_t(j.pixelSamples.size()) * sizeof(uint32_t);
-      const uint64_t offset = context.getParams().getOffset();
-      const uint32_t bytes = context.getParams().getBytes();
-      KJ_REQUIRE(bytes <= kControlChunkBytes, "render job: readFilm() of more than 4 MiB", bytes);
-      KJ_REQUIRE(offset <= sumBytes + countBytes, "render job: readFilm() beyond the film", offset,
-                 sumBytes + countBytes);
-      const size_t n = size_t(std::min<uint64_t>(bytes, sumBytes + countBytes - offset));
-      auto data = context.getResults().initData(unsigned(n));
-      forFilmStreamParts(offset, n, sumBytes, [&](bool counts, uint64_t from, size_t to, size_t m) {
-        const auto* part = counts ? reinterpret_cast<const uint8_t*>(j.pixelSamples.data())
-                                  : reinterpret_cast<const uint8_t*>(j.sums.data());
-        std::memcpy(data.begin() + to, part + from, m);
-      });
+      readFilmSlice(j.sums, j.pixelSamples, context.getParams().getOffset(),
+                    context.getParams().getBytes(), [&](size_t n) {
+                      return context.getResults().initData(unsigned(n)).asBytes();
+                    });
       return kj::READY_NOW;
     }
 
