@@ -8,7 +8,8 @@ touched).
   --control-group peerlight.
 - The daemon, started as the unit starts it (its ExecStart, user and group; no systemd runs as
   PID 1 in a chroot), listens, and gives its control socket to the group (mode 0660); a member
-  of the group renders through it, bitwise the image of a render in process.
+  of the group renders through it, bitwise the image of a render in process, and its
+  `peerlight session` (what the Blender add-on runs) is held by it, its save bitwise the same.
 - Debian's Blender finds the add-on where the package put it, enables it, and offers the
   peerlight engine.
 - `apt purge` removes the binary, the unit and its enablement, the add-on and the daemon's
@@ -167,6 +168,22 @@ def main():
         check(local.returncode == 0 and os.path.exists(a) and os.path.exists(b) and
               open(a, "rb").read() == open(b, "rb").read(),
               "and the image is bitwise the one rendered in process")
+        # A session (what the Blender add-on runs) of a group member: held by the daemon; its
+        # save is bitwise the same image. stdin stays open until the file is there.
+        save = '{"op":"save","path":"/tmp/session.exr","id":1}'
+        session = chroot("sh", "-c",
+                         "{ echo '%s'; i=0; while [ ! -f /tmp/session.exr ] && [ $i -lt 300 ]; "
+                         "do sleep 0.1; i=$((i+1)); done; } | peerlight session "
+                         "/tmp/cornell_box.gltf --size 32x32 --spp 2 --no-mdns" % save,
+                         user="artist")
+        held = os.path.join(root, "tmp", "session.exr")
+        check(session.returncode == 0 and '"renders_in":"the node daemon at '
+              '/run/peerlight/node.sock"' in session.stdout and '"saved"' in session.stdout and
+              os.path.exists(held) and os.path.exists(b) and
+              open(held, "rb").read() == open(b, "rb").read(),
+              "a member's `peerlight session` is held by the daemon, its save bitwise the same")
+        if session.returncode != 0 or '"saved"' not in session.stdout:
+            print(session.stdout[-2000:], session.stderr[-2000:])
         outside = chroot(*common, "-o", "/tmp/outside.exr", user="outsider")
         check(outside.returncode == 0 and "/run/peerlight/node.sock" not in outside.stdout,
               "a user outside the group renders in process instead")
