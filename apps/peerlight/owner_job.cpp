@@ -73,20 +73,22 @@ RenderJobParams daemonJobParams(const RenderArgs& args, uint32_t width, uint32_t
   return params;
 }
 
-// The connection is made on a loop that lives only for the call (the render or session runs
-// one of its own later) and then stays open, silent, for the rest of the process on purpose
-// (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and that
-// ends the owner job).
-void announceOwnerJobIfDaemon(const RenderArgs& args) {
+// The connection is made on `loop` (or on one that lives only for the call, when the render
+// runs one of its own later) and then stays open, silent, for the rest of the process on
+// purpose (ControlConnection::keepOpenSilently: the kernel closes it when the process ends, and
+// that ends the owner job).
+void announceOwnerJobIfDaemon(const RenderArgs& args, UvKjLoop* loop) {
   if (args.noLocal || args.noOwnerPreempt) return;
   const bool explicitPath = !args.controlSocket.empty();
   const std::string path = findDaemonSocket(args);
   if (path.empty()) return;
   std::string token = randomHex(16);
   Result<int> fd = Error{""};
-  {
-    UvKjLoop loop;
-    fd = announceOwnerJob(loop, path, token);
+  if (loop != nullptr) {
+    fd = announceOwnerJob(*loop, path, token);
+  } else {
+    UvKjLoop own;
+    fd = announceOwnerJob(own, path, token);
   }
   if (!fd.ok()) {
     if (explicitPath) PL_LOG_WARN("%s (rendering anyway)", fd.error().message.c_str());

@@ -11,6 +11,10 @@
 #include "apps/peerlight/render_setup.h"
 #include "transport/control_convert.h"
 
+namespace pl {
+class UvKjLoop;
+}
+
 namespace pl::app {
 
 // This machine's node daemon's control socket: --control-socket, else the first default
@@ -32,7 +36,9 @@ RenderJobParams daemonJobParams(const RenderArgs& args, uint32_t width, uint32_t
 // Tells the daemon (findDaemonSocket()) that the owner's job starts, unless --no-local or
 // --no-owner-preempt, and keeps the owner job for the rest of the process. No daemon: nothing
 // happens (with an explicit --control-socket nobody answers on, a warning).
-void announceOwnerJobIfDaemon(const RenderArgs& args);
+// `loop`: the caller's, when it has one (a thread has at most one), at top level; else one
+// for the call.
+void announceOwnerJobIfDaemon(const RenderArgs& args, UvKjLoop* loop = nullptr);
 
 // The owner token announced ("" if none): the one a job handed to the daemon carries.
 const std::string& ownerToken();

@@ -166,7 +166,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
       // This machine's devices render in this process for the whole session: the node daemon,
       // if one runs, lends them to no other Primary meanwhile (and this session's own mDNS
       // browse then finds its node refusing, not a second lease on the same devices).
-      announceOwnerJobIfDaemon(args);
+      announceOwnerJobIfDaemon(args, &loop);
       plan = planCluster(args);
       if (args.noLocal && !plan.cluster()) fail("--no-local: no node given or found by mDNS", 1);
       if (!args.noLocal) owned = openDevices(args);

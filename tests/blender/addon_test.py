@@ -537,6 +537,12 @@ def run_all(binary, blender, cluster, env, tmp):
     while cluster.leases(daemon) and time.monotonic() < deadline:
         time.sleep(0.1)
     check(not cluster.leases(daemon), "after Esc the daemon holds no lease")
+    result, _ = blender.run("viewport", env=dict(blender.env, XDG_RUNTIME_DIR=run_dir), spp=4,
+                            devices="LOCAL")
+    check(result.get("ok", False) and "node daemon" in result.get("renders_in", "") and
+          result.get("camera_updates") == 1 and result.get("requests") == ["camera", "transform"],
+          "the viewport's session is held by the daemon too, a view change one camera update "
+          "(%s, %s)" % (result.get("renders_in"), result.get("requests")))
 
     # No peerlight program.
     lost = dict(blender.env, PEERLIGHT_BINARY="/nonexistent/peerlight")

@@ -230,6 +230,8 @@ def viewport_step(scene):
     v.sync(bpy.context.evaluated_depsgraph_get().scene)
     final_pass(second["generation"])
     result["camera_updates"] = v.camera_updates
+    ready = [e for e in v.session.history if e.get("event") == "ready"]
+    result["renders_in"] = ready[0].get("renders_in", "") if ready else ""
     result["requests"] = [e.get("op") for e in v.session.history if e.get("event") == "generation"]
     result["pid"] = v.session.proc.pid
     # A render border (Ctrl+B in the viewport): Blender's fractions (y up) as --region (y down),
