@@ -242,6 +242,20 @@ def cli_render(binary, env, scene, out, spp, width, height, extra=()):
     return p.returncode == 0
 
 
+def passes_match(cli_passes, layered):
+    """Whether F12's multilayer EXR `layered` holds the passes of `render --passes` exactly:
+    (same, True or why not varied)."""
+    try:
+        ours, theirs = read_exr_channels(cli_passes), read_exr_channels(layered)
+        pairs = [("depth.Z", "ViewLayer.Depth.Z"), ("normal.X", "ViewLayer.Normal.X"),
+                 ("normal.Z", "ViewLayer.Normal.Z"), ("albedo.R", "ViewLayer.DiffCol.R"),
+                 ("albedo.B", "ViewLayer.DiffCol.B"), ("R", "ViewLayer.Combined.R")]
+        same = all(ours[a] == theirs[b] for a, b in pairs)
+        return same, len(set(ours["depth.Z"])) > 10 and len(set(ours["normal.X"])) > 10
+    except (OSError, KeyError, ValueError, struct.error) as e:
+        return False, str(e)
+
+
 def escape_mid_render(blender, env, leases, options):
     """An F12 of many samples (320x240), broken (SIGINT: Esc in background mode) once its first
     pass shows: (whether `leases()` held one then, seconds from the break to the render's
@@ -378,15 +392,7 @@ def run_all(binary, blender, cluster, env, tmp):
     cli_passes = os.path.join(tmp, "cli-passes.exr")
     cli_render(binary, env, export, cli_passes, spp, width, height,
                ["--passes", "albedo,normal,depth"])
-    try:
-        ours, theirs = read_exr_channels(cli_passes), read_exr_channels(layered)
-        pairs = [("depth.Z", "ViewLayer.Depth.Z"), ("normal.X", "ViewLayer.Normal.X"),
-                 ("normal.Z", "ViewLayer.Normal.Z"), ("albedo.R", "ViewLayer.DiffCol.R"),
-                 ("albedo.B", "ViewLayer.DiffCol.B"), ("R", "ViewLayer.Combined.R")]
-        same = all(ours[a] == theirs[b] for a, b in pairs)
-        varied = len(set(ours["depth.Z"])) > 10 and len(set(ours["normal.X"])) > 10
-    except (OSError, KeyError, ValueError, struct.error) as e:
-        same, varied = False, str(e)
+    same, varied = passes_match(cli_passes, layered)
     check(result.get("ok") and same and varied is True,
           "F12's Depth, Normal and Diffuse Color passes are `render --passes` exactly (%s)"
           % varied)
@@ -527,6 +533,13 @@ def run_all(binary, blender, cluster, env, tmp):
           % result.get("renders_in"))
     check(os.path.exists(held) and exr_compare(blender.env, held, cli)[0],
           "and its image is bitwise `peerlight render` of the export")
+    held_passes = os.path.join(tmp, "f12-daemon-passes.exr")
+    result, _ = blender.run("f12", env=dict(blender.env, XDG_RUNTIME_DIR=run_dir),
+                            out=held_passes, spp=spp, devices="LOCAL", passes=1)
+    same, varied = passes_match(cli_passes, held_passes)
+    check(result.get("ok") and same and varied is True,
+          "and its Depth, Normal and Diffuse Color passes are `render --passes` exactly (%s)"
+          % varied)
     leased, seconds = escape_mid_render(
         blender, dict(blender.env, XDG_RUNTIME_DIR=run_dir), lambda: cluster.leases(daemon),
         dict(out=os.path.join(tmp, "cancel-daemon.exr"), devices="LOCAL"))
