@@ -56,6 +56,7 @@ struct SessionJob::State final : private kj::TaskSet::ErrorHandler {
   std::string endMessage;
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
   kj::TaskSet calls{*this};
+  kj::Promise<void> firstUpdate = nullptr;  // the deadline for the first update()
 
   State(ClusterRenderOptions options, Limits limits, ctl::SessionListener::Client listener,
         kj::Own<void> slot, std::function<void()> onEnd)
@@ -99,7 +100,18 @@ SessionJob::SessionJob(UvKjLoop& loop, ClusterRenderOptions options,
       label_("session " + request.token.substr(0, 8)),
       request_(std::move(request)),
       state_(std::make_unique<State>(std::move(options), std::move(limits), kj::mv(listener),
-                                     kj::mv(slot), std::move(onEnd))) {}
+                                     kj::mv(slot), std::move(onEnd))) {
+  // A session that never gets its scene gives its slot and reservation back.
+  state_->firstUpdate = loop.timer()
+                            .afterDelay(kFirstUpdateSeconds * kj::SECONDS)
+                            .then([this] {
+                              if (session_ == nullptr)
+                                end(ctl::Outcome::FAILED,
+                                    "session ended: no scene within " +
+                                        std::to_string(kFirstUpdateSeconds) + " s");
+                            })
+                            .eagerlyEvaluate(nullptr);
+}
 
 SessionJob::~SessionJob() {
   state_->films.reset();

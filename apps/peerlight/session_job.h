@@ -46,6 +46,8 @@ class SessionJob final : public ctl::SessionJob::Server {
   // Beyond this many listener calls waiting (a client that answers none), the session ends.
   static constexpr uint32_t kMaxUnansweredHard = 256;
   static constexpr uint32_t kMaxMissingNames = 65536;
+  // A session whose first update() has not come this long after it opened ends.
+  static constexpr int kFirstUpdateSeconds = 60;
   static constexpr size_t kMaxWaitingFilms = 64;  // filmAt() calls waiting for their pass
   // Films served that the client still holds: this many pass films, and as many for saves.
   static constexpr size_t kMaxHeldFilms = 2;
