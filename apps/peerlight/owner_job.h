@@ -1,8 +1,9 @@
 #pragma once
 // This machine's node daemon, as `peerlight render` and `peerlight session` find it: its control
-// socket, the parameters of a job handed to it, and the owner's job announced on it (owner preemption, issue 4 item 4): while a
-// command renders on this machine's devices, the daemon revokes its remote leases and lends its
-// devices to no other Primary, until the command's process exits.
+// socket, the parameters of a job handed to it, and the owner's job announced on it (owner
+// preemption, issue 4 item 4): while a command renders on this machine's devices, the daemon
+// revokes its remote leases and lends its devices to no other Primary, until the command's
+// process exits.
 
 #include <CLI/CLI.hpp>
 
