@@ -300,6 +300,40 @@ capnp::Response<ctl::NodeControl::OwnerJobResults> requestOwnerJob(UvKjLoop& loo
   return waitFor(loop, request.send());
 }
 
+// A session's listener that counts the passes of each generation (films are not asked for).
+struct SessionEvents {
+  std::map<uint64_t, uint32_t> lastSpp;  // per generation, the last pass's samples
+};
+class SessionListener final : public ctl::SessionListener::Server {
+ public:
+  explicit SessionListener(std::shared_ptr<SessionEvents> e) : e_(std::move(e)) {}
+
+ protected:
+  kj::Promise<void> pass(PassContext context) override {
+    e_->lastSpp[context.getParams().getGeneration()] = context.getParams().getSpp();
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::shared_ptr<SessionEvents> e_;
+};
+
+capnp::Response<ctl::NodeControl::SessionResults> requestSession(
+    UvKjLoop& loop, ControlConnection& c, const std::string& token,
+    const RenderJobParams& params, uint64_t dataBytes, std::shared_ptr<SessionEvents> events) {
+  auto request = c.control().sessionRequest();
+  auto r = request.initRequest();
+  r.setToken(token);
+  toControl(params, r.initParams());
+  r.setDataBytes(dataBytes);
+  request.setListener(kj::heap<SessionListener>(std::move(events)));
+  return waitFor(loop, request.send());
+}
+
+capnp::Data::Reader nameOf(const Hash128& h) {
+  return capnp::Data::Reader(reinterpret_cast<const uint8_t*>(&h), sizeof h);
+}
+
 void write(UvKjLoop& loop, ctl::RenderJob::Client& job, const std::string& bytes) {
   auto request = job.writeRequest();
   request.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
@@ -878,6 +912,34 @@ TEST_F(RenderJobTest, OtherUsersOnlyInTheControlGroup) {
                                          std::string::npos; },
                             5s))
           << daemon->err();
+      // A member holds at most two sessions (a viewport and an F12, say): a third is busy.
+      ::chmod(path.c_str(), 0660);
+      pid_t child = ::fork();
+      if (child == 0) {
+        if (::setgroups(0, nullptr) != 0 || ::setgid(kGroup) != 0 || ::setuid(65534) != 0)
+          ::_exit(3);
+        UvKjLoop loop;
+        std::vector<std::unique_ptr<ControlConnection>> connections;
+        std::vector<ctl::SessionJob::Client> held;
+        std::vector<ctl::Outcome> outcomes;
+        for (int i = 0; i < 3; ++i) {
+          auto c = ControlConnection::open(loop, path);
+          if (!c.ok()) ::_exit(4);
+          auto reply = requestSession(loop, **c, "0a1b2c" + std::to_string(i), frame(16, 16, 1),
+                                      1000, std::make_shared<SessionEvents>());
+          outcomes.push_back(reply.getOutcome());
+          if (reply.getOutcome() == ctl::Outcome::OK) held.push_back(reply.getJob());
+          connections.push_back(std::move(c).value());
+        }
+        ::_exit(outcomes == std::vector<ctl::Outcome>{ctl::Outcome::OK, ctl::Outcome::OK,
+                                                       ctl::Outcome::BUSY}
+                    ? 0
+                    : 5);
+      }
+      int status = 0;
+      ::waitpid(child, &status, 0);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+          << "sessions of one member: " << status << "\n" << daemon->err();
     } else {
       // Private: the 0700 folder already keeps the other user out (2: connect fails).
       EXPECT_EQ(asOtherUser(path, kGroup), 2) << daemon->err();
@@ -900,46 +962,6 @@ TEST_F(RenderJobTest, OtherUsersOnlyInTheControlGroup) {
   EXPECT_EQ(bad.wait(20s), 2);
   EXPECT_NE(bad.err().find("no-such-group-here: no such group"), std::string::npos) << bad.err();
   std::filesystem::remove_all(folder);
-}
-
-}  // namespace
-}  // namespace pl
-
-namespace pl {
-namespace {
-
-// A session's listener that counts the passes of each generation (films are not asked for).
-struct SessionEvents {
-  std::map<uint64_t, uint32_t> lastSpp;  // per generation, the last pass's samples
-};
-class SessionListener final : public ctl::SessionListener::Server {
- public:
-  explicit SessionListener(std::shared_ptr<SessionEvents> e) : e_(std::move(e)) {}
-
- protected:
-  kj::Promise<void> pass(PassContext context) override {
-    e_->lastSpp[context.getParams().getGeneration()] = context.getParams().getSpp();
-    return kj::READY_NOW;
-  }
-
- private:
-  std::shared_ptr<SessionEvents> e_;
-};
-
-capnp::Response<ctl::NodeControl::SessionResults> requestSession(
-    UvKjLoop& loop, ControlConnection& c, const std::string& token,
-    const RenderJobParams& params, uint64_t dataBytes, std::shared_ptr<SessionEvents> events) {
-  auto request = c.control().sessionRequest();
-  auto r = request.initRequest();
-  r.setToken(token);
-  toControl(params, r.initParams());
-  r.setDataBytes(dataBytes);
-  request.setListener(kj::heap<SessionListener>(std::move(events)));
-  return waitFor(loop, request.send());
-}
-
-capnp::Data::Reader nameOf(const Hash128& h) {
-  return capnp::Data::Reader(reinterpret_cast<const uint8_t*>(&h), sizeof h);
 }
 
 // A session held by the daemon (NodeControl.session, what `peerlight session` opens when a
