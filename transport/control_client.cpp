@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "transport/control_film.h"
 #include "transport/protocol_convert.h"
 #include "transport/uv_kj_loop.h"
 
@@ -349,12 +350,7 @@ Result<ControlRenderResult> runRenderJob(UvKjLoop& loop, const std::string& path
       if (got.size() != n)
         return Error{where + ": film slice at " + std::to_string(at) + " has " +
                      std::to_string(got.size()) + " bytes, expected " + std::to_string(n)};
-      // The slice may straddle the sums and the counts.
-      forFilmStreamParts(at, n, filmBytes, [&](bool counts, uint64_t to, size_t from, size_t m) {
-        auto* part = counts ? reinterpret_cast<uint8_t*>(out.pixelSamples.data())
-                            : reinterpret_cast<uint8_t*>(out.sums.data());
-        std::memcpy(part + to, got.begin() + from, m);
-      });
+      storeFilmSlice(out.sums, out.pixelSamples, at, got);  // it may straddle both
       at += n;
     }
     return out;

@@ -35,7 +35,7 @@ struct FilmRead {
   Film film;
   std::vector<int64_t> sums;
   std::vector<uint32_t> counts;
-  uint64_t sumBytes = 0, total = 0, offset = 0;
+  uint64_t total = 0, offset = 0;
   ctl::FilmData::Client data;
 };
 
@@ -48,12 +48,7 @@ kj::Promise<void> readSlices(FilmRead& r) {
     capnp::Data::Reader slice = reply.getData();
     KJ_REQUIRE(slice.size() > 0 && slice.size() <= r.total - r.offset,
                "film: a slice of the wrong size", slice.size());
-    forFilmStreamParts(r.offset, slice.size(), r.sumBytes,
-                       [&](bool isCounts, uint64_t from, size_t to, size_t m) {
-                         auto* part = isCounts ? reinterpret_cast<uint8_t*>(r.counts.data())
-                                               : reinterpret_cast<uint8_t*>(r.sums.data());
-                         std::memcpy(part + from, slice.begin() + to, m);
-                       });
+    storeFilmSlice(r.sums, r.counts, r.offset, slice);
     r.offset += slice.size();
     return readSlices(r);
   });
@@ -75,6 +70,17 @@ void readFilmSlice(const std::vector<int64_t>& sums, const std::vector<uint32_t>
                                 : reinterpret_cast<const uint8_t*>(sums.data());
     std::memcpy(data.begin() + to, part + from, m);
   });
+}
+
+void storeFilmSlice(std::vector<int64_t>& sums, std::vector<uint32_t>& counts, uint64_t offset,
+                    kj::ArrayPtr<const kj::byte> slice) {
+  const uint64_t sumBytes = uint64_t(sums.size()) * sizeof(int64_t);
+  forFilmStreamParts(offset, slice.size(), sumBytes,
+                     [&](bool isCounts, uint64_t to, size_t from, size_t m) {
+                       auto* part = isCounts ? reinterpret_cast<uint8_t*>(counts.data())
+                                             : reinterpret_cast<uint8_t*>(sums.data());
+                       std::memcpy(part + to, slice.begin() + from, m);
+                     });
 }
 
 void toControl(const Film& film, uint64_t generation, ctl::FilmInfo::Builder out) {
@@ -106,7 +112,7 @@ kj::Promise<Result<Film>> readFilm(ctl::FilmInfo::Reader info, ctl::FilmData::Cl
   auto r = kj::heap<FilmRead>(FilmRead{
       Film(info.getWidth(), info.getHeight(), info.getSpp(), info.getChannels()),
       std::vector<int64_t>(size_t(sumBytes / sizeof(int64_t))),
-      std::vector<uint32_t>(info.getSamplesBytes() ? size_t(pixels) : 0), sumBytes,
+      std::vector<uint32_t>(info.getSamplesBytes() ? size_t(pixels) : 0),
       sumBytes + info.getSamplesBytes(), 0, kj::mv(data)});
   FilmRead& ref = *r;
   return readSlices(ref).then([r = kj::mv(r)]() mutable -> Result<Film> {

@@ -26,6 +26,11 @@ void readFilmSlice(const std::vector<int64_t>& sums, const std::vector<uint32_t>
                    uint64_t offset, uint32_t bytes,
                    const std::function<kj::ArrayPtr<kj::byte>(size_t n)>& init);
 
+// The inverse, on the client: a slice read at `offset` of that stream, copied into `sums` and
+// `counts` (sized for the whole film; the caller checks that the slice lies within it).
+void storeFilmSlice(std::vector<int64_t>& sums, std::vector<uint32_t>& counts, uint64_t offset,
+                    kj::ArrayPtr<const kj::byte> slice);
+
 // The daemon's side: `film`'s description and a capability that serves its bytes (its sums,
 // then its per-pixel sample counts when it has them).
 void toControl(const Film& film, uint64_t generation, ctl::FilmInfo::Builder out);
