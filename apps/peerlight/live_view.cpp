@@ -145,6 +145,19 @@ struct LiveView::Impl {
     return false;
   }
 
+  // "waiting" while no device renders for the session's current generation (the devices of its
+  // nodes, this machine's too, are busy with another Primary or the owner, or gone), else
+  // "rendering" (the page says "done" once the generation holds its target).
+  static const char* activity(const RenderSession& s) {
+    if (s.generationDone()) return "rendering";
+    const ClusterRenderStats stats = s.stats();
+    for (const LocalDeviceRenderStats& d : stats.local)
+      if (d.error.empty()) return "rendering";
+    for (const NodeRenderStats& n : stats.nodes)
+      if (n.state == "rendering") return "rendering";
+    return "waiting";
+  }
+
   static Json renderJson(const RenderSession& s) {
     Json shares = Json::array();
     uint64_t accepted = 0;
@@ -227,7 +240,7 @@ struct LiveView::Impl {
       r["key"] = "j" + v.label;
       r["kind"] = "job";
       r["label"] = v.label + " from " + v.primary;
-      r["state"] = "rendering";
+      r["state"] = activity(*v.session);
       renders.push_back(r);
     }
     for (const WebSessions::Info& s : sessions.list()) {
@@ -235,7 +248,7 @@ struct LiveView::Impl {
       r["key"] = "s" + std::to_string(s.id);
       r["kind"] = "session";
       r["label"] = s.scene;
-      r["state"] = s.state;
+      r["state"] = s.session != nullptr && s.state == "rendering" ? activity(*s.session) : s.state;
       r["error"] = s.error;
       if (s.session != nullptr) {
         r["view"] = {{"eye", vec(s.view.eye)},

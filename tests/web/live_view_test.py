@@ -353,6 +353,44 @@ def main():
             b.eval("document.getElementById('cancel').click(), true")
             b.wait("document.querySelectorAll('.render').length === 0", what="cancel ends it")
             check(True, "cancel ends the session")
+
+            # A session whose devices this machine's owner takes (a `render` in its own process
+            # announces the owner's job) is listed as waiting until they are back.
+            request = urllib.request.Request(
+                base + "api/sessions", method="POST",
+                data=json.dumps({"scene": scene, "width": 64, "height": 64,
+                                 "spp": 1 << 20}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request) as r:
+                check(r.status == 200, "a long session started through the API")
+
+            def render_state():
+                renders = json.loads(get(base + "api/state")[1])["renders"]
+                return renders[0]["state"] if renders else None
+
+            def wait_state(want, seconds=10):
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline and render_state() != want:
+                    time.sleep(0.1)
+                return render_state()
+
+            check(wait_state("rendering") == "rendering", "it renders")
+            owner = subprocess.Popen(
+                [binary, "render", scene, "-o", os.path.join(tmp, "owner.exr"), "--size",
+                 "64x64", "--spp", str(1 << 20), "--no-daemon", "--local-only", "--threads", "1",
+                 "--control-socket", os.path.join(tmp, "node.sock")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            procs.append(owner)
+            check(wait_state("waiting") == "waiting",
+                  "while the owner renders, the session is listed as waiting")
+            b.wait("[...document.querySelectorAll('.pill')].some(p => p.textContent === "
+                   "'waiting')", what="the page says waiting")
+            owner.kill()
+            owner.wait()
+            check(wait_state("rendering") == "rendering",
+                  "and as rendering once the owner's render has ended")
+            b.eval("document.getElementById('cancel').click(), true")
+            b.wait("document.querySelectorAll('.render').length === 0", what="cancel ends it")
         finally:
             for p in procs:
                 if isinstance(p, Browser):
