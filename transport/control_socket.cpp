@@ -508,7 +508,13 @@ struct ControlSocket::Impl final : private kj::TaskSet::ErrorHandler {
                                        const Result<RenderJobParams>& params, uint64_t bytes) {
       if (!validControlToken(token))
         return {ctl::Outcome::BAD_PARAMS, what + ": bad token (1 to 64 of [0-9a-zA-Z])"};
-      if (!params.ok()) return {ctl::Outcome::BAD_PARAMS, what + ": " + params.error().message};
+      if (!params.ok()) {
+        // fromControl() names the request "render job".
+        std::string message = params.error().message;
+        const std::string prefix = "render job: ";
+        if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+        return {ctl::Outcome::BAD_PARAMS, what + ": " + message};
+      }
       if (c.impl == nullptr)
         return {ctl::Outcome::SHUTTING_DOWN, "the node daemon is shutting down"};
       if (bytes == 0) return {ctl::Outcome::BAD_PARAMS, what + ": no render data (dataBytes is 0)"};

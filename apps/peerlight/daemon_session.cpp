@@ -370,10 +370,15 @@ kj::Promise<Status> DaemonSession::addPeer(const std::string& address) {
   return i.inTurn<Status>([&i, address] {
     auto request = i.job.peerRequest();
     request.setAddress(address);
-    return request.send().then([](auto reply) {
-      return reply.getOutcome() == ctl::Outcome::OK ? Status()
-                                                    : Status(Error{reply.getMessage().cStr()});
-    });
+    // A refusal, or a call the daemon fails (an address beyond its bound), is this request's
+    // error; the session goes on.
+    return request.send().then(
+        [](auto reply) {
+          return reply.getOutcome() == ctl::Outcome::OK
+                     ? Status()
+                     : Status(Error{reply.getMessage().cStr()});
+        },
+        [](kj::Exception&& e) { return Status(Error{describe(e)}); });
   });
 }
 

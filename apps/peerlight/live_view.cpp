@@ -241,6 +241,7 @@ struct LiveView::Impl {
       r["kind"] = "job";
       r["label"] = v.label + " from " + v.primary;
       r["state"] = activity(*v.session);
+      if (r["state"] == "waiting") r["eta_seconds"] = nullptr;  // no rate to go by
       renders.push_back(r);
     }
     for (const WebSessions::Info& s : sessions.list()) {
@@ -249,6 +250,7 @@ struct LiveView::Impl {
       r["kind"] = "session";
       r["label"] = s.scene;
       r["state"] = s.session != nullptr && s.state == "rendering" ? activity(*s.session) : s.state;
+      if (r["state"] == "waiting") r["eta_seconds"] = nullptr;  // no rate to go by
       r["error"] = s.error;
       if (s.session != nullptr) {
         r["view"] = {{"eye", vec(s.view.eye)},

@@ -294,22 +294,26 @@ struct RenderJobs::Impl {
       return refused(ctl::Outcome::BUSY, "busy: " + std::to_string(sessions.size()) +
                                              " sessions run on this node");
     const uint64_t serial = nextSerial++;
-    // What the session holds: its chunks, the scene decoded for this machine's devices (about
-    // 2.5 times its encoded size on our scenes: 3 reserved), and its films (the session's own,
-    // the one a settle copies, and those the client holds: SessionJob::kMaxHeldFilms of each
-    // use), grown when a generation's film is larger (fitFilm below).
+    // What the session holds: its chunks, the scene decoded for this machine's devices (before
+    // the first manifest, about 2.5 times its encoded size on our scenes: 3 reserved; then the
+    // largest scene's raw size), and its films (the session's own with its passes in progress,
+    // the copy a settle makes, and those the client holds: SessionJob::kMaxHeldFilms of each
+    // use), grown when a generation needs more (limits.fit below).
     const uint64_t dataBytes = request.dataBytes;
     const uint64_t chunkBytes = 2 * dataBytes + kSessionChunkSlack;
     const bool local = !p.noLocal;
-    auto sessionBytes = [dataBytes, chunkBytes, local](uint64_t filmBytes) {
-      return chunkBytes + (local ? 3 * dataBytes : 0) +
-             (2 + 2 * SessionJob::kMaxHeldFilms) * filmBytes;
+    struct Reserved {
+      uint64_t film, scene;
     };
-    auto reservedFilm = std::make_shared<uint64_t>(uint64_t(p.width) * p.height *
-                                                   kernel::kBeautyChannels * sizeof(int64_t));
+    auto sessionBytes = [chunkBytes, local](const Reserved& r) {
+      return chunkBytes + (local ? r.scene : 0) + (4 + 2 * SessionJob::kMaxHeldFilms) * r.film;
+    };
+    auto reserved = std::make_shared<Reserved>(Reserved{
+        uint64_t(p.width) * p.height * kernel::kBeautyChannels * sizeof(int64_t),
+        3 * dataBytes});
     if (budget != nullptr) {
       MemoryGrant grant =
-          budget->reserve({MemoryHolder::Kind::RenderJob, serial}, sessionBytes(*reservedFilm));
+          budget->reserve({MemoryHolder::Kind::RenderJob, serial}, sessionBytes(*reserved));
       if (!grant.granted)
         return refused(ctl::Outcome::BUSY, "session: " + budget->refusalText(grant));
       node.memoryEvicted(grant.evict);  // warm workers that made room
@@ -326,20 +330,24 @@ struct RenderJobs::Impl {
     }
     SessionJob::Limits limits;
     limits.chunkBytes = chunkBytes;
-    limits.fitFilm = [this, serial, sessionBytes, reservedFilm,
-                      alive = alive](const kernel::Camera& camera) {
+    limits.fit = [this, serial, sessionBytes, reserved, alive = alive](
+                     const kernel::Camera& camera, uint64_t sceneBytes) {
       if (ControlOutcome big = filmSize(camera.width, camera.height,
                                         kernel::filmChannels(camera.passes), "session");
           !big.ok())
         return big;
-      const uint64_t filmBytes = uint64_t(camera.width) * camera.height *
-                                 kernel::filmChannels(camera.passes) * sizeof(int64_t);
-      if (!*alive || filmBytes <= *reservedFilm || budget == nullptr) return ControlOutcome{};
+      Reserved want = *reserved;
+      want.film = std::max<uint64_t>(want.film, uint64_t(camera.width) * camera.height *
+                                                    kernel::filmChannels(camera.passes) *
+                                                    sizeof(int64_t));
+      want.scene = std::max(want.scene, sceneBytes);
+      if (!*alive || sessionBytes(want) <= sessionBytes(*reserved) || budget == nullptr)
+        return ControlOutcome{};
       MemoryGrant grant =
-          budget->reserve({MemoryHolder::Kind::RenderJob, serial}, sessionBytes(filmBytes));
+          budget->reserve({MemoryHolder::Kind::RenderJob, serial}, sessionBytes(want));
       if (!grant.granted) return refusal(ctl::Outcome::BUSY, budget->refusalText(grant));
       node.memoryEvicted(grant.evict);
-      *reservedFilm = filmBytes;
+      *reserved = want;
       return ControlOutcome{};
     };
     auto job = kj::heap<SessionJob>(loop, std::move(options), std::move(request), limits,

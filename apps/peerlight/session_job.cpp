@@ -1,5 +1,6 @@
 #include "apps/peerlight/session_job.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -76,12 +77,20 @@ struct SessionJob::State final : private kj::TaskSet::ErrorHandler {
   }
   // Whether the client may be handed one more film for `use` (it holds fewer than
   // kMaxHeldFilms of them).
-  bool mayServe(FilmUse use) {
+  bool mayServe(FilmUse use, const std::shared_ptr<const Film>& film = nullptr) {
     std::erase_if(served[use], [](const std::weak_ptr<const Film>& f) { return f.expired(); });
+    if (film != nullptr && std::any_of(served[use].begin(), served[use].end(),
+                                       [&](const std::weak_ptr<const Film>& f) {
+                                         return f.lock() == film;
+                                       }))
+      return true;  // held already: no new copy
     return served[use].size() < kMaxHeldFilms;
   }
   ctl::FilmData::Client serve(FilmUse use, std::shared_ptr<const Film> film) {
-    served[use].push_back(film);
+    // One film shared by several saves (SessionFilms::settle) is held once.
+    if (std::none_of(served[use].begin(), served[use].end(),
+                     [&](const std::weak_ptr<const Film>& f) { return f.lock() == film; }))
+      served[use].push_back(film);
     return serveFilm(std::move(film));
   }
   void callEnd() {
@@ -134,6 +143,7 @@ void SessionJob::end(ctl::Outcome outcome, const std::string& message, bool now)
   request.setMessage(message);
   state_->send(kj::mv(request));
   state_->chunks.reset();  // freed with the generations' scenes that view them
+  state_->slot = nullptr;  // the connection and its uid may open another session
   if (now) {
     state_->films.reset();
     session_.reset();
@@ -151,6 +161,7 @@ void SessionJob::end(ctl::Outcome outcome, const std::string& message, bool now)
 }
 
 kj::Promise<void> SessionJob::missing(MissingContext context) {
+  KJ_REQUIRE(!state_->ended, "session: ended", state_->endMessage);
   auto hashes = context.getParams().getHashes();
   KJ_REQUIRE(hashes.size() <= kMaxMissingNames, "session: missing() of too many names",
              hashes.size());
@@ -213,7 +224,8 @@ kj::Promise<void> SessionJob::update(UpdateContext context) {
   Result<kernel::Camera> camera = scene.camera();
   if (!camera.ok())
     return refuse(label_, results, ctl::Outcome::BAD_DATA, "session: " + camera.error().message);
-  if (ControlOutcome fits = state_->limits.fitFilm(*camera); !fits.ok())
+  if (ControlOutcome fits = state_->limits.fit(*camera, encoded->manifest.rawBytes());
+      !fits.ok())
     return refuse(label_, results, fits.outcome, fits.message);
   const uint32_t spp = params.getSpp();
   uint64_t generation = 0;
@@ -238,6 +250,7 @@ kj::Promise<void> SessionJob::update(UpdateContext context) {
       state_->films->settle();
       // The pass it ended at, when the listener has not had it (a slow client's skipped one).
       if (state_->lastPassGeneration != g || state_->lastPassSpp != s) sendPass(g, s, seconds);
+      if (state_->ended) return;  // sendPass() ended a session whose client answers nothing
       auto request = state_->listener.stoppedRequest();
       request.setGeneration(g);
       request.setSpp(s);
@@ -285,7 +298,7 @@ kj::Promise<void> SessionJob::camera(CameraContext context) {
   std::memcpy(&camera, bytes.begin(), sizeof camera);
   if (Status st = validateCamera(camera); !st.ok())
     return refuse(label_, results, ctl::Outcome::BAD_PARAMS, "session: " + st.error().message);
-  if (ControlOutcome fits = state_->limits.fitFilm(camera); !fits.ok())
+  if (ControlOutcome fits = state_->limits.fit(camera, 0); !fits.ok())
     return refuse(label_, results, fits.outcome, fits.message);
   if (Status st = session_->checkFrame(camera, params.getSpp()); !st.ok())
     return refuse(label_, results, ctl::Outcome::BAD_PARAMS, "session: " + st.error().message);
@@ -340,7 +353,7 @@ kj::Promise<void> SessionJob::filmAt(FilmAtContext context) {
   return state_->films->at(params.getGeneration(), params.getSpp())
       .then([context, &state](SessionFilm f) mutable {
         auto results = context.getResults();
-        if (f.outcome == SessionFilm::Outcome::ok && !state.mayServe(State::kSaveFilm)) {
+        if (f.outcome == SessionFilm::Outcome::ok && !state.mayServe(State::kSaveFilm, f.film)) {
           f.outcome = SessionFilm::Outcome::refused;
           f.message = "the client holds " + std::to_string(kMaxHeldFilms) + " films already";
         }

@@ -17,7 +17,7 @@
 // beyond kMaxUnansweredHard the session ends); at most kMaxWaitingFilms filmAt() calls waiting,
 // and kMaxHeldFilms pass films and as many saved films held by the client (beyond, a pass goes
 // without its film and filmAt() answers busy). Every generation's film must fit the memory the
-// daemon reserves for the session (Limits::fitFilm).
+// daemon reserves for the session (Limits::fit), and so must its decoded scene.
 //
 // Threads: the daemon's loop thread only.
 
@@ -55,9 +55,10 @@ class SessionJob final : public ctl::SessionJob::Server {
   struct Limits {
     // The encoded chunks held, all together (each charged at least 512 bytes).
     uint64_t chunkBytes = 0;
-    // Whether a generation with this camera (its film: size and passes) may start: ok, or the
-    // refusal (the daemon's, which grows the session's memory reservation to fit).
-    std::function<ControlOutcome(const kernel::Camera& camera)> fitFilm;
+    // Whether a generation with this camera (its film: size and passes) and a scene of
+    // `sceneBytes` decoded (0: the current one's) may start: ok, or the refusal (the daemon's,
+    // which grows the session's memory reservation to fit).
+    std::function<ControlOutcome(const kernel::Camera& camera, uint64_t sceneBytes)> fit;
   };
 
   // `options` are the RenderSession's (the job's leases, peers and key); the session starts at

@@ -188,7 +188,8 @@ TEST_P(SessionTest, UpdatesThenSaveIsBitwiseTheRenderOfTheFinalState) {
   send({{"op", "camera"}, {"eye", {0, 1}}, {"target", {0, 1, 0}}, {"id", "e2"}});
   send({{"op", "material"}, {"name", "no such material"}, {"roughness", 0.5}, {"id", "e3"}});
   send({{"op", "save"}, {"path", dir_.file("x.bmp")}, {"id", "e4"}});
-  for (const char* id : {"e1", "e2", "e3", "e4"}) {
+  send({{"op", "peer"}, {"address", std::string(300, 'a') + ":1"}, {"id", "e5"}});
+  for (const char* id : {"e1", "e2", "e3", "e4", "e5"}) {
     std::optional<Json> e = waitEventWithId(id);
     ASSERT_TRUE(e) << id;
     EXPECT_EQ((*e)["event"], "error") << e->dump();

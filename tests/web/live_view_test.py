@@ -381,8 +381,11 @@ def main():
                  "--control-socket", os.path.join(tmp, "node.sock")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             procs.append(owner)
-            check(wait_state("waiting") == "waiting",
-                  "while the owner renders, the session is listed as waiting")
+            waiting = wait_state("waiting")
+            eta = json.loads(get(base + "api/state")[1])["renders"][0].get("eta_seconds", 0)
+            check(waiting == "waiting" and eta is None,
+                  "while the owner renders, the session is listed as waiting, with no time left "
+                  f"guessed ({eta})")
             b.wait("[...document.querySelectorAll('.pill')].some(p => p.textContent === "
                    "'waiting')", what="the page says waiting")
             owner.kill()
