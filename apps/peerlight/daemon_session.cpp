@@ -28,7 +28,6 @@ capnp::Data::Reader nameOf(const Hash128& hash) {
 struct DaemonSession::Impl final : private kj::TaskSet::ErrorHandler {
   class Listener;
 
-  UvKjLoop& loop;
   std::unique_ptr<ControlConnection> connection;
   ctl::SessionJob::Client job = nullptr;
   SessionBackendEvents events;
@@ -52,7 +51,6 @@ struct DaemonSession::Impl final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> incoming = kj::mv(gate.promise);
   kj::Promise<void> disconnect = kj::READY_NOW;
 
-  explicit Impl(UvKjLoop& loop) : loop(loop) {}
   ~Impl() { *alive = false; }
 
   void fatal(const std::string& message) {
@@ -264,7 +262,7 @@ Result<std::unique_ptr<DaemonSession>> DaemonSession::open(
   if (!validControlToken(token)) return Error{where + ": invalid session token"};
   Result<std::unique_ptr<ControlConnection>> connection = ControlConnection::open(loop, path);
   if (!connection.ok()) return connection.error();
-  auto impl = std::make_unique<Impl>(loop);
+  auto impl = std::make_unique<Impl>();
   impl->connection = std::move(connection).value();
   impl->events = std::move(events);
   // The scene's chunks: as they came from the compiled cache, else encoded now.

@@ -426,7 +426,6 @@ ControlSessionOpened RenderJobs::openSession(ControlSessionRequest request,
                                              kj::Own<void> slot) {
   return impl_->openSession(std::move(request), kj::mv(listener), kj::mv(slot));
 }
-size_t RenderJobs::sessions() const { return impl_->sessions.size(); }
 std::vector<RenderJobs::View> RenderJobs::views() const {
   std::vector<View> out;
   for (const auto& r : impl_->jobs) {

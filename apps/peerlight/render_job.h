@@ -73,7 +73,6 @@ class RenderJobs {
   ControlSessionOpened openSession(ControlSessionRequest request,
                                    ctl::SessionListener::Client listener, kj::Own<void> slot);
   static constexpr size_t kMaxSessions = 4;
-  size_t sessions() const;
   // The jobs and sessions rendering now (for the live view): valid until the loop turns.
   struct View {
     std::string label;    // "render job <token prefix>", "session <token prefix>"

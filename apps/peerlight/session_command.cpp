@@ -14,33 +14,27 @@
 // Threads: the loop thread does everything; a reader thread only reads stdin lines and posts
 // them to the loop.
 
-#include <unistd.h>
-
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
-#include <iostream>
 #include <memory>
 #include <mutex>
-#include <optional>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "apps/peerlight/cli_util.h"
 #include "apps/peerlight/commands.h"
-#include "apps/peerlight/owner_job.h"
-#include "apps/peerlight/render_setup.h"
 #include "apps/peerlight/daemon_session.h"
 #include "apps/peerlight/in_process_session.h"
+#include "apps/peerlight/owner_job.h"
+#include "apps/peerlight/render_setup.h"
 #include "apps/peerlight/session_driver.h"
-#include "apps/peerlight/session_request.h"
 #include "core/render/image_io.h"
 #include "core/scene/compile.h"
 #include "core/scene/load.h"
-#include "core/scene/scene_edit.h"
 #include "core/scene/texture_mips.h"
 #include "core/util/log.h"
 #include "transport/auth.h"
