@@ -431,6 +431,23 @@ void RawChunkIndex::addViews(const ChunkManifest& manifest, const RenderData& da
   }
 }
 
+std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderData& data) {
+  std::vector<ChunkPlace> places;
+  auto size = [&](auto& vec, RenderDataArray which) {
+    const ArrayManifest& a = manifest.arrays[static_cast<uint32_t>(which)];
+    vec.resize(a.elementCount);
+    uint8_t* dst = reinterpret_cast<uint8_t*>(vec.data());
+    for (const ChunkRef& ref : a.chunks) {
+      places.push_back(ChunkPlace{which, &ref, dst});
+      dst += ref.rawBytes;
+    }
+  };
+#define PL_RD_SIZE(Type, name) size(data.name, RenderDataArray::name);
+  PL_RENDER_DATA_ARRAYS(PL_RD_SIZE)
+#undef PL_RD_SIZE
+  return places;
+}
+
 Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store,
                                     const RawChunks* raw, unsigned threads) {
   if (Status s = manifest.validate(); !s.ok()) return s.error();
@@ -448,28 +465,11 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
                  missing.front().hex()};
 
   // Every array sized first (this thread); then each chunk into its place, on any thread.
-  struct Piece {
-    RenderDataArray which;
-    const ChunkRef* ref;
-    uint8_t* dst;
-  };
-  std::vector<Piece> pieces;
   RenderData data;
-  auto place = [&](auto& vec, RenderDataArray which) {
-    const ArrayManifest& a = manifest.arrays[static_cast<uint32_t>(which)];
-    vec.resize(a.elementCount);
-    uint8_t* dst = reinterpret_cast<uint8_t*>(vec.data());
-    for (const ChunkRef& ref : a.chunks) {
-      pieces.push_back(Piece{which, &ref, dst});
-      dst += ref.rawBytes;
-    }
-  };
-#define PL_RD_PLACE(Type, name) place(data.name, RenderDataArray::name);
-  PL_RENDER_DATA_ARRAYS(PL_RD_PLACE)
-#undef PL_RD_PLACE
+  const std::vector<ChunkPlace> pieces = sizeForManifest(manifest, data);
   std::vector<Status> status(pieces.size());
   auto decodePiece = [&](size_t i, ZSTD_DCtx* dctx, std::vector<uint8_t>& scratch) -> Status {
-    const Piece& p = pieces[i];
+    const ChunkPlace& p = pieces[i];
     if (const std::span<const uint8_t>* bytes = rawOf(*p.ref)) {
       std::memcpy(p.dst, bytes->data(), p.ref->rawBytes);
       return Status();
@@ -486,7 +486,7 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
   for (auto& d : dctx) d.reset(ZSTD_createDCtx());
   // An exception (no memory) fails the chunk it came from: parallelFor's fn must not throw.
   pool.parallelFor(uint32_t(pieces.size()), [&](uint32_t i, uint32_t thread) {
-    const char* array = renderDataArrayName(pieces[i].which);
+    const char* array = renderDataArrayName(pieces[i].array);
     try {
       Status s = decodePiece(i, dctx[thread].get(), scratch[thread]);
       if (!s.ok()) status[i] = Error{std::string("array ") + array + ": " + s.error().message};

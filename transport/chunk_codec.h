@@ -201,6 +201,16 @@ class RawChunkIndex {
   std::unordered_map<Hash128, Place, Hash128Hasher> where_;
 };
 
+// Where one chunk reference of a manifest goes in RenderData sized for it.
+struct ChunkPlace {
+  RenderDataArray array;
+  const ChunkRef* ref;  // into the manifest
+  uint8_t* dst;         // ref->rawBytes bytes of the array
+};
+// Sizes data's arrays for `manifest` (validate() it first: this allocates what it declares)
+// and lists every chunk reference's place, in manifest order.
+std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderData& data);
+
 // Rebuilds the RenderData of a manifest from the store's chunks: validates the manifest,
 // checks that every chunk is present (before allocating), decodes and verifies each chunk
 // into place, then RenderData::validate()s the result. A chunk in `raw` (of the right size) is

@@ -127,6 +127,9 @@ void LeaseState::end(const LeaseEnding& how) {
   scenes.clear();
   pins.releaseAll();
   heldForLoads.clear();
+  prepared.reset();
+  forwardToWorker.clear();
+  forwardedRefs.reset();
   worker = nullptr;
   workerSession = nullptr;
   onLoaded = nullptr;
@@ -145,6 +148,10 @@ kj::Promise<void> LeaseState::whenEnded() {
   auto paf = kj::newPromiseAndFulfiller<void>();
   endWaiters.push_back(kj::mv(paf.fulfiller));
   return kj::mv(paf.promise);
+}
+
+void LeaseState::ForwardErrors::taskFailed(kj::Exception&& e) {
+  PL_LOG_DEBUG("a chunk for the worker was not sent: %s", e.getDescription().cStr());
 }
 
 kj::Promise<void> LeaseState::putsDone() {

@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/cluster/lease_table.h"
@@ -34,6 +35,7 @@
 #include "transport/chunk_cache.h"
 #include "transport/chunk_codec.h"
 #include "transport/node_service.h"
+#include "transport/prepared_load.h"
 #include "transport/protocol.capnp.h"
 #include "transport/job_queue.h"
 
@@ -63,6 +65,7 @@ bool sameCamera(const kernel::Camera& a, const kernel::Camera& b);
 // (loads), read anywhere.
 struct NodeCounters {
   std::atomic<uint64_t> scenesDecoded{0};  // loads that decoded their render data in full
+  std::atomic<uint64_t> scenesPrepared{0};  // of those, decoded as the puts came (prepare)
   // Loads that reused decoded data (the same scene, or one that differs in the camera alone):
   // they decoded their camera chunk only.
   std::atomic<uint64_t> camerasDecoded{0};
@@ -241,6 +244,20 @@ struct LeaseState final : public kj::Refcounted {
   }
   // Pins a cached chunk for this session until its load (see ChunkPins); false once ended.
   bool pin(const Hash128& hash) { return !ended && pins.pin(hash); }
+  // prepare(): in-process, the load decoding into place as the puts arrive (taken by the load
+  // of the same manifest, dropped by a load of another); in worker mode, the chunks of the
+  // prepared manifest that puts hand on to the worker once verified, and the cached bytes those
+  // messages reference (held like loadInWorker's, until the next load is answered).
+  std::unique_ptr<PreparedLoad> prepared;
+  std::unordered_set<Hash128, Hash128Hasher> forwardToWorker;
+  std::shared_ptr<WorkerChunkRefs::Refs> forwardedRefs;
+  // The puts on their way to the worker (each counted in putsInFlight until sent; the put's
+  // answer does not wait for it). A failed one is only logged: the load's missing() asks the
+  // worker, and the cache sends it again.
+  class ForwardErrors final : public kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } forwardErrors;
+  kj::TaskSet forwards{forwardErrors};
   // Decoded render data that holds chunks missing() reported present without a cached copy:
   // kept until no load of this session is in flight (or the lease ends).
   std::vector<std::shared_ptr<const RenderData>> heldForLoads;

@@ -732,6 +732,7 @@ NodeStats NodeService::stats() const {
   const NodeCounters& c = impl_->resources.counters;
   NodeStats stats;
   stats.scenesDecoded = c.scenesDecoded.load();
+  stats.scenesPrepared = c.scenesPrepared.load();
   stats.camerasDecoded = c.camerasDecoded.load();
   stats.deviceLoads = c.deviceLoads.load();
   stats.cameraSwitches = c.cameraSwitches.load();

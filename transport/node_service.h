@@ -221,6 +221,8 @@ struct NodeStats {
   // its workers' own): full decodes, loads that decoded only their camera (camera moves, and
   // scenes decoded before), Device::load() calls (BVH builds, uploads), Device::setCamera().
   uint64_t scenesDecoded = 0;
+  // Of those, decodes that placed each chunk as its put came (RenderSession.prepare).
+  uint64_t scenesPrepared = 0;
   uint64_t camerasDecoded = 0;
   uint64_t deviceLoads = 0;
   uint64_t cameraSwitches = 0;

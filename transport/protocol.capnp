@@ -227,6 +227,14 @@ interface RenderSession {
   ping @4 () -> ();
   # Answers at once, even while devices render: the Primary's liveness check (silence for
   # 2 s means the node is lost).
+
+  prepare @5 (manifest :Manifest) -> ();
+  # The manifest of the load that will follow the puts about to come (sent before them): the
+  # node may size the scene's arrays now and decode each chunk into place as it arrives, so
+  # that the decode overlaps the upload. Checked and admitted as load checks it (a scene too
+  # large ends the lease the same way). Optional for both sides: load must still name the
+  # manifest, and a Primary ignores this call's failure (nodes before it answer
+  # UNIMPLEMENTED). A later prepare replaces an earlier one.
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -364,6 +364,7 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
                                              const kernel::Camera& camera,
                                              const FrameSpec& frame);
   void encode(Generation& g);
+  void prepare(Connection& c, const Generation& g);
 
   // The first unit of a device: GPUs start at gpuInitialUnitWork (0: the scheduler's default).
   uint64_t initialUnitWork(bool gpu) const { return gpu ? options_.gpuInitialUnitWork : 0; }
@@ -876,6 +877,7 @@ kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Gen
         if (!plan.ok())
           return kj::Promise<void>(KJ_EXCEPTION(FAILED, plan.error().message.c_str()));
         auto list = std::make_shared<std::vector<Hash128>>(std::move(plan).value());
+        if (!list->empty()) prepare(c, *g);
         const Clock::time_point uploadStart = now();
         return putChunks(c, g, list, 0)
             .then([&c, list, g]() {
@@ -915,6 +917,17 @@ kj::Promise<void> RenderSession::Impl::upload(Connection& c, std::shared_ptr<Gen
         replied(c);
         c.scene = fromProto(loaded.getScene());
       });
+}
+
+// Tells the node the manifest before the puts, so that it decodes each chunk as it arrives.
+// Optional: a node that fails it (an older one answers UNIMPLEMENTED) still loads what the puts
+// and the load bring; a refusal that ends the lease (its memory budget) comes as the lease's
+// end and fails the load.
+void RenderSession::Impl::prepare(Connection& c, const Generation& g) {
+  auto request = c.session.prepareRequest();
+  toProto(g.manifest, request.initManifest());
+  c.peer.stats.manifestBytes += request.totalSize().wordCount * 8;
+  c.generationTasks->add(request.send().ignoreResult().catch_([](kj::Exception&&) {}));
 }
 
 // Streams hashes[next..] with `put`; each send() resolves when flow control lets the next

@@ -81,6 +81,7 @@ class SessionServer final : public proto::RenderSession::Server {
           std::vector<Hash128> lacking;
           for (const Hash128& h : hashes) {
             if (lease->pin(h) || lease->node.chunks.contains(h)) continue;
+            if (lease->prepared != nullptr && lease->prepared->holds(h)) continue;
             if (std::shared_ptr<const RenderData> data = lease->node.decodedHolding(h)) {
               auto& held = lease->heldForLoads;
               if (std::find(held.begin(), held.end(), data) == held.end()) held.push_back(data);
@@ -119,6 +120,22 @@ class SessionServer final : public proto::RenderSession::Server {
                std::to_string(kMaxChunkBytes));
     }
     auto bytes = std::make_shared<const std::vector<uint8_t>>(data.begin(), data.end());
+    if (lease_->prepared != nullptr && lease_->prepared->wants(hash)) {
+      // Decoded into the prepared load's arrays (which verifies it) while the upload goes on.
+      // The worker keeps no encoded copy (the decoded data holds the chunk from now on); a
+      // node's own lease caches it as any verified put.
+      ++lease_->putsInFlight;
+      auto lease = kj::addRef(*lease_);
+      return lease_->prepared->place(hash, bytes)
+          .then(
+              [lease = kj::addRef(*lease), hash, bytes]() mutable {
+                if (lease->node.options.verifyPuts) lease->store(hash, bytes);
+              },
+              [lease = kj::addRef(*lease)](kj::Exception&& e) mutable {
+                refused(*lease, e.getDescription().cStr());
+              })
+          .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
+    }
     if (!node.options.verifyPuts) {  // a worker's: its daemon checked them (NodeOptions)
       lease_->store(hash, bytes);
       return kj::READY_NOW;
@@ -133,14 +150,34 @@ class SessionServer final : public proto::RenderSession::Server {
                            return Status();
                          })
         .then([lease = kj::addRef(*lease), hash, bytes](Status verified) mutable {
-          if (!verified.ok()) {
-            PL_LOG_WARN("lease %llu: refused a chunk from %s: %s", (unsigned long long)lease->id,
-                        lease->primary.c_str(), verified.error().message.c_str());
-            failCall(verified.error().message);
-          }
+          if (!verified.ok()) refused(*lease, verified.error().message);
           lease->store(hash, bytes);
+          // Prepared in the worker: it decodes the chunk now, while the upload goes on.
+          if (lease->forwardToWorker.count(hash) != 0) forward(*lease, hash, bytes);
         })
         .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
+  }
+
+  // The scene's arrays are sized now, and the puts that follow decode into them (in worker
+  // mode: the worker's, to which the verified puts go on as they come).
+  kj::Promise<void> prepare(PrepareContext context) override {
+    lease_->checkServing();
+    auto manifest = fromProto(context.getParams().getManifest());
+    if (!manifest.ok()) failCall(manifest.error().message);
+    if (Status s = lease_->node.admitLoad(*lease_, *manifest); !s.ok()) failCall(s.error().message);
+    if (lease_->worker != nullptr) {
+      lease_->forwardToWorker.clear();
+      for (const Hash128& hash : manifest->chunkHashes()) lease_->forwardToWorker.insert(hash);
+      if (lease_->forwardedRefs == nullptr) {
+        lease_->forwardedRefs = std::make_shared<WorkerChunkRefs::Refs>();
+        lease_->node.workerChunkRefs.hold(lease_->worker, lease_->forwardedRefs);
+      }
+      auto request = lease_->workerSession.prepareRequest();
+      request.setManifest(context.getParams().getManifest());
+      return request.send().ignoreResult();
+    }
+    prepareHere(*lease_, std::move(*manifest));
+    return kj::READY_NOW;
   }
 
   kj::Promise<void> load(LoadContext context) override {
@@ -276,9 +313,14 @@ class SessionServer final : public proto::RenderSession::Server {
     std::vector<Hash128> hashes = manifest.chunkHashes();
     const WorkerProcess* worker = lease->worker;
     auto refs = std::make_shared<WorkerChunkRefs::Refs>();
+    // The puts a prepare handed on: held until the worker answers this load, like `refs`.
+    auto forwarded = std::make_shared<std::shared_ptr<WorkerChunkRefs::Refs>>();
     return lease->putsDone()
-        .then([lease = kj::addRef(*lease), hashes]() mutable {
+        .then([lease = kj::addRef(*lease), hashes, forwarded]() mutable {
           lease->checkServing();
+          *forwarded = std::move(lease->forwardedRefs);
+          lease->forwardedRefs = nullptr;
+          lease->forwardToWorker.clear();
           auto request = lease->workerSession.missingRequest();
           toProto(hashes, request.initHashes(uint32_t(hashes.size())));
           return request.send();
@@ -299,15 +341,18 @@ class SessionServer final : public proto::RenderSession::Server {
           if (!refs->empty()) lease->node.workerChunkRefs.hold(worker, refs);
           return streamToWorker(kj::mv(lease), kj::mv(send), refs, 0);
         })
-        .then([context, lease = kj::mv(lease), manifest = std::move(manifest), worker,
-               refs]() mutable {
+        .then([context, lease = kj::mv(lease), manifest = std::move(manifest), worker, refs,
+               forwarded]() mutable {
           lease->checkServing();
           auto request = lease->workerSession.loadRequest();
           request.setManifest(context.getParams().getManifest());
           // Once the worker answers the load (or fails it), it has read every put sent before
           // it: the bytes they reference may go (a warm worker outlives the lease).
           NodeResources* node = &lease->node;
-          auto answered = [node, worker, refs]() { node->workerChunkRefs.release(worker, refs); };
+          auto answered = [node, worker, refs, forwarded]() {
+            node->workerChunkRefs.release(worker, refs);
+            if (*forwarded != nullptr) node->workerChunkRefs.release(worker, *forwarded);
+          };
           return request.send().then(
               [context, lease = kj::mv(lease), manifest = std::move(manifest), answered](
                   capnp::Response<proto::RenderSession::LoadResults>&& response) mutable {
@@ -334,19 +379,60 @@ class SessionServer final : public proto::RenderSession::Server {
                                           std::shared_ptr<WorkerChunkRefs::Refs> refs, size_t next) {
     if (next == hashes->size()) return kj::READY_NOW;
     lease->checkServing();
-    const std::vector<uint8_t>& bytes = *(*refs)[next];
-    auto put = lease->workerSession.putRequest(capnp::MessageSize{16, 1});
+    return sendToWorker(*lease, (*hashes)[next], *(*refs)[next])
+        .then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
+               next]() mutable {
+          return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);
+        });
+  }
+
+  // One put to the lease's worker; resolves when flow control lets the next one go. The
+  // message references `bytes` when Cap'n Proto may read them in whole words (the caller keeps
+  // them until the worker has read them), else copies them.
+  static kj::Promise<void> sendToWorker(LeaseState& lease, const Hash128& hash,
+                                        const std::vector<uint8_t>& bytes) {
+    auto put = lease.workerSession.putRequest(capnp::MessageSize{16, 1});
     auto chunk = put.initChunk();
-    toProto((*hashes)[next], chunk.initHash());
-    // By reference when Cap'n Proto may read it in whole words, else copied.
+    toProto(hash, chunk.initHash());
     if (referenceableBytes(bytes.data(), bytes.size()))
       chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
           kj::arrayPtr(bytes.data(), bytes.size())));
     else
       chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
-    return put.send().then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
-                            next]() mutable {
-      return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);
+    return put.send();
+  }
+
+  // Hands a verified put on to the worker; missing() and load() wait until it is sent.
+  static void forward(LeaseState& lease, const Hash128& hash,
+                      std::shared_ptr<const std::vector<uint8_t>> bytes) {
+    lease.forwardedRefs->push_back(bytes);
+    ++lease.putsInFlight;
+    lease.forwards.add(sendToWorker(lease, hash, *bytes)
+                           .attach(kj::defer([&lease]() { lease.putFinished(); })));
+  }
+
+  [[noreturn]] static void refused(LeaseState& lease, const std::string& why) {
+    PL_LOG_WARN("lease %llu: refused a chunk from %s: %s", (unsigned long long)lease.id,
+                lease.primary.c_str(), why.c_str());
+    failCall(why);
+  }
+
+  // In process: a prepared load of `manifest`, unless the load will need no decode (the scene
+  // is loaded, or decoded data differs from it in the camera alone). What the node holds
+  // already goes into place at once.
+  static void prepareHere(LeaseState& lease, ChunkManifest manifest) {
+    NodeResources& node = lease.node;
+    lease.prepared.reset();
+    if (lease.findScene(sceneIdOf(manifest)) != nullptr) return;
+    const Hash128 geometry = geometryKeyOf(manifest);
+    if (auto it = node.decoded.find(std::make_pair(geometry.lo, geometry.hi));
+        it != node.decoded.end() && !it->second.data.expired())
+      return;
+    lease.prepared = std::make_unique<PreparedLoad>(std::move(manifest), *node.codecPool);
+    auto keep = std::make_shared<std::vector<std::shared_ptr<const RenderData>>>();
+    const RawChunks raw = node.rawChunksFor(lease.prepared->manifest(), *keep);
+    lease.prepared->placeHeld(raw, keep, [&node](const Hash128& hash) {
+      return node.chunks.find(hash);
     });
   }
 
@@ -356,6 +442,7 @@ class SessionServer final : public proto::RenderSession::Server {
   static kj::Promise<LoadedScene> decodeScene(LeaseState& lease, ChunkManifest manifest) {
     lease.checkServing();
     NodeResources& node = lease.node;
+    std::unique_ptr<PreparedLoad> prepared = std::move(lease.prepared);  // this load's, or stale
     LoadedScene scene;
     scene.id = sceneIdOf(manifest);
     if (const LoadedScene* known = lease.findScene(scene.id)) {
@@ -391,6 +478,34 @@ class SessionServer final : public proto::RenderSession::Server {
       }
       if (data == nullptr) node.decoded.erase(it);
     }
+    node.counters.scenesDecoded.fetch_add(1, std::memory_order_relaxed);
+    const auto start = std::chrono::steady_clock::now();
+    auto index = std::make_shared<const RawChunkIndex>(manifest);
+    auto decoded = [&node, scene, key, start, leaseId = lease.id, index, kept = manifest](
+                       std::shared_ptr<const RenderData> data) mutable {
+      PL_LOG_DEBUG("lease %llu: scene %s: render data decoded (%.1f MiB) in %.0f ms",
+                   (unsigned long long)leaseId, scene.id.hex().c_str(),
+                   double(data->byteSize()) / (1 << 20),
+                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             start)
+                       .count());
+      scene.data = std::move(data);
+      scene.camera = scene.data->camera[0];
+      scene.width = scene.camera.width;
+      scene.height = scene.camera.height;
+      node.forgetExpiredDecoded();
+      node.decoded[key] = NodeResources::Decoded{scene.data, std::move(kept), index};
+      return scene;
+    };
+    // Prepared (its chunks decoded as they came): what is left, then validated.
+    if (prepared != nullptr && prepared->manifest() == manifest) {
+      node.counters.scenesPrepared.fetch_add(1, std::memory_order_relaxed);
+      auto finished = prepared->finish([&node](const Hash128& h) { return node.chunks.find(h); });
+      return finished.attach(kj::mv(prepared))
+          .then(kj::mv(decoded), [](kj::Exception&& e) -> LoadedScene {
+            failCall("load: " + std::string(e.getDescription().cStr()));
+          });
+    }
     // Chunks that decoded data here holds are copied from it; the others come out of the cache
     // here (loop thread). The codec thread only reads both.
     auto keep = std::make_shared<std::vector<std::shared_ptr<const RenderData>>>();
@@ -402,10 +517,6 @@ class SessionServer final : public proto::RenderSession::Server {
       if (bytes == nullptr) failCall("load: chunk " + hash.hex() + " is missing (put it first)");
       encoded.emplace_back(hash, std::move(bytes));
     }
-    node.counters.scenesDecoded.fetch_add(1, std::memory_order_relaxed);
-    const auto start = std::chrono::steady_clock::now();
-    auto index = std::make_shared<const RawChunkIndex>(manifest);
-    ChunkManifest kept = manifest;
     return runOnQueue<Result<std::shared_ptr<const RenderData>>>(
                *node.codecPool,
                [manifest = std::move(manifest), encoded = std::move(encoded), raw, keep,
@@ -417,22 +528,10 @@ class SessionServer final : public proto::RenderSession::Server {
                  if (!data.ok()) return data.error();
                  return std::make_shared<const RenderData>(std::move(*data));
                })
-        .then([&node, scene, key, start, leaseId = lease.id, index, kept = std::move(kept)](
+        .then([decoded = kj::mv(decoded)](
                   Result<std::shared_ptr<const RenderData>> data) mutable {
           if (!data.ok()) failCall("load: " + data.error().message);
-          PL_LOG_DEBUG("lease %llu: scene %s: render data decoded (%.1f MiB) in %.0f ms",
-                       (unsigned long long)leaseId, scene.id.hex().c_str(),
-                       double((*data)->byteSize()) / (1 << 20),
-                       std::chrono::duration<double, std::milli>(
-                           std::chrono::steady_clock::now() - start)
-                           .count());
-          scene.data = std::move(*data);
-          scene.camera = scene.data->camera[0];
-          scene.width = scene.camera.width;
-          scene.height = scene.camera.height;
-          node.forgetExpiredDecoded();
-          node.decoded[key] = NodeResources::Decoded{scene.data, std::move(kept), index};
-          return scene;
+          return decoded(std::move(*data));
         });
   }
 

@@ -192,35 +192,37 @@ void badChunksAmongManyGoodAreTheOnlyOnesMissing(uint32_t codecThreads) {
   EXPECT_EQ(node->cachedChunkCount(), chunks.size());
 }
 
-// A scene's puts and its load() sent together: the load waits for every put (many small
-// chunks, verified on several threads) and renders like a local device.
-void loadRightAfterThePutsUsesThemAll(uint32_t codecThreads) {
+// The Cornell box at 64x48, cut into many small chunks.
+struct SmallScene {
+  std::shared_ptr<RenderData> data;
+  ChunkStore store;
+  ChunkManifest manifest;
+};
+
+SmallScene smallScene() {
+  SmallScene out;
   CompileOptions compile;
   compile.width = 64;
   compile.height = 48;
   auto data =
       loadAndCompile(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/cornell_box.gltf", compile);
-  ASSERT_TRUE(data.ok()) << data.error().message;
-  auto scene = std::make_shared<RenderData>(std::move(*data));
-  ChunkStore store;
+  EXPECT_TRUE(data.ok()) << data.error().message;
+  out.data = std::make_shared<RenderData>(std::move(*data));
   ChunkEncodeOptions encode;
   encode.maxChunkBytes = 1 << 10;
-  ChunkManifest manifest = encodeRenderData(*scene, store, encode);
-  ASSERT_GT(manifest.chunkHashes().size(), 8u);
+  out.manifest = encodeRenderData(*out.data, out.store, encode);
+  return out;
+}
 
-  UvKjLoop loop;
-  NodeOptions o = withCodecThreads(codecThreads);
-  o.chunkCacheBytes = 1;  // every chunk lives only by its pin until the load
-  TestNode node(loop, 1, o);
-  Session s(loop, node.address());
-  kj::Vector<kj::Promise<void>> puts;
-  for (const Hash128& h : manifest.chunkHashes()) puts.add(s.put(h, test::chunkBytes(store, h)));
-  auto load = s.session.loadRequest();
-  toProto(manifest, load.initManifest());
-  Hash128 id = fromProto(waitFor(loop, load.send(), 20000).getScene());
-  s.drain(puts);
-  EXPECT_EQ(node->pinnedChunkBytes(), 0u);
+kj::Promise<void> prepare(Session& s, const ChunkManifest& manifest) {
+  auto request = s.session.prepareRequest();
+  toProto(manifest, request.initManifest());
+  return request.send().ignoreResult();
+}
 
+// Renders a unit of scene `id` on the node and on a local device: the same sums.
+void expectRendersLikeALocalDevice(UvKjLoop& loop, Session& s, const Hash128& id,
+                                   std::shared_ptr<const RenderData> scene) {
   WorkUnit unit;
   unit.tile = Rect{8, 8, 16, 16};
   unit.sampleBegin = 0;
@@ -235,6 +237,71 @@ void loadRightAfterThePutsUsesThemAll(uint32_t codecThreads) {
   CpuDevice local(1);
   ASSERT_TRUE(local.load(scene).ok());
   EXPECT_EQ(remote->sums, local.render(unit).value().sums);
+}
+
+// A scene's puts and its load() sent together: the load waits for every put (many small
+// chunks, verified on several threads) and renders like a local device. With a prepare() first
+// (what a Primary sends), each put is decoded into place as it comes, in whatever order, and
+// the load decodes nothing more: the same image.
+void loadRightAfterThePutsUsesThemAll(uint32_t codecThreads, bool prepared) {
+  SmallScene small = smallScene();
+  const ChunkManifest& manifest = small.manifest;
+  const ChunkStore& store = small.store;
+  ASSERT_GT(manifest.chunkHashes().size(), 8u);
+
+  UvKjLoop loop;
+  NodeOptions o = withCodecThreads(codecThreads);
+  o.chunkCacheBytes = 1;  // every chunk lives only by its pin until the load
+  TestNode node(loop, 1, o);
+  Session s(loop, node.address());
+  kj::Vector<kj::Promise<void>> puts;
+  std::vector<Hash128> order = manifest.chunkHashes();
+  if (prepared) {
+    puts.add(prepare(s, manifest));
+    std::shuffle(order.begin(), order.end(), std::mt19937(codecThreads));
+  }
+  for (const Hash128& h : order) puts.add(s.put(h, test::chunkBytes(store, h)));
+  auto load = s.session.loadRequest();
+  toProto(manifest, load.initManifest());
+  Hash128 id = fromProto(waitFor(loop, load.send(), 20000).getScene());
+  s.drain(puts);
+  EXPECT_EQ(node->pinnedChunkBytes(), 0u);
+  EXPECT_EQ(node->stats().scenesDecoded, 1u);
+  EXPECT_EQ(node->stats().scenesPrepared, prepared ? 1u : 0u);
+  expectRendersLikeALocalDevice(loop, s, id, small.data);
+}
+
+// After a prepare(), a put whose bytes do not hash to its name is refused as without one, and
+// the load names that chunk and why; the Primary's good version then loads.
+void aPreparedLoadNamesABadChunk(uint32_t codecThreads) {
+  SmallScene scene = smallScene();
+  const std::vector<Hash128> hashes = scene.manifest.chunkHashes();
+  ASSERT_GT(hashes.size(), 8u);
+  UvKjLoop loop;
+  TestNode node(loop, 1, withCodecThreads(codecThreads));
+  Session s(loop, node.address());
+  kj::Vector<kj::Promise<void>> puts;
+  puts.add(prepare(s, scene.manifest));
+  const Hash128 bad = hashes[3];
+  for (const Hash128& h : hashes)
+    puts.add(s.put(h, test::chunkBytes(scene.store, h == bad ? hashes[4] : h)));
+  auto load = s.session.loadRequest();
+  toProto(scene.manifest, load.initManifest());
+  auto failed = exceptionFrom([&] { waitFor(loop, load.send(), 20000); });
+  KJ_IF_MAYBE (e, failed) {
+    const std::string message = e->getDescription().cStr();
+    EXPECT_NE(message.find("load: chunk " + bad.hex() + ": "), std::string::npos) << message;
+  } else {
+    ADD_FAILURE() << "a load with a bad chunk succeeded";
+  }
+  s.drain(puts);
+
+  puts.add(s.put(bad, test::chunkBytes(scene.store, bad)));
+  auto again = s.session.loadRequest();
+  toProto(scene.manifest, again.initManifest());
+  Hash128 id = fromProto(waitFor(loop, again.send(), 20000).getScene());
+  s.drain(puts);
+  expectRendersLikeALocalDevice(loop, s, id, scene.data);
 }
 
 TEST(NodeServiceCodecPool, MissingRightAfterManyPutsSeesThemAll) {
@@ -254,8 +321,41 @@ TEST(NodeServiceCodecPool, BadChunksAmongManyGoodAreTheOnlyOnesMissing) {
 TEST(NodeServiceCodecPool, LoadRightAfterThePutsUsesThemAll) {
   for (uint32_t threads : {1u, 4u}) {
     SCOPED_TRACE(std::to_string(threads) + " codec threads");
-    loadRightAfterThePutsUsesThemAll(threads);
+    loadRightAfterThePutsUsesThemAll(threads, false);
   }
+}
+
+TEST(NodeServiceCodecPool, PreparedPutsAreDecodedAsTheyCome) {
+  for (uint32_t threads : {1u, 4u}) {
+    SCOPED_TRACE(std::to_string(threads) + " codec threads");
+    loadRightAfterThePutsUsesThemAll(threads, true);
+  }
+}
+
+TEST(NodeServiceCodecPool, APreparedLoadNamesABadChunk) {
+  for (uint32_t threads : {1u, 4u}) {
+    SCOPED_TRACE(std::to_string(threads) + " codec threads");
+    aPreparedLoadNamesABadChunk(threads);
+  }
+}
+
+// A prepare() with a manifest the node cannot use fails, saying why, and the session goes on.
+TEST(NodeServiceCodecPool, AMalformedPrepareIsRefused) {
+  SmallScene scene = smallScene();
+  UvKjLoop loop;
+  TestNode node(loop, 1, withCodecThreads(1));
+  Session s(loop, node.address());
+  ChunkManifest wrong = scene.manifest;
+  wrong.arrays[0].elementSize += 4;
+  auto failed = exceptionFrom([&] { waitFor(loop, prepare(s, wrong)); });
+  KJ_IF_MAYBE (e, failed) {
+    EXPECT_NE(std::string(e->getDescription().cStr()).find("manifest: array positions has element"),
+              std::string::npos)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "a malformed manifest was prepared";
+  }
+  waitFor(loop, s.session.pingRequest().send());
 }
 
 }  // namespace
