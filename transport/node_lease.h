@@ -66,6 +66,7 @@ bool sameCamera(const kernel::Camera& a, const kernel::Camera& b);
 struct NodeCounters {
   std::atomic<uint64_t> scenesDecoded{0};  // loads that decoded their render data in full
   std::atomic<uint64_t> scenesPrepared{0};  // of those, decoded as the puts came (prepare)
+  std::atomic<uint64_t> putsForwarded{0};   // worker mode: puts handed on as they came
   // Loads that reused decoded data (the same scene, or one that differs in the camera alone):
   // they decoded their camera chunk only.
   std::atomic<uint64_t> camerasDecoded{0};

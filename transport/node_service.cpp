@@ -733,6 +733,7 @@ NodeStats NodeService::stats() const {
   NodeStats stats;
   stats.scenesDecoded = c.scenesDecoded.load();
   stats.scenesPrepared = c.scenesPrepared.load();
+  stats.putsForwarded = c.putsForwarded.load();
   stats.camerasDecoded = c.camerasDecoded.load();
   stats.deviceLoads = c.deviceLoads.load();
   stats.cameraSwitches = c.cameraSwitches.load();

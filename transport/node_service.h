@@ -232,6 +232,8 @@ struct NodeStats {
   // Worker mode: processes started, leases served by a warm worker, warm workers now and the
   // decoded bytes they hold (estimated from their manifests).
   uint64_t workersStarted = 0;
+  // Worker mode: puts handed on to a worker as they came (after a prepare), not after the load.
+  uint64_t putsForwarded = 0;
   uint64_t warmReuses = 0;
   size_t warmWorkers = 0;
   uint64_t warmWorkerBytes = 0;

@@ -406,6 +406,7 @@ class SessionServer final : public proto::RenderSession::Server {
   static void forward(LeaseState& lease, const Hash128& hash,
                       std::shared_ptr<const std::vector<uint8_t>> bytes) {
     lease.forwardedRefs->push_back(bytes);
+    lease.node.counters.putsForwarded.fetch_add(1, std::memory_order_relaxed);
     ++lease.putsInFlight;
     lease.forwards.add(sendToWorker(lease, hash, *bytes)
                            .attach(kj::defer([&lease]() { lease.putFinished(); })));

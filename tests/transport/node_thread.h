@@ -35,6 +35,9 @@ class NodeThread {
   size_t activeLeases() const { return leases_.load(); }
   // Leases granted since the node started (sampled likewise).
   uint64_t leasesGranted() const { return granted_.load(); }
+  // Full decodes, and of those the ones decoded as the puts came (prepare), likewise.
+  uint64_t scenesDecoded() const { return decoded_.load(); }
+  uint64_t scenesPrepared() const { return prepared_.load(); }
 
  private:
   void run() {
@@ -48,7 +51,10 @@ class NodeThread {
       // A timer keeps the loop running and samples the lease count.
       auto poll = [&](auto& self) -> kj::Promise<void> {
         leases_ = node.activeLeaseCount();
-        granted_ = node.stats().leasesGranted;
+        const NodeStats stats = node.stats();
+        granted_ = stats.leasesGranted;
+        decoded_ = stats.scenesDecoded;
+        prepared_ = stats.scenesPrepared;
         return loop.timer().afterDelay(20 * kj::MILLISECONDS).then([&, self]() mutable {
           return self(self);
         });
@@ -78,6 +84,8 @@ class NodeThread {
   std::string address_;
   std::atomic<size_t> leases_{0};
   std::atomic<uint64_t> granted_{0};
+  std::atomic<uint64_t> decoded_{0};
+  std::atomic<uint64_t> prepared_{0};
 };
 
 inline RenderData compiledCornellBox(uint32_t size, uint32_t passes = 0) {

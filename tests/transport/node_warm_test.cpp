@@ -124,12 +124,20 @@ Leased takeLease(UvKjLoop& loop, proto::Node::Client& node, std::vector<uint32_t
 }
 
 // missing -> put what lacks -> load. *sent: the chunks put; *loadMs: load() call to answer.
+// As a Primary uploads: missing(), then (when `prepare`) the manifest ahead of the puts, the
+// puts, the load.
 Hash128 upload(UvKjLoop& loop, proto::RenderSession::Client& session, const Scene& scene,
-               const ChunkStore& store, size_t* sent = nullptr, double* loadMs = nullptr) {
+               const ChunkStore& store, size_t* sent = nullptr, double* loadMs = nullptr,
+               bool prepare = false) {
   std::vector<Hash128> hashes = scene.manifest.chunkHashes();
   auto ask = session.missingRequest();
   toProto(hashes, ask.initHashes(uint32_t(hashes.size())));
   std::vector<Hash128> lacking = fromProto(waitFor(loop, ask.send(), 30000).getMissing()).value();
+  if (prepare && !lacking.empty()) {
+    auto request = session.prepareRequest();
+    toProto(scene.manifest, request.initManifest());
+    waitFor(loop, request.send(), 30000);
+  }
   for (const Hash128& h : lacking) {
     auto put = session.putRequest();
     auto chunk = put.initChunk();
@@ -394,6 +402,29 @@ TEST(WarmWorkers, CameraOnlyLoadThroughAWorkerRendersTheSameBits) {
                  renderLocally(*b.data, wholeImage(*b.data)), "the moved camera in the worker");
   expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
                  renderLocally(*a.data, wholeImage(*a.data)), "scene a again in the worker");
+  EXPECT_EQ(node.workerCount(), 1u);
+}
+
+// Prepared: the daemon hands each verified put on to the worker as it comes (the worker decodes
+// it into place then), not after the load. The same bits; a camera move's one chunk too.
+TEST(WarmWorkers, PreparedPutsGoOnToTheWorkerAsTheyCome) {
+  UvKjLoop loop;
+  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), daemonOptions());
+  proto::Node::Client client = node.newTrustedNode("test");
+  ChunkStore store;
+  Scene a = encode(cornellBox(), store);
+  Scene b = encode(withCamera(cornellBox(), {0.3f, 1.1f, 3.2f}, {0, 0.9f, 0}, 48, 32), store);
+  Leased leased = takeLease(loop, client, {0});
+  size_t sent = 0;
+  upload(loop, leased.session, a, store, &sent, nullptr, true);
+  EXPECT_GT(sent, 1u);
+  EXPECT_EQ(node.stats().putsForwarded, sent);
+  expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
+                 renderLocally(*a.data, wholeImage(*a.data)), "scene a, prepared in the worker");
+  EXPECT_EQ(upload(loop, leased.session, b, store, &sent, nullptr, true), b.id);
+  EXPECT_EQ(sent, 1u);
+  expectSameBits(renderRemote(loop, leased.session, b.id, 0, wholeImage(*b.data)),
+                 renderLocally(*b.data, wholeImage(*b.data)), "the moved camera, prepared");
   EXPECT_EQ(node.workerCount(), 1u);
 }
 

@@ -161,6 +161,10 @@ TEST(RenderSessionTest, UpdatesGiveTheImageOfTheFinalStateAndSendOnlyTheCameraCh
   for (int i = 0; i < 200 && h.nodeEvents.empty(); ++i) h.runFor(20);
   ASSERT_EQ(h.nodeEvents, std::vector<std::string>{node.address() + " joined"});
   const NodeRenderStats before = h.session->stats().nodes.at(0);
+  // The upload told the node the manifest first: it decoded each chunk as it came.
+  for (int i = 0; i < 50 && node.scenesDecoded() == 0; ++i) h.runFor(20);
+  EXPECT_EQ(node.scenesDecoded(), 1u);
+  EXPECT_EQ(node.scenesPrepared(), 1u);
 
   // A camera move, and another before the second generation is done: only the last counts.
   EXPECT_EQ(h.session->update(second, kSpp), 2u);
@@ -176,6 +180,8 @@ TEST(RenderSessionTest, UpdatesGiveTheImageOfTheFinalStateAndSendOnlyTheCameraCh
   EXPECT_LE(after.renderDataBytesSent - before.renderDataBytesSent, 2u * 4096u);
   EXPECT_EQ(after.losses, 0u);
   EXPECT_FALSE(h.fatal);
+  h.runFor(60);
+  EXPECT_EQ(node.scenesDecoded(), 1u) << "a camera move decoded the scene again";
 }
 
 // A session started from a scene's encoded form (the compiled cache's): the node gets the chunks
