@@ -248,6 +248,18 @@ std::vector<Hash128> ChunkManifest::chunkHashes() const {
   return out;
 }
 
+std::vector<Hash128> ChunkManifest::uploadOrder() const {
+  std::vector<Hash128> out;
+  std::unordered_set<Hash128, Hash128Hasher> seen;
+  auto add = [&](const ArrayManifest& a) {
+    for (const ChunkRef& c : a.chunks)
+      if (seen.insert(c.hash).second) out.push_back(c.hash);
+  };
+  for (RenderDataArray which : kGeometryArrays) add(arrays[static_cast<uint32_t>(which)]);
+  for (const ArrayManifest& a : arrays) add(a);
+  return out;
+}
+
 std::vector<uint8_t> serializeManifest(const ChunkManifest& manifest) {
   std::vector<uint8_t> out;
   auto put = [&out](const auto& v) {
@@ -431,9 +443,10 @@ void RawChunkIndex::addViews(const ChunkManifest& manifest, const RenderData& da
   }
 }
 
-std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderData& data) {
+std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderData& data,
+                                        RenderDataArray which) {
   std::vector<ChunkPlace> places;
-  auto size = [&](auto& vec, RenderDataArray which) {
+  auto size = [&](auto& vec) {
     const ArrayManifest& a = manifest.arrays[static_cast<uint32_t>(which)];
     vec.resize(a.elementCount);
     uint8_t* dst = reinterpret_cast<uint8_t*>(vec.data());
@@ -442,9 +455,25 @@ std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderDat
       dst += ref.rawBytes;
     }
   };
-#define PL_RD_SIZE(Type, name) size(data.name, RenderDataArray::name);
-  PL_RENDER_DATA_ARRAYS(PL_RD_SIZE)
+  switch (which) {
+#define PL_RD_SIZE(Type, name) \
+  case RenderDataArray::name:  \
+    size(data.name);           \
+    break;
+    PL_RENDER_DATA_ARRAYS(PL_RD_SIZE)
 #undef PL_RD_SIZE
+    default:
+      PL_CHECK(false);
+  }
+  return places;
+}
+
+std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderData& data) {
+  std::vector<ChunkPlace> places;
+  for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) {
+    std::vector<ChunkPlace> array = sizeForManifest(manifest, data, RenderDataArray(a));
+    places.insert(places.end(), array.begin(), array.end());
+  }
   return places;
 }
 

@@ -86,6 +86,10 @@ struct ChunkManifest {
   uint64_t encodedBytes() const;  // idem, encoded
   // Distinct chunk hashes, in first-use order.
   std::vector<Hash128> chunkHashes() const;
+  // The same hashes in the order a Primary uploads them: first those of the arrays a BVH is
+  // built from (kGeometryArrays), then the rest in first-use order. A node that decodes the
+  // chunks as they come (RenderSession.prepare) builds its BVH while the rest is on the way.
+  std::vector<Hash128> uploadOrder() const;
   bool operator==(const ChunkManifest&) const = default;
 };
 
@@ -210,6 +214,9 @@ struct ChunkPlace {
 // Sizes data's arrays for `manifest` (validate() it first: this allocates what it declares)
 // and lists every chunk reference's place, in manifest order.
 std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderData& data);
+// The same for one array (the others untouched): arrays may be sized on different threads.
+std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderData& data,
+                                        RenderDataArray which);
 
 // Rebuilds the RenderData of a manifest from the store's chunks: validates the manifest,
 // checks that every chunk is present (before allocating), decodes and verifies each chunk

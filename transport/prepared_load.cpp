@@ -2,6 +2,7 @@
 
 #include <kj/vector.h>
 
+#include <array>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -18,27 +19,39 @@ namespace {
 }  // namespace
 
 // What the pool jobs share (and may be the last to hold): the manifest, the data being filled,
-// and each chunk's places (set by the sizing job, read by the jobs after it; `data` is moved
-// out by finish's last job). Nothing of the loop's, so it may be destroyed on a pool thread.
+// where each chunk goes. Nothing of the loop's, so it may be destroyed on a pool thread.
+// `where` is set before any job; each array's `places` by that array's sizing job, and read
+// only by jobs that run after it; `data` is moved out by finish()'s last job.
 struct PreparedLoad::Work {
   ChunkManifest manifest;
   RenderData data;
-  std::unordered_map<Hash128, std::vector<ChunkPlace>, Hash128Hasher> places;
+  std::array<std::vector<ChunkPlace>, kRenderDataArrayCount> places;
+  // Each chunk's references: (array, index in that array's chunks).
+  std::unordered_map<Hash128, std::vector<std::pair<uint32_t, uint32_t>>, Hash128Hasher> where;
+
+  std::vector<const ChunkPlace*> placesOf(const Hash128& hash) const {
+    std::vector<const ChunkPlace*> out;
+    for (auto [array, index] : where.at(hash)) out.push_back(&places[array][index]);
+    return out;
+  }
 };
 
 // The loop thread's part.
 struct PreparedLoad::State {
-  State(JobQueue& pool, std::shared_ptr<Work> work)
-      : pool(pool), work(std::move(work)), sized(nullptr) {}
+  State(JobQueue& pool, std::shared_ptr<Work> work) : pool(pool), work(std::move(work)) {}
   JobQueue& pool;
   std::shared_ptr<Work> work;
-  kj::ForkedPromise<void> sized;
-  std::unordered_set<Hash128, Hash128Hasher> chunks;   // the manifest's
+  std::vector<kj::ForkedPromise<void>> sized;  // by array
   std::unordered_set<Hash128, Hash128Hasher> wanted;   // neither placed nor in flight
   std::unordered_set<Hash128, Hash128Hasher> placing;  // in flight
   std::unordered_map<Hash128, std::string, Hash128Hasher> failed;  // the last error of each
   uint32_t inFlight = 0;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> idleWaiters;
+  // onGeometry(): the geometry arrays' chunks not placed yet, the use waiting for them, and
+  // the use once started. (No promise here holds this State: no cycle.)
+  std::unordered_set<Hash128, Hash128Hasher> geometryLeft;
+  kj::Maybe<GeometryUse> geometryUse;
+  kj::Maybe<kj::ForkedPromise<void>> geometryDone;
 
   kj::Promise<void> idle() {
     if (inFlight == 0) return kj::READY_NOW;
@@ -46,23 +59,47 @@ struct PreparedLoad::State {
     idleWaiters.push_back(kj::mv(paf.fulfiller));
     return kj::mv(paf.promise);
   }
+  // When every array that holds `hash` is sized (every array, for none).
+  kj::Promise<void> sizedFor(kj::Maybe<const Hash128&> hash) {
+    kj::Vector<kj::Promise<void>> arrays;
+    KJ_IF_MAYBE (h, hash) {
+      for (auto [array, index] : work->where.at(*h)) arrays.add(sized[array].addBranch());
+    } else {
+      for (auto& s : sized) arrays.add(s.addBranch());
+    }
+    return kj::joinPromises(arrays.releaseAsArray());
+  }
 };
 
 PreparedLoad::PreparedLoad(ChunkManifest manifest, JobQueue& pool) {
   auto work = std::make_shared<Work>();
   work->manifest = std::move(manifest);
-  state_ = std::make_shared<State>(pool, work);
-  for (const ArrayManifest& array : work->manifest.arrays) {
-    for (const ChunkRef& ref : array.chunks) state_->chunks.insert(ref.hash);
+  for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) {
+    const std::vector<ChunkRef>& chunks = work->manifest.arrays[a].chunks;
+    for (uint32_t i = 0; i < chunks.size(); ++i) work->where[chunks[i].hash].push_back({a, i});
   }
-  state_->wanted = state_->chunks;
-  state_->sized = runOnQueue<bool>(pool, [work]() {
-                    for (const ChunkPlace& place : sizeForManifest(work->manifest, work->data))
-                      work->places[place.ref->hash].push_back(place);
-                    return true;
-                  })
-                      .ignoreResult()
-                      .fork();
+  state_ = std::make_shared<State>(pool, work);
+  for (const auto& [hash, refs] : work->where) state_->wanted.insert(hash);
+  for (RenderDataArray which : kGeometryArrays) {
+    for (const ChunkRef& ref : work->manifest.arrays[static_cast<uint32_t>(which)].chunks)
+      state_->geometryLeft.insert(ref.hash);
+  }
+  // One sizing job per array, the geometry's first: a large array's pages (a scene's texels)
+  // do not hold up the chunks of the others.
+  std::array<kj::Maybe<kj::ForkedPromise<void>>, kRenderDataArrayCount> sized;
+  auto size = [&](RenderDataArray which) {
+    const uint32_t a = static_cast<uint32_t>(which);
+    if (sized[a] != nullptr) return;
+    sized[a] = runOnQueue<bool>(pool, [work, which, a]() {
+                 work->places[a] = sizeForManifest(work->manifest, work->data, which);
+                 return true;
+               })
+                   .ignoreResult()
+                   .fork();
+  };
+  for (RenderDataArray which : kGeometryArrays) size(which);
+  for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) size(RenderDataArray(a));
+  for (auto& s : sized) state_->sized.push_back(kj::mv(KJ_ASSERT_NONNULL(s)));
 }
 
 PreparedLoad::~PreparedLoad() = default;
@@ -73,7 +110,8 @@ bool PreparedLoad::wants(const Hash128& hash) const { return state_->wanted.coun
 
 bool PreparedLoad::holds(const Hash128& hash) const {
   const State& s = *state_;
-  return s.chunks.count(hash) != 0 && s.wanted.count(hash) == 0 && s.placing.count(hash) == 0;
+  return s.work->where.count(hash) != 0 && s.wanted.count(hash) == 0 &&
+         s.placing.count(hash) == 0;
 }
 
 kj::Promise<void> PreparedLoad::place(const Hash128& hash,
@@ -85,19 +123,19 @@ kj::Promise<void> PreparedLoad::placeEncoded(std::shared_ptr<State> state, const
                                              std::shared_ptr<const std::vector<uint8_t>> encoded) {
   return run(kj::mv(state), hash,
              [hash, encoded = std::move(encoded)](const Work& work) -> Status {
-               const std::vector<ChunkPlace>& places = work.places.at(hash);
-               const ChunkPlace& first = places.front();
-               for (const ChunkPlace& place : places) {
-                 if (place.ref->rawBytes != first.ref->rawBytes)
+               const std::vector<const ChunkPlace*> places = work.placesOf(hash);
+               const ChunkPlace& first = *places.front();
+               for (const ChunkPlace* place : places) {
+                 if (place->ref->rawBytes != first.ref->rawBytes)
                    return Error{"manifest: chunk " + hash.hex() + " is listed with " +
                                 std::to_string(first.ref->rawBytes) + " and " +
-                                std::to_string(place.ref->rawBytes) + " raw bytes"};
+                                std::to_string(place->ref->rawBytes) + " raw bytes"};
                }
                Status s = decodeChunkInto(hash, encoded->data(), encoded->size(),
                                           first.ref->rawBytes, first.dst);
                if (!s.ok()) return s;
                for (size_t i = 1; i < places.size(); ++i)
-                 std::memcpy(places[i].dst, first.dst, first.ref->rawBytes);
+                 std::memcpy(places[i]->dst, first.dst, first.ref->rawBytes);
                return Status();
              });
 }
@@ -105,12 +143,12 @@ kj::Promise<void> PreparedLoad::placeEncoded(std::shared_ptr<State> state, const
 kj::Promise<void> PreparedLoad::placeRaw(const Hash128& hash, std::span<const uint8_t> raw,
                                          std::shared_ptr<const void> keep) {
   return run(state_, hash, [hash, raw, keep = std::move(keep)](const Work& work) -> Status {
-    for (const ChunkPlace& place : work.places.at(hash)) {
-      if (raw.size() != place.ref->rawBytes)
+    for (const ChunkPlace* place : work.placesOf(hash)) {
+      if (raw.size() != place->ref->rawBytes)
         return Error{"chunk " + hash.hex() + ": " + std::to_string(raw.size()) +
                      " raw bytes held, the manifest says " +
-                     std::to_string(place.ref->rawBytes)};
-      std::memcpy(place.dst, raw.data(), raw.size());
+                     std::to_string(place->ref->rawBytes)};
+      std::memcpy(place->dst, raw.data(), raw.size());
     }
     return Status();
   });
@@ -128,40 +166,79 @@ void PreparedLoad::placeHeld(const RawChunks& raw, std::shared_ptr<const void> k
   }
 }
 
-// Runs a placement of `hash` (wanted) on the pool once the arrays are sized. While it runs the
-// chunk is neither wanted nor placed; it ends placed, or wanted again (its error kept).
+// Runs a placement of `hash` (wanted) on the pool once its arrays are sized. While it runs the
+// chunk is neither wanted nor placed; it ends placed, or wanted again (its error kept). The
+// bookkeeping happens when the job ends (the promise is evaluated eagerly), or when the caller
+// drops the promise before.
 kj::Promise<void> PreparedLoad::run(std::shared_ptr<State> state, const Hash128& hash,
                                     kj::Function<Status(const Work&)> job) {
   KJ_REQUIRE(state->wanted.erase(hash) == 1, "chunk not wanted", hash.hex());
   state->placing.insert(hash);
   ++state->inFlight;
-  auto ended = kj::defer([state, hash]() {
-    if (state->placing.erase(hash) != 0) state->wanted.insert(hash);  // not placed
+  auto ended = std::make_shared<bool>(false);
+  auto end = [state, hash, ended](bool placed) {
+    *ended = true;
+    state->placing.erase(hash);
+    if (!placed) state->wanted.insert(hash);
+    if (placed && state->geometryLeft.erase(hash) != 0 && state->geometryLeft.empty())
+      geometryPlaced(*state);
     if (--state->inFlight == 0) {
       for (auto& waiter : state->idleWaiters) waiter->fulfill();
       state->idleWaiters.clear();
     }
-  });
-  return state->sized.addBranch()
+  };
+  return state->sizedFor(hash)
       .then([&pool = state->pool, work = state->work, job = kj::mv(job)]() mutable {
         return runOnQueue<Status>(pool, [work, job = kj::mv(job)]() mutable {
           return job(*work);
         });
       })
-      .then([state, hash](Status placed) {
+      .then([state, hash, end](Status placed) {
         if (!placed.ok()) {
           state->failed[hash] = placed.error().message;
+          end(false);
           fail(placed.error().message);
         }
-        state->placing.erase(hash);  // placed: the deferred end leaves it out of `wanted`
         state->failed.erase(hash);
+        end(true);
       })
-      .attach(kj::mv(ended));
+      .attach(kj::defer([end, ended]() {
+        if (!*ended) end(false);  // dropped before the job ended
+      }))
+      .eagerlyEvaluate(nullptr);
+}
+
+void PreparedLoad::onGeometry(GeometryUse use) {
+  KJ_REQUIRE(state_->geometryUse == nullptr && state_->geometryDone == nullptr, "one use only");
+  state_->geometryUse = kj::mv(use);
+  if (state_->geometryLeft.empty()) geometryPlaced(*state_);
+}
+
+// Every geometry chunk is placed: checks the geometry (pool), then hands it to the use.
+void PreparedLoad::geometryPlaced(State& state) {
+  KJ_IF_MAYBE (use, state.geometryUse) {
+    std::shared_ptr<Work> work = state.work;
+    kj::Vector<kj::Promise<void>> arrays;
+    for (RenderDataArray which : kGeometryArrays)
+      arrays.add(state.sized[static_cast<uint32_t>(which)].addBranch());
+    state.geometryDone =
+        kj::joinPromises(arrays.releaseAsArray())
+            .then([&pool = state.pool, work]() {
+              return runOnQueue<Status>(pool, [work]() { return work->data.validateGeometry(); });
+            })
+            .then([work, use = kj::mv(*use)](Status valid) mutable -> kj::Promise<void> {
+              if (!valid.ok()) return kj::READY_NOW;  // finish()'s validate() names it
+              return use(work->data, work);
+            })
+            .catch_([](kj::Exception&&) {})
+            .fork();
+    state.geometryUse = nullptr;
+  }
 }
 
 kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLookup find) {
   std::shared_ptr<State> state = state_;
-  return state->sized.addBranch()
+  return state->sizedFor(nullptr)
       .then([state]() { return state->idle(); })
       .then([state, find = kj::mv(find)]() {
         // What the puts did not bring (a chunk the node held before, or one whose put failed).
@@ -171,14 +248,18 @@ kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLooku
           std::shared_ptr<const std::vector<uint8_t>> bytes = find(hash);
           if (bytes == nullptr) {
             auto failed = state->failed.find(hash);
-            const std::string why = failed != state->failed.end()
-                                        ? failed->second
-                                        : "chunk " + hash.hex() + " is missing (put it first)";
-            fail(why);
+            fail(failed != state->failed.end()
+                     ? failed->second
+                     : "chunk " + hash.hex() + " is missing (put it first)");
           }
           rest.add(placeEncoded(state, hash, std::move(bytes)));
         }
         return kj::joinPromises(rest.releaseAsArray());
+      })
+      .then([state]() {
+        // The geometry's use reads the arrays until it is done.
+        KJ_IF_MAYBE (done, state->geometryDone) return done->addBranch();
+        return kj::Promise<void>(kj::READY_NOW);
       })
       .then([state]() {
         return runOnQueue<Result<std::shared_ptr<const RenderData>>>(

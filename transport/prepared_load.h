@@ -30,7 +30,8 @@ namespace pl {
 class PreparedLoad {
  public:
   // Sizes the arrays of `manifest` (validated, and admitted by the node's memory budget: this
-  // allocates its raw bytes) on `pool`, which must outlive this object's jobs.
+  // allocates its raw bytes) on `pool`, which must outlive this object's jobs: one job per
+  // array, the geometry's first, each array's chunks placed once it is sized.
   PreparedLoad(ChunkManifest manifest, JobQueue& pool);
   ~PreparedLoad();
   PreparedLoad(const PreparedLoad&) = delete;
@@ -60,6 +61,15 @@ class PreparedLoad {
   void placeHeld(const RawChunks& raw, std::shared_ptr<const void> keep,
                  const EncodedLookup& find);
 
+  // Calls use(data, keep) once the chunks of the geometry arrays (kGeometryArrays) are placed
+  // and pass RenderData::validateGeometry() (checked on the pool), while other chunks may still
+  // be arriving: a device builds its BVH meanwhile. `data`'s geometry arrays stay as they are,
+  // and `keep` keeps it alive, until the promise use() returns resolves, which finish() waits
+  // for (its failure only costs the load that head start). Once; never for bad geometry.
+  using GeometryUse =
+      kj::Function<kj::Promise<void>(const RenderData& data, std::shared_ptr<const void> keep)>;
+  void onGeometry(GeometryUse use);
+
   // Waits for every placement in flight, then places what is still wanted from `find` (the
   // node's encoded chunks; null when it lacks one), then validates: the render data, or the
   // first error (a chunk that did not decode, one that is missing, or an inconsistency).
@@ -71,6 +81,7 @@ class PreparedLoad {
   struct State;
   static kj::Promise<void> run(std::shared_ptr<State> state, const Hash128& hash,
                                kj::Function<Status(const Work&)> job);
+  static void geometryPlaced(State& state);
   static kj::Promise<void> placeEncoded(std::shared_ptr<State> state, const Hash128& hash,
                                         std::shared_ptr<const std::vector<uint8_t>> encoded);
 

@@ -521,7 +521,7 @@ void RenderSession::Impl::encode(Generation& g) {
     const uint32_t index = static_cast<uint32_t>(RenderDataArray::camera);
     g.manifest.arrays[index] = encodeRenderData(cameraOnly, store_).arrays[index];
   }
-  g.chunkHashes = g.manifest.chunkHashes();
+  g.chunkHashes = g.manifest.uploadOrder();
   g.encoded = true;
   encodeSeconds_ += secondsBetween(encodeStart, now());
 }

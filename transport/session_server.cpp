@@ -430,6 +430,20 @@ class SessionServer final : public proto::RenderSession::Server {
         it != node.decoded.end() && !it->second.data.expired())
       return;
     lease.prepared = std::make_unique<PreparedLoad>(std::move(manifest), *node.codecPool);
+    // The devices build their BVHs as soon as the geometry is in, while the rest still comes.
+    std::vector<DeviceSlot*> slots;
+    for (uint32_t d : lease.devices) slots.push_back(node.slots[d].get());
+    lease.prepared->onGeometry([slots, cancelled = lease.cancelled](
+                                   const RenderData& data, std::shared_ptr<const void> keep) {
+      kj::Vector<kj::Promise<bool>> builds;
+      for (DeviceSlot* slot : slots) {
+        builds.add(runOnQueue<bool>(*slot->thread, [slot, &data, keep, cancelled]() {
+          if (!cancelled->load()) slot->device->prepareGeometry(data);
+          return true;
+        }));
+      }
+      return kj::joinPromises(builds.releaseAsArray()).ignoreResult();
+    });
     auto keep = std::make_shared<std::vector<std::shared_ptr<const RenderData>>>();
     const RawChunks raw = node.rawChunksFor(lease.prepared->manifest(), *keep);
     lease.prepared->placeHeld(raw, keep, [&node](const Hash128& hash) {

@@ -55,7 +55,9 @@ Status CpuDevice::load(std::shared_ptr<const RenderData> data) {
   // The previous scene's static part is reused when only a camera, a material, a light or a
   // moved object changed (embree_tracer.h).
   const auto start = std::chrono::steady_clock::now();
-  auto embree = EmbreeScene::build(*data, pool_.threadCount(), embree_.get());
+  std::unique_ptr<EmbreeScene> prepared = std::move(prepared_);
+  auto embree = EmbreeScene::build(*data, pool_.threadCount(),
+                                   prepared != nullptr ? prepared.get() : embree_.get());
   if (!embree.ok()) return Error{"cpu device: " + embree.error().message};
   const EmbreeScene::BuildStats& built = (*embree)->buildStats();
   PL_LOG_DEBUG(
@@ -68,6 +70,21 @@ Status CpuDevice::load(std::shared_ptr<const RenderData> data) {
   data_ = std::move(data);
   camera_ = data_->camera[0];
   return Status();
+}
+
+void CpuDevice::prepareGeometry(const RenderData& data) {
+  const auto start = std::chrono::steady_clock::now();
+  auto embree = EmbreeScene::build(data, pool_.threadCount(), embree_.get());
+  if (!embree.ok()) {
+    PL_LOG_DEBUG("cpu device: no BVH ahead of the load: %s", embree.error().message.c_str());
+    prepared_.reset();
+    return;
+  }
+  PL_LOG_DEBUG("cpu device: BVH over %llu triangles ahead of the load in %.1f ms",
+               (unsigned long long)(*embree)->buildStats().trianglesBuilt,
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                   .count());
+  prepared_ = std::move(embree).value();
 }
 
 Status CpuDevice::setCamera(const kernel::Camera& camera) {

@@ -23,6 +23,9 @@ class CpuDevice : public Device {
   // Validates the data and builds the Embree scene. On failure the previous data (if any)
   // stays loaded.
   Status load(std::shared_ptr<const RenderData> data) override;
+  // Builds the Embree scene of the geometry; the next load() reuses its static part (the BVH of
+  // every static mesh) when its geometry is the same.
+  void prepareGeometry(const RenderData& data) override;
   // Checks the camera as RenderData::validate() does, then renders with it (the Embree scene
   // stays).
   Status setCamera(const kernel::Camera& camera) override;
@@ -43,6 +46,7 @@ class CpuDevice : public Device {
   ThreadPool pool_;
   std::shared_ptr<const RenderData> data_;
   std::unique_ptr<EmbreeScene> embree_;  // built over *data_
+  std::unique_ptr<EmbreeScene> prepared_;  // prepareGeometry()'s, until the next load()
   kernel::Camera camera_{};              // data_->camera[0], or the one setCamera() gave
   bool failed_ = false;
 };

@@ -50,6 +50,11 @@ class Device {
   virtual DeviceInfo info() const = 0;
   // Takes shared ownership of validated data and builds what the device needs (BVH, upload).
   virtual Status load(std::shared_ptr<const RenderData> data) = 0;
+  // Ahead of a load(): builds what depends only on the geometry arrays (kGeometryArrays) of
+  // `data`, which passed RenderData::validateGeometry() and whose other arrays may still be
+  // being written (by other threads: this reads none of them). A load() of data with the same
+  // geometry then reuses it. Optional (does nothing by default); renders as before.
+  virtual void prepareGeometry(const RenderData& data) { (void)data; }
   // Renders one unit of the loaded data; `stop` may end it early (above).
   Result<TileResult> render(const WorkUnit& unit, const RenderStop& stop = RenderStop()) {
     return renderUnit(unit, stop);

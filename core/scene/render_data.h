@@ -25,6 +25,9 @@ enum class RenderDataArray : uint32_t {
       kCount
 };
 constexpr uint32_t kRenderDataArrayCount = static_cast<uint32_t>(RenderDataArray::kCount);
+// The arrays a BVH is built from (RenderData::validateGeometry() checks them alone).
+constexpr RenderDataArray kGeometryArrays[] = {RenderDataArray::positions, RenderDataArray::triangles,
+                                               RenderDataArray::meshes};
 
 // Upper bounds for data that may arrive from the network or from a scene file, checked
 // before allocating.
@@ -58,6 +61,10 @@ struct RenderData {
   // ranges, light and env table sizes, exactly one camera and globals, sane image size), so
   // that the kernel can trust the data. Data from the network must pass this before use.
   Status validate() const;
+  // The part of validate() that the geometry arrays (kGeometryArrays) pass alone: positions
+  // finite, triangles' vertices in range, meshes consistent. Reads no other array's contents
+  // (only the materials' count), so it may run while they are still being filled.
+  Status validateGeometry() const;
 };
 
 // The meshes as devices build their acceleration structures from them (render/embree_tracer.h,

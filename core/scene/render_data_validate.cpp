@@ -60,14 +60,7 @@ Status validateCamera(const kernel::Camera& cam) {
   return Status();
 }
 
-Status RenderData::validate() const {
-  // Exactly one camera and one globals, with a sane image size.
-  if (camera.size() != 1)
-    return invalid("expected exactly one camera, found " + std::to_string(camera.size()));
-  if (globals.size() != 1)
-    return invalid("expected exactly one globals entry, found " + std::to_string(globals.size()));
-  if (Status s = validateCamera(camera[0]); !s.ok()) return s;
-
+Status RenderData::validateGeometry() const {
   // The kernel indexes with uint32_t.
   const uint64_t kMaxCount = 0xffffffffu;
 #define PL_RD_COUNT(Type, name)                                                                    \
@@ -134,6 +127,19 @@ Status RenderData::validate() const {
                      std::to_string(vertexEnd) + " of " + std::to_string(vertexCount) +
                      " vertices");
   }
+
+  return Status();
+}
+
+Status RenderData::validate() const {
+  // Exactly one camera and one globals, with a sane image size.
+  if (camera.size() != 1)
+    return invalid("expected exactly one camera, found " + std::to_string(camera.size()));
+  if (globals.size() != 1)
+    return invalid("expected exactly one globals entry, found " + std::to_string(globals.size()));
+  if (Status s = validateCamera(camera[0]); !s.ok()) return s;
+
+  if (Status s = validateGeometry(); !s.ok()) return s;
 
   for (size_t i = 0; i < materials.size(); ++i) {
     const kernel::Material& m = materials[i];

@@ -81,6 +81,35 @@ TEST(CpuDeviceTest, AnySplitAndOrderGivesBitwiseIdenticalFilm) {
   EXPECT_NE(*std::min_element(rgb.begin(), rgb.end()), *std::max_element(rgb.begin(), rgb.end()));
 }
 
+// prepareGeometry() ahead of a load (a node decoding a scene as it arrives): the load reuses the
+// BVH built then, and renders the same bits as a device that loaded the data alone. Geometry
+// it was not prepared for is built again.
+TEST(CpuDeviceTest, GeometryPreparedAheadIsReusedByTheLoad) {
+  auto data = cornellBox(kSize);
+  const WorkUnit unit{Rect{8, 8, 16, 16}, 0, 4, 4};
+  CpuDevice plain(2);
+  ASSERT_TRUE(plain.load(data).ok());
+  const std::vector<int64_t> expected = plain.render(unit).value().sums;
+
+  CpuDevice device(2);
+  RenderData geometryOnly;  // what a node holds while the rest of the scene still arrives
+  geometryOnly.positions = data->positions;
+  geometryOnly.triangles = data->triangles;
+  geometryOnly.meshes = data->meshes;
+  device.prepareGeometry(geometryOnly);
+  ASSERT_TRUE(device.load(data).ok());
+  ASSERT_NE(device.embreeScene(), nullptr);
+  EXPECT_TRUE(device.embreeScene()->buildStats().staticReused);
+  EXPECT_EQ(device.embreeScene()->buildStats().trianglesBuilt, 0u);
+  EXPECT_EQ(device.render(unit).value().sums, expected);
+
+  RenderData moved = *data;
+  moved.positions[0].y += 0.01f;
+  device.prepareGeometry(geometryOnly);  // not the geometry loaded next
+  ASSERT_TRUE(device.load(std::make_shared<const RenderData>(moved)).ok());
+  EXPECT_FALSE(device.embreeScene()->buildStats().staticReused);
+}
+
 TEST(CpuDeviceTest, RejectsBadWorkUnitsAndKeepsWorking) {
   CpuDevice device(2);
   WorkUnit good{Rect{8, 8, 8, 8}, 0, 4, 4};

@@ -1,0 +1,172 @@
+// PreparedLoad (transport/prepared_load.h): render data decoded into place as its chunks come,
+// on a pool of codec threads, in any order. What must hold: the data is bitwise what
+// decodeRenderData() gives; the geometry is handed out (once) as soon as its chunks are in and
+// checked, before the rest; a bad chunk is named and can be replaced; a missing one is named.
+
+#include "transport/prepared_load.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "tests/transport/loop_test_util.h"
+#include "tests/transport/node_thread.h"
+#include "transport/chunk_codec.h"
+#include "transport/uv_kj_loop.h"
+
+namespace pl {
+namespace {
+
+using testing::waitFor;
+
+struct Encoded {
+  RenderData data;
+  ChunkStore store;
+  ChunkManifest manifest;
+};
+
+Encoded encoded(RenderData data) {
+  Encoded out;
+  out.data = std::move(data);
+  ChunkEncodeOptions options;
+  options.maxChunkBytes = 1 << 10;  // many chunks
+  out.manifest = encodeRenderData(out.data, out.store, options);
+  return out;
+}
+
+std::shared_ptr<const std::vector<uint8_t>> bytesOf(const ChunkStore& store, const Hash128& h) {
+  std::span<const uint8_t> bytes = *store.find(h);
+  return std::make_shared<const std::vector<uint8_t>>(bytes.begin(), bytes.end());
+}
+
+PreparedLoad::EncodedLookup nothingHeld() {
+  return [](const Hash128&) { return std::shared_ptr<const std::vector<uint8_t>>(); };
+}
+
+bool isGeometry(const ChunkManifest& manifest, const Hash128& hash) {
+  for (RenderDataArray which : kGeometryArrays)
+    for (const ChunkRef& ref : manifest.arrays[static_cast<uint32_t>(which)].chunks)
+      if (ref.hash == hash) return true;
+  return false;
+}
+
+TEST(PreparedLoadTest, GeometryFirstThenTheRestInAnyOrderGivesTheSameData) {
+  for (unsigned threads : {1u, 3u}) {
+    SCOPED_TRACE(std::to_string(threads) + " codec threads");
+    Encoded scene = encoded(testing::compiledCornellBox(32));
+    UvKjLoop loop;
+    JobQueue pool(threads);
+    PreparedLoad load(scene.manifest, pool);
+    int used = 0;
+    size_t restPlacedWhenUsed = 0;
+    std::vector<Hash128> order = scene.manifest.uploadOrder();
+    const auto firstOther = std::find_if(order.begin(), order.end(), [&](const Hash128& h) {
+      return !isGeometry(scene.manifest, h);
+    });
+    ASSERT_NE(firstOther, order.end());
+    std::shuffle(firstOther, order.end(), std::mt19937(threads));
+    load.onGeometry([&](const RenderData& data, std::shared_ptr<const void>) {
+      ++used;
+      EXPECT_EQ(data.positions.size(), scene.data.positions.size());
+      EXPECT_TRUE(std::equal(data.triangles.begin(), data.triangles.end(),
+                             scene.data.triangles.begin(), [](const auto& a, const auto& b) {
+                               return std::memcmp(&a, &b, sizeof(a)) == 0;
+                             }));
+      for (const Hash128& h : order) restPlacedWhenUsed += !isGeometry(scene.manifest, h) &&
+                                                           load.holds(h);
+      return kj::READY_NOW;
+    });
+    // The geometry's chunks first (what uploadOrder() puts first), waited for one by one.
+    for (auto it = order.begin(); it != firstOther; ++it)
+      waitFor(loop, load.place(*it, bytesOf(scene.store, *it)));
+    for (int i = 0; i < 100 && used == 0; ++i)
+      loop.timer().afterDelay(10 * kj::MILLISECONDS).wait(loop.waitScope());
+    EXPECT_EQ(used, 1) << "the geometry was not handed out once its chunks were in";
+    EXPECT_EQ(restPlacedWhenUsed, 0u);
+    kj::Vector<kj::Promise<void>> rest;
+    for (auto it = firstOther; it != order.end(); ++it) {
+      EXPECT_TRUE(load.wants(*it));
+      rest.add(load.place(*it, bytesOf(scene.store, *it)));
+    }
+    std::shared_ptr<const RenderData> data = waitFor(loop, load.finish(nothingHeld()));
+    waitFor(loop, kj::joinPromises(rest.releaseAsArray()));
+    EXPECT_EQ(used, 1);
+    EXPECT_EQ(data->arrayHashes(), scene.data.arrayHashes());
+  }
+}
+
+TEST(PreparedLoadTest, ABadChunkIsNamedAndItsGoodVersionTakenFromTheNode) {
+  Encoded scene = encoded(testing::compiledCornellBox(32));
+  const std::vector<Hash128> order = scene.manifest.uploadOrder();
+  UvKjLoop loop;
+  JobQueue pool(2);
+  PreparedLoad load(scene.manifest, pool);
+  const Hash128 bad = order[2];
+  std::vector<uint8_t> corrupt = *bytesOf(scene.store, bad);
+  corrupt[corrupt.size() / 2] ^= 0x5a;
+  auto failed = testing::exceptionFrom([&] {
+    waitFor(loop, load.place(bad, std::make_shared<const std::vector<uint8_t>>(corrupt)));
+  });
+  KJ_IF_MAYBE (e, failed) {
+    EXPECT_EQ(std::string(e->getDescription().cStr()).find("chunk " + bad.hex() + ": "), 0u)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "a corrupt chunk was placed";
+  }
+  EXPECT_TRUE(load.wants(bad));
+  for (const Hash128& h : order)
+    if (!(h == bad)) waitFor(loop, load.place(h, bytesOf(scene.store, h)));
+  // The node has the good version (a later put, its cache): finish() takes it from there.
+  std::shared_ptr<const RenderData> data = waitFor(
+      loop, load.finish([&](const Hash128& h) { return h == bad ? bytesOf(scene.store, h) : nullptr; }));
+  EXPECT_EQ(data->arrayHashes(), scene.data.arrayHashes());
+}
+
+TEST(PreparedLoadTest, AMissingChunkAndBadGeometryAreNamed) {
+  Encoded scene = encoded(testing::compiledCornellBox(32));
+  {
+    UvKjLoop loop;
+    JobQueue pool(2);
+    PreparedLoad load(scene.manifest, pool);
+    const std::vector<Hash128> order = scene.manifest.uploadOrder();
+    for (size_t i = 1; i < order.size(); ++i)
+      waitFor(loop, load.place(order[i], bytesOf(scene.store, order[i])));
+    auto failed = testing::exceptionFrom([&] { waitFor(loop, load.finish(nothingHeld())); });
+    KJ_IF_MAYBE (e, failed) {
+      EXPECT_EQ(std::string(e->getDescription().cStr()),
+                "chunk " + order[0].hex() + " is missing (put it first)");
+    } else {
+      ADD_FAILURE() << "a load with a chunk missing finished";
+    }
+  }
+  // A triangle that indexes beyond the vertices: the geometry is never handed out, and the
+  // load fails naming it.
+  RenderData broken = testing::compiledCornellBox(32);
+  broken.triangles[5].v1 = uint32_t(broken.positions.size()) + 7;
+  Encoded bad = encoded(std::move(broken));
+  UvKjLoop loop;
+  JobQueue pool(2);
+  PreparedLoad load(bad.manifest, pool);
+  bool used = false;
+  load.onGeometry([&](const RenderData&, std::shared_ptr<const void>) {
+    used = true;
+    return kj::READY_NOW;
+  });
+  for (const Hash128& h : bad.manifest.uploadOrder())
+    waitFor(loop, load.place(h, bytesOf(bad.store, h)));
+  auto failed = testing::exceptionFrom([&] { waitFor(loop, load.finish(nothingHeld())); });
+  EXPECT_FALSE(used);
+  KJ_IF_MAYBE (e, failed) {
+    EXPECT_NE(std::string(e->getDescription().cStr()).find("triangles[5] has a vertex index"),
+              std::string::npos)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "bad geometry loaded";
+  }
+}
+
+}  // namespace
+}  // namespace pl
