@@ -129,7 +129,6 @@ void LeaseState::end(const LeaseEnding& how) {
   heldForLoads.clear();
   prepared.reset();
   forwardToWorker.clear();
-  forwardedRefs.reset();
   worker = nullptr;
   workerSession = nullptr;
   onLoaded = nullptr;
@@ -151,7 +150,9 @@ kj::Promise<void> LeaseState::whenEnded() {
 }
 
 void LeaseState::ForwardErrors::taskFailed(kj::Exception&& e) {
-  PL_LOG_DEBUG("a chunk for the worker was not sent: %s", e.getDescription().cStr());
+  PL_LOG_WARN("lease %llu: a chunk for its worker was not taken: %s", (unsigned long long)lease_.id,
+              e.getDescription().cStr());
+  lease_.lastCallUnanswered = true;
 }
 
 kj::Promise<void> LeaseState::putsDone() {

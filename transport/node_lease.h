@@ -156,6 +156,9 @@ struct NodeResources {
     std::shared_ptr<const RawChunkIndex> index;
   };
   std::map<std::pair<uint64_t, uint64_t>, Decoded> decoded;
+  // Geometry keys whose full decode is in flight: a load of the same geometry waits for it
+  // (resolves, decoded or not, when it ends), then shares the data.
+  std::map<std::pair<uint64_t, uint64_t>, kj::ForkedPromise<void>> decoding;
   // Whether alive decoded data holds the chunk's raw bytes; if so, that data (for the caller to
   // hold while it relies on them).
   std::shared_ptr<const RenderData> decodedHolding(const Hash128& hash);
@@ -249,15 +252,27 @@ struct LeaseState final : public kj::Refcounted {
   // of the same manifest, dropped by a load of another); in worker mode, the chunks of the
   // prepared manifest that puts hand on to the worker once verified, and the cached bytes those
   // messages reference (held like loadInWorker's, until the next load is answered).
-  std::unique_ptr<PreparedLoad> prepared;
-  std::unordered_set<Hash128, Hash128Hasher> forwardToWorker;
-  std::shared_ptr<WorkerChunkRefs::Refs> forwardedRefs;
-  // The puts on their way to the worker (each counted in putsInFlight until sent; the put's
-  // answer does not wait for it). A failed one is only logged: the load's missing() asks the
-  // worker, and the cache sends it again.
+  std::shared_ptr<PreparedLoad> prepared;
+  std::vector<std::shared_ptr<PreparedLoad>> finishing;  // taken by loads not answered yet
+  // Whether a prepared load of this lease (waiting, or being finished) holds the chunk.
+  bool holdsPrepared(const Hash128& hash) const {
+    if (prepared != nullptr && prepared->holds(hash)) return true;
+    for (const auto& p : finishing)
+      if (p->holds(hash)) return true;
+    return false;
+  }
+  std::unordered_map<Hash128, uint32_t, Hash128Hasher> forwardToWorker;  // hash -> raw bytes
+  // The puts on their way to the worker (copies: each counted in putsInFlight until sent; the
+  // put's answer does not wait for it). One that fails (the worker refused it, which breaks
+  // the worker's put stream for good) makes the lease end unquiet: its worker is not kept.
   class ForwardErrors final : public kj::TaskSet::ErrorHandler {
+   public:
+    explicit ForwardErrors(LeaseState& lease) : lease_(lease) {}
     void taskFailed(kj::Exception&& e) override;
-  } forwardErrors;
+
+   private:
+    LeaseState& lease_;
+  } forwardErrors{*this};
   kj::TaskSet forwards{forwardErrors};
   // Decoded render data that holds chunks missing() reported present without a cached copy:
   // kept until no load of this session is in flight (or the lease ends).

@@ -116,13 +116,7 @@ bool PreparedLoad::holds(const Hash128& hash) const {
 
 kj::Promise<void> PreparedLoad::place(const Hash128& hash,
                                       std::shared_ptr<const std::vector<uint8_t>> encoded) {
-  return placeEncoded(state_, hash, std::move(encoded));
-}
-
-kj::Promise<void> PreparedLoad::placeEncoded(std::shared_ptr<State> state, const Hash128& hash,
-                                             std::shared_ptr<const std::vector<uint8_t>> encoded) {
-  return run(kj::mv(state), hash,
-             [hash, encoded = std::move(encoded)](const Work& work) -> Status {
+  return run(hash, [hash, encoded = std::move(encoded)](const Work& work) -> Status {
                const std::vector<const ChunkPlace*> places = work.placesOf(hash);
                const ChunkPlace& first = *places.front();
                for (const ChunkPlace* place : places) {
@@ -142,7 +136,7 @@ kj::Promise<void> PreparedLoad::placeEncoded(std::shared_ptr<State> state, const
 
 kj::Promise<void> PreparedLoad::placeRaw(const Hash128& hash, std::span<const uint8_t> raw,
                                          std::shared_ptr<const void> keep) {
-  return run(state_, hash, [hash, raw, keep = std::move(keep)](const Work& work) -> Status {
+  return run(hash, [hash, raw, keep = std::move(keep)](const Work& work) -> Status {
     for (const ChunkPlace* place : work.placesOf(hash)) {
       if (raw.size() != place->ref->rawBytes)
         return Error{"chunk " + hash.hex() + ": " + std::to_string(raw.size()) +
@@ -166,18 +160,28 @@ void PreparedLoad::placeHeld(const RawChunks& raw, std::shared_ptr<const void> k
   }
 }
 
+void PreparedLoad::takeFrom(std::shared_ptr<PreparedLoad> earlier) {
+  std::shared_ptr<State> from = earlier->state_;
+  held_.add(from->idle().then([this, from, earlier = std::move(earlier)]() {
+    RawChunks raw;
+    for (const auto& [hash, refs] : from->work->where) {
+      if (!state_->wanted.count(hash) || !earlier->holds(hash)) continue;
+      const ChunkPlace* first = from->work->placesOf(hash).front();
+      raw.emplace(hash, std::span<const uint8_t>(first->dst, first->ref->rawBytes));
+    }
+    placeHeld(raw, from->work, [](const Hash128&) { return nullptr; });
+  }));
+}
+
 // Runs a placement of `hash` (wanted) on the pool once its arrays are sized. While it runs the
-// chunk is neither wanted nor placed; it ends placed, or wanted again (its error kept). The
-// bookkeeping happens when the job ends (the promise is evaluated eagerly), or when the caller
-// drops the promise before.
-kj::Promise<void> PreparedLoad::run(std::shared_ptr<State> state, const Hash128& hash,
-                                    kj::Function<Status(const Work&)> job) {
+// chunk is neither wanted nor placed; it ends placed, or wanted again (its error kept). The job
+// is this object's (held_): the caller gets a branch of it.
+kj::Promise<void> PreparedLoad::run(const Hash128& hash, kj::Function<Status(const Work&)> job) {
+  std::shared_ptr<State> state = state_;
   KJ_REQUIRE(state->wanted.erase(hash) == 1, "chunk not wanted", hash.hex());
   state->placing.insert(hash);
   ++state->inFlight;
-  auto ended = std::make_shared<bool>(false);
-  auto end = [state, hash, ended](bool placed) {
-    *ended = true;
+  auto end = [state, hash](bool placed) {
     state->placing.erase(hash);
     if (!placed) state->wanted.insert(hash);
     if (placed && state->geometryLeft.erase(hash) != 0 && state->geometryLeft.empty())
@@ -187,25 +191,30 @@ kj::Promise<void> PreparedLoad::run(std::shared_ptr<State> state, const Hash128&
       state->idleWaiters.clear();
     }
   };
-  return state->sizedFor(hash)
-      .then([&pool = state->pool, work = state->work, job = kj::mv(job)]() mutable {
-        return runOnQueue<Status>(pool, [work, job = kj::mv(job)]() mutable {
-          return job(*work);
-        });
-      })
-      .then([state, hash, end](Status placed) {
-        if (!placed.ok()) {
-          state->failed[hash] = placed.error().message;
-          end(false);
-          fail(placed.error().message);
-        }
-        state->failed.erase(hash);
-        end(true);
-      })
-      .attach(kj::defer([end, ended]() {
-        if (!*ended) end(false);  // dropped before the job ended
-      }))
-      .eagerlyEvaluate(nullptr);
+  kj::ForkedPromise<void> placed =
+      state->sizedFor(hash)
+          .then([&pool = state->pool, work = state->work, job = kj::mv(job)]() mutable {
+            return runOnQueue<Status>(pool, [work, job = kj::mv(job)]() mutable {
+              return job(*work);
+            });
+          })
+          .then(
+              [state, hash, end](Status placed) {
+                if (!placed.ok()) {
+                  state->failed[hash] = placed.error().message;
+                  end(false);
+                  fail(placed.error().message);
+                }
+                state->failed.erase(hash);
+                end(true);
+              },
+              [end](kj::Exception&& e) {  // the pool went away
+                end(false);
+                kj::throwFatalException(kj::mv(e));
+              })
+          .fork();
+  held_.add(placed.addBranch());
+  return placed.addBranch();
 }
 
 void PreparedLoad::onGeometry(GeometryUse use) {
@@ -239,8 +248,9 @@ void PreparedLoad::geometryPlaced(State& state) {
 kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLookup find) {
   std::shared_ptr<State> state = state_;
   return state->sizedFor(nullptr)
+      .then([this]() { return held_.onEmpty(); })
       .then([state]() { return state->idle(); })
-      .then([state, find = kj::mv(find)]() {
+      .then([this, state, find = kj::mv(find)]() {
         // What the puts did not bring (a chunk the node held before, or one whose put failed).
         kj::Vector<kj::Promise<void>> rest;
         const std::vector<Hash128> wanted(state->wanted.begin(), state->wanted.end());
@@ -252,7 +262,7 @@ kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLooku
                      ? failed->second
                      : "chunk " + hash.hex() + " is missing (put it first)");
           }
-          rest.add(placeEncoded(state, hash, std::move(bytes)));
+          rest.add(place(hash, std::move(bytes)));
         }
         return kj::joinPromises(rest.releaseAsArray());
       })

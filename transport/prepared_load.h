@@ -8,8 +8,9 @@
 // decode no longer follows the upload.
 //
 // Threads: the loop thread; decoding and sizing run on the JobQueue given (their results come
-// back through runOnQueue). The arrays are written by pool jobs on disjoint byte ranges, and
-// read only once finish() has seen every job end.
+// back through runOnQueue). The arrays are written by pool jobs on disjoint byte ranges; the
+// geometry's are read by onGeometry()'s use once their chunks are placed, the whole data by
+// finish() once every job has ended.
 
 #include <kj/async.h>
 
@@ -70,6 +71,11 @@ class PreparedLoad {
       kj::Function<kj::Promise<void>(const RenderData& data, std::shared_ptr<const void> keep)>;
   void onGeometry(GeometryUse use);
 
+  // This load replaces `earlier` (the node said the chunks it holds are here): once `earlier`
+  // is idle, the chunks it placed that this one wants are copied from its arrays (in the
+  // background; finish() waits for it). `earlier` lives until then.
+  void takeFrom(std::shared_ptr<PreparedLoad> earlier);
+
   // Waits for every placement in flight, then places what is still wanted from `find` (the
   // node's encoded chunks; null when it lacks one), then validates: the render data, or the
   // first error (a chunk that did not decode, one that is missing, or an inconsistency).
@@ -79,16 +85,15 @@ class PreparedLoad {
  private:
   struct Work;
   struct State;
-  static kj::Promise<void> run(std::shared_ptr<State> state, const Hash128& hash,
-                               kj::Function<Status(const Work&)> job);
+  kj::Promise<void> run(const Hash128& hash, kj::Function<Status(const Work&)> job);
   static void geometryPlaced(State& state);
-  static kj::Promise<void> placeEncoded(std::shared_ptr<State> state, const Hash128& hash,
-                                        std::shared_ptr<const std::vector<uint8_t>> encoded);
 
   // Shared with the promises handed out (a put may outlive this object: a new prepare
   // replaces it). Loop thread only; the pool jobs share its Work.
   std::shared_ptr<State> state_;
-  // placeHeld()'s placements (their errors are the state's: the chunk is wanted again).
+  // Every placement (a caller's promise is a branch of it, so dropping that promise does not
+  // stop the job or its bookkeeping), placeHeld()'s and takeFrom()'s. Their errors are the
+  // state's: the chunk is wanted again.
   class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&&) override {}
   } ignoreErrors_;

@@ -44,6 +44,29 @@ kj::Promise<void> tracked(LeaseState& lease, kj::Promise<void> call) {
       }));
 }
 
+// What a finished decode of `kept` does: logs it, registers the data as the node's decoded
+// data of its geometry (later loads share it), and gives `scene` with it.
+auto decodedAs(NodeResources& node, LoadedScene scene, std::pair<uint64_t, uint64_t> key,
+               std::chrono::steady_clock::time_point start, LeaseId leaseId, ChunkManifest kept) {
+  auto index = std::make_shared<const RawChunkIndex>(kept);
+  return [&node, scene, key, start, leaseId, index, kept = std::move(kept)](
+             std::shared_ptr<const RenderData> data) mutable {
+    PL_LOG_DEBUG("lease %llu: scene %s: render data decoded (%.1f MiB) in %.0f ms",
+                 (unsigned long long)leaseId, scene.id.hex().c_str(),
+                 double(data->byteSize()) / (1 << 20),
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                           start)
+                     .count());
+    scene.data = std::move(data);
+    scene.camera = scene.data->camera[0];
+    scene.width = scene.camera.width;
+    scene.height = scene.camera.height;
+    node.forgetExpiredDecoded();
+    node.decoded[key] = NodeResources::Decoded{scene.data, std::move(kept), index};
+    return scene;
+  };
+}
+
 class SessionServer final : public proto::RenderSession::Server {
  public:
   explicit SessionServer(kj::Own<LeaseState> lease) : lease_(kj::mv(lease)) {}
@@ -81,7 +104,7 @@ class SessionServer final : public proto::RenderSession::Server {
           std::vector<Hash128> lacking;
           for (const Hash128& h : hashes) {
             if (lease->pin(h) || lease->node.chunks.contains(h)) continue;
-            if (lease->prepared != nullptr && lease->prepared->holds(h)) continue;
+            if (lease->holdsPrepared(h)) continue;
             if (std::shared_ptr<const RenderData> data = lease->node.decodedHolding(h)) {
               auto& held = lease->heldForLoads;
               if (std::find(held.begin(), held.end(), data) == held.end()) held.push_back(data);
@@ -140,6 +163,13 @@ class SessionServer final : public proto::RenderSession::Server {
       lease_->store(hash, bytes);
       return kj::READY_NOW;
     }
+    if (auto it = lease_->forwardToWorker.find(hash); it != lease_->forwardToWorker.end()) {
+      if (declared != it->second) {  // the worker's prepared load would refuse it
+        refused(*lease_, name + ": declares " + std::to_string(declared) +
+                             " raw bytes, the prepared manifest says " +
+                             std::to_string(it->second));
+      }
+    }
     ++lease_->putsInFlight;
     auto lease = kj::addRef(*lease_);
     return runOnQueue<Status>(*node.codecPool,
@@ -153,7 +183,7 @@ class SessionServer final : public proto::RenderSession::Server {
           if (!verified.ok()) refused(*lease, verified.error().message);
           lease->store(hash, bytes);
           // Prepared in the worker: it decodes the chunk now, while the upload goes on.
-          if (lease->forwardToWorker.count(hash) != 0) forward(*lease, hash, bytes);
+          if (lease->forwardToWorker.count(hash) != 0) forward(*lease, hash, *bytes);
         })
         .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
   }
@@ -165,13 +195,19 @@ class SessionServer final : public proto::RenderSession::Server {
     auto manifest = fromProto(context.getParams().getManifest());
     if (!manifest.ok()) failCall(manifest.error().message);
     if (Status s = lease_->node.admitLoad(*lease_, *manifest); !s.ok()) failCall(s.error().message);
-    if (lease_->worker != nullptr) {
-      lease_->forwardToWorker.clear();
-      for (const Hash128& hash : manifest->chunkHashes()) lease_->forwardToWorker.insert(hash);
-      if (lease_->forwardedRefs == nullptr) {
-        lease_->forwardedRefs = std::make_shared<WorkerChunkRefs::Refs>();
-        lease_->node.workerChunkRefs.hold(lease_->worker, lease_->forwardedRefs);
+    // Each chunk's raw size (a hash is one content, so one size): what a put must declare.
+    std::unordered_map<Hash128, uint32_t, Hash128Hasher> sizes;
+    for (const ArrayManifest& array : manifest->arrays) {
+      for (const ChunkRef& ref : array.chunks) {
+        auto [it, added] = sizes.emplace(ref.hash, ref.rawBytes);
+        if (!added && it->second != ref.rawBytes)
+          failCall("manifest: chunk " + ref.hash.hex() + " is listed with " +
+                   std::to_string(it->second) + " and " + std::to_string(ref.rawBytes) +
+                   " raw bytes");
       }
+    }
+    if (lease_->worker != nullptr) {
+      lease_->forwardToWorker = std::move(sizes);
       auto request = lease_->workerSession.prepareRequest();
       request.setManifest(context.getParams().getManifest());
       return request.send().ignoreResult();
@@ -313,14 +349,9 @@ class SessionServer final : public proto::RenderSession::Server {
     std::vector<Hash128> hashes = manifest.chunkHashes();
     const WorkerProcess* worker = lease->worker;
     auto refs = std::make_shared<WorkerChunkRefs::Refs>();
-    // The puts a prepare handed on: held until the worker answers this load, like `refs`.
-    auto forwarded = std::make_shared<std::shared_ptr<WorkerChunkRefs::Refs>>();
     return lease->putsDone()
-        .then([lease = kj::addRef(*lease), hashes, forwarded]() mutable {
+        .then([lease = kj::addRef(*lease), hashes]() mutable {
           lease->checkServing();
-          *forwarded = std::move(lease->forwardedRefs);
-          lease->forwardedRefs = nullptr;
-          lease->forwardToWorker.clear();
           auto request = lease->workerSession.missingRequest();
           toProto(hashes, request.initHashes(uint32_t(hashes.size())));
           return request.send();
@@ -341,18 +372,15 @@ class SessionServer final : public proto::RenderSession::Server {
           if (!refs->empty()) lease->node.workerChunkRefs.hold(worker, refs);
           return streamToWorker(kj::mv(lease), kj::mv(send), refs, 0);
         })
-        .then([context, lease = kj::mv(lease), manifest = std::move(manifest), worker, refs,
-               forwarded]() mutable {
+        .then([context, lease = kj::mv(lease), manifest = std::move(manifest), worker,
+               refs]() mutable {
           lease->checkServing();
           auto request = lease->workerSession.loadRequest();
           request.setManifest(context.getParams().getManifest());
           // Once the worker answers the load (or fails it), it has read every put sent before
           // it: the bytes they reference may go (a warm worker outlives the lease).
           NodeResources* node = &lease->node;
-          auto answered = [node, worker, refs, forwarded]() {
-            node->workerChunkRefs.release(worker, refs);
-            if (*forwarded != nullptr) node->workerChunkRefs.release(worker, *forwarded);
-          };
+          auto answered = [node, worker, refs]() { node->workerChunkRefs.release(worker, refs); };
           return request.send().then(
               [context, lease = kj::mv(lease), manifest = std::move(manifest), answered](
                   capnp::Response<proto::RenderSession::LoadResults>&& response) mutable {
@@ -402,14 +430,16 @@ class SessionServer final : public proto::RenderSession::Server {
     return put.send();
   }
 
-  // Hands a verified put on to the worker; missing() and load() wait until it is sent.
-  static void forward(LeaseState& lease, const Hash128& hash,
-                      std::shared_ptr<const std::vector<uint8_t>> bytes) {
-    lease.forwardedRefs->push_back(bytes);
+  // Hands a verified put on to the worker (a copy: nothing to hold for the message);
+  // missing() and load() wait until it is sent.
+  static void forward(LeaseState& lease, const Hash128& hash, const std::vector<uint8_t>& bytes) {
     lease.node.counters.putsForwarded.fetch_add(1, std::memory_order_relaxed);
     ++lease.putsInFlight;
-    lease.forwards.add(sendToWorker(lease, hash, *bytes)
-                           .attach(kj::defer([&lease]() { lease.putFinished(); })));
+    auto put = lease.workerSession.putRequest(capnp::MessageSize{16 + bytes.size() / 8, 1});
+    auto chunk = put.initChunk();
+    toProto(hash, chunk.initHash());
+    chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
+    lease.forwards.add(put.send().attach(kj::defer([&lease]() { lease.putFinished(); })));
   }
 
   [[noreturn]] static void refused(LeaseState& lease, const std::string& why) {
@@ -421,15 +451,24 @@ class SessionServer final : public proto::RenderSession::Server {
   // In process: a prepared load of `manifest`, unless the load will need no decode (the scene
   // is loaded, or decoded data differs from it in the camera alone). What the node holds
   // already goes into place at once.
+  // A prepare that replaces one of other geometry takes over what that one holds (the Primary
+  // was told those chunks are here); one of the same geometry (a camera move) is kept: the load
+  // shares its data. So is a decode of that geometry in flight.
   static void prepareHere(LeaseState& lease, ChunkManifest manifest) {
     NodeResources& node = lease.node;
-    lease.prepared.reset();
     if (lease.findScene(sceneIdOf(manifest)) != nullptr) return;
     const Hash128 geometry = geometryKeyOf(manifest);
-    if (auto it = node.decoded.find(std::make_pair(geometry.lo, geometry.hi));
-        it != node.decoded.end() && !it->second.data.expired())
+    const auto key = std::make_pair(geometry.lo, geometry.hi);
+    if (auto it = node.decoded.find(key); it != node.decoded.end() && !it->second.data.expired())
       return;
-    lease.prepared = std::make_unique<PreparedLoad>(std::move(manifest), *node.codecPool);
+    if (node.decoding.count(key) != 0) return;
+    std::shared_ptr<PreparedLoad> earlier = std::move(lease.prepared);
+    if (earlier != nullptr && geometryKeyOf(earlier->manifest()) == geometry) {
+      lease.prepared = std::move(earlier);
+      return;
+    }
+    lease.prepared = std::make_shared<PreparedLoad>(std::move(manifest), *node.codecPool);
+    if (earlier != nullptr) lease.prepared->takeFrom(std::move(earlier));
     // The devices build their BVHs as soon as the geometry is in, while the rest still comes.
     std::vector<DeviceSlot*> slots;
     for (uint32_t d : lease.devices) slots.push_back(node.slots[d].get());
@@ -457,7 +496,6 @@ class SessionServer final : public proto::RenderSession::Server {
   static kj::Promise<LoadedScene> decodeScene(LeaseState& lease, ChunkManifest manifest) {
     lease.checkServing();
     NodeResources& node = lease.node;
-    std::unique_ptr<PreparedLoad> prepared = std::move(lease.prepared);  // this load's, or stale
     LoadedScene scene;
     scene.id = sceneIdOf(manifest);
     if (const LoadedScene* known = lease.findScene(scene.id)) {
@@ -467,6 +505,19 @@ class SessionServer final : public proto::RenderSession::Server {
     }
     const Hash128 geometry = geometryKeyOf(manifest);
     auto key = std::make_pair(geometry.lo, geometry.hi);
+    // The same geometry being decoded (a camera move right behind the first load): wait, then
+    // share it.
+    if (auto it = node.decoding.find(key); it != node.decoding.end()) {
+      return it->second.addBranch().then(
+          [lease = kj::addRef(lease), manifest = std::move(manifest)]() mutable {
+            return decodeScene(*lease, std::move(manifest));
+          });
+    }
+    // Prepared with this geometry: its data, decoded as the chunks came (then shared, when only
+    // the camera differs). A prepared load of other geometry stays for its own load.
+    std::shared_ptr<PreparedLoad> prepared;
+    if (lease.prepared != nullptr && geometryKeyOf(lease.prepared->manifest()) == geometry)
+      prepared = std::move(lease.prepared);
     if (auto it = node.decoded.find(key); it != node.decoded.end()) {
       // The camera of the data itself (this very scene, loaded by another session), or the
       // manifest's own camera chunk from the cache. A camera chunk that only other decoded data
@@ -495,34 +546,38 @@ class SessionServer final : public proto::RenderSession::Server {
     }
     node.counters.scenesDecoded.fetch_add(1, std::memory_order_relaxed);
     const auto start = std::chrono::steady_clock::now();
-    auto index = std::make_shared<const RawChunkIndex>(manifest);
-    auto decoded = [&node, scene, key, start, leaseId = lease.id, index, kept = manifest](
-                       std::shared_ptr<const RenderData> data) mutable {
-      PL_LOG_DEBUG("lease %llu: scene %s: render data decoded (%.1f MiB) in %.0f ms",
-                   (unsigned long long)leaseId, scene.id.hex().c_str(),
-                   double(data->byteSize()) / (1 << 20),
-                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                             start)
-                       .count());
-      scene.data = std::move(data);
-      scene.camera = scene.data->camera[0];
-      scene.width = scene.camera.width;
-      scene.height = scene.camera.height;
-      node.forgetExpiredDecoded();
-      node.decoded[key] = NodeResources::Decoded{scene.data, std::move(kept), index};
-      return scene;
-    };
-    // Prepared (its chunks decoded as they came): what is left, then validated.
-    if (prepared != nullptr && prepared->manifest() == manifest) {
+    // Loads of this geometry wait for this decode (and then share it).
+    auto decodingDone = kj::newPromiseAndFulfiller<void>();
+    node.decoding.emplace(key, decodingDone.promise.fork());
+    auto decodingEnds = kj::defer([&node, key, done = kj::mv(decodingDone.fulfiller)]() mutable {
+      node.decoding.erase(key);
+      done->fulfill();
+    });
+    if (prepared != nullptr) {
       node.counters.scenesPrepared.fetch_add(1, std::memory_order_relaxed);
-      auto finished = prepared->finish([&node](const Hash128& h) { return node.chunks.find(h); });
-      return finished.attach(kj::mv(prepared))
-          .then(kj::mv(decoded), [](kj::Exception&& e) -> LoadedScene {
-            failCall("load: " + std::string(e.getDescription().cStr()));
-          });
+      lease.finishing.push_back(prepared);
+      const bool sameCamera = prepared->manifest() == manifest;
+      LoadedScene preparedScene;
+      preparedScene.id = sceneIdOf(prepared->manifest());
+      auto loaded =
+          prepared->finish([&node](const Hash128& h) { return node.chunks.find(h); })
+              .attach(kj::defer([lease = kj::addRef(lease), prepared]() mutable {
+                auto& f = lease->finishing;
+                f.erase(std::remove(f.begin(), f.end(), prepared), f.end());
+              }))
+              .then(decodedAs(node, preparedScene, key, start, lease.id, prepared->manifest()),
+                    [](kj::Exception&& e) -> LoadedScene {
+                      failCall("load: " + std::string(e.getDescription().cStr()));
+                    })
+              .attach(kj::mv(decodingEnds));
+      if (sameCamera) return loaded;
+      // Decoded with the prepared camera: this load shares it, with its own camera.
+      return loaded.then([lease = kj::addRef(lease), manifest = std::move(manifest)](
+                             LoadedScene) mutable { return decodeScene(*lease, std::move(manifest)); });
     }
     // Chunks that decoded data here holds are copied from it; the others come out of the cache
     // here (loop thread). The codec thread only reads both.
+    ChunkManifest kept = manifest;
     auto keep = std::make_shared<std::vector<std::shared_ptr<const RenderData>>>();
     auto raw = std::make_shared<RawChunks>(node.rawChunksFor(manifest, *keep));
     std::vector<std::pair<Hash128, std::shared_ptr<const std::vector<uint8_t>>>> encoded;
@@ -543,12 +598,14 @@ class SessionServer final : public proto::RenderSession::Server {
                  if (!data.ok()) return data.error();
                  return std::make_shared<const RenderData>(std::move(*data));
                })
-        .then([decoded = kj::mv(decoded)](
+        .then([decoded = decodedAs(node, scene, key, start, lease.id, kept)](
                   Result<std::shared_ptr<const RenderData>> data) mutable {
           if (!data.ok()) failCall("load: " + data.error().message);
           return decoded(std::move(*data));
-        });
+        })
+        .attach(kj::mv(decodingEnds));
   }
+
 
   // Loads the scene on every device of the lease, each on its own thread, in parallel.
   static kj::Promise<void> loadOnDevices(LeaseState& lease, const LoadedScene& scene) {

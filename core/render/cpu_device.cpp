@@ -55,9 +55,8 @@ Status CpuDevice::load(std::shared_ptr<const RenderData> data) {
   // The previous scene's static part is reused when only a camera, a material, a light or a
   // moved object changed (embree_tracer.h).
   const auto start = std::chrono::steady_clock::now();
-  std::unique_ptr<EmbreeScene> prepared = std::move(prepared_);
-  auto embree = EmbreeScene::build(*data, pool_.threadCount(),
-                                   prepared != nullptr ? prepared.get() : embree_.get());
+  std::unique_ptr<EmbreeScene> prepared = std::move(prepared_);  // only ever for this load
+  auto embree = EmbreeScene::build(*data, pool_.threadCount(), embree_.get(), prepared.get());
   if (!embree.ok()) return Error{"cpu device: " + embree.error().message};
   const EmbreeScene::BuildStats& built = (*embree)->buildStats();
   PL_LOG_DEBUG(

@@ -155,21 +155,26 @@ EmbreeTracer EmbreeScene::tracer() const {
 }
 
 Result<std::unique_ptr<EmbreeScene>> EmbreeScene::build(const RenderData& data, uint32_t threads,
-                                                        const EmbreeScene* previous) {
+                                                        const EmbreeScene* previous,
+                                                        const EmbreeScene* also) {
   std::unique_ptr<EmbreeScene> self(new EmbreeScene());
-  if (previous && previous->device_->threads == threads) {
-    self->device_ = previous->device_;
-  } else {
+  // The device of either scene given (at this thread count); parts of another device cannot
+  // be used.
+  for (const EmbreeScene* given : {previous, also})
+    if (!self->device_ && given && given->device_->threads == threads)
+      self->device_ = given->device_;
+  if (!self->device_) {
     Result<std::shared_ptr<EmbreeDevice>> device = EmbreeDevice::create(threads);
     if (!device.ok()) return device.error();
     self->device_ = std::move(device).value();
-    previous = nullptr;  // a part of another device cannot be used
   }
+  if (previous && previous->device_ != self->device_) previous = nullptr;
+  if (also && also->device_ != self->device_) also = nullptr;
   // An error left by the previous scene's renders belongs to them.
   (void)self->device_->takeError();
 
   const std::vector<kernel::MeshRange> meshes = structureMeshes(data);
-  self->buildStaticPart(data, meshes, previous);
+  self->buildStaticPart(data, meshes, previous, also);
   if (std::any_of(meshes.begin(), meshes.end(), isDynamic))
     self->buildTopLevel(data, meshes);
   else
@@ -184,7 +189,7 @@ Result<std::unique_ptr<EmbreeScene>> EmbreeScene::build(const RenderData& data, 
 
 void EmbreeScene::buildStaticPart(const RenderData& data,
                                   const std::vector<kernel::MeshRange>& meshes,
-                                  const EmbreeScene* previous) {
+                                  const EmbreeScene* previous, const EmbreeScene* also) {
   auto part = std::make_shared<EmbreeStaticPart>();
   part->buffers =
       gatherMeshes(data, meshes, [](const kernel::MeshRange& m) { return !isDynamic(m); });
@@ -207,8 +212,12 @@ void EmbreeScene::buildStaticPart(const RenderData& data,
         for (uint32_t t = m.firstTriangle; t < m.firstTriangle + m.triangleCount; ++t)
           staticTriangles_.push_back(t);
 
-  if (previous && previous->static_ && previous->static_->key == part->key) {
-    static_ = previous->static_;
+  const EmbreeScene* reuse = nullptr;
+  for (const EmbreeScene* candidate : {also, previous})
+    if (!reuse && candidate && candidate->static_ && candidate->static_->key == part->key)
+      reuse = candidate;
+  if (reuse) {
+    static_ = reuse->static_;
     stats_.staticReused = true;
   } else {
     part->device = device_;

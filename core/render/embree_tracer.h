@@ -114,8 +114,11 @@ class EmbreeScene {
   // valid: RenderData::validate()). threads == 0 lets Embree use every hardware thread.
   // previous: the scene of the data this one replaces, or null; its Embree device and, when
   // the static meshes are unchanged, its static part are reused (it may be destroyed after).
+  // also: another scene on previous's Embree device (one built ahead of the load from the
+  // geometry alone) whose static part is reused when it, not previous's, matches.
   static Result<std::unique_ptr<EmbreeScene>> build(const RenderData& data, uint32_t threads,
-                                                    const EmbreeScene* previous = nullptr);
+                                                    const EmbreeScene* previous = nullptr,
+                                                    const EmbreeScene* also = nullptr);
 
   ~EmbreeScene();
   EmbreeScene(const EmbreeScene&) = delete;
@@ -142,7 +145,7 @@ class EmbreeScene {
  private:
   EmbreeScene() = default;
   void buildStaticPart(const RenderData& data, const std::vector<kernel::MeshRange>& meshes,
-                       const EmbreeScene* previous);
+                       const EmbreeScene* previous, const EmbreeScene* also);
   void buildTopLevel(const RenderData& data, const std::vector<kernel::MeshRange>& meshes);
 
   std::shared_ptr<EmbreeDevice> device_;

@@ -61,9 +61,10 @@ struct RenderData {
   // ranges, light and env table sizes, exactly one camera and globals, sane image size), so
   // that the kernel can trust the data. Data from the network must pass this before use.
   Status validate() const;
-  // The part of validate() that the geometry arrays (kGeometryArrays) pass alone: positions
-  // finite, triangles' vertices in range, meshes consistent. Reads no other array's contents
-  // (only the materials' count), so it may run while they are still being filled.
+  // The part of validate() that the geometry arrays (kGeometryArrays) pass alone: their
+  // counts, positions finite, triangles' vertices in range, meshes consistent. Reads nothing
+  // of the other arrays (not even their sizes), so it may run while they are being sized and
+  // filled.
   Status validateGeometry() const;
 };
 

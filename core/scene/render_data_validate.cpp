@@ -63,22 +63,13 @@ Status validateCamera(const kernel::Camera& cam) {
 Status RenderData::validateGeometry() const {
   // The kernel indexes with uint32_t.
   const uint64_t kMaxCount = 0xffffffffu;
-#define PL_RD_COUNT(Type, name)                                                                    \
-  if (name.size() >= kMaxCount)                                                                    \
-    return invalid(std::string(#name) + " has too many elements (" + std::to_string(name.size()) + \
-                   ")");
-  PL_RENDER_DATA_ARRAYS(PL_RD_COUNT)
-#undef PL_RD_COUNT
-
-  // Per-vertex attribute arrays have one entry per position, or none at all (an absent
-  // attribute: the kernel then uses the geometric normal, UV (0, 0), no tangent). compile()
-  // always fills all of them.
+  for (RenderDataArray which : kGeometryArrays) {
+    const Bytes bytes = arrayBytes(which);
+    if (bytes.size / bytes.elementSize >= kMaxCount)
+      return invalid(std::string(renderDataArrayName(which)) + " has too many elements (" +
+                     std::to_string(bytes.size / bytes.elementSize) + ")");
+  }
   const size_t vertexCount = positions.size();
-  auto perVertex = [vertexCount](size_t n) { return n == 0 || n == vertexCount; };
-  if (!perVertex(normals.size()) || !perVertex(uvs.size()) || !perVertex(tangents.size()))
-    return invalid("per-vertex arrays differ in length: positions " + std::to_string(vertexCount) +
-                   ", normals " + std::to_string(normals.size()) + ", uvs " +
-                   std::to_string(uvs.size()) + ", tangents " + std::to_string(tangents.size()));
   for (size_t i = 0; i < vertexCount; ++i)
     if (!finite(positions[i])) return invalid(at("positions", i) + " is not finite");
 
@@ -87,9 +78,6 @@ Status RenderData::validateGeometry() const {
     if (t.v0 >= vertexCount || t.v1 >= vertexCount || t.v2 >= vertexCount)
       return invalid(at("triangles", i) + " has a vertex index beyond the " +
                      std::to_string(vertexCount) + " vertices");
-    if (t.material >= materials.size())
-      return invalid(at("triangles", i) + " has material " + std::to_string(t.material) + " of " +
-                     std::to_string(materials.size()));
   }
 
   // Meshes: none (all one mesh), or consecutive ranges that cover every triangle and every
@@ -139,7 +127,31 @@ Status RenderData::validate() const {
     return invalid("expected exactly one globals entry, found " + std::to_string(globals.size()));
   if (Status s = validateCamera(camera[0]); !s.ok()) return s;
 
+  // The kernel indexes with uint32_t.
+  const uint64_t kMaxCount = 0xffffffffu;
+#define PL_RD_COUNT(Type, name)                                                                    \
+  if (name.size() >= kMaxCount)                                                                    \
+    return invalid(std::string(#name) + " has too many elements (" + std::to_string(name.size()) + \
+                   ")");
+  PL_RENDER_DATA_ARRAYS(PL_RD_COUNT)
+#undef PL_RD_COUNT
+
+  // Per-vertex attribute arrays have one entry per position, or none at all (an absent
+  // attribute: the kernel then uses the geometric normal, UV (0, 0), no tangent). compile()
+  // always fills all of them.
+  const size_t vertexCount = positions.size();
+  auto perVertex = [vertexCount](size_t n) { return n == 0 || n == vertexCount; };
+  if (!perVertex(normals.size()) || !perVertex(uvs.size()) || !perVertex(tangents.size()))
+    return invalid("per-vertex arrays differ in length: positions " + std::to_string(vertexCount) +
+                   ", normals " + std::to_string(normals.size()) + ", uvs " +
+                   std::to_string(uvs.size()) + ", tangents " + std::to_string(tangents.size()));
   if (Status s = validateGeometry(); !s.ok()) return s;
+  for (size_t i = 0; i < triangles.size(); ++i) {
+    if (triangles[i].material >= materials.size())
+      return invalid(at("triangles", i) + " has material " +
+                     std::to_string(triangles[i].material) + " of " +
+                     std::to_string(materials.size()));
+  }
 
   for (size_t i = 0; i < materials.size(); ++i) {
     const kernel::Material& m = materials[i];

@@ -339,6 +339,76 @@ TEST(NodeServiceCodecPool, APreparedLoadNamesABadChunk) {
   }
 }
 
+Hash128 loadOf(UvKjLoop& loop, Session& s, const ChunkManifest& manifest) {
+  auto load = s.session.loadRequest();
+  toProto(manifest, load.initManifest());
+  return fromProto(waitFor(loop, load.send(), 20000).getScene());
+}
+
+// A camera move right behind the first upload (a second prepare of the same geometry while the
+// first load is still decoding): both loads are answered, the scene is decoded once, and each
+// renders with its own camera.
+TEST(NodeServiceCodecPool, ACameraMoveDuringThePreparedLoadSharesIt) {
+  SmallScene a = smallScene();
+  RenderData movedData = *a.data;
+  movedData.camera[0].position.x += 0.1f;
+  auto moved = std::make_shared<RenderData>(movedData);
+  ChunkEncodeOptions encode;
+  encode.maxChunkBytes = 1 << 10;
+  const ChunkManifest b = encodeRenderData(*moved, a.store, encode);
+  UvKjLoop loop;
+  TestNode node(loop, 1, withCodecThreads(2));
+  Session s(loop, node.address());
+  kj::Vector<kj::Promise<void>> puts;
+  puts.add(prepare(s, a.manifest));
+  for (const Hash128& h : a.manifest.uploadOrder()) puts.add(s.put(h, test::chunkBytes(a.store, h)));
+  auto loadA = s.session.loadRequest();
+  toProto(a.manifest, loadA.initManifest());
+  auto answerA = loadA.send();
+  puts.add(prepare(s, b));
+  for (const ChunkRef& ref : b.arrays[size_t(RenderDataArray::camera)].chunks)
+    puts.add(s.put(ref.hash, test::chunkBytes(a.store, ref.hash)));
+  const Hash128 idB = loadOf(loop, s, b);
+  const Hash128 idA = fromProto(waitFor(loop, kj::mv(answerA), 20000).getScene());
+  s.drain(puts);
+  EXPECT_EQ(node->stats().scenesDecoded, 1u);
+  EXPECT_EQ(node->stats().camerasDecoded, 1u);
+  expectRendersLikeALocalDevice(loop, s, idA, a.data);
+  expectRendersLikeALocalDevice(loop, s, idB, moved);
+}
+
+// An edit during the first upload (a prepare of other geometry before the first load): the
+// edited scene's load is answered, prepared, and renders the edited scene.
+TEST(NodeServiceCodecPool, APrepareOfOtherGeometryTakesOverWhatTheFirstPlaced) {
+  SmallScene a = smallScene();
+  RenderData editedData = *a.data;
+  editedData.materials[0].roughnessFactor = 0.25f;
+  auto edited = std::make_shared<RenderData>(editedData);
+  ChunkEncodeOptions encode;
+  encode.maxChunkBytes = 1 << 10;
+  const ChunkManifest b = encodeRenderData(*edited, a.store, encode);
+  UvKjLoop loop;
+  TestNode node(loop, 1, withCodecThreads(2));
+  Session s(loop, node.address());
+  kj::Vector<kj::Promise<void>> puts;
+  puts.add(prepare(s, a.manifest));
+  for (const Hash128& h : a.manifest.uploadOrder()) puts.add(s.put(h, test::chunkBytes(a.store, h)));
+  s.drain(puts);
+  puts.add(prepare(s, b));
+  const std::vector<Hash128> first = a.manifest.chunkHashes();
+  size_t added = 0;
+  for (const Hash128& h : b.uploadOrder()) {
+    if (std::find(first.begin(), first.end(), h) != first.end()) continue;
+    puts.add(s.put(h, test::chunkBytes(a.store, h)));
+    ++added;
+  }
+  EXPECT_GE(added, 1u);
+  const Hash128 id = loadOf(loop, s, b);
+  s.drain(puts);
+  EXPECT_EQ(node->stats().scenesPrepared, 1u);
+  expectRendersLikeALocalDevice(loop, s, id, edited);
+}
+
 // A prepare() with a manifest the node cannot use fails, saying why, and the session goes on.
 TEST(NodeServiceCodecPool, AMalformedPrepareIsRefused) {
   SmallScene scene = smallScene();
@@ -354,6 +424,26 @@ TEST(NodeServiceCodecPool, AMalformedPrepareIsRefused) {
         << e->getDescription().cStr();
   } else {
     ADD_FAILURE() << "a malformed manifest was prepared";
+  }
+  // One content listed with two sizes (a hash names bytes, so it has one size).
+  ChunkManifest twice = scene.manifest;
+  ChunkRef* a = nullptr;
+  ChunkRef* b = nullptr;
+  for (ArrayManifest& array : twice.arrays)
+    for (ChunkRef& ref : array.chunks) {
+      if (a == nullptr) a = &ref;
+      else if (b == nullptr && ref.rawBytes != a->rawBytes) b = &ref;
+    }
+  ASSERT_NE(b, nullptr);
+  b->hash = a->hash;
+  failed = exceptionFrom([&] { waitFor(loop, prepare(s, twice)); });
+  KJ_IF_MAYBE (e, failed) {
+    EXPECT_NE(std::string(e->getDescription().cStr())
+                  .find("manifest: chunk " + a->hash.hex() + " is listed with"),
+              std::string::npos)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "a manifest listing one chunk with two sizes was prepared";
   }
   waitFor(loop, s.session.pingRequest().send());
 }

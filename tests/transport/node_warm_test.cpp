@@ -428,6 +428,40 @@ TEST(WarmWorkers, PreparedPutsGoOnToTheWorkerAsTheyCome) {
   EXPECT_EQ(node.workerCount(), 1u);
 }
 
+// A prepared chunk whose frame declares another size than the manifest is refused by the
+// daemon (the worker would refuse it, which breaks its put stream); the session goes on.
+TEST(WarmWorkers, APreparedChunkOfTheWrongSizeIsRefusedByTheDaemon) {
+  UvKjLoop loop;
+  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), daemonOptions());
+  proto::Node::Client client = node.newTrustedNode("test");
+  ChunkStore store;
+  Scene a = encode(cornellBox(), store);
+  Leased leased = takeLease(loop, client, {0});
+  auto request = leased.session.prepareRequest();
+  toProto(a.manifest, request.initManifest());
+  waitFor(loop, request.send(), 30000);
+  const ChunkRef* x = nullptr;
+  const ChunkRef* y = nullptr;
+  for (const ArrayManifest& array : a.manifest.arrays)
+    for (const ChunkRef& ref : array.chunks) {
+      if (x == nullptr) x = &ref;
+      else if (y == nullptr && ref.rawBytes != x->rawBytes) y = &ref;
+    }
+  ASSERT_NE(y, nullptr);
+  auto put = leased.session.putRequest();
+  auto chunk = put.initChunk();
+  toProto(x->hash, chunk.initHash());
+  const std::vector<uint8_t>& bytes = test::chunkBytes(store, y->hash);
+  chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
+  const std::string why = failureOf([&] { waitFor(loop, put.send(), 30000); });
+  EXPECT_NE(why.find("the prepared manifest says " + std::to_string(x->rawBytes)),
+            std::string::npos)
+      << why;
+  upload(loop, leased.session, a, store, nullptr, nullptr, true);
+  expectSameBits(renderRemote(loop, leased.session, a.id, 0, wholeImage(*a.data)),
+                 renderLocally(*a.data, wholeImage(*a.data)), "after the refused chunk");
+}
+
 // The daemon's cancelled call cancels the worker's: the worker's unit stops too.
 TEST(WarmWorkers, CancelledRenderStopsTheWorkersUnit) {
   UvKjLoop loop;

@@ -125,6 +125,30 @@ TEST(PreparedLoadTest, ABadChunkIsNamedAndItsGoodVersionTakenFromTheNode) {
   EXPECT_EQ(data->arrayHashes(), scene.data.arrayHashes());
 }
 
+// A prepared load that replaces another (an edit before the first load) takes the chunks the
+// other placed: with its own new chunks placed, it needs nothing from the node.
+TEST(PreparedLoadTest, AReplacementTakesWhatTheLoadItReplacesPlaced) {
+  Encoded a = encoded(testing::compiledCornellBox(32));
+  RenderData edited = a.data;
+  edited.materials[0].roughnessFactor = 0.25f;
+  ChunkEncodeOptions options;
+  options.maxChunkBytes = 1 << 10;
+  const ChunkManifest b = encodeRenderData(edited, a.store, options);
+  UvKjLoop loop;
+  JobQueue pool(2);
+  auto first = std::make_shared<PreparedLoad>(a.manifest, pool);
+  for (const Hash128& h : a.manifest.uploadOrder())
+    waitFor(loop, first->place(h, bytesOf(a.store, h)));
+  PreparedLoad second(b, pool);
+  second.takeFrom(std::move(first));
+  const std::vector<Hash128> old = a.manifest.chunkHashes();
+  for (const Hash128& h : b.uploadOrder())
+    if (std::find(old.begin(), old.end(), h) == old.end() && second.wants(h))
+      waitFor(loop, second.place(h, bytesOf(a.store, h)));
+  std::shared_ptr<const RenderData> data = waitFor(loop, second.finish(nothingHeld()));
+  EXPECT_EQ(data->arrayHashes(), edited.arrayHashes());
+}
+
 TEST(PreparedLoadTest, AMissingChunkAndBadGeometryAreNamed) {
   Encoded scene = encoded(testing::compiledCornellBox(32));
   {

@@ -108,6 +108,12 @@ TEST(CpuDeviceTest, GeometryPreparedAheadIsReusedByTheLoad) {
   device.prepareGeometry(geometryOnly);  // not the geometry loaded next
   ASSERT_TRUE(device.load(std::make_shared<const RenderData>(moved)).ok());
   EXPECT_FALSE(device.embreeScene()->buildStats().staticReused);
+  // Prepared for other geometry than the load's, which the device has loaded: that is reused.
+  RenderData movedGeometry = geometryOnly;
+  movedGeometry.positions[1].y += 0.02f;
+  device.prepareGeometry(movedGeometry);
+  ASSERT_TRUE(device.load(std::make_shared<const RenderData>(moved)).ok());
+  EXPECT_TRUE(device.embreeScene()->buildStats().staticReused);
 }
 
 TEST(CpuDeviceTest, RejectsBadWorkUnitsAndKeepsWorking) {
