@@ -373,8 +373,10 @@ std::vector<uint8_t> encodeChunk(const uint8_t* raw, size_t size, const ChunkCod
 
 Status decodeChunkInto(const Hash128& hash, const uint8_t* encoded, size_t size,
                        uint32_t expectedRawBytes, uint8_t* out) {
-  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
-  std::vector<uint8_t> scratch;
+  // One decoder and one shuffle buffer per thread: codec threads decode chunk after chunk.
+  thread_local std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  thread_local std::vector<uint8_t> scratch;
+  if (dctx == nullptr) return Error{chunkName(hash) + ": no memory for a zstd decoder"};
   return decodeWith(dctx.get(), hash, encoded, size, expectedRawBytes, out, scratch);
 }
 
