@@ -210,8 +210,18 @@ SmallScene smallScene() {
   out.data = std::make_shared<RenderData>(std::move(*data));
   ChunkEncodeOptions encode;
   encode.maxChunkBytes = 1 << 10;
-  out.manifest = encodeRenderData(*out.data, out.store, encode);
+  out.manifest = encodeRenderData(*out.data, out.store, encode);  // as variantOf() below
   return out;
+}
+
+// Another version of the scene (an edit, a camera move), its chunks added to the scene's store.
+std::pair<std::shared_ptr<const RenderData>, ChunkManifest> variantOf(SmallScene& scene,
+                                                                      RenderData data) {
+  auto shared = std::make_shared<const RenderData>(std::move(data));
+  ChunkEncodeOptions encode;
+  encode.maxChunkBytes = 1 << 10;
+  ChunkManifest manifest = encodeRenderData(*shared, scene.store, encode);
+  return {shared, std::move(manifest)};
 }
 
 kj::Promise<void> prepare(Session& s, const ChunkManifest& manifest) {
@@ -352,10 +362,7 @@ TEST(NodeServiceCodecPool, ACameraMoveDuringThePreparedLoadSharesIt) {
   SmallScene a = smallScene();
   RenderData movedData = *a.data;
   movedData.camera[0].position.x += 0.1f;
-  auto moved = std::make_shared<RenderData>(movedData);
-  ChunkEncodeOptions encode;
-  encode.maxChunkBytes = 1 << 10;
-  const ChunkManifest b = encodeRenderData(*moved, a.store, encode);
+  auto [moved, b] = variantOf(a, std::move(movedData));
   UvKjLoop loop;
   TestNode node(loop, 1, withCodecThreads(2));
   Session s(loop, node.address());
@@ -379,14 +386,11 @@ TEST(NodeServiceCodecPool, ACameraMoveDuringThePreparedLoadSharesIt) {
 
 // An edit during the first upload (a prepare of other geometry before the first load): the
 // edited scene's load is answered, prepared, and renders the edited scene.
-TEST(NodeServiceCodecPool, APrepareOfOtherGeometryTakesOverWhatTheFirstPlaced) {
+TEST(NodeServiceCodecPool, AnEditBeforeTheFirstLoadLoadsTheEditedScene) {
   SmallScene a = smallScene();
   RenderData editedData = *a.data;
   editedData.materials[0].roughnessFactor = 0.25f;
-  auto edited = std::make_shared<RenderData>(editedData);
-  ChunkEncodeOptions encode;
-  encode.maxChunkBytes = 1 << 10;
-  const ChunkManifest b = encodeRenderData(*edited, a.store, encode);
+  auto [edited, b] = variantOf(a, std::move(editedData));
   UvKjLoop loop;
   TestNode node(loop, 1, withCodecThreads(2));
   Session s(loop, node.address());
