@@ -179,11 +179,14 @@ class SessionServer final : public proto::RenderSession::Server {
                            if (!decoded.ok()) return decoded.error();
                            return Status();
                          })
-        .then([lease = kj::addRef(*lease), hash, bytes](Status verified) mutable {
+        .then([lease = kj::addRef(*lease), hash, bytes, declared](Status verified) mutable {
           if (!verified.ok()) refused(*lease, verified.error().message);
           lease->store(hash, bytes);
-          // Prepared in the worker: it decodes the chunk now, while the upload goes on.
-          if (lease->forwardToWorker.count(hash) != 0) forward(*lease, hash, *bytes);
+          // Prepared in the worker: it decodes the chunk now, while the upload goes on (the
+          // size checked again: a later prepare may have come meanwhile).
+          auto it = lease->forwardToWorker.find(hash);
+          if (it != lease->forwardToWorker.end() && it->second == declared)
+            forward(*lease, hash, *bytes);
         })
         .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
   }
@@ -513,8 +516,22 @@ class SessionServer final : public proto::RenderSession::Server {
             return decodeScene(*lease, std::move(manifest));
           });
     }
+    // This lease's prepared loads being finished hold chunks that missing() reported here (the
+    // worker keeps no encoded copy): once they are decoded data, this load copies from it.
+    kj::Vector<kj::Promise<void>> finishing;
+    for (const std::shared_ptr<PreparedLoad>& p : lease.finishing) {
+      const Hash128 g = geometryKeyOf(p->manifest());
+      if (auto it = node.decoding.find(std::make_pair(g.lo, g.hi)); it != node.decoding.end())
+        finishing.add(it->second.addBranch());
+    }
+    if (finishing.size() > 0) {
+      return kj::joinPromises(finishing.releaseAsArray())
+          .then([lease = kj::addRef(lease), manifest = std::move(manifest)]() mutable {
+            return decodeScene(*lease, std::move(manifest));
+          });
+    }
     // Prepared with this geometry: its data, decoded as the chunks came (then shared, when only
-    // the camera differs). A prepared load of other geometry stays for its own load.
+    // the camera differs).
     std::shared_ptr<PreparedLoad> prepared;
     if (lease.prepared != nullptr && geometryKeyOf(lease.prepared->manifest()) == geometry)
       prepared = std::move(lease.prepared);
@@ -544,6 +561,13 @@ class SessionServer final : public proto::RenderSession::Server {
       }
       if (data == nullptr) node.decoded.erase(it);
     }
+    // A prepared load of other geometry holds chunks missing() reported here: this load is
+    // prepared too, taking them over (prepareHere), and finished at once.
+    if (prepared == nullptr && lease.prepared != nullptr) {
+      prepareHere(lease, manifest);
+      if (lease.prepared != nullptr && geometryKeyOf(lease.prepared->manifest()) == geometry)
+        prepared = std::move(lease.prepared);
+    }
     node.counters.scenesDecoded.fetch_add(1, std::memory_order_relaxed);
     const auto start = std::chrono::steady_clock::now();
     // Loads of this geometry wait for this decode (and then share it).
@@ -559,6 +583,10 @@ class SessionServer final : public proto::RenderSession::Server {
       const bool sameCamera = prepared->manifest() == manifest;
       LoadedScene preparedScene;
       preparedScene.id = sceneIdOf(prepared->manifest());
+      // What decoded data that came since the prepare holds (a load finished meanwhile).
+      auto held = std::make_shared<std::vector<std::shared_ptr<const RenderData>>>();
+      prepared->placeHeld(node.rawChunksFor(prepared->manifest(), *held), held,
+                          [&node](const Hash128& h) { return node.chunks.find(h); });
       auto loaded =
           prepared->finish([&node](const Hash128& h) { return node.chunks.find(h); })
               .attach(kj::defer([lease = kj::addRef(lease), prepared]() mutable {

@@ -428,6 +428,39 @@ TEST(WarmWorkers, PreparedPutsGoOnToTheWorkerAsTheyCome) {
   EXPECT_EQ(node.workerCount(), 1u);
 }
 
+// An upload prepared and sent but never loaded (its generation superseded), then a load of
+// other geometry that shares its chunks, with no prepare (the daemon has every chunk): the
+// worker said those chunks were there (its prepared load holds them; it keeps no encoded copy),
+// and the load takes them from it.
+TEST(WarmWorkers, ALoadOfOtherGeometryTakesWhatAnUnloadedPrepareHolds) {
+  UvKjLoop loop;
+  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), daemonOptions());
+  proto::Node::Client client = node.newTrustedNode("test");
+  ChunkStore store;
+  Scene a = encode(cornellBox(), store);
+  RenderData editedData = cornellBox();
+  editedData.materials[0].roughnessFactor = 0.25f;
+  Scene b = encode(std::move(editedData), store);
+  Leased leased = takeLease(loop, client, {0});
+  auto request = leased.session.prepareRequest();
+  toProto(a.manifest, request.initManifest());
+  waitFor(loop, request.send(), 30000);
+  for (const Hash128& h : a.manifest.uploadOrder()) {
+    auto put = leased.session.putRequest();
+    auto chunk = put.initChunk();
+    toProto(h, chunk.initHash());
+    const std::vector<uint8_t>& bytes = test::chunkBytes(store, h);
+    chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
+    waitFor(loop, put.send(), 30000);
+  }
+  size_t sent = 0;
+  EXPECT_EQ(upload(loop, leased.session, b, store, &sent), b.id);
+  EXPECT_GE(sent, 1u);
+  EXPECT_LT(sent, b.manifest.chunkHashes().size());
+  expectSameBits(renderRemote(loop, leased.session, b.id, 0, wholeImage(*b.data)),
+                 renderLocally(*b.data, wholeImage(*b.data)), "the edited scene in the worker");
+}
+
 // A prepared chunk whose frame declares another size than the manifest is refused by the
 // daemon (the worker would refuse it, which breaks its put stream); the session goes on.
 TEST(WarmWorkers, APreparedChunkOfTheWrongSizeIsRefusedByTheDaemon) {
