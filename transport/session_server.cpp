@@ -410,22 +410,22 @@ class SessionServer final : public proto::RenderSession::Server {
                                           std::shared_ptr<WorkerChunkRefs::Refs> refs, size_t next) {
     if (next == hashes->size()) return kj::READY_NOW;
     lease->checkServing();
-    return sendToWorker(*lease, (*hashes)[next], *(*refs)[next])
+    return sendToWorker(*lease, (*hashes)[next], *(*refs)[next], true)
         .then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
                next]() mutable {
           return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);
         });
   }
 
-  // One put to the lease's worker; resolves when flow control lets the next one go. The
-  // message references `bytes` when Cap'n Proto may read them in whole words (the caller keeps
-  // them until the worker has read them), else copies them.
+  // One put to the lease's worker; resolves when flow control lets the next one go. With
+  // `byReference` the message references `bytes` when Cap'n Proto may read them in whole words
+  // (the caller keeps them until the worker has read them); else it copies them.
   static kj::Promise<void> sendToWorker(LeaseState& lease, const Hash128& hash,
-                                        const std::vector<uint8_t>& bytes) {
+                                        const std::vector<uint8_t>& bytes, bool byReference) {
     auto put = lease.workerSession.putRequest(capnp::MessageSize{16, 1});
     auto chunk = put.initChunk();
     toProto(hash, chunk.initHash());
-    if (referenceableBytes(bytes.data(), bytes.size()))
+    if (byReference && referenceableBytes(bytes.data(), bytes.size()))
       chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
           kj::arrayPtr(bytes.data(), bytes.size())));
     else
@@ -438,11 +438,8 @@ class SessionServer final : public proto::RenderSession::Server {
   static void forward(LeaseState& lease, const Hash128& hash, const std::vector<uint8_t>& bytes) {
     lease.node.counters.putsForwarded.fetch_add(1, std::memory_order_relaxed);
     ++lease.putsInFlight;
-    auto put = lease.workerSession.putRequest(capnp::MessageSize{16 + bytes.size() / 8, 1});
-    auto chunk = put.initChunk();
-    toProto(hash, chunk.initHash());
-    chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
-    lease.forwards.add(put.send().attach(kj::defer([&lease]() { lease.putFinished(); })));
+    lease.forwards.add(sendToWorker(lease, hash, bytes, false)
+                           .attach(kj::defer([&lease]() { lease.putFinished(); })));
   }
 
   [[noreturn]] static void refused(LeaseState& lease, const std::string& why) {

@@ -230,6 +230,13 @@ kj::Promise<void> prepare(Session& s, const ChunkManifest& manifest) {
   return request.send().ignoreResult();
 }
 
+// prepare(), then every chunk of the scene in upload order, none waited for.
+void prepareAndPutAll(Session& s, const SmallScene& scene, kj::Vector<kj::Promise<void>>& puts) {
+  puts.add(prepare(s, scene.manifest));
+  for (const Hash128& h : scene.manifest.uploadOrder())
+    puts.add(s.put(h, test::chunkBytes(scene.store, h)));
+}
+
 // Renders a unit of scene `id` on the node and on a local device: the same sums.
 void expectRendersLikeALocalDevice(UvKjLoop& loop, Session& s, const Hash128& id,
                                    std::shared_ptr<const RenderData> scene) {
@@ -367,8 +374,7 @@ TEST(NodeServiceCodecPool, ACameraMoveDuringThePreparedLoadSharesIt) {
   TestNode node(loop, 1, withCodecThreads(2));
   Session s(loop, node.address());
   kj::Vector<kj::Promise<void>> puts;
-  puts.add(prepare(s, a.manifest));
-  for (const Hash128& h : a.manifest.uploadOrder()) puts.add(s.put(h, test::chunkBytes(a.store, h)));
+  prepareAndPutAll(s, a, puts);
   auto loadA = s.session.loadRequest();
   toProto(a.manifest, loadA.initManifest());
   auto answerA = loadA.send();
@@ -395,8 +401,7 @@ TEST(NodeServiceCodecPool, AnEditBeforeTheFirstLoadLoadsTheEditedScene) {
   TestNode node(loop, 1, withCodecThreads(2));
   Session s(loop, node.address());
   kj::Vector<kj::Promise<void>> puts;
-  puts.add(prepare(s, a.manifest));
-  for (const Hash128& h : a.manifest.uploadOrder()) puts.add(s.put(h, test::chunkBytes(a.store, h)));
+  prepareAndPutAll(s, a, puts);
   s.drain(puts);
   puts.add(prepare(s, b));
   const std::vector<Hash128> first = a.manifest.chunkHashes();

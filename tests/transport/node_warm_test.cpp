@@ -124,6 +124,26 @@ Leased takeLease(UvKjLoop& loop, proto::Node::Client& node, std::vector<uint32_t
 }
 
 // missing -> put what lacks -> load. *sent: the chunks put; *loadMs: load() call to answer.
+void sendPrepare(UvKjLoop& loop, proto::RenderSession::Client& session,
+                 const ChunkManifest& manifest) {
+  auto request = session.prepareRequest();
+  toProto(manifest, request.initManifest());
+  waitFor(loop, request.send(), 30000);
+}
+
+// Puts each chunk (its bytes from `store` under its own hash), one after the other.
+void putChunks(UvKjLoop& loop, proto::RenderSession::Client& session,
+               const std::vector<Hash128>& hashes, const ChunkStore& store) {
+  for (const Hash128& h : hashes) {
+    auto put = session.putRequest();
+    auto chunk = put.initChunk();
+    toProto(h, chunk.initHash());
+    const std::vector<uint8_t>& bytes = test::chunkBytes(store, h);
+    chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
+    waitFor(loop, put.send(), 30000);
+  }
+}
+
 // As a Primary uploads: missing(), then (when `prepare`) the manifest ahead of the puts, the
 // puts, the load.
 Hash128 upload(UvKjLoop& loop, proto::RenderSession::Client& session, const Scene& scene,
@@ -133,19 +153,8 @@ Hash128 upload(UvKjLoop& loop, proto::RenderSession::Client& session, const Scen
   auto ask = session.missingRequest();
   toProto(hashes, ask.initHashes(uint32_t(hashes.size())));
   std::vector<Hash128> lacking = fromProto(waitFor(loop, ask.send(), 30000).getMissing()).value();
-  if (prepare && !lacking.empty()) {
-    auto request = session.prepareRequest();
-    toProto(scene.manifest, request.initManifest());
-    waitFor(loop, request.send(), 30000);
-  }
-  for (const Hash128& h : lacking) {
-    auto put = session.putRequest();
-    auto chunk = put.initChunk();
-    toProto(h, chunk.initHash());
-    const std::vector<uint8_t>& bytes = test::chunkBytes(store, h);
-    chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
-    waitFor(loop, put.send(), 30000);
-  }
+  if (prepare && !lacking.empty()) sendPrepare(loop, session, scene.manifest);
+  putChunks(loop, session, lacking, store);
   if (sent != nullptr) *sent = lacking.size();
   auto load = session.loadRequest();
   toProto(scene.manifest, load.initManifest());
@@ -442,17 +451,8 @@ TEST(WarmWorkers, ALoadOfOtherGeometryTakesWhatAnUnloadedPrepareHolds) {
   editedData.materials[0].roughnessFactor = 0.25f;
   Scene b = encode(std::move(editedData), store);
   Leased leased = takeLease(loop, client, {0});
-  auto request = leased.session.prepareRequest();
-  toProto(a.manifest, request.initManifest());
-  waitFor(loop, request.send(), 30000);
-  for (const Hash128& h : a.manifest.uploadOrder()) {
-    auto put = leased.session.putRequest();
-    auto chunk = put.initChunk();
-    toProto(h, chunk.initHash());
-    const std::vector<uint8_t>& bytes = test::chunkBytes(store, h);
-    chunk.setData(kj::arrayPtr(bytes.data(), bytes.size()));
-    waitFor(loop, put.send(), 30000);
-  }
+  sendPrepare(loop, leased.session, a.manifest);
+  putChunks(loop, leased.session, a.manifest.uploadOrder(), store);
   size_t sent = 0;
   EXPECT_EQ(upload(loop, leased.session, b, store, &sent), b.id);
   EXPECT_GE(sent, 1u);
@@ -470,9 +470,7 @@ TEST(WarmWorkers, APreparedChunkOfTheWrongSizeIsRefusedByTheDaemon) {
   ChunkStore store;
   Scene a = encode(cornellBox(), store);
   Leased leased = takeLease(loop, client, {0});
-  auto request = leased.session.prepareRequest();
-  toProto(a.manifest, request.initManifest());
-  waitFor(loop, request.send(), 30000);
+  sendPrepare(loop, leased.session, a.manifest);
   const ChunkRef* x = nullptr;
   const ChunkRef* y = nullptr;
   for (const ArrayManifest& array : a.manifest.arrays)
