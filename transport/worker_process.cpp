@@ -16,6 +16,12 @@
 namespace pl {
 
 namespace {
+// How often the daemon looks at a worker's heartbeats, and how late a look may come before the
+// daemon's own loop counts as held up.
+constexpr uint32_t kWatchPeriodMs = 100;
+constexpr double kLoopStallMs = 400;
+// Heartbeats a worker leaves unanswered before it stops sending more (see HeartbeatSender).
+constexpr uint32_t kMaxHeartbeatsInFlight = 64;
 // How long a new worker may take to send its first heartbeat (device start-up included).
 constexpr double kStartupTimeoutMs = 30000;
 }  // namespace
@@ -65,6 +71,9 @@ struct WorkerProcess::Impl {
   // kStartupTimeoutMs applies instead of the heartbeat timeout.
   std::shared_ptr<Clock::time_point> lastBeat = std::make_shared<Clock::time_point>();
   Clock::time_point started = Clock::now();
+  // When the watchdog last looked, and whether it let the last look pass after a stall.
+  Clock::time_point lastTick = Clock::now();
+  bool graceTaken = false;
   // Promises first in destruction order (declared last below); the RPC objects after them.
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyVatNetwork> network;
@@ -129,24 +138,37 @@ struct WorkerProcess::Impl {
   }
 
   kj::Promise<void> watchLoop() {
-    return loop.timer().afterDelay(100 * kj::MILLISECONDS).then([this]() -> kj::Promise<void> {
-      if (stopping || exited) return kj::READY_NOW;
-      const bool startedBeating = *lastBeat != Clock::time_point{};
-      double silentMs = std::chrono::duration<double, std::milli>(
-                            Clock::now() - (startedBeating ? *lastBeat : started))
-                            .count();
-      const double limitMs = startedBeating
-                                 ? double(options.heartbeatTimeoutMs)
-                                 : std::max(double(options.heartbeatTimeoutMs), kStartupTimeoutMs);
-      if (silentMs >= limitMs) {
-        char text[96];
-        std::snprintf(text, sizeof(text), "%s: no heartbeat for %.1f s",
-                      startedBeating ? "hung" : "did not start", silentMs / 1000.0);
-        fail(text);
-        return kj::READY_NOW;
-      }
-      return watchLoop();
-    });
+    return loop.timer().afterDelay(kWatchPeriodMs * kj::MILLISECONDS).then(
+        [this]() -> kj::Promise<void> {
+          if (stopping || exited) return kj::READY_NOW;
+          const Clock::time_point now = Clock::now();
+          const double sinceTickMs =
+              std::chrono::duration<double, std::milli>(now - lastTick).count();
+          lastTick = now;
+          // This loop was held up (a long step, a starved core, a stopped daemon): heartbeats
+          // that came meanwhile are still unread in the socket, and timers run before I/O.
+          // Judge on the next tick, once they are read.
+          if (sinceTickMs > kWatchPeriodMs + kLoopStallMs && !graceTaken) {
+            graceTaken = true;
+            return watchLoop();
+          }
+          graceTaken = false;
+          const bool startedBeating = *lastBeat != Clock::time_point{};
+          double silentMs = std::chrono::duration<double, std::milli>(
+                                now - (startedBeating ? *lastBeat : started))
+                                .count();
+          const double limitMs =
+              startedBeating ? double(options.heartbeatTimeoutMs)
+                             : std::max(double(options.heartbeatTimeoutMs), kStartupTimeoutMs);
+          if (silentMs >= limitMs) {
+            char text[96];
+            std::snprintf(text, sizeof(text), "%s: no heartbeat for %.1f s",
+                          startedBeating ? "hung" : "did not start", silentMs / 1000.0);
+            fail(text);
+            return kj::READY_NOW;
+          }
+          return watchLoop();
+        });
   }
 
   static void exited_cb(uv_process_t* handle, int64_t status, int termSignal) {
@@ -255,21 +277,40 @@ void WorkerProcess::stop(const std::string& why) { impl_->stop(why); }
 
 // --- worker side --------------------------------------------------------------------------------
 
+HeartbeatSender::HeartbeatSender(UvKjLoop& loop, proto::Supervisor::Client supervisor,
+                                 uint32_t periodMs, FailureHandler onFailure)
+    : loop_(loop), supervisor_(kj::mv(supervisor)), periodMs_(periodMs),
+      onFailure_(kj::mv(onFailure)), calls_(*this), ticking_(tick().eagerlyEvaluate(nullptr)) {}
+
+HeartbeatSender::~HeartbeatSender() = default;
+
+kj::Promise<void> HeartbeatSender::tick() {
+  if (failed_) return kj::READY_NOW;
+  if (inFlight_ < kMaxHeartbeatsInFlight) {
+    ++inFlight_;
+    ++sent_;
+    calls_.add(supervisor_.heartbeatRequest().send().ignoreResult().then(
+        [this]() { --inFlight_; }));
+  }
+  return loop_.timer().afterDelay(periodMs_ * kj::MILLISECONDS).then([this]() {
+    return tick();
+  });
+}
+
+void HeartbeatSender::taskFailed(kj::Exception&& exception) {
+  --inFlight_;
+  if (failed_) return;
+  failed_ = true;
+  onFailure_(exception);
+}
+
 namespace {
 
 struct WorkerSide {
   UvKjLoop& loop;
   NodeService& node;
   uint32_t heartbeatMs;
-  kj::Promise<void> beating = nullptr;
-
-  kj::Promise<void> beat(proto::Supervisor::Client supervisor) {
-    return supervisor.heartbeatRequest().send().then(
-        [this, supervisor](auto&&) mutable {
-          return loop.timer().afterDelay(heartbeatMs * kj::MILLISECONDS).then(
-              [this, supervisor]() mutable { return beat(kj::mv(supervisor)); });
-        });
-  }
+  kj::Own<HeartbeatSender> heartbeats;
 };
 
 class WorkerImpl final : public proto::Worker::Server {
@@ -279,12 +320,12 @@ class WorkerImpl final : public proto::Worker::Server {
     if (started_) kj::throwFatalException(KJ_EXCEPTION(FAILED, "worker: already started"));
     started_ = true;
     WorkerSide* side = &side_;
-    side_.beating = side_.beat(context.getParams().getSupervisor())
-                        .eagerlyEvaluate([side](kj::Exception&& e) {
-                          PL_LOG_WARN("worker: heartbeat failed (%s); exiting",
-                                      e.getDescription().cStr());
-                          side->loop.stop();
-                        });
+    side_.heartbeats = kj::heap<HeartbeatSender>(
+        side_.loop, context.getParams().getSupervisor(), side_.heartbeatMs,
+        [side](const kj::Exception& e) {
+          PL_LOG_WARN("worker: heartbeat failed (%s); exiting", e.getDescription().cStr());
+          side->loop.stop();
+        });
     context.getResults().setNode(side_.node.newTrustedNode("daemon"));
     return kj::READY_NOW;
   }
@@ -308,7 +349,7 @@ void serveWorker(UvKjLoop& loop, NodeService& node, int fd, uint32_t heartbeatMs
                                 [&loop](kj::Exception&&) { loop.stop(); })
                           .eagerlyEvaluate(nullptr);
   loop.run();
-  side.beating = nullptr;
+  side.heartbeats = nullptr;
 }
 
 }  // namespace pl

@@ -5,8 +5,8 @@
 // a socket pair that is the worker's fd 3. Over it runs Cap'n Proto: the worker's bootstrap is
 // a proto::Worker; start(supervisor) returns the worker's proto::Node, whose lease() gives the
 // RenderSession that the daemon serves to the Primary. The worker calls
-// Supervisor.heartbeat() every 250 ms; when none arrives for `heartbeatTimeoutMs` the daemon
-// reports the worker failed ("hung"), sends SIGTERM (and SIGCONT, so a stopped worker gets
+// Supervisor.heartbeat() every 250 ms (HeartbeatSender); when none arrives for
+// `heartbeatTimeoutMs` the daemon reports the worker failed ("hung"), sends SIGTERM (and SIGCONT, so a stopped worker gets
 // it), and SIGKILL `killGraceMs` later if it is still there. A worker that exits on its own
 // (crash, abort, segfault) or whose socket closes is reported failed too. Failure is reported
 // at most once, through `onFailure`, and never after stop().
@@ -15,6 +15,9 @@
 //
 // A worker may serve several leases one after another (the daemon keeps idle workers warm,
 // transport/node_service.h); supervision is the same whether it serves a lease or waits.
+//
+// The daemon looks every 100 ms; a look that comes over 400 ms late means its own loop was held
+// up, and it judges on the next look instead, once the heartbeats that came meanwhile are read.
 //
 // Threads: loop thread only. Lifetime: the object may be destroyed at any time on the loop
 // thread (it SIGKILLs a worker still running); the loop must outlive it.
@@ -77,6 +80,38 @@ class WorkerProcess {
  private:
   explicit WorkerProcess(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+// Worker side: calls supervisor.heartbeat() every `periodMs` from construction on, whether or
+// not the earlier calls have been answered: an answer can wait behind megabytes of chunks that
+// the daemon is sending the worker on the same socket, and a worker that waited for it would
+// fall silent while it is busy receiving. It stops sending (not failing) while
+// 64 calls are unanswered. `onFailure` runs once, when a call fails (the daemon is gone).
+// Loop thread only; destroying it stops the heartbeats.
+class HeartbeatSender final : private kj::TaskSet::ErrorHandler {
+ public:
+  using FailureHandler = std::function<void(const kj::Exception&)>;
+  HeartbeatSender(UvKjLoop& loop, proto::Supervisor::Client supervisor, uint32_t periodMs,
+                  FailureHandler onFailure);
+  ~HeartbeatSender();
+  HeartbeatSender(const HeartbeatSender&) = delete;
+  HeartbeatSender& operator=(const HeartbeatSender&) = delete;
+
+  uint64_t sent() const { return sent_; }
+
+ private:
+  kj::Promise<void> tick();
+  void taskFailed(kj::Exception&& exception) override;
+
+  UvKjLoop& loop_;
+  proto::Supervisor::Client supervisor_;
+  uint32_t periodMs_;
+  FailureHandler onFailure_;
+  uint32_t inFlight_ = 0;
+  uint64_t sent_ = 0;
+  bool failed_ = false;
+  kj::TaskSet calls_;
+  kj::Promise<void> ticking_;
 };
 
 // Worker side: serves a proto::Worker whose Node is `node`'s trusted node, on the connected

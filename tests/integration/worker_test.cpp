@@ -111,6 +111,35 @@ TEST_F(WorkerTest, HungWorkerIsKilledAndImageStaysIdentical) {
   expectIdenticalToLocal("hung", "160x160", 192);
 }
 
+// The daemon itself is held up (SIGSTOP, 3 s: longer than the 2 s heartbeat timeout) while its
+// worker goes on. When it resumes, its watchdog must not take the silence of its own stall for a
+// hung worker (the heartbeats that came meanwhile are still unread when its timers run): the
+// worker is not killed, and the image is still the local one.
+TEST_F(WorkerTest, StalledDaemonDoesNotTakeItsWorkerForHung) {
+  std::vector<std::string> peers = {startNode("a"), startNode("b")};
+  for (const auto& p : peers) ASSERT_FALSE(p.empty());
+  auto render = startRender("160x160", 192, peers, "stall");
+  pid_t worker = waitForWorker("b", 0, 20s);
+  ASSERT_GT(worker, 0) << node("b").err();
+  const std::string ready = "worker " + std::to_string(worker) + " is ready";
+  ASSERT_TRUE(waitUntil([&] { return node("b").err().find(ready) != std::string::npos; }, 30s))
+      << node("b").err();
+  std::this_thread::sleep_for(400ms);
+  ASSERT_TRUE(render->running()) << "the render ended before the daemon could be paused";
+  const pid_t daemon = node("b").pid();
+  ASSERT_GT(daemon, 0);
+  ::kill(daemon, SIGSTOP);
+  std::this_thread::sleep_for(3s);
+  ::kill(daemon, SIGCONT);
+  std::this_thread::sleep_for(1s);  // the watchdog's looks after the stall
+  EXPECT_EQ(node("b").err().find("failed: hung"), std::string::npos) << node("b").err();
+  EXPECT_TRUE(alive(worker));
+  finish(*render, "stall");
+  EXPECT_TRUE(node("b").running()) << node("b").err();
+  EXPECT_EQ(node("b").err().find("failed: hung"), std::string::npos) << node("b").err();
+  expectIdenticalToLocal("stall", "160x160", 192);
+}
+
 // A worker that crashes (SIGSEGV) leaves the daemon running; the Primary leases again, a new
 // worker serves it, and the render completes identically.
 TEST_F(WorkerTest, CrashedWorkerLeavesDaemonServing) {
