@@ -280,7 +280,8 @@ void WorkerProcess::stop(const std::string& why) { impl_->stop(why); }
 HeartbeatSender::HeartbeatSender(UvKjLoop& loop, proto::Supervisor::Client supervisor,
                                  uint32_t periodMs, FailureHandler onFailure)
     : loop_(loop), supervisor_(kj::mv(supervisor)), periodMs_(periodMs),
-      onFailure_(kj::mv(onFailure)), calls_(*this), ticking_(tick().eagerlyEvaluate(nullptr)) {}
+      onFailure_(kj::mv(onFailure)), calls_(*this),
+      ticking_(tick().eagerlyEvaluate([this](kj::Exception&& e) { fail(e); })) {}
 
 HeartbeatSender::~HeartbeatSender() = default;
 
@@ -289,16 +290,18 @@ kj::Promise<void> HeartbeatSender::tick() {
   if (inFlight_ < kMaxHeartbeatsInFlight) {
     ++inFlight_;
     ++sent_;
-    calls_.add(supervisor_.heartbeatRequest().send().ignoreResult().then(
-        [this]() { --inFlight_; }));
+    // Counted down once however the call ends (answered, failed or cancelled).
+    calls_.add(supervisor_.heartbeatRequest().send().ignoreResult().attach(
+        kj::defer([this]() { --inFlight_; })));
   }
   return loop_.timer().afterDelay(periodMs_ * kj::MILLISECONDS).then([this]() {
     return tick();
   });
 }
 
-void HeartbeatSender::taskFailed(kj::Exception&& exception) {
-  --inFlight_;
+void HeartbeatSender::taskFailed(kj::Exception&& exception) { fail(exception); }
+
+void HeartbeatSender::fail(const kj::Exception& exception) {
   if (failed_) return;
   failed_ = true;
   onFailure_(exception);

@@ -6,8 +6,8 @@
 // a proto::Worker; start(supervisor) returns the worker's proto::Node, whose lease() gives the
 // RenderSession that the daemon serves to the Primary. The worker calls
 // Supervisor.heartbeat() every 250 ms (HeartbeatSender); when none arrives for
-// `heartbeatTimeoutMs` the daemon reports the worker failed ("hung"), sends SIGTERM (and SIGCONT, so a stopped worker gets
-// it), and SIGKILL `killGraceMs` later if it is still there. A worker that exits on its own
+// `heartbeatTimeoutMs` the daemon reports the worker failed ("hung"), sends SIGTERM (and
+// SIGCONT, so a stopped worker gets it), and SIGKILL `killGraceMs` later if it is still there. A worker that exits on its own
 // (crash, abort, segfault) or whose socket closes is reported failed too. Failure is reported
 // at most once, through `onFailure`, and never after stop().
 //
@@ -85,9 +85,10 @@ class WorkerProcess {
 // Worker side: calls supervisor.heartbeat() every `periodMs` from construction on, whether or
 // not the earlier calls have been answered: an answer can wait behind megabytes of chunks that
 // the daemon is sending the worker on the same socket, and a worker that waited for it would
-// fall silent while it is busy receiving. It stops sending (not failing) while
-// 64 calls are unanswered. `onFailure` runs once, when a call fails (the daemon is gone).
-// Loop thread only; destroying it stops the heartbeats.
+// fall silent while it is busy receiving. It stops sending (not failing) while 64 calls are
+// unanswered (16 s at 250 ms: the daemon then takes it for hung). `onFailure` runs once, when a
+// call or the timer fails (the daemon is gone); it must not destroy the sender. Loop thread
+// only; destroying it stops the heartbeats.
 class HeartbeatSender final : private kj::TaskSet::ErrorHandler {
  public:
   using FailureHandler = std::function<void(const kj::Exception&)>;
@@ -102,6 +103,7 @@ class HeartbeatSender final : private kj::TaskSet::ErrorHandler {
  private:
   kj::Promise<void> tick();
   void taskFailed(kj::Exception&& exception) override;
+  void fail(const kj::Exception& exception);
 
   UvKjLoop& loop_;
   proto::Supervisor::Client supervisor_;
