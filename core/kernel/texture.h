@@ -1,12 +1,14 @@
 #pragma once
 // Texture lookups over RenderData::textures / texels: wrap (repeat, clamp, mirror), nearest or
-// bilinear filtering, mip levels blended by the lookup's footprint (trilinear; the chains are
-// built by core/scene/texture_mips.h), and per-slot colour decoding: sRGB (base colour,
+// bilinear filtering, mip levels chosen by the lookup's footprint (stochastic trilinear: one of
+// the two levels around it, drawn by a hash of the uv; the chains are built by
+// core/scene/texture_mips.h), and per-slot colour decoding: sRGB (base colour,
 // emissive, kernel::colourTextures) is decoded with the exact sRGB EOTF per texel before
 // filtering; other slots are linear. Alpha is always linear. Each texture's UV transform
 // (KHR_texture_transform) applies first. UV (0, 0) is the top-left corner of the image (glTF),
 // texel row 0 is the top row.
 
+#include "core/kernel/sampler.h"
 #include "core/kernel/scene_view.h"
 
 namespace pl::kernel {
@@ -128,8 +130,9 @@ PL_HOST_DEVICE PL_INLINE Vec4f sampleTextureLevel(const SceneView& scene, const 
 
 // Linear RGBA of texture `index` at uv. index must be a valid texture (not kNoTexture). lod:
 // the lookup's footprint (kNoLod above); where the texture is magnified (a texel covers more
-// than a pixel) or has no mips, level 0 is looked up alone, else the two levels around the
-// footprint are blended (trilinear). Texels whose filter is nearest always come from level 0.
+// than a pixel) or has no mips, level 0 is looked up alone, else one of the two levels around
+// the footprint, each with its trilinear weight's probability. Texels whose filter is nearest
+// always come from level 0.
 PL_HOST_DEVICE PL_INLINE Vec4f sampleTexture(const SceneView& scene, int32_t index, Vec2f uv,
                                              bool srgb, float lod = kNoLod) {
   const Texture& tex = scene.textures[index];
@@ -146,10 +149,13 @@ PL_HOST_DEVICE PL_INLINE Vec4f sampleTexture(const SceneView& scene, int32_t ind
   if (!(level < last)) return sampleTextureLevel(scene, tex, tex.mipLevels - 1, st, srgb);
   const uint32_t l0 = static_cast<uint32_t>(level);
   const float f = level - static_cast<float>(l0);
-  const Vec4f a = sampleTextureLevel(scene, tex, l0, st, srgb);
-  const Vec4f b = sampleTextureLevel(scene, tex, l0 + 1, st, srgb);
-  return {a.x + (b.x - a.x) * f, a.y + (b.y - a.y) * f, a.z + (b.z - a.z) * f,
-          a.w + (b.w - a.w) * f};
+  // One of the two levels, the coarser with probability f: a hash of the lookup's uv and the
+  // texture (never of the path or the sample count) draws it. In expectation over a pixel's
+  // samples this is the trilinear blend, at half its texel reads (texel loads that miss the
+  // cache are much of the render's time on textured scenes).
+  const float u = u32ToUnitFloat(hash3(floatBits(uv.x), floatBits(uv.y),
+                                       static_cast<uint32_t>(index)));
+  return sampleTextureLevel(scene, tex, u < f ? l0 + 1 : l0, st, srgb);
 }
 
 }  // namespace pl::kernel

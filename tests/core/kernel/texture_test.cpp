@@ -105,18 +105,23 @@ struct RandomMips {
   }
 };
 
-Vec4f lerp4(Vec4f a, Vec4f b, float f) {
-  return {a.x + (b.x - a.x) * f, a.y + (b.y - a.y) * f, a.z + (b.z - a.z) * f,
-          a.w + (b.w - a.w) * f};
-}
-
 // The footprint (lod: log2 of a pixel's width in UV units) picks the two levels around it:
 // level = lod + log2(16) for a 16 x 16 texture; below 0 (magnified) level 0 alone, beyond the
-// last level the last alone.
-TEST(TextureTest, MipLookupsBlendTheTwoLevelsAroundTheFootprint) {
+// last level the last alone. Between two levels a lookup takes one of them, the coarser with
+// probability f (the fraction of the level), drawn by a hash of its uv: the same uv always takes
+// the same one, and over many uvs the shares are the trilinear weights.
+TEST(TextureTest, MipLookupsTakeTheTwoLevelsAroundTheFootprintByTheirWeights) {
   RandomMips m;
   const SceneView v = m.rd.view();
   const Texture& t = m.rd.textures[0];
+  // Which level a lookup at uv took (-1: neither of l0, l0 + 1).
+  auto levelTaken = [&](const SceneView& view, const Texture& tex, Vec2f uv, Vec2f st, float lod,
+                        uint32_t l0) {
+    const float x = sampleTexture(view, 0, uv, false, lod).x;
+    if (x == sampleTextureLevel(view, tex, l0, st, false).x) return int(l0);
+    if (x == sampleTextureLevel(view, tex, l0 + 1, st, false).x) return int(l0 + 1);
+    return -1;
+  };
   const Vec2f uv = {0.37f, 0.61f};
   for (bool srgb : {false, true}) {
     Vec4f level[5];
@@ -126,25 +131,46 @@ TEST(TextureTest, MipLookupsBlendTheTwoLevelsAroundTheFootprint) {
     EXPECT_EQ(at(-3.0f).x, level[0].x);
     EXPECT_EQ(sampleTexture(v, 0, uv, srgb).x, level[0].x);  // no footprint
     EXPECT_EQ(at(0.0f).x, level[0].x);
-    const Vec4f q = lerp4(level[0], level[1], 0.25f);
-    EXPECT_NEAR(at(0.25f).x, q.x, 1e-6f);
-    EXPECT_NEAR(at(0.25f).z, q.z, 1e-6f);
-    const Vec4f h = lerp4(level[1], level[2], 0.5f);
-    EXPECT_NEAR(at(1.5f).y, h.y, 1e-6f);
-    EXPECT_NEAR(at(1.5f).w, h.w, 1e-6f);
-    EXPECT_NEAR(at(3.75f).x, lerp4(level[3], level[4], 0.75f).x, 1e-6f);
     EXPECT_EQ(at(4.0f).x, level[4].x);
     EXPECT_EQ(at(9.0f).x, level[4].x);
+    for (float lvl : {0.25f, 1.5f, 3.75f}) {
+      const Vec4f a = at(lvl);
+      const uint32_t l0 = uint32_t(lvl);
+      EXPECT_TRUE((a.x == level[l0].x && a.w == level[l0].w) ||
+                  (a.x == level[l0 + 1].x && a.w == level[l0 + 1].w))
+          << lvl;
+      EXPECT_EQ(at(lvl).x, a.x);  // the same uv, the same level
+    }
+  }
+  // Over many uvs, each level's share is its weight (4000 lookups: a standard deviation of
+  // under 0.008).
+  for (float lvl : {0.25f, 1.5f, 3.75f}) {
+    const uint32_t l0 = uint32_t(lvl);
+    int coarser = 0, lookups = 0;
+    for (int i = 0; i < 4000; ++i) {
+      const Vec2f p = {0.05f + 0.9f * float(i % 63) / 63.0f, 0.05f + 0.9f * float(i / 63) / 64.0f};
+      const int taken = levelTaken(v, t, p, p, lvl - 4.0f, l0);
+      ASSERT_NE(taken, -1) << i;
+      coarser += taken == int(l0 + 1);
+      ++lookups;
+    }
+    EXPECT_NEAR(double(coarser) / lookups, lvl - float(l0), 0.04) << lvl;
   }
   // The UV transform's scale counts: repeated 4 times, a texture is 2 levels coarser.
   m.rd.textures[0].uv[0] = m.rd.textures[0].uv[4] = 4.0f;
   const SceneView scaled = m.rd.view();
   const Vec2f st = {4.0f * uv.x, 4.0f * uv.y};
-  EXPECT_NEAR(sampleTexture(scaled, 0, uv, false, -4.0f + 0.5f).x,
-              lerp4(sampleTextureLevel(scaled, m.rd.textures[0], 2, st, false),
-                    sampleTextureLevel(scaled, m.rd.textures[0], 3, st, false), 0.5f)
-                  .x,
-              1e-6f);
+  EXPECT_NE(levelTaken(scaled, m.rd.textures[0], uv, st, -4.0f + 0.5f, 2), -1);
+  int coarser = 0;
+  for (int i = 0; i < 400; ++i) {
+    const Vec2f p = {0.1f + 0.002f * float(i), 0.3f};
+    const Vec2f q = {4.0f * p.x, 4.0f * p.y};
+    const int taken = levelTaken(scaled, m.rd.textures[0], p, q, -4.0f + 0.5f, 2);
+    ASSERT_NE(taken, -1) << i;
+    coarser += taken == 3;
+  }
+  EXPECT_GT(coarser, 140);
+  EXPECT_LT(coarser, 260);
   // Nearest-filtered textures stay on level 0.
   m.rd.textures[0] = t;
   m.rd.textures[0].filter = kFilterNearest;
