@@ -35,6 +35,25 @@ class WorkerTest : public testing::DaemonTest {
     spec.pinCore0 = true;
     return DaemonTest::startNode(name, spec);
   }
+  // The first worker on node `name` once it has sent its first heartbeat (until then a slower
+  // start-up allowance applies; a slow build, such as test-asan's, takes a while to get
+  // there), 400 ms later, with the render still running; -1 (and a test failure) if not.
+  pid_t readyWorker(const std::string& name, testing::Process& render) {
+    pid_t worker = waitForWorker(name, 0, 20s);
+    EXPECT_GT(worker, 0) << node(name).err();
+    if (worker <= 0) return -1;
+    const std::string ready = "worker " + std::to_string(worker) + " is ready";
+    if (!waitUntil([&] { return node(name).err().find(ready) != std::string::npos; }, 30s)) {
+      ADD_FAILURE() << node(name).err();
+      return -1;
+    }
+    std::this_thread::sleep_for(400ms);
+    if (!render.running()) {
+      ADD_FAILURE() << "the render ended before the worker was ready";
+      return -1;
+    }
+    return worker;
+  }
 };
 
 // A render's lease is served by a worker process. When the render is done (its lease released
@@ -82,15 +101,8 @@ TEST_F(WorkerTest, HungWorkerIsKilledAndImageStaysIdentical) {
   std::vector<std::string> peers = {startNode("a"), startNode("b")};
   for (const auto& p : peers) ASSERT_FALSE(p.empty());
   auto render = startRender("160x160", 192, peers, "hung");
-  pid_t worker = waitForWorker("b", 0, 20s);
-  ASSERT_GT(worker, 0) << node("b").err();
-  // Paused once it has started (until its first heartbeat a slower start-up allowance applies;
-  // a slow build, such as test-asan's, takes a while to get there).
-  const std::string ready = "worker " + std::to_string(worker) + " is ready";
-  ASSERT_TRUE(waitUntil([&] { return node("b").err().find(ready) != std::string::npos; }, 30s))
-      << node("b").err();
-  std::this_thread::sleep_for(400ms);
-  ASSERT_TRUE(render->running()) << "the render ended before the worker could be paused";
+  const pid_t worker = readyWorker("b", *render);  // paused once it has started
+  ASSERT_GT(worker, 0);
   ::kill(worker, SIGSTOP);
   Clock::time_point paused = Clock::now();
   const std::string failed = "worker " + std::to_string(worker) + " for lease 1 failed: hung";
@@ -123,13 +135,7 @@ TEST_F(WorkerTest, StalledDaemonDoesNotTakeItsWorkerForHung) {
   std::vector<std::string> peers = {startNode("a"), DaemonTest::startNode("b", spec)};
   for (const auto& p : peers) ASSERT_FALSE(p.empty());
   auto render = startRender("160x160", 192, peers, "stall");
-  pid_t worker = waitForWorker("b", 0, 20s);
-  ASSERT_GT(worker, 0) << node("b").err();
-  const std::string ready = "worker " + std::to_string(worker) + " is ready";
-  ASSERT_TRUE(waitUntil([&] { return node("b").err().find(ready) != std::string::npos; }, 30s))
-      << node("b").err();
-  std::this_thread::sleep_for(400ms);
-  ASSERT_TRUE(render->running()) << "the render ended before the daemon could be paused";
+  ASSERT_GT(readyWorker("b", *render), 0);
   const pid_t daemon = node("b").pid();
   ASSERT_GT(daemon, 0);
   ::kill(daemon, SIGSTOP);
