@@ -1,6 +1,5 @@
 #include "transport/worker_process.h"
 
-#include <algorithm>
 #include <capnp/rpc-twoparty.h>
 #include <kj/debug.h>
 #include <signal.h>
@@ -10,6 +9,7 @@
 
 #include <cstring>
 
+#include "core/cluster/worker_watch.h"
 #include "core/util/log.h"
 #include "transport/node_service.h"
 
@@ -17,13 +17,13 @@ namespace pl {
 
 namespace {
 // How often the daemon looks at a worker's heartbeats, and how late a look may come before the
-// daemon's own loop counts as held up.
+// daemon's own loop counts as held up (core/cluster/worker_watch.h).
 constexpr uint32_t kWatchPeriodMs = 100;
-constexpr double kLoopStallMs = 400;
+constexpr std::chrono::milliseconds kLoopStall{400};
 // Heartbeats a worker leaves unanswered before it stops sending more (see HeartbeatSender).
 constexpr uint32_t kMaxHeartbeatsInFlight = 64;
 // How long a new worker may take to send its first heartbeat (device start-up included).
-constexpr double kStartupTimeoutMs = 30000;
+constexpr std::chrono::milliseconds kStartupTimeout{30000};
 }  // namespace
 namespace {
 
@@ -31,18 +31,17 @@ using Clock = std::chrono::steady_clock;
 
 class SupervisorImpl final : public proto::Supervisor::Server {
  public:
-  SupervisorImpl(std::shared_ptr<Clock::time_point> lastBeat, std::string who)
-      : lastBeat_(std::move(lastBeat)), who_(std::move(who)) {}
+  SupervisorImpl(std::shared_ptr<WorkerWatch> watch, std::string who)
+      : watch_(std::move(watch)), who_(std::move(who)) {}
   kj::Promise<void> heartbeat(HeartbeatContext) override {
     // The first one: the worker has started (its devices are open); the heartbeat timeout
     // applies from now on.
-    if (*lastBeat_ == Clock::time_point{}) PL_LOG_INFO("%s is ready", who_.c_str());
-    *lastBeat_ = Clock::now();
+    if (watch_->heartbeat(Clock::now())) PL_LOG_INFO("%s is ready", who_.c_str());
     return kj::READY_NOW;
   }
 
  private:
-  std::shared_ptr<Clock::time_point> lastBeat_;
+  std::shared_ptr<WorkerWatch> watch_;
   std::string who_;  // "worker <pid>"
 };
 
@@ -66,14 +65,8 @@ struct WorkerProcess::Impl {
   pid_t pid = -1;
   bool exited = false;
   bool stopping = false;
-  // Time of the last heartbeat; the epoch until the first one. Until then the worker is still
-  // starting (opening devices: a CUDA context per GPU can take seconds), and the generous
-  // kStartupTimeoutMs applies instead of the heartbeat timeout.
-  std::shared_ptr<Clock::time_point> lastBeat = std::make_shared<Clock::time_point>();
-  Clock::time_point started = Clock::now();
-  // When the watchdog last looked, and whether it let the last look pass after a stall.
-  Clock::time_point lastTick = Clock::now();
-  bool graceTaken = false;
+  // The heartbeats' judgement (core/cluster/worker_watch.h), shared with the Supervisor.
+  std::shared_ptr<WorkerWatch> watchdog;
   // Promises first in destruction order (declared last below); the RPC objects after them.
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyVatNetwork> network;
@@ -86,7 +79,17 @@ struct WorkerProcess::Impl {
   Impl(UvKjLoop& loop, std::string label, WorkerProcessOptions options, FailureHandler onFailure,
        ExitHandler onExit)
       : loop(loop), label(std::move(label)), options(options), onFailure(std::move(onFailure)),
-        onExit(std::move(onExit)) {}
+        onExit(std::move(onExit)),
+        watchdog(std::make_shared<WorkerWatch>(watchOptions(options), Clock::now())) {}
+
+  static WorkerWatchOptions watchOptions(const WorkerProcessOptions& options) {
+    WorkerWatchOptions w;
+    w.heartbeatTimeout = std::chrono::milliseconds(options.heartbeatTimeoutMs);
+    w.startupTimeout = kStartupTimeout;
+    w.lookPeriod = std::chrono::milliseconds(kWatchPeriodMs);
+    w.loopStall = kLoopStall;
+    return w;
+  }
 
   ~Impl() {
     killTimer = nullptr;
@@ -141,33 +144,14 @@ struct WorkerProcess::Impl {
     return loop.timer().afterDelay(kWatchPeriodMs * kj::MILLISECONDS).then(
         [this]() -> kj::Promise<void> {
           if (stopping || exited) return kj::READY_NOW;
-          const Clock::time_point now = Clock::now();
-          const double sinceTickMs =
-              std::chrono::duration<double, std::milli>(now - lastTick).count();
-          lastTick = now;
-          // This loop was held up (a long step, a starved core, a stopped daemon): heartbeats
-          // that came meanwhile are still unread in the socket, and timers run before I/O.
-          // Judge on the next tick, once they are read.
-          if (sinceTickMs > kWatchPeriodMs + kLoopStallMs && !graceTaken) {
-            graceTaken = true;
-            return watchLoop();
-          }
-          graceTaken = false;
-          const bool startedBeating = *lastBeat != Clock::time_point{};
-          double silentMs = std::chrono::duration<double, std::milli>(
-                                now - (startedBeating ? *lastBeat : started))
-                                .count();
-          const double limitMs =
-              startedBeating ? double(options.heartbeatTimeoutMs)
-                             : std::max(double(options.heartbeatTimeoutMs), kStartupTimeoutMs);
-          if (silentMs >= limitMs) {
-            char text[96];
-            std::snprintf(text, sizeof(text), "%s: no heartbeat for %.1f s",
-                          startedBeating ? "hung" : "did not start", silentMs / 1000.0);
-            fail(text);
-            return kj::READY_NOW;
-          }
-          return watchLoop();
+          const WorkerVerdict v = watchdog->look(Clock::now());
+          if (v.kind == WorkerVerdict::Kind::Fine) return watchLoop();
+          char text[96];
+          std::snprintf(text, sizeof(text), "%s: no heartbeat for %.1f s",
+                        v.kind == WorkerVerdict::Kind::Hung ? "hung" : "did not start",
+                        double(v.silence.count()) / 1e6);
+          fail(text);
+          return kj::READY_NOW;
         });
   }
 
@@ -248,7 +232,7 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
   auto worker = impl->rpc->bootstrap(vatId).castAs<proto::Worker>();
   auto request = worker.startRequest();
   request.setSupervisor(
-      kj::heap<SupervisorImpl>(impl->lastBeat, "worker " + std::to_string(impl->pid)));
+      kj::heap<SupervisorImpl>(impl->watchdog, "worker " + std::to_string(impl->pid)));
   impl->node = request.send().getNode();
   impl->watch = impl->watchLoop().eagerlyEvaluate(nullptr);
   // A closed socket without an exit yet: give the exit status 200 ms to arrive (it names the

@@ -16,8 +16,9 @@
 // A worker may serve several leases one after another (the daemon keeps idle workers warm,
 // transport/node_service.h); supervision is the same whether it serves a lease or waits.
 //
-// The daemon looks every 100 ms; a look that comes over 400 ms late means its own loop was held
-// up, and it judges on the next look instead, once the heartbeats that came meanwhile are read.
+// The daemon looks every 100 ms and judges by core/cluster/worker_watch.h: a look that comes
+// over 400 ms late means its own loop was held up, and it judges on the next look instead, once
+// the heartbeats that came meanwhile are read.
 //
 // Threads: loop thread only. Lifetime: the object may be destroyed at any time on the loop
 // thread (it SIGKILLs a worker still running); the loop must outlive it.
