@@ -12,7 +12,7 @@ ratio of their times to any equal error. No many-sample reference is needed: eac
 samples are independent of every other's (a reference that held the rung's own samples would
 not be).
 
-    bench/equal_error.py [--size 256] [--spp 32 128] [--seeds 4] [--scene cornell|helmet]
+    bench/equal_error.py [--size 256] [--spp 32 128] [--seeds 4] [--scene NAME (SCENES)]
 
 Times: peerlight's render seconds (`render --json`, the scene already compiled); Cycles' wall
 time minus its 1-spp warm-up (sync, BVH, textures), scaled by spp / (spp - 1), as
@@ -37,21 +37,45 @@ from block_compare import block_means  # noqa: E402
 
 BLOCK = 16
 SCENES = {
-    # name: (scene, peerlight flags, Cycles flags)
+    # name: (scene, peerlight flags, Cycles flags, camera distance); scene is under ../shared,
+    # or under the project's scenes/ when it starts with "scenes/" and is not found there.
+    # A camera distance: the file has no camera of its own, so a copy of it gets one that far in
+    # front along +Z (with_camera()), so that both renderers frame it alike.
     "cornell": ("scenes/cornell-box/gltf-derived/cornell_box.gltf",
-                ["--max-depth", "17", "--env", "0,0,0"], ["--gltf-brdf", "--bounces", "16"]),
-    # DamagedHelmet has no camera of its own: a copy of it with one (helmet_with_camera()), so
-    # that both renderers frame it alike; a uniform white sky.
+                ["--max-depth", "17", "--env", "0,0,0"], ["--gltf-brdf", "--bounces", "16"],
+                None),
+    # DamagedHelmet close-up under a uniform white sky.
     "helmet": ("scenes/khronos-gltf/DamagedHelmet/glTF/DamagedHelmet.gltf",
                ["--max-depth", "17", "--env", "1,1,1"],
-               ["--gltf-brdf", "--bounces", "16", "--world", "1.0"]),
+               ["--gltf-brdf", "--bounces", "16", "--world", "1.0"], 2.4),
+    # Its own camera; lit by a uniform white sky through the roof.
+    "sponza": ("scenes/sponza-crytek-rendu/sponza.gltf",
+               ["--max-depth", "17", "--env", "1,1,1"],
+               ["--gltf-brdf", "--bounces", "16", "--world", "1.0"], None),
+    "bottle": ("scenes/khronos-gltf/WaterBottle/glTF/WaterBottle.gltf",
+               ["--max-depth", "17", "--env", "1,1,1"],
+               ["--gltf-brdf", "--bounces", "16", "--world", "1.0"], 0.45),
+    # Layered materials: Cycles renders Blender's import of the file (Principled BSDFs).
+    "toycar": ("scenes/khronos-gltf/ToyCar/glTF/ToyCar.gltf",
+               ["--max-depth", "17", "--env", "1,1,1"],
+               ["--bounces", "16", "--world", "1.0", "--camera", "0"], None),
+    # The project's glass sphere (scenes/make_glass_scene.py); Cycles' volume absorption made
+    # exact (bench/cycles_wrapper.py --exact-volume).
+    "glass": ("scenes/glass_sphere.gltf", ["--max-depth", "17", "--env", "1,1,1"],
+              ["--bounces", "16", "--world", "1.0", "--exact-volume"], None),
 }
 
 
-def helmet_with_camera(scene, tmp):
-    """A copy of the DamagedHelmet folder whose glTF has a camera 2.4 units in front of it
-    (40 degrees vertical field of view): the close-up both renderers render."""
-    folder = os.path.join(tmp, "helmet")
+def scene_path(rel):
+    """The scene file of a SCENES entry: under ../shared, else the project's own."""
+    shared = os.path.join(SHARED, rel)
+    return shared if os.path.exists(shared) else os.path.join(ROOT, rel)
+
+
+def with_camera(scene, tmp, distance):
+    """A copy of the scene's folder whose glTF has a camera `distance` in front of the origin
+    along +Z, looking down -Z (40 degrees vertical field of view)."""
+    folder = os.path.join(tmp, "with_camera")
     shutil.copytree(os.path.dirname(scene), folder)
     path = os.path.join(folder, os.path.basename(scene))
     with open(path) as f:
@@ -59,11 +83,20 @@ def helmet_with_camera(scene, tmp):
     gltf["cameras"] = [{"type": "perspective",
                         "perspective": {"yfov": math.radians(40), "znear": 0.01,
                                         "aspectRatio": 1.0}}]
-    gltf["nodes"].append({"camera": 0, "translation": [0.0, 0.0, 2.4]})
+    gltf["nodes"].append({"camera": 0, "translation": [0.0, 0.0, distance]})
     gltf["scenes"][gltf.get("scene", 0)]["nodes"].append(len(gltf["nodes"]) - 1)
     with open(path, "w") as f:
         json.dump(gltf, f)
     return path
+
+
+def prepared_scene(name, tmp):
+    """The file both renderers render for SCENES[name] (with a camera added where needed)."""
+    rel, _, _, distance = SCENES[name]
+    scene = scene_path(rel)
+    if not os.path.exists(scene):
+        raise SystemExit(f"{scene} not found (../shared missing?)")
+    return with_camera(scene, tmp, distance) if distance is not None else scene
 
 
 def noise_mse(images):
@@ -75,17 +108,29 @@ def noise_mse(images):
                for a, b in pairs) / len(pairs) / mean ** 2
 
 
-def peerlight(scene, flags, size, spp, seed, out):
+def peerlight_stats(scene, flags, size, spp, seed, out):
+    """Renders with `render --json`; returns its statistics."""
     r = subprocess.run([PL, "render", scene, "-o", out, "--size", f"{size}x{size}", "--spp",
                         str(spp), "--seed", str(seed), "--local-only", "--no-daemon",
                         "--json"] + flags,
                        capture_output=True, text=True, check=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def peerlight(scene, flags, size, spp, seed, out):
+    return peerlight_stats(scene, flags, size, spp, seed, out)["seconds"]
+
+
+WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cycles_wrapper.py")
+WRAPPER_FLAGS = ("--adaptive-threshold", "--exact-volume")
 
 
 def cycles(scene, flags, size, spps, seed, prefix):
-    r = subprocess.run(["blender", "-b", "--factory-startup", "--python",
-                        os.path.join(SHARED, "reference", "cycles_reference.py"), "--",
+    """Renders with Cycles (through bench/cycles_wrapper.py when a flag needs it); returns
+    {spp: (seconds, EXR path)}."""
+    wrapped = any(f in WRAPPER_FLAGS for f in flags)
+    script = WRAPPER if wrapped else os.path.join(SHARED, "reference", "cycles_reference.py")
+    r = subprocess.run(["blender", "-b", "--factory-startup", "--python", script, "--",
                         "--scene", scene, "--out", prefix, "--res", str(size), str(size),
                         "--samples"] + [str(s) for s in spps] + ["--seed", str(seed), "--no-png"]
                        + flags,
@@ -114,14 +159,10 @@ def main():
     args = ap.parse_args()
     if args.seeds < 2:
         raise SystemExit("equal_error: --seeds must be at least 2")
-    rel, pl_flags, cy_flags = SCENES[args.scene]
-    scene = os.path.join(SHARED, rel)
-    if not os.path.exists(scene):
-        raise SystemExit(f"equal_error: {scene} not found")
+    _, pl_flags, cy_flags, _ = SCENES[args.scene]
     per_side = args.size // BLOCK
     with tempfile.TemporaryDirectory() as tmp:
-        if args.scene == "helmet":
-            scene = helmet_with_camera(scene, tmp)
+        scene = prepared_scene(args.scene, tmp)
         # {renderer: {spp: [(seconds, block means) per seed]}}, seeds 1..K, one after the other.
         runs = {"ours": {spp: [] for spp in args.spp}, "cycles": {spp: [] for spp in args.spp}}
         for seed in range(1, args.seeds + 1):

@@ -1,0 +1,77 @@
+"""Runs ../shared/reference/cycles_reference.py (its scene setup, render and output) with
+changes the benchmarks need:
+
+    blender -b --factory-startup --python bench/cycles_wrapper.py -- \
+        [--adaptive-threshold T [--adaptive-min-samples N]] [--exact-volume] \
+        CYCLES_REFERENCE_ARGS...
+
+--adaptive-threshold T  Cycles' adaptive sampling on, at noise threshold T (the reference script
+                        turns it off); N: its minimum samples (0: Cycles' own choice).
+--exact-volume          Make each Volume Absorption node that Blender's glTF importer made from
+                        KHR_materials_volume absorb as the specification says. The importer
+                        gives it colour c and density 1/d (attenuationColor, attenuationDistance),
+                        which absorbs (1 - c)/d per metre; the specification's transmittance
+                        c^(x/d) absorbs -ln(c)/d. The colour becomes 1 + ln(c), clamped at 0.
+"""
+import math
+import os
+import runpy
+import sys
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "shared")
+
+
+def take(argv, flag, default, has_value=True):
+    """Removes `flag [VALUE]` from argv; returns VALUE (True for a flag without one), or
+    default."""
+    if flag not in argv:
+        return default
+    i = argv.index(flag)
+    value = argv[i + 1] if has_value else True
+    del argv[i:i + (2 if has_value else 1)]
+    return value
+
+
+def exact_volumes():
+    import bpy
+    changed = []
+    for mat in bpy.data.materials:
+        if not mat.use_nodes:
+            continue
+        for node in mat.node_tree.nodes:
+            if node.type != "VOLUME_ABSORPTION":
+                continue
+            colour = node.inputs["Color"].default_value
+            for k in range(3):
+                colour[k] = max(0.0, 1.0 + math.log(max(colour[k], 1e-6)))
+            changed.append(mat.name)
+    return changed
+
+
+def main():
+    argv = sys.argv
+    threshold = float(take(argv, "--adaptive-threshold", "0"))
+    min_samples = int(take(argv, "--adaptive-min-samples", "0"))
+    exact_volume = take(argv, "--exact-volume", False, has_value=False)
+    ref = runpy.run_path(os.path.join(SHARED, "reference", "cycles_reference.py"),
+                         run_name="cycles_reference")
+    scope = ref["main"].__globals__
+    setup = scope["setup_cycles"]
+
+    def setup_wrapped(scene):
+        setup(scene)
+        if threshold > 0:
+            scene.cycles.use_adaptive_sampling = True
+            scene.cycles.adaptive_threshold = threshold
+            scene.cycles.adaptive_min_samples = min_samples
+            print("cycles_wrapper: adaptive sampling, threshold %g, min samples %d"
+                  % (threshold, min_samples), flush=True)
+        if exact_volume:
+            print("cycles_wrapper: exact volume absorption in %s" % exact_volumes(), flush=True)
+
+    scope["setup_cycles"] = setup_wrapped
+    ref["main"]()
+
+
+main()
