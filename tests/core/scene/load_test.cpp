@@ -87,6 +87,22 @@ TEST(LoadScene, OwnCornellBox) {
   }
 }
 
+// The project's glass scene (scenes/make_glass_scene.py): a solid, refracting, absorbing
+// sphere (KHR_materials_transmission, _ior, _volume), loaded with nothing dropped.
+TEST(LoadScene, OwnGlassSphere) {
+  Scene s = loadOk(std::string(PEERLIGHT_SOURCE_DIR) + "/scenes/glass_sphere.gltf");
+  expectCounts(s, {2520, 5, 0, 1, 0});
+  EXPECT_TRUE(s.warnings.empty()) << s.warnings.front();
+  expectBounds(s, {-1.5f, 0.0f, -1.5f}, {1.5f, 1.5f, 1.5f}, 1e-5f);
+  ASSERT_EQ(s.materialNames[0], "Glass");
+  const kernel::Material& glass = s.materials[0];
+  EXPECT_EQ(glass.transmissionFactor, 1.0f);
+  EXPECT_EQ(glass.ior, 1.5f);
+  EXPECT_NEAR(glass.thicknessFactor, 0.7f, 1e-6f);
+  EXPECT_EQ(glass.attenuationDistance, 0.5f);
+  EXPECT_EQ(glass.attenuationColor.y, 0.95f);
+}
+
 TEST(LoadScene, Box) {
   REQUIRE_SHARED("scenes/khronos-gltf/Box/glTF/Box.gltf");
   for (const char* f :
