@@ -3,7 +3,7 @@ changes the benchmarks need:
 
     blender -b --factory-startup --python bench/cycles_wrapper.py -- \
         [--adaptive-threshold T [--adaptive-min-samples N]] [--exact-volume] \
-        CYCLES_REFERENCE_ARGS...
+        [--keep-transmission] CYCLES_REFERENCE_ARGS...
 
 --adaptive-threshold T  Cycles' adaptive sampling on, at noise threshold T (the reference script
                         turns it off); N: its minimum samples (0: Cycles' own choice).
@@ -12,6 +12,11 @@ changes the benchmarks need:
                         gives it colour c and density 1/d (attenuationColor, attenuationDistance),
                         which absorbs (1 - c)/d per metre; the specification's transmittance
                         c^(x/d) absorbs -ln(c)/d. The colour becomes 1 + ln(c), clamped at 0.
+--keep-transmission     With the reference's --gltf-brdf: materials with transmission keep
+                        Blender's Principled BSDF (its glass: Fresnel reflection and refraction
+                        through IOR), which the reference's glTF-BRDF node setup (diffuse and
+                        GGX layers only) would make opaque; every other material gets that
+                        setup.
 """
 import math
 import os
@@ -49,11 +54,26 @@ def exact_volumes():
     return changed
 
 
+def transmissive_materials():
+    import bpy
+    out = []
+    for mat in bpy.data.materials:
+        if not mat.use_nodes:
+            continue
+        for node in mat.node_tree.nodes:
+            t = node.inputs.get("Transmission") if node.type == "BSDF_PRINCIPLED" else None
+            if t is not None and (t.is_linked or t.default_value > 0):
+                out.append(mat)
+                break
+    return out
+
+
 def main():
     argv = sys.argv
     threshold = float(take(argv, "--adaptive-threshold", "0"))
     min_samples = int(take(argv, "--adaptive-min-samples", "0"))
     exact_volume = take(argv, "--exact-volume", False, has_value=False)
+    keep_transmission = take(argv, "--keep-transmission", False, has_value=False)
     ref = runpy.run_path(os.path.join(SHARED, "reference", "cycles_reference.py"),
                          run_name="cycles_reference")
     scope = ref["main"].__globals__
@@ -71,6 +91,23 @@ def main():
             print("cycles_wrapper: exact volume absorption in %s" % exact_volumes(), flush=True)
 
     scope["setup_cycles"] = setup_wrapped
+    spec_brdf = scope["gltf_spec_brdf"]
+
+    def spec_brdf_opaque():
+        # The reference's setup skips materials without nodes: hide the transmissive ones.
+        kept = transmissive_materials()
+        for mat in kept:
+            mat.use_nodes = False
+        try:
+            return spec_brdf()
+        finally:
+            for mat in kept:
+                mat.use_nodes = True
+            print("cycles_wrapper: Principled BSDF kept for %s" % [m.name for m in kept],
+                  flush=True)
+
+    if keep_transmission:
+        scope["gltf_spec_brdf"] = spec_brdf_opaque
     ref["main"]()
 
 

@@ -59,10 +59,12 @@ SCENES = {
     "toycar": ("scenes/khronos-gltf/ToyCar/glTF/ToyCar.gltf",
                ["--max-depth", "17", "--env", "1,1,1"],
                ["--bounces", "16", "--world", "1.0", "--camera", "0"], None),
-    # The project's glass sphere (scenes/make_glass_scene.py); Cycles' volume absorption made
-    # exact (bench/cycles_wrapper.py --exact-volume).
+    # The project's glass sphere (scenes/make_glass_scene.py): the glass a Principled BSDF,
+    # every other material the glTF BRDF, Cycles' volume absorption made exact
+    # (bench/cycles_wrapper.py).
     "glass": ("scenes/glass_sphere.gltf", ["--max-depth", "17", "--env", "1,1,1"],
-              ["--bounces", "16", "--world", "1.0", "--exact-volume"], None),
+              ["--gltf-brdf", "--keep-transmission", "--bounces", "16", "--world", "1.0",
+               "--exact-volume"], None),
 }
 
 
@@ -122,7 +124,7 @@ def peerlight(scene, flags, size, spp, seed, out):
 
 
 WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cycles_wrapper.py")
-WRAPPER_FLAGS = ("--adaptive-threshold", "--exact-volume")
+WRAPPER_FLAGS = ("--adaptive-threshold", "--exact-volume", "--keep-transmission")
 
 
 def cycles(scene, flags, size, spps, seed, prefix):
