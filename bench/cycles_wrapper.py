@@ -3,7 +3,7 @@ changes the benchmarks need:
 
     blender -b --factory-startup --python bench/cycles_wrapper.py -- \
         [--adaptive-threshold T [--adaptive-min-samples N]] [--exact-volume] \
-        [--keep-transmission] CYCLES_REFERENCE_ARGS...
+        [--keep-transmission] [--metal-fresnel] CYCLES_REFERENCE_ARGS...
 
 --adaptive-threshold T  Cycles' adaptive sampling on, at noise threshold T (the reference script
                         turns it off); N: its minimum samples (0: Cycles' own choice).
@@ -17,6 +17,12 @@ changes the benchmarks need:
                         through IOR), which the reference's glTF-BRDF node setup (diffuse and
                         GGX layers only) would make opaque; every other material gets that
                         setup.
+--metal-fresnel         With the reference's --gltf-brdf: its metal layer (a GGX Glossy BSDF
+                        tinted by the base colour, with no Fresnel) becomes a metallic
+                        Principled BSDF of the same colour, roughness and normal, whose Fresnel
+                        goes from the base colour at normal incidence to white at grazing (a
+                        dielectric Fresnel curve at the half vector, normalized; the
+                        specification's conductor Fresnel is Schlick's, of the same shape).
 """
 import math
 import os
@@ -68,12 +74,43 @@ def transmissive_materials():
     return out
 
 
+def metals_with_fresnel():
+    """Replaces the reference's metal Glossy BSDFs (those whose colour is not plain white)."""
+    import bpy
+    changed = []
+    for mat in bpy.data.materials:
+        if not mat.use_nodes:
+            continue
+        nt = mat.node_tree
+        for node in list(nt.nodes):
+            colour = node.inputs.get("Color") if node.type == "BSDF_GLOSSY" else None
+            if colour is None or (not colour.is_linked and
+                                  tuple(colour.default_value)[:3] == (1.0, 1.0, 1.0)):
+                continue
+            metal = nt.nodes.new("ShaderNodeBsdfPrincipled")
+            metal.distribution = "GGX"
+            metal.inputs["Metallic"].default_value = 1.0
+            for src, dst in (("Color", "Base Color"), ("Roughness", "Roughness"),
+                             ("Normal", "Normal")):
+                socket = node.inputs[src]
+                if socket.is_linked:
+                    nt.links.new(socket.links[0].from_socket, metal.inputs[dst])
+                elif src != "Normal":
+                    metal.inputs[dst].default_value = socket.default_value
+            for link in list(node.outputs["BSDF"].links):
+                nt.links.new(metal.outputs["BSDF"], link.to_socket)
+            nt.nodes.remove(node)
+            changed.append(mat.name)
+    return changed
+
+
 def main():
     argv = sys.argv
     threshold = float(take(argv, "--adaptive-threshold", "0"))
     min_samples = int(take(argv, "--adaptive-min-samples", "0"))
     exact_volume = take(argv, "--exact-volume", False, has_value=False)
     keep_transmission = take(argv, "--keep-transmission", False, has_value=False)
+    metal_fresnel = take(argv, "--metal-fresnel", False, has_value=False)
     ref = runpy.run_path(os.path.join(SHARED, "reference", "cycles_reference.py"),
                          run_name="cycles_reference")
     scope = ref["main"].__globals__
@@ -87,6 +124,8 @@ def main():
             scene.cycles.adaptive_min_samples = min_samples
             print("cycles_wrapper: adaptive sampling, threshold %g, min samples %d"
                   % (threshold, min_samples), flush=True)
+        if metal_fresnel:
+            print("cycles_wrapper: metals with Fresnel in %s" % metals_with_fresnel(), flush=True)
         if exact_volume:
             print("cycles_wrapper: exact volume absorption in %s" % exact_volumes(), flush=True)
 

@@ -52,6 +52,11 @@ SCENES = {
     "sponza": ("scenes/sponza-crytek-rendu/sponza.gltf",
                ["--max-depth", "17", "--env", "1,1,1"],
                ["--gltf-brdf", "--bounces", "16", "--world", "1.0"], None),
+    # The helmet again, its metals given a Fresnel in the reference (bench/cycles_wrapper.py).
+    "helmet-fresnel": ("scenes/khronos-gltf/DamagedHelmet/glTF/DamagedHelmet.gltf",
+                       ["--max-depth", "17", "--env", "1,1,1"],
+                       ["--gltf-brdf", "--metal-fresnel", "--bounces", "16", "--world", "1.0"],
+                       2.4),
     "bottle": ("scenes/khronos-gltf/WaterBottle/glTF/WaterBottle.gltf",
                ["--max-depth", "17", "--env", "1,1,1"],
                ["--gltf-brdf", "--bounces", "16", "--world", "1.0"], 0.45),
@@ -124,7 +129,8 @@ def peerlight(scene, flags, size, spp, seed, out):
 
 
 WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cycles_wrapper.py")
-WRAPPER_FLAGS = ("--adaptive-threshold", "--exact-volume", "--keep-transmission")
+WRAPPER_FLAGS = ("--adaptive-threshold", "--exact-volume", "--keep-transmission",
+                 "--metal-fresnel")
 
 
 def cycles(scene, flags, size, spps, seed, prefix):
