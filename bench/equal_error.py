@@ -59,7 +59,7 @@ SCENES = {
                        2.4),
     "bottle": ("scenes/khronos-gltf/WaterBottle/glTF/WaterBottle.gltf",
                ["--max-depth", "17", "--env", "1,1,1"],
-               ["--gltf-brdf", "--bounces", "16", "--world", "1.0"], 0.45),
+               ["--gltf-brdf", "--metal-fresnel", "--bounces", "16", "--world", "1.0"], 0.45),
     # Layered materials: Cycles renders Blender's import of the file (Principled BSDFs).
     "toycar": ("scenes/khronos-gltf/ToyCar/glTF/ToyCar.gltf",
                ["--max-depth", "17", "--env", "1,1,1"],
