@@ -10,6 +10,35 @@
 
 namespace pl::kernel {
 
+// The shading normal n (unit), bent where needed so that the mirror reflection of wo about it
+// stays above the geometric surface (ngFacing: the geometric normal on wo's side) by a margin
+// t = min(0.01, 0.9 cos(ngFacing, wo)). A normal map or interpolated normals seen at grazing
+// angles often reflect wo into the surface, or face away from wo; the BRDF then has no
+// sensible value there. The normal is tilted back towards ngFacing, in the plane of the two,
+// to the largest tilt that keeps the reflection above the margin: with x the unit direction of
+// n's tangential part and wo = (wz along ngFacing, wx along x), a normal at angle a from
+// ngFacing towards x reflects wo to a height of wz cos 2a + wx sin 2a (Cycles makes the same
+// correction; falling back to the geometric normal instead flattened normal-mapped surfaces
+// seen at grazing angles).
+PL_HOST_DEVICE PL_INLINE Vec3f validShadingNormal(Vec3f n, Vec3f ngFacing, Vec3f wo) {
+  const float wz = dot(ngFacing, wo);
+  if (!(wz > 0.0f)) return ngFacing;
+  const float margin = minf(0.01f, 0.9f * wz);
+  if (dot(reflect(wo, n), ngFacing) >= margin && dot(n, wo) > 0.0f) return n;
+  const float nz = dot(n, ngFacing);
+  const Vec3f tangential = n - ngFacing * nz;
+  const float len = length(tangential);
+  if (!(len > 1.0e-6f)) return ngFacing;
+  const Vec3f x = tangential * (1.0f / len);
+  const float wx = dot(wo, x);
+  // wz cos 2a + wx sin 2a = R cos(2a - d) >= margin for 2a up to d + acos(margin / R).
+  const float r = sqrtf(wz * wz + wx * wx);
+  const float largest = 0.5f * (atan2f(wx, wz) + acosf(clampf(margin / r, -1.0f, 1.0f)));
+  const float a = clampf(minf(atan2f(len, nz), largest), 0.0f, 0.5f * kPi);
+  const Vec3f bent = normalize(ngFacing * cosf(a) + x * sinf(a));
+  return isFinite(bent) ? bent : ngFacing;
+}
+
 // A normal on the viewer's side (wo), normal-mapped by `texture` (kNoTexture: none) when a
 // tangent is known. front: whether wo sees the front face; ngFacing: the geometric normal on
 // wo's side.
@@ -31,9 +60,7 @@ PL_HOST_DEVICE PL_INLINE Vec3f mappedNormal(const SceneView& scene, int32_t text
     }
   }
   if (!front) n = -n;
-  // A shading normal facing away from the viewer has no sensible BRDF: use the geometry.
-  if (!(dot(n, wo) > 0.0f) || !(dot(n, ngFacing) > 0.0f)) n = ngFacing;
-  return n;
+  return validShadingNormal(n, ngFacing, wo);
 }
 
 // The shading normal: the vertex normal, normal-mapped by the material's normal texture.

@@ -125,7 +125,7 @@ void generateTangents(Mesh& mesh) {
       continue;
     }
     t = t / len;
-    float w = kernel::dot(kernel::cross(nrm, t), bitan[v]) < 0.0f ? -1.0f : 1.0f;
+    float w = kernel::dot(kernel::cross(nrm, t), bitan[v]) < 0.0f ? 1.0f : -1.0f;
     mesh.tangents[v] = {t.x, t.y, t.z, w};
   }
 }

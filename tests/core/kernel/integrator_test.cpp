@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "tests/core/kernel/kernel_test_util.h"
@@ -312,6 +313,34 @@ TEST(IntegratorTest, NormalMapFollowsTheTangentFrame) {
   EXPECT_NEAR(normalFor({128, 218, 218, 255}, -1.0f, 1.0f).y, -std::sqrt(0.5f), 0.01f);
   // normalScale 0 flattens the map.
   EXPECT_GT(normalFor({218, 128, 218, 255}, 1.0f, 0.0f).z, 0.9999f);
+}
+
+// Seen at a grazing angle, a tilted shading normal can reflect wo into the surface. It is bent
+// just enough that the reflection clears the surface by the margin, keeping its tilt; a valid
+// normal is kept as it is.
+TEST(IntegratorTest, ShadingNormalsAreBentToReflectAboveTheSurface) {
+  const Vec3f ng = vec3(0.0f, 0.0f, 1.0f);
+  const Vec3f tilted = normalize(vec3(0.3f, 0.0f, 1.0f));
+  const Vec3f head = validShadingNormal(tilted, ng, ng);
+  EXPECT_EQ(head.x, tilted.x);
+  EXPECT_EQ(head.z, tilted.z);
+  for (const Vec3f n : {normalize(vec3(-0.5f, 0.0f, 1.0f)), normalize(vec3(-0.5f, 0.3f, 1.0f)),
+                        normalize(vec3(-3.0f, 0.0f, 1.0f)), normalize(vec3(-1.0f, 0.0f, -0.1f))}) {
+    for (const float z : {0.3f, 0.05f, 0.005f}) {
+      const Vec3f wo = normalize(vec3(1.0f, 0.0f, z));
+      SCOPED_TRACE(::testing::Message() << "n (" << n.x << ", " << n.y << ", " << n.z
+                                        << "), wo.z " << wo.z);
+      const Vec3f bent = validShadingNormal(n, ng, wo);
+      const float margin = std::min(0.01f, 0.9f * wo.z);
+      EXPECT_NEAR(length(bent), 1.0f, 1e-5f);
+      EXPECT_GT(dot(bent, wo), 0.0f);
+      EXPECT_GE(dot(reflect(wo, bent), ng), margin - 1e-4f);
+      // Still tilted away from wo, as n is (the geometric normal would not be), within the
+      // plane of n and the geometric normal.
+      EXPECT_LT(bent.x, 0.0f);
+      EXPECT_NEAR(bent.y * n.x, bent.x * n.y, 1e-5f);
+    }
+  }
 }
 
 TEST(IntegratorTest, SampleRangesSplitExactly) {

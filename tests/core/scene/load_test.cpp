@@ -103,6 +103,30 @@ TEST(LoadScene, OwnGlassSphere) {
   EXPECT_EQ(glass.attenuationColor.y, 0.95f);
 }
 
+// Generated tangents put a normal map's green (+Y, "up" in the image: glTF's v = 0 row) on the
+// side of the surface where the image's top lies, also where the UVs are mirrored (glTF's
+// convention; three.js and Blender's importer give the same). A quad in z = 0, facing +z, with
+// the image upright on it: its top row (v = 0) at y = 1.
+TEST(Tangents, GreenPointsToTheImagesTop) {
+  for (const bool mirrored : {false, true}) {
+    SCOPED_TRACE(mirrored ? "u mirrored" : "upright");
+    Mesh m;
+    m.positions = {{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0}};
+    m.indices = {0, 1, 2, 0, 2, 3};
+    m.uvs = {{0, 1}, {1, 1}, {1, 0}, {0, 0}};
+    if (mirrored)
+      for (kernel::Vec2f& uv : m.uvs) uv.x = 1.0f - uv.x;
+    generateNormals(m);
+    generateTangents(m);
+    for (size_t v = 0; v < 4; ++v) {
+      const kernel::Vec4f& t = m.tangents[v];
+      EXPECT_NEAR(t.x, mirrored ? -1.0f : 1.0f, 1e-6f);  // along +u
+      const kernel::Vec3f b = kernel::cross(m.normals[v], kernel::xyz(t)) * t.w;
+      EXPECT_NEAR(b.y, 1.0f, 1e-6f);  // towards the image's top
+    }
+  }
+}
+
 TEST(LoadScene, Box) {
   REQUIRE_SHARED("scenes/khronos-gltf/Box/glTF/Box.gltf");
   for (const char* f :
