@@ -40,7 +40,7 @@ SCENES = {
     # name: (scene, peerlight flags, Cycles flags, camera distance); scene is under ../shared,
     # or under the project's scenes/ when it starts with "scenes/" and is not found there.
     # A camera distance: the file has no camera of its own, so a copy of it gets one that far in
-    # front along +Z (with_camera()), so that both renderers frame it alike.
+    # front along +Z (edited_copy()), so that both renderers frame it alike.
     "cornell": ("scenes/cornell-box/gltf-derived/cornell_box.gltf",
                 ["--max-depth", "17", "--env", "0,0,0"], ["--gltf-brdf", "--bounces", "16"],
                 None),
@@ -64,6 +64,13 @@ SCENES = {
     "toycar": ("scenes/khronos-gltf/ToyCar/glTF/ToyCar.gltf",
                ["--max-depth", "17", "--env", "1,1,1"],
                ["--bounces", "16", "--world", "1.0", "--camera", "0"], None),
+    # ToyCar's base layers alone (its clearcoat and sheen taken out of a copy of the file)
+    # against a reference that follows the specification for them: Cycles 3.4 has no node for
+    # the specification's sheen, and Blender imports its clearcoat as Disney's.
+    "toycar-base": ("scenes/khronos-gltf/ToyCar/glTF/ToyCar.gltf",
+                    ["--max-depth", "17", "--env", "1,1,1"],
+                    ["--gltf-brdf", "--keep-transmission", "--metal-fresnel", "--bounces", "16",
+                     "--world", "1.0", "--camera", "0"], None),
     # The project's glass sphere (scenes/make_glass_scene.py): the glass a Principled BSDF,
     # every other material the glTF BRDF, Cycles' volume absorption made exact
     # (bench/cycles_wrapper.py).
@@ -79,31 +86,46 @@ def scene_path(rel):
     return shared if os.path.exists(shared) else os.path.join(ROOT, rel)
 
 
-def with_camera(scene, tmp, distance):
+# Material extensions taken out of a copy of the file, by scene name.
+STRIPPED = {"toycar-base": ("KHR_materials_clearcoat", "KHR_materials_sheen")}
+
+
+def edited_copy(scene, tmp, distance, strip):
     """A copy of the scene's folder whose glTF has a camera `distance` in front of the origin
-    along +Z, looking down -Z (40 degrees vertical field of view)."""
-    folder = os.path.join(tmp, "with_camera")
+    along +Z, looking down -Z (40 degrees vertical field of view; None: none added), and whose
+    materials lose the extensions named in `strip`."""
+    folder = os.path.join(tmp, "edited")
     shutil.copytree(os.path.dirname(scene), folder)
     path = os.path.join(folder, os.path.basename(scene))
     with open(path) as f:
         gltf = json.load(f)
-    gltf["cameras"] = [{"type": "perspective",
-                        "perspective": {"yfov": math.radians(40), "znear": 0.01,
-                                        "aspectRatio": 1.0}}]
-    gltf["nodes"].append({"camera": 0, "translation": [0.0, 0.0, distance]})
-    gltf["scenes"][gltf.get("scene", 0)]["nodes"].append(len(gltf["nodes"]) - 1)
+    if distance is not None:
+        gltf["cameras"] = [{"type": "perspective",
+                            "perspective": {"yfov": math.radians(40), "znear": 0.01,
+                                            "aspectRatio": 1.0}}]
+        gltf["nodes"].append({"camera": 0, "translation": [0.0, 0.0, distance]})
+        gltf["scenes"][gltf.get("scene", 0)]["nodes"].append(len(gltf["nodes"]) - 1)
+    for material in gltf.get("materials", []):
+        for name in strip:
+            material.get("extensions", {}).pop(name, None)
+    if strip:
+        gltf["extensionsUsed"] = [e for e in gltf.get("extensionsUsed", []) if e not in strip]
     with open(path, "w") as f:
         json.dump(gltf, f)
     return path
 
 
 def prepared_scene(name, tmp):
-    """The file both renderers render for SCENES[name] (with a camera added where needed)."""
+    """The file both renderers render for SCENES[name] (a copy with a camera added or
+    extensions taken out where needed)."""
     rel, _, _, distance = SCENES[name]
     scene = scene_path(rel)
     if not os.path.exists(scene):
         raise SystemExit(f"{scene} not found (../shared missing?)")
-    return with_camera(scene, tmp, distance) if distance is not None else scene
+    strip = STRIPPED.get(name, ())
+    if distance is None and not strip:
+        return scene
+    return edited_copy(scene, tmp, distance, strip)
 
 
 def noise_mse(images):
