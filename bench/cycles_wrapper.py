@@ -44,63 +44,55 @@ def take(argv, flag, default, has_value=True):
     return value
 
 
-def exact_volumes():
+def shader_nodes(node_type):
+    """(material, node) for every node of `node_type` in the materials that use nodes (a list:
+    callers may change the trees)."""
     import bpy
+    return [(mat, node) for mat in bpy.data.materials if mat.use_nodes
+            for node in mat.node_tree.nodes if node.type == node_type]
+
+
+def exact_volumes():
     changed = []
-    for mat in bpy.data.materials:
-        if not mat.use_nodes:
-            continue
-        for node in mat.node_tree.nodes:
-            if node.type != "VOLUME_ABSORPTION":
-                continue
-            colour = node.inputs["Color"].default_value
-            for k in range(3):
-                colour[k] = max(0.0, 1.0 + math.log(max(colour[k], 1e-6)))
-            changed.append(mat.name)
+    for mat, node in shader_nodes("VOLUME_ABSORPTION"):
+        colour = node.inputs["Color"].default_value
+        for k in range(3):
+            colour[k] = max(0.0, 1.0 + math.log(max(colour[k], 1e-6)))
+        changed.append(mat.name)
     return changed
 
 
 def transmissive_materials():
-    import bpy
     out = []
-    for mat in bpy.data.materials:
-        if not mat.use_nodes:
-            continue
-        for node in mat.node_tree.nodes:
-            t = node.inputs.get("Transmission") if node.type == "BSDF_PRINCIPLED" else None
-            if t is not None and (t.is_linked or t.default_value > 0):
-                out.append(mat)
-                break
+    for mat, node in shader_nodes("BSDF_PRINCIPLED"):
+        t = node.inputs.get("Transmission")
+        if t is not None and (t.is_linked or t.default_value > 0) and mat not in out:
+            out.append(mat)
     return out
 
 
 def metals_with_fresnel():
     """Replaces the reference's metal Glossy BSDFs (those whose colour is not plain white)."""
-    import bpy
     changed = []
-    for mat in bpy.data.materials:
-        if not mat.use_nodes:
+    for mat, node in shader_nodes("BSDF_GLOSSY"):
+        colour = node.inputs["Color"]
+        if not colour.is_linked and tuple(colour.default_value)[:3] == (1.0, 1.0, 1.0):
             continue
         nt = mat.node_tree
-        for node in list(nt.nodes):
-            colour = node.inputs.get("Color") if node.type == "BSDF_GLOSSY" else None
-            if colour is None or (not colour.is_linked and
-                                  tuple(colour.default_value)[:3] == (1.0, 1.0, 1.0)):
-                continue
-            metal = nt.nodes.new("ShaderNodeBsdfPrincipled")
-            metal.distribution = "GGX"
-            metal.inputs["Metallic"].default_value = 1.0
-            for src, dst in (("Color", "Base Color"), ("Roughness", "Roughness"),
-                             ("Normal", "Normal")):
-                socket = node.inputs[src]
-                if socket.is_linked:
-                    nt.links.new(socket.links[0].from_socket, metal.inputs[dst])
-                elif src != "Normal":
-                    metal.inputs[dst].default_value = socket.default_value
-            for link in list(node.outputs["BSDF"].links):
-                nt.links.new(metal.outputs["BSDF"], link.to_socket)
-            nt.nodes.remove(node)
-            changed.append(mat.name)
+        metal = nt.nodes.new("ShaderNodeBsdfPrincipled")
+        metal.distribution = "GGX"
+        metal.inputs["Metallic"].default_value = 1.0
+        for src, dst in (("Color", "Base Color"), ("Roughness", "Roughness"),
+                         ("Normal", "Normal")):
+            socket = node.inputs[src]
+            if socket.is_linked:
+                nt.links.new(socket.links[0].from_socket, metal.inputs[dst])
+            elif src != "Normal":
+                metal.inputs[dst].default_value = socket.default_value
+        for link in list(node.outputs["BSDF"].links):
+            nt.links.new(metal.outputs["BSDF"], link.to_socket)
+        nt.nodes.remove(node)
+        changed.append(mat.name)
     return changed
 
 

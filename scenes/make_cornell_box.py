@@ -20,11 +20,10 @@ Conventions of the output (glTF: metres, right-handed, +Y up, cameras look down 
 Run: python3 scenes/make_cornell_box.py  (writes next to this script; deterministic output)
 """
 
-import base64
-import json
 import math
 import os
-import struct
+
+from gltf_writer import Buffer
 
 # Cornell's quads, in mm, in their coordinates.
 WHITE, RED, GREEN, LIGHT = "white", "red", "green", "light"
@@ -119,17 +118,7 @@ def build_faces():
 
 def main():
     faces = build_faces()
-    blob = bytearray()
-    buffer_views, accessors, primitives = [], [], []
-
-    def add_view(data, target):
-        while len(blob) % 4:
-            blob.append(0)
-        buffer_views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(data),
-                             "target": target})
-        blob.extend(data)
-        return len(buffer_views) - 1
-
+    buf = Buffer()
     for index, material in enumerate(MATERIAL_ORDER):
         positions, normals, indices = [], [], []
         for quad, normal in faces[material]:
@@ -137,22 +126,7 @@ def main():
             positions.extend(quad)
             normals.extend([normal] * 4)
             indices.extend([base, base + 1, base + 2, base, base + 2, base + 3])
-        pos_bytes = b"".join(struct.pack("<3f", *p) for p in positions)
-        nrm_bytes = b"".join(struct.pack("<3f", *n) for n in normals)
-        idx_bytes = b"".join(struct.pack("<H", i) for i in indices)
-        # min/max of the float32 values actually stored, as the spec requires.
-        stored = [struct.unpack("<3f", struct.pack("<3f", *p)) for p in positions]
-        pos_acc = len(accessors)
-        accessors.append({"bufferView": add_view(pos_bytes, 34962), "componentType": 5126,
-                          "count": len(positions), "type": "VEC3",
-                          "min": [min(p[i] for p in stored) for i in range(3)],
-                          "max": [max(p[i] for p in stored) for i in range(3)]})
-        accessors.append({"bufferView": add_view(nrm_bytes, 34962), "componentType": 5126,
-                          "count": len(normals), "type": "VEC3"})
-        accessors.append({"bufferView": add_view(idx_bytes, 34963), "componentType": 5123,
-                          "count": len(indices), "type": "SCALAR"})
-        primitives.append({"attributes": {"POSITION": pos_acc, "NORMAL": pos_acc + 1},
-                           "indices": pos_acc + 2, "material": index, "mode": 4})
+        buf.add_primitive(positions, normals, indices, index, wide_indices=False)
 
     materials = []
     for name in MATERIAL_ORDER:
@@ -165,8 +139,6 @@ def main():
             m["extensions"] = {"KHR_materials_emissive_strength": {"emissiveStrength": 17.0}}
         materials.append(m)
 
-    while len(blob) % 4:
-        blob.append(0)
     camera = [round(c, 6) for c in to_gltf(CAMERA)]
     gltf = {
         "asset": {"version": "2.0",
@@ -179,18 +151,11 @@ def main():
         "cameras": [{"name": "Camera", "type": "perspective",
                      "perspective": {"yfov": YFOV, "aspectRatio": 1.0, "znear": 0.01,
                                      "zfar": 100.0}}],
-        "meshes": [{"name": "CornellBox", "primitives": primitives}],
+        "meshes": [{"name": "CornellBox", "primitives": buf.primitives}],
         "materials": materials,
-        "accessors": accessors,
-        "bufferViews": buffer_views,
-        "buffers": [{"byteLength": len(blob),
-                     "uri": "data:application/octet-stream;base64," +
-                            base64.b64encode(bytes(blob)).decode("ascii")}],
     }
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cornell_box.gltf")
-    with open(out, "w", encoding="ascii") as f:
-        json.dump(gltf, f, indent=1)
-        f.write("\n")
+    buf.write(out, gltf)
     print(f"wrote {out}: {sum(len(a) for a in faces.values()) * 2} triangles")
 
 

@@ -15,11 +15,10 @@ wall, for refraction (issue 10's glass test scene), as one self-contained glTF 2
 Run: python3 scenes/make_glass_scene.py  (writes next to this script; deterministic output)
 """
 
-import base64
-import json
 import math
 import os
-import struct
+
+from gltf_writer import Buffer
 
 RADIUS = 0.35
 CENTRE = (0.0, RADIUS, 0.0)
@@ -126,37 +125,11 @@ def main():
              (DARK_GREY, quads(floor_squares(1), (0.0, 1.0, 0.0))),
              (RED, quads(wall_stripes(0), (0.0, 0.0, 1.0))),
              (BLUE, quads(wall_stripes(1), (0.0, 0.0, 1.0)))]
-    blob = bytearray()
-    buffer_views, accessors, primitives = [], [], []
-
-    def add_view(data, target):
-        while len(blob) % 4:
-            blob.append(0)
-        buffer_views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(data),
-                             "target": target})
-        blob.extend(data)
-        return len(buffer_views) - 1
-
+    buf = Buffer()
     triangles = 0
     for material, (positions, normals, indices) in parts:
-        stored = [struct.unpack("<3f", struct.pack("<3f", *p)) for p in positions]
-        pos = len(accessors)
-        accessors.append({"bufferView": add_view(b"".join(struct.pack("<3f", *p)
-                                                         for p in positions), 34962),
-                          "componentType": 5126, "count": len(positions), "type": "VEC3",
-                          "min": [min(p[i] for p in stored) for i in range(3)],
-                          "max": [max(p[i] for p in stored) for i in range(3)]})
-        accessors.append({"bufferView": add_view(b"".join(struct.pack("<3f", *n)
-                                                         for n in normals), 34962),
-                          "componentType": 5126, "count": len(normals), "type": "VEC3"})
-        accessors.append({"bufferView": add_view(b"".join(struct.pack("<I", i)
-                                                         for i in indices), 34963),
-                          "componentType": 5125, "count": len(indices), "type": "SCALAR"})
-        primitives.append({"attributes": {"POSITION": pos, "NORMAL": pos + 1},
-                           "indices": pos + 2, "material": material, "mode": 4})
+        buf.add_primitive(positions, normals, indices, material, wide_indices=True)
         triangles += len(indices) // 3
-    while len(blob) % 4:
-        blob.append(0)
     extensions = ["KHR_materials_transmission", "KHR_materials_ior", "KHR_materials_volume"]
     gltf = {
         "asset": {"version": "2.0", "generator": "peerlight scenes/make_glass_scene.py"},
@@ -169,18 +142,11 @@ def main():
         "cameras": [{"name": "Camera", "type": "perspective",
                      "perspective": {"yfov": YFOV, "aspectRatio": 1.0, "znear": 0.01,
                                      "zfar": 100.0}}],
-        "meshes": [{"name": "GlassSphere", "primitives": primitives}],
+        "meshes": [{"name": "GlassSphere", "primitives": buf.primitives}],
         "materials": MATERIALS,
-        "accessors": accessors,
-        "bufferViews": buffer_views,
-        "buffers": [{"byteLength": len(blob),
-                     "uri": "data:application/octet-stream;base64," +
-                            base64.b64encode(bytes(blob)).decode("ascii")}],
     }
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glass_sphere.gltf")
-    with open(out, "w", encoding="ascii") as f:
-        json.dump(gltf, f, indent=1)
-        f.write("\n")
+    buf.write(out, gltf)
     print(f"wrote {out}: {triangles} triangles")
 
 
