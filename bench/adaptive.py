@@ -70,6 +70,7 @@ def main():
                 out = os.path.join(tmp, f"pl_{t}_{seed}.exr")
                 flags = pl_flags + (["--noise-threshold", str(t)] if t > 0 else [])
                 stats = peerlight_stats(scene, flags, args.size, args.spp, seed, out)
+                # As many blocks per side as pixels: each pixel's value.
                 runs[("ours", t)].append((stats["seconds"], block_means(out, args.size)))
                 spp_used[t].append(stats["mean_spp"])
                 extra = ["--adaptive-threshold", str(t)] if t > 0 else []

@@ -11,7 +11,8 @@ changes the benchmarks need:
                         KHR_materials_volume absorb as the specification says. The importer
                         gives it colour c and density 1/d (attenuationColor, attenuationDistance),
                         which absorbs (1 - c)/d per metre; the specification's transmittance
-                        c^(x/d) absorbs -ln(c)/d. The colour becomes 1 + ln(c), clamped at 0.
+                        c^(x/d) absorbs -ln(c)/d. The colour becomes 1 + ln(c) (below 1/e:
+                        1 + ln(c)/k with the density k times higher, k = -ln(min c)).
 --keep-transmission     With the reference's --gltf-brdf: materials with transmission keep
                         Blender's Principled BSDF (its glass: Fresnel reflection and refraction
                         through IOR), which the reference's glTF-BRDF node setup (diffuse and
@@ -39,6 +40,8 @@ def take(argv, flag, default, has_value=True):
     if flag not in argv:
         return default
     i = argv.index(flag)
+    if has_value and i + 1 >= len(argv):
+        raise SystemExit("cycles_wrapper: %s needs a value" % flag)
     value = argv[i + 1] if has_value else True
     del argv[i:i + (2 if has_value else 1)]
     return value
@@ -56,8 +59,13 @@ def exact_volumes():
     changed = []
     for mat, node in shader_nodes("VOLUME_ABSORPTION"):
         colour = node.inputs["Color"].default_value
+        # density (1 - colour') must be -ln(c) times the importer's density: where a channel is
+        # below 1/e that asks for a colour below 0, so the density grows by k instead.
+        logs = [math.log(max(colour[k], 1e-6)) for k in range(3)]
+        scale = max(1.0, -min(logs))
         for k in range(3):
-            colour[k] = max(0.0, 1.0 + math.log(max(colour[k], 1e-6)))
+            colour[k] = 1.0 + logs[k] / scale
+        node.inputs["Density"].default_value *= scale
         changed.append(mat.name)
     return changed
 

@@ -151,8 +151,8 @@ def peerlight(scene, flags, size, spp, seed, out):
 
 
 WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cycles_wrapper.py")
-WRAPPER_FLAGS = ("--adaptive-threshold", "--exact-volume", "--keep-transmission",
-                 "--metal-fresnel")
+WRAPPER_FLAGS = ("--adaptive-threshold", "--adaptive-min-samples", "--exact-volume",
+                 "--keep-transmission", "--metal-fresnel")
 
 
 def cycles(scene, flags, size, spps, seed, prefix):

@@ -19,7 +19,8 @@ namespace pl::kernel {
 // n's tangential part and wo = (wz along ngFacing, wx along x), a normal at angle a from
 // ngFacing towards x reflects wo to a height of wz cos 2a + wx sin 2a (Cycles makes the same
 // correction; falling back to the geometric normal instead flattened normal-mapped surfaces
-// seen at grazing angles).
+// seen at grazing angles). A normal more than 45 degrees into the surface, or one that float
+// rounding cannot bend (views within about 1e-7 of the surface), becomes ngFacing.
 PL_HOST_DEVICE PL_INLINE Vec3f validShadingNormal(Vec3f n, Vec3f ngFacing, Vec3f wo) {
   const float wz = dot(ngFacing, wo);
   if (!(wz > 0.0f)) return ngFacing;
@@ -28,15 +29,21 @@ PL_HOST_DEVICE PL_INLINE Vec3f validShadingNormal(Vec3f n, Vec3f ngFacing, Vec3f
   const float nz = dot(n, ngFacing);
   const Vec3f tangential = n - ngFacing * nz;
   const float len = length(tangential);
-  if (!(len > 1.0e-6f)) return ngFacing;
-  const Vec3f x = tangential * (1.0f / len);
+  // A normal more than 45 degrees into the surface (vertex normals against the winding) has no
+  // direction worth keeping: its tangential part may be rounding.
+  if (!(len > 1.0e-6f) || !(nz > -len)) return ngFacing;
+  // Made orthogonal to ngFacing again: rounding in a short tangential part tilts it.
+  const Vec3f x = normalize(tangential - ngFacing * dot(tangential, ngFacing));
   const float wx = dot(wo, x);
   // wz cos 2a + wx sin 2a = R cos(2a - d) >= margin for 2a up to d + acos(margin / R).
   const float r = sqrtf(wz * wz + wx * wx);
   const float largest = 0.5f * (atan2f(wx, wz) + acosf(clampf(margin / r, -1.0f, 1.0f)));
   const float a = clampf(minf(atan2f(len, nz), largest), 0.0f, 0.5f * kPi);
   const Vec3f bent = normalize(ngFacing * cosf(a) + x * sinf(a));
-  return isFinite(bent) ? bent : ngFacing;
+  // At views within float rounding of the surface the angles cannot be resolved.
+  if (!isFinite(bent) || !(dot(bent, wo) > 0.0f) || !(dot(reflect(wo, bent), ngFacing) > 0.0f))
+    return ngFacing;
+  return bent;
 }
 
 // A normal on the viewer's side (wo), normal-mapped by `texture` (kNoTexture: none) when a

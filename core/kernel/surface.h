@@ -5,7 +5,8 @@
 // Barycentrics follow Embree: p = (1 - u - v) p0 + u p1 + v p2. The geometric normal is
 // normalize(cross(p1 - p0, p2 - p0)); its side is the triangle's front face (glTF's
 // counter-clockwise winding). Per-vertex arrays (normals, uvs, tangents) may be shorter than
-// positions (absent attributes); then the geometric normal, UV (0, 0) and no tangent are used.
+// positions (absent attributes); then the geometric normal and UV (0, 0) are used, and a
+// tangent is derived from the triangle's UVs when it has them (none without UVs).
 
 #include "core/kernel/scene_view.h"
 #include "core/kernel/texture.h"
@@ -76,7 +77,8 @@ PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t
     s.tangent = {t0.x * w + t1.x * u + t2.x * v, t0.y * w + t1.y * u + t2.y * v,
                  t0.z * w + t1.z * u + t2.z * v, t0.w < 0.0f ? -1.0f : 1.0f};
   } else if (maxV < scene.uvsCount) {
-    // No tangents given: derive one from the UV parameterization of this triangle.
+    // No tangents given: derive one from the UV parameterization of this triangle, with the
+    // bitangent towards decreasing v (the image's top), as generateTangents() does.
     const Vec2f d1 = scene.uvs[tri.v1] - scene.uvs[tri.v0];
     const Vec2f d2 = scene.uvs[tri.v2] - scene.uvs[tri.v0];
     const float det = d1.x * d2.y - d1.y * d2.x;
@@ -84,7 +86,7 @@ PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t
       const float r = 1.0f / det;
       const Vec3f t = (e1 * d2.y - e2 * d1.y) * r;
       const Vec3f b = (e2 * d1.x - e1 * d2.x) * r;
-      const float handed = dot(cross(s.ns, t), b) < 0.0f ? -1.0f : 1.0f;
+      const float handed = dot(cross(s.ns, t), b) < 0.0f ? 1.0f : -1.0f;
       if (isFinite(t)) s.tangent = {t.x, t.y, t.z, handed};
     }
   }

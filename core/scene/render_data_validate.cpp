@@ -137,8 +137,8 @@ Status RenderData::validate() const {
 #undef PL_RD_COUNT
 
   // Per-vertex attribute arrays have one entry per position, or none at all (an absent
-  // attribute: the kernel then uses the geometric normal, UV (0, 0), no tangent). compile()
-  // always fills all of them.
+  // attribute: the kernel then uses the geometric normal, UV (0, 0), a tangent from the
+  // triangle's UVs). compile() always fills all of them.
   const size_t vertexCount = positions.size();
   auto perVertex = [vertexCount](size_t n) { return n == 0 || n == vertexCount; };
   if (!perVertex(normals.size()) || !perVertex(uvs.size()) || !perVertex(tangents.size()))

@@ -336,11 +336,48 @@ TEST(IntegratorTest, ShadingNormalsAreBentToReflectAboveTheSurface) {
       EXPECT_GT(dot(bent, wo), 0.0f);
       EXPECT_GE(dot(reflect(wo, bent), ng), margin - 1e-4f);
       // Still tilted away from wo, as n is (the geometric normal would not be), within the
-      // plane of n and the geometric normal.
+      // plane of n and the geometric normal, and just enough: the reflection at the margin.
       EXPECT_LT(bent.x, 0.0f);
       EXPECT_NEAR(bent.y * n.x, bent.x * n.y, 1e-5f);
+      EXPECT_NEAR(dot(reflect(wo, bent), ng), margin, 1e-3f);
     }
   }
+  // Edge cases: into the surface, in its plane, nearly into it, views at 1e-6 of the surface.
+  const Vec3f cases[] = {vec3(0.0f, 0.0f, -1.0f), vec3(1.0f, 0.0f, 0.0f),
+                         vec3(-1.0f, 0.0f, 0.0f), normalize(vec3(1e-3f, 0.0f, -1.0f)),
+                         normalize(vec3(0.0f, 1e-5f, -1.0f)), normalize(vec3(-1.0f, 0.0f, -0.5f))};
+  for (const Vec3f n : cases) {
+    for (const float z : {1.0f, 0.3f, 1e-3f, 1e-6f}) {
+      const Vec3f wo = normalize(vec3(1.0f, 0.0f, z));
+      SCOPED_TRACE(::testing::Message() << "n (" << n.x << ", " << n.y << ", " << n.z
+                                        << "), wo.z " << wo.z);
+      const Vec3f bent = validShadingNormal(n, ng, wo);
+      EXPECT_NEAR(length(bent), 1.0f, 1e-5f);
+      EXPECT_GT(dot(bent, wo), 0.0f);
+      EXPECT_GE(dot(reflect(wo, bent), ng), 0.0f);
+      if (n.z < -0.7f) EXPECT_EQ(bent.z, 1.0f);  // into the surface: the geometric normal
+    }
+  }
+}
+
+// Without tangents in the data, the kernel derives one per triangle from its UVs, with green
+// towards the image's top (decreasing v), as generated tangents do.
+TEST(IntegratorTest, DerivedTangentsPutGreenTowardsTheImagesTop) {
+  RenderData rd;
+  rd.positions = {vec3(0, 0, 0), vec3(1, 0, 0), vec3(0, 1, 0)};
+  rd.normals = {vec3(0, 0, 1), vec3(0, 0, 1), vec3(0, 0, 1)};
+  rd.uvs = {vec2(0, 1), vec2(1, 1), vec2(0, 0)};  // the image upright: its top row at y = 1
+  rd.triangles = {{0, 1, 2, 0}};
+  Material m = testing::defaultMaterial();
+  m.normalTexture = 0;
+  rd.materials = {m};
+  rd.textures = {{1, 1, 0, kWrapRepeat, kWrapRepeat, kFilterNearest}};
+  rd.texels = {{128, 218, 218, 255}};  // tilted towards +Y of the map
+  const SceneView scene = rd.view();
+  const SurfacePoint sp = surfaceAt(scene, 0, 0.25f, 0.25f);
+  const Vec3f n = shadingNormal(scene, scene.materials[0], sp, true, vec3(0.0f, 0.0f, 1.0f),
+                                vec3(0.0f, 0.0f, 1.0f));
+  EXPECT_NEAR(n.y, std::sqrt(0.5f), 0.01f);
 }
 
 TEST(IntegratorTest, SampleRangesSplitExactly) {
