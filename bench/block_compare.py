@@ -38,15 +38,20 @@ def block_means(path, blocks=BLOCKS):
     return [s / (block * block) for s in sums]
 
 
-def main():
-    if len(sys.argv) != 3:
-        raise SystemExit(__doc__)
-    ours, ref = block_means(sys.argv[1]), block_means(sys.argv[2])
+def compare(ours, ref):
+    """(relative RMS, per-block, mean error) of two lists of block means."""
     mean_ref = sum(ref) / len(ref)
     rms = math.sqrt(sum((o - r) ** 2 for o, r in zip(ours, ref)) / len(ref)) / mean_ref
     lit = [(o, r) for o, r in zip(ours, ref) if r > 0]
     per_block = math.sqrt(sum(((o - r) / r) ** 2 for o, r in lit) / len(lit))
-    mean_error = (sum(ours) - sum(ref)) / sum(ref)
+    return rms, per_block, (sum(ours) - sum(ref)) / sum(ref)
+
+
+def main():
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    ours, ref = block_means(sys.argv[1]), block_means(sys.argv[2])
+    rms, per_block, mean_error = compare(ours, ref)
     print("relative RMS %.4f  per-block %.4f  mean error %+.4f  (%d blocks)"
           % (rms, per_block, mean_error, len(ref)))
 

@@ -11,24 +11,14 @@ NAME is one of bench/equal_error.py's SCENES (glass, bottle, toycar, cornell, he
 `../shared` (the project's own glass scene needs only the reference script there).
 """
 import argparse
-import math
 import os
 import shutil
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from block_compare import block_means  # noqa: E402
+from block_compare import block_means, compare  # noqa: E402
 from equal_error import SCENES, cycles, peerlight_stats, prepared_scene  # noqa: E402
-
-
-def compare(ours, ref):
-    """(relative RMS, per-block, mean error) of two lists of block means."""
-    mean_ref = sum(ref) / len(ref)
-    rms = math.sqrt(sum((o - r) ** 2 for o, r in zip(ours, ref)) / len(ref)) / mean_ref
-    lit = [(o, r) for o, r in zip(ours, ref) if r > 0]
-    per_block = math.sqrt(sum(((o - r) / r) ** 2 for o, r in lit) / len(lit))
-    return rms, per_block, (sum(ours) - sum(ref)) / sum(ref)
 
 
 def main():

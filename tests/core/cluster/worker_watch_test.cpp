@@ -8,7 +8,6 @@
 namespace pl {
 namespace {
 
-using std::chrono::microseconds;
 using std::chrono::milliseconds;
 using Kind = WorkerVerdict::Kind;
 
