@@ -66,6 +66,14 @@ const nlohmann::json* byAddress(const nlohmann::json& list, const std::string& a
   return nullptr;
 }
 
+// "running", or how it ended (for failure messages).
+std::string processState(Process& p) {
+  if (p.running()) return "node still running";
+  std::optional<int> code = p.code();
+  return "node ended with status " + (code ? std::to_string(*code) : std::string("?")) +
+         (code && *code > 128 ? " (signal " + std::to_string(*code - 128) + ")" : "");
+}
+
 double msSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
@@ -304,7 +312,10 @@ TEST(NodesCommandDiscoveryTest, InNetworkNamespace) {
   ASSERT_TRUE(testing::waitUntil([&] { return std::filesystem::exists(control); }, 5s))
       << nodes[kOwned]->err();
   OwnerJob job;
-  ASSERT_EQ(job.start(control, "nodestest1", 5s), "") << nodes[kOwned]->err();
+  // A refused connection to a socket file that exists means no process listens on it any more
+  // (a daemon that exits cleanly removes the file): say whether node1 is still there.
+  ASSERT_EQ(job.start(control, "nodestest1", 5s), "") << processState(*nodes[kOwned]) << "\n"
+                                                      << nodes[kOwned]->err();
   const auto jobStarted = Clock::now();
   int round = 0;
   expectStatesWithin2s(box, round, jobStarted, addresses, {"idle", "primary", "idle"},

@@ -194,6 +194,14 @@ class Process {
     return std::nullopt;
   }
 
+  // Once it has ended (running() false): the exit code (0..255) or 128 + signal.
+  std::optional<int> code() const {
+    if (!exitStatus_) return std::nullopt;
+    if (WIFEXITED(*exitStatus_)) return WEXITSTATUS(*exitStatus_);
+    if (WIFSIGNALED(*exitStatus_)) return 128 + WTERMSIG(*exitStatus_);
+    return -1;
+  }
+
  private:
   void poll() {
     if (pid_ <= 0) return;
@@ -202,12 +210,6 @@ class Process {
       exitStatus_ = status;
       pid_ = -1;
     }
-  }
-  std::optional<int> code() const {
-    if (!exitStatus_) return std::nullopt;
-    if (WIFEXITED(*exitStatus_)) return WEXITSTATUS(*exitStatus_);
-    if (WIFSIGNALED(*exitStatus_)) return 128 + WTERMSIG(*exitStatus_);
-    return -1;
   }
 
   pid_t pid_ = -1;
