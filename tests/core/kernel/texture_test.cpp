@@ -198,18 +198,20 @@ RenderData footprintScene() {
 }
 
 // surfaceAt's footprint: one pixel covers d * 2 tan(fov / 2) / height metres at distance d,
-// times the triangle's UV units per metre.
+// times the triangle's UV units per metre; one sample filters half of that width
+// (kSampleFilterWidth): one level finer.
 TEST(TextureTest, SurfaceFootprintFollowsTheCameraDistanceAndTheUvScale) {
   RenderData rd = footprintScene();
   const SurfacePoint s = surfaceAt(rd.view(), 0, 0.25f, 0.25f);
   const float distance = std::sqrt(s.p.x * s.p.x + s.p.y * s.p.y + s.p.z * s.p.z);
-  EXPECT_NEAR(s.lod, std::log2(distance * 2.0f * 0.5f / 100.0f), 1e-4f);
+  EXPECT_NEAR(pixelFootprint(rd.view().cam(), s.p), distance * 2.0f * 0.5f / 100.0f, 1e-6f);
+  EXPECT_NEAR(s.lod, std::log2(distance * 2.0f * 0.5f / 100.0f) - 1.0f, 1e-4f);
   rd.uvs = {{0, 0}, {4, 0}, {0, 4}};  // twice the UV scale: one level coarser
   EXPECT_NEAR(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, s.lod + 1.0f, 1e-4f);
   rd.camera[0].type = kCameraOrthographic;  // the pixel pitch, whatever the distance
   rd.camera[0].orthoHalfHeight = 3.0f;
-  EXPECT_NEAR(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, std::log2(2.0f * 3.0f / 100.0f * 2.0f),
-              1e-4f);
+  EXPECT_NEAR(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod,
+              std::log2(2.0f * 3.0f / 100.0f * 2.0f) - 1.0f, 1e-4f);
   rd.uvs.clear();  // no UVs: no footprint (the finest level)
   EXPECT_EQ(surfaceAt(rd.view(), 0, 0.25f, 0.25f).lod, kNoLod);
   rd.camera.clear();  // no camera (a test's bare view): none either
