@@ -66,7 +66,7 @@ const nlohmann::json* byAddress(const nlohmann::json& list, const std::string& a
   return nullptr;
 }
 
-// "running", or how it ended (for failure messages).
+// "node still running", or how the node ended (for failure messages).
 std::string processState(Process& p) {
   if (p.running()) return "node still running";
   std::optional<int> code = p.code();
