@@ -36,8 +36,9 @@ PL_HOST_DEVICE PL_INLINE float pixelFootprint(const Camera& cam, Vec3f p) {
 
 // The width of one sample's texture filter against the pixel's footprint: 1/2. A pixel's
 // samples spread over it, so each needs to filter only its share: pbrt-v4 scales its ray
-// differentials by max(1/8, 1/sqrt(spp)). A session's sample count is open, and a sample's
-// value must not depend on it (the determinism contract), so the scale is fixed: that of 4 spp.
+// differentials by max(1/8, 1/sqrt(spp)) and filters over twice them, a pixel's width at
+// 4 spp, half of it at 16. A session's sample count is open, and a sample's value must not
+// depend on it (the determinism contract), so the width is fixed: pbrt-v4's at 16 spp.
 // Against Cycles, which reads textures at full resolution, DamagedHelmet at 512 spp agrees to
 // 2.64% per block with it, 3.46% with the whole pixel (bench/cycles_agreement.py). Finer levels
 // cost speed in cache misses: 1/4 (2.40%) slowed DamagedHelmet by about 15%.

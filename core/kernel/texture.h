@@ -91,8 +91,8 @@ PL_HOST_DEVICE PL_INLINE uint64_t mipChainTexels(uint32_t width, uint32_t height
 }
 
 // The level of detail of a texture lookup, before the texture's own size: log2 of the width
-// of what one pixel covers at the lookup, in UV units (surfaceAt() computes it from the camera;
-// kNoLod: the finest level).
+// of what one sample filters at the lookup, in UV units (surfaceAt() computes it from the
+// camera: half a pixel's width, kSampleFilterWidth; kNoLod: the finest level).
 constexpr float kNoLod = -1.0e30f;
 
 // Filtered (bilinear, or nearest) linear RGBA of one mip level at uv (already transformed by
@@ -130,7 +130,7 @@ PL_HOST_DEVICE PL_INLINE Vec4f sampleTextureLevel(const SceneView& scene, const 
 
 // Linear RGBA of texture `index` at uv. index must be a valid texture (not kNoTexture). lod:
 // the lookup's footprint (kNoLod above); where the texture is magnified (a texel covers more
-// than a pixel) or has no mips, level 0 is looked up alone, else one of the two levels around
+// than the footprint) or has no mips, level 0 is looked up alone, else one of the two levels around
 // the footprint, each with its trilinear weight's probability. Texels whose filter is nearest
 // always come from level 0.
 PL_HOST_DEVICE PL_INLINE Vec4f sampleTexture(const SceneView& scene, int32_t index, Vec2f uv,

@@ -1,6 +1,6 @@
 #pragma once
 // Mip chains of 8-bit RGBA textures (kernel::Texture::mipLevels; the kernel's lookups blend two
-// levels around the pixel's footprint, core/kernel/texture.h). Built by compile() and shipped
+// levels around a sample's footprint, core/kernel/texture.h). Built by compile() and shipped
 // with the render data, so every device reads the same texels.
 //
 // Level l + 1 is the box filter of level l: a side of n texels becomes max(1, n / 2), output

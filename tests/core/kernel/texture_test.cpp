@@ -105,7 +105,7 @@ struct RandomMips {
   }
 };
 
-// The footprint (lod: log2 of a pixel's width in UV units) picks the two levels around it:
+// The footprint (lod: log2 of a sample's filter width in UV units) picks the two levels around it:
 // level = lod + log2(16) for a 16 x 16 texture; below 0 (magnified) level 0 alone, beyond the
 // last level the last alone. Between two levels a lookup takes one of them, the coarser with
 // probability f (the fraction of the level), drawn by a hash of its uv: the same uv always takes
