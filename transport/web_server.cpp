@@ -10,8 +10,12 @@
 //   every connection and uv_close()s lws's handles; the second, once those handles have closed,
 //   frees the context. A small heap Reaper (an idle handle) makes the second call and frees
 //   itself, so the server can go at once.
-// - lws_create_context() returns a half-destroyed context when it cannot listen: detected by
-//   the missing vhost, and reaped the same way.
+// - lws_create_context() returns a half-destroyed context when it cannot listen, whose final
+//   teardown closes the failed socket's descriptor number a second time: by then the daemon
+//   may have reused that number (its control socket did, when another daemon took the port
+//   between a check and lws's bind). So lws never listens here (CONTEXT_PORT_NO_LISTEN_SERVER):
+//   the server binds and listens on a socket of its own, failing cleanly, and hands each
+//   accepted connection to lws (lws_adopt_socket_vhost), as lws's socket adoption intends.
 
 #include "transport/web_server.h"
 
@@ -86,6 +90,44 @@ struct Holder {
 void countClosing(uv_handle_t* handle, void* count) {
   *static_cast<int*>(count) += uv_is_closing(handle);
 }
+
+// The server's own listening socket: a uv_poll_t on it accepts each connection and hands it
+// to lws. Closed before the context; frees itself (and closes the socket) once its handle has
+// closed.
+struct Listener {
+  uv_poll_t poll{};
+  int fd = -1;
+  lws_vhost* vhost = nullptr;
+
+  static void onReadable(uv_poll_t* handle, int status, int /*events*/) {
+    auto* self = static_cast<Listener*>(handle->data);
+    if (status < 0) {
+      PL_LOG_WARN("web: accepting: %s", uv_strerror(status));
+      return;
+    }
+    for (;;) {
+      const int client = ::accept4(self->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (client < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        // EAGAIN: none left; anything else (out of descriptors): the next readiness tries again.
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+          PL_LOG_WARN("web: accepting a connection failed: %s", std::strerror(errno));
+        return;
+      }
+      // lws closes the descriptor itself when it cannot adopt it.
+      if (lws_adopt_socket_vhost(self->vhost, client) == nullptr)
+        PL_LOG_WARN("web: could not take a connection (out of memory or clients)");
+    }
+  }
+  void close() {
+    uv_poll_stop(&poll);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll), [](uv_handle_t* handle) {
+      auto* self = static_cast<Listener*>(handle->data);
+      ::close(self->fd);
+      delete self;
+    });
+  }
+};
 
 // The second lws_context_destroy(), once no handle is closing any more; then frees the holder.
 void reapLater(Holder* holder, uv_loop_t* loop) {
@@ -171,6 +213,7 @@ struct WebServer::Impl {
   uv_loop_t* loop = nullptr;
   Handlers handlers;
   Holder* holder = nullptr;
+  Listener* listener = nullptr;
   std::map<uint64_t, Client*> clients;
   uint64_t nextClient = 1;
 
@@ -385,54 +428,75 @@ Result<std::unique_ptr<WebServer>> WebServer::start(uv_loop_t* loop, const std::
   holder->server = impl.get();
   impl->holder = holder;
 
-  // libwebsockets' own failure to listen leaves a half-destroyed context whose final teardown
-  // closes a descriptor number it no longer owns (which the daemon may have reused, e.g. for
-  // its control socket): so find out first, with a socket of our own, whether it can listen.
+  // The listening socket, ours (see the top of this file): bound and listening before lws
+  // is asked for anything.
   const std::string where = host + ":" + std::to_string(port);
-  if (port != 0) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
-      return Error{"web: cannot listen on " + where + " (not an IPv4 address)"};
-    const int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const int one = 1;
-    ::setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    const bool free = ::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    delete holder;
+    return Error{"web: cannot listen on " + where + " (not an IPv4 address)"};
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    delete holder;
+    return Error{"web: cannot listen on " + where + " (socket: " + std::strerror(errno) + ")"};
+  }
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  socklen_t length = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 64) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &length) != 0) {
     const int error = errno;
-    ::close(probe);
-    if (!free)
-      return Error{"web: cannot listen on " + where + " (" + std::strerror(error) + ")"};
+    ::close(fd);
+    delete holder;
+    return Error{"web: cannot listen on " + where + " (" + std::strerror(error) + ")"};
   }
   lws_context_creation_info info;
   std::memset(&info, 0, sizeof info);
   void* loops[1] = {loop};
-  info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6 |
-                 LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+  info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6;
   info.foreign_loops = loops;
-  info.port = port;
-  info.iface = host.c_str();
+  info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
   info.protocols = holder->protocols;
   info.user = holder;
   info.pcontext = &holder->context;
   info.timeout_secs = 10;
   holder->context = lws_create_context(&info);
   if (holder->context == nullptr) {
+    ::close(fd);
     delete holder;
     return Error{"web: cannot serve on " + where + " (no libwebsockets context)"};
   }
   lws_vhost* vhost = lws_get_vhost_by_name(holder->context, "default");
   if (vhost == nullptr) {
+    ::close(fd);
     holder->server = nullptr;
     reapLater(holder, loop);
-    return Error{"web: cannot listen on " + where + " (in use, or not an address here)"};
+    return Error{"web: cannot serve on " + where + " (no libwebsockets vhost)"};
   }
+  auto* listener = new Listener;
+  listener->fd = fd;
+  listener->vhost = vhost;
+  listener->poll.data = listener;
+  if (const int rc = uv_poll_init_socket(loop, &listener->poll, fd); rc != 0) {
+    ::close(fd);
+    delete listener;
+    lws_context_destroy(holder->context);
+    holder->server = nullptr;
+    reapLater(holder, loop);
+    return Error{"web: cannot serve on " + where + " (" + uv_strerror(rc) + ")"};
+  }
+  uv_poll_start(&listener->poll, UV_READABLE, &Listener::onReadable);
+  impl->listener = listener;
   std::unique_ptr<WebServer> server(new WebServer(std::move(impl)));
-  server->port_ = uint16_t(lws_get_vhost_listen_port(vhost));
+  server->port_ = ntohs(a.sin_port);
   return server;
 }
 
 WebServer::~WebServer() {
+  impl_->listener->close();  // no new connection from now on
   Holder* holder = impl_->holder;
   lws_context_destroy(holder->context);  // closes every connection: socketClosed runs here
   holder->server = nullptr;  // (every socket's CLOSED ran inside the destroy: no client is left)
