@@ -92,12 +92,26 @@ void countClosing(uv_handle_t* handle, void* count) {
 }
 
 // The server's own listening socket: a uv_poll_t on it accepts each connection and hands it
-// to lws. Closed before the context; frees itself (and closes the socket) once its handle has
-// closed.
+// to lws. Out of descriptors (or memory), accepting pauses for kAcceptPauseMs rather than
+// spinning on a socket that stays readable. Closed before the context; frees itself (and
+// closes the socket) once both its handles have closed.
 struct Listener {
+  static constexpr uint64_t kAcceptPauseMs = 100;
   uv_poll_t poll{};
+  uv_timer_t pause{};
   int fd = -1;
   lws_vhost* vhost = nullptr;
+  int open = 0;  // handles not closed yet
+
+  // Initialises both handles on `loop` and starts accepting; a libuv error code, or 0.
+  int start(uv_loop_t* loop) {
+    poll.data = pause.data = this;
+    if (const int rc = uv_poll_init_socket(loop, &poll, fd); rc != 0) return rc;
+    ++open;
+    uv_timer_init(loop, &pause);
+    ++open;
+    return uv_poll_start(&poll, UV_READABLE, &Listener::onReadable);
+  }
 
   static void onReadable(uv_poll_t* handle, int status, int /*events*/) {
     auto* self = static_cast<Listener*>(handle->data);
@@ -109,9 +123,17 @@ struct Listener {
       const int client = ::accept4(self->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (client < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
-        // EAGAIN: none left; anything else (out of descriptors): the next readiness tries again.
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-          PL_LOG_WARN("web: accepting a connection failed: %s", std::strerror(errno));
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // none left
+        PL_LOG_WARN("web: accepting a connection failed: %s; pausing %llu ms",
+                    std::strerror(errno), (unsigned long long)kAcceptPauseMs);
+        uv_poll_stop(&self->poll);
+        uv_timer_start(
+            &self->pause,
+            [](uv_timer_t* timer) {
+              auto* l = static_cast<Listener*>(timer->data);
+              uv_poll_start(&l->poll, UV_READABLE, &Listener::onReadable);
+            },
+            kAcceptPauseMs, 0);
         return;
       }
       // lws closes the descriptor itself when it cannot adopt it.
@@ -119,13 +141,23 @@ struct Listener {
         PL_LOG_WARN("web: could not take a connection (out of memory or clients)");
     }
   }
+
+  // Closes what start() opened (all of it, also after a failed start), then the socket, then
+  // frees this.
   void close() {
-    uv_poll_stop(&poll);
-    uv_close(reinterpret_cast<uv_handle_t*>(&poll), [](uv_handle_t* handle) {
+    auto closed = [](uv_handle_t* handle) {
       auto* self = static_cast<Listener*>(handle->data);
+      if (--self->open > 0) return;
       ::close(self->fd);
       delete self;
-    });
+    };
+    if (open == 0) {
+      ::close(fd);
+      delete this;
+      return;
+    }
+    if (open == 2) uv_close(reinterpret_cast<uv_handle_t*>(&pause), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll), closed);
   }
 };
 
@@ -479,16 +511,13 @@ Result<std::unique_ptr<WebServer>> WebServer::start(uv_loop_t* loop, const std::
   auto* listener = new Listener;
   listener->fd = fd;
   listener->vhost = vhost;
-  listener->poll.data = listener;
-  if (const int rc = uv_poll_init_socket(loop, &listener->poll, fd); rc != 0) {
-    ::close(fd);
-    delete listener;
+  if (const int rc = listener->start(loop); rc != 0) {
+    listener->close();  // and the socket
     lws_context_destroy(holder->context);
     holder->server = nullptr;
     reapLater(holder, loop);
     return Error{"web: cannot serve on " + where + " (" + uv_strerror(rc) + ")"};
   }
-  uv_poll_start(&listener->poll, UV_READABLE, &Listener::onReadable);
   impl->listener = listener;
   std::unique_ptr<WebServer> server(new WebServer(std::move(impl)));
   server->port_ = ntohs(a.sin_port);

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "transport/uv_kj_loop.h"
 
@@ -382,6 +384,53 @@ TEST(WebServerTest, AnAddressInUseIsAnErrorThatNamesIt) {
   EXPECT_NE(::fcntl(fds[1], F_GETFD), -1);
   ::close(fds[0]);
   ::close(fds[1]);
+  f.stop();
+}
+
+// Out of descriptors, the server pauses accepting rather than spinning on its readable socket,
+// and takes the waiting connection once descriptors are free again.
+TEST(WebServerTest, OutOfDescriptorsPausesAcceptingWithoutSpinning) {
+  Fixture f;
+  ASSERT_TRUE(f.server);
+  Client c(f.server->port());  // connected from the backlog: nothing accepted yet
+  ASSERT_TRUE(c.ok());
+  // Every descriptor taken, under a limit lowered to a few more than are open.
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  const int next = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // the lowest free number
+  ASSERT_GE(next, 0);
+  ::close(next);
+  low.rlim_cur = rlim_t(next) + 16;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> held;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+  EXPECT_EQ(errno, EMFILE);
+  // 300 ms of the loop: an accept that kept failing at once would take all of it.
+  rusage before{}, after{};
+  ::getrusage(RUSAGE_THREAD, &before);
+  uv_timer_t stop;
+  uv_timer_init(f.loop.uv(), &stop);
+  stop.data = &f.loop;
+  uv_timer_start(
+      &stop, [](uv_timer_t* t) { static_cast<UvKjLoop*>(t->data)->stop(); }, 300, 0);
+  f.loop.run();
+  ::getrusage(RUSAGE_THREAD, &after);
+  uv_close(reinterpret_cast<uv_handle_t*>(&stop), nullptr);
+  const auto cpuMs = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 +
+           (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
+  };
+  EXPECT_LT(cpuMs(after) - cpuMs(before), 60.0) << "the accept loop spun";
+  for (int fd : held) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  std::string reply;
+  f.run([&] {
+    c.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    reply = c.readUntil("</p>");
+  });
+  EXPECT_NE(reply.find("200"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("<p>page</p>"), std::string::npos) << reply;
   f.stop();
 }
 
