@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -136,6 +137,9 @@ struct Listener {
             kAcceptPauseMs, 0);
         return;
       }
+      // As lws's own listener sets it: small responses go out at once.
+      const int one = 1;
+      ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       // lws closes the descriptor itself when it cannot adopt it.
       if (lws_adopt_socket_vhost(self->vhost, client) == nullptr)
         PL_LOG_WARN("web: could not take a connection (out of memory or clients)");
@@ -472,8 +476,9 @@ Result<std::unique_ptr<WebServer>> WebServer::start(uv_loop_t* loop, const std::
   }
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
+    const int error = errno;
     delete holder;
-    return Error{"web: cannot listen on " + where + " (socket: " + std::strerror(errno) + ")"};
+    return Error{"web: cannot listen on " + where + " (socket: " + std::strerror(error) + ")"};
   }
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
