@@ -355,7 +355,9 @@ TEST(IntegratorTest, ShadingNormalsAreBentToReflectAboveTheSurface) {
       EXPECT_NEAR(length(bent), 1.0f, 1e-5f);
       EXPECT_GT(dot(bent, wo), 0.0f);
       EXPECT_GE(dot(reflect(wo, bent), ng), 0.0f);
-      if (n.z < -0.7f) EXPECT_EQ(bent.z, 1.0f);  // into the surface: the geometric normal
+      if (n.z < -0.7f) {
+        EXPECT_EQ(bent.z, 1.0f);  // into the surface: the geometric normal
+      }
     }
   }
 }
