@@ -34,6 +34,7 @@
 #include <map>
 
 #include "core/util/log.h"
+#include "transport/uv_handle.h"
 
 namespace pl {
 namespace {
@@ -94,24 +95,30 @@ void countClosing(uv_handle_t* handle, void* count) {
 
 // The server's own listening socket: a uv_poll_t on it accepts each connection and hands it
 // to lws. Out of descriptors (or memory), accepting pauses for kAcceptPauseMs rather than
-// spinning on a socket that stays readable. Closed before the context; frees itself (and
-// closes the socket) once both its handles have closed.
+// spinning on a socket that stays readable. Destroyed before the context: from then on no
+// connection is accepted (UvHandle: no callback after close), and the socket is closed.
 struct Listener {
   static constexpr uint64_t kAcceptPauseMs = 100;
-  uv_poll_t poll{};
-  uv_timer_t pause{};
   int fd = -1;
   lws_vhost* vhost = nullptr;
-  int open = 0;  // handles not closed yet
+  UvHandle<uv_poll_t> poll;
+  UvHandle<uv_timer_t> pause;
 
-  // Initialises both handles on `loop` and starts accepting; a libuv error code, or 0.
+  Listener(int fd, lws_vhost* vhost) : fd(fd), vhost(vhost) {}
+  ~Listener() {
+    poll.close();  // out of the loop's polling at once, so the socket can go now
+    pause.close();
+    ::close(fd);
+  }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Starts accepting on `loop`: a libuv error code, or 0.
   int start(uv_loop_t* loop) {
-    poll.data = pause.data = this;
-    if (const int rc = uv_poll_init_socket(loop, &poll, fd); rc != 0) return rc;
-    ++open;
-    uv_timer_init(loop, &pause);
-    ++open;
-    return uv_poll_start(&poll, UV_READABLE, &Listener::onReadable);
+    if (const int rc = poll.init(loop, uv_poll_init_socket, fd); rc != 0) return rc;
+    if (const int rc = pause.init(loop, uv_timer_init); rc != 0) return rc;
+    poll->data = pause->data = this;
+    return uv_poll_start(poll.get(), UV_READABLE, &Listener::onReadable);
   }
 
   static void onReadable(uv_poll_t* handle, int status, int /*events*/) {
@@ -127,12 +134,12 @@ struct Listener {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // none left
         PL_LOG_WARN("web: accepting a connection failed: %s; pausing %llu ms",
                     std::strerror(errno), (unsigned long long)kAcceptPauseMs);
-        uv_poll_stop(&self->poll);
+        uv_poll_stop(self->poll.get());
         uv_timer_start(
-            &self->pause,
+            self->pause.get(),
             [](uv_timer_t* timer) {
               auto* l = static_cast<Listener*>(timer->data);
-              uv_poll_start(&l->poll, UV_READABLE, &Listener::onReadable);
+              uv_poll_start(l->poll.get(), UV_READABLE, &Listener::onReadable);
             },
             kAcceptPauseMs, 0);
         return;
@@ -144,24 +151,6 @@ struct Listener {
       if (lws_adopt_socket_vhost(self->vhost, client) == nullptr)
         PL_LOG_WARN("web: could not take a connection (out of memory or clients)");
     }
-  }
-
-  // Closes what start() opened (all of it, also after a failed start), then the socket, then
-  // frees this.
-  void close() {
-    auto closed = [](uv_handle_t* handle) {
-      auto* self = static_cast<Listener*>(handle->data);
-      if (--self->open > 0) return;
-      ::close(self->fd);
-      delete self;
-    };
-    if (open == 0) {
-      ::close(fd);
-      delete this;
-      return;
-    }
-    if (open == 2) uv_close(reinterpret_cast<uv_handle_t*>(&pause), closed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&poll), closed);
   }
 };
 
@@ -249,7 +238,7 @@ struct WebServer::Impl {
   uv_loop_t* loop = nullptr;
   Handlers handlers;
   Holder* holder = nullptr;
-  Listener* listener = nullptr;
+  std::unique_ptr<Listener> listener;
   std::map<uint64_t, Client*> clients;
   uint64_t nextClient = 1;
 
@@ -513,24 +502,22 @@ Result<std::unique_ptr<WebServer>> WebServer::start(uv_loop_t* loop, const std::
     reapLater(holder, loop);
     return Error{"web: cannot serve on " + where + " (no libwebsockets vhost)"};
   }
-  auto* listener = new Listener;
-  listener->fd = fd;
-  listener->vhost = vhost;
+  auto listener = std::make_unique<Listener>(fd, vhost);  // owns the socket from here
   if (const int rc = listener->start(loop); rc != 0) {
-    listener->close();  // and the socket
+    listener.reset();
     lws_context_destroy(holder->context);
     holder->server = nullptr;
     reapLater(holder, loop);
     return Error{"web: cannot serve on " + where + " (" + uv_strerror(rc) + ")"};
   }
-  impl->listener = listener;
+  impl->listener = std::move(listener);
   std::unique_ptr<WebServer> server(new WebServer(std::move(impl)));
   server->port_ = ntohs(a.sin_port);
   return server;
 }
 
 WebServer::~WebServer() {
-  impl_->listener->close();  // no new connection from now on
+  impl_->listener.reset();  // no new connection from now on
   Holder* holder = impl_->holder;
   lws_context_destroy(holder->context);  // closes every connection: socketClosed runs here
   holder->server = nullptr;  // (every socket's CLOSED ran inside the destroy: no client is left)
