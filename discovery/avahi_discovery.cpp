@@ -17,7 +17,7 @@
 
 #include "core/util/log.h"
 #include "discovery/avahi_poll.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 
 namespace pl {
 namespace {

@@ -9,7 +9,7 @@
 #include <algorithm>
 
 #include "core/util/check.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 
 // The opaque structs of avahi-common/watch.h, defined by each AvahiPoll implementation.
 struct AvahiWatch {

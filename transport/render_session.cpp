@@ -35,6 +35,7 @@
 #include "transport/chunk_codec.h"
 #include "transport/protocol.capnp.h"
 #include "transport/protocol_convert.h"
+#include "transport/node_handshake.h"
 #include "transport/secure_channel.h"
 #include "transport/tcp.h"
 
@@ -265,18 +266,18 @@ struct Connection final : public kj::TaskSet::ErrorHandler {
   bool everReady = false;   // some generation was loaded on this connection
   bool hasSession = false;  // pings and silence detection active
   bool preempting = false;  // its lease request may revoke another Primary's (fair share)
-  std::string failState;    // set before throwing a failure that is not a plain loss
+  // Set before throwing a failure that is not a plain loss: a refusal by the handshake
+  // (AuthFailed, Incompatible) or the lease (Busy).
+  std::optional<ConnectionFailure> refusal;
   // Why the node ended the lease (Lease.ended), when it said so before the connection failed.
   std::optional<proto::LeaseEnd> leaseEnd;
 
   // Destroyed in reverse order: capabilities before the RPC system before the stream.
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyClient> rpc;
-  proto::Gate::Client gate = nullptr;
   proto::Node::Client node = nullptr;
   proto::Lease::Client lease = nullptr;
   proto::RenderSession::Client session = nullptr;
-  Nonce primaryNonce{};
   Hash128 scene;
   uint32_t ttlMs = 0;
   std::vector<uint32_t> nodeDevices;  // lease's device indices
@@ -696,87 +697,37 @@ void RenderSession::Impl::startPeer(Peer& peer) {
                   .then([this, &c]() { startUpload(c); }));
 }
 kj::Promise<void> RenderSession::Impl::handshake(Connection& c) {
-  kj::Promise<kj::Own<kj::AsyncIoStream>> connected =
-      connectTcp(loop_.lowLevelIo(), c.peer.stats.address);
-  if (options_.tls) {
-    if (secure_ == nullptr) {
-      Result<std::unique_ptr<SecureChannel>> made = SecureChannel::create(options_.key);
-      if (!made.ok()) return KJ_EXCEPTION(FAILED, made.error().message.c_str());
-      secure_ = std::move(*made);
-    }
-    // TLS first (secure_channel.h): a node without our key fails here, and that is final.
-    connected = connected.then([this, &c](kj::Own<kj::AsyncIoStream> plain) {
-      return secure_->wrapClient(kj::mv(plain))
-          .catch_([&c](kj::Exception&& e) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
-            if (!isTlsKeyMismatch(e)) return kj::mv(e);  // DISCONNECTED: retried
-            c.failState = "auth_failed";
-            return KJ_EXCEPTION(FAILED, kj::str(c.peer.stats.address.c_str(),
-                                                ": authentication failed (TLS: the node does not "
-                                                "hold this cluster key)"));
-          });
-    });
+  if (options_.tls && secure_ == nullptr) {
+    Result<std::unique_ptr<SecureChannel>> made = SecureChannel::create(options_.key);
+    if (!made.ok()) return KJ_EXCEPTION(FAILED, made.error().message.c_str());
+    secure_ = std::move(*made);
   }
-  return connected
-      .then([this, &c](kj::Own<kj::AsyncIoStream> stream) {
-        c.stream = kj::mv(stream);
-        c.rpc = kj::heap<capnp::TwoPartyClient>(*c.stream);
+  return handshakeWithNode(loop_.lowLevelIo(), options_.tls ? secure_.get() : nullptr,
+                           options_.key, c.peer.stats.address, options_.primaryName)
+      .then([this, &c](NodeHandshake&& h) -> kj::Promise<void> {
+        NodeRenderStats& s = c.peer.stats;
+        s.name = h.name;
+        s.nodeId = h.nodeId;
+        c.stream = kj::mv(h.stream);
+        c.rpc = kj::mv(h.rpc);
+        switch (h.refusal) {
+          case HandshakeRefusal::WrongKey:
+            c.refusal = ConnectionFailure::AuthFailed;
+            return KJ_EXCEPTION(FAILED, kj::str(s.address.c_str(), ": authentication failed (",
+                                                h.reason.c_str(), ")"));
+          case HandshakeRefusal::Incompatible:
+            c.refusal = ConnectionFailure::Incompatible;
+            return KJ_EXCEPTION(FAILED, kj::str("node ", s.address.c_str(), " speaks protocol ",
+                                                h.protocolVersion, ", this Primary speaks ",
+                                                kProtocolVersion));
+          case HandshakeRefusal::None:
+            break;
+        }
         c.tasks.add(c.rpc->onDisconnect().then([]() -> kj::Promise<void> {
           return KJ_EXCEPTION(DISCONNECTED, "connection closed");
         }));
-        c.gate = c.rpc->bootstrap().castAs<proto::Gate>();
-        c.primaryNonce = randomNonce();
-        auto request = c.gate.helloRequest();
-        request.setProtocolVersion(kProtocolVersion);
-        request.setNonce(kj::arrayPtr(c.primaryNonce.data(), c.primaryNonce.size()));
-        request.setPrimaryName(options_.primaryName);
-        return request.send();
-      })
-      .then([this, &c](capnp::Response<proto::Gate::HelloResults>&& hello) {
-        NodeRenderStats& s = c.peer.stats;
-        s.name = hello.getName();
-        s.nodeId = hello.getNodeId();
-        if (hello.getProtocolVersion() != kProtocolVersion) {
-          c.failState = "incompatible";
-          return kj::Promise<void>(KJ_EXCEPTION(
-              FAILED, kj::str("node ", s.address.c_str(), " speaks protocol ",
-                              hello.getProtocolVersion(), ", this Primary speaks ",
-                              kProtocolVersion)));
-        }
-        capnp::Data::Reader nodeNonce = hello.getNonce();
-        capnp::Data::Reader proof = hello.getProof();
-        std::span<const uint8_t> theirNonce(nodeNonce.begin(), nodeNonce.size());
-        bool nodeOk =
-            nodeNonce.size() == kNonceBytes &&
-            proofMatches(nodeProof(options_.key, c.primaryNonce, theirNonce),
-                         std::span<const uint8_t>(proof.begin(), proof.size()));
-        Proof ours = primaryProof(options_.key, theirNonce, c.primaryNonce);
-        // Authenticate even when the node's proof is wrong, so that the node logs the refused
-        // attempt too; the Primary refuses the node either way. But then send random bytes,
-        // never a valid proof: a node without the key must not get one to replay elsewhere.
-        if (!nodeOk) randomBytes(ours.data(), ours.size());
-        auto request = c.gate.authenticateRequest();
-        request.setProof(kj::arrayPtr(ours.data(), ours.size()));
-        return request.send().then(
-            [this, &c, nodeOk](capnp::Response<proto::Gate::AuthenticateResults>&& r) {
-              if (!nodeOk) {
-                c.failState = "auth_failed";
-                return kj::Promise<void>(KJ_EXCEPTION(
-                    FAILED, kj::str(c.peer.stats.address.c_str(),
-                                    ": authentication failed (the node does not hold this "
-                                    "cluster key)")));
-              }
-              c.node = r.getNode();
-              return leaseOn(c);
-            },
-            [this, &c](kj::Exception&& e) -> kj::Promise<void> {
-              if (e.getType() == kj::Exception::Type::FAILED) {
-                c.failState = "auth_failed";
-                return KJ_EXCEPTION(FAILED, kj::str(c.peer.stats.address.c_str(),
-                                                    ": authentication failed (",
-                                                    describe(e).c_str(), ")"));
-              }
-              return kj::mv(e);
-            });
+        c.node = kj::mv(h.node);
+        return leaseOn(c);
       });
 }
 
@@ -814,7 +765,7 @@ kj::Promise<void> RenderSession::Impl::leaseOn(Connection& c) {
                 -> capnp::Response<proto::Node::LeaseResults> {
               endPreempting(c);
               // "busy": another Primary holds the devices; retried like a loss.
-              if (e.getType() == kj::Exception::Type::FAILED) c.failState = "busy";
+              if (e.getType() == kj::Exception::Type::FAILED) c.refusal = ConnectionFailure::Busy;
               kj::throwFatalException(kj::mv(e));
             });
       }).then([this, &c](capnp::Response<proto::Node::LeaseResults>&& lease) {
@@ -823,7 +774,7 @@ kj::Promise<void> RenderSession::Impl::leaseOn(Connection& c) {
         c.ttlMs = lease.getTtlMs();
         for (uint32_t d : lease.getDevices()) c.nodeDevices.push_back(d);
         if (c.nodeDevices.empty() || c.nodeDevices.size() > kMaxDevicesPerNode) {
-          c.failState = "busy";
+          c.refusal = ConnectionFailure::Busy;
           return kj::Promise<void>(KJ_EXCEPTION(
               FAILED, kj::str(c.peer.stats.address.c_str(),
                               ": the lease granted no device")));
@@ -1115,17 +1066,24 @@ bool RenderSession::Impl::anyDeviceUsable() const {
 // --- failures ---------------------------------------------------------------------------------
 
 // How a connection ended, for Membership: the typed lease end when the node gave one, else
-// what the handshake found (failState), else a plain break.
+// what the handshake or the lease request found (refusal), else a plain break.
+// A refused node's state in the session's statistics (NodeRenderStats::state).
+static const char* refusalState(ConnectionFailure refusal) {
+  switch (refusal) {
+    case ConnectionFailure::AuthFailed: return "auth_failed";
+    case ConnectionFailure::Incompatible: return "incompatible";
+    case ConnectionFailure::Busy: return "busy";
+    default: return "unreachable";
+  }
+}
+
 static ConnectionFailure classify(const Connection& c) {
   if (c.leaseEnd == proto::LeaseEnd::REVOKED_FAIR_SHARE) return ConnectionFailure::RevokedFairShare;
   // Over the node's memory budget: busy, retried as when its devices are leased.
   if (c.leaseEnd == proto::LeaseEnd::MEMORY_BUDGET) return ConnectionFailure::Busy;
   // It will never hold this scene: not asked again in this session.
   if (c.leaseEnd == proto::LeaseEnd::SCENE_TOO_LARGE) return ConnectionFailure::SceneTooLarge;
-  if (c.failState == "auth_failed") return ConnectionFailure::AuthFailed;
-  if (c.failState == "incompatible") return ConnectionFailure::Incompatible;
-  if (c.failState == "busy") return ConnectionFailure::Busy;
-  return ConnectionFailure::Broken;
+  return c.refusal.value_or(ConnectionFailure::Broken);
 }
 
 void RenderSession::Impl::connectionFailed(Connection& c, const kj::Exception& e,
@@ -1143,12 +1101,12 @@ void RenderSession::Impl::connectionFailed(Connection& c, const kj::Exception& e
   // reason (failed reconnects go to the log only).
   const bool retryAfterLoss = !f.lost && s.state == "lost";
   if (c.leaseEnd == proto::LeaseEnd::SCENE_TOO_LARGE) s.state = "too_large";
-  else if (!c.failState.empty()) s.state = c.failState;
+  else if (c.refusal) s.state = refusalState(*c.refusal);
   else if (f.lost) s.state = "lost";
   else if (!retryAfterLoss) s.state = "unreachable";
   endPreempting(c);
   if (f.newLoss) s.losses += 1;
-  if (!retryAfterLoss || !c.failState.empty()) s.error = message;
+  if (!retryAfterLoss || c.refusal) s.error = message;
   // Losses and refusals matter now; unreachable peers are summed up by the caller at the end
   // (a peer that is down would otherwise log a line per retry).
   if (f.permanent || f.newLoss) PL_LOG_WARN("%s", message.c_str());

@@ -23,7 +23,7 @@
 #include <atomic>
 #include <vector>
 
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 
 namespace pl {
 

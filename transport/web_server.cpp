@@ -34,7 +34,7 @@
 #include <map>
 
 #include "core/util/log.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 
 namespace pl {
 namespace {

@@ -18,7 +18,7 @@
 #include "discovery/peer_watch.h"
 #include "transport/node_service.h"
 #include "transport/render_session.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 #include "transport/uv_kj_loop.h"
 #include "transport/web_server.h"
 

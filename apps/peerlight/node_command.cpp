@@ -47,7 +47,7 @@
 #include "transport/malloc_tuning.h"
 #include "transport/node_service.h"
 #include "transport/tcp.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 #include "transport/uv_kj_loop.h"
 #include "apps/peerlight/live_view.h"
 

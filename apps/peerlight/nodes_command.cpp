@@ -1,7 +1,7 @@
 // `peerlight nodes [--json] [--wait SECONDS] [--key-file F] [--peer HOST:PORT ...]`: lists the
 // Render Nodes this machine can see. Browses mDNS (`_peerlight._tcp`, discovery/) for --wait
 // seconds (skipped when no avahi-daemon is reachable), merges what it found with the --peer
-// entries, then probes each one as a Primary would start (discovery/node_probe.h: connect,
+// entries, then probes each one as a Primary would start (transport/node_probe.h: connect,
 // hello, the node's proof, authenticate, Node.info; no lease) and prints name, address,
 // protocol version, state, devices, whether the cluster key matches (the TXT fingerprint and
 // the proof), and for each unusable node why (wrong key, incompatible version, unreachable).
@@ -25,7 +25,7 @@
 #include "core/util/log.h"
 #include "discovery/discovery.h"
 #include "discovery/node_advert.h"
-#include "discovery/node_probe.h"
+#include "transport/node_probe.h"
 #include "discovery/peer_directory.h"
 #include "transport/auth.h"
 #include "transport/protocol_convert.h"

@@ -17,7 +17,7 @@
 
 #include "discovery/peer_watch.h"
 #include "tests/integration/netns_sandbox.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 
 namespace pl {
 namespace {

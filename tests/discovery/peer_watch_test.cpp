@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "core/util/check.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 
 namespace pl {
 namespace {

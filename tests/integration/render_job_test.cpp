@@ -65,8 +65,9 @@ class RenderJobTest : public testing::DaemonTest {
     spec.extraArgs = std::move(extraArgs);
     std::string address = startNode(name, spec);
     // The daemon prints its address before it opens the control socket.
-    if (control && !address.empty())
+    if (control && !address.empty()) {
       EXPECT_TRUE(waitUntil([&] { return controlSocketAnswers(socketOf(name)); }, 5s));
+    }
     return address;
   }
   // A render through a's daemon (or as `options` say), no peers of its own.
@@ -100,13 +101,17 @@ TEST_F(RenderJobTest, DaemonBecomesPrimaryAndImageMatchesLocal) {
   // The job runs on the daemon's one loop: no thread of its own (the daemon renders nothing;
   // its worker process does).
   waitUntil([&] { return !workerPids("a").empty() || !render->running(); }, 10s);
-  if (render->running()) EXPECT_EQ(threadsOf(node("a").pid()), idleThreads);
+  if (render->running()) {
+    EXPECT_EQ(threadsOf(node("a").pid()), idleThreads);
+  }
   std::string during = render->running() ? stateOf(a) : "";
   bool stillRunning = render->running();
   nlohmann::json run = finish(*render, "job");
   ASSERT_TRUE(run.is_object()) << render->out();
   EXPECT_EQ(run["node_daemon"], socketOf("a"));
-  if (stillRunning) EXPECT_EQ(during, "primary");
+  if (stillRunning) {
+    EXPECT_EQ(during, "primary");
+  }
   // This machine's own node, leased in process (no connection to itself).
   const nlohmann::json* self = nodeEntry(run, "this machine");
   const nlohmann::json* other = nodeEntry(run, b);
@@ -122,8 +127,9 @@ TEST_F(RenderJobTest, DaemonBecomesPrimaryAndImageMatchesLocal) {
   {
     std::istringstream log(node("a").err());
     for (std::string line; std::getline(log, line);) {
-      if (line.find("authenticated") != std::string::npos)
+      if (line.find("authenticated") != std::string::npos) {
         EXPECT_NE(line.find("peerlight nodes"), std::string::npos) << line;
+      }
     }
   }
   // Offered again once the job ended.

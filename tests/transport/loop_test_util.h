@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 #include "transport/uv_kj_loop.h"
 
 namespace pl::testing {

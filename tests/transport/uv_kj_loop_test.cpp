@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "tests/transport/loop_test_util.h"
-#include "transport/uv_handle.h"
+#include "core/util/uv_handle.h"
 
 namespace pl {
 namespace {

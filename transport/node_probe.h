@@ -1,16 +1,16 @@
 #pragma once
 // probeNode: connects to a Render Node and finds out whether this machine could use it, the
-// way a Primary starts (transport/protocol.capnp, Gate): TCP connect, TLS keyed by our key
-// (transport/secure_channel.h), Gate.hello (protocol versions compared; the node's proof checked
-// with our key), Gate.authenticate, Node.info.
-// Takes no lease. Used by `peerlight nodes`.
+// way a Primary starts: the same handshake (transport/node_handshake.h: TCP connect, TLS keyed
+// by our key, Gate.hello, Gate.authenticate), then Node.info. Takes no lease. Used by
+// `peerlight nodes`.
 //
-// Outcomes (NodeProbe::status): "ok"; "unreachable" (connect failed, connection lost, or no
-// answer within the timeout); "incompatible" (the node speaks another protocol version: the
-// reason names both); "wrong_key" (the TLS handshake showed the node holds another key, or
-// its proof does not match our key, or it refused ours; then we do not authenticate); "error" (anything else). Never rejects.
+// Outcomes (NodeProbe::status, the words `peerlight nodes` prints): "ok"; "unreachable"
+// (connect failed, connection lost, or no answer within the timeout); "incompatible" (the node
+// speaks another protocol version: the reason names both); "wrong_key" (the TLS handshake
+// showed the node holds another key, or its proof does not match our key, or it refused ours;
+// without a key of our own, a random one stands in); "error" (anything else). Never rejects.
 //
-// Threads: the loop thread of `loop`; the key must outlive the promise.
+// Threads: the loop thread of `loop`.
 
 #include <chrono>
 #include <cstdint>
