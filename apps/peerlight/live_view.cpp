@@ -511,4 +511,6 @@ LiveView::~LiveView() {
 
 uint16_t LiveView::port() const { return impl_->server->port(); }
 
+void LiveView::nodeFound(const std::string& address) { impl_->sessions.nodeFound(address); }
+
 }  // namespace pl::app

@@ -54,6 +54,8 @@ class LiveView {
                                                  const std::string& host, uint16_t port);
   ~LiveView();
   uint16_t port() const;
+  // A usable node appeared (an event on the loop): the page sessions use it from now on.
+  void nodeFound(const std::string& address);
 
   struct Impl;
 

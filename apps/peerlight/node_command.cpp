@@ -166,12 +166,15 @@ void runNode(const NodeArgs& args) {
     // this daemon, which becomes the Primary; it renders on its own node (as the owner) and on
     // the nodes mDNS finds, live (PeerWatch), plus any --peer of the render.
     // The watch browses on this loop and reports each node that becomes usable as an event.
+    // Jobs and page sessions learn of it through these (set once they exist).
     RenderJobs* jobsToTell = nullptr;
+    LiveView* liveToTell = nullptr;
     std::unique_ptr<PeerWatch> watch;
     if (!args.noMdns) {
       PeerWatchEvents events;
-      events.onUsable = [&jobsToTell](const PeerVerdict& v) {
+      events.onUsable = [&jobsToTell, &liveToTell](const PeerVerdict& v) {
         if (jobsToTell != nullptr) jobsToTell->nodeFound(v.address);
+        if (liveToTell != nullptr) liveToTell->nodeFound(v.address);
       };
       watch = std::make_unique<PeerWatch>(
           PeerWatchOptions{args.protocolVersion, fingerprint, node.nodeId(),
@@ -196,6 +199,7 @@ void runNode(const NodeArgs& args) {
                                          uint16_t(port));
       if (started.ok()) {
         live = std::move(started).value();
+        liveToTell = live.get();
         liveLine = "live view on http://" + host + ":" + std::to_string(live->port()) + "/";
       } else {
         PL_LOG_WARN("%s; no live view", started.error().message.c_str());
@@ -277,6 +281,7 @@ void runNode(const NodeArgs& args) {
       PL_LOG_INFO("%s: ending leases and shutting down", signalName);
       // The page's sessions end first, with their clients (libwebsockets frees its last
       // handles on a later turn).
+      liveToTell = nullptr;
       live.reset();
       // Render jobs end first (their clients are told why), then the leases.
       jobs.cancelAll([&] {
@@ -304,6 +309,7 @@ void runNode(const NodeArgs& args) {
           [](uv_signal_t* h, int) { static_cast<SignalWatch*>(h->data)->onSignal(); }, signals[i]);
     }
     loop.run();
+    liveToTell = nullptr;
     live.reset();  // (when the loop ended otherwise)
     for (int i = 0; i < 20; ++i) uv_run(loop.uv(), UV_RUN_NOWAIT);  // libwebsockets' last handles
     for (auto& w : watches) w.handle.close();

@@ -110,10 +110,8 @@ struct WebSessions::Impl {
 
     ClusterRenderOptions options;
     options.inProcessNode = [this] { return node.newTrustedNode("web session"); };
-    if (watch != nullptr) {
-      options.peers = watch->usableAddresses();
-      options.morePeers = [w = watch] { return w->usableAddresses(); };
-    }
+    // The nodes usable now; those found later come as events (nodeFound()).
+    if (watch != nullptr) options.peers = watch->usableAddresses();
     options.key = key;
     options.primaryName = "live view (session " + std::to_string(e.info.id) + ")";
     options.scheduler = interactiveSchedulerOptions();
@@ -229,6 +227,12 @@ Status WebSessions::cancel(uint64_t id) {
     return Status();
   }
   return Error{"session " + std::to_string(id) + ": no such session"};
+}
+
+void WebSessions::nodeFound(const std::string& address) {
+  for (const auto& e : impl_->entries) {
+    if (e->session != nullptr) e->session->addPeer(address);
+  }
 }
 
 std::vector<WebSessions::Info> WebSessions::list() const {

@@ -58,6 +58,9 @@ class WebSessions {
   // Ends the session (its leases go at once).
   Status cancel(uint64_t id);
   std::vector<Info> list() const;
+  // A usable node appeared (the daemon's PeerWatch, an event on the loop): every rendering
+  // session uses it from now on.
+  void nodeFound(const std::string& address);
   // Runs on the loop when a session is added, loaded, fails, changes camera or goes.
   std::function<void()> onChange;
 

@@ -5,7 +5,9 @@
 // (allow-interfaces=eth0, use-ipv6=no, a distinct host name), its own XDG_RUNTIME_DIR and one
 // `peerlight node --listen 10.88.0.N:0`. From host 1, `peerlight nodes --json --wait 3` must list
 // all three nodes (found by mDNS, key matching), and `peerlight render --no-local --json` with
-// no --peer must use all three and write an image bitwise identical to a --local-only render.
+// no --peer must use all three and write an image bitwise identical to a --local-only render;
+// so must the same render handed to host 1's daemon. Last, a page session on host 1's live view
+// takes up a node that appears while it renders (a discovery event on the daemon's loop).
 // Needs root, ip, unshare, dbus-daemon and avahi-daemon; skips with the reason otherwise.
 // Everything it starts (processes, the four namespaces, the temp dir) is removed also on
 // failure, by the sandbox.
@@ -20,6 +22,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/render/image_io.h"
@@ -213,6 +216,72 @@ TEST(BridgeTest, ThreeHostsOnABridgeFindEachOtherAndRenderIdentically) {
   }
   testing::expectSameExr(box.file("daemon.exr"), box.file("local.exr"),
                          "the daemon's render differs from --local-only");
+
+  // A page session on host 1's live view uses a node that appears while it renders: a second
+  // node on host 3, found by mDNS, comes to it as an event on the daemon's loop.
+  const std::string api = "http://127.0.0.1:7480/api/";
+  const std::string post =
+      "import sys, urllib.request\n"
+      "r = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(),\n"
+      "                           headers={'Content-Type': 'application/json'})\n"
+      "print(urllib.request.urlopen(r, timeout=10).read().decode())\n";
+  Process& opened = box.spawn(
+      0,
+      {"python3", "-c", post, api + "sessions",
+       nlohmann::json{{"scene", kScene}, {"width", 64}, {"height", 48}, {"spp", 1000000}}.dump()},
+      "page-session");
+  ASSERT_EQ(opened.wait(std::chrono::seconds(20)), 0) << opened.err();
+  // The session's entry in /api/state, once `pred` holds for it (or the last one seen).
+  const std::string get =
+      "import sys, urllib.request\n"
+      "print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\n";
+  std::string lastPoll;
+  int polls = 0;
+  auto sessionWhen = [&](auto pred) {
+    nlohmann::json last;
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (Clock::now() < deadline) {
+      // (Each with its own log: a log name is a file.)
+      Process& poll =
+          box.spawn(0, {"python3", "-c", get, api + "state"}, "state" + std::to_string(++polls));
+      const std::optional<int> code = poll.wait(std::chrono::seconds(15));
+      lastPoll = poll.out() + poll.err();
+      if (code != 0) continue;
+      nlohmann::json state = nlohmann::json::parse(poll.out(), nullptr, false);
+      if (state.is_object()) {
+        for (const auto& r : state["renders"])
+          if (r["kind"] == "session") last = r;
+      }
+      if (last.is_object() && pred(last)) return last;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return last;
+  };
+  auto usesNode = [](const nlohmann::json& session, const std::string& address) {
+    if (!session.is_object() || !session.contains("nodes")) return false;
+    for (const auto& n : session["nodes"])
+      if (n["address"] == address && n["state"] == "rendering") return true;
+    return false;
+  };
+  nlohmann::json session =
+      sessionWhen([&](const nlohmann::json& r) { return usesNode(r, addresses[1]); });
+  ASSERT_TRUE(usesNode(session, addresses[1])) << opened.out() << "\n" << session.dump(2);
+  Process& late = box.spawn(2,
+                            {kPeerlight, "node", "--listen", box.hostAddress(2) + ":0", "--threads",
+                             "1", "--name", "host3-late", "--http", "off", "--no-control-socket",
+                             "--key-file", box.file("key")},
+                            "node3-late");
+  std::optional<std::string> lateLine = late.waitForOutput("listening on ", kTimeout);
+  ASSERT_TRUE(lateLine.has_value()) << late.err();
+  const std::string lateAddress = lateLine->substr(std::strlen("listening on "));
+  session = sessionWhen([&](const nlohmann::json& r) { return usesNode(r, lateAddress); });
+  EXPECT_TRUE(usesNode(session, lateAddress))
+      << "the page session did not take up " << lateAddress << ":\n"
+      << session.dump(2) << "\nlast /api/state:\n"
+      << lastPoll << "\nhost 1's node:\n"
+      << nodes[0]->err() << "\navahi of host 3:\n"
+      << box.avahiLog(2);
+
   std::printf("whole test: %.1f s\n",
               std::chrono::duration<double>(Clock::now() - testStart).count());
 }
