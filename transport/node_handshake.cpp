@@ -8,6 +8,7 @@
 
 #include <kj/debug.h>
 
+#include "core/render/render_kernel.h"
 #include "transport/protocol_convert.h"
 #include "transport/secure_channel.h"
 #include "transport/tcp.h"
@@ -88,6 +89,16 @@ kj::Promise<void> hello(std::shared_ptr<Handshake> h, const ClusterKey& key,
 }
 
 }  // namespace
+
+std::string renderKernelMismatch(const std::string& theirs) {
+  const std::string ours = renderKernelId();
+  if (theirs == ours) return "";
+  if (theirs.empty())
+    return "renders with an older build of peerlight (no render kernel named; ours " + ours + ")";
+  // Bounded: the text comes from the network.
+  return "renders with another build of peerlight (render kernel " + theirs.substr(0, 32) +
+         ", ours " + ours + ")";
+}
 
 kj::Promise<NodeHandshake> handshakeWithNode(kj::LowLevelAsyncIoProvider& io,
                                              SecureChannel* secure, const ClusterKey& key,

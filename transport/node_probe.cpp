@@ -91,6 +91,8 @@ kj::Promise<NodeProbe> probeNode(UvKjLoop& loop, const ClusterKey& key, std::str
                   for (uint32_t i = 0; i < devices.size() && i < kMaxDevicesPerNode; ++i) {
                     s->result.devices.push_back(fromProto(devices[i]));
                   }
+                  const std::string why = renderKernelMismatch(info.getRenderKernel());
+                  if (!why.empty()) return s->finish("incompatible", why);
                   s->finish("ok", "");
                 });
           });

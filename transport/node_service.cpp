@@ -250,6 +250,7 @@ class NodeServer final : public proto::Node::Server {
   kj::Promise<void> info(InfoContext context) override {
     auto info = context.getResults().initInfo();
     info.setProtocolVersion(node_.options.protocolVersion);
+    info.setRenderKernel(node_.options.renderKernel);
     info.setNodeId(node_.options.nodeId);
     info.setName(node_.options.name);
     auto devices = info.initDevices(uint32_t(node_.infos.size()));

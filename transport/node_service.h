@@ -126,6 +126,7 @@
 #include <kj/async-io.h>
 
 #include "core/render/device.h"
+#include "core/render/render_kernel.h"
 #include "transport/auth.h"
 #include "transport/protocol.capnp.h"
 #include "transport/uv_kj_loop.h"
@@ -140,6 +141,8 @@ struct NodeOptions {
   std::string nodeId;  // hex; empty = a fresh random id (16 bytes)
   // The protocol version this node claims in hello (tests make it claim another one).
   uint32_t protocolVersion = proto::PROTOCOL_VERSION;
+  // The render kernel this node claims in Node.info (tests make it claim another one).
+  std::string renderKernel = renderKernelId();
   // Lease time to live: used when the Primary asks for 0; requests are clamped to
   // [minTtlMs, maxTtlMs].
   uint32_t defaultTtlMs = 10000;

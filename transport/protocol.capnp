@@ -90,6 +90,10 @@ struct NodeInfo {
   name @2 :Text;
   devices @3 :List(DeviceInfo);  # index in this list = device index in leases and render()
   state @4 :NodeState;
+  renderKernel @5 :Text;
+  # The identity of the code that computes the node's pixels (core/render/render_kernel.h: 16
+  # hex digits). A Primary uses only nodes whose renderKernel equals its own: a node on another
+  # build would put other bits into the image. Empty from nodes older than this field.
 }
 
 struct LeaseRequest {

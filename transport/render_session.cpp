@@ -738,6 +738,14 @@ kj::Promise<void> RenderSession::Impl::leaseOn(Connection& c) {
   return c.node.infoRequest().send().then(
       [this, &c](capnp::Response<proto::Node::InfoResults>&& info) {
         c.peer.stats.name = info.getInfo().getName();
+        // Another build computes other bits: its pixels must not go into this image. (The
+        // in-process node is this build.)
+        if (std::string why = renderKernelMismatch(info.getInfo().getRenderKernel());
+            !why.empty()) {
+          c.refusal = ConnectionFailure::Incompatible;
+          return kj::Promise<capnp::Response<proto::Node::LeaseResults>>(KJ_EXCEPTION(
+              FAILED, kj::str("node ", c.peer.stats.address.c_str(), " ", why.c_str())));
+        }
         c.nodeDeviceIsGpu.clear();
         for (auto d : info.getInfo().getDevices())
           c.nodeDeviceIsGpu.push_back(d.getKind() == proto::DeviceKind::CUDA);

@@ -329,7 +329,7 @@ void serveWorker(UvKjLoop& loop, NodeService& node, int fd, uint32_t heartbeatMs
   capnp::ReaderOptions readerOptions;
   readerOptions.traversalLimitInWords = (uint64_t(64) << 20) / sizeof(capnp::word);
   capnp::TwoPartyVatNetwork network(*stream, capnp::rpc::twoparty::Side::SERVER, readerOptions);
-  WorkerSide side{loop, node, heartbeatMs};
+  WorkerSide side{loop, node, heartbeatMs, {}};
   auto rpc = capnp::makeRpcServer(network, kj::heap<WorkerImpl>(side));
   auto disconnected = network.onDisconnect()
                           .then([&loop]() { loop.stop(); },

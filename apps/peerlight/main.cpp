@@ -8,6 +8,7 @@
 #include "apps/peerlight/commands.h"
 #include "apps/peerlight/huge_pages.h"
 #include "apps/peerlight/version.h"
+#include "core/render/render_kernel.h"
 #include "core/util/log.h"
 
 int main(int argc, char** argv) {
@@ -23,8 +24,10 @@ int main(int argc, char** argv) {
   CLI::App app{"peerlight: peer-to-peer cluster path tracer"};
   app.require_subcommand(1);
   app.set_version_flag("--version", PEERLIGHT_VERSION_STRING);
-  app.add_subcommand("version", "Print the version")->callback([] {
-    std::printf("peerlight %s\n", PEERLIGHT_VERSION_STRING);
+  // The render kernel: nodes render for each other only when theirs are equal.
+  app.add_subcommand("version", "Print the version and the render kernel")->callback([] {
+    std::printf("peerlight %s (render kernel %s)\n", PEERLIGHT_VERSION_STRING,
+                pl::renderKernelId());
   });
   pl::app::addRenderCommand(app);
   pl::app::addSessionCommand(app);

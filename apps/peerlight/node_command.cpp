@@ -37,6 +37,7 @@
 #include "core/cluster/memory_budget.h"
 #include "discovery/peer_watch.h"
 #include "core/render/cpu_device.h"
+#include "core/render/render_kernel.h"
 #include "core/util/check.h"
 #include "core/util/log.h"
 #include "core/util/system.h"
@@ -65,6 +66,7 @@ struct NodeArgs {
   std::string name;
   uint32_t ttlMs = 10000;
   uint32_t protocolVersion = proto::PROTOCOL_VERSION;  // hidden, for tests
+  std::string renderKernel = renderKernelId();         // hidden, for tests
   bool noMdns = false;  // mDNS (discovery/): do not advertise
   bool inProcess = false;  // render in this process instead of per-lease workers
   uint32_t workerTimeoutMs = 2000;  // hidden, for tests
@@ -126,6 +128,7 @@ void runNode(const NodeArgs& args) {
   options.memoryBudget = &budget;
   options.name = args.name;
   options.protocolVersion = args.protocolVersion;
+  options.renderKernel = args.renderKernel;
   options.defaultTtlMs = args.ttlMs;
   // --ttl-ms is also the upper bound: a Primary may ask for less, never for more (so a killed
   // Primary's leases expire within it).
@@ -343,6 +346,9 @@ void addNodeCommand(CLI::App& app) {
       ->check(CLI::Range(1u, 3600000u));
   cmd->add_option("--protocol-version", args->protocolVersion,
                   "Claim another protocol version (tests)")
+      ->group("");
+  cmd->add_option("--render-kernel", args->renderKernel,
+                  "Claim another render kernel in Node.info (tests)")
       ->group("");
   cmd->add_flag("--no-mdns", args->noMdns, "Do not advertise this node over mDNS");
   cmd->add_flag("--in-process", args->inProcess,

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/render/render_kernel.h"
 #include "transport/protocol_convert.h"
 
 #include "tests/integration/netns_sandbox.h"
@@ -113,17 +114,19 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
     const char* log;
     const char* key;
     std::string version;
-  } specs[] = {{"good", "key", std::to_string(kProtocolVersion)},
-               {"otherkey", "other.key", std::to_string(kProtocolVersion)},
-               {"newer", "key", std::to_string(kProtocolVersion + 4)}};
+    std::string kernel;  // empty: this build's
+  } specs[] = {{"good", "key", std::to_string(kProtocolVersion), ""},
+               {"otherkey", "other.key", std::to_string(kProtocolVersion), ""},
+               {"newer", "key", std::to_string(kProtocolVersion + 4), ""},
+               {"otherbuild", "key", std::to_string(kProtocolVersion), "0123456789abcdef"}};
   std::vector<Process*> nodes;
   for (const auto& s : specs) {
-    nodes.push_back(
-        &box.spawn(-1,
-                   {kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1", "--name",
-                    s.log, "--key-file", box.file(s.key), "--protocol-version", s.version,
-                    "--no-mdns", "--no-control-socket"},
-                   s.log));
+    std::vector<std::string> argv = {kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads",
+                                     "1", "--name", s.log, "--key-file", box.file(s.key),
+                                     "--protocol-version", s.version, "--no-mdns",
+                                     "--no-control-socket"};
+    if (!s.kernel.empty()) argv.insert(argv.end(), {"--render-kernel", s.kernel});
+    nodes.push_back(&box.spawn(-1, argv, s.log));
   }
   std::vector<std::string> addresses;
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -136,7 +139,8 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   Process& listing = box.spawn(
       -1,
       {kPeerlight, "nodes", "--json", "--key-file", box.file("key"), "--peer", addresses[0],
-       "--peer", addresses[1], "--peer", addresses[2], "--peer", unreachable},
+       "--peer", addresses[1], "--peer", addresses[2], "--peer", addresses[3], "--peer",
+       unreachable},
       "nodes");
   ASSERT_EQ(listing.wait(20s), 0) << listing.err();
   // No mDNS: no --wait delay.
@@ -147,7 +151,7 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   EXPECT_EQ(err.find("no mDNS", first + 1), std::string::npos) << "said more than once:\n" << err;
 
   nlohmann::json list = nlohmann::json::parse(listing.out());
-  ASSERT_EQ(list.size(), 4u) << list.dump(2);
+  ASSERT_EQ(list.size(), 5u) << list.dump(2);
   const nlohmann::json* good = byAddress(list, addresses[0]);
   ASSERT_NE(good, nullptr);
   EXPECT_EQ((*good)["status"], "ok");
@@ -173,6 +177,16 @@ TEST(NodesCommandTest, StaticPeersWithoutMdns) {
   EXPECT_EQ((*newer)["version"], kProtocolVersion + 4);
   EXPECT_EQ((*newer)["reason"], "speaks protocol " + std::to_string(kProtocolVersion + 4) +
                                     ", we speak " + std::to_string(kProtocolVersion));
+
+  // Same protocol, another build: its pixels would differ, so it is not usable either.
+  const nlohmann::json* otherBuild = byAddress(list, addresses[3]);
+  ASSERT_NE(otherBuild, nullptr);
+  EXPECT_EQ((*otherBuild)["status"], "incompatible");
+  EXPECT_EQ((*otherBuild)["usable"], false);
+  EXPECT_EQ((*otherBuild)["keyMatch"], true);
+  EXPECT_EQ((*otherBuild)["reason"],
+            "renders with another build of peerlight (render kernel 0123456789abcdef, ours " +
+                std::string(renderKernelId()) + ")");
 
   const nlohmann::json* gone = byAddress(list, unreachable);
   ASSERT_NE(gone, nullptr);

@@ -17,6 +17,7 @@
 #include <random>
 
 #include "core/render/image_io.h"
+#include "core/render/render_kernel.h"
 #include "tests/integration/process.h"
 #include "tests/integration/same_image.h"
 #include "transport/protocol_convert.h"
@@ -444,8 +445,9 @@ TEST_F(ClusterTest, CameraMoveSendsAtMost4KiBPerNode) {
                 (unsigned long long)n["chunks_sent"].get<uint64_t>(),
                 (unsigned long long)n["chunks_total"].get<uint64_t>());
     EXPECT_LE(n["render_data_bytes_sent"].get<uint64_t>(), 4096u) << n.dump();
-    if (n["state"] == "done")
+    if (n["state"] == "done") {
       EXPECT_GE(n["chunks_sent"].get<uint64_t>(), 1u) << "the camera chunk must travel";
+    }
   }
   // And the moved camera's image is right: the same as rendering the moved scene locally.
   std::vector<std::string> local;
@@ -505,6 +507,28 @@ TEST_F(ClusterTest, IncompatibleProtocolVersionIsNamed) {
   EXPECT_EQ((*entry)["state"], "incompatible") << entry->dump();
   EXPECT_EQ((*entry)["error"], expected);
   EXPECT_EQ((*entry)["work_units"], 0);
+}
+
+// A node of the same protocol but another build (another render kernel) would put other bits
+// into the image: it is named and not used, and the image is that of the good node alone.
+TEST_F(ClusterTest, AnotherRenderKernelIsNamedAndNotUsed) {
+  std::string good = startNode("good");
+  std::string other = startNode("otherbuild", {"--render-kernel", "fedcba9876543210"});
+  ASSERT_FALSE(good.empty());
+  ASSERT_FALSE(other.empty());
+  RenderRun run = render(kSmall, {good, other}, "kernel");
+  expectIdentical(run, kSmall);
+  const std::string expected = "node " + other +
+                               " renders with another build of peerlight (render kernel "
+                               "fedcba9876543210, ours " +
+                               std::string(renderKernelId()) + ")";
+  EXPECT_NE(run.err.find(expected), std::string::npos) << run.err;
+  const auto* entry = nodeEntry(run, other);
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ((*entry)["state"], "incompatible") << entry->dump();
+  EXPECT_EQ((*entry)["error"], expected);
+  EXPECT_EQ((*entry)["work_units"], 0);
+  EXPECT_EQ((*entry)["render_data_bytes_sent"], 0);
 }
 
 }  // namespace

@@ -152,7 +152,9 @@ TEST_F(LeasePolicyTest, OwnerJobPreemptsRemoteLease) {
               revokedAfter, workerGone);
   EXPECT_LT(revokedAfter, 1.0);
   EXPECT_LT(workerGone, 1.5);
-  if (ownerStillRunning) EXPECT_EQ(stateDuringOwner, "primary");
+  if (ownerStillRunning) {
+    EXPECT_EQ(stateDuringOwner, "primary");
+  }
 
   nlohmann::json ownerRun = finish(*owner, "owner");
   Clock::time_point ownerEnded = Clock::now();

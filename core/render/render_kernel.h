@@ -1,0 +1,13 @@
+#pragma once
+// The identity of the code that computes pixels in this build: 16 hex digits of a SHA-256 over
+// the shared kernel (core/kernel), the devices (core/render, gpu), the render data's layout, and
+// the Embree and compiler versions (cmake/render_kernel_id.cmake). Two builds with the same
+// identity compute the same bits on CPU nodes (docs/DESIGN.md section 4); a Primary uses only
+// nodes whose identity equals its own (Node.info), so a node on another build never puts
+// different pixels into its image. `peerlight version` prints it.
+
+namespace pl {
+
+const char* renderKernelId();
+
+}  // namespace pl
