@@ -546,6 +546,7 @@ void NodeService::Impl::startWorker(LeaseState& lease) {
   workerOptions.heartbeatTimeoutMs = options.workerHeartbeatTimeoutMs;
   workerOptions.killGraceMs = options.workerKillGraceMs;
   workerOptions.maxMessageBytes = options.maxMessageBytes;
+  workerOptions.executable = options.workerExecutable;
   const uint64_t number = nextWorkerNumber++;
   const std::string label = "lease " + std::to_string(uint64_t(lease.id));
   auto worker = WorkerProcess::start(

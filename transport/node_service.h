@@ -201,6 +201,7 @@ struct NodeOptions {
   // every later call; a lease that ends stops its worker, unless it stays warm for a later
   // lease ("Warm workers" above). Empty: the devices render in this process.
   std::vector<std::string> workerArgv;
+  std::string workerExecutable;  // the file to execute for workerArgv (empty: its argv[0])
   uint32_t workerHeartbeatTimeoutMs = 2000;
   uint32_t workerKillGraceMs = 1000;
   // Warm workers (see "Warm workers" above; worker mode only): at most maxWarmWorkers idle

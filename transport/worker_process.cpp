@@ -202,7 +202,7 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
   stdio[3].data.fd = fds[1];
   uv_process_options_t spawnOptions{};
   spawnOptions.exit_cb = &Impl::exited_cb;
-  spawnOptions.file = args[0];
+  spawnOptions.file = options.executable.empty() ? args[0] : options.executable.c_str();
   spawnOptions.args = args.data();
   spawnOptions.stdio_count = 4;
   spawnOptions.stdio = stdio;

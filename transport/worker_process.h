@@ -44,6 +44,10 @@ struct WorkerProcessOptions {
   uint32_t killGraceMs = 1000;
   // Cap'n Proto's per-message traversal limit on the socket pair.
   uint64_t maxMessageBytes = uint64_t(64) << 20;
+  // The file to execute; empty: argv[0]. The daemon gives "/proc/self/exe", so that its workers
+  // run the daemon's own build even after the file at argv[0] was replaced (an upgrade, a
+  // rebuild): they must render with the kernel the daemon names (core/render/render_kernel.h).
+  std::string executable;
 };
 
 class WorkerProcess {

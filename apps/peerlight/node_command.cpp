@@ -134,7 +134,12 @@ void runNode(const NodeArgs& args) {
   // Primary's leases expire within it).
   options.minTtlMs = std::min<uint32_t>(options.minTtlMs, args.ttlMs);
   options.maxTtlMs = args.ttlMs;
-  if (!args.inProcess) options.workerArgv = workerArgv(args);
+  if (!args.inProcess) {
+    options.workerArgv = workerArgv(args);
+    // This very build, even once the file at argv[0] is replaced (an upgrade, a rebuild): the
+    // workers must render with the kernel this daemon names in Node.info.
+    if (::access("/proc/self/exe", X_OK) == 0) options.workerExecutable = "/proc/self/exe";
+  }
   options.workerHeartbeatTimeoutMs = args.workerTimeoutMs;
   options.maxWarmWorkers = args.warmWorkers;
 

@@ -58,6 +58,7 @@ class DaemonTest : public ::testing::Test {
     bool pinCore0 = false;       // under `taskset -c 0` when there is one
     std::vector<std::string> extraEnv;
     std::vector<std::string> extraArgs;  // more `peerlight node` flags
+    std::string binary;                  // the peerlight to run; empty: the build's
   };
   // Starts a daemon named `name`; returns its address ("" and a test failure if it does not
   // start within 20 s).
@@ -66,7 +67,7 @@ class DaemonTest : public ::testing::Test {
     std::vector<std::string> argv;
     if (spec.pinCore0 && ::access("/usr/bin/taskset", X_OK) == 0)
       argv = {"/usr/bin/taskset", "-c", "0"};
-    argv.insert(argv.end(), {kBinary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
+    argv.insert(argv.end(), {spec.binary.empty() ? kBinary : spec.binary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
                              "--threads", std::to_string(spec.threads), "--name", name,
                              "--no-mdns"});
     if (spec.ttlMs != 0) argv.insert(argv.end(), {"--ttl-ms", std::to_string(spec.ttlMs)});
@@ -86,6 +87,8 @@ class DaemonTest : public ::testing::Test {
   }
   Process& node(const std::string& name) { return *nodes_.at(name); }
   std::string socketOf(const std::string& name) const { return dir_.file(name + ".sock"); }
+  // A path in the test's temp dir.
+  std::string file(const std::string& name) const { return dir_.file(name); }
 
   // The pids of the workers daemon `name` has started, in order.
   std::vector<pid_t> workerPids(const std::string& name) {

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -93,6 +95,29 @@ TEST_F(WorkerTest, NextRenderReusesTheWarmWorker) {
   EXPECT_EQ(decodes, 1u) << log;
   expectIdenticalToLocal("first", "64x64", 8);
   expectIdenticalToLocal("second", "64x64", 8);
+}
+
+// The daemon's program file is replaced while it runs (a package upgrade, a rebuild): its workers
+// still run the daemon's own build (they execute /proc/self/exe), so they render with the
+// kernel the daemon names in Node.info. Here the new file is a script that fails: a worker
+// started from the path would exit at once and the render would get no remote device.
+TEST_F(WorkerTest, WorkersRunTheDaemonsBuildAfterItsFileIsReplaced) {
+  const std::string copy = file("peerlight-copy");
+  std::filesystem::copy_file(testing::kBinary, copy);
+  std::filesystem::permissions(copy, std::filesystem::perms::owner_all);
+  NodeSpec spec;
+  spec.pinCore0 = true;
+  spec.binary = copy;
+  std::string a = DaemonTest::startNode("a", spec);
+  ASSERT_FALSE(a.empty());
+  std::filesystem::remove(copy);  // (the running file cannot be written: a new one replaces it)
+  std::ofstream(copy) << "#!/bin/sh\nexit 7\n";
+  std::filesystem::permissions(copy, std::filesystem::perms::owner_all);
+  auto render = startRender("64x64", 8, {a}, "replaced");
+  finish(*render, "replaced");
+  EXPECT_FALSE(workerPids("a").empty()) << node("a").err();
+  EXPECT_EQ(node("a").err().find("worker exited"), std::string::npos) << node("a").err();
+  expectIdenticalToLocal("replaced", "64x64", 8);
 }
 
 // A worker stops answering (SIGSTOP) mid-render: the daemon kills it within 3 s, ends the
