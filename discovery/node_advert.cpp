@@ -112,11 +112,13 @@ TxtRecords advertTxt(const NodeAdvert& advert) {
   txt.push_back(bounded("key", advert.keyFingerprint));
   txt.push_back(bounded("state", advert.state));
   txt.push_back({"dev", encodeDeviceList(advert.devices, kMaxTxtStringBytes - 4)});
+  txt.push_back(bounded("kernel", advert.renderKernel));
   return txt;
 }
 
 Result<NodeAdvert> parseAdvert(const TxtRecords& txt, std::vector<DeviceSummary>* devices) {
   NodeAdvert advert;
+  advert.renderKernel.clear();
   bool haveVersion = false, haveId = false;
   for (const auto& [key, value] : txt) {
     if (key == "v") {
@@ -133,6 +135,8 @@ Result<NodeAdvert> parseAdvert(const TxtRecords& txt, std::vector<DeviceSummary>
       advert.keyFingerprint = value;
     } else if (key == "state") {
       advert.state = value;
+    } else if (key == "kernel") {
+      advert.renderKernel = value;
     } else if (key == "dev" && devices != nullptr) {
       *devices = decodeDeviceList(value);
     }

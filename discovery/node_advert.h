@@ -2,7 +2,11 @@
 // What a peerlight node advertises over mDNS, and its TXT encoding (discovery/discovery.h):
 //
 //   v=<protocol version>  id=<node id>  name=<node name>  key=<cluster key fingerprint>
-//   state=idle|leased|primary  dev=<compact device list>
+//   state=idle|leased|primary  dev=<compact device list>  kernel=<render kernel>
+//
+// kernel: the build's render kernel (core/render/render_kernel.h), so that a Primary passes over
+// a node of another build without connecting (Node.info has the last word); absent from older
+// nodes.
 //
 // The device list is `kind:model:memory:extra` per device, `;`-separated, e.g.
 //   cpu:AMD EPYC 7B13:24G:2t;cuda:NVIDIA H100 80GB HBM3:80G:9.0
@@ -18,6 +22,7 @@
 #include <vector>
 
 #include "core/render/device.h"
+#include "core/render/render_kernel.h"
 #include "core/util/status.h"
 #include "discovery/discovery.h"
 
@@ -30,6 +35,7 @@ struct NodeAdvert {
   std::string keyFingerprint;
   std::string state = "idle";  // idle | leased | primary
   std::vector<DeviceInfo> devices;
+  std::string renderKernel = renderKernelId();  // parsed: "" when the advert names none
 };
 
 // One device as read back from a `dev=` list.

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "core/render/render_kernel.h"
 #include "discovery/discovery.h"
 #include "discovery/node_advert.h"
 
@@ -42,6 +43,7 @@ struct PeerWatchOptions {
   std::string ignoreNodeId;      // this machine's own node (a daemon): never listed
   bool acceptLeased = false;
   bool useMdns = true;  // false: find nothing (a null backend; tests)
+  std::string renderKernel = renderKernelId();  // ours: nodes of another build are not usable
 };
 
 struct PeerVerdict {

@@ -8,7 +8,6 @@
 
 #include <kj/debug.h>
 
-#include "core/render/render_kernel.h"
 #include "transport/protocol_convert.h"
 #include "transport/secure_channel.h"
 #include "transport/tcp.h"
@@ -51,11 +50,14 @@ kj::Promise<void> authenticate(std::shared_ptr<Handshake> h, const ClusterKey& k
         return kj::READY_NOW;
       },
       [h, nodeOk](kj::Exception&& e) -> kj::Promise<void> {
+        // The node's proof was wrong: that is the outcome, whatever became of our answer.
+        if (!nodeOk) {
+          h->refuse(HandshakeRefusal::WrongKey, "the node does not hold this cluster key");
+          return kj::READY_NOW;
+        }
         if (e.getType() != kj::Exception::Type::FAILED) return kj::mv(e);  // a broken connection
-        // Our random bytes refused, as they should be; or our real proof refused.
         h->refuse(HandshakeRefusal::WrongKey,
-                  nodeOk ? std::string("the node refused our proof: ") + e.getDescription().cStr()
-                         : std::string("the node does not hold this cluster key"));
+                  std::string("the node refused our proof: ") + e.getDescription().cStr());
         return kj::READY_NOW;
       });
 }
@@ -90,16 +92,6 @@ kj::Promise<void> hello(std::shared_ptr<Handshake> h, const ClusterKey& key,
 
 }  // namespace
 
-std::string renderKernelMismatch(const std::string& theirs) {
-  const std::string ours = renderKernelId();
-  if (theirs == ours) return "";
-  if (theirs.empty())
-    return "renders with an older build of peerlight (no render kernel named; ours " + ours + ")";
-  // Bounded: the text comes from the network.
-  return "renders with another build of peerlight (render kernel " + theirs.substr(0, 32) +
-         ", ours " + ours + ")";
-}
-
 kj::Promise<NodeHandshake> handshakeWithNode(kj::LowLevelAsyncIoProvider& io,
                                              SecureChannel* secure, const ClusterKey& key,
                                              const std::string& address,
@@ -128,7 +120,10 @@ kj::Promise<NodeHandshake> handshakeWithNode(kj::LowLevelAsyncIoProvider& io,
             return hello(h, key, primaryName, kj::mv(stream));
           },
           kj::mv(refusedAtTls))
-      .then([h]() { return kj::mv(h->result); });
+      .then([h]() {
+        h->gate = nullptr;  // before the RPC system it came from leaves with the result
+        return kj::mv(h->result);
+      });
 }
 
 }  // namespace pl

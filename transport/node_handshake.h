@@ -48,12 +48,6 @@ struct NodeHandshake {
   proto::Node::Client node = nullptr;  // set when refusal is None
 };
 
-// After the handshake, Node.info's renderKernel decides whether the node's pixels may go into
-// our image: "" when it equals ours (core/render/render_kernel.h), else why not, e.g.
-// "renders with another build of peerlight (render kernel 0123..., ours 4567...)". A node
-// refused so is Incompatible, like one of another protocol version.
-std::string renderKernelMismatch(const std::string& theirs);
-
 kj::Promise<NodeHandshake> handshakeWithNode(kj::LowLevelAsyncIoProvider& io,
                                              SecureChannel* secure, const ClusterKey& key,
                                              const std::string& address,

@@ -4,6 +4,7 @@
 
 #include <capnp/rpc-twoparty.h>
 
+#include "core/render/render_kernel.h"
 #include "transport/node_handshake.h"
 #include "transport/protocol_convert.h"
 #include "transport/secure_channel.h"

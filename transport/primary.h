@@ -88,6 +88,10 @@ struct ClusterRenderOptions {
   // ClusterRenderStats::nodes). Needs `key`. Null: only `peers`.
   std::function<std::vector<std::string>()> morePeers;
   std::chrono::milliseconds peerPollInterval{250};
+  // Nodes may still come from the caller (RenderSession::addPeer, as the daemon's discovery
+  // events bring them): with every peer refused and no local device left, wait for them (within
+  // noDeviceTimeout) rather than fail at once, as with morePeers.
+  bool peersMayAppear = false;
   // Stop after this long (0: no limit) at the last pass every pixel has completed (passes of
   // 1, 2, 4, ... spp): renderCluster() then gives the film at that spp, bitwise the film of a
   // render to that spp. With no pass complete yet, it waits for the first one. A RenderSession

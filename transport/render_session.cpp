@@ -35,6 +35,7 @@
 #include "transport/chunk_codec.h"
 #include "transport/protocol.capnp.h"
 #include "transport/protocol_convert.h"
+#include "core/render/render_kernel.h"
 #include "transport/node_handshake.h"
 #include "transport/secure_channel.h"
 #include "transport/tcp.h"
@@ -1042,7 +1043,8 @@ void RenderSession::Impl::tick() {
   if (anyDeviceUsable() || gen_->scheduler.done()) {
     lastUsable_ = t;
   } else {
-    const bool anyRetry = bool(options_.morePeers) || members_.anyRetryPossible();
+    const bool anyRetry =
+        options_.peersMayAppear || bool(options_.morePeers) || members_.anyRetryPossible();
     std::string why;
     for (const Peer& peer : peers_) {
       if (!peer.stats.error.empty()) why += "; " + peer.stats.error;

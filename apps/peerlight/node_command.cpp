@@ -164,6 +164,7 @@ void runNode(const NodeArgs& args) {
         args.noMdns ? makeNullDiscovery() : makeDiscovery(loop.uv());
     NodeAdvert advert{args.protocolVersion, node.nodeId(), node.name(), fingerprint, "idle",
                       node.deviceInfos()};
+    advert.renderKernel = args.renderKernel;
     if (Status published = discovery->publish({advertInstanceName(node.name(), node.nodeId()),
                                                 uint16_t((*receiver)->getPort()),
                                                 advertTxt(advert)});

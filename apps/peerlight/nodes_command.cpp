@@ -155,7 +155,9 @@ void printJson(const std::vector<Row>& rows) {
     j["probeMs"] = r.probe.milliseconds;
     out.push_back(j);
   }
-  std::printf("%s\n", out.dump(2).c_str());
+  // Node names come from the network: invalid UTF-8 is replaced, not thrown.
+  const std::string text = out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::printf("%s\n", text.c_str());
 }
 
 void printTable(const std::vector<Row>& rows, bool mdns) {

@@ -205,7 +205,9 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
     out["nodes"] = nodes;
     // The node daemon's control socket when the daemon was the Primary; null otherwise.
     out["node_daemon"] = daemonPath.empty() ? nlohmann::json(nullptr) : nlohmann::json(daemonPath);
-    std::printf("%s\n", out.dump().c_str());
+    // Node names and errors come from the network: invalid UTF-8 is replaced, not thrown.
+    const std::string line = out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::printf("%s\n", line.c_str());
   } else {
     std::printf("rendered %ux%u at %u spp in %s: %s samples/s, %.1f Mrays/s, %s\n", film.width(),
                 film.height(), film.samplesPerPixel(), formatSeconds(seconds).c_str(),

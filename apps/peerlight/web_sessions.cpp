@@ -111,7 +111,10 @@ struct WebSessions::Impl {
     ClusterRenderOptions options;
     options.inProcessNode = [this] { return node.newTrustedNode("web session"); };
     // The nodes usable now; those found later come as events (nodeFound()).
-    if (watch != nullptr) options.peers = watch->usableAddresses();
+    if (watch != nullptr) {
+      options.peers = watch->usableAddresses();
+      options.peersMayAppear = true;
+    }
     options.key = key;
     options.primaryName = "live view (session " + std::to_string(e.info.id) + ")";
     options.scheduler = interactiveSchedulerOptions();

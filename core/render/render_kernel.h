@@ -6,8 +6,17 @@
 // nodes whose identity equals its own (Node.info), so a node on another build never puts
 // different pixels into its image. `peerlight version` prints it.
 
+#include <string>
+
 namespace pl {
 
 const char* renderKernelId();
+
+// Whether a node that names `theirs` (Node.info, or its mDNS advert) may render into our image:
+// "" when it is ours, else why not, e.g. "renders with another build of peerlight (render
+// kernel 0123..., ours 4567...)"; an empty one is an older build's, which names none. The text
+// may come from the network: at most 32 of its characters are quoted, letters and digits only
+// (others as '?').
+std::string renderKernelMismatch(const std::string& theirs);
 
 }  // namespace pl

@@ -82,7 +82,9 @@ TEST(NodeAdvertTest, TxtRoundTripNeverCarriesTheKey) {
   ASSERT_EQ(devices.size(), 1u);
   std::vector<std::string> keys;
   for (const auto& [k, v] : txt) keys.push_back(k);
-  EXPECT_EQ(keys, (std::vector<std::string>{"v", "id", "name", "key", "state", "dev"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"v", "id", "name", "key", "state", "dev", "kernel"}));
+  EXPECT_EQ(back->renderKernel, renderKernelId());
+  EXPECT_EQ(parseAdvert({{"v", "3"}, {"id", "x"}})->renderKernel, "") << "an older node's";
 
   EXPECT_FALSE(parseAdvert({{"id", "x"}}).ok()) << "no version";
   EXPECT_FALSE(parseAdvert({{"v", "one"}, {"id", "x"}}).ok()) << "version not a number";

@@ -188,6 +188,10 @@ TEST_F(PeerWatchTest, ReportsOnlyUsableNodesOnceFromTheLoop) {
   DiscoveredPeer junk = node("junk", 4006);
   junk.txt = {{"hello", "world"}};
   lan_->post(PeerEvent::kFound, junk);
+  DiscoveredPeer otherBuild = node("otherbuild", 4007);
+  for (auto& [k, v] : otherBuild.txt)
+    if (k == "kernel") v = "0000000000000000";
+  lan_->post(PeerEvent::kFound, otherBuild);
   EXPECT_TRUE(usable_.empty()) << "reported before the loop ran";
 
   deliver();
@@ -195,10 +199,16 @@ TEST_F(PeerWatchTest, ReportsOnlyUsableNodesOnceFromTheLoop) {
   ASSERT_EQ(threads_.size(), 1u);
   EXPECT_EQ(threads_[0], std::this_thread::get_id());
   EXPECT_TRUE(inLoop_[0]);
-  EXPECT_EQ(changes_, 6) << "one per node listed (not for our own)";
+  EXPECT_EQ(changes_, 7) << "one per node listed (not for our own)";
   std::vector<PeerVerdict> all = watch_->snapshot();
-  ASSERT_EQ(all.size(), 6u);
-  for (const PeerVerdict& v : all) EXPECT_EQ(v.usable, v.instanceName == "good [good]") << v.why;
+  ASSERT_EQ(all.size(), 7u);
+  for (const PeerVerdict& v : all) {
+    EXPECT_EQ(v.usable, v.instanceName == "good [good]") << v.why;
+    if (v.instanceName == "otherbuild [otherbuild]") {
+      EXPECT_EQ(v.why, "renders with another build of peerlight (render kernel 0000000000000000, "
+                       "ours " + std::string(renderKernelId()) + ")");
+    }
+  }
   EXPECT_EQ(watch_->usableAddresses(), (Names{"10.0.0.1:4000"}));
 
   // The same advert again: no change. A change that keeps it usable (its devices): not reported
@@ -206,11 +216,11 @@ TEST_F(PeerWatchTest, ReportsOnlyUsableNodesOnceFromTheLoop) {
   lan_->post(PeerEvent::kUpdated, node("good", 4000));
   deliver();
   EXPECT_EQ(takeUsable(), Names{});
-  EXPECT_EQ(changes_, 6);
+  EXPECT_EQ(changes_, 7);
   lan_->post(PeerEvent::kUpdated, node("good", 4000, "idle", kOurKey, kOurVersion, "cpu:Y:9G:2t"));
   deliver();
   EXPECT_EQ(takeUsable(), Names{});
-  EXPECT_EQ(changes_, 7);
+  EXPECT_EQ(changes_, 8);
   for (const PeerVerdict& v : watch_->snapshot()) {
     if (v.instanceName != "good [good]") continue;
     ASSERT_EQ(v.devices.size(), 1u);

@@ -390,5 +390,41 @@ TEST(RenderSessionTest, DroppingTheSessionFreesTheLease) {
   EXPECT_EQ(node.activeLeases(), 0u);
 }
 
+// Every peer refused for good (another build here) and no local device: a session whose caller
+// may still bring nodes (peersMayAppear, the daemon's discovery events) waits, and renders on a
+// node added later; one whose caller brings none fails at once, naming the refusal.
+TEST(RenderSessionTest, WithEveryPeerRefusedItWaitsOnlyWhenPeersMayAppear) {
+  constexpr uint32_t kSize = 32;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  NodeOptions otherBuild;
+  otherBuild.renderKernel = "0123456789abcdef";
+  testing::NodeThread refused(testKey(), otherBuild);
+  testing::NodeThread good(testKey(), NodeOptions());
+  ClusterRenderOptions options;
+  options.peers = {refused.address()};
+  options.key = testKey();
+  options.noDeviceTimeout = 0ms;  // waits for devices, as a page session does
+  options.reconnectInterval = 20ms;
+  options.scheduler.firstPassSamples = 1;
+  {
+    SessionHarness alone(options);
+    ASSERT_TRUE(alone.session->start(data, 4).ok());
+    for (int i = 0; i < 100 && !alone.fatal; ++i) alone.runFor(20);
+    ASSERT_TRUE(alone.fatal.has_value()) << "no node can come: the session should fail";
+    EXPECT_NE(alone.fatal->find("renders with another build of peerlight"), std::string::npos)
+        << *alone.fatal;
+  }
+  options.peersMayAppear = true;
+  SessionHarness h(options);
+  ASSERT_TRUE(h.session->start(data, 4).ok());
+  h.runFor(500);
+  EXPECT_FALSE(h.fatal.has_value()) << *h.fatal;
+  ASSERT_EQ(h.session->stats().nodes.size(), 1u);
+  EXPECT_EQ(h.session->stats().nodes[0].state, "incompatible");
+  EXPECT_TRUE(h.session->addPeer(good.address()));
+  ASSERT_TRUE(h.waitFor(1, 4)) << (h.fatal ? *h.fatal : "timeout");
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(data, 4));
+}
+
 }  // namespace
 }  // namespace pl
