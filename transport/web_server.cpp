@@ -95,11 +95,16 @@ void countClosing(uv_handle_t* handle, void* count) {
 
 // The server's own listening socket: a uv_poll_t on it accepts each connection and hands it
 // to lws. Out of descriptors (or memory), accepting pauses for kAcceptPauseMs rather than
-// spinning on a socket that stays readable. Destroyed before the context: from then on no
+// spinning on a socket that stays readable; the log says so at most once per kLogEveryMs, with
+// the number of pauses since its last line. Destroyed before the context: from then on no
 // connection is accepted (UvHandle: no callback after close), and the socket is closed.
 struct Listener {
   static constexpr uint64_t kAcceptPauseMs = 100;
+  static constexpr uint64_t kLogEveryMs = 10000;
   int fd = -1;
+  bool logged = false;      // a pause was logged
+  uint64_t loggedAtMs = 0;  // uv_now() of that line
+  uint64_t unlogged = 0;    // pauses since it
   lws_vhost* vhost = nullptr;
   UvHandle<uv_poll_t> poll;
   UvHandle<uv_timer_t> pause;
@@ -121,6 +126,19 @@ struct Listener {
     return uv_poll_start(poll.get(), UV_READABLE, &Listener::onReadable);
   }
 
+  void notePause(int error) {
+    const uint64_t now = uv_now(poll->loop);
+    ++unlogged;
+    if (logged && now - loggedAtMs < kLogEveryMs) return;
+    const std::string more =
+        unlogged > 1 ? " (" + std::to_string(unlogged - 1) + " more pauses before this one)" : "";
+    PL_LOG_WARN("web: accepting a connection failed: %s; pausing %llu ms%s", std::strerror(error),
+                (unsigned long long)kAcceptPauseMs, more.c_str());
+    logged = true;
+    loggedAtMs = now;
+    unlogged = 0;
+  }
+
   static void onReadable(uv_poll_t* handle, int status, int /*events*/) {
     auto* self = static_cast<Listener*>(handle->data);
     if (status < 0) {
@@ -132,8 +150,7 @@ struct Listener {
       if (client < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // none left
-        PL_LOG_WARN("web: accepting a connection failed: %s; pausing %llu ms",
-                    std::strerror(errno), (unsigned long long)kAcceptPauseMs);
+        self->notePause(errno);
         uv_poll_stop(self->poll.get());
         uv_timer_start(
             self->pause.get(),
