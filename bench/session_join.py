@@ -9,11 +9,12 @@ the `peer` line: the node's `joined` event (its data uploaded and loaded) and th
 poll (every 50 ms) that shows samples from it; and the local device's samples per second
 before and during the join.
 
-    bench/session_join.py [--veth] [--size 256x256] [--node-threads 1] [--node-log PATH]
-                           [--session-log PATH] [SCENE]
+    bench/session_join.py [--veth] [--pin] [--size 256x256] [--node-threads 1]
+                           [--node-log PATH] [--session-log PATH] [SCENE]
 
 --veth: the session and the node in two network namespaces joined by a veth pair shaped to
-1 Gbit/s with tbf (needs root); else both on 127.0.0.1. Default scene: ../shared's Sponza.
+1 Gbit/s with tbf (needs root); else both on 127.0.0.1. --pin: the session on CPU 0 and the
+node (daemon and worker) on CPU 1, as two one-core machines (else they share both cores). Default scene: ../shared's Sponza.
 Every process and namespace it makes is removed on exit.
 """
 import argparse
@@ -92,6 +93,8 @@ def main():
     ap.add_argument("--size", default="256x256")
     ap.add_argument("--node-threads", default="1")
     ap.add_argument("--local-threads", default="1")
+    ap.add_argument("--pin", action="store_true",
+                    help="the session on CPU 0 and the node on CPU 1: two one-core machines")
     ap.add_argument("--node-log",
                     help="keep the node's log there (timed lines: run with PEERLIGHT_LOG=debug)")
     ap.add_argument("--session-log", help="keep the session's log there")
@@ -99,6 +102,10 @@ def main():
     if not os.path.exists(args.scene):
         raise SystemExit(f"session_join: {args.scene} not found")
     procs = []
+
+    def pin(cpu):
+        return ["taskset", "-c", str(cpu)] if args.pin else []
+
     with tempfile.TemporaryDirectory() as tmp, (Veth() if args.veth else Loopback()) as net:
         key = os.path.join(tmp, "key")
         with open(key, "wb") as f:
@@ -106,7 +113,7 @@ def main():
         os.chmod(key, 0o600)
         try:
             session = subprocess.Popen(
-                net.in_a([PL, "session", args.scene, "--size", args.size, "--spp", "4096",
+                net.in_a(pin(0) + [PL, "session", args.scene, "--size", args.size, "--spp", "4096",
                           "--key-file", key, "--mdns-wait", "0", "--threads", args.local_threads]),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=open(args.session_log, "w") if args.session_log else subprocess.DEVNULL,
@@ -164,7 +171,7 @@ def main():
 
             err = open(args.node_log or os.path.join(tmp, "node.err"), "w")
             node = subprocess.Popen(
-                net.in_b([PL, "node", "--listen", f"{net.node_host}:0", "--key-file", key,
+                net.in_b(pin(1) + [PL, "node", "--listen", f"{net.node_host}:0", "--key-file", key,
                           "--threads", args.node_threads, "--no-mdns", "--no-control-socket"]),
                 stdout=subprocess.PIPE, stderr=err, text=True)
             procs.append(node)
