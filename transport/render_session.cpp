@@ -375,7 +375,9 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   Status addPeer(const std::string& address);
   void pollMorePeers();
  public:
-  bool joinPeer(const std::string& address);
+  // rediscovery: an event that the node is usable anew (addPeer()), rather than a periodic
+  // list (morePeers): a known peer that was refused or waits is then tried again at once.
+  bool joinPeer(const std::string& address, bool rediscovery);
  private:
   void startPeer(Peer& peer);
   kj::Promise<void> handshake(Connection& c);
@@ -660,17 +662,24 @@ void RenderSession::Impl::pollMorePeers() {
   const Clock::time_point t = now();
   if (t < nextPeerPoll_) return;
   nextPeerPoll_ = t + options_.peerPollInterval;
-  for (const std::string& address : options_.morePeers()) joinPeer(address);
+  for (const std::string& address : options_.morePeers()) joinPeer(address, false);
 }
 
 // A node that appeared (mDNS, or a caller): connected and used from now on.
-bool RenderSession::Impl::joinPeer(const std::string& address) {
+bool RenderSession::Impl::joinPeer(const std::string& address, bool rediscovery) {
   if (closed_ || !started_ || options_.key.bytes.empty()) return false;
   auto spelled = [](const std::string& a) {
     return a.rfind("localhost:", 0) == 0 ? "127.0.0.1:" + a.substr(10) : a;
   };
-  for (const Peer& peer : peers_) {
-    if (!peer.inProcess && spelled(peer.stats.address) == spelled(address)) return true;
+  for (Peer& peer : peers_) {
+    if (peer.inProcess || spelled(peer.stats.address) != spelled(address)) continue;
+    if (rediscovery && !peer.connection && members_.rediscovered(peer.member, now())) {
+      PL_LOG_INFO("node %s is usable again: trying it", address.c_str());
+      peer.stats.state = "connecting";
+      startPeer(peer);
+      if (events_.onNodesChanged) events_.onNodesChanged();
+    }
+    return true;
   }
   if (Status s = addPeer(address); !s.ok()) {
     PL_LOG_WARN("not using node %s: %s", address.c_str(), s.error().message.c_str());
@@ -1372,7 +1381,9 @@ uint64_t RenderSession::restart(uint32_t spp) {
 
 const kernel::Camera& RenderSession::camera() const { return impl_->generation().camera; }
 
-bool RenderSession::addPeer(const std::string& address) { return impl_->joinPeer(address); }
+bool RenderSession::addPeer(const std::string& address) {
+  return impl_->joinPeer(address, true);
+}
 uint64_t RenderSession::generation() const { return impl_->generation().id; }
 std::shared_ptr<const RenderData> RenderSession::data() const {
   Result<std::shared_ptr<const RenderData>> data = impl_->generation().scene->data();

@@ -104,8 +104,10 @@ class RenderSession {
   Status checkFrame(const kernel::Camera& camera, uint32_t spp) const;
 
   // A node to use from now on ("HOST:PORT"; "localhost" is spelled 127.0.0.1): a discovery event
-  // on the loop (mDNS found it). A node already known is ignored; false for an address that does
-  // not parse or a session without a cluster key.
+  // on the loop (mDNS found it, or found it usable anew). A node already known is tried again at
+  // once if it was refused for good or waits for a retry (Membership::rediscovered(): say, it
+  // was upgraded to this build), else ignored; false for an address that does not parse or a
+  // session without a cluster key.
   bool addPeer(const std::string& address);
 
   uint64_t generation() const;

@@ -101,6 +101,14 @@ PeerFailure Membership::fail(Peer& p, ConnectionFailure failure, SchedulerTime n
   return decision;
 }
 
+bool Membership::rediscovered(PeerId id, SchedulerTime now) {
+  Peer& p = peer(id);
+  if (p.state != PeerState::GaveUp && p.state != PeerState::Retry) return false;
+  p.state = PeerState::Connecting;
+  p.lastReply = now;
+  return true;
+}
+
 std::vector<MembershipAction> Membership::tick(SchedulerTime now) {
   std::vector<MembershipAction> actions;
   for (uint32_t i = 0; i < peers_.size(); ++i) {

@@ -20,8 +20,8 @@
 //   Silent      Leased or Ready, but no reply for more than silentAfter (a reply brings it
 //               back); declared lost after silenceTimeout without a reply
 //   Retry       no connection; the next attempt is due at retryAt()
-//   GaveUp      refused for good (AuthFailed, Incompatible, SceneTooLarge): never tried again
-//               in this session
+//   GaveUp      refused for good (AuthFailed, Incompatible, SceneTooLarge): not tried again
+//               in this session, unless discovery reports it usable anew (rediscovered())
 //
 // Decisions, as transport/primary.cpp makes them today:
 // - A peer with a session (Leased, Ready, Silent) that fails, or stays silent for longer than
@@ -105,6 +105,12 @@ class Membership {
   void replyReceived(PeerId peer, SchedulerTime now);
   // The attempt or the connection ended with `failure` (see PeerFailure).
   PeerFailure connectionFailed(PeerId peer, ConnectionFailure failure, SchedulerTime now);
+  // Discovery reports the peer usable anew (its advert changed to usable: the node was
+  // upgraded to our build, took our key, or came back). A GaveUp or Retry peer becomes
+  // Connecting now and true is returned: the caller starts an attempt. Others are unchanged
+  // (false). Only for such events, never for a periodic list: a peer that stays refused would
+  // otherwise be asked again and again.
+  bool rediscovered(PeerId peer, SchedulerTime now);
 
   // Silence and retries at `now`, in peer order: peers silent past silenceTimeout are declared
   // lost (and wait for their retry), peers whose retry is due become Connecting, and peers

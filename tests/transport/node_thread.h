@@ -21,7 +21,10 @@ namespace pl::testing {
 
 class NodeThread {
  public:
-  NodeThread(ClusterKey key, NodeOptions options) : key_(std::move(key)), options_(options) {
+  // listen: "127.0.0.1:0" picks a free port; a given one serves again an address a node served
+  // before (a node restarted, say upgraded).
+  NodeThread(ClusterKey key, NodeOptions options, std::string listen = "127.0.0.1:0")
+      : key_(std::move(key)), options_(options), listen_(std::move(listen)) {
     thread_ = std::thread([this] { run(); });
     std::unique_lock<std::mutex> lock(mutex_);
     ready_.wait(lock, [this] { return started_; });
@@ -42,7 +45,7 @@ class NodeThread {
  private:
   void run() {
     UvKjLoop loop;
-    auto receiver = listenTcp(loop.lowLevelIo(), "127.0.0.1:0");
+    auto receiver = listenTcp(loop.lowLevelIo(), listen_);
     std::vector<std::unique_ptr<Device>> devices;
     devices.push_back(std::make_unique<CpuDevice>(1));
     {
@@ -76,6 +79,7 @@ class NodeThread {
 
   ClusterKey key_;
   NodeOptions options_;
+  std::string listen_;
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable ready_;

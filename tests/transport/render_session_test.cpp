@@ -426,5 +426,39 @@ TEST(RenderSessionTest, WithEveryPeerRefusedItWaitsOnlyWhenPeersMayAppear) {
   EXPECT_EQ(h.session->film().committedSums(), referenceSums(data, 4));
 }
 
+// A node refused for its build is upgraded (restarted on the same address with this build) and
+// discovery says so (addPeer() again): the session tries it again at once and renders on it.
+TEST(RenderSessionTest, ARefusedNodeReportedUsableAnewIsTriedAgain) {
+  constexpr uint32_t kSize = 32;
+  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  NodeOptions otherBuild;
+  otherBuild.renderKernel = "0123456789abcdef";
+  auto node = std::make_unique<testing::NodeThread>(testKey(), otherBuild);
+  const std::string address = node->address();
+  ClusterRenderOptions options;
+  options.peers = {address};
+  options.key = testKey();
+  options.noDeviceTimeout = 0ms;
+  options.peersMayAppear = true;
+  options.scheduler.firstPassSamples = 1;
+  SessionHarness h(options);
+  ASSERT_TRUE(h.session->start(data, 4).ok());
+  for (int i = 0; i < 100 && h.session->stats().nodes[0].state != "incompatible"; ++i)
+    h.runFor(20);
+  ASSERT_EQ(h.session->stats().nodes[0].state, "incompatible");
+  EXPECT_TRUE(h.session->addPeer(address));  // the same event again: still refused
+  for (int i = 0; i < 100 && h.session->stats().nodes[0].state != "incompatible"; ++i)
+    h.runFor(20);
+  EXPECT_EQ(h.session->stats().nodes[0].state, "incompatible");
+  node.reset();
+  node = std::make_unique<testing::NodeThread>(testKey(), NodeOptions(), address);
+  ASSERT_EQ(node->address(), address);
+  EXPECT_TRUE(h.session->addPeer(address));
+  ASSERT_TRUE(h.waitFor(1, 4)) << (h.fatal ? *h.fatal : "timeout");
+  ASSERT_EQ(h.session->stats().nodes.size(), 1u);
+  EXPECT_GT(h.session->stats().nodes[0].workUnits, 0u);
+  EXPECT_EQ(h.session->film().committedSums(), referenceSums(data, 4));
+}
+
 }  // namespace
 }  // namespace pl

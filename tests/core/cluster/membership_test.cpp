@@ -130,6 +130,35 @@ TEST(Membership, RetriesAfterTheIntervalAndGivesUpOnAuthOrVersion) {
   EXPECT_TRUE(m.connectionFailed(down, ConnectionFailure::Broken, at(100001 * kMs)).ignored);
 }
 
+// Discovery reports a given-up or waiting peer usable anew (a node upgraded to our build): it
+// is tried at once, and can be given up again; connected or connecting peers are left alone.
+TEST(Membership, RediscoveredPeersAreTriedAgainAtOnce) {
+  Membership m(options());
+  PeerId upgraded = m.addPeer(at(0));
+  PeerId waiting = m.addPeer(at(0));
+  PeerId rendering = m.addPeer(at(0));
+  PeerId connecting = m.addPeer(at(0));
+  EXPECT_TRUE(m.connectionFailed(upgraded, ConnectionFailure::Incompatible, at(0)).permanent);
+  m.connectionFailed(waiting, ConnectionFailure::Broken, at(0));
+  m.leaseGranted(rendering, at(0));
+  m.dataLoaded(rendering, at(0));
+  EXPECT_FALSE(m.rediscovered(rendering, at(50 * kMs)));
+  EXPECT_EQ(m.state(rendering), PeerState::Ready);
+  EXPECT_FALSE(m.rediscovered(connecting, at(50 * kMs)));
+  EXPECT_EQ(m.state(connecting), PeerState::Connecting);
+
+  EXPECT_TRUE(m.rediscovered(upgraded, at(50 * kMs)));
+  EXPECT_EQ(m.state(upgraded), PeerState::Connecting);
+  EXPECT_TRUE(m.rediscovered(waiting, at(50 * kMs)));  // before its retry at 1 s
+  EXPECT_EQ(m.state(waiting), PeerState::Connecting);
+  EXPECT_EQ(m.retryAt(waiting), std::nullopt);
+  EXPECT_TRUE(m.tick(at(1000 * kMs)).empty()) << "no second attempt at the old retry time";
+  // Still refused: given up again, until the next such report.
+  EXPECT_TRUE(m.connectionFailed(upgraded, ConnectionFailure::Incompatible, at(60 * kMs)).permanent);
+  EXPECT_EQ(m.state(upgraded), PeerState::GaveUp);
+  for (const MembershipAction& a : m.tick(at(100000 * kMs))) EXPECT_NE(a.peer, upgraded);
+}
+
 // A node that will never hold the scene (its lease ended SceneTooLarge) is given up at once, as a
 // loss of what it was doing, and never asked again; busy ones are asked again.
 TEST(Membership, SceneTooLargeIsFinalBusyIsNot) {
