@@ -8,10 +8,10 @@
 //     PeerWatch watch(options, loop.uv(), {.onUsable = [&](const PeerVerdict& v) {
 //                                            /* hand v.address to the render */ }});
 //
-// - Thread mode (the `peerlight render` and `session` commands when they render in their own
-//   process, which poll it through ClusterRenderOptions::morePeers; the node daemon's jobs and
-//   page sessions use loop mode): it browses on a thread and loop of its own, and any thread
-//   may ask what it found:
+// - Thread mode (only `peerlight render` when it renders in its own process: renderCluster()
+//   polls it through ClusterRenderOptions::morePeers; `peerlight session` and the node
+//   daemon's jobs and page sessions use loop mode): it browses on a thread and loop of its
+//   own, and any thread may ask what it found:
 //
 //     PeerWatch watch({kProtocolVersion, keyFingerprint(key), ownNodeId});
 //     std::this_thread::sleep_for(1s);                  // give mDNS a moment, if wanted

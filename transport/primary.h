@@ -88,9 +88,10 @@ struct ClusterRenderOptions {
   // ClusterRenderStats::nodes). Needs `key`. Null: only `peers`.
   std::function<std::vector<std::string>()> morePeers;
   std::chrono::milliseconds peerPollInterval{250};
-  // Nodes may still come from the caller (RenderSession::addPeer, as the daemon's discovery
-  // events bring them): with every peer refused and no local device left, wait for them (within
-  // noDeviceTimeout) rather than fail at once, as with morePeers.
+  // Nodes may still come from the caller (RenderSession::addPeer, as discovery events bring
+  // them): a session may start with no device and no peer yet, and with every peer refused and
+  // no local device left it waits for them (within noDeviceTimeout) rather than fail at once,
+  // as with morePeers. Needs `key`.
   bool peersMayAppear = false;
   // Stop after this long (0: no limit) at the last pass every pixel has completed (passes of
   // 1, 2, 4, ... spp): renderCluster() then gives the film at that spp, bitwise the film of a

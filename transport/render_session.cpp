@@ -535,7 +535,8 @@ Status RenderSession::Impl::start(const SceneSource& source, uint32_t spp) {
   callStart_ = now();
   start_ = options_.start == SchedulerTime{} ? callStart_ : options_.start;
   lastUsable_ = now();
-  const bool anyPeers = !options_.peers.empty() || options_.morePeers;
+  const bool anyPeers =
+      !options_.peers.empty() || options_.morePeers || options_.peersMayAppear;
   if (options_.localDevices.empty() && !anyPeers && !options_.inProcessNode)
     return Error{"render: no device to render on (no local device and no --peer)"};
   if (anyPeers && options_.key.bytes.empty())
@@ -673,9 +674,14 @@ bool RenderSession::Impl::joinPeer(const std::string& address, bool rediscovery)
   };
   for (Peer& peer : peers_) {
     if (peer.inProcess || spelled(peer.stats.address) != spelled(address)) continue;
+    const PeerState before = members_.state(peer.member);
     if (rediscovery && !peer.connection && members_.rediscovered(peer.member, now())) {
       PL_LOG_INFO("node %s is usable again: trying it", address.c_str());
-      peer.stats.state = "connecting";
+      // A refusal is over; a loss keeps its state and reason until the node is back.
+      if (before == PeerState::GaveUp) {
+        peer.stats.state = "connecting";
+        peer.stats.error.clear();
+      }
       startPeer(peer);
       if (events_.onNodesChanged) events_.onNodesChanged();
     }

@@ -32,6 +32,8 @@ class InProcessSession final : public SessionBackend {
   uint64_t updateCamera(const kernel::Camera& camera, uint32_t spp) override;
   uint64_t restart(uint32_t spp) override;
   kj::Promise<Status> addPeer(const std::string& address) override;
+  // The same, from a discovery event (mDNS found the node usable): RenderSession::addPeer.
+  void addPeerNow(const std::string& address) { session_.addPeer(address); }
   kj::Promise<ClusterRenderStats> stats() override { return session_.stats(); }
   kj::Promise<SessionFilm> filmAt(uint64_t generation, uint32_t spp) override {
     return films_.at(generation, spp);

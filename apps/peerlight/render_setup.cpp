@@ -233,13 +233,29 @@ std::string primaryName() {
 // answers; the nodes found then that cannot be used are named on stderr with the reason. The
 // watch keeps browsing: the render adds nodes that appear later (morePeers). Null when no mDNS
 // service is reachable.
-std::unique_ptr<PeerWatch> watchPeers(const std::string& fingerprint, double seconds) {
+// With `loop`, the watch browses on it and hands each node that becomes usable later to
+// *found (when set); the wait runs the loop.
+std::unique_ptr<PeerWatch> watchPeers(
+    const std::string& fingerprint, double seconds, UvKjLoop* loop,
+    std::shared_ptr<std::function<void(const std::string&)>> found) {
   const auto start = std::chrono::steady_clock::now();
-  auto watch = std::make_unique<PeerWatch>(
-      PeerWatchOptions{kProtocolVersion, fingerprint, "", /*acceptLeased=*/true});
+  const PeerWatchOptions options{kProtocolVersion, fingerprint, "", /*acceptLeased=*/true};
+  std::unique_ptr<PeerWatch> watch;
+  if (loop != nullptr) {
+    PeerWatchEvents events;
+    events.onUsable = [found](const PeerVerdict& v) {
+      if (*found) (*found)(v.address);
+    };
+    watch = std::make_unique<PeerWatch>(options, loop->uv(), std::move(events));
+  } else {
+    watch = std::make_unique<PeerWatch>(options);
+  }
   if (!watch->available()) return nullptr;
-  if (seconds > 0)
-    std::this_thread::sleep_for(std::chrono::milliseconds(int64_t(seconds * 1000)));
+  const auto wait = std::chrono::milliseconds(int64_t(seconds * 1000));
+  if (seconds > 0 && loop != nullptr)
+    loop->timer().afterDelay(wait.count() * kj::MILLISECONDS).wait(loop->waitScope());
+  else if (seconds > 0)
+    std::this_thread::sleep_for(wait);
   size_t usable = 0;
   for (const PeerVerdict& v : watch->snapshot()) {
     if (v.usable) {
@@ -280,7 +296,7 @@ std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args) {
   return devices;
 }
 
-ClusterPlan planCluster(const RenderArgs& args) {
+ClusterPlan planCluster(const RenderArgs& args, UvKjLoop* loop) {
   ClusterPlan plan;
   const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
   if (!args.localOnly) plan.peers = args.peers;
@@ -298,7 +314,8 @@ ClusterPlan planCluster(const RenderArgs& args) {
                                     : Result<ClusterKey>(keyPath.error());
     if (loaded.ok()) {
       plan.key = std::move(loaded).value();
-      plan.watch = watchPeers(keyFingerprint(plan.key), args.mdnsWaitSeconds);
+      plan.watch = watchPeers(keyFingerprint(plan.key), args.mdnsWaitSeconds, loop,
+                              plan.nodeFound);
       if (plan.watch) plan.peers = plan.watch->usableAddresses();
     } else {
       PL_LOG_DEBUG("no mDNS browse: %s", loaded.error().message.c_str());

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -20,6 +21,7 @@
 #include "discovery/peer_watch.h"
 #include "transport/auth.h"
 #include "transport/primary.h"
+#include "transport/uv_kj_loop.h"
 
 namespace pl::app {
 
@@ -105,12 +107,19 @@ std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args);
 struct ClusterPlan {
   ClusterKey key;
   std::vector<std::string> peers;
+  // With a loop (planCluster's second form): each node found usable later, an event on that
+  // loop; the caller sets it once it can use one. Declared before the watch that calls it.
+  std::shared_ptr<std::function<void(const std::string& address)>> nodeFound =
+      std::make_shared<std::function<void(const std::string&)>>();
   std::unique_ptr<PeerWatch> watch;
   // Peers given or found, or a watch that may find some (then a cluster session even with
   // none yet).
   bool cluster() const { return !peers.empty() || watch != nullptr; }
 };
-ClusterPlan planCluster(const RenderArgs& args);
+// Without a loop, the watch browses on a thread of its own (renderCluster() polls it through
+// morePeers). With one (a command that runs its session on it), it browses on that loop and
+// reports later nodes through plan.nodeFound; --mdns-wait then runs the loop.
+ClusterPlan planCluster(const RenderArgs& args, UvKjLoop* loop = nullptr);
 
 // One node's statistics as JSON (render --json, session stats).
 nlohmann::json nodeJson(const NodeRenderStats& n);

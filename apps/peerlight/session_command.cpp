@@ -161,13 +161,12 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
       // if one runs, lends them to no other Primary meanwhile (and this session's own mDNS
       // browse then finds its node refusing, not a second lease on the same devices).
       announceOwnerJobIfDaemon(args, &loop);
-      plan = planCluster(args);
+      plan = planCluster(args, &loop);  // later nodes: events on this loop
       if (args.noLocal && !plan.cluster()) fail("--no-local: no node given or found by mDNS", 1);
       if (!args.noLocal) owned = openDevices(args);
       ClusterRenderOptions cluster;
       cluster.peers = plan.peers;
-      if (plan.watch != nullptr)
-        cluster.morePeers = [watch = plan.watch.get()] { return watch->usableAddresses(); };
+      cluster.peersMayAppear = plan.watch != nullptr;
       for (std::unique_ptr<Device>& device : owned) cluster.localDevices.push_back(device.get());
       cluster.key = plan.key;
       cluster.primaryName = primaryName() + " (session)";
@@ -179,6 +178,9 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
       cluster.noiseThreshold = args.noiseThreshold;
       auto local = std::make_unique<InProcessSession>(loop, cluster, events, !passImage.empty());
       if (Status s = local->start(compiled.source, args.spp); !s.ok()) fail(s.error().message, 1);
+      *plan.nodeFound = [session = local.get()](const std::string& address) {
+        session->addPeerNow(address);
+      };
       backend = std::move(local);
     }
     driver.attach(*backend);

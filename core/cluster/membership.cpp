@@ -81,6 +81,7 @@ PeerFailure Membership::fail(Peer& p, ConnectionFailure failure, SchedulerTime n
   if (failure == ConnectionFailure::AuthFailed || failure == ConnectionFailure::Incompatible ||
       failure == ConnectionFailure::SceneTooLarge) {
     p.state = PeerState::GaveUp;
+    p.sceneTooLarge = failure == ConnectionFailure::SceneTooLarge;
     decision.permanent = true;
     return decision;
   }
@@ -104,6 +105,7 @@ PeerFailure Membership::fail(Peer& p, ConnectionFailure failure, SchedulerTime n
 bool Membership::rediscovered(PeerId id, SchedulerTime now) {
   Peer& p = peer(id);
   if (p.state != PeerState::GaveUp && p.state != PeerState::Retry) return false;
+  if (p.sceneTooLarge) return false;  // no advert change makes room for the scene
   p.state = PeerState::Connecting;
   p.lastReply = now;
   return true;

@@ -108,7 +108,8 @@ class Membership {
   // Discovery reports the peer usable anew (its advert changed to usable: the node was
   // upgraded to our build, took our key, or came back). A GaveUp or Retry peer becomes
   // Connecting now and true is returned: the caller starts an attempt. Others are unchanged
-  // (false). Only for such events, never for a periodic list: a peer that stays refused would
+  // (false), and so is one given up for SceneTooLarge (no advert makes room for the scene; a
+  // new attempt could only preempt another Primary's lease for nothing). Only for such events, never for a periodic list: a peer that stays refused would
   // otherwise be asked again and again.
   bool rediscovered(PeerId peer, SchedulerTime now);
 
@@ -137,6 +138,7 @@ class Membership {
     SchedulerTime retryAt{};
     uint32_t losses = 0;
     bool hadImmediateRetry = false;  // after a fair-share revocation
+    bool sceneTooLarge = false;      // GaveUp because it can never hold the scene
     SchedulerTime lastImmediateRetry{};
   };
   Peer& peer(PeerId id);

@@ -3,7 +3,9 @@
 // avahi-daemon (tests/integration/netns_sandbox.h), three good nodes plus one with another
 // cluster key and one speaking another protocol version; `peerlight render --no-local --json`
 // must use exactly the three good ones (each with work_units > 0), name the two others on
-// stderr with the reason, and write an image bitwise identical to a --local-only render.
+// stderr with the reason, and write an image bitwise identical to a --local-only render. And
+// `peerlight session` with no --peer takes up a node that starts while it runs (a discovery
+// event on the session's loop).
 // Needs root, ip, unshare, dbus-daemon and avahi-daemon; skips with the reason otherwise.
 // Everything it starts (processes, the namespace, the temp dir) is removed also on failure.
 
@@ -118,6 +120,40 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
 
   ASSERT_EQ(local.wait(kTimeout), 0) << local.err();
   testing::expectSameExr(box.file("mdns.exr"), box.file("local.exr"), "differ from --local-only");
+}
+
+// `peerlight session` in this process with no --peer browses mDNS on its own loop: a node that
+// starts while the session runs is handed to it as a discovery event, and renders for it.
+TEST(DiscoveryRenderTest, SessionTakesUpANodeThatAppearsWhileItRuns) {
+  if (std::string why = NetnsSandbox::unavailableReason(); !why.empty()) GTEST_SKIP() << why;
+  NetnsSandbox box("pl-dsession");
+  ASSERT_EQ(box.start(), "");
+  writeKey(box.file("key"), 'k');
+  Process& session = box.spawn(
+      0,
+      {kPeerlight, "session", kScene, "--size", "64x48", "--spp", "100000", "--no-local",
+       "--no-daemon", "--mdns-wait", "0.5", "--key-file", box.file("key")},
+      "session", /*pipeStdin=*/true);
+  ASSERT_TRUE(session.waitForOutput("\"event\":\"ready\"", kTimeout).has_value())
+      << session.err();
+  Process& node = box.spawn(0,
+                            {kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
+                             "--name", "late", "--key-file", box.file("key"),
+                             "--no-control-socket"},
+                            "node");
+  std::optional<std::string> line = node.waitForOutput("listening on ", kTimeout);
+  ASSERT_TRUE(line.has_value()) << node.err();
+  const std::string address = line->substr(std::strlen("listening on "));
+  // The node's "joined" event, then passes rendered by it alone (no local device).
+  ASSERT_TRUE(session.waitForOutput("\"state\":\"joined\"", kTimeout).has_value())
+      << session.out() << "\n" << session.err() << "\n" << box.avahiLog(0);
+  EXPECT_NE(session.out().find(address), std::string::npos) << session.out();
+  EXPECT_TRUE(session.waitForOutput("\"event\":\"pass\"", kTimeout).has_value())
+      << session.out() << "\n" << session.err();
+  EXPECT_NE(session.err().find("node " + address + " appeared: using it"), std::string::npos)
+      << session.err();
+  session.writeStdin("{\"op\":\"quit\"}\n");
+  EXPECT_EQ(session.wait(kTimeout), 0) << session.err();
 }
 
 }  // namespace

@@ -168,9 +168,12 @@ class NetnsSandbox {
 
   // Starts argv in host i (host -1: outside()), stdout and stderr to <log>.out and <log>.err in
   // dir(). The sandbox owns the process; the reference stays valid until the sandbox goes.
-  Process& spawn(int host, const std::vector<std::string>& argv, const std::string& log) {
+  // pipeStdin: its stdin is a pipe (Process::writeStdin), else /dev/null.
+  Process& spawn(int host, const std::vector<std::string>& argv, const std::string& log,
+                 bool pipeStdin = false) {
     processes_.push_back(std::make_unique<Process>(host < 0 ? outside(argv) : inHost(host, argv),
-                                                   file(log + ".out"), file(log + ".err")));
+                                                   file(log + ".out"), file(log + ".err"),
+                                                   std::vector<std::string>{}, pipeStdin));
     return *processes_.back();
   }
 

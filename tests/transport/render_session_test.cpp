@@ -454,6 +454,8 @@ TEST(RenderSessionTest, ARefusedNodeReportedUsableAnewIsTriedAgain) {
   node = std::make_unique<testing::NodeThread>(testKey(), NodeOptions(), address);
   ASSERT_EQ(node->address(), address);
   EXPECT_TRUE(h.session->addPeer(address));
+  EXPECT_EQ(h.session->stats().nodes[0].state, "connecting");
+  EXPECT_EQ(h.session->stats().nodes[0].error, "") << "the refusal is over";
   ASSERT_TRUE(h.waitFor(1, 4)) << (h.fatal ? *h.fatal : "timeout");
   ASSERT_EQ(h.session->stats().nodes.size(), 1u);
   EXPECT_GT(h.session->stats().nodes[0].workUnits, 0u);

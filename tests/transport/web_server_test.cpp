@@ -404,13 +404,17 @@ TEST(WebServerTest, OutOfDescriptorsPausesAcceptingWithoutSpinning) {
   ::close(next);
   low.rlim_cur = rlim_t(next) + 16;
   std::vector<int> held;
-  // Given back also when an assertion below fails (the other tests need descriptors).
+  bool capturing = false;
+  // Given back also when an assertion below fails (the other tests need descriptors, and
+  // stderr).
   auto restore = kj::defer([&] {
     for (int fd : held) ::close(fd);
     held.clear();
     ::setrlimit(RLIMIT_NOFILE, &saved);
+    if (capturing) ::testing::internal::GetCapturedStderr();
   });
   ::testing::internal::CaptureStderr();  // (its file needs a descriptor: taken first)
+  capturing = true;
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
   for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
   EXPECT_EQ(errno, EMFILE);
@@ -433,6 +437,7 @@ TEST(WebServerTest, OutOfDescriptorsPausesAcceptingWithoutSpinning) {
   held.clear();
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
   const std::string log = ::testing::internal::GetCapturedStderr();  // (reading it opens it)
+  capturing = false;
   EXPECT_LT(cpuMs(after) - cpuMs(before), 60.0) << "the accept loop spun";
   // About three pauses in 300 ms, one line for them all.
   size_t lines = 0;

@@ -138,6 +138,11 @@ TEST(Membership, RediscoveredPeersAreTriedAgainAtOnce) {
   PeerId waiting = m.addPeer(at(0));
   PeerId rendering = m.addPeer(at(0));
   PeerId connecting = m.addPeer(at(0));
+  PeerId tooSmall = m.addPeer(at(0));
+  m.leaseGranted(tooSmall, at(0));
+  EXPECT_TRUE(m.connectionFailed(tooSmall, ConnectionFailure::SceneTooLarge, at(0)).permanent);
+  EXPECT_FALSE(m.rediscovered(tooSmall, at(50 * kMs))) << "nothing makes room for the scene";
+  EXPECT_EQ(m.state(tooSmall), PeerState::GaveUp);
   EXPECT_TRUE(m.connectionFailed(upgraded, ConnectionFailure::Incompatible, at(0)).permanent);
   m.connectionFailed(waiting, ConnectionFailure::Broken, at(0));
   m.leaseGranted(rendering, at(0));
@@ -146,6 +151,9 @@ TEST(Membership, RediscoveredPeersAreTriedAgainAtOnce) {
   EXPECT_EQ(m.state(rendering), PeerState::Ready);
   EXPECT_FALSE(m.rediscovered(connecting, at(50 * kMs)));
   EXPECT_EQ(m.state(connecting), PeerState::Connecting);
+  m.leaseGranted(connecting, at(50 * kMs));
+  EXPECT_FALSE(m.rediscovered(connecting, at(60 * kMs)));
+  EXPECT_EQ(m.state(connecting), PeerState::Leased);
 
   EXPECT_TRUE(m.rediscovered(upgraded, at(50 * kMs)));
   EXPECT_EQ(m.state(upgraded), PeerState::Connecting);
