@@ -22,7 +22,8 @@ std::string unusableReason(const Result<NodeAdvert>& advert, const PeerWatchOpti
     return "wrong key (fingerprint " +
            (advert->keyFingerprint.empty() ? std::string("none") : advert->keyFingerprint) +
            ", ours " + options.keyFingerprint + ")";
-  if (advert->renderKernel != options.renderKernel) return renderKernelMismatch(advert->renderKernel);
+  if (advert->renderKernel != options.renderKernel)
+    return renderKernelMismatch(advert->renderKernel);
   if (advert->state == "idle" || (options.acceptLeased && advert->state == "leased")) return "";
   return "not idle (" + advert->state + ")";
 }

@@ -108,7 +108,8 @@ kj::Promise<NodeProbe> probeNode(UvKjLoop& loop, const ClusterKey& key, std::str
             std::string what = e.getDescription().cStr();
             if (e.getType() == kj::Exception::Type::OVERLOADED ||
                 what.find("timed out") != std::string::npos) {
-              s->finish("unreachable", "unreachable: no answer within " + std::to_string(ms) + " ms");
+              s->finish("unreachable",
+                        "unreachable: no answer within " + std::to_string(ms) + " ms");
             } else if (e.getType() == kj::Exception::Type::DISCONNECTED) {
               s->finish("unreachable", "unreachable: " + what);
             } else {

@@ -109,8 +109,9 @@ class Membership {
   // upgraded to our build, took our key, or came back). A GaveUp or Retry peer becomes
   // Connecting now and true is returned: the caller starts an attempt. Others are unchanged
   // (false), and so is one given up for SceneTooLarge (no advert makes room for the scene; a
-  // new attempt could only preempt another Primary's lease for nothing). Only for such events, never for a periodic list: a peer that stays refused would
-  // otherwise be asked again and again.
+  // new attempt could only preempt another Primary's lease for nothing). Only for such events,
+  // never for a periodic list: a peer that stays refused would otherwise be asked again and
+  // again.
   bool rediscovered(PeerId peer, SchedulerTime now);
 
   // Silence and retries at `now`, in peer order: peers silent past silenceTimeout are declared

@@ -67,9 +67,9 @@ class DaemonTest : public ::testing::Test {
     std::vector<std::string> argv;
     if (spec.pinCore0 && ::access("/usr/bin/taskset", X_OK) == 0)
       argv = {"/usr/bin/taskset", "-c", "0"};
-    argv.insert(argv.end(), {spec.binary.empty() ? kBinary : spec.binary, "node", "--listen", "127.0.0.1:0", "--key-file", key_,
-                             "--threads", std::to_string(spec.threads), "--name", name,
-                             "--no-mdns"});
+    argv.insert(argv.end(), {spec.binary.empty() ? kBinary : spec.binary, "node", "--listen",
+                             "127.0.0.1:0", "--key-file", key_, "--threads",
+                             std::to_string(spec.threads), "--name", name, "--no-mdns"});
     if (spec.ttlMs != 0) argv.insert(argv.end(), {"--ttl-ms", std::to_string(spec.ttlMs)});
     if (spec.controlSocket) argv.insert(argv.end(), {"--control-socket", socketOf(name)});
     else argv.push_back("--no-control-socket");

@@ -162,7 +162,8 @@ TEST(Membership, RediscoveredPeersAreTriedAgainAtOnce) {
   EXPECT_EQ(m.retryAt(waiting), std::nullopt);
   EXPECT_TRUE(m.tick(at(1000 * kMs)).empty()) << "no second attempt at the old retry time";
   // Still refused: given up again, until the next such report.
-  EXPECT_TRUE(m.connectionFailed(upgraded, ConnectionFailure::Incompatible, at(60 * kMs)).permanent);
+  EXPECT_TRUE(
+      m.connectionFailed(upgraded, ConnectionFailure::Incompatible, at(60 * kMs)).permanent);
   EXPECT_EQ(m.state(upgraded), PeerState::GaveUp);
   for (const MembershipAction& a : m.tick(at(100000 * kMs))) EXPECT_NE(a.peer, upgraded);
 }
