@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core/render/thread_pool.h"
+#include "core/scene/texture_mips.h"
 
 namespace pl {
 
@@ -22,9 +23,9 @@ constexpr uint8_t kChunkFormatVersion = 1;
 constexpr size_t kChunkHeaderBytes = 4;
 
 constexpr uint32_t kManifestMagic = 0x4d434c50;  // "PLCM"
-constexpr uint32_t kManifestVersion = 1;
+constexpr uint32_t kManifestVersion = 2;  // 2: derived arrays (mipTexels)
 constexpr uint32_t kEncodedSceneMagic = 0x53454c50;  // "PLES"
-constexpr uint32_t kEncodedSceneVersion = 1;
+constexpr uint32_t kEncodedSceneVersion = 2;  // 2: no chunks of derived arrays
 
 struct CCtxDeleter {
   void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
@@ -242,21 +243,24 @@ uint64_t ChunkManifest::encodedBytes() const {
 std::vector<Hash128> ChunkManifest::chunkHashes() const {
   std::vector<Hash128> out;
   std::unordered_set<Hash128, Hash128Hasher> seen;
-  for (const ArrayManifest& a : arrays)
-    for (const ChunkRef& c : a.chunks)
+  for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) {
+    if (isDerivedArray(RenderDataArray(a))) continue;
+    for (const ChunkRef& c : arrays[a].chunks)
       if (seen.insert(c.hash).second) out.push_back(c.hash);
+  }
   return out;
 }
 
 std::vector<Hash128> ChunkManifest::uploadOrder() const {
   std::vector<Hash128> out;
   std::unordered_set<Hash128, Hash128Hasher> seen;
-  auto add = [&](const ArrayManifest& a) {
-    for (const ChunkRef& c : a.chunks)
+  auto add = [&](RenderDataArray which) {
+    if (isDerivedArray(which)) return;
+    for (const ChunkRef& c : arrays[static_cast<uint32_t>(which)].chunks)
       if (seen.insert(c.hash).second) out.push_back(c.hash);
   };
-  for (RenderDataArray which : kGeometryArrays) add(arrays[static_cast<uint32_t>(which)]);
-  for (const ArrayManifest& a : arrays) add(a);
+  for (RenderDataArray which : kGeometryArrays) add(which);
+  for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) add(RenderDataArray(a));
   return out;
 }
 
@@ -412,9 +416,11 @@ ChunkManifest encodeRenderData(const RenderData& data, ChunkStore& store,
       ChunkRef ref;
       ref.hash = hash128(bytes.data + offset, n);
       ref.rawBytes = n;
-      if (!store.contains(ref.hash))
-        store.put(ref.hash, encodeWith(cctx.get(), bytes.data + offset, n, codec, scratch));
-      ref.encodedBytes = uint32_t(store.find(ref.hash)->size());
+      if (!isDerivedArray(which)) {  // a derived array's chunks are named, never encoded
+        if (!store.contains(ref.hash))
+          store.put(ref.hash, encodeWith(cctx.get(), bytes.data + offset, n, codec, scratch));
+        ref.encodedBytes = uint32_t(store.find(ref.hash)->size());
+      }
       a.chunks.push_back(ref);
     }
   }
@@ -495,12 +501,16 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
     return Error{"render data: " + std::to_string(missing.size()) + " chunk(s) missing, first " +
                  missing.front().hex()};
 
-  // Every array sized first (this thread); then each chunk into its place, on any thread.
+  // Every array sized first (this thread); then each chunk into its place, on any thread. A
+  // derived array's chunks are copied from `raw` when it holds all of them, else computed.
   RenderData data;
   const std::vector<ChunkPlace> pieces = sizeForManifest(manifest, data);
+  bool derive = false;
+  for (const ChunkPlace& p : pieces) derive |= isDerivedArray(p.array) && rawOf(*p.ref) == nullptr;
   std::vector<Status> status(pieces.size());
   auto decodePiece = [&](size_t i, ZSTD_DCtx* dctx, std::vector<uint8_t>& scratch) -> Status {
     const ChunkPlace& p = pieces[i];
+    if (isDerivedArray(p.array) && derive) return Status();
     if (const std::span<const uint8_t>* bytes = rawOf(*p.ref)) {
       std::memcpy(p.dst, bytes->data(), p.ref->rawBytes);
       return Status();
@@ -530,7 +540,25 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
   }
   if (Status s = data.validate(); !s.ok())
     return Error{"render data from chunks: " + s.error().message};
+  if (derive) {
+    if (Status s = deriveArrays(manifest, data); !s.ok()) return s.error();
+  }
   return data;
+}
+
+Status deriveArrays(const ChunkManifest& manifest, RenderData& data) {
+  writeMipTexels(data);
+  const RenderDataArray which = RenderDataArray::mipTexels;
+  const RenderData::Bytes bytes = data.arrayBytes(which);
+  uint64_t offset = 0;
+  for (const ChunkRef& ref : manifest.arrays[static_cast<uint32_t>(which)].chunks) {
+    if (offset + ref.rawBytes > bytes.size || hash128(bytes.data + offset, ref.rawBytes) != ref.hash)
+      return Error{std::string("array ") + renderDataArrayName(which) + ": chunk " +
+                   ref.hash.hex() + " differs from the one computed here from the textures (" +
+                   "the sender's mip levels are not this build's)"};
+    offset += ref.rawBytes;
+  }
+  return Status();
 }
 
 unsigned defaultCodecThreads() {
@@ -597,10 +625,12 @@ Result<EncodedScene> parseEncodedScene(std::span<const uint8_t> bytes,
   scene.manifest = std::move(*manifest);
   pos += manifestSize;
   if (!skipPad()) return Error{"encoded scene: truncated manifest"};
-  // Each chunk's encoded size as the manifest lists it.
+  // Each chunk's encoded size as the manifest lists it (derived arrays' chunks are not kept).
   std::unordered_map<Hash128, uint32_t, Hash128Hasher> listed;
-  for (const ArrayManifest& a : scene.manifest.arrays)
-    for (const ChunkRef& c : a.chunks) listed.emplace(c.hash, c.encodedBytes);
+  for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) {
+    if (isDerivedArray(RenderDataArray(a))) continue;
+    for (const ChunkRef& c : scene.manifest.arrays[a].chunks) listed.emplace(c.hash, c.encodedBytes);
+  }
   uint64_t count = 0;
   if (!take(count)) return Error{"encoded scene: truncated chunk count"};
   if (count != listed.size())

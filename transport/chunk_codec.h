@@ -43,6 +43,14 @@ struct Hash128Hasher {
   }
 };
 
+// Arrays that no chunk carries: the manifest names their chunks (hash and raw size, encoded size
+// 0), but they are never encoded, stored or sent; whoever decodes the data computes them from
+// the rest (deriveArrays()) and checks them against those hashes. mipTexels, a function of the
+// textures' level 0, is 26% of Sponza's encoded bytes.
+constexpr bool isDerivedArray(RenderDataArray which) {
+  return which == RenderDataArray::mipTexels;
+}
+
 // How one chunk's bytes are coded.
 struct ChunkCodec {
   int level = 1;  // zstd level
@@ -84,7 +92,8 @@ struct ChunkManifest {
 
   uint64_t rawBytes() const;      // sum over chunk references (a repeated chunk counts again)
   uint64_t encodedBytes() const;  // idem, encoded
-  // Distinct chunk hashes, in first-use order.
+  // Distinct hashes of the chunks that are sent and stored (those of every array but the
+  // derived ones), in first-use order.
   std::vector<Hash128> chunkHashes() const;
   // The same hashes in the order a Primary uploads them: first those of the arrays a BVH is
   // built from (kGeometryArrays), then the rest in first-use order. A node that decodes the
@@ -220,12 +229,18 @@ std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderDat
 
 // Rebuilds the RenderData of a manifest from the store's chunks: validates the manifest,
 // checks that every chunk is present (before allocating), decodes and verifies each chunk
-// into place, then RenderData::validate()s the result. A chunk in `raw` (of the right size) is
-// copied from there instead, and need not be in the store. Chunks are decoded on `threads`
+// into place, RenderData::validate()s the result, then derives the derived arrays. A chunk in
+// `raw` (of the right size) is copied from there instead, and need not be in the store (a
+// derived array is copied when `raw` holds every chunk of it). Chunks are decoded on `threads`
 // threads (this one and threads - 1 it starts, fewer when a thread cannot start); the result
 // and the first error (in manifest order) do not depend on it.
 Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store,
                                     const RawChunks* raw = nullptr, unsigned threads = 1);
+
+// Computes the derived arrays of `data` (every other array in place, and data.validate()d) and
+// checks each of their chunks against the manifest's hash: fails naming the first that
+// differs. On up to one thread per core.
+Status deriveArrays(const ChunkManifest& manifest, RenderData& data);
 
 // Threads for encoding and decoding on this machine: its hardware threads, 1 to 4.
 unsigned defaultCodecThreads();

@@ -28,6 +28,9 @@ struct PreparedLoad::Work {
   std::array<std::vector<ChunkPlace>, kRenderDataArrayCount> places;
   // Each chunk's references: (array, index in that array's chunks).
   std::unordered_map<Hash128, std::vector<std::pair<uint32_t, uint32_t>>, Hash128Hasher> where;
+  // The chunks named only by derived arrays: no put brings them; raw bytes held may place
+  // them, else finish() computes them (deriveArrays()).
+  std::unordered_set<Hash128, Hash128Hasher> derivedOnly;
 
   std::vector<const ChunkPlace*> placesOf(const Hash128& hash) const {
     std::vector<const ChunkPlace*> out;
@@ -77,6 +80,11 @@ PreparedLoad::PreparedLoad(ChunkManifest manifest, JobQueue& pool) {
   for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) {
     const std::vector<ChunkRef>& chunks = work->manifest.arrays[a].chunks;
     for (uint32_t i = 0; i < chunks.size(); ++i) work->where[chunks[i].hash].push_back({a, i});
+  }
+  for (const auto& [hash, refs] : work->where) {
+    bool derived = true;
+    for (auto [array, index] : refs) derived &= isDerivedArray(RenderDataArray(array));
+    if (derived) work->derivedOnly.insert(hash);
   }
   state_ = std::make_shared<State>(pool, work);
   for (const auto& [hash, refs] : work->where) state_->wanted.insert(hash);
@@ -255,6 +263,7 @@ kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLooku
         kj::Vector<kj::Promise<void>> rest;
         const std::vector<Hash128> wanted(state->wanted.begin(), state->wanted.end());
         for (const Hash128& hash : wanted) {
+          if (state->work->derivedOnly.count(hash) != 0) continue;  // computed below
           std::shared_ptr<const std::vector<uint8_t>> bytes = find(hash);
           if (bytes == nullptr) {
             auto failed = state->failed.find(hash);
@@ -272,10 +281,16 @@ kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLooku
         return kj::Promise<void>(kj::READY_NOW);
       })
       .then([state]() {
+        bool derive = false;
+        for (const Hash128& hash : state->wanted) derive |= state->work->derivedOnly.count(hash);
         return runOnQueue<Result<std::shared_ptr<const RenderData>>>(
-            state->pool, [work = state->work]() -> Result<std::shared_ptr<const RenderData>> {
+            state->pool,
+            [work = state->work, derive]() -> Result<std::shared_ptr<const RenderData>> {
               if (Status s = work->data.validate(); !s.ok())
                 return Error{"render data from chunks: " + s.error().message};
+              if (derive) {
+                if (Status s = deriveArrays(work->manifest, work->data); !s.ok()) return s.error();
+              }
               return std::make_shared<const RenderData>(std::move(work->data));
             });
       })

@@ -15,7 +15,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("pl::proto");
 
-const protocolVersion :UInt32 = 5;
+const protocolVersion :UInt32 = 6;
 # Peers are compatible when their protocol versions are equal.
 # 2: every connection is TLS 1.3 keyed by the cluster key (transport/secure_channel.h); the
 #    messages below travel inside it, unchanged.
@@ -26,6 +26,9 @@ const protocolVersion :UInt32 = 5;
 #    0 in the texels.
 # 5: the render data lists its meshes (RenderData::meshes: triangle and vertex ranges, and
 #    which are dynamic), from which CPU devices build their BVHs.
+# 6: the textures' levels below 0 are an array of their own (RenderData::mipTexels), which the
+#    manifest lists but no chunk carries: a node computes it from level 0 and checks it
+#    against the manifest's hashes.
 
 struct Hash128 {
   # XXH3-128 of some bytes (a chunk's raw bytes, a manifest).

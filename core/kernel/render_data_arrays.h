@@ -25,4 +25,5 @@
   X(float, envConditionalCdf)              /* per row, per column, inclusive */ \
   X(::pl::kernel::Camera, camera)          /* exactly one */                    \
   X(::pl::kernel::SceneGlobals, globals)   /* exactly one */                    \
-  X(::pl::kernel::MeshRange, meshes)       /* in order; empty: one mesh */
+  X(::pl::kernel::MeshRange, meshes)       /* in order; empty: one mesh */      \
+  X(::pl::kernel::Rgba8, mipTexels)        /* levels below 0, derived */

@@ -100,8 +100,11 @@ constexpr float kNoLod = -1.0e30f;
 PL_HOST_DEVICE PL_INLINE Vec4f sampleTextureLevel(const SceneView& scene, const Texture& tex,
                                                   uint32_t level, Vec2f uv, bool srgb) {
   const uint32_t width = mipSize(tex.width, level), height = mipSize(tex.height, level);
-  const Rgba8* texels = scene.texels + tex.texelOffset;
-  if (level > 0) texels += mipChainTexels(tex.width, tex.height, level);
+  const Rgba8* texels =
+      level == 0 ? scene.texels + tex.texelOffset
+                 : scene.mipTexels + tex.mipTexelOffset +
+                       (mipChainTexels(tex.width, tex.height, level) -
+                        static_cast<uint64_t>(tex.width) * tex.height);
   const float x = boundTexelCoord(uv.x * static_cast<float>(width), width, tex.wrapS);
   const float y = boundTexelCoord(uv.y * static_cast<float>(height), height, tex.wrapT);
   if (tex.filter == kFilterNearest) {

@@ -91,15 +91,19 @@ PL_HOST_DEVICE PL_INLINE ColourTextureSlots colourTextures(const Material& m) {
 
 // A texture's header. Its texels are RenderData::texels[texelOffset .. +width*height),
 // row-major, top row first (as in the image file), RGBA 8 bits each, not yet linearized:
-// sRGB decoding happens on lookup, depending on the material slot. Its mip levels follow
-// level 0 directly: level l is mipSize(width, l) x mipSize(height, l) (texture.h), each the
-// 2x2 box filter of the level above (sRGB colour averaged in linear light, compile.cpp).
+// sRGB decoding happens on lookup, depending on the material slot. Its mip levels below 0
+// lie one after the other at RenderData::mipTexels[mipTexelOffset ..]: level l is
+// mipSize(width, l) x mipSize(height, l) (texture.h), each the 2x2 box filter of the level
+// above (core/scene/texture_mips.h; sRGB colour averaged in linear light when mipColour).
+// Being a function of level 0, they are never sent: a node computes them (chunk_codec.h).
 struct Texture {
   uint32_t width, height;
   uint32_t texelOffset;  // in texels, into RenderData::texels
   uint32_t wrapS, wrapT; // TextureWrap
   uint32_t filter;       // TextureFilter (kFilterNearest: never minified through the mips)
   uint32_t mipLevels = 1;  // levels stored, level 0 included (1: no mips)
+  uint32_t mipTexelOffset = 0;  // in texels, into RenderData::mipTexels (level 1)
+  uint32_t mipColour = 0;       // 1: the levels average R, G, B as sRGB colour, in linear light
   // KHR_texture_transform, applied to the UV before lookup: u' = uv[0] u + uv[1] v + uv[2],
   // v' = uv[3] u + uv[4] v + uv[5]. Identity for an untransformed texture.
   float uv[6] = {1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f};

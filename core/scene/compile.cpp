@@ -230,21 +230,25 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
 
   // Materials and textures.
   rd.materials = scene.materials;
-  // Each texture with its mip chain (texture_mips.h).
+  // Each texture's level 0 in `texels`, its levels below in `mipTexels` (texture_mips.h).
   const std::vector<bool> srgb = colourTextures(scene);
-  uint64_t texelCount = 0;
+  uint64_t texelCount = 0, mipTexelCount = 0;
   for (const SceneTexture& t : scene.textures) {
     if (t.width == 0 || t.height == 0 || t.texels().size() != size_t(t.width) * t.height)
       return Error{scene.path + ": texture '" + t.name + "' is inconsistent (a loader bug)"};
-    texelCount += t.texels().size() + mipLevelsTexels(t.width, t.height);
+    texelCount += t.texels().size();
+    mipTexelCount += mipLevelsTexels(t.width, t.height);
   }
-  if (texelCount >= 0xffffffffu || texelCount * sizeof(kernel::Rgba8) > kMaxRenderDataArrayBytes)
+  if (texelCount >= 0xffffffffu || texelCount * sizeof(kernel::Rgba8) > kMaxRenderDataArrayBytes ||
+      mipTexelCount >= 0xffffffffu ||
+      mipTexelCount * sizeof(kernel::Rgba8) > kMaxRenderDataArrayBytes)
     return Error{scene.path + ": textures too large in total (" + std::to_string(texelCount) +
-                 " texels with their mip levels)"};
-  // Level 0 copied in, the levels below allocated (zero-filled: a quarter of the texels) and
-  // written after.
+                 " texels, " + std::to_string(mipTexelCount) + " more in their mip levels)"};
   rd.texels.reserve(texelCount);
-  for (const SceneTexture& t : scene.textures) {
+  rd.mipTexels.resize(mipTexelCount);
+  uint32_t mipOffset = 0;
+  for (size_t i = 0; i < scene.textures.size(); ++i) {
+    const SceneTexture& t = scene.textures[i];
     kernel::Texture kt{};
     kt.width = t.width;
     kt.height = t.height;
@@ -253,16 +257,18 @@ Result<RenderData> compile(const Scene& scene, const CompileOptions& options,
     kt.wrapT = t.wrapT;
     kt.filter = t.filter;
     kt.mipLevels = kernel::mipLevelCount(t.width, t.height);
+    kt.mipTexelOffset = mipOffset;
+    mipOffset += uint32_t(mipLevelsTexels(t.width, t.height));
+    kt.mipColour = srgb[i] ? 1u : 0u;
     for (int k = 0; k < 6; ++k) kt.uv[k] = t.uvTransform[size_t(k)];
     rd.textures.push_back(kt);
     rd.texels.insert(rd.texels.end(), t.texels().begin(), t.texels().end());
-    rd.texels.resize(rd.texels.size() + mipLevelsTexels(t.width, t.height));
   }
   // Each texture's chain on its own (the same texels whichever thread wrote them), or the one
   // prepareMips() made.
   forEachTextureInParallel(scene.textures.size(), [&](size_t i) {
     const SceneTexture& t = scene.textures[i];
-    kernel::Rgba8* at = rd.texels.data() + rd.textures[i].texelOffset + t.texels().size();
+    kernel::Rgba8* at = rd.mipTexels.data() + rd.textures[i].mipTexelOffset;
     const size_t n = mipLevelsTexels(t.width, t.height);
     if (hasPreparedMips(t, srgb[i]))
       std::copy(t.mips->begin(), t.mips->end(), at);

@@ -12,7 +12,7 @@ PL_RENDER_DATA_ARRAYS(PL_RD_TRIVIAL)
 
 namespace {
 constexpr uint32_t kMagic = 0x44524c50;  // "PLRD"
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;  // 2: mipTexels
 
 template <typename T>
 RenderData::Bytes bytesOf(const std::vector<T>& v) {

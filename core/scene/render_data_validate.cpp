@@ -179,6 +179,7 @@ Status RenderData::validate() const {
       return invalid(at("materials", i) + " has non-finite values");
   }
 
+  uint64_t mipTexelsUsed = 0;
   for (size_t i = 0; i < textures.size(); ++i) {
     const kernel::Texture& t = textures[i];
     if (t.width == 0 || t.height == 0) return invalid(at("textures", i) + " has an empty image");
@@ -190,16 +191,32 @@ Status RenderData::validate() const {
                      " mip levels (1 to " +
                      std::to_string(kernel::mipLevelCount(t.width, t.height)) + " for " +
                      std::to_string(t.width) + "x" + std::to_string(t.height) + ")");
-    const uint64_t count = kernel::mipChainTexels(t.width, t.height, t.mipLevels);
+    const uint64_t count = uint64_t(t.width) * t.height;
     if (uint64_t(t.texelOffset) + count > texels.size())
       return invalid(at("textures", i) + " reads past the end of the " +
                      std::to_string(texels.size()) + " texels");
+    // The levels below 0 of each texture follow the last texture's, filling mipTexels exactly:
+    // a node computes them into their places (core/scene/texture_mips.h).
+    if (t.mipTexelOffset != mipTexelsUsed)
+      return invalid(at("textures", i) + "'s mip levels start at texel " +
+                     std::to_string(t.mipTexelOffset) + " of mipTexels, not " +
+                     std::to_string(mipTexelsUsed) + " (after the textures before it)");
+    if (t.mipColour > 1)
+      return invalid(at("textures", i) + " has an unknown mip filter " +
+                     std::to_string(t.mipColour));
+    mipTexelsUsed += kernel::mipChainTexels(t.width, t.height, t.mipLevels) - count;
+    if (mipTexelsUsed > mipTexels.size())
+      return invalid(at("textures", i) + "'s mip levels run past the end of the " +
+                     std::to_string(mipTexels.size()) + " mipTexels");
     if (t.wrapS > kernel::kWrapMirror || t.wrapT > kernel::kWrapMirror ||
         t.filter > kernel::kFilterLinear)
       return invalid(at("textures", i) + " has an unknown wrap or filter mode");
     for (float f : t.uv)
       if (!finite(f)) return invalid(at("textures", i) + " has a non-finite UV transform");
   }
+  if (mipTexelsUsed != mipTexels.size())
+    return invalid("mipTexels holds " + std::to_string(mipTexels.size()) +
+                   " texels, the textures' mip levels " + std::to_string(mipTexelsUsed));
 
   // Emissive triangles and their CDF.
   if (emissiveCdf.size() != emissiveTriangles.size())

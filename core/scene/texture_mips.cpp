@@ -17,7 +17,7 @@ namespace {
 // For each of kBuckets equal steps of [0, 1], the largest 8-bit value whose decoding
 // (kernel::kSrgbTable, the kernel's own values) is at or below the step's start: where
 // linearToSrgb8's search begins.
-constexpr int kBuckets = 1024;
+constexpr int kBuckets = 16384;
 struct SrgbBuckets {
   uint8_t below[kBuckets + 1];
   SrgbBuckets() {
@@ -47,17 +47,94 @@ Taps taps(uint32_t i, uint32_t size, uint32_t above) {
   return {2 * i, oddLast ? 3u : 2u};
 }
 
-}  // namespace
-
-uint8_t linearToSrgb8(float linear) {
-  const float* table = kernel::kSrgbTable.linear;
+uint8_t nearestSrgb8(float linear, const float* table, const uint8_t* below) {
   if (!(linear > table[0])) return 0;
   if (linear >= table[255]) return 255;
   // The last value at or below `linear` (from its bucket on: a few steps at most), then the
   // nearer of it and the next.
-  int i = srgbBuckets().below[static_cast<int>(linear * kBuckets)];
+  int i = below[static_cast<int>(linear * kBuckets)];
   while (table[i + 1] <= linear) ++i;
   return static_cast<uint8_t>(linear - table[i] <= table[i + 1] - linear ? i : i + 1);
+}
+
+// One texel of a level below: the average of the n taps `t` of the level above (in row-major
+// order: the sums below add them in that order, whatever n), colour weighted by alpha, plain
+// where every tap is transparent; alpha itself averaged.
+template <bool kSrgb, uint32_t kTaps>
+kernel::Rgba8 average(const kernel::Rgba8* t, uint32_t n, const SrgbBuckets& buckets) {
+  if constexpr (kTaps != 0) n = kTaps;
+  uint32_t alphaSum = 0;
+  for (uint32_t i = 0; i < n; ++i) alphaSum += t[i].a;
+  const bool weighted = alphaSum > 0;
+  const uint32_t total = weighted ? alphaSum : n;
+  uint8_t rgb[3];
+  if constexpr (kSrgb) {
+    const float* decode = kernel::kSrgbTable.linear;
+    float sum[3] = {0.0f, 0.0f, 0.0f};
+    for (uint32_t i = 0; i < n; ++i) {
+      const float weight = static_cast<float>(weighted ? t[i].a : 1u);
+      sum[0] += decode[t[i].r] * weight;
+      sum[1] += decode[t[i].g] * weight;
+      sum[2] += decode[t[i].b] * weight;
+    }
+    for (int k = 0; k < 3; ++k)
+      rgb[k] = nearestSrgb8(sum[k] / static_cast<float>(total), decode, buckets.below);
+  } else {
+    uint32_t sum[3] = {0, 0, 0};
+    for (uint32_t i = 0; i < n; ++i) {
+      const uint32_t weight = weighted ? t[i].a : 1u;
+      sum[0] += t[i].r * weight;
+      sum[1] += t[i].g * weight;
+      sum[2] += t[i].b * weight;
+    }
+    for (int k = 0; k < 3; ++k) rgb[k] = static_cast<uint8_t>((sum[k] + total / 2) / total);
+  }
+  return {rgb[0], rgb[1], rgb[2], static_cast<uint8_t>((alphaSum + n / 2) / n)};
+}
+
+// Levels 1 .. levels - 1 of the chain below `level0` into `out`, as writeMipLevels() says.
+template <bool kSrgb>
+void writeLevels(const kernel::Rgba8* level0, uint32_t width, uint32_t height, uint32_t levels,
+                 kernel::Rgba8* out) {
+  const SrgbBuckets& buckets = srgbBuckets();
+  const kernel::Rgba8* above = level0;  // level l - 1
+  kernel::Rgba8* level = out;           // level l
+  for (uint32_t l = 1; l < levels; ++l) {
+    const uint32_t w0 = kernel::mipSize(width, l - 1), h0 = kernel::mipSize(height, l - 1);
+    const uint32_t w = kernel::mipSize(width, l), h = kernel::mipSize(height, l);
+    for (uint32_t y = 0; y < h; ++y) {
+      const Taps ty = taps(y, h, h0);
+      kernel::Rgba8* row = level + size_t(y) * w;
+      uint32_t x = 0;
+      if (ty.count == 2 && w0 > 1) {
+        // Two rows of two taps each: every texel but an odd side's last.
+        const kernel::Rgba8* r0 = above + size_t(ty.first) * w0;
+        const kernel::Rgba8* r1 = r0 + w0;
+        const uint32_t pairs = (w0 & 1u) != 0 ? w - 1 : w;
+        for (; x < pairs; ++x) {
+          const kernel::Rgba8 t[4] = {r0[2 * x], r0[2 * x + 1], r1[2 * x], r1[2 * x + 1]};
+          row[x] = average<kSrgb, 4>(t, 4, buckets);
+        }
+      }
+      for (; x < w; ++x) {
+        const Taps tx = taps(x, w, w0);
+        kernel::Rgba8 t[9];
+        uint32_t n = 0;
+        for (uint32_t j = 0; j < ty.count; ++j)
+          for (uint32_t i = 0; i < tx.count; ++i)
+            t[n++] = above[size_t(ty.first + j) * w0 + tx.first + i];
+        row[x] = average<kSrgb, 0>(t, n, buckets);
+      }
+    }
+    above = level;
+    level += size_t(w) * h;
+  }
+}
+
+}  // namespace
+
+uint8_t linearToSrgb8(float linear) {
+  return nearestSrgb8(linear, kernel::kSrgbTable.linear, srgbBuckets().below);
 }
 
 size_t mipLevelsTexels(uint32_t width, uint32_t height) {
@@ -68,49 +145,18 @@ size_t mipLevelsTexels(uint32_t width, uint32_t height) {
 void writeMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
                     bool srgb, std::span<kernel::Rgba8> out) {
   const uint32_t levels = kernel::mipLevelCount(width, height);
-  const float* decode = kernel::kSrgbTable.linear;
-  const kernel::Rgba8* above = level0.data();  // level l - 1
-  kernel::Rgba8* level = out.data();           // level l
-  for (uint32_t l = 1; l < levels; ++l) {
-    const uint32_t w0 = kernel::mipSize(width, l - 1), h0 = kernel::mipSize(height, l - 1);
-    const uint32_t w = kernel::mipSize(width, l), h = kernel::mipSize(height, l);
-    for (uint32_t y = 0; y < h; ++y) {
-      const Taps ty = taps(y, h, h0);
-      for (uint32_t x = 0; x < w; ++x) {
-        const Taps tx = taps(x, w, w0);
-        // Colour weighted by alpha (what a transparent texel holds does not bleed into its
-        // neighbours' colour), plain where every tap is transparent; alpha itself averaged.
-        uint32_t alphaSum = 0, taken = 0;
-        for (uint32_t j = 0; j < ty.count; ++j)
-          for (uint32_t i = 0; i < tx.count; ++i) {
-            alphaSum += above[size_t(ty.first + j) * w0 + tx.first + i].a;
-            ++taken;
-          }
-        const bool weighted = alphaSum > 0;
-        float sum[3] = {0.0f, 0.0f, 0.0f};
-        uint64_t sum8[3] = {0, 0, 0};
-        for (uint32_t j = 0; j < ty.count; ++j)
-          for (uint32_t i = 0; i < tx.count; ++i) {
-            const kernel::Rgba8 t = above[size_t(ty.first + j) * w0 + tx.first + i];
-            const uint32_t weight = weighted ? t.a : 1u;
-            const uint8_t c[3] = {t.r, t.g, t.b};
-            for (int k = 0; k < 3; ++k) {
-              if (srgb) sum[k] += decode[c[k]] * static_cast<float>(weight);
-              else sum8[k] += uint64_t(c[k]) * weight;
-            }
-          }
-        const uint32_t total = weighted ? alphaSum : taken;
-        uint8_t rgb[3];
-        for (int k = 0; k < 3; ++k)
-          rgb[k] = srgb ? linearToSrgb8(sum[k] / static_cast<float>(total))
-                        : static_cast<uint8_t>((sum8[k] + total / 2) / total);
-        level[size_t(y) * w + x] = {rgb[0], rgb[1], rgb[2],
-                                    static_cast<uint8_t>((alphaSum + taken / 2) / taken)};
-      }
-    }
-    above = level;
-    level += size_t(w) * h;
-  }
+  if (srgb) writeLevels<true>(level0.data(), width, height, levels, out.data());
+  else writeLevels<false>(level0.data(), width, height, levels, out.data());
+}
+
+void writeMipTexels(RenderData& data) {
+  forEachTextureInParallel(data.textures.size(), [&data](size_t i) {
+    const kernel::Texture& t = data.textures[i];
+    const kernel::Rgba8* level0 = data.texels.data() + t.texelOffset;
+    kernel::Rgba8* out = data.mipTexels.data() + t.mipTexelOffset;
+    if (t.mipColour != 0) writeLevels<true>(level0, t.width, t.height, t.mipLevels, out);
+    else writeLevels<false>(level0, t.width, t.height, t.mipLevels, out);
+  });
 }
 
 void appendMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,

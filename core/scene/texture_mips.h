@@ -1,7 +1,8 @@
 #pragma once
-// Mip chains of 8-bit RGBA textures (kernel::Texture::mipLevels; the kernel's lookups blend two
-// levels around a sample's footprint, core/kernel/texture.h). Built by compile() and shipped
-// with the render data, so every device reads the same texels.
+// Mip chains of 8-bit RGBA textures (kernel::Texture::mipLevels; the kernel's lookups take one
+// of two levels around a sample's footprint, core/kernel/texture.h). Built by compile() into
+// RenderData::mipTexels, and by every node from level 0 again (writeMipTexels(): they are
+// never sent), so every device reads the same texels.
 //
 // Level l + 1 is the box filter of level l: a side of n texels becomes max(1, n / 2), output
 // texel i taking texels 2i and 2i + 1 of the level above, and 2i + 2 too for the last one when
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "core/kernel/types.h"
+#include "core/scene/render_data.h"
 #include "core/scene/scene.h"
 
 namespace pl {
@@ -33,6 +35,11 @@ size_t mipLevelsTexels(uint32_t width, uint32_t height);
 // which holds exactly mipLevelsTexels(width, height) texels and does not overlap level0.
 void writeMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
                     bool srgb, std::span<kernel::Rgba8> out);
+// Every texture's levels below 0 into data.mipTexels (at its mipTexelOffset, its mipLevels - 1
+// levels, as colour where mipColour says so) from its level 0 in data.texels: what compile()
+// stored there. Each texture on its own thread (up to one per core). `data` must pass
+// RenderData::validate(), which bounds every range read and written here.
+void writeMipTexels(RenderData& data);
 // The same, appended to `out` (level0 must not lie in `out`).
 void appendMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
                      bool srgb, std::vector<kernel::Rgba8>& out);

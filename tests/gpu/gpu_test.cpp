@@ -214,6 +214,7 @@ TEST_F(GpuTest, OutOfMemoryIsAStickyDeviceError) {
   big->textures.push_back(kernel::Texture{4096, 4096, uint32_t(big->texels.size()),
                                           kernel::kWrapRepeat, kernel::kWrapRepeat,
                                           kernel::kFilterLinear});
+  big->textures.back().mipTexelOffset = uint32_t(big->mipTexels.size());  // no levels below 0
   big->texels.resize(big->texels.size() + 4096u * 4096u, kernel::Rgba8{1, 2, 3, 4});
   ASSERT_TRUE(big->validate().ok()) << big->validate().error().message;
 

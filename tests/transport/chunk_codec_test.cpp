@@ -1,9 +1,11 @@
 #include "tests/transport/chunk_test_util.h"
+#include "tests/transport/textured_scene.h"
 #include "transport/chunk_codec.h"
 
 #include <gtest/gtest.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -182,6 +184,59 @@ TEST(ChunkCodecTest, CornellBoxRoundTripsBitExact) {
   Result<RenderData> back = decodeRenderData(*wire, node);
   ASSERT_TRUE(back.ok()) << back.error().message;
   expectBitIdentical(data, *back);
+}
+
+// The textures' mip levels (a derived array) are named in the manifest but never encoded, stored
+// or sent: decoding computes them from level 0 and checks them against the manifest's hashes,
+// or copies them from raw data held that has all of them.
+TEST(ChunkCodecTest, DerivedArraysAreNamedButComputedNotSent) {
+  const RenderData data = testing::texturedCornellBox(16);
+  ChunkStore store;
+  const ChunkManifest manifest =
+      encodeRenderData(data, store, {.codec = std::nullopt, .maxChunkBytes = 1024});
+  const ArrayManifest& mips = manifest.arrays[uint32_t(RenderDataArray::mipTexels)];
+  ASSERT_GT(mips.chunks.size(), 1u);
+  EXPECT_EQ(mips.elementCount, data.mipTexels.size());
+  const std::vector<Hash128> sent = manifest.chunkHashes(), order = manifest.uploadOrder();
+  for (const ChunkRef& ref : mips.chunks) {
+    EXPECT_EQ(ref.encodedBytes, 0u);
+    EXPECT_FALSE(store.contains(ref.hash));
+    EXPECT_EQ(std::find(sent.begin(), sent.end(), ref.hash), sent.end());
+    EXPECT_EQ(std::find(order.begin(), order.end(), ref.hash), order.end());
+  }
+  EXPECT_EQ(store.size(), sent.size());
+  EXPECT_EQ(order.size(), sent.size());
+  EXPECT_TRUE(ChunkStore().missing(manifest).size() == sent.size());
+  for (unsigned threads : {1u, 3u}) {
+    Result<RenderData> back = decodeRenderData(manifest, store, nullptr, threads);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    expectBitIdentical(data, *back);
+  }
+
+  // Raw data held (a node's earlier load) that has every mip chunk: copied, not computed. A
+  // copy whose mip texels were altered shows which was used.
+  RenderData held = data;
+  held.mipTexels[3].r ^= 0x40;
+  ChunkStore unused;
+  const ChunkManifest heldManifest =
+      encodeRenderData(held, unused, {.codec = std::nullopt, .maxChunkBytes = 1024});
+  RawChunks raw;
+  RawChunkIndex(heldManifest).addViews(heldManifest, held, raw);
+  Result<RenderData> copied = decodeRenderData(heldManifest, store, &raw);
+  ASSERT_TRUE(copied.ok()) << copied.error().message;
+  EXPECT_EQ(copied->mipTexels[3].r, held.mipTexels[3].r);
+
+  // A manifest whose mip levels are not what this build computes (a sender of another build, or
+  // a forged hash) fails, naming the array and the chunk.
+  ChunkManifest other = manifest;
+  other.arrays[uint32_t(RenderDataArray::mipTexels)].chunks[1].hash.lo ^= 1;
+  Result<RenderData> refused = decodeRenderData(other, store);
+  ASSERT_FALSE(refused.ok());
+  const Hash128 forged = other.arrays[uint32_t(RenderDataArray::mipTexels)].chunks[1].hash;
+  EXPECT_NE(refused.error().message.find("array mipTexels: chunk " + forged.hex() +
+                                         " differs from the one computed here"),
+            std::string::npos)
+      << refused.error().message;
 }
 
 // Tiny chunks: every array is cut at element boundaries into many chunks.

@@ -14,6 +14,7 @@
 
 #include "tests/transport/loop_test_util.h"
 #include "tests/transport/node_thread.h"
+#include "tests/transport/textured_scene.h"
 #include "transport/chunk_codec.h"
 #include "transport/uv_kj_loop.h"
 
@@ -147,6 +148,37 @@ TEST(PreparedLoadTest, AReplacementTakesWhatTheLoadItReplacesPlaced) {
       waitFor(loop, second.place(h, bytesOf(a.store, h)));
   std::shared_ptr<const RenderData> data = waitFor(loop, second.finish(nothingHeld()));
   EXPECT_EQ(data->arrayHashes(), edited.arrayHashes());
+}
+
+// A textured scene's mip levels come with no put: finish() computes them and checks them
+// against the manifest, and fails naming the chunk when they differ (another build's).
+TEST(PreparedLoadTest, MipLevelsAreComputedAndCheckedNotPut) {
+  Encoded scene = encoded(testing::texturedCornellBox(16));
+  const ArrayManifest& mips = scene.manifest.arrays[uint32_t(RenderDataArray::mipTexels)];
+  ASSERT_GT(mips.chunks.size(), 1u);
+  UvKjLoop loop;
+  JobQueue pool(2);
+  {
+    PreparedLoad load(scene.manifest, pool);
+    for (const Hash128& h : scene.manifest.uploadOrder())
+      waitFor(loop, load.place(h, bytesOf(scene.store, h)));
+    std::shared_ptr<const RenderData> data = waitFor(loop, load.finish(nothingHeld()));
+    EXPECT_EQ(data->arrayHashes(), scene.data.arrayHashes());
+  }
+  ChunkManifest other = scene.manifest;
+  Hash128& forged = other.arrays[uint32_t(RenderDataArray::mipTexels)].chunks.back().hash;
+  forged.hi ^= 1;
+  PreparedLoad load(other, pool);
+  for (const Hash128& h : other.uploadOrder())
+    waitFor(loop, load.place(h, bytesOf(scene.store, h)));
+  auto failed = testing::exceptionFrom([&] { waitFor(loop, load.finish(nothingHeld())); });
+  KJ_IF_MAYBE (e, failed) {
+    EXPECT_NE(std::string(e->getDescription().cStr()).find("array mipTexels: chunk " + forged.hex()),
+              std::string::npos)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "mip levels that differ from this build's were taken";
+  }
 }
 
 TEST(PreparedLoadTest, AMissingChunkAndBadGeometryAreNamed) {

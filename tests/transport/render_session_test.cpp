@@ -13,6 +13,7 @@
 
 #include "core/render/cpu_device.h"
 #include "tests/transport/node_thread.h"
+#include "tests/transport/textured_scene.h"
 #include "transport/primary.h"
 
 namespace pl {
@@ -187,16 +188,19 @@ TEST(RenderSessionTest, UpdatesGiveTheImageOfTheFinalStateAndSendOnlyTheCameraCh
 // A session started from a scene's encoded form (the compiled cache's): the node gets the chunks
 // as they are (nothing encoded again: the bytes sent are the blob's chunks), a local device
 // decodes the data on its own thread, a camera move then works as on data, and every image is
-// the one a start from the data gives.
+// the one a start from the data gives. The scene is textured: the blob holds no chunk of its
+// mip levels, which the node and the local device compute for themselves.
 void startsFromTheEncodedForm(bool throughNode) {
   constexpr uint32_t kSize = 48, kSpp = 4;
-  auto data = std::make_shared<const RenderData>(testing::compiledCornellBox(kSize));
+  auto data = std::make_shared<const RenderData>(testing::texturedCornellBox(kSize));
   // Views into a blob, as from the cache; through the node one byte off alignment (its chunks
   // are then copied into the messages rather than referenced).
   std::shared_ptr<const EncodedScene> encoded;
   {
     ChunkStore chunks;
     const ChunkManifest manifest = encodeRenderData(*data, chunks);
+    ASSERT_FALSE(manifest.arrays[uint32_t(RenderDataArray::mipTexels)].chunks.empty());
+    EXPECT_EQ(chunks.size(), manifest.chunkHashes().size());
     const std::vector<uint8_t> blob = serializeEncodedScene(manifest, chunks);
     auto held = std::make_shared<std::vector<uint8_t>>(blob.size() + 1);
     const size_t offset = throughNode ? 1 : 0;

@@ -98,7 +98,7 @@ struct RandomMips {
     for (int i = 0; i < 16 * 16; ++i)
       level0.push_back({next(), next(), next(), alphaOpaque ? uint8_t(255) : next()});
     rd.texels = level0;
-    appendMipLevels(level0, 16, 16, false, rd.texels);
+    appendMipLevels(level0, 16, 16, false, rd.mipTexels);
     Texture t{16, 16, 0, kWrapRepeat, kWrapRepeat, kFilterLinear};
     t.mipLevels = mipLevelCount(16, 16);  // 5
     rd.textures = {t};
@@ -225,6 +225,7 @@ TEST(TextureTest, MaterialsReadTheLevelsOfTheFootprint) {
   RenderData rd = footprintScene();
   RandomMips m;
   rd.texels = m.rd.texels;
+  rd.mipTexels = m.rd.mipTexels;
   rd.textures = m.rd.textures;
   Material mat = testing::defaultMaterial();
   mat.baseColorTexture = mat.metallicRoughnessTexture = mat.emissiveTexture = 0;

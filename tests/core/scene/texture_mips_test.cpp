@@ -140,16 +140,27 @@ RenderData compileTextured() {
   return rd.ok() ? std::move(rd).value() : RenderData();
 }
 
-// compile() builds each texture's full chain, sRGB where a material reads it as colour.
+// compile() builds each texture's full chain into mipTexels, sRGB where a material reads it as
+// colour, and writeMipTexels() (what a node that receives the render data runs) makes the same.
 TEST(TextureMipsTest, CompileStoresFullChains) {
   const RenderData rd = compileTextured();
   ASSERT_EQ(rd.textures.size(), 2u);
   EXPECT_EQ(rd.textures[0].mipLevels, 2u);
   EXPECT_EQ(rd.textures[1].mipLevels, 2u);
-  EXPECT_EQ(rd.textures[1].texelOffset, 3u);
-  ASSERT_EQ(rd.texels.size(), 6u);
-  EXPECT_EQ(rd.texels[2].r, 188);  // base colour: sRGB, averaged in linear light
-  EXPECT_EQ(rd.texels[5].r, 128);  // metallic-roughness: linear
+  EXPECT_EQ(rd.textures[1].texelOffset, 2u);
+  EXPECT_EQ(rd.textures[0].mipTexelOffset, 0u);
+  EXPECT_EQ(rd.textures[1].mipTexelOffset, 1u);
+  EXPECT_EQ(rd.textures[0].mipColour, 1u);
+  EXPECT_EQ(rd.textures[1].mipColour, 0u);
+  ASSERT_EQ(rd.texels.size(), 4u);
+  ASSERT_EQ(rd.mipTexels.size(), 2u);
+  EXPECT_EQ(rd.mipTexels[0].r, 188);  // base colour: sRGB, averaged in linear light
+  EXPECT_EQ(rd.mipTexels[1].r, 128);  // metallic-roughness: linear
+
+  RenderData again = rd;
+  again.mipTexels.assign(again.mipTexels.size(), kernel::Rgba8{});
+  writeMipTexels(again);
+  EXPECT_EQ(serialize(again), serialize(rd));
 }
 
 // validate() bounds the chain a texture declares: its level count and its texels.
@@ -166,12 +177,38 @@ TEST(TextureMipsTest, ValidationBoundsTheChain) {
   rd.textures[0].mipLevels = 3;  // 2 x 1 has 2
   EXPECT_FALSE(rd.validate().ok());
   rd.textures[0].mipLevels = 2;
-  rd.texels.pop_back();  // texture 1's 1 x 1 level is missing
+  rd.texels.pop_back();  // texture 1's level 0 lacks a texel
   st = rd.validate();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("textures[1] reads past the end"), std::string::npos)
       << st.error().message;
   rd.texels.push_back({});
+  // mipTexels holds each texture's levels below 0 after the last's, and nothing else.
+  rd.mipTexels.pop_back();  // texture 1's 1 x 1 level is missing
+  st = rd.validate();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("textures[1]'s mip levels run past the end of the 1 mipTexels"),
+            std::string::npos)
+      << st.error().message;
+  rd.mipTexels.push_back({});
+  rd.mipTexels.push_back({});
+  st = rd.validate();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("mipTexels holds 3 texels, the textures' mip levels 2"),
+            std::string::npos)
+      << st.error().message;
+  rd.mipTexels.pop_back();
+  rd.textures[1].mipTexelOffset = 0;  // the same texels as texture 0's
+  st = rd.validate();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("textures[1]'s mip levels start at texel 0 of mipTexels, not 1"),
+            std::string::npos)
+      << st.error().message;
+  rd.textures[1].mipTexelOffset = 1;
+  rd.textures[1].mipColour = 2;
+  EXPECT_FALSE(rd.validate().ok());
+  rd.textures[1].mipColour = 0;
+  ASSERT_TRUE(rd.validate().ok());
   // A side beyond any a loader takes, with every texel there: refused for its size alone.
   rd.textures[1].width = kMaxTextureDimension + 1;
   rd.textures[1].mipLevels = 1;
