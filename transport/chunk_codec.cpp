@@ -548,6 +548,10 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
 
 Status deriveArrays(const ChunkManifest& manifest, RenderData& data) {
   writeMipTexels(data);
+  return checkDerivedArrays(manifest, data);
+}
+
+Status checkDerivedArrays(const ChunkManifest& manifest, const RenderData& data) {
   const RenderDataArray which = RenderDataArray::mipTexels;
   const RenderData::Bytes bytes = data.arrayBytes(which);
   uint64_t offset = 0;

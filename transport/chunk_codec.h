@@ -241,6 +241,9 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
 // checks each of their chunks against the manifest's hash: fails naming the first that
 // differs. On up to one thread per core.
 Status deriveArrays(const ChunkManifest& manifest, RenderData& data);
+// The check alone, for derived arrays computed already (transport/prepared_load.h computes
+// each texture's levels as soon as its level 0 is in).
+Status checkDerivedArrays(const ChunkManifest& manifest, const RenderData& data);
 
 // Threads for encoding and decoding on this machine: its hardware threads, 1 to 4.
 unsigned defaultCodecThreads();

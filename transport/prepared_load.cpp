@@ -2,10 +2,13 @@
 
 #include <kj/vector.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <string>
 #include <unordered_set>
+
+#include "core/scene/texture_mips.h"
 
 namespace pl {
 namespace {
@@ -28,9 +31,12 @@ struct PreparedLoad::Work {
   std::array<std::vector<ChunkPlace>, kRenderDataArrayCount> places;
   // Each chunk's references: (array, index in that array's chunks).
   std::unordered_map<Hash128, std::vector<std::pair<uint32_t, uint32_t>>, Hash128Hasher> where;
-  // The chunks named only by derived arrays: no put brings them; raw bytes held may place
-  // them, else finish() computes them (deriveArrays()).
+  // The chunks named only by derived arrays (the textures' mip levels): never wanted, no put
+  // brings them; each texture's levels are computed once its level 0 is in (deriveTexture()),
+  // and finish() checks them against these hashes.
   std::unordered_set<Hash128, Hash128Hasher> derivedOnly;
+  // The first texel of each chunk of the texels array, in order.
+  std::vector<uint64_t> texelChunkStart;
 
   std::vector<const ChunkPlace*> placesOf(const Hash128& hash) const {
     std::vector<const ChunkPlace*> out;
@@ -55,7 +61,28 @@ struct PreparedLoad::State {
   std::unordered_set<Hash128, Hash128Hasher> geometryLeft;
   kj::Maybe<GeometryUse> geometryUse;
   kj::Maybe<kj::ForkedPromise<void>> geometryDone;
+  // The mip levels (the Work's derivedOnly): the textures array's chunks not placed yet; once
+  // it is placed and checked (mipsPlanned), the texels chunks each texture still lacks and the
+  // textures each texels chunk holds level-0 texels of; the textures whose levels are computed.
+  std::unordered_set<Hash128, Hash128Hasher> texturesLeft;
+  std::vector<bool> texelChunkPlaced;
+  bool mipsPlanned = false;
+  std::vector<uint32_t> texelChunksLeft;
+  std::vector<std::vector<uint32_t>> texturesOfChunk;
+  size_t texturesDerived = 0;
+  // The planning and the computations (they hold the Work, never this State).
+  class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {}
+  } ignoreErrors;
+  kj::TaskSet derivations{ignoreErrors};
 
+  // One job (a placement, a texture's levels) less in flight.
+  void ended() {
+    if (--inFlight == 0) {
+      for (auto& waiter : idleWaiters) waiter->fulfill();
+      idleWaiters.clear();
+    }
+  }
   kj::Promise<void> idle() {
     if (inFlight == 0) return kj::READY_NOW;
     auto paf = kj::newPromiseAndFulfiller<void>();
@@ -86,8 +113,17 @@ PreparedLoad::PreparedLoad(ChunkManifest manifest, JobQueue& pool) {
     for (auto [array, index] : refs) derived &= isDerivedArray(RenderDataArray(array));
     if (derived) work->derivedOnly.insert(hash);
   }
+  uint64_t texel = 0;
+  for (const ChunkRef& ref : work->manifest.arrays[uint32_t(RenderDataArray::texels)].chunks) {
+    work->texelChunkStart.push_back(texel);
+    texel += ref.rawBytes / sizeof(kernel::Rgba8);
+  }
   state_ = std::make_shared<State>(pool, work);
-  for (const auto& [hash, refs] : work->where) state_->wanted.insert(hash);
+  for (const auto& [hash, refs] : work->where)
+    if (work->derivedOnly.count(hash) == 0) state_->wanted.insert(hash);
+  state_->texelChunkPlaced.assign(work->texelChunkStart.size(), false);
+  for (const ChunkRef& ref : work->manifest.arrays[uint32_t(RenderDataArray::textures)].chunks)
+    state_->texturesLeft.insert(ref.hash);
   for (RenderDataArray which : kGeometryArrays) {
     for (const ChunkRef& ref : work->manifest.arrays[static_cast<uint32_t>(which)].chunks)
       state_->geometryLeft.insert(ref.hash);
@@ -108,6 +144,7 @@ PreparedLoad::PreparedLoad(ChunkManifest manifest, JobQueue& pool) {
   for (RenderDataArray which : kGeometryArrays) size(which);
   for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) size(RenderDataArray(a));
   for (auto& s : sized) state_->sized.push_back(kj::mv(KJ_ASSERT_NONNULL(s)));
+  if (state_->texturesLeft.empty()) planMips(state_);
 }
 
 PreparedLoad::~PreparedLoad() = default;
@@ -116,10 +153,12 @@ const ChunkManifest& PreparedLoad::manifest() const { return state_->work->manif
 
 bool PreparedLoad::wants(const Hash128& hash) const { return state_->wanted.count(hash) != 0; }
 
+size_t PreparedLoad::texturesWithLevels() const { return state_->texturesDerived; }
+
 bool PreparedLoad::holds(const Hash128& hash) const {
   const State& s = *state_;
-  return s.work->where.count(hash) != 0 && s.wanted.count(hash) == 0 &&
-         s.placing.count(hash) == 0;
+  return s.work->where.count(hash) != 0 && s.work->derivedOnly.count(hash) == 0 &&
+         s.wanted.count(hash) == 0 && s.placing.count(hash) == 0;
 }
 
 kj::Promise<void> PreparedLoad::place(const Hash128& hash,
@@ -194,10 +233,8 @@ kj::Promise<void> PreparedLoad::run(const Hash128& hash, kj::Function<Status(con
     if (!placed) state->wanted.insert(hash);
     if (placed && state->geometryLeft.erase(hash) != 0 && state->geometryLeft.empty())
       geometryPlaced(*state);
-    if (--state->inFlight == 0) {
-      for (auto& waiter : state->idleWaiters) waiter->fulfill();
-      state->idleWaiters.clear();
-    }
+    if (placed) mipsPlaced(state, hash);
+    state->ended();
   };
   kj::ForkedPromise<void> placed =
       state->sizedFor(hash)
@@ -223,6 +260,88 @@ kj::Promise<void> PreparedLoad::run(const Hash128& hash, kj::Function<Status(con
           .fork();
   held_.add(placed.addBranch());
   return placed.addBranch();
+}
+
+// The textures array is placed (or has no chunk): once the arrays it indexes are sized, checks
+// it (on the pool: validateTextures(), so that the computations stay within their arrays and
+// each writes its own texels), then lists which texels chunks each texture's level 0 lies in,
+// and computes the levels of those whose chunks are all in. A failed check computes nothing
+// here: finish()'s validate() names it.
+void PreparedLoad::planMips(const std::shared_ptr<State>& state) {
+  std::shared_ptr<Work> work = state->work;
+  kj::Vector<kj::Promise<void>> arrays;
+  for (RenderDataArray which :
+       {RenderDataArray::textures, RenderDataArray::texels, RenderDataArray::mipTexels})
+    arrays.add(state->sized[static_cast<uint32_t>(which)].addBranch());
+  ++state->inFlight;
+  State* s = state.get();  // the task is the State's own: it never outlives it
+  s->derivations.add(
+      kj::joinPromises(arrays.releaseAsArray())
+          .then([&pool = s->pool, work]() {
+            return runOnQueue<bool>(pool, [work]() {
+              return validateTextures(work->data.textures, work->data.texels.size(),
+                                      work->data.mipTexels.size())
+                  .ok();
+            });
+          })
+          .then([s, work](bool valid) {
+            if (valid) {
+              const std::vector<uint64_t>& starts = work->texelChunkStart;
+              const size_t textures = work->data.textures.size();
+              s->texelChunksLeft.assign(textures, 0);
+              s->texturesOfChunk.assign(starts.size(), {});
+              for (uint32_t i = 0; i < textures; ++i) {
+                const kernel::Texture& t = work->data.textures[i];
+                const uint64_t first = t.texelOffset, last = first + uint64_t(t.width) * t.height;
+                // The chunks from the one holding `first` to the one holding `last - 1`.
+                size_t c = size_t(std::upper_bound(starts.begin(), starts.end(), first) -
+                                  starts.begin()) - 1;
+                for (; c < starts.size() && starts[c] < last; ++c) {
+                  s->texturesOfChunk[c].push_back(i);
+                  s->texelChunksLeft[i] += s->texelChunkPlaced[c] ? 0 : 1;
+                }
+              }
+              s->mipsPlanned = true;
+              for (uint32_t i = 0; i < textures; ++i)
+                if (s->texelChunksLeft[i] == 0) deriveTexture(*s, i);
+            }
+            s->ended();
+          },
+          [s](kj::Exception&&) { s->ended(); }));
+}
+
+// A chunk is placed: when it completes the textures array, the levels are planned; when it
+// completes a texture's level 0, that texture's levels are computed.
+void PreparedLoad::mipsPlaced(const std::shared_ptr<State>& state, const Hash128& hash) {
+  for (auto [array, index] : state->work->where.at(hash)) {
+    if (array == uint32_t(RenderDataArray::textures) && state->texturesLeft.erase(hash) != 0 &&
+        state->texturesLeft.empty())
+      planMips(state);
+    if (array != uint32_t(RenderDataArray::texels) || state->texelChunkPlaced[index]) continue;
+    state->texelChunkPlaced[index] = true;
+    if (!state->mipsPlanned) continue;
+    for (uint32_t texture : state->texturesOfChunk[index])
+      if (--state->texelChunksLeft[texture] == 0) deriveTexture(*state, texture);
+  }
+}
+
+// Computes texture i's levels below 0 on the pool (its level 0 is in place, the textures were
+// checked by planMips()).
+void PreparedLoad::deriveTexture(State& state, uint32_t i) {
+  ++state.inFlight;
+  State* s = &state;
+  s->derivations.add(runOnQueue<bool>(s->pool,
+                                      [work = s->work, i]() {
+                                        writeMipTexels(work->data.textures[i],
+                                                       work->data.texels.data(),
+                                                       work->data.mipTexels.data());
+                                        return true;
+                                      })
+                         .then([s](bool) {
+                           ++s->texturesDerived;
+                           s->ended();
+                         },
+                               [s](kj::Exception&&) { s->ended(); }));
 }
 
 void PreparedLoad::onGeometry(GeometryUse use) {
@@ -263,7 +382,6 @@ kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLooku
         kj::Vector<kj::Promise<void>> rest;
         const std::vector<Hash128> wanted(state->wanted.begin(), state->wanted.end());
         for (const Hash128& hash : wanted) {
-          if (state->work->derivedOnly.count(hash) != 0) continue;  // computed below
           std::shared_ptr<const std::vector<uint8_t>> bytes = find(hash);
           if (bytes == nullptr) {
             auto failed = state->failed.find(hash);
@@ -280,17 +398,20 @@ kj::Promise<std::shared_ptr<const RenderData>> PreparedLoad::finish(EncodedLooku
         KJ_IF_MAYBE (done, state->geometryDone) return done->addBranch();
         return kj::Promise<void>(kj::READY_NOW);
       })
+      // The mip levels that the last placements completed.
+      .then([state]() { return state->idle(); })
       .then([state]() {
-        bool derive = false;
-        for (const Hash128& hash : state->wanted) derive |= state->work->derivedOnly.count(hash);
+        const size_t derived = state->texturesDerived;
         return runOnQueue<Result<std::shared_ptr<const RenderData>>>(
             state->pool,
-            [work = state->work, derive]() -> Result<std::shared_ptr<const RenderData>> {
+            [work = state->work, derived]() -> Result<std::shared_ptr<const RenderData>> {
               if (Status s = work->data.validate(); !s.ok())
                 return Error{"render data from chunks: " + s.error().message};
-              if (derive) {
-                if (Status s = deriveArrays(work->manifest, work->data); !s.ok()) return s.error();
-              }
+              // Every texture's levels were computed as its level 0 came in (else all are now).
+              Status s = derived == work->data.textures.size()
+                             ? checkDerivedArrays(work->manifest, work->data)
+                             : deriveArrays(work->manifest, work->data);
+              if (!s.ok()) return s.error();
               return std::make_shared<const RenderData>(std::move(work->data));
             });
       })

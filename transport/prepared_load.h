@@ -43,7 +43,11 @@ class PreparedLoad {
   // Whether `hash` names one of the manifest's chunks that is neither placed nor being placed.
   bool wants(const Hash128& hash) const;
 
-  // Whether the chunk is in place (decoded and verified).
+  // How many textures' mip levels are computed: each as soon as its level 0 is in place.
+  size_t texturesWithLevels() const;
+
+  // Whether the chunk is in place (decoded and verified; never, before finish(), for a chunk
+  // of the mip levels, which are computed rather than placed).
   bool holds(const Hash128& hash) const;
 
   // Decodes the encoded chunk into every place the manifest names it, verifying its hash (on
@@ -87,6 +91,9 @@ class PreparedLoad {
   struct State;
   kj::Promise<void> run(const Hash128& hash, kj::Function<Status(const Work&)> job);
   static void geometryPlaced(State& state);
+  static void planMips(const std::shared_ptr<State>& state);
+  static void mipsPlaced(const std::shared_ptr<State>& state, const Hash128& hash);
+  static void deriveTexture(State& state, uint32_t texture);
 
   // Shared with the promises handed out (a put may outlive this object: a new prepare
   // replaces it). Loop thread only; the pool jobs share its Work.

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,12 @@ struct RenderData {
 // render/bvh_builder.h): RenderData::meshes, or one static mesh of everything when none are
 // listed; with more than kernel::kMaxDynamicMeshes dynamic meshes, all taken as static.
 std::vector<kernel::MeshRange> structureMeshes(const RenderData& data);
+
+// The texture checks of RenderData::validate(), for texels and mipTexels arrays of these sizes:
+// each texture's size, levels, filter modes and level 0's range, and the levels below 0 of each
+// following the last's to fill mipTexels exactly (texture_mips.h computes them into place).
+Status validateTextures(std::span<const kernel::Texture> textures, uint64_t texelCount,
+                        uint64_t mipTexelCount);
 
 // The camera checks of RenderData::validate(): a sane image size and type, finite vectors, a
 // positive field of view (errors start with "render data: ").

@@ -119,6 +119,49 @@ Status RenderData::validateGeometry() const {
   return Status();
 }
 
+Status validateTextures(std::span<const kernel::Texture> textures, uint64_t texelCount,
+                        uint64_t mipTexelCount) {
+  uint64_t mipTexelsUsed = 0;
+  for (size_t i = 0; i < textures.size(); ++i) {
+    const kernel::Texture& t = textures[i];
+    if (t.width == 0 || t.height == 0) return invalid(at("textures", i) + " has an empty image");
+    if (t.width > kMaxTextureDimension || t.height > kMaxTextureDimension)
+      return invalid(at("textures", i) + " is larger than " +
+                     std::to_string(kMaxTextureDimension) + " texels a side");
+    if (t.mipLevels < 1 || t.mipLevels > kernel::mipLevelCount(t.width, t.height))
+      return invalid(at("textures", i) + " has " + std::to_string(t.mipLevels) +
+                     " mip levels (1 to " +
+                     std::to_string(kernel::mipLevelCount(t.width, t.height)) + " for " +
+                     std::to_string(t.width) + "x" + std::to_string(t.height) + ")");
+    const uint64_t count = uint64_t(t.width) * t.height;
+    if (uint64_t(t.texelOffset) + count > texelCount)
+      return invalid(at("textures", i) + " reads past the end of the " +
+                     std::to_string(texelCount) + " texels");
+    // The levels below 0 of each texture follow the last texture's, filling mipTexels exactly:
+    // a node computes them into their places (core/scene/texture_mips.h).
+    if (t.mipTexelOffset != mipTexelsUsed)
+      return invalid(at("textures", i) + "'s mip levels start at texel " +
+                     std::to_string(t.mipTexelOffset) + " of mipTexels, not " +
+                     std::to_string(mipTexelsUsed) + " (after the textures before it)");
+    if (t.mipColour > 1)
+      return invalid(at("textures", i) + " has an unknown mip filter " +
+                     std::to_string(t.mipColour));
+    mipTexelsUsed += kernel::mipChainTexels(t.width, t.height, t.mipLevels) - count;
+    if (mipTexelsUsed > mipTexelCount)
+      return invalid(at("textures", i) + "'s mip levels run past the end of the " +
+                     std::to_string(mipTexelCount) + " mipTexels");
+    if (t.wrapS > kernel::kWrapMirror || t.wrapT > kernel::kWrapMirror ||
+        t.filter > kernel::kFilterLinear)
+      return invalid(at("textures", i) + " has an unknown wrap or filter mode");
+    for (float f : t.uv)
+      if (!finite(f)) return invalid(at("textures", i) + " has a non-finite UV transform");
+  }
+  if (mipTexelsUsed != mipTexelCount)
+    return invalid("mipTexels holds " + std::to_string(mipTexelCount) +
+                   " texels, the textures' mip levels " + std::to_string(mipTexelsUsed));
+  return Status();
+}
+
 Status RenderData::validate() const {
   // Exactly one camera and one globals, with a sane image size.
   if (camera.size() != 1)
@@ -179,44 +222,7 @@ Status RenderData::validate() const {
       return invalid(at("materials", i) + " has non-finite values");
   }
 
-  uint64_t mipTexelsUsed = 0;
-  for (size_t i = 0; i < textures.size(); ++i) {
-    const kernel::Texture& t = textures[i];
-    if (t.width == 0 || t.height == 0) return invalid(at("textures", i) + " has an empty image");
-    if (t.width > kMaxTextureDimension || t.height > kMaxTextureDimension)
-      return invalid(at("textures", i) + " is larger than " +
-                     std::to_string(kMaxTextureDimension) + " texels a side");
-    if (t.mipLevels < 1 || t.mipLevels > kernel::mipLevelCount(t.width, t.height))
-      return invalid(at("textures", i) + " has " + std::to_string(t.mipLevels) +
-                     " mip levels (1 to " +
-                     std::to_string(kernel::mipLevelCount(t.width, t.height)) + " for " +
-                     std::to_string(t.width) + "x" + std::to_string(t.height) + ")");
-    const uint64_t count = uint64_t(t.width) * t.height;
-    if (uint64_t(t.texelOffset) + count > texels.size())
-      return invalid(at("textures", i) + " reads past the end of the " +
-                     std::to_string(texels.size()) + " texels");
-    // The levels below 0 of each texture follow the last texture's, filling mipTexels exactly:
-    // a node computes them into their places (core/scene/texture_mips.h).
-    if (t.mipTexelOffset != mipTexelsUsed)
-      return invalid(at("textures", i) + "'s mip levels start at texel " +
-                     std::to_string(t.mipTexelOffset) + " of mipTexels, not " +
-                     std::to_string(mipTexelsUsed) + " (after the textures before it)");
-    if (t.mipColour > 1)
-      return invalid(at("textures", i) + " has an unknown mip filter " +
-                     std::to_string(t.mipColour));
-    mipTexelsUsed += kernel::mipChainTexels(t.width, t.height, t.mipLevels) - count;
-    if (mipTexelsUsed > mipTexels.size())
-      return invalid(at("textures", i) + "'s mip levels run past the end of the " +
-                     std::to_string(mipTexels.size()) + " mipTexels");
-    if (t.wrapS > kernel::kWrapMirror || t.wrapT > kernel::kWrapMirror ||
-        t.filter > kernel::kFilterLinear)
-      return invalid(at("textures", i) + " has an unknown wrap or filter mode");
-    for (float f : t.uv)
-      if (!finite(f)) return invalid(at("textures", i) + " has a non-finite UV transform");
-  }
-  if (mipTexelsUsed != mipTexels.size())
-    return invalid("mipTexels holds " + std::to_string(mipTexels.size()) +
-                   " texels, the textures' mip levels " + std::to_string(mipTexelsUsed));
+  if (Status s = validateTextures(textures, texels.size(), mipTexels.size()); !s.ok()) return s;
 
   // Emissive triangles and their CDF.
   if (emissiveCdf.size() != emissiveTriangles.size())

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core/kernel/texture.h"
+#include "core/util/check.h"
 
 namespace pl {
 
@@ -16,8 +17,9 @@ namespace {
 
 // For each of kBuckets equal steps of [0, 1], the largest 8-bit value whose decoding
 // (kernel::kSrgbTable, the kernel's own values) is at or below the step's start: where
-// linearToSrgb8's search begins.
-constexpr int kBuckets = 16384;
+// linearToSrgb8's search begins. The steps are narrower than the closest two decoded values
+// (1 / (255 x 12.92), at the dark end), so the value sought is that one or the next.
+constexpr int kBuckets = 16384;  // a power of two: linear x kBuckets is exact
 struct SrgbBuckets {
   uint8_t below[kBuckets + 1];
   SrgbBuckets() {
@@ -27,6 +29,7 @@ struct SrgbBuckets {
       const float start = static_cast<float>(k) / kBuckets;
       while (i < 255 && linear[i + 1] <= start) ++i;
       below[k] = static_cast<uint8_t>(i);
+      PL_CHECK(k == 0 || below[k] - below[k - 1] <= 1);
     }
   }
 };
@@ -50,10 +53,10 @@ Taps taps(uint32_t i, uint32_t size, uint32_t above) {
 uint8_t nearestSrgb8(float linear, const float* table, const uint8_t* below) {
   if (!(linear > table[0])) return 0;
   if (linear >= table[255]) return 255;
-  // The last value at or below `linear` (from its bucket on: a few steps at most), then the
-  // nearer of it and the next.
+  // The last value at or below `linear` (its bucket's or the next), then the nearer of it and
+  // the next.
   int i = below[static_cast<int>(linear * kBuckets)];
-  while (table[i + 1] <= linear) ++i;
+  i += table[i + 1] <= linear ? 1 : 0;
   return static_cast<uint8_t>(linear - table[i] <= table[i + 1] - linear ? i : i + 1);
 }
 
@@ -65,6 +68,29 @@ kernel::Rgba8 average(const kernel::Rgba8* t, uint32_t n, const SrgbBuckets& buc
   if constexpr (kTaps != 0) n = kTaps;
   uint32_t alphaSum = 0;
   for (uint32_t i = 0; i < n; ++i) alphaSum += t[i].a;
+  if constexpr (kTaps == 4) {
+    // Four opaque taps (most texels of most textures): each weighs 255, which the general case
+    // below computes at length; linear colour is then (sum + 2) / 4, exactly
+    // (255 sum + 510) / 1020.
+    if (alphaSum == 4 * 255) {
+      if constexpr (kSrgb) {
+        const float* decode = kernel::kSrgbTable.linear;
+        uint8_t rgb[3];
+        for (int k = 0; k < 3; ++k) {
+          float sum = 0.0f;
+          for (uint32_t i = 0; i < 4; ++i) sum += decode[(&t[i].r)[k]] * 255.0f;
+          rgb[k] = nearestSrgb8(sum / 1020.0f, decode, buckets.below);
+        }
+        return {rgb[0], rgb[1], rgb[2], 255};
+      } else {
+        auto mean = [t](int k) {
+          return static_cast<uint8_t>(
+              ((&t[0].r)[k] + (&t[1].r)[k] + (&t[2].r)[k] + (&t[3].r)[k] + 2u) >> 2);
+        };
+        return {mean(0), mean(1), mean(2), 255};
+      }
+    }
+  }
   const bool weighted = alphaSum > 0;
   const uint32_t total = weighted ? alphaSum : n;
   uint8_t rgb[3];
@@ -149,13 +175,17 @@ void writeMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint3
   else writeLevels<false>(level0.data(), width, height, levels, out.data());
 }
 
+void writeMipTexels(const kernel::Texture& t, const kernel::Rgba8* texels,
+                    kernel::Rgba8* mipTexels) {
+  const kernel::Rgba8* level0 = texels + t.texelOffset;
+  kernel::Rgba8* out = mipTexels + t.mipTexelOffset;
+  if (t.mipColour != 0) writeLevels<true>(level0, t.width, t.height, t.mipLevels, out);
+  else writeLevels<false>(level0, t.width, t.height, t.mipLevels, out);
+}
+
 void writeMipTexels(RenderData& data) {
   forEachTextureInParallel(data.textures.size(), [&data](size_t i) {
-    const kernel::Texture& t = data.textures[i];
-    const kernel::Rgba8* level0 = data.texels.data() + t.texelOffset;
-    kernel::Rgba8* out = data.mipTexels.data() + t.mipTexelOffset;
-    if (t.mipColour != 0) writeLevels<true>(level0, t.width, t.height, t.mipLevels, out);
-    else writeLevels<false>(level0, t.width, t.height, t.mipLevels, out);
+    writeMipTexels(data.textures[i], data.texels.data(), data.mipTexels.data());
   });
 }
 

@@ -40,6 +40,10 @@ void writeMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint3
 // stored there. Each texture on its own thread (up to one per core). `data` must pass
 // RenderData::validate(), which bounds every range read and written here.
 void writeMipTexels(RenderData& data);
+// One texture's levels below 0, from `texels` into `mipTexels` (arrays that passed
+// validateTextures() with `t` among the textures).
+void writeMipTexels(const kernel::Texture& t, const kernel::Rgba8* texels,
+                    kernel::Rgba8* mipTexels);
 // The same, appended to `out` (level0 must not lie in `out`).
 void appendMipLevels(std::span<const kernel::Rgba8> level0, uint32_t width, uint32_t height,
                      bool srgb, std::vector<kernel::Rgba8>& out);

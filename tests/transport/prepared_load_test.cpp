@@ -162,6 +162,10 @@ TEST(PreparedLoadTest, MipLevelsAreComputedAndCheckedNotPut) {
     PreparedLoad load(scene.manifest, pool);
     for (const Hash128& h : scene.manifest.uploadOrder())
       waitFor(loop, load.place(h, bytesOf(scene.store, h)));
+    // Each texture's levels are computed once its level 0 is in, before finish().
+    for (int i = 0; i < 200 && load.texturesWithLevels() < 2; ++i)
+      loop.timer().afterDelay(5 * kj::MILLISECONDS).wait(loop.waitScope());
+    EXPECT_EQ(load.texturesWithLevels(), 2u);
     std::shared_ptr<const RenderData> data = waitFor(loop, load.finish(nothingHeld()));
     EXPECT_EQ(data->arrayHashes(), scene.data.arrayHashes());
   }

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "core/kernel/texture.h"
 #include "core/scene/compile.h"
@@ -24,6 +27,18 @@ TEST(TextureMipsTest, LinearToSrgb8InvertsTheDecodingAndRoundsToTheNearest) {
     EXPECT_EQ(linearToSrgb8(lo + 0.4f * (hi - lo)), i - 1) << i;
     EXPECT_EQ(linearToSrgb8(lo + 0.6f * (hi - lo)), i) << i;
   }
+  // Against a search of all 256 values, over 200 001 points of [0, 1]: the last value at or
+  // below, then the nearer of it and the next (ties to the lower).
+  const float* table = kernel::kSrgbTable.linear;
+  int wrong = 0;
+  for (int k = 0; k <= 200000; ++k) {
+    const float v = float(k) / 200000.0f;
+    int i = 0;
+    while (i < 255 && table[i + 1] <= v) ++i;
+    const int want = i == 255 ? 255 : (v - table[i] <= table[i + 1] - v ? i : i + 1);
+    wrong += linearToSrgb8(v) != want;
+  }
+  EXPECT_EQ(wrong, 0);
   EXPECT_EQ(linearToSrgb8(-1.0f), 0);
   EXPECT_EQ(linearToSrgb8(2.0f), 255);
   EXPECT_EQ(linearToSrgb8(std::nanf("")), 0);
@@ -83,6 +98,61 @@ TEST(TextureMipsTest, OddSidesLeaveNoTexelOut) {
   EXPECT_EQ(chain[0].r, 15);
   EXPECT_EQ(chain[1].r, 40);
   EXPECT_EQ(chain[2].r, 28);  // (15 + 40 + 1) / 2, rounded half up
+}
+
+// Level 1 of random 9 x 7 and 10 x 8 images, opaque and with random alpha (zero included), is
+// the header's formula written out plainly: whatever shortcuts the filter takes (four opaque
+// taps, the sRGB search's buckets) give the same bytes.
+TEST(TextureMipsTest, EveryTexelIsTheFormulaWrittenOut) {
+  uint32_t state = 99;
+  auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return uint8_t(state >> 24);
+  };
+  const float* decode = kernel::kSrgbTable.linear;
+  for (auto [w0, h0] : {std::pair(9u, 7u), std::pair(10u, 8u)}) {
+    for (int alphaKind = 0; alphaKind < 2; ++alphaKind) {
+      std::vector<Rgba8> level0(size_t(w0) * h0);
+      for (Rgba8& t : level0) {
+        t = {next(), next(), next(), alphaKind == 0 ? uint8_t(255) : next()};
+        if (alphaKind == 1 && next() < 64) t.a = 0;
+      }
+      for (bool srgb : {false, true}) {
+        SCOPED_TRACE(std::to_string(w0) + "x" + std::to_string(h0) + (srgb ? " sRGB" : " linear") +
+                     (alphaKind ? " alpha" : " opaque"));
+        std::vector<Rgba8> chain;
+        appendMipLevels(level0, w0, h0, srgb, chain);
+        const uint32_t w = w0 / 2, h = h0 / 2;
+        for (uint32_t y = 0; y < h; ++y) {
+          for (uint32_t x = 0; x < w; ++x) {
+            const uint32_t nx = (w0 & 1) && x + 1 == w ? 3 : 2, ny = (h0 & 1) && y + 1 == h ? 3 : 2;
+            uint32_t alphaSum = 0, n = nx * ny;
+            for (uint32_t j = 0; j < ny; ++j)
+              for (uint32_t i = 0; i < nx; ++i) alphaSum += level0[(2 * y + j) * w0 + 2 * x + i].a;
+            const uint32_t total = alphaSum > 0 ? alphaSum : n;
+            const Rgba8 got = chain[y * w + x];
+            for (int k = 0; k < 3; ++k) {
+              float sum = 0.0f;
+              uint32_t sum8 = 0;
+              for (uint32_t j = 0; j < ny; ++j) {
+                for (uint32_t i = 0; i < nx; ++i) {
+                  const Rgba8 t = level0[(2 * y + j) * w0 + 2 * x + i];
+                  const uint32_t weight = alphaSum > 0 ? t.a : 1;
+                  const uint8_t c = k == 0 ? t.r : k == 1 ? t.g : t.b;
+                  sum += decode[c] * float(weight);
+                  sum8 += c * weight;
+                }
+              }
+              const uint8_t want = srgb ? linearToSrgb8(sum / float(total))
+                                        : uint8_t((sum8 + total / 2) / total);
+              EXPECT_EQ(k == 0 ? got.r : k == 1 ? got.g : got.b, want) << x << "," << y;
+            }
+            EXPECT_EQ(got.a, (alphaSum + n / 2) / n);
+          }
+        }
+      }
+    }
+  }
 }
 
 // Colour is weighted by alpha: a transparent texel's colour (here black, as around a cut-out
