@@ -10,7 +10,7 @@
 #include <unordered_set>
 
 #include "core/render/thread_pool.h"
-#include "core/scene/texture_mips.h"
+#include "transport/derived_arrays.h"
 
 namespace pl {
 
@@ -546,25 +546,6 @@ Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkSt
   return data;
 }
 
-Status deriveArrays(const ChunkManifest& manifest, RenderData& data) {
-  writeMipTexels(data);
-  return checkDerivedArrays(manifest, data);
-}
-
-Status checkDerivedArrays(const ChunkManifest& manifest, const RenderData& data) {
-  const RenderDataArray which = RenderDataArray::mipTexels;
-  const RenderData::Bytes bytes = data.arrayBytes(which);
-  uint64_t offset = 0;
-  for (const ChunkRef& ref : manifest.arrays[static_cast<uint32_t>(which)].chunks) {
-    if (offset + ref.rawBytes > bytes.size || hash128(bytes.data + offset, ref.rawBytes) != ref.hash)
-      return Error{std::string("array ") + renderDataArrayName(which) + ": chunk " +
-                   ref.hash.hex() + " differs from the one computed here from the textures (" +
-                   "the sender's mip levels are not this build's)"};
-    offset += ref.rawBytes;
-  }
-  return Status();
-}
-
 unsigned defaultCodecThreads() {
   return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
 }
@@ -633,7 +614,8 @@ Result<EncodedScene> parseEncodedScene(std::span<const uint8_t> bytes,
   std::unordered_map<Hash128, uint32_t, Hash128Hasher> listed;
   for (uint32_t a = 0; a < kRenderDataArrayCount; ++a) {
     if (isDerivedArray(RenderDataArray(a))) continue;
-    for (const ChunkRef& c : scene.manifest.arrays[a].chunks) listed.emplace(c.hash, c.encodedBytes);
+    for (const ChunkRef& c : scene.manifest.arrays[a].chunks)
+      listed.emplace(c.hash, c.encodedBytes);
   }
   uint64_t count = 0;
   if (!take(count)) return Error{"encoded scene: truncated chunk count"};

@@ -45,8 +45,8 @@ struct Hash128Hasher {
 
 // Arrays that no chunk carries: the manifest names their chunks (hash and raw size, encoded size
 // 0), but they are never encoded, stored or sent; whoever decodes the data computes them from
-// the rest (deriveArrays()) and checks them against those hashes. mipTexels, a function of the
-// textures' level 0, is 26% of Sponza's encoded bytes.
+// the rest and checks them against those hashes (transport/derived_arrays.h). mipTexels, a
+// function of the textures' level 0, is 26% of Sponza's encoded bytes.
 constexpr bool isDerivedArray(RenderDataArray which) {
   return which == RenderDataArray::mipTexels;
 }
@@ -236,14 +236,6 @@ std::vector<ChunkPlace> sizeForManifest(const ChunkManifest& manifest, RenderDat
 // and the first error (in manifest order) do not depend on it.
 Result<RenderData> decodeRenderData(const ChunkManifest& manifest, const ChunkStore& store,
                                     const RawChunks* raw = nullptr, unsigned threads = 1);
-
-// Computes the derived arrays of `data` (every other array in place, and data.validate()d) and
-// checks each of their chunks against the manifest's hash: fails naming the first that
-// differs. On up to one thread per core.
-Status deriveArrays(const ChunkManifest& manifest, RenderData& data);
-// The check alone, for derived arrays computed already (transport/prepared_load.h computes
-// each texture's levels as soon as its level 0 is in).
-Status checkDerivedArrays(const ChunkManifest& manifest, const RenderData& data);
 
 // Threads for encoding and decoding on this machine: its hardware threads, 1 to 4.
 unsigned defaultCodecThreads();

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "core/scene/texture_mips.h"
+#include "transport/derived_arrays.h"
 
 namespace pl {
 namespace {
@@ -38,9 +39,13 @@ struct PreparedLoad::Work {
   // The first texel of each chunk of the texels array, in order.
   std::vector<uint64_t> texelChunkStart;
 
+  // Where a placement writes the chunk: every place but those in derived arrays, which are
+  // computed (a chunk of texels may have the bytes of one of the mip levels, which a pool job
+  // may be writing).
   std::vector<const ChunkPlace*> placesOf(const Hash128& hash) const {
     std::vector<const ChunkPlace*> out;
-    for (auto [array, index] : where.at(hash)) out.push_back(&places[array][index]);
+    for (auto [array, index] : where.at(hash))
+      if (!isDerivedArray(RenderDataArray(array))) out.push_back(&places[array][index]);
     return out;
   }
 };
@@ -71,9 +76,7 @@ struct PreparedLoad::State {
   std::vector<std::vector<uint32_t>> texturesOfChunk;
   size_t texturesDerived = 0;
   // The planning and the computations (they hold the Work, never this State).
-  class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
-    void taskFailed(kj::Exception&&) override {}
-  } ignoreErrors;
+  PreparedLoad::IgnoreErrors ignoreErrors;
   kj::TaskSet derivations{ignoreErrors};
 
   // One job (a placement, a texture's levels) less in flight.
@@ -229,12 +232,12 @@ kj::Promise<void> PreparedLoad::run(const Hash128& hash, kj::Function<Status(con
   state->placing.insert(hash);
   ++state->inFlight;
   auto end = [state, hash](bool placed) {
+    KJ_DEFER(state->ended());  // after mipsPlaced() counted what it starts, even if it throws
     state->placing.erase(hash);
     if (!placed) state->wanted.insert(hash);
     if (placed && state->geometryLeft.erase(hash) != 0 && state->geometryLeft.empty())
       geometryPlaced(*state);
     if (placed) mipsPlaced(state, hash);
-    state->ended();
   };
   kj::ForkedPromise<void> placed =
       state->sizedFor(hash)
@@ -285,29 +288,49 @@ void PreparedLoad::planMips(const std::shared_ptr<State>& state) {
             });
           })
           .then([s, work](bool valid) {
-            if (valid) {
-              const std::vector<uint64_t>& starts = work->texelChunkStart;
-              const size_t textures = work->data.textures.size();
-              s->texelChunksLeft.assign(textures, 0);
-              s->texturesOfChunk.assign(starts.size(), {});
-              for (uint32_t i = 0; i < textures; ++i) {
-                const kernel::Texture& t = work->data.textures[i];
-                const uint64_t first = t.texelOffset, last = first + uint64_t(t.width) * t.height;
-                // The chunks from the one holding `first` to the one holding `last - 1`.
-                size_t c = size_t(std::upper_bound(starts.begin(), starts.end(), first) -
-                                  starts.begin()) - 1;
-                for (; c < starts.size() && starts[c] < last; ++c) {
-                  s->texturesOfChunk[c].push_back(i);
-                  s->texelChunksLeft[i] += s->texelChunkPlaced[c] ? 0 : 1;
-                }
-              }
-              s->mipsPlanned = true;
-              for (uint32_t i = 0; i < textures; ++i)
-                if (s->texelChunksLeft[i] == 0) deriveTexture(*s, i);
-            }
-            s->ended();
-          },
-          [s](kj::Exception&&) { s->ended(); }));
+            if (valid && levelsInOrder(work->data.textures)) planTextures(*s);
+          })
+          .catch_([](kj::Exception&&) {})  // unplanned: finish() computes every level
+          .then([s]() { s->ended(); }));
+}
+
+// Whether the textures' level-0 ranges come one after the other, as compile() makes them: each
+// texels chunk then holds the level 0 of at most (its texels + 1) textures, and the plan is
+// bounded by the chunks and the textures. (A sender that shares or reorders them is not
+// planned for: finish() computes the levels of all at once.)
+bool PreparedLoad::levelsInOrder(const std::vector<kernel::Texture>& textures) {
+  uint64_t end = 0;
+  for (const kernel::Texture& t : textures) {
+    if (t.texelOffset < end) return false;
+    end = uint64_t(t.texelOffset) + uint64_t(t.width) * t.height;
+  }
+  return true;
+}
+
+// Lists the texels chunks each texture's level 0 lies in and the textures each chunk holds
+// texels of, then computes the levels of the textures whose chunks are all in (a texture
+// without levels below 0 is done at once).
+void PreparedLoad::planTextures(State& s) {
+  const std::vector<uint64_t>& starts = s.work->texelChunkStart;
+  const std::vector<kernel::Texture>& textures = s.work->data.textures;
+  s.texelChunksLeft.assign(textures.size(), 0);
+  s.texturesOfChunk.assign(starts.size(), {});
+  for (uint32_t i = 0; i < textures.size(); ++i) {
+    const kernel::Texture& t = textures[i];
+    if (t.mipLevels <= 1) continue;
+    const uint64_t first = t.texelOffset, last = first + uint64_t(t.width) * t.height;
+    // The chunks from the one holding `first` to the one holding `last - 1`.
+    size_t c = size_t(std::upper_bound(starts.begin(), starts.end(), first) - starts.begin()) - 1;
+    for (; c < starts.size() && starts[c] < last; ++c) {
+      s.texturesOfChunk[c].push_back(i);
+      s.texelChunksLeft[i] += s.texelChunkPlaced[c] ? 0 : 1;
+    }
+  }
+  s.mipsPlanned = true;
+  for (uint32_t i = 0; i < textures.size(); ++i) {
+    if (textures[i].mipLevels <= 1) ++s.texturesDerived;
+    else if (s.texelChunksLeft[i] == 0) deriveTexture(s, i);
+  }
 }
 
 // A chunk is placed: when it completes the textures array, the levels are planned; when it
@@ -337,11 +360,9 @@ void PreparedLoad::deriveTexture(State& state, uint32_t i) {
                                                        work->data.mipTexels.data());
                                         return true;
                                       })
-                         .then([s](bool) {
-                           ++s->texturesDerived;
-                           s->ended();
-                         },
-                               [s](kj::Exception&&) { s->ended(); }));
+                         .then([s](bool) { ++s->texturesDerived; })
+                         .catch_([](kj::Exception&&) {})  // finish() computes it then
+                         .then([s]() { s->ended(); }));
 }
 
 void PreparedLoad::onGeometry(GeometryUse use) {

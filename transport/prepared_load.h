@@ -43,11 +43,12 @@ class PreparedLoad {
   // Whether `hash` names one of the manifest's chunks that is neither placed nor being placed.
   bool wants(const Hash128& hash) const;
 
-  // How many textures' mip levels are computed: each as soon as its level 0 is in place.
+  // How many textures' mip levels are computed: each as soon as its level 0 is in place (a
+  // texture without levels below 0 counts once the textures are planned).
   size_t texturesWithLevels() const;
 
-  // Whether the chunk is in place (decoded and verified; never, before finish(), for a chunk
-  // of the mip levels, which are computed rather than placed).
+  // Whether the chunk is in place (decoded and verified; never for a chunk of the mip levels
+  // alone, which is computed rather than placed).
   bool holds(const Hash128& hash) const;
 
   // Decodes the encoded chunk into every place the manifest names it, verifying its hash (on
@@ -92,6 +93,8 @@ class PreparedLoad {
   kj::Promise<void> run(const Hash128& hash, kj::Function<Status(const Work&)> job);
   static void geometryPlaced(State& state);
   static void planMips(const std::shared_ptr<State>& state);
+  static bool levelsInOrder(const std::vector<kernel::Texture>& textures);
+  static void planTextures(State& state);
   static void mipsPlaced(const std::shared_ptr<State>& state, const Hash128& hash);
   static void deriveTexture(State& state, uint32_t texture);
 

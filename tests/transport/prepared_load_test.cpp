@@ -12,6 +12,8 @@
 #include <random>
 #include <string>
 
+#include "core/kernel/texture.h"
+#include "core/scene/texture_mips.h"
 #include "tests/transport/loop_test_util.h"
 #include "tests/transport/node_thread.h"
 #include "tests/transport/textured_scene.h"
@@ -177,12 +179,55 @@ TEST(PreparedLoadTest, MipLevelsAreComputedAndCheckedNotPut) {
     waitFor(loop, load.place(h, bytesOf(scene.store, h)));
   auto failed = testing::exceptionFrom([&] { waitFor(loop, load.finish(nothingHeld())); });
   KJ_IF_MAYBE (e, failed) {
-    EXPECT_NE(std::string(e->getDescription().cStr()).find("array mipTexels: chunk " + forged.hex()),
-              std::string::npos)
+    const std::string message = e->getDescription().cStr();
+    EXPECT_NE(message.find("array mipTexels: chunk " + forged.hex()), std::string::npos)
         << e->getDescription().cStr();
   } else {
     ADD_FAILURE() << "mip levels that differ from this build's were taken";
   }
+}
+
+// Render data compile() never makes but a sender may: a texture that shares another's level 0
+// (its levels are not planned texture by texture, and are computed at finish()), and a
+// constant one whose texels chunks have the bytes of chunks of its mip levels (placing such a
+// chunk writes the texels alone; the levels are computed).
+TEST(PreparedLoadTest, SharedLevelsAndChunksOfBothArraysGiveTheSameData) {
+  RenderData shared = testing::texturedCornellBox(16);
+  kernel::Texture again = shared.textures[0];
+  again.mipTexelOffset = uint32_t(shared.mipTexels.size());
+  shared.textures.push_back(again);
+  const auto levelsEnd = shared.mipTexels.begin() + shared.textures[1].mipTexelOffset;
+  const std::vector<kernel::Rgba8> levels(shared.mipTexels.begin(), levelsEnd);
+  shared.mipTexels.insert(shared.mipTexels.end(), levels.begin(), levels.end());
+  RenderData constant = testing::texturedCornellBox(16);
+  kernel::Texture grey{64, 64, uint32_t(constant.texels.size()), kernel::kWrapRepeat,
+                       kernel::kWrapRepeat, kernel::kFilterLinear};
+  grey.mipLevels = kernel::mipLevelCount(64, 64);
+  grey.mipTexelOffset = uint32_t(constant.mipTexels.size());
+  constant.textures.push_back(grey);
+  const std::vector<kernel::Rgba8> level0(64 * 64, kernel::Rgba8{90, 90, 90, 255});
+  constant.texels.insert(constant.texels.end(), level0.begin(), level0.end());
+  appendMipLevels(level0, 64, 64, false, constant.mipTexels);
+  for (RenderData* data : {&shared, &constant}) {
+    ASSERT_TRUE(data->validate().ok()) << data->validate().error().message;
+    Encoded scene = encoded(*data);
+    UvKjLoop loop;
+    JobQueue pool(2);
+    PreparedLoad load(scene.manifest, pool);
+    for (const Hash128& h : scene.manifest.uploadOrder())
+      waitFor(loop, load.place(h, bytesOf(scene.store, h)));
+    loop.timer().afterDelay(20 * kj::MILLISECONDS).wait(loop.waitScope());
+    if (data == &shared) EXPECT_EQ(load.texturesWithLevels(), 0u);  // computed at finish()
+    std::shared_ptr<const RenderData> back = waitFor(loop, load.finish(nothingHeld()));
+    EXPECT_EQ(back->arrayHashes(), data->arrayHashes());
+  }
+  // The constant texture's texels and levels share chunks.
+  Encoded scene = encoded(constant);
+  const std::vector<Hash128> sent = scene.manifest.chunkHashes();
+  size_t sharedChunks = 0;
+  for (const ChunkRef& ref : scene.manifest.arrays[uint32_t(RenderDataArray::mipTexels)].chunks)
+    sharedChunks += std::find(sent.begin(), sent.end(), ref.hash) != sent.end();
+  EXPECT_GT(sharedChunks, 0u);
 }
 
 TEST(PreparedLoadTest, AMissingChunkAndBadGeometryAreNamed) {
