@@ -8,15 +8,13 @@
 //     PeerWatch watch(options, loop.uv(), {.onUsable = [&](const PeerVerdict& v) {
 //                                            /* hand v.address to the render */ }});
 //
-// - Thread mode (only `peerlight render` when it renders in its own process: renderCluster()
-//   polls it through ClusterRenderOptions::morePeers; `peerlight session` and the node
-//   daemon's jobs and page sessions use loop mode): it browses on a thread and loop of its
-//   own, and any thread may ask what it found:
+// - Thread mode (no command uses it since every one browses on its own loop; kept for tools
+//   and tests that want a blocking look): it browses on a thread and loop of its own, and any
+//   thread may ask what it found:
 //
 //     PeerWatch watch({kProtocolVersion, keyFingerprint(key), ownNodeId});
 //     std::this_thread::sleep_for(1s);                  // give mDNS a moment, if wanted
 //     for (const PeerVerdict& v : watch.snapshot()) ...  // usable or not, and why
-//     options.morePeers = [&] { return watch.usableAddresses(); };
 //
 // A node is usable when its advert parses, its protocol version and key fingerprint are ours,
 // and its state is idle (or, with acceptLeased, leased: fair share may then give this Primary

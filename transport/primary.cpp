@@ -50,6 +50,14 @@ Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
 Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
                                          const ClusterRenderOptions& options,
                                          const ClusterProgressCallback& progress) {
+  UvKjLoop loop;
+  return renderCluster(loop, scene, film, options, progress, nullptr);
+}
+
+Result<ClusterRenderStats> renderCluster(UvKjLoop& loop, const SceneSource& scene, Film& film,
+                                         const ClusterRenderOptions& options,
+                                         const ClusterProgressCallback& progress,
+                                         const std::function<void(RenderSession*)>& attach) {
   FrameSpec frame{film.width(), film.height(), film.samplesPerPixel(), options.tileSize};
   frame.region = options.region;
   if (Status s = Scheduler::validateFrame(frame); !s.ok()) return s.error();
@@ -61,7 +69,6 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
   if (kernel::filmChannels(camera->passes) != film.channels())
     return Error{"render: the film's channels differ from the passes the camera asks for"};
 
-  UvKjLoop loop;
   Result<ClusterRenderStats> result = Error{"render did not run"};
   {
     auto done = kj::newPromiseAndFulfiller<void>();
@@ -101,6 +108,8 @@ Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
     try {
       RenderSession session(loop, options, events);
       sessionPtr = &session;
+      if (attach) attach(&session);
+      KJ_DEFER(if (attach) attach(nullptr));  // before the session goes
       if (Status s = session.start(scene, film.samplesPerPixel()); !s.ok()) return s.error();
       done.promise.wait(loop.waitScope());
       if (failure) {

@@ -9,12 +9,14 @@
 //
 // renderCluster() is a thin blocking wrapper: it runs a RenderSession (transport/
 // render_session.h, where the protocol, the scheduling and the failure handling are described)
-// on a UvKjLoop of its own until the session's film holds every sample, then copies the film.
+// on a UvKjLoop of its own (or the caller's: then nodes that discovery finds on that loop can
+// join, through `attach`) until the session's film holds every sample, then copies the film.
 // Local renders (no peers) take the same path. Long-lived callers (the `session` command, the
 // node daemon) use RenderSession on their own loop instead.
 //
 // Threads: renderCluster() blocks the calling thread, which runs the loop (it must not have a
-// KJ event loop of its own). The progress callback runs on the calling thread.
+// KJ event loop of its own, unless it is the loop given). The progress callback runs on the
+// calling thread.
 
 #include <chrono>
 #include <cstdint>
@@ -82,16 +84,10 @@ struct ClusterRenderOptions {
   // Stop with an error when nothing was accepted for this long and no device is usable
   // (every peer unreachable and no local device). 0: wait forever for peers to appear.
   std::chrono::milliseconds noDeviceTimeout{30000};
-  // Nodes that appear during the render (mDNS): called on the loop thread about every
-  // peerPollInterval; each address it returns that is not a peer yet ("localhost" spelled as
-  // 127.0.0.1) becomes one, connected and used from then on (its stats are appended to
-  // ClusterRenderStats::nodes). Needs `key`. Null: only `peers`.
-  std::function<std::vector<std::string>()> morePeers;
-  std::chrono::milliseconds peerPollInterval{250};
   // Nodes may still come from the caller (RenderSession::addPeer, as discovery events bring
-  // them): a session may start with no device and no peer yet, and with every peer refused and
-  // no local device left it waits for them (within noDeviceTimeout) rather than fail at once,
-  // as with morePeers. Needs `key`.
+  // them; their stats are appended to ClusterRenderStats::nodes): a session may start with no
+  // device and no peer yet, and with every peer refused and no local device left it waits for
+  // them (within noDeviceTimeout) rather than fail at once. Needs `key`.
   bool peersMayAppear = false;
   // Stop after this long (0: no limit) at the last pass every pixel has completed (passes of
   // 1, 2, 4, ... spp): renderCluster() then gives the film at that spp, bitwise the film of a
@@ -159,7 +155,7 @@ struct ClusterRenderStats {
   uint64_t raysTraced = 0;
   SchedulerStats scheduler;
   std::vector<LocalDeviceRenderStats> local;  // in the order of options.localDevices
-  std::vector<NodeRenderStats> nodes;         // options.peers, then those morePeers added
+  std::vector<NodeRenderStats> nodes;         // options.peers, then those added later
   uint64_t renderDataChunks = 0;              // distinct chunks of the encoded scene
   uint64_t renderDataRawBytes = 0;            // the scene's raw bytes (manifest total)
   uint64_t renderDataEncodedBytes = 0;        // and encoded
@@ -173,12 +169,22 @@ using ClusterProgressCallback = std::function<void(const ClusterRenderStats& sta
                                                    uint64_t samplesTotal)>;
 
 // Renders the whole film (its size and spp; data's camera must have the film's size). Fails
-// when the options are invalid (no device, no peer and no morePeers), when cancelled, when no device is left and none
-// appears within noDeviceTimeout, or when a result cannot be merged. A node's failures are not
-// errors of the render; they show in its NodeRenderStats.
+// when the options are invalid (no device, and no peer while none may appear), when
+// cancelled, when no device is left and none appears within noDeviceTimeout, or when a result
+// cannot be merged. A node's failures are not errors of the render; they show in its
+// NodeRenderStats.
 Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
                                          const ClusterRenderOptions& options,
                                          const ClusterProgressCallback& progress = nullptr);
+// The same on the caller's loop. `attach`, when given, is called with the session before it
+// starts and with null once it is over: a caller hands it the nodes that discovery finds on
+// this loop (RenderSession::addPeer, with options.peersMayAppear).
+class RenderSession;
+class UvKjLoop;
+Result<ClusterRenderStats> renderCluster(UvKjLoop& loop, const SceneSource& scene, Film& film,
+                                         const ClusterRenderOptions& options,
+                                         const ClusterProgressCallback& progress,
+                                         const std::function<void(RenderSession*)>& attach);
 // The same for data the caller keeps alive for the call.
 Result<ClusterRenderStats> renderCluster(const RenderData& data, Film& film,
                                          const ClusterRenderOptions& options,

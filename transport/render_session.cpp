@@ -373,11 +373,10 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   void startLocal();
   void onLocalLoaded(size_t index, uint64_t generation, Status status);
   Status addPeer(const std::string& address);
-  void pollMorePeers();
  public:
-  // rediscovery: an event that the node is usable anew (addPeer()), rather than a periodic
-  // list (morePeers): a known peer that was refused or waits is then tried again at once.
-  bool joinPeer(const std::string& address, bool rediscovery);
+  // A discovery event: a new node joins; a known peer that was refused or waits is tried again
+  // at once (it is usable anew).
+  bool joinPeer(const std::string& address);
  private:
   void startPeer(Peer& peer);
   kj::Promise<void> handshake(Connection& c);
@@ -437,7 +436,6 @@ class RenderSession::Impl final : public kj::TaskSet::ErrorHandler {
   std::deque<Peer> peers_;  // a deque: Connection holds Peer&, and peers are added mid-session
   // Liveness policy (core/cluster/membership.h): when a node is lost, when it is tried again.
   Membership members_;
-  Clock::time_point nextPeerPoll_{};
   std::vector<LocalDeviceState> local_;
   std::unordered_map<uint64_t, DeviceRef> devices_;  // current generation's scheduler ids
   uint64_t nextDeviceId_ = 1;
@@ -536,7 +534,7 @@ Status RenderSession::Impl::start(const SceneSource& source, uint32_t spp) {
   start_ = options_.start == SchedulerTime{} ? callStart_ : options_.start;
   lastUsable_ = now();
   const bool anyPeers =
-      !options_.peers.empty() || options_.morePeers || options_.peersMayAppear;
+      !options_.peers.empty() || options_.peersMayAppear;
   if (options_.localDevices.empty() && !anyPeers && !options_.inProcessNode)
     return Error{"render: no device to render on (no local device and no --peer)"};
   if (anyPeers && options_.key.bytes.empty())
@@ -565,7 +563,6 @@ Status RenderSession::Impl::start(const SceneSource& source, uint32_t spp) {
   for (const std::string& address : options_.peers) (void)addPeer(address);
   startLocal();
   for (Peer& peer : peers_) startPeer(peer);
-  pollMorePeers();
   tasks_.add(tickLoop());
   return Status();
 }
@@ -657,17 +654,8 @@ Status RenderSession::Impl::addPeer(const std::string& address) {
   return Status();
 }
 
-// Nodes found during the session (options.morePeers): new addresses become peers at once.
-void RenderSession::Impl::pollMorePeers() {
-  if (!options_.morePeers || closed_) return;
-  const Clock::time_point t = now();
-  if (t < nextPeerPoll_) return;
-  nextPeerPoll_ = t + options_.peerPollInterval;
-  for (const std::string& address : options_.morePeers()) joinPeer(address, false);
-}
-
 // A node that appeared (mDNS, or a caller): connected and used from now on.
-bool RenderSession::Impl::joinPeer(const std::string& address, bool rediscovery) {
+bool RenderSession::Impl::joinPeer(const std::string& address) {
   if (closed_ || !started_ || options_.key.bytes.empty()) return false;
   auto spelled = [](const std::string& a) {
     return a.rfind("localhost:", 0) == 0 ? "127.0.0.1:" + a.substr(10) : a;
@@ -675,7 +663,7 @@ bool RenderSession::Impl::joinPeer(const std::string& address, bool rediscovery)
   for (Peer& peer : peers_) {
     if (peer.inProcess || spelled(peer.stats.address) != spelled(address)) continue;
     const PeerState before = members_.state(peer.member);
-    if (rediscovery && !peer.connection && members_.rediscovered(peer.member, now())) {
+    if (!peer.connection && members_.rediscovered(peer.member, now())) {
       PL_LOG_INFO("node %s is usable again: trying it", address.c_str());
       // A refusal is over; a loss keeps its state and reason until the node is back.
       if (before == PeerState::GaveUp) {
@@ -1029,7 +1017,6 @@ void RenderSession::Impl::tick() {
     fatal("render cancelled");
     return;
   }
-  pollMorePeers();
   const Clock::time_point t = now();
   // Silence and retries, as Membership (core/cluster/membership.h) decides them.
   for (const MembershipAction& action : members_.tick(t)) {
@@ -1059,7 +1046,7 @@ void RenderSession::Impl::tick() {
     lastUsable_ = t;
   } else {
     const bool anyRetry =
-        options_.peersMayAppear || bool(options_.morePeers) || members_.anyRetryPossible();
+        options_.peersMayAppear || members_.anyRetryPossible();
     std::string why;
     for (const Peer& peer : peers_) {
       if (!peer.stats.error.empty()) why += "; " + peer.stats.error;
@@ -1388,7 +1375,7 @@ uint64_t RenderSession::restart(uint32_t spp) {
 const kernel::Camera& RenderSession::camera() const { return impl_->generation().camera; }
 
 bool RenderSession::addPeer(const std::string& address) {
-  return impl_->joinPeer(address, true);
+  return impl_->joinPeer(address);
 }
 uint64_t RenderSession::generation() const { return impl_->generation().id; }
 std::shared_ptr<const RenderData> RenderSession::data() const {

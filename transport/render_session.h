@@ -68,7 +68,7 @@ struct RenderSessionEvents {
 class RenderSession {
  public:
   // options.localDevices are not owned and must outlive the session; the session loads them.
-  // options.peers / morePeers need options.key.
+  // options.peers and addPeer() need options.key.
   RenderSession(UvKjLoop& loop, const ClusterRenderOptions& options, RenderSessionEvents events);
   ~RenderSession();
   RenderSession(const RenderSession&) = delete;

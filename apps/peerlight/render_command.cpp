@@ -48,6 +48,7 @@
 #include "transport/control_client.h"
 #include "transport/primary.h"
 #include "transport/protocol_convert.h"
+#include "transport/render_session.h"
 #include "transport/uv_kj_loop.h"
 
 
@@ -234,15 +235,15 @@ void reportClusterRender(const RenderArgs& args, const Film& film, const SceneSo
   }
 }
 
-// The render in this process (transport/primary.h): this machine's devices and the plan's
-// nodes, or this machine's devices alone; one path either way.
-void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSource& scene,
-                      Film& film, const std::vector<Device*>& devices,
+// The render in this process (transport/primary.h), on `loop`: this machine's devices and the
+// plan's nodes, and those its watch finds on that loop while the render runs, or this
+// machine's devices alone; one path either way.
+void runClusterRender(const RenderArgs& args, UvKjLoop& loop, ClusterPlan& plan,
+                      const SceneSource& scene, Film& film, const std::vector<Device*>& devices,
                       std::chrono::steady_clock::time_point commandStart, double loadSeconds) {
   ClusterRenderOptions cluster;
   cluster.peers = plan.peers;
-  if (plan.watch != nullptr)
-    cluster.morePeers = [watch = plan.watch.get()] { return watch->usableAddresses(); };
+  cluster.peersMayAppear = plan.watch != nullptr;
   cluster.localDevices = devices;
   cluster.key = plan.key;
   cluster.primaryName = primaryName();
@@ -260,7 +261,14 @@ void runClusterRender(const RenderArgs& args, ClusterPlan& plan, const SceneSour
       bar.update(done, total, shareLine(stats, total));
     };
   }
-  Result<ClusterRenderStats> result = renderCluster(scene, film, cluster, progress);
+  // Each node the watch finds usable from now on is an event on the loop: it joins.
+  auto attach = [found = plan.nodeFound](RenderSession* session) {
+    if (session != nullptr)
+      *found = [session](const std::string& address) { session->addPeer(address); };
+    else
+      *found = nullptr;
+  };
+  Result<ClusterRenderStats> result = renderCluster(loop, scene, film, cluster, progress, attach);
   if (showProgress) bar.finish();
   if (!result.ok()) fail(result.error().message, 1);
   reportClusterRender(args, film, scene, *result, loadSeconds, "");
@@ -353,9 +361,10 @@ void runRender(const RenderArgs& args) {
     }
   }
 
-  // With mDNS, nodes that appear during the render join it: so a cluster render even when
-  // none is there yet.
-  ClusterPlan plan = planCluster(args);
+  // With mDNS, nodes that appear during the render join it (events on the render's loop): so a
+  // cluster render even when none is there yet.
+  UvKjLoop loop;
+  ClusterPlan plan = planCluster(args, loop);
   if (args.noLocal && !plan.cluster()) fail("--no-local: no usable node was found by mDNS", 1);
   // This process's devices load the data on their own threads, while the nodes connect.
   std::vector<std::unique_ptr<Device>> owned;
@@ -364,7 +373,7 @@ void runRender(const RenderArgs& args) {
   for (std::unique_ptr<Device>& device : owned) devices.push_back(device.get());
   const double loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loadStart).count();
-  runClusterRender(args, plan, compiled.source, film, devices, commandStart, loadSeconds);
+  runClusterRender(args, loop, plan, compiled.source, film, devices, commandStart, loadSeconds);
   storeCompiled(compiled);
 }
 

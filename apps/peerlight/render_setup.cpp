@@ -228,34 +228,25 @@ std::string primaryName() {
   return std::string(host) + "/" + std::to_string(::getpid());
 }
 
-// Starts browsing mDNS for Render Nodes this Primary can use (discovery/peer_watch.h: our
-// protocol version and key fingerprint, idle or leased) and waits `seconds` for the first
-// answers; the nodes found then that cannot be used are named on stderr with the reason. The
-// watch keeps browsing: the render adds nodes that appear later (morePeers). Null when no mDNS
-// service is reachable.
-// With `loop`, the watch browses on it and hands each node that becomes usable later to
-// *found (when set); the wait runs the loop.
+// Starts browsing mDNS on `loop` for Render Nodes this Primary can use (discovery/peer_watch.h:
+// our protocol version and key fingerprint, idle or leased) and runs the loop `seconds` for
+// the first answers; the nodes found then that cannot be used are named on stderr with the
+// reason. The watch keeps browsing and hands each node that becomes usable later to *found
+// (when set): the render or session joins it. Null when no mDNS service is reachable.
 std::unique_ptr<PeerWatch> watchPeers(
-    const std::string& fingerprint, double seconds, UvKjLoop* loop,
+    const std::string& fingerprint, double seconds, UvKjLoop& loop,
     std::shared_ptr<std::function<void(const std::string&)>> found) {
   const auto start = std::chrono::steady_clock::now();
   const PeerWatchOptions options{kProtocolVersion, fingerprint, "", /*acceptLeased=*/true};
-  std::unique_ptr<PeerWatch> watch;
-  if (loop != nullptr) {
-    PeerWatchEvents events;
-    events.onUsable = [found](const PeerVerdict& v) {
-      if (*found) (*found)(v.address);
-    };
-    watch = std::make_unique<PeerWatch>(options, loop->uv(), std::move(events));
-  } else {
-    watch = std::make_unique<PeerWatch>(options);
-  }
+  PeerWatchEvents events;
+  events.onUsable = [found](const PeerVerdict& v) {
+    if (*found) (*found)(v.address);
+  };
+  auto watch = std::make_unique<PeerWatch>(options, loop.uv(), std::move(events));
   if (!watch->available()) return nullptr;
   const auto wait = std::chrono::milliseconds(int64_t(seconds * 1000));
-  if (seconds > 0 && loop != nullptr)
-    loop->timer().afterDelay(wait.count() * kj::MILLISECONDS).wait(loop->waitScope());
-  else if (seconds > 0)
-    std::this_thread::sleep_for(wait);
+  if (seconds > 0)
+    loop.timer().afterDelay(wait.count() * kj::MILLISECONDS).wait(loop.waitScope());
   size_t usable = 0;
   for (const PeerVerdict& v : watch->snapshot()) {
     if (v.usable) {
@@ -296,7 +287,7 @@ std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args) {
   return devices;
 }
 
-ClusterPlan planCluster(const RenderArgs& args, UvKjLoop* loop) {
+ClusterPlan planCluster(const RenderArgs& args, UvKjLoop& loop) {
   ClusterPlan plan;
   const bool browse = args.peers.empty() && !args.localOnly && !args.noMdns;
   if (!args.localOnly) plan.peers = args.peers;

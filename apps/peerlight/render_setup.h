@@ -107,8 +107,8 @@ std::vector<std::unique_ptr<Device>> openDevices(const RenderArgs& args);
 struct ClusterPlan {
   ClusterKey key;
   std::vector<std::string> peers;
-  // With a loop (planCluster's second form): each node found usable later, an event on that
-  // loop; the caller sets it once it can use one. Declared before the watch that calls it.
+  // Each node found usable later, an event on planCluster()'s loop; the caller sets it once it
+  // can use one. Declared before the watch that calls it.
   std::shared_ptr<std::function<void(const std::string& address)>> nodeFound =
       std::make_shared<std::function<void(const std::string&)>>();
   std::unique_ptr<PeerWatch> watch;
@@ -116,10 +116,9 @@ struct ClusterPlan {
   // none yet).
   bool cluster() const { return !peers.empty() || watch != nullptr; }
 };
-// Without a loop, the watch browses on a thread of its own (renderCluster() polls it through
-// morePeers). With one (a command that runs its session on it), it browses on that loop and
-// reports later nodes through plan.nodeFound; --mdns-wait then runs the loop.
-ClusterPlan planCluster(const RenderArgs& args, UvKjLoop* loop = nullptr);
+// The watch browses on `loop` (the command's, which its render or session runs on) and reports
+// later nodes through plan.nodeFound; --mdns-wait runs the loop.
+ClusterPlan planCluster(const RenderArgs& args, UvKjLoop& loop);
 
 // One node's statistics as JSON (render --json, session stats).
 nlohmann::json nodeJson(const NodeRenderStats& n);

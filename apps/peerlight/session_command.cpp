@@ -161,7 +161,7 @@ void runSession(const RenderArgs& args, const std::string& passImage) {
       // if one runs, lends them to no other Primary meanwhile (and this session's own mDNS
       // browse then finds its node refusing, not a second lease on the same devices).
       announceOwnerJobIfDaemon(args, &loop);
-      plan = planCluster(args, &loop);  // later nodes: events on this loop
+      plan = planCluster(args, loop);  // later nodes: events on this loop
       if (args.noLocal && !plan.cluster()) fail("--no-local: no node given or found by mDNS", 1);
       if (!args.noLocal) owned = openDevices(args);
       ClusterRenderOptions cluster;

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/render/image_io.h"
@@ -154,6 +155,43 @@ TEST(DiscoveryRenderTest, SessionTakesUpANodeThatAppearsWhileItRuns) {
       << session.err();
   session.writeStdin("{\"op\":\"quit\"}\n");
   EXPECT_EQ(session.wait(kTimeout), 0) << session.err();
+}
+
+// `peerlight render` in this process browses mDNS on its render's loop too: with no node at the
+// start (--no-local: it waits for one), a node that starts during the render is handed to it as
+// a discovery event, joins and renders the image.
+TEST(DiscoveryRenderTest, RenderTakesUpANodeThatAppearsWhileItRuns) {
+  if (std::string why = NetnsSandbox::unavailableReason(); !why.empty()) GTEST_SKIP() << why;
+  NetnsSandbox box("pl-dlate");
+  ASSERT_EQ(box.start(), "");
+  writeKey(box.file("key"), 'k');
+  Process& render = box.spawn(
+      0,
+      {kPeerlight, "render", kScene, "-o", box.file("late.png"), "--size", "64x48", "--spp",
+       "32", "--no-local", "--no-daemon", "--mdns-wait", "0.5", "--json", "--key-file",
+       box.file("key")},
+      "render");
+  // The browse's first look found nothing; then a node starts.
+  const auto deadline = Clock::now() + kTimeout;
+  while (render.err().find("0 usable node(s)") == std::string::npos && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_NE(render.err().find("0 usable node(s)"), std::string::npos) << render.err();
+  Process& node = box.spawn(0,
+                            {kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
+                             "--name", "late", "--key-file", box.file("key"),
+                             "--no-control-socket"},
+                            "node");
+  std::optional<std::string> line = node.waitForOutput("listening on ", kTimeout);
+  ASSERT_TRUE(line.has_value()) << node.err();
+  const std::string address = line->substr(std::strlen("listening on "));
+  ASSERT_EQ(render.wait(kTimeout), 0) << render.err() << "\n" << box.avahiLog(0);
+  nlohmann::json stats = nlohmann::json::parse(render.out(), nullptr, false);
+  ASSERT_TRUE(stats.is_object()) << render.out() << "\n" << render.err();
+  ASSERT_EQ(stats["nodes"].size(), 1u) << stats["nodes"].dump(2);
+  EXPECT_EQ(stats["nodes"][0]["address"], address);
+  EXPECT_GT(stats["nodes"][0]["work_units"].get<uint64_t>(), 0u);
+  EXPECT_NE(render.err().find("node " + address + " appeared: using it"), std::string::npos)
+      << render.err();
 }
 
 }  // namespace

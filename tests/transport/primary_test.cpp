@@ -1,6 +1,6 @@
 // renderCluster() (transport/primary.h) against an in-process NodeService served on a thread of
 // its own (its own UvKjLoop, 127.0.0.1, ephemeral port): a node that appears during the render
-// (ClusterRenderOptions::morePeers) is connected and used, and the image is bitwise the local
+// (RenderSession::addPeer, on the render's loop) is connected and used, and the image is bitwise the local
 // one; a render whose `cancelled` turns true stops with "render cancelled" and frees its lease.
 
 #include <gtest/gtest.h>
@@ -16,6 +16,7 @@
 #include "core/scene/compile.h"
 #include "transport/node_service.h"
 #include "transport/primary.h"
+#include "transport/render_session.h"
 #include "transport/tcp.h"
 #include "transport/uv_kj_loop.h"
 #include "tests/transport/node_thread.h"
@@ -54,17 +55,28 @@ TEST(PrimaryTest, NodeAppearingDuringTheRenderIsUsedAndImageStaysIdentical) {
   ClusterRenderOptions options;
   options.localDevices = {&local};
   options.key = testKey();
-  const Clock::time_point start = Clock::now();
-  std::atomic<int> polls{0};
-  // Nothing at first; the node "appears" 150 ms into the render.
-  options.morePeers = [&]() -> std::vector<std::string> {
-    polls += 1;
-    if (Clock::now() - start < 150ms) return {};
-    return {node.address()};
-  };
-  Result<ClusterRenderStats> stats = renderCluster(*data, film, options);
+  options.peersMayAppear = true;
+  // Nothing at first; the node "appears" (a discovery event on the render's loop) 150 ms in.
+  UvKjLoop loop;
+  kj::Promise<void> appears = nullptr;
+  bool attached = false, detached = false;
+  SceneSource scene;
+  scene.data = data;
+  Result<ClusterRenderStats> stats =
+      renderCluster(loop, scene, film, options, nullptr, [&](RenderSession* session) {
+        if (session == nullptr) {
+          detached = true;
+          appears = nullptr;
+          return;
+        }
+        attached = true;
+        appears = loop.timer().afterDelay(150 * kj::MILLISECONDS).then([&, session] {
+          EXPECT_TRUE(session->addPeer(node.address()));
+        }).eagerlyEvaluate(nullptr);
+      });
   ASSERT_TRUE(stats.ok()) << stats.error().message;
-  EXPECT_GE(polls.load(), 2);
+  EXPECT_TRUE(attached);
+  EXPECT_TRUE(detached);
   ASSERT_EQ(stats->nodes.size(), 1u);
   EXPECT_EQ(stats->nodes[0].address, node.address());
   EXPECT_GT(stats->nodes[0].workUnits, 0u) << "the node that appeared got no work";
