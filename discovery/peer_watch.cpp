@@ -1,11 +1,8 @@
-// PeerWatch: see peer_watch.h. One Impl browses on whichever loop it is given and keeps the
-// verdicts; thread mode only adds OwnLoop, a loop and a thread that run it.
+// PeerWatch: see peer_watch.h. One Impl browses on the loop it is given and keeps the verdicts.
 
 #include "discovery/peer_watch.h"
 
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 
 #include "core/util/check.h"
 #include "core/util/log.h"
@@ -123,62 +120,6 @@ struct PeerWatch::Impl {
   bool mdnsAvailable = false;         // guarded by mutex
 };
 
-// Thread mode: a loop of the watch's own, run on a thread of its own, with the Impl on it.
-struct PeerWatch::OwnLoop {
-  uv_loop_t loop{};
-  uv_async_t stop{};  // uv_async_send() from the destructor's thread
-  std::thread thread;
-  std::mutex mutex;
-  std::condition_variable started;
-  bool ready = false;  // guarded by mutex
-
-  // Starts the thread and returns once `impl` browses on it.
-  void start(Impl* impl) {
-    thread = std::thread([this, impl] { run(impl); });
-    std::unique_lock<std::mutex> lock(mutex);
-    started.wait(lock, [this] { return ready; });
-  }
-
-  // Stops the loop, which destroys the backend on its thread, and joins.
-  void stopAndJoin() {
-    uv_async_send(&stop);
-    thread.join();
-  }
-
-  void run(Impl* impl) {
-    PL_CHECK(uv_loop_init(&loop) == 0);
-    PL_CHECK(uv_async_init(&loop, &stop, [](uv_async_t* a) {
-               uv_close(reinterpret_cast<uv_handle_t*>(a), nullptr);
-               static_cast<Impl*>(a->data)->stop();
-               uv_stop(a->loop);
-             }) == 0);
-    stop.data = impl;
-    impl->start(impl->options.useMdns ? makeDiscovery(&loop) : makeNullDiscovery());
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      ready = true;
-    }
-    started.notify_all();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    // The backend closed its handles in stop(); close anything else it left, and let the close
-    // callbacks run.
-    uv_walk(
-        &loop,
-        [](uv_handle_t* h, void*) {
-          if (!uv_is_closing(h)) uv_close(h, nullptr);
-        },
-        nullptr);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-  }
-};
-
-PeerWatch::PeerWatch(PeerWatchOptions options)
-    : impl_(std::make_unique<Impl>(std::move(options), PeerWatchEvents{})),
-      ownLoop_(std::make_unique<OwnLoop>()) {
-  ownLoop_->start(impl_.get());
-}
-
 PeerWatch::PeerWatch(PeerWatchOptions options, uv_loop_t* loop, PeerWatchEvents events)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(events))) {
   impl_->start(impl_->options.useMdns ? makeDiscovery(loop) : makeNullDiscovery());
@@ -191,13 +132,7 @@ PeerWatch::PeerWatch(PeerWatchOptions options, std::unique_ptr<Discovery> discov
   impl_->start(std::move(discovery));
 }
 
-PeerWatch::~PeerWatch() {
-  if (ownLoop_) {
-    ownLoop_->stopAndJoin();
-  } else {
-    impl_->stop();
-  }
-}
+PeerWatch::~PeerWatch() { impl_->stop(); }
 
 std::vector<PeerVerdict> PeerWatch::snapshot() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -1,20 +1,11 @@
 #pragma once
-// PeerWatch: a Primary's live view of the Render Nodes that mDNS finds. Two modes share one
-// implementation (one browse, one verdict rule):
-//
-// - Loop mode: it browses on the caller's libuv loop (one loop per process) and tells the caller
-//   of new usable nodes as events on that loop, never by polling:
+// PeerWatch: a Primary's live view of the Render Nodes that mDNS finds. It browses on the
+// caller's libuv loop (one loop per process) and tells the caller of new usable nodes as events
+// on that loop, never by polling (`peerlight render` and `peerlight session` in process, the
+// node daemon's jobs and page sessions):
 //
 //     PeerWatch watch(options, loop.uv(), {.onUsable = [&](const PeerVerdict& v) {
 //                                            /* hand v.address to the render */ }});
-//
-// - Thread mode (no command uses it since every one browses on its own loop; kept for tools
-//   and tests that want a blocking look): it browses on a thread and loop of its own, and any
-//   thread may ask what it found:
-//
-//     PeerWatch watch({kProtocolVersion, keyFingerprint(key), ownNodeId});
-//     std::this_thread::sleep_for(1s);                  // give mDNS a moment, if wanted
-//     for (const PeerVerdict& v : watch.snapshot()) ...  // usable or not, and why
 //
 // A node is usable when its advert parses, its protocol version and key fingerprint are ours,
 // and its state is idle (or, with acceptLeased, leased: fair share may then give this Primary
@@ -62,7 +53,7 @@ struct PeerVerdict {
 // else the reason, e.g. "wrong key (fingerprint 1a2b..., ours 3c4d...)".
 std::string unusableReason(const Result<NodeAdvert>& advert, const PeerWatchOptions& options);
 
-// What a loop-mode watch tells its owner. Both run on the loop thread, from the loop (the
+// What a watch tells its owner. Both run on the loop thread, from the loop (the
 // backends report from it: never inside the constructor or the destructor), after snapshot()
 // already shows the change. Either may be empty. They may call snapshot(), usableAddresses() and
 // available(), but must not destroy the watch (checked: the backend is inside its own callback).
@@ -78,21 +69,17 @@ struct PeerWatchEvents {
 
 class PeerWatch {
  public:
-  // Thread mode: browses on a thread and a libuv loop of its own; returns once browsing started
-  // (available() is then known). No events: ask snapshot() or usableAddresses().
-  explicit PeerWatch(PeerWatchOptions options);
-  // Loop mode: browses on `loop` with this platform's backend (discovery.h makeDiscovery; the
+  // Browses on `loop` with this platform's backend (discovery.h makeDiscovery; the
   // null backend when !options.useMdns). Opens no thread. Construct and destroy on the loop
   // thread; `loop` must outlive the watch and run once more after it (discovery.h's backends
   // close their handles then).
   PeerWatch(PeerWatchOptions options, uv_loop_t* loop, PeerWatchEvents events);
-  // Loop mode on a backend of the caller's (tests: a fake). The watch owns it and calls
+  // The same on a backend of the caller's (tests: a fake). The watch owns it and calls
   // browse() once; the backend's callbacks must run on its loop's thread (discovery.h's
   // contract), and the watch adds no libuv handle of its own.
   PeerWatch(PeerWatchOptions options, std::unique_ptr<Discovery> discovery, PeerWatchEvents events);
-  // Thread mode: stops and joins the thread. Loop mode: on the loop thread, not from inside
-  // an event; destroys the backend, which stops browsing and closes its handles: no event and
-  // no callback of the watch runs afterwards.
+  // On the loop thread, not from inside an event; destroys the backend, which stops browsing
+  // and closes its handles: no event and no callback of the watch runs afterwards.
   ~PeerWatch();
   PeerWatch(const PeerWatch&) = delete;
   PeerWatch& operator=(const PeerWatch&) = delete;
@@ -103,16 +90,13 @@ class PeerWatch {
   std::vector<std::string> usableAddresses() const;
   // Whether the mDNS service was reachable when browsing started.
   bool available() const;
-  // Threads: these three read a copy kept under a mutex, so any thread may call them in either
-  // mode; in loop mode the loop thread is the natural caller (the view changes only there,
-  // announced by the events).
+  // Threads: these three read a copy kept under a mutex, so any thread may call them; the loop
+  // thread is the natural caller (the view changes only there, announced by the events).
 
   struct Impl;
 
  private:
-  struct OwnLoop;  // thread mode: the thread and loop the watch owns
   std::unique_ptr<Impl> impl_;
-  std::unique_ptr<OwnLoop> ownLoop_;  // null in loop mode
 };
 
 }  // namespace pl

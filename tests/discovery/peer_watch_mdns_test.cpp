@@ -1,4 +1,4 @@
-// PeerWatch (discovery/peer_watch.h) in loop mode against a real avahi-daemon: the daemon runs in
+// PeerWatch (discovery/peer_watch.h) against a real avahi-daemon: the daemon runs in
 // a network namespace with only `lo` and a private system bus (tests/integration/netns_sandbox.h);
 // this process talks to it over that bus only (a unix socket in the sandbox's temp dir), so it
 // sends no multicast itself and nothing is advertised in the root namespace. Root only (skips

@@ -1,4 +1,4 @@
-// PeerWatch (discovery/peer_watch.h) in loop mode, on a fake backend that announces what the test
+// PeerWatch (discovery/peer_watch.h) on a fake backend that announces what the test
 // posts from a uv_async_t on the loop (as a real backend reports what its socket says), and the
 // real backend with no reachable system bus (no mDNS traffic at all). The loop is driven by the
 // test; no sleeps, no daemon, no network.
@@ -399,23 +399,6 @@ TEST(PeerWatchThreadsTest, EventsRunOnTheLoopThread) {
   EXPECT_FALSE(watch);
   EXPECT_TRUE(lan->destroyed);
   EXPECT_EQ(uv_loop_close(&loop), 0);
-}
-
-// Thread mode, as `peerlight render` uses it: unchanged API, same verdicts code.
-TEST(PeerWatchThreadModeTest, StartsAndStopsWithoutMdns) {
-  PeerWatchOptions o = ours();
-  o.useMdns = false;
-  PeerWatch watch(o);
-  EXPECT_FALSE(watch.available());
-  EXPECT_TRUE(watch.snapshot().empty());
-  EXPECT_TRUE(watch.usableAddresses().empty());
-}
-
-TEST(PeerWatchThreadModeTest, StartsAndStopsWithAnUnreachableBus) {
-  ::setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/peerlight-test-bus", 1);
-  PeerWatch watch(ours());
-  EXPECT_FALSE(watch.available());
-  EXPECT_TRUE(watch.snapshot().empty());
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // renderCluster() (transport/primary.h) against an in-process NodeService served on a thread of
 // its own (its own UvKjLoop, 127.0.0.1, ephemeral port): a node that appears during the render
-// (RenderSession::addPeer, on the render's loop) is connected and used, and the image is bitwise the local
-// one; a render whose `cancelled` turns true stops with "render cancelled" and frees its lease.
+// (RenderSession::addPeer on the render's loop, as discovery does) is connected and used, and
+// the image is bitwise the local one; a render whose `cancelled` turns true stops with "render
+// cancelled" and frees its lease.
 
 #include <gtest/gtest.h>
 
