@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -123,6 +124,19 @@ TEST(DiscoveryRenderTest, RenderWithoutPeersUsesEveryGoodNodeFoundByMdns) {
   testing::expectSameExr(box.file("mdns.exr"), box.file("local.exr"), "differ from --local-only");
 }
 
+// Starts a node named "late" in the sandbox, with its key: its address once it listens, or ""
+// (a test failure is recorded).
+std::string startLateNode(NetnsSandbox& box) {
+  Process& node = box.spawn(0,
+                            {kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
+                             "--name", "late", "--key-file", box.file("key"),
+                             "--no-control-socket"},
+                            "node");
+  std::optional<std::string> line = node.waitForOutput("listening on ", kTimeout);
+  EXPECT_TRUE(line.has_value()) << node.err();
+  return line ? line->substr(std::strlen("listening on ")) : std::string();
+}
+
 // `peerlight session` in this process with no --peer browses mDNS on its own loop: a node that
 // starts while the session runs is handed to it as a discovery event, and renders for it.
 TEST(DiscoveryRenderTest, SessionTakesUpANodeThatAppearsWhileItRuns) {
@@ -137,14 +151,8 @@ TEST(DiscoveryRenderTest, SessionTakesUpANodeThatAppearsWhileItRuns) {
       "session", /*pipeStdin=*/true);
   ASSERT_TRUE(session.waitForOutput("\"event\":\"ready\"", kTimeout).has_value())
       << session.err();
-  Process& node = box.spawn(0,
-                            {kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
-                             "--name", "late", "--key-file", box.file("key"),
-                             "--no-control-socket"},
-                            "node");
-  std::optional<std::string> line = node.waitForOutput("listening on ", kTimeout);
-  ASSERT_TRUE(line.has_value()) << node.err();
-  const std::string address = line->substr(std::strlen("listening on "));
+  const std::string address = startLateNode(box);
+  ASSERT_FALSE(address.empty());
   // The node's "joined" event, then passes rendered by it alone (no local device).
   ASSERT_TRUE(session.waitForOutput("\"state\":\"joined\"", kTimeout).has_value())
       << session.out() << "\n" << session.err() << "\n" << box.avahiLog(0);
@@ -176,14 +184,8 @@ TEST(DiscoveryRenderTest, RenderTakesUpANodeThatAppearsWhileItRuns) {
   while (render.err().find("0 usable node(s)") == std::string::npos && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_NE(render.err().find("0 usable node(s)"), std::string::npos) << render.err();
-  Process& node = box.spawn(0,
-                            {kPeerlight, "node", "--listen", "127.0.0.1:0", "--threads", "1",
-                             "--name", "late", "--key-file", box.file("key"),
-                             "--no-control-socket"},
-                            "node");
-  std::optional<std::string> line = node.waitForOutput("listening on ", kTimeout);
-  ASSERT_TRUE(line.has_value()) << node.err();
-  const std::string address = line->substr(std::strlen("listening on "));
+  const std::string address = startLateNode(box);
+  ASSERT_FALSE(address.empty());
   ASSERT_EQ(render.wait(kTimeout), 0) << render.err() << "\n" << box.avahiLog(0);
   nlohmann::json stats = nlohmann::json::parse(render.out(), nullptr, false);
   ASSERT_TRUE(stats.is_object()) << render.out() << "\n" << render.err();
