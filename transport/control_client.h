@@ -64,11 +64,11 @@ class ControlConnection {
   kj::Promise<void> onDisconnect();
 
   // Leaves the connection open but silent, for a process that cannot keep a loop running while
-  // a job lasts (`peerlight render`: renderCluster() runs a loop of its own): nothing more is
-  // written or read on it through this object, so the releases of capabilities and the goodbye
-  // that destroying it would send are dropped, and the daemon keeps what it handed out (an
-  // OwnerJob) until the returned fd is closed (by the caller, or by the kernel when the process
-  // ends). Destroy this object soon after; the fd is the caller's.
+  // a job lasts (`peerlight render` announces its owner job before its render's loop exists):
+  // nothing more is written or read on it through this object, so the releases of capabilities
+  // and the goodbye that destroying it would send are dropped, and the daemon keeps what it
+  // handed out (an OwnerJob) until the returned fd is closed (by the caller, or by the kernel
+  // when the process ends). Destroy this object soon after; the fd is the caller's.
   int keepOpenSilently();
 
   struct Impl;

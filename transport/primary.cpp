@@ -1,4 +1,5 @@
-// renderCluster(): one frame through a RenderSession on a loop of its own (see primary.h).
+// renderCluster(): one frame through a RenderSession on a loop of its own or the caller's (see
+// primary.h).
 
 #include "transport/primary.h"
 
@@ -108,9 +109,9 @@ Result<ClusterRenderStats> renderCluster(UvKjLoop& loop, const SceneSource& scen
     try {
       RenderSession session(loop, options, events);
       sessionPtr = &session;
+      if (Status s = session.start(scene, film.samplesPerPixel()); !s.ok()) return s.error();
       if (attach) attach(&session);
       KJ_DEFER(if (attach) attach(nullptr));  // before the session goes
-      if (Status s = session.start(scene, film.samplesPerPixel()); !s.ok()) return s.error();
       done.promise.wait(loop.waitScope());
       if (failure) {
         result = Error{*failure};

@@ -176,8 +176,8 @@ using ClusterProgressCallback = std::function<void(const ClusterRenderStats& sta
 Result<ClusterRenderStats> renderCluster(const SceneSource& scene, Film& film,
                                          const ClusterRenderOptions& options,
                                          const ClusterProgressCallback& progress = nullptr);
-// The same on the caller's loop. `attach`, when given, is called with the session before it
-// starts and with null once it is over: a caller hands it the nodes that discovery finds on
+// The same on the caller's loop. `attach`, when given, is called with the session once it has
+// started and with null once it is over: a caller hands it the nodes that discovery finds on
 // this loop (RenderSession::addPeer, with options.peersMayAppear).
 class RenderSession;
 class UvKjLoop;

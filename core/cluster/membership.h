@@ -23,7 +23,7 @@
 //   GaveUp      refused for good (AuthFailed, Incompatible, SceneTooLarge): not tried again
 //               in this session, unless discovery reports it usable anew (rediscovered())
 //
-// Decisions, as transport/primary.cpp makes them today:
+// Decisions, as transport/render_session.cpp carries them out:
 // - A peer with a session (Leased, Ready, Silent) that fails, or stays silent for longer than
 //   silenceTimeout, is lost: its devices are given up at once (`lost`). Whether that counts
 //   as a new loss (statistics, a warning, renewing the other leases with the new holding):
