@@ -75,19 +75,17 @@ kernel::Rgba8 average(const kernel::Rgba8* t, uint32_t n, const SrgbBuckets& buc
     if (alphaSum == 4 * 255) {
       if constexpr (kSrgb) {
         const float* decode = kernel::kSrgbTable.linear;
-        uint8_t rgb[3];
-        for (int k = 0; k < 3; ++k) {
+        auto mean = [&](uint8_t kernel::Rgba8::*c) {
           float sum = 0.0f;
-          for (uint32_t i = 0; i < 4; ++i) sum += decode[(&t[i].r)[k]] * 255.0f;
-          rgb[k] = nearestSrgb8(sum / 1020.0f, decode, buckets.below);
-        }
-        return {rgb[0], rgb[1], rgb[2], 255};
-      } else {
-        auto mean = [t](int k) {
-          return static_cast<uint8_t>(
-              ((&t[0].r)[k] + (&t[1].r)[k] + (&t[2].r)[k] + (&t[3].r)[k] + 2u) >> 2);
+          for (uint32_t i = 0; i < 4; ++i) sum += decode[t[i].*c] * 255.0f;
+          return nearestSrgb8(sum / 1020.0f, decode, buckets.below);
         };
-        return {mean(0), mean(1), mean(2), 255};
+        return {mean(&kernel::Rgba8::r), mean(&kernel::Rgba8::g), mean(&kernel::Rgba8::b), 255};
+      } else {
+        auto mean = [t](uint8_t kernel::Rgba8::*c) {
+          return static_cast<uint8_t>((t[0].*c + t[1].*c + t[2].*c + t[3].*c + 2u) >> 2);
+        };
+        return {mean(&kernel::Rgba8::r), mean(&kernel::Rgba8::g), mean(&kernel::Rgba8::b), 255};
       }
     }
   }
