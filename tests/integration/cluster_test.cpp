@@ -41,6 +41,7 @@ struct Frame {
   std::string size;
   uint32_t spp;
   std::vector<std::string> extra;  // further render arguments (e.g. --env)
+  std::string scene = kScene;
 };
 // Small: the plain cases. Long: a render that lasts a few seconds on 1-thread nodes, so that
 // failures can strike in the middle.
@@ -116,7 +117,7 @@ class ClusterTest : public ::testing::Test {
   std::vector<std::string> renderArgv(const Frame& frame, const std::vector<std::string>& peers,
                                       const std::string& output,
                                       std::vector<std::string> options) {
-    std::vector<std::string> argv = {kBinary,   "render",   kScene, "-o",
+    std::vector<std::string> argv = {kBinary,   "render",   frame.scene, "-o",
                                      output,    "--size",   frame.size, "--spp",
                                      std::to_string(frame.spp), "--json"};
     argv.insert(argv.end(), frame.extra.begin(), frame.extra.end());
@@ -165,7 +166,8 @@ class ClusterTest : public ::testing::Test {
   std::string reference(const Frame& frame) {
     static TempDir refDir;
     static std::map<std::string, std::string> done;
-    std::string id = frame.size + "-" + std::to_string(frame.spp);
+    std::string id = std::filesystem::path(frame.scene).stem().string() + "-" + frame.size + "-" +
+                     std::to_string(frame.spp);
     for (const auto& e : frame.extra) id += "-" + std::filesystem::path(e).filename().string();
     if (auto it = done.find(id); it != done.end()) return it->second;
     std::string output = refDir.file(id + ".exr");
@@ -240,6 +242,22 @@ TEST_F(ClusterTest, PrimaryAndNodesTogetherMatchLocalRender) {
   ASSERT_EQ(run.json["devices"].size(), 1u);
   uint64_t local = run.json["devices"][0]["samples"].get<uint64_t>();
   EXPECT_EQ(local + totalNodeSamples(run), frameSamples(kSmall));
+}
+
+// A textured scene through two nodes' workers, which compute the mip levels that no chunk
+// carries: bitwise the --local-only image.
+TEST_F(ClusterTest, TexturedSceneThroughWorkersMatchesLocalRender) {
+  const std::string helmet = std::string(PEERLIGHT_SHARED_DIR) +
+                             "/scenes/khronos-gltf/DamagedHelmet/glTF/DamagedHelmet.gltf";
+  if (!std::filesystem::exists(helmet)) GTEST_SKIP() << helmet << " not present";
+  const Frame frame{"96x72", 8, {}, helmet};
+  std::vector<std::string> peers = {startNode("a"), startNode("b")};
+  for (const auto& p : peers) ASSERT_FALSE(p.empty());
+  RenderRun run = render(frame, peers, "helmet");
+  expectIdentical(run, frame);
+  ASSERT_TRUE(run.json.is_object()) << run.err;
+  for (const auto& n : run.json["nodes"]) EXPECT_EQ(n["state"], "done") << n.dump();
+  EXPECT_EQ(totalNodeSamples(run), frameSamples(frame));
 }
 
 // Render until clean (--noise-threshold): tiles stop at pass ends by their noise, judged on the
