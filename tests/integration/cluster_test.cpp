@@ -256,7 +256,18 @@ TEST_F(ClusterTest, TexturedSceneThroughWorkersMatchesLocalRender) {
   RenderRun run = render(frame, peers, "helmet");
   expectIdentical(run, frame);
   ASSERT_TRUE(run.json.is_object()) << run.err;
-  for (const auto& n : run.json["nodes"]) EXPECT_EQ(n["state"], "done") << n.dump();
+  // On a loaded machine one node can render the whole frame while the other still loads; the
+  // samples of a node that worked are what its worker rendered from levels it computed.
+  int nodesWithWork = 0;
+  for (const auto& n : run.json["nodes"]) {
+    EXPECT_EQ(n["error"], "") << n.dump();
+    EXPECT_GT(n["render_data_bytes_sent"].get<uint64_t>(), 0u) << n.dump();
+    if (n["work_units"].get<uint64_t>() > 0) {
+      EXPECT_EQ(n["state"], "done") << n.dump();
+      ++nodesWithWork;
+    }
+  }
+  EXPECT_GE(nodesWithWork, 1) << run.json.dump();
   EXPECT_EQ(totalNodeSamples(run), frameSamples(frame));
 }
 
