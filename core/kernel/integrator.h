@@ -124,7 +124,8 @@ PL_HOST_DEVICE PL_INLINE Vec3f shadowTransmittance(const SceneView& scene, const
     // Most blockers are opaque: their material says so without the surface point.
     const Material& m = scene.materials[scene.triangles[hit.prim].material];
     if (m.alphaMode == kAlphaOpaque) return vec3(0.0f);
-    const SurfacePoint s = surfaceAt(scene, hit.prim, hit.u, hit.v);
+    const SurfacePoint s =
+        surfaceAt<SurfaceParts::kNoShadingFrame>(scene, hit.prim, hit.u, hit.v);
     const float coverage = materialCoverage(scene, m, s.uv);
     transmittance *= 1.0f - coverage;
     if (!(transmittance > 0.0f)) return vec3(0.0f);

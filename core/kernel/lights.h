@@ -213,7 +213,8 @@ PL_HOST_DEVICE PL_INLINE bool sampleEmissive(const SceneView& scene, Vec3f x, fl
   const uint32_t prim = scene.emissiveTriangles[k];
   // Uniform barycentrics: (b1, b2) = (su (1 - u.y), su u.y) with su = sqrt(u.x).
   const float su = sqrtf(u.x);
-  const SurfacePoint s = surfaceAt(scene, prim, su * (1.0f - u.y), su * u.y);
+  const SurfacePoint s =
+      surfaceAt<SurfaceParts::kNoShadingFrame>(scene, prim, su * (1.0f - u.y), su * u.y);
   const Vec3f d = s.p - x;
   const float dist2 = lengthSquared(d);
   if (!(dist2 > 0.0f)) return false;

@@ -105,6 +105,13 @@ PL_HOST_DEVICE PL_INLINE void sobolOwen2D(uint32_t key, uint32_t sampleIndex, ui
       laineKarrasPermutation(supersetXor(index), hashCombine(pairKey, 0x02e5be93u)));
 }
 
+// The first value of sobolOwen2D() alone (get1D() needs no more).
+PL_HOST_DEVICE PL_INLINE uint32_t sobolOwen1D(uint32_t key, uint32_t sampleIndex, uint32_t pair) {
+  const uint32_t pairKey = hashCombine(key, pair);
+  const uint32_t index = nestedUniformScramble(sampleIndex, pairKey);
+  return reverseBits32(laineKarrasPermutation(index, hashCombine(pairKey, 0x68bc21ebu)));
+}
+
 // The value of one dimension (pairs are dimensions 2k and 2k+1), as a pure function.
 PL_HOST_DEVICE PL_INLINE float sampleDimension(uint32_t seed, uint32_t px, uint32_t py,
                                                uint32_t sampleIndex, uint32_t dimension) {
@@ -137,7 +144,9 @@ PL_HOST_DEVICE PL_INLINE Vec2f Sampler::get2D() {
   return {u32ToUnitFloat(x), u32ToUnitFloat(y)};
 }
 
-PL_HOST_DEVICE PL_INLINE float Sampler::get1D() { return get2D().x; }
+PL_HOST_DEVICE PL_INLINE float Sampler::get1D() {
+  return u32ToUnitFloat(sobolOwen1D(key, sampleIndex, pair++));
+}
 
 // A one-off random number from a hash of several words (for decisions that must not consume
 // sampler dimensions, such as stochastic transparency at the n-th surface hit).

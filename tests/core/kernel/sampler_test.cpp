@@ -25,6 +25,12 @@ TEST(SamplerTest, PureFunctionOfInputs) {
   EXPECT_EQ(b, sampleDimension(7, 3, 4, 5, 2));
   EXPECT_EQ(c.x, sampleDimension(7, 3, 4, 5, 4));
   EXPECT_EQ(c.y, sampleDimension(7, 3, 4, 5, 5));
+  // get1D() computes the first value of its pair alone: the same bits as get2D().x.
+  for (uint32_t s = 0; s < 4096; ++s) {
+    Sampler one = makeSampler(11, s % 7, s / 7, s), two = one;
+    for (int pair = 0; pair < 6; ++pair)
+      ASSERT_EQ(floatBits(one.get1D()), floatBits(two.get2D().x)) << s << " " << pair;
+  }
 }
 
 // The second Sobol dimension computed by its definition: XOR of the direction numbers
