@@ -90,7 +90,7 @@ void runBench(const BenchArgs& args) {
 
     std::vector<RecordedRay> rays = recordRays(*data, *device.embreeScene(),
                                                Rect{0, 0, width, height}, 0, 1, kMaxRecordedRays);
-    BareTraceStats bare = traceBare(*device.embreeScene(), rays, device.threadPool(), 0.5);
+    BareTraceStats bare = traceBare(*data, *device.embreeScene(), rays, device.threadPool(), 0.5);
 
     BenchRow row;
     row.label = scene.label;
@@ -114,7 +114,8 @@ void runBench(const BenchArgs& args) {
   }
   std::printf("\nratio = renderer rays/s / bare Embree rays/s over the same rays (rays of the "
               "first sample of every pixel,\nrtcIntersect1 for path rays, rtcOccluded1 for "
-              "shadow rays, same threads): the share of render time spent tracing.\n");
+              "shadow rays, with the alpha mask filter where the render used it, same "
+              "threads):\nthe share of render time spent tracing.\n");
 }
 
 }  // namespace

@@ -143,6 +143,8 @@ struct BvhTracer {
   PL_HOST_DEVICE bool occluded(const Ray& ray, float tMin, float tMax) const {
     return traverse<true>(ray, tMin, tMax).prim != kNoHit;
   }
+  // Alpha masks block like any surface: the integrator walks through them.
+  PL_HOST_DEVICE bool occludedSeesMasks() const { return false; }
 
   template <bool kAnyHit>
   PL_HOST_DEVICE Hit traverse(const Ray& ray, float tMin, float tMax) const {

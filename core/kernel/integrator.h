@@ -29,7 +29,8 @@
 // Alpha: MASK surfaces below the cutoff and BLEND surfaces (stochastically, with probability
 // 1 - alpha from a hash of (seed, pixel, sample, bounce, hit count)) are passed through by
 // camera and bounce rays. Shadow rays, when globals.hasAlpha, walk through cut-out surfaces
-// with a loop of intersect() calls and are attenuated by (1 - alpha) at BLEND surfaces.
+// with a loop of intersect() calls and are attenuated by (1 - alpha) at BLEND surfaces; a
+// Tracer whose occluded() sees masks (scene_view.h) answers them with one query instead.
 //
 // Transmission (material.h, bsdf.h): a path that refracts into a volume boundary takes the
 // material's absorption coefficient with it and is attenuated by Beer-Lambert along every
@@ -112,7 +113,7 @@ PL_HOST_DEVICE PL_INLINE Vec3f shadowTransmittance(const SceneView& scene, const
     if (!(tMax > 0.0f)) return vec3(0.0f);
     ray.direction = d * (1.0f / tMax);
   }
-  if (!scene.global().hasAlpha) {
+  if (!scene.global().hasAlpha || tracer.occludedSeesMasks()) {
     ++*raysTraced;
     return tracer.occluded(ray, 0.0f, tMax) ? vec3(0.0f) : vec3(1.0f);
   }

@@ -31,8 +31,13 @@ struct Hit {
 //
 //   PL_HOST_DEVICE Hit intersect(const Ray& ray, float tMin, float tMax) const;
 //   PL_HOST_DEVICE bool occluded(const Ray& ray, float tMin, float tMax) const;
+//   PL_HOST_DEVICE bool occludedSeesMasks() const;
 //
-// Both ignore alpha: the integrator handles alpha cut-outs and stochastic transparency itself,
-// so that every back end gives the same answer.
+// intersect() ignores alpha: the integrator handles cut-outs and stochastic transparency
+// itself. So does occluded(), unless occludedSeesMasks(): then a surface that its alpha MASK
+// cuts out at the hit (maskCutOutAt(), surface.h) does not block, and the integrator traces a
+// shadow ray through cut-outs with one occluded() query instead of a walk of intersect()
+// queries from hit to hit (the CPU's Embree, with a filter in its traversal, in scenes whose
+// alpha materials are all masks).
 
 }  // namespace pl::kernel

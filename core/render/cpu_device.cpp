@@ -108,7 +108,7 @@ Result<TileResult> CpuDevice::renderUnit(const WorkUnit& unit, const RenderStop&
 
   kernel::SceneView view = data_->view();
   view.camera = &camera_;
-  const EmbreeTracer tracer = embree_->tracer();
+  const EmbreeTracer tracer = embree_->tracer(&view);
   const uint32_t blocksX = (unit.tile.width + kBlockSize - 1) / kBlockSize;
   const uint32_t blocksY = (unit.tile.height + kBlockSize - 1) / kBlockSize;
   std::atomic<uint64_t> rays{0};

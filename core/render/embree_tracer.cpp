@@ -4,6 +4,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "core/kernel/surface.h"
 #include "core/util/hash.h"
 
 namespace pl {
@@ -27,6 +28,7 @@ const char* errorName(RTCError code) {
 struct EmbreeDevice {
   RTCDevice device = nullptr;
   uint32_t threads = 0;
+  bool filters = false;  // built with filter functions (Debian's is)
   std::mutex mutex;
   std::string error;  // first error since takeError(); empty when none
 
@@ -59,6 +61,8 @@ struct EmbreeDevice {
                    errorName(rtcGetDeviceError(nullptr))};
     }
     self->threads = threads;
+    self->filters =
+        rtcGetDeviceProperty(self->device, RTC_DEVICE_PROPERTY_FILTER_FUNCTION_SUPPORTED) != 0;
     rtcSetDeviceErrorFunction(self->device, &EmbreeDevice::errorCallback, self.get());
     return self;
   }
@@ -127,7 +131,16 @@ void attach(RTCScene scene, RTCGeometry geometry, uint32_t id) {
 RTCScene highQualityScene(RTCDevice device) {
   RTCScene scene = rtcNewScene(device);
   rtcSetSceneBuildQuality(scene, RTC_BUILD_QUALITY_HIGH);
+  rtcSetSceneFlags(scene, RTC_SCENE_FLAG_CONTEXT_FILTER_FUNCTION);  // passMaskCutOuts()
   return scene;
+}
+
+// Whether the view has alpha and every alpha material is a mask.
+bool alphaIsMasksOnly(const kernel::SceneView& view) {
+  if (!view.global().hasAlpha) return false;
+  for (uint32_t i = 0; i < view.materialsCount; ++i)
+    if (view.materials[i].alphaMode == kernel::kAlphaBlend) return false;
+  return true;
 }
 
 }  // namespace
@@ -146,8 +159,19 @@ struct EmbreeStaticPart {
 
 Status EmbreeScene::takeError() { return device_->takeError(); }
 
-EmbreeTracer EmbreeScene::tracer() const {
+void passMaskCutOuts(const RTCFilterFunctionNArguments* args) {
+  const EmbreeTracer& tracer = *reinterpret_cast<const MaskFilterContext*>(args->context)->tracer;
+  for (unsigned i = 0; i < args->N; ++i) {
+    if (args->valid[i] != -1) continue;
+    const RTCHit hit = rtcGetHitFromHitN(args->hit, args->N, i);
+    if (kernel::maskCutOutAt(*tracer.masks, tracer.triangle(hit), hit.u, hit.v))
+      args->valid[i] = 0;
+  }
+}
+
+EmbreeTracer EmbreeScene::tracer(const kernel::SceneView* view) const {
   EmbreeTracer t;
+  if (view != nullptr && device_->filters && alphaIsMasksOnly(*view)) t.masks = view;
   t.scene = scene_;
   t.staticTriangles = staticTriangles_.empty() ? nullptr : staticTriangles_.data();
   t.dynamicFirstTriangle = dynamicFirstTriangle_.empty() ? nullptr : dynamicFirstTriangle_.data();

@@ -35,6 +35,18 @@
 
 namespace pl {
 
+struct EmbreeTracer;
+
+// An occluded() query's context when it sees alpha masks: Embree hands it to the filter,
+// passMaskCutOuts(), at each hit its traversal finds.
+struct MaskFilterContext {
+  RTCIntersectContext context;  // first: Embree's pointer to it is a pointer to this
+  const EmbreeTracer* tracer;
+};
+// Rejects each hit that the tracer's view cuts out with an alpha mask (kernel::maskCutOutAt),
+// so that the traversal goes on past it.
+void passMaskCutOuts(const RTCFilterFunctionNArguments* args);
+
 // Trivially copyable view of a committed Embree scene. Valid while its EmbreeScene lives.
 struct EmbreeTracer {
   RTCScene scene = nullptr;
@@ -43,6 +55,10 @@ struct EmbreeTracer {
   // Geometry 1 + k of the top-level scene is dynamic mesh k, whose triangle i is RenderData
   // triangle dynamicFirstTriangle[k] + i. Geometry 0 is the static part (its instance).
   const uint32_t* dynamicFirstTriangle = nullptr;
+  // When set, occluded() passes through surfaces that this view's alpha masks cut out
+  // (EmbreeScene::tracer(view) sets it where every alpha material is a mask). The view must
+  // outlive the queries.
+  const kernel::SceneView* masks = nullptr;
 
   kernel::Hit intersect(const kernel::Ray& ray, float tMin, float tMax) const {
     RTCIntersectContext context;
@@ -68,9 +84,13 @@ struct EmbreeTracer {
     return {rh.ray.tfar, triangle(rh.hit), rh.hit.u, rh.hit.v};
   }
 
+  bool occludedSeesMasks() const { return masks != nullptr; }
+
   bool occluded(const kernel::Ray& ray, float tMin, float tMax) const {
-    RTCIntersectContext context;
-    rtcInitIntersectContext(&context);
+    MaskFilterContext context;
+    rtcInitIntersectContext(&context.context);
+    if (masks) context.context.filter = &passMaskCutOuts;
+    context.tracer = this;
     RTCRay r;
     r.org_x = ray.origin.x;
     r.org_y = ray.origin.y;
@@ -84,7 +104,7 @@ struct EmbreeTracer {
     r.mask = 0xffffffffu;
     r.id = 0;
     r.flags = 0;
-    rtcOccluded1(scene, &context, &r);
+    rtcOccluded1(scene, &context.context, &r);
     // Embree sets tfar to -inf when the ray is blocked.
     return r.tfar == -std::numeric_limits<float>::infinity();
   }
@@ -124,7 +144,11 @@ class EmbreeScene {
   EmbreeScene(const EmbreeScene&) = delete;
   EmbreeScene& operator=(const EmbreeScene&) = delete;
 
-  EmbreeTracer tracer() const;
+  // The tracer of this scene. With a view of the data it was built over (or of data with the
+  // same triangles): its occluded() sees the view's alpha masks when the view has alpha and
+  // every alpha material is a mask (BLEND needs the integrator's walk) and Embree was built
+  // with filter functions.
+  EmbreeTracer tracer(const kernel::SceneView* view = nullptr) const;
   RTCScene scene() const { return scene_; }
   uint32_t triangleCount() const { return triangleCount_; }
 

@@ -34,6 +34,7 @@ struct RecordingTracer {
     rays->push_back({ray, tMin, tMax, 1});
     return inner.occluded(ray, tMin, tMax);
   }
+  bool occludedSeesMasks() const { return inner.occludedSeesMasks(); }
 };
 
 // Renders samples [sampleBegin, sampleEnd) of every pixel of `tile` with the kernel on this
@@ -49,9 +50,11 @@ struct BareTraceStats {
   double seconds = 0;
 };
 
-// Traces rays with rtcIntersect1 / rtcOccluded1 alone (as recorded), spread over pool,
-// repeating the whole list until at least minSeconds have passed.
-BareTraceStats traceBare(const EmbreeScene& scene, const std::vector<RecordedRay>& rays,
-                         ThreadPool& pool, double minSeconds);
+// Traces rays with the EmbreeTracer alone (as recorded: rtcIntersect1 / rtcOccluded1, the
+// latter with the alpha mask filter where the render used it), spread over pool, repeating
+// the whole list until at least minSeconds have passed. `data` and `scene` as recorded.
+BareTraceStats traceBare(const RenderData& data, const EmbreeScene& scene,
+                         const std::vector<RecordedRay>& rays, ThreadPool& pool,
+                         double minSeconds);
 
 }  // namespace pl

@@ -217,7 +217,9 @@ TEST(PreparedLoadTest, SharedLevelsAndChunksOfBothArraysGiveTheSameData) {
     for (const Hash128& h : scene.manifest.uploadOrder())
       waitFor(loop, load.place(h, bytesOf(scene.store, h)));
     loop.timer().afterDelay(20 * kj::MILLISECONDS).wait(loop.waitScope());
-    if (data == &shared) EXPECT_EQ(load.texturesWithLevels(), 0u);  // computed at finish()
+    if (data == &shared) {
+      EXPECT_EQ(load.texturesWithLevels(), 0u);  // computed at finish()
+    }
     std::shared_ptr<const RenderData> back = waitFor(loop, load.finish(nothingHeld()));
     EXPECT_EQ(back->arrayHashes(), data->arrayHashes());
   }

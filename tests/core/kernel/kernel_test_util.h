@@ -6,15 +6,26 @@
 #include <vector>
 
 #include "core/kernel/scene_view.h"
+#include "core/kernel/surface.h"
 #include "core/scene/render_data.h"
 
 namespace pl::kernel::testing {
 
 // Intersects every triangle: fine for a few hundred triangles.
+// seesMasks: occluded() passes through alpha mask cut-outs (the Tracer contract, scene_view.h).
 struct BruteForceTracer {
   const SceneView* scene;
+  bool seesMasks = false;
 
   Hit intersect(const Ray& ray, float tMin, float tMax) const {
+    return closest(ray, tMin, tMax, false);
+  }
+  bool occluded(const Ray& ray, float tMin, float tMax) const {
+    return closest(ray, tMin, tMax, seesMasks).prim != kNoHit;
+  }
+  bool occludedSeesMasks() const { return seesMasks; }
+
+  Hit closest(const Ray& ray, float tMin, float tMax, bool skipCutOuts) const {
     Hit best{tMax, kNoHit, 0.0f, 0.0f};
     for (uint32_t i = 0; i < scene->trianglesCount; ++i) {
       const Triangle& t = scene->triangles[i];
@@ -31,12 +42,10 @@ struct BruteForceTracer {
       const float v = dot(ray.direction, qv) * inv;
       if (v < 0.0f || u + v > 1.0f) continue;
       const float d = dot(e2, qv) * inv;
-      if (d > tMin && d < best.t) best = {d, i, u, v};
+      if (d > tMin && d < best.t && !(skipCutOuts && maskCutOutAt(*scene, i, u, v)))
+        best = {d, i, u, v};
     }
     return best;
-  }
-  bool occluded(const Ray& ray, float tMin, float tMax) const {
-    return intersect(ray, tMin, tMax).prim != kNoHit;
   }
 };
 
@@ -110,6 +119,11 @@ inline void addTriangle(RenderData& rd, Vec3f p0, Vec3f p1, Vec3f p2, uint32_t m
   rd.triangles.push_back({base, base + 1, base + 2, material});
 }
 
+inline void addQuad(RenderData& rd, Vec3f p0, Vec3f p1, Vec3f p2, Vec3f p3, uint32_t material) {
+  addTriangle(rd, p0, p1, p2, material);
+  addTriangle(rd, p0, p2, p3, material);
+}
+
 // Emissive table as compile() builds it (without textures): weight = area * luminance.
 inline void buildEmissiveTable(RenderData& rd) {
   rd.emissiveTriangles.clear();
@@ -166,6 +180,44 @@ inline void setEnvMap(RenderData& rd, uint32_t w, uint32_t h, const std::vector<
   rd.globals[0].envWidth = w;
   rd.globals[0].envHeight = h;
   rd.globals[0].envIntegral = float(total);
+}
+
+// A white floor (y = 0) lit by a square emitter (y = 3, 1 x 1) through a sheet (y = 1, 4 x 4)
+// that an alpha MASK cuts out in a checker of 1 x 1 cells (a 4 x 4 nearest texture, alpha 0 or
+// 255, cutoff 0.5; the cell at x, z in [-2, -1] is cut out), seen from above (y = 5), 16 x 16
+// pixels. Meshes: floor, sheet, light (the sheet dynamic when sheetDynamic).
+inline RenderData maskedSheetScene(bool sheetDynamic = false) {
+  RenderData rd = baseRenderData(16, 16, vec3(0.0f, 5.0f, 0.0f), 0.6f);
+  Camera& c = rd.camera[0];
+  c.forward = vec3(0.0f, -1.0f, 0.0f);
+  c.right = vec3(1.0f, 0.0f, 0.0f);
+  c.up = vec3(0.0f, 0.0f, -1.0f);
+  Material white = defaultMaterial();
+  white.ior = 1.0f;
+  white.doubleSided = 1;
+  Material sheet = white;
+  sheet.alphaMode = kAlphaMask;
+  sheet.baseColorTexture = 0;
+  Material light = white;
+  light.emission = vec3(4.0f);
+  rd.materials = {white, sheet, light};
+  addQuad(rd, vec3(-10, 0, -10), vec3(-10, 0, 10), vec3(10, 0, 10), vec3(10, 0, -10), 0);
+  addQuad(rd, vec3(-2, 1, -2), vec3(-2, 1, 2), vec3(2, 1, 2), vec3(2, 1, -2), 1);
+  addQuad(rd, vec3(-0.5f, 3, -0.5f), vec3(-0.5f, 3, 0.5f), vec3(0.5f, 3, 0.5f),
+          vec3(0.5f, 3, -0.5f), 2);
+  for (const Vec3f& p : rd.positions) rd.uvs.push_back(vec2((p.x + 2) / 4, (p.z + 2) / 4));
+  rd.textures = {{4, 4, 0, kWrapRepeat, kWrapRepeat, kFilterNearest}};
+  for (uint32_t j = 0; j < 4; ++j)
+    for (uint32_t i = 0; i < 4; ++i)
+      rd.texels.push_back({255, 255, 255, uint8_t((i + j) % 2 ? 255 : 0)});
+  for (uint32_t m = 0; m < 3; ++m)
+    rd.meshes.push_back({2 * m, 2, 6 * m, 6, m == 1 && sheetDynamic ? kMeshDynamic : 0u});
+  buildEmissiveTable(rd);
+  rd.globals[0].hasAlpha = 1;
+  rd.globals[0].maxDepth = 3;
+  rd.globals[0].boundsMin = vec3(-10.0f, 0.0f, -10.0f);
+  rd.globals[0].boundsMax = vec3(10.0f, 3.0f, 10.0f);
+  return rd;
 }
 
 }  // namespace pl::kernel::testing

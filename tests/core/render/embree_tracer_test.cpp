@@ -5,6 +5,8 @@
 #include <cstring>
 #include <random>
 
+#include "core/kernel/integrator.h"
+#include "tests/core/kernel/kernel_test_util.h"
 #include "tests/core/render/mesh_cases.h"
 
 namespace pl {
@@ -47,6 +49,48 @@ TEST(EmbreeTracerTest, ClosestHitWithBarycentrics) {
   EXPECT_FALSE(tracer.occluded(up, 0.0f, 0.99f));
   EXPECT_TRUE(tracer.occluded(up, 1.5f, 3.5f));
   EXPECT_FALSE(tracer.occluded(away, 0.0f, kernel::kInfinity));
+}
+
+// Where every alpha material is a mask, occluded() passes through the cut-outs (an Embree
+// filter), also in the static part's instance beside a dynamic mesh, and the kernel's image
+// is the one its walk through them gives.
+TEST(EmbreeTracerTest, OccludedPassesThroughAlphaMaskCutOuts) {
+  for (bool dynamic : {false, true}) {
+    SCOPED_TRACE(dynamic ? "sheet dynamic" : "all static");
+    RenderData d = kernel::testing::maskedSheetScene(dynamic);
+    auto scene = EmbreeScene::build(d, 1);
+    ASSERT_TRUE(scene.ok()) << scene.error().message;
+    const kernel::SceneView view = d.view();
+    const EmbreeTracer masks = (*scene)->tracer(&view), walk = (*scene)->tracer();
+    ASSERT_TRUE(masks.occludedSeesMasks());
+    EXPECT_FALSE(walk.occludedSeesMasks());
+    const kernel::Ray cut{{-1.5f, 2.0f, -1.5f}, {0, -1, 0}};  // a cell alpha cuts out
+    const kernel::Ray solid{{-0.5f, 2.0f, -1.5f}, {0, -1, 0}};
+    EXPECT_FALSE(masks.occluded(cut, 0.0f, 1.5f));
+    EXPECT_TRUE(masks.occluded(cut, 0.0f, 2.5f));  // the floor
+    EXPECT_TRUE(masks.occluded(solid, 0.0f, 1.5f));
+    EXPECT_TRUE(walk.occluded(cut, 0.0f, 1.5f));
+    uint32_t maskRays = 0, walkRays = 0;
+    for (uint32_t y = 0; y < 16; ++y)
+      for (uint32_t x = 0; x < 16; ++x) {
+        int64_t a[3] = {0, 0, 0}, b[3] = {0, 0, 0};
+        kernel::renderPixel(view, masks, x, y, 0, 4, a, &maskRays);
+        kernel::renderPixel(view, walk, x, y, 0, 4, b, &walkRays);
+        for (int c = 0; c < 3; ++c) ASSERT_EQ(a[c], b[c]) << x << "," << y;
+      }
+    EXPECT_LT(maskRays, walkRays);
+  }
+  // BLEND needs the walk (it attenuates); no alpha at all needs no filter.
+  RenderData d = kernel::testing::maskedSheetScene();
+  auto scene = EmbreeScene::build(d, 1);
+  ASSERT_TRUE(scene.ok()) << scene.error().message;
+  d.materials[1].alphaMode = kernel::kAlphaBlend;
+  kernel::SceneView view = d.view();
+  EXPECT_FALSE((*scene)->tracer(&view).occludedSeesMasks());
+  d.materials[1].alphaMode = kernel::kAlphaOpaque;
+  d.globals[0].hasAlpha = 0;
+  view = d.view();
+  EXPECT_FALSE((*scene)->tracer(&view).occludedSeesMasks());
 }
 
 TEST(EmbreeTracerTest, EmptySceneMissesEverything) {
