@@ -30,7 +30,8 @@
 // 1 - alpha from a hash of (seed, pixel, sample, bounce, hit count)) are passed through by
 // camera and bounce rays. Shadow rays, when globals.hasAlpha, walk through cut-out surfaces
 // with a loop of intersect() calls and are attenuated by (1 - alpha) at BLEND surfaces; a
-// Tracer whose occluded() sees masks (scene_view.h) answers them with one query instead.
+// Tracer whose occluded() sees masks (scene_view.h) answers them with one query instead
+// (which, unlike the walk, passes more than kMaxPassThrough cut-outs).
 //
 // Transmission (material.h, bsdf.h): a path that refracts into a volume boundary takes the
 // material's absorption coefficient with it and is attenuated by Beer-Lambert along every

@@ -92,24 +92,34 @@ PL_HOST_DEVICE PL_INLINE uint32_t pixelKey(uint32_t seed, uint32_t px, uint32_t 
   return hash3(seed, px, py);
 }
 
+// Dimension pair `pair` of the pixel with key `key`: its key and its shuffled Sobol index for
+// sample `sampleIndex`.
+struct SobolPair {
+  uint32_t key;
+  uint32_t index;
+};
+PL_HOST_DEVICE PL_INLINE SobolPair sobolPair(uint32_t key, uint32_t sampleIndex, uint32_t pair) {
+  const uint32_t pairKey = hashCombine(key, pair);
+  return {pairKey, nestedUniformScramble(sampleIndex, pairKey)};
+}
+// The pair's two values as 0.32 fixed point: nestedUniformScramble(sobolDimN(index), seed),
+// with the bit reversals that cancel out removed (sobolDim0 = reverse(index), sobolDim1 =
+// reverse(supersetXor(index))).
+PL_HOST_DEVICE PL_INLINE uint32_t sobolOwenX(SobolPair p) {
+  return reverseBits32(laineKarrasPermutation(p.index, hashCombine(p.key, 0x68bc21ebu)));
+}
+PL_HOST_DEVICE PL_INLINE uint32_t sobolOwenY(SobolPair p) {
+  return reverseBits32(
+      laineKarrasPermutation(supersetXor(p.index), hashCombine(p.key, 0x02e5be93u)));
+}
+
 // Sample `sampleIndex` of dimension pair `pair` for the pixel with key `key`, as two 0.32
 // fixed-point integers.
 PL_HOST_DEVICE PL_INLINE void sobolOwen2D(uint32_t key, uint32_t sampleIndex, uint32_t pair,
                                           uint32_t* x, uint32_t* y) {
-  const uint32_t pairKey = hashCombine(key, pair);
-  const uint32_t index = nestedUniformScramble(sampleIndex, pairKey);
-  // nestedUniformScramble(sobolDimN(index), seed), with the bit reversals that cancel out
-  // removed: sobolDim0 = reverse(index), sobolDim1 = reverse(supersetXor(index)).
-  *x = reverseBits32(laineKarrasPermutation(index, hashCombine(pairKey, 0x68bc21ebu)));
-  *y = reverseBits32(
-      laineKarrasPermutation(supersetXor(index), hashCombine(pairKey, 0x02e5be93u)));
-}
-
-// The first value of sobolOwen2D() alone (get1D() needs no more).
-PL_HOST_DEVICE PL_INLINE uint32_t sobolOwen1D(uint32_t key, uint32_t sampleIndex, uint32_t pair) {
-  const uint32_t pairKey = hashCombine(key, pair);
-  const uint32_t index = nestedUniformScramble(sampleIndex, pairKey);
-  return reverseBits32(laineKarrasPermutation(index, hashCombine(pairKey, 0x68bc21ebu)));
+  const SobolPair p = sobolPair(key, sampleIndex, pair);
+  *x = sobolOwenX(p);
+  *y = sobolOwenY(p);
 }
 
 // The value of one dimension (pairs are dimensions 2k and 2k+1), as a pure function.
@@ -145,7 +155,7 @@ PL_HOST_DEVICE PL_INLINE Vec2f Sampler::get2D() {
 }
 
 PL_HOST_DEVICE PL_INLINE float Sampler::get1D() {
-  return u32ToUnitFloat(sobolOwen1D(key, sampleIndex, pair++));
+  return u32ToUnitFloat(sobolOwenX(sobolPair(key, sampleIndex, pair++)));
 }
 
 // A one-off random number from a hash of several words (for decisions that must not consume

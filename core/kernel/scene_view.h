@@ -38,6 +38,7 @@ struct Hit {
 // cuts out at the hit (maskCutOutAt(), surface.h) does not block, and the integrator traces a
 // shadow ray through cut-outs with one occluded() query instead of a walk of intersect()
 // queries from hit to hit (the CPU's Embree, with a filter in its traversal, in scenes whose
-// alpha materials are all masks).
+// alpha materials are all masks). The walk gives up after kMaxPassThrough cut-outs (blocked);
+// the one query passes any number.
 
 }  // namespace pl::kernel

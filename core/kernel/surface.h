@@ -77,11 +77,13 @@ PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t
   s.material = tri.material;
   const uint32_t maxV = maxVertex(tri);
   s.ns = s.ng;
-  if (kParts == SurfaceParts::kAll && maxV < scene.normalsCount) {
-    const Vec3f n = scene.normals[tri.v0] * w + scene.normals[tri.v1] * u +
-                    scene.normals[tri.v2] * v;
-    const float nLen = length(n);
-    if (nLen > 0.0f && isFinite(n)) s.ns = n * (1.0f / nLen);
+  if constexpr (kParts == SurfaceParts::kAll) {
+    if (maxV < scene.normalsCount) {
+      const Vec3f n = scene.normals[tri.v0] * w + scene.normals[tri.v1] * u +
+                      scene.normals[tri.v2] * v;
+      const float nLen = length(n);
+      if (nLen > 0.0f && isFinite(n)) s.ns = n * (1.0f / nLen);
+    }
   }
   s.uv = {0.0f, 0.0f};
   s.lod = kNoLod;
@@ -97,7 +99,7 @@ PL_HOST_DEVICE PL_INLINE SurfacePoint surfaceAt(const SceneView& scene, uint32_t
     if (ratio > 0.0f && ratio < kInfinity) s.lod = 0.5f * log2f(ratio);
   }
   s.tangent = {0.0f, 0.0f, 0.0f, 0.0f};
-  if (kParts != SurfaceParts::kAll) return s;
+  if constexpr (kParts != SurfaceParts::kAll) return s;
   if (maxV < scene.tangentsCount) {
     const Vec4f t0 = scene.tangents[tri.v0], t1 = scene.tangents[tri.v1],
                 t2 = scene.tangents[tri.v2];

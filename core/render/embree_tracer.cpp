@@ -28,7 +28,6 @@ const char* errorName(RTCError code) {
 struct EmbreeDevice {
   RTCDevice device = nullptr;
   uint32_t threads = 0;
-  bool filters = false;  // built with filter functions (Debian's is)
   std::mutex mutex;
   std::string error;  // first error since takeError(); empty when none
 
@@ -61,8 +60,11 @@ struct EmbreeDevice {
                    errorName(rtcGetDeviceError(nullptr))};
     }
     self->threads = threads;
-    self->filters =
-        rtcGetDeviceProperty(self->device, RTC_DEVICE_PROPERTY_FILTER_FUNCTION_SUPPORTED) != 0;
+    // Shadow rays through alpha masks use a filter (passMaskCutOuts()); without one a node
+    // would trace them another way, with other bits, under the same kernel identity.
+    if (rtcGetDeviceProperty(self->device, RTC_DEVICE_PROPERTY_FILTER_FUNCTION_SUPPORTED) == 0)
+      return Error{"embree: this Embree library was built without filter functions "
+                   "(EMBREE_FILTER_FUNCTION), which peerlight's CPU device needs"};
     rtcSetDeviceErrorFunction(self->device, &EmbreeDevice::errorCallback, self.get());
     return self;
   }
@@ -159,7 +161,7 @@ struct EmbreeStaticPart {
 
 Status EmbreeScene::takeError() { return device_->takeError(); }
 
-void passMaskCutOuts(const RTCFilterFunctionNArguments* args) {
+void detail::passMaskCutOuts(const RTCFilterFunctionNArguments* args) {
   const EmbreeTracer& tracer = *reinterpret_cast<const MaskFilterContext*>(args->context)->tracer;
   for (unsigned i = 0; i < args->N; ++i) {
     if (args->valid[i] != -1) continue;
@@ -171,7 +173,7 @@ void passMaskCutOuts(const RTCFilterFunctionNArguments* args) {
 
 EmbreeTracer EmbreeScene::tracer(const kernel::SceneView* view) const {
   EmbreeTracer t;
-  if (view != nullptr && device_->filters && alphaIsMasksOnly(*view)) t.masks = view;
+  if (view != nullptr && alphaIsMasksOnly(*view)) t.masks = view;
   t.scene = scene_;
   t.staticTriangles = staticTriangles_.empty() ? nullptr : staticTriangles_.data();
   t.dynamicFirstTriangle = dynamicFirstTriangle_.empty() ? nullptr : dynamicFirstTriangle_.data();

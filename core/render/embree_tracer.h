@@ -37,6 +37,7 @@ namespace pl {
 
 struct EmbreeTracer;
 
+namespace detail {
 // An occluded() query's context when it sees alpha masks: Embree hands it to the filter,
 // passMaskCutOuts(), at each hit its traversal finds.
 struct MaskFilterContext {
@@ -46,6 +47,7 @@ struct MaskFilterContext {
 // Rejects each hit that the tracer's view cuts out with an alpha mask (kernel::maskCutOutAt),
 // so that the traversal goes on past it.
 void passMaskCutOuts(const RTCFilterFunctionNArguments* args);
+}  // namespace detail
 
 // Trivially copyable view of a committed Embree scene. Valid while its EmbreeScene lives.
 struct EmbreeTracer {
@@ -87,9 +89,9 @@ struct EmbreeTracer {
   bool occludedSeesMasks() const { return masks != nullptr; }
 
   bool occluded(const kernel::Ray& ray, float tMin, float tMax) const {
-    MaskFilterContext context;
+    detail::MaskFilterContext context;
     rtcInitIntersectContext(&context.context);
-    if (masks) context.context.filter = &passMaskCutOuts;
+    if (masks) context.context.filter = &detail::passMaskCutOuts;
     context.tracer = this;
     RTCRay r;
     r.org_x = ray.origin.x;
@@ -146,8 +148,8 @@ class EmbreeScene {
 
   // The tracer of this scene. With a view of the data it was built over (or of data with the
   // same triangles): its occluded() sees the view's alpha masks when the view has alpha and
-  // every alpha material is a mask (BLEND needs the integrator's walk) and Embree was built
-  // with filter functions.
+  // every alpha material is a mask (BLEND needs the integrator's walk). Every CPU device takes
+  // the same path for the same data: build() refuses an Embree without filter functions.
   EmbreeTracer tracer(const kernel::SceneView* view = nullptr) const;
   RTCScene scene() const { return scene_; }
   uint32_t triangleCount() const { return triangleCount_; }

@@ -2,9 +2,13 @@
 // Helpers for kernel tests: a brute-force Tracer (every triangle, Möller-Trumbore) and
 // hand-built RenderData (camera, globals, spheres, environment and emitter tables).
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/kernel/integrator.h"
 #include "core/kernel/scene_view.h"
 #include "core/kernel/surface.h"
 #include "core/scene/render_data.h"
@@ -185,8 +189,8 @@ inline void setEnvMap(RenderData& rd, uint32_t w, uint32_t h, const std::vector<
 // A white floor (y = 0) lit by a square emitter (y = 3, 1 x 1) through a sheet (y = 1, 4 x 4)
 // that an alpha MASK cuts out in a checker of 1 x 1 cells (a 4 x 4 nearest texture, alpha 0 or
 // 255, cutoff 0.5; the cell at x, z in [-2, -1] is cut out), seen from above (y = 5), 16 x 16
-// pixels. Meshes: floor, sheet, light (the sheet dynamic when sheetDynamic).
-inline RenderData maskedSheetScene(bool sheetDynamic = false) {
+// pixels. Meshes: floor, sheet, light; mesh `dynamicMesh` (if any) is kMeshDynamic.
+inline RenderData maskedSheetScene(int dynamicMesh = -1) {
   RenderData rd = baseRenderData(16, 16, vec3(0.0f, 5.0f, 0.0f), 0.6f);
   Camera& c = rd.camera[0];
   c.forward = vec3(0.0f, -1.0f, 0.0f);
@@ -211,13 +215,37 @@ inline RenderData maskedSheetScene(bool sheetDynamic = false) {
     for (uint32_t i = 0; i < 4; ++i)
       rd.texels.push_back({255, 255, 255, uint8_t((i + j) % 2 ? 255 : 0)});
   for (uint32_t m = 0; m < 3; ++m)
-    rd.meshes.push_back({2 * m, 2, 6 * m, 6, m == 1 && sheetDynamic ? kMeshDynamic : 0u});
+    rd.meshes.push_back({2 * m, 2, 6 * m, 6, int(m) == dynamicMesh ? kMeshDynamic : 0u});
   buildEmissiveTable(rd);
   rd.globals[0].hasAlpha = 1;
   rd.globals[0].maxDepth = 3;
   rd.globals[0].boundsMin = vec3(-10.0f, 0.0f, -10.0f);
   rd.globals[0].boundsMax = vec3(10.0f, 3.0f, 10.0f);
   return rd;
+}
+
+// Renders every pixel of the view's camera at `spp` with two Tracers and expects the same
+// sums, bit for bit; returns the rays each traced and how many distinct red sums there were.
+struct TwoImages {
+  uint32_t raysA = 0, raysB = 0;
+  size_t distinctValues = 0;
+};
+template <class TracerA, class TracerB>
+TwoImages expectSameImage(const SceneView& view, const TracerA& a, const TracerB& b,
+                          uint32_t spp) {
+  TwoImages out;
+  std::vector<int64_t> values;
+  for (uint32_t y = 0; y < view.cam().height; ++y)
+    for (uint32_t x = 0; x < view.cam().width; ++x) {
+      int64_t sa[3] = {0, 0, 0}, sb[3] = {0, 0, 0};
+      renderPixel(view, a, x, y, 0, spp, sa, &out.raysA);
+      renderPixel(view, b, x, y, 0, spp, sb, &out.raysB);
+      for (int c = 0; c < 3; ++c) EXPECT_EQ(sa[c], sb[c]) << "pixel " << x << "," << y;
+      values.push_back(sa[0]);
+    }
+  std::sort(values.begin(), values.end());
+  out.distinctValues = size_t(std::unique(values.begin(), values.end()) - values.begin());
+  return out;
 }
 
 }  // namespace pl::kernel::testing

@@ -25,7 +25,10 @@ TEST(SamplerTest, PureFunctionOfInputs) {
   EXPECT_EQ(b, sampleDimension(7, 3, 4, 5, 2));
   EXPECT_EQ(c.x, sampleDimension(7, 3, 4, 5, 4));
   EXPECT_EQ(c.y, sampleDimension(7, 3, 4, 5, 5));
-  // get1D() computes the first value of its pair alone: the same bits as get2D().x.
+}
+
+// get1D() computes the first value of its pair alone: the same bits as get2D().x.
+TEST(SamplerTest, OneValueIsTheFirstOfItsPair) {
   for (uint32_t s = 0; s < 4096; ++s) {
     Sampler one = makeSampler(11, s % 7, s / 7, s), two = one;
     for (int pair = 0; pair < 6; ++pair)

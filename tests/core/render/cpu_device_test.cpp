@@ -209,7 +209,8 @@ TEST(CpuDeviceTest, RecordedRaysMatchTheRenderer) {
   std::vector<RecordedRay> rays =
       recordRays(*device.data(), *device.embreeScene(), tile, 0, 2, size_t(1) << 30);
   EXPECT_EQ(rays.size(), result->raysTraced);
-  BareTraceStats bare = traceBare(*device.data(), *device.embreeScene(), rays, device.threadPool(), 0.0);
+  BareTraceStats bare =
+      traceBare(*device.data(), *device.embreeScene(), rays, device.threadPool(), 0.0);
   EXPECT_EQ(bare.rays, rays.size());
   uint64_t pathRays = 0;
   for (const RecordedRay& r : rays) pathRays += !r.shadow;
