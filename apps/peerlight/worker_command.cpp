@@ -55,6 +55,8 @@ struct WorkerArgs {
   // The daemon's end of the socket closing ends this process too; this covers a daemon that
   // was killed while this process is stuck in a render.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Started from /proc/self/exe, the process would be named "exe" in ps and top.
+  prctl(PR_SET_NAME, "peerlight-wkr");  // at most 15 characters
 #endif
   // Warnings and errors only, unless --verbose or PEERLIGHT_LOG (main() applied it) asks.
   if (!args.verbose && std::getenv("PEERLIGHT_LOG") == nullptr) setLogLevel(LogLevel::Warn);

@@ -76,6 +76,11 @@ TEST_F(WorkerTest, NextRenderReusesTheWarmWorker) {
       << node("a").err();
   EXPECT_TRUE(alive(pids[0]));
   EXPECT_EQ(stateOf(a), "idle");
+  // Named for ps and top (it is started from /proc/self/exe, which would name it "exe").
+  std::ifstream comm("/proc/" + std::to_string(pids[0]) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  EXPECT_EQ(name, "peerlight-wkr");
 
   auto second = startRender("64x64", 8, {a}, "second");
   finish(*second, "second");
