@@ -10,7 +10,8 @@ poll (every 50 ms) that shows samples from it; and the local device's samples pe
 before and during the join.
 
     bench/session_join.py [--veth] [--pin] [--size 256x256] [--node-threads 1]
-                           [--node-log PATH] [--session-log PATH] [SCENE]
+                           [--node-log PATH] [--session-log PATH] [--node-peerlight PATH]
+                           [SCENE]
 
 --veth: the session and the node in two network namespaces joined by a veth pair shaped to
 1 Gbit/s with tbf (needs root); else both on 127.0.0.1. --pin: the session on CPU 0 and the
@@ -93,6 +94,8 @@ def main():
     ap.add_argument("--size", default="256x256")
     ap.add_argument("--node-threads", default="1")
     ap.add_argument("--local-threads", default="1")
+    ap.add_argument("--node-peerlight", default=PL,
+                    help="the node's program (another build, for A/B runs); default: this build's")
     ap.add_argument("--pin", action="store_true",
                     help="the session on CPU 0 and the node on CPU 1: two one-core machines")
     ap.add_argument("--node-log",
@@ -171,7 +174,7 @@ def main():
 
             err = open(args.node_log or os.path.join(tmp, "node.err"), "w")
             node = subprocess.Popen(
-                net.in_b(pin(1) + [PL, "node", "--listen", f"{net.node_host}:0", "--key-file", key,
+                net.in_b(pin(1) + [args.node_peerlight, "node", "--listen", f"{net.node_host}:0", "--key-file", key,
                           "--threads", args.node_threads, "--no-mdns", "--no-control-socket"]),
                 stdout=subprocess.PIPE, stderr=err, text=True)
             procs.append(node)

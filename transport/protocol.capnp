@@ -187,6 +187,10 @@ struct Chunk {
   # The encoded chunk (transport/chunk_codec.h): a 4-byte header (format, byte-shuffle stride)
   # and one zstd frame declaring its content size. The node checks the size against limits
   # before decompressing and the hash of the decompressed bytes against `hash`.
+  unchecked @2 :Bool;
+  # Daemon to worker only: the daemon has not checked the hash (it handed a prepared chunk on as
+  # it came). A worker that does not decode the chunk into place now checks it before keeping
+  # it. Primaries leave it false; a node checks every Primary's chunk whatever it says.
 }
 
 struct WorkUnit {

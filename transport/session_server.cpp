@@ -104,6 +104,7 @@ class SessionServer final : public proto::RenderSession::Server {
           std::vector<Hash128> lacking;
           for (const Hash128& h : hashes) {
             if (lease->pin(h) || lease->node.chunks.contains(h)) continue;
+            if (lease->encodedChunk(h) != nullptr) continue;  // not checked yet
             if (lease->holdsPrepared(h)) continue;
             if (std::shared_ptr<const RenderData> data = lease->node.decodedHolding(h)) {
               auto& held = lease->heldForLoads;
@@ -159,8 +160,8 @@ class SessionServer final : public proto::RenderSession::Server {
               })
           .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
     }
-    if (!node.options.verifyPuts) {  // a worker's: its daemon checked them (NodeOptions)
-      lease_->store(hash, bytes);
+    if (!node.options.verifyPuts && !chunk.getUnchecked()) {  // a worker's: its daemon checked
+      lease_->store(hash, bytes);                           // them (NodeOptions)
       return kj::READY_NOW;
     }
     if (auto it = lease_->forwardToWorker.find(hash); it != lease_->forwardToWorker.end()) {
@@ -169,6 +170,14 @@ class SessionServer final : public proto::RenderSession::Server {
                              " raw bytes, the prepared manifest says " +
                              std::to_string(it->second));
       }
+      // Prepared in the worker: it decodes the chunk into place now, checking its hash, while
+      // the upload goes on. The daemon checks it too, but only once the worker has answered
+      // the load (checkLater()), and caches it then.
+      if (lease_->encodedChunk(hash) == nullptr) {
+        lease_->unchecked[hash] = {bytes, uint32_t(declared)};
+        forward(*lease_, hash, *bytes, true);
+      }
+      return kj::READY_NOW;
     }
     ++lease_->putsInFlight;
     auto lease = kj::addRef(*lease_);
@@ -182,8 +191,8 @@ class SessionServer final : public proto::RenderSession::Server {
         .then([lease = kj::addRef(*lease), hash, bytes, declared](Status verified) mutable {
           if (!verified.ok()) refused(*lease, verified.error().message);
           lease->store(hash, bytes);
-          // Prepared in the worker: it decodes the chunk now, while the upload goes on (the
-          // size checked again: a later prepare may have come meanwhile).
+          // Prepared in the worker since (a prepare came meanwhile): it decodes the chunk now,
+          // while the upload goes on (the size checked again).
           auto it = lease->forwardToWorker.find(hash);
           if (it != lease->forwardToWorker.end() && it->second == declared)
             forward(*lease, hash, *bytes);
@@ -236,8 +245,13 @@ class SessionServer final : public proto::RenderSession::Server {
         });
     auto lease = kj::addRef(*lease_);
     if (lease_->worker != nullptr) {
+      // However the load ends, the worker has had the chunks it took unchecked: the daemon
+      // checks them now (checkLater()), after the join's work. (A load answered has done so
+      // for the chunks of its manifest already.)
+      auto check = kj::defer(
+          [lease = kj::addRef(*lease_)]() mutable { checkLater(*lease, nullptr); });
       return tracked(*lease_, loadInWorker(context, kj::mv(lease), std::move(*manifest))
-                                  .attach(kj::mv(unpin)));
+                                  .attach(kj::mv(unpin), kj::mv(check)));
     }
     return tracked(
         *lease_,
@@ -366,7 +380,7 @@ class SessionServer final : public proto::RenderSession::Server {
           if (!lacking.ok()) failCall(lacking.error().message);
           auto send = std::make_shared<const std::vector<Hash128>>(std::move(*lacking));
           for (const Hash128& hash : *send) {
-            auto bytes = lease->node.chunks.find(hash);
+            auto bytes = lease->encodedChunk(hash);
             if (bytes == nullptr) {
               failCall("load: chunk " + hash.hex() + " is missing (put it first)");
             }
@@ -388,6 +402,7 @@ class SessionServer final : public proto::RenderSession::Server {
               [context, lease = kj::mv(lease), manifest = std::move(manifest), answered](
                   capnp::Response<proto::RenderSession::LoadResults>&& response) mutable {
                 answered();
+                checkLater(*lease, &manifest);
                 lease->checkServing();
                 context.getResults().setScene(response.getScene());
                 LoadedScene scene;  // the id alone: the data is the worker's
@@ -410,7 +425,9 @@ class SessionServer final : public proto::RenderSession::Server {
                                           std::shared_ptr<WorkerChunkRefs::Refs> refs, size_t next) {
     if (next == hashes->size()) return kj::READY_NOW;
     lease->checkServing();
-    return sendToWorker(*lease, (*hashes)[next], *(*refs)[next], true)
+    const Hash128& hash = (*hashes)[next];
+    // A chunk not cached here is one a worker took unchecked, not checked yet (checkLater()).
+    return sendToWorker(*lease, hash, *(*refs)[next], true, !lease->node.chunks.contains(hash))
         .then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
                next]() mutable {
           return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);
@@ -421,10 +438,12 @@ class SessionServer final : public proto::RenderSession::Server {
   // `byReference` the message references `bytes` when Cap'n Proto may read them in whole words
   // (the caller keeps them until the worker has read them); else it copies them.
   static kj::Promise<void> sendToWorker(LeaseState& lease, const Hash128& hash,
-                                        const std::vector<uint8_t>& bytes, bool byReference) {
+                                        const std::vector<uint8_t>& bytes, bool byReference,
+                                        bool unchecked = false) {
     auto put = lease.workerSession.putRequest(capnp::MessageSize{16, 1});
     auto chunk = put.initChunk();
     toProto(hash, chunk.initHash());
+    chunk.setUnchecked(unchecked);
     if (byReference && referenceableBytes(bytes.data(), bytes.size()))
       chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
           kj::arrayPtr(bytes.data(), bytes.size())));
@@ -433,13 +452,80 @@ class SessionServer final : public proto::RenderSession::Server {
     return put.send();
   }
 
-  // Hands a verified put on to the worker (a copy: nothing to hold for the message);
-  // missing() and load() wait until it is sent.
-  static void forward(LeaseState& lease, const Hash128& hash, const std::vector<uint8_t>& bytes) {
+  // Hands a put on to the worker (a copy: nothing to hold for the message), `unchecked` when
+  // the daemon has not checked it; missing() and load() wait until it is sent.
+  static void forward(LeaseState& lease, const Hash128& hash, const std::vector<uint8_t>& bytes,
+                      bool unchecked = false) {
     lease.node.counters.putsForwarded.fetch_add(1, std::memory_order_relaxed);
     ++lease.putsInFlight;
-    lease.forwards.add(sendToWorker(lease, hash, bytes, false)
+    lease.forwards.add(sendToWorker(lease, hash, bytes, false, unchecked)
                            .attach(kj::defer([&lease]() { lease.putFinished(); })));
+  }
+
+  // The chunks the lease handed on to its worker unchecked, once the worker has read them all
+  // (a load of the worker's has ended): the daemon checks each on its low-priority thread, off
+  // the path of the join, and caches the good ones. With `loaded` (the manifest of a load the
+  // worker answered, which checked each of its chunks), that manifest's chunks count as here
+  // meanwhile (NodeResources::checking: missing() says so, a load can hand them on); others
+  // (a failed load, a superseded prepare) are not here until checked. A bad one (the worker
+  // refused it too, failing its put and the load) is never cached.
+  static void checkLater(LeaseState& lease, const ChunkManifest* loaded) {
+    if (lease.unchecked.empty()) return;
+    NodeResources& node = lease.node;
+    struct Entry {
+      Hash128 hash;
+      NodeResources::Unchecked chunk;
+      bool here;  // in NodeResources::checking until checked
+    };
+    auto batch = std::make_shared<std::vector<Entry>>();
+    if (loaded != nullptr) {
+      for (const Hash128& hash : loaded->chunkHashes()) {
+        auto it = lease.unchecked.find(hash);
+        if (it == lease.unchecked.end()) continue;
+        batch->push_back({hash, it->second, true});
+        node.checking.emplace(hash, it->second);
+        lease.unchecked.erase(it);
+      }
+    } else {
+      for (const auto& [hash, chunk] : lease.unchecked) batch->push_back({hash, chunk, false});
+      lease.unchecked.clear();
+    }
+    if (batch->empty() || !node.addTask || !node.laterChecks) return;
+    node.addTask(
+        runOnQueue<std::vector<std::string>>(
+            *node.laterChecks,
+            [batch]() {
+              std::vector<std::string> errors(batch->size());
+              for (size_t i = 0; i < batch->size(); ++i) {
+                const Entry& e = (*batch)[i];
+                auto decoded = decodeChunk(e.hash, e.chunk.bytes->data(), e.chunk.bytes->size(),
+                                           e.chunk.rawBytes);
+                if (!decoded.ok()) errors[i] = decoded.error().message;
+              }
+              return errors;
+            })
+            .then(
+                [&node, batch](std::vector<std::string> errors) {
+                  for (size_t i = 0; i < batch->size(); ++i) {
+                    const Entry& e = (*batch)[i];
+                    if (e.here) {
+                      auto it = node.checking.find(e.hash);
+                      if (it != node.checking.end() && it->second.bytes == e.chunk.bytes)
+                        node.checking.erase(it);
+                    }
+                    if (errors[i].empty()) {
+                      node.chunks.put(e.hash, e.chunk.bytes);
+                      node.counters.forwardsChecked.fetch_add(1, std::memory_order_relaxed);
+                    } else {
+                      PL_LOG_WARN("not caching a chunk a worker took: %s", errors[i].c_str());
+                      node.counters.forwardsBad.fetch_add(1, std::memory_order_relaxed);
+                    }
+                  }
+                },
+                [&node, batch](kj::Exception&&) {  // the node is stopping
+                  for (const Entry& e : *batch)
+                    if (e.here) node.checking.erase(e.hash);
+                }));
   }
 
   [[noreturn]] static void refused(LeaseState& lease, const std::string& why) {

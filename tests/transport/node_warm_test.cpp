@@ -435,6 +435,69 @@ TEST(WarmWorkers, PreparedPutsGoOnToTheWorkerAsTheyCome) {
   expectSameBits(renderRemote(loop, leased.session, b.id, 0, wholeImage(*b.data)),
                  renderLocally(*b.data, wholeImage(*b.data)), "the moved camera, prepared");
   EXPECT_EQ(node.workerCount(), 1u);
+  // The worker took them unchecked (it checks each hash as it decodes); the daemon checks them
+  // after the load and caches them: a later lease sends nothing.
+  const size_t forwarded = size_t(node.stats().putsForwarded);
+  ASSERT_TRUE(pumpUntil(loop, [&] { return node.stats().forwardsChecked == forwarded; }))
+      << node.stats().forwardsChecked << " of " << forwarded << " checked";
+  EXPECT_EQ(node.stats().forwardsBad, 0u);
+  leased = Leased{};
+  ASSERT_TRUE(pumpUntil(loop, [&] { return node.activeLeaseCount() == 0; }));
+  Leased next = takeLease(loop, client, {0});
+  EXPECT_EQ(upload(loop, next.session, a, store, &sent, nullptr, true), a.id);
+  EXPECT_EQ(sent, 0u);
+}
+
+// A prepared chunk whose bytes do not hash to its name (of the size the manifest says) goes on
+// to the worker unchecked: the worker refuses it, so the load fails and names it, the daemon's
+// own later check never caches it, and the node goes on serving (a new lease loads the scene).
+TEST(WarmWorkers, APreparedChunkThatFailsItsHashIsNeverCached) {
+  UvKjLoop loop;
+  NodeService node(loop, testing::nodeTestKey(1), cpuDevices(1), daemonOptions());
+  proto::Node::Client client = node.newTrustedNode("test");
+  ChunkStore store;
+  Scene a = encode(cornellBox(), store);
+  Leased leased = takeLease(loop, client, {0});
+  sendPrepare(loop, leased.session, a.manifest);
+  // The largest chunk, one byte of its zstd payload changed (same frame header, same size).
+  Hash128 bad;
+  size_t largest = 0;
+  for (const Hash128& h : a.manifest.chunkHashes()) {
+    const size_t n = test::chunkBytes(store, h).size();
+    if (n > largest) largest = n, bad = h;
+  }
+  std::vector<uint8_t> corrupt = test::chunkBytes(store, bad);
+  ASSERT_GT(corrupt.size(), 64u);
+  corrupt[corrupt.size() - 8] ^= 0x5a;
+  auto put = leased.session.putRequest();
+  auto chunk = put.initChunk();
+  toProto(bad, chunk.initHash());
+  chunk.setData(kj::arrayPtr(corrupt.data(), corrupt.size()));
+  waitFor(loop, put.send(), 30000);  // taken unchecked
+  std::vector<Hash128> rest;
+  for (const Hash128& h : a.manifest.uploadOrder())
+    if (!(h == bad)) rest.push_back(h);
+  const std::string why = failureOf([&] {
+    putChunks(loop, leased.session, rest, store);
+    auto load = leased.session.loadRequest();
+    toProto(a.manifest, load.initManifest());
+    waitFor(loop, load.send(), 120000);
+  });
+  EXPECT_NE(why.find(bad.hex()), std::string::npos) << why;
+  ASSERT_TRUE(pumpUntil(loop, [&] { return node.stats().forwardsBad == 1; }))
+      << "the daemon's own check did not refuse the chunk";
+  leased = Leased{};
+  ASSERT_TRUE(pumpUntil(loop, [&] { return node.activeLeaseCount() == 0; }));
+  Leased next = takeLease(loop, client, {0});
+  auto ask = next.session.missingRequest();
+  std::vector<Hash128> hashes = a.manifest.chunkHashes();
+  toProto(hashes, ask.initHashes(uint32_t(hashes.size())));
+  std::vector<Hash128> lacking = fromProto(waitFor(loop, ask.send(), 30000).getMissing()).value();
+  EXPECT_NE(std::find(lacking.begin(), lacking.end(), bad), lacking.end())
+      << "the corrupt chunk was cached";
+  EXPECT_EQ(upload(loop, next.session, a, store, nullptr, nullptr, true), a.id);
+  expectSameBits(renderRemote(loop, next.session, a.id, 0, wholeImage(*a.data)),
+                 renderLocally(*a.data, wholeImage(*a.data)), "after the corrupt chunk");
 }
 
 // An upload prepared and sent but never loaded (its generation superseded), then a load of
