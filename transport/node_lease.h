@@ -67,10 +67,8 @@ struct NodeCounters {
   std::atomic<uint64_t> scenesDecoded{0};  // loads that decoded their render data in full
   std::atomic<uint64_t> scenesPrepared{0};  // of those, decoded as the puts came (prepare)
   std::atomic<uint64_t> putsForwarded{0};   // worker mode: puts handed on as they came
-  // Worker mode: of those, chunks the daemon checked after the worker's load and then cached,
-  // and chunks that failed that check (never cached).
-  std::atomic<uint64_t> forwardsChecked{0};
-  std::atomic<uint64_t> forwardsBad{0};
+  // Worker mode: of those, puts handed on unchecked that the worker took (checked them).
+  std::atomic<uint64_t> forwardsCheckedByWorker{0};
   // Loads that reused decoded data (the same scene, or one that differs in the camera alone):
   // they decoded their camera chunk only.
   std::atomic<uint64_t> camerasDecoded{0};
@@ -150,24 +148,6 @@ struct NodeResources {
   // Verifies put() chunks and decodes render data for load() (options.codecThreads threads).
   std::unique_ptr<JobQueue> codecPool;
   ChunkCache chunks;
-  // Worker mode: chunks that a worker took unchecked (LeaseState::unchecked) and whose load it
-  // has answered, waiting for the daemon's own check on `laterChecks` (one thread at nice 19,
-  // off the path of a join) before they are cached. missing() counts them as here, and a load
-  // hands them to a worker that lacks them (its decode checks every hash).
-  struct Unchecked {
-    std::shared_ptr<const std::vector<uint8_t>> bytes;
-    uint32_t rawBytes = 0;
-  };
-  std::unordered_map<Hash128, Unchecked, Hash128Hasher> checking;
-  std::unique_ptr<JobQueue> laterChecks;
-  // Runs a task of the node's until it ends or the node stops (set by the node).
-  std::function<void(kj::Promise<void>)> addTask;
-  // A chunk's encoded bytes, cached or being checked; null when neither.
-  std::shared_ptr<const std::vector<uint8_t>> encodedChunk(const Hash128& hash) {
-    if (auto bytes = chunks.find(hash)) return bytes;
-    auto it = checking.find(hash);
-    return it == checking.end() ? nullptr : it->second.bytes;
-  }
   // Decoded render data by geometryKeyOf() its manifest, while some device or session still
   // holds it: a load whose manifest differs only in the camera decodes the camera alone, and
   // any other load copies the chunks it shares with one of them instead of decoding them (so
@@ -271,9 +251,8 @@ struct LeaseState final : public kj::Refcounted {
   // Pins a cached chunk for this session until its load (see ChunkPins); false once ended.
   bool pin(const Hash128& hash) { return !ended && pins.pin(hash); }
   // prepare(): in-process, the load decoding into place as the puts arrive (taken by the load
-  // of the same manifest, dropped by a load of another); in worker mode, the chunks of the
-  // prepared manifest that puts hand on to the worker once verified, and the cached bytes those
-  // messages reference (held like loadInWorker's, until the next load is answered).
+  // of the same manifest, dropped by a load of another). In worker mode the worker has it, and
+  // the daemon hands the puts of forwardToWorker's chunks on to it as they come.
   std::shared_ptr<PreparedLoad> prepared;
   std::vector<std::shared_ptr<PreparedLoad>> finishing;  // taken by loads not answered yet
   // Whether a prepared load of this lease (waiting, or being finished) holds the chunk.
@@ -284,15 +263,6 @@ struct LeaseState final : public kj::Refcounted {
     return false;
   }
   std::unordered_map<Hash128, uint32_t, Hash128Hasher> forwardToWorker;  // hash -> raw bytes
-  // The puts of forwardToWorker's chunks, handed on to the worker unchecked: the worker checks
-  // each hash as it decodes the chunk into place, so the daemon does not decode it too while
-  // the upload goes on. Once the worker has answered a load, they go to NodeResources::checking
-  // (SessionServer::checkLater()); dropped unchecked if the lease ends first.
-  std::unordered_map<Hash128, NodeResources::Unchecked, Hash128Hasher> unchecked;
-  std::shared_ptr<const std::vector<uint8_t>> encodedChunk(const Hash128& hash) {
-    auto it = unchecked.find(hash);
-    return it != unchecked.end() ? it->second.bytes : node.encodedChunk(hash);
-  }
   // The puts on their way to the worker (copies: each counted in putsInFlight until sent; the
   // put's answer does not wait for it). One that fails (the worker refused it, which breaks
   // the worker's put stream for good) makes the lease end unquiet: its worker is not kept.

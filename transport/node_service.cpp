@@ -14,13 +14,10 @@
 #include "transport/node_service.h"
 
 #include <kj/debug.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <deque>
 #include <list>
 #include <map>
@@ -330,14 +327,6 @@ NodeService::Impl::Impl(UvKjLoop& loop, ClusterKey key,
             {options.defaultTtlMs, options.minTtlMs, options.maxTtlMs}),
       warm({warmLimitBytes(options), options.maxWarmWorkers}) {
   resources.codecPool = std::make_unique<JobQueue>(options.codecThreads);
-  resources.laterChecks = std::make_unique<JobQueue>(1);
-  resources.laterChecks->submit([]() {  // Linux: a thread's nice value is its own
-    if (setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19) != 0)
-      PL_LOG_DEBUG("node: cannot lower the priority of the chunk checks: %s", strerror(errno));
-  });
-  resources.addTask = [this](kj::Promise<void> task) {
-    if (sweeps) sweeps->add(kj::mv(task));
-  };
   resources.admitLoad = [this](LeaseState& lease, const ChunkManifest& manifest) {
     return admitLoad(lease, manifest);
   };
@@ -393,8 +382,6 @@ NodeService::Impl::~Impl() {
   resources.workerChunkRefs.clear();  // after the connections that may still reference them
   expiryTimer = nullptr;
   // Join the threads before the devices and data they use go away.
-  resources.addTask = nullptr;
-  resources.laterChecks.reset();
   resources.codecPool.reset();
   for (auto& slot : resources.slots) slot->thread.reset();
 }
@@ -749,8 +736,7 @@ NodeStats NodeService::stats() const {
   stats.scenesDecoded = c.scenesDecoded.load();
   stats.scenesPrepared = c.scenesPrepared.load();
   stats.putsForwarded = c.putsForwarded.load();
-  stats.forwardsChecked = c.forwardsChecked.load();
-  stats.forwardsBad = c.forwardsBad.load();
+  stats.forwardsCheckedByWorker = c.forwardsCheckedByWorker.load();
   stats.camerasDecoded = c.camerasDecoded.load();
   stats.deviceLoads = c.deviceLoads.load();
   stats.cameraSwitches = c.cameraSwitches.load();

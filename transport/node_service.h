@@ -48,10 +48,11 @@
 // session received before them has finished (verified and stored, or refused), whichever thread
 // verified it, so they see all of them. (Cap'n Proto 0.9.2's client-side flow control does not
 // report a refused put on later puts; missing() and load() do: missing() then still lists the
-// refused chunk.) A daemon in worker mode is the exception: a put that the worker's prepared
-// load wants goes on to the worker unchecked (the worker checks its hash as it decodes it into
-// place), and the daemon checks it after the load, on one thread at nice 19, before caching it
-// (session_server.cpp checkLater()); a bad one fails the load and is never cached.
+// refused chunk.) A daemon in worker mode does not decode a put that the worker's prepared
+// load wants: it hands it on unchecked (Chunk.unchecked), as an ordinary call whose answer
+// says whether the worker took it (the worker checks its hash as it decodes it into place, or
+// decodes it to check it), and stores it only then; a refusal fails the put with the worker's
+// reason. So a join decodes each chunk once, and the cache still holds checked chunks only.
 //
 // Memory: chunks are kept (encoded) in a node-wide cache keyed by hash, bounded by
 // NodeOptions::chunkCacheBytes (least recently used chunks go first), so a later lease that
@@ -155,10 +156,11 @@ struct NodeOptions {
   // chunks pinned by sessions until their load may take the cache beyond it).
   uint64_t chunkCacheBytes = uint64_t(4) << 30;
   // Whether put() decodes each chunk to check its content hash before taking it (a Primary's
-  // chunks; a bad one fails its own put). A worker's chunks come from its daemon: it takes them
-  // as they are (after the same bounds on sizes), since the load's decode, or the prepared
-  // load's placing of each chunk, checks every chunk's hash anyway (Sponza: one decode of
-  // 139 MB saved per join, ~1.2 s of one core on this machine kind).
+  // chunks; a bad one fails its own put). A worker's chunks come from its daemon, which checked
+  // them: it takes them as they are (after the same bounds on sizes), and the load's decode
+  // checks every chunk's hash anyway (Sponza: one decode of 139 MB saved per join, ~1.2 s of
+  // one core on this machine kind). Except a put its daemon marks unchecked: the worker checks
+  // it (decoding it into place, or to check it) even when it holds the chunk.
   bool verifyPuts = true;
   // Cap'n Proto's per-message traversal limit (bytes) on authenticated connections: a 4 MiB
   // chunk encodes to at most a little over 4 MiB, so 64 MiB leaves ample headroom for a large
@@ -241,10 +243,9 @@ struct NodeStats {
   uint64_t workersStarted = 0;
   // Worker mode: puts handed on to a worker as they came (after a prepare), not after the load.
   uint64_t putsForwarded = 0;
-  // Of those, chunks the daemon checked itself after the worker's load and then cached, and
-  // chunks that failed that check (never cached).
-  uint64_t forwardsChecked = 0;
-  uint64_t forwardsBad = 0;
+  // Of those, puts of the prepared manifest that went on unchecked and that the worker took:
+  // the daemon did not decode them, the worker's decode into place checked them.
+  uint64_t forwardsCheckedByWorker = 0;
   uint64_t warmReuses = 0;
   size_t warmWorkers = 0;
   uint64_t warmWorkerBytes = 0;

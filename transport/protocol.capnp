@@ -188,9 +188,11 @@ struct Chunk {
   # and one zstd frame declaring its content size. The node checks the size against limits
   # before decompressing and the hash of the decompressed bytes against `hash`.
   unchecked @2 :Bool;
-  # Daemon to worker only: the daemon has not checked the hash (it handed a prepared chunk on as
-  # it came). A worker that does not decode the chunk into place now checks it before keeping
-  # it. Primaries leave it false; a node checks every Primary's chunk whatever it says.
+  # Daemon to worker only: the daemon has not checked the hash (it hands a prepared chunk on as
+  # it comes, and caches it once the worker has answered the put). The worker checks these
+  # bytes, decoding them into place or decoding them to check them, even when it holds the
+  # chunk, and answers only then. Primaries leave it false; a node checks every Primary's chunk
+  # whatever it says.
 }
 
 struct WorkUnit {

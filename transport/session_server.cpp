@@ -104,7 +104,6 @@ class SessionServer final : public proto::RenderSession::Server {
           std::vector<Hash128> lacking;
           for (const Hash128& h : hashes) {
             if (lease->pin(h) || lease->node.chunks.contains(h)) continue;
-            if (lease->encodedChunk(h) != nullptr) continue;  // not checked yet
             if (lease->holdsPrepared(h)) continue;
             if (std::shared_ptr<const RenderData> data = lease->node.decodedHolding(h)) {
               auto& held = lease->heldForLoads;
@@ -131,7 +130,10 @@ class SessionServer final : public proto::RenderSession::Server {
       failCall(name + ": truncated (" + std::to_string(data.size()) + " bytes)");
     }
     NodeResources& node = lease_->node;
-    if (node.chunks.contains(hash)) {
+    // A worker checks the bytes of an unchecked put even when it holds the chunk (its daemon
+    // caches them once this put is answered).
+    const bool unchecked = !node.options.verifyPuts && chunk.getUnchecked();
+    if (node.chunks.contains(hash) && !unchecked) {
       lease_->pin(hash);
       return kj::READY_NOW;
     }
@@ -160,8 +162,8 @@ class SessionServer final : public proto::RenderSession::Server {
               })
           .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
     }
-    if (!node.options.verifyPuts && !chunk.getUnchecked()) {  // a worker's: its daemon checked
-      lease_->store(hash, bytes);                           // them (NodeOptions)
+    if (!node.options.verifyPuts && !unchecked) {  // a worker's: its daemon checked them
+      lease_->store(hash, bytes);                   // (NodeOptions)
       return kj::READY_NOW;
     }
     if (auto it = lease_->forwardToWorker.find(hash); it != lease_->forwardToWorker.end()) {
@@ -170,14 +172,10 @@ class SessionServer final : public proto::RenderSession::Server {
                              " raw bytes, the prepared manifest says " +
                              std::to_string(it->second));
       }
-      // Prepared in the worker: it decodes the chunk into place now, checking its hash, while
-      // the upload goes on. The daemon checks it too, but only once the worker has answered
-      // the load (checkLater()), and caches it then.
-      if (lease_->encodedChunk(hash) == nullptr) {
-        lease_->unchecked[hash] = {bytes, uint32_t(declared)};
-        forward(*lease_, hash, *bytes, true);
-      }
-      return kj::READY_NOW;
+      // Prepared in the worker: it decodes the chunk into place now, which checks its hash,
+      // while the upload goes on. So the daemon does not decode it too: it hands the bytes on
+      // unchecked, and caches them once the worker has taken them (checked them).
+      return checkedByWorker(kj::addRef(*lease_), hash, bytes);
     }
     ++lease_->putsInFlight;
     auto lease = kj::addRef(*lease_);
@@ -201,7 +199,7 @@ class SessionServer final : public proto::RenderSession::Server {
   }
 
   // The scene's arrays are sized now, and the puts that follow decode into them (in worker
-  // mode: the worker's, to which the verified puts go on as they come).
+  // mode: the worker's, to which the puts go on as they come, unchecked: checkedByWorker()).
   kj::Promise<void> prepare(PrepareContext context) override {
     lease_->checkServing();
     auto manifest = fromProto(context.getParams().getManifest());
@@ -245,13 +243,8 @@ class SessionServer final : public proto::RenderSession::Server {
         });
     auto lease = kj::addRef(*lease_);
     if (lease_->worker != nullptr) {
-      // However the load ends, the worker has had the chunks it took unchecked: the daemon
-      // checks them now (checkLater()), after the join's work. (A load answered has done so
-      // for the chunks of its manifest already.)
-      auto check = kj::defer(
-          [lease = kj::addRef(*lease_)]() mutable { checkLater(*lease, nullptr); });
       return tracked(*lease_, loadInWorker(context, kj::mv(lease), std::move(*manifest))
-                                  .attach(kj::mv(unpin), kj::mv(check)));
+                                  .attach(kj::mv(unpin)));
     }
     return tracked(
         *lease_,
@@ -380,7 +373,7 @@ class SessionServer final : public proto::RenderSession::Server {
           if (!lacking.ok()) failCall(lacking.error().message);
           auto send = std::make_shared<const std::vector<Hash128>>(std::move(*lacking));
           for (const Hash128& hash : *send) {
-            auto bytes = lease->encodedChunk(hash);
+            auto bytes = lease->node.chunks.find(hash);
             if (bytes == nullptr) {
               failCall("load: chunk " + hash.hex() + " is missing (put it first)");
             }
@@ -402,7 +395,6 @@ class SessionServer final : public proto::RenderSession::Server {
               [context, lease = kj::mv(lease), manifest = std::move(manifest), answered](
                   capnp::Response<proto::RenderSession::LoadResults>&& response) mutable {
                 answered();
-                checkLater(*lease, &manifest);
                 lease->checkServing();
                 context.getResults().setScene(response.getScene());
                 LoadedScene scene;  // the id alone: the data is the worker's
@@ -425,9 +417,7 @@ class SessionServer final : public proto::RenderSession::Server {
                                           std::shared_ptr<WorkerChunkRefs::Refs> refs, size_t next) {
     if (next == hashes->size()) return kj::READY_NOW;
     lease->checkServing();
-    const Hash128& hash = (*hashes)[next];
-    // A chunk not cached here is one a worker took unchecked, not checked yet (checkLater()).
-    return sendToWorker(*lease, hash, *(*refs)[next], true, !lease->node.chunks.contains(hash))
+    return sendToWorker(*lease, (*hashes)[next], *(*refs)[next], true)
         .then([lease = kj::mv(lease), hashes = kj::mv(hashes), refs = kj::mv(refs),
                next]() mutable {
           return streamToWorker(kj::mv(lease), kj::mv(hashes), kj::mv(refs), next + 1);
@@ -438,12 +428,10 @@ class SessionServer final : public proto::RenderSession::Server {
   // `byReference` the message references `bytes` when Cap'n Proto may read them in whole words
   // (the caller keeps them until the worker has read them); else it copies them.
   static kj::Promise<void> sendToWorker(LeaseState& lease, const Hash128& hash,
-                                        const std::vector<uint8_t>& bytes, bool byReference,
-                                        bool unchecked = false) {
+                                        const std::vector<uint8_t>& bytes, bool byReference) {
     auto put = lease.workerSession.putRequest(capnp::MessageSize{16, 1});
     auto chunk = put.initChunk();
     toProto(hash, chunk.initHash());
-    chunk.setUnchecked(unchecked);
     if (byReference && referenceableBytes(bytes.data(), bytes.size()))
       chunk.adoptData(capnp::Orphanage::getForMessageContaining(chunk).referenceExternalData(
           kj::arrayPtr(bytes.data(), bytes.size())));
@@ -452,80 +440,42 @@ class SessionServer final : public proto::RenderSession::Server {
     return put.send();
   }
 
-  // Hands a put on to the worker (a copy: nothing to hold for the message), `unchecked` when
-  // the daemon has not checked it; missing() and load() wait until it is sent.
-  static void forward(LeaseState& lease, const Hash128& hash, const std::vector<uint8_t>& bytes,
-                      bool unchecked = false) {
-    lease.node.counters.putsForwarded.fetch_add(1, std::memory_order_relaxed);
-    ++lease.putsInFlight;
-    lease.forwards.add(sendToWorker(lease, hash, bytes, false, unchecked)
-                           .attach(kj::defer([&lease]() { lease.putFinished(); })));
+  // A put the worker's prepared load wants: handed on unchecked, as an ordinary call (not the
+  // `-> stream` put, whose answer only says that flow control lets the next one go), so that
+  // its answer says whether the worker took it; the daemon caches the bytes only then, and a
+  // refusal fails this put with the worker's reason. This put's own answer waits for it, so
+  // the Primary's flow control paces the puts as it did the daemon's check.
+  static kj::Promise<void> checkedByWorker(kj::Own<LeaseState> lease, Hash128 hash,
+                                           std::shared_ptr<const std::vector<uint8_t>> bytes) {
+    constexpr uint16_t kPutMethod = 1;  // RenderSession.put @1 (transport/protocol.capnp)
+    auto call = lease->workerSession.typelessRequest(capnp::typeId<proto::RenderSession>(),
+                                                     kPutMethod, capnp::MessageSize{16, 1});
+    auto chunk = call.initAs<proto::RenderSession::PutParams>().initChunk();
+    toProto(hash, chunk.initHash());
+    chunk.setUnchecked(true);
+    chunk.setData(kj::arrayPtr(bytes->data(), bytes->size()));
+    lease->node.counters.putsForwarded.fetch_add(1, std::memory_order_relaxed);
+    ++lease->putsInFlight;
+    LeaseState& state = *lease;
+    return call.send()
+        .then(
+            [lease = kj::addRef(state), hash, bytes](auto&&) mutable {
+              lease->node.counters.forwardsCheckedByWorker.fetch_add(1, std::memory_order_relaxed);
+              lease->store(hash, bytes);
+            },
+            [lease = kj::addRef(state)](kj::Exception&& e) mutable {
+              refused(*lease, e.getDescription().cStr());
+            })
+        .attach(kj::defer([lease = kj::mv(lease)]() mutable { lease->putFinished(); }));
   }
 
-  // The chunks the lease handed on to its worker unchecked, once the worker has read them all
-  // (a load of the worker's has ended): the daemon checks each on its low-priority thread, off
-  // the path of the join, and caches the good ones. With `loaded` (the manifest of a load the
-  // worker answered, which checked each of its chunks), that manifest's chunks count as here
-  // meanwhile (NodeResources::checking: missing() says so, a load can hand them on); others
-  // (a failed load, a superseded prepare) are not here until checked. A bad one (the worker
-  // refused it too, failing its put and the load) is never cached.
-  static void checkLater(LeaseState& lease, const ChunkManifest* loaded) {
-    if (lease.unchecked.empty()) return;
-    NodeResources& node = lease.node;
-    struct Entry {
-      Hash128 hash;
-      NodeResources::Unchecked chunk;
-      bool here;  // in NodeResources::checking until checked
-    };
-    auto batch = std::make_shared<std::vector<Entry>>();
-    if (loaded != nullptr) {
-      for (const Hash128& hash : loaded->chunkHashes()) {
-        auto it = lease.unchecked.find(hash);
-        if (it == lease.unchecked.end()) continue;
-        batch->push_back({hash, it->second, true});
-        node.checking.emplace(hash, it->second);
-        lease.unchecked.erase(it);
-      }
-    } else {
-      for (const auto& [hash, chunk] : lease.unchecked) batch->push_back({hash, chunk, false});
-      lease.unchecked.clear();
-    }
-    if (batch->empty() || !node.addTask || !node.laterChecks) return;
-    node.addTask(
-        runOnQueue<std::vector<std::string>>(
-            *node.laterChecks,
-            [batch]() {
-              std::vector<std::string> errors(batch->size());
-              for (size_t i = 0; i < batch->size(); ++i) {
-                const Entry& e = (*batch)[i];
-                auto decoded = decodeChunk(e.hash, e.chunk.bytes->data(), e.chunk.bytes->size(),
-                                           e.chunk.rawBytes);
-                if (!decoded.ok()) errors[i] = decoded.error().message;
-              }
-              return errors;
-            })
-            .then(
-                [&node, batch](std::vector<std::string> errors) {
-                  for (size_t i = 0; i < batch->size(); ++i) {
-                    const Entry& e = (*batch)[i];
-                    if (e.here) {
-                      auto it = node.checking.find(e.hash);
-                      if (it != node.checking.end() && it->second.bytes == e.chunk.bytes)
-                        node.checking.erase(it);
-                    }
-                    if (errors[i].empty()) {
-                      node.chunks.put(e.hash, e.chunk.bytes);
-                      node.counters.forwardsChecked.fetch_add(1, std::memory_order_relaxed);
-                    } else {
-                      PL_LOG_WARN("not caching a chunk a worker took: %s", errors[i].c_str());
-                      node.counters.forwardsBad.fetch_add(1, std::memory_order_relaxed);
-                    }
-                  }
-                },
-                [&node, batch](kj::Exception&&) {  // the node is stopping
-                  for (const Entry& e : *batch)
-                    if (e.here) node.checking.erase(e.hash);
-                }));
+  // Hands a verified put on to the worker (a copy: nothing to hold for the message);
+  // missing() and load() wait until it is sent.
+  static void forward(LeaseState& lease, const Hash128& hash, const std::vector<uint8_t>& bytes) {
+    lease.node.counters.putsForwarded.fetch_add(1, std::memory_order_relaxed);
+    ++lease.putsInFlight;
+    lease.forwards.add(sendToWorker(lease, hash, bytes, false)
+                           .attach(kj::defer([&lease]() { lease.putFinished(); })));
   }
 
   [[noreturn]] static void refused(LeaseState& lease, const std::string& why) {
