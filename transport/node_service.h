@@ -48,8 +48,8 @@
 // session received before them has finished (verified and stored, or refused), whichever thread
 // verified it, so they see all of them. (Cap'n Proto 0.9.2's client-side flow control does not
 // report a refused put on later puts; missing() and load() do: missing() then still lists the
-// refused chunk.) A daemon in worker mode does not decode a put that the worker's prepared
-// load wants: it hands it on unchecked (Chunk.unchecked), as an ordinary call whose answer
+// refused chunk.) A daemon in worker mode does not decode a put of a chunk of the last prepared
+// manifest: it hands it on unchecked (Chunk.unchecked), as an ordinary call whose answer
 // says whether the worker took it (the worker checks its hash as it decodes it into place, or
 // decodes it to check it), and stores it only then; a refusal fails the put with the worker's
 // reason. So a join decodes each chunk once, and the cache still holds checked chunks only.

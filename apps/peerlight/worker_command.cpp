@@ -78,7 +78,7 @@ struct WorkerArgs {
   // here until their load, and dropped then; a later load copies what it shares with the scenes
   // decoded here (missing() reports those present), so only changed chunks come again.
   options.chunkCacheBytes = 0;
-  options.verifyPuts = false;  // the daemon checked every chunk it hands over
+  options.verifyPuts = false;  // the daemon checked what it hands over, except unchecked puts
   {
     UvKjLoop loop;
     NodeService node(loop, ClusterKey{std::vector<uint8_t>(32, 0)}, std::move(*devices),
